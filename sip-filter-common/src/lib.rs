@@ -1,0 +1,16 @@
+//! Shared by the sip-filter XDP program and its userspace: the SIP parser, which runs
+//! unchanged in the kernel and in host tests, and the map types and names.
+#![cfg_attr(not(test), no_std)]
+
+pub mod bounded;
+pub mod domain;
+pub mod ip;
+pub mod maps;
+pub mod scan;
+pub mod sip;
+
+pub use maps::{Counters, FilterConfig, Reason};
+pub use scan::{ScanBuf, SCAN_LEN};
+pub use sip::{
+    parse, Header, HostKind, Method, Payload, Scheme, Scratch, SipMessage, Span, StartLine,
+};

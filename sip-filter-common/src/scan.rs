@@ -1,0 +1,264 @@
+//! The scan buffer: a bounded, word-aligned copy of a datagram's payload, and the
+//! word-at-a-time (SWAR) primitives the parser builds on.
+//!
+//! Every access is masked to the buffer's power-of-two size, so the same code is
+//! provably in bounds for the BPF verifier and cannot panic on the host.
+
+/// Bytes in the buffer (a power of two, so indexes can be masked).
+pub const BUF_BYTES: usize = 2048;
+/// Words in the buffer.
+pub const BUF_WORDS: usize = BUF_BYTES / 8;
+/// The most payload bytes that are copied and examined. The last 32 bytes of the buffer
+/// stay free so that the words just past the payload can be cleared (see [`ScanBuf::terminate`]).
+pub const SCAN_LEN: usize = BUF_BYTES - 32;
+
+const BYTE_MASK: usize = BUF_BYTES - 1;
+const WORD_MASK: usize = BUF_WORDS - 1;
+
+/// `0x0101…01`
+pub const ONES: u64 = 0x0101_0101_0101_0101;
+/// `0x7f7f…7f`
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+/// OR-ing this folds ASCII upper case letters onto lower case.
+pub const ASCII_LOWER: u64 = 0x2020_2020_2020_2020;
+
+/// A datagram's payload prefix, as the kernel program copies it into a per-CPU map value.
+#[repr(C, align(8))]
+#[derive(Clone)]
+pub struct ScanBuf {
+    pub words: [u64; BUF_WORDS],
+    laundry: Laundry,
+}
+
+/// One word of memory for [`ScanBuf::search`].
+#[repr(transparent)]
+struct Laundry(core::cell::UnsafeCell<u64>);
+
+// SAFETY: a ScanBuf is used by one thread at a time (the kernel's is per-CPU).
+unsafe impl Sync for Laundry {}
+
+impl Clone for Laundry {
+    fn clone(&self) -> Self {
+        Self(core::cell::UnsafeCell::new(0))
+    }
+}
+
+impl Default for ScanBuf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ScanBuf {
+    pub const fn new() -> Self {
+        Self {
+            words: [0; BUF_WORDS],
+            laundry: Laundry(core::cell::UnsafeCell::new(0)),
+        }
+    }
+
+    /// Builds a buffer from a payload, as the kernel would (host tests, userspace).
+    /// Returns the buffer and the number of bytes it holds (at most [`SCAN_LEN`]).
+    pub fn from_payload(payload: &[u8]) -> (Self, usize) {
+        let mut buf = Self::new();
+        let len = payload.len().min(SCAN_LEN);
+        for (i, b) in payload.iter().take(len).enumerate() {
+            buf.set_byte(i, *b);
+        }
+        buf.terminate(len);
+        (buf, len)
+    }
+
+    fn set_byte(&mut self, i: usize, b: u8) {
+        let shift = (i & 7) * 8;
+        let w = &mut self.words[(i >> 3) & WORD_MASK];
+        *w = (*w & !(0xff << shift)) | (u64::from(b) << shift);
+    }
+
+    /// Clears the bytes from `len` to the end of the following three words, so that
+    /// stale bytes of an earlier, longer packet never look like part of this one.
+    /// `len` must be at most [`SCAN_LEN`].
+    #[inline(always)]
+    pub fn terminate(&mut self, len: usize) {
+        let k = (len >> 3) & WORD_MASK;
+        self.words[k] &= low_bytes_mask(len & 7);
+        self.words[(k + 1) & WORD_MASK] = 0;
+        self.words[(k + 2) & WORD_MASK] = 0;
+        self.words[(k + 3) & WORD_MASK] = 0;
+    }
+
+    /// Returns `value` after a round trip through memory the BPF verifier does not
+    /// track: parsing leaves the same field known differently on each of its many paths,
+    /// and code that runs after it would be verified once per path; laundered, the
+    /// paths merge. Free on the host.
+    #[inline(always)]
+    pub fn launder(&self, value: usize) -> usize {
+        let slot = self.laundry.0.get();
+        // SAFETY: the slot is ours, and only this thread uses this buffer.
+        unsafe {
+            core::ptr::write_volatile(slot, value as u64);
+            core::ptr::read_volatile(slot) as usize
+        }
+    }
+
+    /// Runs `step(0)`, `step(1)`, … (at most `count` steps, each verified once: see
+    /// [`crate::bounded`]) until one returns a result; returns it, or `default`. The
+    /// result comes back through memory the BPF verifier does not track, so the code
+    /// after a search is verified once, not once per step the search could end at.
+    #[inline(always)]
+    pub fn search(
+        &self,
+        count: u32,
+        default: usize,
+        mut step: impl FnMut(usize) -> Option<usize>,
+    ) -> usize {
+        let slot = self.laundry.0.get();
+        // SAFETY: the slot is ours, and only this thread uses this buffer.
+        unsafe { core::ptr::write_volatile(slot, default as u64) };
+        crate::bounded::repeat(count, &mut |i: u32| match step(i as usize) {
+            Some(found) => {
+                // SAFETY: as above.
+                unsafe { core::ptr::write_volatile(slot, found as u64) };
+                false
+            }
+            None => true,
+        });
+        // SAFETY: as above.
+        unsafe { core::ptr::read_volatile(slot) as usize }
+    }
+
+    /// The byte at `i` (masked into the buffer).
+    #[inline(always)]
+    pub fn byte(&self, i: usize) -> u8 {
+        let i = i & BYTE_MASK;
+        (self.words[i >> 3] >> ((i & 7) * 8)) as u8
+    }
+
+    /// The aligned word holding bytes `8k .. 8k+8`.
+    #[inline(always)]
+    pub fn word(&self, k: usize) -> u64 {
+        self.words[k & WORD_MASK]
+    }
+
+    /// The 8 bytes starting at any offset `i`, little-endian (byte `i` is the low byte).
+    #[inline(always)]
+    pub fn window(&self, i: usize) -> u64 {
+        let k = i >> 3;
+        let shift = (i & 7) * 8;
+        let lo = self.word(k) >> shift;
+        if shift == 0 {
+            lo
+        } else {
+            lo | (self.word(k + 1) << (64 - shift))
+        }
+    }
+}
+
+/// A parser variable kept in memory, read and written with volatile accesses.
+///
+/// Why: the BPF verifier tracks every constant exactly, and once a branch depends on
+/// one it marks it "precise"; loop states differing in a precise value are never
+/// merged, so a parsing loop whose counters start at a literal 0 is walked path by path
+/// until the verifier gives up (1M instructions). In the kernel these variables live in
+/// the per-CPU scratch map value, whose contents the verifier does not track: every
+/// read is an unknown, bounded by the masks at its uses, and equivalent loop states
+/// merge. The volatile accesses keep the compiler from caching them in registers.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Vol<T: Copy>(T);
+
+impl<T: Copy> Vol<T> {
+    pub const fn new(value: T) -> Self {
+        Self(value)
+    }
+    #[inline(always)]
+    pub fn get(&self) -> T {
+        // SAFETY: a read of a value we own.
+        unsafe { core::ptr::read_volatile(&self.0) }
+    }
+    #[inline(always)]
+    pub fn set(&mut self, value: T) {
+        // SAFETY: a write of a value we own.
+        unsafe { core::ptr::write_volatile(&mut self.0, value) }
+    }
+}
+
+/// A mask of the low `n` bytes of a word (`n` in 0..=8).
+#[inline(always)]
+pub const fn low_bytes_mask(n: usize) -> u64 {
+    if n >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (n * 8)) - 1
+    }
+}
+
+/// The high bit of each byte of `w` that is zero. Exact: no false positives, unlike
+/// the shorter `(x - ONES) & !x` trick, because no carry crosses a byte.
+#[inline(always)]
+pub const fn zero_bytes(w: u64) -> u64 {
+    !(((w & LOW7).wrapping_add(LOW7)) | w | LOW7)
+}
+
+/// The high bit of each byte of `w` equal to `b`.
+#[inline(always)]
+pub const fn bytes_equal(w: u64, b: u8) -> u64 {
+    zero_bytes(w ^ (ONES.wrapping_mul(b as u64)))
+}
+
+/// The index (0..8) of the lowest byte flagged in a non-zero mask from [`zero_bytes`].
+/// BPF has no count-trailing-zeros instruction: a multiply does it in three operations.
+#[inline(always)]
+pub const fn first_flagged_byte(mask: u64) -> usize {
+    let lowest = mask & mask.wrapping_neg();
+    ((lowest >> 7).wrapping_mul(0x0001_0203_0405_0607) >> 56) as usize
+}
+
+/// The little-endian word of up to 8 bytes, zero padded: for comparing with windows.
+pub const fn word_of(s: &[u8]) -> u64 {
+    let mut w = 0u64;
+    let mut i = 0;
+    while i < s.len() && i < 8 {
+        w |= (s[i] as u64) << (i * 8);
+        i += 1;
+    }
+    w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_reads_across_words() {
+        let (buf, len) = ScanBuf::from_payload(b"0123456789abcdefXYZ");
+        assert_eq!(len, 19);
+        assert_eq!(buf.window(0), word_of(b"01234567"));
+        assert_eq!(buf.window(5), word_of(b"56789abc"));
+        assert_eq!(buf.window(15), word_of(b"fXYZ"));
+        assert_eq!(buf.byte(18), b'Z');
+        assert_eq!(buf.byte(19), 0);
+    }
+
+    #[test]
+    fn terminate_clears_stale_bytes() {
+        let (mut buf, _) = ScanBuf::from_payload(&[b'x'; 100]);
+        buf.terminate(13);
+        assert_eq!(buf.byte(12), b'x');
+        for i in 13..40 {
+            assert_eq!(buf.byte(i), 0, "byte {i}");
+        }
+    }
+
+    #[test]
+    fn flagged_byte_index_is_exact() {
+        for i in 0..8 {
+            let w = word_of(b"abcdefgh") & !(0xff << (i * 8)) | (u64::from(b'\n') << (i * 8));
+            let m = bytes_equal(w, b'\n');
+            assert_eq!(first_flagged_byte(m), i);
+        }
+        // A byte 0x01 above a match must not be flagged (the classic trick's false positive).
+        let w = word_of(b"\n\x0b\x0b\x0b\x0b\x0b\x0b\x0b");
+        assert_eq!(bytes_equal(w, b'\n'), 0x80);
+    }
+}

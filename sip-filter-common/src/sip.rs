@@ -1,0 +1,817 @@
+//! The SIP parser (RFC 3261 §7), run unchanged by the XDP program and by host tests.
+//!
+//! It reads a [`ScanBuf`]: one pass finds line ends a word at a time, classifies each
+//! header line by its name (compact forms, any case, spaces or tabs before the colon,
+//! folded continuation lines), and records where the values of the headers sip-filter
+//! needs are. Nothing is copied or allocated; every loop has a constant bound.
+//!
+//! Defined limits, all tested:
+//! - Only the first [`SCAN_LEN`](crate::scan::SCAN_LEN) bytes and the first [`MAX_LINES`]
+//!   lines are examined. A header beyond them is absent: [`SipMessage::headers_complete`]
+//!   is then false, and policy must treat an absent header as "unknown", not as "clean".
+//! - A line cut by the end of the window is ignored, unless the window holds the whole
+//!   datagram (then the datagram's last line needs no line feed).
+//! - Empty lines before the start line are skipped (RFC 3261 §7.5).
+
+use crate::{
+    bounded::repeat,
+    domain::HashState,
+    ip::{parse_ipv4, parse_ipv6, IpState},
+    scan::{
+        bytes_equal, first_flagged_byte, low_bytes_mask, word_of, ScanBuf, Vol, ASCII_LOWER,
+        BUF_WORDS, SCAN_LEN,
+    },
+};
+
+/// Lines of a message examined, the start line included.
+pub const MAX_LINES: usize = 64;
+/// Spaces and tabs skipped around a header's colon (a multiple of 8).
+const MAX_WHITESPACE: usize = 24;
+/// Longest Request-URI host examined (a DNS name is at most 253 bytes).
+pub const MAX_HOST_LEN: usize = 256;
+
+/// A byte range `start..end` of the scan buffer. `end == 0` means absent (no value can
+/// end at offset 0: the start line comes first); a present value may be empty.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl Span {
+    pub const ABSENT: Span = Span { start: 0, end: 0 };
+
+    #[inline(always)]
+    pub fn new(start: usize, end: usize) -> Self {
+        Self {
+            start: start as u16,
+            end: end as u16,
+        }
+    }
+    #[inline(always)]
+    pub fn is_present(self) -> bool {
+        self.end != 0
+    }
+    #[inline(always)]
+    pub fn len(self) -> usize {
+        usize::from(self.end.saturating_sub(self.start))
+    }
+    #[inline(always)]
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+    #[inline(always)]
+    pub fn start(self) -> usize {
+        usize::from(self.start)
+    }
+    #[inline(always)]
+    pub fn end(self) -> usize {
+        usize::from(self.end)
+    }
+}
+
+/// Request methods: RFC 3261 and its extensions. `None` marks a message that is not a
+/// request; the numbers index per-method counters.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    None = 0,
+    Invite,
+    Ack,
+    Bye,
+    Cancel,
+    Options,
+    Register,
+    Prack,
+    Subscribe,
+    Notify,
+    Publish,
+    Info,
+    Refer,
+    Message,
+    Update,
+    Other,
+}
+
+impl Method {
+    pub const COUNT: usize = 16;
+    /// Every method, in counter order.
+    pub const ALL: [Method; Self::COUNT] = [
+        Method::None,
+        Method::Invite,
+        Method::Ack,
+        Method::Bye,
+        Method::Cancel,
+        Method::Options,
+        Method::Register,
+        Method::Prack,
+        Method::Subscribe,
+        Method::Notify,
+        Method::Publish,
+        Method::Info,
+        Method::Refer,
+        Method::Message,
+        Method::Update,
+        Method::Other,
+    ];
+
+    /// The method's name as written on the wire; `other` and `none` for the two catch-alls.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Method::None => "none",
+            Method::Invite => "INVITE",
+            Method::Ack => "ACK",
+            Method::Bye => "BYE",
+            Method::Cancel => "CANCEL",
+            Method::Options => "OPTIONS",
+            Method::Register => "REGISTER",
+            Method::Prack => "PRACK",
+            Method::Subscribe => "SUBSCRIBE",
+            Method::Notify => "NOTIFY",
+            Method::Publish => "PUBLISH",
+            Method::Info => "INFO",
+            Method::Refer => "REFER",
+            Method::Message => "MESSAGE",
+            Method::Update => "UPDATE",
+            Method::Other => "other",
+        }
+    }
+
+    /// Methods are case-sensitive (RFC 3261 §7.1): `invite` is an extension method.
+    /// `first` holds the token's first 8 bytes, `second` the next 8, both masked to it.
+    #[inline(always)]
+    fn from_token(len: usize, first: u64, second: u64) -> Method {
+        const INVITE: u64 = word_of(b"INVITE");
+        const ACK: u64 = word_of(b"ACK");
+        const BYE: u64 = word_of(b"BYE");
+        const CANCEL: u64 = word_of(b"CANCEL");
+        const OPTIONS: u64 = word_of(b"OPTIONS");
+        const REGISTER: u64 = word_of(b"REGISTER");
+        const PRACK: u64 = word_of(b"PRACK");
+        const SUBSCRIB: u64 = word_of(b"SUBSCRIB");
+        const E: u64 = word_of(b"E");
+        const NOTIFY: u64 = word_of(b"NOTIFY");
+        const PUBLISH: u64 = word_of(b"PUBLISH");
+        const INFO: u64 = word_of(b"INFO");
+        const REFER: u64 = word_of(b"REFER");
+        const MESSAGE: u64 = word_of(b"MESSAGE");
+        const UPDATE: u64 = word_of(b"UPDATE");
+        match (len, first) {
+            (6, INVITE) => Method::Invite,
+            (3, ACK) => Method::Ack,
+            (3, BYE) => Method::Bye,
+            (6, CANCEL) => Method::Cancel,
+            (7, OPTIONS) => Method::Options,
+            (8, REGISTER) => Method::Register,
+            (5, PRACK) => Method::Prack,
+            (9, SUBSCRIB) if second == E => Method::Subscribe,
+            (6, NOTIFY) => Method::Notify,
+            (7, PUBLISH) => Method::Publish,
+            (4, INFO) => Method::Info,
+            (5, REFER) => Method::Refer,
+            (7, MESSAGE) => Method::Message,
+            (6, UPDATE) => Method::Update,
+            _ => Method::Other,
+        }
+    }
+}
+
+/// The headers whose values the parser records (the first occurrence of each; for Via
+/// that is the topmost).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Header {
+    UserAgent = 0,
+    To,
+    From,
+    CallId,
+    CSeq,
+    Contact,
+    Via,
+    ContentLength,
+}
+
+impl Header {
+    pub const COUNT: usize = 8;
+    pub const ALL: [Header; Self::COUNT] = [
+        Header::UserAgent,
+        Header::To,
+        Header::From,
+        Header::CallId,
+        Header::CSeq,
+        Header::Contact,
+        Header::Via,
+        Header::ContentLength,
+    ];
+
+    /// Classifies a header name of `len` bytes: `first`/`second` hold its first and next
+    /// 8 bytes, folded to lower case and masked to the name.
+    #[inline(always)]
+    fn from_name(len: usize, first: u64, second: u64) -> Option<Header> {
+        const USER_AGE: u64 = word_of(b"user-age");
+        const NT: u64 = word_of(b"nt");
+        const TO: u64 = word_of(b"to");
+        const FROM: u64 = word_of(b"from");
+        const CALL_ID: u64 = word_of(b"call-id");
+        const CSEQ: u64 = word_of(b"cseq");
+        const CONTACT: u64 = word_of(b"contact");
+        const VIA: u64 = word_of(b"via");
+        const CONTENT_: u64 = word_of(b"content-");
+        const LENGTH: u64 = word_of(b"length");
+        const T: u64 = word_of(b"t");
+        const F: u64 = word_of(b"f");
+        const I: u64 = word_of(b"i");
+        const M: u64 = word_of(b"m");
+        const V: u64 = word_of(b"v");
+        const L: u64 = word_of(b"l");
+        match (len, first) {
+            (10, USER_AGE) if second == NT => Some(Header::UserAgent),
+            (2, TO) | (1, T) => Some(Header::To),
+            (4, FROM) | (1, F) => Some(Header::From),
+            (7, CALL_ID) | (1, I) => Some(Header::CallId),
+            (4, CSEQ) => Some(Header::CSeq),
+            (7, CONTACT) | (1, M) => Some(Header::Contact),
+            (3, VIA) | (1, V) => Some(Header::Via),
+            (14, CONTENT_) if second == LENGTH => Some(Header::ContentLength),
+            (1, L) => Some(Header::ContentLength),
+            _ => None,
+        }
+    }
+}
+
+/// The Request-URI's scheme.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Sip,
+    Sips,
+    Tel,
+    /// Any other scheme (`urn:`, `im:`, …): no host is parsed.
+    Other,
+}
+
+/// What the Request-URI's host is.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostKind {
+    /// No host: a `tel:` or other non-SIP URI.
+    None,
+    /// A name (or something that is not a valid IP literal).
+    Name,
+    /// An IPv4 literal, in [`RequestUri::address`] as an IPv4-mapped IPv6 address.
+    Ipv4,
+    /// A bracketed IPv6 literal, in [`RequestUri::address`].
+    Ipv6,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestUri {
+    pub scheme: Scheme,
+    /// The user part (`sip:user@host`), or the number of a `tel:` URI.
+    pub user: Span,
+    /// The host, without brackets for IPv6 and without a trailing dot.
+    pub host: Span,
+    pub host_kind: HostKind,
+    /// The parsed address of an IP-literal host.
+    pub address: [u8; 16],
+    /// The port, 0 when absent.
+    pub port: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartLine {
+    Request { method: Method, uri: RequestUri },
+    Response { status: u16 },
+}
+
+/// What the parser made of a SIP message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SipMessage {
+    pub start: StartLine,
+    /// Value spans, indexed by [`Header`] (leading whitespace skipped, trailing CR not
+    /// included; a folded value spans its continuation lines).
+    pub headers: [Span; Header::COUNT],
+    /// The empty line ending the header section was found: every header was examined.
+    pub headers_complete: bool,
+}
+
+impl SipMessage {
+    #[inline(always)]
+    pub fn header(&self, h: Header) -> Span {
+        self.headers[h as usize & (Header::COUNT - 1)]
+    }
+    pub fn method(&self) -> Method {
+        match self.start {
+            StartLine::Request { method, .. } => method,
+            StartLine::Response { .. } => Method::None,
+        }
+    }
+}
+
+/// What a UDP payload on a SIP port is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Payload {
+    Sip(SipMessage),
+    /// A keep-alive: empty, only CR/LF (RFC 5626 §3.5.1), or a STUN message (RFC 5389),
+    /// which SIP outbound also sends to the SIP port.
+    Keepalive,
+    /// Neither SIP nor a keep-alive.
+    NotSip,
+}
+
+/// The STUN magic cookie, bytes 4..8 of every RFC 5389 message.
+const STUN_MAGIC_COOKIE: u32 = 0x2112_a442;
+
+/// The parser's working memory: the payload and every loop-carried variable (see
+/// [`Vol`] for why they live here). The kernel keeps one per CPU in a map value.
+#[repr(C)]
+pub struct Scratch {
+    pub buf: ScanBuf,
+    lines: LineState,
+    pub ip: IpState,
+    pub hash: HashState,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Scratch {
+    pub const fn new() -> Self {
+        Self {
+            buf: ScanBuf::new(),
+            lines: LineState::new(),
+            ip: IpState::new(),
+            hash: HashState::new(),
+        }
+    }
+
+    /// Copies a payload in, as the kernel does; returns the bytes held (at most
+    /// [`SCAN_LEN`]).
+    pub fn fill(&mut self, payload: &[u8]) -> usize {
+        let (buf, len) = ScanBuf::from_payload(payload);
+        self.buf = buf;
+        len
+    }
+}
+
+#[repr(C)]
+struct LineState {
+    /// Where the start line begins: after up to two leading CRLFs.
+    origin: Vol<u16>,
+    /// How many entries of `line_ends` are valid.
+    count: Vol<u16>,
+    /// The empty line ending the headers was seen (or the whole datagram was).
+    headers_complete: Vol<u16>,
+    /// The header a folded continuation line belongs to; `NO_HEADER` for none.
+    last_header: Vol<u16>,
+    /// Pass 1 stopped at the empty line or at `MAX_LINES`.
+    scan_done: Vol<u16>,
+    /// The offset of the line feed ending each line (or of the payload's end).
+    ends: [Vol<u16>; MAX_LINES],
+    headers: [Vol<Span>; Header::COUNT],
+}
+
+impl LineState {
+    const fn new() -> Self {
+        Self {
+            origin: Vol::new(0),
+            count: Vol::new(0),
+            headers_complete: Vol::new(0),
+            last_header: Vol::new(0),
+            scan_done: Vol::new(0),
+            ends: [Vol::new(0); MAX_LINES],
+            headers: [Vol::new(Span::ABSENT); Header::COUNT],
+        }
+    }
+}
+
+const LINE_MASK: usize = MAX_LINES - 1;
+/// `LineState::last_header` when the last header line is not one we record.
+const NO_HEADER: u16 = Header::COUNT as u16;
+
+/// Classifies and parses a payload of `len` bytes held in `scratch.buf`. `whole` says
+/// whether the buffer holds the whole datagram (not a first fragment, not cut at
+/// [`SCAN_LEN`]).
+pub fn parse(scratch: &mut Scratch, len: usize, whole: bool) -> Payload {
+    let len = if len > SCAN_LEN { SCAN_LEN } else { len };
+    let Scratch { buf, lines, ip, .. } = scratch;
+    if is_keepalive(buf, len) {
+        return Payload::Keepalive;
+    }
+    find_line_ends(buf, lines, len, whole);
+    if lines.count.get() == 0 {
+        return Payload::NotSip;
+    }
+    let origin = usize::from(lines.origin.get());
+    let start_line = Span::new(origin, content_end(buf, origin, lines.ends[0].get()));
+    let Some(start) = parse_start_line(buf, ip, start_line) else {
+        return Payload::NotSip;
+    };
+    classify_lines(buf, lines);
+    let mut headers = [Span::ABSENT; Header::COUNT];
+    for (out, kept) in headers.iter_mut().zip(lines.headers.iter()) {
+        *out = kept.get();
+    }
+    Payload::Sip(SipMessage {
+        start,
+        headers,
+        headers_complete: lines.headers_complete.get() != 0,
+    })
+}
+
+fn is_keepalive(buf: &ScanBuf, len: usize) -> bool {
+    if len == 0 {
+        return true;
+    }
+    let w = buf.word(0);
+    if len <= 8 {
+        // Only CR and LF bytes.
+        let used = low_bytes_mask(len) & 0x8080_8080_8080_8080;
+        let crlf = bytes_equal(w, b'\r') | bytes_equal(w, b'\n');
+        return crlf & used == used;
+    }
+    // STUN: the two top bits of the type are zero, and the magic cookie follows the length.
+    len >= 20 && (w as u8) & 0xc0 == 0 && ((w >> 32) as u32).swap_bytes() == STUN_MAGIC_COOKIE
+}
+
+/// The end of a line's content: before the CR of its CRLF, if any.
+#[inline(always)]
+fn content_end(buf: &ScanBuf, start: usize, newline: u16) -> usize {
+    let newline = usize::from(newline);
+    if newline > start && buf.byte(newline - 1) == b'\r' {
+        newline - 1
+    } else {
+        newline
+    }
+}
+
+/// Pass 1: where each line ends, a word at a time, up to the empty line that ends the
+/// header section (or [`MAX_LINES`] lines).
+fn find_line_ends(buf: &ScanBuf, lines: &mut LineState, len: usize, whole: bool) {
+    lines.count.set(0);
+    lines.headers_complete.set(0);
+    lines.scan_done.set(0);
+    // RFC 3261 §7.5: CRLFs before the start line are ignored.
+    let first = buf.word(0);
+    let origin = if first & 0xffff != 0x0a0d {
+        0
+    } else if (first >> 16) & 0xffff != 0x0a0d {
+        2
+    } else {
+        4
+    };
+    lines.origin.set(origin);
+    // Four words per call: fewer calls, and a body the verifier still finds small.
+    const WORDS_PER_STEP: usize = 4;
+    let mut done = false;
+    repeat((BUF_WORDS / WORDS_PER_STEP) as u32, &mut |step: u32| {
+        for w in 0..WORDS_PER_STEP {
+            let k = step as usize * WORDS_PER_STEP + w;
+            if k * 8 >= len {
+                return false;
+            }
+            let mut newlines = bytes_equal(buf.word(k), b'\n');
+            for _ in 0..8 {
+                if newlines == 0 {
+                    break;
+                }
+                let at = k * 8 + first_flagged_byte(newlines);
+                newlines &= newlines - 1;
+                if at >= usize::from(lines.origin.get()) && record_line_end(buf, lines, at) {
+                    lines.scan_done.set(1);
+                    return false;
+                }
+            }
+        }
+        true
+    });
+    done |= lines.scan_done.get() != 0;
+    if done {
+        return;
+    }
+    // Out of data without the empty line. The datagram's last line may lack its line
+    // feed; either way every header of a whole datagram was seen.
+    if whole {
+        let count = usize::from(lines.count.get());
+        let next_start = if count == 0 {
+            usize::from(lines.origin.get())
+        } else {
+            usize::from(lines.ends[(count - 1) & LINE_MASK].get()) + 1
+        };
+        if next_start < len && record_line_end(buf, lines, len) {
+            return;
+        }
+        lines.headers_complete.set(1);
+    }
+}
+
+/// Records a line ending at `at`. True when scanning is done: the line is the empty
+/// one ending the headers, or no more lines fit.
+#[inline(always)]
+fn record_line_end(buf: &ScanBuf, lines: &mut LineState, at: usize) -> bool {
+    let count = usize::from(lines.count.get());
+    if count >= MAX_LINES {
+        return true;
+    }
+    let start = if count == 0 {
+        usize::from(lines.origin.get())
+    } else {
+        usize::from(lines.ends[(count - 1) & LINE_MASK].get()) + 1
+    };
+    lines.ends[count & LINE_MASK].set(at as u16);
+    lines.count.set(count as u16 + 1);
+    if count > 0 && content_end(buf, start, at as u16) == start {
+        lines.headers_complete.set(1);
+        return true;
+    }
+    false
+}
+
+/// Pass 2: which header each line after the start line holds, and where its value is.
+fn classify_lines(buf: &ScanBuf, lines: &mut LineState) {
+    for header in lines.headers.iter_mut() {
+        header.set(Span::ABSENT);
+    }
+    lines.last_header.set(NO_HEADER);
+    repeat(MAX_LINES as u32 - 1, &mut |i: u32| {
+        let j = i as usize + 1;
+        if j >= usize::from(lines.count.get()) {
+            return false;
+        }
+        let start = usize::from(lines.ends[(j - 1) & LINE_MASK].get()) + 1;
+        let end = content_end(buf, start, lines.ends[j & LINE_MASK].get());
+        if end <= start {
+            return false; // the empty line
+        }
+        let first = buf.byte(start);
+        if first == b' ' || first == b'\t' {
+            let last = usize::from(lines.last_header.get());
+            if last < Header::COUNT {
+                extend_folded(
+                    buf,
+                    &mut lines.headers[last & (Header::COUNT - 1)],
+                    start,
+                    end,
+                );
+            }
+            return true;
+        }
+        lines.last_header.set(NO_HEADER);
+        if let Some((header, value_start)) = classify_header(buf, start, end) {
+            let slot = &mut lines.headers[header as usize & (Header::COUNT - 1)];
+            if !slot.get().is_present() {
+                slot.set(Span::new(value_start, end));
+                lines.last_header.set(header as u16);
+            }
+        }
+        true
+    });
+}
+
+/// A folded line (RFC 3261 §7.3.1) continues the previous header's value.
+#[inline(always)]
+fn extend_folded(buf: &ScanBuf, value: &mut Vol<Span>, line_start: usize, end: usize) {
+    let mut span = value.get();
+    if span.is_empty() {
+        // `User-Agent:` with the value on the next line.
+        span.start = skip_whitespace(buf, line_start, end) as u16;
+    }
+    span.end = end as u16;
+    value.set(span);
+}
+
+/// The first byte at or after `start` that is not a space or tab (at most `end`).
+/// Looks at up to [`MAX_WHITESPACE`] bytes, a word at a time and without a loop;
+/// a longer run counts as ending there.
+#[inline(always)]
+fn skip_whitespace(buf: &ScanBuf, start: usize, end: usize) -> usize {
+    let mut at = start;
+    for _ in 0..MAX_WHITESPACE / 8 {
+        let w = buf.window(at);
+        let other = !(bytes_equal(w, b' ') | bytes_equal(w, b'\t')) & 0x8080_8080_8080_8080;
+        if other != 0 {
+            at += first_flagged_byte(other);
+            break;
+        }
+        at += 8;
+    }
+    at.min(end)
+}
+
+/// The header a line holds and where its value starts, if it is one we record.
+#[inline(always)]
+fn classify_header(buf: &ScanBuf, line_start: usize, end: usize) -> Option<(Header, usize)> {
+    let first = buf.window(line_start);
+    let second = buf.window(line_start + 8);
+    // The name ends at the colon, or at whitespace before it.
+    let delimiters = |w: u64| bytes_equal(w, b':') | bytes_equal(w, b' ') | bytes_equal(w, b'\t');
+    let in_first = delimiters(first);
+    let name_len = if in_first != 0 {
+        first_flagged_byte(in_first)
+    } else {
+        let in_second = delimiters(second);
+        if in_second == 0 {
+            return None; // longer than any name we record
+        }
+        8 + first_flagged_byte(in_second)
+    };
+    if name_len == 0 || line_start + name_len >= end {
+        return None;
+    }
+    let lower_first = (first | ASCII_LOWER) & low_bytes_mask(name_len);
+    let lower_second = (second | ASCII_LOWER) & low_bytes_mask(name_len.saturating_sub(8));
+    let header = Header::from_name(name_len, lower_first, lower_second)?;
+    let colon = skip_whitespace(buf, line_start + name_len, end);
+    if colon >= end || buf.byte(colon) != b':' {
+        return None;
+    }
+    Some((header, skip_whitespace(buf, colon + 1, end)))
+}
+
+/// Finds `needle` in `from..to`, a word at a time; `to` if absent.
+#[inline(always)]
+pub fn find_byte(buf: &ScanBuf, from: usize, to: usize, needle: u8) -> usize {
+    buf.search(BUF_WORDS as u32, to, |i| {
+        let at = from + i * 8;
+        if at >= to {
+            return Some(to);
+        }
+        let hits = bytes_equal(buf.window(at), needle);
+        (hits != 0).then(|| (at + first_flagged_byte(hits)).min(to))
+    })
+}
+
+/// Parses a status line (`SIP/2.0 200 OK`) or a request line (`INVITE uri SIP/2.0`).
+fn parse_start_line(buf: &ScanBuf, ip: &mut IpState, line: Span) -> Option<StartLine> {
+    const SIP_VERSION: u64 = word_of(b"sip/2.0");
+    const SIP_VERSION_SP: u64 = word_of(b"sip/2.0 ");
+    let (start, end) = (line.start(), line.end());
+    if (buf.window(start) | ASCII_LOWER) == SIP_VERSION_SP {
+        return parse_status(buf, start + 8, end).map(|status| StartLine::Response { status });
+    }
+    let method_end = find_byte(buf, start, end, b' ');
+    let uri_end = find_byte(buf, method_end + 1, end, b' ');
+    if method_end == start || uri_end >= end || uri_end == method_end + 1 {
+        return None;
+    }
+    // The version must be exactly SIP/2.0 (any case) and end the line.
+    let version = buf.window(uri_end + 1) | ASCII_LOWER;
+    if end - (uri_end + 1) != 7 || version & low_bytes_mask(7) != SIP_VERSION {
+        return None;
+    }
+    let method_len = method_end - start;
+    let method = Method::from_token(
+        method_len,
+        buf.window(start) & low_bytes_mask(method_len),
+        buf.window(start + 8) & low_bytes_mask(method_len.saturating_sub(8)),
+    );
+    let uri = parse_request_uri(buf, ip, method_end + 1, uri_end)?;
+    Some(StartLine::Request { method, uri })
+}
+
+/// Three digits, 100..=699, followed by a space or the end of the line.
+fn parse_status(buf: &ScanBuf, at: usize, end: usize) -> Option<u16> {
+    if at + 3 > end || (at + 3 < end && buf.byte(at + 3) != b' ') {
+        return None;
+    }
+    let digit = |i: usize| {
+        let d = buf.byte(at + i).wrapping_sub(b'0');
+        (d <= 9).then_some(u16::from(d))
+    };
+    let status = digit(0)? * 100 + digit(1)? * 10 + digit(2)?;
+    (100..700).contains(&status).then_some(status)
+}
+
+fn parse_request_uri(
+    buf: &ScanBuf,
+    ip: &mut IpState,
+    start: usize,
+    end: usize,
+) -> Option<RequestUri> {
+    const SIP: u64 = word_of(b"sip:");
+    const SIPS: u64 = word_of(b"sips:");
+    const TEL: u64 = word_of(b"tel:");
+    let head = buf.window(start) | ASCII_LOWER;
+    let (scheme, rest) = if head & low_bytes_mask(4) == SIP {
+        (Scheme::Sip, start + 4)
+    } else if head & low_bytes_mask(5) == SIPS {
+        (Scheme::Sips, start + 5)
+    } else if head & low_bytes_mask(4) == TEL {
+        (Scheme::Tel, start + 4)
+    } else {
+        (Scheme::Other, find_byte(buf, start, end, b':'))
+    };
+    if rest >= end {
+        return None; // no scheme, or nothing after it
+    }
+    let mut uri = RequestUri {
+        scheme,
+        user: Span::ABSENT,
+        host: Span::ABSENT,
+        host_kind: HostKind::None,
+        address: [0; 16],
+        port: 0,
+    };
+    match scheme {
+        Scheme::Tel => {
+            uri.user = Span::new(rest, find_byte(buf, rest, end, b';'));
+            return Some(uri);
+        }
+        Scheme::Other => return Some(uri),
+        Scheme::Sip | Scheme::Sips => {}
+    }
+    // userinfo "@" is optional; '@' cannot appear unescaped elsewhere in a SIP URI.
+    let at = find_byte(buf, rest, end, b'@');
+    let host_start = if at < end {
+        uri.user = Span::new(rest, find_byte(buf, rest, at, b':'));
+        at + 1
+    } else {
+        rest
+    };
+    if host_start >= end {
+        return None;
+    }
+    let after_host;
+    if buf.byte(host_start) == b'[' {
+        let close = find_byte(buf, host_start + 1, end, b']');
+        if close >= end {
+            return None;
+        }
+        uri.host = Span::new(host_start + 1, close);
+        after_host = close + 1;
+        if let Some(address) = parse_ipv6(buf, ip, uri.host) {
+            uri.host_kind = HostKind::Ipv6;
+            uri.address = address;
+        } else {
+            uri.host_kind = HostKind::Name;
+        }
+    } else {
+        let host_end = host_end(buf, host_start, end);
+        after_host = host_end;
+        let mut name_end = host_end;
+        if name_end > host_start + 1 && buf.byte(name_end - 1) == b'.' {
+            name_end -= 1; // a fully qualified name's trailing dot
+        }
+        uri.host = Span::new(host_start, name_end);
+        if let Some(v4) = parse_ipv4(buf, ip, uri.host) {
+            uri.host_kind = HostKind::Ipv4;
+            uri.address = mapped_ipv4(v4);
+        } else {
+            uri.host_kind = HostKind::Name;
+        }
+    }
+    if uri.host.is_empty() || uri.host.len() > MAX_HOST_LEN {
+        return None;
+    }
+    if after_host < end && buf.byte(after_host) == b':' {
+        uri.port = parse_port(buf, after_host + 1, end)?;
+    }
+    Some(uri)
+}
+
+/// A host name ends at the port's colon, the parameters' `;`, the headers' `?`, or the URI.
+#[inline(always)]
+fn host_end(buf: &ScanBuf, start: usize, end: usize) -> usize {
+    buf.search(((MAX_HOST_LEN + 8) / 8) as u32, end, |i| {
+        let at = start + i * 8;
+        if at >= end {
+            return Some(end);
+        }
+        let w = buf.window(at);
+        let hits = bytes_equal(w, b':') | bytes_equal(w, b';') | bytes_equal(w, b'?');
+        (hits != 0).then(|| (at + first_flagged_byte(hits)).min(end))
+    })
+}
+
+fn parse_port(buf: &ScanBuf, start: usize, end: usize) -> Option<u16> {
+    // The first byte that is not a digit ends the port.
+    const MAX_DIGITS: usize = 5;
+    let digits_end = buf.search(MAX_DIGITS as u32 + 1, start + MAX_DIGITS + 1, |i| {
+        let at = start + i;
+        (at >= end || buf.byte(at).wrapping_sub(b'0') > 9).then_some(at)
+    });
+    let digits = digits_end.wrapping_sub(start);
+    if digits == 0 || digits > MAX_DIGITS {
+        return None;
+    }
+    if digits_end < end && !matches!(buf.byte(digits_end), b';' | b'?') {
+        return None;
+    }
+    let mut port = 0u32;
+    for i in 0..MAX_DIGITS {
+        if i < digits {
+            port = port * 10 + u32::from(buf.byte(start + i).wrapping_sub(b'0'));
+        }
+    }
+    u16::try_from(port).ok()
+}
+
+/// An IPv4 address as an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`).
+pub const fn mapped_ipv4(v4: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
+    ]
+}

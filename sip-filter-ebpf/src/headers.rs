@@ -1,0 +1,186 @@
+//! Ethernet, VLAN, IPv4, IPv6 and UDP headers, read in place with bounds checks.
+
+use aya_ebpf::programs::XdpContext;
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const VLAN_HLEN: usize = 4;
+/// 802.1Q and 802.1ad (QinQ): an outer and an inner tag.
+const MAX_VLAN_TAGS: usize = 2;
+
+const IPPROTO_UDP: u8 = 17;
+const IPV6_HLEN: usize = 40;
+/// IPv6 extension headers walked before giving up (RFC 8200 §4.1 order has at most 6
+/// before the upper layer; more than this on a SIP packet is unusual).
+const MAX_IPV6_EXTENSIONS: usize = 6;
+const NEXTHDR_HOP: u8 = 0;
+const NEXTHDR_ROUTING: u8 = 43;
+const NEXTHDR_FRAGMENT: u8 = 44;
+const NEXTHDR_AUTH: u8 = 51;
+const NEXTHDR_DEST: u8 = 60;
+const UDP_HLEN: u32 = 8;
+
+/// What the headers say about a frame.
+pub enum Headers {
+    Udp(Udp),
+    /// Not IP, or IP but not UDP.
+    NotUdp,
+    /// A non-first fragment of a UDP datagram.
+    LaterFragment,
+    /// Truncated or not understood.
+    Unparsed,
+}
+
+pub struct Udp {
+    pub dst_port: u16,
+    /// Offset of the UDP payload from the start of the frame.
+    pub payload_offset: u32,
+    /// Payload bytes present in this frame (at most what the UDP header claims).
+    pub payload_len: u32,
+    /// The first fragment of a fragmented datagram: the rest of the payload is elsewhere.
+    pub first_fragment: bool,
+}
+
+/// Reads the bytes at `offset..offset + N`, if the frame holds them.
+#[inline(always)]
+fn bytes<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<&[u8; N]> {
+    let start = ctx.data();
+    if start + offset + N > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: checked against data_end just above; the verifier checks it again.
+    Some(unsafe { &*((start + offset) as *const [u8; N]) })
+}
+
+#[inline(always)]
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+#[inline(always)]
+pub fn parse_headers(ctx: &XdpContext) -> Headers {
+    let Some(eth) = bytes::<ETH_HLEN>(ctx, 0) else {
+        return Headers::Unparsed;
+    };
+    let mut ethertype = be16(eth, 12);
+    let mut offset = ETH_HLEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        let Some(tag) = bytes::<VLAN_HLEN>(ctx, offset) else {
+            return Headers::Unparsed;
+        };
+        ethertype = be16(tag, 2);
+        offset += VLAN_HLEN;
+    }
+    match ethertype {
+        ETH_P_IPV4 => ipv4(ctx, offset),
+        ETH_P_IPV6 => ipv6(ctx, offset),
+        ETH_P_8021Q | ETH_P_8021AD => Headers::Unparsed, // a third tag
+        _ => Headers::NotUdp,
+    }
+}
+
+#[inline(always)]
+fn ipv4(ctx: &XdpContext, offset: usize) -> Headers {
+    let Some(ip) = bytes::<20>(ctx, offset) else {
+        return Headers::Unparsed;
+    };
+    let header_len = usize::from(ip[0] & 0x0f) * 4;
+    if ip[0] >> 4 != 4 || header_len < 20 {
+        return Headers::Unparsed;
+    }
+    let total_len = usize::from(be16(ip, 2));
+    if total_len < header_len {
+        return Headers::Unparsed;
+    }
+    if ip[9] != IPPROTO_UDP {
+        return Headers::NotUdp;
+    }
+    let fragment = be16(ip, 6);
+    let more_fragments = fragment & 0x2000 != 0;
+    if fragment & 0x1fff != 0 {
+        return Headers::LaterFragment;
+    }
+    // The IP total length bounds the payload: Ethernet pads short frames.
+    udp(ctx, offset + header_len, offset + total_len, more_fragments)
+}
+
+#[inline(always)]
+fn ipv6(ctx: &XdpContext, offset: usize) -> Headers {
+    let Some(ip) = bytes::<IPV6_HLEN>(ctx, offset) else {
+        return Headers::Unparsed;
+    };
+    if ip[0] >> 4 != 6 {
+        return Headers::Unparsed;
+    }
+    let ip_end = offset + IPV6_HLEN + usize::from(be16(ip, 4));
+    let mut next = ip[6];
+    let mut at = offset + IPV6_HLEN;
+    let mut first_fragment = false;
+    for _ in 0..MAX_IPV6_EXTENSIONS {
+        match next {
+            IPPROTO_UDP => return udp(ctx, at, ip_end, first_fragment),
+            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => {
+                let Some(ext) = bytes::<2>(ctx, at) else {
+                    return Headers::Unparsed;
+                };
+                next = ext[0];
+                at += (usize::from(ext[1]) + 1) * 8;
+            }
+            NEXTHDR_AUTH => {
+                let Some(ext) = bytes::<2>(ctx, at) else {
+                    return Headers::Unparsed;
+                };
+                next = ext[0];
+                at += (usize::from(ext[1]) + 2) * 4;
+            }
+            NEXTHDR_FRAGMENT => {
+                let Some(ext) = bytes::<8>(ctx, at) else {
+                    return Headers::Unparsed;
+                };
+                let offset_and_flags = be16(ext, 2);
+                next = ext[0];
+                at += 8;
+                if offset_and_flags & 0xfff8 != 0 {
+                    return if next == IPPROTO_UDP {
+                        Headers::LaterFragment
+                    } else {
+                        Headers::NotUdp
+                    };
+                }
+                first_fragment = offset_and_flags & 1 != 0;
+            }
+            _ => return Headers::NotUdp,
+        }
+    }
+    Headers::Unparsed
+}
+
+#[inline(always)]
+fn udp(ctx: &XdpContext, offset: usize, ip_end: usize, first_fragment: bool) -> Headers {
+    let Some(udp) = bytes::<{ UDP_HLEN as usize }>(ctx, offset) else {
+        return Headers::Unparsed;
+    };
+    let udp_len = u32::from(be16(udp, 4));
+    let payload_offset = (offset as u32) + UDP_HLEN;
+    if udp_len < UDP_HLEN || ip_end < payload_offset as usize {
+        return Headers::Unparsed;
+    }
+    let frame_end = ctx.data_end() - ctx.data();
+    let present = ip_end
+        .min(frame_end)
+        .saturating_sub(payload_offset as usize) as u32;
+    let claimed = udp_len - UDP_HLEN;
+    Headers::Udp(Udp {
+        dst_port: be16(udp, 2),
+        payload_offset,
+        payload_len: claimed.min(present),
+        // Also a datagram whose UDP length claims more than the frame holds.
+        first_fragment: first_fragment || claimed > present,
+    })
+}

@@ -1,0 +1,46 @@
+//! Command-line verbs, one file each; their doc comments are their `--help`.
+
+mod run;
+mod stats;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use sip_filter::pins::PIN_ROOT;
+
+#[derive(Parser)]
+#[command(
+    name = "sip-filter",
+    version,
+    about = "A kernel-level SIP firewall: an XDP program drops SIP scanners and unknown-domain requests before the server sees them."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Run(run::RunArgs),
+    Stats(stats::StatsArgs),
+}
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Stats(args) => stats::stats(args),
+    }
+}
+
+/// An error in what the operator asked for (exit status 2), not a failure of the system.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UserError(pub String);
+
+/// Where pins live; tests point it elsewhere.
+#[derive(clap::Args, Clone)]
+pub struct PinArgs {
+    /// Directory under which running filters pin their maps, one subdirectory per interface.
+    #[arg(long, env = "SIP_FILTER_PIN_ROOT", default_value = PIN_ROOT, hide_default_value = false)]
+    pub pin_root: PathBuf,
+}

@@ -1,0 +1,58 @@
+use anyhow::Context;
+use sip_filter::{
+    filter::pinned_counters,
+    pins::{interface_dir, pinned_interfaces},
+    stats,
+};
+use sip_filter_common::Counters;
+
+use super::{PinArgs, UserError};
+
+/// Print the counters of running filters: packets by verdict reason and by SIP method.
+#[derive(clap::Args)]
+pub struct StatsArgs {
+    /// Only this interface's filter (default: all, summed).
+    #[arg(long)]
+    iface: Option<String>,
+    /// JSON, with `reasons` and `methods` objects.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    pins: PinArgs,
+}
+
+pub fn stats(args: StatsArgs) -> anyhow::Result<()> {
+    let root = &args.pins.pin_root;
+    let interfaces = match &args.iface {
+        Some(iface) => {
+            if !interface_dir(root, iface).is_dir() {
+                return Err(UserError(format!(
+                    "no filter is loaded on {iface}: start one with `sip-filter run --iface {iface} --domain YOUR.DOMAIN`"
+                ))
+                .into());
+            }
+            vec![iface.clone()]
+        }
+        None => pinned_interfaces(root).with_context(|| format!("reading {}", root.display()))?,
+    };
+    if interfaces.is_empty() {
+        return Err(UserError(format!(
+            "no filter is loaded (nothing pinned in {}): start one with `sip-filter run --iface IFACE --domain YOUR.DOMAIN`",
+            root.display()
+        ))
+        .into());
+    }
+    let mut total = Counters::default();
+    for iface in &interfaces {
+        let dir = interface_dir(root, iface);
+        let counters = pinned_counters(&dir)
+            .with_context(|| format!("reading the counters pinned in {}", dir.display()))?;
+        total.add(&counters);
+    }
+    if args.json {
+        println!("{}", stats::to_json(&interfaces, &total));
+    } else {
+        print!("{}", stats::to_text(&interfaces, &total));
+    }
+    Ok(())
+}

@@ -1,0 +1,292 @@
+//! The loaded XDP program and its maps: load, configure, attach, pin, test-run, count.
+
+use std::{
+    io::Read,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use aya::{
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray},
+    programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode},
+    Ebpf, EbpfError, EbpfLoader,
+};
+use sip_filter_common::{
+    maps::{names, PROGRAM_NAME},
+    Counters, FilterConfig,
+};
+
+use crate::settings::{Settings, SettingsError};
+
+/// The XDP program, built by `build.rs` and embedded so that one file ships.
+static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sip-filter-ebpf"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    #[error("loading the eBPF object failed: {0}")]
+    Object(#[from] EbpfError),
+    #[error("the kernel refused the XDP program (run as root, on Linux 6.1 or newer): {0}")]
+    Load(#[source] ProgramError),
+    #[error("the eBPF object has no {what} named {name}: the binary was built wrong")]
+    Missing {
+        what: &'static str,
+        name: &'static str,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("attaching to {iface} in {mode} mode failed: {source}")]
+    Attach {
+        iface: String,
+        mode: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("pinning map {name} at {path}: {source}")]
+    Pin {
+        name: &'static str,
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("BPF_PROG_TEST_RUN failed: {0}")]
+    TestRun(#[source] ProgramError),
+    #[error("reading random bytes for the domain hash seed: {0}")]
+    Seed(#[source] std::io::Error),
+}
+
+/// How to attach to an interface.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// Native (driver) mode, falling back to generic mode with a warning.
+    #[default]
+    Auto,
+    /// Native mode only: fail where the driver has no XDP support.
+    Native,
+    /// Generic (skb) mode: works everywhere, after the kernel allocates an skb.
+    Skb,
+}
+
+/// The mode an attachment ended up in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachedMode {
+    Native,
+    Skb,
+}
+
+impl AttachedMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachedMode::Native => "native",
+            AttachedMode::Skb => "skb",
+        }
+    }
+}
+
+pub struct Filter {
+    ebpf: Ebpf,
+}
+
+impl Filter {
+    /// Loads the program into the kernel (the verifier runs here).
+    pub fn load() -> Result<Self, FilterError> {
+        raise_memlock_limit();
+        let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT)?;
+        let filter = Self::program_in(&mut ebpf)?;
+        filter.load().map_err(FilterError::Load)?;
+        Ok(Self { ebpf })
+    }
+
+    fn program_in(ebpf: &mut Ebpf) -> Result<&mut Xdp, FilterError> {
+        let missing = FilterError::Missing {
+            what: "XDP program",
+            name: PROGRAM_NAME,
+        };
+        let program = ebpf.program_mut(PROGRAM_NAME).ok_or(missing)?;
+        program.try_into().map_err(|_| FilterError::Missing {
+            what: "XDP program",
+            name: PROGRAM_NAME,
+        })
+    }
+
+    fn program(&mut self) -> Result<&mut Xdp, FilterError> {
+        Self::program_in(&mut self.ebpf)
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, FilterError> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or(FilterError::Missing { what: "map", name })
+    }
+
+    /// Writes the settings into the maps, with a fresh random domain hash seed.
+    pub fn configure(&mut self, settings: &Settings) -> Result<(), FilterError> {
+        let kernel = settings.to_kernel(random_seed()?)?;
+        let map_error = |name| move |source| FilterError::Map { name, source };
+
+        let mut domains: HashMap<_, u64, u8> =
+            HashMap::try_from(self.map_mut(names::DOMAINS)?).map_err(map_error(names::DOMAINS))?;
+        let stale: Vec<u64> = domains.keys().filter_map(Result::ok).collect();
+        for key in stale {
+            domains.remove(&key).map_err(map_error(names::DOMAINS))?;
+        }
+        for (key, flags) in &kernel.domains {
+            domains
+                .insert(key, flags, 0)
+                .map_err(map_error(names::DOMAINS))?;
+        }
+
+        let mut own: HashMap<_, [u8; 16], u8> =
+            HashMap::try_from(self.map_mut(names::OWN_ADDRESSES)?)
+                .map_err(map_error(names::OWN_ADDRESSES))?;
+        let stale: Vec<[u8; 16]> = own.keys().filter_map(Result::ok).collect();
+        for key in stale {
+            own.remove(&key).map_err(map_error(names::OWN_ADDRESSES))?;
+        }
+        for address in &kernel.own_addresses {
+            own.insert(address, 1, 0)
+                .map_err(map_error(names::OWN_ADDRESSES))?;
+        }
+
+        // The config last: it switches the domain check on once the lists are in place.
+        let mut config: Array<_, FilterConfig> =
+            Array::try_from(self.map_mut(names::CONFIG)?).map_err(map_error(names::CONFIG))?;
+        config
+            .set(0, kernel.config, 0)
+            .map_err(map_error(names::CONFIG))?;
+        Ok(())
+    }
+
+    /// Attaches to `iface`. The attachment lasts as long as this `Filter`.
+    pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<AttachedMode, FilterError> {
+        let attach = |program: &mut Xdp, xdp_mode, mode_name| {
+            program
+                .attach(iface, xdp_mode)
+                .map(|_| ())
+                .map_err(|source| FilterError::Attach {
+                    iface: iface.to_string(),
+                    mode: mode_name,
+                    source,
+                })
+        };
+        let program = self.program()?;
+        match mode {
+            AttachMode::Native => {
+                attach(program, XdpMode::Driver, "native").map(|_| AttachedMode::Native)
+            }
+            AttachMode::Skb => attach(program, XdpMode::Skb, "skb").map(|_| AttachedMode::Skb),
+            AttachMode::Auto => match attach(program, XdpMode::Driver, "native") {
+                Ok(()) => Ok(AttachedMode::Native),
+                Err(
+                    unknown @ FilterError::Attach {
+                        source: ProgramError::UnknownInterface { .. },
+                        ..
+                    },
+                ) => Err(unknown),
+                Err(native_error) => {
+                    log::warn!(
+                        "{native_error}; falling back to generic (skb) mode, which is slower"
+                    );
+                    attach(program, XdpMode::Skb, "skb").map(|_| AttachedMode::Skb)
+                }
+            },
+        }
+    }
+
+    /// Pins every map a CLI in another shell reads under `dir` (which must exist).
+    pub fn pin_maps(&self, dir: &Path) -> Result<(), FilterError> {
+        for name in names::PINNED {
+            let map = self
+                .ebpf
+                .map(name)
+                .ok_or(FilterError::Missing { what: "map", name })?;
+            let path = dir.join(name);
+            map.pin(&path)
+                .map_err(|source| FilterError::Pin { name, path, source })?;
+        }
+        Ok(())
+    }
+
+    /// Runs the program once on `frame` with BPF_PROG_TEST_RUN; returns the XDP action.
+    pub fn test_run(&self, frame: &[u8]) -> Result<u32, FilterError> {
+        Ok(self.run(frame, 1)?.0)
+    }
+
+    /// Runs the program `repeat` times on `frame`; returns the action and the kernel's
+    /// mean time per run.
+    pub fn run(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration), FilterError> {
+        let program: &Xdp = self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(FilterError::Missing {
+                what: "XDP program",
+                name: PROGRAM_NAME,
+            })?;
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.repeat = repeat;
+        let result = program.test_run(opts).map_err(FilterError::TestRun)?;
+        Ok((result.return_value, result.duration))
+    }
+
+    /// The counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters, FilterError> {
+        let map = self.ebpf.map(names::COUNTERS).ok_or(FilterError::Missing {
+            what: "map",
+            name: names::COUNTERS,
+        })?;
+        sum_counters(map)
+    }
+}
+
+/// Sums the per-CPU counters of a loaded or pinned counters map.
+pub fn sum_counters(map: &Map) -> Result<Counters, FilterError> {
+    let map_error = |source| FilterError::Map {
+        name: names::COUNTERS,
+        source,
+    };
+    let counters: PerCpuArray<&MapData, Counters> =
+        PerCpuArray::try_from(map).map_err(map_error)?;
+    let mut total = Counters::default();
+    for cpu in counters.get(&0, 0).map_err(map_error)?.iter() {
+        total.add(cpu);
+    }
+    Ok(total)
+}
+
+/// Opens the counters a running filter pinned in `dir`.
+pub fn pinned_counters(dir: &Path) -> Result<Counters, FilterError> {
+    let map_error = |source| FilterError::Map {
+        name: names::COUNTERS,
+        source,
+    };
+    let data = MapData::from_pin(dir.join(names::COUNTERS)).map_err(map_error)?;
+    sum_counters(&Map::from_map_data(data).map_err(map_error)?)
+}
+
+fn random_seed() -> Result<u64, FilterError> {
+    let mut bytes = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(FilterError::Seed)?;
+    Ok(u64::from_ne_bytes(bytes))
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones ignore it.
+fn raise_memlock_limit() {
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0 {
+        log::debug!("could not raise RLIMIT_MEMLOCK; fine on kernels from 5.11 on");
+    }
+}

@@ -1,0 +1,11 @@
+//! sip-filter's userspace: loads the XDP program, configures it, and reads it back.
+//! The binary's commands live in `main.rs` and `cli/`; tests use this library to load
+//! the real program.
+
+pub mod filter;
+pub mod pins;
+pub mod settings;
+pub mod stats;
+
+pub use filter::{AttachMode, AttachedMode, Filter, FilterError};
+pub use settings::{NotSipPolicy, Settings};

@@ -1,0 +1,231 @@
+//! What an operator configures, validated before anything touches the kernel.
+
+use std::net::IpAddr;
+
+use sip_filter_common::{
+    domain::allowlist_key,
+    maps::{
+        FilterConfig, FLAG_ALLOW_HOSTLESS_URI, FLAG_DOMAIN_CHECK, FLAG_DROP_NOT_SIP_PAYLOAD,
+        MAX_DOMAINS, MAX_OWN_ADDRESSES, MAX_PORTS,
+    },
+    sip::mapped_ipv4,
+};
+
+/// What to do with a payload on a SIP port that is not SIP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum NotSipPolicy {
+    /// Drop it: nothing but SIP and keep-alives is expected on a SIP port.
+    #[default]
+    Drop,
+    /// Let it through to the server.
+    Pass,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Destination UDP ports carrying SIP.
+    pub ports: Vec<u16>,
+    /// Allowed Request-URI domains: exact names and `*.suffix` wildcards. Empty turns
+    /// the domain check off.
+    pub domains: Vec<String>,
+    /// The server's own addresses, allowed as IP-literal Request-URI hosts.
+    pub own_addresses: Vec<IpAddr>,
+    pub not_sip_payload: NotSipPolicy,
+    /// Let Request-URIs without a host (`tel:`, `urn:`) through the domain check.
+    pub allow_hostless_uri: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            ports: vec![5060],
+            domains: Vec::new(),
+            own_addresses: Vec::new(),
+            not_sip_payload: NotSipPolicy::Drop,
+            allow_hostless_uri: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SettingsError {
+    #[error("no SIP port given: name at least one (the default is 5060)")]
+    NoPorts,
+    #[error("{count} SIP ports given, at most {MAX_PORTS} are supported")]
+    TooManyPorts { count: usize },
+    #[error("port 0 is not a port a SIP server can listen on")]
+    PortZero,
+    #[error("domain {entry:?} cannot be allowed: write a name like pbx.example.com or a wildcard like *.example.com")]
+    BadDomain { entry: String },
+    #[error("{count} domains given, at most {MAX_DOMAINS} are supported")]
+    TooManyDomains { count: usize },
+    #[error("{count} own addresses given, at most {MAX_OWN_ADDRESSES} are supported")]
+    TooManyAddresses { count: usize },
+}
+
+/// The kernel's view of [`Settings`]: the config entry and the map contents.
+pub struct KernelSettings {
+    pub config: FilterConfig,
+    /// Domain map entries: key and flags (several entries may share a key).
+    pub domains: Vec<(u64, u8)>,
+    /// Own addresses, IPv4 mapped into IPv6.
+    pub own_addresses: Vec<[u8; 16]>,
+}
+
+impl Settings {
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        self.to_kernel(0).map(|_| ())
+    }
+
+    /// Converts to what the kernel program reads, hashing domains with `seed`.
+    pub fn to_kernel(&self, seed: u64) -> Result<KernelSettings, SettingsError> {
+        if self.ports.is_empty() {
+            return Err(SettingsError::NoPorts);
+        }
+        if self.ports.len() > MAX_PORTS {
+            return Err(SettingsError::TooManyPorts {
+                count: self.ports.len(),
+            });
+        }
+        if self.ports.contains(&0) {
+            return Err(SettingsError::PortZero);
+        }
+        if self.domains.len() > MAX_DOMAINS as usize {
+            return Err(SettingsError::TooManyDomains {
+                count: self.domains.len(),
+            });
+        }
+        if self.own_addresses.len() > MAX_OWN_ADDRESSES as usize {
+            return Err(SettingsError::TooManyAddresses {
+                count: self.own_addresses.len(),
+            });
+        }
+        let mut domains: Vec<(u64, u8)> = Vec::with_capacity(self.domains.len());
+        for entry in &self.domains {
+            if !is_domain_entry(entry) {
+                return Err(SettingsError::BadDomain {
+                    entry: entry.clone(),
+                });
+            }
+            let (key, flag) =
+                allowlist_key(entry, seed).ok_or_else(|| SettingsError::BadDomain {
+                    entry: entry.clone(),
+                })?;
+            // `example.com` and `*.example.com` share a key: merge their flags.
+            match domains.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, flags)) => *flags |= flag,
+                None => domains.push((key, flag)),
+            }
+        }
+        let mut config = FilterConfig {
+            port_count: self.ports.len() as u32,
+            domain_seed: seed,
+            ..FilterConfig::default()
+        };
+        for (slot, port) in config.ports.iter_mut().zip(&self.ports) {
+            *slot = *port;
+        }
+        if !domains.is_empty() {
+            config.flags |= FLAG_DOMAIN_CHECK;
+        }
+        if self.not_sip_payload == NotSipPolicy::Drop {
+            config.flags |= FLAG_DROP_NOT_SIP_PAYLOAD;
+        }
+        if self.allow_hostless_uri {
+            config.flags |= FLAG_ALLOW_HOSTLESS_URI;
+        }
+        let own_addresses = self
+            .own_addresses
+            .iter()
+            .map(|address| match address {
+                IpAddr::V4(v4) => mapped_ipv4(v4.octets()),
+                IpAddr::V6(v6) => v6.octets(),
+            })
+            .collect();
+        Ok(KernelSettings {
+            config,
+            domains,
+            own_addresses,
+        })
+    }
+}
+
+/// A host name (RFC 3261 `hostname`, letters, digits, `-` and `.`), optionally preceded
+/// by `*.`.
+fn is_domain_entry(entry: &str) -> bool {
+    let name = entry.strip_prefix("*.").unwrap_or(entry);
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_domains(domains: &[&str]) -> Settings {
+        Settings {
+            domains: domains.iter().map(|d| d.to_string()).collect(),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn good_domains_are_accepted() {
+        let settings = with_domains(&["pbx.example.test", "*.example.test", "Example.TEST."]);
+        let kernel = settings.to_kernel(7).unwrap();
+        assert_eq!(kernel.config.flags & FLAG_DOMAIN_CHECK, FLAG_DOMAIN_CHECK);
+        // `*.example.test` and `example.test` merged into one entry.
+        assert_eq!(kernel.domains.len(), 2);
+    }
+
+    #[test]
+    fn bad_domains_are_refused_by_name() {
+        for bad in [
+            "",
+            "*",
+            "exa mple.test",
+            "a..b",
+            "*.*.test",
+            "sip:pbx.test",
+            "x@y",
+        ] {
+            assert_eq!(
+                with_domains(&[bad]).validate(),
+                Err(SettingsError::BadDomain { entry: bad.into() }),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ports_are_checked() {
+        let mut settings = Settings::default();
+        settings.ports = vec![];
+        assert_eq!(settings.validate(), Err(SettingsError::NoPorts));
+        settings.ports = vec![0];
+        assert_eq!(settings.validate(), Err(SettingsError::PortZero));
+        settings.ports = (5060..5070).collect();
+        assert_eq!(
+            settings.validate(),
+            Err(SettingsError::TooManyPorts { count: 10 })
+        );
+    }
+
+    #[test]
+    fn empty_allowlist_turns_the_check_off() {
+        let kernel = Settings::default().to_kernel(1).unwrap();
+        assert_eq!(kernel.config.flags & FLAG_DOMAIN_CHECK, 0);
+        assert_eq!(
+            kernel.config.flags & FLAG_DROP_NOT_SIP_PAYLOAD,
+            FLAG_DROP_NOT_SIP_PAYLOAD
+        );
+    }
+}

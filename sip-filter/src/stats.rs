@@ -1,0 +1,71 @@
+//! Counters as operators read them: a text table or JSON.
+
+use serde_json::{json, Map, Value};
+use sip_filter_common::{Counters, Method, Reason};
+
+/// JSON: `reasons` (reason -> packets), `methods` (request method -> packets, whatever
+/// the verdict), and totals.
+pub fn to_json(interfaces: &[String], counters: &Counters) -> Value {
+    let reasons: Map<String, Value> = Reason::ALL
+        .iter()
+        .map(|r| (r.name().to_string(), json!(counters.reason_total(*r))))
+        .collect();
+    let methods: Map<String, Value> = Method::ALL
+        .iter()
+        .filter(|m| **m != Method::None)
+        .map(|m| (m.name().to_string(), json!(counters.method_total(*m))))
+        .collect();
+    let (passed, dropped) = totals(counters);
+    json!({
+        "interfaces": interfaces,
+        "packets": passed + dropped,
+        "passed": passed,
+        "dropped": dropped,
+        "reasons": reasons,
+        "methods": methods,
+        "first_fragments": counters.first_fragments,
+        "headers_truncated": counters.headers_truncated,
+    })
+}
+
+fn totals(counters: &Counters) -> (u64, u64) {
+    Reason::ALL.iter().fold((0, 0), |(passed, dropped), r| {
+        let n = counters.reason_total(*r);
+        if r.is_drop() {
+            (passed, dropped + n)
+        } else {
+            (passed + n, dropped)
+        }
+    })
+}
+
+/// A table for people: every reason, and the methods seen.
+pub fn to_text(interfaces: &[String], counters: &Counters) -> String {
+    let (passed, dropped) = totals(counters);
+    let mut out = format!(
+        "sip-filter on {}: {} packets, {} passed, {} dropped\n\nverdict reason            packets\n",
+        interfaces.join(", "),
+        passed + dropped,
+        passed,
+        dropped
+    );
+    for reason in Reason::ALL {
+        out.push_str(&format!(
+            "  {:<24}{:>9}\n",
+            reason.name(),
+            counters.reason_total(reason)
+        ));
+    }
+    out.push_str("\nrequests by method        packets\n");
+    for method in Method::ALL.iter().filter(|m| **m != Method::None) {
+        let n = counters.method_total(*method);
+        if n > 0 {
+            out.push_str(&format!("  {:<24}{:>9}\n", method.name(), n));
+        }
+    }
+    out.push_str(&format!(
+        "\nfirst fragments judged    {:>9}\nheaders past scan window  {:>9}\n",
+        counters.first_fragments, counters.headers_truncated
+    ));
+    out
+}
