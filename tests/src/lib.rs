@@ -1,1 +1,29 @@
+//! Shared pieces of the privileged tests: the root check, packet builders, and
+//! throwaway network namespaces.
 
+// Test support: a failed expectation here is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+pub mod netns;
+pub mod packets;
+
+/// Whether this process may load BPF programs and create namespaces. Without them a
+/// test fails loudly in CI (`CI=true`) and is skipped, with a message, elsewhere.
+#[must_use]
+pub fn privileged(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc_geteuid() } == 0;
+    if root {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test} needs root (BPF and network namespaces) and CI=true: refusing to skip");
+    }
+    eprintln!("SKIPPED {test}: needs root (run `sudo cargo xtask test`)");
+    false
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}

@@ -1,1 +1,38 @@
-fn main() {}
+//! `cargo xtask`: what cargo cannot do alone. Each command installs what it needs first.
+
+mod setup;
+mod test;
+mod vm;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "sip-filter's development tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install the eBPF toolchain (Debian's rustc with a BPF core, LLVM 22, bpf-linker) and,
+    /// with --test-tools, the tools the tests drive. Quick when everything is present.
+    Setup {
+        /// Also install the test tools (sipvicious, sipp, Kamailio, qemu, ...).
+        #[arg(long)]
+        test_tools: bool,
+    },
+    /// Set up, then run every test: formatting, clippy, unit and property tests, the
+    /// real XDP program in the kernel, network-namespace tests, the 6.1 kernel in a VM.
+    Test(test::TestArgs),
+    /// Boot Debian 12's 6.1 kernel in qemu and run the kernel-side tests there.
+    VmTest(vm::VmArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Setup { test_tools } => setup::setup(test_tools),
+        Command::Test(args) => test::test(args),
+        Command::VmTest(args) => vm::vm_test(args),
+    }
+}

@@ -1,0 +1,1 @@
+//! Throwaway network namespaces (filled in with the end-to-end tests).

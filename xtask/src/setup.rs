@@ -1,0 +1,121 @@
+//! Installs what building and testing need, printing each step; a quick no-op when all
+//! is present. See shared/TOOLCHAIN.md for why this toolchain: rustup has no `rust-src`
+//! here, so `-Z build-std` cannot work, and Debian's rustc ships a prebuilt BPF `core`.
+
+use std::process::Command;
+
+use anyhow::{bail, Context};
+
+/// Debian packages the eBPF build needs.
+const BUILD_PACKAGES: &[&str] = &[
+    "rustc-web",
+    "libstd-rust-web-dev-bpf",
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+];
+
+/// Debian packages the tests drive: real scanners, SIP peers, network tools, a VM.
+pub const TEST_PACKAGES: &[&str] = &[
+    "sipvicious",
+    "sip-tester",
+    "kamailio",
+    "iproute2",
+    "util-linux",
+    "tcpdump",
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn setup(test_tools: bool) -> anyhow::Result<()> {
+    let mut wanted: Vec<&str> = BUILD_PACKAGES.to_vec();
+    if test_tools {
+        wanted.extend_from_slice(TEST_PACKAGES);
+    }
+    install_packages(&wanted)?;
+    install_bpf_linker()?;
+    println!("setup: done");
+    Ok(())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn is_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+pub fn install_packages(wanted: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|p| !is_installed(p))
+        .collect();
+    if missing.is_empty() {
+        println!("setup: Debian packages present ({})", wanted.len());
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing Debian packages: {}. Run this as root (sudo cargo xtask setup), or install them with: apt-get install -y {}",
+            missing.join(" "),
+            missing.join(" ")
+        );
+    }
+    println!("setup: apt-get update");
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    println!("setup: apt-get install {}", missing.join(" "));
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .context("installing Debian packages failed: see apt-get's messages above")
+}
+
+fn install_bpf_linker() -> anyhow::Result<()> {
+    let present = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
+        .unwrap_or(false);
+    if present {
+        println!("setup: bpf-linker {BPF_LINKER_VERSION} present");
+        return Ok(());
+    }
+    println!("setup: cargo install bpf-linker {BPF_LINKER_VERSION} (built against LLVM 22, about a minute)");
+    run(Command::new("cargo")
+        .args([
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--version",
+            BPF_LINKER_VERSION,
+        ])
+        .args(["--no-default-features", "--features", "llvm-22"])
+        // Without it the link fails with `unable to find library -lLLVM`.
+        .env("LLVM_PREFIX", "/usr/lib/llvm-22"))
+    .context("installing bpf-linker failed; is ~/.cargo/bin on PATH?")
+}
+
+pub fn run(command: &mut Command) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("could not start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed ({status})");
+    }
+    Ok(())
+}
