@@ -32,6 +32,12 @@ pub struct HashState {
     full: Vol<u64>,
 }
 
+impl Default for HashState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl HashState {
     pub const fn new() -> Self {
         Self {

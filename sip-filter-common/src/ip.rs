@@ -30,6 +30,12 @@ pub struct IpState {
     ok: Vol<bool>,
 }
 
+impl Default for IpState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl IpState {
     pub const fn new() -> Self {
         Self {

@@ -207,14 +207,14 @@ mod tests {
 
     #[test]
     fn ports_are_checked() {
-        let mut settings = Settings::default();
-        settings.ports = vec![];
-        assert_eq!(settings.validate(), Err(SettingsError::NoPorts));
-        settings.ports = vec![0];
-        assert_eq!(settings.validate(), Err(SettingsError::PortZero));
-        settings.ports = (5060..5070).collect();
+        let with_ports = |ports: Vec<u16>| Settings {
+            ports,
+            ..Settings::default()
+        };
+        assert_eq!(with_ports(vec![]).validate(), Err(SettingsError::NoPorts));
+        assert_eq!(with_ports(vec![0]).validate(), Err(SettingsError::PortZero));
         assert_eq!(
-            settings.validate(),
+            with_ports((5060..5070).collect()).validate(),
             Err(SettingsError::TooManyPorts { count: 10 })
         );
     }

@@ -1,9 +1,6 @@
 //! Shared pieces of the privileged tests: the root check, packet builders, and
 //! throwaway network namespaces.
 
-// Test support: a failed expectation here is a failed test.
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
-
 pub mod netns;
 pub mod packets;
 

@@ -79,3 +79,121 @@ pub fn sip_request(method: &str, uri: &str, extra_headers: &[&str]) -> Vec<u8> {
     text.push_str("Content-Length: 0\r\n\r\n");
     text.into_bytes()
 }
+
+/// Raw frames, for what a packet builder will not make: fragments, IPv4 options, IPv6
+/// extension headers, lies in length fields, truncation.
+pub mod raw {
+    use super::{CLIENT_MAC, CLIENT_V4, CLIENT_V6, SERVER_MAC, SERVER_V4, SERVER_V6};
+
+    pub const ETH_IPV4: u16 = 0x0800;
+    pub const ETH_IPV6: u16 = 0x86dd;
+    pub const ETH_ARP: u16 = 0x0806;
+    pub const ETH_8021Q: u16 = 0x8100;
+    pub const ETH_8021AD: u16 = 0x88a8;
+    pub const UDP: u8 = 17;
+    pub const TCP: u8 = 6;
+
+    pub fn ethernet(ethertype: u16, payload: &[u8]) -> Vec<u8> {
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&SERVER_MAC);
+        frame.extend_from_slice(&CLIENT_MAC);
+        frame.extend_from_slice(&ethertype.to_be_bytes());
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    /// `tags` VLAN tags (802.1ad outside, 802.1Q inside) before `ethertype`.
+    pub fn ethernet_tagged(tags: usize, ethertype: u16, payload: &[u8]) -> Vec<u8> {
+        let mut inner = Vec::new();
+        for i in 0..tags {
+            let tpid = if i == 0 && tags > 1 {
+                ETH_8021AD
+            } else {
+                ETH_8021Q
+            };
+            if i > 0 {
+                inner.extend_from_slice(&tpid.to_be_bytes());
+            }
+            inner.extend_from_slice(&(100 + i as u16).to_be_bytes());
+        }
+        inner.extend_from_slice(&ethertype.to_be_bytes());
+        inner.extend_from_slice(payload);
+        let first_tpid = if tags > 1 { ETH_8021AD } else { ETH_8021Q };
+        // `inner` starts with the first tag's TCI; its TPID is the frame's ethertype.
+        ethernet(first_tpid, &inner)
+    }
+
+    pub fn udp(dst_port: u16, payload: &[u8]) -> Vec<u8> {
+        udp_claiming(dst_port, payload, payload.len() + 8)
+    }
+
+    /// A UDP header whose length field says `claimed` (checksum 0: none, for IPv4).
+    pub fn udp_claiming(dst_port: u16, payload: &[u8], claimed: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&40000u16.to_be_bytes());
+        out.extend_from_slice(&dst_port.to_be_bytes());
+        out.extend_from_slice(&(claimed as u16).to_be_bytes());
+        out.extend_from_slice(&0u16.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// An IPv4 packet: `fragment` is the flags+offset field (0x2000 = more fragments,
+    /// low 13 bits = offset in 8-byte units); `options` a multiple of 4 bytes.
+    pub fn ipv4(protocol: u8, fragment: u16, options: &[u8], payload: &[u8]) -> Vec<u8> {
+        let header_len = 20 + options.len();
+        let mut out = vec![0x40 | (header_len / 4) as u8, 0];
+        out.extend_from_slice(&((header_len + payload.len()) as u16).to_be_bytes());
+        out.extend_from_slice(&[0x12, 0x34]);
+        out.extend_from_slice(&fragment.to_be_bytes());
+        out.extend_from_slice(&[64, protocol, 0, 0]);
+        out.extend_from_slice(&CLIENT_V4);
+        out.extend_from_slice(&SERVER_V4);
+        out.extend_from_slice(options);
+        let checksum = internet_checksum(&out);
+        out[10..12].copy_from_slice(&checksum.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn internet_checksum(header: &[u8]) -> u16 {
+        let mut sum: u32 = header
+            .chunks(2)
+            .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    /// An IPv6 packet whose payload starts with `next_header`'s header.
+    pub fn ipv6(next_header: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![0x60, 0, 0, 0];
+        out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        out.extend_from_slice(&[next_header, 64]);
+        out.extend_from_slice(&CLIENT_V6);
+        out.extend_from_slice(&SERVER_V6);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// A generic extension header (hop-by-hop, routing, destination options) of 8 bytes.
+    pub fn ipv6_extension(next_header: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![next_header, 0, 0, 0, 0, 0, 0, 0];
+        if next_header != 0 {
+            out[2] = 1; // PadN-ish filler; content is not parsed
+        }
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// An IPv6 fragment header: `offset` in 8-byte units, `more` fragments follow.
+    pub fn ipv6_fragment(next_header: u8, offset: u16, more: bool, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![next_header, 0];
+        out.extend_from_slice(&((offset << 3) | u16::from(more)).to_be_bytes());
+        out.extend_from_slice(&[0, 0, 0, 7]);
+        out.extend_from_slice(payload);
+        out
+    }
+}

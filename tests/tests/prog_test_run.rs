@@ -1,11 +1,15 @@
-//! The real XDP program in the kernel, fed packets with BPF_PROG_TEST_RUN: a table of
-//! frames, each with the verdict and the one counter it must move.
+//! The real XDP program in the kernel, fed frames with BPF_PROG_TEST_RUN: tables of
+//! frames, each with a description, the verdict, and the counters it must move (and no
+//! others).
 
 use std::net::IpAddr;
 
 use sip_filter::{Filter, NotSipPolicy, Settings};
-use sip_filter_common::{Counters, Method, Reason};
-use sip_filter_tests::{packets::*, privileged};
+use sip_filter_common::{Counters, Method, Reason, SCAN_LEN};
+use sip_filter_tests::{
+    packets::{raw, *},
+    privileged,
+};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -15,6 +19,8 @@ struct Case {
     frame: Vec<u8>,
     reason: Reason,
     method: Method,
+    first_fragment: bool,
+    headers_truncated: bool,
 }
 
 fn case(name: &'static str, frame: Vec<u8>, reason: Reason, method: Method) -> Case {
@@ -23,9 +29,23 @@ fn case(name: &'static str, frame: Vec<u8>, reason: Reason, method: Method) -> C
         frame,
         reason,
         method,
+        first_fragment: false,
+        headers_truncated: false,
     }
 }
 
+impl Case {
+    fn first_fragment(mut self) -> Self {
+        self.first_fragment = true;
+        self
+    }
+    fn headers_truncated(mut self) -> Self {
+        self.headers_truncated = true;
+        self
+    }
+}
+
+/// The configuration most tables run under.
 fn settings() -> Settings {
     Settings {
         domains: vec!["pbx.example.test".into(), "*.voip.example.test".into()],
@@ -35,67 +55,423 @@ fn settings() -> Settings {
     }
 }
 
-fn cases() -> Vec<Case> {
+const ALL_METHODS: [(&str, Method); 14] = [
+    ("INVITE", Method::Invite),
+    ("ACK", Method::Ack),
+    ("BYE", Method::Bye),
+    ("CANCEL", Method::Cancel),
+    ("OPTIONS", Method::Options),
+    ("REGISTER", Method::Register),
+    ("PRACK", Method::Prack),
+    ("SUBSCRIBE", Method::Subscribe),
+    ("NOTIFY", Method::Notify),
+    ("PUBLISH", Method::Publish),
+    ("INFO", Method::Info),
+    ("REFER", Method::Refer),
+    ("MESSAGE", Method::Message),
+    ("UPDATE", Method::Update),
+];
+
+fn options(uri: &str) -> Vec<u8> {
+    sip_request("OPTIONS", uri, &[])
+}
+
+const ALLOWED: &str = "sip:100@pbx.example.test";
+const UNKNOWN: &str = "sip:100@unknown.example.test";
+
+/// A request written the way odd-but-valid user agents write them.
+fn odd_request(text: &str) -> Vec<u8> {
+    udp4(SIP_PORT, text.as_bytes())
+}
+
+fn sip_cases() -> Vec<Case> {
     use Method::*;
     use Reason::*;
-    let options = |uri| sip_request("OPTIONS", uri, &[]);
-    vec![
+    let mut cases = vec![
+        case("allowed OPTIONS", udp4(SIP_PORT, &options(ALLOWED)), PassRequest, Options),
+        case("unknown-domain OPTIONS (a scanner)", udp4(SIP_PORT, &options(UNKNOWN)), DropUnknownDomain, Options),
+        case("unknown-domain INVITE", udp4(SIP_PORT, &sip_request("INVITE", "sip:00972599@evil.test", &[])), DropUnknownDomain, Invite),
+        case("unknown-domain REGISTER", udp4(SIP_PORT, &sip_request("REGISTER", "sip:evil.test", &[])), DropUnknownDomain, Register),
+        case("extension method", udp4(SIP_PORT, &sip_request("FOOBAR", ALLOWED, &[])), PassRequest, Other),
+        case("lower-case method is an extension method", udp4(SIP_PORT, &sip_request("invite", ALLOWED, &[])), PassRequest, Other),
+        case("extension method, unknown domain", udp4(SIP_PORT, &sip_request("FOOBAR", UNKNOWN, &[])), DropUnknownDomain, Other),
+        // Domains.
+        case("wildcard subdomain", udp4(SIP_PORT, &options("sip:a@east.voip.example.test")), PassRequest, Options),
+        case("wildcard, two labels deep", udp4(SIP_PORT, &options("sip:a@x.east.voip.example.test")), PassRequest, Options),
+        case("a wildcard does not match its own base", udp4(SIP_PORT, &options("sip:a@voip.example.test")), DropUnknownDomain, Options),
+        case("host in upper case", udp4(SIP_PORT, &options("sip:100@PBX.Example.TEST")), PassRequest, Options),
+        case("fully qualified host with trailing dot", udp4(SIP_PORT, &options("sip:100@pbx.example.test.")), PassRequest, Options),
+        case("allowed name as a prefix of another", udp4(SIP_PORT, &options("sip:100@pbx.example.test.evil.test")), DropUnknownDomain, Options),
+        case("allowed name as a suffix of another label", udp4(SIP_PORT, &options("sip:100@xpbx.example.test")), DropUnknownDomain, Options),
+        case("host with port", udp4(SIP_PORT, &options("sip:100@pbx.example.test:5060")), PassRequest, Options),
+        case("host with parameters", udp4(SIP_PORT, &options("sip:100@pbx.example.test;transport=udp;lr")), PassRequest, Options),
+        case("host with URI headers", udp4(SIP_PORT, &options("sip:100@pbx.example.test?Subject=hi")), PassRequest, Options),
+        case("user with password", udp4(SIP_PORT, &options("sip:alice:secret@pbx.example.test")), PassRequest, Options),
+        case("no user part", udp4(SIP_PORT, &options("sip:pbx.example.test")), PassRequest, Options),
+        case("sips scheme", udp4(SIP_PORT, &options("sips:100@pbx.example.test")), PassRequest, Options),
+        case("scheme in upper case", udp4(SIP_PORT, &options("SIP:100@pbx.example.test")), PassRequest, Options),
+        case("tel URI: no host, refused by default", udp4(SIP_PORT, &sip_request("INVITE", "tel:+15551234567", &[])), DropUnknownDomain, Invite),
+        case("own IPv4 address as host", udp4(SIP_PORT, &options("sip:100@198.18.0.2")), PassRequest, Options),
+        case("own IPv4 address with port", udp4(SIP_PORT, &options("sip:100@198.18.0.2:5060")), PassRequest, Options),
+        case("another IPv4 address as host (svmap's way)", udp4(SIP_PORT, &options("sip:100@198.18.0.9")), DropUnknownDomain, Options),
+        case("own IPv6 address as host", udp4(SIP_PORT, &options("sip:100@[2001:db8:5f::2]")), PassRequest, Options),
+        case("own IPv6 address, long form, upper case, port", udp4(SIP_PORT, &options("sip:100@[2001:DB8:5F:0:0:0:0:2]:5060")), PassRequest, Options),
+        case("another IPv6 address as host", udp4(SIP_PORT, &options("sip:100@[2001:db8:5f::9]")), DropUnknownDomain, Options),
+        case("unclosed IPv6 reference", udp4(SIP_PORT, &options("sip:100@[2001:db8:5f::2")), DropNotSipPayload, None),
+        // Responses pass: they answer the server's own requests.
+        case("200 response", udp4(SIP_PORT, b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 198.18.0.2\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"), PassResponse, None),
+        case("401 response", udp4(SIP_PORT, b"SIP/2.0 401 Unauthorized\r\nCSeq: 2 REGISTER\r\n\r\n"), PassResponse, None),
+        case("status out of range", udp4(SIP_PORT, b"SIP/2.0 999 Nope\r\n\r\n"), DropNotSipPayload, None),
+        // Keep-alives.
+        case("CRLF keep-alive", udp4(SIP_PORT, b"\r\n"), PassKeepalive, None),
+        case("double CRLF keep-alive", udp4(SIP_PORT, b"\r\n\r\n"), PassKeepalive, None),
+        case("empty datagram", udp4(SIP_PORT, b""), PassKeepalive, None),
+        case("STUN binding request", udp4(SIP_PORT, &stun_binding_request()), PassKeepalive, None),
+        case("keep-alive in a padded minimum-size frame", padded(udp4(SIP_PORT, b"\r\n")), PassKeepalive, None),
+        // Not SIP.
+        case("HTTP on the SIP port", udp4(SIP_PORT, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), DropNotSipPayload, None),
+        case("binary garbage", udp4(SIP_PORT, &[0xde, 0xad, 0xbe, 0xef, 0x00, 0x01, 0x02, 0x03, 0xff, 0xfe, 0x0d, 0x0a]), DropNotSipPayload, None),
+        case("wrong SIP version", udp4(SIP_PORT, b"OPTIONS sip:100@pbx.example.test SIP/3.0\r\n\r\n"), DropNotSipPayload, None),
+        case("request line without a URI", udp4(SIP_PORT, b"OPTIONS  SIP/2.0\r\n\r\n"), DropNotSipPayload, None),
+        // Odd but valid (RFC 3261 §7.3): these must pass.
+        case("compact header names", odd_request("OPTIONS sip:100@pbx.example.test SIP/2.0\r\nv: SIP/2.0/UDP 198.18.0.1\r\nf: <sip:a@pbx.example.test>;tag=1\r\nt: <sip:b@pbx.example.test>\r\ni: 1@x\r\nCSeq: 1 OPTIONS\r\nl: 0\r\n\r\n"), PassRequest, Options),
+        case("LF-only line ends", odd_request("OPTIONS sip:100@pbx.example.test SIP/2.0\nVia: SIP/2.0/UDP 198.18.0.1\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n"), PassRequest, Options),
+        case("mixed case names, spaces and tabs around colons", odd_request("OPTIONS sip:100@pbx.example.test SIP/2.0\r\nvIA :\tSIP/2.0/UDP 198.18.0.1\r\nuSeR-aGeNt\t: Phone/1.0\r\ncseq:1 OPTIONS\r\nCONTENT-LENGTH  :  0\r\n\r\n"), PassRequest, Options),
+        case("folded header lines", odd_request("OPTIONS sip:100@pbx.example.test SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.1\r\nUser-Agent:\r\n  Phone/1.0\r\nSubject: a\r\n\tlong subject\r\nContent-Length: 0\r\n\r\n"), PassRequest, Options),
+        case("leading CRLF before the request", odd_request("\r\nOPTIONS sip:100@pbx.example.test SIP/2.0\r\nContent-Length: 0\r\n\r\n"), PassRequest, Options),
+        case("no CRLF after the last line", odd_request("OPTIONS sip:100@pbx.example.test SIP/2.0"), PassRequest, Options),
+        case("unknown domain, no CRLF at all", odd_request("OPTIONS sip:100@evil.test SIP/2.0"), DropUnknownDomain, Options),
+        case("a 1000-byte header", udp4(SIP_PORT, &sip_request("INVITE", ALLOWED, &[&format!("X-Long: {}", "a".repeat(1000))])), PassRequest, Invite),
+        case("a 1300-byte INVITE with SDP", udp4(SIP_PORT, &invite_with_sdp(ALLOWED)), PassRequest, Invite),
         case(
-            "allowed OPTIONS",
-            udp4(SIP_PORT, &options("sip:100@pbx.example.test")),
+            "User-Agent beyond the scanned prefix",
+            udp4(SIP_PORT, &sip_request("OPTIONS", ALLOWED, &[&format!("X-Pad: {}", "p".repeat(SCAN_LEN)), "User-Agent: friendly-scanner"])),
+            PassRequest,
+            Options,
+        )
+        .headers_truncated(),
+        case(
+            "unknown domain, headers beyond the scanned prefix",
+            udp4(SIP_PORT, &sip_request("OPTIONS", UNKNOWN, &[&format!("X-Pad: {}", "p".repeat(SCAN_LEN))])),
+            DropUnknownDomain,
+            Options,
+        )
+        .headers_truncated(),
+    ];
+    for (name, method) in ALL_METHODS {
+        cases.push(case(
+            "every method, allowed",
+            udp4(SIP_PORT, &sip_request(name, ALLOWED, &[])),
+            PassRequest,
+            method,
+        ));
+        cases.push(case(
+            "every method, unknown domain",
+            udp4(SIP_PORT, &sip_request(name, UNKNOWN, &[])),
+            DropUnknownDomain,
+            method,
+        ));
+    }
+    cases
+}
+
+fn network_cases() -> Vec<Case> {
+    use raw::*;
+    use Method::*;
+    use Reason::*;
+    let scan = options(UNKNOWN);
+    let good = options(ALLOWED);
+    let first_half = &scan[..scan.len() / 2];
+    vec![
+        case("IPv6, allowed", udp6(SIP_PORT, &good), PassRequest, Options),
+        case(
+            "IPv6, unknown domain",
+            udp6(SIP_PORT, &scan),
+            DropUnknownDomain,
+            Options,
+        ),
+        case(
+            "IPv6 hop-by-hop header, unknown domain",
+            ethernet(
+                ETH_IPV6,
+                &ipv6(0, &ipv6_extension(UDP, &udp(SIP_PORT, &scan))),
+            ),
+            DropUnknownDomain,
+            Options,
+        ),
+        case(
+            "IPv6 destination options + routing headers, allowed",
+            ethernet(
+                ETH_IPV6,
+                &ipv6(
+                    60,
+                    &ipv6_extension(43, &ipv6_extension(UDP, &udp(SIP_PORT, &good))),
+                ),
+            ),
             PassRequest,
             Options,
         ),
         case(
-            "unknown domain OPTIONS",
-            udp4(SIP_PORT, &options("sip:100@evil.test")),
+            "IPv6 first fragment, unknown domain",
+            ethernet(
+                ETH_IPV6,
+                &ipv6(
+                    44,
+                    &ipv6_fragment(
+                        UDP,
+                        0,
+                        true,
+                        &udp_claiming(SIP_PORT, first_half, scan.len() + 8),
+                    ),
+                ),
+            ),
+            DropUnknownDomain,
+            Options,
+        )
+        .first_fragment()
+        .headers_truncated(),
+        case(
+            "IPv6 later fragment",
+            ethernet(ETH_IPV6, &ipv6(44, &ipv6_fragment(UDP, 100, false, &scan))),
+            PassFragment,
+            None,
+        ),
+        case(
+            "IPv6 ICMPv6",
+            ethernet(ETH_IPV6, &ipv6(58, &[128, 0, 0, 0, 0, 1, 0, 1])),
+            PassNotSip,
+            None,
+        ),
+        case(
+            "802.1Q tag, unknown domain",
+            udp4_vlan(false, &scan),
             DropUnknownDomain,
             Options,
         ),
-        case("not a SIP port", udp4(53, b"anything"), PassNotSip, None),
+        case(
+            "802.1ad + 802.1Q tags, unknown domain",
+            udp4_vlan(true, &scan),
+            DropUnknownDomain,
+            Options,
+        ),
+        case(
+            "802.1Q tag, allowed",
+            udp4_vlan(false, &good),
+            PassRequest,
+            Options,
+        ),
+        case(
+            "three VLAN tags: not parsed",
+            ethernet_tagged(3, ETH_IPV4, &ipv4(UDP, 0, &[], &udp(SIP_PORT, &scan))),
+            PassUnparsed,
+            None,
+        ),
+        case(
+            "IPv4 with options, unknown domain",
+            ethernet(
+                ETH_IPV4,
+                &ipv4(UDP, 0, &[1, 1, 1, 0], &udp(SIP_PORT, &scan)),
+            ),
+            DropUnknownDomain,
+            Options,
+        ),
+        case(
+            "IPv4 first fragment, unknown domain",
+            ethernet(
+                ETH_IPV4,
+                &ipv4(
+                    UDP,
+                    0x2000,
+                    &[],
+                    &udp_claiming(SIP_PORT, first_half, scan.len() + 8),
+                ),
+            ),
+            DropUnknownDomain,
+            Options,
+        )
+        .first_fragment()
+        .headers_truncated(),
+        case(
+            "IPv4 first fragment, allowed",
+            ethernet(
+                ETH_IPV4,
+                &ipv4(
+                    UDP,
+                    0x2000,
+                    &[],
+                    &udp_claiming(SIP_PORT, &good[..good.len() / 2], good.len() + 8),
+                ),
+            ),
+            PassRequest,
+            Options,
+        )
+        .first_fragment()
+        .headers_truncated(),
+        case(
+            "IPv4 later fragment",
+            ethernet(ETH_IPV4, &ipv4(UDP, 0x0010, &[], &scan)),
+            PassFragment,
+            None,
+        ),
+        case(
+            "IPv4 later fragment of TCP",
+            ethernet(ETH_IPV4, &ipv4(TCP, 0x0010, &[], &scan)),
+            PassNotSip,
+            None,
+        ),
+        case("ARP", ethernet(ETH_ARP, &[0; 28]), PassNotSip, None),
+        case(
+            "TCP to the SIP port (not inspected yet)",
+            ethernet(ETH_IPV4, &ipv4(TCP, 0, &[], &[0; 20])),
+            PassNotSip,
+            None,
+        ),
+        case("UDP to another port", udp4(5061, &scan), PassNotSip, None),
+        case(
+            "DNS",
+            udp4(53, b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"),
+            PassNotSip,
+            None,
+        ),
+        // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header, as drivers do.
+        case(
+            "Ethernet header alone",
+            ethernet(ETH_IPV4, &[]),
+            PassUnparsed,
+            None,
+        ),
+        case(
+            "truncated IPv4 header",
+            ethernet(ETH_IPV4, &ipv4(UDP, 0, &[], &[])[..12]),
+            PassUnparsed,
+            None,
+        ),
+        case(
+            "truncated IPv6 header",
+            ethernet(ETH_IPV6, &ipv6(UDP, &[])[..30]),
+            PassUnparsed,
+            None,
+        ),
+        case(
+            "truncated UDP header",
+            ethernet(
+                ETH_IPV4,
+                &truncate_ip_payload(ipv4(UDP, 0, &[], &udp(SIP_PORT, b"")), 4),
+            ),
+            PassUnparsed,
+            None,
+        ),
+        case(
+            "UDP length below 8",
+            ethernet(
+                ETH_IPV4,
+                &ipv4(UDP, 0, &[], &udp_claiming(SIP_PORT, &scan, 4)),
+            ),
+            PassUnparsed,
+            None,
+        ),
+        case(
+            "IP version 5 (garbage)",
+            ethernet(ETH_IPV4, &{
+                let mut p = ipv4(UDP, 0, &[], &udp(SIP_PORT, &scan));
+                p[0] = 0x55;
+                p
+            }),
+            PassUnparsed,
+            None,
+        ),
+        case(
+            "UDP length claims more than the frame holds",
+            ethernet(
+                ETH_IPV4,
+                &ipv4(
+                    UDP,
+                    0,
+                    &[],
+                    &udp_claiming(SIP_PORT, &scan, scan.len() + 500),
+                ),
+            ),
+            DropUnknownDomain,
+            Options,
+        )
+        .first_fragment(),
     ]
 }
 
-#[test]
-fn packet_table() {
-    if !privileged("packet_table") {
-        return;
-    }
-    let mut filter = Filter::load().expect("the XDP program loads");
-    filter.configure(&settings()).expect("settings apply");
+/// A STUN binding request (RFC 5389): type 0x0001, length 0, magic cookie, id.
+fn stun_binding_request() -> Vec<u8> {
+    let mut out = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    out.extend_from_slice(&[7; 12]);
+    out
+}
+
+/// Pads a frame to Ethernet's 60-byte minimum, as a NIC would.
+fn padded(mut frame: Vec<u8>) -> Vec<u8> {
+    frame.resize(frame.len().max(60), 0);
+    frame
+}
+
+/// Cuts `keep` bytes after the IPv4 header, fixing the IP total length.
+fn truncate_ip_payload(mut packet: Vec<u8>, keep: usize) -> Vec<u8> {
+    packet.truncate(20 + keep);
+    let total = packet.len() as u16;
+    packet[2..4].copy_from_slice(&total.to_be_bytes());
+    packet
+}
+
+fn invite_with_sdp(uri: &str) -> Vec<u8> {
+    let sdp = "v=0\r\no=- 1 1 IN IP4 198.18.0.1\r\ns=-\r\nc=IN IP4 198.18.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 8 9 18 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:9 G722/8000\r\na=rtpmap:18 G729/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n";
+    let mut text = format!(
+        "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.1:5060;branch=z9hG4bK-74bf9;rport\r\nMax-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@pbx.example.test>;tag=9fxced76sl\r\nTo: <sip:bob@pbx.example.test>\r\nCall-ID: 3848276298220188511@198.18.0.1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@198.18.0.1:5060;transport=udp>\r\nAllow: INVITE, ACK, CANCEL, BYE, NOTIFY, REFER, MESSAGE, OPTIONS, INFO, SUBSCRIBE, UPDATE, PRACK\r\nSupported: replaces, timer, 100rel, path\r\nUser-Agent: Linphone/5.2.0 (belle-sip/5.2.0)\r\nAccept: application/sdp\r\nSession-Expires: 1800\r\nMin-SE: 90\r\nP-Preferred-Identity: <sip:alice@pbx.example.test>\r\nContent-Type: application/sdp\r\n"
+    );
+    let pad = 1300usize.saturating_sub(text.len() + sdp.len() + 40);
+    text.push_str(&format!("X-Filler: {}\r\n", "f".repeat(pad)));
+    text.push_str(&format!("Content-Length: {}\r\n\r\n{sdp}", sdp.len()));
+    text.into_bytes()
+}
+
+/// Runs every case through `filter`; returns one line per failure.
+fn run_cases(filter: &Filter, cases: Vec<Case>) -> Vec<String> {
     let mut failures = Vec::new();
-    for case in cases() {
+    for case in cases {
         let before = filter.counters().expect("counters read");
         let action = filter
             .test_run(&case.frame)
-            .expect("BPF_PROG_TEST_RUN runs");
+            .unwrap_or_else(|e| panic!("{}: BPF_PROG_TEST_RUN failed: {e}", case.name));
         let delta = filter.counters().expect("counters read").since(&before);
         let mut expected = Counters::default();
         expected.packets[case.reason as usize][case.method as usize] = 1;
+        expected.first_fragments = u64::from(case.first_fragment);
+        expected.headers_truncated = u64::from(case.headers_truncated);
         let expected_action = if case.reason.is_drop() {
             XDP_DROP
         } else {
             XDP_PASS
         };
-        if action != expected_action || delta.packets != expected.packets {
+        if action != expected_action || delta != expected {
             failures.push(format!(
-                "{}: action {action} (expected {expected_action}), counted {:?} (expected {} {})",
+                "{}: action {action} (expected {expected_action}); counted {} (expected {} {}{}{})",
                 case.name,
-                moved(&delta),
+                describe(&delta),
                 case.reason.name(),
-                case.method.name()
+                case.method.name(),
+                if case.first_fragment {
+                    ", first fragment"
+                } else {
+                    ""
+                },
+                if case.headers_truncated {
+                    ", headers truncated"
+                } else {
+                    ""
+                },
             ));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} cases failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    failures
 }
 
-fn moved(delta: &Counters) -> Vec<String> {
+fn describe(delta: &Counters) -> String {
     let mut out = Vec::new();
     for reason in Reason::ALL {
         for method in Method::ALL {
@@ -105,5 +481,149 @@ fn moved(delta: &Counters) -> Vec<String> {
             }
         }
     }
-    out
+    if delta.first_fragments != 0 {
+        out.push(format!("first_fragments +{}", delta.first_fragments));
+    }
+    if delta.headers_truncated != 0 {
+        out.push(format!("headers_truncated +{}", delta.headers_truncated));
+    }
+    out.join(", ")
+}
+
+fn loaded(settings: &Settings) -> Filter {
+    let mut filter = Filter::load().expect("the XDP program loads");
+    filter.configure(settings).expect("settings apply");
+    filter
+}
+
+fn assert_table(filter: &Filter, cases: Vec<Case>) {
+    let total = cases.len();
+    let failures = run_cases(filter, cases);
+    assert!(
+        failures.is_empty(),
+        "{} of {total} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    eprintln!("{total} cases passed");
+}
+
+#[test]
+fn sip_messages() {
+    if privileged("sip_messages") {
+        assert_table(&loaded(&settings()), sip_cases());
+    }
+}
+
+#[test]
+fn network_headers() {
+    if privileged("network_headers") {
+        assert_table(&loaded(&settings()), network_cases());
+    }
+}
+
+/// The same frames under other settings: each knob does what it says.
+#[test]
+fn settings_change_verdicts() {
+    use Method::*;
+    use Reason::*;
+    if !privileged("settings_change_verdicts") {
+        return;
+    }
+    let no_allowlist = Settings {
+        domains: vec![],
+        ..settings()
+    };
+    assert_table(
+        &loaded(&no_allowlist),
+        vec![
+            case(
+                "no allowlist: unknown domain passes",
+                udp4(SIP_PORT, &options(UNKNOWN)),
+                PassRequest,
+                Options,
+            ),
+            case(
+                "no allowlist: tel URI passes",
+                udp4(SIP_PORT, &sip_request("INVITE", "tel:+15551234567", &[])),
+                PassRequest,
+                Invite,
+            ),
+        ],
+    );
+    let lenient = Settings {
+        not_sip_payload: NotSipPolicy::Pass,
+        allow_hostless_uri: true,
+        ports: vec![5060, 5080],
+        ..settings()
+    };
+    assert_table(
+        &loaded(&lenient),
+        vec![
+            case(
+                "non-SIP payload passes by policy",
+                udp4(SIP_PORT, b"GET / HTTP/1.1\r\n\r\n"),
+                PassNotSipPayload,
+                None,
+            ),
+            case(
+                "hostless URI allowed",
+                udp4(SIP_PORT, &sip_request("INVITE", "tel:+15551234567", &[])),
+                PassRequest,
+                Invite,
+            ),
+            case(
+                "urn URI allowed",
+                udp4(SIP_PORT, &sip_request("INVITE", "urn:service:sos", &[])),
+                PassRequest,
+                Invite,
+            ),
+            case(
+                "second SIP port is inspected",
+                udp4(5080, &options(UNKNOWN)),
+                DropUnknownDomain,
+                Options,
+            ),
+            case(
+                "second SIP port, allowed",
+                udp4(5080, &options(ALLOWED)),
+                PassRequest,
+                Options,
+            ),
+        ],
+    );
+}
+
+/// A reconfiguration replaces the allowlist: old domains stop matching at once.
+#[test]
+fn reconfiguring_replaces_the_allowlist() {
+    use Method::*;
+    use Reason::*;
+    if !privileged("reconfiguring_replaces_the_allowlist") {
+        return;
+    }
+    let mut filter = loaded(&settings());
+    filter
+        .configure(&Settings {
+            domains: vec!["other.example.test".into()],
+            ..settings()
+        })
+        .expect("settings apply");
+    assert_table(
+        &filter,
+        vec![
+            case(
+                "old domain no longer allowed",
+                udp4(SIP_PORT, &options(ALLOWED)),
+                DropUnknownDomain,
+                Options,
+            ),
+            case(
+                "new domain allowed",
+                udp4(SIP_PORT, &options("sip:1@other.example.test")),
+                PassRequest,
+                Options,
+            ),
+        ],
+    );
 }
