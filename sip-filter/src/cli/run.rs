@@ -102,6 +102,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let waited = wait_for_stop();
     let removed = remove_dir(&dir).with_context(|| format!("removing pins in {}", dir.display()));
+    // The root too, once no filter is left in it (another interface's stays).
+    let _ = std::fs::remove_dir(&args.pins.pin_root);
     drop(filter); // detaches
     log::info!("sip-filter detached from {}", args.iface);
     waited.and(removed)
