@@ -815,3 +815,6 @@ pub const fn mapped_ipv4(v4: [u8; 4]) -> [u8; 16] {
         0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
     ]
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,56 @@
+//! Arbitrary bytes into the SIP parser (as a whole datagram and as a prefix) and into
+//! the domain allowlist key; checks the invariants the XDP program relies on.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sip_filter_common::{
+    domain::allowlist_key, parse, sip::MAX_HOST_LEN, Header, HostKind, Payload, Scheme, Scratch,
+    Span, StartLine, SCAN_LEN,
+};
+
+fn check_span(span: Span, len: usize) {
+    if span.is_present() {
+        assert!(span.start <= span.end, "{span:?}");
+        assert!(span.end() <= len, "{span:?} beyond {len}");
+    } else {
+        assert_eq!(span, Span::ABSENT);
+    }
+}
+
+fn check(payload: &Payload, len: usize) {
+    let Payload::Sip(msg) = payload else {
+        return;
+    };
+    for h in Header::ALL {
+        check_span(msg.header(h), len);
+    }
+    match msg.start {
+        StartLine::Response { status } => assert!((100..700).contains(&status)),
+        StartLine::Request { uri, .. } => {
+            check_span(uri.user, len);
+            check_span(uri.host, len);
+            match uri.scheme {
+                Scheme::Sip | Scheme::Sips => {
+                    assert!(!uri.host.is_empty() && uri.host.len() <= MAX_HOST_LEN);
+                    assert_ne!(uri.host_kind, HostKind::None);
+                }
+                Scheme::Tel | Scheme::Other => assert_eq!(uri.host_kind, HostKind::None),
+            }
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut scratch = Scratch::new();
+    let len = scratch.fill(data);
+    assert_eq!(len, data.len().min(SCAN_LEN));
+    for whole in [false, true] {
+        let payload = parse(&mut scratch, len, whole);
+        check(&payload, len);
+        // The scratch is reused, as the kernel's per-CPU one is: same result again.
+        assert_eq!(parse(&mut scratch, len, whole), payload);
+    }
+    if let Ok(text) = core::str::from_utf8(data) {
+        let _ = allowlist_key(text, 0x5eed_5eed_5eed_5eed);
+    }
+});
