@@ -750,6 +750,10 @@ fn parse_request_uri(
         }
     } else {
         let host_end = host_end(buf, host_start, end);
+        if host_end < end && buf.byte(host_end) == b'@' {
+            // `sip:a@b@host`: not a URI, and a way to slip a name past a wildcard.
+            return None;
+        }
         after_host = host_end;
         let mut name_end = host_end;
         if name_end > host_start + 1 && buf.byte(name_end - 1) == b'.' {
@@ -772,7 +776,8 @@ fn parse_request_uri(
     Some(uri)
 }
 
-/// A host name ends at the port's colon, the parameters' `;`, the headers' `?`, or the URI.
+/// A host name ends at the port's colon, the parameters' `;`, the headers' `?`, or the
+/// URI; also at an `@`, which the caller refuses (no host contains one).
 #[inline(always)]
 fn host_end(buf: &ScanBuf, start: usize, end: usize) -> usize {
     buf.search(((MAX_HOST_LEN + 8) / 8) as u32, end, |i| {
@@ -781,7 +786,10 @@ fn host_end(buf: &ScanBuf, start: usize, end: usize) -> usize {
             return Some(end);
         }
         let w = buf.window(at);
-        let hits = bytes_equal(w, b':') | bytes_equal(w, b';') | bytes_equal(w, b'?');
+        let hits = bytes_equal(w, b':')
+            | bytes_equal(w, b';')
+            | bytes_equal(w, b'?')
+            | bytes_equal(w, b'@');
         (hits != 0).then(|| (at + first_flagged_byte(hits)).min(end))
     })
 }

@@ -117,6 +117,7 @@ fn sip_cases() -> Vec<Case> {
         case("own IPv6 address as host", udp4(SIP_PORT, &options("sip:100@[2001:db8:5f::2]")), PassRequest, Options),
         case("own IPv6 address, long form, upper case, port", udp4(SIP_PORT, &options("sip:100@[2001:DB8:5F:0:0:0:0:2]:5060")), PassRequest, Options),
         case("another IPv6 address as host", udp4(SIP_PORT, &options("sip:100@[2001:db8:5f::9]")), DropUnknownDomain, Options),
+        case("a second @ to slip a name past a wildcard", udp4(SIP_PORT, &options("sip:a@evil.test@x.voip.example.test")), DropNotSipPayload, None),
         case("unclosed IPv6 reference", udp4(SIP_PORT, &options("sip:100@[2001:db8:5f::2")), DropNotSipPayload, None),
         // Responses pass: they answer the server's own requests.
         case("200 response", udp4(SIP_PORT, b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 198.18.0.2\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"), PassResponse, None),

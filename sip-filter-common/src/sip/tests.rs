@@ -435,6 +435,8 @@ fn invalid_request_uris_are_not_sip() {
     let long_uri_port = format!("sip:bob@{long_host}:5060");
     for uri in [
         "sip:",
+        "sip:a@b@x.example.test",
+        "sip:a@b@[::1]",
         "sips:",
         "tel:",
         "sip:alice@",
