@@ -1,6 +1,8 @@
-//! Shared pieces of the privileged tests: the root check, packet builders, and
-//! throwaway network namespaces.
+//! Shared pieces of the privileged tests and the demo: the root check, packet
+//! builders, throwaway network namespaces, and the lab built in them (Kamailio, sipp,
+//! svmap, the sip-filter binary).
 
+pub mod lab;
 pub mod netns;
 pub mod packets;
 

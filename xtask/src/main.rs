@@ -1,5 +1,6 @@
 //! `cargo xtask`: what cargo cannot do alone. Each command installs what it needs first.
 
+mod demo;
 mod setup;
 mod test;
 mod vm;
@@ -15,6 +16,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Show sip-filter at work, in network namespaces: a real scanner (sipvicious) and a
+    /// legitimate client (sipp) against a real SIP server (Kamailio), without and with the
+    /// filter. Sets up first; needs root.
+    Demo,
     /// Install the eBPF toolchain (Debian's rustc with a BPF core, LLVM 22, bpf-linker) and,
     /// with --test-tools, the tools the tests drive. Quick when everything is present.
     Setup {
@@ -31,6 +36,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Demo => demo::demo(),
         Command::Setup { test_tools } => setup::setup(test_tools),
         Command::Test(args) => test::test(args),
         Command::VmTest(args) => vm::vm_test(args),

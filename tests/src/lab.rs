@@ -1,0 +1,525 @@
+//! The end-to-end lab's parts, shared by the e2e test (`tests/e2e_scan.rs`) and the
+//! demo (`src/bin/demo.rs`, `cargo xtask demo`): the sip-filter binary, Kamailio as the
+//! SIP server, sipvicious's svmap as the scanner, sipp as the legitimate client, and
+//! the filter's start, counters and stop, in a [`Lab`]'s two network namespaces.
+//!
+//! What a user may plausibly get wrong (a missing tool, a failed build, a server or
+//! filter that does not start, a filter that does not clean up) comes back as an
+//! error; what cannot go wrong short of a broken host (writing a file in our own
+//! temporary directory, running `ip`) panics, as in [`crate::netns`].
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context};
+use serde_json::Value;
+
+use crate::netns::{
+    left_by_dead_test, listed_namespaces, own_prefix, run_bounded, Background, Finished, Host, Lab,
+    CLIENT_V4, SERVER_IFACE, SERVER_V4, SERVER_V6, SIGINT,
+};
+
+/// The domain the server serves and the filter allows.
+pub const DOMAIN: &str = "pbx.example.test";
+pub const SIP_PORT: u16 = 5060;
+/// svmap sends one probe per address and then listens for 3 s (not configurable).
+const SVMAP_DEADLINE: Duration = Duration::from_secs(20);
+const SIPP_DEADLINE: Duration = Duration::from_secs(20);
+/// The deadline of quick steps: `ip`, `ss`, `sip-filter stats`, attaching, stopping.
+pub const QUICK: Duration = Duration::from_secs(10);
+
+/// What the lab runs: iproute2, util-linux's nsenter, Kamailio, sipp, sipvicious.
+pub const LAB_TOOLS: &[&str] = &["nsenter", "ip", "ss", "kamailio", "sipp", "svmap"];
+
+/// Builds the sip-filter binary (quick when up to date) with the cargo that built this
+/// crate, once per process, and says where it is. `quiet`: no cargo status lines.
+pub fn sip_filter_binary(quiet: bool) -> anyhow::Result<&'static Path> {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    if let Some(binary) = BINARY.get() {
+        return Ok(binary);
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("tests/ is inside the workspace")?;
+    let mut command = Command::new(env!("CARGO"));
+    command.current_dir(workspace).args([
+        "build",
+        "-p",
+        "sip-filter",
+        "--message-format=json-render-diagnostics",
+    ]);
+    if quiet {
+        command.arg("--quiet");
+    }
+    let out = command
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", env!("CARGO")))?;
+    ensure!(out.status.success(), "`cargo build -p sip-filter` failed");
+    // Cargo says where the binary is (CARGO_TARGET_DIR may move it).
+    let built = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "sip-filter")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from));
+    let binary = built.unwrap_or_else(|| workspace.join("target/debug/sip-filter"));
+    ensure!(binary.is_file(), "no binary at {}", binary.display());
+    Ok(BINARY.get_or_init(|| binary))
+}
+
+/// Fails with what to install when a tool is missing.
+pub fn require_tools(tools: &[&str]) -> anyhow::Result<()> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs: Vec<PathBuf> = std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .collect();
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|tool| !dirs.iter().any(|dir| dir.join(tool).is_file()))
+        .collect();
+    ensure!(
+        missing.is_empty(),
+        "missing {missing:?}: install the test tools with `cargo xtask setup --test-tools` \
+         (Debian packages kamailio, sip-tester, sipvicious, iproute2, util-linux)"
+    );
+    Ok(())
+}
+
+/// A directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let parent = std::env::temp_dir();
+        sweep_stale(&parent);
+        let path = parent.join(format!("{}{tag}", own_prefix()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("a temporary directory");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Removes what test processes that died before cleaning up left in `parent`.
+fn sweep_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if left_by_dead_test(&entry.file_name().to_string_lossy()) {
+            eprintln!(
+                "removing {}, left by a test process that is gone",
+                entry.path().display()
+            );
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// A pin root on the host's bpffs, removed on drop (a running daemon removes only its
+/// interface directory).
+pub struct PinRoot(PathBuf);
+
+impl PinRoot {
+    pub fn new(tag: &str) -> Self {
+        let parent = Path::new("/sys/fs/bpf");
+        sweep_stale(parent);
+        let path = parent.join(format!("{}{tag}", own_prefix()));
+        let _ = std::fs::remove_dir_all(&path);
+        PinRoot(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The path as `--pin-root`'s value.
+    pub fn arg(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 path")
+    }
+
+    /// Where a filter on `iface` pins its maps.
+    pub fn interface_dir(&self, iface: &str) -> PathBuf {
+        self.0.join(iface)
+    }
+}
+
+impl Drop for PinRoot {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                eprintln!("cannot remove {}: {e}", self.0.display());
+            }
+        }
+    }
+}
+
+/// A SIP responder: every request gets a stateless 200 OK.
+fn kamailio_config() -> String {
+    format!(
+        r#"#!KAMAILIO
+debug=2
+log_stderror=yes
+fork=yes
+children=1
+dns=no
+rev_dns=no
+disable_tcp=yes
+disable_sctp=yes
+listen=udp:{SERVER_V4}:{SIP_PORT}
+listen=udp:[{SERVER_V6}]:{SIP_PORT}
+
+# Debian's Kamailio finds its modules in its compiled-in mpath
+# (/usr/lib/<multiarch>/kamailio/modules).
+loadmodule "sl.so"
+
+request_route {{
+    sl_send_reply("200", "OK");
+}}
+"#
+    )
+}
+
+/// Starts Kamailio in the foreground inside the server namespace, its config and log
+/// in `dir`, and waits until it listens on UDP 5060.
+pub fn start_kamailio(lab: &Lab, dir: &Path) -> anyhow::Result<Background> {
+    let config = dir.join("kamailio.cfg");
+    std::fs::write(&config, kamailio_config()).context("writing the Kamailio config")?;
+    let mut kamailio = lab
+        .spawn(
+            Host::Server,
+            "kamailio",
+            "kamailio",
+            &[
+                "-f",
+                config.to_str().context("a UTF-8 path")?,
+                "-DD",
+                "-E",
+                "-m",
+                "64",
+                "-M",
+                "8",
+            ],
+            &dir.join("kamailio.log"),
+        )
+        .context("kamailio starts (installed by `cargo xtask setup --test-tools`)")?;
+    wait_for_udp_listener(lab, &mut kamailio)?;
+    Ok(kamailio)
+}
+
+/// Waits until something listens on UDP 5060 in the server namespace.
+fn wait_for_udp_listener(lab: &Lab, kamailio: &mut Background) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let sockets = lab.run(
+            Host::Server,
+            "ss",
+            &["-H", "-u", "-l", "-n", &format!("sport = :{SIP_PORT}")],
+            QUICK,
+        );
+        ensure!(sockets.success(), "{sockets}");
+        if sockets.stdout.contains(&format!("{SERVER_V4}:{SIP_PORT}")) {
+            return Ok(());
+        }
+        if let Some(status) = kamailio.exited() {
+            bail!("kamailio exited ({status}):\n{}", kamailio.log());
+        }
+        ensure!(
+            start.elapsed() < QUICK,
+            "kamailio is not listening after {QUICK:?}:\n{}",
+            kamailio.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A sipp scenario: one request, answered by a 200 within 4 s (retransmitted meanwhile).
+pub fn sipp_scenario(method: &str, request_uri: &str, extra_headers: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="{method} to {DOMAIN}">
+  <send retrans="500">
+    <![CDATA[
+
+      {method} {request_uri} SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      Max-Forwards: 70
+      From: <sip:alice@{DOMAIN}>;tag=[pid]SIPpTag[call_number]
+      To: <sip:alice@{DOMAIN}>
+      Call-ID: [call_id]
+      CSeq: 1 {method}
+      Contact: <sip:alice@[local_ip]:[local_port]>
+{extra_headers}      User-Agent: sip-filter-e2e
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" timeout="4000"/>
+</scenario>
+"#
+    )
+}
+
+/// The legitimate OPTIONS: `sip:alice@pbx.example.test`.
+pub fn options_scenario() -> String {
+    sipp_scenario("OPTIONS", &options_uri(), "")
+}
+
+pub fn options_uri() -> String {
+    format!("sip:alice@{DOMAIN}")
+}
+
+/// The legitimate REGISTER: `sip:pbx.example.test`, for 60 s.
+pub fn register_scenario() -> String {
+    sipp_scenario("REGISTER", &register_uri(), "      Expires: 60\n")
+}
+
+pub fn register_uri() -> String {
+    format!("sip:{DOMAIN}")
+}
+
+/// One sipp call with `scenario`, from `local_ip` in the client namespace to `target`;
+/// its traces stay in `dir`/`name` and are appended to the result's stdout.
+pub fn sipp(
+    lab: &Lab,
+    dir: &Path,
+    name: &str,
+    scenario: &str,
+    local_ip: &str,
+    target: &str,
+) -> Finished {
+    let run_dir = dir.join(name);
+    std::fs::create_dir_all(&run_dir).expect("a sipp directory");
+    let file = run_dir.join(format!("{name}.xml"));
+    std::fs::write(&file, scenario).expect("the scenario is written");
+    let mut command = lab.command(Host::Client, "sipp");
+    command.current_dir(&run_dir).args([
+        "-sf",
+        file.to_str().expect("a UTF-8 path"),
+        "-i",
+        local_ip,
+        "-m",
+        "1",
+        "-l",
+        "1",
+        "-recv_timeout",
+        "5000",
+        "-timeout",
+        "15s",
+        "-timeout_error",
+        "-max_retrans",
+        "5",
+        "-nostdin",
+        "-trace_msg",
+        "-trace_err",
+        target,
+    ]);
+    let mut finished = run_bounded(command, SIPP_DEADLINE);
+    // The exchanged messages, for the diagnostics.
+    if let Ok(entries) = std::fs::read_dir(&run_dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                finished.stdout.push_str(&format!(
+                    "\n--- {} ---\n{}",
+                    path.file_name().unwrap_or_default().to_string_lossy(),
+                    text.trim_end()
+                ));
+            }
+        }
+    }
+    finished
+}
+
+/// svmap against the server's IPv4 address, port 5060; debug output to count probes.
+pub fn svmap(lab: &Lab) -> Finished {
+    lab.run(
+        Host::Client,
+        "svmap",
+        &[
+            "-vvv",
+            "-x",
+            CLIENT_V4,
+            "-p",
+            &SIP_PORT.to_string(),
+            SERVER_V4,
+        ],
+        SVMAP_DEADLINE,
+    )
+}
+
+/// What one svmap run did: probes sent, answers received, whether it reported the
+/// server, and what it sent and learned.
+pub struct Scan {
+    pub probes: usize,
+    pub answers: usize,
+    pub found: bool,
+    /// The first probe's request line without its `SIP/2.0`: `OPTIONS sip:100@198.18.0.2`.
+    pub probe: Option<String>,
+    /// The result table's "User Agent" cell: the answer's Server or User-Agent header.
+    pub user_agent: Option<String>,
+}
+
+pub fn scan(finished: &Finished) -> Scan {
+    let target = format!("{SERVER_V4}:{SIP_PORT}");
+    let log = &finished.stderr;
+    // The result table (stdout) lists each device found:
+    // | 198.18.0.2:5060 | kamailio (5.6.3 (x86_64/linux)) |
+    let row = finished.stdout.lines().find(|line| line.contains(&target));
+    Scan {
+        probes: log.matches(&format!("sending packet to {target}")).count(),
+        answers: log.matches(&format!("got data from {target}")).count(),
+        found: finished.stdout.contains(&target),
+        // Logged as a Python literal: packet: 'OPTIONS sip:100@198.18.0.2 SIP/2.0\r\n...
+        probe: log
+            .split_once("packet: '")
+            .and_then(|(_, packet)| packet.split_once(" SIP/2.0"))
+            .map(|(line, _)| line.to_string()),
+        user_agent: row
+            .and_then(|row| row.split('|').map(str::trim).nth(2))
+            .filter(|cell| !cell.is_empty())
+            .map(str::to_string),
+    }
+}
+
+/// Starts `sip-filter run --iface veth-server --domain pbx.example.test` inside the
+/// server namespace, pinning under `pins`, its log in `log`; returns it once attached,
+/// with the line saying so.
+pub fn start_filter(
+    lab: &Lab,
+    binary: &Path,
+    pins: &PinRoot,
+    log: &Path,
+) -> anyhow::Result<(Background, String)> {
+    let mut daemon = lab
+        .spawn(
+            Host::Server,
+            "sip-filter run",
+            binary,
+            &[
+                "run",
+                "--iface",
+                SERVER_IFACE,
+                "--domain",
+                DOMAIN,
+                "--pin-root",
+                pins.arg(),
+            ],
+            log,
+        )
+        .context("sip-filter starts")?;
+    let attached = daemon
+        .wait_for_log("sip-filter attached to", QUICK)
+        .map_err(anyhow::Error::msg)?;
+    Ok((daemon, attached))
+}
+
+/// `sip-filter stats --json` for the filter on the server's interface.
+pub fn filter_stats(lab: &Lab, binary: &Path, pins: &PinRoot) -> Finished {
+    lab.run(
+        Host::Server,
+        binary,
+        &[
+            "stats",
+            "--json",
+            "--iface",
+            SERVER_IFACE,
+            "--pin-root",
+            pins.arg(),
+        ],
+        QUICK,
+    )
+}
+
+/// The JSON a successful [`filter_stats`] printed.
+pub fn stats_json(stats: &Finished) -> anyhow::Result<Value> {
+    ensure!(stats.success(), "{stats}");
+    serde_json::from_str(&stats.stdout)
+        .map_err(|e| anyhow::anyhow!("stats --json is not JSON ({e}):\n{stats}"))
+}
+
+/// One counter of `stats --json`: `group` is `reasons` or `methods`.
+pub fn counter(stats: &Value, group: &str, name: &str) -> u64 {
+    stats[group][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {group}.{name} in the stats: {stats}"))
+}
+
+/// Whether an XDP program is attached to the server's interface.
+pub fn xdp_attached(lab: &Lab) -> bool {
+    let shown = lab.run(
+        Host::Server,
+        "ip",
+        &["link", "show", "dev", SERVER_IFACE],
+        QUICK,
+    );
+    assert!(shown.success(), "{shown}");
+    shown.stdout.contains("xdp")
+}
+
+/// Stops the filter with SIGINT and checks that it detached and removed its pins
+/// (`pin_dir`, its interface's directory).
+pub fn stop_filter(lab: &Lab, daemon: &mut Background, pin_dir: &Path) -> anyhow::Result<()> {
+    daemon.signal(SIGINT);
+    let Some(status) = daemon.wait(QUICK) else {
+        bail!("sip-filter ignored SIGINT:\n{}", daemon.log());
+    };
+    ensure!(
+        status.success(),
+        "sip-filter exited with {status}:\n{}",
+        daemon.log()
+    );
+    ensure!(
+        !pin_dir.exists(),
+        "{} is still there after SIGINT:\n{}",
+        pin_dir.display(),
+        daemon.log()
+    );
+    ensure!(daemon.log().contains("detached"), "{}", daemon.log());
+    ensure!(
+        !xdp_attached(lab),
+        "an XDP program is still on {SERVER_IFACE}"
+    );
+    Ok(())
+}
+
+/// Stops `processes` in order, then removes the pin root and the namespaces, checking
+/// that nothing is left: no process in the lab, no pins, no namespace.
+pub fn tear_down(
+    lab: Lab,
+    pins: PinRoot,
+    processes: impl IntoIterator<Item = Background>,
+) -> anyhow::Result<()> {
+    let namespaces = lab.names();
+    for process in processes {
+        drop(process);
+    }
+    let left = lab.pids();
+    ensure!(left.is_empty(), "processes left in the lab: {left:?}");
+    let pin_root = pins.path().to_path_buf();
+    drop(pins);
+    ensure!(!pin_root.exists(), "{} is still there", pin_root.display());
+    drop(lab);
+    let listed = listed_namespaces();
+    ensure!(
+        namespaces.iter().all(|ns| !listed.contains(ns)),
+        "namespaces left: {listed:?}"
+    );
+    Ok(())
+}
