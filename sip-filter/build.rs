@@ -68,6 +68,16 @@ fn build() -> Result<(), String> {
     ] {
         command.env_remove(var);
     }
+    // Extra `--cfg`s for the XDP program (`cargo xtask vm-test --expect-verifier-failure`
+    // sets one). RUSTFLAGS replaces sip-filter-ebpf/.cargo/config.toml's: repeat those.
+    println!("cargo:rerun-if-env-changed=SIP_FILTER_EBPF_CFG");
+    if let Ok(cfgs) = env::var("SIP_FILTER_EBPF_CFG") {
+        let mut flags = String::from("-C debuginfo=2 -C link-arg=--btf");
+        for cfg in cfgs.split_whitespace() {
+            flags.push_str(&format!(" --cfg {cfg}"));
+        }
+        command.env("RUSTFLAGS", flags);
+    }
     let status = command
         .status()
         .map_err(|e| format!("could not run cargo to build the XDP program: {e}"))?;

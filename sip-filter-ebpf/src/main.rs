@@ -77,6 +77,7 @@ fn bump(field: fn(&mut Counters) -> &mut u64) {
 }
 
 #[inline(always)]
+#[allow(unexpected_cfgs)] // sip_filter_verifier_regression_6_1, set through build.rs
 fn judge(ctx: &XdpContext) -> (Reason, usize) {
     let Some(config) = CONFIG.get(0) else {
         return (Reason::PassUnparsed, Method::None as usize);
@@ -106,8 +107,19 @@ fn judge(ctx: &XdpContext) -> (Reason, usize) {
     };
     if len > 0 {
         // Written so that 6.1's verifier also sees 1..=BUF_BYTES (it learns no lower
-        // bound from a `!= 0` branch).
-        let load_len = ((len - 1) & (BUF_BYTES as u32 - 1)) + 1;
+        // bound from a `!= 0` branch). Laundered first: knowing `len` is 1..=SCAN_LEN,
+        // LLVM would fold the mask away and pass `len` itself, unbounded below on 6.1.
+        let unknown_len = scratch.buf.launder(len as usize) as u32;
+        #[cfg(not(sip_filter_verifier_regression_6_1))]
+        let load_len = (unknown_len.wrapping_sub(1) & (BUF_BYTES as u32 - 1)) + 1;
+        // The form 6.1 refuses (6.18 accepts it), built only by
+        // `cargo xtask vm-test --expect-verifier-failure` to show that test catches it.
+        #[cfg(sip_filter_verifier_regression_6_1)]
+        let load_len = unknown_len & (BUF_BYTES as u32 - 1);
+        #[cfg(sip_filter_verifier_regression_6_1)]
+        if load_len == 0 {
+            return (Reason::PassUnparsed, Method::None as usize);
+        }
         // SAFETY: `buf` is BUF_BYTES long and `load_len` at most that.
         let loaded = unsafe {
             bpf_xdp_load_bytes(
