@@ -14,7 +14,7 @@
 //! - Empty lines before the start line are skipped (RFC 3261 §7.5).
 
 use crate::{
-    bounded::repeat,
+    bounded::{isolated, repeat},
     domain::HashState,
     ip::{parse_ipv4, parse_ipv6, IpState},
     scan::{
@@ -114,6 +114,11 @@ impl Method {
         Method::Update,
         Method::Other,
     ];
+
+    /// The method numbered `n` (see [`Method::ALL`]); `Other` out of range.
+    pub fn from_u8(n: u8) -> Method {
+        Self::ALL[usize::from(n) & (Self::COUNT - 1)]
+    }
 
     /// The method's name as written on the wire; `other` and `none` for the two catch-alls.
     pub const fn name(self) -> &'static str {
@@ -250,6 +255,17 @@ pub enum Scheme {
     Other,
 }
 
+impl Scheme {
+    fn from_u8(n: u8) -> Scheme {
+        match n {
+            0 => Scheme::Sip,
+            1 => Scheme::Sips,
+            2 => Scheme::Tel,
+            _ => Scheme::Other,
+        }
+    }
+}
+
 /// What the Request-URI's host is.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -262,6 +278,17 @@ pub enum HostKind {
     Ipv4,
     /// A bracketed IPv6 literal, in [`RequestUri::address`].
     Ipv6,
+}
+
+impl HostKind {
+    fn from_u8(n: u8) -> HostKind {
+        match n {
+            1 => HostKind::Name,
+            2 => HostKind::Ipv4,
+            3 => HostKind::Ipv6,
+            _ => HostKind::None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -278,6 +305,19 @@ pub struct RequestUri {
     pub port: u16,
 }
 
+impl RequestUri {
+    /// What a response carries in place of a Request-URI.
+    pub const NONE: RequestUri = RequestUri {
+        scheme: Scheme::Other,
+        user: Span::ABSENT,
+        host: Span::ABSENT,
+        host_kind: HostKind::None,
+        address: [0; 16],
+        port: 0,
+    };
+}
+
+/// The start line, as host code likes to match on it ([`SipMessage::start`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartLine {
     Request { method: Method, uri: RequestUri },
@@ -285,9 +325,19 @@ pub enum StartLine {
 }
 
 /// What the parser made of a SIP message.
+///
+/// Flat, not an enum of request and response: every field is set on every path. With
+/// an enum, the compiler re-tested the variant after the header pass from a value the
+/// 6.1 verifier no longer connected to the first test, walked "response handled as a
+/// request", and refused the copy of fields no path had written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SipMessage {
-    pub start: StartLine,
+    /// A request's method; [`Method::None`] for a response.
+    pub method: Method,
+    /// A response's status code; 0 for a request.
+    pub status: u16,
+    /// A request's Request-URI; [`RequestUri::NONE`] for a response.
+    pub uri: RequestUri,
     /// Value spans, indexed by [`Header`] (leading whitespace skipped, trailing CR not
     /// included; a folded value spans its continuation lines).
     pub headers: [Span; Header::COUNT],
@@ -300,10 +350,19 @@ impl SipMessage {
     pub fn header(&self, h: Header) -> Span {
         self.headers[h as usize & (Header::COUNT - 1)]
     }
-    pub fn method(&self) -> Method {
-        match self.start {
-            StartLine::Request { method, .. } => method,
-            StartLine::Response { .. } => Method::None,
+    pub fn is_request(&self) -> bool {
+        self.status == 0
+    }
+    pub fn start(&self) -> StartLine {
+        if self.is_request() {
+            StartLine::Request {
+                method: self.method,
+                uri: self.uri,
+            }
+        } else {
+            StartLine::Response {
+                status: self.status,
+            }
         }
     }
 }
@@ -330,6 +389,9 @@ pub struct Scratch {
     lines: LineState,
     pub ip: IpState,
     pub hash: HashState,
+    start: StartState,
+    /// A word for a result leaving an [`isolated`] step.
+    pub result: Vol<u64>,
 }
 
 impl Default for Scratch {
@@ -345,6 +407,8 @@ impl Scratch {
             lines: LineState::new(),
             ip: IpState::new(),
             hash: HashState::new(),
+            start: StartState::new(),
+            result: Vol::new(0),
         }
     }
 
@@ -388,6 +452,72 @@ impl LineState {
     }
 }
 
+/// The start line's fields, as [`parse_start_line`] leaves them: scalars only (a
+/// volatile copy of a whole struct compiles to partial register spills that the
+/// verifier refuses).
+#[repr(C)]
+struct StartState {
+    valid: Vol<bool>,
+    method: Vol<u8>,
+    status: Vol<u16>,
+    scheme: Vol<u8>,
+    user: Vol<Span>,
+    host: Vol<Span>,
+    host_kind: Vol<u8>,
+    port: Vol<u16>,
+    address: [Vol<u8>; 16],
+}
+
+impl StartState {
+    const fn new() -> Self {
+        Self {
+            valid: Vol::new(false),
+            method: Vol::new(0),
+            status: Vol::new(0),
+            scheme: Vol::new(0),
+            user: Vol::new(Span::ABSENT),
+            host: Vol::new(Span::ABSENT),
+            host_kind: Vol::new(0),
+            port: Vol::new(0),
+            address: [Vol::new(0); 16],
+        }
+    }
+
+    fn set_address(&mut self, address: [u8; 16]) {
+        for (slot, byte) in self.address.iter_mut().zip(address) {
+            slot.set(byte);
+        }
+    }
+
+    fn clear_uri(&mut self) {
+        self.scheme.set(Scheme::Other as u8);
+        self.user.set(Span::ABSENT);
+        self.host.set(Span::ABSENT);
+        self.host_kind.set(HostKind::None as u8);
+        self.port.set(0);
+        self.set_address([0; 16]);
+    }
+
+    fn load(&self) -> Option<StartFields> {
+        if !self.valid.get() {
+            return None;
+        }
+        let mut address = [0u8; 16];
+        for (byte, slot) in address.iter_mut().zip(self.address.iter()) {
+            *byte = slot.get();
+        }
+        let uri = RequestUri {
+            scheme: Scheme::from_u8(self.scheme.get()),
+            user: self.user.get(),
+            host: self.host.get(),
+            host_kind: HostKind::from_u8(self.host_kind.get()),
+            address,
+            port: self.port.get(),
+        };
+        Some((Method::from_u8(self.method.get()), self.status.get(), uri))
+    }
+}
+
 const LINE_MASK: usize = MAX_LINES - 1;
 /// `LineState::last_header` when the last header line is not one we record.
 const NO_HEADER: u16 = Header::COUNT as u16;
@@ -397,7 +527,13 @@ const NO_HEADER: u16 = Header::COUNT as u16;
 /// [`SCAN_LEN`]).
 pub fn parse(scratch: &mut Scratch, len: usize, whole: bool) -> Payload {
     let len = if len > SCAN_LEN { SCAN_LEN } else { len };
-    let Scratch { buf, lines, ip, .. } = scratch;
+    let Scratch {
+        buf,
+        lines,
+        ip,
+        start,
+        ..
+    } = scratch;
     if is_keepalive(buf, len) {
         return Payload::Keepalive;
     }
@@ -407,7 +543,12 @@ pub fn parse(scratch: &mut Scratch, len: usize, whole: bool) -> Payload {
     }
     let origin = usize::from(lines.origin.get());
     let start_line = Span::new(origin, content_end(buf, origin, lines.ends[0].get()));
-    let Some(start) = parse_start_line(buf, ip, start_line) else {
+    // In a loop body of its own (see `crate::bounded`), results through memory.
+    isolated(&mut |_| {
+        parse_start_line(buf, ip, start, start_line);
+        false
+    });
+    let Some((method, status, uri)) = start.load() else {
         return Payload::NotSip;
     };
     classify_lines(buf, lines);
@@ -416,7 +557,9 @@ pub fn parse(scratch: &mut Scratch, len: usize, whole: bool) -> Payload {
         *out = kept.get();
     }
     Payload::Sip(SipMessage {
-        start,
+        method,
+        status,
+        uri,
         headers,
         headers_complete: lines.headers_complete.get() != 0,
     })
@@ -645,12 +788,32 @@ pub fn find_byte(buf: &ScanBuf, from: usize, to: usize, needle: u8) -> usize {
 }
 
 /// Parses a status line (`SIP/2.0 200 OK`) or a request line (`INVITE uri SIP/2.0`).
-fn parse_start_line(buf: &ScanBuf, ip: &mut IpState, line: Span) -> Option<StartLine> {
+/// Method, status and Request-URI: see [`SipMessage`].
+type StartFields = (Method, u16, RequestUri);
+
+/// Parses a status line (`SIP/2.0 200 OK`) or a request line (`INVITE uri SIP/2.0`) into
+/// `out`, field by field (whole-struct copies cost stack the verifier limits to 512 bytes).
+fn parse_start_line(buf: &ScanBuf, ip: &mut IpState, out: &mut StartState, line: Span) {
+    out.valid.set(false);
+    if parse_start_fields(buf, ip, out, line).is_some() {
+        out.valid.set(true);
+    }
+}
+
+fn parse_start_fields(
+    buf: &ScanBuf,
+    ip: &mut IpState,
+    out: &mut StartState,
+    line: Span,
+) -> Option<()> {
     const SIP_VERSION: u64 = word_of(b"sip/2.0");
     const SIP_VERSION_SP: u64 = word_of(b"sip/2.0 ");
     let (start, end) = (line.start(), line.end());
     if (buf.window(start) | ASCII_LOWER) == SIP_VERSION_SP {
-        return parse_status(buf, start + 8, end).map(|status| StartLine::Response { status });
+        out.status.set(parse_status(buf, start + 8, end)?);
+        out.method.set(Method::None as u8);
+        out.clear_uri();
+        return Some(());
     }
     let method_end = find_byte(buf, start, end, b' ');
     let uri_end = find_byte(buf, method_end + 1, end, b' ');
@@ -668,8 +831,9 @@ fn parse_start_line(buf: &ScanBuf, ip: &mut IpState, line: Span) -> Option<Start
         buf.window(start) & low_bytes_mask(method_len),
         buf.window(start + 8) & low_bytes_mask(method_len.saturating_sub(8)),
     );
-    let uri = parse_request_uri(buf, ip, method_end + 1, uri_end)?;
-    Some(StartLine::Request { method, uri })
+    out.method.set(method as u8);
+    out.status.set(0);
+    parse_request_uri(buf, ip, out, method_end + 1, uri_end)
 }
 
 /// Three digits, 100..=699, followed by a space or the end of the line.
@@ -685,12 +849,14 @@ fn parse_status(buf: &ScanBuf, at: usize, end: usize) -> Option<u16> {
     (100..700).contains(&status).then_some(status)
 }
 
+/// Parses a Request-URI into `out` (all but `valid`, `method` and `status`).
 fn parse_request_uri(
     buf: &ScanBuf,
     ip: &mut IpState,
+    out: &mut StartState,
     start: usize,
     end: usize,
-) -> Option<RequestUri> {
+) -> Option<()> {
     const SIP: u64 = word_of(b"sip:");
     const SIPS: u64 = word_of(b"sips:");
     const TEL: u64 = word_of(b"tel:");
@@ -707,26 +873,28 @@ fn parse_request_uri(
     if rest >= end {
         return None; // no scheme, or nothing after it
     }
-    let mut uri = RequestUri {
-        scheme,
-        user: Span::ABSENT,
-        host: Span::ABSENT,
-        host_kind: HostKind::None,
-        address: [0; 16],
-        port: 0,
-    };
+    out.scheme.set(scheme as u8);
+    out.user.set(Span::ABSENT);
+    out.host.set(Span::ABSENT);
+    out.host_kind.set(HostKind::None as u8);
+    out.port.set(0);
+    for byte in out.address.iter_mut() {
+        byte.set(0);
+    }
     match scheme {
         Scheme::Tel => {
-            uri.user = Span::new(rest, find_byte(buf, rest, end, b';'));
-            return Some(uri);
+            out.user
+                .set(Span::new(rest, find_byte(buf, rest, end, b';')));
+            return Some(());
         }
-        Scheme::Other => return Some(uri),
+        Scheme::Other => return Some(()),
         Scheme::Sip | Scheme::Sips => {}
     }
     // userinfo "@" is optional; '@' cannot appear unescaped elsewhere in a SIP URI.
     let at = find_byte(buf, rest, end, b'@');
     let host_start = if at < end {
-        uri.user = Span::new(rest, find_byte(buf, rest, at, b':'));
+        out.user
+            .set(Span::new(rest, find_byte(buf, rest, at, b':')));
         at + 1
     } else {
         rest
@@ -740,13 +908,14 @@ fn parse_request_uri(
         if close >= end {
             return None;
         }
-        uri.host = Span::new(host_start + 1, close);
+        let host = Span::new(host_start + 1, close);
+        out.host.set(host);
         after_host = close + 1;
-        if let Some(address) = parse_ipv6(buf, ip, uri.host) {
-            uri.host_kind = HostKind::Ipv6;
-            uri.address = address;
+        if let Some(address) = parse_ipv6(buf, ip, host) {
+            out.host_kind.set(HostKind::Ipv6 as u8);
+            out.set_address(address);
         } else {
-            uri.host_kind = HostKind::Name;
+            out.host_kind.set(HostKind::Name as u8);
         }
     } else {
         let host_end = host_end(buf, host_start, end);
@@ -759,21 +928,23 @@ fn parse_request_uri(
         if name_end > host_start + 1 && buf.byte(name_end - 1) == b'.' {
             name_end -= 1; // a fully qualified name's trailing dot
         }
-        uri.host = Span::new(host_start, name_end);
-        if let Some(v4) = parse_ipv4(buf, ip, uri.host) {
-            uri.host_kind = HostKind::Ipv4;
-            uri.address = mapped_ipv4(v4);
+        let host = Span::new(host_start, name_end);
+        out.host.set(host);
+        if let Some(v4) = parse_ipv4(buf, ip, host) {
+            out.host_kind.set(HostKind::Ipv4 as u8);
+            out.set_address(mapped_ipv4(v4));
         } else {
-            uri.host_kind = HostKind::Name;
+            out.host_kind.set(HostKind::Name as u8);
         }
     }
-    if uri.host.is_empty() || uri.host.len() > MAX_HOST_LEN {
+    let host = out.host.get();
+    if host.is_empty() || host.len() > MAX_HOST_LEN {
         return None;
     }
     if after_host < end && buf.byte(after_host) == b':' {
-        uri.port = parse_port(buf, after_host + 1, end)?;
+        out.port.set(parse_port(buf, after_host + 1, end)?);
     }
-    Some(uri)
+    Some(())
 }
 
 /// A host name ends at the port's colon, the parameters' `;`, the headers' `?`, or the

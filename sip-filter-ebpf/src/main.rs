@@ -15,6 +15,7 @@ use aya_ebpf::{
 };
 use headers::{parse_headers, Headers};
 use sip_filter_common::{
+    bounded::isolated,
     domain::{host_hashes, DOMAIN_EXACT, DOMAIN_WILDCARD, MAX_SUFFIXES},
     maps::{
         FLAG_ALLOW_HOSTLESS_URI, FLAG_DOMAIN_CHECK, FLAG_DROP_NOT_SIP_PAYLOAD, MAX_DOMAINS,
@@ -22,7 +23,7 @@ use sip_filter_common::{
     },
     parse,
     scan::BUF_BYTES,
-    Counters, FilterConfig, HostKind, Method, Payload, Reason, Scratch, Span, StartLine, SCAN_LEN,
+    Counters, FilterConfig, HostKind, Method, Payload, Reason, Scratch, Span, SCAN_LEN,
 };
 
 #[map(name = "SF_CONFIG")]
@@ -151,19 +152,27 @@ fn judge(ctx: &XdpContext) -> (Reason, usize) {
     if !message.headers_complete {
         bump(|c| &mut c.headers_truncated);
     }
-    let StartLine::Request { method, uri } = message.start else {
+    if !message.is_request() {
         return (Reason::PassResponse, Method::None as usize);
-    };
+    }
+    let (method, uri) = (message.method, message.uri);
     // Parsing ends on many paths, each knowing these values differently; laundered,
     // the policy below is verified once (see ScanBuf::launder).
     let buf = &scratch.buf;
     let method = buf.launder(method as usize);
     let host = Span::new(buf.launder(uri.host.start()), buf.launder(uri.host.end()));
     let host_kind = buf.launder(uri.host_kind as usize);
-    if config.has(FLAG_DOMAIN_CHECK)
-        && !host_allowed(config, scratch, host_kind, host, &uri.address)
-    {
-        return (Reason::DropUnknownDomain, method);
+    if config.has(FLAG_DOMAIN_CHECK) {
+        // A loop body of its own, verified once (see sip_filter_common::bounded).
+        let address = uri.address;
+        isolated(&mut |_| {
+            let allowed = host_allowed(config, scratch, host_kind, host, &address);
+            scratch.result.set(u64::from(allowed));
+            false
+        });
+        if scratch.result.get() == 0 {
+            return (Reason::DropUnknownDomain, method);
+        }
     }
     (Reason::PassRequest, method)
 }

@@ -37,10 +37,10 @@ impl Msg {
         span.is_present().then(|| self.text(span))
     }
     fn method(&self) -> Method {
-        self.msg.method()
+        self.msg.method
     }
     fn uri(&self) -> RequestUri {
-        match self.msg.start {
+        match self.msg.start() {
             StartLine::Request { uri, .. } => uri,
             StartLine::Response { status } => panic!("a response ({status}), not a request"),
         }
@@ -54,7 +54,7 @@ impl Msg {
         user.is_present().then(|| self.text(user))
     }
     fn status(&self) -> u16 {
-        match self.msg.start {
+        match self.msg.start() {
             StartLine::Response { status } => status,
             StartLine::Request { method, .. } => panic!("a request ({method:?}), not a response"),
         }
@@ -498,7 +498,7 @@ fn host_span_hashes_like_the_allowlist_entry() {
         let Payload::Sip(msg) = parse(&mut scratch, len, true) else {
             panic!("{uri}");
         };
-        let StartLine::Request { uri: parsed, .. } = msg.start else {
+        let StartLine::Request { uri: parsed, .. } = msg.start() else {
             panic!("{uri}");
         };
         let full = host_hashes(&scratch.buf, &mut scratch.hash, parsed.host, seed);
@@ -1049,7 +1049,7 @@ fn check_invariants(payload: &Payload, len: usize) -> Result<(), TestCaseError> 
     for h in Header::ALL {
         in_bounds(msg.header(h))?;
     }
-    match msg.start {
+    match msg.start() {
         StartLine::Response { status } => {
             prop_assert!((100..700).contains(&status));
         }
@@ -1516,7 +1516,7 @@ proptest! {
         let prefix = &text.as_bytes()[..cut];
         match run(prefix, false).0 {
             Payload::Sip(m) => {
-                prop_assert_eq!(m.start, full.start);
+                prop_assert_eq!(m.start(), full.start());
                 if m.headers_complete {
                     prop_assert_eq!(m, full);
                 }
