@@ -38,6 +38,9 @@ pub fn setup(test_tools: bool) -> anyhow::Result<()> {
     }
     install_packages(&wanted)?;
     install_bpf_linker()?;
+    if test_tools {
+        install_cargo_fuzz()?;
+    }
     println!("setup: done");
     Ok(())
 }
@@ -108,6 +111,22 @@ fn install_bpf_linker() -> anyhow::Result<()> {
         // Without it the link fails with `unable to find library -lLLVM`.
         .env("LLVM_PREFIX", "/usr/lib/llvm-22"))
     .context("installing bpf-linker failed; is ~/.cargo/bin on PATH?")
+}
+
+/// cargo-fuzz, to build the parser's fuzz target (with rustup's nightly toolchain).
+fn install_cargo_fuzz() -> anyhow::Result<()> {
+    let present = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if present {
+        println!("setup: cargo-fuzz present");
+        return Ok(());
+    }
+    println!("setup: cargo install cargo-fuzz");
+    run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+        .context("installing cargo-fuzz failed")
 }
 
 pub fn run(command: &mut Command) -> anyhow::Result<()> {

@@ -33,6 +33,10 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
     println!("test: cargo test (unit, property, kernel and network-namespace tests)");
     // One test binary at a time: the network tests share the host's network stack.
     run(Command::new("cargo").args(["test", "--workspace", "--", "--test-threads=1"]))?;
+    println!("test: the parser's fuzz target builds (cargo +nightly fuzz build parse)");
+    run(Command::new("cargo")
+        .args(["+nightly", "fuzz", "build", "parse"])
+        .current_dir("fuzz"))?;
     if !args.no_vm {
         crate::vm::vm_test(crate::vm::VmArgs::default())?;
     }
