@@ -57,6 +57,8 @@ pub enum FilterError {
     },
     #[error("BPF_PROG_TEST_RUN failed: {0}")]
     TestRun(#[source] ProgramError),
+    #[error("sip-filter needs Linux {}.{} or newer (its parser runs in bpf_loop); this kernel is {release}", MIN_KERNEL.0, MIN_KERNEL.1)]
+    KernelTooOld { release: String },
     #[error("reading random bytes for the domain hash seed: {0}")]
     Seed(#[source] std::io::Error),
 }
@@ -96,6 +98,7 @@ pub struct Filter {
 impl Filter {
     /// Loads the program into the kernel (the verifier runs here).
     pub fn load() -> Result<Self, FilterError> {
+        check_kernel()?;
         raise_memlock_limit();
         let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT)?;
         let filter = Self::program_in(&mut ebpf)?;
@@ -279,6 +282,45 @@ fn random_seed() -> Result<u64, FilterError> {
     Ok(u64::from_ne_bytes(bytes))
 }
 
+/// The oldest kernel the program can load on: `bpf_loop` came in 5.17. The oldest one
+/// tested (`cargo xtask vm-test`) is 6.1.
+const MIN_KERNEL: (u32, u32) = (5, 17);
+const OLDEST_TESTED: (u32, u32) = (6, 1);
+
+/// Refuses, with the version in the message, kernels the program cannot load on, instead
+/// of leaving the operator a verifier log; warns about kernels older than tested.
+fn check_kernel() -> Result<(), FilterError> {
+    let release = kernel_release();
+    let Some(version) = parse_release(&release) else {
+        return Ok(()); // unusual release string: let the kernel decide
+    };
+    if version < MIN_KERNEL {
+        return Err(FilterError::KernelTooOld { release });
+    }
+    if version < OLDEST_TESTED {
+        log::warn!(
+            "kernel {release} is older than the oldest tested ({}.{}); verdicts are tested there",
+            OLDEST_TESTED.0,
+            OLDEST_TESTED.1
+        );
+    }
+    Ok(())
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// `6.1.0-56-amd64` -> (6, 1).
+fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones ignore it.
 fn raise_memlock_limit() {
     let limit = libc::rlimit {
@@ -288,5 +330,20 @@ fn raise_memlock_limit() {
     // SAFETY: setrlimit reads a valid rlimit struct.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0 {
         log::debug!("could not raise RLIMIT_MEMLOCK; fine on kernels from 5.11 on");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_releases_parse() {
+        assert_eq!(parse_release("6.1.0-56-amd64"), Some((6, 1)));
+        assert_eq!(parse_release("6.18.44-fc-v657"), Some((6, 18)));
+        assert_eq!(parse_release("5.15.0"), Some((5, 15)));
+        assert_eq!(parse_release("garbage"), None);
+        assert!(parse_release("5.15.0").is_some_and(|v| v < MIN_KERNEL));
+        assert!(parse_release("6.1.0").is_some_and(|v| v >= OLDEST_TESTED));
     }
 }
