@@ -24,7 +24,7 @@ fn check(payload: &Payload, len: usize) {
     for h in Header::ALL {
         check_span(msg.header(h), len);
     }
-    match msg.start {
+    match msg.start() {
         StartLine::Response { status } => assert!((100..700).contains(&status)),
         StartLine::Request { uri, .. } => {
             check_span(uri.user, len);
