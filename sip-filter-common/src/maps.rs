@@ -12,8 +12,23 @@ pub mod names {
     pub const COUNTERS: &str = "SF_COUNTERS";
     pub const DOMAINS: &str = "SF_DOMAINS";
     pub const OWN_ADDRESSES: &str = "SF_OWN_ADDRS";
+    pub const ALLOW_V4: &str = "SF_ALLOW_V4";
+    pub const ALLOW_V6: &str = "SF_ALLOW_V6";
+    pub const DENY_V4: &str = "SF_DENY_V4";
+    pub const DENY_V6: &str = "SF_DENY_V6";
+    pub const BANS: &str = "SF_BANS";
     /// Every map a running filter pins, for `stats` and cleanup.
-    pub const PINNED: [&str; 4] = [CONFIG, COUNTERS, DOMAINS, OWN_ADDRESSES];
+    pub const PINNED: [&str; 9] = [
+        CONFIG,
+        COUNTERS,
+        DOMAINS,
+        OWN_ADDRESSES,
+        ALLOW_V4,
+        ALLOW_V6,
+        DENY_V4,
+        DENY_V6,
+        BANS,
+    ];
 }
 
 /// The XDP program's name in the object file.
@@ -23,6 +38,13 @@ pub const PROGRAM_NAME: &str = "sip_filter";
 pub const MAX_DOMAINS: u32 = 4096;
 /// Capacity of the server's own address map.
 pub const MAX_OWN_ADDRESSES: u32 = 256;
+/// Capacity of each static CIDR list (allow and deny, IPv4 and IPv6).
+pub const MAX_LIST_ENTRIES: u32 = 1 << 20;
+/// Capacity of the dynamic blocklist.
+pub const MAX_BANS: u32 = 1 << 20;
+/// Default IPv6 prefix length sources are keyed by: attackers rotate inside their /64.
+pub const DEFAULT_IPV6_PREFIX: u32 = 64;
+
 /// How many SIP ports can be configured.
 pub const MAX_PORTS: usize = 8;
 
@@ -50,10 +72,14 @@ pub enum Reason {
     DropNotSipPayload,
     /// A request whose Request-URI host is not on the allowlist.
     DropUnknownDomain,
+    /// A source on the static deny list.
+    DropDenied,
+    /// A source on the dynamic blocklist (banned, not yet expired).
+    DropBanned,
 }
 
 impl Reason {
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 11;
     pub const ALL: [Reason; Self::COUNT] = [
         Reason::PassNotSip,
         Reason::PassUnparsed,
@@ -64,6 +90,8 @@ impl Reason {
         Reason::PassNotSipPayload,
         Reason::DropNotSipPayload,
         Reason::DropUnknownDomain,
+        Reason::DropDenied,
+        Reason::DropBanned,
     ];
 
     /// The name used in `stats` output and metrics labels.
@@ -78,13 +106,82 @@ impl Reason {
             Reason::PassNotSipPayload => "pass_not_sip_payload",
             Reason::DropNotSipPayload => "drop_not_sip_payload",
             Reason::DropUnknownDomain => "drop_unknown_domain",
+            Reason::DropDenied => "drop_denied",
+            Reason::DropBanned => "drop_banned",
         }
     }
 
     pub const fn is_drop(self) -> bool {
-        matches!(self, Reason::DropNotSipPayload | Reason::DropUnknownDomain)
+        matches!(
+            self,
+            Reason::DropNotSipPayload
+                | Reason::DropUnknownDomain
+                | Reason::DropDenied
+                | Reason::DropBanned
+        )
     }
 }
+
+/// Why a source is on the dynamic blocklist.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BanReason {
+    /// Added by an operator.
+    Manual = 0,
+    /// Sustained overflow of its rate limit.
+    Rate,
+    /// A scanner User-Agent.
+    Scanner,
+    /// Repeated requests for unknown domains.
+    Domain,
+    /// Imported from a blocklist feed.
+    Feed,
+}
+
+impl BanReason {
+    pub const COUNT: usize = 5;
+    pub const ALL: [BanReason; Self::COUNT] = [
+        BanReason::Manual,
+        BanReason::Rate,
+        BanReason::Scanner,
+        BanReason::Domain,
+        BanReason::Feed,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            BanReason::Manual => "manual",
+            BanReason::Rate => "rate",
+            BanReason::Scanner => "scanner",
+            BanReason::Domain => "domain",
+            BanReason::Feed => "feed",
+        }
+    }
+
+    /// The reason numbered `n`; `Manual` for numbers no version wrote.
+    pub fn from_u32(n: u32) -> BanReason {
+        Self::ALL
+            .get(n as usize)
+            .copied()
+            .unwrap_or(BanReason::Manual)
+    }
+}
+
+/// A dynamic blocklist entry, keyed by [`SourceKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ban {
+    /// When it stops matching, in `CLOCK_MONOTONIC_COARSE` nanoseconds (the kernel's
+    /// `bpf_ktime_get_coarse_ns`); `u64::MAX` for never.
+    pub expires_ns: u64,
+    /// A [`BanReason`].
+    pub reason: u32,
+    pub _pad: u32,
+}
+
+/// The key sources are tracked and banned by: an IPv4 address mapped into IPv6
+/// (`::ffff:a.b.c.d`), or an IPv6 address cut to the configured prefix length.
+pub type SourceKey = [u8; 16];
 
 /// Per-CPU packet counters, one map entry: `packets[reason][method]`, where the method
 /// is [`Method::None`] for everything that is not a SIP request.
@@ -96,6 +193,8 @@ pub struct Counters {
     pub first_fragments: u64,
     /// SIP messages whose header section did not end inside the scanned prefix.
     pub headers_truncated: u64,
+    /// Bans found expired (and removed) by the kernel, by [`BanReason`].
+    pub bans_expired: [u64; BanReason::COUNT],
 }
 
 impl Default for Counters {
@@ -104,6 +203,7 @@ impl Default for Counters {
             packets: [[0; Method::COUNT]; Reason::COUNT],
             first_fragments: 0,
             headers_truncated: 0,
+            bans_expired: [0; BanReason::COUNT],
         }
     }
 }
@@ -118,6 +218,9 @@ impl Counters {
         }
         self.first_fragments = self.first_fragments.wrapping_add(other.first_fragments);
         self.headers_truncated = self.headers_truncated.wrapping_add(other.headers_truncated);
+        for (mine, theirs) in self.bans_expired.iter_mut().zip(other.bans_expired) {
+            *mine = mine.wrapping_add(theirs);
+        }
     }
 
     /// `self - earlier`, counter by counter.
@@ -164,6 +267,9 @@ pub struct FilterConfig {
     pub ports: [u16; MAX_PORTS],
     /// Seed of the domain hash (see [`crate::domain`]).
     pub domain_seed: u64,
+    /// IPv6 sources are keyed by this many leading bits (1..=128).
+    pub ipv6_prefix: u32,
+    pub _pad: u32,
 }
 
 impl FilterConfig {
@@ -182,6 +288,41 @@ impl FilterConfig {
     pub fn has(&self, flag: u32) -> bool {
         self.flags & flag != 0
     }
+
+    /// The source key of an IPv6 address: its first `ipv6_prefix` bits.
+    #[inline(always)]
+    pub fn ipv6_source_key(&self, address: [u8; 16]) -> SourceKey {
+        ipv6_prefix_key(address, self.ipv6_prefix)
+    }
+}
+
+/// `address` cut to its first `prefix` bits (128 or more keeps it whole).
+#[inline(always)]
+pub fn ipv6_prefix_key(address: [u8; 16], prefix: u32) -> SourceKey {
+    // Two u64 halves: BPF has no 128-bit shifts.
+    let [a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7] = address;
+    let high = u64::from_be_bytes([a0, a1, a2, a3, a4, a5, a6, a7]);
+    let low = u64::from_be_bytes([b0, b1, b2, b3, b4, b5, b6, b7]);
+    let high_mask = if prefix >= 64 {
+        u64::MAX
+    } else {
+        !(u64::MAX >> prefix)
+    };
+    let low_mask = if prefix >= 128 {
+        u64::MAX
+    } else if prefix <= 64 {
+        0
+    } else {
+        !(u64::MAX >> (prefix - 64))
+    };
+    let (high, low) = (
+        (high & high_mask).to_be_bytes(),
+        (low & low_mask).to_be_bytes(),
+    );
+    [
+        high[0], high[1], high[2], high[3], high[4], high[5], high[6], high[7], low[0], low[1],
+        low[2], low[3], low[4], low[5], low[6], low[7],
+    ]
 }
 
 #[cfg(feature = "user")]
@@ -189,6 +330,25 @@ mod pod {
     // SAFETY: plain `#[repr(C)]` integers and arrays of them; every bit pattern is valid
     // and the layouts have no padding.
     unsafe impl aya::Pod for super::Counters {}
-    // SAFETY: as above; `flags` and `port_count` pad `ports` to 8-byte alignment exactly.
+    // SAFETY: as above; explicit padding fields leave no implicit padding.
     unsafe impl aya::Pod for super::FilterConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Ban {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv6Addr;
+
+    #[test]
+    fn ipv6_prefix_keys() {
+        let a: Ipv6Addr = "2001:db8:5f:1:aaaa:bbbb:cccc:dddd".parse().unwrap();
+        let key = |p| Ipv6Addr::from(ipv6_prefix_key(a.octets(), p));
+        assert_eq!(key(64), "2001:db8:5f:1::".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(key(48), "2001:db8:5f::".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(key(80), "2001:db8:5f:1:aaaa::".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(key(128), a);
+        assert_eq!(key(0), Ipv6Addr::UNSPECIFIED);
+    }
 }

@@ -35,6 +35,9 @@ pub enum Headers {
 }
 
 pub struct Udp {
+    /// The source address; IPv4 mapped into IPv6 (`::ffff:a.b.c.d`).
+    pub source: [u8; 16],
+    pub is_ipv4: bool,
     pub dst_port: u16,
     /// Offset of the UDP payload from the start of the frame.
     pub payload_offset: u32,
@@ -106,8 +109,11 @@ fn ipv4(ctx: &XdpContext, offset: usize) -> Headers {
     if fragment & 0x1fff != 0 {
         return Headers::LaterFragment;
     }
+    let source = [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ip[12], ip[13], ip[14], ip[15],
+    ];
     // The IP total length bounds the payload: Ethernet pads short frames.
-    udp(ctx, offset + header_len, offset + total_len, more_fragments)
+    udp(ctx, offset + header_len, offset + total_len, more_fragments, source, true)
 }
 
 #[inline(always)]
@@ -119,12 +125,14 @@ fn ipv6(ctx: &XdpContext, offset: usize) -> Headers {
         return Headers::Unparsed;
     }
     let ip_end = offset + IPV6_HLEN + usize::from(be16(ip, 4));
+    let mut source = [0u8; 16];
+    source.copy_from_slice(&ip[8..24]);
     let mut next = ip[6];
     let mut at = offset + IPV6_HLEN;
     let mut first_fragment = false;
     for _ in 0..MAX_IPV6_EXTENSIONS {
         match next {
-            IPPROTO_UDP => return udp(ctx, at, ip_end, first_fragment),
+            IPPROTO_UDP => return udp(ctx, at, ip_end, first_fragment, source, false),
             NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => {
                 let Some(ext) = bytes::<2>(ctx, at) else {
                     return Headers::Unparsed;
@@ -162,7 +170,14 @@ fn ipv6(ctx: &XdpContext, offset: usize) -> Headers {
 }
 
 #[inline(always)]
-fn udp(ctx: &XdpContext, offset: usize, ip_end: usize, first_fragment: bool) -> Headers {
+fn udp(
+    ctx: &XdpContext,
+    offset: usize,
+    ip_end: usize,
+    first_fragment: bool,
+    source: [u8; 16],
+    is_ipv4: bool,
+) -> Headers {
     let Some(udp) = bytes::<{ UDP_HLEN as usize }>(ctx, offset) else {
         return Headers::Unparsed;
     };
@@ -177,6 +192,8 @@ fn udp(ctx: &XdpContext, offset: usize, ip_end: usize, first_fragment: bool) -> 
         .saturating_sub(payload_offset as usize) as u32;
     let claimed = udp_len - UDP_HLEN;
     Headers::Udp(Udp {
+        source,
+        is_ipv4,
         dst_port: be16(udp, 2),
         payload_offset,
         payload_len: claimed.min(present),

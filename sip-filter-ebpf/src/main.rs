@@ -8,18 +8,19 @@ mod headers;
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::generated::bpf_xdp_load_bytes,
+    bindings::BPF_F_NO_PREALLOC,
+    helpers::generated::{bpf_ktime_get_coarse_ns, bpf_xdp_load_bytes},
     macros::{map, xdp},
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
     programs::XdpContext,
 };
-use headers::{parse_headers, Headers};
+use headers::{parse_headers, Headers, Udp};
 use sip_filter_common::{
     bounded::isolated,
     domain::{host_hashes, DOMAIN_EXACT, DOMAIN_WILDCARD, MAX_SUFFIXES},
     maps::{
-        FLAG_ALLOW_HOSTLESS_URI, FLAG_DOMAIN_CHECK, FLAG_DROP_NOT_SIP_PAYLOAD, MAX_DOMAINS,
-        MAX_OWN_ADDRESSES,
+        Ban, SourceKey, FLAG_ALLOW_HOSTLESS_URI, FLAG_DOMAIN_CHECK,
+        FLAG_DROP_NOT_SIP_PAYLOAD, MAX_BANS, MAX_DOMAINS, MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES,
     },
     parse,
     scan::BUF_BYTES,
@@ -39,6 +40,20 @@ static DOMAINS: HashMap<u64, u8> = HashMap::with_max_entries(MAX_DOMAINS, 0);
 /// The server's own addresses (IPv4 mapped into IPv6), allowed as IP-literal hosts.
 #[map(name = "SF_OWN_ADDRS")]
 static OWN_ADDRESSES: HashMap<[u8; 16], u8> = HashMap::with_max_entries(MAX_OWN_ADDRESSES, 0);
+
+/// Static source lists: trusted (allow) and always dropped (deny), by CIDR.
+#[map(name = "SF_ALLOW_V4")]
+static ALLOW_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(MAX_LIST_ENTRIES, BPF_F_NO_PREALLOC);
+#[map(name = "SF_ALLOW_V6")]
+static ALLOW_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_LIST_ENTRIES, BPF_F_NO_PREALLOC);
+#[map(name = "SF_DENY_V4")]
+static DENY_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(MAX_LIST_ENTRIES, BPF_F_NO_PREALLOC);
+#[map(name = "SF_DENY_V6")]
+static DENY_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_LIST_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// The dynamic blocklist: source key -> expiry and reason.
+#[map(name = "SF_BANS")]
+static BANS: HashMap<SourceKey, Ban> = HashMap::with_max_entries(MAX_BANS, BPF_F_NO_PREALLOC);
 
 /// Per-CPU scratch: the payload prefix the parser reads.
 #[map(name = "SF_SCAN")]
@@ -91,6 +106,15 @@ fn judge(ctx: &XdpContext) -> (Reason, usize) {
     };
     if !config.is_sip_port(udp.dst_port) {
         return (Reason::PassNotSip, Method::None as usize);
+    }
+    // Sources before content: a denied or banned source costs no parsing.
+    if !is_trusted(&udp) {
+        if is_denied(&udp) {
+            return (Reason::DropDenied, Method::None as usize);
+        }
+        if is_banned(config, &udp) {
+            return (Reason::DropBanned, Method::None as usize);
+        }
     }
     if udp.first_fragment {
         bump(|c| &mut c.first_fragments);
@@ -175,6 +199,62 @@ fn judge(ctx: &XdpContext) -> (Reason, usize) {
         }
     }
     (Reason::PassRequest, method)
+}
+
+fn ipv4_of(source: &[u8; 16]) -> [u8; 4] {
+    [source[12], source[13], source[14], source[15]]
+}
+
+/// On the allow list: trusted, never banned.
+#[inline(always)]
+fn is_trusted(udp: &Udp) -> bool {
+    if udp.is_ipv4 {
+        ALLOW_V4.get(Key::new(32, ipv4_of(&udp.source))).is_some()
+    } else {
+        ALLOW_V6.get(Key::new(128, udp.source)).is_some()
+    }
+}
+
+#[inline(always)]
+fn is_denied(udp: &Udp) -> bool {
+    if udp.is_ipv4 {
+        DENY_V4.get(Key::new(32, ipv4_of(&udp.source))).is_some()
+    } else {
+        DENY_V6.get(Key::new(128, udp.source)).is_some()
+    }
+}
+
+/// On the dynamic blocklist, unexpired. An expired entry is removed here, so it stops
+/// matching without help from userspace.
+#[inline(always)]
+fn is_banned(config: &FilterConfig, udp: &Udp) -> bool {
+    let key = if udp.is_ipv4 {
+        udp.source
+    } else {
+        config.ipv6_source_key(udp.source)
+    };
+    let Some(ban) = BANS.get_ptr(&key) else {
+        return false;
+    };
+    // SAFETY: a map value; a concurrent update at worst gives a stale verdict.
+    let (expires_ns, reason) = unsafe { ((*ban).expires_ns, (*ban).reason) };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if now < expires_ns {
+        return true;
+    }
+    // Only the CPU whose delete succeeds counts the expiry.
+    if BANS.remove(&key).is_ok() {
+        if let Some(counters) = COUNTERS.get_ptr_mut(0) {
+            // SAFETY: per-CPU, as in `count`.
+            let expired = unsafe { &mut (*counters).bans_expired };
+            // A checked index: the verifier cannot bound a remainder.
+            if let Some(slot) = expired.get_mut(reason as usize) {
+                *slot += 1;
+            }
+        }
+    }
+    false
 }
 
 /// Is the Request-URI's host one the server serves?

@@ -2,17 +2,20 @@
 
 use std::{
     io::Read,
+    net::IpAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use aya::{
-    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray},
     programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode},
     Ebpf, EbpfError, EbpfLoader,
 };
+use ipnet::IpNet;
 use sip_filter_common::{
-    maps::{names, PROGRAM_NAME},
+    maps::{ipv6_prefix_key, names, Ban, BanReason, SourceKey, PROGRAM_NAME},
+    sip::mapped_ipv4,
     Counters, FilterConfig,
 };
 
@@ -93,6 +96,8 @@ impl AttachedMode {
 
 pub struct Filter {
     ebpf: Ebpf,
+    /// The configured IPv6 source prefix, for [`Filter::source_key`].
+    ipv6_prefix: u32,
 }
 
 impl Filter {
@@ -103,7 +108,10 @@ impl Filter {
         let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT)?;
         let filter = Self::program_in(&mut ebpf)?;
         filter.load().map_err(FilterError::Load)?;
-        Ok(Self { ebpf })
+        Ok(Self {
+            ebpf,
+            ipv6_prefix: sip_filter_common::maps::DEFAULT_IPV6_PREFIX,
+        })
     }
 
     fn program_in(ebpf: &mut Ebpf) -> Result<&mut Xdp, FilterError> {
@@ -157,6 +165,14 @@ impl Filter {
                 .map_err(map_error(names::OWN_ADDRESSES))?;
         }
 
+        for (v4_name, v6_name, entries) in [
+            (names::ALLOW_V4, names::ALLOW_V6, &settings.allow),
+            (names::DENY_V4, names::DENY_V6, &settings.deny),
+        ] {
+            self.replace_list(v4_name, v6_name, entries)?;
+        }
+        self.ipv6_prefix = u32::from(settings.ipv6_prefix);
+
         // The config last: it switches the domain check on once the lists are in place.
         let mut config: Array<_, FilterConfig> =
             Array::try_from(self.map_mut(names::CONFIG)?).map_err(map_error(names::CONFIG))?;
@@ -164,6 +180,97 @@ impl Filter {
             .set(0, kernel.config, 0)
             .map_err(map_error(names::CONFIG))?;
         Ok(())
+    }
+
+    /// Makes a CIDR list (one trie per address family) hold exactly `entries`.
+    fn replace_list(
+        &mut self,
+        v4_name: &'static str,
+        v6_name: &'static str,
+        entries: &[IpNet],
+    ) -> Result<(), FilterError> {
+        let map_error = |name| move |source| FilterError::Map { name, source };
+        let mut v4: LpmTrie<_, [u8; 4], u8> =
+            LpmTrie::try_from(self.map_mut(v4_name)?).map_err(map_error(v4_name))?;
+        let stale: Vec<Key<[u8; 4]>> = v4.keys().filter_map(Result::ok).collect();
+        for key in stale {
+            v4.remove(&key).map_err(map_error(v4_name))?;
+        }
+        for net in entries {
+            if let IpNet::V4(net) = net {
+                let key = Key::new(u32::from(net.prefix_len()), net.network().octets());
+                v4.insert(&key, 1, 0).map_err(map_error(v4_name))?;
+            }
+        }
+        let mut v6: LpmTrie<_, [u8; 16], u8> =
+            LpmTrie::try_from(self.map_mut(v6_name)?).map_err(map_error(v6_name))?;
+        let stale: Vec<Key<[u8; 16]>> = v6.keys().filter_map(Result::ok).collect();
+        for key in stale {
+            v6.remove(&key).map_err(map_error(v6_name))?;
+        }
+        for net in entries {
+            if let IpNet::V6(net) = net {
+                let key = Key::new(u32::from(net.prefix_len()), net.network().octets());
+                v6.insert(&key, 1, 0).map_err(map_error(v6_name))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The key `address` is banned under: IPv4 as is, IPv6 cut to the configured prefix.
+    pub fn source_key(&self, address: IpAddr) -> SourceKey {
+        source_key(address, self.ipv6_prefix)
+    }
+
+    /// Bans `address` (its IPv6 prefix) until `ttl` from now, or for good.
+    pub fn ban(
+        &mut self,
+        address: IpAddr,
+        ttl: Option<Duration>,
+        reason: BanReason,
+    ) -> Result<(), FilterError> {
+        let expires_ns = match ttl {
+            Some(ttl) => monotonic_now_ns().saturating_add(ttl.as_nanos() as u64),
+            None => u64::MAX,
+        };
+        self.set_ban(self.source_key(address), expires_ns, reason)
+    }
+
+    /// Writes a ban entry as given (tests set expiries in the past with it).
+    pub fn set_ban(
+        &mut self,
+        key: SourceKey,
+        expires_ns: u64,
+        reason: BanReason,
+    ) -> Result<(), FilterError> {
+        let mut bans: HashMap<_, SourceKey, Ban> = HashMap::try_from(self.map_mut(names::BANS)?)
+            .map_err(|source| FilterError::Map {
+                name: names::BANS,
+                source,
+            })?;
+        let ban = Ban {
+            expires_ns,
+            reason: reason as u32,
+            _pad: 0,
+        };
+        bans.insert(key, ban, 0).map_err(|source| FilterError::Map {
+            name: names::BANS,
+            source,
+        })
+    }
+
+    /// The blocklist's entries.
+    pub fn bans(&self) -> Result<Vec<(SourceKey, Ban)>, FilterError> {
+        let map = self.ebpf.map(names::BANS).ok_or(FilterError::Missing {
+            what: "map",
+            name: names::BANS,
+        })?;
+        let bans: HashMap<&MapData, SourceKey, Ban> =
+            HashMap::try_from(map).map_err(|source| FilterError::Map {
+                name: names::BANS,
+                source,
+            })?;
+        Ok(bans.iter().filter_map(Result::ok).collect())
     }
 
     /// Attaches to `iface`. The attachment lasts as long as this `Filter`.
@@ -272,6 +379,28 @@ pub fn pinned_counters(dir: &Path) -> Result<Counters, FilterError> {
     };
     let data = MapData::from_pin(dir.join(names::COUNTERS)).map_err(map_error)?;
     sum_counters(&Map::from_map_data(data).map_err(map_error)?)
+}
+
+/// The key `address` is tracked and banned under (see [`SourceKey`]).
+pub fn source_key(address: IpAddr, ipv6_prefix: u32) -> SourceKey {
+    match address {
+        IpAddr::V4(v4) => mapped_ipv4(v4.octets()),
+        IpAddr::V6(v6) => ipv6_prefix_key(v6.octets(), ipv6_prefix),
+    }
+}
+
+/// Now on `CLOCK_MONOTONIC_COARSE`: the clock of the kernel's `bpf_ktime_get_coarse_ns`,
+/// which ban expiries are compared with (the fine clock runs a few ms ahead of it).
+pub fn monotonic_now_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes a timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
+    (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
 }
 
 fn random_seed() -> Result<u64, FilterError> {

@@ -2,11 +2,13 @@
 
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 use sip_filter_common::{
     domain::allowlist_key,
     maps::{
-        FilterConfig, FLAG_ALLOW_HOSTLESS_URI, FLAG_DOMAIN_CHECK, FLAG_DROP_NOT_SIP_PAYLOAD,
-        MAX_DOMAINS, MAX_OWN_ADDRESSES, MAX_PORTS,
+        FilterConfig, DEFAULT_IPV6_PREFIX, FLAG_ALLOW_HOSTLESS_URI, FLAG_DOMAIN_CHECK,
+        FLAG_DROP_NOT_SIP_PAYLOAD, MAX_DOMAINS, MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES, MAX_PORTS,
     },
     sip::mapped_ipv4,
 };
@@ -33,6 +35,12 @@ pub struct Settings {
     pub not_sip_payload: NotSipPolicy,
     /// Let Request-URIs without a host (`tel:`, `urn:`) through the domain check.
     pub allow_hostless_uri: bool,
+    /// Trusted sources: never denied or banned.
+    pub allow: Vec<IpNet>,
+    /// Sources always dropped.
+    pub deny: Vec<IpNet>,
+    /// IPv6 sources are tracked and banned by this prefix (attackers rotate inside it).
+    pub ipv6_prefix: u8,
 }
 
 impl Default for Settings {
@@ -43,6 +51,9 @@ impl Default for Settings {
             own_addresses: Vec::new(),
             not_sip_payload: NotSipPolicy::Drop,
             allow_hostless_uri: false,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            ipv6_prefix: DEFAULT_IPV6_PREFIX as u8,
         }
     }
 }
@@ -61,6 +72,10 @@ pub enum SettingsError {
     TooManyDomains { count: usize },
     #[error("{count} own addresses given, at most {MAX_OWN_ADDRESSES} are supported")]
     TooManyAddresses { count: usize },
+    #[error("the {list} list has {count} entries of one address family, at most {MAX_LIST_ENTRIES} are supported")]
+    TooManyListEntries { list: &'static str, count: usize },
+    #[error("IPv6 prefix /{prefix} cannot key sources: give 1 to 128 (the default, 64, groups the addresses of one customer network)")]
+    BadIpv6Prefix { prefix: u8 },
 }
 
 /// The kernel's view of [`Settings`]: the config entry and the map contents.
@@ -100,6 +115,18 @@ impl Settings {
                 count: self.own_addresses.len(),
             });
         }
+        for (list, entries) in [("allow", &self.allow), ("deny", &self.deny)] {
+            let v4 = entries.iter().filter(|n| matches!(n, IpNet::V4(_))).count();
+            let count = v4.max(entries.len() - v4);
+            if count > MAX_LIST_ENTRIES as usize {
+                return Err(SettingsError::TooManyListEntries { list, count });
+            }
+        }
+        if !(1..=128).contains(&self.ipv6_prefix) {
+            return Err(SettingsError::BadIpv6Prefix {
+                prefix: self.ipv6_prefix,
+            });
+        }
         let mut domains: Vec<(u64, u8)> = Vec::with_capacity(self.domains.len());
         for entry in &self.domains {
             if !is_domain_entry(entry) {
@@ -120,6 +147,7 @@ impl Settings {
         let mut config = FilterConfig {
             port_count: self.ports.len() as u32,
             domain_seed: seed,
+            ipv6_prefix: u32::from(self.ipv6_prefix),
             ..FilterConfig::default()
         };
         for (slot, port) in config.ports.iter_mut().zip(&self.ports) {

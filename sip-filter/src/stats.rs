@@ -1,7 +1,7 @@
 //! Counters as operators read them: a text table or JSON.
 
 use serde_json::{json, Map, Value};
-use sip_filter_common::{Counters, Method, Reason};
+use sip_filter_common::{maps::BanReason, Counters, Method, Reason};
 
 /// JSON: `reasons` (reason -> packets), `methods` (request method -> packets, whatever
 /// the verdict), and totals.
@@ -15,6 +15,15 @@ pub fn to_json(interfaces: &[String], counters: &Counters) -> Value {
         .filter(|m| **m != Method::None)
         .map(|m| (m.name().to_string(), json!(counters.method_total(*m))))
         .collect();
+    let bans_expired: Map<String, Value> = BanReason::ALL
+        .iter()
+        .map(|r| {
+            (
+                r.name().to_string(),
+                json!(counters.bans_expired[*r as usize]),
+            )
+        })
+        .collect();
     let (passed, dropped) = totals(counters);
     json!({
         "interfaces": interfaces,
@@ -25,6 +34,7 @@ pub fn to_json(interfaces: &[String], counters: &Counters) -> Value {
         "methods": methods,
         "first_fragments": counters.first_fragments,
         "headers_truncated": counters.headers_truncated,
+        "bans_expired": bans_expired,
     })
 }
 
@@ -64,8 +74,10 @@ pub fn to_text(interfaces: &[String], counters: &Counters) -> String {
         }
     }
     out.push_str(&format!(
-        "\nfirst fragments judged    {:>9}\nheaders past scan window  {:>9}\n",
-        counters.first_fragments, counters.headers_truncated
+        "\nfirst fragments judged    {:>9}\nheaders past scan window  {:>9}\nbans expired              {:>9}\n",
+        counters.first_fragments,
+        counters.headers_truncated,
+        counters.bans_expired.iter().sum::<u64>()
     ));
     out
 }

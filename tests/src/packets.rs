@@ -25,9 +25,14 @@ fn build(builder: etherparse::PacketBuilderStep<etherparse::UdpHeader>, payload:
 
 /// IPv4/UDP from the client to `dst_port` on the server.
 pub fn udp4(dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    udp4_from(CLIENT_V4, dst_port, payload)
+}
+
+/// IPv4/UDP from `source` to `dst_port` on the server.
+pub fn udp4_from(source: [u8; 4], dst_port: u16, payload: &[u8]) -> Vec<u8> {
     build(
         PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
-            .ipv4(CLIENT_V4, SERVER_V4, 64)
+            .ipv4(source, SERVER_V4, 64)
             .udp(CLIENT_PORT, dst_port),
         payload,
     )
@@ -35,9 +40,14 @@ pub fn udp4(dst_port: u16, payload: &[u8]) -> Vec<u8> {
 
 /// IPv6/UDP from the client to `dst_port` on the server.
 pub fn udp6(dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    udp6_from(CLIENT_V6, dst_port, payload)
+}
+
+/// IPv6/UDP from `source` to `dst_port` on the server.
+pub fn udp6_from(source: [u8; 16], dst_port: u16, payload: &[u8]) -> Vec<u8> {
     build(
         PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
-            .ipv6(CLIENT_V6, SERVER_V6, 64)
+            .ipv6(source, SERVER_V6, 64)
             .udp(CLIENT_PORT, dst_port),
         payload,
     )

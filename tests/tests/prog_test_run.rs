@@ -4,8 +4,9 @@
 
 use std::net::IpAddr;
 
+use sip_filter::filter::{monotonic_now_ns, source_key};
 use sip_filter::{Filter, NotSipPolicy, Settings};
-use sip_filter_common::{Counters, Method, Reason, SCAN_LEN};
+use sip_filter_common::{maps::BanReason, Counters, Method, Reason, SCAN_LEN};
 use sip_filter_tests::{
     packets::{raw, *},
     privileged,
@@ -622,6 +623,187 @@ fn reconfiguring_replaces_the_allowlist() {
             case(
                 "new domain allowed",
                 udp4(SIP_PORT, &options("sip:1@other.example.test")),
+                PassRequest,
+                Options,
+            ),
+        ],
+    );
+}
+
+fn v4(text: &str) -> [u8; 4] {
+    text.parse::<std::net::Ipv4Addr>().unwrap().octets()
+}
+
+fn v6(text: &str) -> [u8; 16] {
+    text.parse::<std::net::Ipv6Addr>().unwrap().octets()
+}
+
+/// Static allow/deny lists and the dynamic blocklist, with expiry.
+#[test]
+fn source_lists_and_bans() {
+    use Method::*;
+    use Reason::*;
+    if !privileged("source_lists_and_bans") {
+        return;
+    }
+    let net = |text: &str| text.parse().unwrap();
+    let mut filter = loaded(&Settings {
+        deny: vec![net("203.0.113.0/24"), net("2001:db8:bad::/48")],
+        allow: vec![net("203.0.113.7/32"), net("198.51.100.200/32")],
+        ..settings()
+    });
+    let hour = Some(std::time::Duration::from_secs(3600));
+    filter
+        .ban("198.51.100.1".parse().unwrap(), hour, BanReason::Manual)
+        .unwrap();
+    filter
+        .ban("198.51.100.200".parse().unwrap(), hour, BanReason::Scanner)
+        .unwrap();
+    filter
+        .ban("2001:db8:77:1::1".parse().unwrap(), hour, BanReason::Rate)
+        .unwrap();
+    let good = options(ALLOWED);
+    assert_table(
+        &filter,
+        vec![
+            case(
+                "denied IPv4 network",
+                udp4_from(v4("203.0.113.5"), SIP_PORT, &good),
+                DropDenied,
+                None,
+            ),
+            case(
+                "next to the denied network",
+                udp4_from(v4("203.0.114.5"), SIP_PORT, &good),
+                PassRequest,
+                Options,
+            ),
+            case(
+                "denied IPv6 network",
+                udp6_from(v6("2001:db8:bad:1::9"), SIP_PORT, &good),
+                DropDenied,
+                None,
+            ),
+            case(
+                "allowed inside a denied network: trusted wins",
+                udp4_from(v4("203.0.113.7"), SIP_PORT, &good),
+                PassRequest,
+                Options,
+            ),
+            case(
+                "denied source, other port: lists guard SIP ports",
+                udp4_from(v4("203.0.113.5"), 53, b"x"),
+                PassNotSip,
+                None,
+            ),
+            case(
+                "banned IPv4 source",
+                udp4_from(v4("198.51.100.1"), SIP_PORT, &good),
+                DropBanned,
+                None,
+            ),
+            case(
+                "neighbour of a banned IPv4 source",
+                udp4_from(v4("198.51.100.2"), SIP_PORT, &good),
+                PassRequest,
+                Options,
+            ),
+            case(
+                "banned IPv6 /64, another address in it",
+                udp6_from(v6("2001:db8:77:1::99"), SIP_PORT, &good),
+                DropBanned,
+                None,
+            ),
+            case(
+                "next IPv6 /64",
+                udp6_from(v6("2001:db8:77:2::1"), SIP_PORT, &good),
+                PassRequest,
+                Options,
+            ),
+            case(
+                "a trusted source is never banned",
+                udp4_from(v4("198.51.100.200"), SIP_PORT, &good),
+                PassRequest,
+                Options,
+            ),
+        ],
+    );
+
+    // An expired entry stops matching in the kernel, which removes and counts it.
+    let stale = source_key("198.51.100.9".parse().unwrap(), 64);
+    filter
+        .set_ban(stale, monotonic_now_ns() - 1, BanReason::Domain)
+        .unwrap();
+    let before = filter.counters().unwrap();
+    let action = filter
+        .test_run(&udp4_from(v4("198.51.100.9"), SIP_PORT, &good))
+        .unwrap();
+    let delta = filter.counters().unwrap().since(&before);
+    assert_eq!(action, XDP_PASS, "an expired ban no longer drops");
+    assert_eq!(
+        delta.bans_expired[BanReason::Domain as usize],
+        1,
+        "{delta:?}"
+    );
+    assert_eq!(delta.reason_total(PassRequest), 1);
+    assert!(
+        !filter.bans().unwrap().iter().any(|(key, _)| *key == stale),
+        "the kernel removed the expired entry"
+    );
+    // A ban that expires soon matches until then.
+    let soon = source_key("198.51.100.10".parse().unwrap(), 64);
+    filter
+        .set_ban(soon, monotonic_now_ns() + 300_000_000, BanReason::Feed)
+        .unwrap();
+    let frame = udp4_from(v4("198.51.100.10"), SIP_PORT, &good);
+    assert_eq!(
+        filter.test_run(&frame).unwrap(),
+        XDP_DROP,
+        "banned for 300 ms"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert_eq!(
+        filter.test_run(&frame).unwrap(),
+        XDP_PASS,
+        "expired after 300 ms"
+    );
+}
+
+/// The lists hold a million entries each: the capacity.
+#[test]
+fn a_million_list_entries_load() {
+    use Method::*;
+    use Reason::*;
+    if !privileged("a_million_list_entries_load") {
+        return;
+    }
+    // 10.0.0.0/8 as a million /32s would be 16M; a million /28s inside 10.0.0.0/4 it is.
+    let deny: Vec<ipnet::IpNet> = (0..1_000_000u32)
+        .map(|i| {
+            let base = u32::from_be_bytes([16, 0, 0, 0]) + (i << 4);
+            ipnet::IpNet::V4(ipnet::Ipv4Net::new(base.into(), 28).unwrap())
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let filter = loaded(&Settings { deny, ..settings() });
+    eprintln!("loaded 1,000,000 deny entries in {:.1?}", started.elapsed());
+    let last = (u32::from_be_bytes([16, 0, 0, 0]) + (999_999 << 4) + 3).to_be_bytes();
+    assert_table(
+        &filter,
+        vec![
+            case(
+                "the millionth denied network",
+                udp4_from(last, SIP_PORT, &options(ALLOWED)),
+                DropDenied,
+                None,
+            ),
+            case(
+                "just past it",
+                udp4_from(
+                    (u32::from_be_bytes(last) + 16).to_be_bytes(),
+                    SIP_PORT,
+                    &options(ALLOWED),
+                ),
                 PassRequest,
                 Options,
             ),

@@ -1,5 +1,7 @@
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 use anyhow::Context;
 use sip_filter::{
     filter::FilterError,
@@ -36,6 +38,15 @@ pub struct RunArgs {
     /// Let requests whose Request-URI has no host (tel:, urn:) pass the domain check.
     #[arg(long)]
     allow_hostless_uri: bool,
+    /// A trusted source network (CIDR or address): never denied or banned. Repeat for more.
+    #[arg(long = "allow", value_name = "CIDR", value_parser = parse_net)]
+    allow: Vec<IpNet>,
+    /// A source network to drop always. Repeat for more.
+    #[arg(long = "deny", value_name = "CIDR", value_parser = parse_net)]
+    deny: Vec<IpNet>,
+    /// IPv6 sources are banned by this prefix length.
+    #[arg(long, default_value_t = 64)]
+    ipv6_prefix: u8,
     /// auto: native, falling back to generic (skb) mode with a warning.
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     xdp_mode: AttachMode,
@@ -50,6 +61,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         own_addresses: args.own_addresses,
         not_sip_payload: args.not_sip_payload,
         allow_hostless_uri: args.allow_hostless_uri,
+        allow: args.allow,
+        deny: args.deny,
+        ipv6_prefix: args.ipv6_prefix,
     };
     // Refuse bad settings before anything touches the kernel.
     settings.validate().map_err(|e| UserError(e.to_string()))?;
@@ -107,6 +121,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     drop(filter); // detaches
     log::info!("sip-filter detached from {}", args.iface);
     waited.and(removed)
+}
+
+/// A CIDR (`192.0.2.0/24`, `2001:db8::/32`) or a single address.
+fn parse_net(text: &str) -> Result<IpNet, String> {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map(|net| net.trunc())
+        .map_err(|_| {
+            format!("{text:?} is not an address or CIDR (like 192.0.2.0/24 or 2001:db8::/32)")
+        })
 }
 
 fn wait_for_stop() -> anyhow::Result<()> {
