@@ -23,6 +23,77 @@ pub enum NotSipPolicy {
     Pass,
 }
 
+/// A token bucket: `rate` requests per second on average, bursts of up to `burst`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    pub rate: u32,
+    pub burst: u32,
+}
+
+/// The request classes each source has a bucket for.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RateLimits {
+    pub register: Option<RateLimit>,
+    pub invite: Option<RateLimit>,
+    /// Every other request method.
+    pub other: Option<RateLimit>,
+    /// Trusted (allow-listed) sources: their own optional bucket, all methods.
+    pub trusted: Option<RateLimit>,
+    /// All untrusted sources together: caps a distributed flood.
+    pub untrusted_total: Option<RateLimit>,
+}
+
+/// When sources are banned automatically. A zero turns a rule off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BanRules {
+    /// A scanner User-Agent bans its source for this long.
+    pub scanner_seconds: u32,
+    /// This many unknown-domain requests within the window ban a source...
+    pub unknown_domain_hits: u32,
+    pub unknown_domain_window_seconds: u32,
+    /// ...for this long.
+    pub unknown_domain_seconds: u32,
+    /// This many requests over a source's rate limit within the window ban it...
+    pub rate_overflow_hits: u32,
+    pub rate_overflow_window_seconds: u32,
+    /// ...for this long.
+    pub rate_overflow_seconds: u32,
+}
+
+impl Default for BanRules {
+    fn default() -> Self {
+        Self {
+            scanner_seconds: 3600,
+            unknown_domain_hits: 5,
+            unknown_domain_window_seconds: 60,
+            unknown_domain_seconds: 600,
+            rate_overflow_hits: 100,
+            rate_overflow_window_seconds: 10,
+            rate_overflow_seconds: 300,
+        }
+    }
+}
+
+/// User-Agent prefixes of SIP scanners, from the public community lists. Matched
+/// case-insensitively against the start of the User-Agent value. Tools that operators
+/// also use for legitimate tests (sipsak, PortSIP softphones) are left out.
+pub const DEFAULT_SCANNER_USER_AGENTS: &[&str] = &[
+    "friendly-scanner",
+    "sipvicious",
+    "sipcli",
+    "sip-scan",
+    "sipscan",
+    "vaxsipuseragent",
+    "pplsip",
+    "sundayddr",
+    "iwar",
+    "smap",
+    "sipptk",
+    "siparmyknife",
+    "voiper",
+    "sipsscan",
+];
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// Destination UDP ports carrying SIP.
@@ -41,6 +112,12 @@ pub struct Settings {
     pub deny: Vec<IpNet>,
     /// IPv6 sources are tracked and banned by this prefix (attackers rotate inside it).
     pub ipv6_prefix: u8,
+    /// Every drop becomes a pass, counted as a would-drop; bans become would-bans.
+    pub dry_run: bool,
+    pub rate_limits: RateLimits,
+    /// Scanner User-Agent prefixes (case-insensitive).
+    pub scanner_user_agents: Vec<String>,
+    pub ban: BanRules,
 }
 
 impl Default for Settings {
@@ -54,6 +131,13 @@ impl Default for Settings {
             allow: Vec::new(),
             deny: Vec::new(),
             ipv6_prefix: DEFAULT_IPV6_PREFIX as u8,
+            dry_run: false,
+            rate_limits: RateLimits::default(),
+            scanner_user_agents: DEFAULT_SCANNER_USER_AGENTS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ban: BanRules::default(),
         }
     }
 }
