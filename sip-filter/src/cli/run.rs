@@ -64,6 +64,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         allow: args.allow,
         deny: args.deny,
         ipv6_prefix: args.ipv6_prefix,
+        ..Settings::default()
     };
     // Refuse bad settings before anything touches the kernel.
     settings.validate().map_err(|e| UserError(e.to_string()))?;
