@@ -7,6 +7,7 @@ pub mod domain;
 pub mod ip;
 pub mod maps;
 pub mod scan;
+pub mod scanner;
 pub mod sip;
 
 pub use maps::{Counters, FilterConfig, Reason};

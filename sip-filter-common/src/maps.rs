@@ -17,8 +17,12 @@ pub mod names {
     pub const DENY_V4: &str = "SF_DENY_V4";
     pub const DENY_V6: &str = "SF_DENY_V6";
     pub const BANS: &str = "SF_BANS";
+    pub const SOURCES: &str = "SF_SOURCES";
+    pub const GLOBAL_BUDGET: &str = "SF_GLOBAL";
+    pub const SCANNER_AGENTS: &str = "SF_SCANNER_UA";
+    pub const EVENTS: &str = "SF_EVENTS";
     /// Every map a running filter pins, for `stats` and cleanup.
-    pub const PINNED: [&str; 9] = [
+    pub const PINNED: [&str; 12] = [
         CONFIG,
         COUNTERS,
         DOMAINS,
@@ -28,6 +32,9 @@ pub mod names {
         DENY_V4,
         DENY_V6,
         BANS,
+        SOURCES,
+        GLOBAL_BUDGET,
+        SCANNER_AGENTS,
     ];
 }
 
@@ -42,6 +49,19 @@ pub const MAX_OWN_ADDRESSES: u32 = 256;
 pub const MAX_LIST_ENTRIES: u32 = 1 << 20;
 /// Capacity of the dynamic blocklist.
 pub const MAX_BANS: u32 = 1 << 20;
+/// Sources tracked for rate limits and auto-bans (an LRU map: the least recently seen
+/// make room, so a flood of addresses cannot exhaust memory).
+pub const MAX_SOURCES: u32 = 1 << 18;
+/// Scanner User-Agent prefixes.
+pub const MAX_SCANNER_AGENTS: u32 = 256;
+/// The longest scanner User-Agent prefix.
+pub const MAX_SCANNER_AGENT_LEN: usize = 63;
+/// The event ring buffer's size in bytes.
+pub const EVENTS_BYTES: u32 = 1 << 18;
+/// At most one drop event per source per this interval, so a flood cannot flood
+/// userspace.
+pub const DROP_EVENT_INTERVAL_NS: u64 = 1_000_000_000;
+
 /// Default IPv6 prefix length sources are keyed by: attackers rotate inside their /64.
 pub const DEFAULT_IPV6_PREFIX: u32 = 64;
 
@@ -76,10 +96,16 @@ pub enum Reason {
     DropDenied,
     /// A source on the dynamic blocklist (banned, not yet expired).
     DropBanned,
+    /// A request whose User-Agent starts with a scanner's.
+    DropScanner,
+    /// A source over its rate limit for the request's class.
+    DropRateLimited,
+    /// Untrusted sources together over the global budget.
+    DropGlobalBudget,
 }
 
 impl Reason {
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 14;
     pub const ALL: [Reason; Self::COUNT] = [
         Reason::PassNotSip,
         Reason::PassUnparsed,
@@ -92,7 +118,21 @@ impl Reason {
         Reason::DropUnknownDomain,
         Reason::DropDenied,
         Reason::DropBanned,
+        Reason::DropScanner,
+        Reason::DropRateLimited,
+        Reason::DropGlobalBudget,
     ];
+
+    /// The reason numbered `n` (`Reason::X as u64`).
+    #[inline(always)]
+    pub fn from_number(n: u64) -> Option<Reason> {
+        if n < Self::COUNT as u64 {
+            // SAFETY: `repr(u32)` with the discriminants 0..COUNT, in order (a test checks).
+            Some(unsafe { core::mem::transmute::<u32, Reason>(n as u32) })
+        } else {
+            None
+        }
+    }
 
     /// The name used in `stats` output and metrics labels.
     pub const fn name(self) -> &'static str {
@@ -108,6 +148,9 @@ impl Reason {
             Reason::DropUnknownDomain => "drop_unknown_domain",
             Reason::DropDenied => "drop_denied",
             Reason::DropBanned => "drop_banned",
+            Reason::DropScanner => "drop_scanner",
+            Reason::DropRateLimited => "drop_rate_limited",
+            Reason::DropGlobalBudget => "drop_global_budget",
         }
     }
 
@@ -118,6 +161,9 @@ impl Reason {
                 | Reason::DropUnknownDomain
                 | Reason::DropDenied
                 | Reason::DropBanned
+                | Reason::DropScanner
+                | Reason::DropRateLimited
+                | Reason::DropGlobalBudget
         )
     }
 }
@@ -167,6 +213,10 @@ impl BanReason {
     }
 }
 
+/// Per-ban-reason counter arrays have this many slots (a power of two, so the kernel can
+/// mask an index: a bounds check on a value read back from the stack is lost on 6.1).
+pub const BAN_SLOTS: usize = 8;
+
 /// A dynamic blocklist entry, keyed by [`SourceKey`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,7 +244,11 @@ pub struct Counters {
     /// SIP messages whose header section did not end inside the scanned prefix.
     pub headers_truncated: u64,
     /// Bans found expired (and removed) by the kernel, by [`BanReason`].
-    pub bans_expired: [u64; BanReason::COUNT],
+    pub bans_expired: [u64; BAN_SLOTS],
+    /// Bans the kernel added (or, in dry-run, would have added), by [`BanReason`].
+    pub bans_added: [u64; BAN_SLOTS],
+    /// Events the ring buffer had no room for.
+    pub events_lost: u64,
 }
 
 impl Default for Counters {
@@ -203,7 +257,9 @@ impl Default for Counters {
             packets: [[0; Method::COUNT]; Reason::COUNT],
             first_fragments: 0,
             headers_truncated: 0,
-            bans_expired: [0; BanReason::COUNT],
+            bans_expired: [0; BAN_SLOTS],
+            bans_added: [0; BAN_SLOTS],
+            events_lost: 0,
         }
     }
 }
@@ -221,6 +277,10 @@ impl Counters {
         for (mine, theirs) in self.bans_expired.iter_mut().zip(other.bans_expired) {
             *mine = mine.wrapping_add(theirs);
         }
+        for (mine, theirs) in self.bans_added.iter_mut().zip(other.bans_added) {
+            *mine = mine.wrapping_add(theirs);
+        }
+        self.events_lost = self.events_lost.wrapping_add(other.events_lost);
     }
 
     /// `self - earlier`, counter by counter.
@@ -256,6 +316,110 @@ pub const FLAG_DROP_NOT_SIP_PAYLOAD: u32 = 1 << 1;
 /// through the domain check.
 pub const FLAG_ALLOW_HOSTLESS_URI: u32 = 1 << 2;
 
+/// `FilterConfig::flags`: drops become passes, counted under their reasons; bans are
+/// counted but not made.
+pub const FLAG_DRY_RUN: u32 = 1 << 3;
+
+/// A token bucket in GCRA form (the "generic cell rate algorithm" of ATM networks): a
+/// request is admitted while the source's theoretical arrival time is at most
+/// `tolerance_ns` ahead of now, and each admitted request moves it `interval_ns` on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limit {
+    /// 1 s / rate; 0 means no limit.
+    pub interval_ns: u64,
+    /// interval × (burst − 1): how far ahead of now the arrival time may run.
+    pub tolerance_ns: u64,
+}
+
+impl Limit {
+    pub const NONE: Limit = Limit {
+        interval_ns: 0,
+        tolerance_ns: 0,
+    };
+
+    /// `rate` per second, bursts of `burst`; no limit when `rate` is 0.
+    pub const fn new(rate: u32, burst: u32) -> Limit {
+        if rate == 0 {
+            return Limit::NONE;
+        }
+        let interval_ns = 1_000_000_000 / rate as u64;
+        let extra = if burst > 0 { burst as u64 - 1 } else { 0 };
+        Limit {
+            interval_ns,
+            tolerance_ns: interval_ns * extra,
+        }
+    }
+
+    pub const fn is_set(&self) -> bool {
+        self.interval_ns != 0
+    }
+}
+
+/// Request classes with buckets of their own, per source.
+pub const CLASS_REGISTER: usize = 0;
+pub const CLASS_INVITE: usize = 1;
+pub const CLASS_OTHER: usize = 2;
+/// Trusted sources' one bucket, all methods.
+pub const CLASS_TRUSTED: usize = 3;
+pub const CLASS_COUNT: usize = 4;
+
+/// Automatic bans: durations in ns (0: the rule is off) and thresholds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BanConfig {
+    pub scanner_ns: u64,
+    pub unknown_domain_ns: u64,
+    pub unknown_domain_window_ns: u64,
+    pub rate_overflow_ns: u64,
+    pub rate_overflow_window_ns: u64,
+    pub unknown_domain_hits: u32,
+    pub rate_overflow_hits: u32,
+}
+
+/// What the kernel keeps per source (LRU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceState {
+    /// Theoretical arrival times, by class (see [`Limit`]).
+    pub arrival_ns: [u64; CLASS_COUNT],
+    /// Start of the current unknown-domain and rate-overflow windows.
+    pub domain_window_ns: u64,
+    pub overflow_window_ns: u64,
+    /// The last drop event sent for this source.
+    pub last_event_ns: u64,
+    pub domain_hits: u32,
+    pub overflow_hits: u32,
+}
+
+/// What happened, in an event.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// The first drop from a source in an interval.
+    Drop = 0,
+    /// The kernel banned a source (or, in dry-run, would have).
+    Ban,
+}
+
+/// An event on the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The source's address (IPv4 mapped into IPv6).
+    pub source: [u8; 16],
+    /// An [`EventKind`].
+    pub kind: u32,
+    /// A [`Reason`] for drops, a [`BanReason`] for bans.
+    pub reason: u32,
+    /// A [`Method`] number.
+    pub method: u32,
+    /// 1 if the filter is in dry-run (nothing was dropped or banned).
+    pub dry_run: u32,
+    /// For bans: when the ban expires (`CLOCK_MONOTONIC_COARSE` ns).
+    pub expires_ns: u64,
+}
+
 /// The filter's settings, one entry of an array map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -270,6 +434,13 @@ pub struct FilterConfig {
     /// IPv6 sources are keyed by this many leading bits (1..=128).
     pub ipv6_prefix: u32,
     pub _pad: u32,
+    /// Per-source buckets, by class.
+    pub limits: [Limit; CLASS_COUNT],
+    /// The budget of all untrusted sources together.
+    pub untrusted_total: Limit,
+    pub bans: BanConfig,
+    /// Bit `n` set: some scanner User-Agent prefix is `n` bytes long.
+    pub scanner_lengths: u64,
 }
 
 impl FilterConfig {
@@ -334,12 +505,25 @@ mod pod {
     unsafe impl aya::Pod for super::FilterConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Ban {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SourceState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Event {}
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::Ipv6Addr;
+
+    #[test]
+    fn reasons_are_numbered_in_order() {
+        for (i, reason) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i);
+            assert_eq!(Reason::from_number(i as u64), Some(*reason));
+        }
+        assert_eq!(Reason::from_number(Reason::COUNT as u64), None);
+    }
 
     #[test]
     fn ipv6_prefix_keys() {

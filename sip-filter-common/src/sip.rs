@@ -21,6 +21,7 @@ use crate::{
         bytes_equal, first_flagged_byte, low_bytes_mask, word_of, ScanBuf, Vol, ASCII_LOWER,
         BUF_WORDS, SCAN_LEN,
     },
+    scanner::AgentState,
 };
 
 /// Lines of a message examined, the start line included.
@@ -389,6 +390,7 @@ pub struct Scratch {
     lines: LineState,
     pub ip: IpState,
     pub hash: HashState,
+    pub agent: AgentState,
     start: StartState,
     /// A word for a result leaving an [`isolated`] step.
     pub result: Vol<u64>,
@@ -407,6 +409,7 @@ impl Scratch {
             lines: LineState::new(),
             ip: IpState::new(),
             hash: HashState::new(),
+            agent: AgentState::new(),
             start: StartState::new(),
             result: Vol::new(0),
         }
@@ -526,6 +529,42 @@ const NO_HEADER: u16 = Header::COUNT as u16;
 /// whether the buffer holds the whole datagram (not a first fragment, not cut at
 /// [`SCAN_LEN`]).
 pub fn parse(scratch: &mut Scratch, len: usize, whole: bool) -> Payload {
+    match parse_in_place(scratch, len, whole) {
+        Kind::Keepalive => Payload::Keepalive,
+        Kind::NotSip => Payload::NotSip,
+        Kind::Sip => {
+            let Some((method, status, uri)) = scratch.start.load() else {
+                return Payload::NotSip;
+            };
+            let mut headers = [Span::ABSENT; Header::COUNT];
+            for (out, kept) in headers.iter_mut().zip(scratch.lines.headers.iter()) {
+                *out = kept.get();
+            }
+            Payload::Sip(SipMessage {
+                method,
+                status,
+                uri,
+                headers,
+                headers_complete: scratch.headers_complete(),
+            })
+        }
+    }
+}
+
+/// What [`parse_in_place`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A SIP message: its fields are in the scratch (see [`Scratch::method_number`] and
+    /// the accessors beside it).
+    Sip,
+    Keepalive,
+    NotSip,
+}
+
+/// [`parse`], leaving the message's fields in `scratch` instead of returning them: the
+/// kernel reads them from there one scalar at a time, rather than holding a copy of
+/// the whole message on its 512-byte stack.
+pub fn parse_in_place(scratch: &mut Scratch, len: usize, whole: bool) -> Kind {
     let len = if len > SCAN_LEN { SCAN_LEN } else { len };
     let Scratch {
         buf,
@@ -535,11 +574,11 @@ pub fn parse(scratch: &mut Scratch, len: usize, whole: bool) -> Payload {
         ..
     } = scratch;
     if is_keepalive(buf, len) {
-        return Payload::Keepalive;
+        return Kind::Keepalive;
     }
     find_line_ends(buf, lines, len, whole);
     if lines.count.get() == 0 {
-        return Payload::NotSip;
+        return Kind::NotSip;
     }
     let origin = usize::from(lines.origin.get());
     let start_line = Span::new(origin, content_end(buf, origin, lines.ends[0].get()));
@@ -548,21 +587,47 @@ pub fn parse(scratch: &mut Scratch, len: usize, whole: bool) -> Payload {
         parse_start_line(buf, ip, start, start_line);
         false
     });
-    let Some((method, status, uri)) = start.load() else {
-        return Payload::NotSip;
-    };
-    classify_lines(buf, lines);
-    let mut headers = [Span::ABSENT; Header::COUNT];
-    for (out, kept) in headers.iter_mut().zip(lines.headers.iter()) {
-        *out = kept.get();
+    if !start.valid.get() {
+        return Kind::NotSip;
     }
-    Payload::Sip(SipMessage {
-        method,
-        status,
-        uri,
-        headers,
-        headers_complete: lines.headers_complete.get() != 0,
-    })
+    classify_lines(buf, lines);
+    Kind::Sip
+}
+
+/// The fields of the message [`parse_in_place`] left, read one at a time.
+impl Scratch {
+    /// A response has a status; a request has none.
+    pub fn is_request(&self) -> bool {
+        self.start.status.get() == 0
+    }
+    /// The request's [`Method`] as a number (`Method::X as usize`).
+    pub fn method_number(&self) -> usize {
+        usize::from(self.start.method.get())
+    }
+    /// The Request-URI's host.
+    pub fn host(&self) -> Span {
+        self.start.host.get()
+    }
+    /// The Request-URI's [`HostKind`] as a number.
+    pub fn host_kind_number(&self) -> usize {
+        usize::from(self.start.host_kind.get())
+    }
+    /// The Request-URI's IP-literal host, parsed.
+    pub fn address(&self) -> [u8; 16] {
+        let mut address = [0u8; 16];
+        for (byte, slot) in address.iter_mut().zip(self.start.address.iter()) {
+            *byte = slot.get();
+        }
+        address
+    }
+    /// A recorded header's value.
+    pub fn header(&self, header: Header) -> Span {
+        self.lines.headers[header as usize & (Header::COUNT - 1)].get()
+    }
+    /// Whether every header was examined.
+    pub fn headers_complete(&self) -> bool {
+        self.lines.headers_complete.get() != 0
+    }
 }
 
 fn is_keepalive(buf: &ScanBuf, len: usize) -> bool {

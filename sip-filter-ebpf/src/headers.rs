@@ -113,7 +113,14 @@ fn ipv4(ctx: &XdpContext, offset: usize) -> Headers {
         0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ip[12], ip[13], ip[14], ip[15],
     ];
     // The IP total length bounds the payload: Ethernet pads short frames.
-    udp(ctx, offset + header_len, offset + total_len, more_fragments, source, true)
+    udp(
+        ctx,
+        offset + header_len,
+        offset + total_len,
+        more_fragments,
+        source,
+        true,
+    )
 }
 
 #[inline(always)]

@@ -3,8 +3,12 @@
 //! every verdict once, by reason and method.
 #![no_std]
 #![no_main]
+// For BPF's atomic add (see sources::admit); built with RUSTC_BOOTSTRAP (build.rs).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod headers;
+mod sources;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -19,13 +23,17 @@ use sip_filter_common::{
     bounded::isolated,
     domain::{host_hashes, DOMAIN_EXACT, DOMAIN_WILDCARD, MAX_SUFFIXES},
     maps::{
-        Ban, SourceKey, FLAG_ALLOW_HOSTLESS_URI, FLAG_DOMAIN_CHECK,
-        FLAG_DROP_NOT_SIP_PAYLOAD, MAX_BANS, MAX_DOMAINS, MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES,
+        Ban, BanReason, SourceKey, BAN_SLOTS, CLASS_COUNT, CLASS_INVITE, CLASS_OTHER,
+        CLASS_REGISTER, CLASS_TRUSTED, FLAG_ALLOW_HOSTLESS_URI, FLAG_DOMAIN_CHECK,
+        FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN, MAX_BANS, MAX_DOMAINS, MAX_LIST_ENTRIES,
+        MAX_OWN_ADDRESSES,
     },
-    parse,
     scan::BUF_BYTES,
-    Counters, FilterConfig, HostKind, Method, Payload, Reason, Scratch, Span, SCAN_LEN,
+    scanner::is_scanner,
+    sip::{parse_in_place, Header, Kind},
+    Counters, FilterConfig, HostKind, Method, Reason, Scratch, SCAN_LEN,
 };
+use sources::{admit, ban, drop_event, hit, state_of, GLOBAL_BUDGET, SCANNER_AGENTS};
 
 #[map(name = "SF_CONFIG")]
 static CONFIG: Array<FilterConfig> = Array::with_max_entries(1, 0);
@@ -43,17 +51,21 @@ static OWN_ADDRESSES: HashMap<[u8; 16], u8> = HashMap::with_max_entries(MAX_OWN_
 
 /// Static source lists: trusted (allow) and always dropped (deny), by CIDR.
 #[map(name = "SF_ALLOW_V4")]
-static ALLOW_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(MAX_LIST_ENTRIES, BPF_F_NO_PREALLOC);
+static ALLOW_V4: LpmTrie<[u8; 4], u8> =
+    LpmTrie::with_max_entries(MAX_LIST_ENTRIES, BPF_F_NO_PREALLOC);
 #[map(name = "SF_ALLOW_V6")]
-static ALLOW_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_LIST_ENTRIES, BPF_F_NO_PREALLOC);
+static ALLOW_V6: LpmTrie<[u8; 16], u8> =
+    LpmTrie::with_max_entries(MAX_LIST_ENTRIES, BPF_F_NO_PREALLOC);
 #[map(name = "SF_DENY_V4")]
-static DENY_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(MAX_LIST_ENTRIES, BPF_F_NO_PREALLOC);
+static DENY_V4: LpmTrie<[u8; 4], u8> =
+    LpmTrie::with_max_entries(MAX_LIST_ENTRIES, BPF_F_NO_PREALLOC);
 #[map(name = "SF_DENY_V6")]
-static DENY_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_LIST_ENTRIES, BPF_F_NO_PREALLOC);
+static DENY_V6: LpmTrie<[u8; 16], u8> =
+    LpmTrie::with_max_entries(MAX_LIST_ENTRIES, BPF_F_NO_PREALLOC);
 
 /// The dynamic blocklist: source key -> expiry and reason.
 #[map(name = "SF_BANS")]
-static BANS: HashMap<SourceKey, Ban> = HashMap::with_max_entries(MAX_BANS, BPF_F_NO_PREALLOC);
+pub static BANS: HashMap<SourceKey, Ban> = HashMap::with_max_entries(MAX_BANS, BPF_F_NO_PREALLOC);
 
 /// Per-CPU scratch: the payload prefix the parser reads.
 #[map(name = "SF_SCAN")]
@@ -61,9 +73,19 @@ static SCAN: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 #[xdp]
 pub fn sip_filter(ctx: XdpContext) -> u32 {
-    let (reason, method) = judge(&ctx);
+    let verdict = judge(&ctx);
+    let method = (verdict >> 32) as usize;
+    // The request policy runs here, after `judge` returned, not inside it: the 512-byte
+    // stack is shared along the call chain, and parsing's frames are gone by now.
+    let reason = if verdict & NEEDS_REQUEST_POLICY != 0 {
+        request_policy()
+    } else {
+        reason_from(verdict & 0xff)
+    };
     count(reason, method);
-    if reason.is_drop() {
+    // Dry-run: every verdict is counted as made, and everything passes.
+    let dry_run = CONFIG.get(0).is_some_and(|config| config.has(FLAG_DRY_RUN));
+    if reason.is_drop() && !dry_run {
         xdp_action::XDP_DROP
     } else {
         xdp_action::XDP_PASS
@@ -85,42 +107,61 @@ fn count(reason: Reason, method: usize) {
 }
 
 #[inline(always)]
-fn bump(field: fn(&mut Counters) -> &mut u64) {
+pub fn bump(field: fn(&mut Counters) -> &mut u64) {
     if let Some(counters) = COUNTERS.get_ptr_mut(0) {
         // SAFETY: as in `count`.
         *field(unsafe { &mut *counters }) += 1;
     }
 }
 
+/// Adds one to an entry of a per-ban-reason counter array. The index is masked, not
+/// compared: 6.1's verifier forgets a comparison's bound when the value is reloaded
+/// from the stack.
 #[inline(always)]
+pub fn bump_indexed(field: fn(&mut Counters) -> &mut [u64; BAN_SLOTS], index: usize) {
+    if let Some(counters) = COUNTERS.get_ptr_mut(0) {
+        // SAFETY: as in `count`.
+        field(unsafe { &mut *counters })[index & (BAN_SLOTS - 1)] += 1;
+    }
+}
+
+/// Everything up to the request policy: headers, source lists, parsing. Not inlined, so
+/// its stack is released before the request policy runs (see `sip_filter`).
 #[allow(unexpected_cfgs)] // sip_filter_verifier_regression_6_1, set through build.rs
-fn judge(ctx: &XdpContext) -> (Reason, usize) {
+#[inline(never)]
+fn judge(ctx: &XdpContext) -> u64 {
     let Some(config) = CONFIG.get(0) else {
-        return (Reason::PassUnparsed, Method::None as usize);
+        return verdict(Reason::PassUnparsed, Method::None as usize);
     };
     let udp = match parse_headers(ctx) {
         Headers::Udp(udp) => udp,
-        Headers::NotUdp => return (Reason::PassNotSip, Method::None as usize),
-        Headers::LaterFragment => return (Reason::PassFragment, Method::None as usize),
-        Headers::Unparsed => return (Reason::PassUnparsed, Method::None as usize),
+        Headers::NotUdp => return verdict(Reason::PassNotSip, Method::None as usize),
+        Headers::LaterFragment => return verdict(Reason::PassFragment, Method::None as usize),
+        Headers::Unparsed => return verdict(Reason::PassUnparsed, Method::None as usize),
     };
     if !config.is_sip_port(udp.dst_port) {
-        return (Reason::PassNotSip, Method::None as usize);
+        return verdict(Reason::PassNotSip, Method::None as usize);
     }
     // Sources before content: a denied or banned source costs no parsing.
-    if !is_trusted(&udp) {
+    let trusted = is_trusted(&udp);
+    let key = if udp.is_ipv4 {
+        udp.source
+    } else {
+        config.ipv6_source_key(udp.source)
+    };
+    if !trusted {
         if is_denied(&udp) {
-            return (Reason::DropDenied, Method::None as usize);
+            return verdict(Reason::DropDenied, Method::None as usize);
         }
-        if is_banned(config, &udp) {
-            return (Reason::DropBanned, Method::None as usize);
+        if is_banned(&key) {
+            return verdict(Reason::DropBanned, Method::None as usize);
         }
     }
     if udp.first_fragment {
         bump(|c| &mut c.first_fragments);
     }
     let Some(scratch) = SCAN.get_ptr_mut(0) else {
-        return (Reason::PassUnparsed, Method::None as usize);
+        return verdict(Reason::PassUnparsed, Method::None as usize);
     };
     // SAFETY: per-CPU scratch, used only by this CPU during this run.
     let scratch = unsafe { &mut *scratch };
@@ -143,7 +184,7 @@ fn judge(ctx: &XdpContext) -> (Reason, usize) {
         let load_len = unknown_len & (BUF_BYTES as u32 - 1);
         #[cfg(sip_filter_verifier_regression_6_1)]
         if load_len == 0 {
-            return (Reason::PassUnparsed, Method::None as usize);
+            return verdict(Reason::PassUnparsed, Method::None as usize);
         }
         // SAFETY: `buf` is BUF_BYTES long and `load_len` at most that.
         let loaded = unsafe {
@@ -155,50 +196,204 @@ fn judge(ctx: &XdpContext) -> (Reason, usize) {
             )
         };
         if loaded != 0 {
-            return (Reason::PassUnparsed, Method::None as usize);
+            return verdict(Reason::PassUnparsed, Method::None as usize);
         }
     }
     scratch.buf.terminate(len as usize);
     let whole = !udp.first_fragment && udp.payload_len <= SCAN_LEN as u32;
 
-    let message = match parse(scratch, len as usize, whole) {
-        Payload::Sip(message) => message,
-        Payload::Keepalive => return (Reason::PassKeepalive, Method::None as usize),
-        Payload::NotSip => {
+    match parse_in_place(scratch, len as usize, whole) {
+        Kind::Sip => {}
+        Kind::Keepalive => return verdict(Reason::PassKeepalive, Method::None as usize),
+        Kind::NotSip => {
             let reason = if config.has(FLAG_DROP_NOT_SIP_PAYLOAD) {
                 Reason::DropNotSipPayload
             } else {
                 Reason::PassNotSipPayload
             };
-            return (reason, Method::None as usize);
+            return verdict(reason, Method::None as usize);
         }
-    };
-    if !message.headers_complete {
+    }
+    // The message's fields are read back from scratch memory, one scalar at a time:
+    // unknown to the verifier, so the policy below is verified once, not once per way
+    // parsing can end.
+    if !scratch.headers_complete() {
         bump(|c| &mut c.headers_truncated);
     }
-    if !message.is_request() {
-        return (Reason::PassResponse, Method::None as usize);
+    if !scratch.is_request() {
+        return verdict(Reason::PassResponse, Method::None as usize);
     }
-    let (method, uri) = (message.method, message.uri);
-    // Parsing ends on many paths, each knowing these values differently; laundered,
-    // the policy below is verified once (see ScanBuf::launder).
-    let buf = &scratch.buf;
-    let method = buf.launder(method as usize);
-    let host = Span::new(buf.launder(uri.host.start()), buf.launder(uri.host.end()));
-    let host_kind = buf.launder(uri.host_kind as usize);
-    if config.has(FLAG_DOMAIN_CHECK) {
-        // A loop body of its own, verified once (see sip_filter_common::bounded).
-        let address = uri.address;
-        isolated(&mut |_| {
-            let allowed = host_allowed(config, scratch, host_kind, host, &address);
-            scratch.result.set(u64::from(allowed));
-            false
-        });
-        if scratch.result.get() == 0 {
-            return (Reason::DropUnknownDomain, method);
+    let method = scratch.method_number();
+    if let Some(packet) = PACKET.get_ptr_mut(0) {
+        // SAFETY: per-CPU, used by this CPU during this run only.
+        let packet = unsafe { &mut *packet };
+        packet.source = udp.source;
+        packet.key = key;
+        packet.trusted = u32::from(trusted);
+    }
+    verdict(Reason::PassRequest, method) | NEEDS_REQUEST_POLICY
+}
+
+/// `judge`'s answer: the reason in the low byte, the method number in the high half.
+#[inline(always)]
+fn verdict(reason: Reason, method: usize) -> u64 {
+    reason as u64 | ((method as u64) << 32)
+}
+
+/// Set in `judge`'s answer for a request: the request policy decides.
+const NEEDS_REQUEST_POLICY: u64 = 1 << 16;
+
+/// Runs [`request_verdict`] as a loop body of its own: verified once.
+#[inline(never)]
+fn request_policy() -> Reason {
+    let (Some(config), Some(scratch)) = (CONFIG.get(0), SCAN.get_ptr_mut(0)) else {
+        return Reason::PassRequest;
+    };
+    // SAFETY: per-CPU scratch, used only by this CPU during this run.
+    let scratch = unsafe { &mut *scratch };
+    isolated(&mut |_| {
+        let reason = request_verdict(config, scratch);
+        scratch.result.set(reason as u64);
+        false
+    });
+    reason_from(scratch.result.get())
+}
+
+/// What the request policy needs from `judge` besides the parsed message.
+#[repr(C)]
+struct Packet {
+    source: [u8; 16],
+    key: SourceKey,
+    trusted: u32,
+}
+
+/// Per-CPU: hands `judge`'s findings to the request policy through memory, not the
+/// 512-byte stack.
+#[map(name = "SF_PACKET")]
+static PACKET: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
+
+/// The verdict on a parsed request: scanner User-Agent, then domain, then the source's
+/// bucket for the request's class, then the untrusted sources' common budget.
+#[inline(never)]
+fn request_verdict(config: &FilterConfig, scratch: &mut Scratch) -> Reason {
+    let Some(packet) = PACKET.get_ptr(0) else {
+        return Reason::PassRequest;
+    };
+    // SAFETY: per-CPU, written by `judge` just before.
+    let packet = unsafe { &*packet };
+    let (key, source, trusted) = (&packet.key, &packet.source, packet.trusted != 0);
+    let method = scratch.method_number();
+    let dry_run = config.has(FLAG_DRY_RUN);
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+
+    if !trusted && is_scanner_request(config, scratch) {
+        if config.bans.scanner_ns != 0 {
+            let expires = now.saturating_add(config.bans.scanner_ns);
+            ban(key, source, BanReason::Scanner, dry_run, expires);
+        }
+        return Reason::DropScanner;
+    }
+    if config.has(FLAG_DOMAIN_CHECK) && !host_allowed(config, scratch) {
+        if !trusted {
+            if let Some(state) = state_of(key) {
+                drop_event(
+                    state,
+                    &source,
+                    Reason::DropUnknownDomain,
+                    method,
+                    now,
+                    dry_run,
+                );
+                let rules = &config.bans;
+                if rules.unknown_domain_ns != 0
+                    && hit(
+                        &mut state.domain_window_ns,
+                        &mut state.domain_hits,
+                        now,
+                        rules.unknown_domain_window_ns,
+                        rules.unknown_domain_hits,
+                    )
+                {
+                    let expires = now.saturating_add(rules.unknown_domain_ns);
+                    ban(key, source, BanReason::Domain, dry_run, expires);
+                }
+            }
+        }
+        return Reason::DropUnknownDomain;
+    }
+    let class = if trusted {
+        CLASS_TRUSTED
+    } else if method == Method::Register as usize {
+        CLASS_REGISTER
+    } else if method == Method::Invite as usize {
+        CLASS_INVITE
+    } else {
+        CLASS_OTHER
+    };
+    let limit = &config.limits[class & (CLASS_COUNT - 1)];
+    if limit.is_set() {
+        if let Some(state) = state_of(key) {
+            let arrival = &mut state.arrival_ns[class & (CLASS_COUNT - 1)] as *mut u64;
+            if !admit(arrival, limit, now) {
+                if !trusted {
+                    drop_event(
+                        state,
+                        &source,
+                        Reason::DropRateLimited,
+                        method,
+                        now,
+                        dry_run,
+                    );
+                    let rules = &config.bans;
+                    if rules.rate_overflow_ns != 0
+                        && hit(
+                            &mut state.overflow_window_ns,
+                            &mut state.overflow_hits,
+                            now,
+                            rules.rate_overflow_window_ns,
+                            rules.rate_overflow_hits,
+                        )
+                    {
+                        let expires = now.saturating_add(rules.rate_overflow_ns);
+                        ban(key, source, BanReason::Rate, dry_run, expires);
+                    }
+                }
+                return Reason::DropRateLimited;
+            }
         }
     }
-    (Reason::PassRequest, method)
+    if !trusted && config.untrusted_total.is_set() {
+        if let Some(arrival) = GLOBAL_BUDGET.get_ptr_mut(0) {
+            if !admit(arrival, &config.untrusted_total, now) {
+                return Reason::DropGlobalBudget;
+            }
+        }
+    }
+    Reason::PassRequest
+}
+
+/// Does the request's User-Agent start with a scanner's? A function of its own (not
+/// inlined) so that its stack is not added to its caller's.
+#[inline(never)]
+fn is_scanner_request(config: &FilterConfig, scratch: &mut Scratch) -> bool {
+    let agent = scratch.header(Header::UserAgent);
+    if config.scanner_lengths == 0 || !agent.is_present() {
+        return false;
+    }
+    let (seed, lengths) = (config.domain_seed, config.scanner_lengths);
+    let Scratch {
+        buf, agent: state, ..
+    } = scratch;
+    is_scanner(buf, state, agent, seed, lengths, |hash| {
+        SCANNER_AGENTS.get_ptr(&hash).is_some()
+    })
+}
+
+/// A reason from its number (as `judge` and the request policy hand them over).
+#[inline(always)]
+fn reason_from(n: u64) -> Reason {
+    Reason::from_number(n).unwrap_or(Reason::PassUnparsed)
 }
 
 fn ipv4_of(source: &[u8; 16]) -> [u8; 4] {
@@ -227,13 +422,8 @@ fn is_denied(udp: &Udp) -> bool {
 /// On the dynamic blocklist, unexpired. An expired entry is removed here, so it stops
 /// matching without help from userspace.
 #[inline(always)]
-fn is_banned(config: &FilterConfig, udp: &Udp) -> bool {
-    let key = if udp.is_ipv4 {
-        udp.source
-    } else {
-        config.ipv6_source_key(udp.source)
-    };
-    let Some(ban) = BANS.get_ptr(&key) else {
+fn is_banned(key: &SourceKey) -> bool {
+    let Some(ban) = BANS.get_ptr(key) else {
         return false;
     };
     // SAFETY: a map value; a concurrent update at worst gives a stale verdict.
@@ -244,35 +434,24 @@ fn is_banned(config: &FilterConfig, udp: &Udp) -> bool {
         return true;
     }
     // Only the CPU whose delete succeeds counts the expiry.
-    if BANS.remove(&key).is_ok() {
-        if let Some(counters) = COUNTERS.get_ptr_mut(0) {
-            // SAFETY: per-CPU, as in `count`.
-            let expired = unsafe { &mut (*counters).bans_expired };
-            // A checked index: the verifier cannot bound a remainder.
-            if let Some(slot) = expired.get_mut(reason as usize) {
-                *slot += 1;
-            }
-        }
+    if BANS.remove(key).is_ok() {
+        bump_indexed(|c| &mut c.bans_expired, reason as usize);
     }
     false
 }
 
-/// Is the Request-URI's host one the server serves?
-#[inline(always)]
-fn host_allowed(
-    config: &FilterConfig,
-    scratch: &mut Scratch,
-    host_kind: usize,
-    host: Span,
-    address: &[u8; 16],
-) -> bool {
+/// Is the Request-URI's host one the server serves? Not inlined (see
+/// `is_scanner_request`).
+#[inline(never)]
+fn host_allowed(config: &FilterConfig, scratch: &mut Scratch) -> bool {
     const NONE: usize = HostKind::None as usize;
     const IPV4: usize = HostKind::Ipv4 as usize;
     const IPV6: usize = HostKind::Ipv6 as usize;
-    match host_kind {
+    match scratch.host_kind_number() {
         NONE => config.has(FLAG_ALLOW_HOSTLESS_URI),
-        IPV4 | IPV6 => OWN_ADDRESSES.get_ptr(address).is_some(),
+        IPV4 | IPV6 => OWN_ADDRESSES.get_ptr(scratch.address()).is_some(),
         _ => {
+            let host = scratch.host();
             let full = host_hashes(&scratch.buf, &mut scratch.hash, host, config.domain_seed);
             if domain_flags(full) & DOMAIN_EXACT != 0 {
                 return true;

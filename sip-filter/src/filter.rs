@@ -173,6 +173,21 @@ impl Filter {
         }
         self.ipv6_prefix = u32::from(settings.ipv6_prefix);
 
+        let mut agents: HashMap<_, u64, u8> =
+            HashMap::try_from(self.map_mut(names::SCANNER_AGENTS)?)
+                .map_err(map_error(names::SCANNER_AGENTS))?;
+        let stale: Vec<u64> = agents.keys().filter_map(Result::ok).collect();
+        for key in stale {
+            agents
+                .remove(&key)
+                .map_err(map_error(names::SCANNER_AGENTS))?;
+        }
+        for key in &kernel.scanner_agents {
+            agents
+                .insert(key, 1, 0)
+                .map_err(map_error(names::SCANNER_AGENTS))?;
+        }
+
         // The config last: it switches the domain check on once the lists are in place.
         let mut config: Array<_, FilterConfig> =
             Array::try_from(self.map_mut(names::CONFIG)?).map_err(map_error(names::CONFIG))?;

@@ -2,6 +2,7 @@
 //! The binary's commands live in `main.rs` and `cli/`; tests use this library to load
 //! the real program.
 
+pub mod config;
 pub mod filter;
 pub mod pins;
 pub mod settings;

@@ -7,9 +7,12 @@ use ipnet::IpNet;
 use sip_filter_common::{
     domain::allowlist_key,
     maps::{
-        FilterConfig, DEFAULT_IPV6_PREFIX, FLAG_ALLOW_HOSTLESS_URI, FLAG_DOMAIN_CHECK,
-        FLAG_DROP_NOT_SIP_PAYLOAD, MAX_DOMAINS, MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES, MAX_PORTS,
+        BanConfig, FilterConfig, Limit, CLASS_INVITE, CLASS_OTHER, CLASS_REGISTER, CLASS_TRUSTED,
+        DEFAULT_IPV6_PREFIX, FLAG_ALLOW_HOSTLESS_URI, FLAG_DOMAIN_CHECK, FLAG_DROP_NOT_SIP_PAYLOAD,
+        FLAG_DRY_RUN, MAX_DOMAINS, MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES, MAX_PORTS,
+        MAX_SCANNER_AGENTS, MAX_SCANNER_AGENT_LEN,
     },
+    scanner::agent_key,
     sip::mapped_ipv4,
 };
 
@@ -158,6 +161,16 @@ pub enum SettingsError {
     TooManyAddresses { count: usize },
     #[error("the {list} list has {count} entries of one address family, at most {MAX_LIST_ENTRIES} are supported")]
     TooManyListEntries { list: &'static str, count: usize },
+    #[error("rate limit {class}: rate and burst must both be at least 1 (got rate {rate}, burst {burst})")]
+    BadRateLimit {
+        class: &'static str,
+        rate: u32,
+        burst: u32,
+    },
+    #[error("scanner User-Agent {agent:?}: give 1 to {MAX_SCANNER_AGENT_LEN} bytes")]
+    BadScannerAgent { agent: String },
+    #[error("{count} scanner User-Agents given, at most {MAX_SCANNER_AGENTS} are supported")]
+    TooManyScannerAgents { count: usize },
     #[error("IPv6 prefix /{prefix} cannot key sources: give 1 to 128 (the default, 64, groups the addresses of one customer network)")]
     BadIpv6Prefix { prefix: u8 },
 }
@@ -169,6 +182,8 @@ pub struct KernelSettings {
     pub domains: Vec<(u64, u8)>,
     /// Own addresses, IPv4 mapped into IPv6.
     pub own_addresses: Vec<[u8; 16]>,
+    /// Scanner User-Agent prefix keys (see `sip_filter_common::scanner`).
+    pub scanner_agents: Vec<u64>,
 }
 
 impl Settings {
@@ -246,6 +261,42 @@ impl Settings {
         if self.allow_hostless_uri {
             config.flags |= FLAG_ALLOW_HOSTLESS_URI;
         }
+        for (class, index, limit) in [
+            ("register", CLASS_REGISTER, self.rate_limits.register),
+            ("invite", CLASS_INVITE, self.rate_limits.invite),
+            ("other", CLASS_OTHER, self.rate_limits.other),
+            ("trusted", CLASS_TRUSTED, self.rate_limits.trusted),
+        ] {
+            config.limits[index] = kernel_limit(class, limit)?;
+        }
+        config.untrusted_total = kernel_limit("untrusted_total", self.rate_limits.untrusted_total)?;
+        let seconds = |s: u32| u64::from(s) * 1_000_000_000;
+        config.bans = BanConfig {
+            scanner_ns: seconds(self.ban.scanner_seconds),
+            unknown_domain_ns: seconds(self.ban.unknown_domain_seconds),
+            unknown_domain_window_ns: seconds(self.ban.unknown_domain_window_seconds),
+            rate_overflow_ns: seconds(self.ban.rate_overflow_seconds),
+            rate_overflow_window_ns: seconds(self.ban.rate_overflow_window_seconds),
+            unknown_domain_hits: self.ban.unknown_domain_hits,
+            rate_overflow_hits: self.ban.rate_overflow_hits,
+        };
+        if self.dry_run {
+            config.flags |= FLAG_DRY_RUN;
+        }
+        if self.scanner_user_agents.len() > MAX_SCANNER_AGENTS as usize {
+            return Err(SettingsError::TooManyScannerAgents {
+                count: self.scanner_user_agents.len(),
+            });
+        }
+        let mut scanner_agents = Vec::with_capacity(self.scanner_user_agents.len());
+        for agent in &self.scanner_user_agents {
+            let (key, len) =
+                agent_key(agent, seed).ok_or_else(|| SettingsError::BadScannerAgent {
+                    agent: agent.clone(),
+                })?;
+            scanner_agents.push(key);
+            config.scanner_lengths |= 1 << len;
+        }
         let own_addresses = self
             .own_addresses
             .iter()
@@ -258,7 +309,16 @@ impl Settings {
             config,
             domains,
             own_addresses,
+            scanner_agents,
         })
+    }
+}
+
+fn kernel_limit(class: &'static str, limit: Option<RateLimit>) -> Result<Limit, SettingsError> {
+    match limit {
+        None => Ok(Limit::NONE),
+        Some(RateLimit { rate, burst }) if rate >= 1 && burst >= 1 => Ok(Limit::new(rate, burst)),
+        Some(RateLimit { rate, burst }) => Err(SettingsError::BadRateLimit { class, rate, burst }),
     }
 }
 

@@ -15,15 +15,12 @@ pub fn to_json(interfaces: &[String], counters: &Counters) -> Value {
         .filter(|m| **m != Method::None)
         .map(|m| (m.name().to_string(), json!(counters.method_total(*m))))
         .collect();
-    let bans_expired: Map<String, Value> = BanReason::ALL
-        .iter()
-        .map(|r| {
-            (
-                r.name().to_string(),
-                json!(counters.bans_expired[*r as usize]),
-            )
-        })
-        .collect();
+    let by_ban_reason = |values: &[u64]| -> Map<String, Value> {
+        BanReason::ALL
+            .iter()
+            .map(|r| (r.name().to_string(), json!(values[*r as usize])))
+            .collect()
+    };
     let (passed, dropped) = totals(counters);
     json!({
         "interfaces": interfaces,
@@ -34,7 +31,9 @@ pub fn to_json(interfaces: &[String], counters: &Counters) -> Value {
         "methods": methods,
         "first_fragments": counters.first_fragments,
         "headers_truncated": counters.headers_truncated,
-        "bans_expired": bans_expired,
+        "bans_added": by_ban_reason(&counters.bans_added),
+        "bans_expired": by_ban_reason(&counters.bans_expired),
+        "events_lost": counters.events_lost,
     })
 }
 
@@ -74,9 +73,10 @@ pub fn to_text(interfaces: &[String], counters: &Counters) -> String {
         }
     }
     out.push_str(&format!(
-        "\nfirst fragments judged    {:>9}\nheaders past scan window  {:>9}\nbans expired              {:>9}\n",
+        "\nfirst fragments judged    {:>9}\nheaders past scan window  {:>9}\nbans added                {:>9}\nbans expired              {:>9}\n",
         counters.first_fragments,
         counters.headers_truncated,
+        counters.bans_added.iter().sum::<u64>(),
         counters.bans_expired.iter().sum::<u64>()
     ));
     out

@@ -24,7 +24,11 @@ use std::{
 
 use anyhow::{bail, Context};
 
+/// The client namespace's first address: the scanner's (svmap sends from it).
 pub const CLIENT_V4: &str = "198.18.0.1";
+/// A second address in the client namespace: the legitimate user agent's. A scanner's
+/// source is banned, so a customer behind the same address would be too.
+pub const LEGIT_CLIENT_V4: &str = "198.18.0.11";
 pub const SERVER_V4: &str = "198.18.0.2";
 pub const CLIENT_V6: &str = "2001:db8:5f::1";
 pub const SERVER_V6: &str = "2001:db8:5f::2";
@@ -102,6 +106,10 @@ impl Lab {
                 iface,
                 "nodad",
             ])?;
+            if ns == client {
+                let legit = format!("{LEGIT_CLIENT_V4}/24");
+                ip(&["-n", ns, "addr", "add", &legit, "dev", iface])?;
+            }
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
             ip(&["-n", ns, "link", "set", iface, "up"])?;
         }

@@ -13,7 +13,9 @@ use sip_filter_tests::{
         sip_filter_binary, sipp, start_filter, start_kamailio, stats_json, stop_filter, svmap,
         tear_down, xdp_attached, PinRoot, TempDir, DOMAIN, LAB_TOOLS, QUICK, SIP_PORT,
     },
-    netns::{run_bounded, Finished, Lab, CLIENT_V4, CLIENT_V6, SERVER_IFACE, SERVER_V4, SERVER_V6},
+    netns::{
+        run_bounded, Finished, Lab, CLIENT_V6, LEGIT_CLIENT_V4, SERVER_IFACE, SERVER_V4, SERVER_V6,
+    },
     privileged,
 };
 
@@ -132,12 +134,18 @@ fn svmap_gets_no_answer_while_legitimate_options_and_register_do() {
     let options = options_scenario();
     let register = register_scenario();
     let legitimate = [
-        ("sipp OPTIONS", "options", &options, CLIENT_V4, &target_v4),
+        (
+            "sipp OPTIONS",
+            "options",
+            &options,
+            LEGIT_CLIENT_V4,
+            &target_v4,
+        ),
         (
             "sipp REGISTER",
             "register",
             &register,
-            CLIENT_V4,
+            LEGIT_CLIENT_V4,
             &target_v4,
         ),
         (
@@ -160,14 +168,22 @@ fn svmap_gets_no_answer_while_legitimate_options_and_register_do() {
     let stats = transcript.keep("sip-filter stats", filter_stats(&lab, binary, &pins));
     let json = stats_json(&stats).unwrap_or_else(|e| panic!("{e:#}"));
     println!("stats: {json}");
-    let dropped = counter(&json, "reasons", "drop_unknown_domain");
+    // svmap's probe is dropped by its User-Agent (friendly-scanner) before its unknown
+    // Request-URI host is looked at; either way it is dropped.
+    let dropped = counter(&json, "reasons", "drop_scanner")
+        + counter(&json, "reasons", "drop_unknown_domain");
+    let scanner_bans = counter(&json, "bans_added", "scanner");
     let passed = counter(&json, "reasons", "pass_request");
     let options_seen = counter(&json, "methods", "OPTIONS");
     let registers_seen = counter(&json, "methods", "REGISTER");
     let probes = u64::try_from(closed_scan.probes).expect("a count");
     assert!(
         dropped >= probes,
-        "drop_unknown_domain {dropped}, but svmap sent {probes} probe(s): {json}"
+        "drop_scanner + drop_unknown_domain {dropped}, but svmap sent {probes} probe(s): {json}"
+    );
+    assert!(
+        scanner_bans >= 1,
+        "svmap's source should be banned for its User-Agent: {json}"
     );
     assert!(
         passed >= 3,

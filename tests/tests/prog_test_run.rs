@@ -5,7 +5,10 @@
 use std::net::IpAddr;
 
 use sip_filter::filter::{monotonic_now_ns, source_key};
-use sip_filter::{Filter, NotSipPolicy, Settings};
+use sip_filter::{
+    settings::{BanRules, RateLimit, RateLimits},
+    Filter, NotSipPolicy, Settings,
+};
 use sip_filter_common::{maps::BanReason, Counters, Method, Reason, SCAN_LEN};
 use sip_filter_tests::{
     packets::{raw, *},
@@ -46,12 +49,19 @@ impl Case {
     }
 }
 
-/// The configuration most tables run under.
+/// The configuration most tables run under: verdicts of single packets, so no
+/// automatic bans (every case comes from the same client); those have tests of their own.
 fn settings() -> Settings {
     Settings {
         domains: vec!["pbx.example.test".into(), "*.voip.example.test".into()],
         own_addresses: vec![IpAddr::from(SERVER_V4), IpAddr::from(SERVER_V6)],
         not_sip_payload: NotSipPolicy::Drop,
+        ban: BanRules {
+            scanner_seconds: 0,
+            unknown_domain_hits: 0,
+            rate_overflow_hits: 0,
+            ..BanRules::default()
+        },
         ..Settings::default()
     }
 }
@@ -445,6 +455,8 @@ fn run_cases(filter: &Filter, cases: Vec<Case>) -> Vec<String> {
         expected.packets[case.reason as usize][case.method as usize] = 1;
         expected.first_fragments = u64::from(case.first_fragment);
         expected.headers_truncated = u64::from(case.headers_truncated);
+        // Bans added are asserted by the tests about them.
+        expected.bans_added = delta.bans_added;
         let expected_action = if case.reason.is_drop() {
             XDP_DROP
         } else {
@@ -809,4 +821,361 @@ fn a_million_list_entries_load() {
             ),
         ],
     );
+}
+
+fn with_agent(uri: &str, agent: &str) -> Vec<u8> {
+    sip_request("OPTIONS", uri, &[&format!("User-Agent: {agent}")])
+}
+
+/// Scanner User-Agents are dropped, and ban their source at once.
+#[test]
+fn scanner_user_agents_are_dropped_and_banned() {
+    use Method::*;
+    use Reason::*;
+    if !privileged("scanner_user_agents_are_dropped_and_banned") {
+        return;
+    }
+    let filter = loaded(&Settings {
+        ban: BanRules::default(),
+        allow: vec!["198.51.100.200/32".parse().unwrap()],
+        ..settings()
+    });
+    let from = |last: u8, agent: &str| {
+        udp4_from([198, 51, 100, last], SIP_PORT, &with_agent(ALLOWED, agent))
+    };
+    assert_table(
+        &filter,
+        vec![
+            case(
+                "sipvicious's User-Agent",
+                from(1, "friendly-scanner"),
+                DropScanner,
+                Options,
+            ),
+            case(
+                "then its source is banned",
+                from(1, "Linphone/5.2"),
+                DropBanned,
+                None,
+            ),
+            case(
+                "sipcli, any case, with a version",
+                from(2, "SIPCLI/v1.8"),
+                DropScanner,
+                Options,
+            ),
+            case(
+                "a softphone",
+                from(3, "Linphone/5.2.0 (belle-sip/5.2.0)"),
+                PassRequest,
+                Options,
+            ),
+            case(
+                "sipsak is a legitimate tool: not in the default list",
+                from(4, "sipsak 0.9.8"),
+                PassRequest,
+                Options,
+            ),
+            case(
+                "the scanner's name later in the value",
+                from(5, "Phone (not a friendly-scanner)"),
+                PassRequest,
+                Options,
+            ),
+            case(
+                "a trusted source is never judged a scanner",
+                from(200, "friendly-scanner"),
+                PassRequest,
+                Options,
+            ),
+        ],
+    );
+    let delta = filter.counters().unwrap();
+    assert_eq!(
+        delta.bans_added[BanReason::Scanner as usize],
+        2,
+        "sipvicious and sipcli banned"
+    );
+}
+
+/// N unknown-domain requests within the window ban their source.
+#[test]
+fn unknown_domain_requests_ban_after_the_threshold() {
+    use Method::*;
+    use Reason::*;
+    if !privileged("unknown_domain_requests_ban_after_the_threshold") {
+        return;
+    }
+    let filter = loaded(&Settings {
+        ban: BanRules {
+            unknown_domain_hits: 3,
+            ..BanRules::default()
+        },
+        ..settings()
+    });
+    let probe = udp4_from([198, 51, 100, 7], SIP_PORT, &options(UNKNOWN));
+    let good = udp4_from([198, 51, 100, 7], SIP_PORT, &options(ALLOWED));
+    assert_table(
+        &filter,
+        vec![
+            case(
+                "first unknown-domain probe",
+                probe.clone(),
+                DropUnknownDomain,
+                Options,
+            ),
+            case(
+                "the source still gets through meanwhile",
+                good.clone(),
+                PassRequest,
+                Options,
+            ),
+            case("second probe", probe.clone(), DropUnknownDomain, Options),
+            case(
+                "third probe: the threshold",
+                probe.clone(),
+                DropUnknownDomain,
+                Options,
+            ),
+            case("then the source is banned", good, DropBanned, None),
+        ],
+    );
+    assert_eq!(
+        filter.counters().unwrap().bans_added[BanReason::Domain as usize],
+        1
+    );
+}
+
+/// Per-source buckets by class, refilling with time; the untrusted sources' budget; a
+/// trusted source's own bucket; sustained overflow bans.
+#[test]
+fn rate_limits() {
+    use Method::*;
+    use Reason::*;
+    if !privileged("rate_limits") {
+        return;
+    }
+    let limit = |rate, burst| Some(RateLimit { rate, burst });
+    let filter = loaded(&Settings {
+        rate_limits: RateLimits {
+            register: limit(2, 3),
+            invite: limit(1, 1),
+            other: Option::None,
+            trusted: limit(1, 2),
+            untrusted_total: Option::None,
+        },
+        allow: vec!["198.51.100.200/32".parse().unwrap()],
+        ..settings()
+    });
+    let register = |last| {
+        udp4_from(
+            [198, 51, 100, last],
+            SIP_PORT,
+            &sip_request("REGISTER", ALLOWED, &[]),
+        )
+    };
+    let invite = |last| {
+        udp4_from(
+            [198, 51, 100, last],
+            SIP_PORT,
+            &sip_request("INVITE", ALLOWED, &[]),
+        )
+    };
+    let other = |last| udp4_from([198, 51, 100, last], SIP_PORT, &options(ALLOWED));
+    assert_table(
+        &filter,
+        vec![
+            case(
+                "REGISTER 1 of a burst of 3",
+                register(1),
+                PassRequest,
+                Register,
+            ),
+            case("REGISTER 2", register(1), PassRequest, Register),
+            case("REGISTER 3", register(1), PassRequest, Register),
+            case(
+                "REGISTER 4: over the burst",
+                register(1),
+                DropRateLimited,
+                Register,
+            ),
+            case("INVITE has its own bucket", invite(1), PassRequest, Invite),
+            case("INVITE 2: burst of 1", invite(1), DropRateLimited, Invite),
+            case(
+                "OPTIONS: no limit for other methods",
+                other(1),
+                PassRequest,
+                Options,
+            ),
+            case(
+                "another source has its own buckets",
+                register(2),
+                PassRequest,
+                Register,
+            ),
+            case(
+                "trusted: its own bucket, 1",
+                other(200),
+                PassRequest,
+                Options,
+            ),
+            case("trusted: 2", invite(200), PassRequest, Invite),
+            case(
+                "trusted: 3, over its burst of 2",
+                register(200),
+                DropRateLimited,
+                Register,
+            ),
+        ],
+    );
+    // 2 per second: after 600 ms, one more REGISTER fits (and only one).
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert_table(
+        &filter,
+        vec![
+            case(
+                "refilled: one more REGISTER",
+                register(1),
+                PassRequest,
+                Register,
+            ),
+            case("and no more", register(1), DropRateLimited, Register),
+        ],
+    );
+
+    let budget = loaded(&Settings {
+        rate_limits: RateLimits {
+            untrusted_total: limit(1, 2),
+            ..RateLimits::default()
+        },
+        allow: vec!["198.51.100.200/32".parse().unwrap()],
+        ..settings()
+    });
+    assert_table(
+        &budget,
+        vec![
+            case("budget 1 of 2, source A", other(11), PassRequest, Options),
+            case("budget 2 of 2, source B", other(12), PassRequest, Options),
+            case(
+                "budget spent: source C",
+                other(13),
+                DropGlobalBudget,
+                Options,
+            ),
+            case(
+                "a trusted source is exempt",
+                other(200),
+                PassRequest,
+                Options,
+            ),
+        ],
+    );
+
+    let banning = loaded(&Settings {
+        rate_limits: RateLimits {
+            register: limit(1, 1),
+            ..RateLimits::default()
+        },
+        ban: BanRules {
+            rate_overflow_hits: 3,
+            ..BanRules::default()
+        },
+        ..settings()
+    });
+    let mut cases = vec![case(
+        "within the limit",
+        register(30),
+        PassRequest,
+        Register,
+    )];
+    for _ in 0..3 {
+        cases.push(case(
+            "over the limit",
+            register(30),
+            DropRateLimited,
+            Register,
+        ));
+    }
+    cases.push(case(
+        "three overflows: banned",
+        register(30),
+        DropBanned,
+        None,
+    ));
+    assert_table(&banning, cases);
+    assert_eq!(
+        banning.counters().unwrap().bans_added[BanReason::Rate as usize],
+        1
+    );
+}
+
+/// Dry-run: every verdict is counted, nothing is dropped or banned.
+#[test]
+fn dry_run_counts_would_drops() {
+    use Method::*;
+    use Reason::*;
+    if !privileged("dry_run_counts_would_drops") {
+        return;
+    }
+    let mut filter = loaded(&Settings {
+        dry_run: true,
+        ban: BanRules::default(),
+        deny: vec!["203.0.113.0/24".parse().unwrap()],
+        ..settings()
+    });
+    let mut failures = Vec::new();
+    let frames = [
+        (
+            "unknown domain",
+            udp4(SIP_PORT, &options(UNKNOWN)),
+            DropUnknownDomain,
+            Options,
+        ),
+        (
+            "denied source",
+            udp4_from([203, 0, 113, 9], SIP_PORT, &options(ALLOWED)),
+            DropDenied,
+            None,
+        ),
+        (
+            "scanner",
+            udp4_from(
+                [198, 51, 100, 1],
+                SIP_PORT,
+                &with_agent(ALLOWED, "friendly-scanner"),
+            ),
+            DropScanner,
+            Options,
+        ),
+        (
+            "the scanner again: not banned in dry-run",
+            udp4_from(
+                [198, 51, 100, 1],
+                SIP_PORT,
+                &with_agent(ALLOWED, "friendly-scanner"),
+            ),
+            DropScanner,
+            Options,
+        ),
+    ];
+    for (name, frame, reason, method) in frames {
+        let before = filter.counters().unwrap();
+        let action = filter.test_run(&frame).unwrap();
+        let delta = filter.counters().unwrap().since(&before);
+        if action != XDP_PASS || delta.packets[reason as usize][method as usize] != 1 {
+            failures.push(format!(
+                "{name}: action {action}, counted {}",
+                describe(&delta)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let counters = filter.counters().unwrap();
+    assert_eq!(
+        counters.bans_added[BanReason::Scanner as usize],
+        2,
+        "would-bans are counted"
+    );
+    assert!(filter.bans().unwrap().is_empty(), "nothing was banned");
+    filter.configure(&settings()).unwrap();
 }

@@ -26,7 +26,7 @@ use sip_filter_tests::{
         require_tools, scan, sip_filter_binary, sipp, start_filter, start_kamailio, stats_json,
         stop_filter, svmap, tear_down, PinRoot, Scan, TempDir, DOMAIN, LAB_TOOLS, SIP_PORT,
     },
-    netns::{Finished, Lab, CLIENT_V4, SERVER_IFACE, SERVER_V4, SIGINT},
+    netns::{Finished, Lab, CLIENT_V4, LEGIT_CLIENT_V4, SERVER_IFACE, SERVER_V4, SIGINT},
 };
 
 fn main() -> ExitCode {
@@ -66,7 +66,7 @@ fn demo(clock: &Clock) -> anyhow::Result<bool> {
     check_interrupted()?;
 
     clock.say(format!(
-        "starting lab: network namespaces client ({CLIENT_V4}) and server ({SERVER_V4})"
+        "starting lab: network namespaces client (scanner {CLIENT_V4}, user agent {LEGIT_CLIENT_V4}) and server ({SERVER_V4})"
     ));
     // Dropped in reverse on an early return: processes, then pins, files, namespaces.
     let lab = Lab::new().context("building the lab")?;
@@ -115,13 +115,14 @@ fn demo(clock: &Clock) -> anyhow::Result<bool> {
         round.expect_answered(&mut problems);
     }
     let probes = u64::try_from(filtered.scan.probes)?;
-    let dropped = counter(&stats, "reasons", "drop_unknown_domain");
+    let dropped = counter(&stats, "reasons", "drop_scanner")
+        + counter(&stats, "reasons", "drop_unknown_domain");
     let passed = counter(&stats, "reasons", "pass_request");
     if dropped < probes || passed < 2 {
         problems.add(
             format!(
-                "the counters disagree: drop_unknown_domain {dropped} for {probes} scanner \
-                 probe(s), pass_request {passed} for 2 legitimate requests"
+                "the counters disagree: drop_scanner + drop_unknown_domain {dropped} for \
+                 {probes} scanner probe(s), pass_request {passed} for 2 legitimate requests"
             ),
             &stats,
         );
@@ -194,7 +195,7 @@ impl Round {
                 dir.path(),
                 &format!("{name}-{tag}"),
                 &scenario,
-                CLIENT_V4,
+                LEGIT_CLIENT_V4,
                 &target,
             )
         };
@@ -340,9 +341,19 @@ fn print_table(open: &Round, filtered: &Round, stats: &Value) {
             answered(&filtered.register),
         ],
         [
+            "filter: drop_scanner".to_string(),
+            none(),
+            counter(stats, "reasons", "drop_scanner").to_string(),
+        ],
+        [
             "filter: drop_unknown_domain".to_string(),
             none(),
             counter(stats, "reasons", "drop_unknown_domain").to_string(),
+        ],
+        [
+            "filter: sources banned".to_string(),
+            none(),
+            counter(stats, "bans_added", "scanner").to_string(),
         ],
         [
             "filter: pass_request".to_string(),

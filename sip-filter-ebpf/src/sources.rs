@@ -1,0 +1,169 @@
+//! Per-source state: token buckets (in GCRA form), auto-ban counters, bans, events.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, RingBuf},
+};
+use sip_filter_common::maps::{
+    Ban, BanReason, Event, EventKind, Limit, Reason, SourceKey, SourceState,
+    DROP_EVENT_INTERVAL_NS, EVENTS_BYTES, MAX_SCANNER_AGENTS, MAX_SOURCES,
+};
+
+use crate::{bump_indexed, BANS};
+
+/// Sources seen recently (LRU: a flood of addresses evicts the oldest, it cannot fill
+/// memory).
+#[map(name = "SF_SOURCES")]
+static SOURCES: LruHashMap<SourceKey, SourceState> = LruHashMap::with_max_entries(MAX_SOURCES, 0);
+
+/// The arrival time of the untrusted sources' common budget (see [`Limit`]).
+#[map(name = "SF_GLOBAL")]
+pub static GLOBAL_BUDGET: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Scanner User-Agent prefixes: seeded hash -> 1.
+#[map(name = "SF_SCANNER_UA")]
+pub static SCANNER_AGENTS: HashMap<u64, u8> = HashMap::with_max_entries(MAX_SCANNER_AGENTS, 0);
+
+/// Bans and sampled drops, for the daemon to log.
+#[map(name = "SF_EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// The state of `key`, created on first sight.
+#[inline(always)]
+pub fn state_of(key: &SourceKey) -> Option<&'static mut SourceState> {
+    if let Some(state) = SOURCES.get_ptr_mut(key) {
+        // SAFETY: a map value; fields are only counters and times, races cost accuracy.
+        return Some(unsafe { &mut *state });
+    }
+    let fresh = SourceState::default();
+    // BPF_NOEXIST: another CPU may have created it meanwhile; then use theirs.
+    let _ = SOURCES.insert(key, &fresh, 1);
+    // SAFETY: as above.
+    SOURCES.get_ptr_mut(key).map(|state| unsafe { &mut *state })
+}
+
+/// Admits one request against `limit`, whose arrival time is `arrival`. Exact on
+/// average also when both CPUs race: the check reads, the charge is an atomic add, so
+/// every admitted request moves the arrival time on by exactly one interval.
+#[inline(always)]
+pub fn admit(arrival: *mut u64, limit: &Limit, now: u64) -> bool {
+    // Plain (volatile) load and store: BPF before v3 has no atomic load instruction.
+    // SAFETY: `arrival` points into a map value, 8-byte aligned.
+    let mut ahead = unsafe { core::ptr::read_volatile(arrival) };
+    if ahead < now {
+        // Idle long enough for a full bucket.
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(arrival, now) };
+        ahead = now;
+    }
+    if ahead - now > limit.tolerance_ns {
+        return false;
+    }
+    // BPF's atomic add (XADD, any kernel); the target offers no AtomicU64::fetch_add.
+    // SAFETY: as above.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            arrival,
+            limit.interval_ns,
+        );
+    }
+    true
+}
+
+/// Counts one hit in a window; true when the hits reach `threshold` (then restarts).
+#[inline(always)]
+pub fn hit(
+    window_start: &mut u64,
+    hits: &mut u32,
+    now: u64,
+    window_ns: u64,
+    threshold: u32,
+) -> bool {
+    if threshold == 0 {
+        return false;
+    }
+    if now.wrapping_sub(*window_start) > window_ns {
+        *window_start = now;
+        *hits = 0;
+    }
+    *hits += 1;
+    if *hits >= threshold {
+        *hits = 0;
+        return true;
+    }
+    false
+}
+
+/// Bans `key` until `expires_ns` (in dry-run: counts and reports it only). Not inlined,
+/// and its event written in place: the 512-byte stack is shared along the call chain.
+#[inline(never)]
+pub fn ban(key: &SourceKey, source: &[u8; 16], reason: BanReason, dry_run: bool, expires_ns: u64) {
+    if !dry_run {
+        let entry = Ban {
+            expires_ns,
+            reason: reason as u32,
+            _pad: 0,
+        };
+        if BANS.insert(key, &entry, 0).is_err() {
+            return; // full: nothing was banned, nothing to count
+        }
+    }
+    bump_indexed(|c| &mut c.bans_added, reason as usize);
+    emit(
+        source,
+        EventKind::Ban,
+        reason as u32,
+        0,
+        dry_run,
+        expires_ns,
+    );
+}
+
+/// Reports a drop, at most once per source per [`DROP_EVENT_INTERVAL_NS`].
+#[inline(always)]
+pub fn drop_event(
+    state: &mut SourceState,
+    source: &[u8; 16],
+    reason: Reason,
+    method: usize,
+    now: u64,
+    dry_run: bool,
+) {
+    if now.wrapping_sub(state.last_event_ns) < DROP_EVENT_INTERVAL_NS {
+        return;
+    }
+    state.last_event_ns = now;
+    emit(
+        source,
+        EventKind::Drop,
+        reason as u32,
+        method as u32,
+        dry_run,
+        0,
+    );
+}
+
+/// Writes the event straight into the ring buffer (no copy on the small BPF stack).
+#[inline(always)]
+fn emit(
+    source: &[u8; 16],
+    kind: EventKind,
+    reason: u32,
+    method: u32,
+    dry_run: bool,
+    expires_ns: u64,
+) {
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        crate::bump(|c| &mut c.events_lost);
+        return;
+    };
+    entry.write(Event {
+        source: *source,
+        kind: kind as u32,
+        reason,
+        method,
+        dry_run: u32::from(dry_run),
+        expires_ns,
+    });
+    entry.submit(0);
+}

@@ -1,0 +1,1161 @@
+//! The configuration file (`sip-filter run --config FILE`): TOML, read into [`Settings`].
+//!
+//! `examples/sip-filter.toml` documents every key. Every error names the file, the line,
+//! the key (`rate_limit.invite.burst`) and what is wrong, and the whole file is checked
+//! before anything is loaded into the kernel.
+
+use std::{
+    fmt,
+    net::IpAddr,
+    ops::Range,
+    path::{Path, PathBuf},
+};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::{
+    de::{DeTable, DeValue},
+    Spanned,
+};
+
+use crate::settings::{BanRules, NotSipPolicy, RateLimit, RateLimits, Settings, SettingsError};
+use sip_filter_common::maps::MAX_PORTS;
+
+/// The fastest rate a bucket can hold: the kernel spaces requests by whole nanoseconds.
+pub const MAX_RATE: u32 = 1_000_000_000;
+
+/// A refused configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based; `None` when the error has no place in the file (it could not be read).
+    pub line: Option<usize>,
+    /// The dotted key, like `rate_limit.invite.burst`, when the error belongs to one.
+    pub key: Option<String>,
+    /// What is wrong, and what is accepted.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, " line {line}")?;
+        }
+        write!(f, ": ")?;
+        if let Some(key) = &self.key {
+            write!(f, "{key}: ")?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+/// Reads and checks the configuration file at `path`.
+pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        key: None,
+        message: format!("cannot be read: {e}"),
+    })?;
+    parse(&text, path)
+}
+
+/// Checks `text`, the contents of the configuration file `file` (named in errors).
+pub fn parse(text: &str, file: &Path) -> Result<Settings, ConfigError> {
+    let error = |span: Option<Range<usize>>, key: Option<String>, message: String| ConfigError {
+        file: file.to_path_buf(),
+        line: span.map(|span| line_of(text, span.start)),
+        key,
+        message,
+    };
+    if let Some((span, key, message)) = misshapen_section(text) {
+        return Err(error(Some(span), Some(key), message));
+    }
+    let raw: RawFile = toml::from_str(text).map_err(|e| {
+        let span = e.span();
+        let key = span.as_ref().and_then(|span| key_at(text, span.start));
+        error(span, key, plain_message(e.message()))
+    })?;
+    let settings = raw
+        .settings()
+        .map_err(|e| error(Some(e.span), Some(e.key), e.message))?;
+    // What the checks above do not cover (and anything `Settings` learns to refuse later).
+    settings.validate().map_err(|e| {
+        let (span, key) = raw.place_of(&e);
+        error(span, key, e.to_string())
+    })?;
+    Ok(settings)
+}
+
+/// A source network: a CIDR (`192.0.2.0/24`, `2001:db8::/32`) or a single address. Host
+/// bits are cleared (`192.0.2.7/24` is `192.0.2.0/24`).
+pub fn parse_net(text: &str) -> Result<IpNet, String> {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map(|net| net.trunc())
+        .map_err(|_| {
+            format!("{text:?} is not an address or CIDR (like 192.0.2.0/24 or 2001:db8::/32)")
+        })
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The dotted key whose name or value holds byte `offset` of `text`, the innermost one;
+/// failing that, the last key written on the line before `offset`. A document with
+/// syntax errors is read as far as it can be.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let (document, _) = DeTable::parse_recoverable(text);
+    let line_start = text.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
+    let mut search = KeySearch {
+        offset,
+        line_start,
+        path: Vec::new(),
+        holding: Vec::new(),
+        on_line: None,
+    };
+    search.table(document.get_ref());
+    let found = if search.holding.is_empty() {
+        search.on_line?.1
+    } else {
+        search.holding
+    };
+    Some(found.join("."))
+}
+
+struct KeySearch {
+    offset: usize,
+    line_start: usize,
+    path: Vec<String>,
+    /// The deepest key whose name or value holds the offset.
+    holding: Vec<String>,
+    /// The key starting last on the offset's line before it, and where it starts.
+    on_line: Option<(usize, Vec<String>)>,
+}
+
+impl KeySearch {
+    /// Walks every table: a `[section]`'s span is its header, not its contents.
+    fn table(&mut self, table: &DeTable<'_>) {
+        for (key, value) in table.iter() {
+            self.path.push(key.get_ref().to_string());
+            // Syntax errors have empty spans, just past what was read.
+            let holds = |span: Range<usize>| span.start <= self.offset && self.offset <= span.end;
+            if (holds(key.span()) || holds(value.span())) && self.path.len() > self.holding.len() {
+                self.holding.clone_from(&self.path);
+            }
+            let start = key.span().start;
+            if (self.line_start..=self.offset).contains(&start)
+                && self.on_line.as_ref().is_none_or(|(last, _)| start >= *last)
+            {
+                self.on_line = Some((start, self.path.clone()));
+            }
+            self.value(value.get_ref());
+            self.path.pop();
+        }
+    }
+
+    fn value(&mut self, value: &DeValue<'_>) {
+        match value {
+            DeValue::Table(table) => self.table(table),
+            DeValue::Array(array) => {
+                for item in array.iter() {
+                    self.value(item.get_ref());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A section written as an array (`[[filter]]`): serde would read it as a struct in
+/// sequence form, and complain about its first element's first field.
+fn misshapen_section(text: &str) -> Option<(Range<usize>, String, String)> {
+    let document = DeTable::parse(text).ok()?;
+    let mut sections: Vec<(String, &Spanned<DeValue<'_>>)> = Vec::new();
+    for (key, value) in document.get_ref().iter() {
+        sections.push((key.get_ref().to_string(), value));
+        if let (true, DeValue::Table(classes)) = (key.get_ref() == "rate_limit", value.get_ref()) {
+            for (class, limit) in classes.iter() {
+                sections.push((format!("rate_limit.{}", class.get_ref()), limit));
+            }
+        }
+    }
+    sections.into_iter().find_map(|(key, value)| {
+        matches!(value.get_ref(), DeValue::Array(_)).then(|| {
+            let message = format!("must be a table, written once as [{key}], not an array");
+            (value.span(), key, message)
+        })
+    })
+}
+
+/// serde's wording in the operator's terms.
+fn plain_message(message: &str) -> String {
+    let message = message.trim_end();
+    let message = match message.strip_prefix("unknown field ") {
+        Some(rest) => match rest.split_once(", ") {
+            Some((_, expected)) => format!("unknown key, {expected}"),
+            None => format!("unknown key {rest}"),
+        },
+        None => message.to_string(),
+    };
+    message
+        .replace("missing field", "missing key")
+        .replace("expected i64", "expected a whole number")
+        .replace("expected a sequence", "expected an array")
+        .replace("invalid type: sequence", "invalid type: array")
+        .replace("invalid type: map", "invalid type: table")
+}
+
+/// A semantic error, before it is placed in the file.
+struct Refusal {
+    span: Range<usize>,
+    key: String,
+    message: String,
+}
+
+fn refuse<T>(span: Range<usize>, key: &str, message: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal {
+        span,
+        key: key.to_string(),
+        message: message.into(),
+    })
+}
+
+type List<T> = Option<Spanned<Vec<Spanned<T>>>>;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawFile {
+    #[serde(default)]
+    filter: RawFilter,
+    #[serde(default)]
+    rate_limit: RawRateLimits,
+    #[serde(default)]
+    scanner: RawScanner,
+    #[serde(default)]
+    ban: RawBan,
+    #[serde(default)]
+    lists: RawLists,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawFilter {
+    ports: List<i64>,
+    domains: List<String>,
+    own_addresses: List<String>,
+    non_sip_on_sip_port: Option<Spanned<String>>,
+    allow_hostless_uri: Option<bool>,
+    dry_run: Option<bool>,
+    ipv6_prefix: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table of [rate_limit.register], [rate_limit.invite], [rate_limit.other], [rate_limit.trusted], [rate_limit.untrusted_total]"
+)]
+struct RawRateLimits {
+    register: Option<Spanned<RawLimit>>,
+    invite: Option<Spanned<RawLimit>>,
+    other: Option<Spanned<RawLimit>>,
+    trusted: Option<Spanned<RawLimit>>,
+    untrusted_total: Option<Spanned<RawLimit>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table with `rate` and `burst`")]
+struct RawLimit {
+    rate: Spanned<i64>,
+    burst: Spanned<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawScanner {
+    user_agents: List<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawBan {
+    scanner_seconds: Option<Spanned<i64>>,
+    unknown_domain_hits: Option<Spanned<i64>>,
+    unknown_domain_window_seconds: Option<Spanned<i64>>,
+    unknown_domain_seconds: Option<Spanned<i64>>,
+    rate_overflow_hits: Option<Spanned<i64>>,
+    rate_overflow_window_seconds: Option<Spanned<i64>>,
+    rate_overflow_seconds: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawLists {
+    allow: List<String>,
+    deny: List<String>,
+}
+
+impl RawFile {
+    fn settings(&self) -> Result<Settings, Refusal> {
+        let defaults = Settings::default();
+        let filter = &self.filter;
+        let ports = match &filter.ports {
+            Some(ports) => self.ports(ports)?,
+            None => defaults.ports,
+        };
+        let domains = match &filter.domains {
+            Some(domains) => domains
+                .get_ref()
+                .iter()
+                .map(|d| d.get_ref().clone())
+                .collect(),
+            None => defaults.domains,
+        };
+        let own_addresses = match &filter.own_addresses {
+            Some(addresses) => addresses
+                .get_ref()
+                .iter()
+                .map(|address| {
+                    address.get_ref().parse::<IpAddr>().or_else(|_| {
+                        refuse(
+                            address.span(),
+                            "filter.own_addresses",
+                            format!(
+                                "{:?} is not an IP address: write one like 198.51.100.7 or 2001:db8::7, without a prefix length",
+                                address.get_ref()
+                            ),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            None => defaults.own_addresses,
+        };
+        let not_sip_payload = match &filter.non_sip_on_sip_port {
+            Some(policy) => match policy.get_ref().as_str() {
+                "drop" => NotSipPolicy::Drop,
+                "pass" => NotSipPolicy::Pass,
+                other => {
+                    return refuse(
+                        policy.span(),
+                        "filter.non_sip_on_sip_port",
+                        format!("{other:?} is not a policy: write \"drop\" or \"pass\""),
+                    )
+                }
+            },
+            None => defaults.not_sip_payload,
+        };
+        let ipv6_prefix = match &filter.ipv6_prefix {
+            Some(prefix) => match u8::try_from(*prefix.get_ref()) {
+                Ok(bits @ 1..=128) => bits,
+                _ => {
+                    return refuse(
+                        prefix.span(),
+                        "filter.ipv6_prefix",
+                        format!(
+                            "{} is not a prefix length: give 1 to 128 (the default, 64, groups the addresses of one customer network)",
+                            prefix.get_ref()
+                        ),
+                    )
+                }
+            },
+            None => defaults.ipv6_prefix,
+        };
+        let limits = &self.rate_limit;
+        let rate_limits = RateLimits {
+            register: limit(&limits.register, "register")?,
+            invite: limit(&limits.invite, "invite")?,
+            other: limit(&limits.other, "other")?,
+            trusted: limit(&limits.trusted, "trusted")?,
+            untrusted_total: limit(&limits.untrusted_total, "untrusted_total")?,
+        };
+        let scanner_user_agents = match &self.scanner.user_agents {
+            Some(agents) => agents
+                .get_ref()
+                .iter()
+                .map(user_agent)
+                .collect::<Result<_, _>>()?,
+            None => defaults.scanner_user_agents,
+        };
+        let ban = &self.ban;
+        let ban_defaults = BanRules::default();
+        let ban = BanRules {
+            scanner_seconds: count(
+                &ban.scanner_seconds,
+                "ban.scanner_seconds",
+                ban_defaults.scanner_seconds,
+            )?,
+            unknown_domain_hits: count(
+                &ban.unknown_domain_hits,
+                "ban.unknown_domain_hits",
+                ban_defaults.unknown_domain_hits,
+            )?,
+            unknown_domain_window_seconds: count(
+                &ban.unknown_domain_window_seconds,
+                "ban.unknown_domain_window_seconds",
+                ban_defaults.unknown_domain_window_seconds,
+            )?,
+            unknown_domain_seconds: count(
+                &ban.unknown_domain_seconds,
+                "ban.unknown_domain_seconds",
+                ban_defaults.unknown_domain_seconds,
+            )?,
+            rate_overflow_hits: count(
+                &ban.rate_overflow_hits,
+                "ban.rate_overflow_hits",
+                ban_defaults.rate_overflow_hits,
+            )?,
+            rate_overflow_window_seconds: count(
+                &ban.rate_overflow_window_seconds,
+                "ban.rate_overflow_window_seconds",
+                ban_defaults.rate_overflow_window_seconds,
+            )?,
+            rate_overflow_seconds: count(
+                &ban.rate_overflow_seconds,
+                "ban.rate_overflow_seconds",
+                ban_defaults.rate_overflow_seconds,
+            )?,
+        };
+        Ok(Settings {
+            ports,
+            domains,
+            own_addresses,
+            not_sip_payload,
+            allow_hostless_uri: filter
+                .allow_hostless_uri
+                .unwrap_or(defaults.allow_hostless_uri),
+            allow: nets(&self.lists.allow, "lists.allow")?.unwrap_or(defaults.allow),
+            deny: nets(&self.lists.deny, "lists.deny")?.unwrap_or(defaults.deny),
+            ipv6_prefix,
+            dry_run: filter.dry_run.unwrap_or(defaults.dry_run),
+            rate_limits,
+            scanner_user_agents,
+            ban,
+        })
+    }
+
+    fn ports(&self, ports: &Spanned<Vec<Spanned<i64>>>) -> Result<Vec<u16>, Refusal> {
+        const KEY: &str = "filter.ports";
+        if ports.get_ref().is_empty() {
+            return refuse(
+                ports.span(),
+                KEY,
+                "no port given: name at least one (leave the key out for 5060)",
+            );
+        }
+        if ports.get_ref().len() > MAX_PORTS {
+            return refuse(
+                ports.span(),
+                KEY,
+                format!(
+                    "{} ports given, at most {MAX_PORTS} are supported",
+                    ports.get_ref().len()
+                ),
+            );
+        }
+        ports
+            .get_ref()
+            .iter()
+            .map(|port| match u16::try_from(*port.get_ref()) {
+                Ok(number @ 1..) => Ok(number),
+                _ => refuse(
+                    port.span(),
+                    KEY,
+                    format!(
+                        "{} is not a UDP port a SIP server can listen on: give 1 to 65535",
+                        port.get_ref()
+                    ),
+                ),
+            })
+            .collect()
+    }
+
+    /// Where in the file the setting `error` is about was written, and its key.
+    fn place_of(&self, error: &SettingsError) -> (Option<Range<usize>>, Option<String>) {
+        let filter = &self.filter;
+        #[allow(unreachable_patterns)] // a variant added to SettingsError later
+        match error {
+            SettingsError::NoPorts | SettingsError::TooManyPorts { .. } => {
+                whole(&filter.ports, "filter.ports")
+            }
+            SettingsError::PortZero => {
+                let zero = filter.ports.as_ref().and_then(|ports| {
+                    ports
+                        .get_ref()
+                        .iter()
+                        .find(|port| *port.get_ref() == 0)
+                        .map(|port| port.span())
+                });
+                (zero, Some("filter.ports".to_string()))
+            }
+            SettingsError::BadDomain { entry } => {
+                let at = filter.domains.as_ref().and_then(|domains| {
+                    domains
+                        .get_ref()
+                        .iter()
+                        .find(|domain| domain.get_ref() == entry)
+                        .map(|domain| domain.span())
+                });
+                (at, Some("filter.domains".to_string()))
+            }
+            SettingsError::TooManyDomains { .. } => whole(&filter.domains, "filter.domains"),
+            SettingsError::TooManyAddresses { .. } => {
+                whole(&filter.own_addresses, "filter.own_addresses")
+            }
+            SettingsError::TooManyListEntries { list, .. } => {
+                if *list == "deny" {
+                    whole(&self.lists.deny, "lists.deny")
+                } else {
+                    whole(&self.lists.allow, "lists.allow")
+                }
+            }
+            SettingsError::BadIpv6Prefix { .. } => (
+                filter.ipv6_prefix.as_ref().map(|p| p.span()),
+                Some("filter.ipv6_prefix".to_string()),
+            ),
+            _ => (None, None),
+        }
+    }
+}
+
+/// A whole list's place in the file.
+fn whole<T>(list: &List<T>, key: &str) -> (Option<Range<usize>>, Option<String>) {
+    (list.as_ref().map(|l| l.span()), Some(key.to_string()))
+}
+
+/// `[rate_limit.<class>]`: absent is no limit.
+fn limit(raw: &Option<Spanned<RawLimit>>, class: &str) -> Result<Option<RateLimit>, Refusal> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let RawLimit { rate, burst } = raw.get_ref();
+    let rate_key = format!("rate_limit.{class}.rate");
+    let burst_key = format!("rate_limit.{class}.burst");
+    let no_limit = format!("to have no limit, leave out the [rate_limit.{class}] section");
+    if *rate.get_ref() == 0 && *burst.get_ref() == 0 {
+        return refuse(
+            rate.span(),
+            &rate_key,
+            format!("rate 0 and burst 0 would admit nothing: {no_limit}"),
+        );
+    }
+    let rate_value = match u32::try_from(*rate.get_ref()) {
+        Ok(value @ 1..=MAX_RATE) => value,
+        _ => {
+            return refuse(
+                rate.span(),
+                &rate_key,
+                format!(
+                    "{} is not a rate: give requests per second, 1 to {MAX_RATE} ({no_limit})",
+                    rate.get_ref()
+                ),
+            )
+        }
+    };
+    let burst_value = match u32::try_from(*burst.get_ref()) {
+        Ok(value @ 1..) => value,
+        Ok(_) => {
+            return refuse(
+                burst.span(),
+                &burst_key,
+                "must be at least 1 (requests a source may send at once, above its rate)",
+            )
+        }
+        Err(_) => {
+            return refuse(
+                burst.span(),
+                &burst_key,
+                format!(
+                    "{} is not a burst: give a number of requests, 1 to {}",
+                    burst.get_ref(),
+                    u32::MAX
+                ),
+            )
+        }
+    };
+    Ok(Some(RateLimit {
+        rate: rate_value,
+        burst: burst_value,
+    }))
+}
+
+/// A `[ban]` count or duration: 0 to `u32::MAX`, 0 turning its rule off.
+fn count(raw: &Option<Spanned<i64>>, key: &str, default: u32) -> Result<u32, Refusal> {
+    let Some(raw) = raw else {
+        return Ok(default);
+    };
+    u32::try_from(*raw.get_ref()).or_else(|_| {
+        refuse(
+            raw.span(),
+            key,
+            format!(
+                "{} is out of range: give 0 (turns the rule off) to {}",
+                raw.get_ref(),
+                u32::MAX
+            ),
+        )
+    })
+}
+
+fn user_agent(agent: &Spanned<String>) -> Result<String, Refusal> {
+    const KEY: &str = "scanner.user_agents";
+    let text = agent.get_ref();
+    if text.is_empty() {
+        return refuse(
+            agent.span(),
+            KEY,
+            "an empty prefix would match every User-Agent: remove it",
+        );
+    }
+    if text.trim() != text || !text.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        return refuse(
+            agent.span(),
+            KEY,
+            format!("{text:?} cannot match a User-Agent: give printable ASCII without leading or trailing spaces"),
+        );
+    }
+    Ok(text.clone())
+}
+
+fn nets(raw: &List<String>, key: &str) -> Result<Option<Vec<IpNet>>, Refusal> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    raw.get_ref()
+        .iter()
+        .map(|entry| {
+            parse_net(entry.get_ref()).or_else(|message| refuse(entry.span(), key, message))
+        })
+        .collect::<Result<_, _>>()
+        .map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+    use crate::settings::DEFAULT_SCANNER_USER_AGENTS;
+
+    const EXAMPLE: &str = include_str!("../../examples/sip-filter.toml");
+
+    fn parsed(text: &str) -> Settings {
+        match parse(text, Path::new("test.toml")) {
+            Ok(settings) => settings,
+            Err(e) => panic!("{text:?} refused: {e}"),
+        }
+    }
+
+    /// Asserts `text` is refused at `line`, naming `key`, with a message containing `what`.
+    #[track_caller]
+    fn refused(text: &str, line: usize, key: &str, what: &str) -> ConfigError {
+        let error = match parse(text, Path::new("test.toml")) {
+            Ok(settings) => panic!("{text:?} accepted: {settings:?}"),
+            Err(e) => e,
+        };
+        assert_eq!(error.line, Some(line), "{error}");
+        assert_eq!(error.key.as_deref(), Some(key), "{error}");
+        assert!(error.message.contains(what), "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("test.toml line {line}: {key}: ")),
+            "{error}"
+        );
+        error
+    }
+
+    #[test]
+    fn the_example_file_parses() {
+        let settings = parsed(EXAMPLE);
+        assert_eq!(settings.ports, [5060]);
+        assert_eq!(settings.domains, ["pbx.example.test", "*.example.test"]);
+        assert_eq!(
+            settings.own_addresses,
+            [
+                IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)),
+                IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7)),
+            ]
+        );
+        assert_eq!(settings.not_sip_payload, NotSipPolicy::Drop);
+        assert!(!settings.allow_hostless_uri);
+        assert!(!settings.dry_run);
+        assert_eq!(settings.ipv6_prefix, 64);
+        let limit = |rate, burst| Some(RateLimit { rate, burst });
+        assert_eq!(
+            settings.rate_limits,
+            RateLimits {
+                register: limit(5, 20),
+                invite: limit(5, 20),
+                other: limit(20, 100),
+                trusted: limit(500, 1000),
+                untrusted_total: limit(2000, 4000),
+            }
+        );
+        assert_eq!(settings.allow, ["203.0.113.0/24".parse::<IpNet>().unwrap()]);
+        assert_eq!(settings.deny, ["192.0.2.0/24".parse::<IpNet>().unwrap()]);
+        // The example shows the defaults where there are defaults: it says so.
+        assert_eq!(settings.scanner_user_agents, DEFAULT_SCANNER_USER_AGENTS);
+        assert_eq!(settings.ban, BanRules::default());
+        assert!(!settings.scanner_user_agents.iter().any(|ua| ua == "sipsak"));
+    }
+
+    /// The README's excerpts are valid too.
+    #[test]
+    fn the_readme_excerpts_parse() {
+        let readme = include_str!("../../README.md");
+        let mut excerpts = 0;
+        for block in readme.split("```toml\n").skip(1) {
+            let text = block.split("```").next().unwrap();
+            parsed(text);
+            excerpts += 1;
+        }
+        assert!(excerpts > 0);
+    }
+
+    /// Every key the parser knows is in the example, so the example documents them all.
+    #[test]
+    fn the_example_file_has_every_key() {
+        let document = DeTable::parse(EXAMPLE).unwrap();
+        let sections: &[(&str, &[&str])] = &[
+            (
+                "filter",
+                &[
+                    "ports",
+                    "domains",
+                    "own_addresses",
+                    "non_sip_on_sip_port",
+                    "allow_hostless_uri",
+                    "dry_run",
+                    "ipv6_prefix",
+                ],
+            ),
+            ("rate_limit.register", &["rate", "burst"]),
+            ("rate_limit.invite", &["rate", "burst"]),
+            ("rate_limit.other", &["rate", "burst"]),
+            ("rate_limit.trusted", &["rate", "burst"]),
+            ("rate_limit.untrusted_total", &["rate", "burst"]),
+            ("scanner", &["user_agents"]),
+            (
+                "ban",
+                &[
+                    "scanner_seconds",
+                    "unknown_domain_hits",
+                    "unknown_domain_window_seconds",
+                    "unknown_domain_seconds",
+                    "rate_overflow_hits",
+                    "rate_overflow_window_seconds",
+                    "rate_overflow_seconds",
+                ],
+            ),
+            ("lists", &["allow", "deny"]),
+        ];
+        for (section, keys) in sections {
+            let mut table = document.get_ref();
+            for part in section.split('.') {
+                table = table
+                    .get(part)
+                    .and_then(|v| v.get_ref().as_table())
+                    .unwrap_or_else(|| panic!("no [{section}] in the example"));
+            }
+            for key in *keys {
+                assert!(
+                    table.contains_key(*key),
+                    "no {section}.{key} in the example"
+                );
+            }
+            assert_eq!(
+                table.len(),
+                keys.len(),
+                "[{section}] has keys this test lacks"
+            );
+        }
+        let top: Vec<_> = document
+            .get_ref()
+            .keys()
+            .map(|k| k.get_ref().to_string())
+            .collect();
+        assert_eq!(top.len(), 5, "{top:?}");
+    }
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        assert_eq!(parsed(""), Settings::default());
+        assert_eq!(
+            parsed("# nothing\n\n[filter]\n[ban]\n"),
+            Settings::default()
+        );
+    }
+
+    #[test]
+    fn absent_keys_keep_their_defaults() {
+        let settings = parsed(
+            "[filter]\ndomains = [\"pbx.example.test\"]\n[ban]\nscanner_seconds = 60\n[rate_limit.invite]\nrate = 1\nburst = 3\n",
+        );
+        let defaults = Settings::default();
+        assert_eq!(settings.domains, ["pbx.example.test"]);
+        assert_eq!(settings.ports, defaults.ports);
+        assert_eq!(settings.ipv6_prefix, defaults.ipv6_prefix);
+        assert_eq!(settings.scanner_user_agents, defaults.scanner_user_agents);
+        assert_eq!(
+            settings.ban,
+            BanRules {
+                scanner_seconds: 60,
+                ..BanRules::default()
+            }
+        );
+        // Only the class given is limited.
+        assert_eq!(
+            settings.rate_limits,
+            RateLimits {
+                invite: Some(RateLimit { rate: 1, burst: 3 }),
+                ..RateLimits::default()
+            }
+        );
+    }
+
+    #[test]
+    fn every_value_is_read() {
+        let settings = parsed(
+            r#"
+[filter]
+ports = [5060, 5080]
+own_addresses = ["2001:DB8:0:0::7"]
+non_sip_on_sip_port = "pass"
+allow_hostless_uri = true
+dry_run = true
+ipv6_prefix = 56
+[scanner]
+user_agents = ["sipsak"]
+[ban]
+unknown_domain_hits = 0
+rate_overflow_hits = 7
+rate_overflow_window_seconds = 8
+rate_overflow_seconds = 9
+[lists]
+allow = ["192.0.2.7/24", "2001:db8::1"]
+"#,
+        );
+        assert_eq!(settings.ports, [5060, 5080]);
+        assert_eq!(
+            settings.own_addresses,
+            ["2001:db8::7".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(settings.not_sip_payload, NotSipPolicy::Pass);
+        assert!(settings.allow_hostless_uri);
+        assert!(settings.dry_run);
+        assert_eq!(settings.ipv6_prefix, 56);
+        // Replaces the default list, not added to it.
+        assert_eq!(settings.scanner_user_agents, ["sipsak"]);
+        assert_eq!(settings.ban.unknown_domain_hits, 0);
+        assert_eq!(
+            (
+                settings.ban.rate_overflow_hits,
+                settings.ban.rate_overflow_window_seconds,
+                settings.ban.rate_overflow_seconds
+            ),
+            (7, 8, 9)
+        );
+        // Host bits cleared; a single address is a /32 or /128.
+        assert_eq!(
+            settings.allow,
+            [
+                "192.0.2.0/24".parse::<IpNet>().unwrap(),
+                "2001:db8::1/128".parse::<IpNet>().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        refused(
+            "[filter]\nports = [5060\n",
+            2,
+            "filter.ports",
+            "unclosed array",
+        );
+        refused(
+            "[filter]\ndomains = [\n  \"a.test\",\n",
+            3, // where the last entry ends
+            "filter.domains",
+            "unclosed array",
+        );
+        refused(
+            "[filter]\nports = [5060]\n\n[filter]\n",
+            4,
+            "filter",
+            "duplicate key",
+        );
+        refused("[filter]\ndry_run = = true\n", 2, "filter.dry_run", "");
+        // No key to name when the header itself is broken.
+        let e = parse("\n[filter\n", Path::new("test.toml")).unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.message.contains("unclosed table"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        refused(
+            "[filter]\nports = [5060]\ndomain = [\"a.test\"]\n",
+            3,
+            "filter.domain",
+            "unknown key, expected one of `ports`, `domains`",
+        );
+        refused(
+            "\n[filtre]\n",
+            2,
+            "filtre",
+            "expected one of `filter`, `rate_limit`",
+        );
+        refused(
+            "[rate_limit.invite]\nrate = 5\nburts = 20\n",
+            3,
+            "rate_limit.invite.burts",
+            "expected `rate` or `burst`",
+        );
+        refused(
+            "[rate_limit.invites]\nrate = 5\nburst = 20\n",
+            1,
+            "rate_limit.invites",
+            "unknown key",
+        );
+        refused("[ban]\nscanner = 5\n", 2, "ban.scanner", "scanner_seconds");
+        refused(
+            "[lists]\nblock = []\n",
+            2,
+            "lists.block",
+            "`allow` or `deny`",
+        );
+    }
+
+    #[test]
+    fn wrong_types_are_refused() {
+        refused(
+            "[filter]\nports = 5060\n",
+            2,
+            "filter.ports",
+            "invalid type: integer `5060`, expected an array",
+        );
+        refused(
+            "[filter]\ndry_run = \"no\"\n",
+            2,
+            "filter.dry_run",
+            "expected a boolean",
+        );
+        refused(
+            "[rate_limit.invite]\nrate = 2.5\nburst = 5\n",
+            2,
+            "rate_limit.invite.rate",
+            "expected a whole number",
+        );
+        refused(
+            "[filter]\ndomains = [\"a.test\", 5]\n",
+            2,
+            "filter.domains",
+            "expected a string",
+        );
+        refused("filter = 1\n", 1, "filter", "expected a table");
+        refused(
+            "[rate_limit.invite]\nrate = 5\n",
+            1,
+            "rate_limit.invite",
+            "missing key `burst`",
+        );
+        refused(
+            "[[filter]]\n",
+            1,
+            "filter",
+            "must be a table, written once as [filter]",
+        );
+        refused(
+            "[[rate_limit.invite]]\nrate = 1\nburst = 1\n",
+            1,
+            "rate_limit.invite",
+            "must be a table",
+        );
+    }
+
+    #[test]
+    fn ports_are_checked() {
+        refused(
+            "[filter]\nports = [0]\n",
+            2,
+            "filter.ports",
+            "give 1 to 65535",
+        );
+        refused(
+            "[filter]\nports = [\n  5060,\n  70000,\n]\n",
+            4,
+            "filter.ports",
+            "70000 is not a UDP port",
+        );
+        refused("[filter]\nports = [-1]\n", 2, "filter.ports", "-1 is not");
+        refused(
+            "[filter]\nports = [1, 2, 3, 4, 5, 6, 7, 8, 9]\n",
+            2,
+            "filter.ports",
+            "9 ports given, at most 8",
+        );
+        refused(
+            "[filter]\nports = []\n",
+            2,
+            "filter.ports",
+            "name at least one",
+        );
+    }
+
+    #[test]
+    fn addresses_and_networks_are_checked() {
+        refused(
+            "[filter]\nown_addresses = [\"198.51.100.7/32\"]\n",
+            2,
+            "filter.own_addresses",
+            "\"198.51.100.7/32\" is not an IP address",
+        );
+        refused(
+            "[lists]\nallow = [\n  \"203.0.113.0/24\",\n  \"203.0.113.0/33\",\n]\n",
+            4,
+            "lists.allow",
+            "\"203.0.113.0/33\" is not an address or CIDR",
+        );
+        refused(
+            "[lists]\ndeny = [\"pbx.example.test\"]\n",
+            2,
+            "lists.deny",
+            "is not an address or CIDR",
+        );
+    }
+
+    #[test]
+    fn domains_are_checked_where_they_are_written() {
+        // Settings::validate() finds these; the error still points at the entry.
+        refused(
+            "[filter]\ndomains = [\n  \"pbx.example.test\",\n  \"sip:pbx.example.test\",\n]\n",
+            4,
+            "filter.domains",
+            "domain \"sip:pbx.example.test\" cannot be allowed",
+        );
+        let many: Vec<String> = (0..4097).map(|i| format!("\"d{i}.test\"")).collect();
+        refused(
+            &format!("[filter]\n\ndomains = [{}]\n", many.join(", ")),
+            3,
+            "filter.domains",
+            "4097 domains given",
+        );
+    }
+
+    #[test]
+    fn policies_and_prefixes_are_checked() {
+        refused(
+            "[filter]\nnon_sip_on_sip_port = \"dorp\"\n",
+            2,
+            "filter.non_sip_on_sip_port",
+            "write \"drop\" or \"pass\"",
+        );
+        for bad in ["0", "129", "-64", "1000"] {
+            refused(
+                &format!("[filter]\nipv6_prefix = {bad}\n"),
+                2,
+                "filter.ipv6_prefix",
+                "give 1 to 128",
+            );
+        }
+    }
+
+    #[test]
+    fn rate_limits_are_checked() {
+        refused(
+            "[rate_limit.invite]\nrate = 0\nburst = 0\n",
+            2,
+            "rate_limit.invite.rate",
+            "rate 0 and burst 0 would admit nothing: to have no limit, leave out the [rate_limit.invite] section",
+        );
+        let e = refused(
+            "[rate_limit.invite]\nrate = 5\nburst = 0\n",
+            3,
+            "rate_limit.invite.burst",
+            "must be at least 1",
+        );
+        assert!(e
+            .to_string()
+            .starts_with("test.toml line 3: rate_limit.invite.burst: must be at least 1"));
+        refused(
+            "[rate_limit.register]\nrate = 0\nburst = 5\n",
+            2,
+            "rate_limit.register.rate",
+            "1 to 1000000000",
+        );
+        refused(
+            "[rate_limit.untrusted_total]\nrate = 1000000001\nburst = 5\n",
+            2,
+            "rate_limit.untrusted_total.rate",
+            "is not a rate",
+        );
+        refused(
+            "[rate_limit.trusted]\nrate = 1\nburst = 4294967296\n",
+            3,
+            "rate_limit.trusted.burst",
+            "is not a burst",
+        );
+        refused(
+            "[rate_limit.other]\nrate = -5\nburst = 10\n",
+            2,
+            "rate_limit.other.rate",
+            "-5 is not a rate",
+        );
+        // Inline tables and dotted keys are the same thing.
+        refused(
+            "[rate_limit]\ninvite = { rate = 5, burst = 0 }\n",
+            2,
+            "rate_limit.invite.burst",
+            "must be at least 1",
+        );
+    }
+
+    #[test]
+    fn ban_rules_and_user_agents_are_checked() {
+        refused(
+            "[ban]\nscanner_seconds = 60\nunknown_domain_seconds = -1\n",
+            3,
+            "ban.unknown_domain_seconds",
+            "give 0 (turns the rule off) to 4294967295",
+        );
+        refused(
+            "[ban]\nrate_overflow_hits = 4294967296\n",
+            2,
+            "ban.rate_overflow_hits",
+            "out of range",
+        );
+        refused(
+            "[scanner]\nuser_agents = [\"sipvicious\", \"\"]\n",
+            2,
+            "scanner.user_agents",
+            "an empty prefix would match every User-Agent",
+        );
+        refused(
+            "[scanner]\nuser_agents = [\" sipvicious\"]\n",
+            2,
+            "scanner.user_agents",
+            "printable ASCII",
+        );
+    }
+
+    #[test]
+    fn an_unreadable_file_is_named() {
+        let path = Path::new("/nonexistent/sip-filter.toml");
+        let e = load(path).unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (None, None));
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/sip-filter.toml: cannot be read: "),
+            "{e}"
+        );
+    }
+}
