@@ -1,6 +1,7 @@
 //! Per-source state: token buckets (in GCRA form), auto-ban counters, bans, events.
 
 use aya_ebpf::{
+    helpers::generated::bpf_ktime_get_coarse_ns,
     macros::map,
     maps::{Array, HashMap, LruHashMap, RingBuf},
 };
@@ -109,6 +110,18 @@ pub fn ban(key: &SourceKey, source: &[u8; 16], reason: BanReason, dry_run: bool,
         }
     }
     bump_indexed(|c| &mut c.bans_added, reason as usize);
+    if dry_run {
+        // Nothing was banned, so the source's next packet would-ban again: report it at
+        // most once per interval, like drops, or a scanner flood floods the log.
+        // SAFETY: a helper without arguments.
+        let now = unsafe { bpf_ktime_get_coarse_ns() };
+        if let Some(state) = state_of(key) {
+            if now.wrapping_sub(state.last_event_ns) < DROP_EVENT_INTERVAL_NS {
+                return;
+            }
+            state.last_event_ns = now;
+        }
+    }
     emit(
         source,
         EventKind::Ban,

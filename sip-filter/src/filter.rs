@@ -8,7 +8,7 @@ use std::{
 };
 
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf},
     programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode},
     Ebpf, EbpfError, EbpfLoader,
 };
@@ -286,6 +286,22 @@ impl Filter {
                 source,
             })?;
         Ok(bans.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Takes the ring buffer the program writes events to (bans, sampled drops; see
+    /// [`crate::events`]), for the caller to read. Once: a second call finds no map.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, FilterError> {
+        let map = self
+            .ebpf
+            .take_map(names::EVENTS)
+            .ok_or(FilterError::Missing {
+                what: "map",
+                name: names::EVENTS,
+            })?;
+        RingBuf::try_from(map).map_err(|source| FilterError::Map {
+            name: names::EVENTS,
+            source,
+        })
     }
 
     /// Attaches to `iface`. The attachment lasts as long as this `Filter`.

@@ -3,6 +3,7 @@
 //! the real program.
 
 pub mod config;
+pub mod events;
 pub mod filter;
 pub mod pins;
 pub mod settings;

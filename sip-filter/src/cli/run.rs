@@ -3,20 +3,26 @@ use std::{net::IpAddr, path::PathBuf};
 use ipnet::IpNet;
 
 use anyhow::Context;
+use aya::maps::{MapData, RingBuf};
 use sip_filter::{
     config::{self, parse_net},
-    filter::FilterError,
+    events,
+    filter::{monotonic_now_ns, FilterError},
     pins::{ensure_bpffs, interface_dir, remove_dir},
     AttachMode, Filter, NotSipPolicy, Settings,
 };
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    signal::unix::{signal, SignalKind},
+};
 
 use super::{PinArgs, UserError};
 
 /// Attach the filter to an interface and stay in the foreground.
 ///
 /// Ctrl-C or SIGTERM detaches it and removes its pins. While it runs, `sip-filter stats`
-/// in another shell reads its counters.
+/// in another shell reads its counters, and the filter's bans and drops (the first per
+/// source per second) are logged.
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// The interface SIP traffic arrives on.
@@ -104,6 +110,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let mut filter = Filter::load().context("loading the XDP program")?;
     filter.configure(&settings)?;
+    let events = filter.take_events()?;
     let mode = match filter.attach(&args.iface, args.xdp_mode) {
         Ok(mode) => mode,
         Err(FilterError::Attach {
@@ -148,7 +155,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         dir.display()
     );
 
-    let waited = wait_for_stop();
+    let waited = wait_for_stop(events, u32::from(settings.ipv6_prefix));
     let removed = remove_dir(&dir).with_context(|| format!("removing pins in {}", dir.display()));
     // The root too, once no filter is left in it (another interface's stays).
     let _ = std::fs::remove_dir(&args.pins.pin_root);
@@ -157,20 +164,80 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     waited.and(removed)
 }
 
-fn wait_for_stop() -> anyhow::Result<()> {
+/// Logs the filter's events until SIGINT or SIGTERM.
+fn wait_for_stop(events: RingBuf<MapData>, ipv6_prefix: u32) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        let mut interrupt = signal(SignalKind::interrupt()).context("watching SIGINT")?;
         let mut terminate = signal(SignalKind::terminate()).context("watching SIGTERM")?;
+        // Events are a log, not the filter: if they cannot be read, it keeps running.
+        // SAFETY: the AsyncFd owns the ring buffer, which owns its map's file descriptor
+        // and closes it only when dropped: the descriptor stays open, and `as_raw_fd`
+        // returns that same one, for the AsyncFd's whole life.
+        let mut events = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
+            .inspect_err(|e| {
+                log::warn!(
+                    "cannot watch the events ring buffer, so bans and drops are not logged: {e}"
+                )
+            })
+            .ok();
+        let reading = async {
+            if let Some(events) = events.as_mut() {
+                let Err(e) = log_events(events, ipv6_prefix).await;
+                log::warn!("reading the events ring buffer failed, so bans and drops are no longer logged: {e}");
+            }
+            std::future::pending::<()>().await
+        };
         tokio::select! {
-            result = tokio::signal::ctrl_c() => result.context("watching SIGINT")?,
+            // Signals first: a stream of events cannot hold up the stop.
+            biased;
+            _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
+            () = reading => {}
+        }
+        // What the kernel wrote just before the stop, without waiting for more.
+        if let Some(events) = events.as_mut() {
+            drain(events.get_mut(), ipv6_prefix);
         }
         log::info!("stopping");
         Ok(())
     })
+}
+
+/// Events logged per turn, before the signals are looked at again.
+const EVENTS_PER_TURN: usize = 256;
+
+/// Logs events as they arrive; returns only when the ring buffer cannot be polled.
+/// Cancel-safe: each event is consumed as it is logged.
+async fn log_events(
+    events: &mut AsyncFd<RingBuf<MapData>>,
+    ipv6_prefix: u32,
+) -> Result<std::convert::Infallible, std::io::Error> {
+    loop {
+        let mut guard = events.readable_mut().await?;
+        if drain(guard.get_inner_mut(), ipv6_prefix) {
+            // More waiting: let the runtime look at the signals, then go on.
+            drop(guard);
+            tokio::task::yield_now().await;
+        } else {
+            // Empty: sleep until the kernel signals more.
+            guard.clear_ready();
+        }
+    }
+}
+
+/// Logs up to [`EVENTS_PER_TURN`] events; true if more may be waiting.
+fn drain(ring: &mut RingBuf<MapData>, ipv6_prefix: u32) -> bool {
+    for _ in 0..EVENTS_PER_TURN {
+        let Some(record) = ring.next() else {
+            return false;
+        };
+        events::log_record(&record, monotonic_now_ns(), ipv6_prefix);
+    }
+    true
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 
 use std::net::IpAddr;
 
-use sip_filter::{Filter, Settings};
+use sip_filter::{settings::BanRules, Filter, Settings};
+use sip_filter_common::maps::BanReason;
 use sip_filter_tests::packets::*;
 
 const REPEAT: u32 = 1_000_000;
@@ -13,11 +14,21 @@ const RUNS: usize = 7;
 
 fn main() -> anyhow::Result<()> {
     let mut filter = Filter::load()?;
+    // Bans off: every repeat of a class must take the same path (a scanner's first
+    // packet would otherwise ban the source, and the rest would cost a ban lookup).
     filter.configure(&Settings {
         domains: vec!["pbx.example.test".into(), "*.voip.example.test".into()],
         own_addresses: vec![IpAddr::from(SERVER_V4)],
+        ban: BanRules {
+            scanner_seconds: 0,
+            unknown_domain_hits: 0,
+            rate_overflow_hits: 0,
+            ..BanRules::default()
+        },
         ..Settings::default()
     })?;
+    let banned = [198, 51, 100, 66];
+    filter.ban(IpAddr::from(banned), None, BanReason::Manual)?;
     let classes: Vec<(&str, Vec<u8>)> = vec![
         ("non-SIP UDP (DNS)", udp4(53, &[0u8; 40])),
         (
@@ -56,6 +67,14 @@ fn main() -> anyhow::Result<()> {
         (
             "allowed OPTIONS over IPv6",
             udp6(
+                SIP_PORT,
+                &sip_request("OPTIONS", "sip:100@pbx.example.test", &[]),
+            ),
+        ),
+        (
+            "banned source",
+            udp4_from(
+                banned,
                 SIP_PORT,
                 &sip_request("OPTIONS", "sip:100@pbx.example.test", &[]),
             ),
