@@ -116,10 +116,9 @@ pub fn ban(key: &SourceKey, source: &[u8; 16], reason: BanReason, dry_run: bool,
         // SAFETY: a helper without arguments.
         let now = unsafe { bpf_ktime_get_coarse_ns() };
         if let Some(state) = state_of(key) {
-            if now.wrapping_sub(state.last_event_ns) < DROP_EVENT_INTERVAL_NS {
+            if !event_due(state, now) {
                 return;
             }
-            state.last_event_ns = now;
         }
     }
     emit(
@@ -132,6 +131,17 @@ pub fn ban(key: &SourceKey, source: &[u8; 16], reason: BanReason, dry_run: bool,
     );
 }
 
+/// Whether the source may report an event now: at most one per
+/// [`DROP_EVENT_INTERVAL_NS`] (then the interval restarts).
+#[inline(always)]
+fn event_due(state: &mut SourceState, now: u64) -> bool {
+    if now.wrapping_sub(state.last_event_ns) < DROP_EVENT_INTERVAL_NS {
+        return false;
+    }
+    state.last_event_ns = now;
+    true
+}
+
 /// Reports a drop, at most once per source per [`DROP_EVENT_INTERVAL_NS`].
 #[inline(always)]
 pub fn drop_event(
@@ -142,10 +152,9 @@ pub fn drop_event(
     now: u64,
     dry_run: bool,
 ) {
-    if now.wrapping_sub(state.last_event_ns) < DROP_EVENT_INTERVAL_NS {
+    if !event_due(state, now) {
         return;
     }
-    state.last_event_ns = now;
     emit(
         source,
         EventKind::Drop,

@@ -63,6 +63,18 @@ pub struct BanRules {
     pub rate_overflow_seconds: u32,
 }
 
+impl BanRules {
+    /// No automatic bans (the durations and windows keep their defaults).
+    pub fn off() -> Self {
+        Self {
+            scanner_seconds: 0,
+            unknown_domain_hits: 0,
+            rate_overflow_hits: 0,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for BanRules {
     fn default() -> Self {
         Self {

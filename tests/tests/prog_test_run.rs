@@ -56,12 +56,7 @@ fn settings() -> Settings {
         domains: vec!["pbx.example.test".into(), "*.voip.example.test".into()],
         own_addresses: vec![IpAddr::from(SERVER_V4), IpAddr::from(SERVER_V6)],
         not_sip_payload: NotSipPolicy::Drop,
-        ban: BanRules {
-            scanner_seconds: 0,
-            unknown_domain_hits: 0,
-            rate_overflow_hits: 0,
-            ..BanRules::default()
-        },
+        ban: BanRules::off(),
         ..Settings::default()
     }
 }

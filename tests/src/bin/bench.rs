@@ -19,12 +19,7 @@ fn main() -> anyhow::Result<()> {
     filter.configure(&Settings {
         domains: vec!["pbx.example.test".into(), "*.voip.example.test".into()],
         own_addresses: vec![IpAddr::from(SERVER_V4)],
-        ban: BanRules {
-            scanner_seconds: 0,
-            unknown_domain_hits: 0,
-            rate_overflow_hits: 0,
-            ..BanRules::default()
-        },
+        ban: BanRules::off(),
         ..Settings::default()
     })?;
     let banned = [198, 51, 100, 66];
