@@ -9,6 +9,7 @@
 //! temporary directory, running `ip`) panics, as in [`crate::netns`].
 
 use std::{
+    net::{IpAddr, SocketAddr, UdpSocket},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::OnceLock,
@@ -522,4 +523,144 @@ pub fn tear_down(
         "namespaces left: {listed:?}"
     );
     Ok(())
+}
+
+/// Writes `text` to `dir`/`name` (a configuration file, a scenario) and says where.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    path
+}
+
+/// Starts `sip-filter run --iface veth-server --config CONFIG` inside the server
+/// namespace, pinning under `pins`, its log in `log`; returns it once attached, with
+/// the line saying so. Everything else (domains, limits, lists) comes from the file.
+pub fn start_filter_with_config(
+    lab: &Lab,
+    binary: &Path,
+    pins: &PinRoot,
+    config: &Path,
+    log: &Path,
+) -> anyhow::Result<(Background, String)> {
+    let mut daemon = lab
+        .spawn(
+            Host::Server,
+            "sip-filter run",
+            binary,
+            &[
+                "run",
+                "--iface",
+                SERVER_IFACE,
+                "--config",
+                config.to_str().context("a UTF-8 path")?,
+                "--pin-root",
+                pins.arg(),
+            ],
+            log,
+        )
+        .context("sip-filter starts")?;
+    let attached = daemon
+        .wait_for_log("sip-filter attached to", QUICK)
+        .map_err(|e| {
+            let config = std::fs::read_to_string(config).unwrap_or_default();
+            anyhow::anyhow!("{e}\nwith the configuration file:\n{config}")
+        })?;
+    Ok((daemon, attached))
+}
+
+/// A SIP request as a user agent sends it from the UDP socket bound to `local` (its
+/// Via and Contact name that address, with `rport`), to the lab's domain.
+pub fn sip_request(
+    method: &str,
+    request_uri: &str,
+    local: SocketAddr,
+    call_id: &str,
+    user_agent: &str,
+) -> String {
+    format!(
+        "{method} {request_uri} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK-{call_id};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:alice@{DOMAIN}>;tag={call_id}\r\n\
+         To: <sip:alice@{DOMAIN}>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 {method}\r\n\
+         Contact: <sip:alice@{local}>\r\n\
+         Expires: 60\r\n\
+         User-Agent: {user_agent}\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// The status code of a SIP response (`SIP/2.0 200 OK` -> 200); None for anything else.
+pub fn response_status(datagram: &[u8]) -> Option<u16> {
+    let rest = datagram.strip_prefix(b"SIP/2.0 ")?;
+    let code = std::str::from_utf8(rest.get(..3)?).ok()?;
+    code.parse().ok()
+}
+
+/// The lab server's SIP address in `local`'s family.
+pub fn server_for(local: IpAddr) -> SocketAddr {
+    let server: IpAddr = if local.is_ipv4() {
+        SERVER_V4.parse().expect("an IPv4 address")
+    } else {
+        SERVER_V6.parse().expect("an IPv6 address")
+    };
+    SocketAddr::new(server, SIP_PORT)
+}
+
+/// Sends one request (`method` to `request_uri`, with `user_agent`) from `local` in the
+/// client namespace to the server, and waits up to `timeout` for a final response:
+/// its status, or None if nothing final came back (provisional ones are skipped).
+pub fn sip_probe(
+    lab: &Lab,
+    local: IpAddr,
+    method: &str,
+    request_uri: &str,
+    user_agent: &str,
+    timeout: Duration,
+) -> anyhow::Result<Option<u16>> {
+    lab.in_namespace(Host::Client, || -> anyhow::Result<Option<u16>> {
+        let socket = UdpSocket::bind(SocketAddr::new(local, 0))
+            .with_context(|| format!("binding a UDP socket to {local}"))?;
+        let bound = socket.local_addr()?;
+        let call_id = format!("probe-{}-{}", std::process::id(), bound.port());
+        let request = sip_request(method, request_uri, bound, &call_id, user_agent);
+        socket.send_to(request.as_bytes(), server_for(local))?;
+        let start = Instant::now();
+        let mut buf = [0u8; 4096];
+        while let Some(left) = timeout.checked_sub(start.elapsed()) {
+            if left.is_zero() {
+                break;
+            }
+            socket.set_read_timeout(Some(left))?;
+            match socket.recv(&mut buf) {
+                Ok(n) => match response_status(&buf[..n]) {
+                    Some(code) if code >= 200 => return Ok(Some(code)),
+                    _ => continue,
+                },
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(None)
+    })?
+}
+
+/// A cumulative counter of sipp's final statistics screen, which sipp prints to stdout
+/// when it ends: `  Successful call        |        0       |     2500     `.
+pub fn sipp_counter(stdout: &str, name: &str) -> Option<u64> {
+    stdout
+        .lines()
+        .filter(|line| line.trim_start().starts_with(name))
+        .filter_map(|line| line.split('|').nth(2))
+        .filter_map(|cell| cell.trim().parse().ok())
+        .next_back()
 }

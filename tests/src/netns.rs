@@ -13,8 +13,11 @@
 use std::{
     fmt,
     fs::File,
-    io::Read,
-    os::unix::process::{CommandExt, ExitStatusExt},
+    io::{Read, Write},
+    os::{
+        fd::AsRawFd,
+        unix::process::{CommandExt, ExitStatusExt},
+    },
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -170,6 +173,88 @@ impl Lab {
     /// Processes running inside either namespace.
     pub fn pids(&self) -> Vec<i32> {
         self.created.iter().flat_map(|ns| netns_pids(ns)).collect()
+    }
+
+    /// Runs `ip -n NS args` in `host`'s namespace (a route, say).
+    pub fn ip(&self, host: Host, args: &[&str]) -> anyhow::Result<()> {
+        let mut full = vec!["-n", self.name(host)];
+        full.extend_from_slice(args);
+        ip(&full)
+    }
+
+    /// Adds `addresses` (`ADDRESS/PREFIX`) to `host`'s veth end in one `ip -batch`;
+    /// IPv6 ones without duplicate address detection, so they are usable at once. They
+    /// go with the namespace.
+    pub fn add_addresses(&self, host: Host, addresses: &[String]) -> anyhow::Result<()> {
+        let iface = host.iface();
+        let batch: String = addresses
+            .iter()
+            .map(|address| {
+                let nodad = if address.contains(':') { " nodad" } else { "" };
+                format!("addr add {address} dev {iface}{nodad}\n")
+            })
+            .collect();
+        let mut child = Command::new("ip")
+            .args(["-n", self.name(host), "-batch", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running ip (iproute2)")?;
+        child
+            .stdin
+            .take()
+            .context("ip's stdin is piped")?
+            .write_all(batch.as_bytes())
+            .context("writing to `ip -batch -`")?;
+        let out = child.wait_with_output().context("waiting for ip")?;
+        if !out.status.success() {
+            bail!(
+                "`ip -n {} -batch -` adding {} address(es) failed: {}",
+                self.name(host),
+                addresses.len(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on a thread of its own that has entered `host`'s network namespace
+    /// (setns(2) moves only the calling thread): the sockets `f` opens live there and
+    /// keep living there wherever they are used. The test's own threads stay where they
+    /// are. A panic in `f` is passed on.
+    pub fn in_namespace<T: Send>(
+        &self,
+        host: Host,
+        f: impl FnOnce() -> T + Send,
+    ) -> anyhow::Result<T> {
+        let path = format!("/run/netns/{}", self.name(host));
+        let namespace = File::open(&path).with_context(|| format!("opening {path}"))?;
+        thread::scope(|scope| {
+            let entered = scope.spawn(|| {
+                // SAFETY: setns has no memory-safety preconditions; the descriptor is
+                // open for the whole call.
+                if unsafe { libc_setns(namespace.as_raw_fd(), CLONE_NEWNET) } != 0 {
+                    return Err(std::io::Error::last_os_error())
+                        .with_context(|| format!("entering {path}"));
+                }
+                Ok(f())
+            });
+            match entered.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    }
+}
+
+impl Host {
+    /// The lab's veth end in this host's namespace.
+    pub fn iface(self) -> &'static str {
+        match self {
+            Host::Client => CLIENT_IFACE,
+            Host::Server => SERVER_IFACE,
+        }
     }
 }
 
@@ -531,10 +616,14 @@ pub fn send_signal(pid: i32, signal: i32) -> bool {
 }
 
 const PR_SET_PDEATHSIG: i32 = 1;
+/// setns(2)'s namespace type: a network namespace.
+const CLONE_NEWNET: i32 = 0x4000_0000;
 
 extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, signal: i32) -> i32;
     #[link_name = "prctl"]
     fn libc_prctl(option: i32, ...) -> i32;
+    #[link_name = "setns"]
+    fn libc_setns(fd: i32, nstype: i32) -> i32;
 }
