@@ -8,6 +8,7 @@
 #![allow(internal_features)]
 
 mod headers;
+mod reference;
 mod sources;
 
 use aya_ebpf::{

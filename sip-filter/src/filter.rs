@@ -362,19 +362,7 @@ impl Filter {
     /// Runs the program `repeat` times on `frame`; returns the action and the kernel's
     /// mean time per run.
     pub fn run(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration), FilterError> {
-        let program: &Xdp = self
-            .ebpf
-            .program(PROGRAM_NAME)
-            .and_then(|p| p.try_into().ok())
-            .ok_or(FilterError::Missing {
-                what: "XDP program",
-                name: PROGRAM_NAME,
-            })?;
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.repeat = repeat;
-        let result = program.test_run(opts).map_err(FilterError::TestRun)?;
-        Ok((result.return_value, result.duration))
+        run_program(&self.ebpf, PROGRAM_NAME, frame, repeat)
     }
 
     /// The counters, summed over CPUs.
@@ -385,6 +373,69 @@ impl Filter {
         })?;
         sum_counters(map)
     }
+}
+
+/// The reference programs in the same object as `sip_filter`, for the benchmark.
+pub const REFERENCE_PROGRAMS: [&str; 2] = ["ref_drop", "ref_parse_headers"];
+
+/// A reference program (see [`REFERENCE_PROGRAMS`]): loaded from the same embedded
+/// object as the filter, never attached, only test-run.
+pub struct Reference {
+    ebpf: Ebpf,
+    name: &'static str,
+}
+
+impl Reference {
+    /// Loads the reference program `name` (alone) into the kernel.
+    pub fn load(name: &'static str) -> Result<Self, FilterError> {
+        check_kernel()?;
+        raise_memlock_limit();
+        let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(name)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(FilterError::Missing {
+                what: "XDP program",
+                name,
+            })?;
+        program.load().map_err(FilterError::Load)?;
+        Ok(Self { ebpf, name })
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Like [`Filter::run`]: the action and the kernel's mean time per run.
+    pub fn run(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration), FilterError> {
+        run_program(&self.ebpf, self.name, frame, repeat)
+    }
+}
+
+/// Loads the reference program `name` from the filter's object; see [`Reference`].
+pub fn load_reference(name: &'static str) -> Result<Reference, FilterError> {
+    Reference::load(name)
+}
+
+/// Test-runs the loaded XDP program `name` of `ebpf` `repeat` times on `frame`.
+fn run_program(
+    ebpf: &Ebpf,
+    name: &'static str,
+    frame: &[u8],
+    repeat: u32,
+) -> Result<(u32, Duration), FilterError> {
+    let program: &Xdp =
+        ebpf.program(name)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(FilterError::Missing {
+                what: "XDP program",
+                name,
+            })?;
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.repeat = repeat;
+    let result = program.test_run(opts).map_err(FilterError::TestRun)?;
+    Ok((result.return_value, result.duration))
 }
 
 /// Sums the per-CPU counters of a loaded or pinned counters map.

@@ -1,5 +1,6 @@
 //! `cargo xtask`: what cargo cannot do alone. Each command installs what it needs first.
 
+mod bench;
 mod demo;
 mod setup;
 mod test;
@@ -16,6 +17,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Set up, then measure the XDP program's per-packet cost by packet class with
+    /// BPF_PROG_TEST_RUN, beside reference programs (a bare XDP_DROP; header parsing
+    /// only): medians over several runs, and ratios. Needs root.
+    Bench(bench::BenchArgs),
     /// Show sip-filter at work, in network namespaces: a real scanner (sipvicious) and a
     /// legitimate client (sipp) against a real SIP server (Kamailio), without and with the
     /// filter. Sets up first; needs root.
@@ -36,6 +41,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Bench(args) => bench::bench(args),
         Command::Demo => demo::demo(),
         Command::Setup { test_tools } => setup::setup(test_tools),
         Command::Test(args) => test::test(args),

@@ -1,45 +1,98 @@
-//! Per-packet cost of the real program, by packet class, with BPF_PROG_TEST_RUN:
-//! the median over several runs of many repeats each. Figures, not a test: these
-//! machines are shared and noisy. `cargo run --release -p sip-filter-tests --bin bench`
-//! (as root). Reference programs for ratios come with the benchmark issue.
+//! The benchmark (`cargo xtask bench`, as root): the per-packet cost of the real
+//! program, by packet class, with BPF_PROG_TEST_RUN, beside two reference programs from
+//! the same object measured in the same run on the same frame: `ref_drop` (a bare
+//! XDP_DROP: what the test-run loop itself costs) and `ref_parse_headers` (Ethernet/IP/UDP
+//! parsing only). Each figure is the median over several runs of many repeats each;
+//! the three programs take turns within a run, so drift hits them alike. Figures, not a
+//! test: these machines are shared and noisy.
+//!
+//! Flags: `--quick` (3 runs of 10,000 repeats), `--runs N`, `--repeat R`,
+//! `--json FILE` (the results, machine-readable).
 
-use std::net::IpAddr;
+use std::{net::IpAddr, time::Duration};
 
-use sip_filter::{settings::BanRules, Filter, Settings};
+use anyhow::{bail, Context};
+use sip_filter::{
+    filter::{load_reference, Reference},
+    settings::BanRules,
+    Filter, Settings,
+};
 use sip_filter_common::maps::BanReason;
 use sip_filter_tests::packets::*;
 
-const REPEAT: u32 = 1_000_000;
-const RUNS: usize = 7;
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
 
-fn main() -> anyhow::Result<()> {
-    let mut filter = Filter::load()?;
-    // Bans off: every repeat of a class must take the same path (a scanner's first
-    // packet would otherwise ban the source, and the rest would cost a ban lookup).
-    filter.configure(&Settings {
-        domains: vec!["pbx.example.test".into(), "*.voip.example.test".into()],
-        own_addresses: vec![IpAddr::from(SERVER_V4)],
-        ban: BanRules::off(),
-        ..Settings::default()
-    })?;
-    let banned = [198, 51, 100, 66];
-    filter.ban(IpAddr::from(banned), None, BanReason::Manual)?;
-    let classes: Vec<(&str, Vec<u8>)> = vec![
-        ("non-SIP UDP (DNS)", udp4(53, &[0u8; 40])),
-        (
-            "scanner OPTIONS, unknown host",
-            udp4(
-                SIP_PORT,
-                &sip_request(
-                    "OPTIONS",
-                    "sip:100@198.18.0.9",
-                    &["User-Agent: friendly-scanner"],
-                ),
+struct Args {
+    runs: usize,
+    repeat: u32,
+    json: Option<String>,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args {
+        runs: 7,
+        repeat: 1_000_000,
+        json: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => {
+                args.runs = 3;
+                args.repeat = 10_000;
+            }
+            "--runs" => {
+                args.runs = it.next().context("--runs needs a number")?.parse()?;
+            }
+            "--repeat" => {
+                args.repeat = it.next().context("--repeat needs a number")?.parse()?;
+            }
+            "--json" => args.json = Some(it.next().context("--json needs a file name")?),
+            "-h" | "--help" => {
+                println!("bench [--quick] [--runs N (7)] [--repeat R (1000000)] [--json FILE]");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    if args.runs == 0 || args.repeat == 0 {
+        bail!("--runs and --repeat must be at least 1");
+    }
+    Ok(args)
+}
+
+struct Class {
+    name: &'static str,
+    frame: Vec<u8>,
+    /// The real program's verdict: checked, so each class takes the path it names.
+    expected: u32,
+}
+
+fn classes(banned: [u8; 4]) -> Vec<Class> {
+    vec![
+        Class {
+            name: "non-SIP UDP (DNS)",
+            frame: udp4(53, &[0u8; 40]),
+            expected: XDP_PASS,
+        },
+        Class {
+            name: "scanner OPTIONS (400 B)",
+            frame: padded_to(
+                400,
+                "OPTIONS",
+                "sip:100@198.18.0.9",
+                &[
+                    "Contact: <sip:100@198.18.0.1:5060>",
+                    "Accept: application/sdp",
+                    "User-Agent: friendly-scanner",
+                ],
             ),
-        ),
-        (
-            "allowed REGISTER",
-            udp4(
+            expected: XDP_DROP,
+        },
+        Class {
+            name: "allowed REGISTER",
+            frame: udp4(
                 SIP_PORT,
                 &sip_request(
                     "REGISTER",
@@ -51,39 +104,170 @@ fn main() -> anyhow::Result<()> {
                     ],
                 ),
             ),
-        ),
-        (
-            "unknown-domain INVITE",
-            udp4(
+            expected: XDP_PASS,
+        },
+        Class {
+            name: "unknown-domain INVITE",
+            frame: udp4(
                 SIP_PORT,
                 &sip_request("INVITE", "sip:0097259@evil.test", &[]),
             ),
-        ),
-        (
-            "allowed OPTIONS over IPv6",
-            udp6(
+            expected: XDP_DROP,
+        },
+        Class {
+            name: "allowed INVITE with SDP",
+            frame: udp4(SIP_PORT, &invite_with_sdp("sip:bob@pbx.example.test")),
+            expected: XDP_PASS,
+        },
+        Class {
+            name: "allowed OPTIONS over IPv6",
+            frame: udp6(
                 SIP_PORT,
                 &sip_request("OPTIONS", "sip:100@pbx.example.test", &[]),
             ),
-        ),
-        (
-            "banned source",
-            udp4_from(
+            expected: XDP_PASS,
+        },
+        Class {
+            name: "banned source",
+            frame: udp4_from(
                 banned,
                 SIP_PORT,
                 &sip_request("OPTIONS", "sip:100@pbx.example.test", &[]),
             ),
-        ),
-    ];
-    println!("{:<34} {:>8} {:>10}", "packet class", "bytes", "ns/packet");
-    for (name, frame) in classes {
-        let mut samples = Vec::with_capacity(RUNS);
-        for _ in 0..RUNS {
-            let (_, per_run) = filter.run(&frame, REPEAT)?;
-            samples.push(per_run.as_nanos());
+            expected: XDP_DROP,
+        },
+    ]
+}
+
+/// An IPv4 SIP request whose frame is `frame_len` bytes, padded with an X-Pad header
+/// after `headers`.
+fn padded_to(frame_len: usize, method: &str, uri: &str, headers: &[&str]) -> Vec<u8> {
+    let bare = udp4(SIP_PORT, &sip_request(method, uri, headers)).len();
+    let pad_header = "X-Pad: \r\n".len();
+    let pad = "p".repeat(frame_len.saturating_sub(bare + pad_header));
+    let pad = format!("X-Pad: {pad}");
+    let mut all: Vec<&str> = headers.to_vec();
+    all.push(&pad);
+    udp4(SIP_PORT, &sip_request(method, uri, &all))
+}
+
+/// A softphone's INVITE with SDP, about 1300 bytes.
+fn invite_with_sdp(uri: &str) -> Vec<u8> {
+    let sdp = "v=0\r\no=- 1 1 IN IP4 198.18.0.1\r\ns=-\r\nc=IN IP4 198.18.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 8 9 18 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:9 G722/8000\r\na=rtpmap:18 G729/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n";
+    let mut text = format!(
+        "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.1:5060;branch=z9hG4bK-74bf9;rport\r\nMax-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@pbx.example.test>;tag=9fxced76sl\r\nTo: <sip:bob@pbx.example.test>\r\nCall-ID: 3848276298220188511@198.18.0.1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@198.18.0.1:5060;transport=udp>\r\nAllow: INVITE, ACK, CANCEL, BYE, NOTIFY, REFER, MESSAGE, OPTIONS, INFO, SUBSCRIBE, UPDATE, PRACK\r\nSupported: replaces, timer, 100rel, path\r\nUser-Agent: Linphone/5.2.0 (belle-sip/5.2.0)\r\nAccept: application/sdp\r\nSession-Expires: 1800\r\nMin-SE: 90\r\nP-Preferred-Identity: <sip:alice@pbx.example.test>\r\nContent-Type: application/sdp\r\n"
+    );
+    let pad = 1300usize.saturating_sub(text.len() + sdp.len() + 40);
+    text.push_str(&format!("X-Filler: {}\r\n", "f".repeat(pad)));
+    text.push_str(&format!("Content-Length: {}\r\n\r\n{sdp}", sdp.len()));
+    text.into_bytes()
+}
+
+fn median(mut samples: Vec<u128>) -> u128 {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+fn ratio(a: u128, b: u128) -> Option<f64> {
+    (b > 0).then(|| a as f64 / b as f64)
+}
+
+fn show(r: Option<f64>) -> String {
+    r.map_or_else(|| "-".into(), |r| format!("{r:.1}x"))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let mut filter = Filter::load()?;
+    // Bans off: every repeat of a class must take the same path (a scanner's first
+    // packet would otherwise ban the source, and the rest would cost a ban lookup).
+    filter.configure(&Settings {
+        domains: vec!["pbx.example.test".into(), "*.voip.example.test".into()],
+        own_addresses: vec![IpAddr::from(SERVER_V4)],
+        ban: BanRules::off(),
+        ..Settings::default()
+    })?;
+    let banned = [198, 51, 100, 66];
+    filter.ban(IpAddr::from(banned), None, BanReason::Manual)?;
+    let drop = load_reference("ref_drop")?;
+    let parse = load_reference("ref_parse_headers")?;
+    let run_ref = |reference: &Reference, frame: &[u8]| -> anyhow::Result<Duration> {
+        let (action, per_run) = reference.run(frame, args.repeat)?;
+        if reference.name() == "ref_drop" && action != XDP_DROP {
+            bail!("ref_drop returned {action}");
         }
-        samples.sort_unstable();
-        println!("{name:<34} {:>8} {:>10}", frame.len(), samples[RUNS / 2]);
+        Ok(per_run)
+    };
+
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    println!(
+        "BPF_PROG_TEST_RUN, kernel {kernel}: median of {} runs of {} repeats, ns/packet",
+        args.runs, args.repeat
+    );
+    println!(
+        "{:<27} {:>5} {:>6} {:>10} {:>6} {:>6} {:>10} {:>8}",
+        "packet class", "bytes", "action", "sip_filter", "drop", "parse", "sf/parse", "sf/drop"
+    );
+    let mut results = Vec::new();
+    for class in classes(banned) {
+        let (mut sf, mut dr, mut pa) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..args.runs {
+            let (action, per_run) = filter.run(&class.frame, args.repeat)?;
+            if action != class.expected {
+                bail!(
+                    "{}: sip_filter returned {action}, expected {}: the class does not take its path",
+                    class.name,
+                    class.expected
+                );
+            }
+            sf.push(per_run.as_nanos());
+            dr.push(run_ref(&drop, &class.frame)?.as_nanos());
+            pa.push(run_ref(&parse, &class.frame)?.as_nanos());
+        }
+        let (sf_ns, drop_ns, parse_ns) =
+            (median(sf.clone()), median(dr.clone()), median(pa.clone()));
+        let (vs_parse, vs_drop) = (ratio(sf_ns, parse_ns), ratio(sf_ns, drop_ns));
+        let action = if class.expected == XDP_DROP {
+            "drop"
+        } else {
+            "pass"
+        };
+        println!(
+            "{:<27} {:>5} {:>6} {:>10} {:>6} {:>6} {:>10} {:>8}",
+            class.name,
+            class.frame.len(),
+            action,
+            sf_ns,
+            drop_ns,
+            parse_ns,
+            show(vs_parse),
+            show(vs_drop)
+        );
+        results.push(serde_json::json!({
+            "class": class.name,
+            "bytes": class.frame.len(),
+            "action": action,
+            "sip_filter_ns": sf_ns,
+            "ref_drop_ns": drop_ns,
+            "ref_parse_headers_ns": parse_ns,
+            "sip_filter_per_parse": vs_parse,
+            "sip_filter_per_drop": vs_drop,
+            "samples_ns": { "sip_filter": sf, "ref_drop": dr, "ref_parse_headers": pa },
+        }));
+    }
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({
+            "method": "BPF_PROG_TEST_RUN; each figure the median of `runs` runs of `repeat` repeats; ns per packet",
+            "kernel": kernel,
+            "runs": args.runs,
+            "repeat": args.repeat,
+            "classes": results,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
+            .with_context(|| format!("writing {path}"))?;
+        println!("results written to {path}");
     }
     Ok(())
 }
