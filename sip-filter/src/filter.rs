@@ -463,6 +463,18 @@ pub fn pinned_counters(dir: &Path) -> Result<Counters, FilterError> {
     sum_counters(&Map::from_map_data(data).map_err(map_error)?)
 }
 
+/// The configuration a running filter pinned in `dir`.
+pub fn pinned_config(dir: &Path) -> Result<FilterConfig, FilterError> {
+    let map_error = |source| FilterError::Map {
+        name: names::CONFIG,
+        source,
+    };
+    let data = MapData::from_pin(dir.join(names::CONFIG)).map_err(map_error)?;
+    let map = Map::from_map_data(data).map_err(map_error)?;
+    let config: Array<&MapData, FilterConfig> = Array::try_from(&map).map_err(map_error)?;
+    config.get(&0, 0).map_err(map_error)
+}
+
 /// The key `address` is tracked and banned under (see [`SourceKey`]).
 pub fn source_key(address: IpAddr, ipv6_prefix: u32) -> SourceKey {
     match address {

@@ -5,7 +5,7 @@ use sip_filter_common::{maps::BanReason, Counters, Method, Reason};
 
 /// JSON: `reasons` (reason -> packets), `methods` (request method -> packets, whatever
 /// the verdict), and totals.
-pub fn to_json(interfaces: &[String], counters: &Counters) -> Value {
+pub fn to_json(interfaces: &[String], counters: &Counters, dry_run: bool) -> Value {
     let reasons: Map<String, Value> = Reason::ALL
         .iter()
         .map(|r| (r.name().to_string(), json!(counters.reason_total(*r))))
@@ -24,6 +24,7 @@ pub fn to_json(interfaces: &[String], counters: &Counters) -> Value {
     let (passed, dropped) = totals(counters);
     json!({
         "interfaces": interfaces,
+        "dry_run": dry_run,
         "packets": passed + dropped,
         "passed": passed,
         "dropped": dropped,
@@ -49,14 +50,20 @@ fn totals(counters: &Counters) -> (u64, u64) {
 }
 
 /// A table for people: every reason, and the methods seen.
-pub fn to_text(interfaces: &[String], counters: &Counters) -> String {
+/// `dry_run`: drops were counted but nothing was dropped.
+pub fn to_text(interfaces: &[String], counters: &Counters, dry_run: bool) -> String {
     let (passed, dropped) = totals(counters);
     let mut out = format!(
-        "sip-filter on {}: {} packets, {} passed, {} dropped\n\nverdict reason            packets\n",
+        "sip-filter on {}: {} packets, {} passed, {} {}\n\nverdict reason            packets\n",
         interfaces.join(", "),
         passed + dropped,
         passed,
-        dropped
+        dropped,
+        if dry_run {
+            "would have been dropped (dry-run: all passed)"
+        } else {
+            "dropped"
+        }
     );
     for reason in Reason::ALL {
         out.push_str(&format!(
@@ -80,4 +87,42 @@ pub fn to_text(interfaces: &[String], counters: &Counters) -> String {
         counters.bans_expired.iter().sum::<u64>()
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counters() -> Counters {
+        let mut c = Counters::default();
+        c.packets[Reason::DropScanner as usize][Method::Options as usize] = 3;
+        c.packets[Reason::PassRequest as usize][Method::Register as usize] = 2;
+        c.bans_added[BanReason::Scanner as usize] = 1;
+        c
+    }
+
+    #[test]
+    fn json_has_reasons_methods_and_bans() {
+        let json = to_json(&["eth0".into()], &counters(), false);
+        assert_eq!(json["reasons"]["drop_scanner"], 3);
+        assert_eq!(json["methods"]["OPTIONS"], 3);
+        assert_eq!(json["methods"]["REGISTER"], 2);
+        assert_eq!(json["bans_added"]["scanner"], 1);
+        assert_eq!(json["dropped"], 3);
+        assert_eq!(json["dry_run"], false);
+    }
+
+    #[test]
+    fn dry_run_says_nothing_was_dropped() {
+        let text = to_text(&["eth0".into()], &counters(), true);
+        assert!(
+            text.contains("3 would have been dropped (dry-run: all passed)"),
+            "{text}"
+        );
+        assert!(to_text(&["eth0".into()], &counters(), false).contains("3 dropped"));
+        assert_eq!(
+            to_json(&["eth0".into()], &counters(), true)["dry_run"],
+            true
+        );
+    }
 }

@@ -154,6 +154,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         dir.display()
     );
+    if settings.dry_run {
+        log::warn!("dry-run: verdicts are counted and reported, nothing is dropped or banned");
+    }
 
     let waited = wait_for_stop(events, u32::from(settings.ipv6_prefix));
     let removed = remove_dir(&dir).with_context(|| format!("removing pins in {}", dir.display()));

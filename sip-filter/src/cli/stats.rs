@@ -1,10 +1,10 @@
 use anyhow::Context;
 use sip_filter::{
-    filter::pinned_counters,
+    filter::{pinned_config, pinned_counters},
     pins::{interface_dir, pinned_interfaces},
     stats,
 };
-use sip_filter_common::Counters;
+use sip_filter_common::{maps::FLAG_DRY_RUN, Counters};
 
 use super::{PinArgs, UserError};
 
@@ -43,16 +43,19 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<()> {
         .into());
     }
     let mut total = Counters::default();
+    let mut dry_run = false;
     for iface in &interfaces {
         let dir = interface_dir(root, iface);
         let counters = pinned_counters(&dir)
             .with_context(|| format!("reading the counters pinned in {}", dir.display()))?;
         total.add(&counters);
+        // Counters of filters in dry-run count drops that did not happen: say so.
+        dry_run |= pinned_config(&dir).is_ok_and(|config| config.has(FLAG_DRY_RUN));
     }
     if args.json {
-        println!("{}", stats::to_json(&interfaces, &total));
+        println!("{}", stats::to_json(&interfaces, &total, dry_run));
     } else {
-        print!("{}", stats::to_text(&interfaces, &total));
+        print!("{}", stats::to_text(&interfaces, &total, dry_run));
     }
     Ok(())
 }
