@@ -673,7 +673,7 @@ fn find_line_ends(buf: &ScanBuf, lines: &mut LineState, len: usize, whole: bool)
     };
     lines.origin.set(origin);
     // Four words per call: fewer calls, and a body the verifier still finds small.
-    const WORDS_PER_STEP: usize = 4;
+    const WORDS_PER_STEP: usize = 8;
     let mut done = false;
     repeat((BUF_WORDS / WORDS_PER_STEP) as u32, &mut |step: u32| {
         for w in 0..WORDS_PER_STEP {
@@ -842,13 +842,20 @@ fn classify_header(buf: &ScanBuf, line_start: usize, end: usize) -> Option<(Head
 /// Finds `needle` in `from..to`, a word at a time; `to` if absent.
 #[inline(always)]
 pub fn find_byte(buf: &ScanBuf, from: usize, to: usize, needle: u8) -> usize {
-    buf.search(BUF_WORDS as u32, to, |i| {
-        let at = from + i * 8;
-        if at >= to {
-            return Some(to);
+    // Four windows (32 bytes) per step: most searches end in the first.
+    const WINDOWS: usize = 4;
+    buf.search((BUF_WORDS / WINDOWS) as u32, to, |i| {
+        for w in 0..WINDOWS {
+            let at = from + (i * WINDOWS + w) * 8;
+            if at >= to {
+                return Some(to);
+            }
+            let hits = bytes_equal(buf.window(at), needle);
+            if hits != 0 {
+                return Some((at + first_flagged_byte(hits)).min(to));
+            }
         }
-        let hits = bytes_equal(buf.window(at), needle);
-        (hits != 0).then(|| (at + first_flagged_byte(hits)).min(to))
+        None
     })
 }
 
