@@ -439,9 +439,15 @@ pub struct FilterConfig {
     /// The budget of all untrusted sources together.
     pub untrusted_total: Limit,
     pub bans: BanConfig,
-    /// Bit `n` set: some scanner User-Agent prefix is `n` bytes long.
-    pub scanner_lengths: u64,
+    /// Scanner User-Agent prefix lengths by first byte: bit `n` of entry
+    /// [`scanner::first_byte_slot`](crate::scanner::first_byte_slot)`(b)` is set when some
+    /// prefix starting with `b` is `n` bytes long. A User-Agent whose first byte starts no
+    /// prefix costs one read.
+    pub scanner_lengths: [u64; SCANNER_SLOTS],
 }
+
+/// Entries of `FilterConfig::scanner_lengths`.
+pub const SCANNER_SLOTS: usize = 32;
 
 impl FilterConfig {
     #[inline(always)]

@@ -5,7 +5,7 @@
 
 use crate::{
     bounded::repeat,
-    maps::MAX_SCANNER_AGENT_LEN,
+    maps::{MAX_SCANNER_AGENT_LEN, SCANNER_SLOTS},
     scan::{ScanBuf, Vol},
     sip::Span,
 };
@@ -17,14 +17,23 @@ fn fold(hash: u64, byte: u8) -> u64 {
     (hash ^ u64::from(byte.to_ascii_lowercase())).wrapping_mul(FNV_PRIME)
 }
 
-/// The key a scanner prefix is stored under, and its length; `None` for prefixes the
-/// filter cannot match (empty, or longer than [`MAX_SCANNER_AGENT_LEN`]).
-pub fn agent_key(prefix: &str, seed: u64) -> Option<(u64, usize)> {
+/// The key a scanner prefix is stored under, its length and its first byte's slot (see
+/// [`first_byte_slot`]); `None` for prefixes the filter cannot match (empty, or longer
+/// than [`MAX_SCANNER_AGENT_LEN`]).
+pub fn agent_key(prefix: &str, seed: u64) -> Option<(u64, usize, usize)> {
     let bytes = prefix.as_bytes();
     if bytes.is_empty() || bytes.len() > MAX_SCANNER_AGENT_LEN {
         return None;
     }
-    Some((bytes.iter().fold(seed, |h, b| fold(h, *b)), bytes.len()))
+    let key = bytes.iter().fold(seed, |h, b| fold(h, *b));
+    Some((key, bytes.len(), first_byte_slot(bytes[0])))
+}
+
+/// The slot of a prefix's first byte, case-folded: letters get slots of their own;
+/// other bytes may share one (which only costs a lookup, never a miss).
+#[inline(always)]
+pub fn first_byte_slot(byte: u8) -> usize {
+    usize::from(byte.to_ascii_lowercase()) & (SCANNER_SLOTS - 1)
 }
 
 /// Where [`is_scanner`] keeps its running hash (parser scratch memory, see [`Vol`]).
@@ -49,18 +58,26 @@ impl AgentState {
     }
 }
 
-/// Does the User-Agent value in `value` start with a listed prefix? `lengths` has bit
-/// `n` set when some prefix is `n` bytes long; `listed` looks a key up.
+/// Does the User-Agent value in `value` start with a listed prefix? `lengths[slot]` has
+/// bit `n` set when some prefix whose first byte has that slot is `n` bytes long;
+/// `listed` looks a key up, once per such length.
 #[inline(always)]
 pub fn is_scanner(
     buf: &ScanBuf,
     state: &mut AgentState,
     value: Span,
     seed: u64,
-    lengths: u64,
+    lengths: &[u64; SCANNER_SLOTS],
     mut listed: impl FnMut(u64) -> bool,
 ) -> bool {
     const BYTES_PER_STEP: usize = 8;
+    if value.is_empty() {
+        return false;
+    }
+    let lengths = lengths[first_byte_slot(buf.byte(value.start()))];
+    if lengths == 0 {
+        return false; // no prefix starts like this User-Agent: one read, no hashing
+    }
     state.hash.set(seed);
     state.found.set(false);
     let (start, len) = (value.start(), value.len());
@@ -95,16 +112,16 @@ mod tests {
     fn scanner(agents: &[&str], value: &str) -> bool {
         let seed = 42;
         let mut keys = HashSet::new();
-        let mut lengths = 0u64;
+        let mut lengths = [0u64; SCANNER_SLOTS];
         for agent in agents {
-            let (key, len) = agent_key(agent, seed).unwrap();
+            let (key, len, slot) = agent_key(agent, seed).unwrap();
             keys.insert(key);
-            lengths |= 1 << len;
+            lengths[slot] |= 1 << len;
         }
         let mut scratch = Scratch::new();
         let len = scratch.fill(value.as_bytes());
         let Scratch { buf, agent, .. } = &mut scratch;
-        is_scanner(buf, agent, Span::new(0, len), seed, lengths, |k| {
+        is_scanner(buf, agent, Span::new(0, len), seed, &lengths, |k| {
             keys.contains(&k)
         })
     }

@@ -379,10 +379,10 @@ fn request_verdict(config: &FilterConfig, scratch: &mut Scratch) -> Reason {
 #[inline(never)]
 fn is_scanner_request(config: &FilterConfig, scratch: &mut Scratch) -> bool {
     let agent = scratch.header(Header::UserAgent);
-    if config.scanner_lengths == 0 || !agent.is_present() {
+    if !agent.is_present() {
         return false;
     }
-    let (seed, lengths) = (config.domain_seed, config.scanner_lengths);
+    let (seed, lengths) = (config.domain_seed, &config.scanner_lengths);
     let Scratch {
         buf, agent: state, ..
     } = scratch;

@@ -302,12 +302,12 @@ impl Settings {
         }
         let mut scanner_agents = Vec::with_capacity(self.scanner_user_agents.len());
         for agent in &self.scanner_user_agents {
-            let (key, len) =
+            let (key, len, slot) =
                 agent_key(agent, seed).ok_or_else(|| SettingsError::BadScannerAgent {
                     agent: agent.clone(),
                 })?;
             scanner_agents.push(key);
-            config.scanner_lengths |= 1 << len;
+            config.scanner_lengths[slot] |= 1 << len;
         }
         let own_addresses = self
             .own_addresses
