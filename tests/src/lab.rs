@@ -664,3 +664,51 @@ pub fn sipp_counter(stdout: &str, name: &str) -> Option<u64> {
         .filter_map(|cell| cell.trim().parse().ok())
         .next_back()
 }
+
+/// The sip-filter binary, built (quick when up to date) by the cargo running the tests.
+pub fn sip_filter() -> &'static Path {
+    sip_filter_binary(false).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// Every command's output and every figure a test noted, printed if the test fails.
+#[derive(Default)]
+pub struct Transcript(Vec<String>);
+
+impl Transcript {
+    pub fn keep(&mut self, step: &str, finished: Finished) -> Finished {
+        println!(
+            "[{step}] {:.2} s, {}",
+            finished.elapsed.as_secs_f64(),
+            match finished.code() {
+                Some(code) => format!("exit {code}"),
+                None => "no exit status".into(),
+            }
+        );
+        self.0.push(format!("===== {step} =====\n{finished}"));
+        finished
+    }
+
+    pub fn note(&mut self, line: String) {
+        println!("{line}");
+        self.0.push(line);
+    }
+
+    /// `sip-filter stats --json`, kept.
+    pub fn stats(&mut self, step: &str, lab: &Lab, pins: &PinRoot) -> Value {
+        let stats = self.keep(step, filter_stats(lab, sip_filter(), pins));
+        let json = stats_json(&stats).unwrap_or_else(|e| panic!("{e:#}"));
+        self.note(format!("{step}: {json}"));
+        json
+    }
+}
+
+impl Drop for Transcript {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "===== transcript =====\n{}\n===== end of transcript =====",
+                self.0.join("\n")
+            );
+        }
+    }
+}

@@ -22,10 +22,10 @@ use std::{
 use serde_json::Value;
 use sip_filter_tests::{
     lab::{
-        counter, filter_stats, options_uri, register_scenario, register_uri, require_tools,
-        response_status, scan, server_for, sip_filter_binary, sip_probe, sip_request, sipp_counter,
-        start_filter_with_config, start_kamailio, stats_json, stop_filter, tear_down, write_file,
-        PinRoot, TempDir, DOMAIN, LAB_TOOLS, SIP_PORT,
+        counter, options_uri, register_scenario, register_uri, require_tools, response_status,
+        scan, server_for, sip_filter, sip_probe, sip_request, sipp_counter,
+        start_filter_with_config, start_kamailio, stop_filter, tear_down, write_file, PinRoot,
+        TempDir, Transcript, DOMAIN, LAB_TOOLS, SIP_PORT,
     },
     netns::{
         run_bounded, Background, Finished, Host, Lab, CLIENT_V4, LEGIT_CLIENT_V4, SERVER_IFACE,
@@ -40,54 +40,6 @@ const USER_AGENT: &str = "sip-filter-e2e";
 const TOLERANCE: f64 = 0.10;
 /// How long a sender keeps reading answers after its last request.
 const LINGER: Duration = Duration::from_millis(700);
-
-/// The sip-filter binary, built (quick when up to date) by the cargo running the tests.
-fn sip_filter() -> &'static Path {
-    sip_filter_binary(false).unwrap_or_else(|e| panic!("{e:#}"))
-}
-
-/// Every command's output and every figure, printed if the test fails.
-#[derive(Default)]
-struct Transcript(Vec<String>);
-
-impl Transcript {
-    fn keep(&mut self, step: &str, finished: Finished) -> Finished {
-        println!(
-            "[{step}] {:.2} s, {}",
-            finished.elapsed.as_secs_f64(),
-            match finished.code() {
-                Some(code) => format!("exit {code}"),
-                None => "no exit status".into(),
-            }
-        );
-        self.0.push(format!("===== {step} =====\n{finished}"));
-        finished
-    }
-
-    fn note(&mut self, line: String) {
-        println!("{line}");
-        self.0.push(line);
-    }
-
-    /// `sip-filter stats --json`, kept.
-    fn stats(&mut self, step: &str, lab: &Lab, pins: &PinRoot) -> Value {
-        let stats = self.keep(step, filter_stats(lab, sip_filter(), pins));
-        let json = stats_json(&stats).unwrap_or_else(|e| panic!("{e:#}"));
-        self.note(format!("{step}: {json}"));
-        json
-    }
-}
-
-impl Drop for Transcript {
-    fn drop(&mut self) {
-        if thread::panicking() {
-            eprintln!(
-                "===== transcript =====\n{}\n===== end of transcript =====",
-                self.0.join("\n")
-            );
-        }
-    }
-}
 
 /// The configuration every test starts from: the lab's domain, rate-overflow bans off
 /// (a banned flooder would be dropped as banned, not by its bucket), then `rest`.

@@ -5,51 +5,17 @@
 //! Needs root and the test tools (`cargo xtask setup --test-tools`: kamailio,
 //! sip-tester, sipvicious).
 
-use std::{path::Path, process::Command, time::Instant};
+use std::{process::Command, time::Instant};
 
 use sip_filter_tests::{
     lab::{
         counter, filter_stats, options_scenario, register_scenario, require_tools, scan,
-        sip_filter_binary, sipp, start_filter, start_kamailio, stats_json, stop_filter, svmap,
-        tear_down, xdp_attached, PinRoot, TempDir, DOMAIN, LAB_TOOLS, QUICK, SIP_PORT,
+        sip_filter, sipp, start_filter, start_kamailio, stats_json, stop_filter, svmap, tear_down,
+        xdp_attached, PinRoot, TempDir, Transcript, DOMAIN, LAB_TOOLS, QUICK, SIP_PORT,
     },
-    netns::{
-        run_bounded, Finished, Lab, CLIENT_V6, LEGIT_CLIENT_V4, SERVER_IFACE, SERVER_V4, SERVER_V6,
-    },
+    netns::{run_bounded, Lab, CLIENT_V6, LEGIT_CLIENT_V4, SERVER_IFACE, SERVER_V4, SERVER_V6},
     privileged,
 };
-
-/// The sip-filter binary, built (quick when up to date) by the cargo running the tests.
-fn sip_filter() -> &'static Path {
-    sip_filter_binary(false).unwrap_or_else(|e| panic!("{e:#}"))
-}
-
-/// Every command's output, printed if the test fails.
-#[derive(Default)]
-struct Transcript(Vec<String>);
-
-impl Transcript {
-    fn keep(&mut self, step: &str, finished: Finished) -> Finished {
-        println!(
-            "[{step}] {:.2} s, {}",
-            finished.elapsed.as_secs_f64(),
-            match finished.code() {
-                Some(code) => format!("exit {code}"),
-                None => "no exit status".into(),
-            }
-        );
-        self.0.push(format!("===== {step} =====\n{finished}"));
-        finished
-    }
-}
-
-impl Drop for Transcript {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("{}\n===== end of transcript =====", self.0.join("\n"));
-        }
-    }
-}
 
 #[test]
 fn svmap_gets_no_answer_while_legitimate_options_and_register_do() {

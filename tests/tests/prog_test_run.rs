@@ -426,17 +426,6 @@ fn truncate_ip_payload(mut packet: Vec<u8>, keep: usize) -> Vec<u8> {
     packet
 }
 
-fn invite_with_sdp(uri: &str) -> Vec<u8> {
-    let sdp = "v=0\r\no=- 1 1 IN IP4 198.18.0.1\r\ns=-\r\nc=IN IP4 198.18.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 8 9 18 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:9 G722/8000\r\na=rtpmap:18 G729/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n";
-    let mut text = format!(
-        "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.1:5060;branch=z9hG4bK-74bf9;rport\r\nMax-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@pbx.example.test>;tag=9fxced76sl\r\nTo: <sip:bob@pbx.example.test>\r\nCall-ID: 3848276298220188511@198.18.0.1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@198.18.0.1:5060;transport=udp>\r\nAllow: INVITE, ACK, CANCEL, BYE, NOTIFY, REFER, MESSAGE, OPTIONS, INFO, SUBSCRIBE, UPDATE, PRACK\r\nSupported: replaces, timer, 100rel, path\r\nUser-Agent: Linphone/5.2.0 (belle-sip/5.2.0)\r\nAccept: application/sdp\r\nSession-Expires: 1800\r\nMin-SE: 90\r\nP-Preferred-Identity: <sip:alice@pbx.example.test>\r\nContent-Type: application/sdp\r\n"
-    );
-    let pad = 1300usize.saturating_sub(text.len() + sdp.len() + 40);
-    text.push_str(&format!("X-Filler: {}\r\n", "f".repeat(pad)));
-    text.push_str(&format!("Content-Length: {}\r\n\r\n{sdp}", sdp.len()));
-    text.into_bytes()
-}
-
 /// Runs every case through `filter`; returns one line per failure.
 fn run_cases(filter: &Filter, cases: Vec<Case>) -> Vec<String> {
     let mut failures = Vec::new();
