@@ -475,6 +475,106 @@ pub fn pinned_config(dir: &Path) -> Result<FilterConfig, FilterError> {
     config.get(&0, 0).map_err(map_error)
 }
 
+/// The dynamic blocklist a running filter pinned in its directory, for the `block` verbs.
+pub struct PinnedBans {
+    bans: HashMap<MapData, SourceKey, Ban>,
+    ipv6_prefix: u32,
+}
+
+impl PinnedBans {
+    /// Opens the blocklist pinned in `dir`, with the IPv6 prefix of the config pinned
+    /// next to it.
+    pub fn open(dir: &Path) -> Result<Self, FilterError> {
+        let map_error = |source| FilterError::Map {
+            name: names::BANS,
+            source,
+        };
+        let ipv6_prefix = pinned_config(dir)?.ipv6_prefix;
+        let data = MapData::from_pin(dir.join(names::BANS)).map_err(map_error)?;
+        let bans =
+            HashMap::try_from(Map::from_map_data(data).map_err(map_error)?).map_err(map_error)?;
+        Ok(Self { bans, ipv6_prefix })
+    }
+
+    /// The IPv6 prefix length sources are banned by (1..=128).
+    pub fn ipv6_prefix(&self) -> u32 {
+        self.ipv6_prefix
+    }
+
+    /// The key `address` is banned under on this filter.
+    pub fn key(&self, address: IpAddr) -> SourceKey {
+        source_key(address, self.ipv6_prefix)
+    }
+
+    /// Bans `address` (its IPv6 prefix) until `ttl` from now, or until removed; replaces
+    /// a ban already there. Returns the key.
+    pub fn add(
+        &mut self,
+        address: IpAddr,
+        ttl: Option<Duration>,
+        reason: BanReason,
+    ) -> Result<SourceKey, FilterError> {
+        let expires_ns = match ttl {
+            Some(ttl) => monotonic_now_ns()
+                .saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX))
+                .min(u64::MAX - 1),
+            None => u64::MAX,
+        };
+        let key = self.key(address);
+        let ban = Ban {
+            expires_ns,
+            reason: reason as u32,
+            _pad: 0,
+        };
+        self.bans
+            .insert(key, ban, 0)
+            .map_err(|source| FilterError::Map {
+                name: names::BANS,
+                source,
+            })?;
+        Ok(key)
+    }
+
+    /// Lifts the ban on `address` (its IPv6 prefix); returns the ban lifted, None if
+    /// there was none.
+    pub fn remove(&mut self, address: IpAddr) -> Result<Option<Ban>, FilterError> {
+        let map_error = |source| FilterError::Map {
+            name: names::BANS,
+            source,
+        };
+        let key = self.key(address);
+        let ban = match self.bans.get(&key, 0) {
+            Ok(ban) => ban,
+            Err(MapError::KeyNotFound) => return Ok(None),
+            Err(e) => return Err(map_error(e)),
+        };
+        match self.bans.remove(&key) {
+            Ok(()) => Ok(Some(ban)),
+            // The kernel removed it in between (it expired).
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(Some(ban))
+            }
+            Err(e) => Err(map_error(e)),
+        }
+    }
+
+    /// The blocklist's entries, sorted by key.
+    pub fn list(&self) -> Result<Vec<(SourceKey, Ban)>, FilterError> {
+        let mut entries: Vec<(SourceKey, Ban)> = self.bans.iter().filter_map(Result::ok).collect();
+        entries.sort_by_key(|(key, _)| *key);
+        Ok(entries)
+    }
+}
+
+/// How a ban key reads: an IPv4 address for IPv4-mapped keys, `PREFIX/len` for IPv6.
+pub fn key_to_string(key: SourceKey, ipv6_prefix: u32) -> String {
+    let v6 = std::net::Ipv6Addr::from(key);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => v4.to_string(),
+        None => format!("{v6}/{}", ipv6_prefix.min(128)),
+    }
+}
+
 /// The key `address` is tracked and banned under (see [`SourceKey`]).
 pub fn source_key(address: IpAddr, ipv6_prefix: u32) -> SourceKey {
     match address {
@@ -559,6 +659,28 @@ fn raise_memlock_limit() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_become_keys_and_back() {
+        let v4: IpAddr = "198.18.0.1".parse().unwrap();
+        let key = source_key(v4, 64);
+        assert_eq!(
+            key,
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 18, 0, 1]
+        );
+        assert_eq!(key_to_string(key, 64), "198.18.0.1");
+
+        let v6: IpAddr = "2001:db8:5f:1:aaaa:bbbb:cccc:dddd".parse().unwrap();
+        let key = source_key(v6, 64);
+        assert_eq!(key_to_string(key, 64), "2001:db8:5f:1::/64");
+        assert_eq!(key, source_key("2001:db8:5f:1::9".parse().unwrap(), 64));
+        assert_ne!(key, source_key("2001:db8:5f:2::9".parse().unwrap(), 64));
+        assert_eq!(key_to_string(source_key(v6, 48), 48), "2001:db8:5f::/48");
+        assert_eq!(
+            key_to_string(source_key(v6, 128), 128),
+            "2001:db8:5f:1:aaaa:bbbb:cccc:dddd/128"
+        );
+    }
 
     #[test]
     fn kernel_releases_parse() {

@@ -1,5 +1,6 @@
 //! Command-line verbs, one file each; their doc comments are their `--help`.
 
+mod block;
 mod run;
 mod stats;
 
@@ -23,12 +24,14 @@ pub struct Cli {
 enum Command {
     Run(run::RunArgs),
     Stats(stats::StatsArgs),
+    Block(block::BlockArgs),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Stats(args) => stats::stats(args),
+        Command::Block(args) => block::block(args),
     }
 }
 
