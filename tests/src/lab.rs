@@ -408,26 +408,25 @@ pub fn start_filter(
     pins: &PinRoot,
     log: &Path,
 ) -> anyhow::Result<(Background, String)> {
+    spawn_filter(lab, binary, pins, &["--domain", DOMAIN], log).map_err(anyhow::Error::msg)
+}
+
+/// `sip-filter run --iface veth-server EXTRA... --pin-root PINS` in the server namespace,
+/// once it says it attached; the error is what went wrong, for the caller to dress.
+fn spawn_filter(
+    lab: &Lab,
+    binary: &Path,
+    pins: &PinRoot,
+    extra: &[&str],
+    log: &Path,
+) -> Result<(Background, String), String> {
+    let mut args = vec!["run", "--iface", SERVER_IFACE];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--pin-root", pins.arg()]);
     let mut daemon = lab
-        .spawn(
-            Host::Server,
-            "sip-filter run",
-            binary,
-            &[
-                "run",
-                "--iface",
-                SERVER_IFACE,
-                "--domain",
-                DOMAIN,
-                "--pin-root",
-                pins.arg(),
-            ],
-            log,
-        )
-        .context("sip-filter starts")?;
-    let attached = daemon
-        .wait_for_log("sip-filter attached to", QUICK)
-        .map_err(anyhow::Error::msg)?;
+        .spawn(Host::Server, "sip-filter run", binary, &args, log)
+        .map_err(|e| format!("sip-filter starts: {e:#}"))?;
+    let attached = daemon.wait_for_log("sip-filter attached to", QUICK)?;
     Ok((daemon, attached))
 }
 
@@ -542,30 +541,11 @@ pub fn start_filter_with_config(
     config: &Path,
     log: &Path,
 ) -> anyhow::Result<(Background, String)> {
-    let mut daemon = lab
-        .spawn(
-            Host::Server,
-            "sip-filter run",
-            binary,
-            &[
-                "run",
-                "--iface",
-                SERVER_IFACE,
-                "--config",
-                config.to_str().context("a UTF-8 path")?,
-                "--pin-root",
-                pins.arg(),
-            ],
-            log,
-        )
-        .context("sip-filter starts")?;
-    let attached = daemon
-        .wait_for_log("sip-filter attached to", QUICK)
-        .map_err(|e| {
-            let config = std::fs::read_to_string(config).unwrap_or_default();
-            anyhow::anyhow!("{e}\nwith the configuration file:\n{config}")
-        })?;
-    Ok((daemon, attached))
+    let path = config.to_str().context("a UTF-8 path")?;
+    spawn_filter(lab, binary, pins, &["--config", path], log).map_err(|e| {
+        let config = std::fs::read_to_string(config).unwrap_or_default();
+        anyhow::anyhow!("{e}\nwith the configuration file:\n{config}")
+    })
 }
 
 /// A SIP request as a user agent sends it from the UDP socket bound to `local` (its

@@ -1,15 +1,15 @@
-use std::{net::IpAddr, path::Path, time::Duration};
+use std::{net::IpAddr, time::Duration};
 
 use anyhow::Context;
 use clap::Subcommand;
 use ipnet::IpNet;
 use sip_filter::{
     filter::{key_to_string, monotonic_now_ns, PinnedBans},
-    pins::{interface_dir, pinned_interfaces},
+    pins::interface_dir,
 };
 use sip_filter_common::maps::BanReason;
 
-use super::{PinArgs, UserError};
+use super::{pinned_filters, PinArgs, UserError};
 
 /// Ban or unban a source by hand on running filters (from another shell while
 /// `sip-filter run` runs). A banned source's packets to the SIP ports are dropped
@@ -225,21 +225,7 @@ fn list(args: ListArgs) -> anyhow::Result<()> {
 /// The blocklists of the filters `at` names: one interface's or every one pinned.
 fn open_filters(at: &Where) -> anyhow::Result<Vec<(String, PinnedBans)>> {
     let root = &at.pins.pin_root;
-    let interfaces = match &at.iface {
-        Some(iface) => {
-            if !interface_dir(root, iface).is_dir() {
-                return Err(UserError(format!(
-                    "no filter is loaded on {iface}: start one with `sip-filter run --iface {iface} --domain YOUR.DOMAIN`"
-                ))
-                .into());
-            }
-            vec![iface.clone()]
-        }
-        None => pinned_interfaces(root).with_context(|| format!("reading {}", root.display()))?,
-    };
-    if interfaces.is_empty() {
-        return Err(no_filter(root).into());
-    }
+    let interfaces = pinned_filters(&at.pins, at.iface.as_ref())?;
     interfaces
         .into_iter()
         .map(|iface| {
@@ -249,13 +235,6 @@ fn open_filters(at: &Where) -> anyhow::Result<Vec<(String, PinnedBans)>> {
             Ok((iface, bans))
         })
         .collect()
-}
-
-fn no_filter(root: &Path) -> UserError {
-    UserError(format!(
-        "no filter is loaded (nothing pinned in {}): start one with `sip-filter run --iface IFACE --domain YOUR.DOMAIN`",
-        root.display()
-    ))
 }
 
 /// An address as given: alone or with a prefix length.

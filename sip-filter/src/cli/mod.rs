@@ -47,3 +47,31 @@ pub struct PinArgs {
     #[arg(long, env = "SIP_FILTER_PIN_ROOT", default_value = PIN_ROOT, hide_default_value = false)]
     pub pin_root: PathBuf,
 }
+
+/// The interfaces whose pinned filters a command reads: `iface` alone, or every one
+/// pinned under the root. An error the operator can act on when there is none.
+pub fn pinned_filters(pins: &PinArgs, iface: Option<&String>) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context;
+    use sip_filter::pins::{interface_dir, pinned_interfaces};
+    let root = &pins.pin_root;
+    let interfaces = match iface {
+        Some(iface) => {
+            if !interface_dir(root, iface).is_dir() {
+                return Err(UserError(format!(
+                    "no filter is loaded on {iface}: start one with `sip-filter run --iface {iface} --domain YOUR.DOMAIN`"
+                ))
+                .into());
+            }
+            vec![iface.clone()]
+        }
+        None => pinned_interfaces(root).with_context(|| format!("reading {}", root.display()))?,
+    };
+    if interfaces.is_empty() {
+        return Err(UserError(format!(
+            "no filter is loaded (nothing pinned in {}): start one with `sip-filter run --iface IFACE --domain YOUR.DOMAIN`",
+            root.display()
+        ))
+        .into());
+    }
+    Ok(interfaces)
+}

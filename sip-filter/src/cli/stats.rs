@@ -1,12 +1,12 @@
 use anyhow::Context;
 use sip_filter::{
     filter::{pinned_config, pinned_counters},
-    pins::{interface_dir, pinned_interfaces},
+    pins::interface_dir,
     stats,
 };
 use sip_filter_common::{maps::FLAG_DRY_RUN, Counters};
 
-use super::{PinArgs, UserError};
+use super::{pinned_filters, PinArgs};
 
 /// Print the counters of running filters: packets by verdict reason and by SIP method.
 #[derive(clap::Args)]
@@ -23,25 +23,7 @@ pub struct StatsArgs {
 
 pub fn stats(args: StatsArgs) -> anyhow::Result<()> {
     let root = &args.pins.pin_root;
-    let interfaces = match &args.iface {
-        Some(iface) => {
-            if !interface_dir(root, iface).is_dir() {
-                return Err(UserError(format!(
-                    "no filter is loaded on {iface}: start one with `sip-filter run --iface {iface} --domain YOUR.DOMAIN`"
-                ))
-                .into());
-            }
-            vec![iface.clone()]
-        }
-        None => pinned_interfaces(root).with_context(|| format!("reading {}", root.display()))?,
-    };
-    if interfaces.is_empty() {
-        return Err(UserError(format!(
-            "no filter is loaded (nothing pinned in {}): start one with `sip-filter run --iface IFACE --domain YOUR.DOMAIN`",
-            root.display()
-        ))
-        .into());
-    }
+    let interfaces = pinned_filters(&args.pins, args.iface.as_ref())?;
     let mut total = Counters::default();
     let mut dry_run = false;
     for iface in &interfaces {
