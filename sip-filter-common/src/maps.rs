@@ -229,6 +229,43 @@ pub struct Ban {
     pub _pad: u32,
 }
 
+/// A value in the allow and deny tries: who put the entry there and until when it
+/// matches. The kernel ignores an expired entry; the daemon sweeps it out later.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListEntry {
+    /// When it stops matching, in `CLOCK_MONOTONIC_COARSE` nanoseconds; `u64::MAX` for
+    /// never.
+    pub expires_ns: u64,
+    /// A `LIST_ORIGIN_*`: a reload replaces only the configuration's entries.
+    pub origin: u32,
+    /// A [`BanReason`] for operator deny entries (manual or feed), 0 otherwise.
+    pub reason: u32,
+}
+
+impl ListEntry {
+    /// An entry from the configuration file (`[lists]`), for as long as it stays there.
+    pub const fn from_config() -> ListEntry {
+        ListEntry {
+            expires_ns: u64::MAX,
+            origin: LIST_ORIGIN_CONFIG,
+            reason: 0,
+        }
+    }
+
+    /// Does it still match at `now_ns`?
+    #[inline(always)]
+    pub const fn is_live(&self, now_ns: u64) -> bool {
+        now_ns < self.expires_ns
+    }
+}
+
+/// [`ListEntry::origin`]: from the configuration file.
+pub const LIST_ORIGIN_CONFIG: u32 = 1;
+/// [`ListEntry::origin`]: added by an operator at run time (`allow add`, `block add CIDR`,
+/// `block import`); kept across reloads and restarts.
+pub const LIST_ORIGIN_OPERATOR: u32 = 2;
+
 /// The key sources are tracked and banned by: an IPv4 address mapped into IPv6
 /// (`::ffff:a.b.c.d`), or an IPv6 address cut to the configured prefix length.
 pub type SourceKey = [u8; 16];
@@ -511,6 +548,8 @@ mod pod {
     unsafe impl aya::Pod for super::FilterConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Ban {}
+    // SAFETY: plain integers, `repr(C)`, no padding.
+    unsafe impl aya::Pod for super::ListEntry {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SourceState {}
     // SAFETY: as above.

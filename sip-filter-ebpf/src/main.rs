@@ -24,7 +24,7 @@ use sip_filter_common::{
     bounded::isolated,
     domain::{host_hashes, DOMAIN_EXACT, DOMAIN_WILDCARD, MAX_SUFFIXES},
     maps::{
-        Ban, BanReason, SourceKey, BAN_SLOTS, CLASS_COUNT, CLASS_INVITE, CLASS_OTHER,
+        Ban, BanReason, ListEntry, SourceKey, BAN_SLOTS, CLASS_COUNT, CLASS_INVITE, CLASS_OTHER,
         CLASS_REGISTER, CLASS_TRUSTED, FLAG_ALLOW_HOSTLESS_URI, FLAG_DOMAIN_CHECK,
         FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN, MAX_BANS, MAX_DOMAINS, MAX_LIST_ENTRIES,
         MAX_OWN_ADDRESSES,
@@ -52,16 +52,16 @@ static OWN_ADDRESSES: HashMap<[u8; 16], u8> = HashMap::with_max_entries(MAX_OWN_
 
 /// Static source lists: trusted (allow) and always dropped (deny), by CIDR.
 #[map(name = "SF_ALLOW_V4")]
-static ALLOW_V4: LpmTrie<[u8; 4], u8> =
+static ALLOW_V4: LpmTrie<[u8; 4], ListEntry> =
     LpmTrie::with_max_entries(MAX_LIST_ENTRIES, BPF_F_NO_PREALLOC);
 #[map(name = "SF_ALLOW_V6")]
-static ALLOW_V6: LpmTrie<[u8; 16], u8> =
+static ALLOW_V6: LpmTrie<[u8; 16], ListEntry> =
     LpmTrie::with_max_entries(MAX_LIST_ENTRIES, BPF_F_NO_PREALLOC);
 #[map(name = "SF_DENY_V4")]
-static DENY_V4: LpmTrie<[u8; 4], u8> =
+static DENY_V4: LpmTrie<[u8; 4], ListEntry> =
     LpmTrie::with_max_entries(MAX_LIST_ENTRIES, BPF_F_NO_PREALLOC);
 #[map(name = "SF_DENY_V6")]
-static DENY_V6: LpmTrie<[u8; 16], u8> =
+static DENY_V6: LpmTrie<[u8; 16], ListEntry> =
     LpmTrie::with_max_entries(MAX_LIST_ENTRIES, BPF_F_NO_PREALLOC);
 
 /// The dynamic blocklist: source key -> expiry and reason.
@@ -404,19 +404,31 @@ fn ipv4_of(source: &[u8; 16]) -> [u8; 4] {
 /// On the allow list: trusted, never banned.
 #[inline(always)]
 fn is_trusted(udp: &Udp) -> bool {
-    if udp.is_ipv4 {
-        ALLOW_V4.get(Key::new(32, ipv4_of(&udp.source))).is_some()
+    let entry = if udp.is_ipv4 {
+        ALLOW_V4.get(Key::new(32, ipv4_of(&udp.source)))
     } else {
-        ALLOW_V6.get(Key::new(128, udp.source)).is_some()
-    }
+        ALLOW_V6.get(Key::new(128, udp.source))
+    };
+    is_live(entry)
 }
 
 #[inline(always)]
 fn is_denied(udp: &Udp) -> bool {
-    if udp.is_ipv4 {
-        DENY_V4.get(Key::new(32, ipv4_of(&udp.source))).is_some()
+    let entry = if udp.is_ipv4 {
+        DENY_V4.get(Key::new(32, ipv4_of(&udp.source)))
     } else {
-        DENY_V6.get(Key::new(128, udp.source)).is_some()
+        DENY_V6.get(Key::new(128, udp.source))
+    };
+    is_live(entry)
+}
+
+/// A list entry that matched and has not expired (operator entries may carry a TTL).
+#[inline(always)]
+fn is_live(entry: Option<&ListEntry>) -> bool {
+    match entry {
+        // SAFETY: a helper without arguments.
+        Some(entry) => entry.is_live(unsafe { bpf_ktime_get_coarse_ns() }),
+        None => false,
     }
 }
 

@@ -14,7 +14,10 @@ use aya::{
 };
 use ipnet::IpNet;
 use sip_filter_common::{
-    maps::{ipv6_prefix_key, names, Ban, BanReason, SourceKey, PROGRAM_NAME},
+    maps::{
+        ipv6_prefix_key, names, Ban, BanReason, ListEntry, SourceKey, LIST_ORIGIN_CONFIG,
+        PROGRAM_NAME,
+    },
     sip::mapped_ipv4,
     Counters, FilterConfig,
 };
@@ -197,39 +200,37 @@ impl Filter {
         Ok(())
     }
 
-    /// Makes a CIDR list (one trie per address family) hold exactly `entries`.
+    /// Makes the configuration's part of a CIDR list (one trie per address family) hold
+    /// exactly `entries`. New entries go in before stale ones leave, so a reload never
+    /// opens a gap; entries an operator added at run time stay.
     fn replace_list(
         &mut self,
         v4_name: &'static str,
         v6_name: &'static str,
         entries: &[IpNet],
     ) -> Result<(), FilterError> {
-        let map_error = |name| move |source| FilterError::Map { name, source };
-        let mut v4: LpmTrie<_, [u8; 4], u8> =
-            LpmTrie::try_from(self.map_mut(v4_name)?).map_err(map_error(v4_name))?;
-        let stale: Vec<Key<[u8; 4]>> = v4.keys().filter_map(Result::ok).collect();
-        for key in stale {
-            v4.remove(&key).map_err(map_error(v4_name))?;
-        }
-        for net in entries {
-            if let IpNet::V4(net) = net {
-                let key = Key::new(u32::from(net.prefix_len()), net.network().octets());
-                v4.insert(&key, 1, 0).map_err(map_error(v4_name))?;
-            }
-        }
-        let mut v6: LpmTrie<_, [u8; 16], u8> =
-            LpmTrie::try_from(self.map_mut(v6_name)?).map_err(map_error(v6_name))?;
-        let stale: Vec<Key<[u8; 16]>> = v6.keys().filter_map(Result::ok).collect();
-        for key in stale {
-            v6.remove(&key).map_err(map_error(v6_name))?;
-        }
-        for net in entries {
-            if let IpNet::V6(net) = net {
-                let key = Key::new(u32::from(net.prefix_len()), net.network().octets());
-                v6.insert(&key, 1, 0).map_err(map_error(v6_name))?;
-            }
-        }
-        Ok(())
+        let v4_wanted: Vec<Key<[u8; 4]>> = entries
+            .iter()
+            .filter_map(|net| match net {
+                IpNet::V4(net) => Some(Key::new(
+                    u32::from(net.prefix_len()),
+                    net.network().octets(),
+                )),
+                IpNet::V6(_) => None,
+            })
+            .collect();
+        let v6_wanted: Vec<Key<[u8; 16]>> = entries
+            .iter()
+            .filter_map(|net| match net {
+                IpNet::V6(net) => Some(Key::new(
+                    u32::from(net.prefix_len()),
+                    net.network().octets(),
+                )),
+                IpNet::V4(_) => None,
+            })
+            .collect();
+        replace_config_entries(self.map_mut(v4_name)?, v4_name, &v4_wanted)?;
+        replace_config_entries(self.map_mut(v6_name)?, v6_name, &v6_wanted)
     }
 
     /// The key `address` is banned under: IPv4 as is, IPv6 cut to the configured prefix.
@@ -439,6 +440,35 @@ fn run_program(
 }
 
 /// Sums the per-CPU counters of a loaded or pinned counters map.
+/// Inserts `wanted` as configuration entries into one trie, then removes the
+/// configuration entries not wanted any more.
+fn replace_config_entries<K: aya::Pod + Eq + std::hash::Hash>(
+    map: &mut Map,
+    name: &'static str,
+    wanted: &[Key<K>],
+) -> Result<(), FilterError> {
+    let map_error = |source| FilterError::Map { name, source };
+    let mut trie: LpmTrie<_, K, ListEntry> = LpmTrie::try_from(map).map_err(map_error)?;
+    for key in wanted {
+        trie.insert(key, ListEntry::from_config(), 0)
+            .map_err(map_error)?;
+    }
+    let wanted: std::collections::HashSet<(u32, K)> =
+        wanted.iter().map(|w| (w.prefix_len(), w.data())).collect();
+    let stale: Vec<Key<K>> = trie
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(key, entry)| {
+            entry.origin == LIST_ORIGIN_CONFIG && !wanted.contains(&(key.prefix_len(), key.data()))
+        })
+        .map(|(key, _)| key)
+        .collect();
+    for key in stale {
+        trie.remove(&key).map_err(map_error)?;
+    }
+    Ok(())
+}
+
 pub fn sum_counters(map: &Map) -> Result<Counters, FilterError> {
     let map_error = |source| FilterError::Map {
         name: names::COUNTERS,
