@@ -332,6 +332,13 @@ impl Counters {
         out.headers_truncated = out
             .headers_truncated
             .wrapping_sub(earlier.headers_truncated);
+        for (mine, earlier) in out.bans_expired.iter_mut().zip(earlier.bans_expired) {
+            *mine = mine.wrapping_sub(earlier);
+        }
+        for (mine, earlier) in out.bans_added.iter_mut().zip(earlier.bans_added) {
+            *mine = mine.wrapping_sub(earlier);
+        }
+        out.events_lost = out.events_lost.wrapping_sub(earlier.events_lost);
         out
     }
 

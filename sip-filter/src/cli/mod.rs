@@ -1,6 +1,7 @@
 //! Command-line verbs, one file each; their doc comments are their `--help`.
 
 mod block;
+mod options;
 mod run;
 mod stats;
 

@@ -1,22 +1,17 @@
-use std::{net::IpAddr, path::PathBuf};
-
-use ipnet::IpNet;
-
 use anyhow::Context;
 use aya::maps::{MapData, RingBuf};
 use sip_filter::{
-    config::{self, parse_net},
     events,
     filter::{monotonic_now_ns, FilterError},
     pins::{ensure_bpffs, interface_dir, remove_dir},
-    AttachMode, Filter, NotSipPolicy, Settings,
+    AttachMode, Filter, Settings,
 };
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
 };
 
-use super::{PinArgs, UserError};
+use super::{options::FilterOptions, PinArgs, UserError};
 
 /// Attach the filter to an interface and stay in the foreground.
 ///
@@ -28,37 +23,8 @@ pub struct RunArgs {
     /// The interface SIP traffic arrives on.
     #[arg(long)]
     iface: String,
-    /// A TOML configuration file (examples/sip-filter.toml documents every key). The
-    /// flags below replace the file's value for what they set.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// An allowed Request-URI domain: a name (pbx.example.com) or a wildcard
-    /// (*.example.com, any subdomain). Repeat for more. None: no domain check.
-    #[arg(long = "domain", value_name = "DOMAIN")]
-    domains: Vec<String>,
-    /// One of the server's own addresses, allowed as an IP-literal Request-URI host
-    /// (sip:100@198.51.100.7). Repeat for more.
-    #[arg(long = "own-address", value_name = "IP")]
-    own_addresses: Vec<IpAddr>,
-    /// A UDP port SIP arrives on. Repeat for more (at most 8). Default: 5060.
-    #[arg(long = "port", value_name = "PORT")]
-    ports: Vec<u16>,
-    /// What to do with payloads on a SIP port that are neither SIP nor keep-alives.
-    /// Default: drop.
-    #[arg(long, value_enum)]
-    not_sip_payload: Option<NotSipPolicy>,
-    /// Let requests whose Request-URI has no host (tel:, urn:) pass the domain check.
-    #[arg(long)]
-    allow_hostless_uri: bool,
-    /// A trusted source network (CIDR or address): never denied or banned. Repeat for more.
-    #[arg(long = "allow", value_name = "CIDR", value_parser = parse_net)]
-    allow: Vec<IpNet>,
-    /// A source network to drop always. Repeat for more.
-    #[arg(long = "deny", value_name = "CIDR", value_parser = parse_net)]
-    deny: Vec<IpNet>,
-    /// IPv6 sources are banned by this prefix length. Default: 64.
-    #[arg(long, value_name = "BITS")]
-    ipv6_prefix: Option<u8>,
+    #[command(flatten)]
+    filter: FilterOptions,
     /// auto: native, falling back to generic (skb) mode with a warning.
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     xdp_mode: AttachMode,
@@ -67,40 +33,8 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// The configuration file's settings (or the defaults), overridden by the flags given,
-    /// all checked: nothing has touched the kernel yet.
     fn settings(&self) -> Result<Settings, UserError> {
-        let mut settings = match &self.config {
-            Some(path) => config::load(path).map_err(|e| UserError(e.to_string()))?,
-            None => Settings::default(),
-        };
-        // A list flag replaces the file's list rather than adding to it.
-        if !self.ports.is_empty() {
-            settings.ports.clone_from(&self.ports);
-        }
-        if !self.domains.is_empty() {
-            settings.domains.clone_from(&self.domains);
-        }
-        if !self.own_addresses.is_empty() {
-            settings.own_addresses.clone_from(&self.own_addresses);
-        }
-        if !self.allow.is_empty() {
-            settings.allow.clone_from(&self.allow);
-        }
-        if !self.deny.is_empty() {
-            settings.deny.clone_from(&self.deny);
-        }
-        if let Some(policy) = self.not_sip_payload {
-            settings.not_sip_payload = policy;
-        }
-        if self.allow_hostless_uri {
-            settings.allow_hostless_uri = true;
-        }
-        if let Some(prefix) = self.ipv6_prefix {
-            settings.ipv6_prefix = prefix;
-        }
-        settings.validate().map_err(|e| UserError(e.to_string()))?;
-        Ok(settings)
+        self.filter.settings()
     }
 }
 
@@ -245,10 +179,15 @@ fn drain(ring: &mut RingBuf<MapData>, ipv6_prefix: u32) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::{
+        net::IpAddr,
+        path::{Path, PathBuf},
+    };
+
+    use ipnet::IpNet;
 
     use clap::Parser;
-    use sip_filter::settings::RateLimit;
+    use sip_filter::{settings::RateLimit, NotSipPolicy};
 
     use super::*;
 
