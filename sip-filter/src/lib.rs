@@ -6,6 +6,7 @@ pub mod config;
 pub mod events;
 pub mod filter;
 pub mod pins;
+pub mod replay;
 pub mod settings;
 pub mod stats;
 

@@ -2,6 +2,7 @@
 
 mod block;
 mod options;
+mod replay;
 mod run;
 mod stats;
 
@@ -26,6 +27,7 @@ enum Command {
     Run(run::RunArgs),
     Stats(stats::StatsArgs),
     Block(block::BlockArgs),
+    Replay(replay::ReplayArgs),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -33,6 +35,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(args),
         Command::Stats(args) => stats::stats(args),
         Command::Block(args) => block::block(args),
+        Command::Replay(args) => replay::replay(args),
     }
 }
 

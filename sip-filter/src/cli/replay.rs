@@ -1,0 +1,414 @@
+use std::{
+    collections::BTreeMap,
+    io::{BufWriter, Write},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use serde_json::json;
+use sip_filter::{
+    filter::{key_to_string, FilterError},
+    replay::{summarize, Action, Capture, CaptureError, Replayer, Skip, Verdict},
+    Filter,
+};
+use sip_filter_common::{maps::BanReason, Method, Reason};
+
+use super::{options::FilterOptions, UserError};
+
+/// Run every packet of a capture through the filter, to test a policy before deploying it.
+///
+/// Loads the real XDP program (not attached anywhere) with the configuration and flags
+/// given, as `run` would, and runs each captured packet through it with
+/// BPF_PROG_TEST_RUN, in order: bans and buckets a packet leaves apply to the later ones.
+/// Prints each packet's verdict and reason, then a summary. Reads pcap and pcapng
+/// (Ethernet, Linux cooked SLL/SLL2, raw IP, BSD loopback). Needs root, like `run`.
+///
+/// Time: the kernel's clock runs on during the replay, not the capture's. By default
+/// packets go through as fast as they can, so rate limits and windows see the whole
+/// capture as one burst; --realtime waits between packets as the capture's timestamps
+/// did.
+#[derive(clap::Args)]
+pub struct ReplayArgs {
+    /// The capture: a pcap or pcapng file (tcpdump -w, dumpcap, Wireshark).
+    #[arg(value_name = "CAPTURE")]
+    capture: PathBuf,
+    #[command(flatten)]
+    filter: FilterOptions,
+    /// Keep the capture's pace: wait between packets as long as the timestamps say, so
+    /// rate limits, windows and ban expiry see the traffic as the filter would have.
+    #[arg(long)]
+    realtime: bool,
+    /// With --realtime: play this many times faster (0.5: half speed). Rates are seen
+    /// this many times higher, windows and bans this many times longer.
+    #[arg(long, value_name = "FACTOR", requires = "realtime", value_parser = parse_speed)]
+    speed: Option<f64>,
+    /// JSON lines: one object per packet ("type": "packet"), then one summary ("type":
+    /// "summary").
+    #[arg(long)]
+    json: bool,
+    /// Only the summary, no line per packet (for big captures).
+    #[arg(long, alias = "quiet")]
+    summary: bool,
+}
+
+fn parse_speed(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(speed) if speed.is_finite() && speed > 0.0 => Ok(speed),
+        _ => Err(format!("{text:?} is not a speed factor above 0 (like 2 or 0.5)")),
+    }
+}
+
+pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    // Everything the operator gave is checked before the kernel is touched.
+    let settings = args.filter.settings()?;
+    let path = args.capture.display().to_string();
+    let mut capture = Capture::open(&args.capture).map_err(|e| capture_error(&path, e))?;
+
+    let mut filter = Filter::load()
+        .map_err(needs_privileges)
+        .context("loading the XDP program")?;
+    filter.configure(&settings)?;
+    let dry_run = settings.dry_run;
+    let ipv6_prefix = u32::from(settings.ipv6_prefix);
+    let mut replayer = Replayer::new(filter)?;
+
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let mut tally = Tally::default();
+    let started = Instant::now();
+    let mut first_time = None;
+    let speed = args.speed.unwrap_or(1.0);
+    let mut judging = Duration::ZERO;
+    let mut span = Duration::ZERO;
+
+    let mut index = 0u64;
+    let corrupt = loop {
+        let record = match capture.next_record() {
+            None => break None,
+            Some(Ok(record)) => record,
+            Some(Err(e)) => break Some(e),
+        };
+        index += 1;
+        let first = *first_time.get_or_insert(record.time);
+        // Timestamps going backwards (merged captures) count as no wait.
+        let offset = record.time.saturating_sub(first);
+        span = span.max(offset);
+        if args.realtime {
+            let due = offset.div_f64(speed);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let judged_at = Instant::now();
+        let outcome = match &record.frame {
+            Ok(frame) => replayer.judge(frame)?,
+            Err(skip) => Err(*skip),
+        };
+        judging += judged_at.elapsed();
+        tally.add(&outcome);
+        if !args.summary {
+            let frame = record.frame.as_deref().ok();
+            let line = PacketLine {
+                index,
+                offset,
+                frame,
+                outcome: &outcome,
+                dry_run,
+            };
+            if args.json {
+                writeln!(out, "{}", line.json())?;
+            } else {
+                writeln!(out, "{}", line.text())?;
+            }
+        }
+    };
+    let elapsed = started.elapsed();
+
+    let bans_left: Vec<(String, BanReason)> = replayer
+        .filter()
+        .bans()?
+        .into_iter()
+        .map(|(key, ban)| {
+            (
+                key_to_string(key, ipv6_prefix),
+                BanReason::from_u32(ban.reason),
+            )
+        })
+        .collect();
+    let report = Report {
+        capture: &path,
+        tally: &tally,
+        packets: index,
+        elapsed,
+        judging,
+        span: first_time.map(|_| span),
+        cut_off: capture.was_cut_off(),
+        realtime: args.realtime.then_some(speed),
+        dry_run,
+        bans_left: &bans_left,
+    };
+    if args.json {
+        writeln!(out, "{}", report.json())?;
+    } else {
+        if !args.summary {
+            writeln!(out)?;
+        }
+        write!(out, "{}", report.text())?;
+    }
+    out.flush()?;
+    match corrupt {
+        None => Ok(()),
+        Some(e) => Err(capture_error(&path, e).into()),
+    }
+}
+
+fn capture_error(path: &str, error: CaptureError) -> UserError {
+    match error {
+        CaptureError::Open { .. } => UserError(error.to_string()),
+        other => UserError(format!("{path}: {other}")),
+    }
+}
+
+/// Loading needs privileges the caller may lack: say what to do, on one line.
+fn needs_privileges(error: FilterError) -> anyhow::Error {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES)) {
+                return UserError(
+                    "replay loads the XDP program into the kernel to run it: run it as root (or with CAP_BPF and CAP_PERFMON)".into(),
+                )
+                .into();
+            }
+        }
+        source = e.source();
+    }
+    error.into()
+}
+
+/// Counts as the replay goes.
+#[derive(Default)]
+struct Tally {
+    by_action: BTreeMap<&'static str, u64>,
+    by_reason: BTreeMap<&'static str, u64>,
+    by_skip: BTreeMap<&'static str, u64>,
+    by_method: BTreeMap<&'static str, u64>,
+    bans: BTreeMap<&'static str, u64>,
+    /// Dry-run: passed, but counted under a drop reason.
+    would_drop: u64,
+}
+
+impl Tally {
+    fn add(&mut self, outcome: &Result<Verdict, Skip>) {
+        match outcome {
+            Ok(verdict) => {
+                *self.by_action.entry(verdict.action.name()).or_default() += 1;
+                *self.by_reason.entry(verdict.reason.name()).or_default() += 1;
+                if verdict.method != Method::None {
+                    *self.by_method.entry(verdict.method.name()).or_default() += 1;
+                }
+                if verdict.action == Action::Pass && verdict.reason.is_drop() {
+                    self.would_drop += 1;
+                }
+                for ban in &verdict.bans {
+                    *self.bans.entry(ban.name()).or_default() += 1;
+                }
+            }
+            Err(skip) => {
+                *self.by_action.entry("skipped").or_default() += 1;
+                *self.by_skip.entry(skip.name()).or_default() += 1;
+            }
+        }
+    }
+}
+
+struct PacketLine<'a> {
+    index: u64,
+    offset: Duration,
+    frame: Option<&'a [u8]>,
+    outcome: &'a Result<Verdict, Skip>,
+    dry_run: bool,
+}
+
+impl PacketLine<'_> {
+    fn verdict_words(&self) -> (&'static str, String, String) {
+        match self.outcome {
+            Ok(verdict) => {
+                let would = if self.dry_run { "would " } else { "" };
+                let bans = verdict
+                    .bans
+                    .iter()
+                    .map(|ban| format!("{would}ban:{}", ban.name()))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let action = if verdict.action == Action::Pass && verdict.reason.is_drop() {
+                    "pass (would drop)"
+                } else {
+                    verdict.action.name()
+                };
+                (action, verdict.reason.name().to_string(), bans)
+            }
+            Err(skip) => ("skipped", skip.name().to_string(), skip.detail()),
+        }
+    }
+
+    fn text(&self) -> String {
+        let summary = self.frame.map(summarize).unwrap_or_default();
+        let (action, reason, note) = self.verdict_words();
+        let route = if summary.source.is_empty() {
+            String::new()
+        } else {
+            format!("{} → {}", summary.source, summary.destination)
+        };
+        let mut line = format!(
+            "{:>7} {:>+11.6}  {:<44} {:<7} {:<20} {}",
+            self.index,
+            self.offset.as_secs_f64(),
+            route,
+            action,
+            reason,
+            summary.summary,
+        );
+        if !note.is_empty() {
+            line.push_str("  [");
+            line.push_str(&note);
+            line.push(']');
+        }
+        line
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let summary = self.frame.map(summarize).unwrap_or_default();
+        let mut value = json!({
+            "type": "packet",
+            "index": self.index,
+            "time": self.offset.as_secs_f64(),
+            "source": summary.source,
+            "destination": summary.destination,
+            "summary": summary.summary,
+        });
+        match self.outcome {
+            Ok(verdict) => {
+                value["verdict"] = json!(verdict.action.name());
+                value["reason"] = json!(verdict.reason.name());
+                value["method"] = json!(verdict.method.name());
+                value["bans"] = json!(verdict.bans.iter().map(|b| b.name()).collect::<Vec<_>>());
+            }
+            Err(skip) => {
+                value["verdict"] = json!("skipped");
+                value["reason"] = json!(skip.name());
+                value["detail"] = json!(skip.detail());
+            }
+        }
+        value
+    }
+}
+
+struct Report<'a> {
+    capture: &'a str,
+    tally: &'a Tally,
+    packets: u64,
+    elapsed: Duration,
+    /// Time spent in test runs and counter reads alone (no reading, printing, pacing).
+    judging: Duration,
+    span: Option<Duration>,
+    cut_off: bool,
+    realtime: Option<f64>,
+    dry_run: bool,
+    bans_left: &'a [(String, BanReason)],
+}
+
+impl Report<'_> {
+    fn judged(&self) -> u64 {
+        self.packets - self.tally.by_action.get("skipped").copied().unwrap_or(0)
+    }
+
+    fn rate(&self) -> f64 {
+        let seconds = self.judging.as_secs_f64();
+        if seconds > 0.0 {
+            self.judged() as f64 / seconds
+        } else {
+            0.0
+        }
+    }
+
+    fn text(&self) -> String {
+        let mut text = format!(
+            "{}: {} packets in {:.3} s ({:.0} packets/s judged{}){}\n",
+            self.capture,
+            self.packets,
+            self.elapsed.as_secs_f64(),
+            self.rate(),
+            match self.realtime {
+                Some(speed) => format!("; paced at {speed}x the capture's time"),
+                None => "; not paced: time-based limits saw one burst".into(),
+            },
+            if self.dry_run {
+                "; dry-run: nothing dropped or banned, verdicts counted as made"
+            } else {
+                ""
+            },
+        );
+        if self.cut_off {
+            text.push_str("warning: the capture ends inside a packet record (cut off while written): the packets before it were replayed\n");
+        }
+        let mut table = |title: &str, rows: &BTreeMap<&str, u64>| {
+            if rows.is_empty() {
+                return;
+            }
+            text.push_str(&format!("{title:<24} packets\n"));
+            for (name, count) in rows {
+                text.push_str(&format!("  {name:<22} {count:>7}\n"));
+            }
+        };
+        table("verdict", &self.tally.by_action);
+        table("reason", &self.tally.by_reason);
+        table("skipped", &self.tally.by_skip);
+        table("request method", &self.tally.by_method);
+        let would = if self.dry_run { "would-be " } else { "" };
+        table(&format!("{would}bans made"), &self.tally.bans);
+        if self.tally.would_drop > 0 {
+            text.push_str(&format!(
+                "dry-run: {} packets passed that would have been dropped\n",
+                self.tally.would_drop
+            ));
+        }
+        if !self.bans_left.is_empty() {
+            text.push_str("banned at the end of the replay:\n");
+            for (source, reason) in self.bans_left {
+                text.push_str(&format!("  {source:<40} {}\n", reason.name()));
+            }
+        }
+        text
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let reasons: serde_json::Map<String, serde_json::Value> = Reason::ALL
+            .iter()
+            .map(|r| {
+                let count = self.tally.by_reason.get(r.name()).copied().unwrap_or(0);
+                (r.name().to_string(), json!(count))
+            })
+            .collect();
+        json!({
+            "type": "summary",
+            "capture": self.capture,
+            "packets": self.packets,
+            "judged": self.judged(),
+            "seconds": self.elapsed.as_secs_f64(),
+            "packets_per_second": self.rate(),
+            "capture_seconds": self.span.map(|s| s.as_secs_f64()),
+            "realtime_speed": self.realtime,
+            "dry_run": self.dry_run,
+            "cut_off": self.cut_off,
+            "verdicts": self.tally.by_action,
+            "reasons": reasons,
+            "skipped": self.tally.by_skip,
+            "methods": self.tally.by_method,
+            "bans_made": self.tally.bans,
+            "would_drop": self.tally.would_drop,
+            "banned_at_end": self.bans_left.iter().map(|(source, reason)| json!({"source": source, "reason": reason.name()})).collect::<Vec<_>>(),
+        })
+    }
+}

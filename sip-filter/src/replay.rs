@@ -1,0 +1,643 @@
+//! Replaying a capture through the loaded program: reading pcap and pcapng files,
+//! turning each captured packet into the Ethernet frame a NIC would have handed the XDP
+//! program, and judging it with BPF_PROG_TEST_RUN.
+//!
+//! The program returns only an XDP action. The reason comes from its counters: every
+//! run of the program counts exactly one `packets[reason][method]` cell (`count` in
+//! sip-filter-ebpf/src/main.rs is its only writer and runs once per packet), so the
+//! cell that grew by one between two reads is this packet's reason and method.
+
+use std::{
+    fs::File,
+    io::{BufReader, Chain, Cursor, ErrorKind, Read},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use pcap_file::{
+    pcap::PcapReader,
+    pcapng::{
+        blocks::{
+            enhanced_packet::EnhancedPacketOption,
+            interface_description::{InterfaceDescriptionBlock, InterfaceDescriptionOption},
+        },
+        Block, PcapNgReader,
+    },
+    DataLink, PcapError,
+};
+use sip_filter_common::{
+    maps::{BanReason, BAN_SLOTS},
+    Counters, Method, Reason,
+};
+
+use crate::{filter::FilterError, Filter};
+
+/// Why a captured packet was not run through the program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// Captured shorter than it was on the wire (a snap length): the kernel would have
+    /// judged the whole packet, so judging the cut one would tell something else.
+    Truncated { captured: u32, original: u32 },
+    /// Sent by the capturing host (a cooked capture's or pcapng's direction says so):
+    /// XDP sees only what arrives.
+    Outgoing,
+    /// A link type replay cannot turn into Ethernet.
+    UnsupportedLink(u32),
+    /// Shorter than its link-layer header, or than an Ethernet header.
+    TooShort,
+    /// Longer than BPF_PROG_TEST_RUN takes for an XDP program without fragments
+    /// support (about a page); such frames never reach XDP on a 1500-byte MTU.
+    TooLarge(usize),
+}
+
+impl Skip {
+    /// The name used in the output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Skip::Truncated { .. } => "truncated",
+            Skip::Outgoing => "outgoing",
+            Skip::UnsupportedLink(_) => "unsupported_link_type",
+            Skip::TooShort => "too_short",
+            Skip::TooLarge(_) => "too_large",
+        }
+    }
+
+    pub const ALL_NAMES: [&'static str; 5] = [
+        "truncated",
+        "outgoing",
+        "unsupported_link_type",
+        "too_short",
+        "too_large",
+    ];
+
+    /// What it means, for a person.
+    pub fn detail(self) -> String {
+        match self {
+            Skip::Truncated { captured, original } => format!(
+                "captured {captured} of {original} bytes (capture with a larger snap length, tcpdump -s 0)"
+            ),
+            Skip::Outgoing => "sent by the capturing host; XDP sees only arriving packets".into(),
+            Skip::UnsupportedLink(link) => format!("link type {link} is not supported"),
+            Skip::TooShort => "shorter than its link-layer header".into(),
+            Skip::TooLarge(len) => format!("{len}-byte frame: larger than XDP takes"),
+        }
+    }
+}
+
+/// One packet of a capture.
+#[derive(Clone, Debug)]
+pub struct Record {
+    /// Its capture timestamp (since the Unix epoch, as the file says).
+    pub time: Duration,
+    /// The Ethernet frame to run, or why there is none.
+    pub frame: Result<Vec<u8>, Skip>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("{}: cannot be read: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("not a pcap or pcapng capture ({0})")]
+    NotACapture(String),
+    #[error("the capture's link type {0} is not supported (Ethernet, Linux cooked SLL/SLL2, raw IP and BSD loopback are)")]
+    UnsupportedLink(u32),
+    #[error("packet {index}: the capture is corrupt from here on: {detail}")]
+    Corrupt { index: u64, detail: String },
+}
+
+/// The bytes a file starts with tell its format.
+const PCAP_MAGICS: [[u8; 4]; 4] = [
+    [0xd4, 0xc3, 0xb2, 0xa1], // microseconds, little-endian
+    [0xa1, 0xb2, 0xc3, 0xd4], // microseconds, big-endian
+    [0x4d, 0x3c, 0xb2, 0xa1], // nanoseconds, little-endian
+    [0xa1, 0xb2, 0x3c, 0x4d], // nanoseconds, big-endian
+];
+const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
+
+type Input<R> = Chain<Cursor<[u8; 4]>, R>;
+
+enum Reader<R: Read> {
+    Pcap {
+        reader: PcapReader<Input<R>>,
+        link: DataLink,
+    },
+    PcapNg(PcapNgReader<Input<R>>),
+}
+
+/// A pcap or pcapng capture, read packet by packet.
+pub struct Capture<R: Read> {
+    reader: Reader<R>,
+    /// Records handed out so far (also the index of the next, from 1 in errors).
+    read: u64,
+    /// The last timestamp seen, for pcapng's simple packets, which carry none.
+    last_time: Duration,
+    /// True once the capture ended mid-record (a capture cut off while written).
+    cut_off: bool,
+    done: bool,
+}
+
+impl Capture<BufReader<File>> {
+    /// Opens a capture file; the format comes from its first bytes.
+    pub fn open(path: &Path) -> Result<Self, CaptureError> {
+        let open_error = |source| CaptureError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(open_error)?;
+        if file.metadata().map_err(open_error)?.is_dir() {
+            return Err(open_error(std::io::Error::new(
+                ErrorKind::IsADirectory,
+                "a directory, not a capture file",
+            )));
+        }
+        Self::new(BufReader::new(file))
+    }
+}
+
+impl<R: Read> Capture<R> {
+    pub fn new(mut input: R) -> Result<Self, CaptureError> {
+        let mut magic = [0u8; 4];
+        if let Err(e) = input.read_exact(&mut magic) {
+            return Err(if e.kind() == ErrorKind::UnexpectedEof {
+                CaptureError::NotACapture("the file is empty or shorter than a header".into())
+            } else {
+                CaptureError::NotACapture(e.to_string())
+            });
+        }
+        let input = Cursor::new(magic).chain(input);
+        let header_error = |e: PcapError| CaptureError::NotACapture(describe(&e));
+        let reader = if PCAP_MAGICS.contains(&magic) {
+            let reader = PcapReader::new(input).map_err(header_error)?;
+            let link = reader.header().datalink;
+            if !is_supported(link) {
+                return Err(CaptureError::UnsupportedLink(u32::from(link)));
+            }
+            Reader::Pcap { reader, link }
+        } else if magic == PCAPNG_MAGIC {
+            Reader::PcapNg(PcapNgReader::new(input).map_err(header_error)?)
+        } else {
+            return Err(CaptureError::NotACapture(format!(
+                "it starts with {:02x} {:02x} {:02x} {:02x}",
+                magic[0], magic[1], magic[2], magic[3]
+            )));
+        };
+        Ok(Self {
+            reader,
+            read: 0,
+            last_time: Duration::ZERO,
+            cut_off: false,
+            done: false,
+        })
+    }
+
+    /// True if the capture ended in the middle of a record (as when the capturing
+    /// program was killed): the records before it were all read.
+    pub fn was_cut_off(&self) -> bool {
+        self.cut_off
+    }
+
+    /// The next packet; None at the end. After an error, None.
+    pub fn next_record(&mut self) -> Option<Result<Record, CaptureError>> {
+        if self.done {
+            return None;
+        }
+        let next = match &mut self.reader {
+            Reader::Pcap { reader, link } => {
+                let link = *link;
+                reader.next_packet().map(|packet| {
+                    packet.map(|packet| Record {
+                        time: packet.timestamp,
+                        frame: frame_of(link, &packet.data, packet.orig_len),
+                    })
+                })
+            }
+            Reader::PcapNg(reader) => next_pcapng_record(reader, self.last_time),
+        };
+        match next {
+            None => {
+                self.done = true;
+                None
+            }
+            Some(Ok(record)) => {
+                self.read += 1;
+                self.last_time = record.time;
+                Some(Ok(record))
+            }
+            Some(Err(e)) => {
+                self.done = true;
+                if is_cut_off(&e) {
+                    self.cut_off = true;
+                    return None;
+                }
+                Some(Err(CaptureError::Corrupt {
+                    index: self.read + 1,
+                    detail: describe(&e),
+                }))
+            }
+        }
+    }
+}
+
+/// The next packet of a pcapng capture, skipping blocks that carry none.
+fn next_pcapng_record<R: Read>(
+    reader: &mut PcapNgReader<R>,
+    last_time: Duration,
+) -> Option<Result<Record, PcapError>> {
+    loop {
+        let block = match reader.next_block()? {
+            Ok(block) => block,
+            Err(e) => return Some(Err(e)),
+        };
+        let (interface_id, raw_time, original_len, data, flags) = match &block {
+            Block::EnhancedPacket(packet) => {
+                let flags = packet.options.iter().find_map(|option| match option {
+                    EnhancedPacketOption::Flags(flags) => Some(*flags),
+                    _ => None,
+                });
+                (
+                    packet.interface_id,
+                    Some(packet.timestamp),
+                    packet.original_len,
+                    packet.data.to_vec(),
+                    flags,
+                )
+            }
+            Block::SimplePacket(packet) => {
+                (0, None, packet.original_len, packet.data.to_vec(), None)
+            }
+            Block::Packet(packet) => (
+                u32::from(packet.interface_id),
+                Some(Duration::from_nanos(packet.timestamp)),
+                packet.original_len,
+                packet.data.to_vec(),
+                None,
+            ),
+            _ => continue,
+        };
+        // The block borrows the reader's buffer; the interfaces are the reader's too.
+        drop(block);
+        let Some(interface) = reader.interfaces().get(interface_id as usize) else {
+            return Some(Err(PcapError::InvalidInterfaceId(interface_id)));
+        };
+        let time = match raw_time {
+            Some(raw) => pcapng_time(interface, raw),
+            None => last_time,
+        };
+        // The direction bits of epb_flags: 2 is outbound.
+        let outgoing = flags.is_some_and(|flags| flags & 0b11 == 0b10);
+        let frame = if outgoing {
+            Err(Skip::Outgoing)
+        } else {
+            frame_of(interface.linktype, &data, original_len)
+        };
+        return Some(Ok(Record { time, frame }));
+    }
+}
+
+/// A pcapng timestamp in the interface's units (pcap-file hands the raw count over as
+/// nanoseconds, whatever `if_tsresol` says; the default unit is the microsecond).
+fn pcapng_time(interface: &InterfaceDescriptionBlock, raw: Duration) -> Duration {
+    let mut resolution = 6u8;
+    let mut offset_seconds = 0u64;
+    for option in &interface.options {
+        match option {
+            InterfaceDescriptionOption::IfTsResol(r) => resolution = *r,
+            InterfaceDescriptionOption::IfTsOffset(o) => offset_seconds = *o,
+            _ => {}
+        }
+    }
+    let count = raw.as_nanos();
+    let nanos = if resolution & 0x80 == 0 {
+        // Units of 10^-resolution seconds.
+        let exponent = u32::from(resolution);
+        if exponent <= 9 {
+            count.saturating_mul(10u128.pow(9 - exponent))
+        } else {
+            count / 10u128.pow((exponent - 9).min(38))
+        }
+    } else {
+        // Units of 2^-n seconds.
+        let shift = u32::from(resolution & 0x7f).min(127);
+        count.saturating_mul(1_000_000_000) >> shift
+    };
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+        .saturating_add(Duration::from_secs(offset_seconds))
+}
+
+/// Reading stopped because the data ended inside a record.
+fn is_cut_off(error: &PcapError) -> bool {
+    matches!(error, PcapError::IoError(e) if e.kind() == ErrorKind::UnexpectedEof)
+        || matches!(error, PcapError::IncompleteBuffer)
+}
+
+fn describe(error: &PcapError) -> String {
+    match error {
+        PcapError::IoError(e) if e.kind() == ErrorKind::UnexpectedEof => {
+            "the file ends inside its header".into()
+        }
+        PcapError::IoError(e) => format!("reading failed: {e}"),
+        PcapError::InvalidField(what) => format!("invalid field: {what}"),
+        PcapError::InvalidInterfaceId(id) => format!("a packet names interface {id}, which the capture does not describe"),
+        other => other.to_string(),
+    }
+}
+
+/// Link types turned into Ethernet (see [`frame_of`]).
+fn is_supported(link: DataLink) -> bool {
+    matches!(
+        link,
+        DataLink::ETHERNET
+            | DataLink::LINUX_SLL
+            | DataLink::LINUX_SLL2
+            | DataLink::RAW
+            | DataLink::IPV4
+            | DataLink::IPV6
+            | DataLink::NULL
+            | DataLink::LOOP
+    ) || matches!(link, DataLink::Unknown(12 | 14)) // DLT_RAW on some BSDs
+}
+
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+pub const ETH_HEADER_LEN: usize = 14;
+/// Linux cooked capture v1: packet type, ARPHRD, address length, 8 address bytes,
+/// protocol.
+const SLL_HEADER_LEN: usize = 16;
+/// Linux cooked capture v2: protocol, reserved, ifindex, ARPHRD, packet type, address
+/// length, 8 address bytes.
+const SLL2_HEADER_LEN: usize = 20;
+/// `PACKET_OUTGOING`: the capturing host sent it.
+const PACKET_OUTGOING: u8 = 4;
+
+/// The Ethernet frame a NIC would hand XDP for a captured packet of link type `link`:
+/// Ethernet as captured; other link types get a synthesized Ethernet header (zero MAC
+/// addresses, except a cooked capture's 6-byte source address) with the EtherType of
+/// their protocol.
+pub fn frame_of(
+    link: DataLink,
+    data: &[u8],
+    original_len: u32,
+) -> Result<Vec<u8>, Skip> {
+    let captured = u32::try_from(data.len()).unwrap_or(u32::MAX);
+    if captured < original_len {
+        return Err(Skip::Truncated {
+            captured,
+            original: original_len,
+        });
+    }
+    let (ethertype, source_mac, payload) = match link {
+        DataLink::ETHERNET => {
+            if data.len() < ETH_HEADER_LEN {
+                return Err(Skip::TooShort);
+            }
+            return Ok(data.to_vec());
+        }
+        DataLink::LINUX_SLL => {
+            let header = data.get(..SLL_HEADER_LEN).ok_or(Skip::TooShort)?;
+            if u16::from_be_bytes([header[0], header[1]]) == u16::from(PACKET_OUTGOING) {
+                return Err(Skip::Outgoing);
+            }
+            let address_len = usize::from(u16::from_be_bytes([header[4], header[5]]));
+            let protocol = u16::from_be_bytes([header[14], header[15]]);
+            let mac = (address_len == 6).then(|| &header[6..12]);
+            (protocol, mac, &data[SLL_HEADER_LEN..])
+        }
+        DataLink::LINUX_SLL2 => {
+            let header = data.get(..SLL2_HEADER_LEN).ok_or(Skip::TooShort)?;
+            if header[10] == PACKET_OUTGOING {
+                return Err(Skip::Outgoing);
+            }
+            let protocol = u16::from_be_bytes([header[0], header[1]]);
+            let mac = (header[11] == 6).then(|| &header[12..18]);
+            (protocol, mac, &data[SLL2_HEADER_LEN..])
+        }
+        DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 | DataLink::Unknown(12 | 14) => {
+            (ip_ethertype(data)?, None, data)
+        }
+        // BSD loopback: a 4-byte address family (host order for NULL, network order for
+        // LOOP, and its numbers differ by OS): the IP version nibble says it all.
+        DataLink::NULL | DataLink::LOOP => {
+            let packet = data.get(4..).ok_or(Skip::TooShort)?;
+            (ip_ethertype(packet)?, None, packet)
+        }
+        other => return Err(Skip::UnsupportedLink(u32::from(other))),
+    };
+    let mut frame = Vec::with_capacity(ETH_HEADER_LEN + payload.len());
+    frame.extend_from_slice(&[0; 6]);
+    frame.extend_from_slice(source_mac.unwrap_or(&[0; 6]));
+    frame.extend_from_slice(&ethertype.to_be_bytes());
+    frame.extend_from_slice(payload);
+    Ok(frame)
+}
+
+/// The EtherType of a raw IP packet, from its version nibble.
+fn ip_ethertype(packet: &[u8]) -> Result<u16, Skip> {
+    match packet.first().map(|byte| byte >> 4) {
+        Some(4) => Ok(ETHERTYPE_IPV4),
+        Some(6) => Ok(ETHERTYPE_IPV6),
+        Some(_) => Ok(0), // neither: the program passes it as not SIP, as it would
+        None => Err(Skip::TooShort),
+    }
+}
+
+/// XDP's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Pass,
+    Drop,
+    /// Anything else (XDP_ABORTED, XDP_TX...): the program never returns these.
+    Other(u32),
+}
+
+impl Action {
+    fn from_xdp(action: u32) -> Self {
+        match action {
+            1 => Action::Drop,
+            2 => Action::Pass,
+            other => Action::Other(other),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Pass => "pass",
+            Action::Drop => "drop",
+            Action::Other(_) => "other",
+        }
+    }
+}
+
+/// The program's verdict on one frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub action: Action,
+    pub reason: Reason,
+    /// The request's method; [`Method::None`] for everything but SIP requests.
+    pub method: Method,
+    /// Bans this packet made (in dry-run: would have made), by reason.
+    pub bans: Vec<BanReason>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    #[error("the counters grew by {0} packets around one test run, not 1: is the program running elsewhere?")]
+    Counting(u64),
+}
+
+/// Runs frames through a loaded, configured filter, one at a time, each against the
+/// state (buckets, windows, bans) the ones before left in its maps.
+pub struct Replayer {
+    filter: Filter,
+    counters: Counters,
+}
+
+/// The largest frame BPF_PROG_TEST_RUN takes for an XDP program without fragments
+/// support: a page less the headroom and the `skb_shared_info` tailroom (Linux 6.x).
+pub const MAX_TEST_RUN_FRAME: usize = 4096 - 256 - 320;
+
+impl Replayer {
+    pub fn new(filter: Filter) -> Result<Self, ReplayError> {
+        let counters = filter.counters()?;
+        Ok(Self { filter, counters })
+    }
+
+    pub fn filter(&self) -> &Filter {
+        &self.filter
+    }
+
+    /// Runs `frame` through the program once.
+    pub fn judge(&mut self, frame: &[u8]) -> Result<Result<Verdict, Skip>, ReplayError> {
+        if frame.len() > MAX_TEST_RUN_FRAME {
+            return Ok(Err(Skip::TooLarge(frame.len())));
+        }
+        let action = Action::from_xdp(self.filter.test_run(frame)?);
+        let now = self.filter.counters()?;
+        let delta = now.since(&self.counters);
+        self.counters = now;
+        let mut found = None;
+        let mut total = 0u64;
+        for reason in Reason::ALL {
+            for method in Method::ALL {
+                let count = delta.packets[reason as usize][method as usize];
+                if count != 0 {
+                    total = total.saturating_add(count);
+                    found = Some((reason, method));
+                }
+            }
+        }
+        let (reason, method) = match (total, found) {
+            (1, Some(found)) => found,
+            _ => return Err(ReplayError::Counting(total)),
+        };
+        let mut bans = Vec::new();
+        for reason in BanReason::ALL {
+            let slot = (reason as usize) & (BAN_SLOTS - 1);
+            for _ in 0..delta.bans_added[slot] {
+                bans.push(reason);
+            }
+        }
+        Ok(Ok(Verdict {
+            action,
+            reason,
+            method,
+            bans,
+        }))
+    }
+}
+
+/// What a frame is, for a person: its addresses and the first line of a UDP payload.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FrameSummary {
+    /// `address:port` for UDP, the address for other IP packets, empty otherwise.
+    pub source: String,
+    pub destination: String,
+    /// The payload's first line for UDP (a SIP request or status line), else the
+    /// protocol ("tcp", "icmpv6", "ethertype 0x0806"...).
+    pub summary: String,
+}
+
+/// Summarizes an Ethernet frame (the one [`frame_of`] made).
+pub fn summarize(frame: &[u8]) -> FrameSummary {
+    use etherparse::{LaxNetSlice, LaxSlicedPacket, TransportSlice};
+    let Ok(packet) = LaxSlicedPacket::from_ethernet(frame) else {
+        return FrameSummary {
+            summary: "not an Ethernet frame".into(),
+            ..FrameSummary::default()
+        };
+    };
+    let (source, destination, protocol) = match &packet.net {
+        Some(LaxNetSlice::Ipv4(ip)) => (
+            std::net::IpAddr::from(ip.header().source_addr()),
+            std::net::IpAddr::from(ip.header().destination_addr()),
+            ip.header().protocol(),
+        ),
+        Some(LaxNetSlice::Ipv6(ip)) => (
+            std::net::IpAddr::from(ip.header().source_addr()),
+            std::net::IpAddr::from(ip.header().destination_addr()),
+            ip.payload().ip_number,
+        ),
+        None => {
+            let ethertype = frame
+                .get(12..14)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]))
+                .unwrap_or(0);
+            return FrameSummary {
+                summary: format!("ethertype 0x{ethertype:04x}"),
+                ..FrameSummary::default()
+            };
+        }
+    };
+    match &packet.transport {
+        Some(TransportSlice::Udp(udp)) => FrameSummary {
+            source: std::net::SocketAddr::new(source, udp.source_port()).to_string(),
+            destination: std::net::SocketAddr::new(destination, udp.destination_port())
+                .to_string(),
+            summary: first_line(udp.payload()),
+        },
+        transport => FrameSummary {
+            source: source.to_string(),
+            destination: destination.to_string(),
+            summary: match transport {
+                Some(TransportSlice::Tcp(_)) => "tcp".into(),
+                Some(TransportSlice::Icmpv4(_)) => "icmp".into(),
+                Some(TransportSlice::Icmpv6(_)) => "icmpv6".into(),
+                _ => match protocol.keyword_str() {
+                    Some(name) => name.to_ascii_lowercase(),
+                    None => format!("ip protocol {}", protocol.0),
+                },
+            },
+        },
+    }
+}
+
+/// The longest first line shown.
+const FIRST_LINE_CHARS: usize = 72;
+
+/// A payload's first line, printable, at most [`FIRST_LINE_CHARS`] long.
+fn first_line(payload: &[u8]) -> String {
+    if payload.is_empty() {
+        return "(empty)".into();
+    }
+    if payload.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+        return "(keep-alive)".into();
+    }
+    let line = payload
+        .split(|b| matches!(b, b'\r' | b'\n'))
+        .next()
+        .unwrap_or_default();
+    let mut text: String = line
+        .iter()
+        .take(FIRST_LINE_CHARS)
+        .map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' })
+        .collect();
+    if line.len() > FIRST_LINE_CHARS {
+        text.push('…');
+    }
+    text
+}
