@@ -23,7 +23,7 @@ use pcap_file::{
         },
         Block, PcapNgReader,
     },
-    DataLink, PcapError,
+    DataLink, PcapError, TsResolution,
 };
 use sip_filter_common::{
     maps::{BanReason, BAN_SLOTS},
@@ -208,9 +208,12 @@ impl<R: Read> Capture<R> {
         let next = match &mut self.reader {
             Reader::Pcap { reader, link } => {
                 let link = *link;
-                reader.next_packet().map(|packet| {
+                let resolution = reader.header().ts_resolution;
+                // Raw: pcap-file's checked packets refuse an original length above the
+                // snap length, which is what every snap-length-cut packet has.
+                reader.next_raw_packet().map(|packet| {
                     packet.map(|packet| Record {
-                        time: packet.timestamp,
+                        time: pcap_time(packet.ts_sec, packet.ts_frac, resolution),
                         frame: frame_of(link, &packet.data, packet.orig_len),
                     })
                 })
@@ -298,6 +301,16 @@ fn next_pcapng_record<R: Read>(
     }
 }
 
+/// A pcap timestamp: seconds and a fraction in the file's unit.
+fn pcap_time(seconds: u32, fraction: u32, resolution: TsResolution) -> Duration {
+    let nanos = match resolution {
+        TsResolution::MicroSecond => u64::from(fraction).saturating_mul(1000),
+        TsResolution::NanoSecond => u64::from(fraction),
+    };
+    // A fraction of a second or more (a broken writer) carries over.
+    Duration::from_secs(u64::from(seconds)).saturating_add(Duration::from_nanos(nanos))
+}
+
 /// A pcapng timestamp in the interface's units (pcap-file hands the raw count over as
 /// nanoseconds, whatever `if_tsresol` says; the default unit is the microsecond).
 fn pcapng_time(interface: &InterfaceDescriptionBlock, raw: Duration) -> Duration {
@@ -382,15 +395,9 @@ pub fn frame_of(
     data: &[u8],
     original_len: u32,
 ) -> Result<Vec<u8>, Skip> {
-    let captured = u32::try_from(data.len()).unwrap_or(u32::MAX);
-    if captured < original_len {
-        return Err(Skip::Truncated {
-            captured,
-            original: original_len,
-        });
-    }
     let (ethertype, source_mac, payload) = match link {
         DataLink::ETHERNET => {
+            check_whole(data, original_len)?;
             if data.len() < ETH_HEADER_LEN {
                 return Err(Skip::TooShort);
             }
@@ -426,12 +433,26 @@ pub fn frame_of(
         }
         other => return Err(Skip::UnsupportedLink(u32::from(other))),
     };
+    // After the link header: a cut-off packet the host sent is still just outgoing.
+    check_whole(data, original_len)?;
     let mut frame = Vec::with_capacity(ETH_HEADER_LEN + payload.len());
     frame.extend_from_slice(&[0; 6]);
     frame.extend_from_slice(source_mac.unwrap_or(&[0; 6]));
     frame.extend_from_slice(&ethertype.to_be_bytes());
     frame.extend_from_slice(payload);
     Ok(frame)
+}
+
+/// Refuses a packet captured shorter than it was.
+fn check_whole(data: &[u8], original_len: u32) -> Result<(), Skip> {
+    let captured = u32::try_from(data.len()).unwrap_or(u32::MAX);
+    if captured < original_len {
+        return Err(Skip::Truncated {
+            captured,
+            original: original_len,
+        });
+    }
+    Ok(())
 }
 
 /// The EtherType of a raw IP packet, from its version nibble.

@@ -24,6 +24,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "util-linux",
     "tcpdump",
+    // dumpcap: captures as pcapng (tcpdump writes pcap only), for the replay test.
+    "wireshark-common",
     "qemu-system-x86",
     "busybox-static",
     "cpio",

@@ -5,7 +5,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context;
 use serde_json::json;
 use sip_filter::{
     filter::{key_to_string, FilterError},
@@ -65,9 +64,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let path = args.capture.display().to_string();
     let mut capture = Capture::open(&args.capture).map_err(|e| capture_error(&path, e))?;
 
-    let mut filter = Filter::load()
-        .map_err(needs_privileges)
-        .context("loading the XDP program")?;
+    let mut filter = Filter::load().map_err(needs_privileges)?;
     filter.configure(&settings)?;
     let dry_run = settings.dry_run;
     let ipv6_prefix = u32::from(settings.ipv6_prefix);
@@ -184,7 +181,7 @@ fn needs_privileges(error: FilterError) -> anyhow::Error {
         }
         source = e.source();
     }
-    error.into()
+    anyhow::Error::new(error).context("loading the XDP program")
 }
 
 /// Counts as the replay goes.

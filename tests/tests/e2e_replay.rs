@@ -1,0 +1,500 @@
+//! `sip-filter replay`: a capture recorded (tcpdump as pcap, dumpcap as pcapng) on the
+//! client's side while svmap scanned and sipp sent legitimate requests, replayed
+//! through the program, gets the verdicts the attached filter gave the same packets.
+//! Also: captures of the other link types (built here) reach the program as the NIC's
+//! Ethernet frames would, and bad input is one line and exit 2.
+//!
+//! Needs root and the test tools (`cargo xtask setup --test-tools`: kamailio,
+//! sip-tester, sipvicious, tcpdump, wireshark-common).
+
+use std::{path::Path, process::Command, time::Instant};
+
+use pcap_file::{
+    pcap::{PcapHeader, PcapPacket, PcapWriter},
+    pcapng::{
+        blocks::{enhanced_packet::EnhancedPacketBlock, interface_description::InterfaceDescriptionBlock},
+        PcapNgWriter,
+    },
+    DataLink,
+};
+use serde_json::Value;
+use sip_filter_tests::{
+    lab::{
+        filter_stats, options_scenario, register_scenario, require_tools, sip_filter, sip_probe,
+        sipp, start_filter, start_kamailio, stats_json, stop_filter, svmap, tear_down, PinRoot,
+        TempDir, Transcript, DOMAIN, LAB_TOOLS, QUICK, SIP_PORT,
+    },
+    netns::{
+        run_bounded, Background, Finished, Host, Lab, CLIENT_IFACE, CLIENT_V6, LEGIT_CLIENT_V4,
+        SERVER_IFACE, SERVER_V4, SERVER_V6, SIGINT,
+    },
+    packets::{sip_request, udp4, udp6},
+    privileged,
+};
+use sip_filter_common::Reason;
+
+/// The capture filter: what the server's XDP program is asked about, SIP to it. (The
+/// live filter also sees ARP, neighbour discovery and ICMP errors, all `pass_not_sip`,
+/// which a capture of SIP leaves out.)
+fn sip_to_server() -> String {
+    format!("udp dst port {SIP_PORT} and (dst host {SERVER_V4} or dst host {SERVER_V6})")
+}
+
+/// A capture program running in the client namespace.
+struct Capturing {
+    process: Background,
+    file: std::path::PathBuf,
+}
+
+/// Starts tcpdump (pcap) or dumpcap (pcapng) on the client's interface and waits until
+/// it listens.
+fn start_capture(lab: &Lab, dir: &Path, pcapng: bool) -> Capturing {
+    let (program, file, ready) = if pcapng {
+        ("dumpcap", dir.join("capture.pcapng"), "Capturing on")
+    } else {
+        ("tcpdump", dir.join("capture.pcap"), "listening on")
+    };
+    let path = file.to_str().expect("a UTF-8 path").to_string();
+    let filter = sip_to_server();
+    let args: Vec<&str> = if pcapng {
+        vec!["-i", CLIENT_IFACE, "-f", &filter, "-w", &path]
+    } else {
+        // -U: each packet written as it comes, so a stop loses none.
+        vec!["-i", CLIENT_IFACE, "-n", "-U", "-w", &path, &filter]
+    };
+    let mut process = lab
+        .spawn(
+            Host::Client,
+            program,
+            program,
+            &args,
+            &dir.join(format!("{program}.log")),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    process
+        .wait_for_log(ready, QUICK)
+        .unwrap_or_else(|e| panic!("{e}"));
+    Capturing { process, file }
+}
+
+/// Stops a capture with SIGINT (it flushes and closes the file), within QUICK.
+fn stop_capture(capture: &mut Capturing) {
+    capture.process.signal(SIGINT);
+    let status = capture.process.wait(QUICK);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the capture did not stop cleanly on SIGINT ({status:?}):\n{}",
+        capture.process.log()
+    );
+}
+
+/// `sip-filter replay CAPTURE --domain DOMAIN --json EXTRA...`: the packet lines and
+/// the summary.
+fn replay(capture: &Path, extra: &[&str]) -> (Finished, Vec<Value>, Value) {
+    let mut command = Command::new(sip_filter());
+    command
+        .arg("replay")
+        .arg(capture)
+        .args(["--domain", DOMAIN, "--json"])
+        .args(extra);
+    let finished = run_bounded(command, std::time::Duration::from_secs(60));
+    assert!(finished.success(), "replay failed:\n{finished}");
+    let mut lines: Vec<Value> = finished
+        .stdout
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}\n{finished}"))
+        })
+        .collect();
+    let summary = lines.pop().expect("a summary line");
+    assert_eq!(summary["type"], "summary", "{finished}");
+    assert!(lines.iter().all(|line| line["type"] == "packet"));
+    (finished, lines, summary)
+}
+
+fn reasons_of(stats: &Value) -> Vec<(&'static str, u64)> {
+    Reason::ALL
+        .iter()
+        .map(|r| (r.name(), stats["reasons"][r.name()].as_u64().unwrap_or(0)))
+        .collect()
+}
+
+#[test]
+fn a_capture_replays_to_the_verdicts_the_attached_filter_gave() {
+    if !privileged("a_capture_replays_to_the_verdicts_the_attached_filter_gave") {
+        return;
+    }
+    require_tools(LAB_TOOLS).unwrap_or_else(|e| panic!("{e:#}"));
+    require_tools(&["tcpdump", "dumpcap"]).unwrap_or_else(|e| panic!("{e:#}"));
+    let started = Instant::now();
+    let binary = sip_filter();
+
+    let lab = Lab::new().expect("the lab builds");
+    let dir = TempDir::new("e2e-replay");
+    let pins = PinRoot::new("e2e-replay");
+    let pin_dir = pins.interface_dir(SERVER_IFACE);
+    let mut transcript = Transcript::default();
+    let kamailio = start_kamailio(&lab, dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
+    let (mut daemon, attached) =
+        start_filter(&lab, binary, &pins, &dir.path().join("sip-filter.log"))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+    println!("{attached} ({:.2} s)", started.elapsed().as_secs_f64());
+
+    // Both captures record the same traffic, on the client's side: XDP drops packets
+    // on the server's interface before a capture there would see them.
+    let mut pcap = start_capture(&lab, dir.path(), false);
+    let mut pcapng = start_capture(&lab, dir.path(), true);
+    let before = stats_json(&transcript.keep("stats before", filter_stats(&lab, binary, &pins)))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+
+    // svmap twice (its probe bans its source; the second is dropped as banned), then
+    // legitimate requests, and one for a domain the server does not serve.
+    for step in ["svmap", "svmap again"] {
+        let scan = transcript.keep(step, svmap(&lab));
+        assert!(scan.success(), "{scan}");
+    }
+    let target_v4 = format!("{SERVER_V4}:{SIP_PORT}");
+    let target_v6 = format!("[{SERVER_V6}]:{SIP_PORT}");
+    let (options, register) = (options_scenario(), register_scenario());
+    for (step, name, scenario, local, target) in [
+        ("sipp OPTIONS", "options", &options, LEGIT_CLIENT_V4, &target_v4),
+        ("sipp REGISTER", "register", &register, LEGIT_CLIENT_V4, &target_v4),
+        ("sipp OPTIONS over IPv6", "options-v6", &options, CLIENT_V6, &target_v6),
+    ] {
+        let call = transcript.keep(step, sipp(&lab, dir.path(), name, scenario, local, target));
+        assert!(call.success(), "{step} should be answered:\n{call}");
+    }
+    let unknown = sip_probe(
+        &lab,
+        LEGIT_CLIENT_V4.parse().expect("an address"),
+        "OPTIONS",
+        "sip:alice@elsewhere.test",
+        "sip-filter-e2e",
+        std::time::Duration::from_secs(1),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(unknown, None, "an unknown domain should get no answer");
+
+    let after = stats_json(&transcript.keep("stats after", filter_stats(&lab, binary, &pins)))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    stop_capture(&mut pcap);
+    stop_capture(&mut pcapng);
+    stop_filter(&lab, &mut daemon, &pin_dir).unwrap_or_else(|e| panic!("{e:#}"));
+    println!("traffic captured ({:.2} s)", started.elapsed().as_secs_f64());
+
+    // What the attached filter counted, reason by reason, during the captures.
+    let live: Vec<(&str, u64)> = reasons_of(&after)
+        .into_iter()
+        .zip(reasons_of(&before))
+        .map(|((name, after), (_, before))| (name, after - before))
+        .collect();
+    transcript.note(format!("live counter deltas: {live:?}"));
+    let count = |counts: &[(&str, u64)], name: &str| {
+        counts.iter().find(|(n, _)| *n == name).map_or(0, |(_, c)| *c)
+    };
+    assert!(count(&live, "drop_scanner") >= 1, "{live:?}");
+    assert!(count(&live, "drop_banned") >= 1, "{live:?}");
+    assert!(count(&live, "pass_request") >= 3, "{live:?}");
+    assert!(count(&live, "drop_unknown_domain") >= 1, "{live:?}");
+
+    // The pcap paced as captured, the pcapng as fast as it goes: this traffic is far
+    // below every rate limit, so both must give the live verdicts.
+    for (capture, extra) in [
+        (&pcap.file, &["--realtime"][..]),
+        (&pcapng.file, &[][..]),
+    ] {
+        let (finished, packets, summary) = replay(capture, extra);
+        transcript.note(format!("{}: {summary}", capture.display()));
+        let replayed = reasons_of(&summary);
+        for (name, live_count) in &live {
+            let replayed_count = count(&replayed, name);
+            if *name == "pass_not_sip" {
+                // ARP and neighbour discovery reached the live filter, not the capture.
+                assert_eq!(replayed_count, 0, "{}", finished);
+                continue;
+            }
+            assert_eq!(
+                replayed_count, *live_count,
+                "{}: {name}: replayed {replayed_count}, live {live_count}\nlive {live:?}\nreplay {summary}\n{}",
+                capture.display(),
+                finished.stdout
+            );
+        }
+        assert_eq!(summary["verdicts"]["skipped"], Value::Null, "{summary}");
+        assert_eq!(summary["bans_made"]["scanner"], 1, "{summary}");
+        assert_eq!(
+            summary["banned_at_end"][0]["source"], "198.18.0.1",
+            "{summary}"
+        );
+        // Packet by packet: the ban comes before the banned ones, and the legitimate
+        // requests name their method.
+        let first = |reason: &str| {
+            packets
+                .iter()
+                .position(|p| p["reason"] == reason)
+                .unwrap_or_else(|| panic!("no {reason} packet:\n{}", finished.stdout))
+        };
+        assert!(first("drop_scanner") < first("drop_banned"));
+        assert_eq!(packets[first("drop_scanner")]["bans"][0], "scanner");
+        assert_eq!(packets[first("drop_scanner")]["verdict"], "drop");
+        assert!(packets
+            .iter()
+            .any(|p| p["reason"] == "pass_request" && p["method"] == "REGISTER"
+                && p["verdict"] == "pass"));
+        println!(
+            "{}: {} packets replayed, reasons equal to the live filter's ({:.2} s)",
+            capture.display(),
+            packets.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+
+    // Dry-run: the same verdicts counted, nothing dropped, no ban made, so svmap's
+    // second probe is a scanner again rather than banned.
+    let config = dir.path().join("dry-run.toml");
+    std::fs::write(&config, "[filter]\ndry_run = true\n").expect("a config file");
+    let config = config.to_str().expect("a UTF-8 path");
+    let (finished, packets, summary) = replay(&pcap.file, &["--config", config]);
+    assert!(
+        packets.iter().all(|p| p["verdict"] == "pass"),
+        "{}",
+        finished.stdout
+    );
+    assert_eq!(summary["reasons"]["drop_banned"], 0, "{summary}");
+    assert_eq!(
+        summary["reasons"]["drop_scanner"],
+        count(&live, "drop_scanner") + count(&live, "drop_banned"),
+        "{summary}"
+    );
+    assert_eq!(summary["banned_at_end"], Value::Array(vec![]), "{summary}");
+
+    tear_down(lab, pins, [daemon, kamailio, pcap.process, pcapng.process])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    drop(transcript);
+    println!("done in {:.2} s", started.elapsed().as_secs_f64());
+}
+
+/// A scanner's OPTIONS and a legitimate one, over IPv4 and IPv6, as Ethernet frames.
+fn sample_frames() -> Vec<Vec<u8>> {
+    let scanner = sip_request(
+        "OPTIONS",
+        "sip:100@198.18.0.2",
+        &["User-Agent: friendly-scanner"],
+    );
+    let legitimate = sip_request("OPTIONS", &format!("sip:alice@{DOMAIN}"), &[]);
+    vec![
+        udp4(SIP_PORT, &legitimate),
+        udp6(SIP_PORT, &legitimate),
+        udp4(SIP_PORT, &scanner),
+        udp4(SIP_PORT, &legitimate),
+    ]
+}
+
+/// The same frames with another link-layer header instead of Ethernet's.
+fn relinked(link: DataLink, frame: &[u8]) -> Vec<u8> {
+    let ethertype = [frame[12], frame[13]];
+    let ip = &frame[14..];
+    let mut out = Vec::new();
+    match link {
+        DataLink::ETHERNET => return frame.to_vec(),
+        DataLink::LINUX_SLL => {
+            out.extend_from_slice(&[0, 0, 0, 1, 0, 6]); // to us, ARPHRD_ETHER, 6-byte address
+            out.extend_from_slice(&frame[6..12]);
+            out.extend_from_slice(&[0, 0]);
+            out.extend_from_slice(&ethertype);
+        }
+        DataLink::LINUX_SLL2 => {
+            out.extend_from_slice(&ethertype);
+            out.extend_from_slice(&[0, 0, 0, 0, 0, 2, 0, 1, 0, 6]); // ifindex 2, ARPHRD_ETHER, to us
+            out.extend_from_slice(&frame[6..12]);
+            out.extend_from_slice(&[0, 0]);
+        }
+        DataLink::NULL => {
+            let family: u32 = if ethertype == [0x08, 0x00] { 2 } else { 10 };
+            out.extend_from_slice(&family.to_ne_bytes());
+        }
+        _ => {} // raw IP
+    }
+    out.extend_from_slice(ip);
+    out
+}
+
+#[test]
+fn every_link_type_reaches_the_program_as_ethernet() {
+    if !privileged("every_link_type_reaches_the_program_as_ethernet") {
+        return;
+    }
+    let dir = TempDir::new("replay-links");
+    for link in [
+        DataLink::ETHERNET,
+        DataLink::LINUX_SLL,
+        DataLink::LINUX_SLL2,
+        DataLink::RAW,
+        DataLink::NULL,
+    ] {
+        for pcapng in [false, true] {
+            let path = dir
+                .path()
+                .join(format!("{link:?}.{}", if pcapng { "pcapng" } else { "pcap" }));
+            let file = std::fs::File::create(&path).expect("a capture file");
+            let frames: Vec<Vec<u8>> = sample_frames()
+                .iter()
+                .map(|frame| relinked(link, frame))
+                .collect();
+            let time = |i: usize| std::time::Duration::from_millis(1_700_000_000_000 + i as u64);
+            if pcapng {
+                let mut writer = PcapNgWriter::new(file).expect("a pcapng writer");
+                writer
+                    .write_pcapng_block(InterfaceDescriptionBlock::new(link, 0xffff))
+                    .expect("an interface");
+                for (i, data) in frames.iter().enumerate() {
+                    let block = EnhancedPacketBlock {
+                        interface_id: 0,
+                        // pcap-file writes the count as is: in the default unit, µs.
+                        timestamp: std::time::Duration::from_nanos(time(i).as_micros() as u64),
+                        original_len: data.len() as u32,
+                        data: data.into(),
+                        options: vec![],
+                    };
+                    writer.write_pcapng_block(block).expect("a packet");
+                }
+            } else {
+                let header = PcapHeader {
+                    datalink: link,
+                    ..Default::default()
+                };
+                let mut writer = PcapWriter::with_header(file, header).expect("a pcap writer");
+                for (i, data) in frames.iter().enumerate() {
+                    writer
+                        .write_packet(&PcapPacket::new(time(i), data.len() as u32, data))
+                        .expect("a packet");
+                }
+            }
+            let (finished, packets, summary) = replay(&path, &[]);
+            let reasons: Vec<&str> = packets
+                .iter()
+                .map(|p| p["reason"].as_str().unwrap_or_default())
+                .collect();
+            assert_eq!(
+                reasons,
+                ["pass_request", "pass_request", "drop_scanner", "drop_banned"],
+                "{link:?} pcapng={pcapng}:\n{}",
+                finished.stdout
+            );
+            assert_eq!(packets[0]["source"], "198.18.0.1:40000", "{}", finished.stdout);
+            assert_eq!(packets[1]["destination"], "[2001:db8:5f::2]:5060");
+            assert_eq!(packets[3]["time"], 0.003, "{}", finished.stdout);
+            assert_eq!(summary["packets"], 4);
+        }
+    }
+}
+
+#[test]
+fn outgoing_and_truncated_packets_are_skipped_and_said_so() {
+    if !privileged("outgoing_and_truncated_packets_are_skipped_and_said_so") {
+        return;
+    }
+    let dir = TempDir::new("replay-skips");
+    let path = dir.path().join("skips.pcap");
+    let file = std::fs::File::create(&path).expect("a capture file");
+    let header = PcapHeader {
+        datalink: DataLink::LINUX_SLL2,
+        snaplen: 64,
+        ..Default::default()
+    };
+    let mut writer = PcapWriter::with_header(file, header).expect("a pcap writer");
+    let frame = &sample_frames()[0];
+    let mut outgoing = relinked(DataLink::LINUX_SLL2, frame);
+    outgoing[10] = 4; // PACKET_OUTGOING
+    let incoming = relinked(DataLink::LINUX_SLL2, frame);
+    let time = std::time::Duration::from_secs(1_700_000_000);
+    writer
+        .write_packet(&PcapPacket::new(time, outgoing.len() as u32, &outgoing[..64]))
+        .expect("a packet");
+    writer
+        .write_packet(&PcapPacket::new(time, incoming.len() as u32, &incoming[..64]))
+        .expect("a packet");
+    drop(writer);
+    let (finished, packets, summary) = replay(&path, &[]);
+    // Cut short, the direction still reads: outgoing wins over truncated for the first.
+    assert_eq!(packets[0]["verdict"], "skipped", "{}", finished.stdout);
+    assert_eq!(packets[1]["reason"], "truncated", "{}", finished.stdout);
+    assert_eq!(summary["verdicts"]["skipped"], 2, "{summary}");
+    let (text, ..) = {
+        let mut command = Command::new(sip_filter());
+        command.arg("replay").arg(&path);
+        let finished = run_bounded(command, QUICK);
+        assert!(finished.success(), "{finished}");
+        (finished.stdout, ())
+    };
+    assert!(text.contains("captured 64 of"), "{text}");
+}
+
+#[test]
+fn bad_captures_exit_2_with_one_line() {
+    let dir = TempDir::new("replay-bad");
+    let garbage = dir.path().join("garbage.pcap");
+    std::fs::write(&garbage, b"this is not a capture at all\n").expect("a file");
+    let empty = dir.path().join("empty.pcap");
+    std::fs::write(&empty, b"").expect("a file");
+    let missing = dir.path().join("missing.pcap");
+    let header_cut = dir.path().join("header-cut.pcap");
+    std::fs::write(&header_cut, [0xd4, 0xc3, 0xb2, 0xa1, 2, 0]).expect("a file");
+    for (path, says) in [
+        (&garbage, "not a pcap or pcapng capture"),
+        (&empty, "not a pcap or pcapng capture"),
+        (&header_cut, "not a pcap or pcapng capture"),
+        (&missing, "cannot be read"),
+        (&dir.path().to_path_buf(), "cannot be read"),
+    ] {
+        let mut command = Command::new(sip_filter());
+        command.arg("replay").arg(path).args(["--domain", DOMAIN]);
+        let finished = run_bounded(command, QUICK);
+        assert_eq!(finished.code(), Some(2), "{finished}");
+        let lines: Vec<&str> = finished.stderr.trim_end().lines().collect();
+        assert!(
+            lines.len() == 1 && lines[0].starts_with("error: ") && lines[0].contains(says),
+            "expected one `error: ...{says}...` line:\n{finished}"
+        );
+        assert!(finished.stdout.is_empty(), "{finished}");
+    }
+}
+
+#[test]
+fn replay_without_privileges_exits_2_with_one_line() {
+    if !privileged("replay_without_privileges_exits_2_with_one_line") {
+        return;
+    }
+    let dir = TempDir::new("replay-unprivileged");
+    let path = dir.path().join("one.pcap");
+    let file = std::fs::File::create(&path).expect("a capture file");
+    let mut writer = PcapWriter::new(file).expect("a pcap writer");
+    let frame = &sample_frames()[0];
+    writer
+        .write_packet(&PcapPacket::new(
+            std::time::Duration::from_secs(1),
+            frame.len() as u32,
+            frame,
+        ))
+        .expect("a packet");
+    drop(writer);
+    // Readable by nobody.
+    let mut chmod = Command::new("chmod");
+    chmod.args(["a+rx"]).arg(dir.path()).arg(&path);
+    assert!(run_bounded(chmod, QUICK).success());
+    let mut command = Command::new("setpriv");
+    command
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .args(["--inh-caps=-all", "--bounding-set=-all"])
+        .arg(sip_filter())
+        .arg("replay")
+        .arg(&path);
+    let finished = run_bounded(command, QUICK);
+    assert_eq!(finished.code(), Some(2), "{finished}");
+    let lines: Vec<&str> = finished.stderr.trim_end().lines().collect();
+    assert!(
+        lines.len() == 1 && lines[0].contains("run it as root"),
+        "expected one line saying to run as root:\n{finished}"
+    );
+}
