@@ -662,3 +662,263 @@ fn first_line(payload: &[u8]) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use pcap_file::{
+        pcap::{PcapPacket, PcapWriter},
+        pcapng::{blocks::enhanced_packet::EnhancedPacketBlock, PcapNgWriter},
+    };
+
+    use super::*;
+
+    /// IPv4/UDP from 198.18.0.1:40000 to 198.18.0.2:5060 carrying `payload`, no link header.
+    fn ipv4_udp(payload: &[u8]) -> Vec<u8> {
+        let builder = etherparse::PacketBuilder::ipv4([198, 18, 0, 1], [198, 18, 0, 2], 64)
+            .udp(40000, 5060);
+        let mut packet = Vec::new();
+        builder.write(&mut packet, payload).unwrap();
+        packet
+    }
+
+    fn pcap_of(link: DataLink, packets: &[(Vec<u8>, u32)]) -> Vec<u8> {
+        let header = pcap_file::pcap::PcapHeader {
+            datalink: link,
+            ..Default::default()
+        };
+        let mut writer = PcapWriter::with_header(Vec::new(), header).unwrap();
+        for (i, (data, original)) in packets.iter().enumerate() {
+            let time = Duration::from_millis(1_000 + i as u64);
+            writer
+                .write_packet(&PcapPacket::new(time, *original, data))
+                .unwrap();
+        }
+        writer.into_writer()
+    }
+
+    fn records(bytes: &[u8]) -> Vec<Record> {
+        let mut capture = Capture::new(bytes).unwrap();
+        let mut out = Vec::new();
+        while let Some(record) = capture.next_record() {
+            out.push(record.unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn raw_ip_gets_an_ethernet_header_with_its_ethertype() {
+        let packet = ipv4_udp(b"OPTIONS sip:a@b SIP/2.0\r\n\r\n");
+        for link in [DataLink::RAW, DataLink::IPV4, DataLink::Unknown(12)] {
+            let bytes = pcap_of(link, &[(packet.clone(), packet.len() as u32)]);
+            let frame = records(&bytes).remove(0).frame.unwrap();
+            assert_eq!(frame[..12], [0; 12]);
+            assert_eq!(frame[12..14], ETHERTYPE_IPV4.to_be_bytes());
+            assert_eq!(frame[14..], packet[..]);
+            let summary = summarize(&frame);
+            assert_eq!(summary.source, "198.18.0.1:40000");
+            assert_eq!(summary.destination, "198.18.0.2:5060");
+            assert_eq!(summary.summary, "OPTIONS sip:a@b SIP/2.0");
+        }
+    }
+
+    #[test]
+    fn cooked_captures_keep_protocol_and_source_address_and_say_outgoing() {
+        let packet = ipv4_udp(b"\r\n\r\n");
+        let mac = [2, 0, 0, 0, 0, 9];
+        // SLL: packet type, ARPHRD_ETHER, address length, address (8), protocol.
+        let mut sll = vec![0, 0, 0, 1, 0, 6];
+        sll.extend_from_slice(&mac);
+        sll.extend_from_slice(&[0, 0, 0x08, 0x00]);
+        sll.extend_from_slice(&packet);
+        let frame = frame_of(DataLink::LINUX_SLL, &sll, sll.len() as u32).unwrap();
+        assert_eq!(frame[..6], [0; 6]);
+        assert_eq!(frame[6..12], mac);
+        assert_eq!(frame[12..14], [0x08, 0x00]);
+        assert_eq!(frame[14..], packet[..]);
+        assert_eq!(summarize(&frame).summary, "(keep-alive)");
+        sll[1] = 4;
+        assert_eq!(
+            frame_of(DataLink::LINUX_SLL, &sll, sll.len() as u32),
+            Err(Skip::Outgoing)
+        );
+        // SLL2: protocol, reserved, ifindex, ARPHRD_ETHER, packet type, address length,
+        // address (8).
+        let mut sll2 = vec![0x86, 0xdd, 0, 0, 0, 0, 0, 3, 0, 1, 0, 6];
+        sll2.extend_from_slice(&mac);
+        sll2.extend_from_slice(&[0, 0]);
+        sll2.extend_from_slice(b"\x60rest");
+        let frame = frame_of(DataLink::LINUX_SLL2, &sll2, sll2.len() as u32).unwrap();
+        assert_eq!(frame[6..12], mac);
+        assert_eq!(frame[12..14], ETHERTYPE_IPV6.to_be_bytes());
+        assert_eq!(frame[14..], *b"\x60rest");
+        sll2[10] = 4;
+        assert_eq!(
+            frame_of(DataLink::LINUX_SLL2, &sll2, sll2.len() as u32),
+            Err(Skip::Outgoing)
+        );
+        assert_eq!(
+            frame_of(DataLink::LINUX_SLL2, &sll2[..10], 10),
+            Err(Skip::TooShort)
+        );
+    }
+
+    #[test]
+    fn loopback_headers_are_replaced_by_the_ip_version() {
+        let packet = ipv4_udp(b"x");
+        for family in [2u32.to_ne_bytes(), 2u32.to_be_bytes()] {
+            let mut data = family.to_vec();
+            data.extend_from_slice(&packet);
+            for link in [DataLink::NULL, DataLink::LOOP] {
+                let frame = frame_of(link, &data, data.len() as u32).unwrap();
+                assert_eq!(frame[12..14], ETHERTYPE_IPV4.to_be_bytes());
+                assert_eq!(frame[14..], packet[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_packets_and_unsupported_links_are_refused_by_name() {
+        let packet = ipv4_udp(b"OPTIONS sip:a@b SIP/2.0\r\n\r\n");
+        let mut frame = vec![0u8; 12];
+        frame.extend_from_slice(&[0x08, 0x00]);
+        frame.extend_from_slice(&packet);
+        let bytes = pcap_of(
+            DataLink::ETHERNET,
+            &[(frame[..40].to_vec(), frame.len() as u32), (frame.clone(), frame.len() as u32)],
+        );
+        let got = records(&bytes);
+        assert_eq!(
+            got[0].frame,
+            Err(Skip::Truncated {
+                captured: 40,
+                original: frame.len() as u32
+            })
+        );
+        assert_eq!(got[1].frame.as_deref(), Ok(&frame[..]));
+        assert_eq!(got[1].time - got[0].time, Duration::from_millis(1));
+
+        let bytes = pcap_of(DataLink::IEEE802_11, &[(frame.clone(), frame.len() as u32)]);
+        assert!(matches!(
+            Capture::new(&bytes[..]),
+            Err(CaptureError::UnsupportedLink(105))
+        ));
+    }
+
+    #[test]
+    fn pcapng_timestamps_follow_the_interface_resolution_and_direction_flags() {
+        let packet = ipv4_udp(b"x");
+        for (resolution, per_second) in [(None, 1_000_000u64), (Some(9u8), 1_000_000_000)] {
+            let mut writer = PcapNgWriter::new(Vec::new()).unwrap();
+            let mut interface = InterfaceDescriptionBlock::new(DataLink::RAW, 0);
+            if let Some(r) = resolution {
+                interface
+                    .options
+                    .push(InterfaceDescriptionOption::IfTsResol(r));
+            }
+            writer.write_pcapng_block(interface).unwrap();
+            for (i, flags) in [None, Some(0b10), Some(0b01)].into_iter().enumerate() {
+                // 12.5 s plus i ms, in the interface's unit (pcap-file writes the count).
+                let count = 12 * per_second + per_second / 2 + i as u64 * per_second / 1000;
+                writer
+                    .write_pcapng_block(EnhancedPacketBlock {
+                        interface_id: 0,
+                        timestamp: Duration::from_nanos(count),
+                        original_len: packet.len() as u32,
+                        data: packet.as_slice().into(),
+                        options: flags
+                            .map(EnhancedPacketOption::Flags)
+                            .into_iter()
+                            .collect(),
+                    })
+                    .unwrap();
+            }
+            let got = records(&writer.into_inner());
+            assert_eq!(got[0].time, Duration::from_millis(12_500));
+            assert_eq!(got[2].time, Duration::from_millis(12_502));
+            assert!(got[0].frame.is_ok());
+            assert_eq!(got[1].frame, Err(Skip::Outgoing));
+            assert!(got[2].frame.is_ok());
+        }
+    }
+
+    #[test]
+    fn bad_files_are_errors_and_cut_ones_end_early() {
+        for bytes in [&b""[..], b"abc", b"not a capture at all, just text\n"] {
+            assert!(matches!(
+                Capture::new(bytes),
+                Err(CaptureError::NotACapture(_))
+            ));
+        }
+        let packet = ipv4_udp(b"x");
+        let bytes = pcap_of(DataLink::RAW, &vec![(packet.clone(), packet.len() as u32); 3]);
+        // A pcap header cut short.
+        assert!(matches!(
+            Capture::new(&bytes[..10]),
+            Err(CaptureError::NotACapture(_))
+        ));
+        // The last record cut short: the ones before it read, then the end, noted.
+        let mut capture = Capture::new(&bytes[..bytes.len() - 5]).unwrap();
+        assert!(capture.next_record().unwrap().is_ok());
+        assert!(capture.next_record().unwrap().is_ok());
+        assert!(capture.next_record().is_none());
+        assert!(capture.was_cut_off());
+        // A pcapng block whose length is nonsense: corrupt, at that packet.
+        let mut writer = PcapNgWriter::new(Vec::new()).unwrap();
+        writer
+            .write_pcapng_block(InterfaceDescriptionBlock::new(DataLink::RAW, 0))
+            .unwrap();
+        let mut bytes = writer.into_inner();
+        bytes.extend_from_slice(&[6, 0, 0, 0, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let mut capture = Capture::new(&bytes[..]).unwrap();
+        assert!(matches!(
+            capture.next_record(),
+            Some(Err(CaptureError::Corrupt { index: 1, .. }))
+        ));
+        assert!(capture.next_record().is_none());
+    }
+
+    proptest::proptest! {
+        /// Whatever the bytes after a valid start, reading ends without a panic.
+        #[test]
+        fn damaged_captures_never_panic(
+            pcapng in proptest::bool::ANY,
+            cut in 0usize..400,
+            flips in proptest::collection::vec((0usize..400, proptest::num::u8::ANY), 0..8),
+        ) {
+            let packet = ipv4_udp(b"OPTIONS sip:a@b SIP/2.0\r\n\r\n");
+            let mut bytes = if pcapng {
+                let mut writer = PcapNgWriter::new(Vec::new()).unwrap();
+                writer.write_pcapng_block(InterfaceDescriptionBlock::new(DataLink::RAW, 0)).unwrap();
+                for _ in 0..3 {
+                    writer.write_pcapng_block(EnhancedPacketBlock {
+                        interface_id: 0,
+                        timestamp: Duration::from_nanos(5),
+                        original_len: packet.len() as u32,
+                        data: packet.as_slice().into(),
+                        options: vec![],
+                    }).unwrap();
+                }
+                writer.into_inner()
+            } else {
+                pcap_of(DataLink::LINUX_SLL2, &vec![(packet.clone(), packet.len() as u32); 3])
+            };
+            for (at, value) in flips {
+                // The magic stays, so the parsers behind it are what is tried.
+                if at >= 4 && at < bytes.len() {
+                    bytes[at] = value;
+                }
+            }
+            bytes.truncate(cut.max(4));
+            if let Ok(mut capture) = Capture::new(&bytes[..]) {
+                let mut n = 0;
+                while let Some(record) = capture.next_record() {
+                    if let Ok(Record { frame: Ok(frame), .. }) = record {
+                        let _ = summarize(&frame);
+                    }
+                    n += 1;
+                    proptest::prop_assert!(n < 100);
+                }
+            }
+        }
+    }
+}
