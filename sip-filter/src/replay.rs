@@ -354,7 +354,9 @@ fn describe(error: &PcapError) -> String {
         }
         PcapError::IoError(e) => format!("reading failed: {e}"),
         PcapError::InvalidField(what) => format!("invalid field: {what}"),
-        PcapError::InvalidInterfaceId(id) => format!("a packet names interface {id}, which the capture does not describe"),
+        PcapError::InvalidInterfaceId(id) => {
+            format!("a packet names interface {id}, which the capture does not describe")
+        }
         other => other.to_string(),
     }
 }
@@ -390,11 +392,7 @@ const PACKET_OUTGOING: u8 = 4;
 /// Ethernet as captured; other link types get a synthesized Ethernet header (zero MAC
 /// addresses, except a cooked capture's 6-byte source address) with the EtherType of
 /// their protocol.
-pub fn frame_of(
-    link: DataLink,
-    data: &[u8],
-    original_len: u32,
-) -> Result<Vec<u8>, Skip> {
+pub fn frame_of(link: DataLink, data: &[u8], original_len: u32) -> Result<Vec<u8>, Skip> {
     let (ethertype, source_mac, payload) = match link {
         DataLink::ETHERNET => {
             check_whole(data, original_len)?;
@@ -617,8 +615,7 @@ pub fn summarize(frame: &[u8]) -> FrameSummary {
     match &packet.transport {
         Some(TransportSlice::Udp(udp)) => FrameSummary {
             source: std::net::SocketAddr::new(source, udp.source_port()).to_string(),
-            destination: std::net::SocketAddr::new(destination, udp.destination_port())
-                .to_string(),
+            destination: std::net::SocketAddr::new(destination, udp.destination_port()).to_string(),
             summary: first_line(udp.payload()),
         },
         transport => FrameSummary {
@@ -655,7 +652,13 @@ fn first_line(payload: &[u8]) -> String {
     let mut text: String = line
         .iter()
         .take(FIRST_LINE_CHARS)
-        .map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' })
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '.'
+            }
+        })
         .collect();
     if line.len() > FIRST_LINE_CHARS {
         text.push('…');
@@ -674,8 +677,8 @@ mod tests {
 
     /// IPv4/UDP from 198.18.0.1:40000 to 198.18.0.2:5060 carrying `payload`, no link header.
     fn ipv4_udp(payload: &[u8]) -> Vec<u8> {
-        let builder = etherparse::PacketBuilder::ipv4([198, 18, 0, 1], [198, 18, 0, 2], 64)
-            .udp(40000, 5060);
+        let builder =
+            etherparse::PacketBuilder::ipv4([198, 18, 0, 1], [198, 18, 0, 2], 64).udp(40000, 5060);
         let mut packet = Vec::new();
         builder.write(&mut packet, payload).unwrap();
         packet
@@ -784,7 +787,10 @@ mod tests {
         frame.extend_from_slice(&packet);
         let bytes = pcap_of(
             DataLink::ETHERNET,
-            &[(frame[..40].to_vec(), frame.len() as u32), (frame.clone(), frame.len() as u32)],
+            &[
+                (frame[..40].to_vec(), frame.len() as u32),
+                (frame.clone(), frame.len() as u32),
+            ],
         );
         let got = records(&bytes);
         assert_eq!(
@@ -825,10 +831,7 @@ mod tests {
                         timestamp: Duration::from_nanos(count),
                         original_len: packet.len() as u32,
                         data: packet.as_slice().into(),
-                        options: flags
-                            .map(EnhancedPacketOption::Flags)
-                            .into_iter()
-                            .collect(),
+                        options: flags.map(EnhancedPacketOption::Flags).into_iter().collect(),
                     })
                     .unwrap();
             }
@@ -850,7 +853,10 @@ mod tests {
             ));
         }
         let packet = ipv4_udp(b"x");
-        let bytes = pcap_of(DataLink::RAW, &vec![(packet.clone(), packet.len() as u32); 3]);
+        let bytes = pcap_of(
+            DataLink::RAW,
+            &vec![(packet.clone(), packet.len() as u32); 3],
+        );
         // A pcap header cut short.
         assert!(matches!(
             Capture::new(&bytes[..10]),

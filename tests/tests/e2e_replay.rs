@@ -12,12 +12,15 @@ use std::{path::Path, process::Command, time::Instant};
 use pcap_file::{
     pcap::{PcapHeader, PcapPacket, PcapWriter},
     pcapng::{
-        blocks::{enhanced_packet::EnhancedPacketBlock, interface_description::InterfaceDescriptionBlock},
+        blocks::{
+            enhanced_packet::EnhancedPacketBlock, interface_description::InterfaceDescriptionBlock,
+        },
         PcapNgWriter,
     },
     DataLink,
 };
 use serde_json::Value;
+use sip_filter_common::Reason;
 use sip_filter_tests::{
     lab::{
         filter_stats, options_scenario, register_scenario, require_tools, sip_filter, sip_probe,
@@ -31,7 +34,6 @@ use sip_filter_tests::{
     packets::{sip_request, udp4, udp6},
     privileged,
 };
-use sip_filter_common::Reason;
 
 /// The capture filter: what the server's XDP program is asked about, SIP to it. (The
 /// live filter also sees ARP, neighbour discovery and ICMP errors, all `pass_not_sip`,
@@ -158,9 +160,27 @@ fn a_capture_replays_to_the_verdicts_the_attached_filter_gave() {
     let target_v6 = format!("[{SERVER_V6}]:{SIP_PORT}");
     let (options, register) = (options_scenario(), register_scenario());
     for (step, name, scenario, local, target) in [
-        ("sipp OPTIONS", "options", &options, LEGIT_CLIENT_V4, &target_v4),
-        ("sipp REGISTER", "register", &register, LEGIT_CLIENT_V4, &target_v4),
-        ("sipp OPTIONS over IPv6", "options-v6", &options, CLIENT_V6, &target_v6),
+        (
+            "sipp OPTIONS",
+            "options",
+            &options,
+            LEGIT_CLIENT_V4,
+            &target_v4,
+        ),
+        (
+            "sipp REGISTER",
+            "register",
+            &register,
+            LEGIT_CLIENT_V4,
+            &target_v4,
+        ),
+        (
+            "sipp OPTIONS over IPv6",
+            "options-v6",
+            &options,
+            CLIENT_V6,
+            &target_v6,
+        ),
     ] {
         let call = transcript.keep(step, sipp(&lab, dir.path(), name, scenario, local, target));
         assert!(call.success(), "{step} should be answered:\n{call}");
@@ -181,7 +201,10 @@ fn a_capture_replays_to_the_verdicts_the_attached_filter_gave() {
     stop_capture(&mut pcap);
     stop_capture(&mut pcapng);
     stop_filter(&lab, &mut daemon, &pin_dir).unwrap_or_else(|e| panic!("{e:#}"));
-    println!("traffic captured ({:.2} s)", started.elapsed().as_secs_f64());
+    println!(
+        "traffic captured ({:.2} s)",
+        started.elapsed().as_secs_f64()
+    );
 
     // What the attached filter counted, reason by reason, during the captures.
     let live: Vec<(&str, u64)> = reasons_of(&after)
@@ -191,7 +214,10 @@ fn a_capture_replays_to_the_verdicts_the_attached_filter_gave() {
         .collect();
     transcript.note(format!("live counter deltas: {live:?}"));
     let count = |counts: &[(&str, u64)], name: &str| {
-        counts.iter().find(|(n, _)| *n == name).map_or(0, |(_, c)| *c)
+        counts
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, c)| *c)
     };
     assert!(count(&live, "drop_scanner") >= 1, "{live:?}");
     assert!(count(&live, "drop_banned") >= 1, "{live:?}");
@@ -200,10 +226,7 @@ fn a_capture_replays_to_the_verdicts_the_attached_filter_gave() {
 
     // The pcap paced as captured, the pcapng as fast as it goes: this traffic is far
     // below every rate limit, so both must give the live verdicts.
-    for (capture, extra) in [
-        (&pcap.file, &["--realtime"][..]),
-        (&pcapng.file, &[][..]),
-    ] {
+    for (capture, extra) in [(&pcap.file, &["--realtime"][..]), (&pcapng.file, &[][..])] {
         let (finished, packets, summary) = replay(capture, extra);
         transcript.note(format!("{}: {summary}", capture.display()));
         let replayed = reasons_of(&summary);
@@ -238,10 +261,9 @@ fn a_capture_replays_to_the_verdicts_the_attached_filter_gave() {
         assert!(first("drop_scanner") < first("drop_banned"));
         assert_eq!(packets[first("drop_scanner")]["bans"][0], "scanner");
         assert_eq!(packets[first("drop_scanner")]["verdict"], "drop");
-        assert!(packets
-            .iter()
-            .any(|p| p["reason"] == "pass_request" && p["method"] == "REGISTER"
-                && p["verdict"] == "pass"));
+        assert!(packets.iter().any(|p| p["reason"] == "pass_request"
+            && p["method"] == "REGISTER"
+            && p["verdict"] == "pass"));
         println!(
             "{}: {} packets replayed, reasons equal to the live filter's ({:.2} s)",
             capture.display(),
@@ -249,6 +271,20 @@ fn a_capture_replays_to_the_verdicts_the_attached_filter_gave() {
             started.elapsed().as_secs_f64()
         );
     }
+
+    // The text form, for a person: one line per packet and the summary tables.
+    let mut command = Command::new(sip_filter());
+    command
+        .arg("replay")
+        .arg(&pcap.file)
+        .args(["--domain", DOMAIN]);
+    let text = run_bounded(command, QUICK);
+    assert!(text.success(), "{text}");
+    println!("{}", text.stdout);
+    assert!(
+        text.stdout.contains("drop_scanner") && text.stdout.contains("[ban:scanner]"),
+        "{text}"
+    );
 
     // Dry-run: the same verdicts counted, nothing dropped, no ban made, so svmap's
     // second probe is a scanner again rather than banned.
@@ -334,9 +370,10 @@ fn every_link_type_reaches_the_program_as_ethernet() {
         DataLink::NULL,
     ] {
         for pcapng in [false, true] {
-            let path = dir
-                .path()
-                .join(format!("{link:?}.{}", if pcapng { "pcapng" } else { "pcap" }));
+            let path = dir.path().join(format!(
+                "{link:?}.{}",
+                if pcapng { "pcapng" } else { "pcap" }
+            ));
             let file = std::fs::File::create(&path).expect("a capture file");
             let frames: Vec<Vec<u8>> = sample_frames()
                 .iter()
@@ -378,11 +415,20 @@ fn every_link_type_reaches_the_program_as_ethernet() {
                 .collect();
             assert_eq!(
                 reasons,
-                ["pass_request", "pass_request", "drop_scanner", "drop_banned"],
+                [
+                    "pass_request",
+                    "pass_request",
+                    "drop_scanner",
+                    "drop_banned"
+                ],
                 "{link:?} pcapng={pcapng}:\n{}",
                 finished.stdout
             );
-            assert_eq!(packets[0]["source"], "198.18.0.1:40000", "{}", finished.stdout);
+            assert_eq!(
+                packets[0]["source"], "198.18.0.1:40000",
+                "{}",
+                finished.stdout
+            );
             assert_eq!(packets[1]["destination"], "[2001:db8:5f::2]:5060");
             assert_eq!(packets[3]["time"], 0.003, "{}", finished.stdout);
             assert_eq!(summary["packets"], 4);
@@ -410,10 +456,18 @@ fn outgoing_and_truncated_packets_are_skipped_and_said_so() {
     let incoming = relinked(DataLink::LINUX_SLL2, frame);
     let time = std::time::Duration::from_secs(1_700_000_000);
     writer
-        .write_packet(&PcapPacket::new(time, outgoing.len() as u32, &outgoing[..64]))
+        .write_packet(&PcapPacket::new(
+            time,
+            outgoing.len() as u32,
+            &outgoing[..64],
+        ))
         .expect("a packet");
     writer
-        .write_packet(&PcapPacket::new(time, incoming.len() as u32, &incoming[..64]))
+        .write_packet(&PcapPacket::new(
+            time,
+            incoming.len() as u32,
+            &incoming[..64],
+        ))
         .expect("a packet");
     drop(writer);
     let (finished, packets, summary) = replay(&path, &[]);

@@ -54,11 +54,26 @@ pub struct ReplayArgs {
 fn parse_speed(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(speed) if speed.is_finite() && speed > 0.0 => Ok(speed),
-        _ => Err(format!("{text:?} is not a speed factor above 0 (like 2 or 0.5)")),
+        _ => Err(format!(
+            "{text:?} is not a speed factor above 0 (like 2 or 0.5)"
+        )),
     }
 }
 
 pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    match replay_to_stdout(args) {
+        // The reader stopped reading (`| head`): nothing is wrong.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn replay_to_stdout(args: ReplayArgs) -> anyhow::Result<()> {
     // Everything the operator gave is checked before the kernel is touched.
     let settings = args.filter.settings()?;
     let path = args.capture.display().to_string();
@@ -122,9 +137,9 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     };
     let elapsed = started.elapsed();
 
-    let bans_left: Vec<(String, BanReason)> = replayer
-        .filter()
-        .bans()?
+    let mut bans = replayer.filter().bans()?;
+    bans.sort_by_key(|(key, _)| *key);
+    let bans_left: Vec<(String, BanReason)> = bans
         .into_iter()
         .map(|(key, ban)| {
             (
@@ -302,6 +317,9 @@ impl PacketLine<'_> {
     }
 }
 
+/// Bans the text summary lists; `--json` has them all.
+const BANS_LISTED: usize = 20;
+
 struct Report<'a> {
     capture: &'a str,
     tally: &'a Tally,
@@ -372,9 +390,18 @@ impl Report<'_> {
             ));
         }
         if !self.bans_left.is_empty() {
-            text.push_str("banned at the end of the replay:\n");
-            for (source, reason) in self.bans_left {
+            text.push_str(&format!(
+                "banned at the end of the replay: {}\n",
+                self.bans_left.len()
+            ));
+            for (source, reason) in self.bans_left.iter().take(BANS_LISTED) {
                 text.push_str(&format!("  {source:<40} {}\n", reason.name()));
+            }
+            if self.bans_left.len() > BANS_LISTED {
+                text.push_str(&format!(
+                    "  ... and {} more (--json lists them all)\n",
+                    self.bans_left.len() - BANS_LISTED
+                ));
             }
         }
         text
