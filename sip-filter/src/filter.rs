@@ -154,11 +154,23 @@ impl Filter {
         };
         let kernel = settings.to_kernel(seed)?;
 
-        let stale_domains = insert_entries(self.map_mut(names::DOMAINS)?, names::DOMAINS, &kernel.domains)?;
+        let stale_domains = insert_entries(
+            self.map_mut(names::DOMAINS)?,
+            names::DOMAINS,
+            &kernel.domains,
+        )?;
         let own: Vec<([u8; 16], u8)> = kernel.own_addresses.iter().map(|a| (*a, 1)).collect();
-        let stale_own = insert_entries(self.map_mut(names::OWN_ADDRESSES)?, names::OWN_ADDRESSES, &own)?;
+        let stale_own = insert_entries(
+            self.map_mut(names::OWN_ADDRESSES)?,
+            names::OWN_ADDRESSES,
+            &own,
+        )?;
         let agents: Vec<(u64, u8)> = kernel.scanner_agents.iter().map(|k| (*k, 1)).collect();
-        let stale_agents = insert_entries(self.map_mut(names::SCANNER_AGENTS)?, names::SCANNER_AGENTS, &agents)?;
+        let stale_agents = insert_entries(
+            self.map_mut(names::SCANNER_AGENTS)?,
+            names::SCANNER_AGENTS,
+            &agents,
+        )?;
         for (v4_name, v6_name, entries) in [
             (names::ALLOW_V4, names::ALLOW_V6, &settings.allow),
             (names::DENY_V4, names::DENY_V6, &settings.deny),
@@ -169,16 +181,34 @@ impl Filter {
         // The config in one write: it switches the domain check, ports, limits and the
         // scanner lengths over at once, with every entry it needs already in place.
         let mut config: Array<_, FilterConfig> = Array::try_from(self.map_mut(names::CONFIG)?)
-            .map_err(|source| FilterError::Map { name: names::CONFIG, source })?;
+            .map_err(|source| FilterError::Map {
+                name: names::CONFIG,
+                source,
+            })?;
         config
             .set(0, kernel.config, 0)
-            .map_err(|source| FilterError::Map { name: names::CONFIG, source })?;
+            .map_err(|source| FilterError::Map {
+                name: names::CONFIG,
+                source,
+            })?;
         self.seed = Some(seed);
         self.ipv6_prefix = u32::from(settings.ipv6_prefix);
 
-        remove_entries::<u64, u8>(self.map_mut(names::DOMAINS)?, names::DOMAINS, &stale_domains)?;
-        remove_entries::<[u8; 16], u8>(self.map_mut(names::OWN_ADDRESSES)?, names::OWN_ADDRESSES, &stale_own)?;
-        remove_entries::<u64, u8>(self.map_mut(names::SCANNER_AGENTS)?, names::SCANNER_AGENTS, &stale_agents)?;
+        remove_entries::<u64, u8>(
+            self.map_mut(names::DOMAINS)?,
+            names::DOMAINS,
+            &stale_domains,
+        )?;
+        remove_entries::<[u8; 16], u8>(
+            self.map_mut(names::OWN_ADDRESSES)?,
+            names::OWN_ADDRESSES,
+            &stale_own,
+        )?;
+        remove_entries::<u64, u8>(
+            self.map_mut(names::SCANNER_AGENTS)?,
+            names::SCANNER_AGENTS,
+            &stale_agents,
+        )?;
         Ok(())
     }
 
@@ -311,8 +341,9 @@ impl Filter {
         };
         let program = self.program()?;
         match mode {
-            AttachMode::Native => attach(program, XdpMode::Driver, "native")
-                .map(|link| (AttachedMode::Native, link)),
+            AttachMode::Native => {
+                attach(program, XdpMode::Driver, "native").map(|link| (AttachedMode::Native, link))
+            }
             AttachMode::Skb => {
                 attach(program, XdpMode::Skb, "skb").map(|link| (AttachedMode::Skb, link))
             }

@@ -52,7 +52,11 @@ impl Runtime {
     pub fn describe(&mut self, settings: &crate::Settings) {
         self.dry_run = settings.dry_run;
         self.domains.clone_from(&settings.domains);
-        self.own_addresses = settings.own_addresses.iter().map(ToString::to_string).collect();
+        self.own_addresses = settings
+            .own_addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         self.ports.clone_from(&settings.ports);
     }
 
@@ -98,8 +102,7 @@ impl Runtime {
 pub fn process_is_sip_filter(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .is_ok_and(|comm| comm.trim_end() == "sip-filter")
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|stat| zombie(&stat))
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| zombie(&stat))
 }
 
 /// A `/proc/PID/stat` line of a process that has exited but not been reaped.

@@ -115,11 +115,12 @@ impl Clocks {
         if expires_ns == u64::MAX {
             return Some(None);
         }
-        let left_ns = expires_ns.checked_sub(self.monotonic_ns).filter(|&n| n > 0)?;
+        let left_ns = expires_ns
+            .checked_sub(self.monotonic_ns)
+            .filter(|&n| n > 0)?;
         // Rounded up: a ban never ends earlier for having been saved.
         Some(Some(
-            self.unix_ms
-                .saturating_add(left_ns.div_ceil(1_000_000)),
+            self.unix_ms.saturating_add(left_ns.div_ceil(1_000_000)),
         ))
     }
 
@@ -140,7 +141,11 @@ impl Clocks {
 impl State {
     /// Reads the bans and the operator's list entries out of a filter's maps (its own,
     /// or pinned ones: see [`pinned_maps`]).
-    pub fn take(maps: &StateMaps<'_>, ipv6_prefix: u32, clocks: Clocks) -> Result<Self, FilterError> {
+    pub fn take(
+        maps: &StateMaps<'_>,
+        ipv6_prefix: u32,
+        clocks: Clocks,
+    ) -> Result<Self, FilterError> {
         let map_error = |name| move |source| FilterError::Map { name, source };
         let bans: HashMap<&MapData, SourceKey, Ban> =
             HashMap::try_from(maps.bans).map_err(map_error(names::BANS))?;
@@ -160,8 +165,20 @@ impl State {
         }
         state.bans.sort_by(|a, b| a.source.cmp(&b.source));
         for (list, v4, v6, v4_name, v6_name) in [
-            (&mut state.allow, maps.allow_v4, maps.allow_v6, names::ALLOW_V4, names::ALLOW_V6),
-            (&mut state.deny, maps.deny_v4, maps.deny_v6, names::DENY_V4, names::DENY_V6),
+            (
+                &mut state.allow,
+                maps.allow_v4,
+                maps.allow_v6,
+                names::ALLOW_V4,
+                names::ALLOW_V6,
+            ),
+            (
+                &mut state.deny,
+                maps.deny_v4,
+                maps.deny_v6,
+                names::DENY_V4,
+                names::DENY_V6,
+            ),
         ] {
             operator_entries::<[u8; 4]>(v4, v4_name, clocks, list)?;
             operator_entries::<[u8; 16]>(v6, v6_name, clocks, list)?;
@@ -253,12 +270,17 @@ pub fn set_aside(path: &Path) -> std::io::Result<PathBuf> {
 /// Puts a state back into a freshly loaded filter whose configuration is written (its
 /// IPv6 prefix keys the bans). Expired entries are left out; an operator entry on a
 /// network the configuration lists already is left to the configuration.
-pub fn restore(filter: &mut Filter, state: &State, clocks: Clocks) -> Result<Restored, FilterError> {
+pub fn restore(
+    filter: &mut Filter,
+    state: &State,
+    clocks: Clocks,
+) -> Result<Restored, FilterError> {
     let mut restored = Restored::default();
     for ban in &state.bans {
-        let (Some(address), Some(expires_ns)) =
-            (parse_source(&ban.source), clocks.to_kernel(ban.expires_unix_ms))
-        else {
+        let (Some(address), Some(expires_ns)) = (
+            parse_source(&ban.source),
+            clocks.to_kernel(ban.expires_unix_ms),
+        ) else {
             restored.skipped += 1;
             continue;
         };
@@ -267,8 +289,18 @@ pub fn restore(filter: &mut Filter, state: &State, clocks: Clocks) -> Result<Res
         restored.bans += 1;
     }
     for (entries, v4_name, v6_name, count) in [
-        (&state.allow, names::ALLOW_V4, names::ALLOW_V6, &mut restored.allow),
-        (&state.deny, names::DENY_V4, names::DENY_V6, &mut restored.deny),
+        (
+            &state.allow,
+            names::ALLOW_V4,
+            names::ALLOW_V6,
+            &mut restored.allow,
+        ),
+        (
+            &state.deny,
+            names::DENY_V4,
+            names::DENY_V6,
+            &mut restored.deny,
+        ),
     ] {
         let mut v4 = Vec::new();
         let mut v6 = Vec::new();
@@ -511,7 +543,10 @@ mod tests {
         let mut future = state;
         future.version = 99;
         future.save(&path).unwrap();
-        assert!(State::load(&path).unwrap_err().to_string().contains("version 99"));
+        assert!(State::load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("version 99"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -212,7 +212,16 @@ impl Lab {
             ip(&["-n", ns, "link", "set", iface, "up"])?;
         }
         ip(&[
-            "-n", client, "rule", "add", "from", SECOND_CLIENT_V4, "table", "100", "pref", "100",
+            "-n",
+            client,
+            "rule",
+            "add",
+            "from",
+            SECOND_CLIENT_V4,
+            "table",
+            "100",
+            "pref",
+            "100",
         ])?;
         ip(&[
             "-n",

@@ -136,6 +136,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(twice) = args.ifaces.iter().find(|iface| !seen.insert(*iface)) {
         return Err(UserError(format!("--iface {twice} is given twice")).into());
     }
+    if let Some(unknown) = args.ifaces.iter().find(|iface| !interface_exists(iface)) {
+        return Err(UserError(format!(
+            "no interface named {unknown:?}: `ip link` lists them"
+        ))
+        .into());
+    }
     let root = args.pins.pin_root.clone();
     let runtime_dir = args.pins.runtime_dir();
     let state_path = args.state_dir().join(state::FILE_NAME);
@@ -246,6 +252,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     served.and(removed)
 }
 
+/// Whether the network namespace we run in has an interface named `name`.
+fn interface_exists(name: &str) -> bool {
+    std::ffi::CString::new(name).is_ok_and(|c_name| {
+        // SAFETY: if_nametoindex reads a NUL-terminated string we own.
+        unsafe { libc::if_nametoindex(c_name.as_ptr()) != 0 }
+    })
+}
+
 impl RunArgs {
     fn state_dir(&self) -> PathBuf {
         self.state_dir
@@ -265,8 +279,10 @@ fn load_state(path: &Path) -> State {
         }
         Err(StateError::Corrupt { reason, .. }) => {
             match state::set_aside(path) {
-                Ok(aside) => log::error!(state_file:% = path.display(), kept_as:% = aside.display();
-                    "the state file is corrupt ({reason}): starting without saved bans; the file is kept as {}", aside.display()),
+                Ok(aside) => {
+                    log::error!(state_file:% = path.display(), kept_as:% = aside.display();
+                    "the state file is corrupt ({reason}): starting without saved bans; the file is kept as {}", aside.display())
+                }
                 Err(e) => log::error!(state_file:% = path.display();
                     "the state file is corrupt ({reason}) and cannot be set aside ({e}): starting without saved bans"),
             }
@@ -284,7 +300,11 @@ fn take_pinned_state(root: &Path) -> anyhow::Result<State> {
     let dir = maps_dir(root);
     let ipv6_prefix = pinned_config(&dir)?.ipv6_prefix;
     let maps = state::pinned_maps(&dir)?;
-    Ok(State::take(&StateMaps::from(&maps), ipv6_prefix, Clocks::now())?)
+    Ok(State::take(
+        &StateMaps::from(&maps),
+        ipv6_prefix,
+        Clocks::now(),
+    )?)
 }
 
 /// What a running daemon pinned: removed (which detaches) on [`Pinned::remove`] or drop.
@@ -347,11 +367,9 @@ fn attach_and_pin(filter: &mut Filter, args: &RunArgs) -> anyhow::Result<Pinned>
                 ))
                 .into())
             }
-            Err(e) => {
-                return Err(e).context(format!(
-                    "is another XDP program already attached to {iface}? `ip link show {iface}` tells"
-                ))
-            }
+            Err(e) => return Err(e).context(format!(
+                "is another XDP program already attached to {iface}? `ip link show {iface}` tells"
+            )),
         };
         let path = link_path(root, iface);
         let link = link
@@ -491,8 +509,10 @@ impl Daemon<'_> {
             Err(e) => Err(e.into()),
         };
         match saved {
-            Ok(state) => log::debug!(state_file:% = self.state_path.display(), bans = state.bans.len(),
-                allow = state.allow.len(), deny = state.deny.len(); "state saved"),
+            Ok(state) => {
+                log::debug!(state_file:% = self.state_path.display(), bans = state.bans.len(),
+                allow = state.allow.len(), deny = state.deny.len(); "state saved")
+            }
             Err(e) => log::warn!(state_file:% = self.state_path.display();
                 "cannot save the state, a restart now would lose what changed since the last save: {e}"),
         }

@@ -44,7 +44,8 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading the runtime file in {}", runtime_dir.display()))?;
     let alive = runtime.as_ref().is_some_and(Runtime::daemon_alive);
 
-    let interfaces = pinned_interfaces(root).with_context(|| format!("reading {}", root.display()))?;
+    let interfaces =
+        pinned_interfaces(root).with_context(|| format!("reading {}", root.display()))?;
     // Kernel facts first: the program each pinned link runs.
     let mut program_ids = Vec::new();
     for iface in &interfaces {
@@ -185,24 +186,39 @@ fn occupancy(dir: &Path, name: &'static str) -> anyhow::Result<Occupancy> {
     let path = dir.join(name);
     let info = MapInfo::from_pin(&path).with_context(|| format!("reading {}", path.display()))?;
     let open = || -> anyhow::Result<Map> {
-        let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+        let data =
+            MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
         Ok(Map::from_map_data(data)?)
     };
     let entries = match name {
         names::DOMAINS | names::SCANNER_AGENTS => {
             Some(HashMap::<_, u64, u8>::try_from(open()?)?.keys().count())
         }
-        names::OWN_ADDRESSES => Some(HashMap::<_, [u8; 16], u8>::try_from(open()?)?.keys().count()),
-        names::BANS => Some(HashMap::<_, [u8; 16], Ban>::try_from(open()?)?.keys().count()),
-        names::SOURCES => {
-            Some(HashMap::<_, [u8; 16], SourceState>::try_from(open()?)?.keys().count())
-        }
-        names::ALLOW_V4 | names::DENY_V4 => {
-            Some(LpmTrie::<_, [u8; 4], ListEntry>::try_from(open()?)?.keys().count())
-        }
-        names::ALLOW_V6 | names::DENY_V6 => {
-            Some(LpmTrie::<_, [u8; 16], ListEntry>::try_from(open()?)?.keys().count())
-        }
+        names::OWN_ADDRESSES => Some(
+            HashMap::<_, [u8; 16], u8>::try_from(open()?)?
+                .keys()
+                .count(),
+        ),
+        names::BANS => Some(
+            HashMap::<_, [u8; 16], Ban>::try_from(open()?)?
+                .keys()
+                .count(),
+        ),
+        names::SOURCES => Some(
+            HashMap::<_, [u8; 16], SourceState>::try_from(open()?)?
+                .keys()
+                .count(),
+        ),
+        names::ALLOW_V4 | names::DENY_V4 => Some(
+            LpmTrie::<_, [u8; 4], ListEntry>::try_from(open()?)?
+                .keys()
+                .count(),
+        ),
+        names::ALLOW_V6 | names::DENY_V6 => Some(
+            LpmTrie::<_, [u8; 16], ListEntry>::try_from(open()?)?
+                .keys()
+                .count(),
+        ),
         _ => None,
     };
     Ok(Occupancy {
