@@ -367,9 +367,11 @@ fn attach_and_pin(filter: &mut Filter, args: &RunArgs) -> anyhow::Result<Pinned>
                 ))
                 .into())
             }
-            Err(e) => return Err(e).context(format!(
+            Err(e) => {
+                return Err(e).context(format!(
                 "is another XDP program already attached to {iface}? `ip link show {iface}` tells"
-            )),
+            ))
+            }
         };
         let path = link_path(root, iface);
         let link = link
