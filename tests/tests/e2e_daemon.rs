@@ -33,6 +33,9 @@ use sip_filter_tests::{
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The domain the reloaded configuration allows instead of [`DOMAIN`].
 const NEW_DOMAIN: &str = "new.example.test";
+/// A bridge in the server namespace: no native XDP, so `--xdp-mode auto` (the default)
+/// falls back to generic mode on it.
+const BRIDGE: &str = "br-sf";
 /// A source banned by hand before the restart (never sends: the ban is what is checked).
 const MANUAL_BAN: &str = "203.0.113.50";
 
@@ -110,7 +113,14 @@ fn start(
         lab,
         sip_filter(),
         pins,
-        &["--iface", SECOND_SERVER_IFACE, "--config", config],
+        &[
+            "--iface",
+            SECOND_SERVER_IFACE,
+            "--iface",
+            BRIDGE,
+            "--config",
+            config,
+        ],
         log,
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -197,6 +207,10 @@ fn daemon_on_two_interfaces_reloads_restarts_and_unloads() {
 
     let lab = Lab::new().expect("the lab builds");
     lab.add_second_link().expect("the second veth pair");
+    lab.ip(Host::Server, &["link", "add", BRIDGE, "type", "bridge"])
+        .expect("a bridge");
+    lab.ip(Host::Server, &["link", "set", BRIDGE, "up"])
+        .expect("the bridge up");
     let dir = TempDir::new("e2e-daemon");
     let pins = PinRoot::new("e2e-daemon");
     let mut transcript = Transcript::default();
@@ -229,7 +243,16 @@ fn daemon_on_two_interfaces_reloads_restarts_and_unloads() {
         "{ not json"
     );
 
-    // status: both interfaces, native mode, one program, maps against capacity.
+    // auto mode: native where the driver has it, generic with a warning where not.
+    let fallback = daemon
+        .wait_for_log("falling back to generic (skb) mode", QUICK)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        fallback.contains("level=warn") && fallback.contains(&format!("iface={BRIDGE}")),
+        "{fallback}"
+    );
+
+    // status: every interface and its mode, one program, maps against capacity.
     let status = status_json(&mut transcript, &lab, &pins);
     assert_eq!(status["daemon"]["running"], true, "{status}");
     // nsenter execs the daemon: same pid.
@@ -247,6 +270,7 @@ fn daemon_on_two_interfaces_reloads_restarts_and_unloads() {
     assert_eq!(
         names_modes,
         [
+            (BRIDGE.to_string(), "skb".to_string()),
             (SERVER_IFACE.to_string(), "native".to_string()),
             (SECOND_SERVER_IFACE.to_string(), "native".to_string())
         ],
@@ -277,7 +301,9 @@ fn daemon_on_two_interfaces_reloads_restarts_and_unloads() {
     assert!(text.success(), "{text}");
     for needle in [
         "daemon:      running, pid",
-        &format!("interfaces:  {SERVER_IFACE} (native), {SECOND_SERVER_IFACE} (native)"),
+        &format!(
+            "interfaces:  {BRIDGE} (skb), {SERVER_IFACE} (native), {SECOND_SERVER_IFACE} (native)"
+        ),
         "dry-run:     no",
         "SF_BANS",
         "1048576",
@@ -418,8 +444,8 @@ fn daemon_on_two_interfaces_reloads_restarts_and_unloads() {
         .unwrap_or_else(|e| panic!("{e:#}"));
     assert!(!pins.link_pin(SECOND_SERVER_IFACE).exists());
     assert!(
-        !xdp_attached_on(&lab, SECOND_SERVER_IFACE),
-        "detached from both"
+        !xdp_attached_on(&lab, SECOND_SERVER_IFACE) && !xdp_attached_on(&lab, BRIDGE),
+        "detached from every interface"
     );
     let saved = std::fs::read_to_string(&state_file).expect("a state file after the stop");
     transcript.note(format!("state file: {saved}"));
