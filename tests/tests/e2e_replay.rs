@@ -135,7 +135,7 @@ fn a_capture_replays_to_the_verdicts_the_attached_filter_gave() {
     let lab = Lab::new().expect("the lab builds");
     let dir = TempDir::new("e2e-replay");
     let pins = PinRoot::new("e2e-replay");
-    let pin_dir = pins.interface_dir(SERVER_IFACE);
+    let pin_dir = pins.link_pin(SERVER_IFACE);
     let mut transcript = Transcript::default();
     let kamailio = start_kamailio(&lab, dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
     let (mut daemon, attached) =

@@ -83,3 +83,198 @@ impl FilterOptions {
         Ok(settings)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use clap::Parser;
+    use sip_filter::settings::RateLimit;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        filter: FilterOptions,
+    }
+
+    fn args(flags: &[&str]) -> FilterOptions {
+        let argv = ["sip-filter"].iter().chain(flags);
+        Command::try_parse_from(argv).unwrap().filter
+    }
+
+    /// A configuration file of its own for each test, removed when dropped.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, text: &str) -> Self {
+            let path =
+                std::env::temp_dir().join(format!("sip-filter-{}-{name}.toml", std::process::id()));
+            std::fs::write(&path, text).unwrap();
+            Self(path)
+        }
+
+        fn path(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    const FILE: &str = r#"
+[filter]
+ports = [5060, 5080]
+domains = ["file.example.test"]
+own_addresses = ["198.51.100.7"]
+non_sip_on_sip_port = "pass"
+allow_hostless_uri = true
+dry_run = true
+ipv6_prefix = 48
+
+[rate_limit.invite]
+rate = 3
+burst = 6
+
+[lists]
+allow = ["203.0.113.0/24"]
+deny = ["192.0.2.0/24"]
+"#;
+
+    #[test]
+    fn without_a_file_the_flags_and_defaults_apply() {
+        let settings = args(&[]).settings().unwrap();
+        assert_eq!(settings, Settings::default());
+        let settings = args(&["--domain", "a.test", "--port", "5080"])
+            .settings()
+            .unwrap();
+        assert_eq!(settings.domains, ["a.test"]);
+        assert_eq!(settings.ports, [5080]);
+    }
+
+    #[test]
+    fn the_file_applies_where_no_flag_is_given() {
+        let file = TempFile::new("file-applies", FILE);
+        let settings = args(&["--config", file.path()]).settings().unwrap();
+        assert_eq!(settings.ports, [5060, 5080]);
+        assert_eq!(settings.domains, ["file.example.test"]);
+        assert_eq!(settings.not_sip_payload, NotSipPolicy::Pass);
+        assert!(settings.allow_hostless_uri);
+        assert!(settings.dry_run);
+        assert_eq!(settings.ipv6_prefix, 48);
+        assert_eq!(
+            settings.rate_limits.invite,
+            Some(RateLimit { rate: 3, burst: 6 })
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = TempFile::new("flags-override", FILE);
+        let settings = args(&[
+            "--config",
+            file.path(),
+            "--domain",
+            "flag.example.test",
+            "--domain",
+            "*.flag.example.test",
+            "--port",
+            "5070",
+            "--own-address",
+            "2001:db8::7",
+            "--not-sip-payload",
+            "drop",
+            "--ipv6-prefix",
+            "64",
+            "--allow",
+            "198.18.0.0/15",
+            "--deny",
+            "198.51.100.0/24",
+        ])
+        .settings()
+        .unwrap();
+        // Replaced, not added to.
+        assert_eq!(
+            settings.domains,
+            ["flag.example.test", "*.flag.example.test"]
+        );
+        assert_eq!(settings.ports, [5070]);
+        assert_eq!(
+            settings.own_addresses,
+            ["2001:db8::7".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(settings.not_sip_payload, NotSipPolicy::Drop);
+        assert_eq!(settings.ipv6_prefix, 64);
+        assert_eq!(settings.allow, ["198.18.0.0/15".parse::<IpNet>().unwrap()]);
+        assert_eq!(settings.deny, ["198.51.100.0/24".parse::<IpNet>().unwrap()]);
+        // What no flag sets stays the file's.
+        assert!(settings.dry_run);
+        assert!(settings.allow_hostless_uri);
+        assert_eq!(
+            settings.rate_limits.invite,
+            Some(RateLimit { rate: 3, burst: 6 })
+        );
+    }
+
+    #[test]
+    fn a_bad_file_is_a_user_error_on_one_line() {
+        let file = TempFile::new(
+            "bad-file",
+            "[filter]\nports = [5060]\n\n[rate_limit.invite]\nrate = 5\nburst = 0\n",
+        );
+        let error = args(&["--config", file.path(), "--domain", "a.test"])
+            .settings()
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{} line 6: rate_limit.invite.burst: must be at least 1 (requests a source may send at once, above its rate)",
+                file.path()
+            )
+        );
+        // A flag cannot rescue a bad file: the whole file is checked.
+        let file = TempFile::new("bad-domain", "[filter]\ndomains = [\"a b\"]\n");
+        let error = args(&["--config", file.path(), "--domain", "a.test"])
+            .settings()
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("line 2: filter.domains"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_missing_file_is_a_user_error() {
+        let error = args(&["--config", "/nonexistent/sip-filter.toml"])
+            .settings()
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("/nonexistent/sip-filter.toml: cannot be read"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn bad_flags_are_still_refused() {
+        let file = TempFile::new("bad-flag", FILE);
+        let error = args(&["--config", file.path(), "--port", "0"])
+            .settings()
+            .unwrap_err();
+        assert!(error.to_string().contains("port 0"), "{error}");
+    }
+
+    #[test]
+    fn the_example_file_loads() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/sip-filter.toml");
+        let settings = args(&["--config", example.to_str().unwrap()])
+            .settings()
+            .unwrap();
+        assert_eq!(settings.domains, ["pbx.example.test", "*.example.test"]);
+    }
+}
