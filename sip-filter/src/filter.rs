@@ -133,7 +133,9 @@ impl Filter {
         Self::program_in(&mut self.ebpf)
     }
 
-    fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, FilterError> {
+    /// The map `name` (see [`names`]), for callers that fill it directly: the
+    /// benchmark's state-growth figures.
+    pub fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, FilterError> {
         self.ebpf
             .map_mut(name)
             .ok_or(FilterError::Missing { what: "map", name })
@@ -377,7 +379,8 @@ impl Filter {
 }
 
 /// The reference programs in the same object as `sip_filter`, for the benchmark.
-pub const REFERENCE_PROGRAMS: [&str; 2] = ["ref_drop", "ref_parse_headers"];
+pub const REFERENCE_PROGRAMS: [&str; 4] =
+    ["ref_drop", "ref_parse_headers", "ref_parse_update", "ref_scan"];
 
 /// A reference program (see [`REFERENCE_PROGRAMS`]): loaded from the same embedded
 /// object as the filter, never attached, only test-run.
