@@ -126,25 +126,24 @@ pub fn ref_scan(ctx: XdpContext) -> u32 {
     scan.buf.terminate(len as usize);
     scan.len.set(u64::from(len));
     scan.newlines.set(0);
-    let RefScan {
-        buf,
-        len,
-        newlines,
-    } = scan;
-    repeat((BUF_WORDS / SCAN_WORDS_PER_STEP) as u32, &mut |step: u32| {
-        let len = len.get() as usize;
-        for w in 0..SCAN_WORDS_PER_STEP {
-            let k = step as usize * SCAN_WORDS_PER_STEP + w;
-            if k * 8 >= len {
-                return false;
+    let RefScan { buf, len, newlines } = scan;
+    repeat(
+        (BUF_WORDS / SCAN_WORDS_PER_STEP) as u32,
+        &mut |step: u32| {
+            let len = len.get() as usize;
+            for w in 0..SCAN_WORDS_PER_STEP {
+                let k = step as usize * SCAN_WORDS_PER_STEP + w;
+                if k * 8 >= len {
+                    return false;
+                }
+                // How many bytes of the word are line feeds: the flags' high bits summed
+                // by one multiply (BPF has no popcount).
+                let flagged = bytes_equal(buf.word(k), b'\n') >> 7;
+                newlines.set(newlines.get() + (flagged.wrapping_mul(ONES) >> 56));
             }
-            // How many bytes of the word are line feeds: the flags' high bits summed
-            // by one multiply (BPF has no popcount).
-            let flagged = bytes_equal(buf.word(k), b'\n') >> 7;
-            newlines.set(newlines.get() + (flagged.wrapping_mul(ONES) >> 56));
-        }
-        true
-    });
+            true
+        },
+    );
     // The verdict depends on the pass, so it cannot be optimized away.
     if newlines.get() > 0 {
         xdp_action::XDP_DROP

@@ -43,7 +43,9 @@ use crate::{
         require_tools, sip_filter_binary, start_filter_with_config, wait_for_udp_listener,
         write_file, PinRoot, TempDir, DOMAIN, QUICK, SIP_PORT,
     },
-    netns::{run_bounded, Background, Finished, Host, Lab, LEGIT_CLIENT_V4, SERVER_IFACE, SERVER_V4},
+    netns::{
+        run_bounded, Background, Finished, Host, Lab, LEGIT_CLIENT_V4, SERVER_IFACE, SERVER_V4,
+    },
 };
 
 /// What the path benchmark needs besides the lab's tools.
@@ -185,7 +187,10 @@ pub fn run(options: &Options) -> anyhow::Result<Value> {
     let lab = Lab::new()?;
     let dir = TempDir::new("pathbench");
     let pins = PinRoot::new("pathbench");
-    lab.ip(Host::Server, &["route", "add", FLOOD_NET, "via", "198.18.0.1"])?;
+    lab.ip(
+        Host::Server,
+        &["route", "add", FLOOD_NET, "via", "198.18.0.1"],
+    )?;
     nft(&lab, &replies_table())?;
     let macs = (mac_of(&lab, Host::Client)?, mac_of(&lab, Host::Server)?);
     let floods: Vec<(&Flood, Vec<Vec<u8>>)> = FLOODS
@@ -200,7 +205,14 @@ pub fn run(options: &Options) -> anyhow::Result<Value> {
     );
     println!(
         "{:<11} {:<16} {:>9} {:>10} {:>10} {:>8} {:>13} {:>7}",
-        "set-up", "flood", "offered/s", "unanswered", "at socket", "CPU s", "dropped/CPU s", "legit"
+        "set-up",
+        "flood",
+        "offered/s",
+        "unanswered",
+        "at socket",
+        "CPU s",
+        "dropped/CPU s",
+        "legit"
     );
     let mut kamailio = start_kamailio(&lab, dir.path(), Setup::SipFilter)?;
     let mut results = Vec::new();
@@ -211,7 +223,8 @@ pub fn run(options: &Options) -> anyhow::Result<Value> {
             Setup::SipFilter => {
                 let config = write_file(dir.path(), "sip-filter.toml", &sip_filter_config());
                 let log = dir.path().join("sip-filter.log");
-                let (filter, attached) = start_filter_with_config(&lab, binary, &pins, &config, &log)?;
+                let (filter, attached) =
+                    start_filter_with_config(&lab, binary, &pins, &config, &log)?;
                 // "sip-filter attached to veth-server (native mode); ...": the mode.
                 attach_mode = attached
                     .split_once('(')
@@ -448,7 +461,12 @@ fn process_ticks(pid: u32) -> u64 {
         return 0;
     };
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     field(11) + field(12)
 }
 
@@ -536,8 +554,23 @@ fn iptables(lab: &Lab) -> anyhow::Result<()> {
             lab,
             "iptables",
             &[
-                "-t", "raw", "-A", "PREROUTING", "-p", "udp", "--dport", &port, "-m", "string",
-                "--algo", "bm", "--icase", "--string", agent, "-j", "DROP",
+                "-t",
+                "raw",
+                "-A",
+                "PREROUTING",
+                "-p",
+                "udp",
+                "--dport",
+                &port,
+                "-m",
+                "string",
+                "--algo",
+                "bm",
+                "--icase",
+                "--string",
+                agent,
+                "-j",
+                "DROP",
             ],
         )?;
     }
@@ -637,6 +670,7 @@ disable_sctp=yes
 listen=udp:{SERVER_V4}:{SIP_PORT}
 
 loadmodule "sl.so"
+loadmodule "textops.so"
 {modules}
 request_route {{
 {checks}    if (is_method("ACK")) {{ exit; }}
@@ -694,7 +728,11 @@ fn legit_scenario() -> String {
   </send>
 "#,
             if method == "REGISTER" { "" } else { "bob@" },
-            if method == "REGISTER" { "alice@" } else { "bob@" },
+            if method == "REGISTER" {
+                "alice@"
+            } else {
+                "bob@"
+            },
         )
     };
     let ack = format!(
@@ -735,7 +773,12 @@ fn sipp_count(stdout: &str, name: &str) -> Option<u64> {
 
 /// The MAC address of `host`'s veth end.
 fn mac_of(lab: &Lab, host: Host) -> anyhow::Result<[u8; 6]> {
-    let shown = lab.run(host, "ip", &["-j", "link", "show", "dev", host.iface()], QUICK);
+    let shown = lab.run(
+        host,
+        "ip",
+        &["-j", "link", "show", "dev", host.iface()],
+        QUICK,
+    );
     ensure!(shown.success(), "{shown}");
     let links: Value = serde_json::from_str(&shown.stdout)?;
     let text = links[0]["address"]
@@ -755,7 +798,13 @@ fn frames(flood: &Flood, (client, server): ([u8; 6], [u8; 6])) -> Vec<Vec<u8>> {
             let source = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 1)) + n);
             let payload = (flood.payload)(source, n);
             let builder = PacketBuilder::ethernet2(client, server)
-                .ipv4(source.octets(), SERVER_V4.parse::<Ipv4Addr>().map_or([198, 18, 0, 2], |a| a.octets()), 64)
+                .ipv4(
+                    source.octets(),
+                    SERVER_V4
+                        .parse::<Ipv4Addr>()
+                        .map_or([198, 18, 0, 2], |a| a.octets()),
+                    64,
+                )
                 .udp(SIP_PORT, SIP_PORT);
             let mut frame = Vec::with_capacity(builder.size(payload.len()));
             // Writing into a Vec cannot fail.
@@ -797,9 +846,8 @@ fn send_flood(lab: &Lab, frames: &[Vec<u8>], options: &Options) -> anyhow::Resul
                 next += 1;
             }
             // SAFETY: the headers point at iovecs and frames that outlive the call.
-            let sent = unsafe {
-                libc::sendmmsg(socket.0, batch.as_mut_ptr(), BATCH as libc::c_uint, 0)
-            };
+            let sent =
+                unsafe { libc::sendmmsg(socket.0, batch.as_mut_ptr(), BATCH as libc::c_uint, 0) };
             if sent < 0 {
                 let error = std::io::Error::last_os_error();
                 if error.raw_os_error() == Some(libc::ENOBUFS) {
@@ -869,7 +917,8 @@ impl PacketSocket {
                 std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
             ) != 0
             {
-                return Err(std::io::Error::last_os_error()).context("binding the AF_PACKET socket");
+                return Err(std::io::Error::last_os_error())
+                    .context("binding the AF_PACKET socket");
             }
             Ok(socket)
         }

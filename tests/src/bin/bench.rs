@@ -248,7 +248,10 @@ fn against(target: Target, sf_ns: u128, parse_ns: u128) -> (bool, String) {
             Some(r) if r <= limit => (true, format!("met: {r:.2}x <= {limit}x header parsing")),
             Some(r) => (
                 false,
-                format!("missed by {:.2}x ({r:.2}x > {limit}x header parsing)", r - limit),
+                format!(
+                    "missed by {:.2}x ({r:.2}x > {limit}x header parsing)",
+                    r - limit
+                ),
             ),
             None => (false, "not measurable: header parsing took 0 ns".into()),
         },
@@ -311,7 +314,15 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "{:<27} {:>5} {:>6} {:>10} {:>5} {:>6} {:>7} {:>5} {:>9}  target",
-        "packet class", "bytes", "action", "sip_filter", "drop", "parse", "+update", "scan", "sf/parse"
+        "packet class",
+        "bytes",
+        "action",
+        "sip_filter",
+        "drop",
+        "parse",
+        "+update",
+        "scan",
+        "sf/parse"
     );
     let mut results = Vec::new();
     let wanted = |class: &Class| {
