@@ -381,7 +381,7 @@ fn ratios(results: &[Value]) -> Vec<Value> {
         for other in [Setup::Iptables, Setup::Nftables, Setup::Kamailio] {
             if let Some(theirs) = rate(other).filter(|t| *t > 0.0) {
                 let times = ours / theirs;
-                let target = (other != Setup::Kamailio).then(|| times >= 5.0);
+                let target = (other != Setup::Kamailio).then_some(times >= 5.0);
                 out.push(json!({
                     "flood": flood.name,
                     "versus": other.name(),

@@ -500,8 +500,8 @@ fn state_growth(bench: &mut Bench, banned: &[u8; 4], quick: bool) -> anyhow::Res
     });
     let denied = [203, 0, 113, 7];
     let mut settings = bench_settings(RateLimits {
-        register: never.clone(),
-        invite: never.clone(),
+        register: never,
+        invite: never,
         other: never,
         ..RateLimits::default()
     });
