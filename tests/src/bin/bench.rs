@@ -20,7 +20,8 @@
 //! Flags: `--quick` (3 runs of 10,000 repeats, small tables, a tiny path benchmark),
 //! `--runs N`, `--repeat R`, `--json FILE`, `--markdown FILE`, `--no-growth`,
 //! `--no-path`, `--class PART` (only the classes whose name contains PART, nothing
-//! else: to profile one path with `perf record`).
+//! else: to profile one path with `perf record`), `--render JSON --markdown FILE` (the
+//! report of an earlier run, measuring nothing).
 
 use std::{fmt::Write as _, net::IpAddr, time::Instant};
 
@@ -50,10 +51,13 @@ struct Args {
     path: bool,
     /// Only the classes whose name contains this (for profiling one path).
     only: Option<String>,
+    /// Write the report of an earlier run's JSON (with `--markdown`), measuring nothing.
+    render: Option<String>,
 }
 
 const USAGE: &str = "bench [--quick] [--runs N (7)] [--repeat R (1000000)] [--json FILE] \
-                     [--markdown FILE] [--no-growth] [--no-path] [--class PART-OF-NAME]";
+                     [--markdown FILE] [--no-growth] [--no-path] [--class PART-OF-NAME] \
+                     [--render JSON --markdown FILE]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
@@ -65,6 +69,7 @@ fn parse_args() -> anyhow::Result<Args> {
         growth: true,
         path: true,
         only: None,
+        render: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -84,6 +89,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--markdown" => {
                 args.markdown = Some(it.next().context("--markdown needs a file name")?)
             }
+            "--render" => args.render = Some(it.next().context("--render needs a JSON file")?),
             "--no-growth" => args.growth = false,
             "--no-path" => args.path = false,
             "--class" => {
@@ -285,6 +291,18 @@ impl Bench {
 
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
+    if let Some(json) = &args.render {
+        let markdown_file = args
+            .markdown
+            .as_ref()
+            .context("--render needs --markdown FILE")?;
+        let doc: Value = serde_json::from_str(
+            &std::fs::read_to_string(json).with_context(|| format!("reading {json}"))?,
+        )?;
+        std::fs::write(markdown_file, markdown(&doc))
+            .with_context(|| format!("writing {markdown_file}"))?;
+        return Ok(());
+    }
     let started = Instant::now();
     let mut filter = Filter::load()?;
     // Bans off: every repeat of a class must take the same path (a scanner's first
