@@ -250,7 +250,7 @@ pub fn start_kamailio(lab: &Lab, dir: &Path) -> anyhow::Result<Background> {
 }
 
 /// Waits until something listens on UDP 5060 in the server namespace.
-fn wait_for_udp_listener(lab: &Lab, kamailio: &mut Background) -> anyhow::Result<()> {
+pub fn wait_for_udp_listener(lab: &Lab, kamailio: &mut Background) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
         let sockets = lab.run(

@@ -21,6 +21,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "sipvicious",
     "sip-tester",
     "kamailio",
+    "iptables",
+    "nftables",
     "iproute2",
     "util-linux",
     "tcpdump",
