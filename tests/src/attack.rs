@@ -13,10 +13,11 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 use anyhow::Context;
 
 use crate::{
-    gateway::{
-        GatewayLab, Node, ATTACKER_V4, ATTACKER_V6, LEGIT_V4, OUTSIDE_IFACE, SERVER_V4, SERVER_V6,
+    gateway::{GatewayLab, Node, ATTACKERS, LEGIT_V4, OUTSIDE_IFACE, SERVER_V4, SERVER_V6},
+    lab::{
+        scan_of, sipp_counter, sipp_in, spawn_filter_in, start_kamailio_in, PinRoot, Scan, DOMAIN,
+        SIP_PORT,
     },
-    lab::{sipp_counter, sipp_in, spawn_filter_in, start_kamailio_in, PinRoot, DOMAIN, SIP_PORT},
     netns::{Background, Finished},
 };
 
@@ -54,12 +55,17 @@ pub const WORDLIST: &[&str] = &[
 /// The extensions svwar tries.
 pub const SVWAR_RANGE: &str = "990-1010";
 
-/// Who is who among the lab's sources (the attacker has one address per tool).
-pub const SVMAP_V4: &str = ATTACKER_V4[0];
-pub const SVMAP_V6: &str = ATTACKER_V6[0];
-pub const SVWAR_V4: &str = ATTACKER_V4[1];
-pub const SVCRACK_V4: &str = ATTACKER_V4[2];
-pub const FLOOD_V4: [&str; 2] = [ATTACKER_V4[3], ATTACKER_V4[4]];
+/// Who is who among the attacker hosts: one per tool, so that each is banned on its
+/// own.
+pub const SVMAP_HOST: Node = Node::Attacker(0);
+pub const SVWAR_HOST: Node = Node::Attacker(1);
+pub const SVCRACK_HOST: Node = Node::Attacker(2);
+pub const FLOOD_HOST: Node = Node::Attacker(3);
+pub const SVMAP_V4: &str = ATTACKERS[0][0];
+pub const SVMAP_V6: &str = ATTACKERS[0][1];
+pub const SVWAR_V4: &str = ATTACKERS[1][0];
+pub const SVCRACK_V4: &str = ATTACKERS[2][0];
+pub const FLOOD_V4: [&str; 2] = [ATTACKERS[3][0], ATTACKERS[3][1]];
 
 /// The sender behind a source address, for the tables.
 pub fn role(address: &str) -> &'static str {
@@ -361,7 +367,7 @@ pub fn start_flood(
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let file = run_dir.join("flood.xml");
     std::fs::write(&file, flood_scenario()).context("writing the flood scenario")?;
-    let mut command = lab.command(Node::Attacker, "sipp");
+    let mut command = lab.command(FLOOD_HOST, "sipp");
     command.current_dir(&run_dir).args([
         "-sf",
         file.to_str().context("a UTF-8 path")?,
@@ -381,22 +387,36 @@ pub fn start_flood(
 
 const SCANNER_DEADLINE: Duration = Duration::from_secs(40);
 
-/// svmap from `from` against the server's address in `from`'s family.
+/// svmap from `from` against the server's address in `from`'s family. `-x` is the
+/// address its Via names: bracketed for IPv6, or svmap 0.3.3 writes `ADDR:PORT`
+/// unbracketed and Kamailio refuses the request as malformed.
 pub fn svmap(lab: &GatewayLab, from: &str) -> Finished {
     let port = SIP_PORT.to_string();
-    let mut args = vec!["-vvv", "-b", from, "-p", &port];
+    let via = if from.contains(':') {
+        format!("[{from}]")
+    } else {
+        from.to_string()
+    };
+    let mut args = vec!["-vvv", "-b", from, "-x", &via, "-p", &port];
     if from.contains(':') {
         args.extend(["-6", SERVER_V6]);
     } else {
-        args.extend(["-x", from, SERVER_V4]);
+        args.push(SERVER_V4);
     }
-    lab.run(Node::Attacker, "svmap", &args, SCANNER_DEADLINE)
+    lab.run(SVMAP_HOST, "svmap", &args, SCANNER_DEADLINE)
 }
 
-/// svwar guessing extensions [`SVWAR_RANGE`] with REGISTERs for the lab's domain.
+/// What an [`svmap`] run did; svmap writes the IPv6 target unbracketed too.
+pub fn svmap_scan(finished: &Finished, ipv6: bool) -> Scan {
+    let server = if ipv6 { SERVER_V6 } else { SERVER_V4 };
+    scan_of(finished, &format!("{server}:{SIP_PORT}"))
+}
+
+/// svwar guessing extensions [`SVWAR_RANGE`] with REGISTERs for the lab's domain (from
+/// its host's only address: it ignores `-b`).
 pub fn svwar(lab: &GatewayLab) -> Finished {
     lab.run(
-        Node::Attacker,
+        SVWAR_HOST,
         "svwar",
         &[
             "-v",
@@ -422,7 +442,7 @@ pub fn svcrack(lab: &GatewayLab, dir: &Path, extension: &str) -> Finished {
     let wordlist = dir.join("wordlist.txt");
     std::fs::write(&wordlist, WORDLIST.join("\n") + "\n").expect("the wordlist is written");
     lab.run(
-        Node::Attacker,
+        SVCRACK_HOST,
         "svcrack",
         &[
             "-v",

@@ -2,18 +2,21 @@
 //! sip-filter, and a SIP server behind it, each in its own network namespace.
 //!
 //! ```text
-//!  attacker (198.18.1.10-14, 2001:db8:5f:1::66-67) ─┐
-//!                                                  switch ── gw-outside [gateway] gw-inside ── server
-//!  legit    (198.18.1.50)                          ─┘   (br0)  198.18.1.1     198.18.2.1    198.18.2.2
-//!                                                               2001:db8:5f:1::1 :2::1      2001:db8:5f:2::2
+//!  attacker0 (198.18.1.10, 2001:db8:5f:1::66) ─┐
+//!  attacker1 (198.18.1.11)                     │
+//!  attacker2 (198.18.1.12)                     ├─ switch ── gw-outside [gateway] gw-inside ── server
+//!  attacker3 (198.18.1.13, 198.18.1.14)        │   (br0)    198.18.1.1         198.18.2.1     198.18.2.2
+//!  legit     (198.18.1.50)                    ─┘            2001:db8:5f:1::1   2001:db8:5f:2::1  2001:db8:5f:2::2
 //! ```
 //!
 //! The gateway is a router (IPv4 and IPv6 forwarding on) with sip-filter's XDP program
 //! on its outside interface, [`OUTSIDE_IFACE`]: what the filter passes is routed to the
 //! server, what it drops never reaches it. `run` has one `--iface`, so the outside is
-//! one segment: a bridge in a fifth namespace, the "switch", joins the attacker's, the
-//! legitimate client's and the gateway's veths. Each host's interface is `eth0`, each in
-//! its own namespace. XDP attaches to a routed veth in native mode (the veth driver
+//! one segment: a bridge in a namespace of its own, the "switch", joins the attackers',
+//! the legitimate client's and the gateway's veths. Each host's interface is `eth0`,
+//! each in its own namespace. The attackers are separate hosts because svwar and
+//! svcrack (sipvicious 0.3.3) ignore `--bindingip`: they send from their host's first
+//! address, whatever they are told. XDP attaches to a routed veth in native mode (the veth driver
 //! runs it on the receiving end; nothing is redirected, so its peer needs no program).
 //!
 //! Namespaces are named after this process's pid, like [`crate::netns::Lab`]'s, and go
@@ -40,6 +43,11 @@ pub const INSIDE_IFACE: &str = "gw-inside";
 /// Every host's one interface (attacker, legit, server).
 pub const HOST_IFACE: &str = "eth0";
 
+/// The outside and inside networks.
+pub const OUTSIDE_V4_NET: &str = "198.18.1.0/24";
+pub const OUTSIDE_V6_NET: &str = "2001:db8:5f:1::/64";
+pub const INSIDE_V4_NET: &str = "198.18.2.0/24";
+pub const INSIDE_V6_NET: &str = "2001:db8:5f:2::/64";
 pub const GATEWAY_OUTSIDE_V4: &str = "198.18.1.1";
 pub const GATEWAY_OUTSIDE_V6: &str = "2001:db8:5f:1::1";
 pub const GATEWAY_INSIDE_V4: &str = "198.18.2.1";
@@ -47,16 +55,14 @@ pub const GATEWAY_INSIDE_V6: &str = "2001:db8:5f:2::1";
 /// The SIP server, behind the gateway.
 pub const SERVER_V4: &str = "198.18.2.2";
 pub const SERVER_V6: &str = "2001:db8:5f:2::2";
-/// The attacker host's IPv4 addresses: one per tool, so each is banned on its own.
-pub const ATTACKER_V4: [&str; 5] = [
-    "198.18.1.10",
-    "198.18.1.11",
-    "198.18.1.12",
-    "198.18.1.13",
-    "198.18.1.14",
+/// The attacker hosts' addresses, IPv4 and IPv6 (the outside /24 and /64), a host per
+/// entry: [`Node::Attacker`]`(i)` has `ATTACKERS[i]`, its first address first.
+pub const ATTACKERS: [&[&str]; 4] = [
+    &["198.18.1.10", "2001:db8:5f:1::66"],
+    &["198.18.1.11"],
+    &["198.18.1.12"],
+    &["198.18.1.13", "198.18.1.14"],
 ];
-/// The attacker host's IPv6 addresses (one /64, which the filter treats as one source).
-pub const ATTACKER_V6: [&str; 2] = ["2001:db8:5f:1::66", "2001:db8:5f:1::67"];
 /// The legitimate client: its own host and address, never sharing a source with an
 /// attacker.
 pub const LEGIT_V4: &str = "198.18.1.50";
@@ -64,7 +70,8 @@ pub const LEGIT_V4: &str = "198.18.1.50";
 /// One namespace of the lab.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Node {
-    Attacker,
+    /// An index into [`ATTACKERS`].
+    Attacker(usize),
     Legit,
     /// The outside segment's bridge.
     Switch,
@@ -72,8 +79,11 @@ pub enum Node {
     Server,
 }
 
-const NODES: [Node; 5] = [
-    Node::Attacker,
+const NODES: [Node; 8] = [
+    Node::Attacker(0),
+    Node::Attacker(1),
+    Node::Attacker(2),
+    Node::Attacker(3),
     Node::Legit,
     Node::Switch,
     Node::Gateway,
@@ -81,18 +91,19 @@ const NODES: [Node; 5] = [
 ];
 
 impl Node {
-    fn tag(self) -> &'static str {
+    /// Its namespace's suffix, and its port's name on the switch.
+    fn tag(self) -> String {
         match self {
-            Node::Attacker => "attacker",
-            Node::Legit => "legit",
-            Node::Switch => "switch",
-            Node::Gateway => "gateway",
-            Node::Server => "server",
+            Node::Attacker(i) => format!("attacker{i}"),
+            Node::Legit => "legit".to_string(),
+            Node::Switch => "switch".to_string(),
+            Node::Gateway => "gateway".to_string(),
+            Node::Server => "server".to_string(),
         }
     }
 }
 
-/// The five namespaces, wired and addressed; see the module's documentation.
+/// The namespaces, wired and addressed; see the module's documentation.
 pub struct GatewayLab {
     /// In [`NODES`]' order.
     names: Vec<String>,
@@ -120,20 +131,31 @@ impl GatewayLab {
     }
 
     fn wire(&self) -> anyhow::Result<()> {
-        let (attacker, legit, switch, gateway, server) = (
-            self.ns(Node::Attacker),
+        let (legit, switch, gateway, server) = (
             self.ns(Node::Legit),
             self.ns(Node::Switch),
             self.ns(Node::Gateway),
             self.ns(Node::Server),
         );
-        // veth pairs: (namespace, interface) <-> (namespace, interface).
-        for (a, a_iface, b, b_iface) in [
-            (attacker, HOST_IFACE, switch, "attacker"),
-            (legit, HOST_IFACE, switch, "legit"),
-            (gateway, OUTSIDE_IFACE, switch, "gateway"),
-            (gateway, INSIDE_IFACE, server, HOST_IFACE),
-        ] {
+        let outside: Vec<Node> = (0..ATTACKERS.len())
+            .map(Node::Attacker)
+            .chain([Node::Legit, Node::Gateway])
+            .collect();
+        // veth pairs: (namespace, interface) <-> (namespace, interface); each outside
+        // host's peer on the switch is named after the host.
+        let mut pairs: Vec<(Netns, &str, Netns, String)> = outside
+            .iter()
+            .map(|&node| {
+                let iface = if node == Node::Gateway {
+                    OUTSIDE_IFACE
+                } else {
+                    HOST_IFACE
+                };
+                (self.ns(node), iface, switch, node.tag())
+            })
+            .collect();
+        pairs.push((gateway, INSIDE_IFACE, server, HOST_IFACE.to_string()));
+        for (a, a_iface, b, b_iface) in &pairs {
             a.ip(&[
                 "link",
                 "add",
@@ -148,16 +170,24 @@ impl GatewayLab {
             ])?;
         }
         switch.ip(&["link", "add", "br0", "type", "bridge"])?;
-        for port in ["attacker", "legit", "gateway"] {
-            switch.ip(&["link", "set", port, "master", "br0", "up"])?;
+        for node in &outside {
+            switch.ip(&["link", "set", &node.tag(), "master", "br0", "up"])?;
         }
         switch.ip(&["link", "set", "br0", "up"])?;
 
-        let mut attacker_addresses: Vec<String> =
-            ATTACKER_V4.iter().map(|a| format!("{a}/24")).collect();
-        attacker_addresses.extend(ATTACKER_V6.iter().map(|a| format!("{a}/64")));
-        for (ns, iface, addresses) in [
-            (attacker, HOST_IFACE, attacker_addresses),
+        let with_prefix = |address: &&str| {
+            let prefix = if address.contains(':') { 64 } else { 24 };
+            format!("{address}/{prefix}")
+        };
+        let mut addressed: Vec<(Netns, &str, Vec<String>)> = ATTACKERS
+            .iter()
+            .enumerate()
+            .map(|(i, addresses)| {
+                let addresses = addresses.iter().map(with_prefix).collect();
+                (self.ns(Node::Attacker(i)), HOST_IFACE, addresses)
+            })
+            .collect();
+        addressed.extend([
             (legit, HOST_IFACE, vec![format!("{LEGIT_V4}/24")]),
             (
                 gateway,
@@ -180,7 +210,8 @@ impl GatewayLab {
                 HOST_IFACE,
                 vec![format!("{SERVER_V4}/24"), format!("{SERVER_V6}/64")],
             ),
-        ] {
+        ]);
+        for (ns, iface, addresses) in addressed {
             for address in &addresses {
                 let mut args = vec!["addr", "add", address, "dev", iface];
                 // Usable at once, without duplicate address detection's wait.
@@ -192,18 +223,42 @@ impl GatewayLab {
             ns.ip(&["link", "set", iface, "up"])?;
             ns.ip(&["link", "set", "lo", "up"])?;
         }
-        // The legitimate client has IPv4 only: an address in the attackers' /64 would
-        // share their bans.
-        for (ns, v4, v6) in [
-            (attacker, GATEWAY_OUTSIDE_V4, Some(GATEWAY_OUTSIDE_V6)),
-            (legit, GATEWAY_OUTSIDE_V4, None),
-            (server, GATEWAY_INSIDE_V4, Some(GATEWAY_INSIDE_V6)),
-        ] {
-            ns.ip(&["route", "add", "default", "via", v4])?;
-            if let Some(v6) = v6 {
-                ns.ip(&["-6", "route", "add", "default", "via", v6])?;
+        // Routes to the other side's networks only, no default route: nothing leaves
+        // the lab, and a resolver inside (Kamailio looks up its own address's name at
+        // start) fails at once instead of waiting 5 s for a nameserver it cannot reach.
+        // Hosts without an IPv6 address (the legitimate client has none: one in the
+        // attackers' /64 would share their bans) get no IPv6 route.
+        let mut routed: Vec<(Netns, bool)> = ATTACKERS
+            .iter()
+            .enumerate()
+            .map(|(i, addresses)| {
+                let ipv6 = addresses.iter().any(|a| a.contains(':'));
+                (self.ns(Node::Attacker(i)), ipv6)
+            })
+            .collect();
+        routed.push((legit, false));
+        for (ns, ipv6) in routed {
+            ns.ip(&["route", "add", INSIDE_V4_NET, "via", GATEWAY_OUTSIDE_V4])?;
+            if ipv6 {
+                ns.ip(&[
+                    "-6",
+                    "route",
+                    "add",
+                    INSIDE_V6_NET,
+                    "via",
+                    GATEWAY_OUTSIDE_V6,
+                ])?;
             }
         }
+        server.ip(&["route", "add", OUTSIDE_V4_NET, "via", GATEWAY_INSIDE_V4])?;
+        server.ip(&[
+            "-6",
+            "route",
+            "add",
+            OUTSIDE_V6_NET,
+            "via",
+            GATEWAY_INSIDE_V6,
+        ])?;
         let sysctl = gateway.run(
             "sysctl",
             &[

@@ -12,12 +12,12 @@ use std::{path::Path, time::Instant};
 use sip_filter_tests::{
     attack::{
         call_scenario, filter_json, legit_sipp, register_scenario, requests_seen, seen_from,
-        start_gateway_filter, start_registrar, svmap, ALICE, BOB, SVMAP_V4,
+        start_gateway_filter, start_registrar, svmap, svmap_scan, ALICE, BOB, SVMAP_V4,
     },
     gateway::{GatewayLab, Node, OUTSIDE_IFACE, SERVER_V4},
     lab::{
-        counter, require_tools, scan_of, sip_filter, stats_json, stop_filter_in, xdp_attached_in,
-        PinRoot, TempDir, Transcript, LAB_TOOLS, SIP_PORT,
+        counter, require_tools, sip_filter, stats_json, stop_filter_in, xdp_attached_in, PinRoot,
+        TempDir, Transcript, LAB_TOOLS, SIP_PORT,
     },
     netns::{listed_namespaces, send_signal, Finished},
     privileged,
@@ -100,7 +100,7 @@ fn the_gateway_lab_authenticates_calls_blocks_svmap_and_leaves_nothing_behind() 
     register_and_call(&lab, dir.path(), "open", &mut transcript);
     let open_scan = transcript.keep("svmap, no filter", svmap(&lab, SVMAP_V4));
     let target = format!("{SERVER_V4}:{SIP_PORT}");
-    let open = scan_of(&open_scan, &target);
+    let open = svmap_scan(&open_scan, false);
     assert!(
         open.found && open.answers >= 1,
         "without the filter svmap should find {target} through the gateway:\n{open_scan}"
@@ -116,7 +116,7 @@ fn the_gateway_lab_authenticates_calls_blocks_svmap_and_leaves_nothing_behind() 
     transcript.note(attached);
     assert!(xdp_attached_in(lab.ns(Node::Gateway), OUTSIDE_IFACE));
     let closed_scan = transcript.keep("svmap, filter attached", svmap(&lab, SVMAP_V4));
-    let closed = scan_of(&closed_scan, &target);
+    let closed = svmap_scan(&closed_scan, false);
     assert!(
         closed_scan.success() && closed.probes >= 1 && closed.answers == 0 && !closed.found,
         "behind the filter svmap should get no answer (probes {}, answers {}):\n{closed_scan}",
