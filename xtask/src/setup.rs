@@ -23,6 +23,7 @@ pub const TEST_PACKAGES: &[&str] = &[
     "kamailio",
     "iproute2",
     "util-linux",
+    "procps",
     "tcpdump",
     "qemu-system-x86",
     "busybox-static",
