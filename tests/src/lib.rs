@@ -2,6 +2,8 @@
 //! builders, throwaway network namespaces, and the lab built in them (Kamailio, sipp,
 //! svmap, the sip-filter binary).
 
+pub mod attack;
+pub mod gateway;
 pub mod lab;
 pub mod netns;
 pub mod packets;

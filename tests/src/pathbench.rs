@@ -701,7 +701,7 @@ fn start_kamailio(lab: &Lab, dir: &Path, setup: Setup) -> anyhow::Result<Backgro
         ],
         &dir.join(format!("kamailio-{}.log", setup.name())),
     )?;
-    wait_for_udp_listener(lab, &mut kamailio)?;
+    wait_for_udp_listener(lab.ns(Host::Server), SERVER_V4, &mut kamailio)?;
     Ok(kamailio)
 }
 

@@ -25,6 +25,7 @@ pub const TEST_PACKAGES: &[&str] = &[
     "nftables",
     "iproute2",
     "util-linux",
+    "procps",
     "tcpdump",
     "qemu-system-x86",
     "busybox-static",
