@@ -1,9 +1,23 @@
 //! Reference programs for the benchmark (`cargo xtask bench`), measured beside
-//! `sip_filter` on the same frames: what any XDP program costs, and what reading the
-//! Ethernet/IP/UDP headers costs. In the same object so they are built alike; the
-//! daemon never loads or attaches them (`Filter::load` loads `sip_filter` only).
+//! `sip_filter` on the same frames: what any XDP program costs, what reading the
+//! Ethernet/IP/UDP headers costs, what one per-source map update and a counter add to
+//! that, and what copying the payload and passing over every byte of it costs. In the
+//! same object so they are built alike; the daemon never loads or attaches them
+//! (`Filter::load` loads `sip_filter` only).
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::generated::bpf_xdp_load_bytes,
+    macros::{map, xdp},
+    maps::{LruHashMap, PerCpuArray},
+    programs::XdpContext,
+};
+use sip_filter_common::{
+    bounded::repeat,
+    maps::{SourceKey, MAX_SOURCES},
+    scan::{bytes_equal, Vol, BUF_BYTES, BUF_WORDS, ONES},
+    ScanBuf, SCAN_LEN,
+};
 
 use crate::headers::{parse_headers, Headers};
 
@@ -22,5 +36,118 @@ pub fn ref_parse_headers(ctx: XdpContext) -> u32 {
     match parse_headers(&ctx) {
         Headers::Udp(udp) if udp.dst_port == SIP_PORT => xdp_action::XDP_DROP,
         _ => xdp_action::XDP_PASS,
+    }
+}
+
+/// Packets per source, in an LRU map as large as the real one's (`SF_SOURCES`).
+#[map(name = "REF_SOURCES")]
+static REF_SOURCES: LruHashMap<SourceKey, u64> = LruHashMap::with_max_entries(MAX_SOURCES, 0);
+
+#[map(name = "REF_COUNTER")]
+static REF_COUNTER: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Header parsing, then what the least stateful filter does for a packet to the SIP
+/// port: one per-source LRU lookup and update (an insert for a new source) and one
+/// per-CPU counter.
+#[xdp]
+pub fn ref_parse_update(ctx: XdpContext) -> u32 {
+    let udp = match parse_headers(&ctx) {
+        Headers::Udp(udp) if udp.dst_port == SIP_PORT => udp,
+        _ => return xdp_action::XDP_PASS,
+    };
+    match REF_SOURCES.get_ptr_mut(&udp.source) {
+        // SAFETY: a map value; a race with another CPU costs a count, nothing else.
+        Some(seen) => unsafe { *seen += 1 },
+        None => {
+            let _ = REF_SOURCES.insert(&udp.source, &1, 0);
+        }
+    }
+    if let Some(counter) = REF_COUNTER.get_ptr_mut(0) {
+        // SAFETY: per-CPU, only this CPU touches it while the program runs.
+        unsafe { *counter += 1 };
+    }
+    xdp_action::XDP_DROP
+}
+
+/// The scan reference's per-CPU memory: the payload copy and the loop's state (in map
+/// memory, like the parser's, so the verifier checks the loop body once).
+#[repr(C)]
+pub struct RefScan {
+    buf: ScanBuf,
+    len: Vol<u64>,
+    newlines: Vol<u64>,
+}
+
+#[map(name = "REF_SCAN")]
+static REF_SCAN: PerCpuArray<RefScan> = PerCpuArray::with_max_entries(1, 0);
+
+/// Words per loop call, as the parser's line finder takes them.
+const SCAN_WORDS_PER_STEP: usize = 8;
+
+/// Header parsing, then the same copy of the payload the real program makes
+/// (`bpf_xdp_load_bytes` of up to `SCAN_LEN` bytes into a per-CPU buffer) and one
+/// pass over every copied byte, a word at a time in `bpf_loop` like the parser's first
+/// pass, counting line feeds: the floor of any filter that reads the whole payload.
+#[xdp]
+pub fn ref_scan(ctx: XdpContext) -> u32 {
+    let udp = match parse_headers(&ctx) {
+        Headers::Udp(udp) if udp.dst_port == SIP_PORT => udp,
+        _ => return xdp_action::XDP_PASS,
+    };
+    let Some(scan) = REF_SCAN.get_ptr_mut(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: per-CPU, used only by this CPU during this run.
+    let scan = unsafe { &mut *scan };
+    let len = if udp.payload_len > SCAN_LEN as u32 {
+        SCAN_LEN as u32
+    } else {
+        udp.payload_len
+    };
+    if len == 0 {
+        return xdp_action::XDP_PASS;
+    }
+    // As in `judge`: laundered, then masked into 1..=BUF_BYTES, a form 6.1's verifier
+    // bounds on both sides.
+    let unknown_len = scan.buf.launder(len as usize) as u32;
+    let load_len = (unknown_len.wrapping_sub(1) & (BUF_BYTES as u32 - 1)) + 1;
+    // SAFETY: `buf` is BUF_BYTES long and `load_len` at most that.
+    let loaded = unsafe {
+        bpf_xdp_load_bytes(
+            ctx.ctx,
+            udp.payload_offset,
+            scan.buf.words.as_mut_ptr().cast(),
+            load_len,
+        )
+    };
+    if loaded != 0 {
+        return xdp_action::XDP_PASS;
+    }
+    scan.buf.terminate(len as usize);
+    scan.len.set(u64::from(len));
+    scan.newlines.set(0);
+    let RefScan { buf, len, newlines } = scan;
+    repeat(
+        (BUF_WORDS / SCAN_WORDS_PER_STEP) as u32,
+        &mut |step: u32| {
+            let len = len.get() as usize;
+            for w in 0..SCAN_WORDS_PER_STEP {
+                let k = step as usize * SCAN_WORDS_PER_STEP + w;
+                if k * 8 >= len {
+                    return false;
+                }
+                // How many bytes of the word are line feeds: the flags' high bits summed
+                // by one multiply (BPF has no popcount).
+                let flagged = bytes_equal(buf.word(k), b'\n') >> 7;
+                newlines.set(newlines.get() + (flagged.wrapping_mul(ONES) >> 56));
+            }
+            true
+        },
+    );
+    // The verdict depends on the pass, so it cannot be optimized away.
+    if newlines.get() > 0 {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
     }
 }

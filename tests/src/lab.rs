@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use crate::netns::{
     left_by_dead_test, listed_namespaces, own_prefix, run_bounded, Background, Finished, Host, Lab,
-    CLIENT_V4, SERVER_IFACE, SERVER_V4, SERVER_V6, SIGINT,
+    Netns, CLIENT_V4, SERVER_IFACE, SERVER_V4, SERVER_V6, SIGINT,
 };
 
 /// The domain the server serves and the filter allows.
@@ -225,11 +225,22 @@ request_route {{
 /// Starts Kamailio in the foreground inside the server namespace, its config and log
 /// in `dir`, and waits until it listens on UDP 5060.
 pub fn start_kamailio(lab: &Lab, dir: &Path) -> anyhow::Result<Background> {
+    start_kamailio_in(lab.ns(Host::Server), &kamailio_config(), dir, SERVER_V4)
+}
+
+/// Starts Kamailio with `config` in the foreground inside `ns`, its config and log in
+/// `dir`, and waits until it listens on `address`, UDP 5060.
+pub fn start_kamailio_in(
+    ns: Netns,
+    config: &str,
+    dir: &Path,
+    address: &str,
+) -> anyhow::Result<Background> {
+    let text = config;
     let config = dir.join("kamailio.cfg");
-    std::fs::write(&config, kamailio_config()).context("writing the Kamailio config")?;
-    let mut kamailio = lab
+    std::fs::write(&config, text).context("writing the Kamailio config")?;
+    let mut kamailio = ns
         .spawn(
-            Host::Server,
             "kamailio",
             "kamailio",
             &[
@@ -245,22 +256,25 @@ pub fn start_kamailio(lab: &Lab, dir: &Path) -> anyhow::Result<Background> {
             &dir.join("kamailio.log"),
         )
         .context("kamailio starts (installed by `cargo xtask setup --test-tools`)")?;
-    wait_for_udp_listener(lab, &mut kamailio)?;
+    wait_for_udp_listener(ns, address, &mut kamailio)?;
     Ok(kamailio)
 }
 
-/// Waits until something listens on UDP 5060 in the server namespace.
-fn wait_for_udp_listener(lab: &Lab, kamailio: &mut Background) -> anyhow::Result<()> {
+/// Waits until something listens on `address`, UDP 5060, in `ns`.
+pub fn wait_for_udp_listener(
+    ns: Netns,
+    address: &str,
+    kamailio: &mut Background,
+) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
-        let sockets = lab.run(
-            Host::Server,
+        let sockets = ns.run(
             "ss",
             &["-H", "-u", "-l", "-n", &format!("sport = :{SIP_PORT}")],
             QUICK,
         );
         ensure!(sockets.success(), "{sockets}");
-        if sockets.stdout.contains(&format!("{SERVER_V4}:{SIP_PORT}")) {
+        if sockets.stdout.contains(&format!("{address}:{SIP_PORT}")) {
             return Ok(());
         }
         if let Some(status) = kamailio.exited() {
@@ -330,33 +344,56 @@ pub fn sipp(
     local_ip: &str,
     target: &str,
 ) -> Finished {
+    sipp_in(
+        lab.ns(Host::Client),
+        dir,
+        name,
+        scenario,
+        local_ip,
+        target,
+        &[
+            "-m",
+            "1",
+            "-l",
+            "1",
+            "-recv_timeout",
+            "5000",
+            "-timeout",
+            "15s",
+            "-timeout_error",
+            "-max_retrans",
+            "5",
+            "-trace_msg",
+        ],
+        SIPP_DEADLINE,
+    )
+}
+
+/// sipp with `scenario` from `local_ip` in `ns` to `target`, with `options` (calls,
+/// rate, timeouts), killed at `deadline`; its error traces stay in `dir`/`name` and are
+/// appended to the result's stdout.
+#[allow(clippy::too_many_arguments)]
+pub fn sipp_in(
+    ns: Netns,
+    dir: &Path,
+    name: &str,
+    scenario: &str,
+    local_ip: &str,
+    target: &str,
+    options: &[&str],
+    deadline: Duration,
+) -> Finished {
     let run_dir = dir.join(name);
     std::fs::create_dir_all(&run_dir).expect("a sipp directory");
     let file = run_dir.join(format!("{name}.xml"));
     std::fs::write(&file, scenario).expect("the scenario is written");
-    let mut command = lab.command(Host::Client, "sipp");
-    command.current_dir(&run_dir).args([
-        "-sf",
-        file.to_str().expect("a UTF-8 path"),
-        "-i",
-        local_ip,
-        "-m",
-        "1",
-        "-l",
-        "1",
-        "-recv_timeout",
-        "5000",
-        "-timeout",
-        "15s",
-        "-timeout_error",
-        "-max_retrans",
-        "5",
-        "-nostdin",
-        "-trace_msg",
-        "-trace_err",
-        target,
-    ]);
-    let mut finished = run_bounded(command, SIPP_DEADLINE);
+    let mut command = ns.command("sipp");
+    command
+        .current_dir(&run_dir)
+        .args(["-sf", file.to_str().expect("a UTF-8 path"), "-i", local_ip])
+        .args(options)
+        .args(["-nostdin", "-trace_err", target]);
+    let mut finished = run_bounded(command, deadline);
     // The exchanged messages, for the diagnostics.
     if let Ok(entries) = std::fs::read_dir(&run_dir) {
         for entry in entries.flatten() {
@@ -404,7 +441,12 @@ pub struct Scan {
 }
 
 pub fn scan(finished: &Finished) -> Scan {
-    let target = format!("{SERVER_V4}:{SIP_PORT}");
+    scan_of(finished, &format!("{SERVER_V4}:{SIP_PORT}"))
+}
+
+/// What one svmap run against `target` (`ADDRESS:PORT`, as svmap writes it) did.
+pub fn scan_of(finished: &Finished, target: &str) -> Scan {
+    let target = target.to_string();
     let log = &finished.stderr;
     // The result table (stdout) lists each device found:
     // | 198.18.0.2:5060 | kamailio (5.6.3 (x86_64/linux)) |
@@ -447,11 +489,24 @@ pub fn spawn_filter(
     extra: &[&str],
     log: &Path,
 ) -> Result<(Background, String), String> {
-    let mut args = vec!["run", "--iface", SERVER_IFACE];
+    spawn_filter_in(lab.ns(Host::Server), SERVER_IFACE, binary, pins, extra, log)
+}
+
+/// `sip-filter run --iface IFACE EXTRA... --pin-root PINS` in `ns`, once it says it
+/// attached; the error is what went wrong, for the caller to dress.
+pub fn spawn_filter_in(
+    ns: Netns,
+    iface: &str,
+    binary: &Path,
+    pins: &PinRoot,
+    extra: &[&str],
+    log: &Path,
+) -> Result<(Background, String), String> {
+    let mut args = vec!["run", "--iface", iface];
     args.extend_from_slice(extra);
     args.extend_from_slice(&["--pin-root", pins.arg()]);
-    let mut daemon = lab
-        .spawn(Host::Server, "sip-filter run", binary, &args, log)
+    let mut daemon = ns
+        .spawn("sip-filter run", binary, &args, log)
         .map_err(|e| format!("sip-filter starts: {e:#}"))?;
     let attached = daemon.wait_for_log("sip-filter attached to", QUICK)?;
     Ok((daemon, attached))
@@ -459,14 +514,18 @@ pub fn spawn_filter(
 
 /// `sip-filter stats --json` for the filter on the server's interface.
 pub fn filter_stats(lab: &Lab, binary: &Path, pins: &PinRoot) -> Finished {
-    lab.run(
-        Host::Server,
+    filter_stats_in(lab.ns(Host::Server), SERVER_IFACE, binary, pins)
+}
+
+/// `sip-filter stats --json` for the filter on `iface` in `ns`.
+pub fn filter_stats_in(ns: Netns, iface: &str, binary: &Path, pins: &PinRoot) -> Finished {
+    ns.run(
         binary,
         &[
             "stats",
             "--json",
             "--iface",
-            SERVER_IFACE,
+            iface,
             "--pin-root",
             pins.arg(),
         ],
@@ -490,12 +549,12 @@ pub fn counter(stats: &Value, group: &str, name: &str) -> u64 {
 
 /// Whether an XDP program is attached to the server's interface.
 pub fn xdp_attached(lab: &Lab) -> bool {
-    let shown = lab.run(
-        Host::Server,
-        "ip",
-        &["link", "show", "dev", SERVER_IFACE],
-        QUICK,
-    );
+    xdp_attached_in(lab.ns(Host::Server), SERVER_IFACE)
+}
+
+/// Whether an XDP program is attached to `iface` in `ns`.
+pub fn xdp_attached_in(ns: Netns, iface: &str) -> bool {
+    let shown = ns.run("ip", &["link", "show", "dev", iface], QUICK);
     assert!(shown.success(), "{shown}");
     shown.stdout.contains("xdp")
 }
@@ -503,6 +562,16 @@ pub fn xdp_attached(lab: &Lab) -> bool {
 /// Stops the filter with SIGINT and checks that it detached and removed its pins
 /// (`pin_dir`, its interface's link pin, see [`PinRoot::link_pin`]).
 pub fn stop_filter(lab: &Lab, daemon: &mut Background, pin_dir: &Path) -> anyhow::Result<()> {
+    stop_filter_in(lab.ns(Host::Server), SERVER_IFACE, daemon, pin_dir)
+}
+
+/// [`stop_filter`] for the filter on `iface` in `ns`.
+pub fn stop_filter_in(
+    ns: Netns,
+    iface: &str,
+    daemon: &mut Background,
+    pin_dir: &Path,
+) -> anyhow::Result<()> {
     daemon.signal(SIGINT);
     let Some(status) = daemon.wait(QUICK) else {
         bail!("sip-filter ignored SIGINT:\n{}", daemon.log());
@@ -520,8 +589,8 @@ pub fn stop_filter(lab: &Lab, daemon: &mut Background, pin_dir: &Path) -> anyhow
     );
     ensure!(daemon.log().contains("detached"), "{}", daemon.log());
     ensure!(
-        !xdp_attached(lab),
-        "an XDP program is still on {SERVER_IFACE}"
+        !xdp_attached_in(ns, iface),
+        "an XDP program is still on {iface}"
     );
     Ok(())
 }

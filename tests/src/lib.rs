@@ -2,9 +2,12 @@
 //! builders, throwaway network namespaces, and the lab built in them (Kamailio, sipp,
 //! svmap, the sip-filter binary).
 
+pub mod attack;
+pub mod gateway;
 pub mod lab;
 pub mod netns;
 pub mod packets;
+pub mod pathbench;
 
 /// Whether this process may load BPF programs and create namespaces. Without them a
 /// test fails loudly in CI (`CI=true`) and is skipped, with a message, elsewhere.

@@ -20,7 +20,7 @@ use std::{
     },
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
+    sync::atomic::{AtomicBool, AtomicU32, Ordering},
     thread,
     time::{Duration, Instant},
 };
@@ -70,23 +70,21 @@ pub struct Lab {
     client: String,
     server: String,
     /// The namespaces this lab made (and so may delete).
-    created: Vec<String>,
+    created: Created,
 }
 
 impl Lab {
     pub fn new() -> anyhow::Result<Self> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        sweep_stale_namespaces();
         let mut lab = Lab {
             client: format!("{}{n}-client", own_prefix()),
             server: format!("{}{n}-server", own_prefix()),
-            created: Vec::new(),
+            created: Created::default(),
         };
         // If a step fails, dropping `lab` removes what the steps before made.
         for name in [lab.client.clone(), lab.server.clone()] {
-            ip(&["netns", "add", &name])?;
-            lab.created.push(name);
+            lab.created.add(name)?;
         }
         let (client, server) = (lab.client.as_str(), lab.server.as_str());
         ip(&[
@@ -141,14 +139,14 @@ impl Lab {
         [self.client.clone(), self.server.clone()]
     }
 
+    /// `host`'s namespace, to run commands in.
+    pub fn ns(&self, host: Host) -> Netns<'_> {
+        Netns(self.name(host))
+    }
+
     /// `program` to be run inside `host`'s network namespace (host mounts kept).
     pub fn command(&self, host: Host, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut command = Command::new("nsenter");
-        command
-            .arg(format!("--net=/run/netns/{}", self.name(host)))
-            .arg("--")
-            .arg(program);
-        command
+        self.ns(host).command(program)
     }
 
     /// Runs `program args` inside `host` to completion, killed at `timeout`.
@@ -159,9 +157,7 @@ impl Lab {
         args: &[S],
         timeout: Duration,
     ) -> Finished {
-        let mut command = self.command(host, program);
-        command.args(args);
-        run_bounded(command, timeout)
+        self.ns(host).run(program, args, timeout)
     }
 
     /// Starts `program args` inside `host` in the background, stdout and stderr to
@@ -174,14 +170,12 @@ impl Lab {
         args: &[S],
         log: &Path,
     ) -> anyhow::Result<Background> {
-        let mut command = self.command(host, program);
-        command.args(args);
-        Background::spawn(label, command, log)
+        self.ns(host).spawn(label, program, args, log)
     }
 
     /// Processes running inside either namespace.
     pub fn pids(&self) -> Vec<i32> {
-        self.created.iter().flat_map(|ns| netns_pids(ns)).collect()
+        self.created.pids()
     }
 
     /// Adds a second veth pair ([`SECOND_CLIENT_IFACE`]–[`SECOND_SERVER_IFACE`],
@@ -238,9 +232,7 @@ impl Lab {
 
     /// Runs `ip -n NS args` in `host`'s namespace (a route, say).
     pub fn ip(&self, host: Host, args: &[&str]) -> anyhow::Result<()> {
-        let mut full = vec!["-n", self.name(host)];
-        full.extend_from_slice(args);
-        ip(&full)
+        self.ns(host).ip(args)
     }
 
     /// Adds `addresses` (`ADDRESS/PREFIX`) to `host`'s veth end in one `ip -batch`;
@@ -280,16 +272,75 @@ impl Lab {
         Ok(())
     }
 
-    /// Runs `f` on a thread of its own that has entered `host`'s network namespace
-    /// (setns(2) moves only the calling thread): the sockets `f` opens live there and
-    /// keep living there wherever they are used. The test's own threads stay where they
-    /// are. A panic in `f` is passed on.
+    /// Runs `f` on a thread of its own inside `host`'s namespace: [`Netns::in_namespace`].
     pub fn in_namespace<T: Send>(
         &self,
         host: Host,
         f: impl FnOnce() -> T + Send,
     ) -> anyhow::Result<T> {
-        let path = format!("/run/netns/{}", self.name(host));
+        self.ns(host).in_namespace(f)
+    }
+}
+
+/// One network namespace, by its name under /run/netns: where [`Lab`] and
+/// [`crate::gateway::GatewayLab`] run their commands.
+#[derive(Clone, Copy, Debug)]
+pub struct Netns<'a>(pub &'a str);
+
+impl Netns<'_> {
+    pub fn name(&self) -> &str {
+        self.0
+    }
+
+    /// `program` to be run inside this namespace with `nsenter --net` (host mounts kept).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net=/run/netns/{}", self.0))
+            .arg("--")
+            .arg(program);
+        command
+    }
+
+    /// Runs `program args` inside to completion, killed at `timeout`.
+    pub fn run<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        program: impl AsRef<std::ffi::OsStr>,
+        args: &[S],
+        timeout: Duration,
+    ) -> Finished {
+        let mut command = self.command(program);
+        command.args(args);
+        run_bounded(command, timeout)
+    }
+
+    /// Starts `program args` inside in the background, stdout and stderr to `log`. The
+    /// process is stopped when the returned handle drops.
+    pub fn spawn<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        label: &str,
+        program: impl AsRef<std::ffi::OsStr>,
+        args: &[S],
+        log: &Path,
+    ) -> anyhow::Result<Background> {
+        let mut command = self.command(program);
+        command.args(args);
+        Background::spawn(label, command, log)
+    }
+
+    /// Runs `ip -n NAME args` (a route, say).
+    pub fn ip(&self, args: &[&str]) -> anyhow::Result<()> {
+        let mut full = vec!["-n", self.0];
+        full.extend_from_slice(args);
+        ip(&full)
+    }
+
+    /// Runs `f` on a thread of its own that has entered this network namespace
+    /// (setns(2) moves only the calling thread): the sockets `f` opens live there and
+    /// keep living there wherever they are used. The caller's own threads stay where
+    /// they are. A panic in `f` is passed on.
+    pub fn in_namespace<T: Send>(&self, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+        let path = format!("/run/netns/{}", self.0);
         let namespace = File::open(&path).with_context(|| format!("opening {path}"))?;
         thread::scope(|scope| {
             let entered = scope.spawn(|| {
@@ -319,9 +370,31 @@ impl Host {
     }
 }
 
-impl Drop for Lab {
+/// The namespaces a lab made, in order: on drop, whatever still runs inside is killed
+/// and they are deleted, last made first.
+#[derive(Default)]
+pub struct Created(Vec<String>);
+
+impl Created {
+    /// Makes the namespace `name` (after sweeping those of dead test processes, once).
+    pub fn add(&mut self, name: String) -> anyhow::Result<()> {
+        if self.0.is_empty() {
+            sweep_stale_namespaces();
+        }
+        ip(&["netns", "add", &name])?;
+        self.0.push(name);
+        Ok(())
+    }
+
+    /// Processes running inside any of them.
+    pub fn pids(&self) -> Vec<i32> {
+        self.0.iter().flat_map(|ns| netns_pids(ns)).collect()
+    }
+}
+
+impl Drop for Created {
     fn drop(&mut self) {
-        for ns in self.created.iter().rev() {
+        for ns in self.0.iter().rev() {
             // A process left inside (a leaked handle) would keep the namespace alive.
             for pid in netns_pids(ns) {
                 eprintln!("netns {ns}: killing leftover process {pid}");
@@ -473,8 +546,24 @@ fn show(command: &Command) -> String {
         .join(" ")
 }
 
-/// Runs `command` to completion, capturing its output; at `timeout` its process group
-/// is killed (and so is it if the test process dies first).
+/// Set by [`interrupt`] (a Ctrl-C handler): commands still running are cut short.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Cuts short every [`run_bounded`] command, now and later, as if its deadline had
+/// passed: the demo's Ctrl-C handler calls it so that the demo gets to its cleanup
+/// at once. Async-signal-safe (an atomic store).
+pub fn interrupt() {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// Whether [`interrupt`] was called.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
+/// Runs `command` to completion, capturing its output; at `timeout` (or at
+/// [`interrupt`]) its process group is killed (and so is it if the test process dies
+/// first).
 pub fn run_bounded(mut command: Command, timeout: Duration) -> Finished {
     let shown = show(&command);
     command
@@ -493,7 +582,7 @@ pub fn run_bounded(mut command: Command, timeout: Duration) -> Finished {
         if let Some(status) = child.try_wait().expect("waiting for a child") {
             break Some(status);
         }
-        if start.elapsed() >= timeout {
+        if start.elapsed() >= timeout || interrupted() {
             send_signal(-pid_of(&child), SIGKILL);
             let _ = child.wait();
             break None;

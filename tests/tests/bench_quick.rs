@@ -1,6 +1,9 @@
 //! The benchmark (`cargo xtask bench`) in quick mode, so that it cannot rot: it runs,
 //! measures every packet class (each taking the path it names: the bench checks the
-//! verdicts), and writes its JSON.
+//! verdicts) beside every reference program, sets the targeted classes against their
+//! targets, measures state growth, runs every flood through every packet-path set-up
+//! (each must drop some of it, with the legitimate client's calls counted), and writes
+//! its JSON and its report. No timing thresholds: the figures are the output.
 
 use std::process::Command;
 
@@ -15,17 +18,29 @@ const CLASSES: [&str; 7] = [
     "allowed OPTIONS over IPv6",
     "banned source",
 ];
+const TARGETED: [&str; 4] = [
+    "non-SIP UDP (DNS)",
+    "scanner OPTIONS (400 B)",
+    "allowed REGISTER",
+    "allowed INVITE with SDP",
+];
+const SETUPS: [&str; 4] = ["sip-filter", "iptables", "nftables", "kamailio"];
+const FLOODS: [&str; 2] = ["scanner OPTIONS", "REGISTER flood"];
 
 #[test]
 fn bench_runs_in_quick_mode() {
     if !privileged("bench_runs_in_quick_mode") {
         return;
     }
-    let json = std::env::temp_dir().join(format!("sip-filter-bench-{}.json", std::process::id()));
+    let dir = std::env::temp_dir();
+    let json = dir.join(format!("sip-filter-bench-{}.json", std::process::id()));
+    let markdown = dir.join(format!("sip-filter-bench-{}.md", std::process::id()));
     let output = Command::new(env!("CARGO_BIN_EXE_bench"))
         .arg("--quick")
         .arg("--json")
         .arg(&json)
+        .arg("--markdown")
+        .arg(&markdown)
         .output()
         .expect("the bench binary starts");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -35,18 +50,77 @@ fn bench_runs_in_quick_mode() {
         "bench --quick failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
+    println!("{stdout}");
     for class in CLASSES {
         assert!(stdout.contains(class), "no line for {class}:\n{stdout}");
     }
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("the JSON was written"))
             .expect("the JSON parses");
+    let report = std::fs::read_to_string(&markdown).expect("the report was written");
     std::fs::remove_file(&json).ok();
+    std::fs::remove_file(&markdown).ok();
+
     let classes = doc["classes"].as_array().expect("a classes array");
     assert_eq!(classes.len(), CLASSES.len());
     for class in classes {
-        for key in ["sip_filter_ns", "ref_drop_ns", "ref_parse_headers_ns"] {
+        for key in [
+            "sip_filter_ns",
+            "ref_drop_ns",
+            "ref_parse_headers_ns",
+            "ref_parse_update_ns",
+            "ref_scan_ns",
+        ] {
             assert!(class[key].is_u64(), "{key} missing in {class}");
         }
+        let targeted = TARGETED.contains(&class["class"].as_str().unwrap());
+        assert_eq!(class["target"]["met"].is_boolean(), targeted, "{class}");
+    }
+
+    let rows = doc["state_growth"]["rows"]
+        .as_array()
+        .expect("state growth rows");
+    assert_eq!(rows.len(), 3);
+    for row in rows {
+        for key in [
+            "banned_source_ns",
+            "denied_source_ns",
+            "allowed_REGISTER_ns",
+        ] {
+            assert!(row[key].is_u64(), "{key} missing in {row}");
+        }
+    }
+
+    let runs = doc["packet_path"]["runs"]
+        .as_array()
+        .expect("packet path runs");
+    for setup in SETUPS {
+        for flood in FLOODS {
+            let run = runs
+                .iter()
+                .find(|r| r["setup"] == setup && r["flood"] == flood)
+                .unwrap_or_else(|| panic!("no {setup} run with the {flood}: {runs:?}"));
+            let sent = run["sent"].as_u64().unwrap();
+            let unanswered = run["unanswered"].as_u64().unwrap();
+            assert!(sent > 0, "{setup}, {flood}: nothing sent: {run}");
+            assert!(unanswered > 0, "{setup}, {flood}: nothing dropped: {run}");
+            assert!(run["cpu_seconds"].is_f64(), "{run}");
+            assert!(
+                run["legit_calls"].as_u64().unwrap() > 0,
+                "{setup}, {flood}: the legitimate client's calls were not counted: {run}"
+            );
+        }
+    }
+    assert!(!doc["packet_path"]["ratios"].as_array().unwrap().is_empty());
+    for section in [
+        "## Per packet",
+        "## State growth",
+        "## Packet path",
+        "Machine: ",
+    ] {
+        assert!(
+            report.contains(section),
+            "no {section:?} in the report:\n{report}"
+        );
     }
 }

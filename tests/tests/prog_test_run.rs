@@ -1163,3 +1163,31 @@ fn dry_run_counts_would_drops() {
     assert!(filter.bans().unwrap().is_empty(), "nothing was banned");
     filter.configure(&settings()).unwrap();
 }
+
+/// The benchmark's reference programs load (so `cargo xtask vm-test` checks them with
+/// 6.1's verifier too) and give the verdicts the benchmark relies on: each of them reads
+/// the headers, and the scan reads the payload, so SIP and non-SIP frames differ.
+#[test]
+fn benchmark_reference_programs_load_and_judge() {
+    if !privileged("benchmark_reference_programs_load_and_judge") {
+        return;
+    }
+    let sip = udp4(SIP_PORT, &options("sip:100@pbx.example.test"));
+    let dns = udp4(53, &[0u8; 40]);
+    let empty = udp4(SIP_PORT, &[]);
+    for name in sip_filter::filter::REFERENCE_PROGRAMS {
+        let reference = sip_filter::filter::load_reference(name)
+            .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
+        let verdict = |frame: &[u8]| reference.run(frame, 1).unwrap().0;
+        let (on_sip, on_dns, on_empty) = (verdict(&sip), verdict(&dns), verdict(&empty));
+        match name {
+            "ref_drop" => assert_eq!((on_sip, on_dns, on_empty), (XDP_DROP, XDP_DROP, XDP_DROP)),
+            "ref_scan" => assert_eq!((on_sip, on_dns, on_empty), (XDP_DROP, XDP_PASS, XDP_PASS)),
+            _ => assert_eq!(
+                (on_sip, on_dns, on_empty),
+                (XDP_DROP, XDP_PASS, XDP_DROP),
+                "{name}"
+            ),
+        }
+    }
+}

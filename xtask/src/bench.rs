@@ -1,29 +1,54 @@
 //! The README's benchmark command. The benchmark itself is `tests/src/bin/bench.rs`: it
 //! needs the sip-filter crates, whose build script needs the toolchain that `setup`
-//! installs, so xtask only runs it.
+//! installs, so xtask only runs it. It writes BENCHMARKS.md and BENCHMARKS.json at the
+//! top of the workspace unless told otherwise.
 
 use std::process::Command;
 
-use crate::setup::{run, setup};
+use crate::setup::{install_packages, run, setup};
+
+/// Debian packages the packet-path benchmark drives (also in `setup::TEST_PACKAGES`).
+const PATH_PACKAGES: &[&str] = &[
+    "kamailio",
+    "sip-tester",
+    "iptables",
+    "nftables",
+    "iproute2",
+    "util-linux",
+];
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// A quick pass (3 runs of 10,000 repeats) instead of 7 runs of 1,000,000.
+    /// A quick pass (3 runs of 10,000 repeats, small tables, 1 s floods) instead of 7
+    /// runs of 1,000,000, tables of a million entries and 10 s floods.
     #[arg(long)]
     quick: bool,
+    /// Leave out the packet-path benchmark (floods through sip-filter, iptables,
+    /// nftables and Kamailio in network namespaces).
+    #[arg(long)]
+    no_path: bool,
+    /// Leave out the state-growth figures (large blocklists and source tables).
+    #[arg(long)]
+    no_growth: bool,
     /// Runs per figure (the median is reported).
     #[arg(long)]
     runs: Option<usize>,
     /// BPF_PROG_TEST_RUN repeats per run.
     #[arg(long)]
     repeat: Option<u32>,
-    /// Also write the results, machine-readable, to this file.
-    #[arg(long, value_name = "FILE")]
-    json: Option<String>,
+    /// Where to write the results, machine-readable.
+    #[arg(long, value_name = "FILE", default_value = "BENCHMARKS.json")]
+    json: String,
+    /// Where to write the report: method, machine, tables, targets.
+    #[arg(long, value_name = "FILE", default_value = "BENCHMARKS.md")]
+    markdown: String,
 }
 
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     setup(false)?;
+    if !args.no_path {
+        install_packages(PATH_PACKAGES)?;
+    }
     let mut forwarded = Vec::new();
     if args.quick {
         forwarded.push("--quick".to_string());
@@ -34,8 +59,16 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(repeat) = args.repeat {
         forwarded.extend(["--repeat".to_string(), repeat.to_string()]);
     }
-    if let Some(json) = args.json {
-        forwarded.extend(["--json".to_string(), json]);
+    if args.no_path {
+        forwarded.push("--no-path".to_string());
+    }
+    if args.no_growth {
+        forwarded.push("--no-growth".to_string());
+    }
+    // Relative to where the command was run, not to tests/ (where cargo runs the binary).
+    let here = std::env::current_dir()?;
+    for (flag, file) in [("--json", &args.json), ("--markdown", &args.markdown)] {
+        forwarded.extend([flag.to_string(), here.join(file).display().to_string()]);
     }
     println!(
         "bench: cargo run --release -p sip-filter-tests --bin bench -- {}\n",

@@ -21,8 +21,11 @@ pub const TEST_PACKAGES: &[&str] = &[
     "sipvicious",
     "sip-tester",
     "kamailio",
+    "iptables",
+    "nftables",
     "iproute2",
     "util-linux",
+    "procps",
     "tcpdump",
     // dumpcap: captures as pcapng (tcpdump writes pcap only), for the replay test.
     "wireshark-common",

@@ -1,33 +1,55 @@
-//! `cargo xtask demo`: sip-filter against a real scanner and a real SIP server, in a few
-//! seconds, leaving nothing behind.
+//! `cargo xtask demo`: sip-filter against real attack tools and a real SIP server, in
+//! about a minute, leaving nothing behind.
 //!
-//! Two network namespaces joined by a veth pair: a client (198.18.0.1) and a server
-//! (198.18.0.2) running Kamailio. The same scenario runs twice, without the filter and
-//! with `sip-filter run --iface veth-server --domain pbx.example.test`: sipvicious's svmap
-//! scans the server, then sipp sends a legitimate OPTIONS and REGISTER to
-//! pbx.example.test. A table compares the two runs and shows the filter's counters.
+//! The attack lab (`sip_filter_tests::gateway`): an attacker host (198.18.1.10-14,
+//! 2001:db8:5f:1::66) and a legitimate client (198.18.1.50) outside, a gateway, and
+//! Kamailio behind it (198.18.2.2) as a registrar with digest authentication. The same
+//! round runs twice, without the filter and with `sip-filter run --iface gw-outside` on
+//! the gateway: svmap scans (IPv4 and IPv6), svwar guesses extensions, svcrack guesses
+//! a password, then two sipp floods run while the legitimate client registers and
+//! calls. A table compares the two rounds: what reached Kamailio (its own log), what
+//! each scanner learned, the legitimate success rate, the bans and the counters.
 //!
-//! Exit status: 0 when the filter did its job (scanner unanswered, legitimate requests
-//! answered, everything cleaned up), 1 when not (with why), 2 without root, 130 on
-//! Ctrl-C (after cleaning up). `cargo run -p sip-filter-tests --bin demo`, as root.
+//! Exit status: 0 when the filter did its job (scanners learned nothing, every
+//! legitimate registration and call succeeded, everything cleaned up), 1 when not (with
+//! why), 2 without root, 130 on Ctrl-C (after cleaning up: running commands are cut
+//! short, the lab's processes stopped, its namespaces and pins removed).
+//! `cargo run -p sip-filter-tests --bin demo`, as root.
 
 use std::{
+    collections::BTreeMap,
     fmt::Display,
+    path::Path,
     process::ExitCode,
     sync::atomic::{AtomicBool, Ordering},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context;
+use ipnet::IpNet;
 use serde_json::Value;
 use sip_filter_tests::{
-    lab::{
-        counter, filter_stats, options_scenario, options_uri, register_scenario, register_uri,
-        require_tools, scan, sip_filter_binary, sipp, start_filter, start_kamailio, stats_json,
-        stop_filter, svmap, tear_down, PinRoot, Scan, TempDir, DOMAIN, LAB_TOOLS, SIP_PORT,
+    attack::{
+        call_scenario, extensions_found, filter_json, legit_sipp, passwords_found,
+        register_scenario, requests_seen, role, seen_from, sipp_outcome, start_flood,
+        start_gateway_filter, start_registrar, svcrack, svmap, svmap_scan, svwar, ALICE, BOB,
+        FLOOD_V4, SVCRACK_V4, SVMAP_V4, SVMAP_V6, SVWAR_RANGE, SVWAR_V4, WEAK, WORDLIST,
     },
-    netns::{Finished, Lab, CLIENT_V4, LEGIT_CLIENT_V4, SERVER_IFACE, SERVER_V4, SIGINT},
+    gateway::{GatewayLab, Node, LEGIT_V4, OUTSIDE_IFACE, SERVER_V4, SERVER_V6},
+    lab::{
+        require_tools, sip_filter_binary, stats_json, stop_filter_in, PinRoot, Scan, TempDir,
+        DOMAIN, LAB_TOOLS, SIP_PORT,
+    },
+    netns::{interrupt, listed_namespaces, Finished, SIGINT},
 };
+
+/// The flood: from each of its two sources, this many REGISTERs at this rate.
+const FLOOD_CALLS: u32 = 3000;
+const FLOOD_RATE: u32 = 500;
+/// The legitimate client: registrations per account, calls, each at this rate.
+const LEGIT_REGISTRATIONS: u32 = 5;
+const LEGIT_CALLS: u32 = 5;
+const LEGIT_RATE: u32 = 2;
 
 fn main() -> ExitCode {
     // SAFETY: geteuid has no preconditions.
@@ -43,7 +65,7 @@ fn main() -> ExitCode {
     match demo(&clock) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
-        Err(e) if e.is::<Interrupted>() => {
+        Err(_) if INTERRUPTED.load(Ordering::Relaxed) => {
             eprintln!("interrupted: the lab is removed");
             ExitCode::from(130)
         }
@@ -57,35 +79,35 @@ fn main() -> ExitCode {
 /// Runs the demo; false when the filter did not behave as it should (already said why).
 fn demo(clock: &Clock) -> anyhow::Result<bool> {
     println!(
-        "sip-filter demo: a scanner (sipvicious's svmap) and a legitimate client (sipp)\n\
-         against a SIP server (Kamailio), first without sip-filter, then with it.\n"
+        "sip-filter demo: sipvicious (svmap, svwar, svcrack) and a sipp flood against a SIP\n\
+         registrar (Kamailio, digest authentication) behind a gateway, while a legitimate\n\
+         client registers and calls: first without sip-filter, then with it on the gateway.\n"
     );
-    require_tools(LAB_TOOLS)?;
+    require_tools(&[LAB_TOOLS, &["svwar", "svcrack", "sysctl"]].concat())?;
     clock.say("building sip-filter");
     let binary = sip_filter_binary(true)?;
     check_interrupted()?;
 
     clock.say(format!(
-        "starting lab: network namespaces client (scanner {CLIENT_V4}, user agent {LEGIT_CLIENT_V4}) and server ({SERVER_V4})"
+        "starting the lab: attacker hosts (svmap {SVMAP_V4} and {SVMAP_V6}, svwar \
+         {SVWAR_V4}, svcrack {SVCRACK_V4}, sipp flood {} and {}), legitimate client \
+         ({LEGIT_V4}), gateway, server ({SERVER_V4}, {SERVER_V6})",
+        FLOOD_V4[0], FLOOD_V4[1]
     ));
     // Dropped in reverse on an early return: processes, then pins, files, namespaces.
-    let lab = Lab::new().context("building the lab")?;
+    let lab = GatewayLab::new().context("building the lab")?;
+    let namespaces = lab.names();
     let dir = TempDir::new("demo");
     let pins = PinRoot::new("demo");
-    let pin_dir = pins.link_pin(SERVER_IFACE);
-    clock.say(format!(
-        "starting Kamailio on {SERVER_V4}:{SIP_PORT}: it answers every request with 200 OK"
-    ));
-    let kamailio = start_kamailio(&lab, dir.path())?;
-    check_interrupted()?;
+    let pin_dir = pins.link_pin(OUTSIDE_IFACE);
 
-    let open = Round::run(clock, &lab, &dir, "without the filter", "open")?;
+    let open = Round::run(clock, &lab, dir.path(), "without the filter", "open")?;
 
     clock.say(format!(
-        "attaching the filter: sip-filter run --iface {SERVER_IFACE} --domain {DOMAIN}"
+        "attaching the filter on the gateway: sip-filter run --iface {OUTSIDE_IFACE} --config \
+         sip-filter.toml (domain {DOMAIN}, REGISTER and INVITE 5/s per source)"
     ));
-    let (mut daemon, attached) =
-        start_filter(&lab, binary, &pins, &dir.path().join("sip-filter.log"))?;
+    let (mut daemon, attached) = start_gateway_filter(&lab, binary, &pins, dir.path())?;
     // The log line's message alone: `ts=... level=info target=... msg="sip-filter attached to ..." iface=...`.
     let attached = attached
         .split_once("msg=\"")
@@ -94,55 +116,58 @@ fn demo(clock: &Clock) -> anyhow::Result<bool> {
     clock.say(attached);
     check_interrupted()?;
 
-    let filtered = Round::run(clock, &lab, &dir, "with the filter", "filtered")?;
+    let filtered = Round::run(clock, &lab, dir.path(), "with the filter", "filtered")?;
 
-    clock.say("reading the filter's counters: sip-filter stats --json");
-    let stats = stats_json(&filter_stats(&lab, binary, &pins))?;
+    clock.say("reading the filter's counters and bans: sip-filter stats --json, block list --json");
+    let stats = stats_json(&filter_json(&lab, binary, &pins, &["stats"]))?;
+    let bans = filter_json(&lab, binary, &pins, &["block", "list"]);
+    let bans: Vec<Value> = serde_json::from_str(&bans.stdout)
+        .with_context(|| format!("block list --json is not a JSON array:\n{bans}"))?;
+    // PROMETHEUS: the lead wires the exporter here: scrape `--metrics-addr` (in the
+    // gateway namespace) and show a few of its counters beside `stats --json`'s.
+    check_interrupted()?;
 
     clock.say("stopping the filter (SIGINT) and removing the lab");
-    let stopped = stop_filter(&lab, &mut daemon, &pin_dir);
-    let removed = tear_down(lab, pins, [daemon, kamailio]);
+    let stopped = stop_filter_in(lab.ns(Node::Gateway), OUTSIDE_IFACE, &mut daemon, &pin_dir);
+    drop(daemon);
+    let left = lab.pids();
+    let pin_root = pins.path().to_path_buf();
+    drop(pins);
+    drop(lab);
     let tmp = dir.path().to_path_buf();
     drop(dir);
+    let listed = listed_namespaces();
 
     println!();
-    print_table(&open, &filtered, &stats);
+    print_table(&open, &filtered, &stats, &bans);
     println!();
 
     let mut problems = Problems::default();
-    open.expect_found(&mut problems);
-    filtered.expect_blocked(&mut problems);
+    open.expect_attacks_worked(&mut problems);
+    filtered.expect_attacks_failed(&mut problems);
     for round in [&open, &filtered] {
-        round.expect_answered(&mut problems);
-    }
-    let probes = u64::try_from(filtered.scan.probes)?;
-    let dropped = counter(&stats, "reasons", "drop_scanner")
-        + counter(&stats, "reasons", "drop_unknown_domain");
-    let passed = counter(&stats, "reasons", "pass_request");
-    if dropped < probes || passed < 2 {
-        problems.add(
-            format!(
-                "the counters disagree: drop_scanner + drop_unknown_domain {dropped} for \
-                 {probes} scanner probe(s), pass_request {passed} for 2 legitimate requests"
-            ),
-            &stats,
-        );
+        round.expect_legit_served(&mut problems);
     }
     if let Err(e) = stopped {
         problems.add("the filter did not stop cleanly", format!("{e:#}"));
     }
-    if let Err(e) = removed {
-        problems.add("the lab was not removed cleanly", format!("{e:#}"));
+    if !left.is_empty() {
+        problems.add("processes were left in the lab", format!("{left:?}"));
     }
-    if tmp.exists() {
-        problems.add("a temporary directory is left", tmp.display());
+    if let Some(ns) = namespaces.iter().find(|ns| listed.contains(ns)) {
+        problems.add("a namespace is left", ns);
+    }
+    for path in [pin_root, tmp] {
+        if path.exists() {
+            problems.add("a directory is left", path.display());
+        }
     }
 
     if problems.0.is_empty() {
         println!(
-            "sip-filter did its job: the scanner got no answer and learned nothing; the\n\
-             legitimate OPTIONS and REGISTER to {DOMAIN} were answered; the filter\n\
-             detached and the lab is gone ({:.1} s).\n\
+            "sip-filter did its job: the scanners learned nothing, the flood was cut to its\n\
+             sources' rate and banned, every legitimate registration and call succeeded; the\n\
+             filter detached and the lab is gone ({:.1} s).\n\
              Next, on a real interface: sudo sip-filter run --iface eth0 --domain YOUR.DOMAIN\n\
              (README.md, \"Using it\").",
             clock.seconds()
@@ -160,209 +185,386 @@ fn demo(clock: &Clock) -> anyhow::Result<bool> {
     }
 }
 
-/// One run of the scenario: the scanner, then the legitimate client.
+/// One round: the scanners, then the flood with the legitimate client beside it.
 struct Round {
     /// "without the filter", "with the filter".
     when: &'static str,
-    svmap: Finished,
-    scan: Scan,
-    options: Finished,
-    register: Finished,
+    svmap_v4: Finished,
+    scan_v4: Scan,
+    svmap_v6: Finished,
+    scan_v6: Scan,
+    svwar: Finished,
+    svcrack: Finished,
+    registrations: Vec<Finished>,
+    calls: Finished,
+    /// What Kamailio logged receiving: per source, per method.
+    seen: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 impl Round {
     fn run(
         clock: &Clock,
-        lab: &Lab,
-        dir: &TempDir,
+        lab: &GatewayLab,
+        dir: &Path,
         when: &'static str,
         tag: &str,
     ) -> anyhow::Result<Round> {
         clock.say(format!(
-            "{when}: scanning {SERVER_V4} with svmap (it waits 3 s for answers)"
+            "{when}: starting Kamailio on {SERVER_V4}:{SIP_PORT}"
         ));
-        let svmap = svmap(lab);
-        let scan = scan(&svmap);
+        let kamailio = start_registrar(lab, &dir.join(format!("kamailio-{tag}")))?;
+        check_interrupted()?;
+
+        clock.say(format!(
+            "{when}: svmap {SERVER_V4} from {SVMAP_V4}, svmap -6 {SERVER_V6} from {SVMAP_V6}"
+        ));
+        let svmap_v4 = svmap(lab, SVMAP_V4);
+        let svmap_v6 = svmap(lab, SVMAP_V6);
         check_interrupted()?;
         clock.say(format!(
-            "{when}: sipp: OPTIONS {}, REGISTER {}",
-            options_uri(),
-            register_uri()
+            "{when}: svwar, extensions {SVWAR_RANGE}, from {SVWAR_V4}"
         ));
-        let target = format!("{SERVER_V4}:{SIP_PORT}");
-        let call = |name: &str, scenario: String| {
-            sipp(
-                lab,
-                dir.path(),
-                &format!("{name}-{tag}"),
-                &scenario,
-                LEGIT_CLIENT_V4,
-                &target,
-            )
-        };
-        let options = call("options", options_scenario());
-        let register = call("register", register_scenario());
+        let svwar = svwar(lab);
         check_interrupted()?;
+        clock.say(format!(
+            "{when}: svcrack, {} passwords for extension {}, from {SVCRACK_V4}",
+            WORDLIST.len(),
+            WEAK.extension
+        ));
+        let svcrack = svcrack(lab, dir, WEAK.extension);
+        check_interrupted()?;
+
+        clock.say(format!(
+            "{when}: sipp flood, {FLOOD_CALLS} REGISTERs at {FLOOD_RATE}/s from each of {} and \
+             {}; meanwhile the legitimate client registers {} and {} ({LEGIT_REGISTRATIONS} \
+             times each) and {} calls {} ({LEGIT_CALLS} calls)",
+            FLOOD_V4[0],
+            FLOOD_V4[1],
+            ALICE.extension,
+            BOB.extension,
+            ALICE.extension,
+            BOB.extension
+        ));
+        let floods = FLOOD_V4
+            .iter()
+            .enumerate()
+            .map(|(i, from)| {
+                start_flood(
+                    lab,
+                    dir,
+                    &format!("flood{i}-{tag}"),
+                    from,
+                    FLOOD_CALLS,
+                    FLOOD_RATE,
+                )
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut registrations = Vec::new();
+        for account in [ALICE, BOB] {
+            registrations.push(legit_sipp(
+                lab,
+                dir,
+                &format!("register-{}-{tag}", account.extension),
+                &register_scenario(account),
+                LEGIT_REGISTRATIONS,
+                LEGIT_RATE,
+            ));
+            check_interrupted()?;
+        }
+        let calls = legit_sipp(
+            lab,
+            dir,
+            &format!("calls-{tag}"),
+            &call_scenario(ALICE, BOB),
+            LEGIT_CALLS,
+            LEGIT_RATE,
+        );
+        check_interrupted()?;
+        let flood_time = Duration::from_secs(u64::from(FLOOD_CALLS / FLOOD_RATE) + 10);
+        for mut flood in floods {
+            if flood.wait(flood_time).is_none() {
+                anyhow::bail!("the flood did not end in {flood_time:?}:\n{}", flood.log());
+            }
+        }
+        let seen = requests_seen(&kamailio.log());
+        drop(kamailio);
         Ok(Round {
             when,
-            svmap,
-            scan,
-            options,
-            register,
+            scan_v4: svmap_scan(&svmap_v4, false),
+            svmap_v4,
+            scan_v6: svmap_scan(&svmap_v6, true),
+            svmap_v6,
+            svwar,
+            svcrack,
+            registrations,
+            calls,
+            seen,
         })
     }
 
-    fn found(&self) -> String {
-        if !self.svmap.success() {
-            return format!("svmap failed ({})", status(&self.svmap));
-        }
-        let answers = match self.scan.answers {
-            0 => "no answer".to_string(),
-            1 => "1 answer".to_string(),
-            n => format!("{n} answers"),
-        };
-        let probes = match self.scan.probes {
-            1 => "1 probe".to_string(),
-            n => format!("{n} probes"),
-        };
-        let found = if self.scan.found { "yes" } else { "no" };
-        format!("{found} ({probes}, {answers})")
+    fn reached(&self, who: &str) -> String {
+        seen_from(&self.seen, who).to_string()
     }
 
-    fn learned(&self) -> String {
-        match (&self.scan.user_agent, self.scan.found) {
-            (Some(agent), _) => agent.clone(),
-            (None, true) => "a SIP server (no User-Agent)".to_string(),
-            (None, false) => "nothing".to_string(),
-        }
+    fn reached_total(&self) -> String {
+        let total: u64 = self.seen.values().flat_map(|m| m.values()).sum();
+        total.to_string()
     }
 
-    /// Without the filter the scanner must find the server, or the lab is not working.
-    fn expect_found(&self, problems: &mut Problems) {
-        if !(self.svmap.success() && self.scan.answers >= 1 && self.scan.found) {
+    fn extensions(&self) -> Vec<String> {
+        extensions_found(&self.svwar)
+    }
+
+    fn passwords(&self) -> Vec<String> {
+        passwords_found(&self.svcrack)
+    }
+
+    fn registrations(&self) -> (u64, u64) {
+        self.registrations
+            .iter()
+            .map(sipp_outcome)
+            .fold((0, 0), |(ok, all), (o, a)| (ok + o, all + a))
+    }
+
+    fn expect_attacks_worked(&self, problems: &mut Problems) {
+        for (family, scan, svmap) in [
+            ("IPv4", &self.scan_v4, &self.svmap_v4),
+            ("IPv6", &self.scan_v6, &self.svmap_v6),
+        ] {
+            if !scan.found {
+                problems.add(
+                    format!(
+                        "{}, svmap ({family}) did not find the server: the lab is not working",
+                        self.when
+                    ),
+                    svmap,
+                );
+            }
+        }
+        let extensions = self.extensions();
+        if ![ALICE, BOB, WEAK]
+            .iter()
+            .all(|a| extensions.iter().any(|e| e == a.extension))
+        {
             problems.add(
                 format!(
-                    "{}, svmap did not find the server: the lab is not working",
+                    "{}, svwar did not find the three extensions: the lab is not working",
                     self.when
                 ),
-                &self.svmap,
+                &self.svwar,
             );
         }
-    }
-
-    fn expect_blocked(&self, problems: &mut Problems) {
-        if !self.svmap.success() || self.scan.probes == 0 {
-            problems.add(
-                format!("{}, svmap did not run or sent no probe", self.when),
-                &self.svmap,
-            );
-        } else if self.scan.answers > 0 || self.scan.found {
+        let cracked = format!("{}:{}", WEAK.extension, WEAK.password);
+        if self.passwords() != [cracked] {
             problems.add(
                 format!(
-                    "{}, the scanner was not blocked: it got {} answer(s) and learned {:?}",
-                    self.when,
-                    self.scan.answers,
-                    self.learned()
+                    "{}, svcrack did not find the weak password: the lab is not working",
+                    self.when
                 ),
-                &self.svmap,
+                &self.svcrack,
             );
         }
     }
 
-    fn expect_answered(&self, problems: &mut Problems) {
-        for (method, call) in [("OPTIONS", &self.options), ("REGISTER", &self.register)] {
-            if !call.success() {
+    fn expect_attacks_failed(&self, problems: &mut Problems) {
+        for (family, scan, svmap) in [
+            ("IPv4", &self.scan_v4, &self.svmap_v4),
+            ("IPv6", &self.scan_v6, &self.svmap_v6),
+        ] {
+            if scan.found || scan.answers > 0 || scan.probes == 0 {
                 problems.add(
-                    format!("{}, the legitimate {method} was not answered", self.when),
-                    call,
+                    format!(
+                        "{}, svmap ({family}) was not stopped (probes {}, answers {})",
+                        self.when, scan.probes, scan.answers
+                    ),
+                    svmap,
+                );
+            }
+        }
+        if !self.extensions().is_empty() {
+            problems.add(
+                format!("{}, svwar found extensions", self.when),
+                &self.svwar,
+            );
+        }
+        if !self.passwords().is_empty() {
+            problems.add(
+                format!("{}, svcrack found a password", self.when),
+                &self.svcrack,
+            );
+        }
+        for who in ["svmap", "svwar", "svcrack"] {
+            let reached = seen_from(&self.seen, who);
+            if reached > 0 {
+                problems.add(
+                    format!(
+                        "{}, {reached} request(s) of {who} reached Kamailio",
+                        self.when
+                    ),
+                    format!("{:?}", self.seen),
+                );
+            }
+        }
+    }
+
+    fn expect_legit_served(&self, problems: &mut Problems) {
+        for finished in self.registrations.iter().chain([&self.calls]) {
+            let (ok, all) = sipp_outcome(finished);
+            if !finished.success() || ok != all || all == 0 {
+                problems.add(
+                    format!("{}, legitimate sipp: {ok} of {all} succeeded", self.when),
+                    finished,
                 );
             }
         }
     }
 }
 
-fn answered(call: &Finished) -> String {
-    if call.success() {
-        "answered (200 OK)".to_string()
+fn rate((ok, all): (u64, u64)) -> String {
+    if all == 0 {
+        return "none made".to_string();
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let percent = ok as f64 * 100.0 / all as f64;
+    format!("{ok}/{all} ({percent:.0}%)")
+}
+
+fn svmap_cell(scan: &Scan) -> String {
+    match (scan.found, &scan.user_agent) {
+        (true, Some(agent)) => format!("found: {agent}"),
+        (true, None) => "found (no User-Agent)".to_string(),
+        (false, _) => format!(
+            "nothing ({} probe{}, {} answer{})",
+            scan.probes,
+            if scan.probes == 1 { "" } else { "s" },
+            scan.answers,
+            if scan.answers == 1 { "" } else { "s" }
+        ),
+    }
+}
+
+fn list_or_nothing(items: Vec<String>) -> String {
+    if items.is_empty() {
+        "nothing".to_string()
     } else {
-        format!("no answer ({})", status(call))
+        items.join(", ")
     }
 }
 
-fn status(finished: &Finished) -> String {
-    match finished.code() {
-        Some(code) => format!("exit {code}"),
-        None => "killed at its deadline".to_string(),
-    }
+/// Who a ban is on: the role of the lab address inside the banned address or prefix.
+fn ban_role(address: &str) -> &'static str {
+    let Ok(banned) = address
+        .parse::<IpNet>()
+        .or_else(|_| address.parse::<std::net::IpAddr>().map(IpNet::from))
+    else {
+        return "other";
+    };
+    [
+        SVMAP_V4,
+        SVMAP_V6,
+        SVWAR_V4,
+        SVCRACK_V4,
+        FLOOD_V4[0],
+        FLOOD_V4[1],
+        LEGIT_V4,
+    ]
+    .into_iter()
+    .find(|a| {
+        a.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| banned.contains(&ip))
+    })
+    .map_or("other", role)
 }
 
-/// The two rounds side by side, then the counters of the filtered one.
-fn print_table(open: &Round, filtered: &Round, stats: &Value) {
-    let methods = match &stats["methods"] {
-        Value::Object(methods) => methods
+/// `reason: who address, ...` per ban reason, from `block list --json`.
+fn bans_by_reason(bans: &[Value]) -> Vec<String> {
+    let mut by_reason: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for ban in bans {
+        let address = ban["address"].as_str().unwrap_or("?");
+        let reason = ban["reason"].as_str().unwrap_or("?");
+        by_reason
+            .entry(reason.to_string())
+            .or_default()
+            .push(format!("{address} ({})", ban_role(address)));
+    }
+    by_reason
+        .into_iter()
+        .map(|(reason, who)| format!("{reason}: {}", who.join(", ")))
+        .collect()
+}
+
+/// The counters of `group` in `stats --json` that are not zero: `name count`.
+fn nonzero(stats: &Value, group: &str) -> Vec<String> {
+    match &stats[group] {
+        Value::Object(counters) => counters
             .iter()
             .filter_map(|(name, count)| Some((name, count.as_u64()?)))
             .filter(|(_, count)| *count > 0)
             .map(|(name, count)| format!("{name} {count}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        _ => "?".to_string(),
-    };
-    let probe = |round: &Round| round.scan.probe.clone().unwrap_or_else(|| "?".to_string());
-    let none = || "-".to_string();
-    let rows: Vec<[String; 3]> = vec![
-        [
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The two rounds side by side, then what the filter did in the second.
+fn print_table(open: &Round, filtered: &Round, stats: &Value, bans: &[Value]) {
+    let both =
+        |label: &str, f: &dyn Fn(&Round) -> String| vec![label.to_string(), f(open), f(filtered)];
+    let only = |label: &str, value: String| vec![label.to_string(), "-".to_string(), value];
+    let mut rows: Vec<Vec<String>> = vec![
+        vec![
             String::new(),
             "without sip-filter".to_string(),
             "with sip-filter".to_string(),
         ],
-        [
-            "the scanner's probe".to_string(),
-            probe(open),
-            probe(filtered),
-        ],
-        [
-            "scanner found the server?".to_string(),
-            open.found(),
-            filtered.found(),
-        ],
-        [
-            "what the scanner learned".to_string(),
-            open.learned(),
-            filtered.learned(),
-        ],
-        [
-            "legitimate OPTIONS".to_string(),
-            answered(&open.options),
-            answered(&filtered.options),
-        ],
-        [
-            "legitimate REGISTER".to_string(),
-            answered(&open.register),
-            answered(&filtered.register),
-        ],
-        [
-            "filter: drop_scanner".to_string(),
-            none(),
-            counter(stats, "reasons", "drop_scanner").to_string(),
-        ],
-        [
-            "filter: drop_unknown_domain".to_string(),
-            none(),
-            counter(stats, "reasons", "drop_unknown_domain").to_string(),
-        ],
-        [
-            "filter: sources banned".to_string(),
-            none(),
-            counter(stats, "bans_added", "scanner").to_string(),
-        ],
-        [
-            "filter: pass_request".to_string(),
-            none(),
-            counter(stats, "reasons", "pass_request").to_string(),
-        ],
-        ["filter: requests by method".to_string(), none(), methods],
+        both("requests that reached Kamailio", &|r| r.reached_total()),
+        both("  from svmap (IPv4 + IPv6)", &|r| r.reached("svmap")),
+        both("  from svwar", &|r| r.reached("svwar")),
+        both("  from svcrack", &|r| r.reached("svcrack")),
+        both("  from the sipp flood", &|r| r.reached("sipp flood")),
+        both("  from the legitimate client", &|r| r.reached("legitimate")),
+        both("svmap learned (IPv4)", &|r| svmap_cell(&r.scan_v4)),
+        both("svmap learned (IPv6)", &|r| svmap_cell(&r.scan_v6)),
+        both("svwar: extensions found", &|r| {
+            list_or_nothing(r.extensions())
+        }),
+        both("svcrack: passwords found", &|r| {
+            list_or_nothing(r.passwords())
+        }),
+        both("legitimate registrations", &|r| rate(r.registrations())),
+        both("legitimate calls", &|r| rate(sipp_outcome(&r.calls))),
     ];
+    let bans = bans_by_reason(bans);
+    for (i, ban) in bans.iter().enumerate() {
+        rows.push(only(
+            if i == 0 {
+                "banned (reason: source)"
+            } else {
+                ""
+            },
+            ban.clone(),
+        ));
+    }
+    if bans.is_empty() {
+        rows.push(only("banned (reason: source)", "nothing".to_string()));
+    }
+    rows.push(only(
+        "filter: packets dropped / passed",
+        format!(
+            "{} / {}",
+            stats["dropped"].as_u64().unwrap_or(0),
+            stats["passed"].as_u64().unwrap_or(0)
+        ),
+    ));
+    for (i, reason) in nonzero(stats, "reasons").into_iter().enumerate() {
+        rows.push(only(if i == 0 { "filter: by reason" } else { "" }, reason));
+    }
+    rows.push(only(
+        "filter: bans added",
+        list_or_nothing(nonzero(stats, "bans_added")),
+    ));
+    // PROMETHEUS: rows with the exporter's counters go here (the lead wires them).
+
     let width = |column: usize| {
         rows.iter()
             .map(|row| row[column].chars().count())
@@ -370,8 +572,8 @@ fn print_table(open: &Round, filtered: &Round, stats: &Value) {
             .unwrap_or(0)
     };
     let (first, second) = (width(0), width(1));
-    for (i, [label, without, with]) in rows.iter().enumerate() {
-        println!("{label:<first$} | {without:<second$} | {with}");
+    for (i, row) in rows.iter().enumerate() {
+        println!("{:<first$} | {:<second$} | {}", row[0], row[1], row[2]);
         if i == 0 {
             println!(
                 "{}-+-{}-+-{}",
@@ -406,34 +608,25 @@ impl Clock {
     }
 }
 
-/// Ctrl-C: the demo stops at the next step and removes the lab (its processes run in
-/// their own process groups, so the terminal's SIGINT does not reach them).
+/// Ctrl-C: the command running is cut short ([`interrupt`]), the demo stops at its
+/// next step and its lab is removed as it unwinds (the lab's processes run in process
+/// groups of their own, so the terminal's SIGINT does not reach them).
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-#[derive(Debug)]
-struct Interrupted;
-
-impl Display for Interrupted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("interrupted")
-    }
-}
-
-impl std::error::Error for Interrupted {}
 
 fn check_interrupted() -> anyhow::Result<()> {
     if INTERRUPTED.load(Ordering::Relaxed) {
-        return Err(Interrupted.into());
+        anyhow::bail!("interrupted");
     }
     Ok(())
 }
 
 extern "C" fn on_sigint(_signal: i32) {
     INTERRUPTED.store(true, Ordering::Relaxed);
+    interrupt();
 }
 
 fn stop_at_ctrl_c() {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    // SAFETY: the handler only stores to atomics, which is async-signal-safe.
     unsafe {
         signal(SIGINT, on_sigint);
     }
