@@ -5,6 +5,7 @@
 pub mod config;
 pub mod events;
 pub mod filter;
+pub mod metrics;
 pub mod pins;
 pub mod settings;
 pub mod stats;

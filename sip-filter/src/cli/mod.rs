@@ -1,6 +1,7 @@
 //! Command-line verbs, one file each; their doc comments are their `--help`.
 
 mod block;
+mod metrics;
 mod run;
 mod stats;
 
@@ -25,6 +26,7 @@ enum Command {
     Run(run::RunArgs),
     Stats(stats::StatsArgs),
     Block(block::BlockArgs),
+    Metrics(metrics::MetricsArgs),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -32,6 +34,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(args),
         Command::Stats(args) => stats::stats(args),
         Command::Block(args) => block::block(args),
+        Command::Metrics(args) => metrics::metrics(args),
     }
 }
 

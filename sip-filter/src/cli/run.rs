@@ -1,4 +1,4 @@
-use std::{net::IpAddr, path::PathBuf};
+use std::{net::IpAddr, path::PathBuf, sync::Arc};
 
 use ipnet::IpNet;
 
@@ -8,6 +8,7 @@ use sip_filter::{
     config::{self, parse_net},
     events,
     filter::{monotonic_now_ns, FilterError},
+    metrics::{self, Metrics, PinnedFilter},
     pins::{ensure_bpffs, interface_dir, remove_dir},
     AttachMode, Filter, NotSipPolicy, Settings,
 };
@@ -62,6 +63,9 @@ pub struct RunArgs {
     /// auto: native, falling back to generic (skb) mode with a warning.
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     xdp_mode: AttachMode,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (like 127.0.0.1:9184).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
     #[command(flatten)]
     pins: PinArgs,
 }
@@ -107,6 +111,13 @@ impl RunArgs {
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     // Refuse bad settings, the whole file checked, before anything touches the kernel.
     let settings = args.settings()?;
+    // Bound now, so that a bad or busy address fails before the filter is attached.
+    let metrics_listener = args
+        .metrics_addr
+        .as_deref()
+        .map(metrics::bind)
+        .transpose()
+        .map_err(|e| UserError(e.to_string()))?;
 
     let mut filter = Filter::load().context("loading the XDP program")?;
     filter.configure(&settings)?;
@@ -158,7 +169,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         log::warn!("dry-run: verdicts are counted and reported, nothing is dropped or banned");
     }
 
-    let waited = wait_for_stop(events, u32::from(settings.ipv6_prefix));
+    let exporter = match metrics_listener {
+        Some(listener) => {
+            let own = PinnedFilter {
+                iface: args.iface.clone(),
+                dir: dir.clone(),
+            };
+            Some((listener, Arc::new(Metrics::for_daemon(vec![own])?)))
+        }
+        None => None,
+    };
+
+    let waited = wait_for_stop(events, u32::from(settings.ipv6_prefix), exporter);
     let removed = remove_dir(&dir).with_context(|| format!("removing pins in {}", dir.display()));
     // The root too, once no filter is left in it (another interface's stays).
     let _ = std::fs::remove_dir(&args.pins.pin_root);
@@ -167,8 +189,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     waited.and(removed)
 }
 
-/// Logs the filter's events until SIGINT or SIGTERM.
-fn wait_for_stop(events: RingBuf<MapData>, ipv6_prefix: u32) -> anyhow::Result<()> {
+/// Logs the filter's events, and serves metrics if asked, until SIGINT or SIGTERM.
+fn wait_for_stop(
+    events: RingBuf<MapData>,
+    ipv6_prefix: u32,
+    exporter: Option<(std::net::TcpListener, Arc<Metrics>)>,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -176,6 +202,13 @@ fn wait_for_stop(events: RingBuf<MapData>, ipv6_prefix: u32) -> anyhow::Result<(
     runtime.block_on(async {
         let mut interrupt = signal(SignalKind::interrupt()).context("watching SIGINT")?;
         let mut terminate = signal(SignalKind::terminate()).context("watching SIGTERM")?;
+        if let Some((listener, metrics)) = exporter {
+            // Metrics are a view, not the filter: if they cannot be served, it keeps running.
+            tokio::spawn(async move {
+                let e = metrics::serve(listener, metrics).await;
+                log::warn!("metrics are not served: {e}");
+            });
+        }
         // Events are a log, not the filter: if they cannot be read, it keeps running.
         // SAFETY: the AsyncFd owns the ring buffer, which owns its map's file descriptor
         // and closes it only when dropped: the descriptor stays open, and `as_raw_fd`
