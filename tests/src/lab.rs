@@ -87,7 +87,7 @@ pub fn require_tools(tools: &[&str]) -> anyhow::Result<()> {
     ensure!(
         missing.is_empty(),
         "missing {missing:?}: install the test tools with `cargo xtask setup --test-tools` \
-         (Debian packages kamailio, sip-tester, sipvicious, iproute2, util-linux)"
+         (Debian packages kamailio, sip-tester, sipvicious, iproute2, util-linux, prometheus)"
     );
     Ok(())
 }
@@ -413,7 +413,7 @@ pub fn start_filter(
 
 /// `sip-filter run --iface veth-server EXTRA... --pin-root PINS` in the server namespace,
 /// once it says it attached; the error is what went wrong, for the caller to dress.
-fn spawn_filter(
+pub fn spawn_filter(
     lab: &Lab,
     binary: &Path,
     pins: &PinRoot,
