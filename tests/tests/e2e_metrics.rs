@@ -29,6 +29,8 @@ use sip_filter_tests::{
 /// program holds these ports, and nothing outside it can reach them.
 const METRICS_ADDR: &str = "127.0.0.1:9184";
 const PROMETHEUS_ADDR: &str = "127.0.0.1:9090";
+/// `sip-filter metrics --listen`, beside the daemon's exporter.
+const STANDALONE_ADDR: &str = "127.0.0.1:9185";
 /// How long Prometheus gets to start, scrape, and answer with the filter's count.
 const PROMETHEUS_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -313,6 +315,41 @@ fn prometheus_scrapes_the_filters_counters() {
     let not_found =
         get(&lab, &format!("http://{METRICS_ADDR}/"), &[]).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(not_found.status, 404);
+
+    // The same series from outside the daemon, without the reload ones.
+    let mut standalone = lab
+        .spawn(
+            Host::Server,
+            "sip-filter metrics",
+            binary,
+            &[
+                "metrics",
+                "--listen",
+                STANDALONE_ADDR,
+                "--pin-root",
+                pins.arg(),
+            ],
+            &dir.path().join("sip-filter-metrics.log"),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    standalone
+        .wait_for_log("serving metrics on", QUICK)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let outside = get(&lab, &format!("http://{STANDALONE_ADDR}/metrics"), &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(outside.status, 200);
+    assert_eq!(
+        sample_sum(
+            &outside.body,
+            "sip_filter_packets_total",
+            &[&iface, r#"reason="drop_scanner""#]
+        ),
+        Some(drop_scanner),
+        "{}",
+        outside.body
+    );
+    assert!(!outside.body.contains("reload"), "{}", outside.body);
+    drop(standalone);
 
     // promtool's linter: names, types, help texts, units.
     let exposition = write_file(dir.path(), "metrics.txt", text);

@@ -6,9 +6,10 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::{PinArgs, UserError};
 
-/// Serve Prometheus metrics of the running filters from another process than the daemon
-/// (`sip-filter run --metrics-addr` serves them from the daemon itself). Every filter
-/// pinned under the pin root is read at each scrape; reload metrics are the daemon's only.
+/// Serve Prometheus metrics of the running filters, from outside the daemon.
+///
+/// `sip-filter run --metrics-addr` serves them from the daemon itself. This reads every
+/// filter pinned under the pin root at each scrape; reload metrics are the daemon's only.
 #[derive(clap::Args)]
 pub struct MetricsArgs {
     /// Serve at http://HOST:PORT/metrics (like 127.0.0.1:9184).
