@@ -5,9 +5,12 @@
 pub mod config;
 pub mod events;
 pub mod filter;
+pub mod logging;
 pub mod metrics;
 pub mod pins;
+pub mod runtime;
 pub mod settings;
+pub mod state;
 pub mod stats;
 
 pub use filter::{AttachMode, AttachedMode, Filter, FilterError};

@@ -1,17 +1,19 @@
 //! The Prometheus exporter: `GET /metrics` in the text exposition format (0.0.4).
 //!
-//! The kernel's state is read when Prometheus scrapes, from the maps the running filters
-//! pinned: no polling loop, and every value is as current as the scrape. What only the
-//! daemon knows (configuration reloads, its version) lives in ordinary registered
-//! metrics. README.md's "Metrics" section lists the series; `ops/prometheus/` has alert
-//! rules for them.
+//! Everything is read when Prometheus scrapes: the kernel's state from the maps the
+//! daemon pinned once for all its interfaces (`PIN_ROOT/maps`), the interfaces from its
+//! link pins and runtime file, the reloads from the daemon's own counters
+//! ([`crate::runtime::RELOADS`]). No polling loop, no second copy of any count, and
+//! every value is as current as the scrape. README.md's "Metrics" section lists the
+//! series; `ops/prometheus/` has alert rules for them.
 
 use std::{
+    collections::HashMap as StdHashMap,
     convert::Infallible,
     net::{SocketAddr, TcpListener, ToSocketAddrs},
-    path::PathBuf,
-    sync::{Arc, Mutex, PoisonError, RwLock},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
 };
 
 use aya::{
@@ -40,111 +42,51 @@ use sip_filter_common::{
 
 use crate::{
     filter::{monotonic_now_ns, pinned_config, pinned_counters, FilterError},
-    pins::{interface_dir, pinned_interfaces},
+    pins::{maps_dir, pinned_interfaces},
+    runtime::{Reloads, Runtime},
 };
 
 /// The Content-Type of the text exposition format, as Prometheus's own clients send it.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// A running filter's pin directory, and the `iface` label its series carry.
+/// Where a scrape reads the daemon's state.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PinnedFilter {
-    pub iface: String,
-    pub dir: PathBuf,
+pub struct Locations {
+    /// The pin root: the maps under `maps/`, one link per attached interface in `links/`.
+    pub pin_root: PathBuf,
+    /// The daemon's runtime directory: its `daemon.json` has each interface's XDP mode.
+    pub runtime_dir: PathBuf,
 }
 
-/// Which filters a scrape reads.
-#[derive(Clone, Debug)]
-pub enum Filters {
-    /// These (the daemon's own; [`Metrics::set_filters`] changes them).
-    Listed(Vec<PinnedFilter>),
-    /// Every filter pinned under this root, looked up at each scrape (`sip-filter metrics`).
-    UnderRoot(PathBuf),
-}
-
-impl Filters {
-    fn current(&self) -> Vec<PinnedFilter> {
-        match self {
-            Filters::Listed(filters) => filters.clone(),
-            Filters::UnderRoot(root) => match pinned_interfaces(root) {
-                Ok(interfaces) => interfaces
-                    .into_iter()
-                    .map(|iface| PinnedFilter {
-                        dir: interface_dir(root, &iface),
-                        iface,
-                    })
-                    .collect(),
-                Err(e) => {
-                    log::warn!("metrics: reading {}: {e}", root.display());
-                    Vec::new()
-                }
-            },
-        }
-    }
-}
-
-/// The exporter's metrics: the kernel's, read at scrape time, and the daemon's own.
+/// The exporter's metrics: the kernel's and the daemon's, read at scrape time.
 pub struct Metrics {
     registry: Registry,
-    filters: Arc<RwLock<Filters>>,
-    /// Only a daemon reloads; `sip-filter metrics` has none of these.
-    reloads: Option<Reloads>,
-}
-
-struct Reloads {
-    total: IntCounterVec,
-    last_successful: IntGauge,
-    last_success_seconds: Gauge,
 }
 
 impl Metrics {
-    /// The daemon's exporter, for its own filters. The configuration it started with
-    /// counts as the last successful load (Prometheus's own convention).
-    pub fn for_daemon(filters: Vec<PinnedFilter>) -> Result<Self, prometheus::Error> {
-        let mut metrics = Self::new(Filters::Listed(filters))?;
-        let total = IntCounterVec::new(
-            Opts::new(
-                "sip_filter_config_reloads_total",
-                "Configuration reloads (SIGHUP), by result: ok, or failed (the old configuration stays).",
-            ),
-            &["result"],
-        )?;
-        // Both series from the start, so that rate() and increase() see the first one.
-        for result in ["ok", "failed"] {
-            total.with_label_values(&[result]);
-        }
-        let last_successful = IntGauge::new(
-            "sip_filter_config_last_reload_successful",
-            "1 if the last configuration load or reload succeeded, 0 if it failed.",
-        )?;
-        last_successful.set(1);
-        let last_success_seconds = Gauge::new(
-            "sip_filter_config_last_reload_success_timestamp_seconds",
-            "When the configuration in force was loaded, in seconds since the Unix epoch.",
-        )?;
-        last_success_seconds.set(unix_now_seconds());
-        metrics.registry.register(Box::new(total.clone()))?;
+    /// The daemon's exporter: also its configuration reloads, read from `reloads` (the
+    /// daemon's [`crate::runtime::RELOADS`]). The configuration it started with, loaded
+    /// at `loaded_unix_ms`, counts as the last successful load (Prometheus's own
+    /// convention).
+    pub fn for_daemon(
+        locations: Locations,
+        reloads: &'static Reloads,
+        loaded_unix_ms: u64,
+    ) -> Result<Self, prometheus::Error> {
+        let metrics = Self::new(locations)?;
         metrics
             .registry
-            .register(Box::new(last_successful.clone()))?;
-        metrics
-            .registry
-            .register(Box::new(last_success_seconds.clone()))?;
-        metrics.reloads = Some(Reloads {
-            total,
-            last_successful,
-            last_success_seconds,
-        });
+            .register(Box::new(ReloadCollector::new(reloads, loaded_unix_ms)?))?;
         Ok(metrics)
     }
 
-    /// An exporter for whatever filters are pinned under `root`, for
+    /// An exporter for whatever filter is pinned at `locations`, for
     /// `sip-filter metrics`: no reload metrics, as it is not the daemon.
-    pub fn for_pin_root(root: PathBuf) -> Result<Self, prometheus::Error> {
-        Self::new(Filters::UnderRoot(root))
+    pub fn for_pin_root(locations: Locations) -> Result<Self, prometheus::Error> {
+        Self::new(locations)
     }
 
-    fn new(filters: Filters) -> Result<Self, prometheus::Error> {
+    fn new(locations: Locations) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let build_info = IntGaugeVec::new(
             Opts::new(
@@ -157,47 +99,147 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         registry.register(Box::new(build_info))?;
-        let filters = Arc::new(RwLock::new(filters));
-        registry.register(Box::new(KernelCollector::new(Arc::clone(&filters))?))?;
-        Ok(Self {
-            registry,
-            filters,
-            reloads: None,
-        })
-    }
-
-    /// Counts a configuration reload; a successful one also sets the time of the last
-    /// successful load. A no-op on an exporter that is not the daemon's.
-    pub fn record_reload(&self, ok: bool) {
-        let Some(reloads) = &self.reloads else {
-            return;
-        };
-        reloads
-            .total
-            .with_label_values(&[if ok { "ok" } else { "failed" }])
-            .inc();
-        reloads.last_successful.set(i64::from(ok));
-        if ok {
-            reloads.last_success_seconds.set(unix_now_seconds());
-        }
-    }
-
-    /// Replaces the filters scrapes read (after a reload changed the interfaces).
-    pub fn set_filters(&self, filters: Vec<PinnedFilter>) {
-        *self.filters.write().unwrap_or_else(PoisonError::into_inner) = Filters::Listed(filters);
+        registry.register(Box::new(KernelCollector::new(locations)?))?;
+        Ok(Self { registry })
     }
 
     /// Every series, in the text exposition format. Reads the kernel's maps: see
-    /// [`KernelCollector`] for the cost.
+    /// [`Snapshot::read`] for the cost.
     pub fn render(&self) -> Result<String, prometheus::Error> {
         TextEncoder::new().encode_to_string(&self.registry.gather())
     }
 }
 
-fn unix_now_seconds() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+/// The daemon's reload series, refilled from its [`Reloads`] at each scrape.
+struct ReloadCollector {
+    reloads: &'static Reloads,
+    loaded_unix_ms: u64,
+    /// One scrape at a time: each resets and refills these.
+    series: Mutex<ReloadSeries>,
+    descs: Vec<Desc>,
+}
+
+struct ReloadSeries {
+    total: IntCounterVec,
+    last_successful: IntGauge,
+    last_success_seconds: Gauge,
+}
+
+impl ReloadSeries {
+    fn collectors(&self) -> [&dyn Collector; 3] {
+        [
+            &self.total,
+            &self.last_successful,
+            &self.last_success_seconds,
+        ]
+    }
+}
+
+impl ReloadCollector {
+    fn new(reloads: &'static Reloads, loaded_unix_ms: u64) -> Result<Self, prometheus::Error> {
+        let series = ReloadSeries {
+            total: IntCounterVec::new(
+                Opts::new(
+                    "sip_filter_config_reloads_total",
+                    "Configuration reloads (SIGHUP), by result: ok, or failed (the old configuration stays).",
+                ),
+                &["result"],
+            )?,
+            last_successful: IntGauge::new(
+                "sip_filter_config_last_reload_successful",
+                "1 if the last configuration load or reload succeeded, 0 if it failed.",
+            )?,
+            last_success_seconds: Gauge::new(
+                "sip_filter_config_last_reload_success_timestamp_seconds",
+                "When the configuration in force was loaded, in seconds since the Unix epoch.",
+            )?,
+        };
+        let descs = series
+            .collectors()
+            .iter()
+            .flat_map(|c| c.desc())
+            .cloned()
+            .collect();
+        Ok(Self {
+            reloads,
+            loaded_unix_ms,
+            series: Mutex::new(series),
+            descs,
+        })
+    }
+}
+
+impl Collector for ReloadCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        series.total.reset();
+        // Both results from the start, so that rate() and increase() see the first one.
+        series
+            .total
+            .with_label_values(&["ok"])
+            .inc_by(self.reloads.succeeded());
+        series
+            .total
+            .with_label_values(&["failed"])
+            .inc_by(self.reloads.failed());
+        series
+            .last_successful
+            .set(i64::from(!self.reloads.last_failed()));
+        let loaded_ms = self
+            .reloads
+            .last_success_unix_ms()
+            .unwrap_or(self.loaded_unix_ms);
+        series.last_success_seconds.set(loaded_ms as f64 / 1000.0);
+        series
+            .collectors()
+            .iter()
+            .flat_map(|c| c.collect())
+            .collect()
+    }
+}
+
+/// The interfaces the filter is attached to (its link pins under `locations.pin_root`),
+/// each with its XDP mode from the daemon's runtime file (`unknown` if that says
+/// nothing of it, as after a crash that took the file).
+fn attached_interfaces(locations: &Locations) -> Vec<(String, String)> {
+    let interfaces = match pinned_interfaces(&locations.pin_root) {
+        Ok(interfaces) => interfaces,
+        Err(e) => {
+            log::warn!(
+                "metrics: reading the links pinned in {}: {e}",
+                locations.pin_root.display()
+            );
+            return Vec::new();
+        }
+    };
+    let modes: StdHashMap<String, String> = match Runtime::read(&locations.runtime_dir) {
+        Ok(runtime) => runtime
+            .into_iter()
+            .flat_map(|runtime| runtime.interfaces)
+            .map(|interface| (interface.name, interface.mode))
+            .collect(),
+        Err(e) => {
+            log::warn!(
+                "metrics: reading the runtime file in {}: {e}",
+                locations.runtime_dir.display()
+            );
+            StdHashMap::new()
+        }
+    };
+    interfaces
+        .into_iter()
+        .map(|iface| {
+            let mode = modes
+                .get(&iface)
+                .cloned()
+                .unwrap_or_else(|| "unknown".to_string());
+            (iface, mode)
+        })
+        .collect()
 }
 
 /// The reasons the request policy gives, counted with the request's method; every
@@ -227,7 +269,7 @@ const OCCUPANCY: [(&str, &str); 9] = [
     ("scanner_agents", names::SCANNER_AGENTS),
 ];
 
-/// What one scrape reads from one filter's maps.
+/// What one scrape reads from the filter's maps.
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Snapshot {
     counters: Counters,
@@ -239,13 +281,12 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    /// Reads the filter pinned in `dir`. Counting entries walks each map's keys, one
+    /// Reads the maps pinned in `dir`. Counting entries walks each map's keys, one
     /// syscall per entry (two for the bans, whose values are read too): 3.4 s for a
     /// blocklist at its capacity of a million (tests/tests/metrics_full_blocklist.rs),
     /// milliseconds for the usual few thousand; which is why a scrape runs on a blocking
     /// thread.
-    fn read(filter: &PinnedFilter) -> Result<Snapshot, FilterError> {
-        let dir = &filter.dir;
+    fn read(dir: &Path) -> Result<Snapshot, FilterError> {
         let counters = pinned_counters(dir)?;
         let dry_run = pinned_config(dir)?.has(FLAG_DRY_RUN);
         let mut bans_active = [0u64; BanReason::COUNT];
@@ -311,9 +352,10 @@ fn trie_entries<K: Pod>(map: &Map) -> Result<u64, MapError> {
     Ok(trie.keys().filter(Result::is_ok).count() as u64)
 }
 
-/// The kernel's series, refilled from the pinned maps at each scrape.
+/// The kernel's series, refilled from the pinned maps at each scrape, and the attached
+/// interfaces.
 struct KernelCollector {
-    filters: Arc<RwLock<Filters>>,
+    locations: Locations,
     /// One scrape at a time: each resets and refills these.
     series: Mutex<KernelSeries>,
     descs: Vec<Desc>,
@@ -329,7 +371,9 @@ struct KernelSeries {
     bans_active: IntGaugeVec,
     map_entries: IntGaugeVec,
     map_capacity: IntGaugeVec,
+    /// A vector without labels, like the counters: no filter pinned, no series.
     dry_run: IntGaugeVec,
+    interface_info: IntGaugeVec,
 }
 
 impl KernelSeries {
@@ -344,57 +388,62 @@ impl KernelSeries {
             packets: counter(
                 "sip_filter_packets_total",
                 "Packets judged, by verdict (drop or pass; in dry-run drops are counted but passed), reason and SIP request method (none for what is not a request).",
-                &["iface", "verdict", "reason", "method"],
+                &["verdict", "reason", "method"],
             )?,
             first_fragments: counter(
                 "sip_filter_first_fragments_total",
                 "First fragments of IP datagrams to a SIP port, judged like whole datagrams.",
-                &["iface"],
+                &[],
             )?,
             headers_truncated: counter(
                 "sip_filter_headers_truncated_total",
                 "SIP messages whose header section did not end inside the scanned prefix.",
-                &["iface"],
+                &[],
             )?,
             events_lost: counter(
                 "sip_filter_events_lost_total",
                 "Ban and drop events the ring buffer had no room for (not logged).",
-                &["iface"],
+                &[],
             )?,
             bans_added: counter(
                 "sip_filter_bans_added_total",
                 "Bans the kernel added (in dry-run: would have added), by reason.",
-                &["iface", "reason"],
+                &["reason"],
             )?,
             bans_expired: counter(
                 "sip_filter_bans_expired_total",
                 "Bans the kernel found expired and removed, by reason.",
-                &["iface", "reason"],
+                &["reason"],
             )?,
             bans_active: gauge(
                 "sip_filter_bans_active",
                 "Bans that still match (not expired), by reason.",
-                &["iface", "reason"],
+                &["reason"],
             )?,
             map_entries: gauge(
                 "sip_filter_map_entries",
                 "Entries in a map (bans and lists include expired entries not yet removed).",
-                &["iface", "map"],
+                &["map"],
             )?,
             map_capacity: gauge(
                 "sip_filter_map_capacity_entries",
                 "How many entries a map can hold (sources is an LRU: when full, the least recently seen source makes room).",
-                &["iface", "map"],
+                &["map"],
             )?,
             dry_run: gauge(
                 "sip_filter_dry_run",
                 "1 if the filter is in dry-run (drops and bans counted, not made), else 0.",
-                &["iface"],
+                &[],
+            )?,
+            interface_info: gauge(
+                "sip_filter_interface_info",
+                "Always 1, for each interface the filter is attached to; mode is its XDP mode (native, skb; unknown without the daemon's runtime file).",
+                &["iface", "mode"],
             )?,
         })
     }
 
-    fn collectors(&self) -> [&dyn Collector; 10] {
+    fn collectors(&self) -> [&dyn Collector; 11] {
         [
             &self.packets,
             &self.first_fragments,
@@ -406,11 +455,12 @@ impl KernelSeries {
             &self.map_entries,
             &self.map_capacity,
             &self.dry_run,
+            &self.interface_info,
         ]
     }
 
-    /// One filter's series from `snapshot`.
-    fn fill(&self, iface: &str, snapshot: &Snapshot) {
+    /// The kernel's series from `snapshot`.
+    fn fill(&self, snapshot: &Snapshot) {
         let counters = &snapshot.counters;
         for reason in Reason::ALL {
             let verdict = if reason.is_drop() { "drop" } else { "pass" };
@@ -421,22 +471,22 @@ impl KernelSeries {
                 let possible = counted_by_method(reason) == (method != Method::None);
                 if possible || count != 0 {
                     self.packets
-                        .with_label_values(&[iface, verdict, reason.name(), method.name()])
+                        .with_label_values(&[verdict, reason.name(), method.name()])
                         .inc_by(count);
                 }
             }
         }
         self.first_fragments
-            .with_label_values(&[iface])
+            .with_label_values(&NO_LABELS)
             .inc_by(counters.first_fragments);
         self.headers_truncated
-            .with_label_values(&[iface])
+            .with_label_values(&NO_LABELS)
             .inc_by(counters.headers_truncated);
         self.events_lost
-            .with_label_values(&[iface])
+            .with_label_values(&NO_LABELS)
             .inc_by(counters.events_lost);
         for reason in BanReason::ALL {
-            let labels = [iface, reason.name()];
+            let labels = [reason.name()];
             self.bans_added
                 .with_label_values(&labels)
                 .inc_by(counters.bans_added[reason as usize]);
@@ -449,14 +499,14 @@ impl KernelSeries {
         }
         for (map, entries, capacity) in &snapshot.maps {
             self.map_entries
-                .with_label_values(&[iface, map])
+                .with_label_values(&[map])
                 .set(gauge_value(*entries));
             self.map_capacity
-                .with_label_values(&[iface, map])
+                .with_label_values(&[map])
                 .set(i64::from(*capacity));
         }
         self.dry_run
-            .with_label_values(&[iface])
+            .with_label_values(&NO_LABELS)
             .set(i64::from(snapshot.dry_run));
     }
 
@@ -471,15 +521,19 @@ impl KernelSeries {
         self.map_entries.reset();
         self.map_capacity.reset();
         self.dry_run.reset();
+        self.interface_info.reset();
     }
 }
+
+/// The one series of a vector without labels (the filter's totals).
+const NO_LABELS: [&str; 0] = [];
 
 fn gauge_value(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 impl KernelCollector {
-    fn new(filters: Arc<RwLock<Filters>>) -> Result<Self, prometheus::Error> {
+    fn new(locations: Locations) -> Result<Self, prometheus::Error> {
         let series = KernelSeries::new()?;
         let descs = series
             .collectors()
@@ -488,7 +542,7 @@ impl KernelCollector {
             .cloned()
             .collect();
         Ok(Self {
-            filters,
+            locations,
             series: Mutex::new(series),
             descs,
         })
@@ -501,24 +555,22 @@ impl Collector for KernelCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let filters = self
-            .filters
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .current();
         let series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
         series.reset();
-        for filter in &filters {
-            // A filter that cannot be read (stopping, say) is left out of this scrape;
-            // the others are still exported.
-            match Snapshot::read(filter) {
-                Ok(snapshot) => series.fill(&filter.iface, &snapshot),
-                Err(e) => log::warn!(
-                    "metrics: reading the filter on {} ({}): {e}",
-                    filter.iface,
-                    filter.dir.display()
-                ),
+        // Read once: every interface shares these maps. None pinned (no filter
+        // running), or unreadable (one stopping, say): no kernel series this scrape.
+        let maps = maps_dir(&self.locations.pin_root);
+        if maps.exists() {
+            match Snapshot::read(&maps) {
+                Ok(snapshot) => series.fill(&snapshot),
+                Err(e) => log::warn!("metrics: reading the maps in {}: {e}", maps.display()),
             }
+        }
+        for (iface, mode) in attached_interfaces(&self.locations) {
+            series
+                .interface_info
+                .with_label_values(&[&iface, &mode])
+                .set(1);
         }
         series
             .collectors()
@@ -684,7 +736,7 @@ mod tests {
 
     fn rendered(snapshot: &Snapshot) -> String {
         let series = KernelSeries::new().unwrap();
-        series.fill("eth0", snapshot);
+        series.fill(snapshot);
         let families: Vec<MetricFamily> = series
             .collectors()
             .iter()
@@ -699,14 +751,14 @@ mod tests {
     fn counters_become_labelled_series() {
         let text = rendered(&snapshot());
         for line in [
-            r#"sip_filter_packets_total{iface="eth0",method="OPTIONS",reason="drop_scanner",verdict="drop"} 7"#,
-            r#"sip_filter_packets_total{iface="eth0",method="REGISTER",reason="pass_request",verdict="pass"} 2"#,
-            r#"sip_filter_packets_total{iface="eth0",method="none",reason="pass_keepalive",verdict="pass"} 3"#,
-            r#"sip_filter_bans_added_total{iface="eth0",reason="scanner"} 1"#,
-            r#"sip_filter_bans_active{iface="eth0",reason="scanner"} 1"#,
-            r#"sip_filter_map_entries{iface="eth0",map="sources"} 2"#,
-            r#"sip_filter_map_capacity_entries{iface="eth0",map="bans"} 1048576"#,
-            r#"sip_filter_dry_run{iface="eth0"} 0"#,
+            r#"sip_filter_packets_total{method="OPTIONS",reason="drop_scanner",verdict="drop"} 7"#,
+            r#"sip_filter_packets_total{method="REGISTER",reason="pass_request",verdict="pass"} 2"#,
+            r#"sip_filter_packets_total{method="none",reason="pass_keepalive",verdict="pass"} 3"#,
+            r#"sip_filter_bans_added_total{reason="scanner"} 1"#,
+            r#"sip_filter_bans_active{reason="scanner"} 1"#,
+            r#"sip_filter_map_entries{map="sources"} 2"#,
+            r#"sip_filter_map_capacity_entries{map="bans"} 1048576"#,
+            "sip_filter_dry_run 0",
             "# TYPE sip_filter_packets_total counter",
             "# TYPE sip_filter_bans_active gauge",
         ] {
@@ -725,12 +777,12 @@ mod tests {
         assert_eq!(packets.len(), 5 * 15 + 9, "{text}");
         assert!(packets.iter().all(|l| l.ends_with(" 0")));
         assert!(text.contains(
-            r#"sip_filter_packets_total{iface="eth0",method="INVITE",reason="drop_rate_limited",verdict="drop"} 0"#
+            r#"sip_filter_packets_total{method="INVITE",reason="drop_rate_limited",verdict="drop"} 0"#
         ));
         assert!(!text.contains(r#"method="INVITE",reason="pass_keepalive""#));
         for reason in BanReason::ALL {
             let line = format!(
-                r#"sip_filter_bans_expired_total{{iface="eth0",reason="{}"}} 0"#,
+                r#"sip_filter_bans_expired_total{{reason="{}"}} 0"#,
                 reason.name()
             );
             assert!(text.contains(&line), "no {line:?}");
@@ -743,53 +795,135 @@ mod tests {
         snapshot.counters.packets[Reason::DropBanned as usize][Method::Invite as usize] = 4;
         let text = rendered(&snapshot);
         assert!(text.contains(
-            r#"sip_filter_packets_total{iface="eth0",method="INVITE",reason="drop_banned",verdict="drop"} 4"#
+            r#"sip_filter_packets_total{method="INVITE",reason="drop_banned",verdict="drop"} 4"#
         ));
     }
 
+    /// A pin root and runtime directory of the test's own, on the ordinary file system
+    /// (no maps: only the link pins' names and the runtime file are read), removed on drop.
+    struct TestDirs(Locations);
+
+    impl TestDirs {
+        fn new(tag: &str) -> Self {
+            let base = std::env::temp_dir()
+                .join(format!("sip-filter-metrics-{}-{tag}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&base);
+            Self(Locations {
+                pin_root: base.join("pins"),
+                runtime_dir: base.join("run"),
+            })
+        }
+    }
+
+    impl Drop for TestDirs {
+        fn drop(&mut self) {
+            if let Some(base) = self.0.pin_root.parent() {
+                let _ = std::fs::remove_dir_all(base);
+            }
+        }
+    }
+
     #[test]
-    fn reloads_are_counted() {
-        let metrics = Metrics::for_daemon(Vec::new()).unwrap();
+    fn reloads_are_the_daemons_counters() {
+        static RELOADS: Reloads = Reloads::new();
+        let dirs = TestDirs::new("reloads");
+        let loaded_ms = 1_700_000_000_250;
+        let metrics = Metrics::for_daemon(dirs.0.clone(), &RELOADS, loaded_ms).unwrap();
         let text = metrics.render().unwrap();
-        assert!(
-            text.contains("sip_filter_config_reloads_total{result=\"failed\"} 0"),
-            "{text}"
-        );
-        assert!(
-            text.contains("sip_filter_config_last_reload_successful 1"),
-            "{text}"
-        );
+        for line in [
+            r#"sip_filter_config_reloads_total{result="failed"} 0"#,
+            r#"sip_filter_config_reloads_total{result="ok"} 0"#,
+            "sip_filter_config_last_reload_successful 1",
+            "sip_filter_config_last_reload_success_timestamp_seconds 1700000000.25",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
         assert!(text.contains(&format!(
             "sip_filter_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
         )));
-        metrics.record_reload(false);
-        metrics.record_reload(true);
-        metrics.record_reload(false);
+        RELOADS.record(false);
+        RELOADS.record(true);
+        RELOADS.record(false);
         let text = metrics.render().unwrap();
-        assert!(
-            text.contains("sip_filter_config_reloads_total{result=\"failed\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("sip_filter_config_reloads_total{result=\"ok\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("sip_filter_config_last_reload_successful 0"),
-            "{text}"
-        );
+        for line in [
+            r#"sip_filter_config_reloads_total{result="failed"} 2"#,
+            r#"sip_filter_config_reloads_total{result="ok"} 1"#,
+            "sip_filter_config_last_reload_successful 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+        // The configuration in force is the one the successful reload loaded.
+        let reloaded_ms = RELOADS.last_success_unix_ms().unwrap();
+        assert!(reloaded_ms > loaded_ms);
+        assert!(text.contains(&format!(
+            "sip_filter_config_last_reload_success_timestamp_seconds {}",
+            reloaded_ms as f64 / 1000.0
+        )));
         // No filter pinned: no kernel series, and no error.
-        assert!(!text.contains("sip_filter_packets_total"));
+        assert!(!text.contains("sip_filter_packets_total"), "{text}");
+        assert!(!text.contains("sip_filter_dry_run"), "{text}");
+        assert!(!text.contains("sip_filter_interface_info"), "{text}");
     }
 
     #[test]
     fn the_standalone_exporter_has_no_reload_series() {
-        let metrics = Metrics::for_pin_root("/nonexistent/sip-filter-pins".into()).unwrap();
-        metrics.record_reload(true);
+        let dirs = TestDirs::new("standalone");
+        let metrics = Metrics::for_pin_root(dirs.0.clone()).unwrap();
         let text = metrics.render().unwrap();
         assert!(text.contains("sip_filter_build_info"), "{text}");
         assert!(!text.contains("reload"), "{text}");
+    }
+
+    #[test]
+    fn interfaces_are_the_link_pins_with_the_runtime_files_modes() {
+        let dirs = TestDirs::new("interfaces");
+        let links = crate::pins::links_dir(&dirs.0.pin_root);
+        std::fs::create_dir_all(&links).unwrap();
+        for iface in ["eth0", "br0", "eth1"] {
+            std::fs::write(links.join(iface), b"").unwrap();
+        }
+        std::fs::create_dir_all(&dirs.0.runtime_dir).unwrap();
+        let interface = |name: &str, mode: &str| crate::runtime::Interface {
+            name: name.into(),
+            mode: mode.into(),
+        };
+        Runtime {
+            pid: 1,
+            started_unix_ms: 0,
+            pin_root: dirs.0.pin_root.clone(),
+            config_file: None,
+            state_file: PathBuf::new(),
+            program_id: 1,
+            interfaces: vec![interface("eth0", "native"), interface("br0", "skb")],
+            dry_run: false,
+            domains: Vec::new(),
+            own_addresses: Vec::new(),
+            ports: Vec::new(),
+            reloads: 0,
+            reload_failures: 0,
+            last_reload_error: None,
+        }
+        .write(&dirs.0.runtime_dir)
+        .unwrap();
+        let text = Metrics::for_pin_root(dirs.0.clone())
+            .unwrap()
+            .render()
+            .unwrap();
+        let info: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("sip_filter_interface_info{"))
+            .collect();
+        assert_eq!(
+            info,
+            [
+                r#"sip_filter_interface_info{iface="br0",mode="skb"} 1"#,
+                r#"sip_filter_interface_info{iface="eth0",mode="native"} 1"#,
+                // Attached (its link is pinned), but the runtime file does not say how.
+                r#"sip_filter_interface_info{iface="eth1",mode="unknown"} 1"#,
+            ],
+            "{text}"
+        );
     }
 
     #[test]

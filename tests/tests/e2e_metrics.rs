@@ -1,7 +1,8 @@
 //! End to end, in network namespaces: `sip-filter run --metrics-addr` serves Prometheus
-//! metrics that agree with `sip-filter stats`, pass `promtool check metrics`, and are
-//! scraped by a real Prometheus server, whose query API returns the filter's count.
-//! A bad or busy metrics address stops the start before anything is attached.
+//! metrics that agree with `sip-filter stats` and `status`, count the SIGHUP reloads the
+//! daemon counts, pass `promtool check metrics`, and are scraped by a real Prometheus
+//! server, whose query API returns the filter's count. A bad or busy metrics address
+//! stops the start before anything is attached.
 //!
 //! Needs root and the test tools (`cargo xtask setup --test-tools`: kamailio, sipvicious,
 //! sip-tester, prometheus).
@@ -33,6 +34,8 @@ const PROMETHEUS_ADDR: &str = "127.0.0.1:9090";
 const STANDALONE_ADDR: &str = "127.0.0.1:9185";
 /// How long Prometheus gets to start, scrape, and answer with the filter's count.
 const PROMETHEUS_DEADLINE: Duration = Duration::from_secs(30);
+/// The domain a reload switches to.
+const NEW_DOMAIN: &str = "new.example.test";
 
 /// An HTTP answer: status, Content-Type, body.
 struct Answer {
@@ -93,6 +96,76 @@ fn sample_sum(exposition: &str, name: &str, labels: &[&str]) -> Option<u64> {
     (!samples.is_empty()).then(|| samples.iter().sum())
 }
 
+/// The value of `name`, a series without labels; None if there is none.
+fn plain_sample(exposition: &str, name: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The reload series of one scrape.
+#[derive(Debug)]
+struct Reloads {
+    ok: u64,
+    failed: u64,
+    /// `sip_filter_config_last_reload_successful`.
+    last_ok: u64,
+    /// When the configuration in force was loaded (seconds since the epoch).
+    loaded_at: f64,
+}
+
+fn reloads(exposition: &str) -> Reloads {
+    let total = |result: &str| {
+        sample_sum(
+            exposition,
+            "sip_filter_config_reloads_total",
+            &[&format!("result=\"{result}\"")],
+        )
+        .unwrap_or_else(|| panic!("no reloads {result} in:\n{exposition}"))
+    };
+    let plain = |name: &str| {
+        plain_sample(exposition, name).unwrap_or_else(|| panic!("no {name} in:\n{exposition}"))
+    };
+    Reloads {
+        ok: total("ok"),
+        failed: total("failed"),
+        last_ok: plain("sip_filter_config_last_reload_successful") as u64,
+        loaded_at: plain("sip_filter_config_last_reload_success_timestamp_seconds"),
+    }
+}
+
+/// GET the daemon's /metrics (200 expected), kept in the transcript as `step`.
+fn scrape(transcript: &mut Transcript, lab: &Lab, step: &str) -> String {
+    let answer =
+        get(lab, &format!("http://{METRICS_ADDR}/metrics"), &[]).unwrap_or_else(|e| panic!("{e}"));
+    transcript.note(format!(
+        "GET /metrics {step}: {}\n{}",
+        answer.status, answer.body
+    ));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    answer.body
+}
+
+/// `sip-filter status --json`.
+fn status_json(transcript: &mut Transcript, lab: &Lab, pins: &PinRoot) -> Value {
+    let status = transcript.keep(
+        "status --json",
+        lab.run(
+            Host::Server,
+            sip_filter(),
+            &["status", "--json", "--pin-root", pins.arg()],
+            QUICK,
+        ),
+    );
+    assert!(status.success(), "{status}");
+    serde_json::from_str(&status.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{status}"))
+}
+
+/// A configuration file allowing `domain`.
+fn config(domain: &str) -> String {
+    format!("[filter]\ndomains = [\"{domain}\"]\n")
+}
+
 /// `sip-filter run` on the server's interface with `--metrics-addr ADDRESS`, expected to
 /// refuse to start: exit 2, one line naming the address, nothing attached or pinned.
 fn refused_start(transcript: &mut Transcript, lab: &Lab, pins: &PinRoot, address: &str) -> String {
@@ -123,7 +196,7 @@ fn refused_start(transcript: &mut Transcript, lab: &Lab, pins: &PinRoot, address
     );
     assert!(!xdp_attached(lab), "an XDP program was attached:\n{run}");
     assert!(
-        !pins.interface_dir(SERVER_IFACE).exists(),
+        !pins.maps_dir().exists() && !pins.link_pin(SERVER_IFACE).exists(),
         "pins were made:\n{run}"
     );
     lines[0].to_string()
@@ -161,7 +234,7 @@ fn prometheus_scrapes_the_filters_counters() {
     let lab = Lab::new().expect("the lab builds");
     let dir = TempDir::new("e2e-metrics");
     let pins = PinRoot::new("e2e-metrics");
-    let pin_dir = pins.interface_dir(SERVER_IFACE);
+    let pin_dir = pins.link_pin(SERVER_IFACE);
     let mut transcript = Transcript::default();
 
     // A bad address, and a port already taken, stop the start before the filter attaches.
@@ -176,11 +249,17 @@ fn prometheus_scrapes_the_filters_counters() {
     assert!(error.contains("another program listens there"), "{error}");
 
     let kamailio = start_kamailio(&lab, dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
+    let config_file = write_file(dir.path(), "sip-filter.toml", &config(DOMAIN));
     let (mut daemon, attached) = spawn_filter(
         &lab,
         binary,
         &pins,
-        &["--domain", DOMAIN, "--metrics-addr", METRICS_ADDR],
+        &[
+            "--config",
+            config_file.to_str().expect("a UTF-8 path"),
+            "--metrics-addr",
+            METRICS_ADDR,
+        ],
         &dir.path().join("sip-filter.log"),
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -234,17 +313,32 @@ fn prometheus_scrapes_the_filters_counters() {
         "text/plain; version=0.0.4; charset=utf-8"
     );
     let text = &scraped.body;
-    let iface = format!("iface=\"{SERVER_IFACE}\"");
     let drop_scanner = counter(&stats, "reasons", "drop_scanner");
     assert!(
         drop_scanner >= u64::try_from(probes).expect("a count"),
         "{stats}"
     );
     let value = |name: &str, labels: &[&str]| {
-        let mut all = vec![iface.as_str()];
-        all.extend_from_slice(labels);
-        sample_sum(text, name, &all).unwrap_or_else(|| panic!("no {name}{labels:?} in:\n{text}"))
+        sample_sum(text, name, labels).unwrap_or_else(|| panic!("no {name}{labels:?} in:\n{text}"))
     };
+    // The maps are read once for the filter, whatever its interfaces: only the
+    // interface series names one.
+    assert!(
+        text.lines()
+            .filter(|l| l.contains("iface="))
+            .all(|l| l.starts_with("sip_filter_interface_info{")),
+        "{text}"
+    );
+    // The interface, in the XDP mode `status` reports for it.
+    let status = status_json(&mut transcript, &lab, &pins);
+    let mode = status["interfaces"][0]["mode"].as_str().expect("a mode");
+    assert_eq!(status["interfaces"][0]["name"], SERVER_IFACE, "{status}");
+    let interface_info =
+        format!("sip_filter_interface_info{{iface=\"{SERVER_IFACE}\",mode=\"{mode}\"}} 1");
+    assert!(
+        text.lines().any(|l| l == interface_info),
+        "no {interface_info:?} in:\n{text}"
+    );
     assert_eq!(
         value(
             "sip_filter_packets_total",
@@ -299,7 +393,11 @@ fn prometheus_scrapes_the_filters_counters() {
         u64::from(MAX_SOURCES)
     );
     assert_eq!(value("sip_filter_map_entries", &[r#"map="domains""#]), 1);
-    assert_eq!(value("sip_filter_dry_run", &[]), 0);
+    assert_eq!(
+        plain_sample(text, "sip_filter_dry_run"),
+        Some(0.0),
+        "{text}"
+    );
     assert_eq!(
         sample_sum(
             text,
@@ -315,6 +413,46 @@ fn prometheus_scrapes_the_filters_counters() {
     let not_found =
         get(&lab, &format!("http://{METRICS_ADDR}/"), &[]).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(not_found.status, 404);
+
+    // Reloads: /metrics says what the daemon counted, as `status` does.
+    let at_start = reloads(text);
+    assert_eq!((at_start.ok, at_start.failed, at_start.last_ok), (0, 0, 1));
+    write_file(dir.path(), "sip-filter.toml", &config(NEW_DOMAIN));
+    daemon.signal(libc::SIGHUP);
+    transcript.note(
+        daemon
+            .wait_for_log("configuration reloaded", QUICK)
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let reloaded = reloads(&scrape(&mut transcript, &lab, "after a good SIGHUP"));
+    assert_eq!((reloaded.ok, reloaded.failed, reloaded.last_ok), (1, 0, 1));
+    assert!(
+        reloaded.loaded_at > at_start.loaded_at,
+        "the configuration in force is the reloaded one: {reloaded:?} after {at_start:?}"
+    );
+    write_file(
+        dir.path(),
+        "sip-filter.toml",
+        "[filter]\ndomains = [\"a b\"]\n",
+    );
+    daemon.signal(libc::SIGHUP);
+    transcript.note(
+        daemon
+            .wait_for_log("configuration reload refused", QUICK)
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let refused = reloads(&scrape(&mut transcript, &lab, "after a bad SIGHUP"));
+    assert_eq!((refused.ok, refused.failed, refused.last_ok), (1, 1, 0));
+    assert_eq!(
+        refused.loaded_at, reloaded.loaded_at,
+        "the configuration in force is still the one reloaded before"
+    );
+    let status = status_json(&mut transcript, &lab, &pins);
+    assert_eq!(
+        (&status["reloads"], &status["reload_failures"]),
+        (&Value::from(1), &Value::from(1)),
+        "{status}"
+    );
 
     // The same series from outside the daemon, without the reload ones.
     let mut standalone = lab
@@ -342,13 +480,18 @@ fn prometheus_scrapes_the_filters_counters() {
         sample_sum(
             &outside.body,
             "sip_filter_packets_total",
-            &[&iface, r#"reason="drop_scanner""#]
+            &[r#"reason="drop_scanner""#]
         ),
         Some(drop_scanner),
         "{}",
         outside.body
     );
     assert!(!outside.body.contains("reload"), "{}", outside.body);
+    assert!(
+        outside.body.lines().any(|l| l == interface_info),
+        "{}",
+        outside.body
+    );
     drop(standalone);
 
     // promtool's linter: names, types, help texts, units.
@@ -425,6 +568,31 @@ fn prometheus_scrapes_the_filters_counters() {
         "{}",
         rules_answer.body
     );
+    // The refused reload fires its alert (it has no `for`: at the first evaluation).
+    let alerts_url = format!("http://{PROMETHEUS_ADDR}/api/v1/alerts");
+    let firing = loop {
+        let answer = get(&lab, &alerts_url, &[]).unwrap_or_else(|e| panic!("{e}"));
+        let json: Value = serde_json::from_str(&answer.body).unwrap_or_default();
+        let fired = json["data"]["alerts"].as_array().is_some_and(|alerts| {
+            alerts.iter().any(|alert| {
+                alert["labels"]["alertname"] == "SipFilterReloadFailed"
+                    && alert["state"] == "firing"
+            })
+        });
+        if fired {
+            break waiting.elapsed();
+        }
+        assert!(
+            waiting.elapsed() < PROMETHEUS_DEADLINE,
+            "SipFilterReloadFailed did not fire within {PROMETHEUS_DEADLINE:?}: {}",
+            answer.body
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    transcript.note(format!(
+        "SipFilterReloadFailed firing after {:.1} s",
+        firing.as_secs_f64()
+    ));
 
     drop(prometheus);
     stop_filter(&lab, &mut daemon, &pin_dir).unwrap_or_else(|e| panic!("{e:#}"));

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use sip_filter::{
     filter::monotonic_now_ns,
-    metrics::{Metrics, PinnedFilter},
+    metrics::{Locations, Metrics},
     Filter, Settings,
 };
 use sip_filter_common::maps::{BanReason, MAX_BANS};
@@ -23,7 +23,7 @@ fn a_scrape_with_a_full_blocklist_stays_inside_the_scrape_timeout() {
     let mut filter = Filter::load().expect("the XDP program loads");
     filter.configure(&Settings::default()).expect("configured");
     let pins = PinRoot::new("metrics-full");
-    let dir = pins.interface_dir("test0");
+    let dir = pins.maps_dir();
     std::fs::create_dir_all(&dir).expect("the pin directory");
     filter.pin_maps(&dir).expect("pinned");
 
@@ -46,10 +46,10 @@ fn a_scrape_with_a_full_blocklist_stays_inside_the_scrape_timeout() {
         filling.elapsed().as_secs_f64()
     );
 
-    let metrics = Metrics::for_daemon(vec![PinnedFilter {
-        iface: "test0".into(),
-        dir,
-    }])
+    let metrics = Metrics::for_pin_root(Locations {
+        pin_root: pins.path().to_path_buf(),
+        runtime_dir: pins.runtime_dir(),
+    })
     .expect("the metrics");
     let scraping = Instant::now();
     let text = metrics.render().expect("rendered");
@@ -61,12 +61,12 @@ fn a_scrape_with_a_full_blocklist_stays_inside_the_scrape_timeout() {
     );
     let expired = u64::from(MAX_BANS.div_ceil(4));
     for line in [
-        format!(r#"sip_filter_map_entries{{iface="test0",map="bans"}} {MAX_BANS}"#),
+        format!(r#"sip_filter_map_entries{{map="bans"}} {MAX_BANS}"#),
         format!(
-            r#"sip_filter_bans_active{{iface="test0",reason="scanner"}} {}"#,
+            r#"sip_filter_bans_active{{reason="scanner"}} {}"#,
             u64::from(MAX_BANS) - expired
         ),
-        r#"sip_filter_bans_active{iface="test0",reason="rate"} 0"#.to_string(),
+        r#"sip_filter_bans_active{reason="rate"} 0"#.to_string(),
     ] {
         assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
     }

@@ -3,10 +3,7 @@ use std::{net::IpAddr, time::Duration};
 use anyhow::Context;
 use clap::Subcommand;
 use ipnet::IpNet;
-use sip_filter::{
-    filter::{key_to_string, monotonic_now_ns, PinnedBans},
-    pins::interface_dir,
-};
+use sip_filter::filter::{key_to_string, monotonic_now_ns, PinnedBans};
 use sip_filter_common::maps::BanReason;
 
 use super::{pinned_filters, PinArgs, UserError};
@@ -30,7 +27,8 @@ enum BlockCommand {
 /// Which running filters: one interface's, or all.
 #[derive(clap::Args)]
 struct Where {
-    /// Only this interface's filter (default: every running filter).
+    /// Check that the filter is attached to this interface. One blocklist serves all
+    /// the filter's interfaces: a ban applies on every one.
     #[arg(long)]
     iface: Option<String>,
     #[command(flatten)]
@@ -67,8 +65,8 @@ struct DelArgs {
 /// Expired bans stay listed, as expired, until the source's next packet removes them.
 #[derive(clap::Args)]
 struct ListArgs {
-    /// A JSON array of objects: iface, address, reason, until_removed, seconds_left,
-    /// expired.
+    /// A JSON array of objects: iface (the interfaces the ban applies to, comma
+    /// separated), address, reason, until_removed, seconds_left, expired.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -222,19 +220,20 @@ fn list(args: ListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The blocklists of the filters `at` names: one interface's or every one pinned.
+/// The blocklist of the running filter, labelled with the interfaces it applies to:
+/// one blocklist serves all of them (`--iface` only checks that it is one of them).
 fn open_filters(at: &Where) -> anyhow::Result<Vec<(String, PinnedBans)>> {
-    let root = &at.pins.pin_root;
-    let interfaces = pinned_filters(&at.pins, at.iface.as_ref())?;
-    interfaces
-        .into_iter()
-        .map(|iface| {
-            let dir = interface_dir(root, &iface);
-            let bans = PinnedBans::open(&dir)
-                .with_context(|| format!("opening the bans pinned in {}", dir.display()))?;
-            Ok((iface, bans))
-        })
-        .collect()
+    let interfaces = match &at.iface {
+        Some(iface) => {
+            pinned_filters(&at.pins, Some(iface))?;
+            pinned_filters(&at.pins, None)?
+        }
+        None => pinned_filters(&at.pins, None)?,
+    };
+    let dir = at.pins.maps_dir();
+    let bans = PinnedBans::open(&dir)
+        .with_context(|| format!("opening the bans pinned in {}", dir.display()))?;
+    Ok(vec![(interfaces.join(","), bans)])
 }
 
 /// An address as given: alone or with a prefix length.

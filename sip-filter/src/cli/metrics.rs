@@ -1,15 +1,15 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use sip_filter::metrics::{self, Metrics};
+use sip_filter::metrics::{self, Locations, Metrics};
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::{PinArgs, UserError};
 
-/// Serve Prometheus metrics of the running filters, from outside the daemon.
+/// Serve Prometheus metrics of the running filter, from outside the daemon.
 ///
-/// `sip-filter run --metrics-addr` serves them from the daemon itself. This reads every
-/// filter pinned under the pin root at each scrape; reload metrics are the daemon's only.
+/// `sip-filter run --metrics-addr` serves them from the daemon itself. This reads the
+/// maps pinned under the pin root at each scrape; reload metrics are the daemon's only.
 #[derive(clap::Args)]
 pub struct MetricsArgs {
     /// Serve at http://HOST:PORT/metrics (like 127.0.0.1:9184).
@@ -21,7 +21,10 @@ pub struct MetricsArgs {
 
 pub fn metrics(args: MetricsArgs) -> anyhow::Result<()> {
     let listener = metrics::bind(&args.listen).map_err(|e| UserError(e.to_string()))?;
-    let exporter = Arc::new(Metrics::for_pin_root(args.pins.pin_root)?);
+    let exporter = Arc::new(Metrics::for_pin_root(Locations {
+        runtime_dir: args.pins.runtime_dir(),
+        pin_root: args.pins.pin_root,
+    })?);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
