@@ -6,6 +6,7 @@ pub mod config;
 pub mod events;
 pub mod filter;
 pub mod logging;
+pub mod metrics;
 pub mod pins;
 pub mod replay;
 pub mod runtime;

@@ -9,7 +9,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::atomic::{AtomicU64, Ordering},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
 use serde::{Deserialize, Serialize};
@@ -116,18 +116,34 @@ fn zombie(stat: &str) -> bool {
 pub struct Reloads {
     succeeded: AtomicU64,
     failed: AtomicU64,
+    /// Whether the last reload was refused (false before any).
+    last_failed: AtomicBool,
+    /// When the last successful reload was, in ms since the Unix epoch; 0 before any.
+    last_success_unix_ms: AtomicU64,
 }
 
 /// The daemon's reload counters: read them with [`Reloads::succeeded`] and
 /// [`Reloads::failed`].
-pub static RELOADS: Reloads = Reloads {
-    succeeded: AtomicU64::new(0),
-    failed: AtomicU64::new(0),
-};
+pub static RELOADS: Reloads = Reloads::new();
 
 impl Reloads {
+    /// No reload yet (the daemon has [`RELOADS`]; tests make their own).
+    pub const fn new() -> Self {
+        Self {
+            succeeded: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            last_failed: AtomicBool::new(false),
+            last_success_unix_ms: AtomicU64::new(0),
+        }
+    }
+
     /// The one place a reload's outcome is counted.
     pub fn record(&self, ok: bool) {
+        if ok {
+            self.last_success_unix_ms
+                .store(crate::state::Clocks::now().unix_ms, Ordering::Relaxed);
+        }
+        self.last_failed.store(!ok, Ordering::Relaxed);
         let counter = if ok { &self.succeeded } else { &self.failed };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -138,6 +154,22 @@ impl Reloads {
 
     pub fn failed(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Whether the last reload was refused (the configuration before it stays).
+    pub fn last_failed(&self) -> bool {
+        self.last_failed.load(Ordering::Relaxed)
+    }
+
+    /// When the last successful reload was (ms since the Unix epoch), if there was one.
+    pub fn last_success_unix_ms(&self) -> Option<u64> {
+        Some(self.last_success_unix_ms.load(Ordering::Relaxed)).filter(|&ms| ms != 0)
+    }
+}
+
+impl Default for Reloads {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

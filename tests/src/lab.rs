@@ -87,7 +87,7 @@ pub fn require_tools(tools: &[&str]) -> anyhow::Result<()> {
     ensure!(
         missing.is_empty(),
         "missing {missing:?}: install the test tools with `cargo xtask setup --test-tools` \
-         (Debian packages kamailio, sip-tester, sipvicious, iproute2, util-linux)"
+         (Debian packages kamailio, sip-tester, sipvicious, iproute2, util-linux, prometheus)"
     );
     Ok(())
 }

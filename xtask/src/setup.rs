@@ -32,6 +32,9 @@ pub const TEST_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "cpio",
+    // Prometheus and promtool: the exporter is scraped by a real server, the alert
+    // rules checked and unit-tested.
+    "prometheus",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -4,6 +4,7 @@ mod block;
 mod domains;
 mod options;
 mod replay;
+mod metrics;
 mod run;
 mod stats;
 mod status;
@@ -34,6 +35,7 @@ enum Command {
     Unload(unload::UnloadArgs),
     Domains(domains::DomainsArgs),
     Replay(replay::ReplayArgs),
+    Metrics(metrics::MetricsArgs),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -45,6 +47,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Unload(args) => unload::unload(args),
         Command::Domains(args) => domains::domains(args),
         Command::Replay(args) => replay::replay(args),
+        Command::Metrics(args) => metrics::metrics(args),
     }
 }
 

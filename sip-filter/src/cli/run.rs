@@ -1,5 +1,7 @@
 use std::{
+    net::TcpListener,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -11,6 +13,7 @@ use aya::{
 use sip_filter::{
     events,
     filter::{monotonic_now_ns, pinned_config, FilterError},
+    metrics::{self, Locations, Metrics},
     pins::{
         anything_pinned, default_state_dir, ensure_bpffs, link_path, links_dir, maps_dir,
         remove_all,
@@ -45,6 +48,9 @@ pub struct RunArgs {
     /// auto: native, falling back to generic (skb) mode with a warning.
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     xdp_mode: AttachMode,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (like 127.0.0.1:9184).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
     /// Directory of the state file (bans and operator entries kept across restarts).
     /// Default: /var/lib/ and the pin root's last component, /var/lib/sip-filter.
     #[arg(long, env = "SIP_FILTER_STATE_DIR", value_name = "DIR")]
@@ -85,6 +91,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             .into());
         }
     }
+    // Bound now, so that a bad or busy address fails before the filter is attached.
+    let metrics_listener = args
+        .metrics_addr
+        .as_deref()
+        .map(metrics::bind)
+        .transpose()
+        .map_err(|e| UserError(e.to_string()))?;
 
     let mut saved = load_state(&state_path);
     // Pins without a live daemon: one that crashed (its program is still attached
@@ -160,6 +173,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         log::warn!(dry_run = true; "dry-run: verdicts are counted and reported, nothing is dropped or banned");
     }
 
+    let exporter = match metrics_listener {
+        Some(listener) => {
+            let locations = Locations {
+                pin_root: root.clone(),
+                runtime_dir: runtime_dir.clone(),
+            };
+            let metrics = Metrics::for_daemon(locations, &RELOADS, runtime.started_unix_ms)?;
+            Some((listener, Arc::new(metrics)))
+        }
+        None => None,
+    };
     let mut daemon = Daemon {
         args: &args,
         filter,
@@ -167,6 +191,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         runtime,
         runtime_dir,
         state_path,
+        exporter,
     };
     let served = daemon.serve(events);
     // Saved before detaching: what the kernel banned up to the last moment.
@@ -320,11 +345,13 @@ struct Daemon<'a> {
     runtime: Runtime,
     runtime_dir: PathBuf,
     state_path: PathBuf,
+    /// Served once [`Daemon::serve`] runs, if `--metrics-addr` was given.
+    exporter: Option<(TcpListener, Arc<Metrics>)>,
 }
 
 impl Daemon<'_> {
-    /// Logs the filter's events, reloads on SIGHUP and saves the state periodically,
-    /// until SIGINT or SIGTERM.
+    /// Logs the filter's events, reloads on SIGHUP, saves the state periodically and
+    /// serves metrics if asked, until SIGINT or SIGTERM.
     fn serve(&mut self, events: RingBuf<MapData>) -> anyhow::Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -335,6 +362,14 @@ impl Daemon<'_> {
             let mut interrupt = signal(SignalKind::interrupt()).context("watching SIGINT")?;
             let mut terminate = signal(SignalKind::terminate()).context("watching SIGTERM")?;
             let mut hangup = signal(SignalKind::hangup()).context("watching SIGHUP")?;
+            if let Some((listener, metrics)) = self.exporter.take() {
+                // Metrics are a view, not the filter: if they cannot be served, it keeps
+                // running.
+                tokio::spawn(async move {
+                    let e = metrics::serve(listener, metrics).await;
+                    log::warn!("metrics are not served: {e}");
+                });
+            }
             let period = Duration::from_secs(self.args.save_interval);
             let mut save = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -1,0 +1,947 @@
+//! The Prometheus exporter: `GET /metrics` in the text exposition format (0.0.4).
+//!
+//! Everything is read when Prometheus scrapes: the kernel's state from the maps the
+//! daemon pinned once for all its interfaces (`PIN_ROOT/maps`), the interfaces from its
+//! link pins and runtime file, the reloads from the daemon's own counters
+//! ([`crate::runtime::RELOADS`]). No polling loop, no second copy of any count, and
+//! every value is as current as the scrape. README.md's "Metrics" section lists the
+//! series; `ops/prometheus/` has alert rules for them.
+
+use std::{
+    collections::HashMap as StdHashMap,
+    convert::Infallible,
+    net::{SocketAddr, TcpListener, ToSocketAddrs},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use aya::{
+    maps::{HashMap, LpmTrie, Map, MapData, MapError},
+    Pod,
+};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{
+    body::Incoming,
+    header::{HeaderValue, ALLOW, CONTENT_TYPE},
+    server::conn::http1,
+    service::service_fn,
+    Method as HttpMethod, Request, Response, StatusCode,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus::{
+    core::{Collector, Desc},
+    proto::MetricFamily,
+    Gauge, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use sip_filter_common::{
+    maps::{names, Ban, BanReason, ListEntry, SourceKey, SourceState, FLAG_DRY_RUN},
+    Counters, Method, Reason,
+};
+
+use crate::{
+    filter::{monotonic_now_ns, pinned_config, pinned_counters, FilterError},
+    pins::{maps_dir, pinned_interfaces},
+    runtime::{Reloads, Runtime},
+};
+
+/// The Content-Type of the text exposition format, as Prometheus's own clients send it.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Where a scrape reads the daemon's state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Locations {
+    /// The pin root: the maps under `maps/`, one link per attached interface in `links/`.
+    pub pin_root: PathBuf,
+    /// The daemon's runtime directory: its `daemon.json` has each interface's XDP mode.
+    pub runtime_dir: PathBuf,
+}
+
+/// The exporter's metrics: the kernel's and the daemon's, read at scrape time.
+pub struct Metrics {
+    registry: Registry,
+}
+
+impl Metrics {
+    /// The daemon's exporter: also its configuration reloads, read from `reloads` (the
+    /// daemon's [`crate::runtime::RELOADS`]). The configuration it started with, loaded
+    /// at `loaded_unix_ms`, counts as the last successful load (Prometheus's own
+    /// convention).
+    pub fn for_daemon(
+        locations: Locations,
+        reloads: &'static Reloads,
+        loaded_unix_ms: u64,
+    ) -> Result<Self, prometheus::Error> {
+        let metrics = Self::new(locations)?;
+        metrics
+            .registry
+            .register(Box::new(ReloadCollector::new(reloads, loaded_unix_ms)?))?;
+        Ok(metrics)
+    }
+
+    /// An exporter for whatever filter is pinned at `locations`, for
+    /// `sip-filter metrics`: no reload metrics, as it is not the daemon.
+    pub fn for_pin_root(locations: Locations) -> Result<Self, prometheus::Error> {
+        Self::new(locations)
+    }
+
+    fn new(locations: Locations) -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "sip_filter_build_info",
+                "Always 1; the labels say which sip-filter this is.",
+            ),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        registry.register(Box::new(build_info))?;
+        registry.register(Box::new(KernelCollector::new(locations)?))?;
+        Ok(Self { registry })
+    }
+
+    /// Every series, in the text exposition format. Reads the kernel's maps: see
+    /// [`Snapshot::read`] for the cost.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        TextEncoder::new().encode_to_string(&self.registry.gather())
+    }
+}
+
+/// The daemon's reload series, refilled from its [`Reloads`] at each scrape.
+struct ReloadCollector {
+    reloads: &'static Reloads,
+    loaded_unix_ms: u64,
+    /// One scrape at a time: each resets and refills these.
+    series: Mutex<ReloadSeries>,
+    descs: Vec<Desc>,
+}
+
+struct ReloadSeries {
+    total: IntCounterVec,
+    last_successful: IntGauge,
+    last_success_seconds: Gauge,
+}
+
+impl ReloadSeries {
+    fn collectors(&self) -> [&dyn Collector; 3] {
+        [
+            &self.total,
+            &self.last_successful,
+            &self.last_success_seconds,
+        ]
+    }
+}
+
+impl ReloadCollector {
+    fn new(reloads: &'static Reloads, loaded_unix_ms: u64) -> Result<Self, prometheus::Error> {
+        let series = ReloadSeries {
+            total: IntCounterVec::new(
+                Opts::new(
+                    "sip_filter_config_reloads_total",
+                    "Configuration reloads (SIGHUP), by result: ok, or failed (the old configuration stays).",
+                ),
+                &["result"],
+            )?,
+            last_successful: IntGauge::new(
+                "sip_filter_config_last_reload_successful",
+                "1 if the last configuration load or reload succeeded, 0 if it failed.",
+            )?,
+            last_success_seconds: Gauge::new(
+                "sip_filter_config_last_reload_success_timestamp_seconds",
+                "When the configuration in force was loaded, in seconds since the Unix epoch.",
+            )?,
+        };
+        let descs = series
+            .collectors()
+            .iter()
+            .flat_map(|c| c.desc())
+            .cloned()
+            .collect();
+        Ok(Self {
+            reloads,
+            loaded_unix_ms,
+            series: Mutex::new(series),
+            descs,
+        })
+    }
+}
+
+impl Collector for ReloadCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        series.total.reset();
+        // Both results from the start, so that rate() and increase() see the first one.
+        series
+            .total
+            .with_label_values(&["ok"])
+            .inc_by(self.reloads.succeeded());
+        series
+            .total
+            .with_label_values(&["failed"])
+            .inc_by(self.reloads.failed());
+        series
+            .last_successful
+            .set(i64::from(!self.reloads.last_failed()));
+        let loaded_ms = self
+            .reloads
+            .last_success_unix_ms()
+            .unwrap_or(self.loaded_unix_ms);
+        series.last_success_seconds.set(loaded_ms as f64 / 1000.0);
+        series
+            .collectors()
+            .iter()
+            .flat_map(|c| c.collect())
+            .collect()
+    }
+}
+
+/// The interfaces the filter is attached to (its link pins under `locations.pin_root`),
+/// each with its XDP mode from the daemon's runtime file (`unknown` if that says
+/// nothing of it, as after a crash that took the file).
+fn attached_interfaces(locations: &Locations) -> Vec<(String, String)> {
+    let interfaces = match pinned_interfaces(&locations.pin_root) {
+        Ok(interfaces) => interfaces,
+        Err(e) => {
+            log::warn!(
+                "metrics: reading the links pinned in {}: {e}",
+                locations.pin_root.display()
+            );
+            return Vec::new();
+        }
+    };
+    let modes: StdHashMap<String, String> = match Runtime::read(&locations.runtime_dir) {
+        Ok(runtime) => runtime
+            .into_iter()
+            .flat_map(|runtime| runtime.interfaces)
+            .map(|interface| (interface.name, interface.mode))
+            .collect(),
+        Err(e) => {
+            log::warn!(
+                "metrics: reading the runtime file in {}: {e}",
+                locations.runtime_dir.display()
+            );
+            StdHashMap::new()
+        }
+    };
+    interfaces
+        .into_iter()
+        .map(|iface| {
+            let mode = modes
+                .get(&iface)
+                .cloned()
+                .unwrap_or_else(|| "unknown".to_string());
+            (iface, mode)
+        })
+        .collect()
+}
+
+/// The reasons the request policy gives, counted with the request's method; every
+/// other reason is counted with [`Method::None`] (see `judge` and `request_policy` in
+/// the kernel program).
+const fn counted_by_method(reason: Reason) -> bool {
+    matches!(
+        reason,
+        Reason::PassRequest
+            | Reason::DropUnknownDomain
+            | Reason::DropScanner
+            | Reason::DropRateLimited
+            | Reason::DropGlobalBudget
+    )
+}
+
+/// The maps whose entries and capacity are exported: label, pinned name.
+const OCCUPANCY: [(&str, &str); 9] = [
+    ("bans", names::BANS),
+    ("sources", names::SOURCES),
+    ("allow_v4", names::ALLOW_V4),
+    ("allow_v6", names::ALLOW_V6),
+    ("deny_v4", names::DENY_V4),
+    ("deny_v6", names::DENY_V6),
+    ("domains", names::DOMAINS),
+    ("own_addresses", names::OWN_ADDRESSES),
+    ("scanner_agents", names::SCANNER_AGENTS),
+];
+
+/// What one scrape reads from the filter's maps.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Snapshot {
+    counters: Counters,
+    dry_run: bool,
+    /// Bans that still match, by [`BanReason`].
+    bans_active: [u64; BanReason::COUNT],
+    /// Per [`OCCUPANCY`] map: entries, capacity.
+    maps: Vec<(&'static str, u64, u32)>,
+}
+
+impl Snapshot {
+    /// Reads the maps pinned in `dir`. Counting entries walks each map's keys, one
+    /// syscall per entry (two for the bans, whose values are read too): 3.4 s for a
+    /// blocklist at its capacity of a million (tests/tests/metrics_full_blocklist.rs),
+    /// milliseconds for the usual few thousand; which is why a scrape runs on a blocking
+    /// thread.
+    fn read(dir: &Path) -> Result<Snapshot, FilterError> {
+        let counters = pinned_counters(dir)?;
+        let dry_run = pinned_config(dir)?.has(FLAG_DRY_RUN);
+        let mut bans_active = [0u64; BanReason::COUNT];
+        let mut maps = Vec::with_capacity(OCCUPANCY.len());
+        for (label, name) in OCCUPANCY {
+            let map_error = |source| FilterError::Map { name, source };
+            let data = MapData::from_pin(dir.join(name)).map_err(map_error)?;
+            let capacity = data.info().map_err(map_error)?.max_entries();
+            let map = Map::from_map_data(data).map_err(map_error)?;
+            let entries = if name == names::BANS {
+                count_bans(&map, monotonic_now_ns(), &mut bans_active)
+            } else {
+                count_entries(name, &map)
+            }
+            .map_err(map_error)?;
+            maps.push((label, entries, capacity));
+        }
+        Ok(Snapshot {
+            counters,
+            dry_run,
+            bans_active,
+            maps,
+        })
+    }
+}
+
+/// Entries of the blocklist, adding those that still match at `now_ns` to `active` by
+/// reason. An entry removed between two syscalls is skipped.
+fn count_bans(
+    map: &Map,
+    now_ns: u64,
+    active: &mut [u64; BanReason::COUNT],
+) -> Result<u64, MapError> {
+    let bans: HashMap<&MapData, SourceKey, Ban> = HashMap::try_from(map)?;
+    let mut entries = 0;
+    for (_, ban) in bans.iter().filter_map(Result::ok) {
+        entries += 1;
+        if now_ns < ban.expires_ns {
+            active[BanReason::from_u32(ban.reason) as usize] += 1;
+        }
+    }
+    Ok(entries)
+}
+
+/// Entries of one of the [`OCCUPANCY`] maps other than the blocklist, by its key type.
+fn count_entries(name: &str, map: &Map) -> Result<u64, MapError> {
+    match name {
+        names::DOMAINS | names::SCANNER_AGENTS => hash_entries::<u64, u8>(map),
+        names::OWN_ADDRESSES => hash_entries::<[u8; 16], u8>(map),
+        names::SOURCES => hash_entries::<SourceKey, SourceState>(map),
+        names::ALLOW_V4 | names::DENY_V4 => trie_entries::<[u8; 4]>(map),
+        _ => trie_entries::<[u8; 16]>(map),
+    }
+}
+
+fn hash_entries<K: Pod, V: Pod>(map: &Map) -> Result<u64, MapError> {
+    let hash: HashMap<&MapData, K, V> = HashMap::try_from(map)?;
+    Ok(hash.keys().filter(Result::is_ok).count() as u64)
+}
+
+fn trie_entries<K: Pod>(map: &Map) -> Result<u64, MapError> {
+    let trie: LpmTrie<&MapData, K, ListEntry> = LpmTrie::try_from(map)?;
+    Ok(trie.keys().filter(Result::is_ok).count() as u64)
+}
+
+/// The kernel's series, refilled from the pinned maps at each scrape, and the attached
+/// interfaces.
+struct KernelCollector {
+    locations: Locations,
+    /// One scrape at a time: each resets and refills these.
+    series: Mutex<KernelSeries>,
+    descs: Vec<Desc>,
+}
+
+struct KernelSeries {
+    packets: IntCounterVec,
+    first_fragments: IntCounterVec,
+    headers_truncated: IntCounterVec,
+    events_lost: IntCounterVec,
+    bans_added: IntCounterVec,
+    bans_expired: IntCounterVec,
+    bans_active: IntGaugeVec,
+    map_entries: IntGaugeVec,
+    map_capacity: IntGaugeVec,
+    /// A vector without labels, like the counters: no filter pinned, no series.
+    dry_run: IntGaugeVec,
+    interface_info: IntGaugeVec,
+}
+
+impl KernelSeries {
+    fn new() -> Result<Self, prometheus::Error> {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels)
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            IntGaugeVec::new(Opts::new(name, help), labels)
+        };
+        Ok(Self {
+            packets: counter(
+                "sip_filter_packets_total",
+                "Packets judged, by verdict (drop or pass; in dry-run drops are counted but passed), reason and SIP request method (none for what is not a request).",
+                &["verdict", "reason", "method"],
+            )?,
+            first_fragments: counter(
+                "sip_filter_first_fragments_total",
+                "First fragments of IP datagrams to a SIP port, judged like whole datagrams.",
+                &[],
+            )?,
+            headers_truncated: counter(
+                "sip_filter_headers_truncated_total",
+                "SIP messages whose header section did not end inside the scanned prefix.",
+                &[],
+            )?,
+            events_lost: counter(
+                "sip_filter_events_lost_total",
+                "Ban and drop events the ring buffer had no room for (not logged).",
+                &[],
+            )?,
+            bans_added: counter(
+                "sip_filter_bans_added_total",
+                "Bans the kernel added (in dry-run: would have added), by reason.",
+                &["reason"],
+            )?,
+            bans_expired: counter(
+                "sip_filter_bans_expired_total",
+                "Bans the kernel found expired and removed, by reason.",
+                &["reason"],
+            )?,
+            bans_active: gauge(
+                "sip_filter_bans_active",
+                "Bans that still match (not expired), by reason.",
+                &["reason"],
+            )?,
+            map_entries: gauge(
+                "sip_filter_map_entries",
+                "Entries in a map (bans and lists include expired entries not yet removed).",
+                &["map"],
+            )?,
+            map_capacity: gauge(
+                "sip_filter_map_capacity_entries",
+                "How many entries a map can hold (sources is an LRU: when full, the least recently seen source makes room).",
+                &["map"],
+            )?,
+            dry_run: gauge(
+                "sip_filter_dry_run",
+                "1 if the filter is in dry-run (drops and bans counted, not made), else 0.",
+                &[],
+            )?,
+            interface_info: gauge(
+                "sip_filter_interface_info",
+                "Always 1, for each interface the filter is attached to; mode is its XDP mode (native, skb; unknown without the daemon's runtime file).",
+                &["iface", "mode"],
+            )?,
+        })
+    }
+
+    fn collectors(&self) -> [&dyn Collector; 11] {
+        [
+            &self.packets,
+            &self.first_fragments,
+            &self.headers_truncated,
+            &self.events_lost,
+            &self.bans_added,
+            &self.bans_expired,
+            &self.bans_active,
+            &self.map_entries,
+            &self.map_capacity,
+            &self.dry_run,
+            &self.interface_info,
+        ]
+    }
+
+    /// The kernel's series from `snapshot`.
+    fn fill(&self, snapshot: &Snapshot) {
+        let counters = &snapshot.counters;
+        for reason in Reason::ALL {
+            let verdict = if reason.is_drop() { "drop" } else { "pass" };
+            for method in Method::ALL {
+                let count = counters.packets[reason as usize][method as usize];
+                // Every series that can be counted exists from the start, at 0, so that
+                // rate() sees its first increase; any other cell only once it is not 0.
+                let possible = counted_by_method(reason) == (method != Method::None);
+                if possible || count != 0 {
+                    self.packets
+                        .with_label_values(&[verdict, reason.name(), method.name()])
+                        .inc_by(count);
+                }
+            }
+        }
+        self.first_fragments
+            .with_label_values(&NO_LABELS)
+            .inc_by(counters.first_fragments);
+        self.headers_truncated
+            .with_label_values(&NO_LABELS)
+            .inc_by(counters.headers_truncated);
+        self.events_lost
+            .with_label_values(&NO_LABELS)
+            .inc_by(counters.events_lost);
+        for reason in BanReason::ALL {
+            let labels = [reason.name()];
+            self.bans_added
+                .with_label_values(&labels)
+                .inc_by(counters.bans_added[reason as usize]);
+            self.bans_expired
+                .with_label_values(&labels)
+                .inc_by(counters.bans_expired[reason as usize]);
+            self.bans_active
+                .with_label_values(&labels)
+                .set(gauge_value(snapshot.bans_active[reason as usize]));
+        }
+        for (map, entries, capacity) in &snapshot.maps {
+            self.map_entries
+                .with_label_values(&[map])
+                .set(gauge_value(*entries));
+            self.map_capacity
+                .with_label_values(&[map])
+                .set(i64::from(*capacity));
+        }
+        self.dry_run
+            .with_label_values(&NO_LABELS)
+            .set(i64::from(snapshot.dry_run));
+    }
+
+    fn reset(&self) {
+        self.packets.reset();
+        self.first_fragments.reset();
+        self.headers_truncated.reset();
+        self.events_lost.reset();
+        self.bans_added.reset();
+        self.bans_expired.reset();
+        self.bans_active.reset();
+        self.map_entries.reset();
+        self.map_capacity.reset();
+        self.dry_run.reset();
+        self.interface_info.reset();
+    }
+}
+
+/// The one series of a vector without labels (the filter's totals).
+const NO_LABELS: [&str; 0] = [];
+
+fn gauge_value(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl KernelCollector {
+    fn new(locations: Locations) -> Result<Self, prometheus::Error> {
+        let series = KernelSeries::new()?;
+        let descs = series
+            .collectors()
+            .iter()
+            .flat_map(|c| c.desc())
+            .cloned()
+            .collect();
+        Ok(Self {
+            locations,
+            series: Mutex::new(series),
+            descs,
+        })
+    }
+}
+
+impl Collector for KernelCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        series.reset();
+        // Read once: every interface shares these maps. None pinned (no filter
+        // running), or unreadable (one stopping, say): no kernel series this scrape.
+        let maps = maps_dir(&self.locations.pin_root);
+        if maps.exists() {
+            match Snapshot::read(&maps) {
+                Ok(snapshot) => series.fill(&snapshot),
+                Err(e) => log::warn!("metrics: reading the maps in {}: {e}", maps.display()),
+            }
+        }
+        for (iface, mode) in attached_interfaces(&self.locations) {
+            series
+                .interface_info
+                .with_label_values(&[&iface, &mode])
+                .set(1);
+        }
+        series
+            .collectors()
+            .iter()
+            .flat_map(|c| c.collect())
+            .collect()
+    }
+}
+
+/// Why the exporter could not listen.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("metrics address {0:?} is not HOST:PORT (like 127.0.0.1:9184 or [::]:9184)")]
+    BadAddress(String),
+    #[error("cannot serve metrics on {address}: {source}{hint}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+        hint: &'static str,
+    },
+}
+
+/// Binds the exporter's address now, before the filter is attached, so that a bad or
+/// busy address fails the start; [`serve`] answers on it later.
+pub fn bind(address: &str) -> Result<TcpListener, ListenError> {
+    let bad = || ListenError::BadAddress(address.to_string());
+    let addresses: Vec<SocketAddr> = address.to_socket_addrs().map_err(|_| bad())?.collect();
+    if addresses.is_empty() {
+        return Err(bad());
+    }
+    let listener = TcpListener::bind(&addresses[..]).map_err(|source| ListenError::Bind {
+        address: address.to_string(),
+        hint: match source.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                " (another program listens there: `ss -ltnp` names it; pick another port)"
+            }
+            std::io::ErrorKind::AddrNotAvailable => {
+                " (no interface has that address: `ip addr` lists them)"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+            }
+            _ => "",
+        },
+        source,
+    })?;
+    // Tokio takes it over in `serve`.
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ListenError::Bind {
+            address: address.to_string(),
+            source,
+            hint: "",
+        })?;
+    Ok(listener)
+}
+
+/// How long a client may take to send its request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Answers HTTP/1 on `listener` (from [`bind`]) until the runtime stops; must run on a
+/// Tokio runtime. Returns only if the listener cannot be handed to Tokio.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) -> std::io::Error {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => return e,
+    };
+    if let Ok(address) = listener.local_addr() {
+        log::info!("serving metrics on http://{address}/metrics");
+    }
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: a scraper retries; the filter goes on.
+                log::warn!("metrics: accepting a connection failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let metrics = Arc::clone(&metrics);
+        tokio::spawn(async move {
+            let service = service_fn(move |request| respond(request, Arc::clone(&metrics)));
+            let served = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                log::debug!("metrics: connection ended: {e}");
+            }
+        });
+    }
+}
+
+async fn respond(
+    request: Request<Incoming>,
+    metrics: Arc<Metrics>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if request.uri().path() != "/metrics" {
+        return Ok(text(
+            StatusCode::NOT_FOUND,
+            "not found: metrics are at /metrics\n",
+        ));
+    }
+    if !matches!(*request.method(), HttpMethod::GET | HttpMethod::HEAD) {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return Ok(response);
+    }
+    // Reading the maps is syscalls, seconds for a full blocklist: off the
+    // runtime's thread, so the daemon's signals and events are not held up.
+    Ok(
+        match tokio::task::spawn_blocking(move || metrics.render()).await {
+            Ok(Ok(body)) => {
+                let mut response = Response::new(Full::new(Bytes::from(body)));
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_CONTENT_TYPE));
+                response
+            }
+            Ok(Err(e)) => {
+                log::warn!("metrics: encoding failed: {e}");
+                text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n"))
+            }
+            Err(e) => {
+                log::warn!("metrics: the scrape failed: {e}");
+                text(StatusCode::INTERNAL_SERVER_ERROR, "the scrape failed\n")
+            }
+        },
+    )
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> Snapshot {
+        let mut counters = Counters::default();
+        counters.packets[Reason::DropScanner as usize][Method::Options as usize] = 7;
+        counters.packets[Reason::PassRequest as usize][Method::Register as usize] = 2;
+        counters.packets[Reason::PassKeepalive as usize][Method::None as usize] = 3;
+        counters.bans_added[BanReason::Scanner as usize] = 1;
+        Snapshot {
+            counters,
+            dry_run: false,
+            bans_active: [0, 0, 1, 0, 0],
+            maps: vec![("bans", 1, 1 << 20), ("sources", 2, 1 << 18)],
+        }
+    }
+
+    fn rendered(snapshot: &Snapshot) -> String {
+        let series = KernelSeries::new().unwrap();
+        series.fill(snapshot);
+        let families: Vec<MetricFamily> = series
+            .collectors()
+            .iter()
+            .flat_map(|c| c.collect())
+            // As the registry does: a family with no series is left out.
+            .filter(|family| !family.get_metric().is_empty())
+            .collect();
+        TextEncoder::new().encode_to_string(&families).unwrap()
+    }
+
+    #[test]
+    fn counters_become_labelled_series() {
+        let text = rendered(&snapshot());
+        for line in [
+            r#"sip_filter_packets_total{method="OPTIONS",reason="drop_scanner",verdict="drop"} 7"#,
+            r#"sip_filter_packets_total{method="REGISTER",reason="pass_request",verdict="pass"} 2"#,
+            r#"sip_filter_packets_total{method="none",reason="pass_keepalive",verdict="pass"} 3"#,
+            r#"sip_filter_bans_added_total{reason="scanner"} 1"#,
+            r#"sip_filter_bans_active{reason="scanner"} 1"#,
+            r#"sip_filter_map_entries{map="sources"} 2"#,
+            r#"sip_filter_map_capacity_entries{map="bans"} 1048576"#,
+            "sip_filter_dry_run 0",
+            "# TYPE sip_filter_packets_total counter",
+            "# TYPE sip_filter_bans_active gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn every_series_that_can_count_is_there_at_zero() {
+        let text = rendered(&Snapshot::default());
+        let packets: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("sip_filter_packets_total{"))
+            .collect();
+        // 5 request reasons × 15 methods, 9 other reasons × none.
+        assert_eq!(packets.len(), 5 * 15 + 9, "{text}");
+        assert!(packets.iter().all(|l| l.ends_with(" 0")));
+        assert!(text.contains(
+            r#"sip_filter_packets_total{method="INVITE",reason="drop_rate_limited",verdict="drop"} 0"#
+        ));
+        assert!(!text.contains(r#"method="INVITE",reason="pass_keepalive""#));
+        for reason in BanReason::ALL {
+            let line = format!(
+                r#"sip_filter_bans_expired_total{{reason="{}"}} 0"#,
+                reason.name()
+            );
+            assert!(text.contains(&line), "no {line:?}");
+        }
+    }
+
+    #[test]
+    fn an_unexpected_cell_is_still_exported() {
+        let mut snapshot = Snapshot::default();
+        snapshot.counters.packets[Reason::DropBanned as usize][Method::Invite as usize] = 4;
+        let text = rendered(&snapshot);
+        assert!(text.contains(
+            r#"sip_filter_packets_total{method="INVITE",reason="drop_banned",verdict="drop"} 4"#
+        ));
+    }
+
+    /// A pin root and runtime directory of the test's own, on the ordinary file system
+    /// (no maps: only the link pins' names and the runtime file are read), removed on drop.
+    struct TestDirs(Locations);
+
+    impl TestDirs {
+        fn new(tag: &str) -> Self {
+            let base = std::env::temp_dir()
+                .join(format!("sip-filter-metrics-{}-{tag}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&base);
+            Self(Locations {
+                pin_root: base.join("pins"),
+                runtime_dir: base.join("run"),
+            })
+        }
+    }
+
+    impl Drop for TestDirs {
+        fn drop(&mut self) {
+            if let Some(base) = self.0.pin_root.parent() {
+                let _ = std::fs::remove_dir_all(base);
+            }
+        }
+    }
+
+    #[test]
+    fn reloads_are_the_daemons_counters() {
+        static RELOADS: Reloads = Reloads::new();
+        let dirs = TestDirs::new("reloads");
+        let loaded_ms = 1_700_000_000_250;
+        let metrics = Metrics::for_daemon(dirs.0.clone(), &RELOADS, loaded_ms).unwrap();
+        let text = metrics.render().unwrap();
+        for line in [
+            r#"sip_filter_config_reloads_total{result="failed"} 0"#,
+            r#"sip_filter_config_reloads_total{result="ok"} 0"#,
+            "sip_filter_config_last_reload_successful 1",
+            "sip_filter_config_last_reload_success_timestamp_seconds 1700000000.25",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+        assert!(text.contains(&format!(
+            "sip_filter_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
+        RELOADS.record(false);
+        RELOADS.record(true);
+        RELOADS.record(false);
+        let text = metrics.render().unwrap();
+        for line in [
+            r#"sip_filter_config_reloads_total{result="failed"} 2"#,
+            r#"sip_filter_config_reloads_total{result="ok"} 1"#,
+            "sip_filter_config_last_reload_successful 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+        // The configuration in force is the one the successful reload loaded.
+        let reloaded_ms = RELOADS.last_success_unix_ms().unwrap();
+        assert!(reloaded_ms > loaded_ms);
+        assert!(text.contains(&format!(
+            "sip_filter_config_last_reload_success_timestamp_seconds {}",
+            reloaded_ms as f64 / 1000.0
+        )));
+        // No filter pinned: no kernel series, and no error.
+        assert!(!text.contains("sip_filter_packets_total"), "{text}");
+        assert!(!text.contains("sip_filter_dry_run"), "{text}");
+        assert!(!text.contains("sip_filter_interface_info"), "{text}");
+    }
+
+    #[test]
+    fn the_standalone_exporter_has_no_reload_series() {
+        let dirs = TestDirs::new("standalone");
+        let metrics = Metrics::for_pin_root(dirs.0.clone()).unwrap();
+        let text = metrics.render().unwrap();
+        assert!(text.contains("sip_filter_build_info"), "{text}");
+        assert!(!text.contains("reload"), "{text}");
+    }
+
+    #[test]
+    fn interfaces_are_the_link_pins_with_the_runtime_files_modes() {
+        let dirs = TestDirs::new("interfaces");
+        let links = crate::pins::links_dir(&dirs.0.pin_root);
+        std::fs::create_dir_all(&links).unwrap();
+        for iface in ["eth0", "br0", "eth1"] {
+            std::fs::write(links.join(iface), b"").unwrap();
+        }
+        std::fs::create_dir_all(&dirs.0.runtime_dir).unwrap();
+        let interface = |name: &str, mode: &str| crate::runtime::Interface {
+            name: name.into(),
+            mode: mode.into(),
+        };
+        Runtime {
+            pid: 1,
+            started_unix_ms: 0,
+            pin_root: dirs.0.pin_root.clone(),
+            config_file: None,
+            state_file: PathBuf::new(),
+            program_id: 1,
+            interfaces: vec![interface("eth0", "native"), interface("br0", "skb")],
+            dry_run: false,
+            domains: Vec::new(),
+            own_addresses: Vec::new(),
+            ports: Vec::new(),
+            reloads: 0,
+            reload_failures: 0,
+            last_reload_error: None,
+        }
+        .write(&dirs.0.runtime_dir)
+        .unwrap();
+        let text = Metrics::for_pin_root(dirs.0.clone())
+            .unwrap()
+            .render()
+            .unwrap();
+        let info: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("sip_filter_interface_info{"))
+            .collect();
+        assert_eq!(
+            info,
+            [
+                r#"sip_filter_interface_info{iface="br0",mode="skb"} 1"#,
+                r#"sip_filter_interface_info{iface="eth0",mode="native"} 1"#,
+                // Attached (its link is pinned), but the runtime file does not say how.
+                r#"sip_filter_interface_info{iface="eth1",mode="unknown"} 1"#,
+            ],
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bad_addresses_are_refused_with_what_to_write() {
+        for address in ["nonsense", "127.0.0.1", "127.0.0.1:http", "127.0.0.1:99999"] {
+            let error = bind(address).unwrap_err();
+            assert!(
+                matches!(error, ListenError::BadAddress(_)),
+                "{address}: {error}"
+            );
+            assert!(error.to_string().contains("HOST:PORT"), "{error}");
+        }
+        let taken = bind("127.0.0.1:0").unwrap();
+        let address = taken.local_addr().unwrap().to_string();
+        let error = bind(&address).unwrap_err();
+        assert!(
+            error.to_string().contains("another program listens there"),
+            "{error}"
+        );
+    }
+}
