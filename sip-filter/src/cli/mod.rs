@@ -2,9 +2,9 @@
 
 mod block;
 mod domains;
+mod metrics;
 mod options;
 mod replay;
-mod metrics;
 mod run;
 mod stats;
 mod status;
