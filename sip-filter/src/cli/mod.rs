@@ -1,8 +1,12 @@
 //! Command-line verbs, one file each; their doc comments are their `--help`.
 
+mod allow;
 mod block;
+mod block_import;
+mod lists;
 mod run;
 mod stats;
+mod top;
 
 use std::path::PathBuf;
 
@@ -25,6 +29,8 @@ enum Command {
     Run(run::RunArgs),
     Stats(stats::StatsArgs),
     Block(block::BlockArgs),
+    Allow(allow::AllowArgs),
+    Top(top::TopArgs),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -32,6 +38,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(args),
         Command::Stats(args) => stats::stats(args),
         Command::Block(args) => block::block(args),
+        Command::Allow(args) => allow::allow(args),
+        Command::Top(args) => top::top(args),
     }
 }
 

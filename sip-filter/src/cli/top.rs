@@ -1,0 +1,100 @@
+use anyhow::Context;
+use sip_filter::{drops::pinned_source_drops, pins::interface_dir};
+
+use super::{pinned_filters, PinArgs};
+
+/// Show the sources dropped most, with the reasons: banned and denied sources, scanners,
+/// unknown-domain probes, sources over their rate limit or the global budget. Counted
+/// by the kernel per source since the filter started (forgotten sources: the least
+/// recently seen of 262,144 tracked; bans: when they end; deny entries: when rewritten).
+#[derive(clap::Args)]
+pub struct TopArgs {
+    /// Only this interface's filter (default: every running filter).
+    #[arg(long)]
+    iface: Option<String>,
+    /// How many sources.
+    #[arg(long, default_value_t = 10)]
+    limit: usize,
+    /// A JSON array of objects: iface, source, dropped, reasons (reason -> packets),
+    /// banned (ban reason or null), denied_by (config, operator or null).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    pins: PinArgs,
+}
+
+pub fn top(args: TopArgs) -> anyhow::Result<()> {
+    let interfaces = pinned_filters(&args.pins, args.iface.as_ref())?;
+    let mut rows = Vec::new();
+    for iface in &interfaces {
+        let dir = interface_dir(&args.pins.pin_root, iface);
+        let sources = pinned_source_drops(&dir)
+            .with_context(|| format!("reading the drops by source pinned in {}", dir.display()))?;
+        rows.extend(sources.into_iter().map(|source| (iface.clone(), source)));
+    }
+    rows.sort_by(|a, b| b.1.total().cmp(&a.1.total()));
+    rows.truncate(args.limit);
+    if args.json {
+        let array: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(iface, source)| {
+                let reasons: serde_json::Map<String, serde_json::Value> = source
+                    .reasons
+                    .iter()
+                    .map(|(reason, n)| (reason.name().to_string(), serde_json::json!(n)))
+                    .collect();
+                serde_json::json!({
+                    "iface": iface,
+                    "source": source.source,
+                    "dropped": source.total(),
+                    "reasons": reasons,
+                    "banned": source.ban.map(|reason| reason.name()),
+                    "denied_by": source.denied_by,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(array));
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no drops by source on {}", interfaces.join(", "));
+        return Ok(());
+    }
+    let iface_width = rows
+        .iter()
+        .map(|(iface, _)| iface.len())
+        .max()
+        .unwrap_or(0)
+        .max("IFACE".len());
+    let source_width = rows
+        .iter()
+        .map(|(_, source)| source.source.len())
+        .max()
+        .unwrap_or(0)
+        .max("SOURCE".len());
+    let mut out = format!(
+        "{:<iface_width$}  {:<source_width$}  {:>10}  REASONS\n",
+        "IFACE", "SOURCE", "DROPPED"
+    );
+    for (iface, source) in &rows {
+        let mut reasons: Vec<String> = source
+            .reasons
+            .iter()
+            .map(|(reason, n)| format!("{} {n}", reason.name()))
+            .collect();
+        if let Some(ban) = source.ban {
+            reasons.push(format!("(banned: {})", ban.name()));
+        }
+        if let Some(origin) = source.denied_by {
+            reasons.push(format!("(deny list: {origin})"));
+        }
+        out.push_str(&format!(
+            "{iface:<iface_width$}  {:<source_width$}  {:>10}  {}\n",
+            source.source,
+            source.total(),
+            reasons.join(", ")
+        ));
+    }
+    print!("{out}");
+    Ok(())
+}
