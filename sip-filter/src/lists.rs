@@ -156,18 +156,22 @@ impl PinnedList {
     pub fn insert(&mut self, net: IpNet, entry: ListEntry) -> Result<(), FilterError> {
         let (v4_name, v6_name) = self.kind.map_names();
         match net.trunc() {
-            IpNet::V4(net) => self.v4.insert(&v4_key(net), entry, 0).map_err(|source| {
-                FilterError::Map {
-                    name: v4_name,
-                    source,
-                }
-            }),
-            IpNet::V6(net) => self.v6.insert(&v6_key(net), entry, 0).map_err(|source| {
-                FilterError::Map {
-                    name: v6_name,
-                    source,
-                }
-            }),
+            IpNet::V4(net) => {
+                self.v4
+                    .insert(&v4_key(net), entry, 0)
+                    .map_err(|source| FilterError::Map {
+                        name: v4_name,
+                        source,
+                    })
+            }
+            IpNet::V6(net) => {
+                self.v6
+                    .insert(&v6_key(net), entry, 0)
+                    .map_err(|source| FilterError::Map {
+                        name: v6_name,
+                        source,
+                    })
+            }
         }
     }
 

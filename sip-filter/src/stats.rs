@@ -91,7 +91,13 @@ pub fn to_text(interfaces: &[String], counters: &Counters, dry_run: bool) -> Str
 
 /// Packets per second by reason, from the counters' change over `seconds`.
 pub fn rates_json(delta: &Counters, seconds: f64) -> Value {
-    let per_second = |n: u64| if seconds > 0.0 { n as f64 / seconds } else { 0.0 };
+    let per_second = |n: u64| {
+        if seconds > 0.0 {
+            n as f64 / seconds
+        } else {
+            0.0
+        }
+    };
     let reasons: Map<String, Value> = Reason::ALL
         .iter()
         .map(|r| {
@@ -118,7 +124,13 @@ pub fn to_watch_text(
     seconds: f64,
     dry_run: bool,
 ) -> String {
-    let per_second = |n: u64| if seconds > 0.0 { n as f64 / seconds } else { 0.0 };
+    let per_second = |n: u64| {
+        if seconds > 0.0 {
+            n as f64 / seconds
+        } else {
+            0.0
+        }
+    };
     let (passed, dropped) = totals(counters);
     let (passed_now, dropped_now) = totals(delta);
     let mut out = format!(

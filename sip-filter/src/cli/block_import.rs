@@ -59,12 +59,14 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
     );
     for (iface, mut plan) in plans {
         let bans = vec![ban; plan.ban_keys.len()];
-        plan.bans.add_many(&plan.ban_keys, &bans).map_err(|(done, e)| {
-            anyhow::Error::new(e).context(format!(
-                "importing bans on {iface}: {done} of {} written",
-                plan.ban_keys.len()
-            ))
-        })?;
+        plan.bans
+            .add_many(&plan.ban_keys, &bans)
+            .map_err(|(done, e)| {
+                anyhow::Error::new(e).context(format!(
+                    "importing bans on {iface}: {done} of {} written",
+                    plan.ban_keys.len()
+                ))
+            })?;
         for (done, net) in plan.nets.iter().enumerate() {
             plan.deny.insert(*net, entry).with_context(|| {
                 format!(

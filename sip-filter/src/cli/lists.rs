@@ -38,8 +38,13 @@ pub fn open_lists(at: &Where, kind: ListKind) -> anyhow::Result<Vec<(String, Pin
 /// The `kind` list of the filter on `iface`.
 pub fn open_list(pins: &PinArgs, iface: &str, kind: ListKind) -> anyhow::Result<PinnedList> {
     let dir = interface_dir(&pins.pin_root, iface);
-    PinnedList::open(&dir, kind)
-        .with_context(|| format!("opening the {} list pinned in {}", kind.name(), dir.display()))
+    PinnedList::open(&dir, kind).with_context(|| {
+        format!(
+            "opening the {} list pinned in {}",
+            kind.name(),
+            dir.display()
+        )
+    })
 }
 
 /// `198.51.100.0/24`, `2001:db8::/48`, or a single address (a /32 or /128).
@@ -89,8 +94,9 @@ pub fn add(
         None => "until removed".to_string(),
     };
     for (iface, list) in lists.iter_mut() {
-        list.insert(net, entry)
-            .with_context(|| format!("adding {net} to the {} list of {iface}", list.kind().name()))?;
+        list.insert(net, entry).with_context(|| {
+            format!("adding {net} to the {} list of {iface}", list.kind().name())
+        })?;
         println!(
             "{} {net} on {iface} {how_long}",
             match list.kind() {

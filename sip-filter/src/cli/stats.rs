@@ -33,9 +33,8 @@ pub struct StatsArgs {
 pub fn stats(args: StatsArgs) -> anyhow::Result<()> {
     let interfaces = pinned_filters(&args.pins, args.iface.as_ref())?;
     if args.watch {
-        let interval = parse_duration(&args.interval).map_err(|e| {
-            super::UserError(e.0.replace("--ttl", "--interval"))
-        })?;
+        let interval = parse_duration(&args.interval)
+            .map_err(|e| super::UserError(e.0.replace("--ttl", "--interval")))?;
         return watch(&args, &interfaces, interval);
     }
     let (total, dry_run) = read(&args.pins, &interfaces)?;
@@ -90,7 +89,10 @@ fn watch(args: &StatsArgs, interfaces: &[String], interval: Duration) -> anyhow:
                 json["rates"] = stats::rates_json(&delta, seconds);
                 println!("{json}");
             } else {
-                print!("{}", stats::to_watch_text(interfaces, &now, &delta, seconds, dry_run));
+                print!(
+                    "{}",
+                    stats::to_watch_text(interfaces, &now, &delta, seconds, dry_run)
+                );
             }
             (previous, previous_at) = (now, now_at);
         }
