@@ -97,7 +97,7 @@ pub fn pinned_source_drops(dir: &Path) -> Result<Vec<SourceDrops>, FilterError> 
         }
     }
     for source in &mut all {
-        source.reasons.sort_by(|a, b| b.1.cmp(&a.1));
+        source.reasons.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     }
     all.retain(|source| source.total() > 0);
     all.sort_by(|a, b| b.total().cmp(&a.total()).then(a.source.cmp(&b.source)));

@@ -581,7 +581,7 @@ impl PinnedBans {
         &mut self,
         keys: &[SourceKey],
         bans: &[Ban],
-    ) -> Result<(), (usize, FilterError)> {
+    ) -> Result<(), (usize, Box<FilterError>)> {
         use std::os::fd::AsFd;
         let fd = aya::maps::IterableMap::<SourceKey, Ban>::map(&self.bans)
             .fd()
@@ -595,10 +595,10 @@ impl PinnedBans {
                 });
                 (
                     done,
-                    FilterError::Map {
+                    Box::new(FilterError::Map {
                         name: names::BANS,
                         source,
-                    },
+                    }),
                 )
             })
     }

@@ -214,7 +214,7 @@ impl PinnedList {
     }
 
     /// How many entries the list holds (both families).
-    pub fn len(&self) -> Result<usize, FilterError> {
+    pub fn count(&self) -> Result<usize, FilterError> {
         Ok(self.v4.keys().count() + self.v6.keys().count())
     }
 

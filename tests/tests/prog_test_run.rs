@@ -1352,43 +1352,25 @@ fn drops_are_counted_by_source() {
         filter.test_run(frame).unwrap();
     }
     let drops = pinned_source_drops(&dir).unwrap();
-    let summary: Vec<(String, Vec<(&str, u64)>, Option<&str>)> = drops
+    let summary: Vec<String> = drops
         .iter()
         .map(|source| {
-            (
-                source.source.clone(),
-                source
-                    .reasons
-                    .iter()
-                    .map(|(reason, n)| (reason.name(), *n))
-                    .collect(),
-                source.ban.map(BanReason::name),
-            )
+            let reasons: Vec<String> = source
+                .reasons
+                .iter()
+                .map(|(reason, n)| format!("{} {n}", reason.name()))
+                .collect();
+            let ban = source.ban.map_or("", BanReason::name);
+            format!("{}: {} [{ban}]", source.source, reasons.join(", "))
         })
         .collect();
     assert_eq!(
         summary,
-        vec![
-            (
-                "203.0.113.0/24".to_string(),
-                vec![("drop_denied", 6)],
-                Option::None
-            ),
-            (
-                "198.51.100.1".to_string(),
-                vec![("drop_banned", 3), ("drop_scanner", 1)],
-                Some("scanner")
-            ),
-            (
-                "198.51.100.2".to_string(),
-                vec![("drop_rate_limited", 4)],
-                Option::None
-            ),
-            (
-                "198.51.100.3".to_string(),
-                vec![("drop_unknown_domain", 2)],
-                Option::None
-            ),
+        [
+            "203.0.113.0/24: drop_denied 6 []",
+            "198.51.100.1: drop_banned 3, drop_scanner 1 [scanner]",
+            "198.51.100.2: drop_rate_limited 4 []",
+            "198.51.100.3: drop_unknown_domain 2 []",
         ],
         "most dropped first"
     );

@@ -84,12 +84,12 @@ pub fn block(args: BlockArgs) -> anyhow::Result<()> {
     }
 }
 
+/// Deny lists by interface.
+type DenyLists = Vec<(String, PinnedList)>;
+
 /// The filters `at` names, each with its blocklist, and its deny list when `target`
 /// is a network there (whether it is depends on the filter's IPv6 prefix).
-fn open_for(
-    at: &Where,
-    target: &Target,
-) -> anyhow::Result<(Vec<(String, PinnedBans)>, Vec<(String, PinnedList)>)> {
+fn open_for(at: &Where, target: &Target) -> anyhow::Result<(Vec<(String, PinnedBans)>, DenyLists)> {
     let (mut bans, mut denies) = (Vec::new(), Vec::new());
     for (iface, filter_bans) in open_filters(at)? {
         if target.is_single(filter_bans.ipv6_prefix()) {

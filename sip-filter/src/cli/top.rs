@@ -32,7 +32,7 @@ pub fn top(args: TopArgs) -> anyhow::Result<()> {
             .with_context(|| format!("reading the drops by source pinned in {}", dir.display()))?;
         rows.extend(sources.into_iter().map(|source| (iface.clone(), source)));
     }
-    rows.sort_by(|a, b| b.1.total().cmp(&a.1.total()));
+    rows.sort_by_key(|(_, source)| std::cmp::Reverse(source.total()));
     rows.truncate(args.limit);
     if args.json {
         let array: Vec<serde_json::Value> = rows
