@@ -1,9 +1,11 @@
 //! The SIP parser (RFC 3261 §7), run unchanged by the XDP program and by host tests.
 //!
-//! It reads a [`ScanBuf`]: one pass finds line ends a word at a time, classifies each
-//! header line by its name (compact forms, any case, spaces or tabs before the colon,
-//! folded continuation lines), and records where the values of the headers sip-filter
-//! needs are. Nothing is copied or allocated; every loop has a constant bound.
+//! It reads a [`ScanBuf`] in one pass over the lines: it finds each line's end a word at
+//! a time, and as soon as a line ends classifies it by its header name (compact forms,
+//! any case, spaces or tabs before the colon, folded continuation lines) and records
+//! where the value is. It records the headers its caller wants ([`HeaderSet`]) and stops
+//! once it has them all: the kernel wants the User-Agent alone. Nothing is copied or
+//! allocated; every loop has a constant bound.
 //!
 //! Defined limits, all tested:
 //! - Only the first [`SCAN_LEN`](crate::scan::SCAN_LEN) bytes and the first [`MAX_LINES`]
@@ -428,16 +430,23 @@ impl Scratch {
 struct LineState {
     /// Where the start line begins: after up to two leading CRLFs.
     origin: Vol<u16>,
-    /// How many entries of `line_ends` are valid.
+    /// Where the start line's content ends (before its CRLF).
+    start_line_end: Vol<u16>,
+    /// Lines ended so far, the start line included.
     count: Vol<u16>,
-    /// The empty line ending the headers was seen (or the whole datagram was).
+    /// Where the line being scanned begins.
+    line_start: Vol<u16>,
+    /// Where the search for the current line's end goes on.
+    cursor: Vol<u16>,
+    /// Every wanted header was examined: the empty line was reached, or all of them
+    /// were found.
     headers_complete: Vol<u16>,
+    /// The scan stopped: headers complete, or [`MAX_LINES`] lines seen.
+    scan_done: Vol<u16>,
     /// The header a folded continuation line belongs to; `NO_HEADER` for none.
     last_header: Vol<u16>,
-    /// Pass 1 stopped at the empty line or at `MAX_LINES`.
-    scan_done: Vol<u16>,
-    /// The offset of the line feed ending each line (or of the payload's end).
-    ends: [Vol<u16>; MAX_LINES],
+    /// The wanted headers found so far, a bit per [`Header`].
+    found: Vol<u16>,
     headers: [Vol<Span>; Header::COUNT],
 }
 
@@ -445,11 +454,14 @@ impl LineState {
     const fn new() -> Self {
         Self {
             origin: Vol::new(0),
+            start_line_end: Vol::new(0),
             count: Vol::new(0),
+            line_start: Vol::new(0),
+            cursor: Vol::new(0),
             headers_complete: Vol::new(0),
-            last_header: Vol::new(0),
             scan_done: Vol::new(0),
-            ends: [Vol::new(0); MAX_LINES],
+            last_header: Vol::new(0),
+            found: Vol::new(0),
             headers: [Vol::new(Span::ABSENT); Header::COUNT],
         }
     }
@@ -521,15 +533,31 @@ impl StartState {
     }
 }
 
-const LINE_MASK: usize = MAX_LINES - 1;
 /// `LineState::last_header` when the last header line is not one we record.
 const NO_HEADER: u16 = Header::COUNT as u16;
 
-/// Classifies and parses a payload of `len` bytes held in `scratch.buf`. `whole` says
-/// whether the buffer holds the whole datagram (not a first fragment, not cut at
-/// [`SCAN_LEN`]).
+/// Which headers a parse records, a bit per [`Header`]: the scan of the header section
+/// stops as soon as all of them are found.
+pub type HeaderSet = u16;
+/// Every header the parser knows (host tools and tests).
+pub const ALL_HEADERS: HeaderSet = (1 << Header::COUNT) - 1;
+/// The headers the kernel's policy reads: the User-Agent alone.
+pub const POLICY_HEADERS: HeaderSet = 1 << Header::UserAgent as u16;
+
+/// Classifies and parses a payload of `len` bytes held in `scratch.buf`, recording every
+/// header. `whole` says whether the buffer holds the whole datagram (not a first
+/// fragment, not cut at [`SCAN_LEN`]).
 pub fn parse(scratch: &mut Scratch, len: usize, whole: bool) -> Payload {
-    match parse_in_place(scratch, len, whole) {
+    parse_wanted::<ALL_HEADERS>(scratch, len, whole)
+}
+
+/// [`parse`], recording only the headers in `WANTED`.
+pub fn parse_wanted<const WANTED: HeaderSet>(
+    scratch: &mut Scratch,
+    len: usize,
+    whole: bool,
+) -> Payload {
+    match parse_in_place::<WANTED>(scratch, len, whole) {
         Kind::Keepalive => Payload::Keepalive,
         Kind::NotSip => Payload::NotSip,
         Kind::Sip => {
@@ -561,10 +589,14 @@ pub enum Kind {
     NotSip,
 }
 
-/// [`parse`], leaving the message's fields in `scratch` instead of returning them: the
-/// kernel reads them from there one scalar at a time, rather than holding a copy of
-/// the whole message on its 512-byte stack.
-pub fn parse_in_place(scratch: &mut Scratch, len: usize, whole: bool) -> Kind {
+/// [`parse_wanted`], leaving the message's fields in `scratch` instead of returning
+/// them: the kernel reads them from there one scalar at a time, rather than holding a
+/// copy of the whole message on its 512-byte stack.
+pub fn parse_in_place<const WANTED: HeaderSet>(
+    scratch: &mut Scratch,
+    len: usize,
+    whole: bool,
+) -> Kind {
     let len = if len > SCAN_LEN { SCAN_LEN } else { len };
     let Scratch {
         buf,
@@ -576,12 +608,14 @@ pub fn parse_in_place(scratch: &mut Scratch, len: usize, whole: bool) -> Kind {
     if is_keepalive(buf, len) {
         return Kind::Keepalive;
     }
-    find_line_ends(buf, lines, len, whole);
+    scan_lines::<WANTED>(buf, lines, len, whole);
     if lines.count.get() == 0 {
         return Kind::NotSip;
     }
-    let origin = usize::from(lines.origin.get());
-    let start_line = Span::new(origin, content_end(buf, origin, lines.ends[0].get()));
+    let start_line = Span::new(
+        usize::from(lines.origin.get()),
+        usize::from(lines.start_line_end.get()),
+    );
     // In a loop body of its own (see `crate::bounded`), results through memory.
     isolated(&mut |_| {
         parse_start_line(buf, ip, start, start_line);
@@ -590,7 +624,6 @@ pub fn parse_in_place(scratch: &mut Scratch, len: usize, whole: bool) -> Kind {
     if !start.valid.get() {
         return Kind::NotSip;
     }
-    classify_lines(buf, lines);
     Kind::Sip
 }
 
@@ -656,12 +689,26 @@ fn content_end(buf: &ScanBuf, start: usize, newline: u16) -> usize {
     }
 }
 
-/// Pass 1: where each line ends, a word at a time, up to the empty line that ends the
-/// header section (or [`MAX_LINES`] lines).
-fn find_line_ends(buf: &ScanBuf, lines: &mut LineState, len: usize, whole: bool) {
+/// The one pass over the lines: each step looks for the current line's end (up to
+/// [`WORDS_PER_STEP`] words) and, once it has it, handles the whole line at once: the
+/// start line's end is noted, a header line is classified, a folded one extends the
+/// header before it. The pass stops at the empty line ending the header section, once
+/// every header in `WANTED` is found, or after [`MAX_LINES`] lines.
+fn scan_lines<const WANTED: HeaderSet>(
+    buf: &ScanBuf,
+    lines: &mut LineState,
+    len: usize,
+    whole: bool,
+) {
+    for header in lines.headers.iter_mut() {
+        header.set(Span::ABSENT);
+    }
     lines.count.set(0);
     lines.headers_complete.set(0);
     lines.scan_done.set(0);
+    lines.last_header.set(NO_HEADER);
+    lines.found.set(0);
+    lines.start_line_end.set(0);
     // RFC 3261 §7.5: CRLFs before the start line are ignored.
     let first = buf.word(0);
     let origin = if first & 0xffff != 0x0a0d {
@@ -672,111 +719,122 @@ fn find_line_ends(buf: &ScanBuf, lines: &mut LineState, len: usize, whole: bool)
         4
     };
     lines.origin.set(origin);
-    // Four words per call: fewer calls, and a body the verifier still finds small.
-    const WORDS_PER_STEP: usize = 8;
-    let mut done = false;
-    repeat((BUF_WORDS / WORDS_PER_STEP) as u32, &mut |step: u32| {
+    lines.line_start.set(origin);
+    lines.cursor.set(origin);
+    // A step per line, plus one per WORDS_PER_STEP words of a longer line.
+    const STEPS: usize = MAX_LINES + SCAN_LEN / (WORDS_PER_STEP * 8) + 1;
+    repeat(STEPS as u32, &mut |_| {
+        let from = usize::from(lines.cursor.get());
+        if from >= len {
+            return false;
+        }
+        // Aligned words, one load each; in the first, the bytes before `from` are
+        // masked off. The bytes after the payload are zero (`ScanBuf::terminate`), and a
+        // line feed found beyond it is ignored: no false line end.
+        let first_word = from >> 3;
+        let mut newline = usize::MAX;
+        let mut hits = bytes_equal(buf.word(first_word), b'\n') & (u64::MAX << ((from & 7) * 8));
         for w in 0..WORDS_PER_STEP {
-            let k = step as usize * WORDS_PER_STEP + w;
-            if k * 8 >= len {
+            if w > 0 {
+                hits = bytes_equal(buf.word(first_word + w), b'\n');
+            }
+            if hits != 0 {
+                newline = (first_word + w) * 8 + first_flagged_byte(hits);
+                break;
+            }
+        }
+        let at = if newline < len {
+            lines.cursor.set(newline as u16 + 1);
+            newline
+        } else {
+            let next = (first_word + WORDS_PER_STEP) * 8;
+            if next < len {
+                lines.cursor.set(next as u16);
+                return true;
+            }
+            // Out of data without the empty line. A whole datagram's last line needs no
+            // line feed. (Handled here, not after the loop: code after a loop is verified
+            // once per way the loop can end, and 6.1's verifier gives up on this.)
+            lines.cursor.set(len as u16);
+            if !whole || usize::from(lines.line_start.get()) >= len {
                 return false;
             }
-            let mut newlines = bytes_equal(buf.word(k), b'\n');
-            for _ in 0..8 {
-                if newlines == 0 {
-                    break;
-                }
-                let at = k * 8 + first_flagged_byte(newlines);
-                newlines &= newlines - 1;
-                if at >= usize::from(lines.origin.get()) && record_line_end(buf, lines, at) {
-                    lines.scan_done.set(1);
-                    return false;
-                }
-            }
-        }
-        true
-    });
-    done |= lines.scan_done.get() != 0;
-    if done {
-        return;
-    }
-    // Out of data without the empty line. The datagram's last line may lack its line
-    // feed; either way every header of a whole datagram was seen.
-    if whole {
-        let count = usize::from(lines.count.get());
-        let next_start = if count == 0 {
-            usize::from(lines.origin.get())
-        } else {
-            usize::from(lines.ends[(count - 1) & LINE_MASK].get()) + 1
+            len
         };
-        if next_start < len && record_line_end(buf, lines, len) {
-            return;
+        if end_line::<WANTED>(buf, lines, at) {
+            lines.scan_done.set(1);
+            return false;
         }
+        at < len
+    });
+    // Out of data: every header of a whole datagram was seen.
+    if lines.scan_done.get() == 0 && whole {
         lines.headers_complete.set(1);
     }
 }
 
-/// Records a line ending at `at`. True when scanning is done: the line is the empty
-/// one ending the headers, or no more lines fit.
+/// Words searched for a line end per step: most header lines end within 64 bytes.
+const WORDS_PER_STEP: usize = 8;
+
+/// Handles the line ending at `at` (its line feed, or the payload's end). True when the
+/// scan is done.
 #[inline(always)]
-fn record_line_end(buf: &ScanBuf, lines: &mut LineState, at: usize) -> bool {
+fn end_line<const WANTED: HeaderSet>(buf: &ScanBuf, lines: &mut LineState, at: usize) -> bool {
     let count = usize::from(lines.count.get());
     if count >= MAX_LINES {
         return true;
     }
-    let start = if count == 0 {
-        usize::from(lines.origin.get())
-    } else {
-        usize::from(lines.ends[(count - 1) & LINE_MASK].get()) + 1
-    };
-    lines.ends[count & LINE_MASK].set(at as u16);
+    let start = usize::from(lines.line_start.get());
+    let end = content_end(buf, start, at as u16);
     lines.count.set(count as u16 + 1);
-    if count > 0 && content_end(buf, start, at as u16) == start {
+    lines.line_start.set(at as u16 + 1);
+    if count == 0 {
+        lines.start_line_end.set(end as u16);
+        return false;
+    }
+    if end <= start {
+        lines.headers_complete.set(1); // the empty line
+        return true;
+    }
+    let first = buf.byte(start);
+    if first == b' ' || first == b'\t' {
+        let last = usize::from(lines.last_header.get());
+        if last < Header::COUNT {
+            extend_folded(
+                buf,
+                &mut lines.headers[last & (Header::COUNT - 1)],
+                start,
+                end,
+            );
+        }
+        return false;
+    }
+    // A new header: the one before it, folded lines included, is complete.
+    if lines.found.get() == WANTED {
         lines.headers_complete.set(1);
         return true;
+    }
+    lines.last_header.set(NO_HEADER);
+    if !may_start_wanted(WANTED, first) {
+        return false;
+    }
+    if let Some((header, value_start)) = classify_header(buf, start, end) {
+        let bit = 1 << header as u16;
+        let slot = &mut lines.headers[header as usize & (Header::COUNT - 1)];
+        if WANTED & bit != 0 && !slot.get().is_present() {
+            slot.set(Span::new(value_start, end));
+            lines.last_header.set(header as u16);
+            lines.found.set(lines.found.get() | bit);
+        }
     }
     false
 }
 
-/// Pass 2: which header each line after the start line holds, and where its value is.
-fn classify_lines(buf: &ScanBuf, lines: &mut LineState) {
-    for header in lines.headers.iter_mut() {
-        header.set(Span::ABSENT);
-    }
-    lines.last_header.set(NO_HEADER);
-    repeat(MAX_LINES as u32 - 1, &mut |i: u32| {
-        let j = i as usize + 1;
-        if j >= usize::from(lines.count.get()) {
-            return false;
-        }
-        let start = usize::from(lines.ends[(j - 1) & LINE_MASK].get()) + 1;
-        let end = content_end(buf, start, lines.ends[j & LINE_MASK].get());
-        if end <= start {
-            return false; // the empty line
-        }
-        let first = buf.byte(start);
-        if first == b' ' || first == b'\t' {
-            let last = usize::from(lines.last_header.get());
-            if last < Header::COUNT {
-                extend_folded(
-                    buf,
-                    &mut lines.headers[last & (Header::COUNT - 1)],
-                    start,
-                    end,
-                );
-            }
-            return true;
-        }
-        lines.last_header.set(NO_HEADER);
-        if let Some((header, value_start)) = classify_header(buf, start, end) {
-            let slot = &mut lines.headers[header as usize & (Header::COUNT - 1)];
-            if !slot.get().is_present() {
-                slot.set(Span::new(value_start, end));
-                lines.last_header.set(header as u16);
-            }
-        }
-        true
-    });
+/// Whether a header line starting with `first` can hold a header in `wanted`: a cheap
+/// test that spares classifying most lines when the User-Agent alone is wanted.
+#[inline(always)]
+fn may_start_wanted(wanted: HeaderSet, first: u8) -> bool {
+    wanted != POLICY_HEADERS || first | 0x20 == b'u'
 }
 
 /// A folded line (RFC 3261 §7.3.1) continues the previous header's value.

@@ -32,7 +32,7 @@ use sip_filter_common::{
     },
     scan::BUF_BYTES,
     scanner::is_scanner,
-    sip::{parse_in_place, Header, Kind},
+    sip::{parse_in_place, Header, Kind, POLICY_HEADERS},
     Counters, FilterConfig, HostKind, Method, Reason, Scratch, SCAN_LEN,
 };
 use sources::{
@@ -207,7 +207,7 @@ fn judge(ctx: &XdpContext) -> u64 {
     scratch.buf.terminate(len as usize);
     let whole = !udp.first_fragment && udp.payload_len <= SCAN_LEN as u32;
 
-    match parse_in_place(scratch, len as usize, whole) {
+    match parse_in_place::<POLICY_HEADERS>(scratch, len as usize, whole) {
         Kind::Sip => {}
         Kind::Keepalive => return verdict(Reason::PassKeepalive, Method::None as usize),
         Kind::NotSip => {

@@ -9,7 +9,7 @@ use std::{
 
 use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode},
+    programs::{links::FdLink, ProgramError, TestRun, TestRunOptions, Xdp, XdpMode},
     Ebpf, EbpfError, EbpfLoader,
 };
 use ipnet::IpNet;
@@ -53,6 +53,12 @@ pub enum FilterError {
         mode: &'static str,
         #[source]
         source: ProgramError,
+    },
+    #[error("the attachment to {iface} is not a bpf_link (Linux 5.9 or newer has them), so it cannot be pinned: {source}")]
+    Link {
+        iface: String,
+        #[source]
+        source: aya::programs::links::LinkError,
     },
     #[error("pinning map {name} at {path}: {source}")]
     Pin {
@@ -101,6 +107,8 @@ pub struct Filter {
     ebpf: Ebpf,
     /// The configured IPv6 source prefix, for [`Filter::source_key`].
     ipv6_prefix: u32,
+    /// The domain hash seed, once configured: kept across reloads.
+    seed: Option<u64>,
 }
 
 impl Filter {
@@ -114,6 +122,7 @@ impl Filter {
         Ok(Self {
             ebpf,
             ipv6_prefix: sip_filter_common::maps::DEFAULT_IPV6_PREFIX,
+            seed: None,
         })
     }
 
@@ -133,70 +142,73 @@ impl Filter {
         Self::program_in(&mut self.ebpf)
     }
 
-    fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, FilterError> {
-        self.ebpf
-            .map_mut(name)
-            .ok_or(FilterError::Missing { what: "map", name })
-    }
-
-    /// Writes the settings into the maps, with a fresh random domain hash seed.
+    /// Writes the settings into the maps. The first call picks a random domain hash
+    /// seed; later calls (a reload) keep it, so the domain and scanner keys already in
+    /// the maps stay valid. New entries go in before the config switches to them, and
+    /// stale ones leave after: a reload never opens a window where a legitimate domain,
+    /// own address or list entry is missing. Buckets, bans and counters are untouched.
     pub fn configure(&mut self, settings: &Settings) -> Result<(), FilterError> {
-        let kernel = settings.to_kernel(random_seed()?)?;
-        let map_error = |name| move |source| FilterError::Map { name, source };
+        let seed = match self.seed {
+            Some(seed) => seed,
+            None => random_seed()?,
+        };
+        let kernel = settings.to_kernel(seed)?;
 
-        let mut domains: HashMap<_, u64, u8> =
-            HashMap::try_from(self.map_mut(names::DOMAINS)?).map_err(map_error(names::DOMAINS))?;
-        let stale: Vec<u64> = domains.keys().filter_map(Result::ok).collect();
-        for key in stale {
-            domains.remove(&key).map_err(map_error(names::DOMAINS))?;
-        }
-        for (key, flags) in &kernel.domains {
-            domains
-                .insert(key, flags, 0)
-                .map_err(map_error(names::DOMAINS))?;
-        }
-
-        let mut own: HashMap<_, [u8; 16], u8> =
-            HashMap::try_from(self.map_mut(names::OWN_ADDRESSES)?)
-                .map_err(map_error(names::OWN_ADDRESSES))?;
-        let stale: Vec<[u8; 16]> = own.keys().filter_map(Result::ok).collect();
-        for key in stale {
-            own.remove(&key).map_err(map_error(names::OWN_ADDRESSES))?;
-        }
-        for address in &kernel.own_addresses {
-            own.insert(address, 1, 0)
-                .map_err(map_error(names::OWN_ADDRESSES))?;
-        }
-
+        let stale_domains = insert_entries(
+            self.map_mut(names::DOMAINS)?,
+            names::DOMAINS,
+            &kernel.domains,
+        )?;
+        let own: Vec<([u8; 16], u8)> = kernel.own_addresses.iter().map(|a| (*a, 1)).collect();
+        let stale_own = insert_entries(
+            self.map_mut(names::OWN_ADDRESSES)?,
+            names::OWN_ADDRESSES,
+            &own,
+        )?;
+        let agents: Vec<(u64, u8)> = kernel.scanner_agents.iter().map(|k| (*k, 1)).collect();
+        let stale_agents = insert_entries(
+            self.map_mut(names::SCANNER_AGENTS)?,
+            names::SCANNER_AGENTS,
+            &agents,
+        )?;
         for (v4_name, v6_name, entries) in [
             (names::ALLOW_V4, names::ALLOW_V6, &settings.allow),
             (names::DENY_V4, names::DENY_V6, &settings.deny),
         ] {
             self.replace_list(v4_name, v6_name, entries)?;
         }
-        self.ipv6_prefix = u32::from(settings.ipv6_prefix);
 
-        let mut agents: HashMap<_, u64, u8> =
-            HashMap::try_from(self.map_mut(names::SCANNER_AGENTS)?)
-                .map_err(map_error(names::SCANNER_AGENTS))?;
-        let stale: Vec<u64> = agents.keys().filter_map(Result::ok).collect();
-        for key in stale {
-            agents
-                .remove(&key)
-                .map_err(map_error(names::SCANNER_AGENTS))?;
-        }
-        for key in &kernel.scanner_agents {
-            agents
-                .insert(key, 1, 0)
-                .map_err(map_error(names::SCANNER_AGENTS))?;
-        }
-
-        // The config last: it switches the domain check on once the lists are in place.
-        let mut config: Array<_, FilterConfig> =
-            Array::try_from(self.map_mut(names::CONFIG)?).map_err(map_error(names::CONFIG))?;
+        // The config in one write: it switches the domain check, ports, limits and the
+        // scanner lengths over at once, with every entry it needs already in place.
+        let mut config: Array<_, FilterConfig> = Array::try_from(self.map_mut(names::CONFIG)?)
+            .map_err(|source| FilterError::Map {
+                name: names::CONFIG,
+                source,
+            })?;
         config
             .set(0, kernel.config, 0)
-            .map_err(map_error(names::CONFIG))?;
+            .map_err(|source| FilterError::Map {
+                name: names::CONFIG,
+                source,
+            })?;
+        self.seed = Some(seed);
+        self.ipv6_prefix = u32::from(settings.ipv6_prefix);
+
+        remove_entries::<u64, u8>(
+            self.map_mut(names::DOMAINS)?,
+            names::DOMAINS,
+            &stale_domains,
+        )?;
+        remove_entries::<[u8; 16], u8>(
+            self.map_mut(names::OWN_ADDRESSES)?,
+            names::OWN_ADDRESSES,
+            &stale_own,
+        )?;
+        remove_entries::<u64, u8>(
+            self.map_mut(names::SCANNER_AGENTS)?,
+            names::SCANNER_AGENTS,
+            &stale_agents,
+        )?;
         Ok(())
     }
 
@@ -301,26 +313,38 @@ impl Filter {
         })
     }
 
-    /// Attaches to `iface`. The attachment lasts as long as this `Filter`.
-    pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<AttachedMode, FilterError> {
+    /// Attaches to `iface`. The attachment lasts as long as the returned link (or its
+    /// pin: see [`FdLink::pin`]), not this `Filter`. `Auto` tries native mode and
+    /// falls back to generic mode with a warning.
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        mode: AttachMode,
+    ) -> Result<(AttachedMode, FdLink), FilterError> {
         let attach = |program: &mut Xdp, xdp_mode, mode_name| {
-            program
-                .attach(iface, xdp_mode)
-                .map(|_| ())
-                .map_err(|source| FilterError::Attach {
-                    iface: iface.to_string(),
-                    mode: mode_name,
-                    source,
-                })
+            let error = |source| FilterError::Attach {
+                iface: iface.to_string(),
+                mode: mode_name,
+                source,
+            };
+            let id = program.attach(iface, xdp_mode).map_err(error)?;
+            let link = program.take_link(id).map_err(error)?;
+            // On kernels from 5.9 on XDP attachments are bpf_links, which can be pinned.
+            FdLink::try_from(link).map_err(|source| FilterError::Link {
+                iface: iface.to_string(),
+                source,
+            })
         };
         let program = self.program()?;
         match mode {
             AttachMode::Native => {
-                attach(program, XdpMode::Driver, "native").map(|_| AttachedMode::Native)
+                attach(program, XdpMode::Driver, "native").map(|link| (AttachedMode::Native, link))
             }
-            AttachMode::Skb => attach(program, XdpMode::Skb, "skb").map(|_| AttachedMode::Skb),
+            AttachMode::Skb => {
+                attach(program, XdpMode::Skb, "skb").map(|link| (AttachedMode::Skb, link))
+            }
             AttachMode::Auto => match attach(program, XdpMode::Driver, "native") {
-                Ok(()) => Ok(AttachedMode::Native),
+                Ok(link) => Ok((AttachedMode::Native, link)),
                 Err(
                     unknown @ FilterError::Attach {
                         source: ProgramError::UnknownInterface { .. },
@@ -329,12 +353,34 @@ impl Filter {
                 ) => Err(unknown),
                 Err(native_error) => {
                     log::warn!(
-                        "{native_error}; falling back to generic (skb) mode, which is slower"
+                        iface;
+                        "{}; falling back to generic (skb) mode, which is slower",
+                        error_chain(&native_error)
                     );
-                    attach(program, XdpMode::Skb, "skb").map(|_| AttachedMode::Skb)
+                    attach(program, XdpMode::Skb, "skb").map(|link| (AttachedMode::Skb, link))
                 }
             },
         }
+    }
+
+    /// The loaded program's kernel id (what `bpftool prog` lists).
+    pub fn program_id(&mut self) -> Result<u32, FilterError> {
+        let info = self.program()?.info().map_err(FilterError::Load)?;
+        Ok(info.id())
+    }
+
+    /// A map of the loaded program, for reading (the state file).
+    pub fn map(&self, name: &'static str) -> Result<&Map, FilterError> {
+        self.ebpf
+            .map(name)
+            .ok_or(FilterError::Missing { what: "map", name })
+    }
+
+    /// A map of the loaded program, for writing (restoring the state file).
+    pub fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, FilterError> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or(FilterError::Missing { what: "map", name })
     }
 
     /// Pins every map a CLI in another shell reads under `dir` (which must exist).
@@ -370,6 +416,21 @@ impl Filter {
         })?;
         sum_counters(map)
     }
+}
+
+/// An error with its causes: `attaching ... failed: bpf_link_create failed: Operation not supported`.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(source) = cause {
+        let more = source.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = source.source();
+    }
+    text
 }
 
 /// The reference programs in the same object as `sip_filter`, for the benchmark.
@@ -435,7 +496,44 @@ fn run_program(
     Ok((result.return_value, result.duration))
 }
 
-/// Sums the per-CPU counters of a loaded or pinned counters map.
+/// Inserts `wanted` into a hash map; returns the keys that were there and are not
+/// wanted any more, for [`remove_entries`] once the config no longer needs them.
+fn insert_entries<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(
+    map: &mut Map,
+    name: &'static str,
+    wanted: &[(K, V)],
+) -> Result<Vec<K>, FilterError> {
+    let map_error = |source| FilterError::Map { name, source };
+    let mut hash: HashMap<_, K, V> = HashMap::try_from(map).map_err(map_error)?;
+    for (key, value) in wanted {
+        hash.insert(key, value, 0).map_err(map_error)?;
+    }
+    let wanted: std::collections::HashSet<&K> = wanted.iter().map(|(key, _)| key).collect();
+    Ok(hash
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|key| !wanted.contains(key))
+        .collect())
+}
+
+/// Removes `stale` keys from a hash map (one gone already is fine).
+fn remove_entries<K: aya::Pod, V: aya::Pod>(
+    map: &mut Map,
+    name: &'static str,
+    stale: &[K],
+) -> Result<(), FilterError> {
+    let map_error = |source| FilterError::Map { name, source };
+    let mut hash: HashMap<_, K, V> = HashMap::try_from(map).map_err(map_error)?;
+    for key in stale {
+        match hash.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(map_error(e)),
+        }
+    }
+    Ok(())
+}
+
 /// Inserts `wanted` as configuration entries into one trie, then removes the
 /// configuration entries not wanted any more.
 fn replace_config_entries<K: aya::Pod + Eq + std::hash::Hash>(
@@ -465,6 +563,7 @@ fn replace_config_entries<K: aya::Pod + Eq + std::hash::Hash>(
     Ok(())
 }
 
+/// Sums the per-CPU counters of a loaded or pinned counters map.
 pub fn sum_counters(map: &Map) -> Result<Counters, FilterError> {
     let map_error = |source| FilterError::Map {
         name: names::COUNTERS,

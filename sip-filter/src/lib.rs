@@ -8,8 +8,11 @@ pub mod drops;
 pub mod events;
 pub mod filter;
 pub mod lists;
+pub mod logging;
 pub mod pins;
+pub mod runtime;
 pub mod settings;
+pub mod state;
 pub mod stats;
 
 pub use filter::{AttachMode, AttachedMode, Filter, FilterError};

@@ -1,5 +1,16 @@
-//! The pin layout: `PIN_ROOT/<interface>/<map name>`, one directory per attached
-//! interface, read by CLI commands in other shells.
+//! The pin layout, read by CLI commands in other shells. One program and one set of maps
+//! serve every interface a daemon attaches to, so a source banned on one is banned on
+//! all and has one bucket:
+//!
+//! ```text
+//! PIN_ROOT/maps/<map name>     every map of names::PINNED, pinned once
+//! PIN_ROOT/links/<interface>   the XDP link per attached interface: while it is pinned
+//!                              the program stays attached, even if the daemon died
+//! ```
+//!
+//! bpffs holds no regular files: what the kernel does not say (the XDP mode per
+//! interface, the configured domain names, the daemon's pid) is in the runtime file,
+//! see [`crate::runtime`].
 
 use std::{
     io,
@@ -11,21 +22,28 @@ pub use sip_filter_common::maps::PIN_ROOT;
 /// `BPF_FS_MAGIC` from `linux/magic.h`.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-/// The directory a filter on `iface` pins its maps in.
-pub fn interface_dir(root: &Path, iface: &str) -> PathBuf {
-    root.join(iface)
+/// The directory the maps are pinned in, shared by every interface.
+pub fn maps_dir(root: &Path) -> PathBuf {
+    root.join("maps")
 }
 
-/// Interfaces with a pinned filter under `root`, sorted.
+/// The directory of the link pins, one per attached interface.
+pub fn links_dir(root: &Path) -> PathBuf {
+    root.join("links")
+}
+
+/// Where the XDP link on `iface` is pinned.
+pub fn link_path(root: &Path, iface: &str) -> PathBuf {
+    links_dir(root).join(iface)
+}
+
+/// Interfaces with a pinned link under `root`, sorted.
 pub fn pinned_interfaces(root: &Path) -> io::Result<Vec<String>> {
     let mut names = Vec::new();
-    match std::fs::read_dir(root) {
+    match std::fs::read_dir(links_dir(root)) {
         Ok(entries) => {
             for entry in entries {
-                let entry = entry?;
-                if entry.file_type()?.is_dir() {
-                    names.push(entry.file_name().to_string_lossy().into_owned());
-                }
+                names.push(entry?.file_name().to_string_lossy().into_owned());
             }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -33,6 +51,11 @@ pub fn pinned_interfaces(root: &Path) -> io::Result<Vec<String>> {
     }
     names.sort();
     Ok(names)
+}
+
+/// Whether anything is pinned under `root` (maps or links).
+pub fn anything_pinned(root: &Path) -> bool {
+    maps_dir(root).exists() || links_dir(root).exists()
 }
 
 /// Makes sure `root` is on a BPF filesystem, mounting one at `/sys/fs/bpf` when
@@ -72,10 +95,38 @@ fn is_bpffs(path: &Path) -> io::Result<bool> {
     Ok(stat.f_type as i64 == BPF_FS_MAGIC)
 }
 
-/// Removes a pin directory and the pins in it (unpinning frees maps nobody else holds).
+/// Removes every pin under `root` and `root` itself: link pins first (unpinning a link
+/// nobody holds detaches the program), then the maps (freed once nobody holds them).
+pub fn remove_all(root: &Path) -> io::Result<()> {
+    remove_dir(&links_dir(root))?;
+    remove_dir(&maps_dir(root))?;
+    match std::fs::remove_dir(root) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Removes a pin directory and the pins in it.
 pub fn remove_dir(dir: &Path) -> io::Result<()> {
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,
     }
+}
+
+/// The runtime directory that goes with a pin root: `/run/` and the root's last
+/// component (`/sys/fs/bpf/sip-filter` -> `/run/sip-filter`), so a second instance
+/// with a pin root of its own gets a runtime directory of its own.
+pub fn default_runtime_dir(root: &Path) -> PathBuf {
+    Path::new("/run").join(instance_name(root))
+}
+
+/// The state directory that goes with a pin root: `/var/lib/sip-filter` for the default.
+pub fn default_state_dir(root: &Path) -> PathBuf {
+    Path::new("/var/lib").join(instance_name(root))
+}
+
+fn instance_name(root: &Path) -> &std::ffi::OsStr {
+    root.file_name()
+        .unwrap_or_else(|| std::ffi::OsStr::new("sip-filter"))
 }

@@ -132,17 +132,22 @@ fn sweep_stale(parent: &Path) {
     }
 }
 
-/// A pin root on the host's bpffs, removed on drop (a running daemon removes only its
-/// interface directory).
+/// A pin root on the host's bpffs, removed on drop with the runtime and state
+/// directories a daemon derives from its name (`/run/NAME`, `/var/lib/NAME`), so tests
+/// never share a daemon's state.
 pub struct PinRoot(PathBuf);
 
 impl PinRoot {
     pub fn new(tag: &str) -> Self {
-        let parent = Path::new("/sys/fs/bpf");
-        sweep_stale(parent);
-        let path = parent.join(format!("{}{tag}", own_prefix()));
-        let _ = std::fs::remove_dir_all(&path);
-        PinRoot(path)
+        for parent in ["/sys/fs/bpf", "/run", "/var/lib"] {
+            sweep_stale(Path::new(parent));
+        }
+        let path = Path::new("/sys/fs/bpf").join(format!("{}{tag}", own_prefix()));
+        let root = PinRoot(path);
+        for dir in root.all_dirs() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        root
     }
 
     pub fn path(&self) -> &Path {
@@ -154,17 +159,38 @@ impl PinRoot {
         self.0.to_str().expect("a UTF-8 path")
     }
 
-    /// Where a filter on `iface` pins its maps.
-    pub fn interface_dir(&self, iface: &str) -> PathBuf {
-        self.0.join(iface)
+    /// Where the filter's link on `iface` is pinned (its maps: [`PinRoot::maps_dir`]).
+    pub fn link_pin(&self, iface: &str) -> PathBuf {
+        self.0.join("links").join(iface)
+    }
+
+    /// Where the filter's maps are pinned, once for all its interfaces.
+    pub fn maps_dir(&self) -> PathBuf {
+        self.0.join("maps")
+    }
+
+    /// The daemon's runtime directory (`/run/` and the pin root's name).
+    pub fn runtime_dir(&self) -> PathBuf {
+        Path::new("/run").join(self.0.file_name().expect("a named pin root"))
+    }
+
+    /// The daemon's state directory (`/var/lib/` and the pin root's name).
+    pub fn state_dir(&self) -> PathBuf {
+        Path::new("/var/lib").join(self.0.file_name().expect("a named pin root"))
+    }
+
+    fn all_dirs(&self) -> [PathBuf; 3] {
+        [self.0.clone(), self.runtime_dir(), self.state_dir()]
     }
 }
 
 impl Drop for PinRoot {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                eprintln!("cannot remove {}: {e}", self.0.display());
+        for dir in self.all_dirs() {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    eprintln!("cannot remove {}: {e}", dir.display());
+                }
             }
         }
     }
@@ -413,7 +439,8 @@ pub fn start_filter(
 
 /// `sip-filter run --iface veth-server EXTRA... --pin-root PINS` in the server namespace,
 /// once it says it attached; the error is what went wrong, for the caller to dress.
-fn spawn_filter(
+/// Its runtime and state files go to the pin root's own directories (see [`PinRoot`]).
+pub fn spawn_filter(
     lab: &Lab,
     binary: &Path,
     pins: &PinRoot,
@@ -474,7 +501,7 @@ pub fn xdp_attached(lab: &Lab) -> bool {
 }
 
 /// Stops the filter with SIGINT and checks that it detached and removed its pins
-/// (`pin_dir`, its interface's directory).
+/// (`pin_dir`, its interface's link pin, see [`PinRoot::link_pin`]).
 pub fn stop_filter(lab: &Lab, daemon: &mut Background, pin_dir: &Path) -> anyhow::Result<()> {
     daemon.signal(SIGINT);
     let Some(status) = daemon.wait(QUICK) else {

@@ -39,6 +39,15 @@ pub const SERVER_V6: &str = "2001:db8:5f::2";
 pub const CLIENT_IFACE: &str = "veth-client";
 pub const SERVER_IFACE: &str = "veth-server";
 
+/// A second veth pair, added by [`Lab::add_second_link`]: a daemon attached to both
+/// server ends serves two interfaces.
+pub const SECOND_CLIENT_IFACE: &str = "veth-client2";
+pub const SECOND_SERVER_IFACE: &str = "veth-server2";
+/// The client's address on the second pair: what it sends from this address reaches
+/// [`SERVER_V4`] through the second pair.
+pub const SECOND_CLIENT_V4: &str = "198.18.1.1";
+pub const SECOND_SERVER_V4: &str = "198.18.1.2";
+
 pub const SIGINT: i32 = 2;
 pub const SIGKILL: i32 = 9;
 pub const SIGTERM: i32 = 15;
@@ -173,6 +182,58 @@ impl Lab {
     /// Processes running inside either namespace.
     pub fn pids(&self) -> Vec<i32> {
         self.created.iter().flat_map(|ns| netns_pids(ns)).collect()
+    }
+
+    /// Adds a second veth pair ([`SECOND_CLIENT_IFACE`]–[`SECOND_SERVER_IFACE`],
+    /// 198.18.1.0/24) and routes what the client sends from [`SECOND_CLIENT_V4`] to the
+    /// server's [`SERVER_V4`] through it (a source rule): the same server address,
+    /// reached on another interface. Goes with the namespaces.
+    pub fn add_second_link(&self) -> anyhow::Result<()> {
+        let (client, server) = (self.client.as_str(), self.server.as_str());
+        ip(&[
+            "-n",
+            client,
+            "link",
+            "add",
+            SECOND_CLIENT_IFACE,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            SECOND_SERVER_IFACE,
+            "netns",
+            server,
+        ])?;
+        for (ns, iface, v4) in [
+            (client, SECOND_CLIENT_IFACE, SECOND_CLIENT_V4),
+            (server, SECOND_SERVER_IFACE, SECOND_SERVER_V4),
+        ] {
+            ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", iface])?;
+            ip(&["-n", ns, "link", "set", iface, "up"])?;
+        }
+        ip(&[
+            "-n",
+            client,
+            "rule",
+            "add",
+            "from",
+            SECOND_CLIENT_V4,
+            "table",
+            "100",
+            "pref",
+            "100",
+        ])?;
+        ip(&[
+            "-n",
+            client,
+            "route",
+            "add",
+            &format!("{SERVER_V4}/32"),
+            "dev",
+            SECOND_CLIENT_IFACE,
+            "table",
+            "100",
+        ])
     }
 
     /// Runs `ip -n NS args` in `host`'s namespace (a route, say).

@@ -68,7 +68,7 @@ fn block_add_list_del_on_a_running_filter() {
     let lab = Lab::new().expect("the lab builds");
     let dir = TempDir::new("e2e-block");
     let pins = PinRoot::new("e2e-block");
-    let pin_dir = pins.interface_dir(SERVER_IFACE);
+    let pin_dir = pins.link_pin(SERVER_IFACE);
     let mut transcript = Transcript::default();
 
     let kamailio = start_kamailio(&lab, dir.path()).unwrap_or_else(|e| panic!("{e:#}"));

@@ -361,7 +361,7 @@ fn a_sipp_flood_from_one_source_is_cut_to_the_configured_rate_while_a_legitimate
     let lab = Lab::new().expect("the lab builds");
     let dir = TempDir::new("e2e-flood-rate");
     let pins = PinRoot::new("e2e-flood-rate");
-    let pin_dir = pins.interface_dir(SERVER_IFACE);
+    let pin_dir = pins.link_pin(SERVER_IFACE);
     let mut transcript = Transcript::default();
     let kamailio = start_kamailio(&lab, dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
     let both: Vec<IpAddr> = [CLIENT_V4, LEGIT_CLIENT_V4]
@@ -526,7 +526,7 @@ fn sources_rotating_inside_one_ipv6_64_share_one_bucket() {
     let lab = Lab::new().expect("the lab builds");
     let dir = TempDir::new("e2e-flood-v6");
     let pins = PinRoot::new("e2e-flood-v6");
-    let pin_dir = pins.interface_dir(SERVER_IFACE);
+    let pin_dir = pins.link_pin(SERVER_IFACE);
     let mut transcript = Transcript::default();
     let kamailio = start_kamailio(&lab, dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
 
@@ -635,7 +635,7 @@ fn a_flood_from_200_source_addresses_is_held_to_the_global_budget_while_a_truste
     let lab = Lab::new().expect("the lab builds");
     let dir = TempDir::new("e2e-flood-budget");
     let pins = PinRoot::new("e2e-flood-budget");
-    let pin_dir = pins.interface_dir(SERVER_IFACE);
+    let pin_dir = pins.link_pin(SERVER_IFACE);
     let mut transcript = Transcript::default();
     let kamailio = start_kamailio(&lab, dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
 
@@ -850,7 +850,7 @@ fn svmap_and_svwar_aimed_at_allowed_hosts_are_stopped_by_their_user_agent_and_ba
     let lab = Lab::new().expect("the lab builds");
     let dir = TempDir::new("e2e-flood-scanners");
     let pins = PinRoot::new("e2e-flood-scanners");
-    let pin_dir = pins.interface_dir(SERVER_IFACE);
+    let pin_dir = pins.link_pin(SERVER_IFACE);
     let mut transcript = Transcript::default();
     lab.add_addresses(Host::Client, &[format!("{SECOND_SCANNER_V4}/24")])
         .unwrap_or_else(|e| panic!("{e:#}"));

@@ -36,7 +36,7 @@ fn svmap_gets_no_answer_while_legitimate_options_and_register_do() {
     let namespaces = lab.names();
     let dir = TempDir::new("e2e-scan");
     let pins = PinRoot::new("e2e-scan");
-    let pin_dir = pins.interface_dir(SERVER_IFACE);
+    let pin_dir = pins.link_pin(SERVER_IFACE);
     let mut transcript = Transcript::default();
     println!(
         "lab {namespaces:?} ({:.2} s)",
@@ -74,7 +74,7 @@ fn svmap_gets_no_answer_while_legitimate_options_and_register_do() {
         start_filter(&lab, binary, &pins, &dir.path().join("sip-filter.log"))
             .unwrap_or_else(|e| panic!("{e:#}"));
     println!("{attached} ({:.2} s)", started.elapsed().as_secs_f64());
-    assert!(pin_dir.is_dir(), "no pins in {}", pin_dir.display());
+    assert!(pin_dir.exists(), "no link pinned at {}", pin_dir.display());
     assert!(xdp_attached(&lab), "no XDP program on {SERVER_IFACE}");
 
     // The scanner again: its probe (Request-URI host: the IP literal) is dropped.

@@ -72,7 +72,7 @@ fn block_allow_top_and_watch_on_a_running_filter() {
     let lab = Lab::new().expect("the lab builds");
     let dir = TempDir::new("e2e-verbs");
     let pins = PinRoot::new("e2e-verbs");
-    let pin_dir = pins.interface_dir(SERVER_IFACE);
+    let maps_dir = pins.maps_dir();
     let mut transcript = Transcript::default();
     let kamailio = start_kamailio(&lab, dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
     let (mut daemon, attached) =
@@ -168,13 +168,21 @@ fn block_allow_top_and_watch_on_a_running_filter() {
     let rows = top.as_array().unwrap_or_else(|| panic!("{top}"));
     assert!(rows.len() >= 2, "{top}");
     assert_eq!(rows[0]["source"], CLIENT_V4, "the scanner first: {top}");
+    assert_eq!(rows[0]["iface"], SERVER_IFACE, "{top}");
     assert_eq!(rows[0]["reasons"]["drop_scanner"], 1, "{top}");
     assert_eq!(rows[0]["reasons"]["drop_banned"], 3, "{top}");
     assert_eq!(rows[0]["banned"], "scanner", "{top}");
     assert_eq!(rows[1]["source"], LEGIT_CLIENT_V4, "{top}");
     assert_eq!(rows[1]["reasons"]["drop_unknown_domain"], 1, "{top}");
     let table = run(&mut transcript, &["top"]);
-    let first = table.stdout.lines().nth(1).unwrap_or_default();
+    let mut lines = table.stdout.lines();
+    let title = lines.next().unwrap_or_default();
+    assert_eq!(
+        title,
+        format!("drops by source on {SERVER_IFACE}"),
+        "{table}"
+    );
+    let first = lines.nth(1).unwrap_or_default();
     assert!(
         first.contains(CLIENT_V4) && first.contains("drop_banned 3") && first.contains("scanner"),
         "{table}"
@@ -231,7 +239,7 @@ fn block_allow_top_and_watch_on_a_running_filter() {
         let refused = run(&mut transcript, &args);
         assert_refused(&refused, mentions);
     }
-    let bans = PinnedBans::open(&pin_dir).expect("bans open");
+    let bans = PinnedBans::open(&maps_dir).expect("bans open");
     assert!(
         !bans
             .list()
@@ -241,7 +249,8 @@ fn block_allow_top_and_watch_on_a_running_filter() {
         "the bad import file's good first line was not imported"
     );
 
-    stop_filter(&lab, &mut daemon, &pin_dir).unwrap_or_else(|e| panic!("{e:#}"));
+    stop_filter(&lab, &mut daemon, &pins.link_pin(SERVER_IFACE))
+        .unwrap_or_else(|e| panic!("{e:#}"));
     // No filter loaded any more.
     let none = run(&mut transcript, &["block", "list"]);
     assert_refused(&none, "no filter is loaded");
@@ -261,7 +270,7 @@ fn block_import_of_a_million_entries() {
     let lab = Lab::new().expect("the lab builds");
     let dir = TempDir::new("e2e-import");
     let pins = PinRoot::new("e2e-import");
-    let pin_dir = pins.interface_dir(SERVER_IFACE);
+    let maps_dir = pins.maps_dir();
     let mut transcript = Transcript::default();
     let kamailio = start_kamailio(&lab, dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
     let (mut daemon, attached) =
@@ -310,8 +319,8 @@ fn block_import_of_a_million_entries() {
         "block import of 1,000,000 entries (500,000 addresses, 500,000 networks): {seconds:.2} s wall, {cpu:.2} s CPU (user + system); it said: {}",
         imported.stdout.trim()
     ));
-    let bans = PinnedBans::open(&pin_dir).expect("bans open");
-    let deny = PinnedList::open(&pin_dir, ListKind::Deny).expect("deny list open");
+    let bans = PinnedBans::open(&maps_dir).expect("bans open");
+    let deny = PinnedList::open(&maps_dir, ListKind::Deny).expect("deny list open");
     assert_eq!(bans.keys().expect("bans read").len(), 500_000);
     assert_eq!(deny.count().expect("deny list read"), 500_000);
     assert!(
@@ -328,7 +337,8 @@ fn block_import_of_a_million_entries() {
         "the client, banned by the import"
     );
 
-    stop_filter(&lab, &mut daemon, &pin_dir).unwrap_or_else(|e| panic!("{e:#}"));
+    stop_filter(&lab, &mut daemon, &pins.link_pin(SERVER_IFACE))
+        .unwrap_or_else(|e| panic!("{e:#}"));
     tear_down(lab, pins, [daemon, kamailio]).unwrap_or_else(|e| panic!("{e:#}"));
     drop(transcript);
 }

@@ -1169,7 +1169,7 @@ fn dry_run_counts_would_drops() {
 fn pinned(filter: &Filter, tag: &str) -> (sip_filter_tests::lab::PinRoot, std::path::PathBuf) {
     let root = sip_filter_tests::lab::PinRoot::new(tag);
     sip_filter::pins::ensure_bpffs(root.path()).expect("a BPF filesystem");
-    let dir = root.interface_dir("test");
+    let dir = root.maps_dir();
     std::fs::create_dir_all(&dir).expect("the pin directory");
     filter.pin_maps(&dir).expect("maps pinned");
     (root, dir)

@@ -1471,6 +1471,46 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    /// The kernel records the User-Agent alone and stops once it has it: it must see the
+    /// same start line and the same User-Agent as a parse recording every header.
+    #[test]
+    fn policy_parse_agrees_with_the_full_parse(
+        bytes in prop_oneof![
+            sipish(),
+            cut_request(),
+            generated().prop_map(|g| build(&g).0.into_bytes()),
+        ],
+        whole in any::<bool>(),
+    ) {
+        let full = run(&bytes, whole).0;
+        let mut scratch = Scratch::new();
+        let len = scratch.fill(&bytes);
+        let policy = parse_wanted::<POLICY_HEADERS>(&mut scratch, len, whole);
+        match (full, policy) {
+            (Payload::Sip(full), Payload::Sip(policy)) => {
+                prop_assert_eq!(policy.start(), full.start());
+                let agent = full.header(Header::UserAgent);
+                prop_assert_eq!(policy.header(Header::UserAgent), agent);
+                for h in Header::ALL {
+                    if h != Header::UserAgent {
+                        prop_assert!(!policy.header(h).is_present(), "{:?}", h);
+                    }
+                }
+                // Complete when the full parse is; and only then, or once the line after
+                // the User-Agent showed it was not folded further.
+                prop_assert!(!full.headers_complete || policy.headers_complete);
+                prop_assert!(
+                    !policy.headers_complete || full.headers_complete || agent.is_present()
+                );
+            }
+            (full, policy) => prop_assert_eq!(policy, full),
+        }
+    }
+}
+
 /// A generated request cut at any length.
 fn cut_request() -> impl Strategy<Value = Vec<u8>> {
     (generated(), any::<prop::sample::Index>()).prop_map(|(g, cut)| {

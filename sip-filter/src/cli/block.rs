@@ -6,14 +6,13 @@ use ipnet::IpNet;
 use sip_filter::{
     filter::{key_to_string, monotonic_now_ns, PinnedBans},
     lists::{ListKind, PinnedList},
-    pins::interface_dir,
 };
 use sip_filter_common::maps::BanReason;
 
 use super::{
     block_import::{self, ImportArgs},
     lists::{self, open_list, Row, Where},
-    pinned_filters, UserError,
+    UserError,
 };
 
 /// Ban or unban sources by hand on running filters (from another shell while
@@ -67,8 +66,9 @@ struct DelArgs {
 /// as expired, until the source's next packet removes it.
 #[derive(clap::Args)]
 struct ListArgs {
-    /// A JSON array of objects: iface, address, kind (ban, deny), origin (operator,
-    /// config, filter), reason, until_removed, seconds_left, expired, drops.
+    /// A JSON array of objects: iface (the interfaces the entry applies to, comma
+    /// separated), address, kind (ban, deny), origin (operator, config, filter), reason,
+    /// until_removed, seconds_left, expired, drops.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -95,7 +95,7 @@ fn open_for(at: &Where, target: &Target) -> anyhow::Result<(Vec<(String, PinnedB
         if target.is_single(filter_bans.ipv6_prefix()) {
             bans.push((iface, filter_bans));
         } else {
-            denies.push((iface.clone(), open_list(&at.pins, &iface, ListKind::Deny)?));
+            denies.push((iface, open_list(&at.pins, ListKind::Deny)?));
         }
     }
     Ok((bans, denies))
@@ -193,19 +193,14 @@ fn list(args: ListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The blocklists of the filters `at` names: one interface's or every one pinned.
+/// The blocklist of the running filter, labelled with the interfaces it applies to:
+/// one blocklist serves all of them (`--iface` only checks that it is one of them).
 pub(super) fn open_filters(at: &Where) -> anyhow::Result<Vec<(String, PinnedBans)>> {
-    let root = &at.pins.pin_root;
-    let interfaces = pinned_filters(&at.pins, at.iface.as_ref())?;
-    interfaces
-        .into_iter()
-        .map(|iface| {
-            let dir = interface_dir(root, &iface);
-            let bans = PinnedBans::open(&dir)
-                .with_context(|| format!("opening the bans pinned in {}", dir.display()))?;
-            Ok((iface, bans))
-        })
-        .collect()
+    let label = at.interfaces_label()?;
+    let dir = at.pins.maps_dir();
+    let bans = PinnedBans::open(&dir)
+        .with_context(|| format!("opening the bans pinned in {}", dir.display()))?;
+    Ok(vec![(label, bans)])
 }
 
 /// An address as given: alone or with a prefix length.

@@ -49,7 +49,7 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
     // Everything is checked on every filter before anything is written.
     let mut plans = Vec::new();
     for (iface, bans) in open_filters(&args.at)? {
-        let deny = open_list(&args.at.pins, &iface, ListKind::Deny)?;
+        let deny = open_list(&args.at.pins, ListKind::Deny)?;
         let plan = Plan::new(&iface, bans, deny, &targets)?;
         plans.push((iface, plan));
     }

@@ -8,36 +8,43 @@ use ipnet::IpNet;
 use sip_filter::{
     filter::{expires_after, monotonic_now_ns},
     lists::{ListKind, PinnedList},
-    pins::interface_dir,
 };
 use sip_filter_common::maps::{BanReason, ListEntry, LIST_ORIGIN_CONFIG};
 
 use super::{block::format_duration, pinned_filters, PinArgs, UserError};
 
-/// Which running filters: one interface's, or all.
+/// Which running filter: checked to be attached to one interface, or wherever it is.
 #[derive(clap::Args)]
 pub struct Where {
-    /// Only this interface's filter (default: every running filter).
+    /// Check that the filter is attached to this interface. One blocklist and one pair
+    /// of allow/deny lists serve all the filter's interfaces: an entry applies on every
+    /// one.
     #[arg(long)]
     pub iface: Option<String>,
     #[command(flatten)]
     pub pins: PinArgs,
 }
 
-/// The `kind` lists of the filters `at` names.
-pub fn open_lists(at: &Where, kind: ListKind) -> anyhow::Result<Vec<(String, PinnedList)>> {
-    pinned_filters(&at.pins, at.iface.as_ref())?
-        .into_iter()
-        .map(|iface| {
-            let list = open_list(&at.pins, &iface, kind)?;
-            Ok((iface, list))
-        })
-        .collect()
+impl Where {
+    /// The interfaces the filter's maps serve, comma separated (after checking that
+    /// `--iface`, if given, is one of them): the label of what a verb reads or writes.
+    pub fn interfaces_label(&self) -> anyhow::Result<String> {
+        if let Some(iface) = &self.iface {
+            pinned_filters(&self.pins, Some(iface))?;
+        }
+        Ok(pinned_filters(&self.pins, None)?.join(","))
+    }
 }
 
-/// The `kind` list of the filter on `iface`.
-pub fn open_list(pins: &PinArgs, iface: &str, kind: ListKind) -> anyhow::Result<PinnedList> {
-    let dir = interface_dir(&pins.pin_root, iface);
+/// The running filter's `kind` list, labelled with the interfaces it serves.
+pub fn open_lists(at: &Where, kind: ListKind) -> anyhow::Result<Vec<(String, PinnedList)>> {
+    let label = at.interfaces_label()?;
+    Ok(vec![(label, open_list(&at.pins, kind)?)])
+}
+
+/// The running filter's `kind` list (one for all its interfaces).
+pub fn open_list(pins: &PinArgs, kind: ListKind) -> anyhow::Result<PinnedList> {
+    let dir = pins.maps_dir();
     PinnedList::open(&dir, kind).with_context(|| {
         format!(
             "opening the {} list pinned in {}",
@@ -66,9 +73,9 @@ pub fn not_an_address(text: &str) -> UserError {
 
 /// A note for an operator entry about to replace the configuration's: refused, since a
 /// reload would then not know the entry any more.
-fn config_owned(iface: &str, kind: ListKind, net: IpNet) -> UserError {
+fn config_owned(kind: ListKind, net: IpNet) -> UserError {
     UserError(format!(
-        "{net} is on the {kind} list of {iface}'s configuration file: change it there (`[lists] {kind}`) and restart the filter",
+        "{net} is on the {kind} list of the filter's configuration file: change it there (`[lists] {kind}`) and reload the filter",
         kind = kind.name()
     ))
 }
@@ -81,10 +88,10 @@ pub fn add(
     ttl: Option<Duration>,
     reason: u32,
 ) -> anyhow::Result<()> {
-    for (iface, list) in lists.iter() {
+    for (_, list) in lists.iter() {
         if let Some(entry) = list.get(net)? {
             if entry.origin == LIST_ORIGIN_CONFIG {
-                return Err(config_owned(iface, list.kind(), net).into());
+                return Err(config_owned(list.kind(), net).into());
             }
         }
     }
@@ -111,10 +118,10 @@ pub fn add(
 /// Removes the operator entry for exactly `net` from every list; refuses (before
 /// changing anything) where it is the configuration's.
 pub fn remove(lists: &mut [(String, PinnedList)], net: IpNet) -> anyhow::Result<()> {
-    for (iface, list) in lists.iter() {
+    for (_, list) in lists.iter() {
         if let Some(entry) = list.get(net)? {
             if entry.origin == LIST_ORIGIN_CONFIG {
-                return Err(config_owned(iface, list.kind(), net).into());
+                return Err(config_owned(list.kind(), net).into());
             }
         }
     }

@@ -3,10 +3,13 @@
 mod allow;
 mod block;
 mod block_import;
+mod domains;
 mod lists;
 mod run;
 mod stats;
+mod status;
 mod top;
+mod unload;
 
 use std::path::PathBuf;
 
@@ -31,6 +34,9 @@ enum Command {
     Block(block::BlockArgs),
     Allow(allow::AllowArgs),
     Top(top::TopArgs),
+    Status(status::StatusArgs),
+    Unload(unload::UnloadArgs),
+    Domains(domains::DomainsArgs),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -40,6 +46,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Block(args) => block::block(args),
         Command::Allow(args) => allow::allow(args),
         Command::Top(args) => top::top(args),
+        Command::Status(args) => status::status(args),
+        Command::Unload(args) => unload::unload(args),
+        Command::Domains(args) => domains::domains(args),
     }
 }
 
@@ -51,20 +60,40 @@ pub struct UserError(pub String);
 /// Where pins live; tests point it elsewhere.
 #[derive(clap::Args, Clone)]
 pub struct PinArgs {
-    /// Directory under which running filters pin their maps, one subdirectory per interface.
+    /// Directory under which the running filter pins its maps (`maps/`, shared by all
+    /// its interfaces) and its links (`links/IFACE`, one per interface).
     #[arg(long, env = "SIP_FILTER_PIN_ROOT", default_value = PIN_ROOT, hide_default_value = false)]
     pub pin_root: PathBuf,
+    /// Directory of the daemon's runtime file (pid, XDP modes, domains as loaded).
+    /// Default: /run/ and the pin root's last component, /run/sip-filter.
+    #[arg(long, env = "SIP_FILTER_RUNTIME_DIR", value_name = "DIR")]
+    pub runtime_dir: Option<PathBuf>,
 }
 
-/// The interfaces whose pinned filters a command reads: `iface` alone, or every one
-/// pinned under the root. An error the operator can act on when there is none.
+impl PinArgs {
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.runtime_dir
+            .clone()
+            .unwrap_or_else(|| sip_filter::pins::default_runtime_dir(&self.pin_root))
+    }
+
+    /// Where the maps shared by every interface are pinned.
+    pub fn maps_dir(&self) -> PathBuf {
+        sip_filter::pins::maps_dir(&self.pin_root)
+    }
+}
+
+/// The interfaces the running filter is attached to: `iface` alone (checked to be one
+/// of them), or all of them. They share one set of maps ([`PinArgs::maps_dir`]): read or
+/// write those once, not once per interface. An error the operator can act on when
+/// nothing is attached.
 pub fn pinned_filters(pins: &PinArgs, iface: Option<&String>) -> anyhow::Result<Vec<String>> {
     use anyhow::Context;
-    use sip_filter::pins::{interface_dir, pinned_interfaces};
+    use sip_filter::pins::{link_path, pinned_interfaces};
     let root = &pins.pin_root;
     let interfaces = match iface {
         Some(iface) => {
-            if !interface_dir(root, iface).is_dir() {
+            if !link_path(root, iface).exists() {
                 return Err(UserError(format!(
                     "no filter is loaded on {iface}: start one with `sip-filter run --iface {iface} --domain YOUR.DOMAIN`"
                 ))

@@ -1,15 +1,27 @@
-use std::{net::IpAddr, path::PathBuf};
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use ipnet::IpNet;
 
 use anyhow::Context;
-use aya::maps::{MapData, RingBuf};
+use aya::{
+    maps::{MapData, RingBuf},
+    programs::links::PinnedLink,
+};
 use sip_filter::{
     config::{self, parse_net},
     events,
-    filter::{monotonic_now_ns, FilterError},
-    pins::{ensure_bpffs, interface_dir, remove_dir},
-    AttachMode, Filter, NotSipPolicy, Settings,
+    filter::{monotonic_now_ns, pinned_config, FilterError},
+    pins::{
+        anything_pinned, default_state_dir, ensure_bpffs, link_path, links_dir, maps_dir,
+        remove_all,
+    },
+    runtime::{Interface, Runtime, RELOADS},
+    state::{self, Clocks, State, StateError, StateMaps},
+    AttachMode, AttachedMode, Filter, NotSipPolicy, Settings,
 };
 use tokio::{
     io::{unix::AsyncFd, Interest},
@@ -18,16 +30,20 @@ use tokio::{
 
 use super::{PinArgs, UserError};
 
-/// Attach the filter to an interface and stay in the foreground.
+/// Attach the filter to one or more interfaces and stay in the foreground (the daemon).
 ///
-/// Ctrl-C or SIGTERM detaches it and removes its pins. While it runs, `sip-filter stats`
-/// in another shell reads its counters, and the filter's bans and drops (the first per
-/// source per second) are logged.
+/// SIGHUP reloads the configuration file (a bad one is refused and the running
+/// configuration stays); Ctrl-C or SIGTERM detaches the filter and removes its pins.
+/// Bans and the allow/deny entries an operator added survive a restart (the state
+/// file). While it runs, `sip-filter stats`, `status`, `block` in another shell read and
+/// change it, and the filter's bans and drops (the first per source per second) are
+/// logged.
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// The interface SIP traffic arrives on.
-    #[arg(long)]
-    iface: String,
+    /// An interface SIP traffic arrives on. Repeat for more: they share one program and
+    /// one set of maps (a source banned on one is banned on all, one bucket per source).
+    #[arg(long = "iface", value_name = "IFACE", required = true)]
+    ifaces: Vec<String>,
     /// A TOML configuration file (examples/sip-filter.toml documents every key). The
     /// flags below replace the file's value for what they set.
     #[arg(long, value_name = "FILE")]
@@ -62,6 +78,15 @@ pub struct RunArgs {
     /// auto: native, falling back to generic (skb) mode with a warning.
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     xdp_mode: AttachMode,
+    /// Directory of the state file (bans and operator entries kept across restarts).
+    /// Default: /var/lib/ and the pin root's last component, /var/lib/sip-filter.
+    #[arg(long, env = "SIP_FILTER_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// How often the state file is written while running (it is also written on stop),
+    /// in seconds: what a crash can lose.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    save_interval: u64,
     #[command(flatten)]
     pins: PinArgs,
 }
@@ -107,107 +132,399 @@ impl RunArgs {
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     // Refuse bad settings, the whole file checked, before anything touches the kernel.
     let settings = args.settings()?;
+    let mut seen = std::collections::HashSet::new();
+    if let Some(twice) = args.ifaces.iter().find(|iface| !seen.insert(*iface)) {
+        return Err(UserError(format!("--iface {twice} is given twice")).into());
+    }
+    if let Some(unknown) = args.ifaces.iter().find(|iface| !interface_exists(iface)) {
+        return Err(UserError(format!(
+            "no interface named {unknown:?}: `ip link` lists them"
+        ))
+        .into());
+    }
+    let root = args.pins.pin_root.clone();
+    let runtime_dir = args.pins.runtime_dir();
+    let state_path = args.state_dir().join(state::FILE_NAME);
+
+    if let Ok(Some(other)) = Runtime::read(&runtime_dir) {
+        if other.daemon_alive() && other.pid != std::process::id() {
+            return Err(UserError(format!(
+                "a sip-filter daemon (pid {}) already runs with the pins in {}: stop it first (`sip-filter unload`) or give this one another --pin-root",
+                other.pid,
+                root.display()
+            ))
+            .into());
+        }
+    }
+
+    let mut saved = load_state(&state_path);
+    // Pins without a live daemon: one that crashed (its program is still attached
+    // through the link pins). Its maps are newer than the state file: take them over.
+    let stale = anything_pinned(&root);
+    if stale {
+        log::warn!(pin_root:% = root.display();
+            "pins left by a daemon that did not stop cleanly: taking over its bans and operator entries, then replacing it");
+        match take_pinned_state(&root) {
+            Ok(left) => saved.extend(left),
+            Err(e) => log::warn!(pin_root:% = root.display();
+                "cannot read the bans the previous daemon left, restoring from the state file only: {e:#}"),
+        }
+    }
 
     let mut filter = Filter::load().context("loading the XDP program")?;
     filter.configure(&settings)?;
+    // Before attaching: the program enforces the restored bans from its first packet.
+    let restored = state::restore(&mut filter, &saved, Clocks::now())?;
+    if !saved.is_empty() {
+        log::info!(bans = restored.bans, allow = restored.allow, deny = restored.deny,
+            skipped = restored.skipped, state_file:% = state_path.display();
+            "restored {} ban(s) and {} operator list entr(ies)", restored.bans, restored.allow + restored.deny);
+    }
     let events = filter.take_events()?;
-    let mode = match filter.attach(&args.iface, args.xdp_mode) {
-        Ok(mode) => mode,
-        Err(FilterError::Attach {
-            source: aya::programs::ProgramError::UnknownInterface { .. },
-            ..
-        }) => {
-            return Err(UserError(format!(
-                "no interface named {:?}: `ip link` lists them",
-                args.iface
-            ))
-            .into())
-        }
-        Err(e) => {
-            return Err(e).context(format!(
-                "is another XDP program already attached to {}? `ip link show {}` tells",
-                args.iface, args.iface
-            ))
-        }
+    let program_id = filter.program_id()?;
+
+    ensure_bpffs(&root).with_context(|| format!("preparing {}", root.display()))?;
+    if stale {
+        // Detaches the old program (its links go with their pins); ours follows at once.
+        remove_all(&root).with_context(|| format!("removing stale pins in {}", root.display()))?;
+    }
+    let pinned = attach_and_pin(&mut filter, &args)?;
+    let mut runtime = Runtime {
+        pid: std::process::id(),
+        started_unix_ms: Clocks::now().unix_ms,
+        pin_root: root.clone(),
+        config_file: args.config.clone(),
+        state_file: state_path.clone(),
+        program_id,
+        interfaces: pinned
+            .attached
+            .iter()
+            .map(|(name, mode)| Interface {
+                name: name.clone(),
+                mode: mode.name().to_string(),
+            })
+            .collect(),
+        dry_run: false,
+        domains: Vec::new(),
+        own_addresses: Vec::new(),
+        ports: Vec::new(),
+        reloads: 0,
+        reload_failures: 0,
+        last_reload_error: None,
     };
-
-    let dir = interface_dir(&args.pins.pin_root, &args.iface);
-    ensure_bpffs(&args.pins.pin_root)
-        .with_context(|| format!("preparing {}", args.pins.pin_root.display()))?;
-    // A directory left by a filter that did not stop cleanly: ours replaces it (the
-    // attach above succeeded, so no live filter holds this interface).
-    remove_dir(&dir).with_context(|| format!("removing stale pins in {}", dir.display()))?;
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    if let Err(e) = filter.pin_maps(&dir) {
-        let _ = remove_dir(&dir);
-        return Err(e.into());
+    runtime.describe(&settings);
+    if let Err(e) = runtime.write(&runtime_dir) {
+        log::warn!(runtime_dir:% = runtime_dir.display();
+            "cannot write the runtime file, so `sip-filter status` and `domains list` cannot read it: {e}");
     }
-    log::info!(
-        "sip-filter attached to {} ({} mode); {} domain(s) allowed{}; maps pinned in {}",
-        args.iface,
-        mode.name(),
-        settings.domains.len(),
-        if settings.domains.is_empty() {
-            " (domain check off)"
-        } else {
-            ""
-        },
-        dir.display()
-    );
+    for (iface, mode) in &pinned.attached {
+        log::info!(iface = iface.as_str(), mode = mode.name(), program_id;
+            "sip-filter attached to {iface} ({} mode)", mode.name());
+    }
+    log::info!(domains = settings.domains.len(), domain_check = !settings.domains.is_empty(),
+        dry_run = settings.dry_run, pin_root:% = root.display(),
+        config:% = args.config.as_deref().map_or("none".into(), Path::to_string_lossy);
+        "filtering: {} domain(s) allowed{}; maps pinned in {}", settings.domains.len(),
+        if settings.domains.is_empty() { " (domain check off)" } else { "" },
+        maps_dir(&root).display());
     if settings.dry_run {
-        log::warn!("dry-run: verdicts are counted and reported, nothing is dropped or banned");
+        log::warn!(dry_run = true; "dry-run: verdicts are counted and reported, nothing is dropped or banned");
     }
 
-    let waited = wait_for_stop(events, u32::from(settings.ipv6_prefix));
-    let removed = remove_dir(&dir).with_context(|| format!("removing pins in {}", dir.display()));
-    // The root too, once no filter is left in it (another interface's stays).
-    let _ = std::fs::remove_dir(&args.pins.pin_root);
-    drop(filter); // detaches
-    log::info!("sip-filter detached from {}", args.iface);
-    waited.and(removed)
+    let mut daemon = Daemon {
+        args: &args,
+        filter,
+        settings,
+        runtime,
+        runtime_dir,
+        state_path,
+    };
+    let served = daemon.serve(events);
+    // Saved before detaching: what the kernel banned up to the last moment.
+    daemon.save_state();
+    let interfaces = pinned.interfaces();
+    let removed = pinned.remove();
+    if let Err(e) = Runtime::remove(&daemon.runtime_dir) {
+        log::warn!("cannot remove the runtime file: {e}");
+    }
+    drop(daemon); // unloads the program
+    log::info!(interfaces = interfaces.as_str(); "sip-filter detached from {interfaces}");
+    served.and(removed)
 }
 
-/// Logs the filter's events until SIGINT or SIGTERM.
-fn wait_for_stop(events: RingBuf<MapData>, ipv6_prefix: u32) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async {
-        let mut interrupt = signal(SignalKind::interrupt()).context("watching SIGINT")?;
-        let mut terminate = signal(SignalKind::terminate()).context("watching SIGTERM")?;
-        // Events are a log, not the filter: if they cannot be read, it keeps running.
-        // SAFETY: the AsyncFd owns the ring buffer, which owns its map's file descriptor
-        // and closes it only when dropped: the descriptor stays open, and `as_raw_fd`
-        // returns that same one, for the AsyncFd's whole life.
-        let mut events = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
-            .inspect_err(|e| {
-                log::warn!(
-                    "cannot watch the events ring buffer, so bans and drops are not logged: {e}"
-                )
-            })
-            .ok();
-        let reading = async {
-            if let Some(events) = events.as_mut() {
-                let Err(e) = log_events(events, ipv6_prefix).await;
-                log::warn!("reading the events ring buffer failed, so bans and drops are no longer logged: {e}");
-            }
-            std::future::pending::<()>().await
-        };
-        tokio::select! {
-            // Signals first: a stream of events cannot hold up the stop.
-            biased;
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-            () = reading => {}
-        }
-        // What the kernel wrote just before the stop, without waiting for more.
-        if let Some(events) = events.as_mut() {
-            drain(events.get_mut(), ipv6_prefix);
-        }
-        log::info!("stopping");
-        Ok(())
+/// Whether the network namespace we run in has an interface named `name`.
+fn interface_exists(name: &str) -> bool {
+    std::ffi::CString::new(name).is_ok_and(|c_name| {
+        // SAFETY: if_nametoindex reads a NUL-terminated string we own.
+        unsafe { libc::if_nametoindex(c_name.as_ptr()) != 0 }
     })
+}
+
+impl RunArgs {
+    fn state_dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| default_state_dir(&self.pins.pin_root))
+    }
+}
+
+/// The state file's contents, or nothing: a missing file is a first start, a corrupt
+/// one is set aside (never lost, never a reason not to filter).
+fn load_state(path: &Path) -> State {
+    match State::load(path) {
+        Ok(Some(state)) => state,
+        Ok(None) => {
+            log::info!(state_file:% = path.display(); "no state file yet: starting without saved bans");
+            State::default()
+        }
+        Err(StateError::Corrupt { reason, .. }) => {
+            match state::set_aside(path) {
+                Ok(aside) => {
+                    log::error!(state_file:% = path.display(), kept_as:% = aside.display();
+                    "the state file is corrupt ({reason}): starting without saved bans; the file is kept as {}", aside.display())
+                }
+                Err(e) => log::error!(state_file:% = path.display();
+                    "the state file is corrupt ({reason}) and cannot be set aside ({e}): starting without saved bans"),
+            }
+            State::default()
+        }
+        Err(e) => {
+            log::error!(state_file:% = path.display(); "{e}: starting without saved bans");
+            State::default()
+        }
+    }
+}
+
+/// The bans and operator entries in the maps a crashed daemon left pinned.
+fn take_pinned_state(root: &Path) -> anyhow::Result<State> {
+    let dir = maps_dir(root);
+    let ipv6_prefix = pinned_config(&dir)?.ipv6_prefix;
+    let maps = state::pinned_maps(&dir)?;
+    Ok(State::take(
+        &StateMaps::from(&maps),
+        ipv6_prefix,
+        Clocks::now(),
+    )?)
+}
+
+/// What a running daemon pinned: removed (which detaches) on [`Pinned::remove`] or drop.
+struct Pinned {
+    root: PathBuf,
+    attached: Vec<(String, AttachedMode)>,
+    /// Held until the pins are gone, so the program stays attached until then.
+    links: Vec<PinnedLink>,
+}
+
+impl Pinned {
+    fn interfaces(&self) -> String {
+        self.attached
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn remove(mut self) -> anyhow::Result<()> {
+        let removed = remove_all(&self.root)
+            .with_context(|| format!("removing the pins in {}", self.root.display()));
+        self.links.clear(); // the last references: the program detaches here
+        self.root = PathBuf::new();
+        removed
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        if !self.root.as_os_str().is_empty() {
+            let _ = remove_all(&self.root);
+        }
+    }
+}
+
+/// Pins the maps once, then attaches to each interface and pins its link. On any
+/// failure, what was done is undone (detached, unpinned).
+fn attach_and_pin(filter: &mut Filter, args: &RunArgs) -> anyhow::Result<Pinned> {
+    let root = &args.pins.pin_root;
+    let mut pinned = Pinned {
+        root: root.clone(),
+        attached: Vec::new(),
+        links: Vec::new(),
+    };
+    let maps = maps_dir(root);
+    std::fs::create_dir_all(&maps).with_context(|| format!("creating {}", maps.display()))?;
+    filter.pin_maps(&maps)?;
+    let links = links_dir(root);
+    std::fs::create_dir_all(&links).with_context(|| format!("creating {}", links.display()))?;
+    for iface in &args.ifaces {
+        let (mode, link) = match filter.attach(iface, args.xdp_mode) {
+            Ok(attached) => attached,
+            Err(FilterError::Attach {
+                source: aya::programs::ProgramError::UnknownInterface { .. },
+                ..
+            }) => {
+                return Err(UserError(format!(
+                    "no interface named {iface:?}: `ip link` lists them"
+                ))
+                .into())
+            }
+            Err(e) => {
+                return Err(e).context(format!(
+                "is another XDP program already attached to {iface}? `ip link show {iface}` tells"
+            ))
+            }
+        };
+        let path = link_path(root, iface);
+        let link = link
+            .pin(&path)
+            .with_context(|| format!("pinning the link of {iface} at {}", path.display()))?;
+        pinned.links.push(link);
+        pinned.attached.push((iface.clone(), mode));
+    }
+    Ok(pinned)
+}
+
+/// The running daemon: the loaded filter and what it was configured with.
+struct Daemon<'a> {
+    args: &'a RunArgs,
+    filter: Filter,
+    settings: Settings,
+    runtime: Runtime,
+    runtime_dir: PathBuf,
+    state_path: PathBuf,
+}
+
+impl Daemon<'_> {
+    /// Logs the filter's events, reloads on SIGHUP and saves the state periodically,
+    /// until SIGINT or SIGTERM.
+    fn serve(&mut self, events: RingBuf<MapData>) -> anyhow::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let ipv6_prefix = u32::from(self.settings.ipv6_prefix);
+        runtime.block_on(async {
+            let mut interrupt = signal(SignalKind::interrupt()).context("watching SIGINT")?;
+            let mut terminate = signal(SignalKind::terminate()).context("watching SIGTERM")?;
+            let mut hangup = signal(SignalKind::hangup()).context("watching SIGHUP")?;
+            let period = Duration::from_secs(self.args.save_interval);
+            let mut save = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Events are a log, not the filter: if they cannot be read, it keeps running.
+            // SAFETY: the AsyncFd owns the ring buffer, which owns its map's file
+            // descriptor and closes it only when dropped: the descriptor stays open, and
+            // `as_raw_fd` returns that same one, for the AsyncFd's whole life.
+            let mut events =
+                unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
+                    .inspect_err(|e| {
+                        log::warn!(
+                            "cannot watch the events ring buffer, so bans and drops are not logged: {e}"
+                        )
+                    })
+                    .ok();
+            {
+                let reading = async {
+                    if let Some(events) = events.as_mut() {
+                        let Err(e) = log_events(events, ipv6_prefix).await;
+                        log::warn!("reading the events ring buffer failed, so bans and drops are no longer logged: {e}");
+                    }
+                    std::future::pending::<()>().await
+                };
+                tokio::pin!(reading);
+                loop {
+                    tokio::select! {
+                        // Signals first: a stream of events cannot hold up the stop.
+                        biased;
+                        _ = interrupt.recv() => break,
+                        _ = terminate.recv() => break,
+                        _ = hangup.recv() => self.reload(),
+                        _ = save.tick() => self.save_state(),
+                        () = &mut reading => {}
+                    }
+                }
+            }
+            // What the kernel wrote just before the stop, without waiting for more.
+            if let Some(events) = events.as_mut() {
+                drain(events.get_mut(), ipv6_prefix);
+            }
+            log::info!("stopping");
+            Ok(())
+        })
+    }
+
+    /// SIGHUP: the configuration file again, with the same flags over it. A refused
+    /// file leaves the running configuration as it was.
+    fn reload(&mut self) {
+        let Some(config) = self.args.config.clone() else {
+            log::warn!("SIGHUP: started without --config, so there is nothing to reload");
+            return;
+        };
+        let outcome = self.try_reload();
+        reload_finished(&outcome);
+        match outcome {
+            Ok(()) => {
+                log::info!(config:% = config.display(), domains = self.settings.domains.len(),
+                    dry_run = self.settings.dry_run;
+                    "configuration reloaded from {}", config.display());
+                self.runtime.last_reload_error = None;
+            }
+            Err(e) => {
+                log::error!(config:% = config.display();
+                    "configuration reload refused, the running configuration stays: {e}");
+                self.runtime.last_reload_error = Some(e);
+            }
+        }
+        self.runtime.describe(&self.settings);
+        self.runtime.reloads = RELOADS.succeeded();
+        self.runtime.reload_failures = RELOADS.failed();
+        if let Err(e) = self.runtime.write(&self.runtime_dir) {
+            log::warn!("cannot update the runtime file: {e}");
+        }
+    }
+
+    fn try_reload(&mut self) -> Result<(), String> {
+        let settings = self.args.settings().map_err(|e| e.0)?;
+        if settings.ipv6_prefix != self.settings.ipv6_prefix {
+            return Err(format!(
+                "ipv6_prefix cannot change on reload (/{} to /{}): bans and buckets are keyed by it; restart the daemon to change it",
+                self.settings.ipv6_prefix, settings.ipv6_prefix
+            ));
+        }
+        if let Err(e) = self.filter.configure(&settings) {
+            // Written in part: put the running configuration back whole.
+            if let Err(back) = self.filter.configure(&self.settings) {
+                log::error!("restoring the running configuration failed too: {back}");
+            }
+            return Err(format!("the kernel refused it: {e}"));
+        }
+        self.settings = settings;
+        Ok(())
+    }
+
+    /// Writes the state file (periodically, and on stop); a failure is logged, the
+    /// filter goes on.
+    fn save_state(&self) {
+        let taken = StateMaps::of(&self.filter).and_then(|maps| {
+            State::take(&maps, u32::from(self.settings.ipv6_prefix), Clocks::now())
+        });
+        let saved = match taken {
+            Ok(state) => state.save(&self.state_path).map(|()| state),
+            Err(e) => Err(e.into()),
+        };
+        match saved {
+            Ok(state) => {
+                log::debug!(state_file:% = self.state_path.display(), bans = state.bans.len(),
+                allow = state.allow.len(), deny = state.deny.len(); "state saved")
+            }
+            Err(e) => log::warn!(state_file:% = self.state_path.display();
+                "cannot save the state, a restart now would lose what changed since the last save: {e}"),
+        }
+    }
+}
+
+/// Where a reload's outcome is counted: [`RELOADS`] is what `status` (through the
+/// runtime file) and metrics report.
+fn reload_finished(outcome: &Result<(), String>) {
+    RELOADS.record(outcome.is_ok());
 }
 
 /// Events logged per turn, before the signals are looked at again.

@@ -3,7 +3,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use sip_filter::{
     filter::{pinned_config, pinned_counters},
-    pins::interface_dir,
     stats,
 };
 use sip_filter_common::{maps::FLAG_DRY_RUN, Counters};
@@ -13,7 +12,8 @@ use super::{block::parse_duration, pinned_filters, PinArgs};
 /// Print the counters of running filters: packets by verdict reason and by SIP method.
 #[derive(clap::Args)]
 pub struct StatsArgs {
-    /// Only this interface's filter (default: all, summed).
+    /// Check that the filter is attached to this interface. The counters are the
+    /// filter's, shared by all its interfaces.
     #[arg(long)]
     iface: Option<String>,
     /// JSON, with `reasons` and `methods` objects (with --watch: one object per line,
@@ -37,7 +37,7 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<()> {
             .map_err(|e| super::UserError(e.0.replace("--ttl", "--interval")))?;
         return watch(&args, &interfaces, interval);
     }
-    let (total, dry_run) = read(&args.pins, &interfaces)?;
+    let (total, dry_run) = read(&args.pins)?;
     if args.json {
         println!("{}", stats::to_json(&interfaces, &total, dry_run));
     } else {
@@ -46,19 +46,15 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The counters of `interfaces`, summed, and whether any filter is in dry-run.
-fn read(pins: &PinArgs, interfaces: &[String]) -> anyhow::Result<(Counters, bool)> {
-    let mut total = Counters::default();
-    let mut dry_run = false;
-    for iface in interfaces {
-        let dir = interface_dir(&pins.pin_root, iface);
-        let counters = pinned_counters(&dir)
-            .with_context(|| format!("reading the counters pinned in {}", dir.display()))?;
-        total.add(&counters);
-        // Counters of filters in dry-run count drops that did not happen: say so.
-        dry_run |= pinned_config(&dir).is_ok_and(|config| config.has(FLAG_DRY_RUN));
-    }
-    Ok((total, dry_run))
+/// The filter's counters (one set of maps for all its interfaces), and whether it is in
+/// dry-run.
+fn read(pins: &PinArgs) -> anyhow::Result<(Counters, bool)> {
+    let dir = pins.maps_dir();
+    let counters = pinned_counters(&dir)
+        .with_context(|| format!("reading the counters pinned in {}", dir.display()))?;
+    // Counters of a filter in dry-run count drops that did not happen: say so.
+    let dry_run = pinned_config(&dir).is_ok_and(|config| config.has(FLAG_DRY_RUN));
+    Ok((counters, dry_run))
 }
 
 /// Prints the counters with rates every `interval` until Ctrl-C (or SIGTERM), then
@@ -72,7 +68,7 @@ fn watch(args: &StatsArgs, interfaces: &[String], interval: Duration) -> anyhow:
         use tokio::signal::unix::{signal, SignalKind};
         let mut interrupt = signal(SignalKind::interrupt()).context("watching SIGINT")?;
         let mut terminate = signal(SignalKind::terminate()).context("watching SIGTERM")?;
-        let (mut previous, _) = read(&args.pins, interfaces)?;
+        let (mut previous, _) = read(&args.pins)?;
         let mut previous_at = Instant::now();
         loop {
             tokio::select! {
@@ -80,7 +76,7 @@ fn watch(args: &StatsArgs, interfaces: &[String], interval: Duration) -> anyhow:
                 _ = terminate.recv() => return Ok(()),
                 _ = tokio::time::sleep(interval) => {}
             }
-            let (now, dry_run) = read(&args.pins, interfaces)?;
+            let (now, dry_run) = read(&args.pins)?;
             let now_at = Instant::now();
             let delta = now.since(&previous);
             let seconds = now_at.duration_since(previous_at).as_secs_f64();

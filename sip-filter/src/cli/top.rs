@@ -1,7 +1,7 @@
 use anyhow::Context;
-use sip_filter::{drops::pinned_source_drops, pins::interface_dir};
+use sip_filter::drops::pinned_source_drops;
 
-use super::{pinned_filters, PinArgs};
+use super::lists::Where;
 
 /// Show the sources dropped most, with the reasons: banned and denied sources, scanners,
 /// unknown-domain probes, sources over their rate limit or the global budget. Counted
@@ -9,42 +9,36 @@ use super::{pinned_filters, PinArgs};
 /// recently seen of 262,144 tracked; bans: when they end; deny entries: when rewritten).
 #[derive(clap::Args)]
 pub struct TopArgs {
-    /// Only this interface's filter (default: every running filter).
-    #[arg(long)]
-    iface: Option<String>,
     /// How many sources.
     #[arg(long, default_value_t = 10)]
     limit: usize,
-    /// A JSON array of objects: iface, source, dropped, reasons (reason -> packets),
-    /// banned (ban reason or null), denied_by (config, operator or null).
+    /// A JSON array of objects: iface (the filter's interfaces, comma separated),
+    /// source, dropped, reasons (reason -> packets), banned (ban reason or null),
+    /// denied_by (config, operator or null).
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    pins: PinArgs,
+    at: Where,
 }
 
 pub fn top(args: TopArgs) -> anyhow::Result<()> {
-    let interfaces = pinned_filters(&args.pins, args.iface.as_ref())?;
-    let mut rows = Vec::new();
-    for iface in &interfaces {
-        let dir = interface_dir(&args.pins.pin_root, iface);
-        let sources = pinned_source_drops(&dir)
-            .with_context(|| format!("reading the drops by source pinned in {}", dir.display()))?;
-        rows.extend(sources.into_iter().map(|source| (iface.clone(), source)));
-    }
-    rows.sort_by_key(|(_, source)| std::cmp::Reverse(source.total()));
+    let interfaces = args.at.interfaces_label()?;
+    let dir = args.at.pins.maps_dir();
+    let mut rows = pinned_source_drops(&dir)
+        .with_context(|| format!("reading the drops by source pinned in {}", dir.display()))?;
+    rows.sort_by_key(|source| std::cmp::Reverse(source.total()));
     rows.truncate(args.limit);
     if args.json {
         let array: Vec<serde_json::Value> = rows
             .iter()
-            .map(|(iface, source)| {
+            .map(|source| {
                 let reasons: serde_json::Map<String, serde_json::Value> = source
                     .reasons
                     .iter()
                     .map(|(reason, n)| (reason.name().to_string(), serde_json::json!(n)))
                     .collect();
                 serde_json::json!({
-                    "iface": iface,
+                    "iface": interfaces,
                     "source": source.source,
                     "dropped": source.total(),
                     "reasons": reasons,
@@ -57,26 +51,21 @@ pub fn top(args: TopArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if rows.is_empty() {
-        println!("no drops by source on {}", interfaces.join(", "));
+        println!("no drops by source on {interfaces}");
         return Ok(());
     }
-    let iface_width = rows
-        .iter()
-        .map(|(iface, _)| iface.len())
-        .max()
-        .unwrap_or(0)
-        .max("IFACE".len());
     let source_width = rows
         .iter()
-        .map(|(_, source)| source.source.len())
+        .map(|source| source.source.len())
         .max()
         .unwrap_or(0)
         .max("SOURCE".len());
+    // One set of counters for all the interfaces: say which once, not on every row.
     let mut out = format!(
-        "{:<iface_width$}  {:<source_width$}  {:>10}  REASONS\n",
-        "IFACE", "SOURCE", "DROPPED"
+        "drops by source on {interfaces}\n{:<source_width$}  {:>10}  REASONS\n",
+        "SOURCE", "DROPPED"
     );
-    for (iface, source) in &rows {
+    for source in &rows {
         let mut reasons: Vec<String> = source
             .reasons
             .iter()
@@ -89,7 +78,7 @@ pub fn top(args: TopArgs) -> anyhow::Result<()> {
             reasons.push(format!("(deny list: {origin})"));
         }
         out.push_str(&format!(
-            "{iface:<iface_width$}  {:<source_width$}  {:>10}  {}\n",
+            "{:<source_width$}  {:>10}  {}\n",
             source.source,
             source.total(),
             reasons.join(", ")

@@ -7,7 +7,8 @@
 //! test: these machines are shared and noisy.
 //!
 //! Flags: `--quick` (3 runs of 10,000 repeats), `--runs N`, `--repeat R`,
-//! `--json FILE` (the results, machine-readable).
+//! `--json FILE` (the results, machine-readable), `--class PART` (only the classes whose
+//! name contains PART: to profile one path with `perf record`).
 
 use std::{net::IpAddr, time::Duration};
 
@@ -27,6 +28,8 @@ struct Args {
     runs: usize,
     repeat: u32,
     json: Option<String>,
+    /// Only the classes whose name contains this (for profiling one path).
+    only: Option<String>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -34,6 +37,7 @@ fn parse_args() -> anyhow::Result<Args> {
         runs: 7,
         repeat: 1_000_000,
         json: None,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -49,8 +53,9 @@ fn parse_args() -> anyhow::Result<Args> {
                 args.repeat = it.next().context("--repeat needs a number")?.parse()?;
             }
             "--json" => args.json = Some(it.next().context("--json needs a file name")?),
+            "--class" => args.only = Some(it.next().context("--class needs part of a name")?),
             "-h" | "--help" => {
-                println!("bench [--quick] [--runs N (7)] [--repeat R (1000000)] [--json FILE]");
+                println!("bench [--quick] [--runs N (7)] [--repeat R (1000000)] [--json FILE] [--class PART-OF-NAME]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
@@ -199,7 +204,12 @@ fn main() -> anyhow::Result<()> {
         "packet class", "bytes", "action", "sip_filter", "drop", "parse", "sf/parse", "sf/drop"
     );
     let mut results = Vec::new();
-    for class in classes(banned) {
+    let wanted = |class: &Class| {
+        args.only
+            .as_ref()
+            .is_none_or(|part| class.name.contains(part.as_str()))
+    };
+    for class in classes(banned).into_iter().filter(wanted) {
         let (mut sf, mut dr, mut pa) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..args.runs {
             let (action, per_run) = filter.run(&class.frame, args.repeat)?;

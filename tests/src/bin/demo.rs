@@ -72,7 +72,7 @@ fn demo(clock: &Clock) -> anyhow::Result<bool> {
     let lab = Lab::new().context("building the lab")?;
     let dir = TempDir::new("demo");
     let pins = PinRoot::new("demo");
-    let pin_dir = pins.interface_dir(SERVER_IFACE);
+    let pin_dir = pins.link_pin(SERVER_IFACE);
     clock.say(format!(
         "starting Kamailio on {SERVER_V4}:{SIP_PORT}: it answers every request with 200 OK"
     ));
@@ -86,10 +86,11 @@ fn demo(clock: &Clock) -> anyhow::Result<bool> {
     ));
     let (mut daemon, attached) =
         start_filter(&lab, binary, &pins, &dir.path().join("sip-filter.log"))?;
-    // Without the log line's timestamp and target.
+    // The log line's message alone: `ts=... level=info target=... msg="sip-filter attached to ..." iface=...`.
     let attached = attached
-        .split_once("] ")
-        .map_or(&*attached, |(_, line)| line);
+        .split_once("msg=\"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map_or(&*attached, |(message, _)| message);
     clock.say(attached);
     check_interrupted()?;
 

@@ -1,0 +1,229 @@
+use std::path::Path;
+
+use anyhow::Context;
+use aya::{
+    maps::{HashMap, LpmTrie, Map, MapData, MapInfo},
+    programs::links::{FdLink, PinnedLink},
+};
+use serde_json::json;
+use sip_filter::{
+    filter::pinned_config,
+    pins::{anything_pinned, link_path, pinned_interfaces},
+    runtime::Runtime,
+};
+use sip_filter_common::maps::{names, Ban, ListEntry, SourceState, FLAG_DRY_RUN};
+
+use super::{PinArgs, UserError};
+
+/// Show the running filter: the daemon, its interfaces and XDP mode on each, the
+/// program id, dry-run or not, and how full each map is.
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// JSON: daemon, interfaces, program_id, dry_run, maps (name, entries, capacity)...
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    pins: PinArgs,
+}
+
+/// One pinned map's occupancy.
+struct Occupancy {
+    name: &'static str,
+    /// None for arrays (every slot always exists) and maps that cannot be counted.
+    entries: Option<u64>,
+    capacity: u32,
+}
+
+pub fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let root = &args.pins.pin_root;
+    if !anything_pinned(root) {
+        return Err(no_filter(root).into());
+    }
+    let runtime_dir = args.pins.runtime_dir();
+    let runtime = Runtime::read(&runtime_dir)
+        .with_context(|| format!("reading the runtime file in {}", runtime_dir.display()))?;
+    let alive = runtime.as_ref().is_some_and(Runtime::daemon_alive);
+
+    let interfaces =
+        pinned_interfaces(root).with_context(|| format!("reading {}", root.display()))?;
+    // Kernel facts first: the program each pinned link runs.
+    let mut program_ids = Vec::new();
+    for iface in &interfaces {
+        let id = PinnedLink::from_pin(link_path(root, iface))
+            .ok()
+            .and_then(|link| FdLink::from(link).info().ok())
+            .map(|info| info.program_id());
+        program_ids.push(id);
+    }
+    let mode_of = |iface: &str| -> String {
+        runtime
+            .as_ref()
+            .and_then(|r| r.interfaces.iter().find(|i| i.name == iface))
+            .map_or_else(|| "unknown".to_string(), |i| i.mode.clone())
+    };
+    let program_id = program_ids
+        .iter()
+        .flatten()
+        .next()
+        .copied()
+        .or(runtime.as_ref().map(|r| r.program_id));
+    let maps_dir = args.pins.maps_dir();
+    let dry_run = pinned_config(&maps_dir)
+        .map(|config| config.has(FLAG_DRY_RUN))
+        .ok();
+    let maps: Vec<Occupancy> = names::PINNED
+        .iter()
+        .map(|name| occupancy(&maps_dir, name))
+        .collect::<anyhow::Result<_>>()?;
+
+    if args.json {
+        let value = json!({
+            "daemon": {
+                "running": alive,
+                "pid": runtime.as_ref().map(|r| r.pid),
+            },
+            "pin_root": root,
+            "runtime_dir": runtime_dir,
+            "config_file": runtime.as_ref().and_then(|r| r.config_file.clone()),
+            "state_file": runtime.as_ref().map(|r| r.state_file.clone()),
+            "program_id": program_id,
+            "dry_run": dry_run,
+            "interfaces": interfaces.iter().zip(&program_ids).map(|(iface, id)| json!({
+                "name": iface,
+                "mode": mode_of(iface),
+                "program_id": id,
+            })).collect::<Vec<_>>(),
+            "maps": maps.iter().map(|map| json!({
+                "name": map.name,
+                "entries": map.entries,
+                "capacity": map.capacity,
+            })).collect::<Vec<_>>(),
+            "reloads": runtime.as_ref().map(|r| r.reloads),
+            "reload_failures": runtime.as_ref().map(|r| r.reload_failures),
+            "last_reload_error": runtime.as_ref().and_then(|r| r.last_reload_error.clone()),
+        });
+        println!("{value}");
+        return Ok(());
+    }
+
+    let daemon = match &runtime {
+        Some(r) if alive => format!("running, pid {}", r.pid),
+        Some(r) => format!(
+            "not running (pid {} is gone); the program stays attached through its pinned links: `sip-filter unload` removes it, `sip-filter run` takes over",
+            r.pid
+        ),
+        None => "not running (no runtime file); the program stays attached through its pinned links: `sip-filter unload` removes it, `sip-filter run` takes over".to_string(),
+    };
+    println!("daemon:      {daemon}");
+    if let Some(r) = &runtime {
+        let config = r
+            .config_file
+            .as_ref()
+            .map_or("none (flags only)".to_string(), |c| c.display().to_string());
+        println!("config:      {config}");
+        println!(
+            "reloads:     {} done, {} refused{}",
+            r.reloads,
+            r.reload_failures,
+            r.last_reload_error
+                .as_ref()
+                .map_or(String::new(), |e| format!(" (last: {e})"))
+        );
+        println!("state file:  {}", r.state_file.display());
+    }
+    println!(
+        "program:     id {}",
+        program_id.map_or("unknown".to_string(), |id| id.to_string())
+    );
+    let shown: Vec<String> = interfaces
+        .iter()
+        .map(|iface| format!("{iface} ({})", mode_of(iface)))
+        .collect();
+    println!(
+        "interfaces:  {}",
+        if shown.is_empty() {
+            "none attached".to_string()
+        } else {
+            shown.join(", ")
+        }
+    );
+    println!(
+        "dry-run:     {}",
+        match dry_run {
+            Some(true) => "yes: drops are counted, nothing is dropped or banned",
+            Some(false) => "no",
+            None => "unknown",
+        }
+    );
+    println!("pins:        {}", root.display());
+    println!("maps:");
+    println!("  {:<14} {:>9} {:>9}  USE", "NAME", "ENTRIES", "CAPACITY");
+    for map in &maps {
+        let (entries, used) = match map.entries {
+            Some(n) => (
+                n.to_string(),
+                format!("{:.1}%", 100.0 * n as f64 / f64::from(map.capacity.max(1))),
+            ),
+            None => ("-".to_string(), "array".to_string()),
+        };
+        println!(
+            "  {:<14} {:>9} {:>9}  {used}",
+            map.name, entries, map.capacity
+        );
+    }
+    Ok(())
+}
+
+pub fn no_filter(root: &Path) -> UserError {
+    UserError(format!(
+        "no filter is loaded (nothing pinned in {}): start one with `sip-filter run --iface IFACE --domain YOUR.DOMAIN`",
+        root.display()
+    ))
+}
+
+/// How many entries a pinned map holds, against its capacity.
+fn occupancy(dir: &Path, name: &'static str) -> anyhow::Result<Occupancy> {
+    let path = dir.join(name);
+    let info = MapInfo::from_pin(&path).with_context(|| format!("reading {}", path.display()))?;
+    let open = || -> anyhow::Result<Map> {
+        let data =
+            MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+        Ok(Map::from_map_data(data)?)
+    };
+    let entries = match name {
+        names::DOMAINS | names::SCANNER_AGENTS => {
+            Some(HashMap::<_, u64, u8>::try_from(open()?)?.keys().count())
+        }
+        names::OWN_ADDRESSES => Some(
+            HashMap::<_, [u8; 16], u8>::try_from(open()?)?
+                .keys()
+                .count(),
+        ),
+        names::BANS => Some(
+            HashMap::<_, [u8; 16], Ban>::try_from(open()?)?
+                .keys()
+                .count(),
+        ),
+        names::SOURCES => Some(
+            HashMap::<_, [u8; 16], SourceState>::try_from(open()?)?
+                .keys()
+                .count(),
+        ),
+        names::ALLOW_V4 | names::DENY_V4 => Some(
+            LpmTrie::<_, [u8; 4], ListEntry>::try_from(open()?)?
+                .keys()
+                .count(),
+        ),
+        names::ALLOW_V6 | names::DENY_V6 => Some(
+            LpmTrie::<_, [u8; 16], ListEntry>::try_from(open()?)?
+                .keys()
+                .count(),
+        ),
+        _ => None,
+    };
+    Ok(Occupancy {
+        name,
+        entries: entries.map(|n| n as u64),
+        capacity: info.max_entries(),
+    })
+}

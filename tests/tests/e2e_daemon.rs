@@ -1,0 +1,553 @@
+//! End to end, in network namespaces: the daemon's control plane.
+//!
+//! One daemon attached to two interfaces (the lab's veth pair and a second one): a
+//! source banned for what it sent on one interface is dropped on the other. SIGHUP with
+//! a good file changes the domains while a ban and a source's bucket stay; SIGHUP with a
+//! bad file is refused with one log line and the old configuration keeps working. A
+//! restart keeps a ban added with `block add` and an operator deny entry; a corrupt
+//! state file is set aside. `status` reports what runs; `unload` stops the daemon, and
+//! also removes what a killed daemon left attached; with nothing loaded both exit 2.
+//!
+//! Needs root and the test tools (`cargo xtask setup --test-tools`: kamailio).
+
+use std::{path::Path, process::Command, time::Duration};
+
+use aya::maps::{lpm_trie::Key, HashMap, LpmTrie, Map, MapData};
+use serde_json::Value;
+use sip_filter::filter::{monotonic_now_ns, source_key};
+use sip_filter_common::maps::{names, ListEntry, SourceState, LIST_ORIGIN_OPERATOR};
+use sip_filter_tests::{
+    lab::{
+        require_tools, sip_filter, sip_probe, spawn_filter, start_kamailio, stop_filter, tear_down,
+        write_file, xdp_attached, PinRoot, TempDir, Transcript, DOMAIN, QUICK,
+    },
+    netns::{
+        run_bounded, Background, Finished, Host, Lab, CLIENT_IFACE, CLIENT_V4, LEGIT_CLIENT_V4,
+        SECOND_CLIENT_IFACE, SECOND_CLIENT_V4, SECOND_SERVER_IFACE, SERVER_IFACE, SERVER_V4,
+        SIGKILL,
+    },
+    privileged,
+};
+
+/// How long a probe waits for an answer (Kamailio answers in milliseconds).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The domain the reloaded configuration allows instead of [`DOMAIN`].
+const NEW_DOMAIN: &str = "new.example.test";
+/// A bridge in the server namespace: no native XDP, so `--xdp-mode auto` (the default)
+/// falls back to generic mode on it.
+const BRIDGE: &str = "br-sf";
+/// A source banned by hand before the restart (never sends: the ban is what is checked).
+const MANUAL_BAN: &str = "203.0.113.50";
+
+/// A configuration allowing `domain`, with a limit on "other" requests so that every
+/// source that sends an OPTIONS has a bucket.
+fn config(domain: &str) -> String {
+    format!("[filter]\ndomains = [\"{domain}\"]\n\n[rate_limit.other]\nrate = 100\nburst = 200\n")
+}
+
+fn cli(lab: &Lab, pins: &PinRoot, args: &[&str]) -> Finished {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend_from_slice(&["--pin-root", pins.arg()]);
+    lab.run(Host::Server, sip_filter(), &all, QUICK)
+}
+
+/// A request from `from` in the client namespace for `uri`: its final status, if any.
+fn probe(lab: &Lab, from: &str, uri: &str, user_agent: &str) -> Option<u16> {
+    sip_probe(
+        lab,
+        from.parse().expect("an address"),
+        "OPTIONS",
+        uri,
+        user_agent,
+        PROBE_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn options(lab: &Lab, from: &str, domain: &str) -> Option<u16> {
+    probe(
+        lab,
+        from,
+        &format!("sip:alice@{domain}"),
+        "sip-filter-e2e-daemon",
+    )
+}
+
+/// Sends what the client sends from [`SECOND_CLIENT_V4`] to the server through
+/// `client_iface` (so it arrives on that pair's server end), and checks the route.
+fn route_second_client_via(lab: &Lab, client_iface: &str) {
+    lab.ip(
+        Host::Client,
+        &[
+            "route",
+            "replace",
+            &format!("{SERVER_V4}/32"),
+            "dev",
+            client_iface,
+            "table",
+            "100",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let route = lab.run(
+        Host::Client,
+        "ip",
+        &["route", "get", SERVER_V4, "from", SECOND_CLIENT_V4],
+        QUICK,
+    );
+    assert!(
+        route.success() && route.stdout.contains(&format!("dev {client_iface}")),
+        "{route}"
+    );
+}
+
+fn start(
+    lab: &Lab,
+    pins: &PinRoot,
+    config: &Path,
+    log: &Path,
+    transcript: &mut Transcript,
+) -> Background {
+    let config = config.to_str().expect("a UTF-8 path");
+    let (daemon, attached) = spawn_filter(
+        lab,
+        sip_filter(),
+        pins,
+        &[
+            "--iface",
+            SECOND_SERVER_IFACE,
+            "--iface",
+            BRIDGE,
+            "--config",
+            config,
+        ],
+        log,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    transcript.note(attached);
+    daemon
+}
+
+fn status_json(transcript: &mut Transcript, lab: &Lab, pins: &PinRoot) -> Value {
+    let status = transcript.keep("status --json", cli(lab, pins, &["status", "--json"]));
+    assert!(status.success(), "{status}");
+    serde_json::from_str(&status.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{status}"))
+}
+
+/// `block list --json` entries for `address`.
+fn bans_of(transcript: &mut Transcript, lab: &Lab, pins: &PinRoot, address: &str) -> Vec<Value> {
+    let list = transcript.keep(
+        "block list --json",
+        cli(lab, pins, &["block", "list", "--json"]),
+    );
+    assert!(list.success(), "{list}");
+    let json: Value = serde_json::from_str(&list.stdout).expect("block list --json is JSON");
+    json.as_array()
+        .expect("an array")
+        .iter()
+        .filter(|entry| entry["address"] == address)
+        .cloned()
+        .collect()
+}
+
+fn pinned_map(pins: &PinRoot, name: &str) -> Map {
+    let data = MapData::from_pin(pins.maps_dir().join(name))
+        .unwrap_or_else(|e| panic!("opening the pinned {name}: {e}"));
+    Map::from_map_data(data).expect("a map")
+}
+
+/// The kernel's bucket state for `address` (one entry of the pinned SF_SOURCES).
+fn source_state(pins: &PinRoot, address: &str) -> Option<SourceState> {
+    let sources: HashMap<MapData, [u8; 16], SourceState> =
+        HashMap::try_from(pinned_map(pins, names::SOURCES)).expect("the sources map");
+    sources
+        .get(&source_key(address.parse().expect("an address"), 64), 0)
+        .ok()
+}
+
+/// The deny entry for `address`/32 in the pinned IPv4 deny trie.
+fn deny_entry(pins: &PinRoot, address: &str) -> Option<ListEntry> {
+    let trie: LpmTrie<MapData, [u8; 4], ListEntry> =
+        LpmTrie::try_from(pinned_map(pins, names::DENY_V4)).expect("the deny trie");
+    let octets = address
+        .parse::<std::net::Ipv4Addr>()
+        .expect("IPv4")
+        .octets();
+    trie.iter()
+        .filter_map(Result::ok)
+        .find(|(key, _)| key.prefix_len() == 32 && key.data() == octets)
+        .map(|(_, entry)| entry)
+}
+
+/// Adds an operator deny entry for `address`/32 expiring in an hour, as `sip-filter
+/// block add CIDR` / `allow add` do: origin operator, in the pinned trie.
+fn add_operator_deny(pins: &PinRoot, address: &str) {
+    let mut trie: LpmTrie<MapData, [u8; 4], ListEntry> =
+        LpmTrie::try_from(pinned_map(pins, names::DENY_V4)).expect("the deny trie");
+    let octets = address
+        .parse::<std::net::Ipv4Addr>()
+        .expect("IPv4")
+        .octets();
+    let entry = ListEntry::from_operator(monotonic_now_ns() + 3_600_000_000_000, 0);
+    trie.insert(&Key::new(32, octets), entry, 0)
+        .expect("an operator deny entry");
+}
+
+#[test]
+fn daemon_on_two_interfaces_reloads_restarts_and_unloads() {
+    if !privileged("daemon_on_two_interfaces_reloads_restarts_and_unloads") {
+        return;
+    }
+    require_tools(&["nsenter", "ip", "ss", "kamailio"]).unwrap_or_else(|e| panic!("{e:#}"));
+    let started = std::time::Instant::now();
+
+    let lab = Lab::new().expect("the lab builds");
+    lab.add_second_link().expect("the second veth pair");
+    lab.ip(Host::Server, &["link", "add", BRIDGE, "type", "bridge"])
+        .expect("a bridge");
+    lab.ip(Host::Server, &["link", "set", BRIDGE, "up"])
+        .expect("the bridge up");
+    let dir = TempDir::new("e2e-daemon");
+    let pins = PinRoot::new("e2e-daemon");
+    let mut transcript = Transcript::default();
+    let config_file = write_file(dir.path(), "sip-filter.toml", &config(DOMAIN));
+    let log = dir.path().join("sip-filter.log");
+
+    // A corrupt state file: set aside with a clear line, the daemon starts anyway.
+    std::fs::create_dir_all(pins.state_dir()).unwrap();
+    let state_file = pins.state_dir().join("state.json");
+    std::fs::write(&state_file, "{ not json").unwrap();
+
+    let kamailio = start_kamailio(&lab, dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
+    let mut daemon = start(&lab, &pins, &config_file, &log, &mut transcript);
+    let corrupt_line = daemon
+        .wait_for_log("state file is corrupt", QUICK)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(corrupt_line.contains("level=error"), "{corrupt_line}");
+    let aside: Vec<_> = std::fs::read_dir(pins.state_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("state.json.corrupt-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "the corrupt file is kept aside");
+    assert_eq!(
+        std::fs::read_to_string(aside[0].path()).unwrap(),
+        "{ not json"
+    );
+
+    // auto mode: native where the driver has it, generic with a warning where not.
+    let fallback = daemon
+        .wait_for_log("falling back to generic (skb) mode", QUICK)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        fallback.contains("level=warn") && fallback.contains(&format!("iface={BRIDGE}")),
+        "{fallback}"
+    );
+
+    // status: every interface and its mode, one program, maps against capacity.
+    let status = status_json(&mut transcript, &lab, &pins);
+    assert_eq!(status["daemon"]["running"], true, "{status}");
+    // nsenter execs the daemon: same pid.
+    assert_eq!(status["daemon"]["pid"], daemon.pid(), "{status}");
+    let interfaces = status["interfaces"].as_array().expect("interfaces");
+    let names_modes: Vec<(String, String)> = interfaces
+        .iter()
+        .map(|i| {
+            (
+                i["name"].as_str().unwrap().to_string(),
+                i["mode"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names_modes,
+        [
+            (BRIDGE.to_string(), "skb".to_string()),
+            (SERVER_IFACE.to_string(), "native".to_string()),
+            (SECOND_SERVER_IFACE.to_string(), "native".to_string())
+        ],
+        "{status}"
+    );
+    let program_id = status["program_id"].as_u64().expect("a program id");
+    assert!(program_id > 0);
+    assert!(
+        interfaces.iter().all(|i| i["program_id"] == program_id),
+        "one program on both interfaces: {status}"
+    );
+    assert_eq!(status["dry_run"], false, "{status}");
+    assert_eq!(
+        status["config_file"],
+        config_file.to_str().unwrap(),
+        "{status}"
+    );
+    let domains_map = status["maps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == names::DOMAINS)
+        .cloned()
+        .expect("SF_DOMAINS in status");
+    assert_eq!(domains_map["entries"], 1, "{status}");
+    assert_eq!(domains_map["capacity"], 4096, "{status}");
+    let text = transcript.keep("status", cli(&lab, &pins, &["status"]));
+    assert!(text.success(), "{text}");
+    for needle in [
+        "daemon:      running, pid",
+        &format!(
+            "interfaces:  {BRIDGE} (skb), {SERVER_IFACE} (native), {SECOND_SERVER_IFACE} (native)"
+        ),
+        "dry-run:     no",
+        "SF_BANS",
+        "1048576",
+    ] {
+        assert!(text.stdout.contains(needle), "{needle:?} missing:\n{text}");
+    }
+    let domains = transcript.keep("domains list", cli(&lab, &pins, &["domains", "list"]));
+    assert!(
+        domains.success() && domains.stdout.trim() == DOMAIN,
+        "{domains}"
+    );
+
+    // Both interfaces filter: answered where allowed.
+    assert_eq!(
+        options(&lab, CLIENT_V4, DOMAIN),
+        Some(200),
+        "via {SERVER_IFACE}"
+    );
+    route_second_client_via(&lab, SECOND_CLIENT_IFACE);
+    assert_eq!(
+        options(&lab, SECOND_CLIENT_V4, DOMAIN),
+        Some(200),
+        "via {SECOND_SERVER_IFACE}"
+    );
+
+    // A scanner on the second interface is banned...
+    assert_eq!(
+        probe(
+            &lab,
+            SECOND_CLIENT_V4,
+            &format!("sip:100@{DOMAIN}"),
+            "friendly-scanner"
+        ),
+        None
+    );
+    let banned = bans_of(&mut transcript, &lab, &pins, SECOND_CLIENT_V4);
+    assert_eq!(banned.len(), 1, "{banned:?}");
+    assert_eq!(banned[0]["reason"], "scanner", "{banned:?}");
+    // ...and dropped on the first.
+    route_second_client_via(&lab, CLIENT_IFACE);
+    assert_eq!(
+        options(&lab, SECOND_CLIENT_V4, DOMAIN),
+        None,
+        "the source banned on {SECOND_SERVER_IFACE} should be dropped on {SERVER_IFACE}"
+    );
+    assert_eq!(
+        options(&lab, CLIENT_V4, DOMAIN),
+        Some(200),
+        "others still pass"
+    );
+
+    // SIGHUP with a good file: the new domain passes, the old one is dropped; the ban
+    // and CLIENT_V4's bucket are as they were.
+    let bucket_before = source_state(&pins, CLIENT_V4).expect("CLIENT_V4 has a bucket");
+    write_file(dir.path(), "sip-filter.toml", &config(NEW_DOMAIN));
+    daemon.signal(libc::SIGHUP);
+    let reloaded = daemon
+        .wait_for_log("configuration reloaded", QUICK)
+        .unwrap_or_else(|e| panic!("{e}"));
+    transcript.note(reloaded);
+    assert_eq!(
+        source_state(&pins, CLIENT_V4),
+        Some(bucket_before),
+        "the bucket of {CLIENT_V4} should survive the reload unchanged"
+    );
+    assert_eq!(
+        options(&lab, CLIENT_V4, NEW_DOMAIN),
+        Some(200),
+        "new domain after reload"
+    );
+    assert_eq!(
+        options(&lab, CLIENT_V4, DOMAIN),
+        None,
+        "old domain after reload"
+    );
+    assert_eq!(
+        bans_of(&mut transcript, &lab, &pins, SECOND_CLIENT_V4).len(),
+        1
+    );
+    assert_eq!(
+        options(&lab, SECOND_CLIENT_V4, NEW_DOMAIN),
+        None,
+        "still banned"
+    );
+    let domains = transcript.keep("domains list", cli(&lab, &pins, &["domains", "list"]));
+    assert!(
+        domains.success() && domains.stdout.trim() == NEW_DOMAIN,
+        "{domains}"
+    );
+
+    // SIGHUP with a bad file: one clear line, and the running configuration stays.
+    write_file(
+        dir.path(),
+        "sip-filter.toml",
+        "[filter]\ndomains = [\"a b\"]\n",
+    );
+    daemon.signal(libc::SIGHUP);
+    let refused = daemon
+        .wait_for_log("configuration reload refused", QUICK)
+        .unwrap_or_else(|e| panic!("{e}"));
+    transcript.note(refused.clone());
+    assert!(
+        refused.contains("level=error")
+            && refused.contains("line 2: filter.domains")
+            && refused.contains("the running configuration stays"),
+        "{refused}"
+    );
+    assert_eq!(
+        options(&lab, CLIENT_V4, NEW_DOMAIN),
+        Some(200),
+        "kept after a bad reload"
+    );
+    assert_eq!(
+        options(&lab, CLIENT_V4, DOMAIN),
+        None,
+        "kept after a bad reload"
+    );
+    let status = status_json(&mut transcript, &lab, &pins);
+    assert_eq!(status["reloads"], 1, "{status}");
+    assert_eq!(status["reload_failures"], 1, "{status}");
+    assert!(
+        status["last_reload_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("filter.domains")),
+        "{status}"
+    );
+    write_file(dir.path(), "sip-filter.toml", &config(NEW_DOMAIN));
+
+    // A restart keeps a ban added by hand and an operator entry.
+    let added = transcript.keep(
+        "block add",
+        cli(&lab, &pins, &["block", "add", MANUAL_BAN, "--ttl", "1h"]),
+    );
+    assert!(added.success(), "{added}");
+    add_operator_deny(&pins, LEGIT_CLIENT_V4);
+    assert_eq!(options(&lab, LEGIT_CLIENT_V4, NEW_DOMAIN), None, "denied");
+    stop_filter(&lab, &mut daemon, &pins.link_pin(SERVER_IFACE))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(!pins.link_pin(SECOND_SERVER_IFACE).exists());
+    assert!(
+        !xdp_attached_on(&lab, SECOND_SERVER_IFACE) && !xdp_attached_on(&lab, BRIDGE),
+        "detached from every interface"
+    );
+    let saved = std::fs::read_to_string(&state_file).expect("a state file after the stop");
+    transcript.note(format!("state file: {saved}"));
+    drop(daemon);
+
+    let mut daemon = start(&lab, &pins, &config_file, &log, &mut transcript);
+    let manual = bans_of(&mut transcript, &lab, &pins, MANUAL_BAN);
+    assert_eq!(manual.len(), 1, "{manual:?}");
+    assert_eq!(manual[0]["reason"], "manual");
+    let left = manual[0]["seconds_left"].as_u64().unwrap_or(0);
+    assert!((3400..=3600).contains(&left), "about 1 h left: {manual:?}");
+    assert_eq!(
+        bans_of(&mut transcript, &lab, &pins, SECOND_CLIENT_V4).len(),
+        1
+    );
+    assert_eq!(
+        options(&lab, SECOND_CLIENT_V4, NEW_DOMAIN),
+        None,
+        "still banned after restart"
+    );
+    let entry = deny_entry(&pins, LEGIT_CLIENT_V4).expect("the operator entry after restart");
+    assert_eq!(entry.origin, LIST_ORIGIN_OPERATOR);
+    assert_eq!(
+        options(&lab, LEGIT_CLIENT_V4, NEW_DOMAIN),
+        None,
+        "still denied after restart"
+    );
+
+    // unload with the daemon alive: stops it, detaches, traffic passes.
+    let unloaded = transcript.keep("unload", cli(&lab, &pins, &["unload"]));
+    assert!(
+        unloaded.success() && unloaded.stdout.contains("stopped the sip-filter daemon"),
+        "{unloaded}"
+    );
+    let exited = daemon.wait(QUICK).expect("the daemon stopped");
+    assert!(exited.success(), "{}", daemon.log());
+    assert!(!pins.path().exists(), "pins left after unload");
+    assert!(!xdp_attached(&lab) && !xdp_attached_on(&lab, SECOND_SERVER_IFACE));
+    assert_eq!(
+        options(&lab, SECOND_CLIENT_V4, NEW_DOMAIN),
+        Some(200),
+        "unloaded: passes"
+    );
+    drop(daemon);
+
+    // A killed daemon leaves the program attached and filtering through its pins;
+    // status says so, and unload removes it.
+    let mut daemon = start(&lab, &pins, &config_file, &log, &mut transcript);
+    daemon.signal(SIGKILL);
+    daemon.wait(QUICK).expect("killed");
+    assert!(
+        xdp_attached(&lab),
+        "the pinned link keeps the program attached"
+    );
+    assert_eq!(
+        options(&lab, SECOND_CLIENT_V4, NEW_DOMAIN),
+        None,
+        "still filtering"
+    );
+    let status = status_json(&mut transcript, &lab, &pins);
+    assert_eq!(status["daemon"]["running"], false, "{status}");
+    let unloaded = transcript.keep("unload after a crash", cli(&lab, &pins, &["unload"]));
+    assert!(
+        unloaded.success() && unloaded.stdout.contains("detached from"),
+        "{unloaded}"
+    );
+    assert!(!pins.path().exists() && !xdp_attached(&lab));
+    assert_eq!(
+        options(&lab, SECOND_CLIENT_V4, NEW_DOMAIN),
+        Some(200),
+        "unloaded: passes"
+    );
+
+    tear_down(lab, pins, [daemon, kamailio]).unwrap_or_else(|e| panic!("{e:#}"));
+    drop(transcript);
+    println!("done in {:.2} s", started.elapsed().as_secs_f64());
+}
+
+/// Whether an XDP program is attached to `iface` in the server namespace.
+fn xdp_attached_on(lab: &Lab, iface: &str) -> bool {
+    let shown = lab.run(Host::Server, "ip", &["link", "show", "dev", iface], QUICK);
+    assert!(shown.success(), "{shown}");
+    shown.stdout.contains("xdp")
+}
+
+#[test]
+fn status_unload_and_domains_without_a_filter_exit_2_with_one_line() {
+    // Reads pins and the runtime file only: no root needed.
+    let pins = PinRoot::new("daemon-none");
+    for verb in [&["status"][..], &["unload"], &["domains", "list"]] {
+        let mut command = Command::new(sip_filter());
+        command.args(verb).args(["--pin-root", pins.arg()]);
+        let finished = run_bounded(command, QUICK);
+        assert_eq!(finished.code(), Some(2), "{finished}");
+        let lines: Vec<&str> = finished.stderr.trim_end().lines().collect();
+        assert!(
+            lines.len() == 1
+                && lines[0].starts_with("error: no filter is loaded")
+                && lines[0].contains(pins.arg()),
+            "expected one `error: no filter is loaded ...` line:\n{finished}"
+        );
+        assert!(finished.stdout.is_empty(), "{finished}");
+    }
+    assert!(
+        !pins.path().exists(),
+        "a verb created {}",
+        pins.path().display()
+    );
+}
