@@ -227,6 +227,21 @@ pub struct Ban {
     /// A [`BanReason`].
     pub reason: u32,
     pub _pad: u32,
+    /// Packets dropped because of this ban (for `sip-filter top`).
+    pub drops: u64,
+}
+
+impl Ban {
+    /// A ban until `expires_ns`, no drops yet.
+    #[inline(always)]
+    pub const fn new(expires_ns: u64, reason: BanReason) -> Ban {
+        Ban {
+            expires_ns,
+            reason: reason as u32,
+            _pad: 0,
+            drops: 0,
+        }
+    }
 }
 
 /// A value in the allow and deny tries: who put the entry there and until when it
@@ -241,6 +256,10 @@ pub struct ListEntry {
     pub origin: u32,
     /// A [`BanReason`] for operator deny entries (manual or feed), 0 otherwise.
     pub reason: u32,
+    /// Packets a deny entry dropped since it was written (for `sip-filter top`). Counted
+    /// without atomics: a trie value may sit at a 4-byte boundary, and an atomic add
+    /// there could split a cache line; CPUs racing on one entry can lose a few counts.
+    pub drops: u64,
 }
 
 impl ListEntry {
@@ -250,6 +269,17 @@ impl ListEntry {
             expires_ns: u64::MAX,
             origin: LIST_ORIGIN_CONFIG,
             reason: 0,
+            drops: 0,
+        }
+    }
+
+    /// An entry an operator added: until `expires_ns` (`u64::MAX`: until removed).
+    pub const fn from_operator(expires_ns: u64, reason: u32) -> ListEntry {
+        ListEntry {
+            expires_ns,
+            origin: LIST_ORIGIN_OPERATOR,
+            reason,
+            drops: 0,
         }
     }
 
@@ -434,7 +464,25 @@ pub struct SourceState {
     pub last_event_ns: u64,
     pub domain_hits: u32,
     pub overflow_hits: u32,
+    /// Requests from this source dropped, by `SOURCE_DROP_*` slot (for `sip-filter top`).
+    /// Banned and denied sources' drops are counted in their [`Ban`] and [`ListEntry`],
+    /// which the kernel reads anyway: no per-source lookup on those paths.
+    pub drops: [u64; SOURCE_DROP_SLOTS],
 }
+
+/// [`SourceState::drops`] slots: a power of two, so the kernel can mask an index.
+pub const SOURCE_DROP_SLOTS: usize = 4;
+pub const SOURCE_DROP_SCANNER: usize = 0;
+pub const SOURCE_DROP_UNKNOWN_DOMAIN: usize = 1;
+pub const SOURCE_DROP_RATE_LIMITED: usize = 2;
+pub const SOURCE_DROP_GLOBAL_BUDGET: usize = 3;
+/// The verdict reason each [`SourceState::drops`] slot counts.
+pub const SOURCE_DROP_REASONS: [Reason; SOURCE_DROP_SLOTS] = [
+    Reason::DropScanner,
+    Reason::DropUnknownDomain,
+    Reason::DropRateLimited,
+    Reason::DropGlobalBudget,
+];
 
 /// What happened, in an event.
 #[repr(u32)]

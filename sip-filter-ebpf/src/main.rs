@@ -14,7 +14,7 @@ mod sources;
 use aya_ebpf::{
     bindings::xdp_action,
     bindings::BPF_F_NO_PREALLOC,
-    helpers::generated::{bpf_ktime_get_coarse_ns, bpf_xdp_load_bytes},
+    helpers::generated::{bpf_ktime_get_coarse_ns, bpf_map_lookup_elem, bpf_xdp_load_bytes},
     macros::{map, xdp},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
     programs::XdpContext,
@@ -27,14 +27,18 @@ use sip_filter_common::{
         Ban, BanReason, ListEntry, SourceKey, BAN_SLOTS, CLASS_COUNT, CLASS_INVITE, CLASS_OTHER,
         CLASS_REGISTER, CLASS_TRUSTED, FLAG_ALLOW_HOSTLESS_URI, FLAG_DOMAIN_CHECK,
         FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN, MAX_BANS, MAX_DOMAINS, MAX_LIST_ENTRIES,
-        MAX_OWN_ADDRESSES,
+        MAX_OWN_ADDRESSES, SOURCE_DROP_GLOBAL_BUDGET, SOURCE_DROP_RATE_LIMITED,
+        SOURCE_DROP_SCANNER, SOURCE_DROP_UNKNOWN_DOMAIN,
     },
     scan::BUF_BYTES,
     scanner::is_scanner,
     sip::{parse_in_place, Header, Kind, POLICY_HEADERS},
     Counters, FilterConfig, HostKind, Method, Reason, Scratch, SCAN_LEN,
 };
-use sources::{admit, ban, drop_event, hit, state_of, GLOBAL_BUDGET, SCANNER_AGENTS};
+use sources::{
+    admit, ban, count_atomically, count_source_drop, drop_event, hit, state_of, GLOBAL_BUDGET,
+    SCANNER_AGENTS,
+};
 
 #[map(name = "SF_CONFIG")]
 static CONFIG: Array<FilterConfig> = Array::with_max_entries(1, 0);
@@ -289,6 +293,9 @@ fn request_verdict(config: &FilterConfig, scratch: &mut Scratch) -> Reason {
     let now = unsafe { bpf_ktime_get_coarse_ns() };
 
     if !trusted && is_scanner_request(config, scratch) {
+        if let Some(state) = state_of(key) {
+            count_source_drop(state, SOURCE_DROP_SCANNER);
+        }
         if config.bans.scanner_ns != 0 {
             let expires = now.saturating_add(config.bans.scanner_ns);
             ban(key, source, BanReason::Scanner, dry_run, expires);
@@ -298,6 +305,7 @@ fn request_verdict(config: &FilterConfig, scratch: &mut Scratch) -> Reason {
     if config.has(FLAG_DOMAIN_CHECK) && !host_allowed(config, scratch) {
         if !trusted {
             if let Some(state) = state_of(key) {
+                count_source_drop(state, SOURCE_DROP_UNKNOWN_DOMAIN);
                 drop_event(
                     state,
                     &source,
@@ -338,6 +346,7 @@ fn request_verdict(config: &FilterConfig, scratch: &mut Scratch) -> Reason {
             let arrival = &mut state.arrival_ns[class & (CLASS_COUNT - 1)] as *mut u64;
             if !admit(arrival, limit, now) {
                 if !trusted {
+                    count_source_drop(state, SOURCE_DROP_RATE_LIMITED);
                     drop_event(
                         state,
                         &source,
@@ -367,6 +376,9 @@ fn request_verdict(config: &FilterConfig, scratch: &mut Scratch) -> Reason {
     if !trusted && config.untrusted_total.is_set() {
         if let Some(arrival) = GLOBAL_BUDGET.get_ptr_mut(0) {
             if !admit(arrival, &config.untrusted_total, now) {
+                if let Some(state) = state_of(key) {
+                    count_source_drop(state, SOURCE_DROP_GLOBAL_BUDGET);
+                }
                 return Reason::DropGlobalBudget;
             }
         }
@@ -412,14 +424,40 @@ fn is_trusted(udp: &Udp) -> bool {
     is_live(entry)
 }
 
+/// On the deny list (a live entry); counts the drop in the entry (for `sip-filter top`).
 #[inline(always)]
 fn is_denied(udp: &Udp) -> bool {
     let entry = if udp.is_ipv4 {
-        DENY_V4.get(Key::new(32, ipv4_of(&udp.source)))
+        list_entry_mut(&DENY_V4, &Key::new(32, ipv4_of(&udp.source)))
     } else {
-        DENY_V6.get(Key::new(128, udp.source))
+        list_entry_mut(&DENY_V6, &Key::new(128, udp.source))
     };
-    is_live(entry)
+    let Some(entry) = entry else {
+        return false;
+    };
+    // SAFETY: a map value from the lookup helper; races cost a count at worst.
+    let entry = unsafe { &mut *entry };
+    if !is_live(Some(entry)) {
+        return false;
+    }
+    // A plain add, not an atomic one: see `ListEntry::drops`.
+    entry.drops = entry.drops.wrapping_add(1);
+    true
+}
+
+/// A writable pointer to the trie entry matching `key` (aya's `LpmTrie::get` hands out
+/// only shared references).
+#[inline(always)]
+fn list_entry_mut<K>(trie: &LpmTrie<K, ListEntry>, key: &Key<K>) -> Option<*mut ListEntry> {
+    // SAFETY: the map's address is its definition (`LpmTrie` is a transparent wrapper),
+    // which is what the lookup helper takes; the key has the map's key layout.
+    let found = unsafe {
+        bpf_map_lookup_elem(
+            trie as *const LpmTrie<K, ListEntry> as *mut core::ffi::c_void,
+            key as *const Key<K> as *const core::ffi::c_void,
+        )
+    };
+    (!found.is_null()).then_some(found.cast())
 }
 
 /// A list entry that matched and has not expired (operator entries may carry a TTL).
@@ -436,7 +474,7 @@ fn is_live(entry: Option<&ListEntry>) -> bool {
 /// matching without help from userspace.
 #[inline(always)]
 fn is_banned(key: &SourceKey) -> bool {
-    let Some(ban) = BANS.get_ptr(key) else {
+    let Some(ban) = BANS.get_ptr_mut(key) else {
         return false;
     };
     // SAFETY: a map value; a concurrent update at worst gives a stale verdict.
@@ -444,6 +482,8 @@ fn is_banned(key: &SourceKey) -> bool {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     if now < expires_ns {
+        // SAFETY: as above; the field is 8-byte aligned in a hash map value.
+        count_atomically(unsafe { &mut (*ban).drops } as *mut u64);
         return true;
     }
     // Only the CPU whose delete succeeds counts the expiry.

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use sip_filter_common::maps::{
     Ban, BanReason, Event, EventKind, Limit, Reason, SourceKey, SourceState,
-    DROP_EVENT_INTERVAL_NS, EVENTS_BYTES, MAX_SCANNER_AGENTS, MAX_SOURCES,
+    DROP_EVENT_INTERVAL_NS, EVENTS_BYTES, MAX_SCANNER_AGENTS, MAX_SOURCES, SOURCE_DROP_SLOTS,
 };
 
 use crate::{bump_indexed, BANS};
@@ -71,6 +71,24 @@ pub fn admit(arrival: *mut u64, limit: &Limit, now: u64) -> bool {
     true
 }
 
+/// Adds one to `counter` (in a hash map value, 8-byte aligned) with BPF's atomic add:
+/// one source's packets may be judged on two CPUs at once.
+#[inline(always)]
+pub fn count_atomically(counter: *mut u64) {
+    // SAFETY: `counter` points into a map value, 8-byte aligned.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            counter, 1,
+        );
+    }
+}
+
+/// Counts a drop against the source, in its `SOURCE_DROP_*` slot (for `sip-filter top`).
+#[inline(always)]
+pub fn count_source_drop(state: &mut SourceState, slot: usize) {
+    count_atomically(&mut state.drops[slot & (SOURCE_DROP_SLOTS - 1)] as *mut u64);
+}
+
 /// Counts one hit in a window; true when the hits reach `threshold` (then restarts).
 #[inline(always)]
 pub fn hit(
@@ -100,11 +118,7 @@ pub fn hit(
 #[inline(never)]
 pub fn ban(key: &SourceKey, source: &[u8; 16], reason: BanReason, dry_run: bool, expires_ns: u64) {
     if !dry_run {
-        let entry = Ban {
-            expires_ns,
-            reason: reason as u32,
-            _pad: 0,
-        };
+        let entry = Ban::new(expires_ns, reason);
         if BANS.insert(key, &entry, 0).is_err() {
             return; // full: nothing was banned, nothing to count
         }

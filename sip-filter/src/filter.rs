@@ -276,11 +276,7 @@ impl Filter {
                 name: names::BANS,
                 source,
             })?;
-        let ban = Ban {
-            expires_ns,
-            reason: reason as u32,
-            _pad: 0,
-        };
+        let ban = Ban::new(expires_ns, reason);
         bans.insert(key, ban, 0).map_err(|source| FilterError::Map {
             name: names::BANS,
             source,
@@ -648,18 +644,9 @@ impl PinnedBans {
         ttl: Option<Duration>,
         reason: BanReason,
     ) -> Result<SourceKey, FilterError> {
-        let expires_ns = match ttl {
-            Some(ttl) => monotonic_now_ns()
-                .saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX))
-                .min(u64::MAX - 1),
-            None => u64::MAX,
-        };
+        let expires_ns = expires_after(ttl);
         let key = self.key(address);
-        let ban = Ban {
-            expires_ns,
-            reason: reason as u32,
-            _pad: 0,
-        };
+        let ban = Ban::new(expires_ns, reason);
         self.bans
             .insert(key, ban, 0)
             .map_err(|source| FilterError::Map {
@@ -692,11 +679,61 @@ impl PinnedBans {
         }
     }
 
+    /// Writes many bans at once (`BPF_MAP_UPDATE_BATCH`), replacing bans already there.
+    /// On error, says how many were written.
+    pub fn add_many(
+        &mut self,
+        keys: &[SourceKey],
+        bans: &[Ban],
+    ) -> Result<(), (usize, Box<FilterError>)> {
+        use std::os::fd::AsFd;
+        let fd = aya::maps::IterableMap::<SourceKey, Ban>::map(&self.bans)
+            .fd()
+            .as_fd();
+        crate::bpf_sys::update_batch(fd, keys, bans)
+            .map(|_| ())
+            .map_err(|(done, io_error)| {
+                let source = MapError::SyscallError(aya::sys::SyscallError {
+                    call: "bpf_map_update_batch",
+                    io_error,
+                });
+                (
+                    done,
+                    Box::new(FilterError::Map {
+                        name: names::BANS,
+                        source,
+                    }),
+                )
+            })
+    }
+
+    /// The banned keys, unsorted.
+    pub fn keys(&self) -> Result<Vec<SourceKey>, FilterError> {
+        self.bans
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(|source| FilterError::Map {
+                name: names::BANS,
+                source,
+            })
+    }
+
     /// The blocklist's entries, sorted by key.
     pub fn list(&self) -> Result<Vec<(SourceKey, Ban)>, FilterError> {
         let mut entries: Vec<(SourceKey, Ban)> = self.bans.iter().filter_map(Result::ok).collect();
         entries.sort_by_key(|(key, _)| *key);
         Ok(entries)
+    }
+}
+
+/// When something added now for `ttl` expires, on the kernel's clock (`u64::MAX`:
+/// never, for no `ttl`).
+pub fn expires_after(ttl: Option<Duration>) -> u64 {
+    match ttl {
+        Some(ttl) => monotonic_now_ns()
+            .saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX))
+            .min(u64::MAX - 1),
+        None => u64::MAX,
     }
 }
 

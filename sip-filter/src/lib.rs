@@ -2,9 +2,12 @@
 //! The binary's commands live in `main.rs` and `cli/`; tests use this library to load
 //! the real program.
 
+pub mod bpf_sys;
 pub mod config;
+pub mod drops;
 pub mod events;
 pub mod filter;
+pub mod lists;
 pub mod logging;
 pub mod metrics;
 pub mod pins;

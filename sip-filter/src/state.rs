@@ -22,7 +22,10 @@ use sip_filter_common::maps::{
     names, Ban, BanReason, ListEntry, SourceKey, LIST_ORIGIN_CONFIG, LIST_ORIGIN_OPERATOR,
 };
 
-use crate::filter::{key_to_string, monotonic_now_ns, Filter, FilterError};
+use crate::{
+    filter::{key_to_string, monotonic_now_ns, Filter, FilterError},
+    lists::{v4_key, v6_key},
+};
 
 /// The file's name inside the state directory.
 pub const FILE_NAME: &str = "state.json";
@@ -312,20 +315,10 @@ pub fn restore(
                 restored.skipped += 1;
                 continue;
             };
-            let value = ListEntry {
-                expires_ns,
-                origin: LIST_ORIGIN_OPERATOR,
-                reason: reason_named(&entry.reason) as u32,
-            };
+            let value = ListEntry::from_operator(expires_ns, reason_named(&entry.reason) as u32);
             match net.trunc() {
-                IpNet::V4(net) => v4.push((
-                    Key::new(u32::from(net.prefix_len()), net.network().octets()),
-                    value,
-                )),
-                IpNet::V6(net) => v6.push((
-                    Key::new(u32::from(net.prefix_len()), net.network().octets()),
-                    value,
-                )),
+                IpNet::V4(net) => v4.push((v4_key(net), value)),
+                IpNet::V6(net) => v6.push((v6_key(net), value)),
             }
         }
         let (put_v4, left_v4) = put_operator_entries(filter.map_mut(v4_name)?, v4_name, &v4)?;

@@ -89,6 +89,76 @@ pub fn to_text(interfaces: &[String], counters: &Counters, dry_run: bool) -> Str
     out
 }
 
+/// Packets per second by reason, from the counters' change over `seconds`.
+pub fn rates_json(delta: &Counters, seconds: f64) -> Value {
+    let per_second = |n: u64| {
+        if seconds > 0.0 {
+            n as f64 / seconds
+        } else {
+            0.0
+        }
+    };
+    let reasons: Map<String, Value> = Reason::ALL
+        .iter()
+        .map(|r| {
+            let rate = (per_second(delta.reason_total(*r)) * 10.0).round() / 10.0;
+            (r.name().to_string(), json!(rate))
+        })
+        .collect();
+    let (passed, dropped) = totals(delta);
+    json!({
+        "seconds": seconds,
+        "packets": per_second(passed + dropped),
+        "passed": per_second(passed),
+        "dropped": per_second(dropped),
+        "reasons": reasons,
+    })
+}
+
+/// One screen of `stats --watch`: every reason's total and its rate over the last
+/// interval (`delta` over `seconds`).
+pub fn to_watch_text(
+    interfaces: &[String],
+    counters: &Counters,
+    delta: &Counters,
+    seconds: f64,
+    dry_run: bool,
+) -> String {
+    let per_second = |n: u64| {
+        if seconds > 0.0 {
+            n as f64 / seconds
+        } else {
+            0.0
+        }
+    };
+    let (passed, dropped) = totals(counters);
+    let (passed_now, dropped_now) = totals(delta);
+    let mut out = format!(
+        "sip-filter on {}{}: {:.0} packets/s, {:.0} passed/s, {:.0} dropped/s (totals {}, {}, {})\n  {:<24}{:>12}{:>12}\n",
+        interfaces.join(", "),
+        if dry_run { " (dry-run: nothing dropped)" } else { "" },
+        per_second(passed_now + dropped_now),
+        per_second(passed_now),
+        per_second(dropped_now),
+        passed + dropped,
+        passed,
+        dropped,
+        "verdict reason",
+        "packets",
+        "per second",
+    );
+    for reason in Reason::ALL {
+        out.push_str(&format!(
+            "  {:<24}{:>12}{:>12.1}\n",
+            reason.name(),
+            counters.reason_total(reason),
+            per_second(delta.reason_total(reason))
+        ));
+    }
+    out.push('\n');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +180,18 @@ mod tests {
         assert_eq!(json["bans_added"]["scanner"], 1);
         assert_eq!(json["dropped"], 3);
         assert_eq!(json["dry_run"], false);
+    }
+
+    #[test]
+    fn watch_rates_are_per_second() {
+        let text = to_watch_text(&["eth0".into()], &counters(), &counters(), 0.5, false);
+        assert!(text.contains("10 packets/s"), "{text}");
+        let scanner = text
+            .lines()
+            .find(|line| line.contains("drop_scanner"))
+            .unwrap();
+        assert!(scanner.ends_with("6.0"), "{scanner}");
+        assert_eq!(rates_json(&counters(), 0.5)["reasons"]["drop_scanner"], 6.0);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! source banned for what it sent on one interface is dropped on the other. SIGHUP with
 //! a good file changes the domains while a ban and a source's bucket stay; SIGHUP with a
 //! bad file is refused with one log line and the old configuration keeps working. A
-//! restart keeps a ban added with `block add` and an operator deny entry; a corrupt
+//! restart keeps what operators added, with its TTL and reason: a ban and a denied
+//! network (`block add`), a trusted network (`allow add`), an import's ban and network
+//! (`block import`); the daemon removes an operator entry once it expired; a corrupt
 //! state file is set aside. `status` reports what runs; `unload` stops the daemon, and
 //! also removes what a killed daemon left attached; with nothing loaded both exit 2.
 //!
@@ -12,10 +14,13 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
-use aya::maps::{lpm_trie::Key, HashMap, LpmTrie, Map, MapData};
+use aya::maps::{HashMap, Map, MapData};
 use serde_json::Value;
-use sip_filter::filter::{monotonic_now_ns, source_key};
-use sip_filter_common::maps::{names, ListEntry, SourceState, LIST_ORIGIN_OPERATOR};
+use sip_filter::{
+    filter::source_key,
+    lists::{ListKind, PinnedList},
+};
+use sip_filter_common::maps::{names, SourceState};
 use sip_filter_tests::{
     lab::{
         require_tools, sip_filter, sip_probe, spawn_filter, start_kamailio, stop_filter, tear_down,
@@ -38,6 +43,15 @@ const NEW_DOMAIN: &str = "new.example.test";
 const BRIDGE: &str = "br-sf";
 /// A source banned by hand before the restart (never sends: the ban is what is checked).
 const MANUAL_BAN: &str = "203.0.113.50";
+/// A network denied by hand before the restart: holds LEGIT_CLIENT_V4 (198.18.0.11).
+const DENIED_NET: &str = "198.18.0.8/29";
+/// A network trusted by hand before the restart.
+const ALLOWED_NET: &str = "192.0.2.0/28";
+/// What the imported feed holds: an address (banned) and a network (denied).
+const IMPORTED_BAN: &str = "203.0.113.51";
+const IMPORTED_NET: &str = "203.0.113.128/25";
+/// A network denied for one second: the daemon sweeps it out of the trie.
+const EXPIRING_NET: &str = "192.0.2.64/28";
 
 /// A configuration allowing `domain`, with a limit on "other" requests so that every
 /// source that sends an OPTIONS has a bucket.
@@ -120,6 +134,9 @@ fn start(
             BRIDGE,
             "--config",
             config,
+            // The state saved, and expired operator entries swept, every second.
+            "--save-interval",
+            "1",
         ],
         log,
     )
@@ -136,18 +153,44 @@ fn status_json(transcript: &mut Transcript, lab: &Lab, pins: &PinRoot) -> Value 
 
 /// `block list --json` entries for `address`.
 fn bans_of(transcript: &mut Transcript, lab: &Lab, pins: &PinRoot, address: &str) -> Vec<Value> {
+    listed(transcript, lab, pins, "block", address)
+}
+
+/// `VERB list --json` entries (`block` or `allow`) for `address`.
+fn listed(
+    transcript: &mut Transcript,
+    lab: &Lab,
+    pins: &PinRoot,
+    verb: &str,
+    address: &str,
+) -> Vec<Value> {
     let list = transcript.keep(
-        "block list --json",
-        cli(lab, pins, &["block", "list", "--json"]),
+        &format!("{verb} list --json"),
+        cli(lab, pins, &[verb, "list", "--json"]),
     );
     assert!(list.success(), "{list}");
-    let json: Value = serde_json::from_str(&list.stdout).expect("block list --json is JSON");
+    let json: Value = serde_json::from_str(&list.stdout).expect("list --json is JSON");
     json.as_array()
         .expect("an array")
         .iter()
         .filter(|entry| entry["address"] == address)
         .cloned()
         .collect()
+}
+
+/// The one entry listed for `address`, checked: an operator's, `reason`, `kind`, with
+/// about `hours` left.
+fn assert_kept(entries: &[Value], kind: &str, reason: &str, hours: u64) {
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = &entries[0];
+    assert_eq!(entry["kind"], kind, "{entry}");
+    assert_eq!(entry["origin"], "operator", "{entry}");
+    assert_eq!(entry["reason"], reason, "{entry}");
+    let left = entry["seconds_left"].as_u64().unwrap_or(0);
+    assert!(
+        (hours * 3600 - 200..=hours * 3600).contains(&left),
+        "about {hours} h left: {entry}"
+    );
 }
 
 fn pinned_map(pins: &PinRoot, name: &str) -> Map {
@@ -165,36 +208,13 @@ fn source_state(pins: &PinRoot, address: &str) -> Option<SourceState> {
         .ok()
 }
 
-/// The deny entry for `address`/32 in the pinned IPv4 deny trie.
-fn deny_entry(pins: &PinRoot, address: &str) -> Option<ListEntry> {
-    let trie: LpmTrie<MapData, [u8; 4], ListEntry> =
-        LpmTrie::try_from(pinned_map(pins, names::DENY_V4)).expect("the deny trie");
-    let octets = address
-        .parse::<std::net::Ipv4Addr>()
-        .expect("IPv4")
-        .octets();
-    trie.iter()
-        .filter_map(Result::ok)
-        .find(|(key, _)| key.prefix_len() == 32 && key.data() == octets)
-        .map(|(_, entry)| entry)
-}
-
-/// Adds an operator deny entry for `address`/32 expiring in an hour, as `sip-filter
-/// block add CIDR` / `allow add` do: origin operator, in the pinned trie.
-fn add_operator_deny(pins: &PinRoot, address: &str) {
-    let mut trie: LpmTrie<MapData, [u8; 4], ListEntry> =
-        LpmTrie::try_from(pinned_map(pins, names::DENY_V4)).expect("the deny trie");
-    let octets = address
-        .parse::<std::net::Ipv4Addr>()
-        .expect("IPv4")
-        .octets();
-    let entry = ListEntry {
-        expires_ns: monotonic_now_ns() + 3_600_000_000_000,
-        origin: LIST_ORIGIN_OPERATOR,
-        reason: 0,
-    };
-    trie.insert(&Key::new(32, octets), entry, 0)
-        .expect("an operator deny entry");
+/// Whether the pinned deny list holds exactly `net` (read without sweeping it, unlike
+/// `block list`).
+fn deny_list_holds(pins: &PinRoot, net: &str) -> bool {
+    let deny = PinnedList::open(&pins.maps_dir(), ListKind::Deny).expect("the deny list");
+    deny.get(net.parse().expect("a network"))
+        .expect("the deny list read")
+        .is_some()
 }
 
 #[test]
@@ -432,14 +452,36 @@ fn daemon_on_two_interfaces_reloads_restarts_and_unloads() {
     );
     write_file(dir.path(), "sip-filter.toml", &config(NEW_DOMAIN));
 
-    // A restart keeps a ban added by hand and an operator entry.
-    let added = transcript.keep(
-        "block add",
-        cli(&lab, &pins, &["block", "add", MANUAL_BAN, "--ttl", "1h"]),
+    // A restart keeps what operators added, with its TTL and reason; an operator entry
+    // that expired is swept out by the daemon (every --save-interval).
+    let feed = write_file(
+        dir.path(),
+        "feed.txt",
+        &format!("{IMPORTED_BAN}\n{IMPORTED_NET}  # a feed\n"),
     );
-    assert!(added.success(), "{added}");
-    add_operator_deny(&pins, LEGIT_CLIENT_V4);
+    let feed = feed.to_str().expect("a UTF-8 path");
+    for args in [
+        vec!["block", "add", MANUAL_BAN, "--ttl", "1h"],
+        vec![
+            "block", "add", DENIED_NET, "--ttl", "1h", "--reason", "feed",
+        ],
+        vec!["allow", "add", ALLOWED_NET, "--ttl", "2h"],
+        vec!["block", "import", feed, "--ttl", "3h"],
+        vec!["block", "add", EXPIRING_NET, "--ttl", "1s"],
+    ] {
+        let added = transcript.keep(&args.join(" "), cli(&lab, &pins, &args));
+        assert!(added.success(), "{added}");
+    }
     assert_eq!(options(&lab, LEGIT_CLIENT_V4, NEW_DOMAIN), None, "denied");
+    let swept = daemon
+        .wait_for_log("expired operator entr", QUICK)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(swept.contains("list=deny"), "{swept}");
+    assert!(
+        !deny_list_holds(&pins, EXPIRING_NET),
+        "the expired entry left the trie"
+    );
+    assert!(deny_list_holds(&pins, DENIED_NET), "the live one stays");
     stop_filter(&lab, &mut daemon, &pins.link_pin(SERVER_IFACE))
         .unwrap_or_else(|e| panic!("{e:#}"));
     assert!(!pins.link_pin(SECOND_SERVER_IFACE).exists());
@@ -466,13 +508,20 @@ fn daemon_on_two_interfaces_reloads_restarts_and_unloads() {
         None,
         "still banned after restart"
     );
-    let entry = deny_entry(&pins, LEGIT_CLIENT_V4).expect("the operator entry after restart");
-    assert_eq!(entry.origin, LIST_ORIGIN_OPERATOR);
+    let denied = bans_of(&mut transcript, &lab, &pins, DENIED_NET);
+    assert_kept(&denied, "deny", "feed", 1);
     assert_eq!(
         options(&lab, LEGIT_CLIENT_V4, NEW_DOMAIN),
         None,
         "still denied after restart"
     );
+    let allowed = listed(&mut transcript, &lab, &pins, "allow", ALLOWED_NET);
+    assert_kept(&allowed, "allow", "-", 2);
+    let imported_ban = bans_of(&mut transcript, &lab, &pins, IMPORTED_BAN);
+    assert_kept(&imported_ban, "ban", "feed", 3);
+    let imported_net = bans_of(&mut transcript, &lab, &pins, IMPORTED_NET);
+    assert_kept(&imported_net, "deny", "feed", 3);
+    assert!(bans_of(&mut transcript, &lab, &pins, EXPIRING_NET).is_empty());
 
     // unload with the daemon alive: stops it, detaches, traffic passes.
     let unloaded = transcript.keep("unload", cli(&lab, &pins, &["unload"]));

@@ -1191,3 +1191,216 @@ fn benchmark_reference_programs_load_and_judge() {
         }
     }
 }
+
+/// `filter`'s maps pinned under a fresh pin root, as a running daemon pins them, so the
+/// tests below go through the same code as the CLI verbs.
+fn pinned(filter: &Filter, tag: &str) -> (sip_filter_tests::lab::PinRoot, std::path::PathBuf) {
+    let root = sip_filter_tests::lab::PinRoot::new(tag);
+    sip_filter::pins::ensure_bpffs(root.path()).expect("a BPF filesystem");
+    let dir = root.maps_dir();
+    std::fs::create_dir_all(&dir).expect("the pin directory");
+    filter.pin_maps(&dir).expect("maps pinned");
+    (root, dir)
+}
+
+/// Operator deny entries match until they expire, and count their drops; the kernel
+/// ignores an expired one; the list's sweep removes it.
+#[test]
+fn operator_deny_entries_expire() {
+    use sip_filter::lists::{ListKind, PinnedList};
+    use sip_filter_common::maps::ListEntry;
+    if !privileged("operator_deny_entries_expire") {
+        return;
+    }
+    let filter = loaded(&settings());
+    let (_root, dir) = pinned(&filter, "deny-expiry");
+    let mut deny = PinnedList::open(&dir, ListKind::Deny).unwrap();
+    let now = monotonic_now_ns();
+    let hour = 3_600_000_000_000;
+    let reason = BanReason::Manual as u32;
+    let live: ipnet::IpNet = "198.51.100.0/24".parse().unwrap();
+    let expired: ipnet::IpNet = "203.0.113.0/24".parse().unwrap();
+    deny.insert(live, ListEntry::from_operator(now + hour, reason))
+        .unwrap();
+    deny.insert(expired, ListEntry::from_operator(now - 1, reason))
+        .unwrap();
+    let good = options(ALLOWED);
+    assert_table(
+        &filter,
+        vec![
+            case(
+                "inside an operator deny entry",
+                udp4_from(v4("198.51.100.9"), SIP_PORT, &good),
+                Reason::DropDenied,
+                Method::None,
+            ),
+            case(
+                "again",
+                udp4_from(v4("198.51.100.10"), SIP_PORT, &good),
+                Reason::DropDenied,
+                Method::None,
+            ),
+            case(
+                "inside an expired operator deny entry",
+                udp4_from(v4("203.0.113.9"), SIP_PORT, &good),
+                Reason::PassRequest,
+                Method::Options,
+            ),
+        ],
+    );
+    let entries = deny.entries().unwrap();
+    let drops = |net| {
+        entries
+            .iter()
+            .find(|(n, _)| *n == net)
+            .map(|(_, e)| e.drops)
+    };
+    assert_eq!(
+        drops(live),
+        Some(2),
+        "drops counted in the entry: {entries:?}"
+    );
+    assert_eq!(drops(expired), Some(0), "{entries:?}");
+    assert_eq!(deny.sweep_expired(monotonic_now_ns()).unwrap(), 1);
+    assert_eq!(deny.get(expired).unwrap(), None, "swept");
+    assert!(deny.get(live).unwrap().is_some(), "the live entry stays");
+    // An exact lookup: a /25 inside the /24 is not "on the list".
+    assert_eq!(deny.get("198.51.100.0/25".parse().unwrap()).unwrap(), None);
+}
+
+/// A reload (`configure` with a new configuration) replaces the configuration's list
+/// entries and keeps those an operator added.
+#[test]
+fn operator_allow_entries_survive_a_reload() {
+    use sip_filter::lists::{ListKind, PinnedList};
+    use sip_filter_common::maps::{ListEntry, LIST_ORIGIN_CONFIG, LIST_ORIGIN_OPERATOR};
+    if !privileged("operator_allow_entries_survive_a_reload") {
+        return;
+    }
+    let net = |text: &str| -> ipnet::IpNet { text.parse().unwrap() };
+    let scanners = Settings {
+        ban: BanRules::off(),
+        allow: vec![net("198.51.100.1/32")],
+        ..settings()
+    };
+    let mut filter = loaded(&scanners);
+    let (_root, dir) = pinned(&filter, "allow-reload");
+    let mut allow = PinnedList::open(&dir, ListKind::Allow).unwrap();
+    allow
+        .insert(
+            net("198.51.100.2/32"),
+            ListEntry::from_operator(u64::MAX, 0),
+        )
+        .unwrap();
+    filter
+        .configure(&Settings {
+            allow: vec![net("198.51.100.3/32")],
+            ..scanners
+        })
+        .unwrap();
+    let origins: Vec<(String, u32)> = allow
+        .entries()
+        .unwrap()
+        .into_iter()
+        .map(|(net, entry)| (net.to_string(), entry.origin))
+        .collect();
+    assert_eq!(
+        origins,
+        vec![
+            ("198.51.100.2/32".to_string(), LIST_ORIGIN_OPERATOR),
+            ("198.51.100.3/32".to_string(), LIST_ORIGIN_CONFIG),
+        ]
+    );
+    let scanner = |last| {
+        udp4_from(
+            [198, 51, 100, last],
+            SIP_PORT,
+            &with_agent(ALLOWED, "friendly-scanner"),
+        )
+    };
+    assert_table(
+        &filter,
+        vec![
+            case(
+                "removed from the configuration: no longer trusted",
+                scanner(1),
+                Reason::DropScanner,
+                Method::Options,
+            ),
+            case(
+                "the operator's entry: still trusted",
+                scanner(2),
+                Reason::PassRequest,
+                Method::Options,
+            ),
+            case(
+                "the new configuration's entry: trusted",
+                scanner(3),
+                Reason::PassRequest,
+                Method::Options,
+            ),
+        ],
+    );
+}
+
+/// The kernel counts drops by source and reason: in the source's state (scanner,
+/// unknown domain, rate limit), in its ban (banned), in the deny entry (denied).
+#[test]
+fn drops_are_counted_by_source() {
+    use sip_filter::drops::pinned_source_drops;
+    if !privileged("drops_are_counted_by_source") {
+        return;
+    }
+    let filter = loaded(&Settings {
+        ban: BanRules {
+            scanner_seconds: 3600,
+            ..BanRules::off()
+        },
+        rate_limits: RateLimits {
+            invite: Some(RateLimit { rate: 1, burst: 1 }),
+            ..RateLimits::default()
+        },
+        deny: vec!["203.0.113.0/24".parse().unwrap()],
+        ..settings()
+    });
+    let (_root, dir) = pinned(&filter, "drops");
+    let from = |last: u8, payload: &[u8]| udp4_from([198, 51, 100, last], SIP_PORT, payload);
+    let invite = sip_request("INVITE", ALLOWED, &[]);
+    let mut frames = Vec::new();
+    // .1: a scanner, then banned: 1 scanner drop, 3 banned.
+    frames.push(from(1, &with_agent(ALLOWED, "friendly-scanner")));
+    frames.extend((0..3).map(|_| from(1, &options(ALLOWED))));
+    // .2: 5 INVITEs at 1/s, burst 1: 4 over the limit.
+    frames.extend((0..5).map(|_| from(2, &invite)));
+    // .3: 2 unknown-domain probes.
+    frames.extend((0..2).map(|_| from(3, &options(UNKNOWN))));
+    // 203.0.113.0/24: 6 denied, from two addresses.
+    frames.extend((0..6).map(|i| udp4_from([203, 0, 113, i % 2], SIP_PORT, &options(ALLOWED))));
+    for frame in &frames {
+        filter.test_run(frame).unwrap();
+    }
+    let drops = pinned_source_drops(&dir).unwrap();
+    let summary: Vec<String> = drops
+        .iter()
+        .map(|source| {
+            let reasons: Vec<String> = source
+                .reasons
+                .iter()
+                .map(|(reason, n)| format!("{} {n}", reason.name()))
+                .collect();
+            let ban = source.ban.map_or("", BanReason::name);
+            format!("{}: {} [{ban}]", source.source, reasons.join(", "))
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "203.0.113.0/24: drop_denied 6 []",
+            "198.51.100.1: drop_banned 3, drop_scanner 1 [scanner]",
+            "198.51.100.2: drop_rate_limited 4 []",
+            "198.51.100.3: drop_unknown_domain 2 []",
+        ],
+        "most dropped first"
+    );
+    assert_eq!(drops[0].denied_by, Some("config"));
+}

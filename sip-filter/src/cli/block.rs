@@ -3,14 +3,22 @@ use std::{net::IpAddr, time::Duration};
 use anyhow::Context;
 use clap::Subcommand;
 use ipnet::IpNet;
-use sip_filter::filter::{key_to_string, monotonic_now_ns, PinnedBans};
+use sip_filter::{
+    filter::{key_to_string, monotonic_now_ns, PinnedBans},
+    lists::{ListKind, PinnedList},
+};
 use sip_filter_common::maps::BanReason;
 
-use super::{pinned_filters, PinArgs, UserError};
+use super::{
+    block_import::{self, ImportArgs},
+    lists::{self, open_list, Row, Where},
+    UserError,
+};
 
-/// Ban or unban a source by hand on running filters (from another shell while
-/// `sip-filter run` runs). A banned source's packets to the SIP ports are dropped
-/// (counted as drop_banned) until the ban expires or is removed.
+/// Ban or unban sources by hand on running filters (from another shell while
+/// `sip-filter run` runs): single addresses go on the dynamic blocklist, networks on the
+/// deny list. Their packets to the SIP ports are dropped (drop_banned, drop_denied)
+/// until the entry expires or is removed.
 #[derive(clap::Args)]
 pub struct BlockArgs {
     #[command(subcommand)]
@@ -22,25 +30,15 @@ enum BlockCommand {
     Add(AddArgs),
     Del(DelArgs),
     List(ListArgs),
+    Import(ImportArgs),
 }
 
-/// Which running filters: one interface's, or all.
-#[derive(clap::Args)]
-struct Where {
-    /// Check that the filter is attached to this interface. One blocklist serves all
-    /// the filter's interfaces: a ban applies on every one.
-    #[arg(long)]
-    iface: Option<String>,
-    #[command(flatten)]
-    pins: PinArgs,
-}
-
-/// Ban an address. An IPv6 address is banned by its prefix (the filter's ipv6_prefix,
-/// /64 by default), like the filter's own bans.
+/// Ban an address, or deny a network. An IPv6 address is banned by its prefix (the
+/// filter's ipv6_prefix, /64 by default), like the filter's own bans.
 #[derive(clap::Args)]
 struct AddArgs {
-    /// An IPv4 or IPv6 address (`ADDR/32`, `ADDR/128` or the filter's IPv6 prefix
-    /// length are accepted too).
+    /// An IPv4 or IPv6 address (banned), or a network in CIDR form like 198.51.100.0/24
+    /// (denied). `ADDR/32`, `ADDR/128` and the filter's IPv6 prefix length are bans.
     address: String,
     /// How long, like 30s, 10m, 1h, 7d (or 1h30m); default: until removed.
     #[arg(long, value_name = "DURATION")]
@@ -52,21 +50,25 @@ struct AddArgs {
     at: Where,
 }
 
-/// Lift the ban on an address (an IPv6 address: on its prefix).
+/// Lift the ban on an address (an IPv6 address: on its prefix), or remove a network
+/// an operator denied. The configuration file's deny entries are changed there.
 #[derive(clap::Args)]
 struct DelArgs {
-    /// An IPv4 or IPv6 address, as for `block add`.
+    /// An IPv4 or IPv6 address or network, as for `block add`.
     address: String,
     #[command(flatten)]
     at: Where,
 }
 
-/// List the bans: by hand and automatic (rate, scanner, domain), with the time left.
-/// Expired bans stay listed, as expired, until the source's next packet removes them.
+/// List the bans (by hand and automatic: rate, scanner, domain) and the deny list (the
+/// configuration's and operators'), with reasons, drops and the time left. Expired
+/// operator deny entries are removed as they are found; an expired ban stays listed,
+/// as expired, until the source's next packet removes it.
 #[derive(clap::Args)]
 struct ListArgs {
-    /// A JSON array of objects: iface (the interfaces the ban applies to, comma
-    /// separated), address, reason, until_removed, seconds_left, expired.
+    /// A JSON array of objects: iface (the interfaces the entry applies to, comma
+    /// separated), address, kind (ban, deny), origin (operator, config, filter), reason,
+    /// until_removed, seconds_left, expired, drops.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -78,16 +80,34 @@ pub fn block(args: BlockArgs) -> anyhow::Result<()> {
         BlockCommand::Add(args) => add(args),
         BlockCommand::Del(args) => del(args),
         BlockCommand::List(args) => list(args),
+        BlockCommand::Import(args) => block_import::import(args),
     }
+}
+
+/// Deny lists by interface.
+type DenyLists = Vec<(String, PinnedList)>;
+
+/// The filters `at` names, each with its blocklist, and its deny list when `target`
+/// is a network there (whether it is depends on the filter's IPv6 prefix).
+fn open_for(at: &Where, target: &Target) -> anyhow::Result<(Vec<(String, PinnedBans)>, DenyLists)> {
+    let (mut bans, mut denies) = (Vec::new(), Vec::new());
+    for (iface, filter_bans) in open_filters(at)? {
+        if target.is_single(filter_bans.ipv6_prefix()) {
+            bans.push((iface, filter_bans));
+        } else {
+            denies.push((iface, open_list(&at.pins, ListKind::Deny)?));
+        }
+    }
+    Ok((bans, denies))
 }
 
 fn add(args: AddArgs) -> anyhow::Result<()> {
     let target = parse_target(&args.address)?;
     let ttl = args.ttl.as_deref().map(parse_duration).transpose()?;
     let reason = parse_reason(&args.reason)?;
-    let mut filters = open_filters(&args.at)?;
-    for (_, bans) in &filters {
-        target.check(bans.ipv6_prefix())?;
+    let (mut filters, mut denies) = open_for(&args.at, &target)?;
+    if !denies.is_empty() {
+        lists::add(&mut denies, target.net(), ttl, reason as u32)?;
     }
     let how_long = match ttl {
         Some(ttl) => format!("for {}", format_duration(ttl)),
@@ -109,9 +129,9 @@ fn add(args: AddArgs) -> anyhow::Result<()> {
 
 fn del(args: DelArgs) -> anyhow::Result<()> {
     let target = parse_target(&args.address)?;
-    let mut filters = open_filters(&args.at)?;
-    for (_, bans) in &filters {
-        target.check(bans.ipv6_prefix())?;
+    let (mut filters, mut denies) = open_for(&args.at, &target)?;
+    if !denies.is_empty() {
+        lists::remove(&mut denies, target.net())?;
     }
     for (iface, bans) in &mut filters {
         let shown = format!(
@@ -133,144 +153,88 @@ fn del(args: DelArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One line of `block list`.
-struct Entry {
-    iface: String,
-    address: String,
-    reason: &'static str,
-    /// None: until removed.
-    left: Option<Duration>,
+/// Bans the filter made itself (the others are an operator's).
+fn ban_origin(reason: BanReason) -> &'static str {
+    match reason {
+        BanReason::Manual | BanReason::Feed => "operator",
+        BanReason::Rate | BanReason::Scanner | BanReason::Domain => "filter",
+    }
 }
 
 fn list(args: ListArgs) -> anyhow::Result<()> {
     let filters = open_filters(&args.at)?;
+    let mut denies = lists::open_lists(&args.at, ListKind::Deny)?;
     let now = monotonic_now_ns();
-    let mut entries = Vec::new();
+    let mut rows = Vec::new();
     for (iface, bans) in &filters {
         let listed = bans
             .list()
             .with_context(|| format!("reading the bans of {iface}"))?;
         for (key, ban) in listed {
-            entries.push(Entry {
+            let reason = BanReason::from_u32(ban.reason);
+            rows.push(Row {
                 iface: iface.clone(),
                 address: key_to_string(key, bans.ipv6_prefix()),
-                reason: BanReason::from_u32(ban.reason).name(),
-                left: (ban.expires_ns != u64::MAX)
-                    .then(|| Duration::from_nanos(ban.expires_ns.saturating_sub(now))),
+                kind: "ban",
+                origin: ban_origin(reason),
+                reason: reason.name(),
+                left: lists::left(ban.expires_ns, now),
+                drops: Some(ban.drops),
             });
         }
     }
-    if args.json {
-        let array: Vec<serde_json::Value> = entries
-            .iter()
-            .map(|entry| {
-                serde_json::json!({
-                    "iface": entry.iface,
-                    "address": entry.address,
-                    "reason": entry.reason,
-                    "until_removed": entry.left.is_none(),
-                    "seconds_left": entry.left.map(|left| left.as_secs()),
-                    "expired": entry.left.is_some_and(|left| left.is_zero()),
-                })
-            })
-            .collect();
-        println!("{}", serde_json::Value::Array(array));
-        return Ok(());
-    }
-    if entries.is_empty() {
-        println!(
-            "no bans on {}",
-            filters
-                .iter()
-                .map(|(iface, _)| iface.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        return Ok(());
-    }
-    let width = entries
-        .iter()
-        .map(|entry| entry.address.len())
-        .max()
-        .unwrap_or(0)
-        .max("ADDRESS".len());
-    let iface_width = entries
-        .iter()
-        .map(|entry| entry.iface.len())
-        .max()
-        .unwrap_or(0)
-        .max("IFACE".len());
-    println!(
-        "{:<iface_width$}  {:<width$}  {:<8}  LEFT",
-        "IFACE", "ADDRESS", "REASON"
+    rows.extend(lists::list_rows(&mut denies)?);
+    let interfaces: Vec<&str> = filters.iter().map(|(iface, _)| iface.as_str()).collect();
+    lists::print_rows(
+        &rows,
+        args.json,
+        &format!("no bans or denied networks on {}", interfaces.join(", ")),
     );
-    for entry in &entries {
-        let left = match entry.left {
-            None => "until removed".to_string(),
-            Some(left) if left.is_zero() => {
-                "expired (removed on the source's next packet)".to_string()
-            }
-            Some(left) => format_duration(left),
-        };
-        println!(
-            "{:<iface_width$}  {:<width$}  {:<8}  {left}",
-            entry.iface, entry.address, entry.reason
-        );
-    }
     Ok(())
 }
 
 /// The blocklist of the running filter, labelled with the interfaces it applies to:
 /// one blocklist serves all of them (`--iface` only checks that it is one of them).
-fn open_filters(at: &Where) -> anyhow::Result<Vec<(String, PinnedBans)>> {
-    let interfaces = match &at.iface {
-        Some(iface) => {
-            pinned_filters(&at.pins, Some(iface))?;
-            pinned_filters(&at.pins, None)?
-        }
-        None => pinned_filters(&at.pins, None)?,
-    };
+pub(super) fn open_filters(at: &Where) -> anyhow::Result<Vec<(String, PinnedBans)>> {
+    let label = at.interfaces_label()?;
     let dir = at.pins.maps_dir();
     let bans = PinnedBans::open(&dir)
         .with_context(|| format!("opening the bans pinned in {}", dir.display()))?;
-    Ok(vec![(interfaces.join(","), bans)])
+    Ok(vec![(label, bans)])
 }
 
 /// An address as given: alone or with a prefix length.
 #[derive(Debug, PartialEq, Eq)]
-struct Target {
-    address: IpAddr,
+pub(super) struct Target {
+    pub(super) address: IpAddr,
     /// The length given after `/`, if any.
-    prefix: Option<u8>,
+    pub(super) prefix: Option<u8>,
 }
 
 impl Target {
-    /// Refuses a prefix that is neither a single address nor the filter's IPv6 prefix.
-    fn check(&self, ipv6_prefix: u32) -> Result<(), UserError> {
-        let Some(prefix) = self.prefix else {
-            return Ok(());
-        };
-        let ok = match self.address {
-            IpAddr::V4(_) => prefix == 32,
-            IpAddr::V6(_) => prefix == 128 || u32::from(prefix) == ipv6_prefix,
-        };
-        if ok {
-            return Ok(());
+    /// Is it one source on a filter whose IPv6 prefix is `ipv6_prefix` (banned), rather
+    /// than a network (denied)?
+    pub(super) fn is_single(&self, ipv6_prefix: u32) -> bool {
+        match (self.address, self.prefix) {
+            (_, None) => true,
+            (IpAddr::V4(_), Some(prefix)) => prefix == 32,
+            (IpAddr::V6(_), Some(prefix)) => prefix == 128 || u32::from(prefix) == ipv6_prefix,
         }
-        Err(UserError(match self.address {
-            IpAddr::V4(_) => format!(
-                "{}/{prefix}: only single addresses can be banned (for networks use the deny list in the configuration)",
-                self.address
-            ),
-            IpAddr::V6(_) => format!(
-                "{}/{prefix}: IPv6 sources are banned by their /{ipv6_prefix} prefix; give an address or a /{ipv6_prefix} (for other networks use the deny list in the configuration)",
-                self.address
-            ),
-        }))
+    }
+
+    /// As a network (its host bits cleared).
+    pub(super) fn net(&self) -> IpNet {
+        let prefix = self.prefix.unwrap_or(match self.address {
+            IpAddr::V4(_) => 32,
+            IpAddr::V6(_) => 128,
+        });
+        IpNet::new(self.address, prefix)
+            .map(|net| net.trunc())
+            .unwrap_or_else(|_| IpNet::from(self.address))
     }
 
     /// For IPv6: a note that the whole prefix is affected.
-    fn prefix_note(&self, ipv6_prefix: u32) -> String {
+    pub(super) fn prefix_note(&self, ipv6_prefix: u32) -> String {
         match self.address {
             IpAddr::V6(_) if ipv6_prefix < 128 => {
                 format!(" (IPv6 sources are banned by their /{ipv6_prefix} prefix)")
@@ -281,7 +245,7 @@ impl Target {
 }
 
 /// `198.18.0.1`, `2001:db8::1`, `2001:db8::/64`, `198.18.0.1/32`.
-fn parse_target(text: &str) -> Result<Target, UserError> {
+pub(super) fn parse_target(text: &str) -> Result<Target, UserError> {
     let text = text.trim();
     if let Ok(address) = text.parse::<IpAddr>() {
         return Ok(Target {
@@ -294,16 +258,14 @@ fn parse_target(text: &str) -> Result<Target, UserError> {
             address: net.addr(),
             prefix: Some(net.prefix_len()),
         }),
-        Err(_) => Err(UserError(format!(
-            "{text:?} is not an IPv4 or IPv6 address (like 198.51.100.7 or 2001:db8::7)"
-        ))),
+        Err(_) => Err(lists::not_an_address(text)),
     }
 }
 
 /// The reasons an operator may give; the others are the filter's own.
 const MANUAL_REASONS: [BanReason; 2] = [BanReason::Manual, BanReason::Feed];
 
-fn parse_reason(text: &str) -> Result<BanReason, UserError> {
+pub(super) fn parse_reason(text: &str) -> Result<BanReason, UserError> {
     MANUAL_REASONS
         .into_iter()
         .find(|reason| reason.name().eq_ignore_ascii_case(text.trim()))
@@ -316,7 +278,7 @@ fn parse_reason(text: &str) -> Result<BanReason, UserError> {
 }
 
 /// `30s`, `10m`, `1h`, `7d`, or several of them (`1h30m`); never zero.
-fn parse_duration(text: &str) -> Result<Duration, UserError> {
+pub(super) fn parse_duration(text: &str) -> Result<Duration, UserError> {
     let refuse = || {
         UserError(format!(
             "--ttl {text:?}: expected a duration like 30s, 10m, 1h, 7d or 1h30m"
@@ -360,7 +322,7 @@ fn parse_duration(text: &str) -> Result<Duration, UserError> {
 }
 
 /// `3d 4h`, `59m 58s`, `12s`: the two largest units.
-fn format_duration(duration: Duration) -> String {
+pub(super) fn format_duration(duration: Duration) -> String {
     let secs = duration.as_secs();
     let units = [(86_400, "d"), (3600, "h"), (60, "m"), (1, "s")];
     let parts: Vec<String> = units
@@ -424,24 +386,27 @@ mod tests {
     }
 
     #[test]
-    fn targets_parse_and_check() {
+    fn targets_parse_and_route() {
         let v4 = parse_target("198.18.0.1").unwrap();
         assert_eq!(v4.address, "198.18.0.1".parse::<IpAddr>().unwrap());
         assert_eq!(v4.prefix, None);
-        assert!(v4.check(64).is_ok());
-        assert!(parse_target("198.18.0.1/32").unwrap().check(64).is_ok());
-        assert!(parse_target("198.18.0.0/24").unwrap().check(64).is_err());
+        assert!(v4.is_single(64));
+        assert!(parse_target("198.18.0.1/32").unwrap().is_single(64));
+        let net = parse_target("198.18.0.9/24").unwrap();
+        assert!(!net.is_single(64));
+        assert_eq!(net.net().to_string(), "198.18.0.0/24");
 
         let v6 = parse_target("2001:db8:5f::1").unwrap();
-        assert!(v6.check(64).is_ok());
+        assert!(v6.is_single(64));
         assert!(v6.prefix_note(64).contains("/64"));
-        assert!(parse_target("2001:db8:5f::/64").unwrap().check(64).is_ok());
-        assert!(parse_target("2001:db8:5f::1/128")
-            .unwrap()
-            .check(64)
-            .is_ok());
-        assert!(parse_target("2001:db8:5f::/48").unwrap().check(64).is_err());
-        assert!(parse_target("2001:db8:5f::/48").unwrap().check(48).is_ok());
+        assert!(parse_target("2001:db8:5f::/64").unwrap().is_single(64));
+        assert!(parse_target("2001:db8:5f::1/128").unwrap().is_single(64));
+        assert!(!parse_target("2001:db8:5f::/48").unwrap().is_single(64));
+        assert!(parse_target("2001:db8:5f::/48").unwrap().is_single(48));
+        assert_eq!(
+            parse_target("2001:db8:5f::1/48").unwrap().net().to_string(),
+            "2001:db8:5f::/48"
+        );
 
         for bad in [
             "not-an-address",

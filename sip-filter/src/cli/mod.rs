@@ -1,13 +1,17 @@
 //! Command-line verbs, one file each; their doc comments are their `--help`.
 
+mod allow;
 mod block;
+mod block_import;
 mod domains;
+mod lists;
 mod metrics;
 mod options;
 mod replay;
 mod run;
 mod stats;
 mod status;
+mod top;
 mod unload;
 
 use std::path::PathBuf;
@@ -31,6 +35,8 @@ enum Command {
     Run(run::RunArgs),
     Stats(stats::StatsArgs),
     Block(block::BlockArgs),
+    Allow(allow::AllowArgs),
+    Top(top::TopArgs),
     Status(status::StatusArgs),
     Unload(unload::UnloadArgs),
     Domains(domains::DomainsArgs),
@@ -43,6 +49,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(args),
         Command::Stats(args) => stats::stats(args),
         Command::Block(args) => block::block(args),
+        Command::Allow(args) => allow::allow(args),
+        Command::Top(args) => top::top(args),
         Command::Status(args) => status::status(args),
         Command::Unload(args) => unload::unload(args),
         Command::Domains(args) => domains::domains(args),

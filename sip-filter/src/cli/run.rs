@@ -13,6 +13,7 @@ use aya::{
 use sip_filter::{
     events,
     filter::{monotonic_now_ns, pinned_config, FilterError},
+    lists::{ListKind, PinnedList},
     metrics::{self, Locations, Metrics},
     pins::{
         anything_pinned, default_state_dir, ensure_bpffs, link_path, links_dir, maps_dir,
@@ -56,7 +57,8 @@ pub struct RunArgs {
     #[arg(long, env = "SIP_FILTER_STATE_DIR", value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// How often the state file is written while running (it is also written on stop),
-    /// in seconds: what a crash can lose.
+    /// in seconds: what a crash can lose. Expired operator allow/deny entries are
+    /// removed as often.
     #[arg(long, value_name = "SECONDS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..))]
     save_interval: u64,
@@ -401,7 +403,10 @@ impl Daemon<'_> {
                         _ = interrupt.recv() => break,
                         _ = terminate.recv() => break,
                         _ = hangup.recv() => self.reload(),
-                        _ = save.tick() => self.save_state(),
+                        _ = save.tick() => {
+                            self.sweep_expired_entries();
+                            self.save_state();
+                        }
                         () = &mut reading => {}
                     }
                 }
@@ -462,6 +467,23 @@ impl Daemon<'_> {
         }
         self.settings = settings;
         Ok(())
+    }
+
+    /// Removes the operator allow/deny entries that expired (the kernel already ignores
+    /// them, but they hold room in the tries); a failure is logged, the filter goes on.
+    fn sweep_expired_entries(&self) {
+        let dir = self.args.pins.maps_dir();
+        let now = monotonic_now_ns();
+        for kind in [ListKind::Allow, ListKind::Deny] {
+            let list = kind.name();
+            match PinnedList::open(&dir, kind).and_then(|mut pinned| pinned.sweep_expired(now)) {
+                Ok(0) => {}
+                Ok(removed) => log::info!(list, removed;
+                    "removed {removed} expired operator entr(ies) from the {list} list"),
+                Err(e) => log::warn!(list;
+                    "cannot remove the expired operator entries of the {list} list: {e}"),
+            }
+        }
     }
 
     /// Writes the state file (periodically, and on stop); a failure is logged, the

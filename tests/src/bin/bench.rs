@@ -34,7 +34,7 @@ use sip_filter::{
     Filter, Settings,
 };
 use sip_filter_common::maps::{
-    names, Ban, BanReason, ListEntry, SourceKey, SourceState, LIST_ORIGIN_OPERATOR, MAX_SOURCES,
+    names, Ban, BanReason, ListEntry, SourceKey, SourceState, MAX_SOURCES,
 };
 use sip_filter_tests::{packets::*, pathbench};
 
@@ -575,11 +575,7 @@ fn fill_bans(filter: &mut Filter, from: u32, to: u32) -> anyhow::Result<u32> {
     let mut bans: HashMap<_, SourceKey, Ban> = HashMap::try_from(filter.map_mut(names::BANS)?)?;
     for i in from..to {
         let key = sip_filter_common::sip::mapped_ipv4(nth_address([10, 0, 0, 0], i));
-        let ban = Ban {
-            expires_ns: u64::MAX,
-            reason: BanReason::Feed as u32,
-            _pad: 0,
-        };
+        let ban = Ban::new(u64::MAX, BanReason::Feed);
         bans.insert(key, ban, 0)
             .with_context(|| format!("ban {} of {to}", i + 1))?;
     }
@@ -590,11 +586,7 @@ fn fill_bans(filter: &mut Filter, from: u32, to: u32) -> anyhow::Result<u32> {
 fn fill_deny(filter: &mut Filter, from: u32, to: u32) -> anyhow::Result<u32> {
     let mut trie: LpmTrie<_, [u8; 4], ListEntry> =
         LpmTrie::try_from(filter.map_mut(names::DENY_V4)?)?;
-    let entry = ListEntry {
-        expires_ns: u64::MAX,
-        origin: LIST_ORIGIN_OPERATOR,
-        reason: BanReason::Feed as u32,
-    };
+    let entry = ListEntry::from_operator(u64::MAX, BanReason::Feed as u32);
     for i in from..to {
         trie.insert(&Key::new(32, nth_address([11, 0, 0, 0], i)), entry, 0)
             .with_context(|| format!("deny entry {} of {to}", i + 1))?;
