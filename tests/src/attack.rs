@@ -512,8 +512,11 @@ pub fn filter_config() -> String {
     )
 }
 
-/// `sip-filter run --iface gw-outside --config CONFIG` on the gateway (the config
-/// written to `dir`), once attached, with the line saying so.
+/// Where the gateway's filter serves Prometheus metrics (the gateway's loopback).
+pub const GATEWAY_METRICS_ADDR: &str = "127.0.0.1:9184";
+
+/// `sip-filter run --iface gw-outside --config CONFIG --metrics-addr ...` on the gateway
+/// (the config written to `dir`), once attached, with the line saying so.
 pub fn start_gateway_filter(
     lab: &GatewayLab,
     binary: &Path,
@@ -528,10 +531,44 @@ pub fn start_gateway_filter(
         OUTSIDE_IFACE,
         binary,
         pins,
-        &["--config", config],
+        &["--config", config, "--metrics-addr", GATEWAY_METRICS_ADDR],
         &dir.join("sip-filter.log"),
     )
     .map_err(anyhow::Error::msg)
+}
+
+/// The gateway filter's Prometheus exposition (`GET /metrics`, from inside the gateway).
+pub fn gateway_metrics(lab: &GatewayLab) -> anyhow::Result<String> {
+    let url = format!("http://{GATEWAY_METRICS_ADDR}/metrics");
+    lab.ns(Node::Gateway).in_namespace(|| {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .proxy(None)
+            .timeout_global(Some(crate::lab::QUICK))
+            .build()
+            .into();
+        agent
+            .get(&url)
+            .call()
+            .and_then(|mut response| response.body_mut().read_to_string())
+            .with_context(|| format!("GET {url}"))
+    })?
+}
+
+/// The value of the series `name{labels}` in a Prometheus exposition, labels written as
+/// the exporter writes them (`reason="drop_scanner"`), summed over the series that carry
+/// them all.
+pub fn metric_sum(exposition: &str, name: &str, labels: &[&str]) -> f64 {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let rest = series.strip_prefix(name)?;
+            let matches = (rest.is_empty() || rest.starts_with('{'))
+                && labels.iter().all(|label| rest.contains(label));
+            matches.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
 }
 
 /// `sip-filter VERB... --json` for the gateway's filter (`stats`, `block list`).

@@ -30,10 +30,11 @@ use ipnet::IpNet;
 use serde_json::Value;
 use sip_filter_tests::{
     attack::{
-        call_scenario, extensions_found, filter_json, legit_sipp, passwords_found,
-        register_scenario, requests_seen, role, seen_from, sipp_outcome, start_flood,
-        start_gateway_filter, start_registrar, svcrack, svmap, svmap_scan, svwar, ALICE, BOB,
-        FLOOD_V4, SVCRACK_V4, SVMAP_V4, SVMAP_V6, SVWAR_RANGE, SVWAR_V4, WEAK, WORDLIST,
+        call_scenario, extensions_found, filter_json, gateway_metrics, legit_sipp, metric_sum,
+        passwords_found, register_scenario, requests_seen, role, seen_from, sipp_outcome,
+        start_flood, start_gateway_filter, start_registrar, svcrack, svmap, svmap_scan, svwar,
+        ALICE, BOB, FLOOD_V4, GATEWAY_METRICS_ADDR, SVCRACK_V4, SVMAP_V4, SVMAP_V6, SVWAR_RANGE,
+        SVWAR_V4, WEAK, WORDLIST,
     },
     gateway::{GatewayLab, Node, LEGIT_V4, OUTSIDE_IFACE, SERVER_V4, SERVER_V6},
     lab::{
@@ -123,8 +124,10 @@ fn demo(clock: &Clock) -> anyhow::Result<bool> {
     let bans = filter_json(&lab, binary, &pins, &["block", "list"]);
     let bans: Vec<Value> = serde_json::from_str(&bans.stdout)
         .with_context(|| format!("block list --json is not a JSON array:\n{bans}"))?;
-    // PROMETHEUS: the lead wires the exporter here: scrape `--metrics-addr` (in the
-    // gateway namespace) and show a few of its counters beside `stats --json`'s.
+    clock.say(format!(
+        "scraping the filter's Prometheus exporter: GET http://{GATEWAY_METRICS_ADDR}/metrics"
+    ));
+    let metrics = gateway_metrics(&lab)?;
     check_interrupted()?;
 
     clock.say("stopping the filter (SIGINT) and removing the lab");
@@ -139,7 +142,7 @@ fn demo(clock: &Clock) -> anyhow::Result<bool> {
     let listed = listed_namespaces();
 
     println!();
-    print_table(&open, &filtered, &stats, &bans);
+    print_table(&open, &filtered, &stats, &bans, &metrics);
     println!();
 
     let mut problems = Problems::default();
@@ -507,7 +510,7 @@ fn nonzero(stats: &Value, group: &str) -> Vec<String> {
 }
 
 /// The two rounds side by side, then what the filter did in the second.
-fn print_table(open: &Round, filtered: &Round, stats: &Value, bans: &[Value]) {
+fn print_table(open: &Round, filtered: &Round, stats: &Value, bans: &[Value], metrics: &str) {
     let both =
         |label: &str, f: &dyn Fn(&Round) -> String| vec![label.to_string(), f(open), f(filtered)];
     let only = |label: &str, value: String| vec![label.to_string(), "-".to_string(), value];
@@ -563,7 +566,38 @@ fn print_table(open: &Round, filtered: &Round, stats: &Value, bans: &[Value]) {
         "filter: bans added",
         list_or_nothing(nonzero(stats, "bans_added")),
     ));
-    // PROMETHEUS: rows with the exporter's counters go here (the lead wires them).
+    let series = [
+        (
+            "sip_filter_packets_total{verdict=\"drop\"}",
+            metric_sum(metrics, "sip_filter_packets_total", &["verdict=\"drop\""]),
+        ),
+        (
+            "sip_filter_packets_total{reason=\"drop_scanner\"}",
+            metric_sum(
+                metrics,
+                "sip_filter_packets_total",
+                &["reason=\"drop_scanner\""],
+            ),
+        ),
+        (
+            "sip_filter_packets_total{reason=\"drop_rate_limited\"}",
+            metric_sum(
+                metrics,
+                "sip_filter_packets_total",
+                &["reason=\"drop_rate_limited\""],
+            ),
+        ),
+        (
+            "sip_filter_bans_active",
+            metric_sum(metrics, "sip_filter_bans_active", &[]),
+        ),
+    ];
+    for (i, (series, value)) in series.iter().enumerate() {
+        rows.push(only(
+            if i == 0 { "Prometheus (/metrics)" } else { "" },
+            format!("{series} {value}"),
+        ));
+    }
 
     let width = |column: usize| {
         rows.iter()
