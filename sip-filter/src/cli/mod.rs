@@ -44,6 +44,14 @@ enum Command {
     Metrics(metrics::MetricsArgs),
 }
 
+impl Cli {
+    /// A long-running server (`run`, `metrics`): a peer that goes away must be an error it
+    /// handles (EPIPE), not a SIGPIPE that ends it.
+    pub fn is_server(&self) -> bool {
+        matches!(self.command, Command::Run(_) | Command::Metrics(_))
+    }
+}
+
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args),

@@ -60,20 +60,9 @@ fn parse_speed(text: &str) -> Result<f64, String> {
     }
 }
 
+/// A reader that stops reading (`| head`) ends the replay quietly: see SIGPIPE in
+/// `main`.
 pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
-    match replay_to_stdout(args) {
-        // The reader stopped reading (`| head`): nothing is wrong.
-        Err(e)
-            if e.downcast_ref::<std::io::Error>()
-                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
-        {
-            Ok(())
-        }
-        other => other,
-    }
-}
-
-fn replay_to_stdout(args: ReplayArgs) -> anyhow::Result<()> {
     // Everything the operator gave is checked before the kernel is touched.
     let settings = args.filter.settings()?;
     let path = args.capture.display().to_string();
