@@ -198,21 +198,29 @@ impl Drop for PinRoot {
     }
 }
 
+/// The global part of a Kamailio config: log level `debug` on stderr, `children` UDP
+/// workers, no DNS, UDP only, listening on port 5060 of each of `addresses`.
+pub fn kamailio_globals(debug: u8, children: u8, addresses: &[&str]) -> String {
+    let mut text = format!(
+        "#!KAMAILIO\ndebug={debug}\nlog_stderror=yes\nfork=yes\nchildren={children}\n\
+         dns=no\nrev_dns=no\ndisable_tcp=yes\ndisable_sctp=yes\n"
+    );
+    for address in addresses {
+        let address = if address.contains(':') {
+            format!("[{address}]")
+        } else {
+            address.to_string()
+        };
+        text.push_str(&format!("listen=udp:{address}:{SIP_PORT}\n"));
+    }
+    text
+}
+
 /// A SIP responder: every request gets a stateless 200 OK.
 fn kamailio_config() -> String {
+    let globals = kamailio_globals(2, 1, &[SERVER_V4, SERVER_V6]);
     format!(
-        r#"#!KAMAILIO
-debug=2
-log_stderror=yes
-fork=yes
-children=1
-dns=no
-rev_dns=no
-disable_tcp=yes
-disable_sctp=yes
-listen=udp:{SERVER_V4}:{SIP_PORT}
-listen=udp:[{SERVER_V6}]:{SIP_PORT}
-
+        r#"{globals}
 # Debian's Kamailio finds its modules in its compiled-in mpath
 # (/usr/lib/<multiarch>/kamailio/modules).
 loadmodule "sl.so"
