@@ -135,6 +135,16 @@ impl ReloadSeries {
     }
 }
 
+/// What a collector made of `collectors` describes (computed once: `desc` lends it).
+fn descs_of(collectors: &[&dyn Collector]) -> Vec<Desc> {
+    collectors.iter().flat_map(|c| c.desc()).cloned().collect()
+}
+
+/// What a collector made of `collectors` reports this scrape.
+fn collect_all(collectors: &[&dyn Collector]) -> Vec<MetricFamily> {
+    collectors.iter().flat_map(|c| c.collect()).collect()
+}
+
 impl ReloadCollector {
     fn new(reloads: &'static Reloads, loaded_unix_ms: u64) -> Result<Self, prometheus::Error> {
         let series = ReloadSeries {
@@ -154,12 +164,7 @@ impl ReloadCollector {
                 "When the configuration in force was loaded, in seconds since the Unix epoch.",
             )?,
         };
-        let descs = series
-            .collectors()
-            .iter()
-            .flat_map(|c| c.desc())
-            .cloned()
-            .collect();
+        let descs = descs_of(&series.collectors());
         Ok(Self {
             reloads,
             loaded_unix_ms,
@@ -194,11 +199,7 @@ impl Collector for ReloadCollector {
             .last_success_unix_ms()
             .unwrap_or(self.loaded_unix_ms);
         series.last_success_seconds.set(loaded_ms as f64 / 1000.0);
-        series
-            .collectors()
-            .iter()
-            .flat_map(|c| c.collect())
-            .collect()
+        collect_all(&series.collectors())
     }
 }
 
@@ -535,12 +536,7 @@ fn gauge_value(n: u64) -> i64 {
 impl KernelCollector {
     fn new(locations: Locations) -> Result<Self, prometheus::Error> {
         let series = KernelSeries::new()?;
-        let descs = series
-            .collectors()
-            .iter()
-            .flat_map(|c| c.desc())
-            .cloned()
-            .collect();
+        let descs = descs_of(&series.collectors());
         Ok(Self {
             locations,
             series: Mutex::new(series),
@@ -572,11 +568,7 @@ impl Collector for KernelCollector {
                 .with_label_values(&[&iface, &mode])
                 .set(1);
         }
-        series
-            .collectors()
-            .iter()
-            .flat_map(|c| c.collect())
-            .collect()
+        collect_all(&series.collectors())
     }
 }
 

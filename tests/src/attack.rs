@@ -15,8 +15,8 @@ use anyhow::Context;
 use crate::{
     gateway::{GatewayLab, Node, ATTACKERS, LEGIT_V4, OUTSIDE_IFACE, SERVER_V4, SERVER_V6},
     lab::{
-        scan_of, sipp_counter, sipp_in, spawn_filter_in, start_kamailio_in, PinRoot, Scan, DOMAIN,
-        SIP_PORT,
+        kamailio_globals, scan_of, sipp_counter, sipp_in, spawn_filter_in, start_kamailio_in,
+        PinRoot, Scan, DOMAIN, SIP_PORT,
     },
     netns::{Background, Finished},
 };
@@ -97,19 +97,9 @@ pub fn registrar_config() -> String {
             )
         })
         .collect();
+    let globals = kamailio_globals(2, 2, &[SERVER_V4, SERVER_V6]);
     format!(
-        r#"#!KAMAILIO
-debug=2
-log_stderror=yes
-fork=yes
-children=2
-dns=no
-rev_dns=no
-disable_tcp=yes
-disable_sctp=yes
-listen=udp:{SERVER_V4}:{SIP_PORT}
-listen=udp:[{SERVER_V6}]:{SIP_PORT}
-
+        r#"{globals}
 loadmodule "sl.so"
 loadmodule "pv.so"
 loadmodule "xlog.so"

@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use crate::netns::{
     left_by_dead_test, listed_namespaces, own_prefix, run_bounded, Background, Finished, Host, Lab,
-    Netns, CLIENT_V4, SERVER_IFACE, SERVER_V4, SERVER_V6, SIGINT,
+    Netns, CLIENT_V4, CLIENT_V6, LEGIT_CLIENT_V4, SERVER_IFACE, SERVER_V4, SERVER_V6, SIGINT,
 };
 
 /// The domain the server serves and the filter allows.
@@ -35,6 +35,8 @@ pub const QUICK: Duration = Duration::from_secs(10);
 
 /// What the lab runs: iproute2, util-linux's nsenter, Kamailio, sipp, sipvicious.
 pub const LAB_TOOLS: &[&str] = &["nsenter", "ip", "ss", "kamailio", "sipp", "svmap"];
+/// What a lab with Kamailio alone (no sipp, no scanner) runs.
+pub const KAMAILIO_TOOLS: &[&str] = &["nsenter", "ip", "ss", "kamailio"];
 
 /// Builds the sip-filter binary (quick when up to date) with the cargo that built this
 /// crate, once per process, and says where it is. `quiet`: no cargo status lines.
@@ -196,21 +198,29 @@ impl Drop for PinRoot {
     }
 }
 
+/// The global part of a Kamailio config: log level `debug` on stderr, `children` UDP
+/// workers, no DNS, UDP only, listening on port 5060 of each of `addresses`.
+pub fn kamailio_globals(debug: u8, children: u8, addresses: &[&str]) -> String {
+    let mut text = format!(
+        "#!KAMAILIO\ndebug={debug}\nlog_stderror=yes\nfork=yes\nchildren={children}\n\
+         dns=no\nrev_dns=no\ndisable_tcp=yes\ndisable_sctp=yes\n"
+    );
+    for address in addresses {
+        let address = if address.contains(':') {
+            format!("[{address}]")
+        } else {
+            address.to_string()
+        };
+        text.push_str(&format!("listen=udp:{address}:{SIP_PORT}\n"));
+    }
+    text
+}
+
 /// A SIP responder: every request gets a stateless 200 OK.
 fn kamailio_config() -> String {
+    let globals = kamailio_globals(2, 1, &[SERVER_V4, SERVER_V6]);
     format!(
-        r#"#!KAMAILIO
-debug=2
-log_stderror=yes
-fork=yes
-children=1
-dns=no
-rev_dns=no
-disable_tcp=yes
-disable_sctp=yes
-listen=udp:{SERVER_V4}:{SIP_PORT}
-listen=udp:[{SERVER_V6}]:{SIP_PORT}
-
+        r#"{globals}
 # Debian's Kamailio finds its modules in its compiled-in mpath
 # (/usr/lib/<multiarch>/kamailio/modules).
 loadmodule "sl.so"
@@ -786,5 +796,124 @@ impl Drop for Transcript {
                 self.0.join("\n")
             );
         }
+    }
+}
+
+/// The legitimate calls of the end-to-end tests, from the client namespace to the
+/// allowed domain: sipp OPTIONS and REGISTER over IPv4, OPTIONS over IPv6, each kept in
+/// `transcript` as its step; returns each step, its target and how sipp finished.
+pub fn legitimate_calls(
+    transcript: &mut Transcript,
+    lab: &Lab,
+    dir: &Path,
+) -> Vec<(&'static str, String, Finished)> {
+    let target_v4 = format!("{SERVER_V4}:{SIP_PORT}");
+    let target_v6 = format!("[{SERVER_V6}]:{SIP_PORT}");
+    let (options, register) = (options_scenario(), register_scenario());
+    [
+        (
+            "sipp OPTIONS",
+            "options",
+            &options,
+            LEGIT_CLIENT_V4,
+            target_v4.clone(),
+        ),
+        (
+            "sipp REGISTER",
+            "register",
+            &register,
+            LEGIT_CLIENT_V4,
+            target_v4,
+        ),
+        (
+            "sipp OPTIONS over IPv6",
+            "options-v6",
+            &options,
+            CLIENT_V6,
+            target_v6,
+        ),
+    ]
+    .into_iter()
+    .map(|(step, name, scenario, local, target)| {
+        let call = transcript.keep(step, sipp(lab, dir, name, scenario, local, &target));
+        (step, target, call)
+    })
+    .collect()
+}
+
+/// Asserts a refused input: exit status 2 and one stderr line, `error: ...`, naming
+/// `mentions`; returns that line.
+pub fn assert_one_error_line(finished: &Finished, mentions: &str) -> String {
+    assert_eq!(finished.code(), Some(2), "{finished}");
+    let lines: Vec<&str> = finished.stderr.trim_end().lines().collect();
+    assert!(
+        lines.len() == 1 && lines[0].starts_with("error: ") && lines[0].contains(mentions),
+        "expected one `error: ...` line naming {mentions:?}:\n{finished}"
+    );
+    lines[0].to_string()
+}
+
+/// The end-to-end tests' set-up: the [`Lab`], a temporary directory and a pin root
+/// named after `tag`, a [`Transcript`] and Kamailio answering in the server namespace.
+/// On any exit, panics included, the fields drop in order: Kamailio, the transcript
+/// (printed on a panic), the pins, the files, the namespaces.
+pub struct LabFixture {
+    pub kamailio: Background,
+    pub transcript: Transcript,
+    pub pins: PinRoot,
+    pub dir: TempDir,
+    pub lab: Lab,
+}
+
+impl LabFixture {
+    /// Checks that `tools` are installed, builds the lab and starts Kamailio; panics
+    /// saying what failed (a test's set-up).
+    pub fn start(tag: &str, tools: &[&str]) -> Self {
+        require_tools(tools).unwrap_or_else(|e| panic!("{e:#}"));
+        let lab = Lab::new().expect("the lab builds");
+        let dir = TempDir::new(tag);
+        let pins = PinRoot::new(tag);
+        let transcript = Transcript::default();
+        let kamailio = start_kamailio(&lab, dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
+        LabFixture {
+            kamailio,
+            transcript,
+            pins,
+            dir,
+            lab,
+        }
+    }
+
+    /// [`start_filter`] (`--domain pbx.example.test`, its log in the directory), once
+    /// attached, with the line saying so.
+    pub fn start_filter(&self) -> (Background, String) {
+        start_filter(
+            &self.lab,
+            sip_filter(),
+            &self.pins,
+            &self.dir.path().join("sip-filter.log"),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// [`stop_filter`]: SIGINT, then checks that it detached and removed its link pin.
+    pub fn stop_filter(&self, daemon: &mut Background) {
+        stop_filter(&self.lab, daemon, &self.pins.link_pin(SERVER_IFACE))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+
+    /// [`tear_down`]: stops `processes`, then Kamailio, and checks that nothing is left.
+    pub fn tear_down(self, processes: impl IntoIterator<Item = Background>) {
+        let LabFixture {
+            kamailio,
+            transcript,
+            pins,
+            dir,
+            lab,
+        } = self;
+        tear_down(lab, pins, processes.into_iter().chain([kamailio]))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        drop(transcript);
+        drop(dir);
     }
 }

@@ -463,7 +463,8 @@ pub fn listed_namespaces() -> Vec<String> {
         .collect()
 }
 
-fn netns_pids(ns: &str) -> Vec<i32> {
+/// The processes running inside the network namespace named `ns`.
+pub fn netns_pids(ns: &str) -> Vec<i32> {
     Command::new("ip")
         .args(["netns", "pids", ns])
         .stdin(Stdio::null())

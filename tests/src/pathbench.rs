@@ -29,7 +29,6 @@ use std::{
     fmt::Write as _,
     net::Ipv4Addr,
     path::Path,
-    process::Command,
     thread,
     time::{Duration, Instant},
 };
@@ -40,11 +39,12 @@ use serde_json::{json, Value};
 
 use crate::{
     lab::{
-        require_tools, sip_filter_binary, start_filter_with_config, wait_for_udp_listener,
-        write_file, PinRoot, TempDir, DOMAIN, QUICK, SIP_PORT,
+        kamailio_globals, require_tools, sip_filter_binary, start_filter_with_config,
+        wait_for_udp_listener, write_file, PinRoot, TempDir, DOMAIN, QUICK, SIP_PORT,
     },
     netns::{
-        run_bounded, Background, Finished, Host, Lab, LEGIT_CLIENT_V4, SERVER_IFACE, SERVER_V4,
+        netns_pids, run_bounded, Background, Finished, Host, Lab, LEGIT_CLIENT_V4, SERVER_IFACE,
+        SERVER_V4,
     },
 };
 
@@ -414,7 +414,7 @@ impl Snapshot {
             .filter_map(|line| line.split_whitespace().nth(7))
             .filter_map(|ticks| ticks.parse::<u64>().ok())
             .sum();
-        let process_ticks: u64 = namespace_pids(lab.name(Host::Server))
+        let process_ticks: u64 = netns_pids(lab.name(Host::Server))
             .into_iter()
             .map(process_ticks)
             .sum();
@@ -438,21 +438,8 @@ fn clock_ticks_per_second() -> f64 {
     }
 }
 
-fn namespace_pids(namespace: &str) -> Vec<u32> {
-    Command::new("ip")
-        .args(["netns", "pids", namespace])
-        .output()
-        .map(|out| {
-            String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .filter_map(|pid| pid.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// utime + stime of a process, in clock ticks (0 if it is gone).
-fn process_ticks(pid: u32) -> u64 {
+fn process_ticks(pid: i32) -> u64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0;
     };
@@ -549,37 +536,9 @@ fn nft_filter_table() -> String {
 /// packet: the string match cannot anchor it to the header), then a per-source limit.
 fn iptables(lab: &Lab) -> anyhow::Result<()> {
     let port = SIP_PORT.to_string();
-    for agent in sip_filter::settings::DEFAULT_SCANNER_USER_AGENTS {
-        lab_run(
-            lab,
-            "iptables",
-            &[
-                "-t",
-                "raw",
-                "-A",
-                "PREROUTING",
-                "-p",
-                "udp",
-                "--dport",
-                &port,
-                "-m",
-                "string",
-                "--algo",
-                "bm",
-                "--icase",
-                "--string",
-                agent,
-                "-j",
-                "DROP",
-            ],
-        )?;
-    }
-    let above = format!("{PER_SOURCE_RATE}/sec");
-    let burst = (2 * PER_SOURCE_RATE).to_string();
-    lab_run(
-        lab,
-        "iptables",
-        &[
+    // -t raw -A PREROUTING -p udp --dport 5060 -m MATCH... -j DROP
+    let drop_rule = |matcher: &[&str]| {
+        let mut args = vec![
             "-t",
             "raw",
             "-A",
@@ -588,20 +547,28 @@ fn iptables(lab: &Lab) -> anyhow::Result<()> {
             "udp",
             "--dport",
             &port,
-            "-m",
-            "hashlimit",
-            "--hashlimit-above",
-            &above,
-            "--hashlimit-burst",
-            &burst,
-            "--hashlimit-mode",
-            "srcip",
-            "--hashlimit-name",
-            "sip",
-            "-j",
-            "DROP",
-        ],
-    )?;
+        ];
+        args.extend_from_slice(matcher);
+        args.extend_from_slice(&["-j", "DROP"]);
+        lab_run(lab, "iptables", &args)
+    };
+    for agent in sip_filter::settings::DEFAULT_SCANNER_USER_AGENTS {
+        drop_rule(&["-m", "string", "--algo", "bm", "--icase", "--string", agent])?;
+    }
+    let above = format!("{PER_SOURCE_RATE}/sec");
+    let burst = (2 * PER_SOURCE_RATE).to_string();
+    drop_rule(&[
+        "-m",
+        "hashlimit",
+        "--hashlimit-above",
+        &above,
+        "--hashlimit-burst",
+        &burst,
+        "--hashlimit-mode",
+        "srcip",
+        "--hashlimit-name",
+        "sip",
+    ])?;
     Ok(())
 }
 
@@ -657,18 +624,9 @@ fn kamailio_config(dir: &Path, setup: Setup) -> anyhow::Result<String> {
     } else {
         (String::new(), "")
     };
+    let globals = kamailio_globals(1, 2, &[SERVER_V4]);
     Ok(format!(
-        r#"#!KAMAILIO
-debug=1
-log_stderror=yes
-fork=yes
-children=2
-dns=no
-rev_dns=no
-disable_tcp=yes
-disable_sctp=yes
-listen=udp:{SERVER_V4}:{SIP_PORT}
-
+        r#"{globals}
 loadmodule "sl.so"
 loadmodule "textops.so"
 {modules}

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::Value;
 use sip_filter_tests::{
     lab::{
-        counter, options_uri, require_tools, sip_filter, sip_probe, start_filter, start_kamailio,
-        stop_filter, tear_down, PinRoot, TempDir, Transcript, QUICK,
+        assert_one_error_line, counter, options_uri, sip_filter, sip_probe, LabFixture, PinRoot,
+        Transcript, KAMAILIO_TOOLS, QUICK,
     },
     netns::{Finished, Host, Lab, CLIENT_V4, SERVER_IFACE},
     privileged,
@@ -61,33 +61,21 @@ fn block_add_list_del_on_a_running_filter() {
     if !privileged("block_add_list_del_on_a_running_filter") {
         return;
     }
-    require_tools(&["nsenter", "ip", "ss", "kamailio"]).unwrap_or_else(|e| panic!("{e:#}"));
-    let binary = sip_filter();
-
-    // Dropped in reverse on any exit, panics included: processes, pins, files, namespaces.
-    let lab = Lab::new().expect("the lab builds");
-    let dir = TempDir::new("e2e-block");
-    let pins = PinRoot::new("e2e-block");
-    let pin_dir = pins.link_pin(SERVER_IFACE);
-    let mut transcript = Transcript::default();
-
-    let kamailio = start_kamailio(&lab, dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
-    let (mut daemon, attached) =
-        start_filter(&lab, binary, &pins, &dir.path().join("sip-filter.log"))
-            .unwrap_or_else(|e| panic!("{e:#}"));
-    transcript.note(attached);
+    let mut rig = LabFixture::start("e2e-block", KAMAILIO_TOOLS);
+    let (mut daemon, attached) = rig.start_filter();
+    rig.transcript.note(attached);
 
     // Before any ban the source is answered.
     assert_eq!(
-        options_from(&lab, CLIENT_V4),
+        options_from(&rig.lab, CLIENT_V4),
         Some(200),
         "OPTIONS from {CLIENT_V4} before the ban should be answered"
     );
 
     // Ban it for an hour, from another process.
-    let added = transcript.keep(
+    let added = rig.transcript.keep(
         "block add",
-        block(&lab, &pins, &["add", CLIENT_V4, "--ttl", "1h"]),
+        block(&rig.lab, &rig.pins, &["add", CLIENT_V4, "--ttl", "1h"]),
     );
     assert!(added.success(), "{added}");
     assert!(
@@ -95,7 +83,7 @@ fn block_add_list_del_on_a_running_filter() {
         "{added}"
     );
 
-    let entries = listed(&mut transcript, &lab, &pins, CLIENT_V4);
+    let entries = listed(&mut rig.transcript, &rig.lab, &rig.pins, CLIENT_V4);
     assert_eq!(entries.len(), 1, "one ban for {CLIENT_V4}: {entries:?}");
     let entry = &entries[0];
     assert_eq!(entry["iface"], SERVER_IFACE, "{entry}");
@@ -106,13 +94,17 @@ fn block_add_list_del_on_a_running_filter() {
     assert!((3500..=3600).contains(&left), "about 1 h left: {entry}");
 
     // Its OPTIONS goes unanswered, counted as drop_banned.
-    let before = transcript.stats("stats before the banned OPTIONS", &lab, &pins);
+    let before = rig
+        .transcript
+        .stats("stats before the banned OPTIONS", &rig.lab, &rig.pins);
     assert_eq!(
-        options_from(&lab, CLIENT_V4),
+        options_from(&rig.lab, CLIENT_V4),
         None,
         "OPTIONS from banned {CLIENT_V4} should go unanswered"
     );
-    let after = transcript.stats("stats after the banned OPTIONS", &lab, &pins);
+    let after = rig
+        .transcript
+        .stats("stats after the banned OPTIONS", &rig.lab, &rig.pins);
     let banned = counter(&after, "reasons", "drop_banned").saturating_sub(counter(
         &before,
         "reasons",
@@ -121,34 +113,30 @@ fn block_add_list_del_on_a_running_filter() {
     assert!(banned >= 1, "drop_banned should count the OPTIONS: {after}");
 
     // Lifted: answered again.
-    let deleted = transcript.keep("block del", block(&lab, &pins, &["del", CLIENT_V4]));
+    let deleted = rig
+        .transcript
+        .keep("block del", block(&rig.lab, &rig.pins, &["del", CLIENT_V4]));
     assert!(
         deleted.success() && deleted.stdout.contains("unbanned"),
         "{deleted}"
     );
     assert!(
-        listed(&mut transcript, &lab, &pins, CLIENT_V4).is_empty(),
+        listed(&mut rig.transcript, &rig.lab, &rig.pins, CLIENT_V4).is_empty(),
         "{CLIENT_V4} still listed after block del"
     );
     assert_eq!(
-        options_from(&lab, CLIENT_V4),
+        options_from(&rig.lab, CLIENT_V4),
         Some(200),
         "OPTIONS from {CLIENT_V4} after block del should be answered"
     );
 
     // A bad address: one line, exit 2, nothing banned.
-    let bad = transcript.keep(
+    let bad = rig.transcript.keep(
         "block add not-an-address",
-        block(&lab, &pins, &["add", "not-an-address"]),
+        block(&rig.lab, &rig.pins, &["add", "not-an-address"]),
     );
-    assert_eq!(bad.code(), Some(2), "{bad}");
-    let lines: Vec<&str> = bad.stderr.trim_end().lines().collect();
-    assert!(
-        lines.len() == 1 && lines[0].starts_with("error: ") && lines[0].contains("not-an-address"),
-        "expected one `error: ...` line:\n{bad}"
-    );
+    assert_one_error_line(&bad, "not-an-address");
 
-    stop_filter(&lab, &mut daemon, &pin_dir).unwrap_or_else(|e| panic!("{e:#}"));
-    tear_down(lab, pins, [daemon, kamailio]).unwrap_or_else(|e| panic!("{e:#}"));
-    drop(transcript);
+    rig.stop_filter(&mut daemon);
+    rig.tear_down([daemon]);
 }

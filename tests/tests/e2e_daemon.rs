@@ -23,8 +23,8 @@ use sip_filter::{
 use sip_filter_common::maps::{names, SourceState};
 use sip_filter_tests::{
     lab::{
-        require_tools, sip_filter, sip_probe, spawn_filter, start_kamailio, stop_filter, tear_down,
-        write_file, xdp_attached, PinRoot, TempDir, Transcript, DOMAIN, QUICK,
+        assert_one_error_line, sip_filter, sip_probe, spawn_filter, write_file, xdp_attached,
+        LabFixture, PinRoot, Transcript, DOMAIN, KAMAILIO_TOOLS, QUICK,
     },
     netns::{
         run_bounded, Background, Finished, Host, Lab, CLIENT_IFACE, CLIENT_V4, LEGIT_CLIENT_V4,
@@ -222,33 +222,30 @@ fn daemon_on_two_interfaces_reloads_restarts_and_unloads() {
     if !privileged("daemon_on_two_interfaces_reloads_restarts_and_unloads") {
         return;
     }
-    require_tools(&["nsenter", "ip", "ss", "kamailio"]).unwrap_or_else(|e| panic!("{e:#}"));
     let started = std::time::Instant::now();
 
-    let lab = Lab::new().expect("the lab builds");
-    lab.add_second_link().expect("the second veth pair");
-    lab.ip(Host::Server, &["link", "add", BRIDGE, "type", "bridge"])
+    let mut rig = LabFixture::start("e2e-daemon", KAMAILIO_TOOLS);
+    rig.lab.add_second_link().expect("the second veth pair");
+    rig.lab
+        .ip(Host::Server, &["link", "add", BRIDGE, "type", "bridge"])
         .expect("a bridge");
-    lab.ip(Host::Server, &["link", "set", BRIDGE, "up"])
+    rig.lab
+        .ip(Host::Server, &["link", "set", BRIDGE, "up"])
         .expect("the bridge up");
-    let dir = TempDir::new("e2e-daemon");
-    let pins = PinRoot::new("e2e-daemon");
-    let mut transcript = Transcript::default();
-    let config_file = write_file(dir.path(), "sip-filter.toml", &config(DOMAIN));
-    let log = dir.path().join("sip-filter.log");
+    let config_file = write_file(rig.dir.path(), "sip-filter.toml", &config(DOMAIN));
+    let log = rig.dir.path().join("sip-filter.log");
 
     // A corrupt state file: set aside with a clear line, the daemon starts anyway.
-    std::fs::create_dir_all(pins.state_dir()).unwrap();
-    let state_file = pins.state_dir().join("state.json");
+    std::fs::create_dir_all(rig.pins.state_dir()).unwrap();
+    let state_file = rig.pins.state_dir().join("state.json");
     std::fs::write(&state_file, "{ not json").unwrap();
 
-    let kamailio = start_kamailio(&lab, dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
-    let mut daemon = start(&lab, &pins, &config_file, &log, &mut transcript);
+    let mut daemon = start(&rig.lab, &rig.pins, &config_file, &log, &mut rig.transcript);
     let corrupt_line = daemon
         .wait_for_log("state file is corrupt", QUICK)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(corrupt_line.contains("level=error"), "{corrupt_line}");
-    let aside: Vec<_> = std::fs::read_dir(pins.state_dir())
+    let aside: Vec<_> = std::fs::read_dir(rig.pins.state_dir())
         .unwrap()
         .flatten()
         .filter(|e| {
@@ -273,7 +270,7 @@ fn daemon_on_two_interfaces_reloads_restarts_and_unloads() {
     );
 
     // status: every interface and its mode, one program, maps against capacity.
-    let status = status_json(&mut transcript, &lab, &pins);
+    let status = status_json(&mut rig.transcript, &rig.lab, &rig.pins);
     assert_eq!(status["daemon"]["running"], true, "{status}");
     // nsenter execs the daemon: same pid.
     assert_eq!(status["daemon"]["pid"], daemon.pid(), "{status}");
@@ -317,7 +314,9 @@ fn daemon_on_two_interfaces_reloads_restarts_and_unloads() {
         .expect("SF_DOMAINS in status");
     assert_eq!(domains_map["entries"], 1, "{status}");
     assert_eq!(domains_map["capacity"], 4096, "{status}");
-    let text = transcript.keep("status", cli(&lab, &pins, &["status"]));
+    let text = rig
+        .transcript
+        .keep("status", cli(&rig.lab, &rig.pins, &["status"]));
     assert!(text.success(), "{text}");
     for needle in [
         "daemon:      running, pid",
@@ -330,7 +329,10 @@ fn daemon_on_two_interfaces_reloads_restarts_and_unloads() {
     ] {
         assert!(text.stdout.contains(needle), "{needle:?} missing:\n{text}");
     }
-    let domains = transcript.keep("domains list", cli(&lab, &pins, &["domains", "list"]));
+    let domains = rig.transcript.keep(
+        "domains list",
+        cli(&rig.lab, &rig.pins, &["domains", "list"]),
+    );
     assert!(
         domains.success() && domains.stdout.trim() == DOMAIN,
         "{domains}"
@@ -338,13 +340,13 @@ fn daemon_on_two_interfaces_reloads_restarts_and_unloads() {
 
     // Both interfaces filter: answered where allowed.
     assert_eq!(
-        options(&lab, CLIENT_V4, DOMAIN),
+        options(&rig.lab, CLIENT_V4, DOMAIN),
         Some(200),
         "via {SERVER_IFACE}"
     );
-    route_second_client_via(&lab, SECOND_CLIENT_IFACE);
+    route_second_client_via(&rig.lab, SECOND_CLIENT_IFACE);
     assert_eq!(
-        options(&lab, SECOND_CLIENT_V4, DOMAIN),
+        options(&rig.lab, SECOND_CLIENT_V4, DOMAIN),
         Some(200),
         "via {SECOND_SERVER_IFACE}"
     );
@@ -352,63 +354,66 @@ fn daemon_on_two_interfaces_reloads_restarts_and_unloads() {
     // A scanner on the second interface is banned...
     assert_eq!(
         probe(
-            &lab,
+            &rig.lab,
             SECOND_CLIENT_V4,
             &format!("sip:100@{DOMAIN}"),
             "friendly-scanner"
         ),
         None
     );
-    let banned = bans_of(&mut transcript, &lab, &pins, SECOND_CLIENT_V4);
+    let banned = bans_of(&mut rig.transcript, &rig.lab, &rig.pins, SECOND_CLIENT_V4);
     assert_eq!(banned.len(), 1, "{banned:?}");
     assert_eq!(banned[0]["reason"], "scanner", "{banned:?}");
     // ...and dropped on the first.
-    route_second_client_via(&lab, CLIENT_IFACE);
+    route_second_client_via(&rig.lab, CLIENT_IFACE);
     assert_eq!(
-        options(&lab, SECOND_CLIENT_V4, DOMAIN),
+        options(&rig.lab, SECOND_CLIENT_V4, DOMAIN),
         None,
         "the source banned on {SECOND_SERVER_IFACE} should be dropped on {SERVER_IFACE}"
     );
     assert_eq!(
-        options(&lab, CLIENT_V4, DOMAIN),
+        options(&rig.lab, CLIENT_V4, DOMAIN),
         Some(200),
         "others still pass"
     );
 
     // SIGHUP with a good file: the new domain passes, the old one is dropped; the ban
     // and CLIENT_V4's bucket are as they were.
-    let bucket_before = source_state(&pins, CLIENT_V4).expect("CLIENT_V4 has a bucket");
-    write_file(dir.path(), "sip-filter.toml", &config(NEW_DOMAIN));
+    let bucket_before = source_state(&rig.pins, CLIENT_V4).expect("CLIENT_V4 has a bucket");
+    write_file(rig.dir.path(), "sip-filter.toml", &config(NEW_DOMAIN));
     daemon.signal(libc::SIGHUP);
     let reloaded = daemon
         .wait_for_log("configuration reloaded", QUICK)
         .unwrap_or_else(|e| panic!("{e}"));
-    transcript.note(reloaded);
+    rig.transcript.note(reloaded);
     assert_eq!(
-        source_state(&pins, CLIENT_V4),
+        source_state(&rig.pins, CLIENT_V4),
         Some(bucket_before),
         "the bucket of {CLIENT_V4} should survive the reload unchanged"
     );
     assert_eq!(
-        options(&lab, CLIENT_V4, NEW_DOMAIN),
+        options(&rig.lab, CLIENT_V4, NEW_DOMAIN),
         Some(200),
         "new domain after reload"
     );
     assert_eq!(
-        options(&lab, CLIENT_V4, DOMAIN),
+        options(&rig.lab, CLIENT_V4, DOMAIN),
         None,
         "old domain after reload"
     );
     assert_eq!(
-        bans_of(&mut transcript, &lab, &pins, SECOND_CLIENT_V4).len(),
+        bans_of(&mut rig.transcript, &rig.lab, &rig.pins, SECOND_CLIENT_V4).len(),
         1
     );
     assert_eq!(
-        options(&lab, SECOND_CLIENT_V4, NEW_DOMAIN),
+        options(&rig.lab, SECOND_CLIENT_V4, NEW_DOMAIN),
         None,
         "still banned"
     );
-    let domains = transcript.keep("domains list", cli(&lab, &pins, &["domains", "list"]));
+    let domains = rig.transcript.keep(
+        "domains list",
+        cli(&rig.lab, &rig.pins, &["domains", "list"]),
+    );
     assert!(
         domains.success() && domains.stdout.trim() == NEW_DOMAIN,
         "{domains}"
@@ -416,7 +421,7 @@ fn daemon_on_two_interfaces_reloads_restarts_and_unloads() {
 
     // SIGHUP with a bad file: one clear line, and the running configuration stays.
     write_file(
-        dir.path(),
+        rig.dir.path(),
         "sip-filter.toml",
         "[filter]\ndomains = [\"a b\"]\n",
     );
@@ -424,7 +429,7 @@ fn daemon_on_two_interfaces_reloads_restarts_and_unloads() {
     let refused = daemon
         .wait_for_log("configuration reload refused", QUICK)
         .unwrap_or_else(|e| panic!("{e}"));
-    transcript.note(refused.clone());
+    rig.transcript.note(refused.clone());
     assert!(
         refused.contains("level=error")
             && refused.contains("line 2: filter.domains")
@@ -432,16 +437,16 @@ fn daemon_on_two_interfaces_reloads_restarts_and_unloads() {
         "{refused}"
     );
     assert_eq!(
-        options(&lab, CLIENT_V4, NEW_DOMAIN),
+        options(&rig.lab, CLIENT_V4, NEW_DOMAIN),
         Some(200),
         "kept after a bad reload"
     );
     assert_eq!(
-        options(&lab, CLIENT_V4, DOMAIN),
+        options(&rig.lab, CLIENT_V4, DOMAIN),
         None,
         "kept after a bad reload"
     );
-    let status = status_json(&mut transcript, &lab, &pins);
+    let status = status_json(&mut rig.transcript, &rig.lab, &rig.pins);
     assert_eq!(status["reloads"], 1, "{status}");
     assert_eq!(status["reload_failures"], 1, "{status}");
     assert!(
@@ -450,12 +455,12 @@ fn daemon_on_two_interfaces_reloads_restarts_and_unloads() {
             .is_some_and(|e| e.contains("filter.domains")),
         "{status}"
     );
-    write_file(dir.path(), "sip-filter.toml", &config(NEW_DOMAIN));
+    write_file(rig.dir.path(), "sip-filter.toml", &config(NEW_DOMAIN));
 
     // A restart keeps what operators added, with its TTL and reason; an operator entry
     // that expired is swept out by the daemon (every --save-interval).
     let feed = write_file(
-        dir.path(),
+        rig.dir.path(),
         "feed.txt",
         &format!("{IMPORTED_BAN}\n{IMPORTED_NET}  # a feed\n"),
     );
@@ -469,72 +474,85 @@ fn daemon_on_two_interfaces_reloads_restarts_and_unloads() {
         vec!["block", "import", feed, "--ttl", "3h"],
         vec!["block", "add", EXPIRING_NET, "--ttl", "1s"],
     ] {
-        let added = transcript.keep(&args.join(" "), cli(&lab, &pins, &args));
+        let added = rig
+            .transcript
+            .keep(&args.join(" "), cli(&rig.lab, &rig.pins, &args));
         assert!(added.success(), "{added}");
     }
-    assert_eq!(options(&lab, LEGIT_CLIENT_V4, NEW_DOMAIN), None, "denied");
+    assert_eq!(
+        options(&rig.lab, LEGIT_CLIENT_V4, NEW_DOMAIN),
+        None,
+        "denied"
+    );
     let swept = daemon
         .wait_for_log("expired operator entr", QUICK)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(swept.contains("list=deny"), "{swept}");
     assert!(
-        !deny_list_holds(&pins, EXPIRING_NET),
+        !deny_list_holds(&rig.pins, EXPIRING_NET),
         "the expired entry left the trie"
     );
-    assert!(deny_list_holds(&pins, DENIED_NET), "the live one stays");
-    stop_filter(&lab, &mut daemon, &pins.link_pin(SERVER_IFACE))
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    assert!(!pins.link_pin(SECOND_SERVER_IFACE).exists());
+    assert!(deny_list_holds(&rig.pins, DENIED_NET), "the live one stays");
+    rig.stop_filter(&mut daemon);
+    assert!(!rig.pins.link_pin(SECOND_SERVER_IFACE).exists());
     assert!(
-        !xdp_attached_on(&lab, SECOND_SERVER_IFACE) && !xdp_attached_on(&lab, BRIDGE),
+        !xdp_attached_on(&rig.lab, SECOND_SERVER_IFACE) && !xdp_attached_on(&rig.lab, BRIDGE),
         "detached from every interface"
     );
     let saved = std::fs::read_to_string(&state_file).expect("a state file after the stop");
-    transcript.note(format!("state file: {saved}"));
+    rig.transcript.note(format!("state file: {saved}"));
     drop(daemon);
 
-    let mut daemon = start(&lab, &pins, &config_file, &log, &mut transcript);
-    let manual = bans_of(&mut transcript, &lab, &pins, MANUAL_BAN);
+    let mut daemon = start(&rig.lab, &rig.pins, &config_file, &log, &mut rig.transcript);
+    let manual = bans_of(&mut rig.transcript, &rig.lab, &rig.pins, MANUAL_BAN);
     assert_eq!(manual.len(), 1, "{manual:?}");
     assert_eq!(manual[0]["reason"], "manual");
     let left = manual[0]["seconds_left"].as_u64().unwrap_or(0);
     assert!((3400..=3600).contains(&left), "about 1 h left: {manual:?}");
     assert_eq!(
-        bans_of(&mut transcript, &lab, &pins, SECOND_CLIENT_V4).len(),
+        bans_of(&mut rig.transcript, &rig.lab, &rig.pins, SECOND_CLIENT_V4).len(),
         1
     );
     assert_eq!(
-        options(&lab, SECOND_CLIENT_V4, NEW_DOMAIN),
+        options(&rig.lab, SECOND_CLIENT_V4, NEW_DOMAIN),
         None,
         "still banned after restart"
     );
-    let denied = bans_of(&mut transcript, &lab, &pins, DENIED_NET);
+    let denied = bans_of(&mut rig.transcript, &rig.lab, &rig.pins, DENIED_NET);
     assert_kept(&denied, "deny", "feed", 1);
     assert_eq!(
-        options(&lab, LEGIT_CLIENT_V4, NEW_DOMAIN),
+        options(&rig.lab, LEGIT_CLIENT_V4, NEW_DOMAIN),
         None,
         "still denied after restart"
     );
-    let allowed = listed(&mut transcript, &lab, &pins, "allow", ALLOWED_NET);
+    let allowed = listed(
+        &mut rig.transcript,
+        &rig.lab,
+        &rig.pins,
+        "allow",
+        ALLOWED_NET,
+    );
     assert_kept(&allowed, "allow", "-", 2);
-    let imported_ban = bans_of(&mut transcript, &lab, &pins, IMPORTED_BAN);
+    let imported_ban = bans_of(&mut rig.transcript, &rig.lab, &rig.pins, IMPORTED_BAN);
     assert_kept(&imported_ban, "ban", "feed", 3);
-    let imported_net = bans_of(&mut transcript, &lab, &pins, IMPORTED_NET);
+    let imported_net = bans_of(&mut rig.transcript, &rig.lab, &rig.pins, IMPORTED_NET);
     assert_kept(&imported_net, "deny", "feed", 3);
-    assert!(bans_of(&mut transcript, &lab, &pins, EXPIRING_NET).is_empty());
+    assert!(bans_of(&mut rig.transcript, &rig.lab, &rig.pins, EXPIRING_NET).is_empty());
 
     // unload with the daemon alive: stops it, detaches, traffic passes.
-    let unloaded = transcript.keep("unload", cli(&lab, &pins, &["unload"]));
+    let unloaded = rig
+        .transcript
+        .keep("unload", cli(&rig.lab, &rig.pins, &["unload"]));
     assert!(
         unloaded.success() && unloaded.stdout.contains("stopped the sip-filter daemon"),
         "{unloaded}"
     );
     let exited = daemon.wait(QUICK).expect("the daemon stopped");
     assert!(exited.success(), "{}", daemon.log());
-    assert!(!pins.path().exists(), "pins left after unload");
-    assert!(!xdp_attached(&lab) && !xdp_attached_on(&lab, SECOND_SERVER_IFACE));
+    assert!(!rig.pins.path().exists(), "pins left after unload");
+    assert!(!xdp_attached(&rig.lab) && !xdp_attached_on(&rig.lab, SECOND_SERVER_IFACE));
     assert_eq!(
-        options(&lab, SECOND_CLIENT_V4, NEW_DOMAIN),
+        options(&rig.lab, SECOND_CLIENT_V4, NEW_DOMAIN),
         Some(200),
         "unloaded: passes"
     );
@@ -542,34 +560,36 @@ fn daemon_on_two_interfaces_reloads_restarts_and_unloads() {
 
     // A killed daemon leaves the program attached and filtering through its pins;
     // status says so, and unload removes it.
-    let mut daemon = start(&lab, &pins, &config_file, &log, &mut transcript);
+    let mut daemon = start(&rig.lab, &rig.pins, &config_file, &log, &mut rig.transcript);
     daemon.signal(SIGKILL);
     daemon.wait(QUICK).expect("killed");
     assert!(
-        xdp_attached(&lab),
+        xdp_attached(&rig.lab),
         "the pinned link keeps the program attached"
     );
     assert_eq!(
-        options(&lab, SECOND_CLIENT_V4, NEW_DOMAIN),
+        options(&rig.lab, SECOND_CLIENT_V4, NEW_DOMAIN),
         None,
         "still filtering"
     );
-    let status = status_json(&mut transcript, &lab, &pins);
+    let status = status_json(&mut rig.transcript, &rig.lab, &rig.pins);
     assert_eq!(status["daemon"]["running"], false, "{status}");
-    let unloaded = transcript.keep("unload after a crash", cli(&lab, &pins, &["unload"]));
+    let unloaded = rig.transcript.keep(
+        "unload after a crash",
+        cli(&rig.lab, &rig.pins, &["unload"]),
+    );
     assert!(
         unloaded.success() && unloaded.stdout.contains("detached from"),
         "{unloaded}"
     );
-    assert!(!pins.path().exists() && !xdp_attached(&lab));
+    assert!(!rig.pins.path().exists() && !xdp_attached(&rig.lab));
     assert_eq!(
-        options(&lab, SECOND_CLIENT_V4, NEW_DOMAIN),
+        options(&rig.lab, SECOND_CLIENT_V4, NEW_DOMAIN),
         Some(200),
         "unloaded: passes"
     );
 
-    tear_down(lab, pins, [daemon, kamailio]).unwrap_or_else(|e| panic!("{e:#}"));
-    drop(transcript);
+    rig.tear_down([daemon]);
     println!("done in {:.2} s", started.elapsed().as_secs_f64());
 }
 
@@ -588,14 +608,8 @@ fn status_unload_and_domains_without_a_filter_exit_2_with_one_line() {
         let mut command = Command::new(sip_filter());
         command.args(verb).args(["--pin-root", pins.arg()]);
         let finished = run_bounded(command, QUICK);
-        assert_eq!(finished.code(), Some(2), "{finished}");
-        let lines: Vec<&str> = finished.stderr.trim_end().lines().collect();
-        assert!(
-            lines.len() == 1
-                && lines[0].starts_with("error: no filter is loaded")
-                && lines[0].contains(pins.arg()),
-            "expected one `error: no filter is loaded ...` line:\n{finished}"
-        );
+        let line = assert_one_error_line(&finished, pins.arg());
+        assert!(line.starts_with("error: no filter is loaded"), "{finished}");
         assert!(finished.stdout.is_empty(), "{finished}");
     }
     assert!(

@@ -22,15 +22,11 @@ use std::{
 use serde_json::Value;
 use sip_filter_tests::{
     lab::{
-        counter, options_uri, register_scenario, register_uri, require_tools, response_status,
-        scan, server_for, sip_filter, sip_probe, sip_request, sipp_counter,
-        start_filter_with_config, start_kamailio, stop_filter, tear_down, write_file, PinRoot,
-        TempDir, Transcript, DOMAIN, LAB_TOOLS, SIP_PORT,
+        counter, options_uri, register_scenario, register_uri, response_status, scan, server_for,
+        sip_filter, sip_probe, sip_request, sipp_counter, start_filter_with_config, write_file,
+        LabFixture, PinRoot, Transcript, DOMAIN, LAB_TOOLS, SIP_PORT,
     },
-    netns::{
-        run_bounded, Background, Finished, Host, Lab, CLIENT_V4, LEGIT_CLIENT_V4, SERVER_IFACE,
-        SERVER_V4,
-    },
+    netns::{run_bounded, Background, Finished, Host, Lab, CLIENT_V4, LEGIT_CLIENT_V4, SERVER_V4},
     privileged,
 };
 
@@ -348,7 +344,6 @@ fn a_sipp_flood_from_one_source_is_cut_to_the_configured_rate_while_a_legitimate
     if !privileged("a_sipp_flood_from_one_source_is_cut_to_the_configured_rate_while_a_legitimate_client_completes_all_its_registrations") {
         return;
     }
-    require_tools(LAB_TOOLS).unwrap_or_else(|e| panic!("{e:#}"));
     const RATE: u32 = 20;
     const BURST: u32 = 20;
     const FLOOD_RATE: u32 = 500;
@@ -358,26 +353,21 @@ fn a_sipp_flood_from_one_source_is_cut_to_the_configured_rate_while_a_legitimate
     let started = Instant::now();
     sip_filter();
 
-    let lab = Lab::new().expect("the lab builds");
-    let dir = TempDir::new("e2e-flood-rate");
-    let pins = PinRoot::new("e2e-flood-rate");
-    let pin_dir = pins.link_pin(SERVER_IFACE);
-    let mut transcript = Transcript::default();
-    let kamailio = start_kamailio(&lab, dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
+    let mut rig = LabFixture::start("e2e-flood-rate", LAB_TOOLS);
     let both: Vec<IpAddr> = [CLIENT_V4, LEGIT_CLIENT_V4]
         .iter()
         .map(|a| a.parse().expect("an address"))
         .collect();
-    warm_up(&lab, &both);
+    warm_up(&rig.lab, &both);
     let mut daemon = start_filter(
-        &lab,
-        &pins,
-        dir.path(),
+        &rig.lab,
+        &rig.pins,
+        rig.dir.path(),
         "rate.toml",
         &config(&format!(
             "[rate_limit.register]\nrate = {RATE}\nburst = {BURST}\n"
         )),
-        &mut transcript,
+        &mut rig.transcript,
     );
 
     // The flood from 198.18.0.1 and, a second into it, the legitimate client from
@@ -387,8 +377,8 @@ fn a_sipp_flood_from_one_source_is_cut_to_the_configured_rate_while_a_legitimate
     let ((flood, flood_dir), (legit, _)) = thread::scope(|scope| {
         let flood = scope.spawn(|| {
             sipp_at_rate(
-                &lab,
-                dir.path(),
+                &rig.lab,
+                rig.dir.path(),
                 "flood",
                 &flood_scenario,
                 CLIENT_V4,
@@ -399,8 +389,8 @@ fn a_sipp_flood_from_one_source_is_cut_to_the_configured_rate_while_a_legitimate
         let legit = scope.spawn(|| {
             thread::sleep(Duration::from_secs(1));
             sipp_at_rate(
-                &lab,
-                dir.path(),
+                &rig.lab,
+                rig.dir.path(),
                 "legit",
                 &legit_scenario,
                 LEGIT_CLIENT_V4,
@@ -413,9 +403,15 @@ fn a_sipp_flood_from_one_source_is_cut_to_the_configured_rate_while_a_legitimate
             legit.join().expect("the legitimate client's thread"),
         )
     });
-    let flood = transcript.keep("sipp REGISTER flood from 198.18.0.1", flood);
-    let legit = transcript.keep("sipp REGISTERs from 198.18.0.11", legit);
-    let stats = transcript.stats("stats after the flood", &lab, &pins);
+    let flood = rig
+        .transcript
+        .keep("sipp REGISTER flood from 198.18.0.1", flood);
+    let legit = rig
+        .transcript
+        .keep("sipp REGISTERs from 198.18.0.11", legit);
+    let stats = rig
+        .transcript
+        .stats("stats after the flood", &rig.lab, &rig.pins);
 
     // Every legitimate registration was answered.
     let legit_ok = sipp_counter(&legit.stdout, "Successful call");
@@ -445,7 +441,7 @@ fn a_sipp_flood_from_one_source_is_cut_to_the_configured_rate_while_a_legitimate
     let limited = counter(&stats, "reasons", "drop_rate_limited");
     let flood_admitted = passed - u64::from(LEGIT_CALLS);
     let expected = f64::from(BURST) + f64::from(RATE) * span;
-    transcript.note(format!(
+    rig.transcript.note(format!(
         "flood: {} REGISTERs in {span:.3} s ({send_rate:.1}/s); admitted by the filter \
          {flood_admitted}, answered by Kamailio {flood_answered}; expected burst + rate × \
          time = {BURST} + {RATE} × {span:.3} = {expected:.1}; error {:+.2}% (filter), \
@@ -483,10 +479,8 @@ fn a_sipp_flood_from_one_source_is_cut_to_the_configured_rate_while_a_legitimate
         100.0 * TOLERANCE
     );
 
-    stop_filter(&lab, &mut daemon, &pin_dir).unwrap_or_else(|e| panic!("{e:#}"));
-    tear_down(lab, pins, [daemon, kamailio]).unwrap_or_else(|e| panic!("{e:#}"));
-    drop(dir);
-    drop(transcript);
+    rig.stop_filter(&mut daemon);
+    rig.tear_down([daemon]);
     println!("done in {:.2} s", started.elapsed().as_secs_f64());
 }
 
@@ -514,7 +508,6 @@ fn sources_rotating_inside_one_ipv6_64_share_one_bucket() {
     if !privileged("sources_rotating_inside_one_ipv6_64_share_one_bucket") {
         return;
     }
-    require_tools(LAB_TOOLS).unwrap_or_else(|e| panic!("{e:#}"));
     const RATE: u32 = 1;
     const BURST: u32 = 5;
     const ADDRESSES: u16 = 20;
@@ -523,21 +516,17 @@ fn sources_rotating_inside_one_ipv6_64_share_one_bucket() {
     let started = Instant::now();
     sip_filter();
 
-    let lab = Lab::new().expect("the lab builds");
-    let dir = TempDir::new("e2e-flood-v6");
-    let pins = PinRoot::new("e2e-flood-v6");
-    let pin_dir = pins.link_pin(SERVER_IFACE);
-    let mut transcript = Transcript::default();
-    let kamailio = start_kamailio(&lab, dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
+    let mut rig = LabFixture::start("e2e-flood-v6", LAB_TOOLS);
 
     // 2001:db8:5f::100 to ::113, all inside the lab's /64.
     let addresses: Vec<IpAddr> = (0..ADDRESSES)
         .map(|i| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x5f, 0, 0, 0, 0, 0x100 + i)))
         .collect();
     let cidrs: Vec<String> = addresses.iter().map(|a| format!("{a}/64")).collect();
-    lab.add_addresses(Host::Client, &cidrs)
+    rig.lab
+        .add_addresses(Host::Client, &cidrs)
         .unwrap_or_else(|e| panic!("{e:#}"));
-    warm_up(&lab, &addresses);
+    warm_up(&rig.lab, &addresses);
     let total = u64::from(ADDRESSES) * u64::from(ROUNDS);
     let limits = format!("[rate_limit.register]\nrate = {RATE}\nburst = {BURST}\n");
 
@@ -546,21 +535,25 @@ fn sources_rotating_inside_one_ipv6_64_share_one_bucket() {
         let text =
             config(&limits).replace("[filter]\n", &format!("[filter]\nipv6_prefix = {prefix}\n"));
         let mut daemon = start_filter(
-            &lab,
-            &pins,
-            dir.path(),
+            &rig.lab,
+            &rig.pins,
+            rig.dir.path(),
             &format!("prefix-{prefix}.toml"),
             &text,
-            &mut transcript,
+            &mut rig.transcript,
         );
-        let senders = register_round_robin(&lab, &addresses, ROUNDS, GAP);
-        let stats = transcript.stats(&format!("stats, ipv6_prefix = {prefix}"), &lab, &pins);
+        let senders = register_round_robin(&rig.lab, &addresses, ROUNDS, GAP);
+        let stats = rig.transcript.stats(
+            &format!("stats, ipv6_prefix = {prefix}"),
+            &rig.lab,
+            &rig.pins,
+        );
         let answered = senders.total_answered();
         let span = senders.sending_time().as_secs_f64();
         let passed = counter(&stats, "reasons", "pass_request");
         let limited = counter(&stats, "reasons", "drop_rate_limited");
         let per_address: Vec<u64> = senders.answered.clone();
-        transcript.note(format!(
+        rig.transcript.note(format!(
             "ipv6_prefix = {prefix}: {} REGISTERs from {ADDRESSES} addresses in {span:.3} s; \
              answered {answered}, pass_request {passed}, drop_rate_limited {limited}; \
              answers per address {per_address:?}",
@@ -599,17 +592,15 @@ fn sources_rotating_inside_one_ipv6_64_share_one_bucket() {
             );
         }
         figures.insert(prefix, passed);
-        stop_filter(&lab, &mut daemon, &pin_dir).unwrap_or_else(|e| panic!("{e:#}"));
+        rig.stop_filter(&mut daemon);
         drop(daemon);
     }
-    transcript.note(format!(
+    rig.transcript.note(format!(
         "admitted of {total}: /64 {}, /128 {}",
         figures[&64], figures[&128]
     ));
 
-    tear_down(lab, pins, [kamailio]).unwrap_or_else(|e| panic!("{e:#}"));
-    drop(dir);
-    drop(transcript);
+    rig.tear_down([]);
     println!("done in {:.2} s", started.elapsed().as_secs_f64());
 }
 
@@ -619,7 +610,6 @@ fn a_flood_from_200_source_addresses_is_held_to_the_global_budget_while_a_truste
     if !privileged("a_flood_from_200_source_addresses_is_held_to_the_global_budget_while_a_trusted_source_keeps_passing") {
         return;
     }
-    require_tools(LAB_TOOLS).unwrap_or_else(|e| panic!("{e:#}"));
     const RATE: u32 = 100;
     const BURST: u32 = 100;
     const SOURCES: u8 = 200;
@@ -632,44 +622,41 @@ fn a_flood_from_200_source_addresses_is_held_to_the_global_budget_while_a_truste
     let started = Instant::now();
     sip_filter();
 
-    let lab = Lab::new().expect("the lab builds");
-    let dir = TempDir::new("e2e-flood-budget");
-    let pins = PinRoot::new("e2e-flood-budget");
-    let pin_dir = pins.link_pin(SERVER_IFACE);
-    let mut transcript = Transcript::default();
-    let kamailio = start_kamailio(&lab, dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
+    let mut rig = LabFixture::start("e2e-flood-budget", LAB_TOOLS);
 
     // 198.18.1.1 to 198.18.1.200 on the client, the way back to them on the server.
     let sources: Vec<IpAddr> = (1..=SOURCES)
         .map(|i| IpAddr::V4(Ipv4Addr::new(198, 18, 1, i)))
         .collect();
     let cidrs: Vec<String> = sources.iter().map(|a| format!("{a}/32")).collect();
-    lab.add_addresses(Host::Client, &cidrs)
+    rig.lab
+        .add_addresses(Host::Client, &cidrs)
         .unwrap_or_else(|e| panic!("{e:#}"));
-    lab.ip(
-        Host::Server,
-        &["route", "add", "198.18.1.0/24", "via", CLIENT_V4],
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    rig.lab
+        .ip(
+            Host::Server,
+            &["route", "add", "198.18.1.0/24", "via", CLIENT_V4],
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let legit: IpAddr = LEGIT_CLIENT_V4.parse().expect("an address");
-    warm_up(&lab, &[&sources[..], &[legit]].concat());
+    warm_up(&rig.lab, &[&sources[..], &[legit]].concat());
 
     let mut daemon = start_filter(
-        &lab,
-        &pins,
-        dir.path(),
+        &rig.lab,
+        &rig.pins,
+        rig.dir.path(),
         "budget.toml",
         &config(&format!(
             "[rate_limit.untrusted_total]\nrate = {RATE}\nburst = {BURST}\n\n\
              [lists]\nallow = [\"{LEGIT_CLIENT_V4}/32\"]\n"
         )),
-        &mut transcript,
+        &mut rig.transcript,
     );
 
     let uri = options_uri();
     let (flood, trusted) = thread::scope(|scope| {
         let flood = scope.spawn(|| {
-            lab.in_namespace(Host::Client, || {
+            rig.lab.in_namespace(Host::Client, || {
                 let mut senders = Senders::bind(&sources);
                 let start = Instant::now();
                 for n in 0..FLOOD_REQUESTS {
@@ -684,7 +671,7 @@ fn a_flood_from_200_source_addresses_is_held_to_the_global_budget_while_a_truste
             })
         });
         let trusted = scope.spawn(|| {
-            lab.in_namespace(Host::Client, || {
+            rig.lab.in_namespace(Host::Client, || {
                 let mut senders = Senders::bind(&[legit]);
                 let start = Instant::now();
                 for n in 0..TRUSTED_REQUESTS {
@@ -703,7 +690,9 @@ fn a_flood_from_200_source_addresses_is_held_to_the_global_budget_while_a_truste
     });
     let flood = flood.unwrap_or_else(|e| panic!("{e:#}"));
     let trusted = trusted.unwrap_or_else(|e| panic!("{e:#}"));
-    let stats = transcript.stats("stats after the flood", &lab, &pins);
+    let stats = rig
+        .transcript
+        .stats("stats after the flood", &rig.lab, &rig.pins);
 
     let span = flood.sending_time().as_secs_f64();
     let send_rate = (flood.total_sent() - 1) as f64 / span;
@@ -714,7 +703,7 @@ fn a_flood_from_200_source_addresses_is_held_to_the_global_budget_while_a_truste
     let answered = flood.total_answered();
     let answered_sources = flood.answered.iter().filter(|&&n| n > 0).count();
     let expected = f64::from(BURST) + f64::from(RATE) * span;
-    transcript.note(format!(
+    rig.transcript.note(format!(
         "budget: {} OPTIONS from {} sources in {span:.3} s ({send_rate:.1}/s); untrusted \
          admitted by the filter {admitted}, answered {answered} (to {answered_sources} \
          sources); drop_global_budget {over_budget}; expected burst + rate × time = \
@@ -765,10 +754,8 @@ fn a_flood_from_200_source_addresses_is_held_to_the_global_budget_while_a_truste
         100.0 * TOLERANCE
     );
 
-    stop_filter(&lab, &mut daemon, &pin_dir).unwrap_or_else(|e| panic!("{e:#}"));
-    tear_down(lab, pins, [daemon, kamailio]).unwrap_or_else(|e| panic!("{e:#}"));
-    drop(dir);
-    drop(transcript);
+    rig.stop_filter(&mut daemon);
+    rig.tear_down([daemon]);
     println!("done in {:.2} s", started.elapsed().as_secs_f64());
 }
 
@@ -843,28 +830,25 @@ fn svmap_and_svwar_aimed_at_allowed_hosts_are_stopped_by_their_user_agent_and_ba
     ) {
         return;
     }
-    require_tools(&[LAB_TOOLS, &["svwar"]].concat()).unwrap_or_else(|e| panic!("{e:#}"));
     let started = Instant::now();
     sip_filter();
 
-    let lab = Lab::new().expect("the lab builds");
-    let dir = TempDir::new("e2e-flood-scanners");
-    let pins = PinRoot::new("e2e-flood-scanners");
-    let pin_dir = pins.link_pin(SERVER_IFACE);
-    let mut transcript = Transcript::default();
-    lab.add_addresses(Host::Client, &[format!("{SECOND_SCANNER_V4}/24")])
+    let mut rig = LabFixture::start("e2e-flood-scanners", &[LAB_TOOLS, &["svwar"]].concat());
+    rig.lab
+        .add_addresses(Host::Client, &[format!("{SECOND_SCANNER_V4}/24")])
         .unwrap_or_else(|e| panic!("{e:#}"));
-    let kamailio = start_kamailio(&lab, dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
     let svmap_target = format!("{SERVER_V4}:{SIP_PORT}");
 
     // Without the filter both scanners get answers: the lab and the scanners work.
-    let open_map = transcript.keep("svmap, no filter", svmap_from_second_scanner(&lab));
+    let open_map = rig
+        .transcript
+        .keep("svmap, no filter", svmap_from_second_scanner(&rig.lab));
     let open_scan = scan(&open_map);
     assert!(
         open_map.success() && open_scan.answers >= 1 && open_scan.found,
         "without the filter svmap should find {svmap_target}:\n{open_map}"
     );
-    let open_war = transcript.keep("svwar, no filter", svwar(&lab));
+    let open_war = rig.transcript.keep("svwar, no filter", svwar(&rig.lab));
     assert!(
         open_war.success() && open_war.stderr.contains("Ok SIP device found"),
         "without the filter svwar should get answers (`Ok SIP device found`):\n{open_war}"
@@ -874,20 +858,20 @@ fn svmap_and_svwar_aimed_at_allowed_hosts_are_stopped_by_their_user_agent_and_ba
     // sip:100@198.18.0.2) and the domain (svwar's REGISTER sip:pbx.example.test). Only
     // their User-Agent (friendly-scanner) can stop them.
     let mut daemon = start_filter(
-        &lab,
-        &pins,
-        dir.path(),
+        &rig.lab,
+        &rig.pins,
+        rig.dir.path(),
         "scanners.toml",
         &format!(
             "[filter]\ndomains = [\"{DOMAIN}\"]\nown_addresses = [\"{SERVER_V4}\"]\n\n\
              [ban]\nscanner_seconds = 3600\n"
         ),
-        &mut transcript,
+        &mut rig.transcript,
     );
     let svmap_uri = format!("sip:100@{SERVER_V4}");
     for (uri, method) in [(&svmap_uri, "OPTIONS"), (&register_uri(), "REGISTER")] {
-        let status = probe(&lab, LEGIT_CLIENT_V4, method, uri);
-        transcript.note(format!(
+        let status = probe(&rig.lab, LEGIT_CLIENT_V4, method, uri);
+        rig.transcript.note(format!(
             "{method} {uri} from {LEGIT_CLIENT_V4} ({USER_AGENT}): {status:?}"
         ));
         assert_eq!(
@@ -897,11 +881,18 @@ fn svmap_and_svwar_aimed_at_allowed_hosts_are_stopped_by_their_user_agent_and_ba
              Request-URI is allowed"
         );
     }
-    let before = transcript.stats("stats before the scanners", &lab, &pins);
+    let before = rig
+        .transcript
+        .stats("stats before the scanners", &rig.lab, &rig.pins);
 
-    let closed_map = transcript.keep("svmap, filter attached", svmap_from_second_scanner(&lab));
+    let closed_map = rig.transcript.keep(
+        "svmap, filter attached",
+        svmap_from_second_scanner(&rig.lab),
+    );
     let closed_scan = scan(&closed_map);
-    let after_map = transcript.stats("stats after svmap", &lab, &pins);
+    let after_map = rig
+        .transcript
+        .stats("stats after svmap", &rig.lab, &rig.pins);
     assert!(
         closed_map.success()
             && closed_scan.probes >= 1
@@ -918,8 +909,12 @@ fn svmap_and_svwar_aimed_at_allowed_hosts_are_stopped_by_their_user_agent_and_ba
         "svmap's probe"
     );
 
-    let closed_war = transcript.keep("svwar, filter attached", svwar(&lab));
-    let after_war = transcript.stats("stats after svwar", &lab, &pins);
+    let closed_war = rig
+        .transcript
+        .keep("svwar, filter attached", svwar(&rig.lab));
+    let after_war = rig
+        .transcript
+        .stats("stats after svwar", &rig.lab, &rig.pins);
     assert!(
         closed_war.success()
             // Its first request unanswered: "socket error: timed out" (Python 3's
@@ -938,7 +933,7 @@ fn svmap_and_svwar_aimed_at_allowed_hosts_are_stopped_by_their_user_agent_and_ba
     let map_bans = delta(&before, &after_map, "bans_added", "scanner");
     let war_scanner = delta(&after_map, &after_war, "reasons", "drop_scanner");
     let war_bans = delta(&after_map, &after_war, "bans_added", "scanner");
-    transcript.note(format!(
+    rig.transcript.note(format!(
         "svmap: {} probe(s), drop_scanner +{map_scanner}, scanner bans +{map_bans}; \
          svwar: drop_scanner +{war_scanner}, scanner bans +{war_bans}",
         closed_scan.probes
@@ -965,13 +960,15 @@ fn svmap_and_svwar_aimed_at_allowed_hosts_are_stopped_by_their_user_agent_and_ba
     let options = options_uri();
     let mut answers = Vec::new();
     for from in [CLIENT_V4, SECOND_SCANNER_V4, LEGIT_CLIENT_V4] {
-        let status = probe(&lab, from, "OPTIONS", &options);
-        transcript.note(format!(
+        let status = probe(&rig.lab, from, "OPTIONS", &options);
+        rig.transcript.note(format!(
             "OPTIONS {options} from {from} ({USER_AGENT}): {status:?}"
         ));
         answers.push(status);
     }
-    let after = transcript.stats("stats after the legitimate requests", &lab, &pins);
+    let after = rig
+        .transcript
+        .stats("stats after the legitimate requests", &rig.lab, &rig.pins);
     assert_eq!(
         answers,
         [None, None, Some(200)],
@@ -990,9 +987,7 @@ fn svmap_and_svwar_aimed_at_allowed_hosts_are_stopped_by_their_user_agent_and_ba
         "the request from {LEGIT_CLIENT_V4} should pass: {after}"
     );
 
-    stop_filter(&lab, &mut daemon, &pin_dir).unwrap_or_else(|e| panic!("{e:#}"));
-    tear_down(lab, pins, [daemon, kamailio]).unwrap_or_else(|e| panic!("{e:#}"));
-    drop(dir);
-    drop(transcript);
+    rig.stop_filter(&mut daemon);
+    rig.tear_down([daemon]);
     println!("done in {:.2} s", started.elapsed().as_secs_f64());
 }

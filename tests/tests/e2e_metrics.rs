@@ -18,9 +18,9 @@ use serde_json::Value;
 use sip_filter_common::maps::{MAX_BANS, MAX_SOURCES};
 use sip_filter_tests::{
     lab::{
-        counter, options_scenario, require_tools, scan, sip_filter, sipp, spawn_filter,
-        start_kamailio, stop_filter, svmap, tear_down, write_file, xdp_attached, PinRoot, TempDir,
-        Transcript, DOMAIN, LAB_TOOLS, QUICK, SIP_PORT,
+        assert_one_error_line, counter, options_scenario, scan, sip_filter, sipp, spawn_filter,
+        svmap, write_file, xdp_attached, LabFixture, PinRoot, Transcript, DOMAIN, LAB_TOOLS, QUICK,
+        SIP_PORT,
     },
     netns::{run_bounded, Host, Lab, LEGIT_CLIENT_V4, SERVER_IFACE, SERVER_V4},
     privileged,
@@ -188,18 +188,13 @@ fn refused_start(transcript: &mut Transcript, lab: &Lab, pins: &PinRoot, address
             QUICK,
         ),
     );
-    assert_eq!(run.code(), Some(2), "{run}");
-    let lines: Vec<&str> = run.stderr.trim_end().lines().collect();
-    assert!(
-        lines.len() == 1 && lines[0].contains(address),
-        "one line naming {address} expected:\n{run}"
-    );
+    let line = assert_one_error_line(&run, address);
     assert!(!xdp_attached(lab), "an XDP program was attached:\n{run}");
     assert!(
         !pins.maps_dir().exists() && !pins.link_pin(SERVER_IFACE).exists(),
         "pins were made:\n{run}"
     );
-    lines[0].to_string()
+    line
 }
 
 /// A Prometheus configuration scraping the exporter every second, with the project's
@@ -225,45 +220,41 @@ fn prometheus_scrapes_the_filters_counters() {
     if !privileged("prometheus_scrapes_the_filters_counters") {
         return;
     }
-    require_tools(LAB_TOOLS).unwrap_or_else(|e| panic!("{e:#}"));
-    require_tools(&["prometheus", "promtool"]).unwrap_or_else(|e| panic!("{e:#}"));
     let started = Instant::now();
     let binary = sip_filter();
 
-    // Dropped in reverse: processes, then pins, then files, then the namespaces.
-    let lab = Lab::new().expect("the lab builds");
-    let dir = TempDir::new("e2e-metrics");
-    let pins = PinRoot::new("e2e-metrics");
-    let pin_dir = pins.link_pin(SERVER_IFACE);
-    let mut transcript = Transcript::default();
+    let mut rig = LabFixture::start(
+        "e2e-metrics",
+        &[LAB_TOOLS, &["prometheus", "promtool"]].concat(),
+    );
 
     // A bad address, and a port already taken, stop the start before the filter attaches.
-    let error = refused_start(&mut transcript, &lab, &pins, "no-port-here");
+    let error = refused_start(&mut rig.transcript, &rig.lab, &rig.pins, "no-port-here");
     assert!(error.contains("HOST:PORT"), "{error}");
-    let error = lab
+    let error = rig
+        .lab
         .in_namespace(Host::Server, || {
             let _taken = TcpListener::bind(METRICS_ADDR).expect("the port is free");
-            refused_start(&mut transcript, &lab, &pins, METRICS_ADDR)
+            refused_start(&mut rig.transcript, &rig.lab, &rig.pins, METRICS_ADDR)
         })
         .unwrap_or_else(|e| panic!("{e:#}"));
     assert!(error.contains("another program listens there"), "{error}");
 
-    let kamailio = start_kamailio(&lab, dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
-    let config_file = write_file(dir.path(), "sip-filter.toml", &config(DOMAIN));
+    let config_file = write_file(rig.dir.path(), "sip-filter.toml", &config(DOMAIN));
     let (mut daemon, attached) = spawn_filter(
-        &lab,
+        &rig.lab,
         binary,
-        &pins,
+        &rig.pins,
         &[
             "--config",
             config_file.to_str().expect("a UTF-8 path"),
             "--metrics-addr",
             METRICS_ADDR,
         ],
-        &dir.path().join("sip-filter.log"),
+        &rig.dir.path().join("sip-filter.log"),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    transcript.note(attached);
+    rig.transcript.note(attached);
     let serving = daemon
         .wait_for_log("serving metrics on", QUICK)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -273,18 +264,18 @@ fn prometheus_scrapes_the_filters_counters() {
     );
 
     // A scanner, dropped and banned; a legitimate OPTIONS, passed.
-    let scanned = transcript.keep("svmap", svmap(&lab));
+    let scanned = rig.transcript.keep("svmap", svmap(&rig.lab));
     let probes = scan(&scanned).probes;
     assert!(
         scanned.success() && probes >= 1 && scan(&scanned).answers == 0,
         "svmap should probe and get no answer:\n{scanned}"
     );
     let target = format!("{SERVER_V4}:{SIP_PORT}");
-    let options = transcript.keep(
+    let options = rig.transcript.keep(
         "sipp OPTIONS",
         sipp(
-            &lab,
-            dir.path(),
+            &rig.lab,
+            rig.dir.path(),
             "options",
             &options_scenario(),
             LEGIT_CLIENT_V4,
@@ -294,12 +285,12 @@ fn prometheus_scrapes_the_filters_counters() {
     assert!(options.success(), "{options}");
 
     // The exporter, scraped directly, agrees with `stats`.
-    let stats = transcript.stats("stats", &lab, &pins);
+    let stats = rig.transcript.stats("stats", &rig.lab, &rig.pins);
     let metrics_url = format!("http://{METRICS_ADDR}/metrics");
     let scrape_started = Instant::now();
-    let scraped = get(&lab, &metrics_url, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let scraped = get(&rig.lab, &metrics_url, &[]).unwrap_or_else(|e| panic!("{e}"));
     let scrape_time = scrape_started.elapsed();
-    transcript.note(format!(
+    rig.transcript.note(format!(
         "GET /metrics: {} {} ({} bytes, {} ms)\n{}",
         scraped.status,
         scraped.content_type,
@@ -330,7 +321,7 @@ fn prometheus_scrapes_the_filters_counters() {
         "{text}"
     );
     // The interface, in the XDP mode `status` reports for it.
-    let status = status_json(&mut transcript, &lab, &pins);
+    let status = status_json(&mut rig.transcript, &rig.lab, &rig.pins);
     let mode = status["interfaces"][0]["mode"].as_str().expect("a mode");
     assert_eq!(status["interfaces"][0]["name"], SERVER_IFACE, "{status}");
     let interface_info =
@@ -411,43 +402,47 @@ fn prometheus_scrapes_the_filters_counters() {
         env!("CARGO_PKG_VERSION")
     )));
     let not_found =
-        get(&lab, &format!("http://{METRICS_ADDR}/"), &[]).unwrap_or_else(|e| panic!("{e}"));
+        get(&rig.lab, &format!("http://{METRICS_ADDR}/"), &[]).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(not_found.status, 404);
 
     // Reloads: /metrics says what the daemon counted, as `status` does.
     let at_start = reloads(text);
     assert_eq!((at_start.ok, at_start.failed, at_start.last_ok), (0, 0, 1));
-    write_file(dir.path(), "sip-filter.toml", &config(NEW_DOMAIN));
+    write_file(rig.dir.path(), "sip-filter.toml", &config(NEW_DOMAIN));
     daemon.signal(libc::SIGHUP);
-    transcript.note(
+    rig.transcript.note(
         daemon
             .wait_for_log("configuration reloaded", QUICK)
             .unwrap_or_else(|e| panic!("{e}")),
     );
-    let reloaded = reloads(&scrape(&mut transcript, &lab, "after a good SIGHUP"));
+    let reloaded = reloads(&scrape(
+        &mut rig.transcript,
+        &rig.lab,
+        "after a good SIGHUP",
+    ));
     assert_eq!((reloaded.ok, reloaded.failed, reloaded.last_ok), (1, 0, 1));
     assert!(
         reloaded.loaded_at > at_start.loaded_at,
         "the configuration in force is the reloaded one: {reloaded:?} after {at_start:?}"
     );
     write_file(
-        dir.path(),
+        rig.dir.path(),
         "sip-filter.toml",
         "[filter]\ndomains = [\"a b\"]\n",
     );
     daemon.signal(libc::SIGHUP);
-    transcript.note(
+    rig.transcript.note(
         daemon
             .wait_for_log("configuration reload refused", QUICK)
             .unwrap_or_else(|e| panic!("{e}")),
     );
-    let refused = reloads(&scrape(&mut transcript, &lab, "after a bad SIGHUP"));
+    let refused = reloads(&scrape(&mut rig.transcript, &rig.lab, "after a bad SIGHUP"));
     assert_eq!((refused.ok, refused.failed, refused.last_ok), (1, 1, 0));
     assert_eq!(
         refused.loaded_at, reloaded.loaded_at,
         "the configuration in force is still the one reloaded before"
     );
-    let status = status_json(&mut transcript, &lab, &pins);
+    let status = status_json(&mut rig.transcript, &rig.lab, &rig.pins);
     assert_eq!(
         (&status["reloads"], &status["reload_failures"]),
         (&Value::from(1), &Value::from(1)),
@@ -455,7 +450,8 @@ fn prometheus_scrapes_the_filters_counters() {
     );
 
     // The same series from outside the daemon, without the reload ones.
-    let mut standalone = lab
+    let mut standalone = rig
+        .lab
         .spawn(
             Host::Server,
             "sip-filter metrics",
@@ -465,15 +461,15 @@ fn prometheus_scrapes_the_filters_counters() {
                 "--listen",
                 STANDALONE_ADDR,
                 "--pin-root",
-                pins.arg(),
+                rig.pins.arg(),
             ],
-            &dir.path().join("sip-filter-metrics.log"),
+            &rig.dir.path().join("sip-filter-metrics.log"),
         )
         .unwrap_or_else(|e| panic!("{e:#}"));
     standalone
         .wait_for_log("serving metrics on", QUICK)
         .unwrap_or_else(|e| panic!("{e}"));
-    let outside = get(&lab, &format!("http://{STANDALONE_ADDR}/metrics"), &[])
+    let outside = get(&rig.lab, &format!("http://{STANDALONE_ADDR}/metrics"), &[])
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(outside.status, 200);
     assert_eq!(
@@ -495,7 +491,7 @@ fn prometheus_scrapes_the_filters_counters() {
     drop(standalone);
 
     // promtool's linter: names, types, help texts, units.
-    let exposition = write_file(dir.path(), "metrics.txt", text);
+    let exposition = write_file(rig.dir.path(), "metrics.txt", text);
     let mut command = Command::new("sh");
     command.args([
         "-c",
@@ -503,7 +499,9 @@ fn prometheus_scrapes_the_filters_counters() {
         "sh",
         exposition.to_str().expect("a UTF-8 path"),
     ]);
-    let checked = transcript.keep("promtool check metrics", run_bounded(command, QUICK));
+    let checked = rig
+        .transcript
+        .keep("promtool check metrics", run_bounded(command, QUICK));
     assert!(
         checked.success() && checked.stdout.trim().is_empty() && checked.stderr.trim().is_empty(),
         "promtool check metrics should find nothing to say:\n{checked}"
@@ -512,12 +510,13 @@ fn prometheus_scrapes_the_filters_counters() {
     // A real Prometheus server scrapes the exporter; its query API returns the count.
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/prometheus/alerts.yml");
     let config = write_file(
-        dir.path(),
+        rig.dir.path(),
         "prometheus.yml",
         &prometheus_config(&rules.canonicalize().expect("ops/prometheus/alerts.yml")),
     );
-    let data = dir.path().join("prometheus-data");
-    let mut prometheus = lab
+    let data = rig.dir.path().join("prometheus-data");
+    let mut prometheus = rig
+        .lab
         .spawn(
             Host::Server,
             "prometheus",
@@ -527,7 +526,7 @@ fn prometheus_scrapes_the_filters_counters() {
                 format!("--storage.tsdb.path={}", data.display()),
                 format!("--web.listen-address={PROMETHEUS_ADDR}"),
             ],
-            &dir.path().join("prometheus.log"),
+            &rig.dir.path().join("prometheus.log"),
         )
         .unwrap_or_else(|e| panic!("{e:#}"));
     let query = r#"sum(sip_filter_packets_total{reason="drop_scanner"})"#;
@@ -538,7 +537,7 @@ fn prometheus_scrapes_the_filters_counters() {
         if let Some(status) = prometheus.exited() {
             panic!("prometheus exited ({status}):\n{}", prometheus.log());
         }
-        if let Ok(answer) = get(&lab, &query_url, &[("query", query)]) {
+        if let Ok(answer) = get(&rig.lab, &query_url, &[("query", query)]) {
             last = answer.body;
             let json: Value = serde_json::from_str(&last).unwrap_or_default();
             let value = json["data"]["result"][0]["value"][1]
@@ -556,13 +555,17 @@ fn prometheus_scrapes_the_filters_counters() {
         );
         std::thread::sleep(Duration::from_millis(250));
     };
-    transcript.note(format!(
+    rig.transcript.note(format!(
         "Prometheus returned {query} = {drop_scanner} after {:.1} s: {last}",
         seen.as_secs_f64()
     ));
     // The rules it loaded are the project's (a rule group it could not load is absent).
-    let rules_answer = get(&lab, &format!("http://{PROMETHEUS_ADDR}/api/v1/rules"), &[])
-        .unwrap_or_else(|e| panic!("{e}"));
+    let rules_answer = get(
+        &rig.lab,
+        &format!("http://{PROMETHEUS_ADDR}/api/v1/rules"),
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert!(
         rules_answer.body.contains("SipFilterBanStorm"),
         "{}",
@@ -571,7 +574,7 @@ fn prometheus_scrapes_the_filters_counters() {
     // The refused reload fires its alert (it has no `for`: at the first evaluation).
     let alerts_url = format!("http://{PROMETHEUS_ADDR}/api/v1/alerts");
     let firing = loop {
-        let answer = get(&lab, &alerts_url, &[]).unwrap_or_else(|e| panic!("{e}"));
+        let answer = get(&rig.lab, &alerts_url, &[]).unwrap_or_else(|e| panic!("{e}"));
         let json: Value = serde_json::from_str(&answer.body).unwrap_or_default();
         let fired = json["data"]["alerts"].as_array().is_some_and(|alerts| {
             alerts.iter().any(|alert| {
@@ -589,16 +592,14 @@ fn prometheus_scrapes_the_filters_counters() {
         );
         std::thread::sleep(Duration::from_millis(250));
     };
-    transcript.note(format!(
+    rig.transcript.note(format!(
         "SipFilterReloadFailed firing after {:.1} s",
         firing.as_secs_f64()
     ));
 
     drop(prometheus);
-    stop_filter(&lab, &mut daemon, &pin_dir).unwrap_or_else(|e| panic!("{e:#}"));
-    tear_down(lab, pins, [daemon, kamailio]).unwrap_or_else(|e| panic!("{e:#}"));
-    drop(dir);
-    drop(transcript);
+    rig.stop_filter(&mut daemon);
+    rig.tear_down([daemon]);
     println!(
         "scrape {} ms; Prometheus agreed after {:.1} s; done in {:.1} s",
         scrape_time.as_millis(),

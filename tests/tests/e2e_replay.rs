@@ -23,13 +23,12 @@ use serde_json::Value;
 use sip_filter_common::Reason;
 use sip_filter_tests::{
     lab::{
-        filter_stats, options_scenario, register_scenario, require_tools, sip_filter, sip_probe,
-        sipp, start_filter, start_kamailio, stats_json, stop_filter, svmap, tear_down, PinRoot,
-        TempDir, Transcript, DOMAIN, LAB_TOOLS, QUICK, SIP_PORT,
+        assert_one_error_line, filter_stats, legitimate_calls, sip_filter, sip_probe, stats_json,
+        svmap, LabFixture, TempDir, DOMAIN, LAB_TOOLS, QUICK, SIP_PORT,
     },
     netns::{
-        run_bounded, Background, Finished, Host, Lab, CLIENT_IFACE, CLIENT_V6, LEGIT_CLIENT_V4,
-        SERVER_IFACE, SERVER_V4, SERVER_V6, SIGINT,
+        run_bounded, Background, Finished, Host, Lab, CLIENT_IFACE, LEGIT_CLIENT_V4, SERVER_V4,
+        SERVER_V6, SIGINT,
     },
     packets::{sip_request, udp4, udp6},
     privileged,
@@ -127,66 +126,34 @@ fn a_capture_replays_to_the_verdicts_the_attached_filter_gave() {
     if !privileged("a_capture_replays_to_the_verdicts_the_attached_filter_gave") {
         return;
     }
-    require_tools(LAB_TOOLS).unwrap_or_else(|e| panic!("{e:#}"));
-    require_tools(&["tcpdump", "dumpcap"]).unwrap_or_else(|e| panic!("{e:#}"));
     let started = Instant::now();
     let binary = sip_filter();
 
-    let lab = Lab::new().expect("the lab builds");
-    let dir = TempDir::new("e2e-replay");
-    let pins = PinRoot::new("e2e-replay");
-    let pin_dir = pins.link_pin(SERVER_IFACE);
-    let mut transcript = Transcript::default();
-    let kamailio = start_kamailio(&lab, dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
-    let (mut daemon, attached) =
-        start_filter(&lab, binary, &pins, &dir.path().join("sip-filter.log"))
-            .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut rig = LabFixture::start("e2e-replay", &[LAB_TOOLS, &["tcpdump", "dumpcap"]].concat());
+    let (mut daemon, attached) = rig.start_filter();
     println!("{attached} ({:.2} s)", started.elapsed().as_secs_f64());
 
     // Both captures record the same traffic, on the client's side: XDP drops packets
     // on the server's interface before a capture there would see them.
-    let mut pcap = start_capture(&lab, dir.path(), false);
-    let mut pcapng = start_capture(&lab, dir.path(), true);
-    let before = stats_json(&transcript.keep("stats before", filter_stats(&lab, binary, &pins)))
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut pcap = start_capture(&rig.lab, rig.dir.path(), false);
+    let mut pcapng = start_capture(&rig.lab, rig.dir.path(), true);
+    let before = stats_json(
+        &rig.transcript
+            .keep("stats before", filter_stats(&rig.lab, binary, &rig.pins)),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
 
     // svmap twice (its probe bans its source; the second is dropped as banned), then
     // legitimate requests, and one for a domain the server does not serve.
     for step in ["svmap", "svmap again"] {
-        let scan = transcript.keep(step, svmap(&lab));
+        let scan = rig.transcript.keep(step, svmap(&rig.lab));
         assert!(scan.success(), "{scan}");
     }
-    let target_v4 = format!("{SERVER_V4}:{SIP_PORT}");
-    let target_v6 = format!("[{SERVER_V6}]:{SIP_PORT}");
-    let (options, register) = (options_scenario(), register_scenario());
-    for (step, name, scenario, local, target) in [
-        (
-            "sipp OPTIONS",
-            "options",
-            &options,
-            LEGIT_CLIENT_V4,
-            &target_v4,
-        ),
-        (
-            "sipp REGISTER",
-            "register",
-            &register,
-            LEGIT_CLIENT_V4,
-            &target_v4,
-        ),
-        (
-            "sipp OPTIONS over IPv6",
-            "options-v6",
-            &options,
-            CLIENT_V6,
-            &target_v6,
-        ),
-    ] {
-        let call = transcript.keep(step, sipp(&lab, dir.path(), name, scenario, local, target));
+    for (step, _, call) in legitimate_calls(&mut rig.transcript, &rig.lab, rig.dir.path()) {
         assert!(call.success(), "{step} should be answered:\n{call}");
     }
     let unknown = sip_probe(
-        &lab,
+        &rig.lab,
         LEGIT_CLIENT_V4.parse().expect("an address"),
         "OPTIONS",
         "sip:alice@elsewhere.test",
@@ -196,11 +163,14 @@ fn a_capture_replays_to_the_verdicts_the_attached_filter_gave() {
     .unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(unknown, None, "an unknown domain should get no answer");
 
-    let after = stats_json(&transcript.keep("stats after", filter_stats(&lab, binary, &pins)))
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let after = stats_json(
+        &rig.transcript
+            .keep("stats after", filter_stats(&rig.lab, binary, &rig.pins)),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
     stop_capture(&mut pcap);
     stop_capture(&mut pcapng);
-    stop_filter(&lab, &mut daemon, &pin_dir).unwrap_or_else(|e| panic!("{e:#}"));
+    rig.stop_filter(&mut daemon);
     println!(
         "traffic captured ({:.2} s)",
         started.elapsed().as_secs_f64()
@@ -212,7 +182,8 @@ fn a_capture_replays_to_the_verdicts_the_attached_filter_gave() {
         .zip(reasons_of(&before))
         .map(|((name, after), (_, before))| (name, after - before))
         .collect();
-    transcript.note(format!("live counter deltas: {live:?}"));
+    rig.transcript
+        .note(format!("live counter deltas: {live:?}"));
     let count = |counts: &[(&str, u64)], name: &str| {
         counts
             .iter()
@@ -228,7 +199,8 @@ fn a_capture_replays_to_the_verdicts_the_attached_filter_gave() {
     // below every rate limit, so both must give the live verdicts.
     for (capture, extra) in [(&pcap.file, &["--realtime"][..]), (&pcapng.file, &[][..])] {
         let (finished, packets, summary) = replay(capture, extra);
-        transcript.note(format!("{}: {summary}", capture.display()));
+        rig.transcript
+            .note(format!("{}: {summary}", capture.display()));
         let replayed = reasons_of(&summary);
         for (name, live_count) in &live {
             let replayed_count = count(&replayed, name);
@@ -288,7 +260,7 @@ fn a_capture_replays_to_the_verdicts_the_attached_filter_gave() {
 
     // Dry-run: the same verdicts counted, nothing dropped, no ban made, so svmap's
     // second probe is a scanner again rather than banned.
-    let config = dir.path().join("dry-run.toml");
+    let config = rig.dir.path().join("dry-run.toml");
     std::fs::write(&config, "[filter]\ndry_run = true\n").expect("a config file");
     let config = config.to_str().expect("a UTF-8 path");
     let (finished, packets, summary) = replay(&pcap.file, &["--config", config]);
@@ -305,9 +277,7 @@ fn a_capture_replays_to_the_verdicts_the_attached_filter_gave() {
     );
     assert_eq!(summary["banned_at_end"], Value::Array(vec![]), "{summary}");
 
-    tear_down(lab, pins, [daemon, kamailio, pcap.process, pcapng.process])
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    drop(transcript);
+    rig.tear_down([daemon, pcap.process, pcapng.process]);
     println!("done in {:.2} s", started.elapsed().as_secs_f64());
 }
 
@@ -505,12 +475,7 @@ fn bad_captures_exit_2_with_one_line() {
         let mut command = Command::new(sip_filter());
         command.arg("replay").arg(path).args(["--domain", DOMAIN]);
         let finished = run_bounded(command, QUICK);
-        assert_eq!(finished.code(), Some(2), "{finished}");
-        let lines: Vec<&str> = finished.stderr.trim_end().lines().collect();
-        assert!(
-            lines.len() == 1 && lines[0].starts_with("error: ") && lines[0].contains(says),
-            "expected one `error: ...{says}...` line:\n{finished}"
-        );
+        assert_one_error_line(&finished, says);
         assert!(finished.stdout.is_empty(), "{finished}");
     }
 }
@@ -545,10 +510,5 @@ fn replay_without_privileges_exits_2_with_one_line() {
         .arg("replay")
         .arg(&path);
     let finished = run_bounded(command, QUICK);
-    assert_eq!(finished.code(), Some(2), "{finished}");
-    let lines: Vec<&str> = finished.stderr.trim_end().lines().collect();
-    assert!(
-        lines.len() == 1 && lines[0].contains("run it as root"),
-        "expected one line saying to run as root:\n{finished}"
-    );
+    assert_one_error_line(&finished, "run it as root");
 }

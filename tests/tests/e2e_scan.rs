@@ -9,11 +9,10 @@ use std::{process::Command, time::Instant};
 
 use sip_filter_tests::{
     lab::{
-        counter, filter_stats, options_scenario, register_scenario, require_tools, scan,
-        sip_filter, sipp, start_filter, start_kamailio, stats_json, stop_filter, svmap, tear_down,
-        xdp_attached, PinRoot, TempDir, Transcript, DOMAIN, LAB_TOOLS, QUICK, SIP_PORT,
+        assert_one_error_line, counter, filter_stats, legitimate_calls, scan, sip_filter,
+        stats_json, svmap, xdp_attached, LabFixture, PinRoot, DOMAIN, LAB_TOOLS, QUICK, SIP_PORT,
     },
-    netns::{run_bounded, Lab, CLIENT_V6, LEGIT_CLIENT_V4, SERVER_IFACE, SERVER_V4, SERVER_V6},
+    netns::{run_bounded, SERVER_IFACE, SERVER_V4},
     privileged,
 };
 
@@ -22,7 +21,6 @@ fn svmap_gets_no_answer_while_legitimate_options_and_register_do() {
     if !privileged("svmap_gets_no_answer_while_legitimate_options_and_register_do") {
         return;
     }
-    require_tools(LAB_TOOLS).unwrap_or_else(|e| panic!("{e:#}"));
     let started = Instant::now();
     let binary = sip_filter();
     println!(
@@ -31,27 +29,17 @@ fn svmap_gets_no_answer_while_legitimate_options_and_register_do() {
         started.elapsed().as_secs_f64()
     );
 
-    // Dropped in reverse: processes, then pins, then files, then the namespaces.
-    let lab = Lab::new().expect("the lab builds");
-    let namespaces = lab.names();
-    let dir = TempDir::new("e2e-scan");
-    let pins = PinRoot::new("e2e-scan");
-    let pin_dir = pins.link_pin(SERVER_IFACE);
-    let mut transcript = Transcript::default();
+    // The lab, and the SIP responder in the foreground inside the server namespace.
+    let mut rig = LabFixture::start("e2e-scan", LAB_TOOLS);
+    let pin_dir = rig.pins.link_pin(SERVER_IFACE);
     println!(
-        "lab {namespaces:?} ({:.2} s)",
-        started.elapsed().as_secs_f64()
-    );
-
-    // The SIP responder, in the foreground inside the server namespace.
-    let kamailio = start_kamailio(&lab, dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
-    println!(
-        "kamailio listening ({:.2} s)",
+        "lab {:?}, kamailio listening ({:.2} s)",
+        rig.lab.names(),
         started.elapsed().as_secs_f64()
     );
 
     // Without the filter the scanner finds the server: the lab and the scanner work.
-    let open = transcript.keep("svmap, no filter", svmap(&lab));
+    let open = rig.transcript.keep("svmap, no filter", svmap(&rig.lab));
     let open_scan = scan(&open);
     assert!(
         open.success() && open_scan.probes >= 1 && open_scan.answers >= 1 && open_scan.found,
@@ -70,15 +58,15 @@ fn svmap_gets_no_answer_while_legitimate_options_and_register_do() {
     );
 
     // The filter on the server's interface.
-    let (mut daemon, attached) =
-        start_filter(&lab, binary, &pins, &dir.path().join("sip-filter.log"))
-            .unwrap_or_else(|e| panic!("{e:#}"));
+    let (mut daemon, attached) = rig.start_filter();
     println!("{attached} ({:.2} s)", started.elapsed().as_secs_f64());
     assert!(pin_dir.exists(), "no link pinned at {}", pin_dir.display());
-    assert!(xdp_attached(&lab), "no XDP program on {SERVER_IFACE}");
+    assert!(xdp_attached(&rig.lab), "no XDP program on {SERVER_IFACE}");
 
     // The scanner again: its probe (Request-URI host: the IP literal) is dropped.
-    let closed = transcript.keep("svmap, filter attached", svmap(&lab));
+    let closed = rig
+        .transcript
+        .keep("svmap, filter attached", svmap(&rig.lab));
     let closed_scan = scan(&closed);
     assert!(
         closed.success() && closed_scan.probes >= 1,
@@ -95,35 +83,7 @@ fn svmap_gets_no_answer_while_legitimate_options_and_register_do() {
     );
 
     // Legitimate requests to the allowed domain are answered.
-    let target_v4 = format!("{SERVER_V4}:{SIP_PORT}");
-    let target_v6 = format!("[{SERVER_V6}]:{SIP_PORT}");
-    let options = options_scenario();
-    let register = register_scenario();
-    let legitimate = [
-        (
-            "sipp OPTIONS",
-            "options",
-            &options,
-            LEGIT_CLIENT_V4,
-            &target_v4,
-        ),
-        (
-            "sipp REGISTER",
-            "register",
-            &register,
-            LEGIT_CLIENT_V4,
-            &target_v4,
-        ),
-        (
-            "sipp OPTIONS over IPv6",
-            "options-v6",
-            &options,
-            CLIENT_V6,
-            &target_v6,
-        ),
-    ];
-    for (step, name, scenario, local, target) in legitimate {
-        let call = transcript.keep(step, sipp(&lab, dir.path(), name, scenario, local, target));
+    for (step, target, call) in legitimate_calls(&mut rig.transcript, &rig.lab, rig.dir.path()) {
         assert!(
             call.success(),
             "{step} to {target} should be answered with 200 (sipp exits 0):\n{call}"
@@ -131,7 +91,10 @@ fn svmap_gets_no_answer_while_legitimate_options_and_register_do() {
     }
 
     // The counters agree.
-    let stats = transcript.keep("sip-filter stats", filter_stats(&lab, binary, &pins));
+    let stats = rig.transcript.keep(
+        "sip-filter stats",
+        filter_stats(&rig.lab, binary, &rig.pins),
+    );
     let json = stats_json(&stats).unwrap_or_else(|e| panic!("{e:#}"));
     println!("stats: {json}");
     // svmap's probe is dropped by its User-Agent (friendly-scanner) before its unknown
@@ -164,12 +127,11 @@ fn svmap_gets_no_answer_while_legitimate_options_and_register_do() {
         "methods.REGISTER {registers_seen}: {json}"
     );
 
-    // SIGINT detaches the filter and removes its pins.
-    stop_filter(&lab, &mut daemon, &pin_dir).unwrap_or_else(|e| panic!("{e:#}"));
+    // SIGINT detaches the filter and removes its rig.pins.
+    rig.stop_filter(&mut daemon);
 
     // Nothing leaks: processes, pins, namespaces.
-    tear_down(lab, pins, [daemon, kamailio]).unwrap_or_else(|e| panic!("{e:#}"));
-    drop(transcript);
+    rig.tear_down([daemon]);
     println!("done in {:.2} s", started.elapsed().as_secs_f64());
 }
 
@@ -215,12 +177,7 @@ fn run_on_a_missing_interface_exits_2_with_one_line() {
         pins.arg(),
     ]);
     let run = run_bounded(command, QUICK);
-    assert_eq!(run.code(), Some(2), "{run}");
-    let lines: Vec<&str> = run.stderr.trim_end().lines().collect();
-    assert!(
-        lines.len() == 1 && lines[0].starts_with("error: ") && lines[0].contains("does-not-exist"),
-        "expected one `error: ...` line naming the interface:\n{run}"
-    );
+    assert_one_error_line(&run, "does-not-exist");
     assert!(
         !pins.path().exists(),
         "a failed run left {}",

@@ -15,8 +15,8 @@ use sip_filter::{
 };
 use sip_filter_tests::{
     lab::{
-        counter, options_uri, require_tools, sip_filter, sip_probe, start_filter, start_kamailio,
-        stop_filter, tear_down, write_file, PinRoot, TempDir, Transcript, QUICK,
+        assert_one_error_line, counter, options_uri, sip_filter, sip_probe, write_file, LabFixture,
+        PinRoot, Transcript, KAMAILIO_TOOLS, QUICK,
     },
     netns::{Finished, Host, Lab, CLIENT_V4, LEGIT_CLIENT_V4, SERVER_IFACE, SIGINT},
     privileged,
@@ -52,41 +52,23 @@ fn json_of(finished: &Finished) -> Value {
     serde_json::from_str(&finished.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{finished}"))
 }
 
-/// A wrong input: exit status 2 and one line, `error: ...`, naming `mentions`.
-fn assert_refused(finished: &Finished, mentions: &str) {
-    assert_eq!(finished.code(), Some(2), "{finished}");
-    let lines: Vec<&str> = finished.stderr.trim_end().lines().collect();
-    assert!(
-        lines.len() == 1 && lines[0].starts_with("error: ") && lines[0].contains(mentions),
-        "expected one `error: ...` line naming {mentions:?}:\n{finished}"
-    );
-}
-
 #[test]
 fn block_allow_top_and_watch_on_a_running_filter() {
     if !privileged("block_allow_top_and_watch_on_a_running_filter") {
         return;
     }
-    require_tools(&["nsenter", "ip", "ss", "kamailio"]).unwrap_or_else(|e| panic!("{e:#}"));
-    let binary = sip_filter();
-    let lab = Lab::new().expect("the lab builds");
-    let dir = TempDir::new("e2e-verbs");
-    let pins = PinRoot::new("e2e-verbs");
-    let maps_dir = pins.maps_dir();
-    let mut transcript = Transcript::default();
-    let kamailio = start_kamailio(&lab, dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
-    let (mut daemon, attached) =
-        start_filter(&lab, binary, &pins, &dir.path().join("sip-filter.log"))
-            .unwrap_or_else(|e| panic!("{e:#}"));
-    transcript.note(attached);
+    let mut rig = LabFixture::start("e2e-verbs", KAMAILIO_TOOLS);
+    let maps_dir = rig.pins.maps_dir();
+    let (mut daemon, attached) = rig.start_filter();
+    rig.transcript.note(attached);
     let run = |transcript: &mut Transcript, args: &[&str]| {
-        transcript.keep(&args.join(" "), cli(&lab, &pins, args, QUICK))
+        transcript.keep(&args.join(" "), cli(&rig.lab, &rig.pins, args, QUICK))
     };
 
     // block add NETWORK drops a source inside it; block del restores it.
-    assert_eq!(probe(&lab, CLIENT_V4, USER_AGENT, ANSWERED), Some(200));
+    assert_eq!(probe(&rig.lab, CLIENT_V4, USER_AGENT, ANSWERED), Some(200));
     let added = run(
-        &mut transcript,
+        &mut rig.transcript,
         &[
             "block",
             "add",
@@ -101,14 +83,18 @@ fn block_allow_top_and_watch_on_a_running_filter() {
         added.success() && added.stdout.contains("denied 198.18.0.0/24"),
         "{added}"
     );
-    let before = transcript.stats("stats before", &lab, &pins);
-    assert_eq!(probe(&lab, CLIENT_V4, USER_AGENT, DROPPED), None, "denied");
-    let after = transcript.stats("stats after", &lab, &pins);
+    let before = rig.transcript.stats("stats before", &rig.lab, &rig.pins);
+    assert_eq!(
+        probe(&rig.lab, CLIENT_V4, USER_AGENT, DROPPED),
+        None,
+        "denied"
+    );
+    let after = rig.transcript.stats("stats after", &rig.lab, &rig.pins);
     assert!(
         counter(&after, "reasons", "drop_denied") > counter(&before, "reasons", "drop_denied"),
         "{after}"
     );
-    let listed = json_of(&run(&mut transcript, &["block", "list", "--json"]));
+    let listed = json_of(&run(&mut rig.transcript, &["block", "list", "--json"]));
     let entry = listed
         .as_array()
         .and_then(|all| all.iter().find(|e| e["address"] == "198.18.0.0/24"))
@@ -120,42 +106,50 @@ fn block_allow_top_and_watch_on_a_running_filter() {
     assert!(entry["drops"].as_u64() >= Some(1), "{entry}");
     let left = entry["seconds_left"].as_u64().unwrap_or(0);
     assert!((3500..=3600).contains(&left), "about 1 h left: {entry}");
-    let deleted = run(&mut transcript, &["block", "del", "198.18.0.0/24"]);
+    let deleted = run(&mut rig.transcript, &["block", "del", "198.18.0.0/24"]);
     assert!(
         deleted.success() && deleted.stdout.contains("removed"),
         "{deleted}"
     );
     assert_eq!(
-        probe(&lab, CLIENT_V4, USER_AGENT, ANSWERED),
+        probe(&rig.lab, CLIENT_V4, USER_AGENT, ANSWERED),
         Some(200),
         "after del"
     );
 
     // allow add: a trusted source is never judged a scanner (nor banned for it).
     let allowed = run(
-        &mut transcript,
+        &mut rig.transcript,
         &["allow", "add", CLIENT_V4, "--ttl", "10m"],
     );
     assert!(allowed.success(), "{allowed}");
-    let allows = json_of(&run(&mut transcript, &["allow", "list", "--json"]));
+    let allows = json_of(&run(&mut rig.transcript, &["allow", "list", "--json"]));
     assert_eq!(allows[0]["address"], format!("{CLIENT_V4}/32"), "{allows}");
     assert_eq!(allows[0]["origin"], "operator", "{allows}");
     assert_eq!(
-        probe(&lab, CLIENT_V4, SCANNER, ANSWERED),
+        probe(&rig.lab, CLIENT_V4, SCANNER, ANSWERED),
         Some(200),
         "an allowed source's scanner User-Agent passes"
     );
-    let removed = run(&mut transcript, &["allow", "del", CLIENT_V4]);
+    let removed = run(&mut rig.transcript, &["allow", "del", CLIENT_V4]);
     assert!(removed.success(), "{removed}");
 
     // Now it is a scanner: dropped, banned, and its later probes dropped as banned. A
     // second source sends one unknown-domain probe.
-    assert_eq!(probe(&lab, CLIENT_V4, SCANNER, DROPPED), None, "a scanner");
+    assert_eq!(
+        probe(&rig.lab, CLIENT_V4, SCANNER, DROPPED),
+        None,
+        "a scanner"
+    );
     for _ in 0..3 {
-        assert_eq!(probe(&lab, CLIENT_V4, USER_AGENT, DROPPED), None, "banned");
+        assert_eq!(
+            probe(&rig.lab, CLIENT_V4, USER_AGENT, DROPPED),
+            None,
+            "banned"
+        );
     }
     let unknown = sip_probe(
-        &lab,
+        &rig.lab,
         LEGIT_CLIENT_V4.parse().expect("an address"),
         "OPTIONS",
         "sip:100@unknown.example.test",
@@ -164,7 +158,7 @@ fn block_allow_top_and_watch_on_a_running_filter() {
     )
     .unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(unknown, None, "an unknown domain");
-    let top = json_of(&run(&mut transcript, &["top", "--json"]));
+    let top = json_of(&run(&mut rig.transcript, &["top", "--json"]));
     let rows = top.as_array().unwrap_or_else(|| panic!("{top}"));
     assert!(rows.len() >= 2, "{top}");
     assert_eq!(rows[0]["source"], CLIENT_V4, "the scanner first: {top}");
@@ -174,7 +168,7 @@ fn block_allow_top_and_watch_on_a_running_filter() {
     assert_eq!(rows[0]["banned"], "scanner", "{top}");
     assert_eq!(rows[1]["source"], LEGIT_CLIENT_V4, "{top}");
     assert_eq!(rows[1]["reasons"]["drop_unknown_domain"], 1, "{top}");
-    let table = run(&mut transcript, &["top"]);
+    let table = run(&mut rig.transcript, &["top"]);
     let mut lines = table.stdout.lines();
     let title = lines.next().unwrap_or_default();
     assert_eq!(
@@ -189,20 +183,21 @@ fn block_allow_top_and_watch_on_a_running_filter() {
     );
 
     // stats --watch prints every interval with rates, and Ctrl-C ends it cleanly.
-    let mut watch = lab
+    let mut watch = rig
+        .lab
         .spawn(
             Host::Server,
             "stats --watch",
-            binary,
+            sip_filter(),
             &[
                 "stats",
                 "--watch",
                 "--interval",
                 "1s",
                 "--pin-root",
-                pins.arg(),
+                rig.pins.arg(),
             ],
-            &dir.path().join("watch.log"),
+            &rig.dir.path().join("watch.log"),
         )
         .unwrap_or_else(|e| panic!("{e:#}"));
     let waited = (|| {
@@ -213,7 +208,8 @@ fn block_allow_top_and_watch_on_a_running_filter() {
     watch.signal(SIGINT);
     let status = watch.wait(QUICK);
     let log = watch.log();
-    transcript.note(format!("stats --watch printed:\n{log}"));
+    rig.transcript
+        .note(format!("stats --watch printed:\n{log}"));
     waited.unwrap_or_else(|e| panic!("{e}"));
     assert!(
         status.is_some_and(|s| s.success()),
@@ -223,7 +219,7 @@ fn block_allow_top_and_watch_on_a_running_filter() {
 
     // Wrong input: one line, exit 2, nothing changed.
     let bad_file = write_file(
-        dir.path(),
+        rig.dir.path(),
         "bad.txt",
         "198.51.100.7\n# ok\n198.51.100.300\n",
     );
@@ -236,8 +232,8 @@ fn block_allow_top_and_watch_on_a_running_filter() {
         (vec!["block", "list", "--iface", "nosuch0"], "nosuch0"),
         (vec!["top", "--iface", "nosuch0"], "nosuch0"),
     ] {
-        let refused = run(&mut transcript, &args);
-        assert_refused(&refused, mentions);
+        let refused = run(&mut rig.transcript, &args);
+        assert_one_error_line(&refused, mentions);
     }
     let bans = PinnedBans::open(&maps_dir).expect("bans open");
     assert!(
@@ -249,14 +245,12 @@ fn block_allow_top_and_watch_on_a_running_filter() {
         "the bad import file's good first line was not imported"
     );
 
-    stop_filter(&lab, &mut daemon, &pins.link_pin(SERVER_IFACE))
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    rig.stop_filter(&mut daemon);
     // No filter loaded any more.
-    let none = run(&mut transcript, &["block", "list"]);
-    assert_refused(&none, "no filter is loaded");
+    let none = run(&mut rig.transcript, &["block", "list"]);
+    assert_one_error_line(&none, "no filter is loaded");
     drop(watch);
-    tear_down(lab, pins, [daemon, kamailio]).unwrap_or_else(|e| panic!("{e:#}"));
-    drop(transcript);
+    rig.tear_down([daemon]);
 }
 
 /// `block import` of 1,000,000 entries (half addresses, half networks) in at most 10 s.
@@ -265,18 +259,10 @@ fn block_import_of_a_million_entries() {
     if !privileged("block_import_of_a_million_entries") {
         return;
     }
-    require_tools(&["nsenter", "ip", "ss", "kamailio"]).unwrap_or_else(|e| panic!("{e:#}"));
-    let binary = sip_filter();
-    let lab = Lab::new().expect("the lab builds");
-    let dir = TempDir::new("e2e-import");
-    let pins = PinRoot::new("e2e-import");
-    let maps_dir = pins.maps_dir();
-    let mut transcript = Transcript::default();
-    let kamailio = start_kamailio(&lab, dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
-    let (mut daemon, attached) =
-        start_filter(&lab, binary, &pins, &dir.path().join("sip-filter.log"))
-            .unwrap_or_else(|e| panic!("{e:#}"));
-    transcript.note(attached);
+    let mut rig = LabFixture::start("e2e-import", KAMAILIO_TOOLS);
+    let maps_dir = rig.pins.maps_dir();
+    let (mut daemon, attached) = rig.start_filter();
+    rig.transcript.note(attached);
 
     // 499,999 addresses in 11.0.0.0/8 and the client's; 500,000 /28s in 32.0.0.0/4.
     let mut feed = String::from("# a feed of a million entries\n");
@@ -291,15 +277,15 @@ fn block_import_of_a_million_entries() {
             std::net::Ipv4Addr::from(0x2000_0000 + (i << 4))
         );
     }
-    let file = write_file(dir.path(), "feed.txt", &feed);
-    assert_eq!(probe(&lab, CLIENT_V4, USER_AGENT, ANSWERED), Some(200));
+    let file = write_file(rig.dir.path(), "feed.txt", &feed);
+    assert_eq!(probe(&rig.lab, CLIENT_V4, USER_AGENT, ANSWERED), Some(200));
 
     let cpu_before = children_cpu();
-    let imported = transcript.keep(
+    let imported = rig.transcript.keep(
         "block import",
         cli(
-            &lab,
-            &pins,
+            &rig.lab,
+            &rig.pins,
             &[
                 "block",
                 "import",
@@ -315,7 +301,7 @@ fn block_import_of_a_million_entries() {
     // sharing the machine's cores (the test runner, the VM test, other builds).
     let cpu = children_cpu() - cpu_before;
     let seconds = imported.elapsed.as_secs_f64();
-    transcript.note(format!(
+    rig.transcript.note(format!(
         "block import of 1,000,000 entries (500,000 addresses, 500,000 networks): {seconds:.2} s wall, {cpu:.2} s CPU (user + system); it said: {}",
         imported.stdout.trim()
     ));
@@ -332,15 +318,13 @@ fn block_import_of_a_million_entries() {
         "1,000,000 entries took {seconds:.2} s, over 30 s even on a busy machine"
     );
     assert_eq!(
-        probe(&lab, CLIENT_V4, USER_AGENT, DROPPED),
+        probe(&rig.lab, CLIENT_V4, USER_AGENT, DROPPED),
         None,
         "the client, banned by the import"
     );
 
-    stop_filter(&lab, &mut daemon, &pins.link_pin(SERVER_IFACE))
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    tear_down(lab, pins, [daemon, kamailio]).unwrap_or_else(|e| panic!("{e:#}"));
-    drop(transcript);
+    rig.stop_filter(&mut daemon);
+    rig.tear_down([daemon]);
 }
 
 /// CPU time (user + system, seconds) of this process's children that have been waited

@@ -1,10 +1,7 @@
 use clap::Subcommand;
 use sip_filter::lists::ListKind;
 
-use super::{
-    block::parse_duration,
-    lists::{self, open_lists, parse_net, Where},
-};
+use super::lists::{self, open_lists, parse_net, Ttl, Where};
 
 /// Trust sources on running filters (from another shell while `sip-filter run` runs):
 /// an allowed source is never denied, banned or judged a scanner, and is exempt from
@@ -27,9 +24,8 @@ enum AllowCommand {
 struct AddArgs {
     /// An IPv4 or IPv6 address or network, like 198.51.100.7 or 198.51.100.0/24.
     address: String,
-    /// How long, like 30s, 10m, 1h, 7d (or 1h30m); default: until removed.
-    #[arg(long, value_name = "DURATION")]
-    ttl: Option<String>,
+    #[command(flatten)]
+    ttl: Ttl,
     #[command(flatten)]
     at: Where,
 }
@@ -60,7 +56,7 @@ pub fn allow(args: AllowArgs) -> anyhow::Result<()> {
     match args.command {
         AllowCommand::Add(args) => {
             let net = parse_net(&args.address)?;
-            let ttl = args.ttl.as_deref().map(parse_duration).transpose()?;
+            let ttl = args.ttl.duration()?;
             let mut allows = open_lists(&args.at, ListKind::Allow)?;
             lists::add(&mut allows, net, ttl, 0)
         }

@@ -11,7 +11,7 @@ use sip_filter_common::maps::BanReason;
 
 use super::{
     block_import::{self, ImportArgs},
-    lists::{self, open_list, Row, Where},
+    lists::{self, open_list, Row, Ttl, Where},
     UserError,
 };
 
@@ -40,9 +40,8 @@ struct AddArgs {
     /// An IPv4 or IPv6 address (banned), or a network in CIDR form like 198.51.100.0/24
     /// (denied). `ADDR/32`, `ADDR/128` and the filter's IPv6 prefix length are bans.
     address: String,
-    /// How long, like 30s, 10m, 1h, 7d (or 1h30m); default: until removed.
-    #[arg(long, value_name = "DURATION")]
-    ttl: Option<String>,
+    #[command(flatten)]
+    ttl: Ttl,
     /// Why: manual (the default) or feed.
     #[arg(long, default_value = "manual")]
     reason: String,
@@ -103,7 +102,7 @@ fn open_for(at: &Where, target: &Target) -> anyhow::Result<(Vec<(String, PinnedB
 
 fn add(args: AddArgs) -> anyhow::Result<()> {
     let target = parse_target(&args.address)?;
-    let ttl = args.ttl.as_deref().map(parse_duration).transpose()?;
+    let ttl = args.ttl.duration()?;
     let reason = parse_reason(&args.reason)?;
     let (mut filters, mut denies) = open_for(&args.at, &target)?;
     if !denies.is_empty() {

@@ -11,8 +11,8 @@ use sip_filter_common::maps::{
 };
 
 use super::{
-    block::{open_filters, parse_duration, parse_reason, parse_target, Target},
-    lists::{open_list, Where},
+    block::{open_filters, parse_reason, parse_target, Target},
+    lists::{open_list, Ttl, Where},
     UserError,
 };
 
@@ -23,9 +23,8 @@ use super::{
 pub struct ImportArgs {
     /// The file to import.
     file: PathBuf,
-    /// How long, like 30s, 10m, 1h, 7d (or 1h30m); default: until removed.
-    #[arg(long, value_name = "DURATION")]
-    ttl: Option<String>,
+    #[command(flatten)]
+    ttl: Ttl,
     /// Why: feed (the default) or manual.
     #[arg(long, default_value = "feed")]
     reason: String,
@@ -34,7 +33,7 @@ pub struct ImportArgs {
 }
 
 pub fn import(args: ImportArgs) -> anyhow::Result<()> {
-    let ttl = args.ttl.as_deref().map(parse_duration).transpose()?;
+    let ttl = args.ttl.duration()?;
     let reason = parse_reason(&args.reason)?;
     let started = Instant::now();
     let shown = args.file.display();

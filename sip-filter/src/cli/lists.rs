@@ -11,7 +11,10 @@ use sip_filter::{
 };
 use sip_filter_common::maps::{BanReason, ListEntry, LIST_ORIGIN_CONFIG};
 
-use super::{block::format_duration, pinned_filters, PinArgs, UserError};
+use super::{
+    block::{format_duration, parse_duration},
+    pinned_filters, PinArgs, UserError,
+};
 
 /// Which running filter: checked to be attached to one interface, or wherever it is.
 #[derive(clap::Args)]
@@ -33,6 +36,21 @@ impl Where {
             pinned_filters(&self.pins, Some(iface))?;
         }
         Ok(pinned_filters(&self.pins, None)?.join(","))
+    }
+}
+
+/// `--ttl`: how long an added entry lasts (`allow add`, `block add`, `block import`).
+#[derive(clap::Args)]
+pub struct Ttl {
+    /// How long, like 30s, 10m, 1h, 7d (or 1h30m); default: until removed.
+    #[arg(long, value_name = "DURATION")]
+    ttl: Option<String>,
+}
+
+impl Ttl {
+    /// The duration given, or None: until removed.
+    pub fn duration(&self) -> Result<Option<Duration>, UserError> {
+        self.ttl.as_deref().map(parse_duration).transpose()
     }
 }
 
