@@ -43,8 +43,8 @@ use crate::{
         wait_for_udp_listener, write_file, PinRoot, TempDir, DOMAIN, QUICK, SIP_PORT,
     },
     netns::{
-        netns_pids, run_bounded, Background, Finished, Host, Lab, LEGIT_CLIENT_V4, SERVER_IFACE,
-        SERVER_V4,
+        netns_pids, run_bounded, Background, Finished, Host, Lab, CLIENT_IFACE, LEGIT_CLIENT_V4,
+        SERVER_IFACE, SERVER_V4,
     },
 };
 
@@ -72,8 +72,12 @@ pub struct Options {
     pub flood: Duration,
     /// At most this many flood packets each (a bound if the sender is very fast).
     pub max_packets: u64,
-    /// The legitimate client's registrations-and-calls per second.
+    /// Each legitimate client's registrations-and-calls per second (4 packets each, under
+    /// every set-up's per-source limit).
     pub legit_rate: u32,
+    /// Legitimate clients, each on its own address: enough calls over one flood to judge
+    /// a 99.9% success rate (1000 at least) without any client nearing a per-source limit.
+    pub legit_clients: u32,
     pub quick: bool,
 }
 
@@ -84,6 +88,7 @@ impl Options {
                 flood: Duration::from_secs(1),
                 max_packets: 2_000_000,
                 legit_rate: 5,
+                legit_clients: 1,
                 quick,
             }
         } else {
@@ -91,6 +96,7 @@ impl Options {
                 flood: Duration::from_secs(10),
                 max_packets: 50_000_000,
                 legit_rate: 10,
+                legit_clients: 10,
                 quick,
             }
         }
@@ -192,6 +198,18 @@ pub fn run(options: &Options) -> anyhow::Result<Value> {
         &["route", "add", FLOOD_NET, "via", "198.18.0.1"],
     )?;
     nft(&lab, &replies_table())?;
+    for address in legit_addresses(options).iter().skip(1) {
+        lab.ip(
+            Host::Client,
+            &[
+                "address",
+                "add",
+                &format!("{address}/24"),
+                "dev",
+                CLIENT_IFACE,
+            ],
+        )?;
+    }
     let macs = (mac_of(&lab, Host::Client)?, mac_of(&lab, Host::Server)?);
     let floods: Vec<(&Flood, Vec<Vec<u8>>)> = FLOODS
         .iter()
@@ -199,8 +217,9 @@ pub fn run(options: &Options) -> anyhow::Result<Value> {
         .collect();
 
     println!(
-        "\npacket path: {} s per flood, legitimate client {} registrations and calls/s",
+        "\npacket path: {} s per flood, {} legitimate clients, {} registrations and calls/s each",
         options.flood.as_secs_f64(),
+        options.legit_clients,
         options.legit_rate
     );
     println!(
@@ -261,6 +280,7 @@ pub fn run(options: &Options) -> anyhow::Result<Value> {
         "method": "AF_PACKET frames from one pinned CPU into a veth pair between two network namespaces; receiving-side CPU = softirq time of all CPUs (/proc/stat) + user and system time of the server namespace's processes; dropped = flood packets sent - flood packets Kamailio answered",
         "flood_seconds": options.flood.as_secs_f64(),
         "legit_rate": options.legit_rate,
+        "legit_clients": options.legit_clients,
         "per_source_rate": PER_SOURCE_RATE,
         "per_class_rate": PER_CLASS_RATE,
         "sip_filter_attached": attach_mode,
@@ -282,42 +302,52 @@ fn measure(
     let calls = (f64::from(options.legit_rate) * options.flood.as_secs_f64()).ceil() as u32;
     let calls = calls.max(1);
     let scenario = write_file(dir, "legit.xml", &legit_scenario());
-    let mut sipp = lab.command(Host::Client, "taskset");
-    sipp.current_dir(dir).args([
-        "-c",
-        SERVER_CPU,
-        "sipp",
-        "-sf",
-        scenario.to_str().context("a UTF-8 path")?,
-        "-i",
-        LEGIT_CLIENT_V4,
-        "-r",
-        &options.legit_rate.to_string(),
-        "-m",
-        &calls.to_string(),
-        "-l",
-        &calls.to_string(),
-        "-max_retrans",
-        "6",
-        "-timeout",
-        &format!("{}s", options.flood.as_secs() + 30),
-        "-nostdin",
-        &format!("{SERVER_V4}:{SIP_PORT}"),
-    ]);
-    let legit = thread::spawn(move || run_bounded(sipp, Duration::from_secs(120)));
+    let scenario = scenario.to_str().context("a UTF-8 path")?.to_string();
+    let legit: Vec<_> = legit_addresses(options)
+        .into_iter()
+        .map(|address| {
+            let mut sipp = lab.command(Host::Client, "taskset");
+            sipp.current_dir(dir).args([
+                "-c",
+                SERVER_CPU,
+                "sipp",
+                "-sf",
+                &scenario,
+                "-i",
+                &address,
+                "-r",
+                &options.legit_rate.to_string(),
+                "-m",
+                &calls.to_string(),
+                "-l",
+                &calls.to_string(),
+                "-max_retrans",
+                "6",
+                "-timeout",
+                &format!("{}s", options.flood.as_secs() + 30),
+                "-nostdin",
+                &format!("{SERVER_V4}:{SIP_PORT}"),
+            ]);
+            thread::spawn(move || run_bounded(sipp, Duration::from_secs(120)))
+        })
+        .collect();
     let before = Snapshot::take(lab)?;
     let sent = send_flood(lab, frames, options)?;
     let after = Snapshot::take(lab)?;
-    let legit: Finished = legit
-        .join()
-        .map_err(|_| anyhow::anyhow!("the sipp thread panicked"))?;
-    let successful = sipp_count(&legit.stdout, "Successful call");
-    let failed = sipp_count(&legit.stdout, "Failed call");
-    ensure!(
-        successful.is_some() && failed.is_some(),
-        "sipp printed no final statistics:\n{legit}"
-    );
-    let (successful, failed) = (successful.unwrap_or(0), failed.unwrap_or(0));
+    let (mut successful, mut failed) = (0, 0);
+    for client in legit {
+        let client: Finished = client
+            .join()
+            .map_err(|_| anyhow::anyhow!("a sipp thread panicked"))?;
+        let (Some(ok), Some(bad)) = (
+            sipp_count(&client.stdout, "Successful call"),
+            sipp_count(&client.stdout, "Failed call"),
+        ) else {
+            bail!("sipp printed no final statistics:\n{client}");
+        };
+        successful += ok;
+        failed += bad;
+    }
     let answered = after.answered.saturating_sub(before.answered);
     let unanswered = sent.packets.saturating_sub(answered);
     let at_socket = after.socket_drops.saturating_sub(before.socket_drops);
@@ -663,6 +693,15 @@ fn start_kamailio(lab: &Lab, dir: &Path, setup: Setup) -> anyhow::Result<Backgro
     Ok(kamailio)
 }
 
+/// The legitimate clients' addresses: the lab's legitimate client, then the next ones
+/// up (198.18.0.12, ...), away from the flood's sources.
+fn legit_addresses(options: &Options) -> Vec<String> {
+    let first: std::net::Ipv4Addr = LEGIT_CLIENT_V4.parse().unwrap_or([198, 18, 0, 11].into());
+    (0..options.legit_clients)
+        .map(|i| std::net::Ipv4Addr::from(u32::from(first) + i).to_string())
+        .collect()
+}
+
 /// The legitimate client: REGISTER, then a call (INVITE, ACK, BYE), each request
 /// retransmitted as a user agent would until answered.
 fn legit_scenario() -> String {
@@ -901,8 +940,9 @@ pub fn markdown(doc: &Value) -> String {
          runs {} s, as fast as one sender pinned to CPU {FLOOD_CPU} can write AF_PACKET \
          frames into the client's veth end (on veth the receive path runs on the sending \
          CPU, so the flood's rate is what sender and receiver together manage), while sipp \
-         registers and calls ({} per s: REGISTER, INVITE, ACK, BYE, each retransmitted until \
-         answered) from the legitimate client's own address. The set-ups run one after the \
+         registers and calls from {} legitimate clients on their own addresses ({} per s \
+         each: REGISTER, INVITE, ACK, BYE, each retransmitted until answered). The set-ups \
+         run one after the \
          other in the same run against the same floods:\n\n\
          - **sip-filter**: the XDP program on the server's veth end ({}), per-class limits of \
          {} requests/s per source, default scanner list and bans;\n\
@@ -931,6 +971,7 @@ pub fn markdown(doc: &Value) -> String {
          with native XDP, a drop happens before any socket buffer exists, which netfilter \
          cannot do; here both pay for the buffer, so the figures understate XDP's lead.\n",
         doc["flood_seconds"],
+        doc["legit_clients"],
         doc["legit_rate"],
         doc["sip_filter_attached"].as_str().unwrap_or("?"),
         doc["per_class_rate"],
