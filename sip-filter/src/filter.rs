@@ -103,6 +103,22 @@ impl AttachedMode {
     }
 }
 
+/// Map sizes fixed when the program is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacities {
+    /// Sources the per-source state (buckets, strike windows) is kept for: an LRU, so an
+    /// attacker with more addresses pushes out the least recently seen ones.
+    pub tracked_sources: u32,
+}
+
+impl Default for Capacities {
+    fn default() -> Self {
+        Capacities {
+            tracked_sources: sip_filter_common::maps::MAX_SOURCES,
+        }
+    }
+}
+
 pub struct Filter {
     ebpf: Ebpf,
     /// The configured IPv6 source prefix, for [`Filter::source_key`].
@@ -114,9 +130,16 @@ pub struct Filter {
 impl Filter {
     /// Loads the program into the kernel (the verifier runs here).
     pub fn load() -> Result<Self, FilterError> {
+        Self::load_with(Capacities::default())
+    }
+
+    /// [`Filter::load`], with map sizes other than the program's defaults.
+    pub fn load_with(capacities: Capacities) -> Result<Self, FilterError> {
         check_kernel()?;
         raise_memlock_limit();
-        let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT)?;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(names::SOURCES, capacities.tracked_sources)
+            .load(EBPF_OBJECT)?;
         let filter = Self::program_in(&mut ebpf)?;
         filter.load().map_err(FilterError::Load)?;
         Ok(Self {
