@@ -18,7 +18,9 @@ use toml::{
     Spanned,
 };
 
-use crate::settings::{BanRules, NotSipPolicy, RateLimit, RateLimits, Settings, SettingsError};
+use crate::settings::{
+    BanRules, NotSipPolicy, RateLimit, RateLimits, Settings, SettingsError, TRACKED_SOURCES,
+};
 use sip_filter_common::maps::MAX_PORTS;
 
 /// The fastest rate a bucket can hold: the kernel spaces requests by whole nanoseconds.
@@ -256,6 +258,7 @@ struct RawFilter {
     allow_hostless_uri: Option<bool>,
     dry_run: Option<bool>,
     ipv6_prefix: Option<Spanned<i64>>,
+    tracked_sources: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -368,6 +371,25 @@ impl RawFile {
             },
             None => defaults.ipv6_prefix,
         };
+        let tracked_sources = match &filter.tracked_sources {
+            Some(count) => match u32::try_from(*count.get_ref()) {
+                Ok(count) if TRACKED_SOURCES.contains(&count) => count,
+                _ => {
+                    return refuse(
+                        count.span(),
+                        "filter.tracked_sources",
+                        format!(
+                            "{} sources: give {} to {} (the default is {}; each costs about 150 bytes of kernel memory)",
+                            count.get_ref(),
+                            TRACKED_SOURCES.start(),
+                            TRACKED_SOURCES.end(),
+                            defaults.tracked_sources
+                        ),
+                    )
+                }
+            },
+            None => defaults.tracked_sources,
+        };
         let limits = &self.rate_limit;
         let rate_limits = RateLimits {
             register: limit(&limits.register, "register")?,
@@ -435,6 +457,7 @@ impl RawFile {
             deny: nets(&self.lists.deny, "lists.deny")?.unwrap_or(defaults.deny),
             ipv6_prefix,
             dry_run: filter.dry_run.unwrap_or(defaults.dry_run),
+            tracked_sources,
             rate_limits,
             scanner_user_agents,
             ban,
@@ -519,6 +542,10 @@ impl RawFile {
             SettingsError::BadIpv6Prefix { .. } => (
                 filter.ipv6_prefix.as_ref().map(|p| p.span()),
                 Some("filter.ipv6_prefix".to_string()),
+            ),
+            SettingsError::BadTrackedSources { .. } => (
+                filter.tracked_sources.as_ref().map(|c| c.span()),
+                Some("filter.tracked_sources".to_string()),
             ),
             _ => (None, None),
         }
@@ -688,6 +715,7 @@ mod tests {
         assert!(!settings.allow_hostless_uri);
         assert!(!settings.dry_run);
         assert_eq!(settings.ipv6_prefix, 64);
+        assert_eq!(settings.tracked_sources, 262_144);
         let limit = |rate, burst| Some(RateLimit { rate, burst });
         assert_eq!(
             settings.rate_limits,
@@ -735,6 +763,7 @@ mod tests {
                     "allow_hostless_uri",
                     "dry_run",
                     "ipv6_prefix",
+                    "tracked_sources",
                 ],
             ),
             ("rate_limit.register", &["rate", "burst"]),
@@ -1067,6 +1096,16 @@ allow = ["192.0.2.7/24", "2001:db8::1"]
                 "give 1 to 128",
             );
         }
+        for bad in ["0", "1023", "-5", "4194305", "99999999999"] {
+            refused(
+                &format!("[filter]\ntracked_sources = {bad}\n"),
+                2,
+                "filter.tracked_sources",
+                "give 1024 to 4194304",
+            );
+        }
+        let settings = parsed("[filter]\ntracked_sources = 1048576\n");
+        assert_eq!(settings.tracked_sources, 1 << 20);
     }
 
     #[test]

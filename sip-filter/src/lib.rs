@@ -17,5 +17,5 @@ pub mod settings;
 pub mod state;
 pub mod stats;
 
-pub use filter::{AttachMode, AttachedMode, Filter, FilterError};
+pub use filter::{AttachMode, AttachedMode, Capacities, Filter, FilterError};
 pub use settings::{NotSipPolicy, Settings};

@@ -10,7 +10,7 @@ use sip_filter_common::{
         BanConfig, FilterConfig, Limit, CLASS_INVITE, CLASS_OTHER, CLASS_REGISTER, CLASS_TRUSTED,
         DEFAULT_IPV6_PREFIX, FLAG_ALLOW_HOSTLESS_URI, FLAG_DOMAIN_CHECK, FLAG_DROP_NOT_SIP_PAYLOAD,
         FLAG_DRY_RUN, MAX_DOMAINS, MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES, MAX_PORTS,
-        MAX_SCANNER_AGENTS, MAX_SCANNER_AGENT_LEN,
+        MAX_SCANNER_AGENTS, MAX_SCANNER_AGENT_LEN, MAX_SOURCES,
     },
     scanner::agent_key,
     sip::mapped_ipv4,
@@ -129,6 +129,9 @@ pub struct Settings {
     pub ipv6_prefix: u8,
     /// Every drop becomes a pass, counted as a would-drop; bans become would-bans.
     pub dry_run: bool,
+    /// Sources whose buckets and strike windows the kernel keeps (an LRU: more sources
+    /// push out the least recently seen). Fixed when the program loads.
+    pub tracked_sources: u32,
     pub rate_limits: RateLimits,
     /// Scanner User-Agent prefixes (case-insensitive).
     pub scanner_user_agents: Vec<String>,
@@ -147,6 +150,7 @@ impl Default for Settings {
             deny: Vec::new(),
             ipv6_prefix: DEFAULT_IPV6_PREFIX as u8,
             dry_run: false,
+            tracked_sources: MAX_SOURCES,
             rate_limits: RateLimits::default(),
             scanner_user_agents: DEFAULT_SCANNER_USER_AGENTS
                 .iter()
@@ -185,7 +189,13 @@ pub enum SettingsError {
     TooManyScannerAgents { count: usize },
     #[error("IPv6 prefix /{prefix} cannot key sources: give 1 to 128 (the default, 64, groups the addresses of one customer network)")]
     BadIpv6Prefix { prefix: u8 },
+    #[error("{count} tracked sources: give {} to {} (the default is {MAX_SOURCES}; each costs about 150 bytes of kernel memory)", TRACKED_SOURCES.start(), TRACKED_SOURCES.end())]
+    BadTrackedSources { count: u32 },
 }
+
+/// How many sources the kernel may be asked to track: enough for a small site, at most
+/// about 600 MB of kernel memory.
+pub const TRACKED_SOURCES: std::ops::RangeInclusive<u32> = 1024..=(1 << 22);
 
 /// The kernel's view of [`Settings`]: the config entry and the map contents.
 pub struct KernelSettings {
@@ -236,6 +246,11 @@ impl Settings {
         if !(1..=128).contains(&self.ipv6_prefix) {
             return Err(SettingsError::BadIpv6Prefix {
                 prefix: self.ipv6_prefix,
+            });
+        }
+        if !TRACKED_SOURCES.contains(&self.tracked_sources) {
+            return Err(SettingsError::BadTrackedSources {
+                count: self.tracked_sources,
             });
         }
         let mut domains: Vec<(u64, u8)> = Vec::with_capacity(self.domains.len());

@@ -1404,3 +1404,25 @@ fn drops_are_counted_by_source() {
     );
     assert_eq!(drops[0].denied_by, Some("config"));
 }
+
+/// `tracked_sources` sizes the per-source LRU when the program loads (the default, and a
+/// smaller one an operator chose).
+#[test]
+fn tracked_sources_size_the_source_map() {
+    use aya::maps::Map;
+    use sip_filter::Capacities;
+    use sip_filter_common::maps::{names, MAX_SOURCES};
+    if !privileged("tracked_sources_size_the_source_map") {
+        return;
+    }
+    let capacity = |filter: &Filter| match filter.map(names::SOURCES).unwrap() {
+        Map::LruHashMap(data) => data.info().unwrap().max_entries(),
+        _ => panic!("{} is not an LRU hash map", names::SOURCES),
+    };
+    assert_eq!(capacity(&Filter::load().unwrap()), MAX_SOURCES);
+    let small = Filter::load_with(Capacities {
+        tracked_sources: 4096,
+    })
+    .unwrap();
+    assert_eq!(capacity(&small), 4096);
+}

@@ -9,7 +9,7 @@ use serde_json::json;
 use sip_filter::{
     filter::{key_to_string, FilterError},
     replay::{summarize, Action, Capture, CaptureError, Replayer, Skip, Verdict},
-    Filter,
+    Capacities, Filter,
 };
 use sip_filter_common::{maps::BanReason, Method, Reason};
 
@@ -68,7 +68,10 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let path = args.capture.display().to_string();
     let mut capture = Capture::open(&args.capture).map_err(|e| capture_error(&path, e))?;
 
-    let mut filter = Filter::load().map_err(needs_privileges)?;
+    let mut filter = Filter::load_with(Capacities {
+        tracked_sources: settings.tracked_sources,
+    })
+    .map_err(needs_privileges)?;
     filter.configure(&settings)?;
     let dry_run = settings.dry_run;
     let ipv6_prefix = u32::from(settings.ipv6_prefix);

@@ -21,7 +21,7 @@ use sip_filter::{
     },
     runtime::{Interface, Runtime, RELOADS},
     state::{self, Clocks, State, StateError, StateMaps},
-    AttachMode, AttachedMode, Filter, Settings,
+    AttachMode, AttachedMode, Capacities, Filter, Settings,
 };
 use tokio::{
     io::{unix::AsyncFd, Interest},
@@ -115,7 +115,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
 
-    let mut filter = Filter::load().context("loading the XDP program")?;
+    let mut filter = Filter::load_with(Capacities {
+        tracked_sources: settings.tracked_sources,
+    })
+    .context("loading the XDP program")?;
     filter.configure(&settings)?;
     // Before attaching: the program enforces the restored bans from its first packet.
     let restored = state::restore(&mut filter, &saved, Clocks::now())?;
@@ -456,6 +459,12 @@ impl Daemon<'_> {
             return Err(format!(
                 "ipv6_prefix cannot change on reload (/{} to /{}): bans and buckets are keyed by it; restart the daemon to change it",
                 self.settings.ipv6_prefix, settings.ipv6_prefix
+            ));
+        }
+        if settings.tracked_sources != self.settings.tracked_sources {
+            return Err(format!(
+                "tracked_sources cannot change on reload ({} to {}): the kernel sizes that map when the program loads; restart the daemon to change it",
+                self.settings.tracked_sources, settings.tracked_sources
             ));
         }
         if let Err(e) = self.filter.configure(&settings) {
