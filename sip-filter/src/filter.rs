@@ -22,7 +22,10 @@ use sip_filter_common::{
     Counters, FilterConfig,
 };
 
-use crate::settings::{Settings, SettingsError};
+use crate::{
+    lists::{v4_key, v6_key},
+    settings::{Settings, SettingsError},
+};
 
 /// The XDP program, built by `build.rs` and embedded so that one file ships.
 static EBPF_OBJECT: &[u8] =
@@ -247,20 +250,14 @@ impl Filter {
         let v4_wanted: Vec<Key<[u8; 4]>> = entries
             .iter()
             .filter_map(|net| match net {
-                IpNet::V4(net) => Some(Key::new(
-                    u32::from(net.prefix_len()),
-                    net.network().octets(),
-                )),
+                IpNet::V4(net) => Some(v4_key(*net)),
                 IpNet::V6(_) => None,
             })
             .collect();
         let v6_wanted: Vec<Key<[u8; 16]>> = entries
             .iter()
             .filter_map(|net| match net {
-                IpNet::V6(net) => Some(Key::new(
-                    u32::from(net.prefix_len()),
-                    net.network().octets(),
-                )),
+                IpNet::V6(net) => Some(v6_key(*net)),
                 IpNet::V4(_) => None,
             })
             .collect();
