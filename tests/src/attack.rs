@@ -544,23 +544,6 @@ pub fn gateway_metrics(lab: &GatewayLab) -> anyhow::Result<String> {
     })?
 }
 
-/// The value of the series `name{labels}` in a Prometheus exposition, labels written as
-/// the exporter writes them (`reason="drop_scanner"`), summed over the series that carry
-/// them all.
-pub fn metric_sum(exposition: &str, name: &str, labels: &[&str]) -> f64 {
-    exposition
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let rest = series.strip_prefix(name)?;
-            let matches = (rest.is_empty() || rest.starts_with('{'))
-                && labels.iter().all(|label| rest.contains(label));
-            matches.then(|| value.parse::<f64>().ok()).flatten()
-        })
-        .sum()
-}
-
 /// `sip-filter VERB... --json` for the gateway's filter (`stats`, `block list`).
 pub fn filter_json(lab: &GatewayLab, binary: &Path, pins: &PinRoot, verb: &[&str]) -> Finished {
     let mut args = verb.to_vec();

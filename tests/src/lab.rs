@@ -917,3 +917,22 @@ impl LabFixture {
         drop(dir);
     }
 }
+
+/// In a Prometheus exposition, the sum of the samples of `name` whose labels include every one of `labels`
+/// (`reason="drop_scanner"`); None if there is none.
+pub fn sample_sum(exposition: &str, name: &str, labels: &[&str]) -> Option<u64> {
+    let samples: Vec<u64> = exposition
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?.strip_prefix('{')?;
+            let (labelset, value) = rest.rsplit_once("} ")?;
+            let pairs: Vec<&str> = labelset.split(',').collect();
+            if labels.iter().all(|wanted| pairs.contains(wanted)) {
+                value.parse().ok()
+            } else {
+                None
+            }
+        })
+        .collect();
+    (!samples.is_empty()).then(|| samples.iter().sum())
+}

@@ -18,9 +18,9 @@ use serde_json::Value;
 use sip_filter_common::maps::{MAX_BANS, MAX_SOURCES};
 use sip_filter_tests::{
     lab::{
-        assert_one_error_line, counter, options_scenario, scan, sip_filter, sipp, spawn_filter,
-        svmap, write_file, xdp_attached, LabFixture, PinRoot, Transcript, DOMAIN, LAB_TOOLS, QUICK,
-        SIP_PORT,
+        assert_one_error_line, counter, options_scenario, sample_sum, scan, sip_filter, sipp,
+        spawn_filter, svmap, write_file, xdp_attached, LabFixture, PinRoot, Transcript, DOMAIN,
+        LAB_TOOLS, QUICK, SIP_PORT,
     },
     netns::{run_bounded, Host, Lab, LEGIT_CLIENT_V4, SERVER_IFACE, SERVER_V4},
     privileged,
@@ -75,25 +75,6 @@ fn get(lab: &Lab, url: &str, query: &[(&str, &str)]) -> Result<Answer, String> {
         })
     })
     .unwrap_or_else(|e| panic!("{e:#}"))
-}
-
-/// The sum of the samples of `name` whose labels include every one of `labels`
-/// (`reason="drop_scanner"`); None if there is none.
-fn sample_sum(exposition: &str, name: &str, labels: &[&str]) -> Option<u64> {
-    let samples: Vec<u64> = exposition
-        .lines()
-        .filter_map(|line| {
-            let rest = line.strip_prefix(name)?.strip_prefix('{')?;
-            let (labelset, value) = rest.rsplit_once("} ")?;
-            let pairs: Vec<&str> = labelset.split(',').collect();
-            if labels.iter().all(|wanted| pairs.contains(wanted)) {
-                value.parse().ok()
-            } else {
-                None
-            }
-        })
-        .collect();
-    (!samples.is_empty()).then(|| samples.iter().sum())
 }
 
 /// The value of `name`, a series without labels; None if there is none.

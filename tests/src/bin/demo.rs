@@ -30,16 +30,16 @@ use ipnet::IpNet;
 use serde_json::Value;
 use sip_filter_tests::{
     attack::{
-        call_scenario, extensions_found, filter_json, gateway_metrics, legit_sipp, metric_sum,
-        passwords_found, register_scenario, requests_seen, role, seen_from, sipp_outcome,
-        start_flood, start_gateway_filter, start_registrar, svcrack, svmap, svmap_scan, svwar,
-        ALICE, BOB, FLOOD_V4, GATEWAY_METRICS_ADDR, SVCRACK_V4, SVMAP_V4, SVMAP_V6, SVWAR_RANGE,
-        SVWAR_V4, WEAK, WORDLIST,
+        call_scenario, extensions_found, filter_json, gateway_metrics, legit_sipp, passwords_found,
+        register_scenario, requests_seen, role, seen_from, sipp_outcome, start_flood,
+        start_gateway_filter, start_registrar, svcrack, svmap, svmap_scan, svwar, ALICE, BOB,
+        FLOOD_V4, GATEWAY_METRICS_ADDR, SVCRACK_V4, SVMAP_V4, SVMAP_V6, SVWAR_RANGE, SVWAR_V4,
+        WEAK, WORDLIST,
     },
     gateway::{GatewayLab, Node, LEGIT_V4, OUTSIDE_IFACE, SERVER_V4, SERVER_V6},
     lab::{
-        require_tools, sip_filter_binary, stats_json, stop_filter_in, PinRoot, Scan, TempDir,
-        DOMAIN, LAB_TOOLS, SIP_PORT,
+        require_tools, sample_sum, sip_filter_binary, stats_json, stop_filter_in, PinRoot, Scan,
+        TempDir, DOMAIN, LAB_TOOLS, SIP_PORT,
     },
     netns::{interrupt, listed_namespaces, Finished, SIGINT},
 };
@@ -569,27 +569,29 @@ fn print_table(open: &Round, filtered: &Round, stats: &Value, bans: &[Value], me
     let series = [
         (
             "sip_filter_packets_total{verdict=\"drop\"}",
-            metric_sum(metrics, "sip_filter_packets_total", &["verdict=\"drop\""]),
+            sample_sum(metrics, "sip_filter_packets_total", &["verdict=\"drop\""]).unwrap_or(0),
         ),
         (
             "sip_filter_packets_total{reason=\"drop_scanner\"}",
-            metric_sum(
+            sample_sum(
                 metrics,
                 "sip_filter_packets_total",
                 &["reason=\"drop_scanner\""],
-            ),
+            )
+            .unwrap_or(0),
         ),
         (
             "sip_filter_packets_total{reason=\"drop_rate_limited\"}",
-            metric_sum(
+            sample_sum(
                 metrics,
                 "sip_filter_packets_total",
                 &["reason=\"drop_rate_limited\""],
-            ),
+            )
+            .unwrap_or(0),
         ),
         (
             "sip_filter_bans_active",
-            metric_sum(metrics, "sip_filter_bans_active", &[]),
+            sample_sum(metrics, "sip_filter_bans_active", &[]).unwrap_or(0),
         ),
     ];
     for (i, (series, value)) in series.iter().enumerate() {
