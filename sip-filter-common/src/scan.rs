@@ -186,6 +186,20 @@ impl<T: Copy> Vol<T> {
     }
 }
 
+/// `w` with its ASCII capitals turned to small letters, all eight bytes at once; every
+/// other byte is left as it is (so `[` and `{` stay apart).
+#[inline(always)]
+pub const fn ascii_lowercase_word(w: u64) -> u64 {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Per byte, on its low seven bits (no carry leaves a byte): the high bit says
+    // ">= 'A'" in the first sum and "> 'Z'" in the second.
+    let low = w & LOW7;
+    let from_a = low.wrapping_add(ONES.wrapping_mul(0x80 - b'A' as u64));
+    let past_z = low.wrapping_add(ONES.wrapping_mul(0x80 - b'Z' as u64 - 1));
+    let capitals = from_a & !past_z & !w & HIGH;
+    w | (capitals >> 2)
+}
+
 /// A mask of the low `n` bytes of a word (`n` in 0..=8).
 #[inline(always)]
 pub const fn low_bytes_mask(n: usize) -> u64 {
@@ -250,6 +264,24 @@ mod tests {
         assert_eq!(buf.byte(12), b'x');
         for i in 13..40 {
             assert_eq!(buf.byte(i), 0, "byte {i}");
+        }
+    }
+
+    #[test]
+    fn lowercase_word_folds_capitals_only() {
+        for b in 0..=255u8 {
+            let w = u64::from_le_bytes([b, b'A', b'z', b, 0x80 | b, b'Z', b'@', b'[']);
+            let expected = u64::from_le_bytes([
+                b.to_ascii_lowercase(),
+                b'a',
+                b'z',
+                b.to_ascii_lowercase(),
+                0x80 | b,
+                b'z',
+                b'@',
+                b'[',
+            ]);
+            assert_eq!(ascii_lowercase_word(w), expected, "byte {b:#04x}");
         }
     }
 

@@ -1,20 +1,33 @@
 //! Scanner User-Agents: a request whose User-Agent value starts with a listed prefix
 //! (case-insensitive) comes from a scanner. Prefixes are stored as seeded hashes of their
-//! case-folded bytes; the kernel hashes the value forward and looks up each length some
-//! listed prefix has.
+//! case-folded bytes, taken eight bytes at a time; the kernel hashes the value the same
+//! way and looks up each length some listed prefix has.
 
 use crate::{
     bounded::repeat,
     maps::{MAX_SCANNER_AGENT_LEN, SCANNER_SLOTS},
-    scan::{ScanBuf, Vol},
+    scan::{ascii_lowercase_word, low_bytes_mask, ScanBuf, Vol},
     sip::Span,
 };
 
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+const PRIME: u64 = 0x0000_0100_0000_01b3;
 
+/// Takes the next eight bytes into the running hash.
 #[inline(always)]
-fn fold(hash: u64, byte: u8) -> u64 {
-    (hash ^ u64::from(byte.to_ascii_lowercase())).wrapping_mul(FNV_PRIME)
+fn mix(hash: u64, word: u64) -> u64 {
+    let h = (hash ^ word).wrapping_mul(PRIME);
+    h ^ (h >> 29)
+}
+
+/// The key of the prefix of `len` bytes, from the hash of its whole words before the
+/// last and its last (partial) word, masked to the prefix.
+#[inline(always)]
+fn finish(hash: u64, last_word: u64, len: usize) -> u64 {
+    let h = mix(hash, last_word) ^ len as u64;
+    // A finaliser (splitmix64's) so that every input bit reaches every key bit.
+    let h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
 }
 
 /// The key a scanner prefix is stored under, its length and its first byte's slot (see
@@ -25,8 +38,11 @@ pub fn agent_key(prefix: &str, seed: u64) -> Option<(u64, usize, usize)> {
     if bytes.is_empty() || bytes.len() > MAX_SCANNER_AGENT_LEN {
         return None;
     }
-    let key = bytes.iter().fold(seed, |h, b| fold(h, *b));
-    Some((key, bytes.len(), first_byte_slot(bytes[0])))
+    let (buf, len) = ScanBuf::from_payload(bytes);
+    let last = (len - 1) / 8;
+    let hash = (0..last).fold(seed, |h, k| mix(h, ascii_lowercase_word(buf.window(k * 8))));
+    let tail = ascii_lowercase_word(buf.window(last * 8)) & low_bytes_mask(len - last * 8);
+    Some((finish(hash, tail, len), len, first_byte_slot(bytes[0])))
 }
 
 /// The slot of a prefix's first byte, case-folded: letters get slots of their own;
@@ -60,7 +76,7 @@ impl AgentState {
 
 /// Does the User-Agent value in `value` start with a listed prefix? `lengths[slot]` has
 /// bit `n` set when some prefix whose first byte has that slot is `n` bytes long;
-/// `listed` looks a key up, once per such length.
+/// `listed` looks a key up, once per such length the value is long enough for.
 #[inline(always)]
 pub fn is_scanner(
     buf: &ScanBuf,
@@ -70,36 +86,40 @@ pub fn is_scanner(
     lengths: &[u64; SCANNER_SLOTS],
     mut listed: impl FnMut(u64) -> bool,
 ) -> bool {
-    const BYTES_PER_STEP: usize = 8;
     if value.is_empty() {
         return false;
     }
-    let lengths = lengths[first_byte_slot(buf.byte(value.start()))];
+    let (start, len) = (value.start(), value.len());
+    // Lengths this value is long enough for (bit n: n bytes).
+    let fits = if len >= 63 {
+        u64::MAX
+    } else {
+        (2u64 << len) - 1
+    };
+    let lengths = lengths[first_byte_slot(buf.byte(start))] & fits;
     if lengths == 0 {
         return false; // no prefix starts like this User-Agent: one read, no hashing
     }
     state.hash.set(seed);
     state.found.set(false);
-    let (start, len) = (value.start(), value.len());
-    repeat(
-        MAX_SCANNER_AGENT_LEN.div_ceil(BYTES_PER_STEP) as u32,
-        &mut |step: u32| {
-            let mut hash = state.hash.get();
-            for j in 0..BYTES_PER_STEP {
-                let i = step as usize * BYTES_PER_STEP + j;
-                if i >= len || i >= MAX_SCANNER_AGENT_LEN {
-                    return false;
-                }
-                hash = fold(hash, buf.byte(start + i));
-                if (lengths >> ((i + 1) & 63)) & 1 != 0 && listed(hash) {
-                    state.found.set(true);
-                    return false;
-                }
+    // A word per step: the lengths ending in it are looked up, then it joins the hash.
+    repeat(MAX_SCANNER_AGENT_LEN.div_ceil(8) as u32, &mut |k: u32| {
+        let k = k as usize;
+        let hash = state.hash.get();
+        let word = ascii_lowercase_word(buf.window(start + k * 8));
+        let ending_here = (lengths >> (k * 8 + 1)) & 0xff;
+        for r in 1..=8 {
+            if (ending_here >> (r - 1)) & 1 != 0
+                && listed(finish(hash, word & low_bytes_mask(r), k * 8 + r))
+            {
+                state.found.set(true);
+                return false;
             }
-            state.hash.set(hash);
-            true
-        },
-    );
+        }
+        state.hash.set(mix(hash, word));
+        // Go on while a longer listed length remains.
+        k < 7 && lengths >> ((k + 1) * 8 + 1) != 0
+    });
     state.found.get()
 }
 
@@ -137,6 +157,32 @@ mod tests {
         assert!(!scanner(&list, "friendly"), "shorter than the prefix");
         assert!(!scanner(&list, "my friendly-scanner"), "not at the start");
         assert!(!scanner(&[], "friendly-scanner"));
+    }
+
+    #[test]
+    fn every_length_matches_at_its_length_only() {
+        let agent = "Abcdefghijklmnopqrstuvwxyz-0123456789/ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+        for len in 1..=MAX_SCANNER_AGENT_LEN {
+            let prefix = &agent[..len];
+            assert!(scanner(&[prefix], agent), "{len}");
+            assert!(scanner(&[prefix], &agent.to_lowercase()), "{len} folded");
+            assert!(scanner(&[prefix], prefix), "{len} exactly");
+            assert!(
+                !scanner(&[prefix], &agent[..len - 1]),
+                "{len}: value too short"
+            );
+            let mut other = agent.as_bytes().to_vec();
+            other[len - 1] ^= 0x01;
+            let other = String::from_utf8(other).unwrap();
+            assert!(!scanner(&[prefix], &other), "{len}: last byte differs");
+        }
+    }
+
+    #[test]
+    fn only_letters_fold() {
+        assert!(!scanner(&["sip[cli]"], "sip{cli}"));
+        assert!(!scanner(&["a@b"], "a`b"));
+        assert!(scanner(&["SIP-CLI"], "sip-cli/1.0"));
     }
 
     #[test]
