@@ -102,24 +102,35 @@ pub fn is_scanner(
     }
     state.hash.set(seed);
     state.found.set(false);
-    // A word per step: the lengths ending in it are looked up, then it joins the hash.
-    repeat(MAX_SCANNER_AGENT_LEN.div_ceil(8) as u32, &mut |k: u32| {
-        let k = k as usize;
-        let hash = state.hash.get();
-        let word = ascii_lowercase_word(buf.window(start + k * 8));
-        let ending_here = (lengths >> (k * 8 + 1)) & 0xff;
-        for r in 1..=8 {
-            if (ending_here >> (r - 1)) & 1 != 0
-                && listed(finish(hash, word & low_bytes_mask(r), k * 8 + r))
-            {
-                state.found.set(true);
-                return false;
+    // Two words per step (a step is a call); in each, the lengths ending in it are
+    // looked up, then it joins the hash.
+    const WORDS_PER_STEP: usize = 2;
+    repeat(
+        MAX_SCANNER_AGENT_LEN.div_ceil(8 * WORDS_PER_STEP) as u32,
+        &mut |step: u32| {
+            let mut hash = state.hash.get();
+            for w in 0..WORDS_PER_STEP {
+                let k = step as usize * WORDS_PER_STEP + w;
+                let word = ascii_lowercase_word(buf.window(start + k * 8));
+                let ending_here = (lengths >> (k * 8 + 1)) & 0xff;
+                for r in 1..=8 {
+                    if (ending_here >> (r - 1)) & 1 != 0
+                        && listed(finish(hash, word & low_bytes_mask(r), k * 8 + r))
+                    {
+                        state.found.set(true);
+                        return false;
+                    }
+                }
+                // Go on while a longer listed length remains.
+                if k >= 7 || lengths >> ((k + 1) * 8 + 1) == 0 {
+                    return false;
+                }
+                hash = mix(hash, word);
             }
-        }
-        state.hash.set(mix(hash, word));
-        // Go on while a longer listed length remains.
-        k < 7 && lengths >> ((k + 1) * 8 + 1) != 0
-    });
+            state.hash.set(hash);
+            true
+        },
+    );
     state.found.get()
 }
 

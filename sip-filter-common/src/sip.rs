@@ -4,13 +4,16 @@
 //! a time, and as soon as a line ends classifies it by its header name (compact forms,
 //! any case, spaces or tabs before the colon, folded continuation lines) and records
 //! where the value is. It records the headers its caller wants ([`HeaderSet`]) and stops
-//! once it has them all: the kernel wants the User-Agent alone. Nothing is copied or
-//! allocated; every loop has a constant bound.
+//! once it has them all. The kernel wants the User-Agent alone, and passes over the
+//! header lines that cannot hold it looking only at line feeds and the byte after each.
+//! Nothing is copied or allocated; every loop has a constant bound.
 //!
 //! Defined limits, all tested:
 //! - Only the first [`SCAN_LEN`](crate::scan::SCAN_LEN) bytes and the first [`MAX_LINES`]
-//!   lines are examined. A header beyond them is absent: [`SipMessage::headers_complete`]
-//!   is then false, and policy must treat an absent header as "unknown", not as "clean".
+//!   lines examined are looked at: every line in a full parse; in the kernel's, only the
+//!   start line, lines starting with `u`, `U`, CR or LF, and those after the
+//!   User-Agent. A header beyond them is absent: [`SipMessage::headers_complete`] is
+//!   then false, and policy must treat an absent header as "unknown", not as "clean".
 //! - A line cut by the end of the window is ignored, unless the window holds the whole
 //!   datagram (then the datagram's last line needs no line feed).
 //! - Empty lines before the start line are skipped (RFC 3261 §7.5).
@@ -26,7 +29,7 @@ use crate::{
     scanner::AgentState,
 };
 
-/// Lines of a message examined, the start line included.
+/// Lines of a message examined, the start line included (see the module's limits).
 pub const MAX_LINES: usize = 64;
 /// Spaces and tabs skipped around a header's colon (a multiple of 8).
 const MAX_WHITESPACE: usize = 24;
@@ -394,8 +397,6 @@ pub struct Scratch {
     pub hash: HashState,
     pub agent: AgentState,
     start: StartState,
-    /// A word for a result leaving an [`isolated`] step.
-    pub result: Vol<u64>,
 }
 
 impl Default for Scratch {
@@ -413,7 +414,6 @@ impl Scratch {
             hash: HashState::new(),
             agent: AgentState::new(),
             start: StartState::new(),
-            result: Vol::new(0),
         }
     }
 
@@ -432,12 +432,18 @@ struct LineState {
     origin: Vol<u16>,
     /// Where the start line's content ends (before its CRLF).
     start_line_end: Vol<u16>,
-    /// Lines ended so far, the start line included.
+    /// Lines examined so far, the start line included.
     count: Vol<u16>,
-    /// Where the line being scanned begins.
-    line_start: Vol<u16>,
-    /// Where the search for the current line's end goes on.
+    /// Where the next line to look at begins.
+    next_line: Vol<u16>,
+    /// Where the search for that line's end goes on.
     cursor: Vol<u16>,
+    /// Non-zero while lines are being skipped (see [`skip_lines`]).
+    skipping: Vol<u16>,
+    /// Where skipping goes on: line starts from here on are looked at.
+    skip_from: Vol<u16>,
+    /// 0x80 when the byte before `skip_from` is a line feed (a line starts there).
+    skip_carry: Vol<u64>,
     /// Every wanted header was examined: the empty line was reached, or all of them
     /// were found.
     headers_complete: Vol<u16>,
@@ -456,8 +462,11 @@ impl LineState {
             origin: Vol::new(0),
             start_line_end: Vol::new(0),
             count: Vol::new(0),
-            line_start: Vol::new(0),
+            next_line: Vol::new(0),
             cursor: Vol::new(0),
+            skipping: Vol::new(0),
+            skip_from: Vol::new(0),
+            skip_carry: Vol::new(0),
             headers_complete: Vol::new(0),
             scan_done: Vol::new(0),
             last_header: Vol::new(0),
@@ -504,6 +513,14 @@ impl StartState {
         }
     }
 
+    fn address(&self) -> [u8; 16] {
+        let mut address = [0u8; 16];
+        for (byte, slot) in address.iter_mut().zip(self.address.iter()) {
+            *byte = slot.get();
+        }
+        address
+    }
+
     fn clear_uri(&mut self) {
         self.scheme.set(Scheme::Other as u8);
         self.user.set(Span::ABSENT);
@@ -517,10 +534,7 @@ impl StartState {
         if !self.valid.get() {
             return None;
         }
-        let mut address = [0u8; 16];
-        for (byte, slot) in address.iter_mut().zip(self.address.iter()) {
-            *byte = slot.get();
-        }
+        let address = self.address();
         let uri = RequestUri {
             scheme: Scheme::from_u8(self.scheme.get()),
             user: self.user.get(),
@@ -647,11 +661,7 @@ impl Scratch {
     }
     /// The Request-URI's IP-literal host, parsed.
     pub fn address(&self) -> [u8; 16] {
-        let mut address = [0u8; 16];
-        for (byte, slot) in address.iter_mut().zip(self.start.address.iter()) {
-            *byte = slot.get();
-        }
-        address
+        self.start.address()
     }
     /// A recorded header's value.
     pub fn header(&self, header: Header) -> Span {
@@ -689,11 +699,13 @@ fn content_end(buf: &ScanBuf, start: usize, newline: u16) -> usize {
     }
 }
 
-/// The one pass over the lines: each step looks for the current line's end (up to
-/// [`WORDS_PER_STEP`] words) and, once it has it, handles the whole line at once: the
-/// start line's end is noted, a header line is classified, a folded one extends the
-/// header before it. The pass stops at the empty line ending the header section, once
-/// every header in `WANTED` is found, or after [`MAX_LINES`] lines.
+/// The one pass over the lines. Each step handles one line it has to examine: it finds
+/// the line's end, notes the start line's end, classifies a header line, or extends the
+/// header before a folded one. Lines that cannot matter are not examined: when only the
+/// User-Agent is wanted, header lines starting with other letters are passed over by
+/// [`skip_lines`], which looks only at line feeds and the byte after each. The pass
+/// stops at the empty line ending the header section, once every header in `WANTED` is
+/// found, or after examining [`MAX_LINES`] lines.
 fn scan_lines<const WANTED: HeaderSet>(
     buf: &ScanBuf,
     lines: &mut LineState,
@@ -709,6 +721,7 @@ fn scan_lines<const WANTED: HeaderSet>(
     lines.last_header.set(NO_HEADER);
     lines.found.set(0);
     lines.start_line_end.set(0);
+    lines.skipping.set(0);
     // RFC 3261 §7.5: CRLFs before the start line are ignored.
     let first = buf.word(0);
     let origin = if first & 0xffff != 0x0a0d {
@@ -719,18 +732,32 @@ fn scan_lines<const WANTED: HeaderSet>(
         4
     };
     lines.origin.set(origin);
-    lines.line_start.set(origin);
+    lines.next_line.set(origin);
     lines.cursor.set(origin);
-    // A step per line, plus one per WORDS_PER_STEP words of a longer line.
-    const STEPS: usize = MAX_LINES + SCAN_LEN / (WORDS_PER_STEP * 8) + 1;
+    // A step per line examined (and one to find the limit reached), one to start each
+    // skip, and one per WORDS_PER_STEP or SKIP_WORDS words searched or skipped.
+    const STEPS: usize = 2 * (MAX_LINES + 1) + BUF_WORDS / WORDS_PER_STEP + BUF_WORDS / SKIP_WORDS;
     repeat(STEPS as u32, &mut |_| {
+        if lines.skipping.get() != 0 {
+            return skip_lines(buf, lines, len);
+        }
+        let start = usize::from(lines.next_line.get());
         let from = usize::from(lines.cursor.get());
         if from >= len {
             return false;
         }
-        // Aligned words, one load each; in the first, the bytes before `from` are
-        // masked off. The bytes after the payload are zero (`ScanBuf::terminate`), and a
-        // line feed found beyond it is ignored: no false line end.
+        if from == start && !must_examine::<WANTED>(lines, buf.byte(start)) {
+            // A header line that cannot hold a wanted header, nor continue one.
+            lines.last_header.set(NO_HEADER);
+            lines.skip_from.set(start as u16 + 1);
+            lines.skip_carry.set(0);
+            lines.skipping.set(1);
+            return true;
+        }
+        // The line's end, in aligned words (one load each); in the first, the bytes
+        // before `from` are masked off. The bytes after the payload are zero
+        // (`ScanBuf::terminate`), and a line feed found beyond it is ignored. Not a
+        // nested loop: 6.1 counts the stack of every frame on the way down.
         let first_word = from >> 3;
         let mut newline = usize::MAX;
         let mut hits = bytes_equal(buf.word(first_word), b'\n') & (u64::MAX << ((from & 7) * 8));
@@ -744,24 +771,21 @@ fn scan_lines<const WANTED: HeaderSet>(
             }
         }
         let at = if newline < len {
-            lines.cursor.set(newline as u16 + 1);
             newline
         } else {
             let next = (first_word + WORDS_PER_STEP) * 8;
             if next < len {
-                lines.cursor.set(next as u16);
+                lines.cursor.set(next as u16); // a long line: on in the next step
                 return true;
             }
-            // Out of data without the empty line. A whole datagram's last line needs no
-            // line feed. (Handled here, not after the loop: code after a loop is verified
-            // once per way the loop can end, and 6.1's verifier gives up on this.)
-            lines.cursor.set(len as u16);
-            if !whole || usize::from(lines.line_start.get()) >= len {
-                return false;
+            if !whole {
+                return false; // a line cut by the window is ignored
             }
-            len
+            len // a whole datagram's last line needs no line feed
         };
-        if end_line::<WANTED>(buf, lines, at) {
+        lines.next_line.set(at as u16 + 1);
+        lines.cursor.set(at as u16 + 1);
+        if end_line::<WANTED>(buf, lines, start, at) {
             lines.scan_done.set(1);
             return false;
         }
@@ -775,19 +799,82 @@ fn scan_lines<const WANTED: HeaderSet>(
 
 /// Words searched for a line end per step: most header lines end within 64 bytes.
 const WORDS_PER_STEP: usize = 8;
+/// Words [`skip_lines`] looks at per step (more, and 6.18's verifier gives up).
+const SKIP_WORDS: usize = 8;
 
-/// Handles the line ending at `at` (its line feed, or the payload's end). True when the
-/// scan is done.
+/// Whether the line starting with `first` must be examined: always in a full parse.
+/// When only the User-Agent is wanted: the start line, a line that may be the
+/// User-Agent or the empty line, and every line once the User-Agent is found (it may
+/// be folded onto them, and the next header ends the scan).
 #[inline(always)]
-fn end_line<const WANTED: HeaderSet>(buf: &ScanBuf, lines: &mut LineState, at: usize) -> bool {
+fn must_examine<const WANTED: HeaderSet>(lines: &LineState, first: u8) -> bool {
+    WANTED != POLICY_HEADERS
+        || lines.count.get() == 0
+        || lines.found.get() == WANTED
+        || first | 0x20 == b'u'
+        || first == b'\r'
+        || first == b'\n'
+}
+
+/// Looks for the next line [`must_examine`] would examine, eight bytes at a time: only
+/// line feeds and the byte after each are looked at. Sets `next_line` to it and ends
+/// the skip; false when the data ends first.
+#[inline(always)]
+fn skip_lines(buf: &ScanBuf, lines: &mut LineState, len: usize) -> bool {
+    let from = usize::from(lines.skip_from.get());
+    let first_word = from >> 3;
+    // The flag of a line start at the first word's byte 0, carried over.
+    let mut carry = lines.skip_carry.get() & 0x80;
+    // In the first word, line starts before `from` were looked at already.
+    let mut keep = u64::MAX << ((from & 7) * 8);
+    for w in 0..SKIP_WORDS {
+        let k = first_word + w;
+        if k * 8 >= len {
+            return false;
+        }
+        let word = buf.word(k);
+        let newlines = bytes_equal(word, b'\n');
+        // The high bit of each byte that starts a line.
+        let starts = ((newlines << 8) | carry) & keep;
+        keep = u64::MAX;
+        carry = newlines >> 56;
+        if starts != 0 {
+            let examined = starts
+                & (bytes_equal(word | ASCII_LOWER, b'u')
+                    | bytes_equal(word, b'\r')
+                    | bytes_equal(word, b'\n'));
+            if examined != 0 {
+                let at = k * 8 + first_flagged_byte(examined);
+                if at >= len {
+                    return false;
+                }
+                lines.next_line.set(at as u16);
+                lines.cursor.set(at as u16);
+                lines.skipping.set(0);
+                return true;
+            }
+        }
+    }
+    lines.skip_from.set(((first_word + SKIP_WORDS) * 8) as u16);
+    lines.skip_carry.set(carry);
+    true
+}
+
+/// Handles the line from `start` to `at` (its line feed, or the payload's end). True
+/// when the scan is done.
+#[inline(always)]
+fn end_line<const WANTED: HeaderSet>(
+    buf: &ScanBuf,
+    lines: &mut LineState,
+    start: usize,
+    at: usize,
+) -> bool {
     let count = usize::from(lines.count.get());
     if count >= MAX_LINES {
         return true;
     }
-    let start = usize::from(lines.line_start.get());
     let end = content_end(buf, start, at as u16);
     lines.count.set(count as u16 + 1);
-    lines.line_start.set(at as u16 + 1);
     if count == 0 {
         lines.start_line_end.set(end as u16);
         return false;
@@ -815,9 +902,6 @@ fn end_line<const WANTED: HeaderSet>(buf: &ScanBuf, lines: &mut LineState, at: u
         return true;
     }
     lines.last_header.set(NO_HEADER);
-    if !may_start_wanted(WANTED, first) {
-        return false;
-    }
     if let Some((header, value_start)) = classify_header(buf, start, end) {
         let bit = 1 << header as u16;
         let slot = &mut lines.headers[header as usize & (Header::COUNT - 1)];
@@ -828,13 +912,6 @@ fn end_line<const WANTED: HeaderSet>(buf: &ScanBuf, lines: &mut LineState, at: u
         }
     }
     false
-}
-
-/// Whether a header line starting with `first` can hold a header in `wanted`: a cheap
-/// test that spares classifying most lines when the User-Agent alone is wanted.
-#[inline(always)]
-fn may_start_wanted(wanted: HeaderSet, first: u8) -> bool {
-    wanted != POLICY_HEADERS || first | 0x20 == b'u'
 }
 
 /// A folded line (RFC 3261 §7.3.1) continues the previous header's value.
@@ -1003,14 +1080,8 @@ fn parse_request_uri(
     if rest >= end {
         return None; // no scheme, or nothing after it
     }
+    out.clear_uri();
     out.scheme.set(scheme as u8);
-    out.user.set(Span::ABSENT);
-    out.host.set(Span::ABSENT);
-    out.host_kind.set(HostKind::None as u8);
-    out.port.set(0);
-    for byte in out.address.iter_mut() {
-        byte.set(0);
-    }
     match scheme {
         Scheme::Tel => {
             out.user

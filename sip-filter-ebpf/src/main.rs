@@ -21,7 +21,6 @@ use aya_ebpf::{
 };
 use headers::{parse_headers, Headers, Udp};
 use sip_filter_common::{
-    bounded::isolated,
     domain::{host_hashes, DOMAIN_EXACT, DOMAIN_WILDCARD, MAX_SUFFIXES},
     maps::{
         Ban, BanReason, ListEntry, SourceKey, BAN_SLOTS, CLASS_COUNT, CLASS_INVITE, CLASS_OTHER,
@@ -248,20 +247,14 @@ fn verdict(reason: Reason, method: usize) -> u64 {
 /// Set in `judge`'s answer for a request: the request policy decides.
 const NEEDS_REQUEST_POLICY: u64 = 1 << 16;
 
-/// Runs [`request_verdict`] as a loop body of its own: verified once.
+/// Runs [`request_verdict`] on the message `judge` left in the scratch.
 #[inline(never)]
 fn request_policy() -> Reason {
     let (Some(config), Some(scratch)) = (CONFIG.get(0), SCAN.get_ptr_mut(0)) else {
         return Reason::PassRequest;
     };
     // SAFETY: per-CPU scratch, used only by this CPU during this run.
-    let scratch = unsafe { &mut *scratch };
-    isolated(&mut |_| {
-        let reason = request_verdict(config, scratch);
-        scratch.result.set(reason as u64);
-        false
-    });
-    reason_from(scratch.result.get())
+    request_verdict(config, unsafe { &mut *scratch })
 }
 
 /// What the request policy needs from `judge` besides the parsed message.

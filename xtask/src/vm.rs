@@ -52,6 +52,9 @@ pub struct VmArgs {
     /// Seconds the VM may run (boot and tests) before qemu is killed and the test fails.
     #[arg(long, default_value_t = DEFAULT_TIMEOUT_SECS)]
     timeout: u64,
+    /// Run only the tests whose name contains this (to read one verifier log).
+    #[arg(long)]
+    filter: Option<String>,
 }
 
 impl Default for VmArgs {
@@ -59,12 +62,22 @@ impl Default for VmArgs {
         Self {
             expect_verifier_failure: false,
             timeout: DEFAULT_TIMEOUT_SECS,
+            filter: None,
         }
     }
 }
 
 pub fn vm_test(args: VmArgs) -> anyhow::Result<()> {
     let started = Instant::now();
+    if let Some(filter) = &args.filter {
+        // It goes into /init's command line: test names are identifiers.
+        if !filter
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            bail!("--filter {filter:?}: give part of a test name (letters, digits, _)");
+        }
+    }
     install_packages(VM_PACKAGES)?;
     let workspace = workspace_root()?;
     let vm_dir = target_dir(&workspace).join("vm");
@@ -80,7 +93,7 @@ pub fn vm_test(args: VmArgs) -> anyhow::Result<()> {
     let build_started = Instant::now();
     let test_binary = build_test_binary(&workspace, cfg)?;
     let build_time = build_started.elapsed();
-    let initrd = build_initramfs(&vm_dir, &test_binary)?;
+    let initrd = build_initramfs(&vm_dir, &test_binary, args.filter.as_deref())?;
     let prepared = started.elapsed();
 
     println!(
@@ -361,7 +374,11 @@ fn json_string(line: &str, after: &str, key: &str) -> Option<String> {
 }
 
 /// The initramfs: busybox, the test binary with its shared libraries, and `/init`.
-fn build_initramfs(vm_dir: &Path, test_binary: &Path) -> anyhow::Result<PathBuf> {
+fn build_initramfs(
+    vm_dir: &Path,
+    test_binary: &Path,
+    filter: Option<&str>,
+) -> anyhow::Result<PathBuf> {
     let root = vm_dir.join("initramfs");
     remove_dir_if_present(&root)?;
     for dir in ["bin", "dev", "proc", "sys", "tmp"] {
@@ -384,7 +401,7 @@ fn build_initramfs(vm_dir: &Path, test_binary: &Path) -> anyhow::Result<PathBuf>
         copy_into(&root, &library, inside)?;
     }
     let init = root.join("init");
-    fs::write(&init, init_script()).with_context(|| format!("writing {}", init.display()))?;
+    fs::write(&init, init_script(filter)).with_context(|| format!("writing {}", init.display()))?;
     set_executable(&init)?;
 
     let initrd = vm_dir.join("initrd.gz");
@@ -400,7 +417,8 @@ fn build_initramfs(vm_dir: &Path, test_binary: &Path) -> anyhow::Result<PathBuf>
     Ok(initrd)
 }
 
-fn init_script() -> String {
+fn init_script(filter: Option<&str>) -> String {
+    let filter = filter.unwrap_or_default();
     format!(
         r#"#!/bin/sh
 # Written by `cargo xtask vm-test`: runs the kernel-side tests, prints their exit code.
@@ -413,7 +431,7 @@ mkdir -p /sys/fs/bpf
 mount -t bpf bpf /sys/fs/bpf
 echo "vm: Linux $(uname -r)"
 cd /tmp
-CI=true /{TEST_TARGET} --test-threads=1
+CI=true /{TEST_TARGET} --test-threads=1 {filter}
 echo "{RESULT_MARKER}$?"
 poweroff -f
 "#

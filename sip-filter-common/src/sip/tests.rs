@@ -1003,6 +1003,45 @@ fn max_lines_limit() {
 }
 
 #[test]
+fn the_policy_parse_examines_only_lines_that_may_hold_the_user_agent() {
+    let policy = |text: &str, whole: bool| {
+        let mut scratch = Scratch::new();
+        let len = scratch.fill(text.as_bytes());
+        match parse_wanted::<POLICY_HEADERS>(&mut scratch, len, whole) {
+            Payload::Sip(m) => {
+                let agent = m.header(Header::UserAgent);
+                let value =
+                    (agent.is_present()).then(|| text[agent.start()..agent.end()].to_string());
+                (value, m.headers_complete)
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    for whole in [true, false] {
+        // Past the full parse's limit: the lines before the User-Agent are not examined.
+        let text = many_lines(100);
+        assert_eq!(policy(&text, whole), (Some("Acme".into()), true), "{whole}");
+        // MAX_LINES lines that may be the User-Agent, then the User-Agent: beyond.
+        let mut text = String::from("OPTIONS sip:a@b SIP/2.0\r\n");
+        for i in 0..MAX_LINES {
+            text.push_str(&format!("Unsupported: x{i}\r\n"));
+        }
+        text.push_str("User-Agent: Acme\r\n\r\n");
+        assert!(text.len() < SCAN_LEN);
+        assert_eq!(policy(&text, whole), (None, false), "{whole}");
+    }
+    // Line starts at every offset within a word: the skip finds the User-Agent after
+    // each, and its folded continuation.
+    for pad in 0..16 {
+        let text = format!(
+            "OPTIONS sip:a@b SIP/2.0\r\nX-Pad: {}\r\nVia: v\r\nuser-agent :\r\n sipcli\r\nTo: t\r\n\r\n",
+            "p".repeat(pad)
+        );
+        assert_eq!(policy(&text, true), (Some("sipcli".into()), true), "{pad}");
+    }
+}
+
+#[test]
 fn scratch_reuse_leaves_nothing_behind() {
     let texts = [
         RFC_INVITE.to_string(),
@@ -1485,6 +1524,8 @@ proptest! {
         ],
         whole in any::<bool>(),
     ) {
+        // (The inputs have fewer than MAX_LINES lines: beyond, the full parse stops
+        // where the policy parse, examining fewer lines, goes on.)
         let full = run(&bytes, whole).0;
         let mut scratch = Scratch::new();
         let len = scratch.fill(&bytes);
