@@ -10,6 +10,9 @@
 //! per-CPU scratch map value (see [`crate::scan::Vol`]), so every iteration starts
 //! from the same, unknown, state. On the host the same bodies run in a plain loop.
 
+/// Loop steps the benchmark's `ref_calls` reference program makes, to price one call.
+pub const REF_CALLS: u32 = 16;
+
 /// A loop body: `run` is called with 0, 1, 2, … and returns whether to go on.
 pub trait LoopBody {
     fn run(&mut self, index: u32) -> bool;

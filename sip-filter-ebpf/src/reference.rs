@@ -1,7 +1,8 @@
 //! Reference programs for the benchmark (`cargo xtask bench`), measured beside
 //! `sip_filter` on the same frames: what any XDP program costs, what reading the
 //! Ethernet/IP/UDP headers costs, what one per-source map update and a counter add to
-//! that, and what copying the payload and passing over every byte of it costs. In the
+//! that, what copying the payload and passing over every byte of it costs, and what a
+//! call costs (`ref_calls`). In the
 //! same object so they are built alike; the daemon never loads or attaches them
 //! (`Filter::load` loads `sip_filter` only).
 
@@ -13,7 +14,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use sip_filter_common::{
-    bounded::repeat,
+    bounded::{repeat, REF_CALLS},
     maps::{SourceKey, MAX_SOURCES},
     scan::{bytes_equal, Vol, BUF_BYTES, BUF_WORDS, ONES},
     ScanBuf, SCAN_LEN,
@@ -146,6 +147,37 @@ pub fn ref_scan(ctx: XdpContext) -> u32 {
     );
     // The verdict depends on the pass, so it cannot be optimized away.
     if newlines.get() > 0 {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
+#[map(name = "REF_CALL_COUNT")]
+static REF_CALL_COUNT: PerCpuArray<Vol<u64>> = PerCpuArray::with_max_entries(1, 0);
+
+/// Header parsing, then [`REF_CALLS`] `bpf_loop` steps that each add one to a per-CPU
+/// count: what a call and its return cost (each loop step is one, as is each helper and
+/// each function the parser keeps out of line). Less `ref_parse_headers`, divided by
+/// the steps: the price of one call on this machine.
+#[xdp]
+pub fn ref_calls(ctx: XdpContext) -> u32 {
+    match parse_headers(&ctx) {
+        Headers::Udp(udp) if udp.dst_port == SIP_PORT => {}
+        _ => return xdp_action::XDP_PASS,
+    }
+    let Some(count) = REF_CALL_COUNT.get_ptr_mut(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: per-CPU, used only by this CPU during this run.
+    let count = unsafe { &mut *count };
+    count.set(0);
+    repeat(REF_CALLS, &mut |_| {
+        count.set(count.get() + 1);
+        true
+    });
+    // The verdict depends on the steps, so they cannot be optimized away.
+    if count.get() == u64::from(REF_CALLS) {
         xdp_action::XDP_DROP
     } else {
         xdp_action::XDP_PASS

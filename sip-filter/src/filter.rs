@@ -454,11 +454,12 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// The reference programs in the same object as `sip_filter`, for the benchmark.
-pub const REFERENCE_PROGRAMS: [&str; 4] = [
+pub const REFERENCE_PROGRAMS: [&str; 5] = [
     "ref_drop",
     "ref_parse_headers",
     "ref_parse_update",
     "ref_scan",
+    "ref_calls",
 ];
 
 /// A reference program (see [`REFERENCE_PROGRAMS`]): loaded from the same embedded

@@ -70,6 +70,7 @@ fn bench_runs_in_quick_mode() {
             "ref_parse_headers_ns",
             "ref_parse_update_ns",
             "ref_scan_ns",
+            "ref_calls_ns",
         ] {
             assert!(class[key].is_u64(), "{key} missing in {class}");
         }

@@ -4,8 +4,9 @@
 //!    programs from the same object, measured in the same run on the same frame:
 //!    `ref_drop` (a bare XDP_DROP: what the test-run loop itself costs),
 //!    `ref_parse_headers` (Ethernet/IP/UDP parsing only), `ref_parse_update` (parsing,
-//!    one per-source LRU update and a per-CPU counter) and `ref_scan` (parsing, the
-//!    payload copy and one pass over its bytes in `bpf_loop`). Each figure is the median
+//!    one per-source LRU update and a per-CPU counter), `ref_scan` (parsing, the
+//!    payload copy and one pass over its bytes in `bpf_loop`) and `ref_calls` (parsing
+//!    and 16 `bpf_loop` steps: the price of a call). Each figure is the median
 //!    over several runs of many repeats; the programs take turns within a run, so drift
 //!    hits them alike. Each class's figure is set against its target (issue #5).
 //! 2. State growth: the same, for a banned, a denied and an allowed source, with small
@@ -33,6 +34,7 @@ use sip_filter::{
     settings::{BanRules, RateLimit, RateLimits},
     Filter, Settings,
 };
+use sip_filter_common::bounded::REF_CALLS;
 use sip_filter_common::maps::{
     names, Ban, BanReason, ListEntry, SourceKey, SourceState, MAX_SOURCES,
 };
@@ -225,6 +227,11 @@ fn padded_to(frame_len: usize, method: &str, uri: &str, headers: &[&str]) -> Vec
     udp4(SIP_PORT, &sip_request(method, uri, &all))
 }
 
+/// What one call costs: `ref_calls` less header parsing, over its loop steps.
+fn per_call_ns(calls_ns: u128, parse_ns: u128) -> f64 {
+    calls_ns.saturating_sub(parse_ns) as f64 / f64::from(REF_CALLS)
+}
+
 fn median(mut samples: Vec<u128>) -> u128 {
     samples.sort_unstable();
     samples[samples.len() / 2]
@@ -331,7 +338,7 @@ fn main() -> anyhow::Result<()> {
         args.repeat
     );
     println!(
-        "{:<27} {:>5} {:>6} {:>10} {:>5} {:>6} {:>7} {:>5} {:>9}  target",
+        "{:<27} {:>5} {:>6} {:>10} {:>5} {:>6} {:>7} {:>5} {:>5} {:>9}  target",
         "packet class",
         "bytes",
         "action",
@@ -340,6 +347,7 @@ fn main() -> anyhow::Result<()> {
         "parse",
         "+update",
         "scan",
+        "call",
         "sf/parse"
     );
     let mut results = Vec::new();
@@ -366,6 +374,7 @@ fn main() -> anyhow::Result<()> {
         let ref_ns: Vec<u128> = refs.iter().map(|s| median(s.clone())).collect();
         let (drop_ns, parse_ns) = (ref_ns[0], ref_ns[1]);
         let vs_parse = ratio(sf_ns, parse_ns);
+        let call_ns = per_call_ns(ref_ns[4], parse_ns);
         let action = if class.expected == XDP_DROP {
             "drop"
         } else {
@@ -373,7 +382,7 @@ fn main() -> anyhow::Result<()> {
         };
         let target = class.target.map(|t| against(t, sf_ns, parse_ns));
         println!(
-            "{:<27} {:>5} {:>6} {:>10} {:>5} {:>6} {:>7} {:>5} {:>9}  {}",
+            "{:<27} {:>5} {:>6} {:>10} {:>5} {:>6} {:>7} {:>5} {:>5.1} {:>9}  {}",
             class.name,
             class.frame.len(),
             action,
@@ -382,6 +391,7 @@ fn main() -> anyhow::Result<()> {
             parse_ns,
             ref_ns[2],
             ref_ns[3],
+            call_ns,
             show(vs_parse),
             target.as_ref().map_or("-", |(_, words)| words.as_str())
         );
@@ -394,6 +404,7 @@ fn main() -> anyhow::Result<()> {
             "sip_filter_ns": sf_ns,
             "sip_filter_per_parse": vs_parse,
             "sip_filter_per_drop": ratio(sf_ns, drop_ns),
+            "call_ns": call_ns,
         });
         for ((reference, ns), runs) in bench.references.iter().zip(&ref_ns).zip(refs) {
             entry[format!("{}_ns", reference.name())] = json!(ns);
@@ -652,19 +663,22 @@ fn markdown(doc: &Value) -> String {
          in every figure), `parse` parses Ethernet/VLAN/IP/UDP headers like the real program, \
          `+update` adds one per-source LRU update and a per-CPU counter, `scan` adds the \
          payload copy the real program makes (`bpf_xdp_load_bytes`, up to 2016 bytes) and one \
-         pass over every byte a word at a time in `bpf_loop`. Bans are off here (a scanner's \
+         pass over every byte a word at a time in `bpf_loop`; `call` is what one call and its \
+         return cost, from `ref_calls` (header parsing, then {} `bpf_loop` steps that each add \
+         one to a counter) less `parse`, over the steps: every loop step, helper call and \
+         out-of-line function of the real program pays it. Bans are off here (a scanner's \
          first packet would ban its source, and every repeat after it would be the `banned \
          source` class).\n",
-        doc["repeat"], doc["runs"]
+        doc["repeat"], doc["runs"], REF_CALLS
     );
     md.push_str(
-        "| class | bytes | verdict | sip-filter | drop | parse | +update | scan | sip-filter / parse | target |\n\
-         |---|--:|---|--:|--:|--:|--:|--:|--:|---|\n",
+        "| class | bytes | verdict | sip-filter | drop | parse | +update | scan | call | sip-filter / parse | target |\n\
+         |---|--:|---|--:|--:|--:|--:|--:|--:|--:|---|\n",
     );
     for c in doc["classes"].as_array().into_iter().flatten() {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             c["class"].as_str().unwrap_or("?"),
             c["bytes"],
             c["action"].as_str().unwrap_or("?"),
@@ -673,6 +687,9 @@ fn markdown(doc: &Value) -> String {
             c["ref_parse_headers_ns"],
             c["ref_parse_update_ns"],
             c["ref_scan_ns"],
+            c["call_ns"]
+                .as_f64()
+                .map_or("-".into(), |ns| format!("{ns:.1}")),
             show(c["sip_filter_per_parse"].as_f64()),
             c["target"]["verdict"].as_str().unwrap_or("-"),
         );
