@@ -65,8 +65,9 @@ pub fn host_hashes(buf: &ScanBuf, state: &mut HashState, span: Span, seed: u64) 
     state.count.set(0);
     state.full.set(seed);
     let (start, len) = (span.start(), span.len());
-    // Eight bytes per step, the hash carried in memory (see `crate::bounded`).
-    const BYTES_PER_STEP: usize = 8;
+    // Sixteen bytes per step (a step is a call), the hash carried in memory (see
+    // `crate::bounded`).
+    const BYTES_PER_STEP: usize = 16;
     repeat((MAX_HOST_LEN / BYTES_PER_STEP) as u32, &mut |step: u32| {
         let mut hash = state.full.get();
         for j in 0..BYTES_PER_STEP {
