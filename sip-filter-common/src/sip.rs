@@ -738,22 +738,25 @@ fn scan_lines<const WANTED: HeaderSet>(
     // skip, and one per WORDS_PER_STEP or SKIP_WORDS words searched or skipped.
     const STEPS: usize = 2 * (MAX_LINES + 1) + BUF_WORDS / WORDS_PER_STEP + BUF_WORDS / SKIP_WORDS;
     repeat(STEPS as u32, &mut |_| {
+        if lines.skipping.get() == 0 {
+            let (start, from) = (lines.next_line.get(), lines.cursor.get());
+            if usize::from(from) >= len {
+                return false;
+            }
+            if from == start && !must_examine::<WANTED>(lines, buf.byte(usize::from(start))) {
+                // A header line that cannot hold a wanted header, nor continue one: skip
+                // from here, in this same step (a step is a call).
+                lines.last_header.set(NO_HEADER);
+                lines.skip_from.set(start + 1);
+                lines.skip_carry.set(0);
+                lines.skipping.set(1);
+            }
+        }
         if lines.skipping.get() != 0 {
             return skip_lines(buf, lines, len);
         }
         let start = usize::from(lines.next_line.get());
         let from = usize::from(lines.cursor.get());
-        if from >= len {
-            return false;
-        }
-        if from == start && !must_examine::<WANTED>(lines, buf.byte(start)) {
-            // A header line that cannot hold a wanted header, nor continue one.
-            lines.last_header.set(NO_HEADER);
-            lines.skip_from.set(start as u16 + 1);
-            lines.skip_carry.set(0);
-            lines.skipping.set(1);
-            return true;
-        }
         // The line's end, in aligned words (one load each); in the first, the bytes
         // before `from` are masked off. The bytes after the payload are zero
         // (`ScanBuf::terminate`), and a line feed found beyond it is ignored. Not a
@@ -788,6 +791,19 @@ fn scan_lines<const WANTED: HeaderSet>(
         if end_line::<WANTED>(buf, lines, start, at) {
             lines.scan_done.set(1);
             return false;
+        }
+        // Everything wanted found: the next line, unless it continues the last header
+        // (folded), ends the scan; its first byte says so without another step.
+        // (Where it starts is read back from memory: to the verifier, one unknown value
+        // for every way `end_line` can end, so this is checked once, not once per way.)
+        let next_line = usize::from(lines.next_line.get());
+        if lines.found.get() == WANTED && next_line < len {
+            let next = buf.byte(next_line);
+            if next != b' ' && next != b'\t' {
+                lines.headers_complete.set(1);
+                lines.scan_done.set(1);
+                return false;
+            }
         }
         at < len
     });
