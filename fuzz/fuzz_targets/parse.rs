@@ -1,11 +1,15 @@
 //! Arbitrary bytes into the SIP parser (as a whole datagram and as a prefix) and into
-//! the domain allowlist key; checks the invariants the XDP program relies on.
+//! the domain allowlist key; checks the invariants the XDP program relies on, and that
+//! the kernel's parse (the User-Agent alone, other lines passed over) finds the same
+//! start line and User-Agent as the full parse.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sip_filter_common::{
-    domain::allowlist_key, parse, sip::MAX_HOST_LEN, Header, HostKind, Payload, Scheme, Scratch,
-    Span, StartLine, SCAN_LEN,
+    domain::allowlist_key,
+    parse,
+    sip::{parse_wanted, MAX_HOST_LEN, MAX_LINES, POLICY_HEADERS},
+    Header, HostKind, Payload, Scheme, Scratch, Span, StartLine, SCAN_LEN,
 };
 
 fn check_span(span: Span, len: usize) {
@@ -49,6 +53,22 @@ fuzz_target!(|data: &[u8]| {
         check(&payload, len);
         // The scratch is reused, as the kernel's per-CPU one is: same result again.
         assert_eq!(parse(&mut scratch, len, whole), payload);
+        // Below MAX_LINES lines the full parse examines them all, as the kernel's
+        // examines all it needs (beyond, the kernel's goes further).
+        let lines = data[..len].iter().filter(|&&b| b == b'\n').count();
+        let policy = parse_wanted::<POLICY_HEADERS>(&mut scratch, len, whole);
+        match (&payload, &policy) {
+            (Payload::Sip(full), Payload::Sip(kernel)) => {
+                assert_eq!(kernel.start(), full.start());
+                if lines + 1 < MAX_LINES {
+                    assert_eq!(
+                        kernel.header(Header::UserAgent),
+                        full.header(Header::UserAgent)
+                    );
+                }
+            }
+            (full, kernel) => assert_eq!(kernel, full),
+        }
     }
     if let Ok(text) = core::str::from_utf8(data) {
         let _ = allowlist_key(text, 0x5eed_5eed_5eed_5eed);
