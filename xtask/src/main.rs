@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod profile;
 mod setup;
 mod test;
 mod vm;
@@ -25,6 +26,10 @@ enum Command {
     /// legitimate client (sipp) against a real SIP server (Kamailio), without and with the
     /// filter. Sets up first; needs root.
     Demo,
+    /// Run the benchmark's packet class (`--class`) and sample every CPU with perf: the
+    /// XDP program's time per function and per machine instruction (annotated listings
+    /// in target/profile). Needs root.
+    Profile(profile::ProfileArgs),
     /// Install the eBPF toolchain (Debian's rustc with a BPF core, LLVM 22, bpf-linker) and,
     /// with --test-tools, the tools the tests drive. Quick when everything is present.
     Setup {
@@ -42,6 +47,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Bench(args) => bench::bench(args),
+        Command::Profile(args) => profile::profile(args),
         Command::Demo => demo::demo(),
         Command::Setup { test_tools } => setup::setup(test_tools),
         Command::Test(args) => test::test(args),

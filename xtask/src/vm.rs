@@ -152,14 +152,14 @@ pub fn vm_test(args: VmArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn workspace_root() -> anyhow::Result<PathBuf> {
+pub fn workspace_root() -> anyhow::Result<PathBuf> {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
         .context("xtask's manifest directory has no parent")
 }
 
-fn target_dir(workspace: &Path) -> PathBuf {
+pub fn target_dir(workspace: &Path) -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => workspace.join(dir),
         None => workspace.join("target"),
