@@ -8,18 +8,20 @@
 #![allow(internal_features)]
 
 mod headers;
+mod payload;
 mod reference;
 mod sources;
 
 use aya_ebpf::{
     bindings::xdp_action,
     bindings::BPF_F_NO_PREALLOC,
-    helpers::generated::{bpf_ktime_get_coarse_ns, bpf_map_lookup_elem, bpf_xdp_load_bytes},
+    helpers::generated::{bpf_ktime_get_coarse_ns, bpf_map_lookup_elem},
     macros::{map, xdp},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
     programs::XdpContext,
 };
 use headers::{parse_headers, Headers, Udp};
+use payload::load_payload;
 use sip_filter_common::{
     domain::{host_hashes, DOMAIN_EXACT, DOMAIN_WILDCARD, MAX_SUFFIXES},
     maps::{
@@ -29,7 +31,6 @@ use sip_filter_common::{
         MAX_OWN_ADDRESSES, SOURCE_DROP_GLOBAL_BUDGET, SOURCE_DROP_RATE_LIMITED,
         SOURCE_DROP_SCANNER, SOURCE_DROP_UNKNOWN_DOMAIN,
     },
-    scan::BUF_BYTES,
     scanner::is_scanner,
     sip::{parse_in_place, Header, Kind, POLICY_HEADERS},
     Counters, FilterConfig, HostKind, Method, Reason, Scratch, SCAN_LEN,
@@ -131,7 +132,6 @@ pub fn bump_indexed(field: fn(&mut Counters) -> &mut [u64; BAN_SLOTS], index: us
 
 /// Everything up to the request policy: headers, source lists, parsing. Not inlined, so
 /// its stack is released before the request policy runs (see `sip_filter`).
-#[allow(unexpected_cfgs)] // sip_filter_verifier_regression_6_1, set through build.rs
 #[inline(never)]
 fn judge(ctx: &XdpContext) -> u64 {
     let Some(config) = CONFIG.get(0) else {
@@ -170,43 +170,12 @@ fn judge(ctx: &XdpContext) -> u64 {
     // SAFETY: per-CPU scratch, used only by this CPU during this run.
     let scratch = unsafe { &mut *scratch };
 
-    let len = if udp.payload_len > SCAN_LEN as u32 {
-        SCAN_LEN as u32
-    } else {
-        udp.payload_len
+    let Some(len) = load_payload(ctx, &udp, &mut scratch.buf) else {
+        return verdict(Reason::PassUnparsed, Method::None as usize);
     };
-    if len > 0 {
-        // Written so that 6.1's verifier also sees 1..=BUF_BYTES (it learns no lower
-        // bound from a `!= 0` branch). Laundered first: knowing `len` is 1..=SCAN_LEN,
-        // LLVM would fold the mask away and pass `len` itself, unbounded below on 6.1.
-        let unknown_len = scratch.buf.launder(len as usize) as u32;
-        #[cfg(not(sip_filter_verifier_regression_6_1))]
-        let load_len = (unknown_len.wrapping_sub(1) & (BUF_BYTES as u32 - 1)) + 1;
-        // The form 6.1 refuses (6.18 accepts it), built only by
-        // `cargo xtask vm-test --expect-verifier-failure` to show that test catches it.
-        #[cfg(sip_filter_verifier_regression_6_1)]
-        let load_len = unknown_len & (BUF_BYTES as u32 - 1);
-        #[cfg(sip_filter_verifier_regression_6_1)]
-        if load_len == 0 {
-            return verdict(Reason::PassUnparsed, Method::None as usize);
-        }
-        // SAFETY: `buf` is BUF_BYTES long and `load_len` at most that.
-        let loaded = unsafe {
-            bpf_xdp_load_bytes(
-                ctx.ctx,
-                udp.payload_offset,
-                scratch.buf.words.as_mut_ptr().cast(),
-                load_len,
-            )
-        };
-        if loaded != 0 {
-            return verdict(Reason::PassUnparsed, Method::None as usize);
-        }
-    }
-    scratch.buf.terminate(len as usize);
     let whole = !udp.first_fragment && udp.payload_len <= SCAN_LEN as u32;
 
-    match parse_in_place::<POLICY_HEADERS>(scratch, len as usize, whole) {
+    match parse_in_place::<POLICY_HEADERS>(scratch, len, whole) {
         Kind::Sip => {}
         Kind::Keepalive => return verdict(Reason::PassKeepalive, Method::None as usize),
         Kind::NotSip => {

@@ -8,7 +8,6 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::generated::bpf_xdp_load_bytes,
     macros::{map, xdp},
     maps::{LruHashMap, PerCpuArray},
     programs::XdpContext,
@@ -16,11 +15,14 @@ use aya_ebpf::{
 use sip_filter_common::{
     bounded::{repeat, REF_CALLS},
     maps::{SourceKey, MAX_SOURCES},
-    scan::{bytes_equal, Vol, BUF_BYTES, BUF_WORDS, ONES},
-    ScanBuf, SCAN_LEN,
+    scan::{bytes_equal, Vol, BUF_WORDS, ONES},
+    ScanBuf,
 };
 
-use crate::headers::{parse_headers, Headers};
+use crate::{
+    headers::{parse_headers, Headers},
+    payload::load_payload,
+};
 
 const SIP_PORT: u16 = 5060;
 
@@ -100,32 +102,12 @@ pub fn ref_scan(ctx: XdpContext) -> u32 {
     };
     // SAFETY: per-CPU, used only by this CPU during this run.
     let scan = unsafe { &mut *scan };
-    let len = if udp.payload_len > SCAN_LEN as u32 {
-        SCAN_LEN as u32
-    } else {
-        udp.payload_len
+    // The same copy as the real program's.
+    let len = match load_payload(&ctx, &udp, &mut scan.buf) {
+        Some(len) if len > 0 => len,
+        _ => return xdp_action::XDP_PASS,
     };
-    if len == 0 {
-        return xdp_action::XDP_PASS;
-    }
-    // As in `judge`: laundered, then masked into 1..=BUF_BYTES, a form 6.1's verifier
-    // bounds on both sides.
-    let unknown_len = scan.buf.launder(len as usize) as u32;
-    let load_len = (unknown_len.wrapping_sub(1) & (BUF_BYTES as u32 - 1)) + 1;
-    // SAFETY: `buf` is BUF_BYTES long and `load_len` at most that.
-    let loaded = unsafe {
-        bpf_xdp_load_bytes(
-            ctx.ctx,
-            udp.payload_offset,
-            scan.buf.words.as_mut_ptr().cast(),
-            load_len,
-        )
-    };
-    if loaded != 0 {
-        return xdp_action::XDP_PASS;
-    }
-    scan.buf.terminate(len as usize);
-    scan.len.set(u64::from(len));
+    scan.len.set(len as u64);
     scan.newlines.set(0);
     let RefScan { buf, len, newlines } = scan;
     repeat(
