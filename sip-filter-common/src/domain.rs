@@ -20,7 +20,8 @@ pub const DOMAIN_EXACT: u8 = 1;
 /// The entry is `*.name`: it matches names ending in `.name`.
 pub const DOMAIN_WILDCARD: u8 = 2;
 
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+/// FNV-1a's 64-bit prime (also the scanner prefixes' multiplier).
+pub(crate) const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 /// Where [`host_hashes`] leaves the suffix hashes: parser scratch memory (see [`Vol`]).
 #[repr(C)]

@@ -75,7 +75,9 @@ impl IpState {
 
 /// Parses dotted-quad IPv4 text: four decimal octets of 1 to 3 digits.
 pub fn parse_ipv4(buf: &ScanBuf, st: &mut IpState, span: Span) -> Option<[u8; 4]> {
-    // Not a loop body of its own (its caller's is enough): a call costs.
+    // Not a loop body of its own (its caller's is enough: a call costs), but the answer
+    // still goes through scratch memory, so what follows is verified once, not once per
+    // way the parse can end.
     let ok = parse_ipv4_into(buf, st, span);
     st.ok.set(ok);
     if st.ok.get() {

@@ -5,17 +5,16 @@
 
 use crate::{
     bounded::repeat,
+    domain::FNV_PRIME,
     maps::{MAX_SCANNER_AGENT_LEN, SCANNER_SLOTS},
     scan::{ascii_lowercase_word, low_bytes_mask, ScanBuf, Vol},
     sip::Span,
 };
 
-const PRIME: u64 = 0x0000_0100_0000_01b3;
-
 /// Takes the next eight bytes into the running hash.
 #[inline(always)]
 fn mix(hash: u64, word: u64) -> u64 {
-    let h = (hash ^ word).wrapping_mul(PRIME);
+    let h = (hash ^ word).wrapping_mul(FNV_PRIME);
     h ^ (h >> 29)
 }
 
