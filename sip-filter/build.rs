@@ -72,7 +72,9 @@ fn build() -> Result<(), String> {
     // sets one). RUSTFLAGS replaces sip-filter-ebpf/.cargo/config.toml's: repeat those.
     println!("cargo:rerun-if-env-changed=SIP_FILTER_EBPF_CFG");
     if let Ok(cfgs) = env::var("SIP_FILTER_EBPF_CFG") {
-        let mut flags = String::from("-C debuginfo=2 -C link-arg=--btf");
+        let mut flags = String::from(
+            "-C debuginfo=2 -C link-arg=--btf -C link-arg=--cpu-features=+allows-misaligned-mem-access",
+        );
         for cfg in cfgs.split_whitespace() {
             flags.push_str(&format!(" --cfg {cfg}"));
         }

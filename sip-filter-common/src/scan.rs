@@ -144,6 +144,24 @@ impl ScanBuf {
     }
 
     /// The 8 bytes starting at any offset `i`, little-endian (byte `i` is the low byte).
+    /// In the kernel, one unaligned load (the program is built with LLVM's
+    /// `allows-misaligned-mem-access`, and the verifier allows unaligned map value
+    /// reads where the CPU does them well); for `i` past `BUF_BYTES - 8` it reads into
+    /// the laundry word that follows the buffer, where the host's version wraps to the
+    /// buffer's start: no parser reads there (payloads end at [`SCAN_LEN`]).
+    #[cfg(target_arch = "bpf")]
+    #[inline(always)]
+    pub fn window(&self, i: usize) -> u64 {
+        let at = (self as *const Self)
+            .cast::<u8>()
+            .wrapping_add(i & BYTE_MASK);
+        // SAFETY: `at` is within the buffer, and the 8 bytes from it within `Self`
+        // (`words` is followed by the 8-byte laundry word, `repr(C)`).
+        unsafe { core::ptr::read_unaligned(at.cast::<u64>()) }
+    }
+
+    /// The 8 bytes starting at any offset `i`, little-endian (byte `i` is the low byte).
+    #[cfg(not(target_arch = "bpf"))]
     #[inline(always)]
     pub fn window(&self, i: usize) -> u64 {
         let k = i >> 3;

@@ -16,7 +16,7 @@ use sip_filter_common::{
     bounded::{repeat, REF_CALLS},
     maps::{SourceKey, MAX_SOURCES},
     scan::{bytes_equal, Vol, BUF_WORDS, ONES},
-    ScanBuf,
+    ScanBuf, SCAN_LEN,
 };
 
 use crate::{
@@ -129,6 +129,46 @@ pub fn ref_scan(ctx: XdpContext) -> u32 {
     );
     // The verdict depends on the pass, so it cannot be optimized away.
     if newlines.get() > 0 {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
+/// Payload words [`ref_scan_in_place`] passes over at most: as many as `ref_scan` copies.
+const IN_PLACE_WORDS: usize = SCAN_LEN / 8;
+/// Frame offsets a payload can start at and still be read in place (masked, so the
+/// verifier knows the pointer's range; a deeper payload is not scanned).
+const IN_PLACE_OFFSET_MASK: u32 = 0x3ff;
+
+/// Header parsing, then the same pass as `ref_scan` (line feeds counted a word at a
+/// time) over the payload where it lies in the frame: no copy, no `bpf_loop`, so no
+/// call, a plain bounded loop. The floor of a filter that reads its packet in place;
+/// beside `ref_scan`, what the copy and the loop's calls cost. (Words wholly inside the
+/// frame's linear part only: enough for a reference.)
+#[xdp]
+pub fn ref_scan_in_place(ctx: XdpContext) -> u32 {
+    let udp = match parse_headers(&ctx) {
+        Headers::Udp(udp) if udp.dst_port == SIP_PORT => udp,
+        _ => return xdp_action::XDP_PASS,
+    };
+    let offset = udp.payload_offset & IN_PLACE_OFFSET_MASK;
+    if offset != udp.payload_offset {
+        return xdp_action::XDP_PASS;
+    }
+    let (payload, end) = (ctx.data() + offset as usize, ctx.data_end());
+    let mut newlines = 0u64;
+    for k in 0..IN_PLACE_WORDS {
+        let word = payload + k * 8;
+        if word + 8 > end {
+            break;
+        }
+        // SAFETY: the 8 bytes at `word` lie before `data_end` (checked just above, and
+        // by the verifier again).
+        let word = unsafe { core::ptr::read_unaligned(word as *const u64) };
+        newlines += (bytes_equal(word, b'\n') >> 7).wrapping_mul(ONES) >> 56;
+    }
+    if newlines > 0 {
         xdp_action::XDP_DROP
     } else {
         xdp_action::XDP_PASS

@@ -454,12 +454,13 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// The reference programs in the same object as `sip_filter`, for the benchmark.
-pub const REFERENCE_PROGRAMS: [&str; 5] = [
+pub const REFERENCE_PROGRAMS: [&str; 6] = [
     "ref_drop",
     "ref_parse_headers",
     "ref_parse_update",
     "ref_scan",
     "ref_calls",
+    "ref_scan_in_place",
 ];
 
 /// A reference program (see [`REFERENCE_PROGRAMS`]): loaded from the same embedded

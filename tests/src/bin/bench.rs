@@ -5,8 +5,9 @@
 //!    `ref_drop` (a bare XDP_DROP: what the test-run loop itself costs),
 //!    `ref_parse_headers` (Ethernet/IP/UDP parsing only), `ref_parse_update` (parsing,
 //!    one per-source LRU update and a per-CPU counter), `ref_scan` (parsing, the
-//!    payload copy and one pass over its bytes in `bpf_loop`) and `ref_calls` (parsing
-//!    and 16 `bpf_loop` steps: the price of a call). Each figure is the median
+//!    payload copy and one pass over its bytes in `bpf_loop`), `ref_calls` (parsing
+//!    and 16 `bpf_loop` steps: the price of a call) and `ref_scan_in_place` (parsing and
+//!    the same pass over the payload where it lies, in a plain loop: no copy, no call). Each figure is the median
 //!    over several runs of many repeats; the programs take turns within a run, so drift
 //!    hits them alike. Each class's figure is set against its target (issue #5).
 //! 2. State growth: the same, for a banned, a denied and an allowed source, with small
@@ -338,7 +339,7 @@ fn main() -> anyhow::Result<()> {
         args.repeat
     );
     println!(
-        "{:<27} {:>5} {:>6} {:>10} {:>5} {:>6} {:>7} {:>5} {:>5} {:>9}  target",
+        "{:<27} {:>5} {:>6} {:>10} {:>5} {:>6} {:>7} {:>5} {:>8} {:>5} {:>9}  target",
         "packet class",
         "bytes",
         "action",
@@ -347,6 +348,7 @@ fn main() -> anyhow::Result<()> {
         "parse",
         "+update",
         "scan",
+        "in place",
         "call",
         "sf/parse"
     );
@@ -382,7 +384,7 @@ fn main() -> anyhow::Result<()> {
         };
         let target = class.target.map(|t| against(t, sf_ns, parse_ns));
         println!(
-            "{:<27} {:>5} {:>6} {:>10} {:>5} {:>6} {:>7} {:>5} {:>5.1} {:>9}  {}",
+            "{:<27} {:>5} {:>6} {:>10} {:>5} {:>6} {:>7} {:>5} {:>8} {:>5.1} {:>9}  {}",
             class.name,
             class.frame.len(),
             action,
@@ -391,6 +393,7 @@ fn main() -> anyhow::Result<()> {
             parse_ns,
             ref_ns[2],
             ref_ns[3],
+            ref_ns[5],
             call_ns,
             show(vs_parse),
             target.as_ref().map_or("-", |(_, words)| words.as_str())
@@ -663,7 +666,9 @@ fn markdown(doc: &Value) -> String {
          in every figure), `parse` parses Ethernet/VLAN/IP/UDP headers like the real program, \
          `+update` adds one per-source LRU update and a per-CPU counter, `scan` adds the \
          payload copy the real program makes (`bpf_xdp_load_bytes`, up to 2016 bytes) and one \
-         pass over every byte a word at a time in `bpf_loop`; `call` is what one call and its \
+         pass over every byte a word at a time in `bpf_loop`; `in place` is the same pass over \
+         the payload where it lies in the frame, in a plain bounded loop (no copy, no call): \
+         the floor of a filter that reads its packet in place; `call` is what one call and its \
          return cost, from `ref_calls` (header parsing, then {} `bpf_loop` steps that each add \
          one to a counter) less `parse`, over the steps: every loop step, helper call and \
          out-of-line function of the real program pays it. Bans are off here (a scanner's \
@@ -672,13 +677,13 @@ fn markdown(doc: &Value) -> String {
         doc["repeat"], doc["runs"], REF_CALLS
     );
     md.push_str(
-        "| class | bytes | verdict | sip-filter | drop | parse | +update | scan | call | sip-filter / parse | target |\n\
-         |---|--:|---|--:|--:|--:|--:|--:|--:|--:|---|\n",
+        "| class | bytes | verdict | sip-filter | drop | parse | +update | scan | in place | call | sip-filter / parse | target |\n\
+         |---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|---|\n",
     );
     for c in doc["classes"].as_array().into_iter().flatten() {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             c["class"].as_str().unwrap_or("?"),
             c["bytes"],
             c["action"].as_str().unwrap_or("?"),
@@ -687,6 +692,7 @@ fn markdown(doc: &Value) -> String {
             c["ref_parse_headers_ns"],
             c["ref_parse_update_ns"],
             c["ref_scan_ns"],
+            c.get("ref_scan_in_place_ns").unwrap_or(&Value::Null),
             c["call_ns"]
                 .as_f64()
                 .map_or("-".into(), |ns| format!("{ns:.1}")),
