@@ -1041,6 +1041,78 @@ fn the_policy_parse_examines_only_lines_that_may_hold_the_user_agent() {
     }
 }
 
+/// The policy parse agrees with the full parse wherever its line finding and skipping
+/// change hands: the start line's end at every offset within a word, the line to
+/// examine right after it, a start line or a run of skipped headers longer than a step
+/// looks at, leading CRLFs, and data ending first.
+#[test]
+fn the_policy_parse_agrees_at_every_offset() {
+    let agent_of = |text: &str, whole: bool| {
+        let full = run(text.as_bytes(), whole).0;
+        let mut scratch = Scratch::new();
+        let len = scratch.fill(text.as_bytes());
+        let policy = parse_wanted::<POLICY_HEADERS>(&mut scratch, len, whole);
+        match (&full, &policy) {
+            (Payload::Sip(f), Payload::Sip(p)) => {
+                assert_eq!(p.start(), f.start(), "{text:?}");
+                assert_eq!(
+                    p.header(Header::UserAgent),
+                    f.header(Header::UserAgent),
+                    "{text:?}"
+                );
+                let agent = p.header(Header::UserAgent);
+                agent
+                    .is_present()
+                    .then(|| text[agent.start()..agent.end()].to_string())
+            }
+            _ => {
+                assert_eq!(policy, full, "{text:?}");
+                None
+            }
+        }
+    };
+    for pad in 0..17 {
+        let uri = format!("sip:{}@b", "a".repeat(pad));
+        for (headers, agent) in [
+            ("User-Agent: Acme\r\n\r\n", Some("Acme")),
+            ("Via: v\r\nuser-agent: Acme\r\nTo: t\r\n\r\n", Some("Acme")),
+            ("\r\nUser-Agent: body\r\n", None),
+            ("Via: v\r\n\nUser-Agent: body\r\n", None),
+            ("Unsupported: x\r\nUser-Agent: Acme\r\n\r\n", Some("Acme")),
+            ("Via: v\nUser-Agent: Acme\n\n", Some("Acme")),
+        ] {
+            for lead in ["", "\r\n", "\r\n\r\n"] {
+                let text = format!("{lead}OPTIONS {uri} SIP/2.0\r\n{headers}");
+                for whole in [true, false] {
+                    assert_eq!(agent_of(&text, whole).as_deref(), agent, "{text:?}");
+                }
+            }
+        }
+    }
+    // Longer than a step looks: a start line, and the headers before the User-Agent;
+    // and data that ends before any line to examine.
+    let long_uri = format!("sip:{}@b", "a".repeat(400));
+    let long_text = format!("OPTIONS {long_uri} SIP/2.0\r\nUser-Agent: Acme\r\n\r\n");
+    assert_eq!(agent_of(&long_text, true).as_deref(), Some("Acme"));
+    // The User-Agent at every offset around where one skip step hands over to the next
+    // (a line feed at a word's last byte carries the line start into the next word).
+    for pad in 0..300 {
+        let text = format!(
+            "OPTIONS sip:a@b SIP/2.0\r\nX-Pad: {}\r\nVia: v\r\nUser-Agent: Acme\r\n\r\n",
+            "p".repeat(pad)
+        );
+        assert_eq!(agent_of(&text, true).as_deref(), Some("Acme"), "{pad}");
+    }
+    for whole in [true, false] {
+        assert_eq!(
+            agent_of("OPTIONS sip:a@b SIP/2.0\r\nVia: v\r\n", whole),
+            None
+        );
+        assert_eq!(agent_of("OPTIONS sip:a@b SIP/2.0\r\n", whole), None);
+        assert_eq!(agent_of("OPTIONS sip:a@b SIP/2.0", whole), None);
+    }
+}
+
 #[test]
 fn scratch_reuse_leaves_nothing_behind() {
     let texts = [
