@@ -20,7 +20,7 @@ use sip_filter_common::{
 };
 
 use crate::{
-    headers::{parse_headers, Headers},
+    headers::{parse_headers, Headers, Udp},
     payload::load_payload,
 };
 
@@ -36,10 +36,35 @@ pub fn ref_drop(_ctx: XdpContext) -> u32 {
 /// parse (drop UDP to port 5060, pass the rest), so it cannot be optimized away.
 #[xdp]
 pub fn ref_parse_headers(ctx: XdpContext) -> u32 {
-    match parse_headers(&ctx) {
-        Headers::Udp(udp) if udp.dst_port == SIP_PORT => xdp_action::XDP_DROP,
-        _ => xdp_action::XDP_PASS,
+    verdict_on(sip_datagram(&ctx).is_some())
+}
+
+/// The frame's UDP header, if it goes to the SIP port: where every reference but the
+/// bare drop starts, as the real program does.
+#[inline(always)]
+fn sip_datagram(ctx: &XdpContext) -> Option<Udp> {
+    match parse_headers(ctx) {
+        Headers::Udp(udp) if udp.dst_port == SIP_PORT => Some(udp),
+        _ => None,
     }
+}
+
+/// XDP_DROP when `done`, else XDP_PASS: a verdict that depends on the work measured,
+/// so that it cannot be optimized away.
+#[inline(always)]
+fn verdict_on(done: bool) -> u32 {
+    if done {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
+/// How many bytes of `word` are line feeds: the flags' high bits summed by one multiply
+/// (BPF has no popcount).
+#[inline(always)]
+fn newlines_in(word: u64) -> u64 {
+    ((bytes_equal(word, b'\n') >> 7).wrapping_mul(ONES)) >> 56
 }
 
 /// Packets per source, in an LRU map as large as the real one's (`SF_SOURCES`).
@@ -54,9 +79,8 @@ static REF_COUNTER: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// per-CPU counter.
 #[xdp]
 pub fn ref_parse_update(ctx: XdpContext) -> u32 {
-    let udp = match parse_headers(&ctx) {
-        Headers::Udp(udp) if udp.dst_port == SIP_PORT => udp,
-        _ => return xdp_action::XDP_PASS,
+    let Some(udp) = sip_datagram(&ctx) else {
+        return xdp_action::XDP_PASS;
     };
     match REF_SOURCES.get_ptr_mut(&udp.source) {
         // SAFETY: a map value; a race with another CPU costs a count, nothing else.
@@ -93,9 +117,8 @@ const SCAN_WORDS_PER_STEP: usize = 8;
 /// pass, counting line feeds: the floor of any filter that reads the whole payload.
 #[xdp]
 pub fn ref_scan(ctx: XdpContext) -> u32 {
-    let udp = match parse_headers(&ctx) {
-        Headers::Udp(udp) if udp.dst_port == SIP_PORT => udp,
-        _ => return xdp_action::XDP_PASS,
+    let Some(udp) = sip_datagram(&ctx) else {
+        return xdp_action::XDP_PASS;
     };
     let Some(scan) = REF_SCAN.get_ptr_mut(0) else {
         return xdp_action::XDP_PASS;
@@ -119,20 +142,12 @@ pub fn ref_scan(ctx: XdpContext) -> u32 {
                 if k * 8 >= len {
                     return false;
                 }
-                // How many bytes of the word are line feeds: the flags' high bits summed
-                // by one multiply (BPF has no popcount).
-                let flagged = bytes_equal(buf.word(k), b'\n') >> 7;
-                newlines.set(newlines.get() + (flagged.wrapping_mul(ONES) >> 56));
+                newlines.set(newlines.get() + newlines_in(buf.word(k)));
             }
             true
         },
     );
-    // The verdict depends on the pass, so it cannot be optimized away.
-    if newlines.get() > 0 {
-        xdp_action::XDP_DROP
-    } else {
-        xdp_action::XDP_PASS
-    }
+    verdict_on(newlines.get() > 0)
 }
 
 /// Payload words [`ref_scan_in_place`] passes over at most: as many as `ref_scan` copies.
@@ -148,9 +163,8 @@ const IN_PLACE_OFFSET_MASK: u32 = 0x3ff;
 /// frame's linear part only: enough for a reference.)
 #[xdp]
 pub fn ref_scan_in_place(ctx: XdpContext) -> u32 {
-    let udp = match parse_headers(&ctx) {
-        Headers::Udp(udp) if udp.dst_port == SIP_PORT => udp,
-        _ => return xdp_action::XDP_PASS,
+    let Some(udp) = sip_datagram(&ctx) else {
+        return xdp_action::XDP_PASS;
     };
     let offset = udp.payload_offset & IN_PLACE_OFFSET_MASK;
     if offset != udp.payload_offset {
@@ -166,13 +180,9 @@ pub fn ref_scan_in_place(ctx: XdpContext) -> u32 {
         // SAFETY: the 8 bytes at `word` lie before `data_end` (checked just above, and
         // by the verifier again).
         let word = unsafe { core::ptr::read_unaligned(word as *const u64) };
-        newlines += (bytes_equal(word, b'\n') >> 7).wrapping_mul(ONES) >> 56;
+        newlines += newlines_in(word);
     }
-    if newlines > 0 {
-        xdp_action::XDP_DROP
-    } else {
-        xdp_action::XDP_PASS
-    }
+    verdict_on(newlines > 0)
 }
 
 #[map(name = "REF_CALL_COUNT")]
@@ -184,9 +194,8 @@ static REF_CALL_COUNT: PerCpuArray<Vol<u64>> = PerCpuArray::with_max_entries(1, 
 /// the steps: the price of one call on this machine.
 #[xdp]
 pub fn ref_calls(ctx: XdpContext) -> u32 {
-    match parse_headers(&ctx) {
-        Headers::Udp(udp) if udp.dst_port == SIP_PORT => {}
-        _ => return xdp_action::XDP_PASS,
+    if sip_datagram(&ctx).is_none() {
+        return xdp_action::XDP_PASS;
     }
     let Some(count) = REF_CALL_COUNT.get_ptr_mut(0) else {
         return xdp_action::XDP_PASS;
@@ -198,10 +207,5 @@ pub fn ref_calls(ctx: XdpContext) -> u32 {
         count.set(count.get() + 1);
         true
     });
-    // The verdict depends on the steps, so they cannot be optimized away.
-    if count.get() == u64::from(REF_CALLS) {
-        xdp_action::XDP_DROP
-    } else {
-        xdp_action::XDP_PASS
-    }
+    verdict_on(count.get() == u64::from(REF_CALLS))
 }
