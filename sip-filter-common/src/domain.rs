@@ -1,13 +1,14 @@
 //! Domain allowlist keys: a seeded hash of a host name, case-folded, computed from the
-//! last byte to the first so that one pass also yields the hash of every suffix after a
-//! dot, which is what `*.suffix` entries are stored under.
+//! last label to the first so that one pass also yields the hash of every suffix after
+//! a dot, which is what `*.suffix` entries are stored under. Labels are taken up to
+//! eight bytes at a time (one load, one case fold, one mix), from each label's end.
 //!
 //! The seed is chosen at random by the daemon when it loads the program, so nobody
 //! outside can aim for a collision.
 
 use crate::{
     bounded::repeat,
-    scan::{ScanBuf, Vol},
+    scan::{ascii_lowercase_word, bytes_equal, first_flagged_byte, low_bytes_mask, ScanBuf, Vol},
     sip::{Scratch, Span, MAX_HOST_LEN},
 };
 
@@ -20,8 +21,15 @@ pub const DOMAIN_EXACT: u8 = 1;
 /// The entry is `*.name`: it matches names ending in `.name`.
 pub const DOMAIN_WILDCARD: u8 = 2;
 
-/// FNV-1a's 64-bit prime (also the scanner prefixes' multiplier).
-pub(crate) const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+/// FNV-1a's 64-bit prime: the multiplier of [`mix`].
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// Takes the next eight bytes into a running hash (domain keys, scanner prefixes).
+#[inline(always)]
+pub(crate) fn mix(hash: u64, word: u64) -> u64 {
+    let h = (hash ^ word).wrapping_mul(FNV_PRIME);
+    h ^ (h >> 29)
+}
 
 /// Where [`host_hashes`] leaves the suffix hashes: parser scratch memory (see [`Vol`]).
 #[repr(C)]
@@ -29,8 +37,10 @@ pub struct HashState {
     /// Hashes of the suffixes after each dot, shortest first.
     suffixes: [Vol<u64>; MAX_SUFFIXES],
     count: Vol<u32>,
-    /// The whole host's hash.
+    /// The whole host's hash (while hashing: the running hash).
     full: Vol<u64>,
+    /// While hashing: where the bytes not yet hashed end.
+    end: Vol<u32>,
 }
 
 impl Default for HashState {
@@ -45,6 +55,7 @@ impl HashState {
             suffixes: [Vol::new(0); MAX_SUFFIXES],
             count: Vol::new(0),
             full: Vol::new(0),
+            end: Vol::new(0),
         }
     }
 
@@ -59,37 +70,68 @@ impl HashState {
     }
 }
 
-/// Hashes the host in `span`: FNV-1a over the case-folded bytes, last byte first.
-/// Returns the whole host's hash; the suffixes' hashes are left in `state`.
+/// Hashes the host in `span`, case-folded, last label first. Returns the whole host's
+/// hash; the suffixes' hashes are left in `state`.
+///
+/// The hash takes pieces of up to eight bytes, each with its length: a label is cut
+/// into pieces from its end, eight bytes long but for its first (0 to 7 bytes, so a
+/// short piece ends a label). Every piece is two words into [`mix`] (its length, then
+/// its bytes): distinct hosts give distinct word sequences, and a suffix after a dot
+/// is hashed exactly as the same name on its own.
 #[inline(always)]
 pub fn host_hashes(buf: &ScanBuf, state: &mut HashState, span: Span, seed: u64) -> u64 {
     state.count.set(0);
     state.full.set(seed);
-    let (start, len) = (span.start(), span.len());
-    // Sixteen bytes per step (a step is a call), the hash carried in memory (see
-    // `crate::bounded`).
-    const BYTES_PER_STEP: usize = 16;
-    repeat((MAX_HOST_LEN / BYTES_PER_STEP) as u32, &mut |step: u32| {
-        let mut hash = state.full.get();
-        for j in 0..BYTES_PER_STEP {
-            let i = step as usize * BYTES_PER_STEP + j;
-            if i >= len {
-                state.full.set(hash);
-                return false;
-            }
-            let b = buf.byte(start + len - 1 - i);
-            if b == b'.' {
+    state.end.set(span.end() as u32);
+    let start = span.start();
+    // A piece per iteration, several per step (a step is a call); every piece but the
+    // last takes at least one byte, so a host of MAX_HOST_LEN bytes fits.
+    const PIECES_PER_STEP: usize = 4;
+    repeat(
+        MAX_HOST_LEN.div_ceil(PIECES_PER_STEP) as u32 + 1,
+        &mut |_| {
+            let mut hash = state.full.get();
+            let mut end = state.end.get() as usize;
+            for _ in 0..PIECES_PER_STEP {
+                // The 8 bytes before `end`, last byte first (those before the host masked
+                // off below); a dot among them ends the label there.
+                let left = end.saturating_sub(start).min(8);
+                let window = buf.window(end.wrapping_sub(8));
+                let dots = bytes_equal(window.swap_bytes(), b'.') & low_bytes_mask(left);
+                let piece_len = if dots != 0 {
+                    first_flagged_byte(dots)
+                } else {
+                    left
+                };
+                // The piece: the window's last `piece_len` bytes, moved to its low bytes.
+                let piece = if piece_len == 0 {
+                    0
+                } else {
+                    ascii_lowercase_word(window >> ((8 - piece_len) * 8))
+                };
+                hash = mix(mix(hash, piece_len as u64), piece);
+                end -= piece_len;
+                if piece_len == 8 {
+                    continue; // the label goes on
+                }
+                if dots == 0 {
+                    // The first label ended at the host's start: done.
+                    state.full.set(hash);
+                    return false;
+                }
+                // A dot: the hash so far is its suffix's.
                 let count = state.count.get();
                 if (count as usize) < MAX_SUFFIXES {
                     state.suffixes[count as usize & (MAX_SUFFIXES - 1)].set(hash);
                     state.count.set(count + 1);
                 }
+                end -= 1;
             }
-            hash = (hash ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(FNV_PRIME);
-        }
-        state.full.set(hash);
-        true
-    });
+            state.full.set(hash);
+            state.end.set(end as u32);
+            true
+        },
+    );
     state.full.get()
 }
 
@@ -134,6 +176,64 @@ mod tests {
             allowlist_key("*.example.test", seed),
             Some((h.suffix(1), DOMAIN_WILDCARD))
         );
+    }
+
+    /// Labels of every length around the piece size, in any case: each suffix's hash is
+    /// that suffix's own key, and names that differ only in where their dots are, or
+    /// in a piece's length, get different keys.
+    #[test]
+    fn long_labels_hash_as_their_own_names() {
+        let seed = 0x0fed_cba9_8765_4321;
+        let key = |s: &str| allowlist_key(s, seed).map(|(k, _)| k);
+        for a in 1..20 {
+            for b in [1, 7, 8, 9, 16, 17] {
+                let first = "Ab".repeat(a).chars().take(a).collect::<String>();
+                let second = "cD".repeat(b).chars().take(b).collect::<String>();
+                let host = format!("{first}.{second}.TeSt");
+                let mut scratch = Scratch::new();
+                let len = scratch.fill(host.as_bytes());
+                let full = host_hashes(&scratch.buf, &mut scratch.hash, Span::new(0, len), seed);
+                let h = &scratch.hash;
+                assert_eq!(h.suffix_count(), 2, "{host}");
+                assert_eq!(Some(full), key(&host.to_lowercase()), "{host}");
+                assert_eq!(Some(h.suffix(0)), key("test"), "{host}");
+                assert_eq!(Some(h.suffix(1)), key(&format!("{second}.test")), "{host}");
+            }
+        }
+        let distinct = [
+            "ab.c",
+            "a.bc",
+            "abc",
+            "abcdefgh.x",
+            "abcdefghx",
+            "abcdefgh",
+            "abcdefgh.x.y",
+            "a.b.c",
+            "a..bc",
+            "12345678.12345678",
+            "1234567812345678",
+        ];
+        for (i, x) in distinct.iter().enumerate() {
+            for y in &distinct[i + 1..] {
+                assert_ne!(key(x), key(y), "{x} / {y}");
+            }
+        }
+    }
+
+    /// A host's hash reads only the host's own bytes, wherever it sits in the buffer.
+    #[test]
+    fn bytes_around_the_host_do_not_count() {
+        let seed = 7;
+        let alone = allowlist_key("pbx.example.test", seed).map(|(k, _)| k);
+        for before in ["", "sip:", "x.", "sip:alice@sub."] {
+            let text = format!("{before}pbx.example.test;transport=udp");
+            let mut scratch = Scratch::new();
+            let len = scratch.fill(text.as_bytes());
+            let host = Span::new(before.len(), before.len() + "pbx.example.test".len());
+            assert!(host.end() <= len);
+            let full = host_hashes(&scratch.buf, &mut scratch.hash, host, seed);
+            assert_eq!(Some(full), alone, "{text}");
+        }
     }
 
     #[test]

@@ -5,18 +5,11 @@
 
 use crate::{
     bounded::repeat,
-    domain::FNV_PRIME,
+    domain::mix,
     maps::{MAX_SCANNER_AGENT_LEN, SCANNER_SLOTS},
     scan::{ascii_lowercase_word, low_bytes_mask, ScanBuf, Vol},
     sip::Span,
 };
-
-/// Takes the next eight bytes into the running hash.
-#[inline(always)]
-fn mix(hash: u64, word: u64) -> u64 {
-    let h = (hash ^ word).wrapping_mul(FNV_PRIME);
-    h ^ (h >> 29)
-}
 
 /// The key of the prefix of `len` bytes, from the hash of its whole words before the
 /// last and its last (partial) word, masked to the prefix.
