@@ -9,7 +9,7 @@ pub const BUF_BYTES: usize = 2048;
 /// Words in the buffer.
 pub const BUF_WORDS: usize = BUF_BYTES / 8;
 /// The most payload bytes that are copied and examined. The last 32 bytes of the buffer
-/// stay free so that the words just past the payload can be cleared (see [`ScanBuf::terminate`]).
+/// stay free so that the words just past the payload can be cleared (see [`ScanBuf::clear_tail`]).
 pub const SCAN_LEN: usize = BUF_BYTES - 32;
 
 const BYTE_MASK: usize = BUF_BYTES - 1;
@@ -62,10 +62,10 @@ impl ScanBuf {
     pub fn from_payload(payload: &[u8]) -> (Self, usize) {
         let mut buf = Self::new();
         let len = payload.len().min(SCAN_LEN);
+        buf.clear_tail(len);
         for (i, b) in payload.iter().take(len).enumerate() {
             buf.set_byte(i, *b);
         }
-        buf.terminate(len);
         (buf, len)
     }
 
@@ -75,16 +75,18 @@ impl ScanBuf {
         *w = (*w & !(0xff << shift)) | (u64::from(b) << shift);
     }
 
-    /// Clears the bytes from `len` to the end of the following three words, so that
-    /// stale bytes of an earlier, longer packet never look like part of this one.
-    /// `len` must be at most [`SCAN_LEN`].
+    /// Clears the word holding byte `len` and the three after it, before a payload of
+    /// `len` bytes is copied in: the copy then leaves zeros from `len` to the end of
+    /// those words, so stale bytes of an earlier, longer packet never look like part of
+    /// this one. (Cleared first, not masked after: reading back a word the copy just
+    /// wrote in pieces stalls the CPU.) `len` must be at most [`SCAN_LEN`].
     #[inline(always)]
-    pub fn terminate(&mut self, len: usize) {
+    pub fn clear_tail(&mut self, len: usize) {
         // Laundered: knowing `len <= SCAN_LEN`, the compiler would drop the masks below,
         // which are what proves the accesses in bounds to the verifier.
         let len = self.launder(len);
         let k = (len >> 3) & WORD_MASK;
-        self.words[k] &= low_bytes_mask(len & 7);
+        self.words[k] = 0;
         self.words[(k + 1) & WORD_MASK] = 0;
         self.words[(k + 2) & WORD_MASK] = 0;
         self.words[(k + 3) & WORD_MASK] = 0;
@@ -276,10 +278,13 @@ mod tests {
     }
 
     #[test]
-    fn terminate_clears_stale_bytes() {
+    fn clear_tail_leaves_no_stale_bytes_after_the_copy() {
         let (mut buf, _) = ScanBuf::from_payload(&[b'x'; 100]);
-        buf.terminate(13);
-        assert_eq!(buf.byte(12), b'x');
+        buf.clear_tail(13);
+        for i in 0..13 {
+            buf.set_byte(i, b'y');
+        }
+        assert_eq!(buf.byte(12), b'y');
         for i in 13..40 {
             assert_eq!(buf.byte(i), 0, "byte {i}");
         }

@@ -759,7 +759,7 @@ fn scan_lines<const WANTED: HeaderSet>(
         let from = usize::from(lines.cursor.get());
         // The line's end, in aligned words (one load each); in the first, the bytes
         // before `from` are masked off. The bytes after the payload are zero
-        // (`ScanBuf::terminate`), and a line feed found beyond it is ignored. Not a
+        // (`ScanBuf::clear_tail`), and a line feed found beyond it is ignored. Not a
         // nested loop: 6.1 counts the stack of every frame on the way down.
         let first_word = from >> 3;
         let mut newline = usize::MAX;

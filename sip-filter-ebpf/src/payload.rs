@@ -8,7 +8,7 @@ use sip_filter_common::{scan::BUF_BYTES, ScanBuf, SCAN_LEN};
 use crate::headers::Udp;
 
 /// Copies up to [`SCAN_LEN`] bytes of `udp`'s payload into `buf` and clears what follows
-/// them (`ScanBuf::terminate`). Returns the bytes held; `None` if the kernel refused the
+/// them (`ScanBuf::clear_tail`). Returns the bytes held; `None` if the kernel refused the
 /// copy.
 #[allow(unexpected_cfgs)] // sip_filter_verifier_regression_6_1, set through build.rs
 #[inline(always)]
@@ -18,6 +18,8 @@ pub fn load_payload(ctx: &XdpContext, udp: &Udp, buf: &mut ScanBuf) -> Option<us
     } else {
         udp.payload_len
     };
+    // Before the copy, not after: see `ScanBuf::clear_tail`.
+    buf.clear_tail(len as usize);
     if len > 0 {
         // Written so that 6.1's verifier also sees 1..=BUF_BYTES (it learns no lower
         // bound from a `!= 0` branch). Laundered first: knowing `len` is 1..=SCAN_LEN,
@@ -46,6 +48,5 @@ pub fn load_payload(ctx: &XdpContext, udp: &Udp, buf: &mut ScanBuf) -> Option<us
             return None;
         }
     }
-    buf.terminate(len as usize);
     Some(len as usize)
 }

@@ -1188,19 +1188,19 @@ fn check_invariants(payload: &Payload, len: usize) -> Result<(), TestCaseError> 
     Ok(())
 }
 
-/// Loads `payload` over a buffer holding `stale` bytes, as the kernel does (it copies
-/// only the payload, then clears just past it), and parses it.
+/// Loads `payload` over a buffer holding `stale` bytes, as the kernel does (it clears
+/// just past where the payload will end, then copies only the payload), and parses it.
 fn parse_over_stale(scratch: &mut Scratch, payload: &[u8], stale: u8, whole: bool) -> Payload {
     let len = payload.len().min(SCAN_LEN);
     for w in scratch.buf.words.iter_mut() {
         *w = crate::scan::ONES.wrapping_mul(u64::from(stale));
     }
+    scratch.buf.clear_tail(len);
     for (i, &b) in payload[..len].iter().enumerate() {
         let word = &mut scratch.buf.words[i / 8];
         let shift = (i % 8) * 8;
         *word = (*word & !(0xff << shift)) | (u64::from(b) << shift);
     }
-    scratch.buf.terminate(len);
     parse(scratch, len, whole)
 }
 
