@@ -8,9 +8,13 @@
 pub const BUF_BYTES: usize = 2048;
 /// Words in the buffer.
 pub const BUF_WORDS: usize = BUF_BYTES / 8;
-/// The most payload bytes that are copied and examined. The last 32 bytes of the buffer
-/// stay free so that the words just past the payload can be cleared (see [`ScanBuf::clear_tail`]).
-pub const SCAN_LEN: usize = BUF_BYTES - 32;
+/// The most payload bytes that are copied and examined. The last 64 bytes of the buffer
+/// stay free so that the words just past the payload can be cleared (see
+/// [`ScanBuf::clear_tail`]).
+pub const SCAN_LEN: usize = BUF_BYTES - 8 * TAIL_WORDS;
+/// Words cleared from the one holding the payload's end: a loop step that starts before
+/// the end reads no stale byte, so it needs to compare with the end only once.
+pub const TAIL_WORDS: usize = 8;
 
 const BYTE_MASK: usize = BUF_BYTES - 1;
 const WORD_MASK: usize = BUF_WORDS - 1;
@@ -75,8 +79,8 @@ impl ScanBuf {
         *w = (*w & !(0xff << shift)) | (u64::from(b) << shift);
     }
 
-    /// Clears the word holding byte `len` and the three after it, before a payload of
-    /// `len` bytes is copied in: the copy then leaves zeros from `len` to the end of
+    /// Clears the word holding byte `len` and the [`TAIL_WORDS`] - 1 after it, before a
+    /// payload of `len` bytes is copied in: the copy then leaves zeros from `len` to the end of
     /// those words, so stale bytes of an earlier, longer packet never look like part of
     /// this one. (Cleared first, not masked after: reading back a word the copy just
     /// wrote in pieces stalls the CPU.) `len` must be at most [`SCAN_LEN`].
@@ -85,11 +89,10 @@ impl ScanBuf {
         // Laundered: knowing `len <= SCAN_LEN`, the compiler would drop the masks below,
         // which are what proves the accesses in bounds to the verifier.
         let len = self.launder(len);
-        let k = (len >> 3) & WORD_MASK;
-        self.words[k] = 0;
-        self.words[(k + 1) & WORD_MASK] = 0;
-        self.words[(k + 2) & WORD_MASK] = 0;
-        self.words[(k + 3) & WORD_MASK] = 0;
+        let k = len >> 3;
+        for w in 0..TAIL_WORDS {
+            self.words[(k + w) & WORD_MASK] = 0;
+        }
     }
 
     /// Returns `value` after a round trip through memory the BPF verifier does not

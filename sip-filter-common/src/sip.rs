@@ -24,7 +24,7 @@ use crate::{
     ip::{parse_ipv4, parse_ipv6, IpState},
     scan::{
         bytes_equal, first_flagged_byte, low_bytes_mask, word_of, ScanBuf, Vol, ASCII_LOWER,
-        BUF_WORDS, SCAN_LEN,
+        BUF_WORDS, SCAN_LEN, TAIL_WORDS,
     },
     scanner::AgentState,
 };
@@ -839,15 +839,18 @@ fn must_examine<const WANTED: HeaderSet>(lines: &LineState, first: u8) -> bool {
 fn skip_lines(buf: &ScanBuf, lines: &mut LineState, len: usize) -> bool {
     let from = usize::from(lines.skip_from.get());
     let first_word = from >> 3;
+    // Compared with the end once per step: the words after it are zero up to
+    // TAIL_WORDS past it (`ScanBuf::clear_tail`), so no line starts there.
+    const _: () = assert!(SKIP_WORDS <= TAIL_WORDS);
+    if first_word * 8 >= len {
+        return false;
+    }
     // The flag of a line start at the first word's byte 0, carried over.
     let mut carry = lines.skip_carry.get() & 0x80;
     // In the first word, line starts before `from` were looked at already.
     let mut keep = u64::MAX << ((from & 7) * 8);
     for w in 0..SKIP_WORDS {
         let k = first_word + w;
-        if k * 8 >= len {
-            return false;
-        }
         let word = buf.word(k);
         let newlines = bytes_equal(word, b'\n');
         // The high bit of each byte that starts a line.

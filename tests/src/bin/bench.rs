@@ -35,10 +35,10 @@ use sip_filter::{
     settings::{BanRules, RateLimit, RateLimits},
     Filter, Settings,
 };
-use sip_filter_common::bounded::REF_CALLS;
 use sip_filter_common::maps::{
     names, Ban, BanReason, ListEntry, SourceKey, SourceState, MAX_SOURCES,
 };
+use sip_filter_common::{bounded::REF_CALLS, SCAN_LEN};
 use sip_filter_tests::{packets::*, pathbench};
 
 const XDP_DROP: u32 = 1;
@@ -665,7 +665,7 @@ fn markdown(doc: &Value) -> String {
          the same frames: `drop` is a bare XDP_DROP (the test-run loop's own cost, included \
          in every figure), `parse` parses Ethernet/VLAN/IP/UDP headers like the real program, \
          `+update` adds one per-source LRU update and a per-CPU counter, `scan` adds the \
-         payload copy the real program makes (`bpf_xdp_load_bytes`, up to 2016 bytes) and one \
+         payload copy the real program makes (`bpf_xdp_load_bytes`, up to {} bytes) and one \
          pass over every byte a word at a time in `bpf_loop`; `in place` is the same pass over \
          the payload where it lies in the frame, in a plain bounded loop (no copy, no call): \
          the floor of a filter that reads its packet in place; `call` is what one call and its \
@@ -674,7 +674,7 @@ fn markdown(doc: &Value) -> String {
          out-of-line function of the real program pays it. Bans are off here (a scanner's \
          first packet would ban its source, and every repeat after it would be the `banned \
          source` class).\n",
-        doc["repeat"], doc["runs"], REF_CALLS
+        doc["repeat"], doc["runs"], SCAN_LEN, REF_CALLS
     );
     md.push_str(
         "| class | bytes | verdict | sip-filter | drop | parse | +update | scan | in place | call | sip-filter / parse | target |\n\
