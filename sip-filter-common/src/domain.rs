@@ -1,7 +1,7 @@
 //! Domain allowlist keys: a seeded hash of a host name, case-folded, computed from the
 //! last label to the first so that one pass also yields the hash of every suffix after
 //! a dot, which is what `*.suffix` entries are stored under. Labels are taken up to
-//! eight bytes at a time (one load, one case fold, one mix), from each label's end.
+//! eight bytes at a time (one load, one case fold, two mixes), from each label's end.
 //!
 //! The seed is chosen at random by the daemon when it loads the program, so nobody
 //! outside can aim for a collision.

@@ -2,7 +2,7 @@
 
 use crate::{
     bounded::isolated,
-    scan::{bytes_equal, first_flagged_byte, low_bytes_mask, ScanBuf, Vol, ONES},
+    scan::{bytes_equal, first_flagged_byte, low_bytes_mask, ScanBuf, Vol, HIGH, LOW7, ONES},
     sip::Span,
 };
 
@@ -107,8 +107,8 @@ pub fn parse_ipv6(buf: &ScanBuf, st: &mut IpState, span: Span) -> Option<[u8; 16
     }
 }
 
-/// High bit of every byte: what the SWAR tests flag with.
-const HIGH: u64 = 0x8080_8080_8080_8080;
+/// `'0'` in every byte: XOR-ing it turns ASCII digits into their values.
+const ZEROS: u64 = ONES * b'0' as u64;
 
 /// Dotted-quad text of 7 to 15 bytes, without a loop: the text in two words, its dots
 /// found a word at a time, each octet read in one load. (A loop over the bytes keeps
@@ -161,10 +161,9 @@ fn parse_ipv4_into(buf: &ScanBuf, st: &mut IpState, span: Span) -> bool {
 /// Whether every byte of `w` is an ASCII digit or a dot.
 #[inline(always)]
 fn digits_or_dots(w: u64) -> bool {
-    const LOW7: u64 = !HIGH;
     // Per byte, `b ^ '0'` is below 10 for digits only: the high bit of its low seven
     // bits plus (128 - 10) says ">= 10", its own high bit says ">= 128".
-    let x = w ^ (ONES * u64::from(b'0'));
+    let x = w ^ ZEROS;
     let not_digit = ((x & LOW7).wrapping_add(ONES * (0x80 - 10)) | x) & HIGH;
     not_digit & !bytes_equal(w, b'.') == 0
 }
@@ -177,7 +176,7 @@ fn octet(buf: &ScanBuf, at: usize, len: usize) -> Option<u16> {
         return None;
     }
     // The digits' values, right-aligned in three bytes: hundreds, tens, ones.
-    let digits = (buf.window(at) ^ (ONES * u64::from(b'0'))) & low_bytes_mask(len);
+    let digits = (buf.window(at) ^ ZEROS) & low_bytes_mask(len);
     let digits = digits << (8 * (3 - len));
     let value = (digits & 0xff) * 100 + ((digits >> 8) & 0xff) * 10 + ((digits >> 16) & 0xff);
     (value <= 255).then_some(value as u16)

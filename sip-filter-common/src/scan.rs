@@ -22,7 +22,9 @@ const WORD_MASK: usize = BUF_WORDS - 1;
 /// `0x0101…01`
 pub const ONES: u64 = 0x0101_0101_0101_0101;
 /// `0x7f7f…7f`
-const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+pub const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+/// `0x8080…80`: the high bit of every byte, where the SWAR tests put their flags.
+pub const HIGH: u64 = 0x8080_8080_8080_8080;
 /// OR-ing this folds ASCII upper case letters onto lower case.
 pub const ASCII_LOWER: u64 = 0x2020_2020_2020_2020;
 
@@ -213,7 +215,6 @@ impl<T: Copy> Vol<T> {
 /// other byte is left as it is (so `[` and `{` stay apart).
 #[inline(always)]
 pub const fn ascii_lowercase_word(w: u64) -> u64 {
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     // Per byte, on its low seven bits (no carry leaves a byte): the high bit says
     // ">= 'A'" in the first sum and "> 'Z'" in the second.
     let low = w & LOW7;

@@ -24,7 +24,7 @@ use crate::{
     ip::{parse_ipv4, parse_ipv6, IpState},
     scan::{
         bytes_equal, first_flagged_byte, low_bytes_mask, word_of, ScanBuf, Vol, ASCII_LOWER,
-        BUF_WORDS, SCAN_LEN, TAIL_WORDS,
+        BUF_WORDS, HIGH, SCAN_LEN, TAIL_WORDS,
     },
     scanner::AgentState,
 };
@@ -680,7 +680,7 @@ fn is_keepalive(buf: &ScanBuf, len: usize) -> bool {
     let w = buf.word(0);
     if len <= 8 {
         // Only CR and LF bytes.
-        let used = low_bytes_mask(len) & 0x8080_8080_8080_8080;
+        let used = low_bytes_mask(len) & HIGH;
         let crlf = bytes_equal(w, b'\r') | bytes_equal(w, b'\n');
         return crlf & used == used;
     }
@@ -953,7 +953,7 @@ fn skip_whitespace(buf: &ScanBuf, start: usize, end: usize) -> usize {
     let mut at = start;
     for _ in 0..MAX_WHITESPACE / 8 {
         let w = buf.window(at);
-        let other = !(bytes_equal(w, b' ') | bytes_equal(w, b'\t')) & 0x8080_8080_8080_8080;
+        let other = !(bytes_equal(w, b' ') | bytes_equal(w, b'\t')) & HIGH;
         if other != 0 {
             at += first_flagged_byte(other);
             break;

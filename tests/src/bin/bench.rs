@@ -6,10 +6,10 @@
 //!    `ref_parse_headers` (Ethernet/IP/UDP parsing only), `ref_parse_update` (parsing,
 //!    one per-source LRU update and a per-CPU counter), `ref_scan` (parsing, the
 //!    payload copy and one pass over its bytes in `bpf_loop`), `ref_calls` (parsing
-//!    and 16 `bpf_loop` steps: the price of a call) and `ref_scan_in_place` (parsing and
-//!    the same pass over the payload where it lies, in a plain loop: no copy, no call). Each figure is the median
-//!    over several runs of many repeats; the programs take turns within a run, so drift
-//!    hits them alike. Each class's figure is set against its target (issue #5).
+//!    and 16 `bpf_loop` steps: the price of a call) and `ref_scan_in_place` (parsing
+//!    and the same pass over the payload where it lies, in a plain loop: no copy, no
+//!    call). Each figure is the median over several runs of many repeats; the programs
+//!    take turns within a run, so drift hits them alike. Each class's figure is set against its target (issue #5).
 //! 2. State growth: the same, for a banned, a denied and an allowed source, with small
 //!    and large blocklists, deny lists and tracked-source tables.
 //! 3. The packet path ([`sip_filter_tests::pathbench`]): floods through sip-filter,
