@@ -1,18 +1,33 @@
-//! The two BPF map commands aya 0.14 does not offer: `BPF_MAP_GET_NEXT_KEY` from a
-//! given key (which tells whether an LPM trie holds that exact prefix) and
-//! `BPF_MAP_UPDATE_BATCH` (a million hash map entries in a few system calls).
+//! The BPF map commands aya 0.14 does not offer: `BPF_MAP_GET_NEXT_KEY` from a given
+//! key (which tells whether an LPM trie holds that exact prefix), and the batch
+//! commands (`BPF_MAP_LOOKUP_BATCH`, `BPF_MAP_UPDATE_BATCH`, `BPF_MAP_DELETE_BATCH`,
+//! kernel 5.6+ for hash maps, 5.13+ for LPM tries): a million entries in a few system
+//! calls, where aya's iterators make two per entry.
 
 use std::{
     io,
-    os::fd::{AsFd, AsRawFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd},
 };
 
-use aya::Pod;
+use aya::{
+    maps::{lpm_trie::Key, HashMap, IterableMap, LpmTrie, Map, MapData, MapError},
+    sys::SyscallError,
+    Pod,
+};
 
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+/// The kernel's `ENOTSUPP` (not `EOPNOTSUPP`): the map type has no batch operations.
+const ENOTSUPP: i32 = 524;
+/// Entries per batch system call: the kernel copies them in one go.
+const BATCH: usize = 64 * 1024;
 
-/// `bpf_attr` for the element commands (`map_fd`, `key`, `next_key`, `flags`).
+/// `bpf_attr` for the element commands (`map_fd`, `key`, `value` or `next_key`, `flags`).
 #[repr(C)]
 #[derive(Default)]
 struct ElemAttr {
@@ -71,16 +86,12 @@ pub fn next_key<K: Pod>(map: impl AsFd, key: Option<&K>) -> io::Result<Option<K>
     }
 }
 
-/// Writes `keys[i] -> values[i]` in batches (hash maps; not LPM tries, which have no
-/// batch operations). Returns how many were written; an error says after how many.
-pub fn update_batch<K: Pod, V: Pod>(
-    map: impl AsFd,
+fn update_batch<K: Pod, V: Pod>(
+    map: BorrowedFd<'_>,
     keys: &[K],
     values: &[V],
 ) -> Result<usize, (usize, io::Error)> {
-    /// Entries per system call: the kernel copies them in one go.
-    const BATCH: usize = 64 * 1024;
-    let fd = map.as_fd().as_raw_fd() as u32;
+    let fd = map.as_raw_fd() as u32;
     let mut done = 0;
     for (keys, values) in keys.chunks(BATCH).zip(values.chunks(BATCH)) {
         let mut attr = BatchAttr {
@@ -96,4 +107,223 @@ pub fn update_batch<K: Pod, V: Pod>(
         result.map_err(|e| (done, e))?;
     }
     Ok(done)
+}
+
+fn update<K: Pod, V: Pod>(map: BorrowedFd<'_>, key: &K, value: &V) -> io::Result<()> {
+    let mut attr = ElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: key as *const K as u64,
+        next_key: value as *const V as u64,
+        ..ElemAttr::default()
+    };
+    bpf(BPF_MAP_UPDATE_ELEM, &mut attr)
+}
+
+/// The value stored at `key`, None if there is none.
+fn lookup<K: Pod, V: Pod>(map: BorrowedFd<'_>, key: &K) -> io::Result<Option<V>> {
+    // SAFETY: `V: Pod`: every bit pattern is a valid V.
+    let mut value: V = unsafe { std::mem::zeroed() };
+    let mut attr = ElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: key as *const K as u64,
+        next_key: &mut value as *mut V as u64,
+        ..ElemAttr::default()
+    };
+    match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
+        Ok(()) => Ok(Some(value)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether a batch command failed because this kernel or map type lacks it (before
+/// 5.6 the command is unknown: `EINVAL`), so the caller should go one key at a time.
+fn batch_unsupported(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(ENOTSUPP | libc::EINVAL))
+}
+
+/// Every entry of a hash map or LPM trie, `BATCH` at a time (`BPF_MAP_LOOKUP_BATCH`);
+/// one key at a time where the kernel has no batch lookup for the map. An entry
+/// removed or added while this reads may be missed. Refuses a map whose key or value
+/// is not the size of `K` or `V` (the kernel would write past the buffers).
+pub fn entries<K: Pod, V: Pod>(map: &MapData) -> Result<Vec<(K, V)>, MapError> {
+    check_sizes::<K, V>(map)?;
+    let fd = map.fd().as_fd();
+    match lookup_batch(fd) {
+        Err(e) if batch_unsupported(&e) => walk(fd).map_err(syscall_error("bpf_map_get_next_key")),
+        read => read.map_err(syscall_error("bpf_map_lookup_batch")),
+    }
+}
+
+/// Every entry of a hash map (or LRU hash map), as [`entries`] reads them.
+pub fn hash_entries<K: Pod, V: Pod>(map: &Map) -> Result<Vec<(K, V)>, MapError> {
+    let hash: HashMap<&MapData, K, V> = HashMap::try_from(map)?;
+    entries(IterableMap::map(&hash))
+}
+
+/// Every entry of an LPM trie, as [`entries`] reads them.
+pub fn trie_entries<K: Pod, V: Pod>(map: &Map) -> Result<Vec<(Key<K>, V)>, MapError> {
+    let trie: LpmTrie<&MapData, K, V> = LpmTrie::try_from(map)?;
+    entries(IterableMap::map(&trie))
+}
+
+/// Writes `keys[i] -> values[i]` (hash maps and LPM tries), `BATCH` at a time, or one
+/// at a time where the kernel lacks `BPF_MAP_UPDATE_BATCH` for the map. An error says
+/// after how many.
+pub fn update_many<K: Pod, V: Pod>(
+    map: &MapData,
+    keys: &[K],
+    values: &[V],
+) -> Result<usize, (usize, MapError)> {
+    check_sizes::<K, V>(map).map_err(|e| (0, e))?;
+    let fd = map.fd().as_fd();
+    match update_batch(fd, keys, values) {
+        Err((0, e)) if batch_unsupported(&e) => {
+            for (done, (key, value)) in keys.iter().zip(values).enumerate() {
+                update(fd, key, value)
+                    .map_err(|e| (done, syscall_error("bpf_map_update_elem")(e)))?;
+            }
+            Ok(keys.len().min(values.len()))
+        }
+        written => written.map_err(|(done, e)| (done, syscall_error("bpf_map_update_batch")(e))),
+    }
+}
+
+/// Removes `keys` (hash maps and LPM tries), `BATCH` at a time where the kernel has
+/// `BPF_MAP_DELETE_BATCH` for the map; a key already gone is skipped. Returns how many
+/// were removed.
+pub fn delete_many<K: Pod>(map: &MapData, keys: &[K]) -> Result<usize, MapError> {
+    let info = map.info()?;
+    if info.key_size() as usize != std::mem::size_of::<K>() {
+        return Err(MapError::InvalidKeySize {
+            size: std::mem::size_of::<K>(),
+            expected: info.key_size() as usize,
+        });
+    }
+    delete_batch(map.fd().as_fd(), keys).map_err(syscall_error("bpf_map_delete_batch"))
+}
+
+fn check_sizes<K: Pod, V: Pod>(map: &MapData) -> Result<(), MapError> {
+    let info = map.info()?;
+    let (key_size, value_size) = (info.key_size() as usize, info.value_size() as usize);
+    if key_size != std::mem::size_of::<K>() {
+        return Err(MapError::InvalidKeySize {
+            size: std::mem::size_of::<K>(),
+            expected: key_size,
+        });
+    }
+    if value_size != std::mem::size_of::<V>() {
+        return Err(MapError::InvalidValueSize {
+            size: std::mem::size_of::<V>(),
+            expected: value_size,
+        });
+    }
+    Ok(())
+}
+
+fn syscall_error(call: &'static str) -> impl Fn(io::Error) -> MapError {
+    move |io_error| MapError::SyscallError(SyscallError { call, io_error })
+}
+
+fn lookup_batch<K: Pod, V: Pod>(map: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>> {
+    let mut keys: Vec<K> = Vec::new();
+    let mut values: Vec<V> = Vec::new();
+    // Where the next batch starts: a bucket number for hash maps, the last key read for
+    // the kernel's generic batch (LPM tries): room for either.
+    let mut position = vec![0u64; std::mem::size_of::<K>().div_ceil(8).max(1)];
+    let mut first = true;
+    loop {
+        keys.reserve(BATCH);
+        values.reserve(BATCH);
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { position.as_ptr() as u64 },
+            out_batch: position.as_mut_ptr() as u64,
+            // Room for BATCH more of each was reserved above.
+            keys: keys.as_mut_ptr().wrapping_add(keys.len()) as u64,
+            values: values.as_mut_ptr().wrapping_add(values.len()) as u64,
+            count: BATCH as u32,
+            map_fd: map.as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        let result = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
+        // The kernel says how many it copied, also with ENOENT at the end.
+        let copied = (attr.count as usize).min(BATCH);
+        let at_end = match result {
+            Ok(()) => false,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
+            Err(e) => return Err(e),
+        };
+        // SAFETY: the kernel wrote `copied` keys and values into the reserved room, and
+        // any bytes are a valid K and V (`Pod`).
+        unsafe {
+            keys.set_len(keys.len() + copied);
+            values.set_len(values.len() + copied);
+        }
+        if at_end {
+            break;
+        }
+        first = false;
+    }
+    Ok(keys.into_iter().zip(values).collect())
+}
+
+/// Every entry, two system calls each: for kernels without batch lookups.
+fn walk<K: Pod, V: Pod>(map: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>> {
+    let mut entries = Vec::new();
+    let mut key: Option<K> = None;
+    while let Some(next) = next_key(map, key.as_ref())? {
+        // Removed since its key was read: skip it.
+        if let Some(value) = lookup(map, &next)? {
+            entries.push((next, value));
+        }
+        key = Some(next);
+    }
+    Ok(entries)
+}
+
+fn delete_batch<K: Pod>(map: BorrowedFd<'_>, keys: &[K]) -> io::Result<usize> {
+    let mut removed = 0;
+    let mut rest = keys;
+    while !rest.is_empty() {
+        let chunk = &rest[..rest.len().min(BATCH)];
+        let mut attr = BatchAttr {
+            keys: chunk.as_ptr() as u64,
+            count: chunk.len() as u32,
+            map_fd: map.as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        let result = bpf(BPF_MAP_DELETE_BATCH, &mut attr);
+        // On error the kernel says how many it removed before the key it stopped at.
+        let done = (attr.count as usize).min(chunk.len());
+        removed += done;
+        rest = &rest[done..];
+        match result {
+            Ok(()) => {}
+            // That key is gone already (expired and removed by the kernel, or by another
+            // verb): step over it.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => rest = &rest[1..],
+            Err(e) if batch_unsupported(&e) && done == 0 => {
+                return Ok(removed + delete_one_by_one(map, rest)?)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
+}
+
+fn delete_one_by_one<K: Pod>(map: BorrowedFd<'_>, keys: &[K]) -> io::Result<usize> {
+    let mut removed = 0;
+    for key in keys {
+        let mut attr = ElemAttr {
+            map_fd: map.as_raw_fd() as u32,
+            key: key as *const K as u64,
+            ..ElemAttr::default()
+        };
+        match bpf(BPF_MAP_DELETE_ELEM, &mut attr) {
+            Ok(()) => removed += 1,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
 }

@@ -309,12 +309,10 @@ impl Filter {
             what: "map",
             name: names::BANS,
         })?;
-        let bans: HashMap<&MapData, SourceKey, Ban> =
-            HashMap::try_from(map).map_err(|source| FilterError::Map {
-                name: names::BANS,
-                source,
-            })?;
-        Ok(bans.iter().filter_map(Result::ok).collect())
+        crate::bpf_sys::hash_entries(map).map_err(|source| FilterError::Map {
+            name: names::BANS,
+            source,
+        })
     }
 
     /// Takes the ring buffer the program writes events to (bans, sampled drops; see
@@ -708,17 +706,10 @@ impl PinnedBans {
         keys: &[SourceKey],
         bans: &[Ban],
     ) -> Result<(), (usize, Box<FilterError>)> {
-        use std::os::fd::AsFd;
-        let fd = aya::maps::IterableMap::<SourceKey, Ban>::map(&self.bans)
-            .fd()
-            .as_fd();
-        crate::bpf_sys::update_batch(fd, keys, bans)
+        let map = aya::maps::IterableMap::<SourceKey, Ban>::map(&self.bans);
+        crate::bpf_sys::update_many(map, keys, bans)
             .map(|_| ())
-            .map_err(|(done, io_error)| {
-                let source = MapError::SyscallError(aya::sys::SyscallError {
-                    call: "bpf_map_update_batch",
-                    io_error,
-                });
+            .map_err(|(done, source)| {
                 (
                     done,
                     Box::new(FilterError::Map {
@@ -731,20 +722,22 @@ impl PinnedBans {
 
     /// The banned keys, unsorted.
     pub fn keys(&self) -> Result<Vec<SourceKey>, FilterError> {
-        self.bans
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(|source| FilterError::Map {
-                name: names::BANS,
-                source,
-            })
+        Ok(self.entries()?.into_iter().map(|(key, _)| key).collect())
     }
 
     /// The blocklist's entries, sorted by key.
     pub fn list(&self) -> Result<Vec<(SourceKey, Ban)>, FilterError> {
-        let mut entries: Vec<(SourceKey, Ban)> = self.bans.iter().filter_map(Result::ok).collect();
-        entries.sort_by_key(|(key, _)| *key);
+        let mut entries = self.entries()?;
+        entries.sort_unstable_by_key(|(key, _)| *key);
         Ok(entries)
+    }
+
+    fn entries(&self) -> Result<Vec<(SourceKey, Ban)>, FilterError> {
+        let map = aya::maps::IterableMap::<SourceKey, Ban>::map(&self.bans);
+        crate::bpf_sys::entries(map).map_err(|source| FilterError::Map {
+            name: names::BANS,
+            source,
+        })
     }
 }
 

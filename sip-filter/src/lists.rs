@@ -7,7 +7,7 @@ use std::{
     path::Path,
 };
 
-use aya::maps::{lpm_trie::Key, LpmTrie, Map, MapData, MapError};
+use aya::maps::{lpm_trie::Key, IterableMap, LpmTrie, Map, MapData, MapError};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use sip_filter_common::maps::{names, ListEntry, LIST_ORIGIN_OPERATOR};
 
@@ -191,31 +191,25 @@ impl PinnedList {
         }
     }
 
-    /// Every entry, IPv4 first, each family sorted by network.
+    /// Every entry, IPv4 first, each family sorted by network. Read in batches.
     pub fn entries(&self) -> Result<Vec<(IpNet, ListEntry)>, FilterError> {
         let (v4_name, v6_name) = self.kind.map_names();
-        let mut entries = Vec::new();
-        for item in self.v4.iter() {
-            let (key, entry) = item.map_err(|source| FilterError::Map {
-                name: v4_name,
-                source,
-            })?;
-            entries.extend(v4_net(&key).map(|net| (net, entry)));
-        }
-        for item in self.v6.iter() {
-            let (key, entry) = item.map_err(|source| FilterError::Map {
-                name: v6_name,
-                source,
-            })?;
-            entries.extend(v6_net(&key).map(|net| (net, entry)));
-        }
-        entries.sort_by_key(|(net, _)| *net);
+        let v4: Vec<(Key<[u8; 4]>, ListEntry)> = bpf_sys::entries(IterableMap::map(&self.v4))
+            .map_err(|source| FilterError::Map { name: v4_name, source })?;
+        let v6: Vec<(Key<[u8; 16]>, ListEntry)> = bpf_sys::entries(IterableMap::map(&self.v6))
+            .map_err(|source| FilterError::Map { name: v6_name, source })?;
+        let mut entries: Vec<(IpNet, ListEntry)> = v4
+            .iter()
+            .filter_map(|(key, entry)| Some((v4_net(key)?, *entry)))
+            .chain(v6.iter().filter_map(|(key, entry)| Some((v6_net(key)?, *entry))))
+            .collect();
+        entries.sort_unstable_by_key(|(net, _)| *net);
         Ok(entries)
     }
 
     /// How many entries the list holds (both families).
     pub fn count(&self) -> Result<usize, FilterError> {
-        Ok(self.v4.keys().count() + self.v6.keys().count())
+        Ok(self.entries()?.len())
     }
 
     /// Removes operator entries that expired before `now_ns` (the kernel already ignores
@@ -227,12 +221,19 @@ impl PinnedList {
             .filter(|(_, entry)| entry.origin == LIST_ORIGIN_OPERATOR && !entry.is_live(now_ns))
             .map(|(net, _)| net)
             .collect();
-        let mut removed = 0;
+        let (v4_name, v6_name) = self.kind.map_names();
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
         for net in expired {
-            if self.remove(net)? {
-                removed += 1;
+            match net {
+                IpNet::V4(net) => v4.push(v4_key(net)),
+                IpNet::V6(net) => v6.push(v6_key(net)),
             }
         }
-        Ok(removed)
+        let removed_v4 = bpf_sys::delete_many(IterableMap::map(&self.v4), &v4)
+            .map_err(|source| FilterError::Map { name: v4_name, source })?;
+        let removed_v6 = bpf_sys::delete_many(IterableMap::map(&self.v6), &v6)
+            .map_err(|source| FilterError::Map { name: v6_name, source })?;
+        Ok(removed_v4 + removed_v6)
     }
 }

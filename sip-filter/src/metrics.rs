@@ -17,7 +17,7 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap, LpmTrie, Map, MapData, MapError},
+    maps::{Map, MapData, MapError},
     Pod,
 };
 use bytes::Bytes;
@@ -41,6 +41,7 @@ use sip_filter_common::{
 };
 
 use crate::{
+    bpf_sys,
     filter::{monotonic_now_ns, pinned_config, pinned_counters, FilterError},
     pins::{maps_dir, pinned_interfaces},
     runtime::{Reloads, Runtime},
@@ -315,15 +316,15 @@ impl Snapshot {
 }
 
 /// Entries of the blocklist, adding those that still match at `now_ns` to `active` by
-/// reason. An entry removed between two syscalls is skipped.
+/// reason. Read in batches (`BPF_MAP_LOOKUP_BATCH`): a million bans in tens of ms.
 fn count_bans(
     map: &Map,
     now_ns: u64,
     active: &mut [u64; BanReason::COUNT],
 ) -> Result<u64, MapError> {
-    let bans: HashMap<&MapData, SourceKey, Ban> = HashMap::try_from(map)?;
+    let bans: Vec<(SourceKey, Ban)> = bpf_sys::hash_entries(map)?;
     let mut entries = 0;
-    for (_, ban) in bans.iter().filter_map(Result::ok) {
+    for (_, ban) in bans {
         entries += 1;
         if now_ns < ban.expires_ns {
             active[BanReason::from_u32(ban.reason) as usize] += 1;
@@ -344,13 +345,11 @@ fn count_entries(name: &str, map: &Map) -> Result<u64, MapError> {
 }
 
 fn hash_entries<K: Pod, V: Pod>(map: &Map) -> Result<u64, MapError> {
-    let hash: HashMap<&MapData, K, V> = HashMap::try_from(map)?;
-    Ok(hash.keys().filter(Result::is_ok).count() as u64)
+    Ok(bpf_sys::hash_entries::<K, V>(map)?.len() as u64)
 }
 
 fn trie_entries<K: Pod>(map: &Map) -> Result<u64, MapError> {
-    let trie: LpmTrie<&MapData, K, ListEntry> = LpmTrie::try_from(map)?;
-    Ok(trie.keys().filter(Result::is_ok).count() as u64)
+    Ok(bpf_sys::trie_entries::<K, ListEntry>(map)?.len() as u64)
 }
 
 /// The kernel's series, refilled from the pinned maps at each scrape, and the attached

@@ -12,7 +12,7 @@ use aya::{
 };
 use sip_filter::{
     events,
-    filter::{monotonic_now_ns, pinned_config, FilterError},
+    filter::{monotonic_now_ns, FilterError},
     lists::{ListKind, PinnedList},
     metrics::{self, Locations, Metrics},
     pins::{
@@ -102,6 +102,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .map_err(|e| UserError(e.to_string()))?;
 
     let mut saved = load_state(&state_path);
+    let legacy_path = args.state_dir().join(state::LEGACY_FILE_NAME);
+    let legacy = load_state(&legacy_path);
+    saved = State::merged(Some(legacy), Some(saved)).unwrap_or_default();
     // Pins without a live daemon: one that crashed (its program is still attached
     // through the link pins). Its maps are newer than the state file: take them over.
     let stale = anything_pinned(&root);
@@ -256,14 +259,8 @@ fn load_state(path: &Path) -> State {
 
 /// The bans and operator entries in the maps a crashed daemon left pinned.
 fn take_pinned_state(root: &Path) -> anyhow::Result<State> {
-    let dir = maps_dir(root);
-    let ipv6_prefix = pinned_config(&dir)?.ipv6_prefix;
-    let maps = state::pinned_maps(&dir)?;
-    Ok(State::take(
-        &StateMaps::from(&maps),
-        ipv6_prefix,
-        Clocks::now(),
-    )?)
+    let maps = state::pinned_maps(&maps_dir(root))?;
+    Ok(State::take(&StateMaps::from(&maps), Clocks::now())?)
 }
 
 /// What a running daemon pinned: removed (which detaches) on [`Pinned::remove`] or drop.
@@ -499,10 +496,19 @@ impl Daemon<'_> {
     /// filter goes on.
     fn save_state(&self) {
         let taken = StateMaps::of(&self.filter).and_then(|maps| {
-            State::take(&maps, u32::from(self.settings.ipv6_prefix), Clocks::now())
+            State::take(&maps, Clocks::now())
         });
         let saved = match taken {
-            Ok(state) => state.save(&self.state_path).map(|()| state),
+            Ok(state) => state.save(&self.state_path).map(|()| {
+                // Version 1's file: what it held is in this one now.
+                let legacy = self.state_path.with_file_name(state::LEGACY_FILE_NAME);
+                if let Err(e) = std::fs::remove_file(&legacy) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        log::warn!(state_file:% = legacy.display(); "cannot remove the old state file: {e}");
+                    }
+                }
+                state
+            }),
             Err(e) => Err(e.into()),
         };
         match saved {
