@@ -324,7 +324,13 @@ fn block_import_of_a_million_entries() {
         "the client, banned by the import"
     );
 
+    // The stop saves all of it (read in batches, written as 28-byte records).
+    let stopping = std::time::Instant::now();
     rig.stop_filter(&mut daemon);
+    println!(
+        "stop with 500,000 bans and 500,000 deny entries (debug build): {:.2} s",
+        stopping.elapsed().as_secs_f64()
+    );
     rig.tear_down([daemon]);
 }
 
