@@ -155,6 +155,14 @@ pub fn entries<K: Pod, V: Pod>(map: &MapData) -> Result<Vec<(K, V)>, MapError> {
     }
 }
 
+/// The map behind a hash map, LRU hash map or LPM trie: the kinds these commands serve.
+pub fn hash_or_trie(map: &Map) -> Option<&MapData> {
+    match map {
+        Map::HashMap(data) | Map::LruHashMap(data) | Map::LpmTrie(data) => Some(data),
+        _ => None,
+    }
+}
+
 /// Every entry of a hash map (or LRU hash map), as [`entries`] reads them.
 pub fn hash_entries<K: Pod, V: Pod>(map: &Map) -> Result<Vec<(K, V)>, MapError> {
     let hash: HashMap<&MapData, K, V> = HashMap::try_from(map)?;

@@ -195,13 +195,22 @@ impl PinnedList {
     pub fn entries(&self) -> Result<Vec<(IpNet, ListEntry)>, FilterError> {
         let (v4_name, v6_name) = self.kind.map_names();
         let v4: Vec<(Key<[u8; 4]>, ListEntry)> = bpf_sys::entries(IterableMap::map(&self.v4))
-            .map_err(|source| FilterError::Map { name: v4_name, source })?;
+            .map_err(|source| FilterError::Map {
+                name: v4_name,
+                source,
+            })?;
         let v6: Vec<(Key<[u8; 16]>, ListEntry)> = bpf_sys::entries(IterableMap::map(&self.v6))
-            .map_err(|source| FilterError::Map { name: v6_name, source })?;
+            .map_err(|source| FilterError::Map {
+                name: v6_name,
+                source,
+            })?;
         let mut entries: Vec<(IpNet, ListEntry)> = v4
             .iter()
             .filter_map(|(key, entry)| Some((v4_net(key)?, *entry)))
-            .chain(v6.iter().filter_map(|(key, entry)| Some((v6_net(key)?, *entry))))
+            .chain(
+                v6.iter()
+                    .filter_map(|(key, entry)| Some((v6_net(key)?, *entry))),
+            )
             .collect();
         entries.sort_unstable_by_key(|(net, _)| *net);
         Ok(entries)
@@ -230,10 +239,20 @@ impl PinnedList {
                 IpNet::V6(net) => v6.push(v6_key(net)),
             }
         }
-        let removed_v4 = bpf_sys::delete_many(IterableMap::map(&self.v4), &v4)
-            .map_err(|source| FilterError::Map { name: v4_name, source })?;
-        let removed_v6 = bpf_sys::delete_many(IterableMap::map(&self.v6), &v6)
-            .map_err(|source| FilterError::Map { name: v6_name, source })?;
+        let removed_v4 =
+            bpf_sys::delete_many(IterableMap::map(&self.v4), &v4).map_err(|source| {
+                FilterError::Map {
+                    name: v4_name,
+                    source,
+                }
+            })?;
+        let removed_v6 =
+            bpf_sys::delete_many(IterableMap::map(&self.v6), &v6).map_err(|source| {
+                FilterError::Map {
+                    name: v6_name,
+                    source,
+                }
+            })?;
         Ok(removed_v4 + removed_v6)
     }
 }

@@ -273,7 +273,11 @@ impl State {
 
     /// Adds `newer`'s entries; where both hold a source or network, `newer`'s wins.
     pub fn extend(&mut self, newer: State) {
-        fn merge<T, K: Eq + std::hash::Hash>(old: &mut Vec<T>, newer: Vec<T>, key: impl Fn(&T) -> K) {
+        fn merge<T, K: Eq + std::hash::Hash>(
+            old: &mut Vec<T>,
+            newer: Vec<T>,
+            key: impl Fn(&T) -> K,
+        ) {
             let replaced: std::collections::HashSet<K> = newer.iter().map(&key).collect();
             old.retain(|item| !replaced.contains(&key(item)));
             old.extend(newer);
@@ -334,8 +338,18 @@ fn push_record(
 
 /// A version 2 file's contents; the reason it is not one.
 fn decode(bytes: &[u8]) -> Result<State, String> {
-    let u32_at = |at: usize| bytes.get(at..at + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
-    let u64_at = |at: usize| bytes.get(at..at + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+    let u32_at = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+    };
+    let u64_at = |at: usize| {
+        bytes
+            .get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
     let too_short = || format!("{} bytes, shorter than its header", bytes.len());
     let version = u32_at(8).ok_or_else(too_short)?;
     if version != VERSION {
@@ -343,15 +357,21 @@ fn decode(bytes: &[u8]) -> Result<State, String> {
     }
     let record_size = u32_at(12).ok_or_else(too_short)? as usize;
     if record_size != RECORD_SIZE {
-        return Err(format!("records of {record_size} bytes, expected {RECORD_SIZE}"));
+        return Err(format!(
+            "records of {record_size} bytes, expected {RECORD_SIZE}"
+        ));
     }
     let count = |at| {
         u64_at(at)
             .and_then(|n| usize::try_from(n).ok())
             .ok_or_else(too_short)
     };
-    let (saved_at_unix_ms, bans, allow, deny) =
-        (u64_at(16).ok_or_else(too_short)?, count(24)?, count(32)?, count(40)?);
+    let (saved_at_unix_ms, bans, allow, deny) = (
+        u64_at(16).ok_or_else(too_short)?,
+        count(24)?,
+        count(32)?,
+        count(40)?,
+    );
     let expected = bans
         .checked_add(allow)
         .and_then(|n| n.checked_add(deny))
@@ -363,7 +383,9 @@ fn decode(bytes: &[u8]) -> Result<State, String> {
             bytes.len()
         ));
     }
-    let mut records = bytes[HEADER_SIZE..].chunks_exact(RECORD_SIZE).map(read_record);
+    let mut records = bytes[HEADER_SIZE..]
+        .chunks_exact(RECORD_SIZE)
+        .map(read_record);
     let mut state = State {
         saved_at_unix_ms,
         ..State::default()
@@ -662,16 +684,12 @@ fn put_many<K: aya::Pod, V: aya::Pod>(
     keys: &[K],
     values: &[V],
 ) -> Result<usize, FilterError> {
-    let data = map_data(map, name)?;
-    bpf_sys::update_many(data, keys, values).map_err(|(_, source)| FilterError::Map { name, source })
-}
-
-/// The map behind a hash map or trie.
-fn map_data<'a>(map: &'a Map, name: &'static str) -> Result<&'a MapData, FilterError> {
-    match map {
-        Map::HashMap(data) | Map::LruHashMap(data) | Map::LpmTrie(data) => Ok(data),
-        _ => Err(FilterError::Missing { what: "hash map or LPM trie", name }),
-    }
+    let data = bpf_sys::hash_or_trie(map).ok_or(FilterError::Missing {
+        what: "hash map or LPM trie",
+        name,
+    })?;
+    bpf_sys::update_many(data, keys, values)
+        .map_err(|(_, source)| FilterError::Map { name, source })
 }
 
 /// Inserts operator entries into a trie, except on networks the configuration lists
@@ -681,12 +699,13 @@ fn put_operator_entries<K: aya::Pod + Eq + std::hash::Hash>(
     name: &'static str,
     mut entries: Vec<(Key<K>, ListEntry)>,
 ) -> Result<(usize, usize), FilterError> {
-    let configured: std::collections::HashSet<(u32, K)> = bpf_sys::trie_entries::<K, ListEntry>(map)
-        .map_err(|source| FilterError::Map { name, source })?
-        .into_iter()
-        .filter(|(_, entry)| entry.origin == LIST_ORIGIN_CONFIG)
-        .map(|(key, _)| (key.prefix_len(), key.data()))
-        .collect();
+    let configured: std::collections::HashSet<(u32, K)> =
+        bpf_sys::trie_entries::<K, ListEntry>(map)
+            .map_err(|source| FilterError::Map { name, source })?
+            .into_iter()
+            .filter(|(_, entry)| entry.origin == LIST_ORIGIN_CONFIG)
+            .map(|(key, _)| (key.prefix_len(), key.data()))
+            .collect();
     let all = entries.len();
     entries.retain(|(key, _)| !configured.contains(&(key.prefix_len(), key.data())));
     let (keys, values): (Vec<Key<K>>, Vec<ListEntry>) = entries.into_iter().unzip();

@@ -495,9 +495,7 @@ impl Daemon<'_> {
     /// Writes the state file (periodically, and on stop); a failure is logged, the
     /// filter goes on.
     fn save_state(&self) {
-        let taken = StateMaps::of(&self.filter).and_then(|maps| {
-            State::take(&maps, Clocks::now())
-        });
+        let taken = StateMaps::of(&self.filter).and_then(|maps| State::take(&maps, Clocks::now()));
         let saved = match taken {
             Ok(state) => state.save(&self.state_path).map(|()| {
                 // Version 1's file: what it held is in this one now.

@@ -28,15 +28,18 @@
 use std::{fmt::Write as _, net::IpAddr, time::Instant};
 
 use anyhow::{bail, Context};
-use aya::maps::{lpm_trie::Key, HashMap, LpmTrie};
+use aya::maps::{lpm_trie::Key, HashMap, LpmTrie, MapData};
 use serde_json::{json, Value};
 use sip_filter::{
-    filter::{load_reference, Capacities, Reference, REFERENCE_PROGRAMS},
+    bpf_sys,
+    filter::{load_reference, monotonic_now_ns, Capacities, Reference, REFERENCE_PROGRAMS},
     settings::{BanRules, RateLimit, RateLimits},
+    state::{self, Clocks, State, StateMaps},
     Filter, Settings,
 };
 use sip_filter_common::maps::{
-    names, Ban, BanReason, ListEntry, SourceKey, SourceState, MAX_SOURCES,
+    names, Ban, BanReason, ListEntry, SourceKey, SourceState, MAX_BANS, MAX_LIST_ENTRIES,
+    MAX_SOURCES,
 };
 use sip_filter_common::{bounded::REF_CALLS, SCAN_LEN};
 use sip_filter_tests::{packets::*, pathbench};
@@ -51,6 +54,8 @@ struct Args {
     json: Option<String>,
     markdown: Option<String>,
     growth: bool,
+    /// Only the state save (what a stop costs).
+    state_save_only: bool,
     path: bool,
     /// Only the classes whose name contains this (for profiling one path).
     only: Option<String>,
@@ -59,7 +64,7 @@ struct Args {
 }
 
 const USAGE: &str = "bench [--quick] [--runs N (7)] [--repeat R (1000000)] [--json FILE] \
-                     [--markdown FILE] [--no-growth] [--no-path] [--class PART-OF-NAME] \
+                     [--markdown FILE] [--no-growth] [--state-save-only] [--no-path] [--class PART-OF-NAME] \
                      [--render JSON --markdown FILE]";
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -70,6 +75,7 @@ fn parse_args() -> anyhow::Result<Args> {
         json: None,
         markdown: None,
         growth: true,
+        state_save_only: false,
         path: true,
         only: None,
         render: None,
@@ -94,6 +100,7 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             "--render" => args.render = Some(it.next().context("--render needs a JSON file")?),
             "--no-growth" => args.growth = false,
+            "--state-save-only" => args.state_save_only = true,
             "--no-path" => args.path = false,
             "--class" => {
                 args.only = Some(it.next().context("--class needs part of a name")?);
@@ -299,6 +306,10 @@ impl Bench {
 
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
+    if args.state_save_only {
+        state_save(args.quick)?;
+        return Ok(());
+    }
     if let Some(json) = &args.render {
         let markdown_file = args
             .markdown
@@ -427,10 +438,13 @@ fn main() -> anyhow::Result<()> {
         results.push(entry);
     }
 
-    let growth = if args.growth {
-        state_growth(&mut bench, &banned, args.quick)?
+    let (growth, save) = if args.growth {
+        (
+            state_growth(&mut bench, &banned, args.quick)?,
+            state_save(args.quick)?,
+        )
     } else {
-        Value::Null
+        (Value::Null, Value::Null)
     };
     // The maps the growth part filled go with the filter, before the lab starts.
     drop(bench);
@@ -448,6 +462,7 @@ fn main() -> anyhow::Result<()> {
         "quick": args.quick,
         "classes": results,
         "state_growth": growth,
+        "state_save": save,
         "packet_path": path,
         "seconds": started.elapsed().as_secs(),
     });
@@ -627,6 +642,92 @@ fn fill_sources(filter: &mut Filter, from: u32, to: u32) -> anyhow::Result<u32> 
             .with_context(|| format!("source {} of {to}", i + 1))?;
     }
     Ok(to.max(from))
+}
+
+/// What the daemon's stop costs: reading the bans and the operator's deny entries out of
+/// the maps and writing the state file (fsync included), with a million of each, and at
+/// the largest sizes the maps hold (1,048,576 bans, as many deny entries per family).
+fn state_save(quick: bool) -> anyhow::Result<Value> {
+    let sizes: &[(u32, u32, u32)] = if quick {
+        &[(20_000, 20_000, 0)]
+    } else {
+        &[
+            (1_000_000, 1_000_000, 0),
+            (MAX_BANS, MAX_LIST_ENTRIES, MAX_LIST_ENTRIES),
+        ]
+    };
+    let dir = std::env::temp_dir().join(format!("sip-filter-bench-state-{}", std::process::id()));
+    let path = dir.join(state::FILE_NAME);
+    println!("\nstate save (what a stop costs): read in batches, written, fsynced");
+    let mut rows = Vec::new();
+    for &(bans, deny_v4, deny_v6) in sizes {
+        let mut filter = Filter::load()?;
+        filter.configure(&bench_settings(RateLimits::default()))?;
+        let expires = monotonic_now_ns() + 86_400_000_000_000;
+        let keys: Vec<SourceKey> = (0..bans)
+            .map(|i| sip_filter_common::sip::mapped_ipv4(nth_address([10, 0, 0, 0], i)))
+            .collect();
+        let values = vec![Ban::new(expires, BanReason::Feed); keys.len()];
+        bpf_sys::update_many(map_data(&filter, names::BANS)?, &keys, &values)
+            .map_err(|(_, e)| e)?;
+        let entry = ListEntry::from_operator(expires, BanReason::Feed as u32);
+        let v4: Vec<Key<[u8; 4]>> = (0..deny_v4)
+            .map(|i| Key::new(28, (0x2000_0000u32 + (i << 4)).to_be_bytes()))
+            .collect();
+        bpf_sys::update_many(
+            map_data(&filter, names::DENY_V4)?,
+            &v4,
+            &vec![entry; v4.len()],
+        )
+        .map_err(|(_, e)| e)?;
+        let v6: Vec<Key<[u8; 16]>> = (0..deny_v6)
+            .map(|i| {
+                let mut net = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                net[4..8].copy_from_slice(&i.to_be_bytes());
+                Key::new(64, net)
+            })
+            .collect();
+        bpf_sys::update_many(
+            map_data(&filter, names::DENY_V6)?,
+            &v6,
+            &vec![entry; v6.len()],
+        )
+        .map_err(|(_, e)| e)?;
+
+        let reading = Instant::now();
+        let taken = State::take(&StateMaps::of(&filter)?, Clocks::now())?;
+        let read_s = reading.elapsed().as_secs_f64();
+        let writing = Instant::now();
+        taken.save(&path)?;
+        let write_s = writing.elapsed().as_secs_f64();
+        let bytes = std::fs::metadata(&path)?.len();
+        anyhow::ensure!(
+            taken.bans.len() == bans as usize && taken.deny.len() == (deny_v4 + deny_v6) as usize,
+            "took {} bans and {} deny entries",
+            taken.bans.len(),
+            taken.deny.len()
+        );
+        println!(
+            "{bans:>8} bans, {deny_v4:>8} + {deny_v6:>8} deny entries (v4 + v6): read {read_s:.2} s, write {write_s:.2} s, total {:.2} s, {:.0} MB",
+            read_s + write_s,
+            bytes as f64 / 1e6
+        );
+        rows.push(json!({
+            "bans": bans, "deny_v4": deny_v4, "deny_v6": deny_v6,
+            "read_seconds": read_s, "write_seconds": write_s,
+            "stop_save_seconds": read_s + write_s, "file_bytes": bytes,
+        }));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(json!({
+        "method": "State::take (BPF_MAP_LOOKUP_BATCH on SF_BANS and the deny tries) then State::save (binary, written to a temporary file, fsynced, renamed), as the daemon does on SIGTERM; release build",
+        "rows": rows,
+    }))
+}
+
+fn map_data<'a>(filter: &'a Filter, name: &'static str) -> anyhow::Result<&'a MapData> {
+    bpf_sys::hash_or_trie(filter.map(name)?)
+        .with_context(|| format!("{name} is no hash map or trie"))
 }
 
 /// BENCHMARKS.md: the method, the machine, the tables, the targets.
