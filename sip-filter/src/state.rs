@@ -508,7 +508,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Sets a state file that cannot be read aside as `state.json.corrupt-UNIXTIME`, so
+/// Sets a state file that cannot be read aside as `NAME.corrupt-UNIXTIME`, so
 /// that the daemon can start and write a good one without losing it; returns the new
 /// name.
 pub fn set_aside(path: &Path) -> std::io::Result<PathBuf> {
