@@ -235,7 +235,8 @@ fn daemon_on_two_interfaces_reloads_restarts_and_unloads() {
     let config_file = write_file(rig.dir.path(), "sip-filter.toml", &config(DOMAIN));
     let log = rig.dir.path().join("sip-filter.log");
 
-    // A corrupt state file: set aside with a clear line, the daemon starts anyway.
+    // A corrupt state file (of version 1, JSON): set aside with a clear line, the daemon
+    // starts anyway.
     std::fs::create_dir_all(rig.pins.state_dir()).unwrap();
     let state_file = rig.pins.state_dir().join("state.json");
     std::fs::write(&state_file, "{ not json").unwrap();
@@ -499,8 +500,12 @@ fn daemon_on_two_interfaces_reloads_restarts_and_unloads() {
         !xdp_attached_on(&rig.lab, SECOND_SERVER_IFACE) && !xdp_attached_on(&rig.lab, BRIDGE),
         "detached from every interface"
     );
-    let saved = std::fs::read_to_string(&state_file).expect("a state file after the stop");
-    rig.transcript.note(format!("state file: {saved}"));
+    let saved =
+        std::fs::read(rig.pins.state_dir().join("state.bin")).expect("a state file after the stop");
+    assert!(saved.starts_with(b"SIPFSTAT"), "the binary state file");
+    rig.transcript
+        .note(format!("state file: {} bytes", saved.len()));
+    assert!(!state_file.exists(), "no state.json is written any more");
     drop(daemon);
 
     let mut daemon = start(&rig.lab, &rig.pins, &config_file, &log, &mut rig.transcript);
