@@ -309,7 +309,9 @@ fn delete_batch<K: Pod>(map: BorrowedFd<'_>, keys: &[K]) -> io::Result<usize> {
             Ok(()) => {}
             // That key is gone already (expired and removed by the kernel, or by another
             // verb): step over it.
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => rest = &rest[1..],
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                rest = rest.get(1..).unwrap_or_default()
+            }
             Err(e) if batch_unsupported(&e) && done == 0 => {
                 return Ok(removed + delete_one_by_one(map, rest)?)
             }
