@@ -1,8 +1,10 @@
 //! The BPF map commands aya 0.14 does not offer: `BPF_MAP_GET_NEXT_KEY` from a given
 //! key (which tells whether an LPM trie holds that exact prefix), and the batch
 //! commands (`BPF_MAP_LOOKUP_BATCH`, `BPF_MAP_UPDATE_BATCH`, `BPF_MAP_DELETE_BATCH`,
-//! kernel 5.6+ for hash maps, 5.13+ for LPM tries): a million entries in a few system
-//! calls, where aya's iterators make two per entry.
+//! kernel 5.6+ for hash maps; LPM tries gained the kernel's generic ones later, 6.18
+//! has them): a million entries in a few system calls, where aya's iterators make two
+//! per entry. Where the kernel lacks them for a map, each falls back to one key at a
+//! time.
 
 use std::{
     io,
