@@ -246,6 +246,7 @@ struct RawFile {
     ban: RawBan,
     #[serde(default)]
     lists: RawLists,
+    crowdsec: Option<Spanned<crate::crowdsec::settings::RawCrowdsec>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -461,6 +462,14 @@ impl RawFile {
             rate_limits,
             scanner_user_agents,
             ban,
+            crowdsec: self
+                .crowdsec
+                .as_ref()
+                .map(|table| {
+                    crate::crowdsec::settings::from_raw(table.get_ref(), table.span())
+                        .map_err(|(span, key, message)| Refusal { span, key, message })
+                })
+                .transpose()?,
         })
     }
 
