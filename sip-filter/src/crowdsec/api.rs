@@ -119,6 +119,15 @@ impl HttpLapi {
 
     /// The body of an answer, at most [`MAX_BODY_BYTES`].
     fn body(&self, response: &mut ureq::http::Response<ureq::Body>) -> Result<Vec<u8>, LapiError> {
+        // Refused before a byte is read, when the LAPI says how big it is.
+        let announced = response
+            .headers()
+            .get("content-length")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<u64>().ok());
+        if announced.is_some_and(|length| length > MAX_BODY_BYTES) {
+            return Err(LapiError::TooLarge);
+        }
         response
             .body_mut()
             .with_config()
