@@ -91,42 +91,7 @@ impl Lapi {
             let done = lapi(ns, &step);
             ensure!(done.success(), "cscli {step:?}: {done}");
         }
-        let config = dir.join("config.yaml");
-        let mut process = ns
-            .spawn(
-                "crowdsec",
-                "crowdsec",
-                &["-c", config.to_str().context("a UTF-8 path")?],
-                &dir.join("crowdsec.log"),
-            )
-            .context("crowdsec starts (installed by `cargo xtask setup --test-tools`)")?;
-        let start = Instant::now();
-        loop {
-            let probe = ns.run(
-                "curl",
-                &[
-                    "-fs",
-                    "-o",
-                    "/dev/null",
-                    "-H",
-                    &format!("X-Api-Key: {bouncer_key}"),
-                    &format!("{url}/v1/decisions?ip=127.0.0.1"),
-                ],
-                QUICK,
-            );
-            if probe.success() {
-                break;
-            }
-            if let Some(status) = process.exited() {
-                bail!("crowdsec exited ({status}):\n{}", process.log());
-            }
-            ensure!(
-                start.elapsed() < QUICK,
-                "the LAPI does not answer after {QUICK:?}:\n{}",
-                process.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let process = run_lapi(ns, dir, &url, &bouncer_key)?;
         Ok(Lapi {
             process,
             dir: dir.to_path_buf(),
@@ -135,6 +100,18 @@ impl Lapi {
             machine_id,
             password_file,
         })
+    }
+
+    /// Stops the LAPI (SIGTERM), as an outage.
+    pub fn stop(&mut self) {
+        self.process.signal(crate::netns::SIGTERM);
+        let _ = self.process.wait(QUICK);
+    }
+
+    /// Starts it again on the same directory, port and database.
+    pub fn restart(&mut self, ns: Netns) -> anyhow::Result<()> {
+        self.process = run_lapi(ns, &self.dir, &self.url, &self.bouncer_key)?;
+        Ok(())
     }
 
     /// `cscli ARGS` against this LAPI.
@@ -148,4 +125,44 @@ fn cscli(ns: Netns, dir: &Path, args: &[&str]) -> Finished {
     let mut all = vec!["-c", config.to_str().unwrap_or_default(), "--error"];
     all.extend_from_slice(args);
     ns.run("cscli", &all, QUICK)
+}
+
+/// Starts crowdsec on `dir`'s configuration in `ns` and waits until it answers.
+fn run_lapi(ns: Netns, dir: &Path, url: &str, bouncer_key: &str) -> anyhow::Result<Background> {
+    let config = dir.join("config.yaml");
+    let mut process = ns
+        .spawn(
+            "crowdsec",
+            "crowdsec",
+            &["-c", config.to_str().context("a UTF-8 path")?],
+            &dir.join("crowdsec.log"),
+        )
+        .context("crowdsec starts (installed by `cargo xtask setup --test-tools`)")?;
+    let start = Instant::now();
+    loop {
+        let probe = ns.run(
+            "curl",
+            &[
+                "-fs",
+                "-o",
+                "/dev/null",
+                "-H",
+                &format!("X-Api-Key: {bouncer_key}"),
+                &format!("{url}/v1/decisions?ip=127.0.0.1"),
+            ],
+            QUICK,
+        );
+        if probe.success() {
+            return Ok(process);
+        }
+        if let Some(status) = process.exited() {
+            bail!("crowdsec exited ({status}):\n{}", process.log());
+        }
+        ensure!(
+            start.elapsed() < QUICK,
+            "the LAPI does not answer after {QUICK:?}:\n{}",
+            process.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

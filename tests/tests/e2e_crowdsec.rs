@@ -24,6 +24,8 @@ use sip_filter_tests::{
 const PROBE_TIMEOUT: Duration = Duration::from_millis(700);
 /// update_frequency ("1s") plus the 2 s the issue allows.
 const REACH: Duration = Duration::from_secs(3);
+/// A second scanner address in the client namespace, banned while the LAPI is away.
+const SECOND_SCANNER: &str = "198.18.0.21";
 
 fn answered(lab: &Lab, from: &str, user_agent: &str) -> Option<u16> {
     sip_probe(
@@ -68,9 +70,13 @@ fn decisions_reach_the_kernel_and_bans_reach_the_lapi() {
     let mut tools = KAMAILIO_TOOLS.to_vec();
     tools.extend_from_slice(CROWDSEC_TOOLS);
     let mut fixture = LabFixture::start("crowdsec", &tools);
+    fixture
+        .lab
+        .add_addresses(Host::Client, &[format!("{SECOND_SCANNER}/24")])
+        .expect("a second scanner address");
     let lab = &fixture.lab;
     let server = lab.ns(Host::Server);
-    let lapi = Lapi::start(server, &fixture.dir.path().join("lapi"), 8080)
+    let mut lapi = Lapi::start(server, &fixture.dir.path().join("lapi"), 8080)
         .unwrap_or_else(|e| panic!("{e:#}"));
     let config = write_file(
         fixture.dir.path(),
@@ -84,7 +90,7 @@ fn decisions_reach_the_kernel_and_bans_reach_the_lapi() {
         ),
     );
     let log = fixture.dir.path().join("sip-filter.log");
-    let (daemon, attached) = spawn_filter(
+    let (mut daemon, attached) = spawn_filter(
         lab,
         sip_filter(),
         &fixture.pins,
@@ -192,6 +198,122 @@ fn decisions_reach_the_kernel_and_bans_reach_the_lapi() {
     assert_eq!(pushed["scenario"], "sip-filter/scanner", "{pushed}");
     assert_eq!(pushed["type"], "ban", "{pushed}");
 
+    // The LAPI goes away: what is enforced stays, a new ban queues.
+    let kept = lapi.cscli(
+        server,
+        &[
+            "decisions",
+            "add",
+            "--ip",
+            LEGIT_CLIENT_V4,
+            "--duration",
+            "1h",
+        ],
+    );
+    assert!(kept.success(), "{kept}");
+    until(lab, LEGIT_CLIENT_V4, false, REACH);
+    lapi.stop();
+    let down_at = Instant::now();
+    assert_eq!(answered(lab, SECOND_SCANNER, "friendly-scanner"), None);
+    std::thread::sleep(Duration::from_secs(2));
+    until(lab, LEGIT_CLIENT_V4, false, PROBE_TIMEOUT);
+    let status = cli_json(lab, &fixture, &["status", "--json"]);
+    assert!(
+        status["crowdsec"]["bouncer"]["consecutive_failures"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
+        "{status}"
+    );
+    assert!(
+        status["crowdsec"]["queued"].as_u64().unwrap_or(0) >= 1,
+        "{status}"
+    );
+    let log = daemon.log();
+    assert_eq!(
+        log.matches("crowdsec: pull failed").count(),
+        1,
+        "said once, not once per retry:\n{log}"
+    );
+    // Back: the queued ban arrives, and a decision deleted meanwhile goes (the first
+    // pull after a failure is a full one).
+    lapi.restart(server).unwrap_or_else(|e| panic!("{e:#}"));
+    let deleted = lapi.cscli(server, &["decisions", "delete", "--ip", LEGIT_CLIENT_V4]);
+    assert!(deleted.success(), "{deleted}");
+    let took = until(lab, LEGIT_CLIENT_V4, true, Duration::from_secs(70));
+    fixture.transcript.note(format!(
+        "LAPI down for {:?}; after its return the deleted decision went in {took:?}",
+        down_at.elapsed() - took
+    ));
+    let start = Instant::now();
+    loop {
+        let list = lapi.cscli(
+            server,
+            &[
+                "decisions",
+                "list",
+                "-a",
+                "-i",
+                SECOND_SCANNER,
+                "-o",
+                "json",
+            ],
+        );
+        if list.stdout.contains("sip-filter/scanner") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(70),
+            "the queued ban never arrived: {list}\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // 10,000 decisions at once (cscli decisions import), applied by one pull.
+    let csv: String = std::iter::once("duration,scope,value,reason\n".to_string())
+        .chain((0..10_000).map(|i| format!("4h,ip,10.{}.{}.7,bulk\n", i / 256, i % 256)))
+        .collect();
+    let file = write_file(fixture.dir.path(), "decisions.csv", &csv);
+    let imported = fixture.transcript.keep(
+        "cscli decisions import (10,000)",
+        lapi.cscli(
+            server,
+            &["decisions", "import", "-i", file.to_str().expect("UTF-8")],
+        ),
+    );
+    assert!(imported.success(), "{imported}");
+    let start = Instant::now();
+    loop {
+        let status = cli_json(lab, &fixture, &["status", "--json"]);
+        if status["crowdsec"]["active"].as_u64().unwrap_or(0) >= 10_000 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{status}\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pulls: Vec<String> = daemon
+        .log()
+        .lines()
+        .filter(|line| line.contains("decision(s) added"))
+        .rev()
+        .take(3)
+        .map(String::from)
+        .collect();
+    fixture.transcript.note(format!(
+        "10,000 imported -> enforced {:?} after the import ended; pulls: {pulls:?}",
+        start.elapsed()
+    ));
+    assert!(
+        start.elapsed() < REACH,
+        "10,000 decisions took {:?}",
+        start.elapsed()
+    );
+
     let status = cli_json(lab, &fixture, &["status", "--json"]);
     let crowdsec = &status["crowdsec"];
     assert_eq!(crowdsec["bouncer"]["consecutive_failures"], 0, "{status}");
@@ -209,7 +331,6 @@ fn decisions_reach_the_kernel_and_bans_reach_the_lapi() {
     );
     assert!(crowdsec["pushed"].as_u64().unwrap_or(0) >= 1, "{status}");
 
-    let mut daemon = daemon;
     fixture.stop_filter(&mut daemon);
     let Lapi { process, .. } = lapi;
     fixture.tear_down([daemon, process]);
