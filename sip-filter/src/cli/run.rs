@@ -218,6 +218,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let served = daemon.serve(events);
     // Saved before detaching: what the kernel banned up to the last moment.
     daemon.save_state();
+    // Stops the sync and removes its status files, so the runtime directory can go.
+    daemon.crowdsec.take();
     let interfaces = pinned.interfaces();
     let removed = pinned.remove();
     if let Err(e) = Runtime::remove(&daemon.runtime_dir) {
