@@ -515,7 +515,7 @@ impl Daemon<'_> {
             match PinnedList::open(&dir, kind).and_then(|mut pinned| pinned.sweep_expired(now)) {
                 Ok(0) => {}
                 Ok(removed) => log::info!(list, removed;
-                    "removed {removed} expired operator or CrowdSec entr(ies) from the {list} list"),
+                    "removed {removed} expired operator entr(ies) from the {list} list (CrowdSec's included)"),
                 Err(e) => log::warn!(list;
                     "cannot remove the expired operator entries of the {list} list: {e}"),
             }
