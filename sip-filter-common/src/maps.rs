@@ -295,6 +295,9 @@ pub const LIST_ORIGIN_CONFIG: u32 = 1;
 /// [`ListEntry::origin`]: added by an operator at run time (`allow add`, `block add CIDR`,
 /// `block import`); kept across reloads and restarts.
 pub const LIST_ORIGIN_OPERATOR: u32 = 2;
+/// [`ListEntry::origin`]: a CrowdSec decision the daemon's bouncer pulled from a Local
+/// API; its bouncer adds, renews and removes these, and only these.
+pub const LIST_ORIGIN_CROWDSEC: u32 = 3;
 
 /// The key sources are tracked and banned by: an IPv4 address mapped into IPv6
 /// (`::ffff:a.b.c.d`), or an IPv6 address cut to the configured prefix length.

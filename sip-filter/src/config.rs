@@ -246,6 +246,7 @@ struct RawFile {
     ban: RawBan,
     #[serde(default)]
     lists: RawLists,
+    crowdsec: Option<Spanned<crate::crowdsec::settings::RawCrowdsec>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -461,6 +462,14 @@ impl RawFile {
             rate_limits,
             scanner_user_agents,
             ban,
+            crowdsec: self
+                .crowdsec
+                .as_ref()
+                .map(|table| {
+                    crate::crowdsec::settings::from_raw(table.get_ref(), table.span())
+                        .map_err(|(span, key, message)| Refusal { span, key, message })
+                })
+                .transpose()?,
         })
     }
 
@@ -1183,6 +1192,108 @@ allow = ["192.0.2.7/24", "2001:db8::1"]
             2,
             "scanner.user_agents",
             "printable ASCII",
+        );
+    }
+
+    #[test]
+    fn the_crowdsec_table_is_read_with_defaults() {
+        let dir = std::env::temp_dir().join(format!("sip-filter-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key_file = dir.join("bouncer.key");
+        std::fs::write(&key_file, "file-key\n").unwrap();
+        let password_file = dir.join("machine.password");
+        std::fs::write(&password_file, "pw\n").unwrap();
+        let settings =
+            parsed("[crowdsec]\napi_url = \"http://127.0.0.1:8080/\"\napi_key = \"k1\"\n");
+        let crowdsec = settings.crowdsec.unwrap();
+        assert_eq!(crowdsec.api_url, "http://127.0.0.1:8080");
+        assert_eq!(crowdsec.api_key, "k1");
+        assert_eq!(crowdsec.update_frequency.as_secs(), 10);
+        assert_eq!(crowdsec.resync_frequency.as_secs(), 300);
+        assert_eq!(crowdsec.scopes, ["ip", "range"]);
+        assert!(crowdsec.machine.is_none());
+        // The key stays out of Debug output.
+        assert!(!format!("{crowdsec:?}").contains("k1"));
+        let settings = parsed(&format!(
+            "[crowdsec]\napi_url = \"http://lapi.example.test:8080\"\napi_key_file = \"{}\"\nupdate_frequency = \"500ms\"\nresync_frequency = \"1m\"\nscopes = [\"Ip\"]\norigins = [\"cscli\", \"crowdsec\"]\nscenarios_not_containing = [\"http\"]\nmachine_id = \"gw1\"\npassword_file = \"{}\"\n",
+            key_file.display(),
+            password_file.display()
+        ));
+        let crowdsec = settings.crowdsec.unwrap();
+        assert_eq!(crowdsec.api_key, "file-key");
+        assert_eq!(crowdsec.update_frequency.as_millis(), 500);
+        assert_eq!(crowdsec.scopes, ["ip"]);
+        assert_eq!(crowdsec.origins, ["cscli", "crowdsec"]);
+        let machine = crowdsec.machine.unwrap();
+        assert_eq!(
+            (machine.machine_id.as_str(), machine.password.as_str()),
+            ("gw1", "pw")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn bad_crowdsec_values_are_refused_at_their_line() {
+        refused(
+            "\n[crowdsec]\napi_key = \"k\"\n",
+            2,
+            "crowdsec.api_url",
+            "missing key",
+        );
+        refused(
+            "[crowdsec]\napi_url = \"http://127.0.0.1:8080\"\n",
+            1,
+            "crowdsec.api_key",
+            "cscli bouncers add",
+        );
+        refused(
+            "[crowdsec]\napi_url = \"127.0.0.1:8080\"\napi_key = \"k\"\n",
+            2,
+            "crowdsec.api_url",
+            "not an http:// URL",
+        );
+        refused(
+            "[crowdsec]\napi_url = \"https://lapi:8080\"\napi_key = \"k\"\n",
+            2,
+            "crowdsec.api_url",
+            "TLS",
+        );
+        refused(
+            "[crowdsec]\napi_url = \"http://l:8080\"\napi_key = \"k\"\nupdate_frequency = \"10\"\n",
+            4,
+            "crowdsec.update_frequency",
+            "like \"10s\"",
+        );
+        refused("[crowdsec]\napi_url = \"http://l:8080\"\napi_key = \"k\"\nupdate_frequency = \"1m\"\nresync_frequency = \"10s\"\n", 5, "crowdsec.resync_frequency", "at least update_frequency");
+        refused(
+            "[crowdsec]\napi_url = \"http://l:8080\"\napi_key = \"k\"\nscopes = [\"country\"]\n",
+            4,
+            "crowdsec.scopes",
+            "\"ip\", \"range\"",
+        );
+        refused(
+            "[crowdsec]\napi_url = \"http://l:8080\"\napi_key_file = \"/nonexistent/key\"\n",
+            3,
+            "crowdsec.api_key_file",
+            "cannot be read",
+        );
+        refused(
+            "[crowdsec]\napi_url = \"http://l:8080\"\napi_key = \"k\"\nmachine_id = \"gw1\"\n",
+            4,
+            "crowdsec.password_file",
+            "missing key",
+        );
+        refused(
+            "[crowdsec]\napi_url = \"http://l:8080\"\napi_key = \"a key\"\n",
+            3,
+            "crowdsec.api_key",
+            "spaces",
+        );
+        refused(
+            "[crowdsec]\napi_url = \"http://l:8080\"\napi_key = \"k\"\nupdate_frequncy = \"1s\"\n",
+            4,
+            "crowdsec.update_frequncy",
+            "unknown key",
         );
     }
 

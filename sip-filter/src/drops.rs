@@ -6,13 +6,13 @@ use std::{collections::HashMap as StdHashMap, path::Path};
 
 use aya::maps::{HashMap, Map, MapData};
 use sip_filter_common::{
-    maps::{names, BanReason, SourceKey, SourceState, LIST_ORIGIN_CONFIG, SOURCE_DROP_REASONS},
+    maps::{names, BanReason, SourceKey, SourceState, SOURCE_DROP_REASONS},
     Reason,
 };
 
 use crate::{
     filter::{key_to_string, FilterError, PinnedBans},
-    lists::{ListKind, PinnedList},
+    lists::{origin_name, ListKind, PinnedList},
 };
 
 /// A source (an address, an IPv6 prefix, or a denied network) and its drops.
@@ -88,11 +88,7 @@ pub fn pinned_source_drops(dir: &Path) -> Result<Vec<SourceDrops>, FilterError> 
                 source: net.to_string(),
                 reasons: vec![(Reason::DropDenied, entry.drops)],
                 ban: None,
-                denied_by: Some(if entry.origin == LIST_ORIGIN_CONFIG {
-                    "config"
-                } else {
-                    "operator"
-                }),
+                denied_by: Some(origin_name(entry.origin)),
             });
         }
     }

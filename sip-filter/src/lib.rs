@@ -4,6 +4,7 @@
 
 pub mod bpf_sys;
 pub mod config;
+pub mod crowdsec;
 pub mod drops;
 pub mod events;
 pub mod filter;

@@ -9,7 +9,9 @@ use std::{
 
 use aya::maps::{lpm_trie::Key, IterableMap, LpmTrie, Map, MapData, MapError};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use sip_filter_common::maps::{names, ListEntry, LIST_ORIGIN_OPERATOR};
+use sip_filter_common::maps::{
+    names, ListEntry, LIST_ORIGIN_CONFIG, LIST_ORIGIN_CROWDSEC, LIST_ORIGIN_OPERATOR,
+};
 
 use crate::{bpf_sys, filter::FilterError};
 
@@ -34,6 +36,16 @@ impl ListKind {
             ListKind::Allow => (names::ALLOW_V4, names::ALLOW_V6),
             ListKind::Deny => (names::DENY_V4, names::DENY_V6),
         }
+    }
+}
+
+/// How an entry's origin reads in `block list`, `allow list` and `top`.
+pub fn origin_name(origin: u32) -> &'static str {
+    match origin {
+        LIST_ORIGIN_CONFIG => "config",
+        LIST_ORIGIN_OPERATOR => "operator",
+        LIST_ORIGIN_CROWDSEC => "crowdsec",
+        _ => "unknown",
     }
 }
 
@@ -221,13 +233,14 @@ impl PinnedList {
         Ok(self.entries()?.len())
     }
 
-    /// Removes operator entries that expired before `now_ns` (the kernel already ignores
-    /// them); the configuration's entries never expire. Returns how many went.
+    /// Removes operator and CrowdSec entries that expired before `now_ns` (the kernel
+    /// already ignores them); the configuration's entries never expire. Returns how many
+    /// went.
     pub fn sweep_expired(&mut self, now_ns: u64) -> Result<usize, FilterError> {
         let expired: Vec<IpNet> = self
             .entries()?
             .into_iter()
-            .filter(|(_, entry)| entry.origin == LIST_ORIGIN_OPERATOR && !entry.is_live(now_ns))
+            .filter(|(_, entry)| entry.origin != LIST_ORIGIN_CONFIG && !entry.is_live(now_ns))
             .map(|(net, _)| net)
             .collect();
         let (v4_name, v6_name) = self.kind.map_names();

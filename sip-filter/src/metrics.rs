@@ -104,6 +104,14 @@ impl Metrics {
         Ok(Self { registry })
     }
 
+    /// Adds series kept elsewhere (the CrowdSec sync's), read at each scrape.
+    pub fn register(&self, collectors: Vec<Box<dyn Collector>>) -> Result<(), prometheus::Error> {
+        for collector in collectors {
+            self.registry.register(collector)?;
+        }
+        Ok(())
+    }
+
     /// Every series, in the text exposition format. Reads the kernel's maps: see
     /// [`Snapshot::read`] for the cost.
     pub fn render(&self) -> Result<String, prometheus::Error> {

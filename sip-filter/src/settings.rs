@@ -136,6 +136,8 @@ pub struct Settings {
     /// Scanner User-Agent prefixes (case-insensitive).
     pub scanner_user_agents: Vec<String>,
     pub ban: BanRules,
+    /// The `[crowdsec]` table: pull CrowdSec's decisions (and push the filter's bans).
+    pub crowdsec: Option<crate::crowdsec::settings::CrowdsecSettings>,
 }
 
 impl Default for Settings {
@@ -157,6 +159,7 @@ impl Default for Settings {
                 .map(|s| s.to_string())
                 .collect(),
             ban: BanRules::default(),
+            crowdsec: None,
         }
     }
 }

@@ -35,6 +35,10 @@ pub const TEST_PACKAGES: &[&str] = &[
     // Prometheus and promtool: the exporter is scraped by a real server, the alert
     // rules checked and unit-tested.
     "prometheus",
+    // CrowdSec's Local API and cscli: the bouncer is tested against a real one. Its
+    // postinst registers with CrowdSec's online API unless told not to: see
+    // `preseed_crowdsec`.
+    "crowdsec",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -43,6 +47,7 @@ pub fn setup(test_tools: bool) -> anyhow::Result<()> {
     let mut wanted: Vec<&str> = BUILD_PACKAGES.to_vec();
     if test_tools {
         wanted.extend_from_slice(TEST_PACKAGES);
+        preseed_crowdsec()?;
     }
     install_packages(&wanted)?;
     install_bpf_linker()?;
@@ -51,6 +56,23 @@ pub fn setup(test_tools: bool) -> anyhow::Result<()> {
     }
     println!("setup: done");
     Ok(())
+}
+
+/// Debian's crowdsec postinst registers with CrowdSec's online API, which fails on a
+/// host without Internet; this file, present before the install, opts out
+/// (README.Debian). A failed install recovers with it and `dpkg --configure -a`.
+fn preseed_crowdsec() -> anyhow::Result<()> {
+    let file = std::path::Path::new("/etc/crowdsec/online_api_credentials.yaml");
+    if file.exists() || is_installed("crowdsec") || !is_root() {
+        return Ok(());
+    }
+    println!(
+        "setup: {} (no online API: CrowdSec's postinst then works offline)",
+        file.display()
+    );
+    std::fs::create_dir_all("/etc/crowdsec").context("creating /etc/crowdsec")?;
+    std::fs::write(file, "# no online API: offline host\n")
+        .with_context(|| format!("writing {}", file.display()))
 }
 
 fn is_root() -> bool {

@@ -67,7 +67,7 @@ pub fn allow(args: AllowArgs) -> anyhow::Result<()> {
         }
         AllowCommand::List(args) => {
             let mut allows = open_lists(&args.at, ListKind::Allow)?;
-            let rows = lists::list_rows(&mut allows)?;
+            let rows = lists::list_rows(&mut allows, &Default::default())?;
             let interfaces: Vec<&str> = allows.iter().map(|(iface, _)| iface.as_str()).collect();
             lists::print_rows(
                 &rows,

@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use ipnet::IpNet;
 use sip_filter::{
+    crowdsec::report::read_notes,
     filter::{key_to_string, monotonic_now_ns, PinnedBans},
     lists::{ListKind, PinnedList},
 };
@@ -66,7 +67,8 @@ struct DelArgs {
 #[derive(clap::Args)]
 struct ListArgs {
     /// A JSON array of objects: iface (the interfaces the entry applies to, comma
-    /// separated), address, kind (ban, deny), origin (operator, config, filter), reason,
+    /// separated), address, kind (ban, deny), origin (operator, config, filter,
+    /// crowdsec), reason (a CrowdSec entry's: its scenario),
     /// until_removed, seconds_left, expired, drops.
     #[arg(long)]
     json: bool,
@@ -176,13 +178,14 @@ fn list(args: ListArgs) -> anyhow::Result<()> {
                 address: key_to_string(key, bans.ipv6_prefix()),
                 kind: "ban",
                 origin: ban_origin(reason),
-                reason: reason.name(),
+                reason: reason.name().to_string(),
                 left: lists::left(ban.expires_ns, now),
                 drops: Some(ban.drops),
             });
         }
     }
-    rows.extend(lists::list_rows(&mut denies)?);
+    let notes = read_notes(&args.at.pins.runtime_dir());
+    rows.extend(lists::list_rows(&mut denies, &notes)?);
     let interfaces: Vec<&str> = filters.iter().map(|(iface, _)| iface.as_str()).collect();
     lists::print_rows(
         &rows,

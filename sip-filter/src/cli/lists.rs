@@ -1,15 +1,16 @@
 //! What `block` and `allow` share: opening running filters' lists, adding and removing
 //! operator entries, and the rows `block list` and `allow list` print.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::Context;
 use ipnet::IpNet;
 use sip_filter::{
+    crowdsec::report::Note,
     filter::{expires_after, monotonic_now_ns},
-    lists::{ListKind, PinnedList},
+    lists::{origin_name, ListKind, PinnedList},
 };
-use sip_filter_common::maps::{BanReason, ListEntry, LIST_ORIGIN_CONFIG};
+use sip_filter_common::maps::{BanReason, ListEntry, LIST_ORIGIN_CONFIG, LIST_ORIGIN_CROWDSEC};
 
 use super::{
     block::{format_duration, parse_duration},
@@ -164,10 +165,10 @@ pub struct Row {
     pub address: String,
     /// `ban`, `deny` or `allow`.
     pub kind: &'static str,
-    /// `operator`, `config`, or `filter` (the filter's own bans).
+    /// `operator`, `config`, `crowdsec`, or `filter` (the filter's own bans).
     pub origin: &'static str,
-    /// A ban reason, or `-`.
-    pub reason: &'static str,
+    /// A ban reason, a CrowdSec scenario, or `-`.
+    pub reason: String,
     /// None: until removed.
     pub left: Option<Duration>,
     /// Packets dropped because of it (bans and deny entries).
@@ -175,18 +176,31 @@ pub struct Row {
 }
 
 impl Row {
-    /// A row for a list entry.
-    pub fn of_entry(iface: &str, kind: ListKind, net: IpNet, entry: &ListEntry, now: u64) -> Row {
-        let config = entry.origin == LIST_ORIGIN_CONFIG;
+    /// A row for a list entry; a CrowdSec entry's reason is its scenario, from `notes`
+    /// (what the daemon's bouncer wrote).
+    pub fn of_entry(
+        iface: &str,
+        kind: ListKind,
+        net: IpNet,
+        entry: &ListEntry,
+        now: u64,
+        notes: &BTreeMap<String, Note>,
+    ) -> Row {
+        let reason = match (kind, entry.origin) {
+            (ListKind::Deny, LIST_ORIGIN_CROWDSEC) => notes
+                .get(&net.to_string())
+                .map_or_else(|| "crowdsec".to_string(), |note| note.scenario.clone()),
+            (ListKind::Deny, origin) if origin != LIST_ORIGIN_CONFIG => {
+                BanReason::from_u32(entry.reason).name().to_string()
+            }
+            _ => "-".to_string(),
+        };
         Row {
             iface: iface.to_string(),
             address: net.to_string(),
             kind: kind.name(),
-            origin: if config { "config" } else { "operator" },
-            reason: match kind {
-                ListKind::Deny if !config => BanReason::from_u32(entry.reason).name(),
-                _ => "-",
-            },
+            origin: origin_name(entry.origin),
+            reason,
             left: left(entry.expires_ns, now),
             drops: (kind == ListKind::Deny).then_some(entry.drops),
         }
@@ -199,8 +213,12 @@ pub fn left(expires_ns: u64, now: u64) -> Option<Duration> {
 }
 
 /// The rows of the `kind` lists, after sweeping out expired operator entries (the kernel
-/// already ignores them); says on stderr how many went.
-pub fn list_rows(lists: &mut [(String, PinnedList)]) -> anyhow::Result<Vec<Row>> {
+/// already ignores them); says on stderr how many went. `notes`: the CrowdSec
+/// decisions' scenarios, by network.
+pub fn list_rows(
+    lists: &mut [(String, PinnedList)],
+    notes: &BTreeMap<String, Note>,
+) -> anyhow::Result<Vec<Row>> {
     let now = monotonic_now_ns();
     let mut rows = Vec::new();
     for (iface, list) in lists.iter_mut() {
@@ -220,7 +238,7 @@ pub fn list_rows(lists: &mut [(String, PinnedList)]) -> anyhow::Result<Vec<Row>>
         rows.extend(
             entries
                 .iter()
-                .map(|(net, entry)| Row::of_entry(iface, kind, *net, entry, now)),
+                .map(|(net, entry)| Row::of_entry(iface, kind, *net, entry, now, notes)),
         );
     }
     Ok(rows)

@@ -11,6 +11,7 @@ use aya::{
     programs::links::PinnedLink,
 };
 use sip_filter::{
+    crowdsec::{report::SyncMetrics, signals::SignalQueue, CrowdsecSync},
     events,
     filter::{monotonic_now_ns, FilterError},
     lists::{ListKind, PinnedList},
@@ -181,6 +182,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         log::warn!(dry_run = true; "dry-run: verdicts are counted and reported, nothing is dropped or banned");
     }
 
+    let crowdsec_metrics = match &settings.crowdsec {
+        Some(_) => Some(SyncMetrics::new()?),
+        None => None,
+    };
     let exporter = match metrics_listener {
         Some(listener) => {
             let locations = Locations {
@@ -188,9 +193,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 runtime_dir: runtime_dir.clone(),
             };
             let metrics = Metrics::for_daemon(locations, &RELOADS, runtime.started_unix_ms)?;
+            if let Some(sync_metrics) = &crowdsec_metrics {
+                metrics.register(sync_metrics.collectors())?;
+            }
             Some((listener, Arc::new(metrics)))
         }
         None => None,
+    };
+    // Once the maps are pinned: the bouncer writes CrowdSec's decisions into them.
+    let crowdsec = match (&settings.crowdsec, crowdsec_metrics) {
+        (Some(crowdsec), Some(sync_metrics)) => Some(
+            CrowdsecSync::start(crowdsec, &maps_dir(&root), &runtime_dir, sync_metrics)
+                .context("starting the CrowdSec bouncer")?,
+        ),
+        _ => None,
     };
     let mut daemon = Daemon {
         args: &args,
@@ -200,10 +216,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         runtime_dir,
         state_path,
         exporter,
+        crowdsec,
     };
     let served = daemon.serve(events);
     // Saved before detaching: what the kernel banned up to the last moment.
     daemon.save_state();
+    // Stops the sync and removes its status files, so the runtime directory can go.
+    daemon.crowdsec.take();
     let interfaces = pinned.interfaces();
     let removed = pinned.remove();
     if let Err(e) = Runtime::remove(&daemon.runtime_dir) {
@@ -349,6 +368,8 @@ struct Daemon<'a> {
     state_path: PathBuf,
     /// Served once [`Daemon::serve`] runs, if `--metrics-addr` was given.
     exporter: Option<(TcpListener, Arc<Metrics>)>,
+    /// The CrowdSec bouncer and signal source, if `[crowdsec]` is configured.
+    crowdsec: Option<CrowdsecSync>,
 }
 
 impl Daemon<'_> {
@@ -360,6 +381,8 @@ impl Daemon<'_> {
             .build()
             .context("starting the async runtime")?;
         let ipv6_prefix = u32::from(self.settings.ipv6_prefix);
+        // The kernel's bans go to CrowdSec too, if a machine is configured.
+        let signals = self.crowdsec.as_ref().and_then(|c| c.signals().cloned());
         runtime.block_on(async {
             let mut interrupt = signal(SignalKind::interrupt()).context("watching SIGINT")?;
             let mut terminate = signal(SignalKind::terminate()).context("watching SIGTERM")?;
@@ -390,7 +413,7 @@ impl Daemon<'_> {
             {
                 let reading = async {
                     if let Some(events) = events.as_mut() {
-                        let Err(e) = log_events(events, ipv6_prefix).await;
+                        let Err(e) = log_events(events, ipv6_prefix, signals.as_ref()).await;
                         log::warn!("reading the events ring buffer failed, so bans and drops are no longer logged: {e}");
                     }
                     std::future::pending::<()>().await
@@ -413,7 +436,7 @@ impl Daemon<'_> {
             }
             // What the kernel wrote just before the stop, without waiting for more.
             if let Some(events) = events.as_mut() {
-                drain(events.get_mut(), ipv6_prefix);
+                drain(events.get_mut(), ipv6_prefix, signals.as_ref());
             }
             log::info!("stopping");
             Ok(())
@@ -451,7 +474,11 @@ impl Daemon<'_> {
     }
 
     fn try_reload(&mut self) -> Result<(), String> {
-        let settings = self.args.filter.settings().map_err(|e| e.0)?;
+        let mut settings = self.args.filter.settings().map_err(|e| e.0)?;
+        if settings.crowdsec != self.settings.crowdsec {
+            log::warn!("the [crowdsec] table changed: it is read at start, so restart the daemon to apply it; the running bouncer keeps its settings");
+            settings.crowdsec.clone_from(&self.settings.crowdsec);
+        }
         if settings.ipv6_prefix != self.settings.ipv6_prefix {
             return Err(format!(
                 "ipv6_prefix cannot change on reload (/{} to /{}): bans and buckets are keyed by it; restart the daemon to change it",
@@ -485,7 +512,7 @@ impl Daemon<'_> {
             match PinnedList::open(&dir, kind).and_then(|mut pinned| pinned.sweep_expired(now)) {
                 Ok(0) => {}
                 Ok(removed) => log::info!(list, removed;
-                    "removed {removed} expired operator entr(ies) from the {list} list"),
+                    "removed {removed} expired operator entr(ies) from the {list} list (CrowdSec's included)"),
                 Err(e) => log::warn!(list;
                     "cannot remove the expired operator entries of the {list} list: {e}"),
             }
@@ -534,10 +561,11 @@ const EVENTS_PER_TURN: usize = 256;
 async fn log_events(
     events: &mut AsyncFd<RingBuf<MapData>>,
     ipv6_prefix: u32,
+    signals: Option<&SignalQueue>,
 ) -> Result<std::convert::Infallible, std::io::Error> {
     loop {
         let mut guard = events.readable_mut().await?;
-        if drain(guard.get_inner_mut(), ipv6_prefix) {
+        if drain(guard.get_inner_mut(), ipv6_prefix, signals) {
             // More waiting: let the runtime look at the signals, then go on.
             drop(guard);
             tokio::task::yield_now().await;
@@ -548,13 +576,17 @@ async fn log_events(
     }
 }
 
-/// Logs up to [`EVENTS_PER_TURN`] events; true if more may be waiting.
-fn drain(ring: &mut RingBuf<MapData>, ipv6_prefix: u32) -> bool {
+/// Logs up to [`EVENTS_PER_TURN`] events, handing bans to `signals`; true if more may
+/// be waiting.
+fn drain(ring: &mut RingBuf<MapData>, ipv6_prefix: u32, signals: Option<&SignalQueue>) -> bool {
     for _ in 0..EVENTS_PER_TURN {
         let Some(record) = ring.next() else {
             return false;
         };
         events::log_record(&record, monotonic_now_ns(), ipv6_prefix);
+        if let (Some(signals), Some(event)) = (signals, events::parse(&record)) {
+            signals.offer(&event, ipv6_prefix);
+        }
     }
     true
 }

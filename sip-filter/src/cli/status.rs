@@ -7,9 +7,11 @@ use aya::{
 };
 use serde_json::json;
 use sip_filter::{
+    crowdsec::report::{read_status, Side, Status},
     filter::pinned_config,
     pins::{anything_pinned, link_path, pinned_interfaces},
     runtime::Runtime,
+    state::Clocks,
 };
 use sip_filter_common::maps::{names, Ban, ListEntry, SourceState, FLAG_DRY_RUN};
 
@@ -19,7 +21,8 @@ use super::{PinArgs, UserError};
 /// program id, dry-run or not, and how full each map is.
 #[derive(clap::Args)]
 pub struct StatusArgs {
-    /// JSON: daemon, interfaces, program_id, dry_run, maps (name, entries, capacity)...
+    /// JSON: daemon, interfaces, program_id, dry_run, maps (name, entries, capacity),
+    /// crowdsec (the bouncer's and signal source's last pulls and pushes, errors)...
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -43,6 +46,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     let runtime = Runtime::read(&runtime_dir)
         .with_context(|| format!("reading the runtime file in {}", runtime_dir.display()))?;
     let alive = runtime.as_ref().is_some_and(Runtime::daemon_alive);
+    let crowdsec = read_status(&runtime_dir).filter(|_| alive);
 
     let interfaces =
         pinned_interfaces(root).with_context(|| format!("reading {}", root.display()))?;
@@ -101,6 +105,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             "reloads": runtime.as_ref().map(|r| r.reloads),
             "reload_failures": runtime.as_ref().map(|r| r.reload_failures),
             "last_reload_error": runtime.as_ref().and_then(|r| r.last_reload_error.clone()),
+            "crowdsec": crowdsec,
         });
         println!("{value}");
         return Ok(());
@@ -155,6 +160,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             None => "unknown",
         }
     );
+    if let Some(crowdsec) = &crowdsec {
+        print_crowdsec(crowdsec, Clocks::now().unix_ms);
+    }
     println!("pins:        {}", root.display());
     println!("maps:");
     println!("  {:<14} {:>9} {:>9}  USE", "NAME", "ENTRIES", "CAPACITY");
@@ -172,6 +180,42 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The CrowdSec sync's lines: pulls, pushes, errors, and how old each is.
+fn print_crowdsec(status: &Status, now_ms: u64) {
+    let ago = |ms: Option<u64>| {
+        ms.map_or("never".to_string(), |ms| {
+            format!(
+                "{:.0?} ago",
+                std::time::Duration::from_millis(now_ms.saturating_sub(ms))
+            )
+        })
+    };
+    let health = |side: &Side| match (side.consecutive_failures, &side.last_error) {
+        (0, _) => format!("ok, {} error(s) since the start", side.errors),
+        (n, Some(e)) => format!("FAILING ({n} in a row; the last: {e})"),
+        (n, None) => format!("FAILING ({n} in a row)"),
+    };
+    let bouncer = &status.bouncer;
+    println!(
+        "crowdsec:    {}: {} decision(s) enforced; last successful pull {} (full: {}), {}",
+        status.api_url,
+        status.active,
+        ago(bouncer.last_success_unix_ms),
+        ago(bouncer.last_full_unix_ms),
+        health(bouncer)
+    );
+    match &status.signals {
+        Some(side) => println!(
+            "             pushes: last successful {}, {} ban(s) pushed, {} queued, {}",
+            ago(side.last_success_unix_ms),
+            status.pushed,
+            status.queued,
+            health(side)
+        ),
+        None => println!("             pushes: off (no machine_id configured)"),
+    }
 }
 
 pub fn no_filter(root: &Path) -> UserError {

@@ -14,7 +14,7 @@ pub struct TopArgs {
     limit: usize,
     /// A JSON array of objects: iface (the filter's interfaces, comma separated),
     /// source, dropped, reasons (reason -> packets), banned (ban reason or null),
-    /// denied_by (config, operator or null).
+    /// denied_by (config, operator, crowdsec or null).
     #[arg(long)]
     json: bool,
     #[command(flatten)]
