@@ -466,7 +466,10 @@ pub fn scan_of(finished: &Finished, target: &str) -> Scan {
     let row = finished.stdout.lines().find(|line| line.contains(&target));
     Scan {
         probes: log.matches(&format!("sending packet to {target}")).count(),
-        answers: log.matches(&format!("got data from {target}")).count(),
+        // One result line per SIP answer, `PROBED\t->\tTARGET\t->\tUA`, logged both for
+        // answers read while scanning and for those read in the final wait (where
+        // svmap logs no `got data from`): under load, the only answer can come there.
+        answers: log.matches(&format!("\t->\t{target}\t->\t")).count(),
         found: finished.stdout.contains(&target),
         // Logged as a Python literal: packet: 'OPTIONS sip:100@198.18.0.2 SIP/2.0\r\n...
         probe: log
