@@ -102,10 +102,24 @@ pub enum Reason {
     DropRateLimited,
     /// Untrusted sources together over the global budget.
     DropGlobalBudget,
+    /// A first fragment that does not show a whole SIP start line (so it cannot be
+    /// judged: a keep-alive's or a request's first bytes alone), or, under
+    /// `fragments = "drop"`, any first fragment from an untrusted source. Dropping the
+    /// first fragment is enough: the kernel cannot reassemble the datagram without it.
+    DropFragment,
+    /// A packet whose transport header cannot be reached (an IPv6 header chain longer
+    /// than the walk or cut short, a UDP header cut short or lying about its length),
+    /// from an untrusted source: its port cannot be known, so it cannot be judged.
+    DropHeaderChain,
+    /// A payload that starts like a SIP message (a method token and a space, or
+    /// `SIP/`) but is not one the parser accepts (extra spaces, another version, a
+    /// start line without a line feed in the window, several User-Agents…): a lenient
+    /// server might still act on it, so it is never passed unjudged.
+    DropMalformed,
 }
 
 impl Reason {
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 17;
     pub const ALL: [Reason; Self::COUNT] = [
         Reason::PassNotSip,
         Reason::PassUnparsed,
@@ -121,6 +135,9 @@ impl Reason {
         Reason::DropScanner,
         Reason::DropRateLimited,
         Reason::DropGlobalBudget,
+        Reason::DropFragment,
+        Reason::DropHeaderChain,
+        Reason::DropMalformed,
     ];
 
     /// The reason numbered `n` (`Reason::X as u64`).
@@ -151,6 +168,9 @@ impl Reason {
             Reason::DropScanner => "drop_scanner",
             Reason::DropRateLimited => "drop_rate_limited",
             Reason::DropGlobalBudget => "drop_global_budget",
+            Reason::DropFragment => "drop_fragment",
+            Reason::DropHeaderChain => "drop_header_chain",
+            Reason::DropMalformed => "drop_malformed",
         }
     }
 
@@ -164,6 +184,9 @@ impl Reason {
                 | Reason::DropScanner
                 | Reason::DropRateLimited
                 | Reason::DropGlobalBudget
+                | Reason::DropFragment
+                | Reason::DropHeaderChain
+                | Reason::DropMalformed
         )
     }
 }
@@ -396,6 +419,9 @@ pub const FLAG_ALLOW_HOSTLESS_URI: u32 = 1 << 2;
 /// `FilterConfig::flags`: drops become passes, counted under their reasons; bans are
 /// counted but not made.
 pub const FLAG_DRY_RUN: u32 = 1 << 3;
+/// `FilterConfig::flags`: drop every first fragment of a datagram to a SIP port from an
+/// untrusted source (otherwise a first fragment that shows a whole start line is judged).
+pub const FLAG_DROP_FRAGMENTS: u32 = 1 << 4;
 
 /// A token bucket in GCRA form (the "generic cell rate algorithm" of ATM networks): a
 /// request is admitted while the source's theoretical arrival time is at most

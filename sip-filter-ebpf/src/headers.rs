@@ -13,9 +13,10 @@ const MAX_VLAN_TAGS: usize = 2;
 
 const IPPROTO_UDP: u8 = 17;
 const IPV6_HLEN: usize = 40;
-/// IPv6 extension headers walked before giving up (RFC 8200 §4.1 order has at most 6
-/// before the upper layer; more than this on a SIP packet is unusual).
-const MAX_IPV6_EXTENSIONS: usize = 6;
+/// IPv6 extension headers walked before giving up. RFC 8200 §4.1's order has at most 6
+/// before the upper layer (Destination Options twice); 8 leaves room for repeats. A
+/// longer chain is [`Headers::Unwalkable`], judged by its source, then dropped.
+const MAX_IPV6_EXTENSIONS: usize = 8;
 const NEXTHDR_HOP: u8 = 0;
 const NEXTHDR_ROUTING: u8 = 43;
 const NEXTHDR_FRAGMENT: u8 = 44;
@@ -30,15 +31,36 @@ pub enum Headers {
     NotUdp,
     /// A non-first fragment of a UDP datagram.
     LaterFragment,
-    /// Truncated or not understood.
+    /// Truncated or not understood before the source address: left to the kernel.
     Unparsed,
+    /// A UDP (or possibly UDP) packet from a known source whose transport header cannot
+    /// be reached: an IPv6 header chain longer than the walk, or cut short; a first
+    /// fragment without a whole UDP header; a UDP header whose lengths lie. Its port is
+    /// unknown, so the source policy applies, then it is dropped (`drop_header_chain`).
+    Unwalkable(Source),
+}
+
+/// Where a packet comes from. Aligned: the program reads the address a word at a time,
+/// and the verifier refuses misaligned stack access.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+pub struct Source {
+    /// The source address; IPv4 mapped into IPv6 (`::ffff:a.b.c.d`).
+    pub address: [u8; 16],
+    pub is_ipv4: bool,
 }
 
 pub struct Udp {
     /// The source address; IPv4 mapped into IPv6 (`::ffff:a.b.c.d`).
     pub source: [u8; 16],
+    /// The destination address, mapped likewise (for the checksum's pseudo-header).
+    pub destination: [u8; 16],
     pub is_ipv4: bool,
+    pub src_port: u16,
     pub dst_port: u16,
+    /// The UDP header's length and checksum fields, as sent.
+    pub udp_length: u16,
+    pub checksum: u16,
     /// Offset of the UDP payload from the start of the frame.
     pub payload_offset: u32,
     /// Payload bytes present in this frame (at most what the UDP header claims).
@@ -109,18 +131,43 @@ fn ipv4(ctx: &XdpContext, offset: usize) -> Headers {
     if fragment & 0x1fff != 0 {
         return Headers::LaterFragment;
     }
-    let source = [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ip[12], ip[13], ip[14], ip[15],
-    ];
+    let addresses = Addresses {
+        source: mapped(ip, 12),
+        destination: mapped(ip, 16),
+        is_ipv4: true,
+    };
     // The IP total length bounds the payload: Ethernet pads short frames.
     udp(
         ctx,
         offset + header_len,
         offset + total_len,
         more_fragments,
-        source,
-        true,
+        addresses,
     )
+}
+
+/// The IPv4 address at `ip[at..at + 4]`, mapped into IPv6.
+#[inline(always)]
+fn mapped(ip: &[u8; 20], at: usize) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ip[at], ip[at + 1], ip[at + 2], ip[at + 3],
+    ]
+}
+
+/// Both ends of a packet.
+struct Addresses {
+    source: [u8; 16],
+    destination: [u8; 16],
+    is_ipv4: bool,
+}
+
+impl Addresses {
+    fn unwalkable(&self) -> Headers {
+        Headers::Unwalkable(Source {
+            address: self.source,
+            is_ipv4: self.is_ipv4,
+        })
+    }
 }
 
 #[inline(always)]
@@ -132,31 +179,37 @@ fn ipv6(ctx: &XdpContext, offset: usize) -> Headers {
         return Headers::Unparsed;
     }
     let ip_end = offset + IPV6_HLEN + usize::from(be16(ip, 4));
-    let mut source = [0u8; 16];
-    source.copy_from_slice(&ip[8..24]);
+    let mut addresses = Addresses {
+        source: [0; 16],
+        destination: [0; 16],
+        is_ipv4: false,
+    };
+    addresses.source.copy_from_slice(&ip[8..24]);
+    addresses.destination.copy_from_slice(&ip[24..40]);
     let mut next = ip[6];
     let mut at = offset + IPV6_HLEN;
     let mut first_fragment = false;
-    for _ in 0..MAX_IPV6_EXTENSIONS {
+    // One step per extension header, and one for the UDP header after the last.
+    for _ in 0..=MAX_IPV6_EXTENSIONS {
         match next {
-            IPPROTO_UDP => return udp(ctx, at, ip_end, first_fragment, source, false),
+            IPPROTO_UDP => return udp(ctx, at, ip_end, first_fragment, addresses),
             NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => {
                 let Some(ext) = bytes::<2>(ctx, at) else {
-                    return Headers::Unparsed;
+                    return addresses.unwalkable();
                 };
                 next = ext[0];
                 at += (usize::from(ext[1]) + 1) * 8;
             }
             NEXTHDR_AUTH => {
                 let Some(ext) = bytes::<2>(ctx, at) else {
-                    return Headers::Unparsed;
+                    return addresses.unwalkable();
                 };
                 next = ext[0];
                 at += (usize::from(ext[1]) + 2) * 4;
             }
             NEXTHDR_FRAGMENT => {
                 let Some(ext) = bytes::<8>(ctx, at) else {
-                    return Headers::Unparsed;
+                    return addresses.unwalkable();
                 };
                 let offset_and_flags = be16(ext, 2);
                 next = ext[0];
@@ -173,7 +226,8 @@ fn ipv6(ctx: &XdpContext, offset: usize) -> Headers {
             _ => return Headers::NotUdp,
         }
     }
-    Headers::Unparsed
+    // Deeper than the walk: whatever it carries, its source is known.
+    addresses.unwalkable()
 }
 
 #[inline(always)]
@@ -182,16 +236,17 @@ fn udp(
     offset: usize,
     ip_end: usize,
     first_fragment: bool,
-    source: [u8; 16],
-    is_ipv4: bool,
+    addresses: Addresses,
 ) -> Headers {
+    // A UDP header cut short, or lengths that lie: the kernel drops such a datagram
+    // (or, for a first fragment, could still reassemble it), and its port is unknown.
     let Some(udp) = bytes::<{ UDP_HLEN as usize }>(ctx, offset) else {
-        return Headers::Unparsed;
+        return addresses.unwalkable();
     };
     let udp_len = u32::from(be16(udp, 4));
     let payload_offset = (offset as u32) + UDP_HLEN;
     if udp_len < UDP_HLEN || ip_end < payload_offset as usize {
-        return Headers::Unparsed;
+        return addresses.unwalkable();
     }
     let frame_end = ctx.data_end() - ctx.data();
     let present = ip_end
@@ -199,9 +254,13 @@ fn udp(
         .saturating_sub(payload_offset as usize) as u32;
     let claimed = udp_len - UDP_HLEN;
     Headers::Udp(Udp {
-        source,
-        is_ipv4,
+        source: addresses.source,
+        destination: addresses.destination,
+        is_ipv4: addresses.is_ipv4,
+        src_port: be16(udp, 0),
         dst_port: be16(udp, 2),
+        udp_length: be16(udp, 4),
+        checksum: be16(udp, 6),
         payload_offset,
         payload_len: claimed.min(present),
         // Also a datagram whose UDP length claims more than the frame holds.

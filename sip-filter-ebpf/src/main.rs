@@ -20,14 +20,14 @@ use aya_ebpf::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
     programs::XdpContext,
 };
-use headers::{parse_headers, Headers, Udp};
+use headers::{parse_headers, Headers, Source};
 use payload::load_payload;
 use sip_filter_common::{
     domain::{host_hashes, DOMAIN_EXACT, DOMAIN_WILDCARD, MAX_SUFFIXES},
     maps::{
         Ban, BanReason, ListEntry, SourceKey, BAN_SLOTS, CLASS_COUNT, CLASS_INVITE, CLASS_OTHER,
         CLASS_REGISTER, CLASS_TRUSTED, FLAG_ALLOW_HOSTLESS_URI, FLAG_DOMAIN_CHECK,
-        FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN, MAX_BANS, MAX_DOMAINS, MAX_LIST_ENTRIES,
+        FLAG_DROP_FRAGMENTS, FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN, MAX_BANS, MAX_DOMAINS, MAX_LIST_ENTRIES,
         MAX_OWN_ADDRESSES, SOURCE_DROP_GLOBAL_BUDGET, SOURCE_DROP_RATE_LIMITED,
         SOURCE_DROP_SCANNER, SOURCE_DROP_UNKNOWN_DOMAIN,
     },
@@ -142,27 +142,37 @@ fn judge(ctx: &XdpContext) -> u64 {
         Headers::NotUdp => return verdict(Reason::PassNotSip, Method::None as usize),
         Headers::LaterFragment => return verdict(Reason::PassFragment, Method::None as usize),
         Headers::Unparsed => return verdict(Reason::PassUnparsed, Method::None as usize),
+        Headers::Unwalkable(source) => {
+            return verdict(unwalkable_verdict(config, &source), Method::None as usize)
+        }
     };
     if !config.is_sip_port(udp.dst_port) {
         return verdict(Reason::PassNotSip, Method::None as usize);
     }
     // Sources before content: a denied or banned source costs no parsing.
-    let trusted = is_trusted(&udp);
-    let key = if udp.is_ipv4 {
-        udp.source
-    } else {
-        config.ipv6_source_key(udp.source)
+    let source = Source {
+        address: udp.source,
+        is_ipv4: udp.is_ipv4,
     };
+    let trusted = is_trusted(&source);
+    let key = source_key(config, &source);
     if !trusted {
-        if is_denied(&udp) {
+        if is_denied(&source) {
             return verdict(Reason::DropDenied, Method::None as usize);
         }
         if is_banned(&key) {
             return verdict(Reason::DropBanned, Method::None as usize);
         }
     }
+    // A first fragment from an untrusted source is judged only on what it shows, and
+    // only if it shows a whole start line (below); under `fragments = "drop"` not at all.
+    // Dropping it is enough: the kernel cannot reassemble the datagram without it.
+    let untrusted_fragment = udp.first_fragment && !trusted;
     if udp.first_fragment {
         bump(|c| &mut c.first_fragments);
+        if untrusted_fragment && config.has(FLAG_DROP_FRAGMENTS) {
+            return verdict(Reason::DropFragment, Method::None as usize);
+        }
     }
     let Some(scratch) = SCAN.get_ptr_mut(0) else {
         return verdict(Reason::PassUnparsed, Method::None as usize);
@@ -177,6 +187,11 @@ fn judge(ctx: &XdpContext) -> u64 {
 
     match parse_in_place::<POLICY_HEADERS>(scratch, len, whole) {
         Kind::Sip => {}
+        // Empty, CRLFs or a request line cut short: what follows is unseen, so a first
+        // fragment is never a keep-alive, nor passed as not SIP.
+        Kind::Keepalive | Kind::NotSip if untrusted_fragment => {
+            return verdict(Reason::DropFragment, Method::None as usize)
+        }
         Kind::Keepalive => return verdict(Reason::PassKeepalive, Method::None as usize),
         Kind::NotSip => {
             let reason = if config.has(FLAG_DROP_NOT_SIP_PAYLOAD) {
@@ -375,24 +390,52 @@ fn ipv4_of(source: &[u8; 16]) -> [u8; 4] {
     [source[12], source[13], source[14], source[15]]
 }
 
+/// The key of a source's bans and state: its IPv4 address, or its IPv6 prefix.
+#[inline(always)]
+fn source_key(config: &FilterConfig, source: &Source) -> SourceKey {
+    if source.is_ipv4 {
+        source.address
+    } else {
+        config.ipv6_source_key(source.address)
+    }
+}
+
+/// A packet whose transport header cannot be reached: the source policy, then a drop.
+/// Its destination port is unknown, so it may be SIP; the kernel drops most such
+/// packets itself (a UDP header cut short or lying), and no real stack sends more
+/// IPv6 extension headers than the walk takes. Trusted sources keep their pass.
+#[inline(never)]
+fn unwalkable_verdict(config: &FilterConfig, source: &Source) -> Reason {
+    if is_trusted(source) {
+        return Reason::PassUnparsed;
+    }
+    if is_denied(source) {
+        return Reason::DropDenied;
+    }
+    if is_banned(&source_key(config, source)) {
+        return Reason::DropBanned;
+    }
+    Reason::DropHeaderChain
+}
+
 /// On the allow list: trusted, never banned.
 #[inline(always)]
-fn is_trusted(udp: &Udp) -> bool {
-    let entry = if udp.is_ipv4 {
-        ALLOW_V4.get(Key::new(32, ipv4_of(&udp.source)))
+fn is_trusted(source: &Source) -> bool {
+    let entry = if source.is_ipv4 {
+        ALLOW_V4.get(Key::new(32, ipv4_of(&source.address)))
     } else {
-        ALLOW_V6.get(Key::new(128, udp.source))
+        ALLOW_V6.get(Key::new(128, source.address))
     };
     is_live(entry)
 }
 
 /// On the deny list (a live entry); counts the drop in the entry (for `sip-filter top`).
 #[inline(always)]
-fn is_denied(udp: &Udp) -> bool {
-    let entry = if udp.is_ipv4 {
-        list_entry_mut(&DENY_V4, &Key::new(32, ipv4_of(&udp.source)))
+fn is_denied(source: &Source) -> bool {
+    let entry = if source.is_ipv4 {
+        list_entry_mut(&DENY_V4, &Key::new(32, ipv4_of(&source.address)))
     } else {
-        list_entry_mut(&DENY_V6, &Key::new(128, udp.source))
+        list_entry_mut(&DENY_V6, &Key::new(128, source.address))
     };
     let Some(entry) = entry else {
         return false;

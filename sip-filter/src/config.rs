@@ -257,6 +257,7 @@ struct RawFilter {
     own_addresses: List<String>,
     non_sip_on_sip_port: Option<Spanned<String>>,
     allow_hostless_uri: Option<bool>,
+    drop_fragments: Option<bool>,
     dry_run: Option<bool>,
     ipv6_prefix: Option<Spanned<i64>>,
     tracked_sources: Option<Spanned<i64>>,
@@ -454,6 +455,7 @@ impl RawFile {
             allow_hostless_uri: filter
                 .allow_hostless_uri
                 .unwrap_or(defaults.allow_hostless_uri),
+            drop_fragments: filter.drop_fragments.unwrap_or(defaults.drop_fragments),
             allow: nets(&self.lists.allow, "lists.allow")?.unwrap_or(defaults.allow),
             deny: nets(&self.lists.deny, "lists.deny")?.unwrap_or(defaults.deny),
             ipv6_prefix,
@@ -770,6 +772,7 @@ mod tests {
                     "own_addresses",
                     "non_sip_on_sip_port",
                     "allow_hostless_uri",
+                    "drop_fragments",
                     "dry_run",
                     "ipv6_prefix",
                     "tracked_sources",

@@ -177,6 +177,9 @@ fn drop_reason(n: u32) -> String {
         Reason::DropScanner => "scanner User-Agent",
         Reason::DropRateLimited => "over its rate limit",
         Reason::DropGlobalBudget => "untrusted sources over their global budget",
+        Reason::DropFragment => "a first fragment that cannot be judged",
+        Reason::DropHeaderChain => "headers that cannot be walked",
+        Reason::DropMalformed => "SIP-like but malformed",
         // Not drops: never sent as drop events, named as in `stats` if they were.
         pass => pass.name(),
     }

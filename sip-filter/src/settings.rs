@@ -8,9 +8,9 @@ use sip_filter_common::{
     domain::allowlist_key,
     maps::{
         BanConfig, FilterConfig, Limit, CLASS_INVITE, CLASS_OTHER, CLASS_REGISTER, CLASS_TRUSTED,
-        DEFAULT_IPV6_PREFIX, FLAG_ALLOW_HOSTLESS_URI, FLAG_DOMAIN_CHECK, FLAG_DROP_NOT_SIP_PAYLOAD,
-        FLAG_DRY_RUN, MAX_DOMAINS, MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES, MAX_PORTS,
-        MAX_SCANNER_AGENTS, MAX_SCANNER_AGENT_LEN, MAX_SOURCES,
+        DEFAULT_IPV6_PREFIX, FLAG_ALLOW_HOSTLESS_URI, FLAG_DOMAIN_CHECK, FLAG_DROP_FRAGMENTS,
+        FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN, MAX_DOMAINS, MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES,
+        MAX_PORTS, MAX_SCANNER_AGENTS, MAX_SCANNER_AGENT_LEN, MAX_SOURCES,
     },
     scanner::agent_key,
     sip::mapped_ipv4,
@@ -121,6 +121,9 @@ pub struct Settings {
     pub not_sip_payload: NotSipPolicy,
     /// Let Request-URIs without a host (`tel:`, `urn:`) through the domain check.
     pub allow_hostless_uri: bool,
+    /// Drop every first fragment from untrusted sources, rather than judging those
+    /// that show a whole start line (later fragments go with their first).
+    pub drop_fragments: bool,
     /// Trusted sources: never denied or banned.
     pub allow: Vec<IpNet>,
     /// Sources always dropped.
@@ -148,6 +151,7 @@ impl Default for Settings {
             own_addresses: Vec::new(),
             not_sip_payload: NotSipPolicy::Drop,
             allow_hostless_uri: false,
+            drop_fragments: false,
             allow: Vec::new(),
             deny: Vec::new(),
             ipv6_prefix: DEFAULT_IPV6_PREFIX as u8,
@@ -290,6 +294,9 @@ impl Settings {
         }
         if self.allow_hostless_uri {
             config.flags |= FLAG_ALLOW_HOSTLESS_URI;
+        }
+        if self.drop_fragments {
+            config.flags |= FLAG_DROP_FRAGMENTS;
         }
         for (class, index, limit) in [
             ("register", CLASS_REGISTER, self.rate_limits.register),

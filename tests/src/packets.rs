@@ -151,13 +151,24 @@ pub mod raw {
     /// An IPv4 packet: `fragment` is the flags+offset field (0x2000 = more fragments,
     /// low 13 bits = offset in 8-byte units); `options` a multiple of 4 bytes.
     pub fn ipv4(protocol: u8, fragment: u16, options: &[u8], payload: &[u8]) -> Vec<u8> {
+        ipv4_from(CLIENT_V4, protocol, fragment, options, payload)
+    }
+
+    /// [`ipv4`] from `source`.
+    pub fn ipv4_from(
+        source: [u8; 4],
+        protocol: u8,
+        fragment: u16,
+        options: &[u8],
+        payload: &[u8],
+    ) -> Vec<u8> {
         let header_len = 20 + options.len();
         let mut out = vec![0x40 | (header_len / 4) as u8, 0];
         out.extend_from_slice(&((header_len + payload.len()) as u16).to_be_bytes());
         out.extend_from_slice(&[0x12, 0x34]);
         out.extend_from_slice(&fragment.to_be_bytes());
         out.extend_from_slice(&[64, protocol, 0, 0]);
-        out.extend_from_slice(&CLIENT_V4);
+        out.extend_from_slice(&source);
         out.extend_from_slice(&SERVER_V4);
         out.extend_from_slice(options);
         let checksum = internet_checksum(&out);
@@ -179,10 +190,15 @@ pub mod raw {
 
     /// An IPv6 packet whose payload starts with `next_header`'s header.
     pub fn ipv6(next_header: u8, payload: &[u8]) -> Vec<u8> {
+        ipv6_from(CLIENT_V6, next_header, payload)
+    }
+
+    /// [`ipv6`] from `source`.
+    pub fn ipv6_from(source: [u8; 16], next_header: u8, payload: &[u8]) -> Vec<u8> {
         let mut out = vec![0x60, 0, 0, 0];
         out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
         out.extend_from_slice(&[next_header, 64]);
-        out.extend_from_slice(&CLIENT_V6);
+        out.extend_from_slice(&source);
         out.extend_from_slice(&SERVER_V6);
         out.extend_from_slice(payload);
         out
@@ -195,6 +211,17 @@ pub mod raw {
             out[2] = 1; // PadN-ish filler; content is not parsed
         }
         out.extend_from_slice(payload);
+        out
+    }
+
+    /// `count` Destination Options headers (8 bytes each) before `last`'s header.
+    pub fn ipv6_destination_options(count: usize, last: u8, payload: &[u8]) -> Vec<u8> {
+        const NEXTHDR_DEST: u8 = 60;
+        let mut out = payload.to_vec();
+        for i in 0..count {
+            let next = if i == 0 { last } else { NEXTHDR_DEST };
+            out = ipv6_extension(next, &out);
+        }
         out
     }
 

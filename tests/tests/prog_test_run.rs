@@ -365,7 +365,7 @@ fn network_cases() -> Vec<Case> {
                 ETH_IPV4,
                 &truncate_ip_payload(ipv4(UDP, 0, &[], &udp(SIP_PORT, b"")), 4),
             ),
-            PassUnparsed,
+            DropHeaderChain,
             None,
         ),
         case(
@@ -374,7 +374,7 @@ fn network_cases() -> Vec<Case> {
                 ETH_IPV4,
                 &ipv4(UDP, 0, &[], &udp_claiming(SIP_PORT, &scan, 4)),
             ),
-            PassUnparsed,
+            DropHeaderChain,
             None,
         ),
         case(
@@ -403,6 +403,159 @@ fn network_cases() -> Vec<Case> {
         )
         .first_fragment(),
     ]
+}
+
+/// Fragments and header chains an attacker shapes to carry a request past the checks
+/// (issue 19, classes 1 and 2): each over IPv4 and IPv6.
+fn evasion_cases() -> Vec<Case> {
+    use raw::*;
+    use Method::*;
+    use Reason::*;
+    let scan = sip_request("OPTIONS", UNKNOWN, &["User-Agent: friendly-scanner"]);
+    let good = options(ALLOWED);
+    let whole_len = scan.len() + 8;
+    // First fragments holding `payload` of a datagram that is really `whole_len` long.
+    let first4 = |payload: &[u8]| {
+        ethernet(
+            ETH_IPV4,
+            &ipv4(
+                UDP,
+                0x2000,
+                &[],
+                &udp_claiming(SIP_PORT, payload, whole_len),
+            ),
+        )
+    };
+    let first6 = |payload: &[u8]| {
+        ethernet(
+            ETH_IPV6,
+            &ipv6(
+                44,
+                &ipv6_fragment(UDP, 0, true, &udp_claiming(SIP_PORT, payload, whole_len)),
+            ),
+        )
+    };
+    let chain = |count: usize, payload: &[u8]| {
+        ethernet(
+            ETH_IPV6,
+            &ipv6(
+                60,
+                &ipv6_destination_options(count, UDP, &udp(SIP_PORT, payload)),
+            ),
+        )
+    };
+    let mut cases = Vec::new();
+    for (family, first) in [
+        ("IPv4", &first4 as &dyn Fn(&[u8]) -> Vec<u8>),
+        ("IPv6", &first6),
+    ] {
+        let name =
+            |what: &str| -> &'static str { format!("{family} first fragment, {what}").leak() };
+        cases.extend([
+            case(name("UDP header only"), first(b""), DropFragment, None).first_fragment(),
+            case(name("one CRLF"), first(b"\r\n"), DropFragment, None).first_fragment(),
+            case(name("two CRLFs"), first(b"\r\n\r\n"), DropFragment, None).first_fragment(),
+            case(
+                name("8 bytes of the request line"),
+                first(&scan[..8]),
+                DropFragment,
+                None,
+            )
+            .first_fragment(),
+            case(
+                name("the request line cut before its end"),
+                first(&scan[..30]),
+                DropFragment,
+                None,
+            )
+            .first_fragment(),
+            case(
+                name("a STUN-looking start"),
+                first(&stun_binding_request()),
+                DropFragment,
+                None,
+            )
+            .first_fragment(),
+            case(
+                name("binary"),
+                first(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]),
+                DropFragment,
+                None,
+            )
+            .first_fragment(),
+            case(
+                name("a whole request line, allowed domain"),
+                first(&good[..good.len() - 10]),
+                PassRequest,
+                Options,
+            )
+            .first_fragment()
+            .headers_truncated(),
+        ]);
+    }
+    cases.extend([
+        case(
+            "IPv4 first fragment with half a UDP header",
+            ethernet(ETH_IPV4, &ipv4(UDP, 0x2000, &[], &udp(SIP_PORT, b"")[..4])),
+            DropHeaderChain,
+            None,
+        ),
+        case(
+            "IPv6 first fragment with half a UDP header",
+            ethernet(
+                ETH_IPV6,
+                &ipv6(44, &ipv6_fragment(UDP, 0, true, &udp(SIP_PORT, b"")[..4])),
+            ),
+            DropHeaderChain,
+            None,
+        ),
+        case(
+            "IPv6, 6 destination options headers, a scanner",
+            chain(6, &scan),
+            DropScanner,
+            Options,
+        ),
+        case(
+            "IPv6, 8 destination options headers, allowed",
+            chain(8, &good),
+            PassRequest,
+            Options,
+        ),
+        case(
+            "IPv6, 9 destination options headers, allowed request",
+            chain(9, &good),
+            DropHeaderChain,
+            None,
+        ),
+        case(
+            "IPv6, 20 destination options headers",
+            chain(20, &scan),
+            DropHeaderChain,
+            None,
+        ),
+        case(
+            "IPv6 extension header cut short",
+            ethernet(ETH_IPV6, &ipv6(60, &[UDP])),
+            DropHeaderChain,
+            None,
+        ),
+        case(
+            "IPv6 extension header claiming more than the frame",
+            ethernet(ETH_IPV6, &ipv6(60, &[UDP, 200, 0, 0, 0, 0, 0, 0])),
+            DropHeaderChain,
+            None,
+        ),
+        case(
+            "IPv6 unknown extension header (253, experimental)",
+            ethernet(
+                ETH_IPV6,
+                &ipv6(253, &ipv6_extension(UDP, &udp(SIP_PORT, &scan))),
+            ),
+            PassNotSip,
+            None,
+        ),
+    ]);
+    cases
 }
 
 /// A STUN binding request (RFC 5389): type 0x0001, length 0, magic cookie, id.
@@ -520,6 +673,13 @@ fn network_headers() {
     }
 }
 
+#[test]
+fn fragments_and_header_chains() {
+    if privileged("fragments_and_header_chains") {
+        assert_table(&loaded(&settings()), evasion_cases());
+    }
+}
+
 /// The same frames under other settings: each knob does what it says.
 #[test]
 fn settings_change_verdicts() {
@@ -546,6 +706,43 @@ fn settings_change_verdicts() {
                 udp4(SIP_PORT, &sip_request("INVITE", "tel:+15551234567", &[])),
                 PassRequest,
                 Invite,
+            ),
+        ],
+    );
+    let good = options(ALLOWED);
+    let strict_fragments = Settings {
+        drop_fragments: true,
+        ..settings()
+    };
+    assert_table(
+        &loaded(&strict_fragments),
+        vec![
+            case(
+                "drop_fragments: a first fragment with a whole, allowed request line",
+                raw::ethernet(
+                    raw::ETH_IPV4,
+                    &raw::ipv4(
+                        raw::UDP,
+                        0x2000,
+                        &[],
+                        &raw::udp_claiming(SIP_PORT, &good[..good.len() - 10], good.len() + 8),
+                    ),
+                ),
+                DropFragment,
+                None,
+            )
+            .first_fragment(),
+            case(
+                "drop_fragments: a later fragment still passes (its first is gone)",
+                raw::ethernet(raw::ETH_IPV4, &raw::ipv4(raw::UDP, 0x0010, &[], &good)),
+                PassFragment,
+                None,
+            ),
+            case(
+                "drop_fragments: whole datagrams as before",
+                udp4(SIP_PORT, &good),
+                PassRequest,
+                Options,
             ),
         ],
     );
@@ -659,6 +856,70 @@ fn source_lists_and_bans() {
         .ban("2001:db8:77:1::1".parse().unwrap(), hour, BanReason::Rate)
         .unwrap();
     let good = options(ALLOWED);
+    // Header chains the program cannot walk still meet the source lists (issue 19).
+    let long_chain = |source: &str| {
+        raw::ethernet(
+            raw::ETH_IPV6,
+            &raw::ipv6_from(
+                v6(source),
+                60,
+                &raw::ipv6_destination_options(12, raw::UDP, &raw::udp(SIP_PORT, &good)),
+            ),
+        )
+    };
+    let half_udp_header = |source: &str| {
+        raw::ethernet(
+            raw::ETH_IPV4,
+            &raw::ipv4_from(
+                v4(source),
+                raw::UDP,
+                0x2000,
+                &[],
+                &raw::udp(SIP_PORT, b"")[..4],
+            ),
+        )
+    };
+    assert_table(
+        &filter,
+        vec![
+            case(
+                "denied /48, 12 extension headers",
+                long_chain("2001:db8:bad:1::9"),
+                DropDenied,
+                None,
+            ),
+            case(
+                "banned /64, 12 extension headers",
+                long_chain("2001:db8:77:1::2"),
+                DropBanned,
+                None,
+            ),
+            case(
+                "unlisted, 12 extension headers",
+                long_chain("2001:db8:99::1"),
+                DropHeaderChain,
+                None,
+            ),
+            case(
+                "denied, half a UDP header",
+                half_udp_header("203.0.113.5"),
+                DropDenied,
+                None,
+            ),
+            case(
+                "banned, half a UDP header",
+                half_udp_header("198.51.100.1"),
+                DropBanned,
+                None,
+            ),
+            case(
+                "trusted, half a UDP header: left to the kernel",
+                half_udp_header("203.0.113.7"),
+                PassUnparsed,
+                None,
+            ),
+        ],
+    );
     assert_table(
         &filter,
         vec![
