@@ -74,6 +74,7 @@ impl IpState {
 }
 
 /// Parses dotted-quad IPv4 text: four decimal octets of 1 to 3 digits.
+#[inline(always)]
 pub fn parse_ipv4(buf: &ScanBuf, st: &mut IpState, span: Span) -> Option<[u8; 4]> {
     // Not a loop body of its own (its caller's is enough: a call costs), but the answer
     // still goes through scratch memory, so what follows is verified once, not once per
@@ -90,6 +91,7 @@ pub fn parse_ipv4(buf: &ScanBuf, st: &mut IpState, span: Span) -> Option<[u8; 4]
 /// Parses IPv6 text (RFC 4291 §2.2 forms 1 and 2: hex groups with at most one `::`).
 /// The embedded-IPv4 form (`::ffff:1.2.3.4`) is not accepted: such a host is then
 /// treated as a name, which is never an allowed domain.
+#[inline(always)]
 pub fn parse_ipv6(buf: &ScanBuf, st: &mut IpState, span: Span) -> Option<[u8; 16]> {
     isolated(&mut |_| {
         let ok = parse_ipv6_into(buf, st, span);
@@ -113,6 +115,7 @@ const ZEROS: u64 = ONES * b'0' as u64;
 /// Dotted-quad text of 7 to 15 bytes, without a loop: the text in two words, its dots
 /// found a word at a time, each octet read in one load. (A loop over the bytes keeps
 /// its counts in scratch memory for the verifier, and costs several times as much.)
+#[inline(always)]
 fn parse_ipv4_into(buf: &ScanBuf, st: &mut IpState, span: Span) -> bool {
     let (start, len) = (span.start(), span.len());
     if !(7..=15).contains(&len) {
@@ -182,6 +185,7 @@ fn octet(buf: &ScanBuf, at: usize, len: usize) -> Option<u16> {
     (value <= 255).then_some(value as u16)
 }
 
+#[inline(always)]
 fn parse_ipv6_into(buf: &ScanBuf, st: &mut IpState, span: Span) -> bool {
     let (start, len) = (span.start(), span.len());
     if !(2..=MAX_IPV6_TEXT).contains(&len) {

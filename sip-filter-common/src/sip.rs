@@ -200,10 +200,16 @@ pub enum Header {
     Contact,
     Via,
     ContentLength,
+    /// The topmost Route (RFC 3261 §20.34): where a proxy routes an in-dialog request.
+    Route,
 }
 
+/// Slots of the per-header arrays: a power of two above [`Header::COUNT`], so the kernel
+/// can mask an index into range.
+const HEADER_SLOTS: usize = 16;
+
 impl Header {
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
     pub const ALL: [Header; Self::COUNT] = [
         Header::UserAgent,
         Header::To,
@@ -213,6 +219,7 @@ impl Header {
         Header::Contact,
         Header::Via,
         Header::ContentLength,
+        Header::Route,
     ];
 
     /// Classifies a header name of `len` bytes: `first`/`second` hold its first and next
@@ -235,6 +242,7 @@ impl Header {
         const M: u64 = word_of(b"m");
         const V: u64 = word_of(b"v");
         const L: u64 = word_of(b"l");
+        const ROUTE: u64 = word_of(b"route");
         match (len, first) {
             (10, USER_AGE) if second == NT => Some(Header::UserAgent),
             (2, TO) | (1, T) => Some(Header::To),
@@ -245,6 +253,7 @@ impl Header {
             (3, VIA) | (1, V) => Some(Header::Via),
             (14, CONTENT_) if second == LENGTH => Some(Header::ContentLength),
             (1, L) => Some(Header::ContentLength),
+            (5, ROUTE) => Some(Header::Route),
             _ => None,
         }
     }
@@ -354,7 +363,7 @@ pub struct SipMessage {
 impl SipMessage {
     #[inline(always)]
     pub fn header(&self, h: Header) -> Span {
-        self.headers[h as usize & (Header::COUNT - 1)]
+        self.headers[h as usize]
     }
     pub fn is_request(&self) -> bool {
         self.status == 0
@@ -453,7 +462,7 @@ struct LineState {
     last_header: Vol<u16>,
     /// The wanted headers found so far, a bit per [`Header`].
     found: Vol<u16>,
-    headers: [Vol<Span>; Header::COUNT],
+    headers: [Vol<Span>; HEADER_SLOTS],
 }
 
 impl LineState {
@@ -471,7 +480,7 @@ impl LineState {
             scan_done: Vol::new(0),
             last_header: Vol::new(0),
             found: Vol::new(0),
-            headers: [Vol::new(Span::ABSENT); Header::COUNT],
+            headers: [Vol::new(Span::ABSENT); HEADER_SLOTS],
         }
     }
 }
@@ -555,8 +564,22 @@ const NO_HEADER: u16 = Header::COUNT as u16;
 pub type HeaderSet = u16;
 /// Every header the parser knows (host tools and tests).
 pub const ALL_HEADERS: HeaderSet = (1 << Header::COUNT) - 1;
-/// The headers the kernel's policy reads: the User-Agent alone.
-pub const POLICY_HEADERS: HeaderSet = 1 << Header::UserAgent as u16;
+/// The headers the kernel's policy reads: the User-Agent (scanners), and for a request
+/// whose Request-URI is not ours, the topmost Route and To, whose tag marks a request
+/// inside a dialog ([`routing_of`]).
+pub const POLICY_HEADERS: HeaderSet =
+    1 << Header::UserAgent as u16 | 1 << Header::To as u16 | 1 << Header::Route as u16;
+
+/// The first letters (lower case) of the header lines a scan for `WANTED` must examine,
+/// if it can skip the others: the User-Agent's `u`, Route's `r`, To's `t` (long and
+/// compact forms). `None`: every line is examined.
+const fn examined_letters(wanted: HeaderSet) -> Option<[u8; 3]> {
+    if wanted == POLICY_HEADERS {
+        Some([b'u', b'r', b't'])
+    } else {
+        None
+    }
+}
 
 /// Classifies and parses a payload of `len` bytes held in `scratch.buf`, recording every
 /// header. `whole` says whether the buffer holds the whole datagram (not a first
@@ -665,12 +688,87 @@ impl Scratch {
     }
     /// A recorded header's value.
     pub fn header(&self, header: Header) -> Span {
-        self.lines.headers[header as usize & (Header::COUNT - 1)].get()
+        self.lines.headers[header as usize & (HEADER_SLOTS - 1)].get()
     }
     /// Whether every header was examined.
     pub fn headers_complete(&self) -> bool {
         self.lines.headers_complete.get() != 0
     }
+}
+
+/// [`routing_of`]: the To header has a tag, so the request is inside a dialog.
+pub const ROUTING_IN_DIALOG: u32 = 1;
+/// [`routing_of`]: the topmost Route holds a SIP URI with a host, now in the start
+/// fields in place of the Request-URI's ([`Scratch::host`], [`Scratch::address`], …).
+pub const ROUTING_ROUTED: u32 = 2;
+
+/// For a request whose Request-URI names a host that is not ours, parsed with
+/// [`POLICY_HEADERS`]: its topmost Route and its To tag, as `ROUTING_*` bits.
+///
+/// Behind a record-routing proxy, a phone's in-dialog requests (ACK, re-INVITE, BYE,
+/// …) carry the peer's Contact as the Request-URI and the proxy in the topmost Route
+/// (RFC 3261 §12.2.1.1); a proxy that finds itself there routes on (§16.4). So the
+/// topmost Route's host is judged as the Request-URI's would be: this leaves it in the
+/// start fields, and the caller asks the same host question again. A request inside a
+/// dialog (a To tag) that is not routed to us is still dropped, but is no scanner's
+/// first probe. Whitespace around the tag's `;` (legal, never seen) reads as no tag.
+///
+/// Not inlined: the kernel's 512-byte stack is shared along the call chain, and this
+/// runs from a shallow one.
+#[inline(never)]
+pub fn routing_of(scratch: &mut Scratch) -> u32 {
+    let Scratch {
+        buf,
+        lines,
+        ip,
+        start,
+        ..
+    } = scratch;
+    let mut found = 0;
+    let to = lines.headers[Header::To as usize].get();
+    if to.is_present() && has_tag(buf, to) {
+        found |= ROUTING_IN_DIALOG;
+    }
+    let route = lines.headers[Header::Route as usize].get();
+    start.valid.set(false);
+    // In a loop body of its own, like the start line's parse (see `crate::bounded`).
+    isolated(&mut |_| {
+        // A route is a name-addr (§20.34): the URI is between the angle brackets.
+        let open = find_byte(buf, route.start(), route.end(), b'<');
+        if route.is_present() && open < route.end() {
+            let close = find_byte(buf, open + 1, route.end(), b'>');
+            if close < route.end() {
+                let parsed = parse_request_uri(buf, ip, start, open + 1, close).is_some();
+                start.valid.set(parsed);
+            }
+        }
+        false
+    });
+    if start.valid.get() && start.host_kind.get() != HostKind::None as u8 {
+        found |= ROUTING_ROUTED;
+    }
+    found
+}
+
+/// Whether a To or From value has a `tag` parameter, eight places a step.
+#[inline(always)]
+fn has_tag(buf: &ScanBuf, value: Span) -> bool {
+    const TAG: u64 = word_of(b";tag=");
+    let (start, end) = (value.start(), value.end());
+    const PLACES: usize = 8;
+    let found = buf.search((SCAN_LEN / PLACES + 1) as u32, 0, |i| {
+        for k in 0..PLACES {
+            let at = start + i * PLACES + k;
+            if at + 5 > end {
+                return Some(0);
+            }
+            if (buf.window(at) | ASCII_LOWER) & low_bytes_mask(5) == TAG {
+                return Some(1);
+            }
+        }
+        None
+    });
+    found != 0
 }
 
 fn is_keepalive(buf: &ScanBuf, len: usize) -> bool {
@@ -702,7 +800,7 @@ fn content_end(buf: &ScanBuf, start: usize, newline: u16) -> usize {
 /// The one pass over the lines. Each step handles one line it has to examine: it finds
 /// the line's end, notes the start line's end, classifies a header line, or extends the
 /// header before a folded one. Lines that cannot matter are not examined: when only the
-/// User-Agent is wanted, header lines starting with other letters are passed over by
+/// policy's headers are wanted, header lines starting with other letters are passed over by
 /// [`skip_lines`], which looks only at line feeds and the byte after each. The pass
 /// stops at the empty line ending the header section, once every header in `WANTED` is
 /// found, or after examining [`MAX_LINES`] lines.
@@ -753,7 +851,7 @@ fn scan_lines<const WANTED: HeaderSet>(
             }
         }
         if lines.skipping.get() != 0 {
-            return skip_lines(buf, lines, len);
+            return skip_lines::<WANTED>(buf, lines, len);
         }
         let start = usize::from(lines.next_line.get());
         let from = usize::from(lines.cursor.get());
@@ -819,15 +917,21 @@ const WORDS_PER_STEP: usize = 8;
 const SKIP_WORDS: usize = 8;
 
 /// Whether the line starting with `first` must be examined: always in a full parse.
-/// When only the User-Agent is wanted: the start line, a line that may be the
-/// User-Agent or the empty line, and every line once the User-Agent is found (it may
-/// be folded onto them, and the next header ends the scan).
+/// When only some headers are wanted ([`examined_letters`]): the start line, a line
+/// that may hold a wanted header, continue one (folded) or be the empty line, and
+/// every line once all are found (the next header ends the scan).
 #[inline(always)]
 fn must_examine<const WANTED: HeaderSet>(lines: &LineState, first: u8) -> bool {
-    WANTED != POLICY_HEADERS
-        || lines.count.get() == 0
+    let Some([a, b, c]) = examined_letters(WANTED) else {
+        return true;
+    };
+    lines.count.get() == 0
         || lines.found.get() == WANTED
-        || first | 0x20 == b'u'
+        || first | 0x20 == a
+        || first | 0x20 == b
+        || first | 0x20 == c
+        || first == b' '
+        || first == b'\t'
         || first == b'\r'
         || first == b'\n'
 }
@@ -836,7 +940,8 @@ fn must_examine<const WANTED: HeaderSet>(lines: &LineState, first: u8) -> bool {
 /// line feeds and the byte after each are looked at. Sets `next_line` to it and ends
 /// the skip; false when the data ends first.
 #[inline(always)]
-fn skip_lines(buf: &ScanBuf, lines: &mut LineState, len: usize) -> bool {
+fn skip_lines<const WANTED: HeaderSet>(buf: &ScanBuf, lines: &mut LineState, len: usize) -> bool {
+    let [a, b, c] = examined_letters(WANTED).unwrap_or([b'\n'; 3]);
     let from = usize::from(lines.skip_from.get());
     let first_word = from >> 3;
     // Compared with the end once per step: the words after it are zero up to
@@ -858,8 +963,13 @@ fn skip_lines(buf: &ScanBuf, lines: &mut LineState, len: usize) -> bool {
         keep = u64::MAX;
         carry = newlines >> 56;
         if starts != 0 {
+            let lower = word | ASCII_LOWER;
             let examined = starts
-                & (bytes_equal(word | ASCII_LOWER, b'u')
+                & (bytes_equal(lower, a)
+                    | bytes_equal(lower, b)
+                    | bytes_equal(lower, c)
+                    | bytes_equal(word, b' ')
+                    | bytes_equal(word, b'\t')
                     | bytes_equal(word, b'\r')
                     | bytes_equal(word, b'\n'));
             if examined != 0 {
@@ -908,7 +1018,7 @@ fn end_line<const WANTED: HeaderSet>(
         if last < Header::COUNT {
             extend_folded(
                 buf,
-                &mut lines.headers[last & (Header::COUNT - 1)],
+                &mut lines.headers[last & (HEADER_SLOTS - 1)],
                 start,
                 end,
             );
@@ -923,7 +1033,7 @@ fn end_line<const WANTED: HeaderSet>(
     lines.last_header.set(NO_HEADER);
     if let Some((header, value_start)) = classify_header(buf, start, end) {
         let bit = 1 << header as u16;
-        let slot = &mut lines.headers[header as usize & (Header::COUNT - 1)];
+        let slot = &mut lines.headers[header as usize & (HEADER_SLOTS - 1)];
         if WANTED & bit != 0 && !slot.get().is_present() {
             slot.set(Span::new(value_start, end));
             lines.last_header.set(header as u16);
@@ -1034,6 +1144,7 @@ type StartFields = (Method, u16, RequestUri);
 
 /// Parses a status line (`SIP/2.0 200 OK`) or a request line (`INVITE uri SIP/2.0`) into
 /// `out`, field by field (whole-struct copies cost stack the verifier limits to 512 bytes).
+#[inline(always)]
 fn parse_start_line(buf: &ScanBuf, ip: &mut IpState, out: &mut StartState, line: Span) {
     out.valid.set(false);
     if parse_start_fields(buf, ip, out, line).is_some() {
@@ -1041,6 +1152,7 @@ fn parse_start_line(buf: &ScanBuf, ip: &mut IpState, out: &mut StartState, line:
     }
 }
 
+#[inline(always)]
 fn parse_start_fields(
     buf: &ScanBuf,
     ip: &mut IpState,
@@ -1090,7 +1202,10 @@ fn parse_status(buf: &ScanBuf, at: usize, end: usize) -> Option<u16> {
     (100..700).contains(&status).then_some(status)
 }
 
-/// Parses a Request-URI into `out` (all but `valid`, `method` and `status`).
+/// Parses a Request-URI into `out` (all but `valid`, `method` and `status`). Inlined
+/// into both its callers (the start line, the Route): called from two places, LLVM
+/// would make it a function whose frame the start line's call chain has no room for.
+#[inline(always)]
 fn parse_request_uri(
     buf: &ScanBuf,
     ip: &mut IpState,
@@ -1207,6 +1322,7 @@ fn host_end(buf: &ScanBuf, start: usize, end: usize) -> usize {
     })
 }
 
+#[inline(always)]
 fn parse_port(buf: &ScanBuf, start: usize, end: usize) -> Option<u16> {
     // The first byte that is not a digit ends the port.
     const MAX_DIGITS: usize = 5;

@@ -150,7 +150,22 @@ fn ipv4(ctx: &XdpContext, offset: usize) -> Headers {
 #[inline(always)]
 fn mapped(ip: &[u8; 20], at: usize) -> [u8; 16] {
     [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ip[at], ip[at + 1], ip[at + 2], ip[at + 3],
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0xff,
+        0xff,
+        ip[at],
+        ip[at + 1],
+        ip[at + 2],
+        ip[at + 3],
     ]
 }
 

@@ -27,12 +27,14 @@ use sip_filter_common::{
     maps::{
         Ban, BanReason, ListEntry, SourceKey, BAN_SLOTS, CLASS_COUNT, CLASS_INVITE, CLASS_OTHER,
         CLASS_REGISTER, CLASS_TRUSTED, FLAG_ALLOW_HOSTLESS_URI, FLAG_DOMAIN_CHECK,
-        FLAG_DROP_FRAGMENTS, FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN, MAX_BANS, MAX_DOMAINS, MAX_LIST_ENTRIES,
-        MAX_OWN_ADDRESSES, SOURCE_DROP_GLOBAL_BUDGET, SOURCE_DROP_RATE_LIMITED,
+        FLAG_DROP_FRAGMENTS, FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN, MAX_BANS, MAX_DOMAINS,
+        MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES, SOURCE_DROP_GLOBAL_BUDGET, SOURCE_DROP_RATE_LIMITED,
         SOURCE_DROP_SCANNER, SOURCE_DROP_UNKNOWN_DOMAIN,
     },
     scanner::is_scanner,
-    sip::{parse_in_place, Header, Kind, POLICY_HEADERS},
+    sip::{
+        parse_in_place, routing_of, Header, Kind, POLICY_HEADERS, ROUTING_IN_DIALOG, ROUTING_ROUTED,
+    },
     Counters, FilterConfig, HostKind, Method, Reason, Scratch, SCAN_LEN,
 };
 use sources::{
@@ -83,7 +85,17 @@ pub fn sip_filter(ctx: XdpContext) -> u32 {
     // The request policy runs here, after `judge` returned, not inside it: the 512-byte
     // stack is shared along the call chain, and parsing's frames are gone by now.
     let reason = if verdict & NEEDS_REQUEST_POLICY != 0 {
-        request_policy()
+        // Each policy leaves its reason in memory, not in a register: the verifier walks
+        // the routing policy once, not once for each reason the request policy can give.
+        // Two calls in turn, not one inside the other: the stack is shared along the
+        // call chain.
+        request_policy();
+        if read_back(|p| &p.needs_routing) != 0 {
+            routing_policy(routing_of_request());
+        }
+        // Masked like `verdict`'s low byte: 6.1's verifier keeps a comparison's bound
+        // only on a value it can see bounded.
+        reason_from(u64::from(read_back(|p| &p.reason) & 0xff))
     } else {
         reason_from(verdict & 0xff)
     };
@@ -184,12 +196,25 @@ fn judge(ctx: &XdpContext) -> u64 {
         return verdict(Reason::PassUnparsed, Method::None as usize);
     };
     let whole = !udp.first_fragment && udp.payload_len <= SCAN_LEN as u32;
+    // What the policies after the parse need goes to memory before it: a value live
+    // across the parse would make the verifier walk the parse once for each of its
+    // values.
+    let Some(packet) = PACKET.get_ptr_mut(0) else {
+        return verdict(Reason::PassUnparsed, Method::None as usize);
+    };
+    // SAFETY: per-CPU, used by this CPU during this run only.
+    let packet = unsafe { &mut *packet };
+    packet.source = udp.source;
+    packet.key = key;
+    packet.trusted = u32::from(trusted);
+    packet.untrusted_fragment = u32::from(untrusted_fragment);
+    packet.needs_routing = 0;
 
     match parse_in_place::<POLICY_HEADERS>(scratch, len, whole) {
         Kind::Sip => {}
         // Empty, CRLFs or a request line cut short: what follows is unseen, so a first
         // fragment is never a keep-alive, nor passed as not SIP.
-        Kind::Keepalive | Kind::NotSip if untrusted_fragment => {
+        Kind::Keepalive | Kind::NotSip if read_back(|p| &p.untrusted_fragment) != 0 => {
             return verdict(Reason::DropFragment, Method::None as usize)
         }
         Kind::Keepalive => return verdict(Reason::PassKeepalive, Method::None as usize),
@@ -212,14 +237,17 @@ fn judge(ctx: &XdpContext) -> u64 {
         return verdict(Reason::PassResponse, Method::None as usize);
     }
     let method = scratch.method_number();
-    if let Some(packet) = PACKET.get_ptr_mut(0) {
-        // SAFETY: per-CPU, used by this CPU during this run only.
-        let packet = unsafe { &mut *packet };
-        packet.source = udp.source;
-        packet.key = key;
-        packet.trusted = u32::from(trusted);
-    }
     verdict(Reason::PassRequest, method) | NEEDS_REQUEST_POLICY
+}
+
+/// A field of the per-CPU [`Packet`], read from memory (unknown to the verifier).
+#[inline(always)]
+fn read_back(field: fn(&Packet) -> &u32) -> u32 {
+    match PACKET.get_ptr(0) {
+        // SAFETY: per-CPU, written by `judge` earlier in this run.
+        Some(packet) => unsafe { core::ptr::read_volatile(field(&*packet)) },
+        None => 0,
+    }
 }
 
 /// `judge`'s answer: the reason in the low byte, the method number in the high half.
@@ -231,14 +259,25 @@ fn verdict(reason: Reason, method: usize) -> u64 {
 /// Set in `judge`'s answer for a request: the request policy decides.
 const NEEDS_REQUEST_POLICY: u64 = 1 << 16;
 
-/// Runs [`request_verdict`] on the message `judge` left in the scratch.
+/// Runs [`request_verdict`] on the message `judge` left in the scratch; leaves its
+/// reason in the [`Packet`].
 #[inline(never)]
-fn request_policy() -> Reason {
+fn request_policy() {
     let (Some(config), Some(scratch)) = (CONFIG.get(0), SCAN.get_ptr_mut(0)) else {
-        return Reason::PassRequest;
+        leave_reason(Reason::PassRequest);
+        return;
     };
     // SAFETY: per-CPU scratch, used only by this CPU during this run.
-    request_verdict(config, unsafe { &mut *scratch })
+    leave_reason(request_verdict(config, unsafe { &mut *scratch }));
+}
+
+/// Stores a policy's reason for the entry point to read back (see `sip_filter`).
+#[inline(always)]
+fn leave_reason(reason: Reason) {
+    if let Some(packet) = PACKET.get_ptr_mut(0) {
+        // SAFETY: per-CPU, used by this CPU during this run only.
+        unsafe { core::ptr::write_volatile(&mut (*packet).reason, reason as u32) };
+    }
 }
 
 /// What the request policy needs from `judge` besides the parsed message.
@@ -247,6 +286,13 @@ struct Packet {
     source: [u8; 16],
     key: SourceKey,
     trusted: u32,
+    /// A first fragment from an untrusted source.
+    untrusted_fragment: u32,
+    /// Set by the request policy for a request whose Request-URI is not ours: the
+    /// routing policy ([`routing_policy`]) decides.
+    needs_routing: u32,
+    /// The verdict of the request policy, then of the routing policy.
+    reason: u32,
 }
 
 /// Per-CPU: hands `judge`'s findings to the request policy through memory, not the
@@ -254,23 +300,24 @@ struct Packet {
 #[map(name = "SF_PACKET")]
 static PACKET: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
 
-/// The verdict on a parsed request: scanner User-Agent, then domain, then the source's
-/// bucket for the request's class, then the untrusted sources' common budget. Inlined
-/// into `request_policy`: every function call costs (see BENCHMARKS.md, `call`).
+/// The verdict on a parsed request: scanner User-Agent, then domain, then
+/// [`admission`]. A request whose Request-URI is not ours is left to
+/// [`routing_policy`] (`needs_routing`). Inlined into `request_policy`: every function
+/// call costs (see BENCHMARKS.md, `call`).
 #[inline(always)]
 fn request_verdict(config: &FilterConfig, scratch: &mut Scratch) -> Reason {
-    let Some(packet) = PACKET.get_ptr(0) else {
+    let Some(packet) = PACKET.get_ptr_mut(0) else {
         return Reason::PassRequest;
     };
     // SAFETY: per-CPU, written by `judge` just before.
-    let packet = unsafe { &*packet };
-    let (key, source, trusted) = (&packet.key, &packet.source, packet.trusted != 0);
-    let method = scratch.method_number();
+    let packet = unsafe { &mut *packet };
+    let trusted = packet.trusted != 0;
     let dry_run = config.has(FLAG_DRY_RUN);
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
 
     if !trusted && is_scanner_request(config, scratch) {
+        let (key, source) = (&packet.key, &packet.source);
         if let Some(state) = state_of(key) {
             count_source_drop(state, SOURCE_DROP_SCANNER);
         }
@@ -280,35 +327,90 @@ fn request_verdict(config: &FilterConfig, scratch: &mut Scratch) -> Reason {
         }
         return Reason::DropScanner;
     }
-    if config.has(FLAG_DOMAIN_CHECK) && !host_allowed(config, scratch) {
-        if !trusted {
-            if let Some(state) = state_of(key) {
-                count_source_drop(state, SOURCE_DROP_UNKNOWN_DOMAIN);
-                drop_event(
-                    state,
-                    &source,
-                    Reason::DropUnknownDomain,
-                    method,
-                    now,
-                    dry_run,
-                );
-                let rules = &config.bans;
-                if rules.unknown_domain_ns != 0
-                    && hit(
-                        &mut state.domain_window_ns,
-                        &mut state.domain_hits,
-                        now,
-                        rules.unknown_domain_window_ns,
-                        rules.unknown_domain_hits,
-                    )
-                {
-                    let expires = now.saturating_add(rules.unknown_domain_ns);
-                    ban(key, source, BanReason::Domain, dry_run, expires);
-                }
-            }
-        }
+    // Trusted sources (trunks, the office) skip the domain check: a carrier addresses
+    // its INVITEs to the server's IP or to its own idea of the domain.
+    if !trusted && config.has(FLAG_DOMAIN_CHECK) && !host_allowed(config, scratch) {
+        packet.needs_routing = 1;
         return Reason::DropUnknownDomain;
     }
+    admission(config, packet, scratch.method_number(), now)
+}
+
+/// A request whose Request-URI names no host we serve, judged by its topmost Route and
+/// To tag ([`routing_of`]). Routed to us by its topmost Route (RFC 3261
+/// §16.4: the record-routed in-dialog requests of phones behind a proxy), it is judged
+/// as if the Request-URI named us. Otherwise it is dropped, and counts toward the
+/// domain ban unless it is inside a dialog (a To tag): a stale route, a proxy moved or
+/// a dialog that outlived ours is no scanner's probe. Called from the entry point,
+/// where the verifier's state is small, not from within the request policy: the Route's
+/// parse is verified once.
+#[inline(never)]
+fn routing_policy(routing: u32) {
+    leave_reason(routing_verdict(routing));
+}
+
+/// [`routing_policy`]'s verdict.
+#[inline(always)]
+fn routing_verdict(routing: u32) -> Reason {
+    let (Some(config), Some(scratch), Some(packet)) =
+        (CONFIG.get(0), SCAN.get_ptr_mut(0), PACKET.get_ptr(0))
+    else {
+        return Reason::DropUnknownDomain;
+    };
+    // SAFETY: per-CPU scratch and packet, used only by this CPU during this run.
+    let (scratch, packet) = unsafe { (&mut *scratch, &*packet) };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let method = scratch.method_number();
+    if routing & ROUTING_ROUTED != 0 && host_allowed(config, scratch) {
+        return admission(config, packet, method, now);
+    }
+    let (key, source) = (&packet.key, &packet.source);
+    if let Some(state) = state_of(key) {
+        let dry_run = config.has(FLAG_DRY_RUN);
+        count_source_drop(state, SOURCE_DROP_UNKNOWN_DOMAIN);
+        drop_event(
+            state,
+            source,
+            Reason::DropUnknownDomain,
+            method,
+            now,
+            dry_run,
+        );
+        let rules = &config.bans;
+        if routing & ROUTING_IN_DIALOG == 0
+            && rules.unknown_domain_ns != 0
+            && hit(
+                &mut state.domain_window_ns,
+                &mut state.domain_hits,
+                now,
+                rules.unknown_domain_window_ns,
+                rules.unknown_domain_hits,
+            )
+        {
+            let expires = now.saturating_add(rules.unknown_domain_ns);
+            ban(key, source, BanReason::Domain, dry_run, expires);
+        }
+    }
+    Reason::DropUnknownDomain
+}
+
+/// [`routing_of`] the request `judge` left in the scratch: `ROUTING_*` bits.
+#[inline(never)]
+fn routing_of_request() -> u32 {
+    let Some(scratch) = SCAN.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: per-CPU scratch, used only by this CPU during this run.
+    routing_of(unsafe { &mut *scratch })
+}
+
+/// A request that passed the content checks: the source's bucket for the request's
+/// class, then the untrusted sources' common budget.
+#[inline(always)]
+fn admission(config: &FilterConfig, packet: &Packet, method: usize, now: u64) -> Reason {
+    let (key, source, trusted) = (&packet.key, &packet.source, packet.trusted != 0);
+    let dry_run = config.has(FLAG_DRY_RUN);
     let class = if trusted {
         CLASS_TRUSTED
     } else if method == Method::Register as usize {

@@ -1695,3 +1695,184 @@ fn tracked_sources_size_the_source_map() {
     .unwrap();
     assert_eq!(capacity(&small), 4096);
 }
+
+/// An in-dialog request as a phone behind a record-routing proxy sends it: the peer's
+/// Contact as the Request-URI, the proxy as the topmost Route, a To tag.
+fn in_dialog(method: &str, route: Option<&str>, to_tag: bool) -> Vec<u8> {
+    let route = route
+        .map(|uri| format!("Route: <{uri}>\r\n"))
+        .unwrap_or_default();
+    let tag = if to_tag { ";tag=b77" } else { "" };
+    format!(
+        "{method} sip:1001@198.51.100.12:5060;transport=udp SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 198.51.100.11:5060;branch=z9hG4bK-7\r\n\
+         {route}\
+         From: <sip:1000@pbx.example.test>;tag=a11\r\n\
+         To: <sip:1001@pbx.example.test>{tag}\r\n\
+         Call-ID: 7@198.51.100.11\r\n\
+         CSeq: 2 {method}\r\n\
+         Max-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Record-routed calls (issue 19, class 3): requests routed to us by their topmost
+/// Route are judged as if the Request-URI named us; in-dialog ones routed elsewhere are
+/// dropped but never banned for; trusted sources skip the domain check.
+#[test]
+fn routed_and_in_dialog_requests() {
+    use Method::*;
+    use Reason::*;
+    if !privileged("routed_and_in_dialog_requests") {
+        return;
+    }
+    let filter = loaded(&Settings {
+        ban: BanRules {
+            unknown_domain_hits: 2,
+            ..BanRules::default()
+        },
+        allow: vec!["198.51.100.200/32".parse().unwrap()],
+        ..settings()
+    });
+    let phone = |payload: &[u8]| udp4_from(v4("198.51.100.11"), SIP_PORT, payload);
+    let phone6 = |payload: &[u8]| udp6_from(v6("2001:db8:77::11"), SIP_PORT, payload);
+    let mut cases = Vec::new();
+    for (name, method) in [
+        ("ACK", Ack),
+        ("INVITE", Invite),
+        ("UPDATE", Update),
+        ("INFO", Info),
+        ("BYE", Bye),
+    ] {
+        cases.push(case(
+            "in dialog, routed by the server's address",
+            phone(&in_dialog(name, Some("sip:198.18.0.2;lr"), true)),
+            PassRequest,
+            method,
+        ));
+    }
+    cases.extend([
+        case(
+            "in dialog, routed by the served domain, with parameters",
+            phone(&in_dialog(
+                "BYE",
+                Some("sip:pbx.example.test;lr;ftag=a11;did=3"),
+                true,
+            )),
+            PassRequest,
+            Bye,
+        ),
+        case(
+            "IPv6, routed by the server's IPv6 address",
+            phone6(&in_dialog("BYE", Some("sip:[2001:db8:5f::2];lr"), true)),
+            PassRequest,
+            Bye,
+        ),
+        case(
+            "routed by a wildcard domain, no tag (an outbound proxy's preloaded Route)",
+            phone(&in_dialog(
+                "INVITE",
+                Some("sip:edge.voip.example.test;lr"),
+                false,
+            )),
+            PassRequest,
+            Invite,
+        ),
+        // Ten of these, over the ban threshold of 2: in a dialog, never banned for.
+        case(
+            "in dialog, routed elsewhere: dropped",
+            phone(&in_dialog("BYE", Some("sip:proxy.evil.test;lr"), true)),
+            DropUnknownDomain,
+            Bye,
+        ),
+        case(
+            "in dialog, no Route: dropped",
+            phone(&in_dialog("INFO", Option::None, true)),
+            DropUnknownDomain,
+            Info,
+        ),
+    ]);
+    for _ in 0..8 {
+        cases.push(case(
+            "in dialog, routed elsewhere, again",
+            phone(&in_dialog("BYE", Some("sip:proxy.evil.test;lr"), true)),
+            DropUnknownDomain,
+            Bye,
+        ));
+    }
+    cases.extend([
+        case(
+            "the phone is not banned for them",
+            phone(&options(ALLOWED)),
+            PassRequest,
+            Options,
+        ),
+        case(
+            "a trusted trunk's INVITE to a tel: URI",
+            udp4_from(
+                v4("198.51.100.200"),
+                SIP_PORT,
+                &sip_request("INVITE", "tel:+15551234567", &[]),
+            ),
+            PassRequest,
+            Invite,
+        ),
+        case(
+            "a trusted trunk's INVITE to another address",
+            udp4_from(
+                v4("198.51.100.200"),
+                SIP_PORT,
+                &options("sip:15551234567@203.0.113.99"),
+            ),
+            PassRequest,
+            Options,
+        ),
+        case(
+            "a Route that names us does not excuse a scanner's User-Agent",
+            udp4_from(
+                v4("198.51.100.66"),
+                SIP_PORT,
+                &sip_request(
+                    "OPTIONS",
+                    UNKNOWN,
+                    &["Route: <sip:198.18.0.2;lr>", "User-Agent: friendly-scanner"],
+                ),
+            ),
+            DropScanner,
+            Options,
+        ),
+    ]);
+    assert_table(&filter, cases);
+    assert_eq!(
+        filter.counters().unwrap().bans_added[BanReason::Domain as usize],
+        0,
+        "no domain ban for in-dialog requests"
+    );
+    // Out of a dialog, a foreign Request-URI and a foreign Route count toward the ban.
+    let scanner = |uri: &str| {
+        udp4_from(
+            v4("198.51.100.77"),
+            SIP_PORT,
+            &sip_request("INVITE", uri, &["Route: <sip:proxy.evil.test;lr>"]),
+        )
+    };
+    assert_table(
+        &filter,
+        vec![
+            case(
+                "foreign URI and Route, no tag",
+                scanner(UNKNOWN),
+                DropUnknownDomain,
+                Invite,
+            ),
+            case(
+                "again: the threshold",
+                scanner(UNKNOWN),
+                DropUnknownDomain,
+                Invite,
+            ),
+            case("then banned", scanner(ALLOWED), DropBanned, None),
+        ],
+    );
+}

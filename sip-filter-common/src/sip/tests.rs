@@ -129,10 +129,12 @@ const METHODS: [(&str, Method); 14] = [
     ("UPDATE", Method::Update),
 ];
 
-/// RFC 3261 §24.2's INVITE (F1), with its SDP body.
+/// RFC 3261 §24.2's INVITE (F1), with its SDP body, and an outbound proxy's preloaded
+/// Route (§8.1.2).
 const RFC_INVITE: &str = "INVITE sip:bob@biloxi.example.com SIP/2.0\r\n\
 Via: SIP/2.0/UDP client.atlanta.example.com:5060;branch=z9hG4bK74bf9\r\n\
 Max-Forwards: 70\r\n\
+Route: <sip:ss1.atlanta.example.com;lr>\r\n\
 From: Alice <sip:alice@atlanta.example.com>;tag=9fxced76sl\r\n\
 To: Bob <sip:bob@biloxi.example.com>\r\n\
 Call-ID: 3848276298220188511@atlanta.example.com\r\n\
@@ -153,6 +155,7 @@ a=rtpmap:0 PCMU/8000\r\n";
 /// The values [`RFC_INVITE`] must yield.
 const RFC_INVITE_VALUES: [(Header, &str); Header::COUNT] = [
     (Header::UserAgent, "Acme-Phone/2.1 (build 42)"),
+    (Header::Route, "<sip:ss1.atlanta.example.com;lr>"),
     (Header::To, "Bob <sip:bob@biloxi.example.com>"),
     (
         Header::From,
@@ -1296,6 +1299,7 @@ const NAMES: [(Header, &str, Option<&str>); Header::COUNT] = [
     (Header::Contact, "Contact", Some("m")),
     (Header::Via, "Via", Some("v")),
     (Header::ContentLength, "Content-Length", Some("l")),
+    (Header::Route, "Route", None),
 ];
 
 /// Unrecorded headers mixed in (with values that mention recorded names).
@@ -1477,6 +1481,7 @@ fn build(g: &Generated) -> (String, Vec<(Header, String)>) {
         "<sip:alice@client.atlanta.example.com;transport=udp>".to_string(),
         "SIP/2.0/UDP client.atlanta.example.com:5060;branch=z9hG4bK74bf9".to_string(),
         "0".to_string(),
+        "<sip:p1.example.com;lr>, <sip:p2.example.com;lr>".to_string(),
     ];
     let mut text = "\r\n".repeat(g.leading);
     text.push_str(&format!("{method} {uri} SIP/2.0{eol}"));
@@ -1605,19 +1610,22 @@ proptest! {
         match (full, policy) {
             (Payload::Sip(full), Payload::Sip(policy)) => {
                 prop_assert_eq!(policy.start(), full.start());
-                let agent = full.header(Header::UserAgent);
-                prop_assert_eq!(policy.header(Header::UserAgent), agent);
+                // The policy's headers as the full parse finds them; no other.
                 for h in Header::ALL {
-                    if h != Header::UserAgent {
+                    if POLICY_HEADERS & 1 << h as u16 != 0 {
+                        prop_assert_eq!(policy.header(h), full.header(h), "{:?}", h);
+                    } else {
                         prop_assert!(!policy.header(h).is_present(), "{:?}", h);
                     }
                 }
                 // Complete when the full parse is; and only then, or once the line after
-                // the User-Agent showed it was not folded further.
+                // the last of the policy's headers showed it was not folded further.
+                let all_found = Header::ALL
+                    .iter()
+                    .filter(|h| POLICY_HEADERS & 1 << **h as u16 != 0)
+                    .all(|h| full.header(*h).is_present());
                 prop_assert!(!full.headers_complete || policy.headers_complete);
-                prop_assert!(
-                    !policy.headers_complete || full.headers_complete || agent.is_present()
-                );
+                prop_assert!(!policy.headers_complete || full.headers_complete || all_found);
             }
             (full, policy) => prop_assert_eq!(policy, full),
         }
@@ -1692,4 +1700,88 @@ proptest! {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------
+// Routing: the topmost Route and the To tag of requests not addressed to us
+// ---------------------------------------------------------------------------------
+
+/// `routing_of` on `headers`, after the policy's parse, after a request line whose Request-URI is a peer's
+/// Contact: the bits, and the host left in the start fields when routed.
+fn routing(headers: &str) -> (u32, Option<String>) {
+    let text = format!("BYE sip:1001@198.18.0.12:5060 SIP/2.0\r\n{headers}\r\n");
+    let mut scratch = Box::new(Scratch::new());
+    let len = scratch.fill(text.as_bytes());
+    assert_eq!(
+        parse_in_place::<POLICY_HEADERS>(&mut scratch, len, true),
+        Kind::Sip
+    );
+    let found = routing_of(&mut scratch);
+    let host = (found & ROUTING_ROUTED != 0).then(|| {
+        let host = scratch.host();
+        text[host.start()..host.end()].to_string()
+    });
+    (found, host)
+}
+
+#[test]
+fn routing_finds_the_topmost_route_and_the_to_tag() {
+    const BOTH: u32 = ROUTING_IN_DIALOG | ROUTING_ROUTED;
+    let cases: &[(&str, &str, u32, Option<&str>)] = &[
+        (
+            "Kamailio's record-routed BYE",
+            "Via: SIP/2.0/UDP 198.18.0.11;branch=z9hG4bK1\r\nRoute: <sip:198.18.0.2;lr>\r\nFrom: <sip:1000@pbx.example.test>;tag=a\r\nTo: <sip:1001@pbx.example.test>;tag=b\r\nCall-ID: 1\r\nCSeq: 2 BYE\r\n",
+            BOTH,
+            Some("198.18.0.2"),
+        ),
+        (
+            "a domain, parameters, a display name, two routes",
+            "Route: \"edge\" <sip:pbx.example.test;lr;ftag=x;did=1>, <sip:core.example.test;lr>\r\nTo: <sip:1001@pbx.example.test>;tag=b\r\n",
+            BOTH,
+            Some("pbx.example.test"),
+        ),
+        (
+            "the first of two Route lines",
+            "To: <sip:b@x>;tag=1\r\nRoute: <sip:first.example.test;lr>\r\nRoute: <sip:second.example.test;lr>\r\n",
+            BOTH,
+            Some("first.example.test"),
+        ),
+        (
+            "Record-Route is not Route",
+            "Record-Route: <sip:evil.test;lr>\r\nTo: <sip:b@x>;tag=1\r\n",
+            ROUTING_IN_DIALOG,
+            None,
+        ),
+        (
+            "compact To, tag in upper case, lower-case route name",
+            "t: <sip:b@x>;TAG=77\r\nroute: <sip:[2001:db8:5f::2]:5060;lr>\r\n",
+            BOTH,
+            Some("2001:db8:5f::2"),
+        ),
+        ("a tag but no Route", "To: <sip:b@x>;tag=1\r\n", ROUTING_IN_DIALOG, None),
+        ("neither", "To: <sip:b@x>\r\nFrom: <sip:a@x>;tag=2\r\n", 0, None),
+        ("a Route without brackets", "Route: sip:198.18.0.2;lr\r\n", 0, None),
+        ("a Route never closed", "Route: <sip:198.18.0.2;lr\r\n", 0, None),
+        ("a tel: Route has no host", "Route: <tel:+15551234567>\r\n", 0, None),
+        ("a tag in the To's URI is no tag", "To: <sip:b@x;tagx=1>\r\n", 0, None),
+    ];
+    for (name, headers, bits, host) in cases {
+        let (found, routed_host) = routing(headers);
+        assert_eq!(found, *bits, "{name}");
+        assert_eq!(routed_host.as_deref(), *host, "{name}");
+    }
+}
+
+#[test]
+fn routing_reads_lines_after_many_others() {
+    // 40 header lines that start with other letters, then the two that matter: the
+    // scan skips the others without examining them.
+    let padding: String = (0..40)
+        .map(|i| format!("X-Pad-{i}: {}\r\n", "v".repeat(20)))
+        .collect();
+    let (found, host) = routing(&format!(
+        "{padding}Route: <sip:pbx.example.test;lr>\r\nTo: <sip:b@x>;tag=1\r\n"
+    ));
+    assert_eq!(found, ROUTING_IN_DIALOG | ROUTING_ROUTED);
+    assert_eq!(host.as_deref(), Some("pbx.example.test"));
 }
