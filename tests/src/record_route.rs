@@ -585,9 +585,9 @@ pub fn routed_in_dialog(kamailio_log: &str) -> BTreeMap<String, BTreeMap<String,
 }
 
 /// Requests that name a foreign host both as their Request-URI and as their topmost
-/// Route: in a dialog (To tag) or not, with or without a Route naming the proxy
-/// further down. None of them is routed to the proxy (RFC 3261 §16.4 looks at the
-/// topmost Route only).
+/// Route: two in a dialog (To tag), one of them with a Route naming the proxy further
+/// down, and an INVITE out of any dialog. None of them is routed to the proxy (RFC 3261 §16.4 looks at the topmost Route only), so
+/// each is an unknown domain. Each is a (description, datagram) pair.
 pub fn foreign_requests(local: SocketAddr, proxy_host: &str) -> Vec<(String, String)> {
     let foreign_uri = "sip:1001@203.0.113.9:5060";
     let cases = [
@@ -602,6 +602,12 @@ pub fn foreign_requests(local: SocketAddr, proxy_host: &str) -> Vec<(String, Str
             "INFO",
             format!("<sip:203.0.113.7;lr>, <sip:{proxy_host};lr>"),
             ";tag=foreign-dialog",
+        ),
+        (
+            "an INVITE out of a dialog routed to a foreign proxy",
+            "INVITE",
+            "<sip:203.0.113.7;lr>".to_string(),
+            "",
         ),
     ];
     cases

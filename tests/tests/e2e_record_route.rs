@@ -231,7 +231,7 @@ fn calls_through_the_proxy_complete_and_ban_no_phone(name: ProxyName) {
     }
 
     // The other way round: a Request-URI and a topmost Route that both name a foreign
-    // host are still an unknown domain, whatever follows and whether in a dialog or not.
+    // host are still an unknown domain, in a dialog or not, whatever Route follows.
     let (sent, answers) = send_foreign_requests(&rig, name.host());
     let after = rig
         .transcript
