@@ -9,6 +9,7 @@ pub mod lab;
 pub mod netns;
 pub mod packets;
 pub mod pathbench;
+pub mod record_route;
 
 /// Whether this process may load BPF programs and create namespaces. Without them a
 /// test fails loudly in CI (`CI=true`) and is skipped, with a message, elsewhere.
