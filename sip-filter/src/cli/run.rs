@@ -69,7 +69,7 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     // Refuse bad settings, the whole file checked, before anything touches the kernel.
-    let settings = args.filter.settings()?;
+    let settings = args.filter.enforceable_settings()?;
     let mut seen = std::collections::HashSet::new();
     if let Some(twice) = args.ifaces.iter().find(|iface| !seen.insert(*iface)) {
         return Err(UserError(format!("--iface {twice} is given twice")).into());
@@ -474,7 +474,7 @@ impl Daemon<'_> {
     }
 
     fn try_reload(&mut self) -> Result<(), String> {
-        let mut settings = self.args.filter.settings().map_err(|e| e.0)?;
+        let mut settings = self.args.filter.enforceable_settings().map_err(|e| e.0)?;
         if settings.crowdsec != self.settings.crowdsec {
             log::warn!("the [crowdsec] table changed: it is read at start, so restart the daemon to apply it; the running bouncer keeps its settings");
             settings.crowdsec.clone_from(&self.settings.crowdsec);
