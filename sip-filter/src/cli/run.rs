@@ -82,7 +82,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
-    take_interface_addresses(&mut settings, &args.ifaces);
     let root = args.pins.pin_root.clone();
     let runtime_dir = args.pins.runtime_dir();
     let state_path = args.state_dir().join(state::FILE_NAME);
@@ -122,6 +121,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
 
+    // Once every refusal is behind us: its log line is the start's, not an error's.
+    take_interface_addresses(&mut settings, &args.ifaces);
     let mut filter = Filter::load_with(Capacities {
         tracked_sources: settings.tracked_sources,
     })
