@@ -259,6 +259,7 @@ struct RawFilter {
     allow_hostless_uri: Option<bool>,
     drop_fragments: Option<bool>,
     dry_run: Option<bool>,
+    allow_example_domains: Option<bool>,
     ipv6_prefix: Option<Spanned<i64>>,
     tracked_sources: Option<Spanned<i64>>,
 }
@@ -277,10 +278,14 @@ struct RawRateLimits {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table with `rate` and `burst`")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table with `rate` and `burst`, or `unlimited = true`"
+)]
 struct RawLimit {
-    rate: Spanned<i64>,
-    burst: Spanned<i64>,
+    rate: Option<Spanned<i64>>,
+    burst: Option<Spanned<i64>>,
+    unlimited: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -393,12 +398,17 @@ impl RawFile {
             None => defaults.tracked_sources,
         };
         let limits = &self.rate_limit;
+        let built_in = defaults.rate_limits;
         let rate_limits = RateLimits {
-            register: limit(&limits.register, "register")?,
-            invite: limit(&limits.invite, "invite")?,
-            other: limit(&limits.other, "other")?,
-            trusted: limit(&limits.trusted, "trusted")?,
-            untrusted_total: limit(&limits.untrusted_total, "untrusted_total")?,
+            register: limit(&limits.register, "register", built_in.register)?,
+            invite: limit(&limits.invite, "invite", built_in.invite)?,
+            other: limit(&limits.other, "other", built_in.other)?,
+            trusted: limit(&limits.trusted, "trusted", built_in.trusted)?,
+            untrusted_total: limit(
+                &limits.untrusted_total,
+                "untrusted_total",
+                built_in.untrusted_total,
+            )?,
         };
         let scanner_user_agents = match &self.scanner.user_agents {
             Some(agents) => agents
@@ -460,6 +470,9 @@ impl RawFile {
             deny: nets(&self.lists.deny, "lists.deny")?.unwrap_or(defaults.deny),
             ipv6_prefix,
             dry_run: filter.dry_run.unwrap_or(defaults.dry_run),
+            allow_example_domains: filter
+                .allow_example_domains
+                .unwrap_or(defaults.allow_example_domains),
             tracked_sources,
             rate_limits,
             scanner_user_agents,
@@ -568,15 +581,46 @@ fn whole<T>(list: &List<T>, key: &str) -> (Option<Range<usize>>, Option<String>)
     (list.as_ref().map(|l| l.span()), Some(key.to_string()))
 }
 
-/// `[rate_limit.<class>]`: absent is no limit.
-fn limit(raw: &Option<Spanned<RawLimit>>, class: &str) -> Result<Option<RateLimit>, Refusal> {
+/// `[rate_limit.<class>]`: absent is the built-in `default`; `unlimited = true` is no
+/// limit, said in so many words (a missing section must not silently mean none).
+fn limit(
+    raw: &Option<Spanned<RawLimit>>,
+    class: &str,
+    default: Option<RateLimit>,
+) -> Result<Option<RateLimit>, Refusal> {
     let Some(raw) = raw else {
-        return Ok(None);
+        return Ok(default);
     };
-    let RawLimit { rate, burst } = raw.get_ref();
+    let RawLimit {
+        rate,
+        burst,
+        unlimited,
+    } = raw.get_ref();
     let rate_key = format!("rate_limit.{class}.rate");
     let burst_key = format!("rate_limit.{class}.burst");
-    let no_limit = format!("to have no limit, leave out the [rate_limit.{class}] section");
+    let no_limit = format!("to have no limit, write `unlimited = true` in [rate_limit.{class}]");
+    match (unlimited, rate, burst) {
+        (Some(unlimited), None, None) if *unlimited.get_ref() => return Ok(None),
+        (Some(unlimited), _, _) if *unlimited.get_ref() => {
+            return refuse(
+                unlimited.span(),
+                &format!("rate_limit.{class}.unlimited"),
+                "give either `unlimited = true` or `rate` and `burst`, not both",
+            )
+        }
+        _ => {}
+    }
+    let (rate, burst) = match (rate, burst) {
+        (Some(rate), Some(burst)) => (rate, burst),
+        (rate, _) => {
+            let key = if rate.is_some() { "burst" } else { "rate" };
+            return refuse(
+                raw.span(),
+                &format!("rate_limit.{class}"),
+                format!("missing key `{key}`: give `rate` and `burst`, or `unlimited = true`"),
+            );
+        }
+    };
     if *rate.get_ref() == 0 && *burst.get_ref() == 0 {
         return refuse(
             rate.span(),
@@ -710,40 +754,82 @@ mod tests {
         error
     }
 
+    /// The example with its commented-out settings (`# key = value`, `# [section]`)
+    /// written in: what an operator gets by uncommenting everything.
+    fn example_uncommented() -> String {
+        EXAMPLE
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(setting)
+                    if (setting.starts_with('[') && setting.ends_with(']'))
+                        || setting.split_once(" = ").is_some_and(|(key, _)| {
+                            !key.is_empty()
+                                && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                        }) =>
+                {
+                    setting
+                }
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     #[test]
     fn the_example_file_parses() {
         let settings = parsed(EXAMPLE);
+        // As shipped: the defaults, every one. Site-specific values are commented out.
+        assert_eq!(settings, Settings::default());
         assert_eq!(settings.ports, [5060]);
-        assert_eq!(settings.domains, ["pbx.example.test", "*.example.test"]);
-        assert_eq!(
-            settings.own_addresses,
-            [
-                IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)),
-                IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7)),
-            ]
-        );
+        assert!(settings.domains.is_empty());
+        assert!(settings.own_addresses.is_empty());
         assert_eq!(settings.not_sip_payload, NotSipPolicy::Drop);
         assert!(!settings.allow_hostless_uri);
         assert!(!settings.dry_run);
         assert_eq!(settings.ipv6_prefix, 64);
         assert_eq!(settings.tracked_sources, 262_144);
-        let limit = |rate, burst| Some(RateLimit { rate, burst });
-        assert_eq!(
-            settings.rate_limits,
-            RateLimits {
-                register: limit(5, 20),
-                invite: limit(5, 20),
-                other: limit(20, 100),
-                trusted: limit(500, 1000),
-                untrusted_total: limit(2000, 4000),
-            }
-        );
-        assert_eq!(settings.allow, ["203.0.113.0/24".parse::<IpNet>().unwrap()]);
-        assert_eq!(settings.deny, ["192.0.2.0/24".parse::<IpNet>().unwrap()]);
-        // The example shows the defaults where there are defaults: it says so.
+        assert_eq!(settings.rate_limits, RateLimits::built_in());
         assert_eq!(settings.scanner_user_agents, DEFAULT_SCANNER_USER_AGENTS);
         assert_eq!(settings.ban, BanRules::default());
         assert!(!settings.scanner_user_agents.iter().any(|ua| ua == "sipsak"));
+    }
+
+    /// Installed unchanged, the example enforces nothing that names a site: no example
+    /// domain, no trusted or denied network. Its commented-out values are valid, and an
+    /// example domain uncommented is refused for enforcing.
+    #[test]
+    fn the_example_file_is_safe_as_installed() {
+        let installed = parsed(EXAMPLE);
+        assert_eq!(installed.check_enforceable(), Ok(()));
+        assert!(installed.domains.is_empty(), "{:?}", installed.domains);
+        assert!(installed.allow.is_empty() && installed.deny.is_empty());
+        // Without [crowdsec], whose key files exist only on a configured host.
+        let uncommented = example_uncommented();
+        let uncommented = parsed(uncommented.split("\n[crowdsec]").next().unwrap());
+        assert_eq!(uncommented.domains, ["pbx.example.com", "*.example.com"]);
+        assert_eq!(
+            uncommented.own_addresses,
+            [
+                IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)),
+                IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7)),
+            ]
+        );
+        assert_eq!(
+            uncommented.allow,
+            ["203.0.113.0/24".parse::<IpNet>().unwrap()]
+        );
+        assert_eq!(uncommented.deny, ["192.0.2.0/24".parse::<IpNet>().unwrap()]);
+        assert_eq!(
+            uncommented.rate_limits.untrusted_total,
+            Some(RateLimit {
+                rate: 2000,
+                burst: 4000
+            })
+        );
+        assert!(matches!(
+            uncommented.check_enforceable(),
+            Err(SettingsError::ExampleDomains { .. })
+        ));
     }
 
     /// The README's excerpts are valid too.
@@ -762,7 +848,8 @@ mod tests {
     /// Every key the parser knows is in the example, so the example documents them all.
     #[test]
     fn the_example_file_has_every_key() {
-        let document = DeTable::parse(EXAMPLE).unwrap();
+        let uncommented = example_uncommented();
+        let document = DeTable::parse(&uncommented).unwrap();
         let sections: &[(&str, &[&str])] = &[
             (
                 "filter",
@@ -774,6 +861,7 @@ mod tests {
                     "allow_hostless_uri",
                     "drop_fragments",
                     "dry_run",
+                    "allow_example_domains",
                     "ipv6_prefix",
                     "tracked_sources",
                 ],
@@ -823,7 +911,8 @@ mod tests {
             .keys()
             .map(|k| k.get_ref().to_string())
             .collect();
-        assert_eq!(top.len(), 5, "{top:?}");
+        // And the [crowdsec] table (README.md has its every key).
+        assert_eq!(top.len(), 6, "{top:?}");
     }
 
     #[test]
@@ -852,12 +941,12 @@ mod tests {
                 ..BanRules::default()
             }
         );
-        // Only the class given is limited.
+        // Only the class given changes; the others keep the built-in limits.
         assert_eq!(
             settings.rate_limits,
             RateLimits {
                 invite: Some(RateLimit { rate: 1, burst: 3 }),
-                ..RateLimits::default()
+                ..RateLimits::built_in()
             }
         );
     }
@@ -959,7 +1048,7 @@ allow = ["192.0.2.7/24", "2001:db8::1"]
             "[rate_limit.invite]\nrate = 5\nburts = 20\n",
             3,
             "rate_limit.invite.burts",
-            "expected `rate` or `burst`",
+            "expected one of `rate`, `burst`, `unlimited`",
         );
         refused(
             "[rate_limit.invites]\nrate = 5\nburst = 20\n",
@@ -1126,7 +1215,7 @@ allow = ["192.0.2.7/24", "2001:db8::1"]
             "[rate_limit.invite]\nrate = 0\nburst = 0\n",
             2,
             "rate_limit.invite.rate",
-            "rate 0 and burst 0 would admit nothing: to have no limit, leave out the [rate_limit.invite] section",
+            "rate 0 and burst 0 would admit nothing: to have no limit, write `unlimited = true` in [rate_limit.invite]",
         );
         let e = refused(
             "[rate_limit.invite]\nrate = 5\nburst = 0\n",
@@ -1168,6 +1257,38 @@ allow = ["192.0.2.7/24", "2001:db8::1"]
             "rate_limit.invite.burst",
             "must be at least 1",
         );
+    }
+
+    #[test]
+    fn a_class_is_unlimited_only_when_the_file_says_so() {
+        let settings = parsed("[rate_limit.register]\nunlimited = true\n");
+        assert_eq!(
+            settings.rate_limits,
+            RateLimits {
+                register: None,
+                ..RateLimits::built_in()
+            }
+        );
+        refused(
+            "[rate_limit.register]\nrate = 5\nburst = 20\nunlimited = true\n",
+            4,
+            "rate_limit.register.unlimited",
+            "not both",
+        );
+        refused(
+            "[rate_limit.register]\nunlimited = false\n",
+            1,
+            "rate_limit.register",
+            "missing key `rate`",
+        );
+        refused(
+            "[rate_limit.register]\nburst = 5\n",
+            1,
+            "rate_limit.register",
+            "missing key `rate`",
+        );
+        let settings = parsed("[filter]\nallow_example_domains = true\n");
+        assert!(settings.allow_example_domains);
     }
 
     #[test]

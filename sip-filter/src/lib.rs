@@ -8,6 +8,7 @@ pub mod crowdsec;
 pub mod drops;
 pub mod events;
 pub mod filter;
+pub mod interfaces;
 pub mod lists;
 pub mod logging;
 pub mod metrics;

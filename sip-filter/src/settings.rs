@@ -33,8 +33,8 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-/// The request classes each source has a bucket for.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+/// The request classes each source has a bucket for; `None` is no limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RateLimits {
     pub register: Option<RateLimit>,
     pub invite: Option<RateLimit>,
@@ -61,6 +61,53 @@ pub struct BanRules {
     pub rate_overflow_window_seconds: u32,
     /// ...for this long.
     pub rate_overflow_seconds: u32,
+}
+
+impl RateLimits {
+    /// No limit on any class: for measuring the program, and tests of other rules.
+    pub const fn none() -> Self {
+        Self {
+            register: None,
+            invite: None,
+            other: None,
+            trusted: None,
+            untrusted_total: None,
+        }
+    }
+
+    /// What a source gets when the configuration says nothing: room for an office of
+    /// 50 phones behind one NAT address (README, "Sizing rate limits"), while a flood
+    /// from one address is dropped past its burst and then banned by the overflow rule.
+    pub const fn built_in() -> Self {
+        Self {
+            // Cold boot or a re-registration storm: a REGISTER and its answer to the
+            // challenge per phone, 2 x 50, and a fifth more for softphones and retries.
+            register: Some(RateLimit {
+                rate: 10,
+                burst: 120,
+            }),
+            // A call is an INVITE and its answer to the challenge: 25 call attempts at
+            // once from one address; toll fraud trying numbers is held to 10 a second.
+            invite: Some(RateLimit {
+                rate: 10,
+                burst: 50,
+            }),
+            // A cold-booting phone subscribes to its BLF keys (5 SUBSCRIBEs each: 250
+            // for 50 phones), besides OPTIONS, NOTIFY and in-dialog requests.
+            other: Some(RateLimit {
+                rate: 50,
+                burst: 300,
+            }),
+            // Only against a trusted peer running away: a PBX qualifying 2,000
+            // extensions with OPTIONS at once passes twice over.
+            trusted: Some(RateLimit {
+                rate: 1000,
+                burst: 4000,
+            }),
+            // What the server can answer is not knowable here: off unless configured.
+            untrusted_total: None,
+        }
+    }
 }
 
 impl BanRules {
@@ -132,6 +179,10 @@ pub struct Settings {
     pub ipv6_prefix: u8,
     /// Every drop becomes a pass, counted as a would-drop; bans become would-bans.
     pub dry_run: bool,
+    /// Enforce even with reserved example domains (`*.test`, `example.com`) in
+    /// `domains`: for test labs. Without it the daemon refuses to enforce them, since an
+    /// example left in a copied configuration drops every real request.
+    pub allow_example_domains: bool,
     /// Sources whose buckets and strike windows the kernel keeps (an LRU: more sources
     /// push out the least recently seen). Fixed when the program loads.
     pub tracked_sources: u32,
@@ -156,8 +207,9 @@ impl Default for Settings {
             deny: Vec::new(),
             ipv6_prefix: DEFAULT_IPV6_PREFIX as u8,
             dry_run: false,
+            allow_example_domains: false,
             tracked_sources: MAX_SOURCES,
-            rate_limits: RateLimits::default(),
+            rate_limits: RateLimits::built_in(),
             scanner_user_agents: DEFAULT_SCANNER_USER_AGENTS
                 .iter()
                 .map(|s| s.to_string())
@@ -196,6 +248,8 @@ pub enum SettingsError {
     TooManyScannerAgents { count: usize },
     #[error("IPv6 prefix /{prefix} cannot key sources: give 1 to 128 (the default, 64, groups the addresses of one customer network)")]
     BadIpv6Prefix { prefix: u8 },
+    #[error("filter.domains has reserved example domains ({}) that no real server is reached by: an example left in place would drop every real request and ban its source. Write your own domains; or set filter.dry_run = true to only count; or, for a test lab, filter.allow_example_domains = true (--allow-example-domains)", domains.join(", "))]
+    ExampleDomains { domains: Vec<String> },
     #[error("{count} tracked sources: give {} to {} (the default is {MAX_SOURCES}; each costs about 150 bytes of kernel memory)", TRACKED_SOURCES.start(), TRACKED_SOURCES.end())]
     BadTrackedSources { count: u32 },
 }
@@ -218,6 +272,26 @@ pub struct KernelSettings {
 impl Settings {
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.to_kernel(0).map(|_| ())
+    }
+
+    /// Whether these settings may be enforced on live traffic (`run`; `replay` judges a
+    /// capture and may use anything): not with reserved example domains, unless in
+    /// dry-run or told so.
+    pub fn check_enforceable(&self) -> Result<(), SettingsError> {
+        if self.dry_run || self.allow_example_domains {
+            return Ok(());
+        }
+        let domains: Vec<String> = self
+            .domains
+            .iter()
+            .filter(|entry| is_example_domain(entry))
+            .cloned()
+            .collect();
+        if domains.is_empty() {
+            Ok(())
+        } else {
+            Err(SettingsError::ExampleDomains { domains })
+        }
     }
 
     /// Converts to what the kernel program reads, hashing domains with `seed`.
@@ -359,6 +433,31 @@ fn kernel_limit(class: &'static str, limit: Option<RateLimit>) -> Result<Limit, 
     }
 }
 
+/// Names reserved for examples and tests, never a real server's (RFC 2606, RFC 6761),
+/// with every name under them.
+const EXAMPLE_DOMAINS: &[&str] = &[
+    "test",
+    "example",
+    "invalid",
+    "localhost",
+    "example.com",
+    "example.net",
+    "example.org",
+];
+
+/// Whether a domain entry (`pbx.example.test`, `*.example.com`) lies in a reserved
+/// example domain.
+pub fn is_example_domain(entry: &str) -> bool {
+    let name = entry.strip_prefix("*.").unwrap_or(entry);
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    EXAMPLE_DOMAINS.iter().any(|reserved| {
+        name == *reserved
+            || name
+                .strip_suffix(reserved)
+                .is_some_and(|prefix| prefix.ends_with('.'))
+    })
+}
+
 /// A host name (RFC 3261 `hostname`, letters, digits, `-` and `.`), optionally preceded
 /// by `*.`.
 fn is_domain_entry(entry: &str) -> bool {
@@ -426,6 +525,69 @@ mod tests {
             with_ports((5060..5070).collect()).validate(),
             Err(SettingsError::TooManyPorts { count: 10 })
         );
+    }
+
+    #[test]
+    fn reserved_example_domains_are_recognised() {
+        for example in [
+            "pbx.example.test",
+            "*.example.test",
+            "test",
+            "PBX.Example.COM.",
+            "example.net",
+            "*.example.org",
+            "sip.example",
+            "a.b.invalid",
+            "localhost",
+            "pbx.localhost",
+        ] {
+            assert!(is_example_domain(example), "{example}");
+        }
+        for real in [
+            "pbx.example.co.uk",
+            "myexample.com",
+            "contest.io",
+            "example.com.au",
+            "testing",
+            "sip.latest",
+            "*.voip.company.de",
+        ] {
+            assert!(!is_example_domain(real), "{real}");
+        }
+    }
+
+    #[test]
+    fn example_domains_are_enforced_only_when_allowed_or_in_dry_run() {
+        let lab = with_domains(&["pbx.company.de", "pbx.example.test", "*.example.com"]);
+        assert_eq!(
+            lab.check_enforceable(),
+            Err(SettingsError::ExampleDomains {
+                domains: vec!["pbx.example.test".into(), "*.example.com".into()]
+            })
+        );
+        let message = lab.check_enforceable().unwrap_err().to_string();
+        assert!(
+            message.contains("(pbx.example.test, *.example.com)")
+                && message.contains("allow_example_domains = true"),
+            "{message}"
+        );
+        // Still valid settings: `replay` may judge a capture with them.
+        assert_eq!(lab.validate(), Ok(()));
+        let allowed = Settings {
+            allow_example_domains: true,
+            ..lab.clone()
+        };
+        assert_eq!(allowed.check_enforceable(), Ok(()));
+        let dry_run = Settings {
+            dry_run: true,
+            ..lab
+        };
+        assert_eq!(dry_run.check_enforceable(), Ok(()));
+        assert_eq!(
+            with_domains(&["pbx.company.de"]).check_enforceable(),
+            Ok(())
+        );
+        assert_eq!(Settings::default().check_enforceable(), Ok(()));
     }
 
     #[test]

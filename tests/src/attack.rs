@@ -491,8 +491,10 @@ pub fn passwords_found(svcrack: &Finished) -> Vec<String> {
         .collect()
 }
 
-/// The filter's configuration in the lab: the lab's domain, rate limits as the example
-/// configuration has them, the default bans.
+/// The filter's configuration in the lab: the lab's domain, tighter rate limits than
+/// the built-in ones (5/s, burst 20: every lab client has an address of its own, no
+/// office shares one), the default bans. The run passes `--allow-example-domains`
+/// (`spawn_filter_in`): the lab's domain is a reserved `.test` name.
 pub fn filter_config() -> String {
     format!(
         "[filter]\ndomains = [\"{DOMAIN}\"]\n\n\

@@ -26,6 +26,8 @@ use crate::netns::{
 
 /// The domain the server serves and the filter allows.
 pub const DOMAIN: &str = "pbx.example.test";
+/// The flag that lets `run` enforce [`DOMAIN`], a reserved example name.
+pub const ALLOW_EXAMPLE_DOMAINS: &str = "--allow-example-domains";
 pub const SIP_PORT: u16 = 5060;
 /// svmap sends one probe per address and then listens for 3 s (not configurable).
 const SVMAP_DEADLINE: Duration = Duration::from_secs(20);
@@ -509,7 +511,8 @@ pub fn spawn_filter(
 }
 
 /// `sip-filter run --iface IFACE EXTRA... --pin-root PINS` in `ns`, once it says it
-/// attached; the error is what went wrong, for the caller to dress.
+/// attached; the error is what went wrong, for the caller to dress. With
+/// `--allow-example-domains`: every lab serves [`DOMAIN`], a reserved `.test` name.
 pub fn spawn_filter_in(
     ns: Netns,
     iface: &str,
@@ -518,7 +521,7 @@ pub fn spawn_filter_in(
     extra: &[&str],
     log: &Path,
 ) -> Result<(Background, String), String> {
-    let mut args = vec!["run", "--iface", iface];
+    let mut args = vec!["run", "--iface", iface, ALLOW_EXAMPLE_DOMAINS];
     args.extend_from_slice(extra);
     args.extend_from_slice(&["--pin-root", pins.arg()]);
     let mut daemon = ns

@@ -56,7 +56,7 @@ fn one_sources_rate_holds_across_both_cpus() {
                     rate: RATE,
                     burst: BURST,
                 }),
-                ..RateLimits::default()
+                ..RateLimits::none()
             },
             ban: BanRules::off(),
             ..Settings::default()

@@ -19,8 +19,8 @@ use sip_filter_common::maps::{MAX_BANS, MAX_SOURCES};
 use sip_filter_tests::{
     lab::{
         assert_one_error_line, counter, options_scenario, sample_sum, scan, sip_filter, sipp,
-        spawn_filter, svmap, write_file, xdp_attached, LabFixture, PinRoot, Transcript, DOMAIN,
-        LAB_TOOLS, QUICK, SIP_PORT,
+        spawn_filter, svmap, write_file, xdp_attached, LabFixture, PinRoot, Transcript,
+        ALLOW_EXAMPLE_DOMAINS, DOMAIN, LAB_TOOLS, QUICK, SIP_PORT,
     },
     netns::{run_bounded, Host, Lab, LEGIT_CLIENT_V4, SERVER_IFACE, SERVER_V4},
     privileged,
@@ -161,6 +161,7 @@ fn refused_start(transcript: &mut Transcript, lab: &Lab, pins: &PinRoot, address
                 SERVER_IFACE,
                 "--domain",
                 DOMAIN,
+                ALLOW_EXAMPLE_DOMAINS,
                 "--metrics-addr",
                 address,
                 "--pin-root",

@@ -10,7 +10,8 @@ use std::{process::Command, time::Instant};
 use sip_filter_tests::{
     lab::{
         assert_one_error_line, counter, filter_stats, legitimate_calls, scan, sip_filter,
-        stats_json, svmap, xdp_attached, LabFixture, PinRoot, DOMAIN, LAB_TOOLS, QUICK, SIP_PORT,
+        stats_json, svmap, xdp_attached, LabFixture, PinRoot, ALLOW_EXAMPLE_DOMAINS, DOMAIN,
+        LAB_TOOLS, QUICK, SIP_PORT,
     },
     netns::{run_bounded, SERVER_IFACE, SERVER_V4},
     privileged,
@@ -173,6 +174,7 @@ fn run_on_a_missing_interface_exits_2_with_one_line() {
         "does-not-exist",
         "--domain",
         DOMAIN,
+        ALLOW_EXAMPLE_DOMAINS,
         "--pin-root",
         pins.arg(),
     ]);
@@ -181,6 +183,34 @@ fn run_on_a_missing_interface_exits_2_with_one_line() {
     assert!(
         !pins.path().exists(),
         "a failed run left {}",
+        pins.path().display()
+    );
+}
+
+/// A reserved example domain left in place would drop every real request: `run`
+/// refuses to enforce it (exit 2, one line saying what to do) before touching the
+/// kernel, unless in dry-run or told so. Needs no root: nothing is loaded.
+#[test]
+fn run_with_example_domains_exits_2_with_one_line() {
+    let pins = PinRoot::new("run-example-domains");
+    let run_with = |extra: &[&str]| {
+        let mut command = Command::new(sip_filter());
+        command
+            .args(["run", "--iface", "does-not-exist", "--domain", DOMAIN])
+            .args(extra)
+            .args(["--pin-root", pins.arg()]);
+        run_bounded(command, QUICK)
+    };
+    let line = assert_one_error_line(&run_with(&[]), "reserved example domains");
+    assert!(
+        line.contains(DOMAIN) && line.contains("allow_example_domains = true"),
+        "{line}"
+    );
+    // Allowed, it goes on to the next check: the interface.
+    assert_one_error_line(&run_with(&[ALLOW_EXAMPLE_DOMAINS]), "does-not-exist");
+    assert!(
+        !pins.path().exists(),
+        "a refused run left {}",
         pins.path().display()
     );
 }

@@ -50,13 +50,15 @@ impl Case {
 }
 
 /// The configuration most tables run under: verdicts of single packets, so no
-/// automatic bans (every case comes from the same client); those have tests of their own.
+/// automatic bans and no rate limits (every case comes from the same client); those
+/// have tests of their own.
 fn settings() -> Settings {
     Settings {
         domains: vec!["pbx.example.test".into(), "*.voip.example.test".into()],
         own_addresses: vec![IpAddr::from(SERVER_V4), IpAddr::from(SERVER_V6)],
         not_sip_payload: NotSipPolicy::Drop,
         ban: BanRules::off(),
+        rate_limits: RateLimits::none(),
         ..Settings::default()
     }
 }
@@ -1291,7 +1293,7 @@ fn rate_limits() {
     let budget = loaded(&Settings {
         rate_limits: RateLimits {
             untrusted_total: limit(1, 2),
-            ..RateLimits::default()
+            ..RateLimits::none()
         },
         allow: vec!["198.51.100.200/32".parse().unwrap()],
         ..settings()
@@ -1319,7 +1321,7 @@ fn rate_limits() {
     let banning = loaded(&Settings {
         rate_limits: RateLimits {
             register: limit(1, 1),
-            ..RateLimits::default()
+            ..RateLimits::none()
         },
         ban: BanRules {
             rate_overflow_hits: 3,
@@ -1627,7 +1629,7 @@ fn drops_are_counted_by_source() {
         },
         rate_limits: RateLimits {
             invite: Some(RateLimit { rate: 1, burst: 1 }),
-            ..RateLimits::default()
+            ..RateLimits::none()
         },
         deny: vec!["203.0.113.0/24".parse().unwrap()],
         ..settings()

@@ -44,6 +44,10 @@ pub struct FilterOptions {
     /// IPv6 sources are banned by this prefix length. Default: 64.
     #[arg(long, value_name = "BITS")]
     pub ipv6_prefix: Option<u8>,
+    /// Enforce even with reserved example domains (*.test, example.com...): for test
+    /// labs. Without it `run` refuses them unless in dry-run.
+    #[arg(long)]
+    pub allow_example_domains: bool,
 }
 
 impl FilterOptions {
@@ -79,7 +83,24 @@ impl FilterOptions {
         if let Some(prefix) = self.ipv6_prefix {
             settings.ipv6_prefix = prefix;
         }
+        if self.allow_example_domains {
+            settings.allow_example_domains = true;
+        }
         settings.validate().map_err(|e| UserError(e.to_string()))?;
+        Ok(settings)
+    }
+
+    /// [`Self::settings`], refused if they are not fit to enforce on live traffic
+    /// ([`Settings::check_enforceable`]): what `run` and its reloads apply.
+    pub fn enforceable_settings(&self) -> Result<Settings, UserError> {
+        let settings = self.settings()?;
+        settings.check_enforceable().map_err(|e| {
+            match (&self.config, self.domains.is_empty()) {
+                // The domains are the file's: say which file to edit.
+                (Some(path), true) => UserError(format!("{}: {e}", path.display())),
+                _ => UserError(e.to_string()),
+            }
+        })?;
         Ok(settings)
     }
 }
@@ -275,6 +296,42 @@ deny = ["192.0.2.0/24"]
         let settings = args(&["--config", example.to_str().unwrap()])
             .settings()
             .unwrap();
-        assert_eq!(settings.domains, ["pbx.example.test", "*.example.test"]);
+        // Safe as installed: nothing site-specific is set, so the defaults apply.
+        assert_eq!(settings, Settings::default());
+    }
+
+    #[test]
+    fn example_domains_are_refused_for_enforcing_with_the_file_named() {
+        let file = TempFile::new(
+            "example-domains",
+            "[filter]\ndomains = [\"pbx.example.test\"]\n",
+        );
+        // Judging a capture (`replay`) may use them.
+        args(&["--config", file.path()]).settings().unwrap();
+        let error = args(&["--config", file.path()])
+            .enforceable_settings()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with(&format!(
+                "{}: filter.domains has reserved example domains (pbx.example.test)",
+                file.path()
+            )),
+            "{error}"
+        );
+        let error = args(&["--domain", "*.example.com"])
+            .enforceable_settings()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("filter.domains has reserved example domains (*.example.com)"),
+            "{error}"
+        );
+        for allowed in [
+            args(&["--config", file.path(), "--allow-example-domains"]),
+            args(&["--domain", "pbx.example.test", "--allow-example-domains"]),
+        ] {
+            assert!(allowed.enforceable_settings().is_ok());
+        }
     }
 }

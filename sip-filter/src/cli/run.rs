@@ -14,6 +14,7 @@ use sip_filter::{
     crowdsec::{report::SyncMetrics, signals::SignalQueue, CrowdsecSync},
     events,
     filter::{monotonic_now_ns, FilterError},
+    interfaces,
     lists::{ListKind, PinnedList},
     metrics::{self, Locations, Metrics},
     pins::{
@@ -24,6 +25,7 @@ use sip_filter::{
     state::{self, Clocks, State, StateError, StateMaps},
     AttachMode, AttachedMode, Capacities, Filter, Settings,
 };
+use sip_filter_common::maps::MAX_OWN_ADDRESSES;
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
@@ -69,7 +71,7 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     // Refuse bad settings, the whole file checked, before anything touches the kernel.
-    let settings = args.filter.settings()?;
+    let mut settings = args.filter.enforceable_settings()?;
     let mut seen = std::collections::HashSet::new();
     if let Some(twice) = args.ifaces.iter().find(|iface| !seen.insert(*iface)) {
         return Err(UserError(format!("--iface {twice} is given twice")).into());
@@ -119,6 +121,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
 
+    // Once every refusal is behind us: its log line is the start's, not an error's.
+    take_interface_addresses(&mut settings, &args.ifaces);
     let mut filter = Filter::load_with(Capacities {
         tracked_sources: settings.tracked_sources,
     })
@@ -231,6 +235,37 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     drop(daemon); // unloads the program
     log::info!(interfaces = interfaces.as_str(); "sip-filter detached from {interfaces}");
     served.and(removed)
+}
+
+/// With no own addresses configured, those of the interfaces the filter is attached
+/// to: a trunk or a phone addressing the server by IP (`sip:DID@198.51.100.7`) reaches
+/// it, as it would without the filter. Read again on every reload, so an address added
+/// since counts.
+fn take_interface_addresses(settings: &mut Settings, ifaces: &[String]) {
+    if !settings.own_addresses.is_empty() {
+        return;
+    }
+    let mut found = match interfaces::addresses_of(ifaces) {
+        Ok(found) => found,
+        Err(e) => {
+            log::warn!("cannot read the interfaces' addresses, so no IP-literal Request-URI host is allowed (set filter.own_addresses): {e}");
+            return;
+        }
+    };
+    if found.len() > MAX_OWN_ADDRESSES as usize {
+        log::warn!(found = found.len();
+            "the interfaces have {} addresses, only the first {MAX_OWN_ADDRESSES} are taken as own addresses (set filter.own_addresses to choose)", found.len());
+        found.truncate(MAX_OWN_ADDRESSES as usize);
+    }
+    let list = found
+        .iter()
+        .map(|(iface, address)| format!("{address} ({iface})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    log::info!(own_addresses = list.as_str();
+        "own addresses, allowed as IP-literal Request-URI hosts, taken from the interfaces: {}",
+        if list.is_empty() { "none" } else { &list });
+    settings.own_addresses = found.into_iter().map(|(_, address)| address).collect();
 }
 
 /// Whether the network namespace we run in has an interface named `name`.
@@ -474,7 +509,8 @@ impl Daemon<'_> {
     }
 
     fn try_reload(&mut self) -> Result<(), String> {
-        let mut settings = self.args.filter.settings().map_err(|e| e.0)?;
+        let mut settings = self.args.filter.enforceable_settings().map_err(|e| e.0)?;
+        take_interface_addresses(&mut settings, &self.args.ifaces);
         if settings.crowdsec != self.settings.crowdsec {
             log::warn!("the [crowdsec] table changed: it is read at start, so restart the daemon to apply it; the running bouncer keeps its settings");
             settings.crowdsec.clone_from(&self.settings.crowdsec);

@@ -326,7 +326,7 @@ fn main() -> anyhow::Result<()> {
     let mut filter = Filter::load()?;
     // Bans off: every repeat of a class must take the same path (a scanner's first
     // packet would otherwise ban the source, and the rest would cost a ban lookup).
-    filter.configure(&bench_settings(RateLimits::default()))?;
+    filter.configure(&bench_settings(RateLimits::none()))?;
     let banned = [198, 51, 100, 66];
     filter.ban(IpAddr::from(banned), None, BanReason::Manual)?;
     let references = REFERENCE_PROGRAMS
@@ -558,7 +558,7 @@ fn state_growth(bench: &mut Bench, banned: &[u8; 4], quick: bool) -> anyhow::Res
         register: never,
         invite: never,
         other: never,
-        ..RateLimits::default()
+        ..RateLimits::none()
     });
     settings.deny = vec![IpAddr::from(denied).into()];
     bench.filter.configure(&settings)?;
@@ -662,7 +662,7 @@ fn state_save(quick: bool) -> anyhow::Result<Value> {
     let mut rows = Vec::new();
     for &(bans, deny_v4, deny_v6) in sizes {
         let mut filter = Filter::load()?;
-        filter.configure(&bench_settings(RateLimits::default()))?;
+        filter.configure(&bench_settings(RateLimits::none()))?;
         let expires = monotonic_now_ns() + 86_400_000_000_000;
         let keys: Vec<SourceKey> = (0..bans)
             .map(|i| sip_filter_common::sip::mapped_ipv4(nth_address([10, 0, 0, 0], i)))
