@@ -79,6 +79,37 @@ pub fn role(address: &str) -> &'static str {
     }
 }
 
+/// Kamailio script lines shared by the lab's servers: `$var(user)` looked up among
+/// `accounts` for its password (404 for anyone else), then a REGISTER challenged (401)
+/// and, with the password, stored.
+pub fn kamailio_accounts(accounts: &[Account]) -> String {
+    let cases: String = accounts
+        .iter()
+        .map(|a| {
+            format!(
+                "        case \"{}\": $var(password) = \"{}\"; break;\n",
+                a.extension, a.password
+            )
+        })
+        .collect();
+    format!(
+        r#"    switch ($var(user)) {{
+{cases}        default:
+            sl_send_reply("404", "Not Found");
+            exit;
+    }}
+    if (is_method("REGISTER")) {{
+        if (!pv_www_authenticate("{DOMAIN}", "$var(password)", "0")) {{
+            www_challenge("{DOMAIN}", "1");
+            exit;
+        }}
+        if (!save("location")) {{ sl_reply_error(); }}
+        exit;
+    }}
+"#
+    )
+}
+
 /// The registrar: REGISTER is challenged (401) and, with the account's password,
 /// stored (200); INVITE is challenged (407) and, authenticated, answered 180 and 200
 /// when the callee is registered (480 when not); ACK is absorbed; OPTIONS and BYE get
@@ -88,15 +119,7 @@ pub fn role(address: &str) -> &'static str {
 /// The challenge offers `qop=auth`: sipvicious 0.3.3's svcrack answers a challenge
 /// without qop with `qop=auth` but no cnonce, which Kamailio rejects as malformed.
 pub fn registrar_config() -> String {
-    let accounts: String = ACCOUNTS
-        .iter()
-        .map(|a| {
-            format!(
-                "        case \"{}\": $var(password) = \"{}\"; break;\n",
-                a.extension, a.password
-            )
-        })
-        .collect();
+    let accounts = kamailio_accounts(&ACCOUNTS);
     let globals = kamailio_globals(2, 2, &[SERVER_V4, SERVER_V6]);
     format!(
         r#"{globals}
@@ -114,20 +137,7 @@ request_route {{
     if (is_method("OPTIONS|BYE")) {{ sl_send_reply("200", "OK"); exit; }}
     if (is_method("REGISTER")) {{ $var(user) = $tU; }} else {{ $var(user) = $fU; }}
     if ($au != $null) {{ $var(user) = $au; }}
-    switch ($var(user)) {{
-{accounts}        default:
-            sl_send_reply("404", "Not Found");
-            exit;
-    }}
-    if (is_method("REGISTER")) {{
-        if (!pv_www_authenticate("{DOMAIN}", "$var(password)", "0")) {{
-            www_challenge("{DOMAIN}", "1");
-            exit;
-        }}
-        if (!save("location")) {{ sl_reply_error(); }}
-        exit;
-    }}
-    if (is_method("INVITE")) {{
+{accounts}    if (is_method("INVITE")) {{
         if (!pv_proxy_authenticate("{DOMAIN}", "$var(password)", "0")) {{
             proxy_challenge("{DOMAIN}", "1");
             exit;

@@ -878,12 +878,26 @@ impl LabFixture {
     /// Checks that `tools` are installed, builds the lab and starts Kamailio; panics
     /// saying what failed (a test's set-up).
     pub fn start(tag: &str, tools: &[&str]) -> Self {
+        Self::start_with(tag, tools, |_| Ok(()), &kamailio_config())
+    }
+
+    /// [`LabFixture::start`], with `prepare` run on the lab before Kamailio starts with
+    /// `kamailio_config` in the server namespace.
+    pub fn start_with(
+        tag: &str,
+        tools: &[&str],
+        prepare: impl FnOnce(&Lab) -> anyhow::Result<()>,
+        kamailio_config: &str,
+    ) -> Self {
         require_tools(tools).unwrap_or_else(|e| panic!("{e:#}"));
         let lab = Lab::new().expect("the lab builds");
+        prepare(&lab).unwrap_or_else(|e| panic!("{e:#}"));
         let dir = TempDir::new(tag);
         let pins = PinRoot::new(tag);
         let transcript = Transcript::default();
-        let kamailio = start_kamailio(&lab, dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
+        let kamailio =
+            start_kamailio_in(lab.ns(Host::Server), kamailio_config, dir.path(), SERVER_V4)
+                .unwrap_or_else(|e| panic!("{e:#}"));
         LabFixture {
             kamailio,
             transcript,

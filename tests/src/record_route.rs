@@ -19,11 +19,8 @@
 use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
 
 use crate::{
-    attack::{register_scenario, Account, ALICE, BOB},
-    lab::{
-        kamailio_globals, require_tools, sipp_in, start_kamailio_in, LabFixture, PinRoot, TempDir,
-        Transcript, DOMAIN, QUICK, SIP_PORT,
-    },
+    attack::{kamailio_accounts, register_scenario, Account, ALICE, BOB},
+    lab::{kamailio_globals, sipp_in, LabFixture, DOMAIN, QUICK, SIP_PORT},
     netns::{Finished, Host, Lab, Netns, LEGIT_CLIENT_V4, SERVER_V4, SERVER_V6},
 };
 
@@ -71,15 +68,7 @@ impl ProxyName {
 /// callee's registered Contact. Requests with a To tag follow their Route headers
 /// (`loose_route()`) or, without any, get 404, as RFC 3261 §16.4 has it.
 pub fn proxy_config(name: ProxyName) -> String {
-    let accounts: String = [CALLER, CALLEE]
-        .iter()
-        .map(|a| {
-            format!(
-                "        case \"{}\": $var(password) = \"{}\"; break;\n",
-                a.extension, a.password
-            )
-        })
-        .collect();
+    let accounts = kamailio_accounts(&[CALLER, CALLEE]);
     let globals = kamailio_globals(2, 2, &[SERVER_V4, SERVER_V6]);
     let (alias, record_route) = match name {
         ProxyName::Address => (String::new(), "record_route();".to_string()),
@@ -128,20 +117,7 @@ request_route {{
     t_check_trans();
     remove_hf("Route");
     if (is_method("REGISTER")) {{ $var(user) = $tU; }} else {{ $var(user) = $fU; }}
-    switch ($var(user)) {{
-{accounts}        default:
-            sl_send_reply("404", "Not Found");
-            exit;
-    }}
-    if (is_method("REGISTER")) {{
-        if (!pv_www_authenticate("{DOMAIN}", "$var(password)", "0")) {{
-            www_challenge("{DOMAIN}", "1");
-            exit;
-        }}
-        if (!save("location")) {{ sl_reply_error(); }}
-        exit;
-    }}
-    if (is_method("INVITE")) {{
+{accounts}    if (is_method("INVITE")) {{
         if (!pv_proxy_authenticate("{DOMAIN}", "$var(password)", "0")) {{
             proxy_challenge("{DOMAIN}", "1");
             exit;
@@ -185,27 +161,12 @@ pub fn filter_config(name: ProxyName) -> String {
 /// proxy (record-routing by `name`), and the callee's address is added to the client
 /// namespace. Panics saying what failed (a test's set-up).
 pub fn start_lab(tag: &str, name: ProxyName) -> LabFixture {
-    require_tools(TOOLS).unwrap_or_else(|e| panic!("{e:#}"));
-    let lab = Lab::new().expect("the lab builds");
-    lab.add_addresses(Host::Client, &[format!("{CALLEE_V4}/24")])
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    let dir = TempDir::new(tag);
-    let pins = PinRoot::new(tag);
-    let transcript = Transcript::default();
-    let kamailio = start_kamailio_in(
-        lab.ns(Host::Server),
+    LabFixture::start_with(
+        tag,
+        TOOLS,
+        |lab| lab.add_addresses(Host::Client, &[format!("{CALLEE_V4}/24")]),
         &proxy_config(name),
-        dir.path(),
-        SERVER_V4,
     )
-    .unwrap_or_else(|e| panic!("{e:#}"));
-    LabFixture {
-        kamailio,
-        transcript,
-        pins,
-        dir,
-        lab,
-    }
 }
 
 /// A `<send>` of `message` (its lines; sipp drops their indentation), retransmitted
