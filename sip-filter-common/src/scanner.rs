@@ -1,7 +1,10 @@
-//! Scanner User-Agents: a request whose User-Agent value starts with a listed prefix
-//! (case-insensitive) comes from a scanner. Prefixes are stored as seeded hashes of their
-//! case-folded bytes, taken eight bytes at a time; the kernel hashes the value the same
-//! way and looks up each length some listed prefix has.
+//! Scanner User-Agents: a request whose User-Agent's product token (the text before the
+//! first `/`, space or tab) is a listed name (case-insensitive), or whose User-Agent
+//! starts with a listed prefix (an entry ending in `*`), comes from a scanner. So `sipcli`
+//! matches `sipcli/v1.8` but not `SIPClient/2.1 (Android)`, and `sipcli*` both. Entries
+//! are stored as seeded hashes of their case-folded bytes, taken eight bytes at a time,
+//! with their kind ([`AGENT_TOKEN`], [`AGENT_PREFIX`]) as the value; the kernel hashes
+//! the value the same way and looks up each length some entry has.
 
 use crate::{
     bounded::repeat,
@@ -20,6 +23,26 @@ fn finish(hash: u64, last_word: u64, len: usize) -> u64 {
     let h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     let h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^ (h >> 31)
+}
+
+/// An entry's kind (its value in the map): the product token must end after it...
+pub const AGENT_TOKEN: u8 = 1;
+/// ...or any User-Agent starting with it matches.
+pub const AGENT_PREFIX: u8 = 2;
+
+/// An entry as configured: its text without a trailing `*`, and its kind.
+pub fn agent_pattern(entry: &str) -> (&str, u8) {
+    match entry.strip_suffix('*') {
+        Some(prefix) => (prefix, AGENT_PREFIX),
+        None => (entry, AGENT_TOKEN),
+    }
+}
+
+/// Whether `byte`, after a listed name, ends the User-Agent's product token (RFC 3261
+/// §20.41: `product / comment`, a product is `token [/ version]`).
+#[inline(always)]
+fn ends_product(byte: u8) -> bool {
+    byte == b'/' || byte == b' ' || byte == b'\t'
 }
 
 /// The key a scanner prefix is stored under, its length and its first byte's slot (see
@@ -66,9 +89,10 @@ impl AgentState {
     }
 }
 
-/// Does the User-Agent value in `value` start with a listed prefix? `lengths[slot]` has
-/// bit `n` set when some prefix whose first byte has that slot is `n` bytes long;
-/// `listed` looks a key up, once per such length the value is long enough for.
+/// Is the User-Agent value in `value` a listed scanner's (see the module's
+/// documentation)? `lengths[slot]` has bit `n` set when some entry whose first byte has
+/// that slot is `n` bytes long; `listed` looks a key up, once per such length the value
+/// is long enough for, and gives the entry's kind.
 #[inline(always)]
 pub fn is_scanner(
     buf: &ScanBuf,
@@ -76,7 +100,7 @@ pub fn is_scanner(
     value: Span,
     seed: u64,
     lengths: &[u64; SCANNER_SLOTS],
-    mut listed: impl FnMut(u64) -> bool,
+    mut listed: impl FnMut(u64) -> Option<u8>,
 ) -> bool {
     if value.is_empty() {
         return false;
@@ -106,9 +130,14 @@ pub fn is_scanner(
                 let word = ascii_lowercase_word(buf.window(start + k * 8));
                 let ending_here = (lengths >> (k * 8 + 1)) & 0xff;
                 for r in 1..=8 {
-                    if (ending_here >> (r - 1)) & 1 != 0
-                        && listed(finish(hash, word & low_bytes_mask(r), k * 8 + r))
-                    {
+                    let n = k * 8 + r;
+                    if (ending_here >> (r - 1)) & 1 == 0 {
+                        continue;
+                    }
+                    let Some(kind) = listed(finish(hash, word & low_bytes_mask(r), n)) else {
+                        continue;
+                    };
+                    if kind == AGENT_PREFIX || n == len || ends_product(buf.byte(start + n)) {
                         state.found.set(true);
                         return false;
                     }
@@ -130,22 +159,23 @@ pub fn is_scanner(
 mod tests {
     use super::*;
     use crate::sip::Scratch;
-    use std::collections::HashSet;
+    use std::collections::HashMap;
 
     fn scanner(agents: &[&str], value: &str) -> bool {
         let seed = 42;
-        let mut keys = HashSet::new();
+        let mut keys = HashMap::new();
         let mut lengths = [0u64; SCANNER_SLOTS];
         for agent in agents {
-            let (key, len, slot) = agent_key(agent, seed).unwrap();
-            keys.insert(key);
+            let (prefix, kind) = agent_pattern(agent);
+            let (key, len, slot) = agent_key(prefix, seed).unwrap();
+            keys.insert(key, kind);
             lengths[slot] |= 1 << len;
         }
         let mut scratch = Scratch::new();
         let len = scratch.fill(value.as_bytes());
         let Scratch { buf, agent, .. } = &mut scratch;
         is_scanner(buf, agent, Span::new(0, len), seed, &lengths, |k| {
-            keys.contains(&k)
+            keys.get(&k).copied()
         })
     }
 
@@ -163,21 +193,52 @@ mod tests {
     }
 
     #[test]
+    fn names_match_the_product_token_and_prefixes_any_continuation() {
+        let list = ["sipcli", "iwar", "friendly-scanner", "sipvicious*"];
+        for (value, expected) in [
+            ("sipcli/v1.8", true),
+            ("SIPCLI", true),
+            ("sipcli 1.8", true),
+            ("sipcli\t(x)", true),
+            ("SIPClient/2.1 (Android)", false),
+            ("iWar", true),
+            ("iWARP-phone/1.0", false),
+            ("friendly-scanner", true),
+            ("friendly-scanners", false),
+            ("sipvicious", true),
+            ("sipvicious-0.3.4", true),
+            ("SIPviciousPro/1", true),
+            ("sipviciou", false),
+        ] {
+            assert_eq!(scanner(&list, value), expected, "{value}");
+        }
+        assert_eq!(agent_pattern("sip*"), ("sip", AGENT_PREFIX));
+        assert_eq!(agent_pattern("sip"), ("sip", AGENT_TOKEN));
+    }
+
+    #[test]
     fn every_length_matches_at_its_length_only() {
         let agent = "Abcdefghijklmnopqrstuvwxyz-0123456789/ABCDEFGHIJKLMNOPQRSTUVWXYZ";
         for len in 1..=MAX_SCANNER_AGENT_LEN {
             let prefix = &agent[..len];
-            assert!(scanner(&[prefix], agent), "{len}");
-            assert!(scanner(&[prefix], &agent.to_lowercase()), "{len} folded");
-            assert!(scanner(&[prefix], prefix), "{len} exactly");
+            let entry = format!("{prefix}*");
+            assert!(scanner(&[&entry], agent), "{len}");
+            assert!(scanner(&[&entry], &agent.to_lowercase()), "{len} folded");
+            assert!(scanner(&[&entry], prefix), "{len} exactly");
+            assert!(scanner(&[prefix], prefix), "{len} exactly, as a name");
+            assert_eq!(
+                scanner(&[prefix], agent),
+                len == 37,
+                "{len}: as a name, only where the product ends (the `/`)"
+            );
             assert!(
-                !scanner(&[prefix], &agent[..len - 1]),
+                !scanner(&[&entry], &agent[..len - 1]),
                 "{len}: value too short"
             );
             let mut other = agent.as_bytes().to_vec();
             other[len - 1] ^= 0x01;
             let other = String::from_utf8(other).unwrap();
-            assert!(!scanner(&[prefix], &other), "{len}: last byte differs");
+            assert!(!scanner(&[&entry], &other), "{len}: last byte differs");
         }
     }
 
@@ -193,7 +254,7 @@ mod tests {
         assert!(agent_key("", 1).is_none());
         assert!(agent_key(&"x".repeat(MAX_SCANNER_AGENT_LEN + 1), 1).is_none());
         assert!(scanner(
-            &[&"y".repeat(MAX_SCANNER_AGENT_LEN)],
+            &[&format!("{}*", "y".repeat(MAX_SCANNER_AGENT_LEN))],
             &"Y".repeat(70)
         ));
     }

@@ -466,7 +466,7 @@ fn admission(config: &FilterConfig, packet: &Packet, method: usize, now: u64) ->
     Reason::PassRequest
 }
 
-/// Does the request's User-Agent start with a scanner's?
+/// Is the request's User-Agent a scanner's (`sip_filter_common::scanner`)?
 #[inline(always)]
 fn is_scanner_request(config: &FilterConfig, scratch: &mut Scratch) -> bool {
     let agent = scratch.header(Header::UserAgent);
@@ -478,7 +478,8 @@ fn is_scanner_request(config: &FilterConfig, scratch: &mut Scratch) -> bool {
         buf, agent: state, ..
     } = scratch;
     is_scanner(buf, state, agent, seed, lengths, |hash| {
-        SCANNER_AGENTS.get_ptr(&hash).is_some()
+        // SAFETY: a value of a map that userspace only ever writes whole.
+        SCANNER_AGENTS.get_ptr(&hash).map(|kind| unsafe { *kind })
     })
 }
 

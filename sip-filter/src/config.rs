@@ -689,7 +689,7 @@ fn count(raw: &Option<Spanned<i64>>, key: &str, default: u32) -> Result<u32, Ref
 fn user_agent(agent: &Spanned<String>) -> Result<String, Refusal> {
     const KEY: &str = "scanner.user_agents";
     let text = agent.get_ref();
-    if text.is_empty() {
+    if text.is_empty() || text == "*" {
         return refuse(
             agent.span(),
             KEY,
@@ -1307,6 +1307,12 @@ allow = ["192.0.2.7/24", "2001:db8::1"]
         );
         refused(
             "[scanner]\nuser_agents = [\"sipvicious\", \"\"]\n",
+            2,
+            "scanner.user_agents",
+            "an empty prefix would match every User-Agent",
+        );
+        refused(
+            "[scanner]\nuser_agents = [\"*\"]\n",
             2,
             "scanner.user_agents",
             "an empty prefix would match every User-Agent",

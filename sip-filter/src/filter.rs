@@ -191,11 +191,10 @@ impl Filter {
             names::OWN_ADDRESSES,
             &own,
         )?;
-        let agents: Vec<(u64, u8)> = kernel.scanner_agents.iter().map(|k| (*k, 1)).collect();
         let stale_agents = insert_entries(
             self.map_mut(names::SCANNER_AGENTS)?,
             names::SCANNER_AGENTS,
-            &agents,
+            &kernel.scanner_agents,
         )?;
         for (v4_name, v6_name, entries) in [
             (names::ALLOW_V4, names::ALLOW_V6, &settings.allow),

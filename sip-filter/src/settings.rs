@@ -12,7 +12,7 @@ use sip_filter_common::{
         FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN, MAX_DOMAINS, MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES,
         MAX_PORTS, MAX_SCANNER_AGENTS, MAX_SCANNER_AGENT_LEN, MAX_SOURCES,
     },
-    scanner::agent_key,
+    scanner::{agent_key, agent_pattern},
     sip::mapped_ipv4,
 };
 
@@ -265,8 +265,8 @@ pub struct KernelSettings {
     pub domains: Vec<(u64, u8)>,
     /// Own addresses, IPv4 mapped into IPv6.
     pub own_addresses: Vec<[u8; 16]>,
-    /// Scanner User-Agent prefix keys (see `sip_filter_common::scanner`).
-    pub scanner_agents: Vec<u64>,
+    /// Scanner User-Agent entries: key and kind (see `sip_filter_common::scanner`).
+    pub scanner_agents: Vec<(u64, u8)>,
 }
 
 impl Settings {
@@ -401,11 +401,12 @@ impl Settings {
         }
         let mut scanner_agents = Vec::with_capacity(self.scanner_user_agents.len());
         for agent in &self.scanner_user_agents {
+            let (prefix, kind) = agent_pattern(agent);
             let (key, len, slot) =
-                agent_key(agent, seed).ok_or_else(|| SettingsError::BadScannerAgent {
+                agent_key(prefix, seed).ok_or_else(|| SettingsError::BadScannerAgent {
                     agent: agent.clone(),
                 })?;
-            scanner_agents.push(key);
+            scanner_agents.push((key, kind));
             config.scanner_lengths[slot] |= 1 << len;
         }
         let own_addresses = self

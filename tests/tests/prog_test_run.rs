@@ -1117,6 +1117,26 @@ fn scanner_user_agents_are_dropped_and_banned() {
                 PassRequest,
                 Options,
             ),
+            // A listed name matches the product token, not the start of a longer one
+            // (issue 19, class 9).
+            case(
+                "a product that starts like sipcli",
+                from(4, "SIPClient/2.1 (Android)"),
+                PassRequest,
+                Options,
+            ),
+            case(
+                "a product that starts like iWar",
+                from(5, "iWARP-phone/1.0"),
+                PassRequest,
+                Options,
+            ),
+            case(
+                "iWar's own, with a space after the name",
+                from(6, "iWar 0.9"),
+                DropScanner,
+                Options,
+            ),
             case(
                 "sipsak is a legitimate tool: not in the default list",
                 from(4, "sipsak 0.9.8"),
@@ -1140,8 +1160,8 @@ fn scanner_user_agents_are_dropped_and_banned() {
     let delta = filter.counters().unwrap();
     assert_eq!(
         delta.bans_added[BanReason::Scanner as usize],
-        2,
-        "sipvicious and sipcli banned"
+        3,
+        "sipvicious, sipcli and iWar banned"
     );
 }
 
