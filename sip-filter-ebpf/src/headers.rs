@@ -53,14 +53,8 @@ pub struct Source {
 pub struct Udp {
     /// The source address; IPv4 mapped into IPv6 (`::ffff:a.b.c.d`).
     pub source: [u8; 16],
-    /// The destination address, mapped likewise (for the checksum's pseudo-header).
-    pub destination: [u8; 16],
     pub is_ipv4: bool,
-    pub src_port: u16,
     pub dst_port: u16,
-    /// The UDP header's length and checksum fields, as sent.
-    pub udp_length: u16,
-    pub checksum: u16,
     /// Offset of the UDP payload from the start of the frame.
     pub payload_offset: u32,
     /// Payload bytes present in this frame (at most what the UDP header claims).
@@ -131,9 +125,8 @@ fn ipv4(ctx: &XdpContext, offset: usize) -> Headers {
     if fragment & 0x1fff != 0 {
         return Headers::LaterFragment;
     }
-    let addresses = Addresses {
-        source: mapped(ip, 12),
-        destination: mapped(ip, 16),
+    let source = Source {
+        address: mapped(ip, 12),
         is_ipv4: true,
     };
     // The IP total length bounds the payload: Ethernet pads short frames.
@@ -142,7 +135,7 @@ fn ipv4(ctx: &XdpContext, offset: usize) -> Headers {
         offset + header_len,
         offset + total_len,
         more_fragments,
-        addresses,
+        source,
     )
 }
 
@@ -169,22 +162,6 @@ fn mapped(ip: &[u8; 20], at: usize) -> [u8; 16] {
     ]
 }
 
-/// Both ends of a packet.
-struct Addresses {
-    source: [u8; 16],
-    destination: [u8; 16],
-    is_ipv4: bool,
-}
-
-impl Addresses {
-    fn unwalkable(&self) -> Headers {
-        Headers::Unwalkable(Source {
-            address: self.source,
-            is_ipv4: self.is_ipv4,
-        })
-    }
-}
-
 #[inline(always)]
 fn ipv6(ctx: &XdpContext, offset: usize) -> Headers {
     let Some(ip) = bytes::<IPV6_HLEN>(ctx, offset) else {
@@ -194,37 +171,35 @@ fn ipv6(ctx: &XdpContext, offset: usize) -> Headers {
         return Headers::Unparsed;
     }
     let ip_end = offset + IPV6_HLEN + usize::from(be16(ip, 4));
-    let mut addresses = Addresses {
-        source: [0; 16],
-        destination: [0; 16],
+    let mut source = Source {
+        address: [0; 16],
         is_ipv4: false,
     };
-    addresses.source.copy_from_slice(&ip[8..24]);
-    addresses.destination.copy_from_slice(&ip[24..40]);
+    source.address.copy_from_slice(&ip[8..24]);
     let mut next = ip[6];
     let mut at = offset + IPV6_HLEN;
     let mut first_fragment = false;
     // One step per extension header, and one for the UDP header after the last.
     for _ in 0..=MAX_IPV6_EXTENSIONS {
         match next {
-            IPPROTO_UDP => return udp(ctx, at, ip_end, first_fragment, addresses),
+            IPPROTO_UDP => return udp(ctx, at, ip_end, first_fragment, source),
             NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => {
                 let Some(ext) = bytes::<2>(ctx, at) else {
-                    return addresses.unwalkable();
+                    return Headers::Unwalkable(source);
                 };
                 next = ext[0];
                 at += (usize::from(ext[1]) + 1) * 8;
             }
             NEXTHDR_AUTH => {
                 let Some(ext) = bytes::<2>(ctx, at) else {
-                    return addresses.unwalkable();
+                    return Headers::Unwalkable(source);
                 };
                 next = ext[0];
                 at += (usize::from(ext[1]) + 2) * 4;
             }
             NEXTHDR_FRAGMENT => {
                 let Some(ext) = bytes::<8>(ctx, at) else {
-                    return addresses.unwalkable();
+                    return Headers::Unwalkable(source);
                 };
                 let offset_and_flags = be16(ext, 2);
                 next = ext[0];
@@ -242,7 +217,7 @@ fn ipv6(ctx: &XdpContext, offset: usize) -> Headers {
         }
     }
     // Deeper than the walk: whatever it carries, its source is known.
-    addresses.unwalkable()
+    Headers::Unwalkable(source)
 }
 
 #[inline(always)]
@@ -251,17 +226,17 @@ fn udp(
     offset: usize,
     ip_end: usize,
     first_fragment: bool,
-    addresses: Addresses,
+    source: Source,
 ) -> Headers {
     // A UDP header cut short, or lengths that lie: the kernel drops such a datagram
     // (or, for a first fragment, could still reassemble it), and its port is unknown.
     let Some(udp) = bytes::<{ UDP_HLEN as usize }>(ctx, offset) else {
-        return addresses.unwalkable();
+        return Headers::Unwalkable(source);
     };
     let udp_len = u32::from(be16(udp, 4));
     let payload_offset = (offset as u32) + UDP_HLEN;
     if udp_len < UDP_HLEN || ip_end < payload_offset as usize {
-        return addresses.unwalkable();
+        return Headers::Unwalkable(source);
     }
     let frame_end = ctx.data_end() - ctx.data();
     let present = ip_end
@@ -269,13 +244,9 @@ fn udp(
         .saturating_sub(payload_offset as usize) as u32;
     let claimed = udp_len - UDP_HLEN;
     Headers::Udp(Udp {
-        source: addresses.source,
-        destination: addresses.destination,
-        is_ipv4: addresses.is_ipv4,
-        src_port: be16(udp, 0),
+        source: source.address,
+        is_ipv4: source.is_ipv4,
         dst_port: be16(udp, 2),
-        udp_length: be16(udp, 4),
-        checksum: be16(udp, 6),
         payload_offset,
         payload_len: claimed.min(present),
         // Also a datagram whose UDP length claims more than the frame holds.
