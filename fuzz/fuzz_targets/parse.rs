@@ -8,7 +8,7 @@ use libfuzzer_sys::fuzz_target;
 use sip_filter_common::{
     domain::allowlist_key,
     parse,
-    sip::{parse_wanted, MAX_HOST_LEN, MAX_LINES, POLICY_HEADERS},
+    sip::{parse_wanted, MAX_HOST_LEN, POLICY_HEADERS},
     Header, HostKind, Payload, Scheme, Scratch, Span, StartLine, SCAN_LEN,
 };
 
@@ -34,7 +34,7 @@ fn check(payload: &Payload, len: usize) {
             check_span(uri.user, len);
             check_span(uri.host, len);
             match uri.scheme {
-                Scheme::Sip | Scheme::Sips => {
+                Scheme::Sip | Scheme::Sips | Scheme::Pres | Scheme::Im => {
                     assert!(!uri.host.is_empty() && uri.host.len() <= MAX_HOST_LEN);
                     assert_ne!(uri.host_kind, HostKind::None);
                 }
@@ -53,19 +53,17 @@ fuzz_target!(|data: &[u8]| {
         check(&payload, len);
         // The scratch is reused, as the kernel's per-CPU one is: same result again.
         assert_eq!(parse(&mut scratch, len, whole), payload);
-        // Below MAX_LINES lines the full parse examines them all, as the kernel's
-        // examines all it needs (beyond, the kernel's goes further).
-        let lines = data[..len].iter().filter(|&&b| b == b'\n').count();
+        // Every line in the window is examined, by the full parse and by the kernel's.
         let policy = parse_wanted::<POLICY_HEADERS>(&mut scratch, len, whole);
         match (&payload, &policy) {
             (Payload::Sip(full), Payload::Sip(kernel)) => {
                 assert_eq!(kernel.start(), full.start());
-                if lines + 1 < MAX_LINES {
-                    assert_eq!(
-                        kernel.header(Header::UserAgent),
-                        full.header(Header::UserAgent)
-                    );
-                }
+                assert_eq!(
+                    kernel.header(Header::UserAgent),
+                    full.header(Header::UserAgent)
+                );
+                assert_eq!(kernel.user_agents, full.user_agents);
+                assert_eq!(kernel.last_user_agent, full.last_user_agent);
             }
             (full, kernel) => assert_eq!(kernel, full),
         }

@@ -3,17 +3,17 @@
 //! It reads a [`ScanBuf`] in one pass over the lines: it finds each line's end a word at
 //! a time, and as soon as a line ends classifies it by its header name (compact forms,
 //! any case, spaces or tabs before the colon, folded continuation lines) and records
-//! where the value is. It records the headers its caller wants ([`HeaderSet`]) and stops
-//! once it has them all. The kernel wants the User-Agent alone, and passes over the
-//! header lines that cannot hold it looking only at line feeds and the byte after each.
-//! Nothing is copied or allocated; every loop has a constant bound.
+//! where the value is. It records the headers its caller wants ([`HeaderSet`]): the
+//! first of each, and of the User-Agent also the last, since a scanner may send two.
+//! The kernel wants the User-Agent, To and Route, and passes over the header lines that
+//! cannot hold them looking only at line feeds and the byte after each. Nothing is
+//! copied or allocated; every loop has a constant bound.
 //!
 //! Defined limits, all tested:
-//! - Only the first [`SCAN_LEN`](crate::scan::SCAN_LEN) bytes and the first [`MAX_LINES`]
-//!   lines examined are looked at: every line in a full parse; in the kernel's, only the
-//!   start line, lines starting with `u`, `U`, CR or LF, and those after the
-//!   User-Agent. A header beyond them is absent: [`SipMessage::headers_complete`] is
-//!   then false, and policy must treat an absent header as "unknown", not as "clean".
+//! - Only the first [`SCAN_LEN`](crate::scan::SCAN_LEN) bytes are looked at, every line
+//!   in them (no line budget an attacker could spend before the User-Agent). A header
+//!   beyond them is absent: [`SipMessage::headers_complete`] is then false, and policy
+//!   must treat an absent header as "unknown", not as "clean".
 //! - A line cut by the end of the window is ignored, unless the window holds the whole
 //!   datagram (then the datagram's last line needs no line feed).
 //! - Empty lines before the start line are skipped (RFC 3261 §7.5).
@@ -29,9 +29,11 @@ use crate::{
     scanner::AgentState,
 };
 
-/// Lines of a message examined, the start line included (see the module's limits).
-pub const MAX_LINES: usize = 64;
-/// Spaces and tabs skipped around a header's colon (a multiple of 8).
+/// The most lines the window can hold: a header line is at least a byte and its line
+/// feed. It bounds the parse's loop; it is no budget (the module's limits).
+pub const MAX_LINES: usize = SCAN_LEN / 2 + 1;
+/// Spaces and tabs the line scan skips around a header's colon (a multiple of 8). A
+/// longer run is left at the start of the value, where [`value_of`] skips the rest.
 const MAX_WHITESPACE: usize = 24;
 /// Longest Request-URI host examined (a DNS name is at most 253 bytes).
 pub const MAX_HOST_LEN: usize = 256;
@@ -266,7 +268,12 @@ pub enum Scheme {
     Sip,
     Sips,
     Tel,
-    /// Any other scheme (`urn:`, `im:`, …): no host is parsed.
+    /// A presence URI (RFC 3859, `SUBSCRIBE pres:alice@example.com`): its host is
+    /// parsed and judged as a SIP URI's.
+    Pres,
+    /// An instant-messaging URI (RFC 3860, `MESSAGE im:alice@example.com`): likewise.
+    Im,
+    /// Any other scheme (`urn:`, …): no host is parsed.
     Other,
 }
 
@@ -276,6 +283,8 @@ impl Scheme {
             0 => Scheme::Sip,
             1 => Scheme::Sips,
             2 => Scheme::Tel,
+            3 => Scheme::Pres,
+            4 => Scheme::Im,
             _ => Scheme::Other,
         }
     }
@@ -356,6 +365,10 @@ pub struct SipMessage {
     /// Value spans, indexed by [`Header`] (leading whitespace skipped, trailing CR not
     /// included; a folded value spans its continuation lines).
     pub headers: [Span; Header::COUNT],
+    /// User-Agent header lines in the part examined (RFC 3261 allows one).
+    pub user_agents: u16,
+    /// The last of several User-Agents ([`Span::ABSENT`] unless `user_agents > 1`).
+    pub last_user_agent: Span,
     /// The empty line ending the header section was found: every header was examined.
     pub headers_complete: bool,
 }
@@ -453,15 +466,16 @@ struct LineState {
     skip_from: Vol<u16>,
     /// 0x80 when the byte before `skip_from` is a line feed (a line starts there).
     skip_carry: Vol<u64>,
-    /// Every wanted header was examined: the empty line was reached, or all of them
-    /// were found.
+    /// Every header was examined: the empty line was reached, or the whole datagram.
     headers_complete: Vol<u16>,
-    /// The scan stopped: headers complete, or [`MAX_LINES`] lines seen.
+    /// The scan stopped at the empty line.
     scan_done: Vol<u16>,
-    /// The header a folded continuation line belongs to; `NO_HEADER` for none.
+    /// The header slot a folded continuation line belongs to; `NO_HEADER` for none.
     last_header: Vol<u16>,
-    /// The wanted headers found so far, a bit per [`Header`].
-    found: Vol<u16>,
+    /// User-Agent header lines seen.
+    agents: Vol<u16>,
+    /// Indexed by [`Header`]; slot [`REPEATED_AGENT`] holds the last of several
+    /// User-Agents.
     headers: [Vol<Span>; HEADER_SLOTS],
 }
 
@@ -479,7 +493,7 @@ impl LineState {
             headers_complete: Vol::new(0),
             scan_done: Vol::new(0),
             last_header: Vol::new(0),
-            found: Vol::new(0),
+            agents: Vol::new(0),
             headers: [Vol::new(Span::ABSENT); HEADER_SLOTS],
         }
     }
@@ -556,11 +570,14 @@ impl StartState {
     }
 }
 
+/// The header slot of the last User-Agent when there are several (RFC 3261 allows one;
+/// a scanner may add a harmless one before its own).
+const REPEATED_AGENT: usize = Header::COUNT;
+const _: () = assert!(REPEATED_AGENT < HEADER_SLOTS);
 /// `LineState::last_header` when the last header line is not one we record.
-const NO_HEADER: u16 = Header::COUNT as u16;
+const NO_HEADER: u16 = REPEATED_AGENT as u16 + 1;
 
-/// Which headers a parse records, a bit per [`Header`]: the scan of the header section
-/// stops as soon as all of them are found.
+/// Which headers a parse records, a bit per [`Header`].
 pub type HeaderSet = u16;
 /// Every header the parser knows (host tools and tests).
 pub const ALL_HEADERS: HeaderSet = (1 << Header::COUNT) - 1;
@@ -601,15 +618,18 @@ pub fn parse_wanted<const WANTED: HeaderSet>(
             let Some((method, status, uri)) = scratch.start.load() else {
                 return Payload::NotSip;
             };
+            let buf = &scratch.buf;
             let mut headers = [Span::ABSENT; Header::COUNT];
             for (out, kept) in headers.iter_mut().zip(scratch.lines.headers.iter()) {
-                *out = kept.get();
+                *out = value_of(buf, kept.get());
             }
             Payload::Sip(SipMessage {
                 method,
                 status,
                 uri,
                 headers,
+                user_agents: scratch.lines.agents.get(),
+                last_user_agent: value_of(buf, scratch.repeated_agent()),
                 headers_complete: scratch.headers_complete(),
             })
         }
@@ -689,6 +709,15 @@ impl Scratch {
     /// A recorded header's value.
     pub fn header(&self, header: Header) -> Span {
         self.lines.headers[header as usize & (HEADER_SLOTS - 1)].get()
+    }
+    /// User-Agent header lines seen.
+    pub fn agent_count(&self) -> usize {
+        usize::from(self.lines.agents.get())
+    }
+    /// The last of several User-Agents (absent unless [`Scratch::agent_count`] > 1), as
+    /// recorded: see [`value_of`].
+    pub fn repeated_agent(&self) -> Span {
+        self.lines.headers[REPEATED_AGENT].get()
     }
     /// Whether every header was examined.
     pub fn headers_complete(&self) -> bool {
@@ -771,19 +800,83 @@ fn has_tag(buf: &ScanBuf, value: Span) -> bool {
     found != 0
 }
 
+/// Longest CR/LF keep-alive (RFC 5626 §3.5.1 sends a double CRLF; some phones send
+/// more): bytes beyond this are no keep-alive.
+pub const MAX_CRLF_KEEPALIVE: usize = 32;
+/// Longest run of zero bytes taken as a NAT ping (some phones send four).
+pub const MAX_ZERO_KEEPALIVE: usize = 8;
+/// CR and LF bytes skipped before a start line (RFC 3261 §7.5 ignores empty lines
+/// there; some stacks send a keep-alive's CRLFs in front of a request).
+pub const LEADING_CRLF_BYTES: usize = 16;
+
+/// The high bit of each byte of `w` that is neither CR nor LF.
+#[inline(always)]
+fn not_crlf(w: u64) -> u64 {
+    !(bytes_equal(w, b'\r') | bytes_equal(w, b'\n')) & HIGH
+}
+
+/// A keep-alive: empty, up to [`MAX_CRLF_KEEPALIVE`] CR/LF bytes, up to
+/// [`MAX_ZERO_KEEPALIVE`] zero bytes, or a STUN message.
 fn is_keepalive(buf: &ScanBuf, len: usize) -> bool {
     if len == 0 {
         return true;
     }
     let w = buf.word(0);
-    if len <= 8 {
-        // Only CR and LF bytes.
-        let used = low_bytes_mask(len) & HIGH;
-        let crlf = bytes_equal(w, b'\r') | bytes_equal(w, b'\n');
-        return crlf & used == used;
+    if len <= MAX_ZERO_KEEPALIVE && w & low_bytes_mask(len) == 0 {
+        return true;
+    }
+    if len <= MAX_CRLF_KEEPALIVE {
+        // Only CR and LF bytes, a word at a time (the bytes after `len` are ignored).
+        let mut other = 0;
+        for k in 0..MAX_CRLF_KEEPALIVE / 8 {
+            other |= not_crlf(buf.word(k)) & low_bytes_mask(len.saturating_sub(k * 8));
+        }
+        if other == 0 {
+            return true;
+        }
     }
     // STUN: the two top bits of the type are zero, and the magic cookie follows the length.
     len >= 20 && (w as u8) & 0xc0 == 0 && ((w >> 32) as u32).swap_bytes() == STUN_MAGIC_COOKIE
+}
+
+/// Longest method token [`looks_like_request`] takes (`SUBSCRIBE` is 9 bytes).
+const MAX_METHOD_LEN: usize = 16;
+
+/// Whether a payload the parser found not to be SIP still starts like a request: after
+/// any CR/LF bytes, a method token (letters), spaces or tabs, and a URI scheme (two to
+/// five letters and a colon). Such a payload may be parsed by a lenient server (tabs or
+/// several spaces as separators, CR-only line ends, `SIP/2.1`, a request line longer
+/// than the window, more leading CRLFs than the parser skips), so it is never passed
+/// unjudged as "not SIP". HTTP's `GET / HTTP/1.1` has no scheme, and does not.
+pub fn looks_like_request(buf: &ScanBuf, len: usize) -> bool {
+    // Laundered: knowing `len` below the buffer's size, LLVM would drop the masks of the
+    // reads after comparisons with it, and 6.1's verifier refuses the unmasked offsets.
+    let len = buf.launder(if len > SCAN_LEN { SCAN_LEN } else { len });
+    let start = find_flagged(buf, 0, len, not_crlf);
+    let mut method_len = 0;
+    for i in 0..=MAX_METHOD_LEN {
+        if !buf.byte(start + i).is_ascii_alphabetic() {
+            method_len = i;
+            break;
+        }
+    }
+    let after_method = start + method_len;
+    if method_len == 0 || after_method >= len || not_blank(buf.window(after_method)) & 0x80 != 0 {
+        return false;
+    }
+    let uri = skip_blanks(buf, after_method, len);
+    // The scheme: `im:` to `sips:`/`pres:`, letters before the colon.
+    let colons = bytes_equal(buf.window(uri), b':') & low_bytes_mask(6);
+    if colons == 0 || uri + 3 > len {
+        return false;
+    }
+    let scheme_len = first_flagged_byte(colons);
+    for i in 0..5 {
+        if i < scheme_len && !buf.byte(uri + i).is_ascii_alphabetic() {
+            return false;
+        }
+    }
+    scheme_len >= 2
 }
 
 /// The end of a line's content: before the CR of its CRLF, if any.
@@ -802,8 +895,8 @@ fn content_end(buf: &ScanBuf, start: usize, newline: u16) -> usize {
 /// header before a folded one. Lines that cannot matter are not examined: when only the
 /// policy's headers are wanted, header lines starting with other letters are passed over by
 /// [`skip_lines`], which looks only at line feeds and the byte after each. The pass
-/// stops at the empty line ending the header section, once every header in `WANTED` is
-/// found, or after examining [`MAX_LINES`] lines.
+/// stops at the empty line ending the header section, or at the end of the data: not
+/// once every wanted header is found, since a second User-Agent may follow.
 fn scan_lines<const WANTED: HeaderSet>(
     buf: &ScanBuf,
     lines: &mut LineState,
@@ -817,18 +910,19 @@ fn scan_lines<const WANTED: HeaderSet>(
     lines.headers_complete.set(0);
     lines.scan_done.set(0);
     lines.last_header.set(NO_HEADER);
-    lines.found.set(0);
+    lines.agents.set(0);
     lines.start_line_end.set(0);
     lines.skipping.set(0);
-    // RFC 3261 §7.5: CRLFs before the start line are ignored.
-    let first = buf.word(0);
-    let origin = if first & 0xffff != 0x0a0d {
-        0
-    } else if (first >> 16) & 0xffff != 0x0a0d {
-        2
+    // RFC 3261 §7.5: CRLFs before the start line are ignored (up to LEADING_CRLF_BYTES).
+    const _: () = assert!(LEADING_CRLF_BYTES == 16);
+    let (first, second) = (not_crlf(buf.word(0)), not_crlf(buf.word(1)));
+    let origin = if first != 0 {
+        first_flagged_byte(first)
+    } else if second != 0 {
+        8 + first_flagged_byte(second)
     } else {
-        4
-    };
+        LEADING_CRLF_BYTES
+    } as u16;
     lines.origin.set(origin);
     lines.next_line.set(origin);
     lines.cursor.set(origin);
@@ -890,19 +984,6 @@ fn scan_lines<const WANTED: HeaderSet>(
             lines.scan_done.set(1);
             return false;
         }
-        // Everything wanted found: the next line, unless it continues the last header
-        // (folded), ends the scan; its first byte says so without another step.
-        // (Where it starts is read back from memory: to the verifier, one unknown value
-        // for every way `end_line` can end, so this is checked once, not once per way.)
-        let next_line = usize::from(lines.next_line.get());
-        if lines.found.get() == WANTED && next_line < len {
-            let next = buf.byte(next_line);
-            if next != b' ' && next != b'\t' {
-                lines.headers_complete.set(1);
-                lines.scan_done.set(1);
-                return false;
-            }
-        }
         at < len
     });
     // Out of data: every header of a whole datagram was seen.
@@ -918,15 +999,13 @@ const SKIP_WORDS: usize = 8;
 
 /// Whether the line starting with `first` must be examined: always in a full parse.
 /// When only some headers are wanted ([`examined_letters`]): the start line, a line
-/// that may hold a wanted header, continue one (folded) or be the empty line, and
-/// every line once all are found (the next header ends the scan).
+/// that may hold a wanted header, continue one (folded) or be the empty line.
 #[inline(always)]
 fn must_examine<const WANTED: HeaderSet>(lines: &LineState, first: u8) -> bool {
     let Some([a, b, c]) = examined_letters(WANTED) else {
         return true;
     };
     lines.count.get() == 0
-        || lines.found.get() == WANTED
         || first | 0x20 == a
         || first | 0x20 == b
         || first | 0x20 == c
@@ -999,9 +1078,6 @@ fn end_line<const WANTED: HeaderSet>(
     at: usize,
 ) -> bool {
     let count = usize::from(lines.count.get());
-    if count >= MAX_LINES {
-        return true;
-    }
     let end = content_end(buf, start, at as u16);
     lines.count.set(count as u16 + 1);
     if count == 0 {
@@ -1015,7 +1091,7 @@ fn end_line<const WANTED: HeaderSet>(
     let first = buf.byte(start);
     if first == b' ' || first == b'\t' {
         let last = usize::from(lines.last_header.get());
-        if last < Header::COUNT {
+        if last < usize::from(NO_HEADER) {
             extend_folded(
                 buf,
                 &mut lines.headers[last & (HEADER_SLOTS - 1)],
@@ -1025,19 +1101,24 @@ fn end_line<const WANTED: HeaderSet>(
         }
         return false;
     }
-    // A new header: the one before it, folded lines included, is complete.
-    if lines.found.get() == WANTED {
-        lines.headers_complete.set(1);
-        return true;
-    }
     lines.last_header.set(NO_HEADER);
     if let Some((header, value_start)) = classify_header(buf, start, end) {
-        let bit = 1 << header as u16;
-        let slot = &mut lines.headers[header as usize & (HEADER_SLOTS - 1)];
-        if WANTED & bit != 0 && !slot.get().is_present() {
-            slot.set(Span::new(value_start, end));
-            lines.last_header.set(header as u16);
-            lines.found.set(lines.found.get() | bit);
+        if WANTED & (1 << header as u16) == 0 {
+            return false;
+        }
+        // The first of each header; of several User-Agents, also the last.
+        let mut slot = header as usize;
+        if header == Header::UserAgent {
+            let agents = lines.agents.get();
+            lines.agents.set(agents.saturating_add(1));
+            if agents > 0 {
+                slot = REPEATED_AGENT;
+            }
+        }
+        let kept = &mut lines.headers[slot & (HEADER_SLOTS - 1)];
+        if slot == REPEATED_AGENT || !kept.get().is_present() {
+            kept.set(Span::new(value_start, end));
+            lines.last_header.set(slot as u16);
         }
     }
     false
@@ -1062,8 +1143,7 @@ fn extend_folded(buf: &ScanBuf, value: &mut Vol<Span>, line_start: usize, end: u
 fn skip_whitespace(buf: &ScanBuf, start: usize, end: usize) -> usize {
     let mut at = start;
     for _ in 0..MAX_WHITESPACE / 8 {
-        let w = buf.window(at);
-        let other = !(bytes_equal(w, b' ') | bytes_equal(w, b'\t')) & HIGH;
+        let other = not_blank(buf.window(at));
         if other != 0 {
             at += first_flagged_byte(other);
             break;
@@ -1097,18 +1177,63 @@ fn classify_header(buf: &ScanBuf, line_start: usize, end: usize) -> Option<(Head
     let lower_second = (second | ASCII_LOWER) & low_bytes_mask(name_len.saturating_sub(8));
     let header = Header::from_name(name_len, lower_first, lower_second)?;
     let colon = skip_whitespace(buf, line_start + name_len, end);
-    if colon >= end || buf.byte(colon) != b':' {
+    if colon >= end {
         return None;
     }
-    Some((header, skip_whitespace(buf, colon + 1, end)))
+    match buf.byte(colon) {
+        b':' => Some((header, skip_whitespace(buf, colon + 1, end))),
+        // A longer run than the scan skips: the value starts in it, and [`value_of`]
+        // finds the colon and the value after it.
+        b' ' | b'\t' => Some((header, colon)),
+        _ => None,
+    }
+}
+
+/// A recorded header value without the whitespace the line scan left at its start (a
+/// run longer than [`MAX_WHITESPACE`], before or after the colon): bounded by the value,
+/// so by the window. Values that start at once cost one byte read.
+#[inline(always)]
+pub fn value_of(buf: &ScanBuf, value: Span) -> Span {
+    if value.is_empty() {
+        return value;
+    }
+    let first = buf.byte(value.start());
+    if first != b' ' && first != b'\t' {
+        return value;
+    }
+    let end = value.end();
+    let mut at = skip_blanks(buf, value.start(), end);
+    if at < end && buf.byte(at) == b':' {
+        at = skip_blanks(buf, at + 1, end);
+    }
+    Span::new(at, end)
+}
+
+/// The high bit of each byte of `w` that is neither a space nor a tab.
+#[inline(always)]
+fn not_blank(w: u64) -> u64 {
+    !(bytes_equal(w, b' ') | bytes_equal(w, b'\t')) & HIGH
+}
+
+/// The first byte in `from..to` that is not a space or tab; `to` if none.
+#[inline(always)]
+fn skip_blanks(buf: &ScanBuf, from: usize, to: usize) -> usize {
+    find_flagged(buf, from, to, not_blank)
 }
 
 /// Finds `needle` in `from..to`, a word at a time; `to` if absent.
 #[inline(always)]
 pub fn find_byte(buf: &ScanBuf, from: usize, to: usize, needle: u8) -> usize {
+    find_flagged(buf, from, to, |w| bytes_equal(w, needle))
+}
+
+/// The first byte in `from..to` that `flags` flags (its high bit, as [`bytes_equal`]
+/// does), a word at a time; `to` if none.
+#[inline(always)]
+fn find_flagged(buf: &ScanBuf, from: usize, to: usize, flags: impl Fn(u64) -> u64) -> usize {
     // The first window is looked at here: most searches in a start line (a method, a
     // user part) end in it, and a loop step is a call (see BENCHMARKS.md, `call`).
-    let hits = bytes_equal(buf.window(from), needle);
+    let hits = flags(buf.window(from));
     let at = from
         + if hits != 0 {
             first_flagged_byte(hits)
@@ -1129,7 +1254,7 @@ pub fn find_byte(buf: &ScanBuf, from: usize, to: usize, needle: u8) -> usize {
             if at >= to {
                 return Some(to);
             }
-            let hits = bytes_equal(buf.window(at), needle);
+            let hits = flags(buf.window(at));
             if hits != 0 {
                 return Some((at + first_flagged_byte(hits)).min(to));
             }
@@ -1216,6 +1341,8 @@ fn parse_request_uri(
     const SIP: u64 = word_of(b"sip:");
     const SIPS: u64 = word_of(b"sips:");
     const TEL: u64 = word_of(b"tel:");
+    const PRES: u64 = word_of(b"pres:");
+    const IM: u64 = word_of(b"im:");
     let head = buf.window(start) | ASCII_LOWER;
     let (scheme, rest) = if head & low_bytes_mask(4) == SIP {
         (Scheme::Sip, start + 4)
@@ -1223,6 +1350,10 @@ fn parse_request_uri(
         (Scheme::Sips, start + 5)
     } else if head & low_bytes_mask(4) == TEL {
         (Scheme::Tel, start + 4)
+    } else if head & low_bytes_mask(5) == PRES {
+        (Scheme::Pres, start + 5)
+    } else if head & low_bytes_mask(3) == IM {
+        (Scheme::Im, start + 3)
     } else {
         (Scheme::Other, find_byte(buf, start, end, b':'))
     };
@@ -1238,7 +1369,7 @@ fn parse_request_uri(
             return Some(());
         }
         Scheme::Other => return Some(()),
-        Scheme::Sip | Scheme::Sips => {}
+        Scheme::Sip | Scheme::Sips | Scheme::Pres | Scheme::Im => {}
     }
     // userinfo "@" is optional; '@' cannot appear unescaped elsewhere in a SIP URI.
     let at = find_byte(buf, rest, end, b'@');

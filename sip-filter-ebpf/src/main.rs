@@ -33,7 +33,8 @@ use sip_filter_common::{
     },
     scanner::is_scanner,
     sip::{
-        parse_in_place, routing_of, Header, Kind, POLICY_HEADERS, ROUTING_IN_DIALOG, ROUTING_ROUTED,
+        looks_like_request, parse_in_place, routing_of, value_of, Header, Kind, POLICY_HEADERS,
+        ROUTING_IN_DIALOG, ROUTING_ROUTED,
     },
     Counters, FilterConfig, HostKind, Method, Reason, Scratch, SCAN_LEN,
 };
@@ -219,7 +220,11 @@ fn judge(ctx: &XdpContext) -> u64 {
         }
         Kind::Keepalive => return verdict(Reason::PassKeepalive, Method::None as usize),
         Kind::NotSip => {
-            let reason = if config.has(FLAG_DROP_NOT_SIP_PAYLOAD) {
+            // Starts like a request that a lenient server may still parse: never passed
+            // unjudged (an untrusted source's; a trunk's odd payloads follow the policy).
+            let reason = if read_back(|p| &p.trusted) == 0 && is_request_lookalike(len) {
+                Reason::DropMalformed
+            } else if config.has(FLAG_DROP_NOT_SIP_PAYLOAD) {
                 Reason::DropNotSipPayload
             } else {
                 Reason::PassNotSipPayload
@@ -238,6 +243,17 @@ fn judge(ctx: &XdpContext) -> u64 {
     }
     let method = scratch.method_number();
     verdict(Reason::PassRequest, method) | NEEDS_REQUEST_POLICY
+}
+
+/// [`looks_like_request`] on the payload `judge` left in the scratch. Not inlined:
+/// `judge`'s frame is on the deepest call chain (see `sip_filter`).
+#[inline(never)]
+fn is_request_lookalike(len: usize) -> bool {
+    match SCAN.get_ptr(0) {
+        // SAFETY: per-CPU scratch, used only by this CPU during this run.
+        Some(scratch) => looks_like_request(unsafe { &(*scratch).buf }, len),
+        None => false,
+    }
 }
 
 /// A field of the per-CPU [`Packet`], read from memory (unknown to the verifier).
@@ -326,6 +342,11 @@ fn request_verdict(config: &FilterConfig, scratch: &mut Scratch) -> Reason {
             ban(key, source, BanReason::Scanner, dry_run, expires);
         }
         return Reason::DropScanner;
+    }
+    // More User-Agents than the two judged: not SIP (RFC 3261 allows one), and a way to
+    // hide a scanner's between two others.
+    if !trusted && scratch.agent_count() > 2 {
+        return Reason::DropMalformed;
     }
     // Trusted sources (trunks, the office) skip the domain check: a carrier addresses
     // its INVITEs to the server's IP or to its own idea of the domain.
@@ -466,21 +487,26 @@ fn admission(config: &FilterConfig, packet: &Packet, method: usize, now: u64) ->
     Reason::PassRequest
 }
 
-/// Is the request's User-Agent a scanner's (`sip_filter_common::scanner`)?
+/// Is the request's User-Agent a scanner's (`sip_filter_common::scanner`)? Of several,
+/// the first and the last are judged, in a loop of two steps: verified once.
 #[inline(always)]
 fn is_scanner_request(config: &FilterConfig, scratch: &mut Scratch) -> bool {
-    let agent = scratch.header(Header::UserAgent);
-    if !agent.is_present() {
-        return false;
-    }
+    let agents = if scratch.agent_count() > 1 { 2 } else { 1 };
     let (seed, lengths) = (config.domain_seed, &config.scanner_lengths);
+    let (first, last) = (scratch.header(Header::UserAgent), scratch.repeated_agent());
     let Scratch {
         buf, agent: state, ..
     } = scratch;
-    is_scanner(buf, state, agent, seed, lengths, |hash| {
-        // SAFETY: a value of a map that userspace only ever writes whole.
-        SCANNER_AGENTS.get_ptr(&hash).map(|kind| unsafe { *kind })
-    })
+    let found = buf.search(agents, 0, |i| {
+        let agent = value_of(buf, if i == 0 { first } else { last });
+        let scanner = agent.is_present()
+            && is_scanner(buf, state, agent, seed, lengths, |hash| {
+                // SAFETY: a value of a map that userspace only ever writes whole.
+                SCANNER_AGENTS.get_ptr(&hash).map(|kind| unsafe { *kind })
+            });
+        scanner.then_some(1)
+    });
+    found != 0
 }
 
 /// A reason from its number (as `judge` and the request policy hand them over).

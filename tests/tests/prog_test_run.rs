@@ -125,8 +125,8 @@ fn sip_cases() -> Vec<Case> {
         case("own IPv6 address as host", udp4(SIP_PORT, &options("sip:100@[2001:db8:5f::2]")), PassRequest, Options),
         case("own IPv6 address, long form, upper case, port", udp4(SIP_PORT, &options("sip:100@[2001:DB8:5F:0:0:0:0:2]:5060")), PassRequest, Options),
         case("another IPv6 address as host", udp4(SIP_PORT, &options("sip:100@[2001:db8:5f::9]")), DropUnknownDomain, Options),
-        case("a second @ to slip a name past a wildcard", udp4(SIP_PORT, &options("sip:a@evil.test@x.voip.example.test")), DropNotSipPayload, None),
-        case("unclosed IPv6 reference", udp4(SIP_PORT, &options("sip:100@[2001:db8:5f::2")), DropNotSipPayload, None),
+        case("a second @ to slip a name past a wildcard", udp4(SIP_PORT, &options("sip:a@evil.test@x.voip.example.test")), DropMalformed, None),
+        case("unclosed IPv6 reference", udp4(SIP_PORT, &options("sip:100@[2001:db8:5f::2")), DropMalformed, None),
         // Responses pass: they answer the server's own requests.
         case("200 response", udp4(SIP_PORT, b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 198.18.0.2\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"), PassResponse, None),
         case("401 response", udp4(SIP_PORT, b"SIP/2.0 401 Unauthorized\r\nCSeq: 2 REGISTER\r\n\r\n"), PassResponse, None),
@@ -140,7 +140,7 @@ fn sip_cases() -> Vec<Case> {
         // Not SIP.
         case("HTTP on the SIP port", udp4(SIP_PORT, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), DropNotSipPayload, None),
         case("binary garbage", udp4(SIP_PORT, &[0xde, 0xad, 0xbe, 0xef, 0x00, 0x01, 0x02, 0x03, 0xff, 0xfe, 0x0d, 0x0a]), DropNotSipPayload, None),
-        case("wrong SIP version", udp4(SIP_PORT, b"OPTIONS sip:100@pbx.example.test SIP/3.0\r\n\r\n"), DropNotSipPayload, None),
+        case("wrong SIP version", udp4(SIP_PORT, b"OPTIONS sip:100@pbx.example.test SIP/3.0\r\n\r\n"), DropMalformed, None),
         case("request line without a URI", udp4(SIP_PORT, b"OPTIONS  SIP/2.0\r\n\r\n"), DropNotSipPayload, None),
         // Odd but valid (RFC 3261 §7.3): these must pass.
         case("compact header names", odd_request("OPTIONS sip:100@pbx.example.test SIP/2.0\r\nv: SIP/2.0/UDP 198.18.0.1\r\nf: <sip:a@pbx.example.test>;tag=1\r\nt: <sip:b@pbx.example.test>\r\ni: 1@x\r\nCSeq: 1 OPTIONS\r\nl: 0\r\n\r\n"), PassRequest, Options),
@@ -679,6 +679,250 @@ fn network_headers() {
 fn fragments_and_header_chains() {
     if privileged("fragments_and_header_chains") {
         assert_table(&loaded(&settings()), evasion_cases());
+    }
+}
+
+/// A row over IPv4 and over IPv6.
+fn both_families(name: &str, payload: &[u8], reason: Reason, method: Method) -> [Case; 2] {
+    let named =
+        |family: &str| -> &'static str { Box::leak(format!("{name} ({family})").into_boxed_str()) };
+    [
+        case(named("IPv4"), udp4(SIP_PORT, payload), reason, method),
+        case(named("IPv6"), udp6(SIP_PORT, payload), reason, method),
+    ]
+}
+
+/// Issue 19's classes 5 to 7: a scanner's User-Agent found wherever the window holds it,
+/// request look-alikes judged in either payload policy, keep-alives of every common
+/// shape passed.
+fn adversarial_review_cases(policy: NotSipPolicy) -> Vec<Case> {
+    use Method::*;
+    use Reason::*;
+    let not_sip = match policy {
+        NotSipPolicy::Drop => DropNotSipPayload,
+        NotSipPolicy::Pass => PassNotSipPayload,
+    };
+    let scanner = "User-Agent: friendly-scanner";
+    let lines = |count: usize, line: &str| -> Vec<String> {
+        (0..count)
+            .map(|i| line.replace("{i}", &(i % 10).to_string()))
+            .collect()
+    };
+    let with = |headers: Vec<String>| -> Vec<u8> {
+        let refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+        sip_request("OPTIONS", ALLOWED, &refs)
+    };
+    let after = |mut filler: Vec<String>, last: &str| {
+        filler.push(last.to_string());
+        with(filler)
+    };
+    let blanks = " \t".repeat(20);
+    let long_uri = format!(
+        "INVITE sip:{}@pbx.example.test SIP/2.0\r\n\r\n",
+        "1".repeat(SCAN_LEN)
+    );
+    let rows: Vec<(&str, Vec<u8>, Reason, Method)> = vec![
+        // Class 5: no line budget, any whitespace, every User-Agent.
+        (
+            "scanner after 64 Route-like lines",
+            after(lines(64, "Rx-{i}: 1"), scanner),
+            DropScanner,
+            Options,
+        ),
+        (
+            "scanner after 250 short To-like lines",
+            after(lines(250, "t{i}:1"), scanner),
+            DropScanner,
+            Options,
+        ),
+        (
+            "scanner after 40 blanks before the colon",
+            with(vec![format!("User-Agent{blanks}: friendly-scanner")]),
+            DropScanner,
+            Options,
+        ),
+        (
+            "scanner after 40 blanks after the colon",
+            with(vec![format!("User-Agent:{blanks}friendly-scanner")]),
+            DropScanner,
+            Options,
+        ),
+        (
+            "scanner in a second User-Agent",
+            with(vec![
+                "User-Agent: Yealink SIP-T46S".into(),
+                "To: <sip:100@pbx.example.test>".into(),
+                scanner.into(),
+            ]),
+            DropScanner,
+            Options,
+        ),
+        (
+            "scanner in the first of two User-Agents",
+            with(vec![scanner.into(), "User-Agent: Yealink SIP-T46S".into()]),
+            DropScanner,
+            Options,
+        ),
+        (
+            "two clean User-Agents",
+            with(vec!["User-Agent: a/1".into(), "User-Agent: b/2".into()]),
+            PassRequest,
+            Options,
+        ),
+        (
+            "three User-Agents hide the middle one",
+            with(vec![
+                "User-Agent: a/1".into(),
+                scanner.into(),
+                "User-Agent: b/2".into(),
+            ]),
+            DropMalformed,
+            Options,
+        ),
+        // Class 6: look-alikes a lenient server may parse are judged, whatever the policy.
+        (
+            "tab between method and URI",
+            b"OPTIONS\tsip:100@pbx.example.test SIP/2.0\r\nUser-Agent: x\r\n\r\n".to_vec(),
+            DropMalformed,
+            None,
+        ),
+        (
+            "two spaces between method and URI",
+            b"OPTIONS  sip:100@evil.test SIP/2.0\r\n\r\n".to_vec(),
+            DropMalformed,
+            None,
+        ),
+        (
+            "CR-only line ends",
+            b"OPTIONS sip:100@evil.test SIP/2.0\rUser-Agent: friendly-scanner\r\r".to_vec(),
+            DropMalformed,
+            None,
+        ),
+        (
+            "SIP/2.1",
+            b"OPTIONS sip:100@pbx.example.test SIP/2.1\r\n\r\n".to_vec(),
+            DropMalformed,
+            None,
+        ),
+        (
+            "request line longer than the window",
+            long_uri.into_bytes(),
+            DropMalformed,
+            None,
+        ),
+        (
+            "20 leading CRLFs",
+            [b"\r\n".repeat(20), options(UNKNOWN)].concat(),
+            DropMalformed,
+            None,
+        ),
+        (
+            "leading LFs and a tab",
+            [
+                b"\n\n\n".to_vec(),
+                b"INVITE\tsip:1@evil.test SIP/2.0\n\n".to_vec(),
+            ]
+            .concat(),
+            DropMalformed,
+            None,
+        ),
+        (
+            "HTTP is no request look-alike",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            not_sip,
+            None,
+        ),
+        (
+            "binary is none either",
+            vec![0x16, 0x03, 0x01, 0x02, 0, 1, 0, 1, 0xfc, 3, 3],
+            not_sip,
+            None,
+        ),
+        // Class 7: legitimate shapes pass.
+        (
+            "3 leading CRLFs",
+            [b"\r\n".repeat(3), options(ALLOWED)].concat(),
+            PassRequest,
+            Options,
+        ),
+        (
+            "8 leading CRLFs",
+            [b"\r\n".repeat(8), options(ALLOWED)].concat(),
+            PassRequest,
+            Options,
+        ),
+        (
+            "3 leading CRLFs, unknown domain",
+            [b"\r\n".repeat(3), options(UNKNOWN)].concat(),
+            DropUnknownDomain,
+            Options,
+        ),
+        (
+            "16-byte CRLF keep-alive",
+            b"\r\n".repeat(8),
+            PassKeepalive,
+            None,
+        ),
+        (
+            "32-byte CRLF keep-alive",
+            b"\r\n".repeat(16),
+            PassKeepalive,
+            None,
+        ),
+        (
+            "33 bytes of CR/LF",
+            [b"\r\n".repeat(16), b"\n".to_vec()].concat(),
+            not_sip,
+            None,
+        ),
+        ("4-byte zero NAT ping", vec![0; 4], PassKeepalive, None),
+        ("1-byte zero NAT ping", vec![0], PassKeepalive, None),
+        ("9 zero bytes", vec![0; 9], not_sip, None),
+        (
+            "STUN binding request",
+            stun_binding_request(),
+            PassKeepalive,
+            None,
+        ),
+        (
+            "SUBSCRIBE pres: to a served domain",
+            sip_request(
+                "SUBSCRIBE",
+                "pres:alice@pbx.example.test",
+                &["Event: presence"],
+            ),
+            PassRequest,
+            Subscribe,
+        ),
+        (
+            "SUBSCRIBE pres: to an unknown domain",
+            sip_request("SUBSCRIBE", "pres:alice@evil.test", &["Event: presence"]),
+            DropUnknownDomain,
+            Subscribe,
+        ),
+        (
+            "MESSAGE im: to a served domain",
+            sip_request("MESSAGE", "im:alice@pbx.example.test", &[]),
+            PassRequest,
+            Message,
+        ),
+    ];
+    rows.into_iter()
+        .flat_map(|(name, payload, reason, method)| both_families(name, &payload, reason, method))
+        .collect()
+}
+
+#[test]
+fn adversarial_review_payloads() {
+    if !privileged("adversarial_review_payloads") {
+        return;
+    }
+    for policy in [NotSipPolicy::Drop, NotSipPolicy::Pass] {
+        let settings = Settings {
+            not_sip_payload: policy,
+            ..settings()
+        };
+        assert_table(&loaded(&settings), adversarial_review_cases(policy));
     }
 }
 
