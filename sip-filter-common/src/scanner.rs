@@ -1,5 +1,5 @@
 //! Scanner User-Agents: a request whose User-Agent's product token (the text before the
-//! first `/`, space or tab) is a listed name (case-insensitive), or whose User-Agent
+//! first byte that is no token character: `/`, a space, `(`, `;`, …) is a listed name (case-insensitive), or whose User-Agent
 //! starts with a listed prefix (an entry ending in `*`), comes from a scanner. So `sipcli`
 //! matches `sipcli/v1.8` but not `SIPClient/2.1 (Android)`, and `sipcli*` both. Entries
 //! are stored as seeded hashes of their case-folded bytes, taken eight bytes at a time,
@@ -39,10 +39,16 @@ pub fn agent_pattern(entry: &str) -> (&str, u8) {
 }
 
 /// Whether `byte`, after a listed name, ends the User-Agent's product token (RFC 3261
-/// §20.41: `product / comment`, a product is `token [/ version]`).
+/// §20.41: `product / comment`, a product is `token [/ version]`): any byte that is no
+/// token character (§25.1), so `friendly-scanner(1.0)` and `friendly-scanner;x` end
+/// there as `friendly-scanner/1.0` does.
 #[inline(always)]
 fn ends_product(byte: u8) -> bool {
-    byte == b'/' || byte == b' ' || byte == b'\t'
+    !(byte.is_ascii_alphanumeric()
+        || matches!(
+            byte,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        ))
 }
 
 /// The key a scanner prefix is stored under, its length and its first byte's slot (see
@@ -205,6 +211,13 @@ mod tests {
             ("iWARP-phone/1.0", false),
             ("friendly-scanner", true),
             ("friendly-scanners", false),
+            ("friendly-scanner(1.0)", true),
+            ("friendly-scanner;x", true),
+            ("friendly-scanner,sipvicious", true),
+            ("friendly-scanner@x", true),
+            ("friendly-scanner-2", false),
+            ("friendly-scanner.2", false),
+            ("friendly-scanner_x", false),
             ("sipvicious", true),
             ("sipvicious-0.3.4", true),
             ("SIPviciousPro/1", true),

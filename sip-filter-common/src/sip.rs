@@ -779,20 +779,36 @@ pub fn routing_of(scratch: &mut Scratch) -> u32 {
     found
 }
 
-/// Whether a To or From value has a `tag` parameter, eight places a step.
+/// Whether a To or From value has a `tag` parameter, eight places a step: `tag` (any
+/// case) whose last non-blank byte before is `;` and first after is `=`, with up to 7
+/// spaces or tabs on either side (RFC 3261's SEMI and EQUAL allow them).
 #[inline(always)]
 fn has_tag(buf: &ScanBuf, value: Span) -> bool {
-    const TAG: u64 = word_of(b";tag=");
+    const TAG: u64 = word_of(b"tag");
     let (start, end) = (value.start(), value.end());
     const PLACES: usize = 8;
     let found = buf.search((SCAN_LEN / PLACES + 1) as u32, 0, |i| {
         for k in 0..PLACES {
             let at = start + i * PLACES + k;
-            if at + 5 > end {
+            if at + 4 > end {
                 return Some(0);
             }
-            if (buf.window(at) | ASCII_LOWER) & low_bytes_mask(5) == TAG {
-                return Some(1);
+            if at > start && (buf.window(at) | ASCII_LOWER) & low_bytes_mask(3) == TAG {
+                // Before: the 8 bytes up to `tag`, those before the value masked off.
+                // The last non-blank among them must be a `;`: flags of disjoint sets
+                // compare by their highest bit.
+                let back = if at - start >= 8 { 8 } else { at - start };
+                let keep = !low_bytes_mask(8 - back);
+                let before = buf.window(at.wrapping_sub(8));
+                let semis = bytes_equal(before, b';') & keep;
+                let others = not_blank(before) & keep & !semis;
+                // After: the first non-blank byte must be an `=`.
+                let after = buf.window(at + 3) | !low_bytes_mask(end - (at + 3));
+                let next = not_blank(after);
+                let first = next & next.wrapping_neg();
+                if semis != 0 && others < semis && first & bytes_equal(after, b'=') != 0 {
+                    return Some(1);
+                }
             }
         }
         None

@@ -208,15 +208,21 @@ fn judge(ctx: &XdpContext) -> u64 {
     packet.source = udp.source;
     packet.key = key;
     packet.trusted = u32::from(trusted);
-    packet.untrusted_fragment = u32::from(untrusted_fragment);
+    packet.first_fragment = u32::from(udp.first_fragment);
     packet.needs_routing = 0;
 
     match parse_in_place::<POLICY_HEADERS>(scratch, len, whole) {
         Kind::Sip => {}
         // Empty, CRLFs or a request line cut short: what follows is unseen, so a first
-        // fragment is never a keep-alive, nor passed as not SIP.
-        Kind::Keepalive | Kind::NotSip if read_back(|p| &p.untrusted_fragment) != 0 => {
-            return verdict(Reason::DropFragment, Method::None as usize)
+        // fragment is never a keep-alive, nor passed as not SIP: an untrusted source's is
+        // dropped, a trusted one's passes as the fragment it is.
+        Kind::Keepalive | Kind::NotSip if read_back(|p| &p.first_fragment) != 0 => {
+            let reason = if read_back(|p| &p.trusted) != 0 {
+                Reason::PassFragment
+            } else {
+                Reason::DropFragment
+            };
+            return verdict(reason, Method::None as usize);
         }
         Kind::Keepalive => return verdict(Reason::PassKeepalive, Method::None as usize),
         Kind::NotSip => {
@@ -302,8 +308,8 @@ struct Packet {
     source: [u8; 16],
     key: SourceKey,
     trusted: u32,
-    /// A first fragment from an untrusted source.
-    untrusted_fragment: u32,
+    /// A first fragment: the rest of the datagram is unseen.
+    first_fragment: u32,
     /// Set by the request policy for a request whose Request-URI is not ours: the
     /// routing policy ([`routing_policy`]) decides.
     needs_routing: u32,

@@ -924,6 +924,54 @@ fn adversarial_review_payloads() {
         };
         assert_table(&loaded(&settings), adversarial_review_cases(policy));
     }
+    // A trusted source's first fragment that shows no request line passes as the
+    // fragment it is, never as a keep-alive (which the answers' metering would count).
+    use Method::*;
+    use Reason::*;
+    let trusted = Settings {
+        allow: vec![format!("{}/32", std::net::Ipv4Addr::from(CLIENT_V4))
+            .parse()
+            .unwrap()],
+        ..settings()
+    };
+    let fragment = |payload: &[u8]| {
+        raw::ethernet(
+            raw::ETH_IPV4,
+            &raw::ipv4(
+                raw::UDP,
+                0x2000,
+                &[],
+                &raw::udp_claiming(SIP_PORT, payload, 1200),
+            ),
+        )
+    };
+    assert_table(
+        &loaded(&trusted),
+        vec![
+            case(
+                "trusted first fragment, UDP header only",
+                fragment(b""),
+                PassFragment,
+                None,
+            )
+            .first_fragment(),
+            case(
+                "trusted first fragment, CRLFs",
+                fragment(b"\r\n\r\n\r\n\r\n"),
+                PassFragment,
+                None,
+            )
+            .first_fragment(),
+            case(
+                "trusted first fragment with a request line",
+                fragment(&options(ALLOWED)[..60]),
+                PassRequest,
+                Options,
+            )
+            .first_fragment()
+            .headers_truncated(),
+        ],
+    );
 }
 
 /// The same frames under other settings: each knob does what it says.

@@ -1919,6 +1919,14 @@ fn routing_finds_the_topmost_route_and_the_to_tag() {
         ("a Route never closed", "Route: <sip:198.18.0.2;lr\r\n", 0, None),
         ("a tel: Route has no host", "Route: <tel:+15551234567>\r\n", 0, None),
         ("a tag in the To's URI is no tag", "To: <sip:b@x;tagx=1>\r\n", 0, None),
+        ("blanks around the tag's ; and =", "To: <sip:b@x> ; tag = b77\r\n", ROUTING_IN_DIALOG, None),
+        ("tabs around them", "To: <sip:b@x>\t;\ttag\t=b77\r\n", ROUTING_IN_DIALOG, None),
+        ("7 blanks each side", "To: <sip:b@x>;       tag       =1\r\n", ROUTING_IN_DIALOG, None),
+        ("8 blanks before the tag: none seen", "To: <sip:b@x>;        tag=1\r\n", 0, None),
+        ("a tag at the value's end is none", "To: <sip:b@x>;tag\r\n", 0, None),
+        ("a tag parameter with a longer name", "To: <sip:b@x>;tags=1\r\n", 0, None),
+        ("a parameter ending in tag", "To: <sip:b@x>;xtag=1\r\n", 0, None),
+        ("tag as a value", "To: <sip:b@x>;a=tag=1\r\n", 0, None),
     ];
     for (name, headers, bits, host) in cases {
         let (found, routed_host) = routing(headers);

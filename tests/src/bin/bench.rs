@@ -191,6 +191,21 @@ fn classes(banned: [u8; 4]) -> Vec<Class> {
             target: None,
         },
         Class {
+            // The parser's worst case: no line budget (issue 19), so every line the
+            // window holds that may be a policy header is examined.
+            name: "worst case: short To-like lines filling the window",
+            frame: udp4(
+                SIP_PORT,
+                &sip_request(
+                    "OPTIONS",
+                    "sip:100@pbx.example.test",
+                    &vec!["t:1"; (SCAN_LEN - 300) / "t:1\r\n".len()],
+                ),
+            ),
+            expected: XDP_PASS,
+            target: None,
+        },
+        Class {
             name: "banned source",
             frame: options_from(banned),
             expected: XDP_DROP,
