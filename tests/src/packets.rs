@@ -90,6 +90,21 @@ pub fn sip_request(method: &str, uri: &str, extra_headers: &[&str]) -> Vec<u8> {
     text.into_bytes()
 }
 
+/// A STUN binding request (RFC 5389): type 0x0001, length 0, magic cookie, id.
+pub fn stun_binding_request() -> Vec<u8> {
+    let mut out = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    out.extend_from_slice(&[7; 12]);
+    out
+}
+
+/// A `SIP/2.0 200 OK` to the server's OPTIONS, as a phone answers its qualify.
+pub fn sip_ok() -> Vec<u8> {
+    b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 198.18.0.2:5060;branch=z9hG4bK-q1\r\n\
+      From: <sip:pbx.example.test>;tag=q1\r\nTo: <sip:100@pbx.example.test>;tag=p1\r\n\
+      Call-ID: q1@198.18.0.2\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        .to_vec()
+}
+
 /// An in-dialog request as a phone behind a record-routing proxy sends it: the peer's
 /// Contact as the Request-URI, `routes` as its Route headers (the proxy's first), and a
 /// To tag if `to_tag`.

@@ -241,27 +241,18 @@ impl Cases {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Writes the capture, replays it with `config` (a TOML file's text) and `args`, and
+    /// Writes the capture, replays it with `config` (a TOML file's text), and
     /// fails with the whole table (case, expected, got) unless every packet got what
     /// it must. Returns the summary, for checks of the bans left.
     #[track_caller]
-    pub fn replay(&self, tag: &str, config: &str, args: &[&str]) -> Value {
+    pub fn replay(&self, tag: &str, config: &str) -> Value {
         let dir = TempDir::new(&format!("adversarial-{tag}"));
         let capture = dir.path().join(format!("{tag}.pcap"));
         let frames: Vec<Vec<u8>> = self.0.iter().map(|case| case.frame.clone()).collect();
         write_pcap(&capture, &frames);
         let config = write_file(dir.path(), "config.toml", config);
         let config = config.to_str().expect("a UTF-8 path");
-        let (finished, packets, summary) =
-            replay_json(&capture, &[&["--config", config][..], args].concat());
+        let (finished, packets, summary) = replay_json(&capture, &["--config", config]);
         assert_eq!(
             packets.len(),
             self.0.len(),
@@ -286,46 +277,61 @@ impl Cases {
     /// The table of case, expected, got; rows in a run alike (a flood) shown once with
     /// their count. And how many packets got something else.
     fn table(&self, packets: &[Value]) -> (String, usize) {
-        let rows: Vec<(bool, String, String, String)> = self
+        let rows: Vec<Row> = self
             .0
             .iter()
             .zip(packets)
-            .map(|(case, got)| {
-                (
-                    case.expect.matches(got),
-                    case.name.clone(),
-                    case.expect.describe(),
-                    describe_got(got),
-                )
+            .map(|(case, got)| Row {
+                ok: case.expect.matches(got),
+                name: case.name.clone(),
+                expected: case.expect.describe(),
+                got: describe_got(got),
             })
             .collect();
-        let wrong = rows.iter().filter(|row| !row.0).count();
-        let width =
-            |f: fn(&(bool, String, String, String)) -> usize| rows.iter().map(f).max().unwrap_or(0);
-        let (name_width, expected_width) = (width(|r| r.1.len()).max(4), width(|r| r.2.len()));
-        let mut out = format!(
-            "     #   {:name_width$}  {:expected_width$}  got\n",
-            "case", "expected"
-        );
+        let wrong = rows.iter().filter(|row| !row.ok).count();
+        // Runs of equal rows (a flood's packets) as one line, numbered first-last.
+        let mut lines: Vec<(String, &Row)> = Vec::new();
         let mut i = 0;
         while i < rows.len() {
             let run = rows[i..].iter().take_while(|row| **row == rows[i]).count();
-            let (ok, name, expected, got) = &rows[i];
-            let mark = if *ok { " " } else { "✗" };
             let number = if run > 1 {
                 format!("{}-{}", i + 1, i + run)
             } else {
                 format!("{}", i + 1)
             };
+            lines.push((number, &rows[i]));
+            i += run;
+        }
+        let width = |f: fn(&(String, &Row)) -> usize, least: usize| {
+            lines.iter().map(f).max().unwrap_or(0).max(least)
+        };
+        let number_width = width(|(number, _)| number.len(), 1);
+        let name_width = width(|(_, row)| row.name.len(), 4);
+        let expected_width = width(|(_, row)| row.expected.len(), 8);
+        let mut out = format!(
+            "  {:>number_width$}  {:name_width$}  {:expected_width$}  got\n",
+            "#", "case", "expected"
+        );
+        for (number, row) in lines {
+            let mark = if row.ok { " " } else { "✗" };
             writeln!(
                 out,
-                "{mark} {number:>5}  {name:name_width$}  {expected:expected_width$}  {got}"
+                "{mark} {number:>number_width$}  {:name_width$}  {:expected_width$}  {}",
+                row.name, row.expected, row.got
             )
             .expect("a String");
-            i += run;
         }
         (out, wrong)
     }
+}
+
+/// A line of the table: whether the packet got what it must, the case, expected, got.
+#[derive(PartialEq)]
+struct Row {
+    ok: bool,
+    name: String,
+    expected: String,
+    got: String,
 }
 
 /// The bans left at the end of a replay: (source, reason), in replay's order.

@@ -560,13 +560,6 @@ fn evasion_cases() -> Vec<Case> {
     cases
 }
 
-/// A STUN binding request (RFC 5389): type 0x0001, length 0, magic cookie, id.
-fn stun_binding_request() -> Vec<u8> {
-    let mut out = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
-    out.extend_from_slice(&[7; 12]);
-    out
-}
-
 /// Pads a frame to Ethernet's 60-byte minimum, as a NIC would.
 fn padded(mut frame: Vec<u8>) -> Vec<u8> {
     frame.resize(frame.len().max(60), 0);
