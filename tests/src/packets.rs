@@ -349,13 +349,16 @@ pub mod shaped {
             .collect()
     }
 
-    /// The frame's IPv6 UDP datagram behind `count` Destination Options headers, its
-    /// checksum still right (the pseudo-header names UDP, not the chain).
+    /// The frame's IPv6 payload (a UDP datagram, or a fragment of one) behind `count`
+    /// more Destination Options headers; a UDP checksum stays right (the pseudo-header
+    /// names UDP, not the chain).
     pub fn behind_destination_options(frame: &[u8], count: usize) -> Vec<u8> {
         assert!(is_ipv6(frame), "extension headers are IPv6's");
         const DESTINATION_OPTIONS: u8 = 60;
         let source: [u8; 16] = frame[22..38].try_into().expect("an IPv6 source");
-        let chain = raw::ipv6_destination_options(count, UDP, udp_datagram(frame));
+        let next_header = frame[ETHERNET_LEN + 6];
+        let payload = &frame[ETHERNET_LEN + IPV6_LEN..];
+        let chain = raw::ipv6_destination_options(count, next_header, payload);
         raw::ethernet(
             ETH_IPV6,
             &raw::ipv6_from(source, DESTINATION_OPTIONS, &chain),

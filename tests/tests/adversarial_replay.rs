@@ -242,6 +242,21 @@ fn class_1_fragments() {
                 reason("drop_fragment"),
             );
         }
+        // Sent in reverse, as a tool may: the first fragment judged when it comes.
+        let mut reversed = fragments(&next().sip(&scanner_probe()), 8);
+        let first = reversed.remove(0);
+        for later in reversed.into_iter().rev() {
+            cases.add(
+                format!("{f} probe, fragsize 8, in reverse: later fragments"),
+                later,
+                reason("pass_fragment"),
+            );
+        }
+        cases.add(
+            format!("{f} probe, fragsize 8, in reverse: the first, last"),
+            first,
+            reason("drop_fragment"),
+        );
         // Fragments that show a whole request line are judged on what they show.
         let phone = next();
         cases.add_all(
@@ -256,6 +271,17 @@ fn class_1_fragments() {
             reason("drop_unknown_domain").method("INVITE"),
             reason("pass_fragment"),
         );
+        // The documented price of judging first fragments: what a later one holds
+        // (here the User-Agent) is not seen. `drop_fragments = true` closes it.
+        cases.add(
+            format!("{f} a scanner's User-Agent in a later fragment, domain served"),
+            fragments(
+                &next().sip(&with_agent("OPTIONS", ALLOWED, "friendly-scanner")),
+                56,
+            )
+            .remove(0),
+            request("OPTIONS"),
+        );
         let scanner_source = next();
         cases.add_all(
             &format!("{f} a scanner's large probe, fragsize 1000"),
@@ -268,6 +294,18 @@ fn class_1_fragments() {
             fragments(&scanner_source.sibling().sip(&scanner_probe()), 8),
             reason("drop_banned"),
             reason("pass_fragment"),
+        );
+        // One piece, offset 0, no more to come: IPv4's plain datagram; IPv6's atomic
+        // fragment (RFC 6946), a whole datagram too, judged as one.
+        cases.add(
+            format!("{f} a scanner's probe in one piece (IPv6: an atomic fragment)"),
+            fragments(&next().sip(&scanner_probe()), 4096).remove(0),
+            scanner("OPTIONS"),
+        );
+        cases.add(
+            format!("{f} a CRLF keep-alive in one piece (IPv6: an atomic fragment)"),
+            fragments(&next().sip(b"\r\n\r\n"), 4096).remove(0),
+            reason("pass_keepalive"),
         );
         cases.add(
             format!("{f} a denied source's first fragment"),
@@ -341,6 +379,17 @@ fn class_1_fragments_dropped_by_policy() {
             reason("pass_fragment"),
         );
         cases.add(
+            format!("{f} a scanner's User-Agent in a later fragment, domain served"),
+            fragments(
+                &family
+                    .source(22)
+                    .sip(&with_agent("OPTIONS", ALLOWED, "friendly-scanner")),
+                56,
+            )
+            .remove(0),
+            reason("drop_fragment"),
+        );
+        cases.add(
             format!("{f} the softphone's INVITE whole"),
             phone.sip(&invite_with_sdp(ALLOWED)),
             request("INVITE"),
@@ -412,6 +461,32 @@ fn class_2_ipv6_header_chains() {
         "a fresh /64, 6 destination options to another port",
         behind_destination_options(&fresh.to_port(53, &[0u8; 40]), 6),
         reason("pass_not_sip"),
+    );
+    cases.add(
+        "6 destination options before a first fragment holding only the UDP header",
+        behind_destination_options(&fragments(&fresh.sip(&scanner_probe()), 8)[0], 6),
+        reason("drop_fragment"),
+    );
+    cases.add(
+        "6 destination options before a first fragment of CRLFs",
+        behind_destination_options(
+            &fragments(
+                &fresh.sip(&[&b"\r\n\r\n\r\n\r\n"[..], &scanner_probe()].concat()),
+                16,
+            )[0],
+            6,
+        ),
+        reason("drop_fragment"),
+    );
+    cases.add(
+        "9 destination options before a first fragment: cannot be walked",
+        behind_destination_options(&fragments(&fresh.sip(&scanner_probe()), 8)[0], 9),
+        reason("drop_header_chain"),
+    );
+    cases.add(
+        "6 destination options before a later fragment",
+        behind_destination_options(&fragments(&fresh.sip(&scanner_probe()), 8)[1], 6),
+        reason("pass_fragment"),
     );
     let scanner_source = V6.source(32);
     cases.add(
@@ -487,6 +562,67 @@ fn class_3_record_routed_requests() {
                 false,
             )),
             request("INVITE"),
+        );
+        let server_at = |port: &str| format!("sip:{}{port};lr", family.server_host());
+        for (what, route) in [
+            (
+                "ours first in one Route header's list",
+                format!("Route: <{server}>, <sip:proxy.elsewhere.test;lr>"),
+            ),
+            (
+                "ours with the port",
+                format!("Route: <{}>", server_at(":5060")),
+            ),
+            ("the header name in capitals", format!("ROUTE: <{server}>")),
+        ] {
+            cases.add(
+                format!("{f} in-dialog BYE, {what}"),
+                phone.sip(&sip_request(
+                    "BYE",
+                    "sip:1001@198.51.100.12:5060",
+                    &[&route],
+                )),
+                request("BYE"),
+            );
+        }
+        // RFC 3261 §16.4: routed to us, it is ours to handle; the server decides.
+        cases.add(
+            format!("{f} out of a dialog, a foreign number preloaded with our Route"),
+            family.source(43).sip(&sip_request(
+                "INVITE",
+                "sip:0049301234567@carrier.elsewhere.test",
+                &[&format!("Route: <{server}>")],
+            )),
+            request("INVITE"),
+        );
+        // Only a Route header routes: not Record-Route, not a lookalike, not the body.
+        for (i, (what, header)) in [
+            ("a Record-Route", format!("Record-Route: <{server}>")),
+            ("an X-Route", format!("X-Route: <{server}>")),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            cases.add(
+                format!("{f} a foreign URI, ours only in {what}"),
+                family
+                    .source(44 + i as u8)
+                    .sip(&sip_request("INVITE", UNKNOWN, &[&header])),
+                reason("drop_unknown_domain").method("INVITE"),
+            );
+        }
+        let body = format!("Route: <{server}>\r\n");
+        let in_body = format!(
+            "MESSAGE {UNKNOWN} SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.46;branch=z9hG4bK-b\r\n\
+             From: <sip:a@elsewhere.test>;tag=b\r\nTo: <sip:100@evil.test>\r\n\
+             Call-ID: b@x\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        cases.add(
+            format!("{f} a foreign URI, ours only in a Route line in the body"),
+            family.source(46).sip(in_body.as_bytes()),
+            reason("drop_unknown_domain").method("MESSAGE"),
         );
         // Ten, over the ban threshold of 5: in a dialog, never banned for.
         for i in 1..=10 {
@@ -655,6 +791,26 @@ fn class_9_scanner_user_agents() {
                 .sip(&with_agent("OPTIONS", ALLOWED, "friendly-scanner")),
             request("OPTIONS"),
         );
+    }
+    // The header written the ways the grammar allows.
+    let headers = [
+        "User-Agent:friendly-scanner",
+        "user-agent: friendly-scanner",
+        "USER-AGENT:   FRIENDLY-SCANNER",
+        "User-Agent : friendly-scanner",
+        "User-Agent:\tfriendly-scanner/1.0",
+        "User-Agent:\r\n friendly-scanner",
+    ];
+    for family in [V4, V6] {
+        for (i, header) in headers.iter().enumerate() {
+            cases.add(
+                format!("{} {}", family.name(), header.escape_debug()),
+                family
+                    .source(75 + i as u8)
+                    .sip(&sip_request("OPTIONS", ALLOWED, &[header])),
+                scanner("OPTIONS"),
+            );
+        }
     }
     cases.replay("user-agents", &config("", ""));
 
