@@ -15,9 +15,10 @@
 
 use sip_filter_tests::{
     packets::{
-        in_dialog, invite_with_sdp,
+        in_dialog, invite_with_sdp, raw,
         shaped::{
-            behind_destination_options, fragments, with_udp_checksum, with_wrong_udp_checksum,
+            behind_destination_options, fragments, udp_datagram, with_udp_checksum,
+            with_wrong_udp_checksum,
         },
         sip_ok, sip_request, stun_binding_request, udp4_from, udp6_from, SERVER_V4, SERVER_V6,
         SIP_PORT,
@@ -313,6 +314,24 @@ fn class_1_fragments() {
             fragments(&next().sip(b"\r\n\r\n"), 4096).remove(0),
             reason("pass_keepalive"),
         );
+        if family == V4 {
+            let source = [198, 51, 100, 30];
+            let probe = Source::V4(source).sip(&scanner_probe());
+            cases.add(
+                "IPv4 with options (NOPs), a first fragment holding only the UDP header",
+                raw::ethernet(
+                    raw::ETH_IPV4,
+                    &raw::ipv4_from(
+                        source,
+                        raw::UDP,
+                        0x2000,
+                        &[1, 1, 1, 0],
+                        &udp_datagram(&probe)[..8],
+                    ),
+                ),
+                reason("drop_fragment"),
+            );
+        }
         cases.add(
             format!("{f} a denied source's first fragment"),
             fragments(&family.denied().sip(&options(ALLOWED)), 8).remove(0),
@@ -494,6 +513,70 @@ fn class_2_ipv6_header_chains() {
         behind_destination_options(&fragments(&fresh.sip(&scanner_probe()), 8)[1], 6),
         reason("pass_fragment"),
     );
+    // A Fragment header elsewhere in the chain: what follows it in the first fragment
+    // is all that can be judged.
+    let udp = udp_datagram(&fresh.sip(&scanner_probe())).to_vec();
+    let Source::V6(fresh_address) = fresh else {
+        unreachable!("an IPv6 source")
+    };
+    let packet = |next_header: u8, payload: &[u8]| {
+        raw::ethernet(
+            raw::ETH_IPV6,
+            &raw::ipv6_from(fresh_address, next_header, payload),
+        )
+    };
+    let (hop_by_hop, destination_options, fragment, udp_next) = (0, 60, 44, raw::UDP);
+    for (what, frame, expect) in [
+        (
+            "hop-by-hop, then a first fragment holding only the UDP header",
+            packet(
+                hop_by_hop,
+                &raw::ipv6_extension(fragment, &raw::ipv6_fragment(udp_next, 0, true, &udp[..8])),
+            ),
+            reason("drop_fragment"),
+        ),
+        (
+            "a first fragment holding destination options and only the UDP header",
+            packet(
+                fragment,
+                &raw::ipv6_fragment(
+                    destination_options,
+                    0,
+                    true,
+                    &raw::ipv6_extension(udp_next, &udp[..8]),
+                ),
+            ),
+            reason("drop_fragment"),
+        ),
+        (
+            "a first fragment ending inside the chain, before any UDP header",
+            packet(
+                fragment,
+                &raw::ipv6_fragment(
+                    destination_options,
+                    0,
+                    true,
+                    &raw::ipv6_destination_options(3, udp_next, &[]),
+                ),
+            ),
+            reason("drop_header_chain"),
+        ),
+        (
+            "two Fragment headers, then only the UDP header",
+            packet(
+                fragment,
+                &raw::ipv6_fragment(
+                    fragment,
+                    0,
+                    true,
+                    &raw::ipv6_fragment(udp_next, 0, true, &udp[..8]),
+                ),
+            ),
+            reason("drop_fragment"),
+        ),
+    ] {
+        cases.add(what, frame, expect);
+    }
     let scanner_source = V6.source(32);
     cases.add(
         "6 destination options before a scanner's probe",
