@@ -123,6 +123,12 @@ impl Expect {
         expect
     }
 
+    /// Whatever bans the packet makes.
+    pub fn bans_unchecked(mut self) -> Self {
+        self.bans = None;
+        self
+    }
+
     /// Named by replay as this method (`INVITE`, `ACK`...).
     pub fn method(mut self, method: &'static str) -> Self {
         self.method = Some(method);
