@@ -81,13 +81,11 @@ impl Family {
         }
     }
 
-    /// Source number `n` of this family: 198.51.100.`n`, or 2001:db8:0:`n`::1 (a /64 of
-    /// its own).
+    /// Source number `n` (10 to 199) of this family: 198.51.100.`n`, or
+    /// 2001:db8:0:`n`::1 (a /64 of its own).
     fn source(self, n: u8) -> Source {
-        assert!(
-            n < 200,
-            "198.51.100.200 is the trusted trunk: sources are numbered below"
-        );
+        // The trunk is 198.51.100.200 and 2001:db8:0:7::/64.
+        assert!((10..200).contains(&n), "source {n} would be the trunk's");
         match self {
             V4 => Source::V4([198, 51, 100, n]),
             V6 => Source::V6(v6(u16::from(n), 1)),
@@ -323,8 +321,7 @@ fn class_1_fragments() {
             fragments(&next().sip(b"\r\n\r\n"), 4096).remove(0),
             reason("pass_keepalive"),
         );
-        if family == V4 {
-            let source = [198, 51, 100, 30];
+        if let Source::V4(source) = next() {
             let probe = Source::V4(source).sip(&scanner_probe());
             cases.add(
                 "IPv4 with options (NOPs), a first fragment holding only the UDP header",
