@@ -10,6 +10,7 @@ pub mod netns;
 pub mod packets;
 pub mod pathbench;
 pub mod record_route;
+pub mod replay;
 
 /// Whether this process may load BPF programs and create namespaces. Without them a
 /// test fails loudly in CI (`CI=true`) and is skipped, with a message, elsewhere.

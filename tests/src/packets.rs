@@ -90,6 +90,44 @@ pub fn sip_request(method: &str, uri: &str, extra_headers: &[&str]) -> Vec<u8> {
     text.into_bytes()
 }
 
+/// A STUN binding request (RFC 5389): type 0x0001, length 0, magic cookie, id.
+pub fn stun_binding_request() -> Vec<u8> {
+    let mut out = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    out.extend_from_slice(&[7; 12]);
+    out
+}
+
+/// A `SIP/2.0 200 OK` to the server's OPTIONS, as a phone answers its qualify.
+pub fn sip_ok() -> Vec<u8> {
+    b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 198.18.0.2:5060;branch=z9hG4bK-q1\r\n\
+      From: <sip:pbx.example.test>;tag=q1\r\nTo: <sip:100@pbx.example.test>;tag=p1\r\n\
+      Call-ID: q1@198.18.0.2\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        .to_vec()
+}
+
+/// An in-dialog request as a phone behind a record-routing proxy sends it: the peer's
+/// Contact as the Request-URI, `routes` as its Route headers (the proxy's first), and a
+/// To tag if `to_tag`.
+pub fn in_dialog(method: &str, routes: &[&str], to_tag: bool) -> Vec<u8> {
+    let routes: String = routes
+        .iter()
+        .map(|uri| format!("Route: <{uri}>\r\n"))
+        .collect();
+    let tag = if to_tag { ";tag=b77" } else { "" };
+    format!(
+        "{method} sip:1001@198.51.100.12:5060;transport=udp SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 198.51.100.11:5060;branch=z9hG4bK-7\r\n\
+         {routes}\
+         From: <sip:1000@pbx.example.test>;tag=a11\r\n\
+         To: <sip:1001@pbx.example.test>{tag}\r\n\
+         Call-ID: 7@198.51.100.11\r\n\
+         CSeq: 2 {method}\r\n\
+         Max-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
 /// Raw frames, for what a packet builder will not make: fragments, IPv4 options, IPv6
 /// extension headers, lies in length fields, truncation.
 pub mod raw {
@@ -245,4 +283,106 @@ pub fn invite_with_sdp(uri: &str) -> Vec<u8> {
     text.push_str(&format!("X-Filler: {}\r\n", "f".repeat(pad)));
     text.push_str(&format!("Content-Length: {}\r\n\r\n{sdp}", sdp.len()));
     text.into_bytes()
+}
+
+/// Whole IP datagrams cut into fragments, and UDP checksums spoiled, as an attacker's
+/// tools (scapy's `fragment`, a spoofer) send them. The datagrams come from the
+/// builders above, so their UDP checksums are right before they are cut.
+pub mod shaped {
+    use super::raw::{self, ETH_IPV4, ETH_IPV6, UDP};
+
+    const ETHERNET_LEN: usize = 14;
+    const IPV4_LEN: usize = 20;
+    const IPV6_LEN: usize = 40;
+    const IPV6_FRAGMENT: u8 = 44;
+
+    fn is_ipv6(frame: &[u8]) -> bool {
+        frame[12..14] == ETH_IPV6.to_be_bytes()
+    }
+
+    /// Where the UDP header of a frame from [`super::udp4_from`] or [`super::udp6_from`]
+    /// (no options, no extension headers) starts.
+    fn udp_offset(frame: &[u8]) -> usize {
+        ETHERNET_LEN + if is_ipv6(frame) { IPV6_LEN } else { IPV4_LEN }
+    }
+
+    /// The UDP datagram (header and payload) of such a frame.
+    pub fn udp_datagram(frame: &[u8]) -> &[u8] {
+        &frame[udp_offset(frame)..]
+    }
+
+    /// scapy's `fragment(pkt, fragsize)` for IPv4 and its IPv6 twin (a Fragment header
+    /// per piece): the frame's UDP datagram cut into pieces of `fragsize` bytes (a
+    /// multiple of 8), in order. With 8 the first holds only the UDP header.
+    pub fn fragments(frame: &[u8], fragsize: usize) -> Vec<Vec<u8>> {
+        assert!(
+            fragsize > 0 && fragsize & 7 == 0,
+            "fragments are cut at 8-byte units"
+        );
+        let datagram = udp_datagram(frame);
+        let pieces = datagram.len().div_ceil(fragsize);
+        datagram
+            .chunks(fragsize)
+            .enumerate()
+            .map(|(i, piece)| {
+                let more = i + 1 < pieces;
+                let offset = (i * fragsize / 8) as u16;
+                if is_ipv6(frame) {
+                    let source: [u8; 16] = frame[22..38].try_into().expect("an IPv6 source");
+                    raw::ethernet(
+                        ETH_IPV6,
+                        &raw::ipv6_from(
+                            source,
+                            IPV6_FRAGMENT,
+                            &raw::ipv6_fragment(UDP, offset, more, piece),
+                        ),
+                    )
+                } else {
+                    let source: [u8; 4] = frame[26..30].try_into().expect("an IPv4 source");
+                    let flags = if more { 0x2000 } else { 0 };
+                    raw::ethernet(
+                        ETH_IPV4,
+                        &raw::ipv4_from(source, UDP, flags | offset, &[], piece),
+                    )
+                }
+            })
+            .collect()
+    }
+
+    /// The frame's IPv6 payload (a UDP datagram, or a fragment of one) behind `count`
+    /// more Destination Options headers; a UDP checksum stays right (the pseudo-header
+    /// names UDP, not the chain).
+    pub fn behind_destination_options(frame: &[u8], count: usize) -> Vec<u8> {
+        assert!(is_ipv6(frame), "extension headers are IPv6's");
+        const DESTINATION_OPTIONS: u8 = 60;
+        let source: [u8; 16] = frame[22..38].try_into().expect("an IPv6 source");
+        let next_header = frame[ETHERNET_LEN + 6];
+        let payload = &frame[ETHERNET_LEN + IPV6_LEN..];
+        let chain = raw::ipv6_destination_options(count, next_header, payload);
+        raw::ethernet(
+            ETH_IPV6,
+            &raw::ipv6_from(source, DESTINATION_OPTIONS, &chain),
+        )
+    }
+
+    /// The frame with its UDP checksum set to `checksum` (0: none, which IPv4 allows
+    /// and IPv6 does not).
+    pub fn with_udp_checksum(frame: &[u8], checksum: u16) -> Vec<u8> {
+        let mut out = frame.to_vec();
+        let at = udp_offset(frame) + 6;
+        out[at..at + 2].copy_from_slice(&checksum.to_be_bytes());
+        out
+    }
+
+    /// The frame with a UDP checksum that is wrong (never 0), as a careless spoofer's:
+    /// the kernel discards the datagram.
+    pub fn with_wrong_udp_checksum(frame: &[u8]) -> Vec<u8> {
+        let at = udp_offset(frame) + 6;
+        let right = u16::from_be_bytes([frame[at], frame[at + 1]]);
+        let wrong = match right.wrapping_add(0x0101) {
+            0 | 0xffff => 0x1234,
+            wrong => wrong,
+        };
+        with_udp_checksum(frame, wrong)
+    }
 }

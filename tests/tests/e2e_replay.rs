@@ -32,6 +32,7 @@ use sip_filter_tests::{
     },
     packets::{sip_request, udp4, udp6},
     privileged,
+    replay::{replay_json, write_pcap},
 };
 
 /// The capture filter: what the server's XDP program is asked about, SIP to it. (The
@@ -92,26 +93,7 @@ fn stop_capture(capture: &mut Capturing) {
 /// `sip-filter replay CAPTURE --domain DOMAIN --json EXTRA...`: the packet lines and
 /// the summary.
 fn replay(capture: &Path, extra: &[&str]) -> (Finished, Vec<Value>, Value) {
-    let mut command = Command::new(sip_filter());
-    command
-        .arg("replay")
-        .arg(capture)
-        .args(["--domain", DOMAIN, "--json"])
-        .args(extra);
-    let finished = run_bounded(command, std::time::Duration::from_secs(60));
-    assert!(finished.success(), "replay failed:\n{finished}");
-    let mut lines: Vec<Value> = finished
-        .stdout
-        .lines()
-        .map(|line| {
-            serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}\n{finished}"))
-        })
-        .collect();
-    let summary = lines.pop().expect("a summary line");
-    assert_eq!(summary["type"], "summary", "{finished}");
-    assert!(lines.iter().all(|line| line["type"] == "packet"));
-    (finished, lines, summary)
+    replay_json(capture, &[&["--domain", DOMAIN][..], extra].concat())
 }
 
 fn reasons_of(stats: &Value) -> Vec<(&'static str, u64)> {
@@ -487,17 +469,7 @@ fn replay_without_privileges_exits_2_with_one_line() {
     }
     let dir = TempDir::new("replay-unprivileged");
     let path = dir.path().join("one.pcap");
-    let file = std::fs::File::create(&path).expect("a capture file");
-    let mut writer = PcapWriter::new(file).expect("a pcap writer");
-    let frame = &sample_frames()[0];
-    writer
-        .write_packet(&PcapPacket::new(
-            std::time::Duration::from_secs(1),
-            frame.len() as u32,
-            frame,
-        ))
-        .expect("a packet");
-    drop(writer);
+    write_pcap(&path, &sample_frames()[..1]);
     // Readable by nobody.
     let mut chmod = Command::new("chmod");
     chmod.args(["a+rx"]).arg(dir.path()).arg(&path);
