@@ -4,12 +4,11 @@
 //! program by `sip-filter replay --json`, and every packet's verdict, reason and bans
 //! are checked. A failure prints the whole capture as a table: case, expected, got.
 //!
-//! Classes 1, 2, 3, 9 and `tel:` from trusted trunks (part of 7) are fixed: their tests
-//! run. Classes 4 to 8 are being fixed on branches of their own: their tests say the
-//! fixed behaviour and are `#[ignore]`d until those land; run them with
-//! `cargo test -p sip-filter-tests --test adversarial_replay -- --ignored`. Faults this
-//! suite found beyond the issue's examples are ignored tests too, their reason starting
-//! with "finding:".
+//! Each class has tests of its own, and so do the faults this suite found beyond the
+//! issue's examples (a trusted first fragment taken for a keep-alive, To tags with
+//! blanks, product tokens ending at `(` or `;`). A class whose fix has not landed yet is
+//! `#[ignore]`d with the branch it waits for; run it with
+//! `cargo test -p sip-filter-tests --test adversarial_replay -- --ignored`.
 //!
 //! Needs root (replay loads the program); in CI (`CI=true`) without it, fails.
 
@@ -362,7 +361,6 @@ fn class_1_fragments() {
 /// UDP header, or CRLFs, must not be counted (nor, once keep-alives are metered,
 /// metered) as one. Today it is `pass_keepalive`.
 #[test]
-#[ignore = "finding: a trusted source's first fragment of CRLFs or no payload is counted pass_keepalive (issue 19, class 1)"]
 fn class_1_trusted_first_fragments_are_not_keepalives() {
     if !privileged("class_1_trusted_first_fragments_are_not_keepalives") {
         return;
@@ -982,8 +980,7 @@ fn class_9_scanner_user_agents() {
     );
 }
 
-// Classes 4 to 8: being fixed on branches of their own. Each test says the fixed
-// behaviour as the issue does; remove its `#[ignore]` when its branch lands.
+// Classes 4 to 8.
 
 // Class 4: ban poisoning.
 
@@ -1092,7 +1089,6 @@ fn class_4_wrong_udp_checksums_never_ban() {
 /// reaches, with whitespace before the value skipped up to the window: each of these
 /// is `drop_scanner` and bans.
 #[test]
-#[ignore = "class 5: lands with branch issue-19-parser"]
 fn class_5_every_user_agent_is_judged() {
     if !privileged("class_5_every_user_agent_is_judged") {
         return;
@@ -1191,7 +1187,6 @@ fn class_5_every_user_agent_is_judged() {
 /// not SIP. Each of these asks for a domain the server does not serve. Payloads that
 /// are not SIP at all still pass.
 #[test]
-#[ignore = "class 6: lands with branch issue-19-parser"]
 fn class_6_pass_mode_judges_request_like_payloads() {
     if !privileged("class_6_pass_mode_judges_request_like_payloads") {
         return;
@@ -1256,7 +1251,6 @@ fn class_6_pass_mode_judges_request_like_payloads() {
 /// Keep-alives of any common shape pass, bounded in size; a request after leading
 /// CRLFs is judged as the request; `SUBSCRIBE pres:` is a request for a served domain.
 #[test]
-#[ignore = "class 7: lands with branch issue-19-parser"]
 fn class_7_legitimate_payloads_pass() {
     if !privileged("class_7_legitimate_payloads_pass") {
         return;
@@ -1405,7 +1399,6 @@ fn class_8_answers_and_keepalives_are_metered() {
 /// written `To: <sip:...> ; tag = b77` still marks a dialog, so requests carrying it
 /// must never count toward the domain ban. Today they do: the fifth bans the phone.
 #[test]
-#[ignore = "finding: a To tag with whitespace around ; or = is not seen, and its requests count toward the domain ban (issue 19, class 3)"]
 fn class_3_to_tags_with_whitespace_mark_a_dialog() {
     if !privileged("class_3_to_tags_with_whitespace_mark_a_dialog") {
         return;
@@ -1442,7 +1435,6 @@ fn class_3_to_tags_with_whitespace_mark_a_dialog() {
 /// each of these passes. (A judgement: a scanner can always change its User-Agent; these
 /// keep it readable to a lenient server's logs and to the operator.)
 #[test]
-#[ignore = "finding: the product token ends only at /, space or tab, so friendly-scanner(1.0) and friendly-scanner; pass (issue 19, class 9)"]
 fn class_9_product_token_ends_where_a_token_ends() {
     if !privileged("class_9_product_token_ends_where_a_token_ends") {
         return;
