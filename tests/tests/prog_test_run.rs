@@ -2225,3 +2225,20 @@ fn counts_toward_a_ban_need_a_valid_checksum() {
     assert_eq!(counters.bans_added[BanReason::Rate as usize], 2);
     assert_eq!(counters.ban_skipped_bad_checksum, 20);
 }
+
+/// The verifier's budget (1M processed instructions) and how much of it the program
+/// takes: printed, so `cargo xtask vm-test` reports 6.1's figure (the tightest).
+#[test]
+fn verifier_budget() {
+    if !privileged("verifier_budget") {
+        return;
+    }
+    let mut filter = loaded(&settings());
+    match filter.verified_instructions().expect("program info") {
+        Some(n) => {
+            println!("instructions verified: {n} of the verifier's 1000000 on this kernel");
+            assert!(n < 1_000_000);
+        }
+        None => println!("instructions verified: not reported by this kernel"),
+    }
+}
