@@ -2099,8 +2099,39 @@ fn only_packets_the_kernel_accepts_ban() {
         .ban_skipped_fragment(),
     );
     cases.push(case(
-        "first fragment: not banned",
+        "IPv4 first fragment: not banned",
         poisoned_v4(90, &good),
+        PassRequest,
+        Options,
+    ));
+    let fragment_v6 = raw::ethernet(
+        raw::ETH_IPV6,
+        &raw::ipv6_from(
+            [
+                0x20, 0x01, 0x0d, 0xb8, 0, 0x19, 0, 90, 0, 0, 0, 0, 0, 0, 0, 1,
+            ],
+            44,
+            &raw::ipv6_fragment(
+                raw::UDP,
+                0,
+                true,
+                &raw::udp_claiming(SIP_PORT, &scanner, scanner.len() + 8 + 800),
+            ),
+        ),
+    );
+    cases.push(
+        case(
+            "IPv6 first fragment, scanner",
+            fragment_v6,
+            DropScanner,
+            Options,
+        )
+        .first_fragment()
+        .ban_skipped_fragment(),
+    );
+    cases.push(case(
+        "IPv6 first fragment: not banned",
+        poisoned_v6(90, &good),
         PassRequest,
         Options,
     ));
@@ -2114,7 +2145,7 @@ fn only_packets_the_kernel_accepts_ban() {
         "{total} cases"
     );
     assert_eq!(counters.ban_skipped_bad_checksum, 15);
-    assert_eq!(counters.ban_skipped_fragment, 1);
+    assert_eq!(counters.ban_skipped_fragment, 2);
 }
 
 /// Unknown-domain probes and rate overflows with wrong checksums never count toward a
