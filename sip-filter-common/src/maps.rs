@@ -342,6 +342,13 @@ pub struct Counters {
     pub bans_added: [u64; BAN_SLOTS],
     /// Events the ring buffer had no room for.
     pub events_lost: u64,
+    /// Bans, and counts toward a ban, not made because the packet's UDP checksum was
+    /// wrong (or 0 over IPv6): the kernel would have dropped it, so its source address
+    /// proves nothing (issue 19, class 4). The packet itself is dropped as judged.
+    pub ban_skipped_bad_checksum: u64,
+    /// Bans, and counts toward a ban, not made because the packet was a first fragment:
+    /// its checksum covers the reassembled datagram, which XDP never sees.
+    pub ban_skipped_fragment: u64,
 }
 
 impl Default for Counters {
@@ -353,6 +360,8 @@ impl Default for Counters {
             bans_expired: [0; BAN_SLOTS],
             bans_added: [0; BAN_SLOTS],
             events_lost: 0,
+            ban_skipped_bad_checksum: 0,
+            ban_skipped_fragment: 0,
         }
     }
 }
@@ -374,6 +383,12 @@ impl Counters {
             *mine = mine.wrapping_add(theirs);
         }
         self.events_lost = self.events_lost.wrapping_add(other.events_lost);
+        self.ban_skipped_bad_checksum = self
+            .ban_skipped_bad_checksum
+            .wrapping_add(other.ban_skipped_bad_checksum);
+        self.ban_skipped_fragment = self
+            .ban_skipped_fragment
+            .wrapping_add(other.ban_skipped_fragment);
     }
 
     /// `self - earlier`, counter by counter.
@@ -395,6 +410,12 @@ impl Counters {
             *mine = mine.wrapping_sub(earlier);
         }
         out.events_lost = out.events_lost.wrapping_sub(earlier.events_lost);
+        out.ban_skipped_bad_checksum = out
+            .ban_skipped_bad_checksum
+            .wrapping_sub(earlier.ban_skipped_bad_checksum);
+        out.ban_skipped_fragment = out
+            .ban_skipped_fragment
+            .wrapping_sub(earlier.ban_skipped_fragment);
         out
     }
 

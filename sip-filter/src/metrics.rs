@@ -374,6 +374,7 @@ struct KernelSeries {
     first_fragments: IntCounterVec,
     headers_truncated: IntCounterVec,
     events_lost: IntCounterVec,
+    ban_skipped: IntCounterVec,
     bans_added: IntCounterVec,
     bans_expired: IntCounterVec,
     bans_active: IntGaugeVec,
@@ -413,6 +414,11 @@ impl KernelSeries {
                 "Ban and drop events the ring buffer had no room for (not logged).",
                 &[],
             )?,
+            ban_skipped: counter(
+                "sip_filter_ban_skipped_total",
+                "Bans, and counts toward a ban, not made because the packet could not be trusted to come from its source address, by cause: bad_checksum (a wrong UDP or IPv4 header checksum, or UDP checksum 0 over IPv6: the kernel would have dropped it), fragment (a first fragment, whose checksum XDP cannot verify). The packets are still dropped.",
+                &["cause"],
+            )?,
             bans_added: counter(
                 "sip_filter_bans_added_total",
                 "Bans the kernel added (in dry-run: would have added), by reason.",
@@ -451,12 +457,13 @@ impl KernelSeries {
         })
     }
 
-    fn collectors(&self) -> [&dyn Collector; 11] {
+    fn collectors(&self) -> [&dyn Collector; 12] {
         [
             &self.packets,
             &self.first_fragments,
             &self.headers_truncated,
             &self.events_lost,
+            &self.ban_skipped,
             &self.bans_added,
             &self.bans_expired,
             &self.bans_active,
@@ -493,6 +500,12 @@ impl KernelSeries {
         self.events_lost
             .with_label_values(&NO_LABELS)
             .inc_by(counters.events_lost);
+        self.ban_skipped
+            .with_label_values(&["bad_checksum"])
+            .inc_by(counters.ban_skipped_bad_checksum);
+        self.ban_skipped
+            .with_label_values(&["fragment"])
+            .inc_by(counters.ban_skipped_fragment);
         for reason in BanReason::ALL {
             let labels = [reason.name()];
             self.bans_added
@@ -523,6 +536,7 @@ impl KernelSeries {
         self.first_fragments.reset();
         self.headers_truncated.reset();
         self.events_lost.reset();
+        self.ban_skipped.reset();
         self.bans_added.reset();
         self.bans_expired.reset();
         self.bans_active.reset();

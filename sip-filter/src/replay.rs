@@ -499,6 +499,11 @@ pub struct Verdict {
     pub method: Method,
     /// Bans this packet made (in dry-run: would have made), by reason.
     pub bans: Vec<BanReason>,
+    /// Why a ban, or a count toward one, was not made for this packet, if one was at
+    /// stake and skipped: `bad_checksum` (the kernel would drop the packet: a capture
+    /// from the sending host holds checksums its NIC had still to fill in) or
+    /// `fragment`.
+    pub ban_skipped: Option<&'static str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -561,11 +566,19 @@ impl Replayer {
                 bans.push(reason);
             }
         }
+        let ban_skipped = if delta.ban_skipped_bad_checksum != 0 {
+            Some("bad_checksum")
+        } else if delta.ban_skipped_fragment != 0 {
+            Some("fragment")
+        } else {
+            None
+        };
         Ok(Ok(Verdict {
             action,
             reason,
             method,
             bans,
+            ban_skipped,
         }))
     }
 }

@@ -35,6 +35,10 @@ pub fn to_json(interfaces: &[String], counters: &Counters, dry_run: bool) -> Val
         "bans_added": by_ban_reason(&counters.bans_added),
         "bans_expired": by_ban_reason(&counters.bans_expired),
         "events_lost": counters.events_lost,
+        "ban_skipped": {
+            "bad_checksum": counters.ban_skipped_bad_checksum,
+            "fragment": counters.ban_skipped_fragment,
+        },
     })
 }
 
@@ -80,11 +84,13 @@ pub fn to_text(interfaces: &[String], counters: &Counters, dry_run: bool) -> Str
         }
     }
     out.push_str(&format!(
-        "\nfirst fragments judged    {:>9}\nheaders past scan window  {:>9}\nbans added                {:>9}\nbans expired              {:>9}\n",
+        "\nfirst fragments judged    {:>9}\nheaders past scan window  {:>9}\nbans added                {:>9}\nbans expired              {:>9}\nban skipped: bad checksum {:>9}\nban skipped: fragment     {:>9}\n",
         counters.first_fragments,
         counters.headers_truncated,
         counters.bans_added.iter().sum::<u64>(),
-        counters.bans_expired.iter().sum::<u64>()
+        counters.bans_expired.iter().sum::<u64>(),
+        counters.ban_skipped_bad_checksum,
+        counters.ban_skipped_fragment,
     ));
     out
 }

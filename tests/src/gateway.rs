@@ -33,7 +33,7 @@ use std::{
 
 use anyhow::Context;
 
-use crate::netns::{own_prefix, Background, Created, Finished, Netns};
+use crate::netns::{own_prefix, without_tx_checksum_offload, Background, Created, Finished, Netns};
 
 /// The gateway's interface towards the attackers and the legitimate client: sip-filter
 /// attaches here.
@@ -168,6 +168,10 @@ impl GatewayLab {
                 "netns",
                 b.name(),
             ])?;
+            // Checksums complete on the wire, as from a real network: see
+            // `without_tx_checksum_offload`.
+            without_tx_checksum_offload(a.name(), a_iface)?;
+            without_tx_checksum_offload(b.name(), b_iface)?;
         }
         switch.ip(&["link", "add", "br0", "type", "bridge"])?;
         for node in &outside {

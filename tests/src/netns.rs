@@ -121,6 +121,7 @@ impl Lab {
                 ip(&["-n", ns, "addr", "add", &legit, "dev", iface])?;
             }
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            without_tx_checksum_offload(ns, iface)?;
             ip(&["-n", ns, "link", "set", iface, "up"])?;
         }
         Ok(lab)
@@ -203,6 +204,7 @@ impl Lab {
             (server, SECOND_SERVER_IFACE, SECOND_SERVER_V4),
         ] {
             ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", iface])?;
+            without_tx_checksum_offload(ns, iface)?;
             ip(&["-n", ns, "link", "set", iface, "up"])?;
         }
         ip(&[
@@ -476,6 +478,33 @@ pub fn netns_pids(ns: &str) -> Vec<i32> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Turns transmit checksum offload off on `iface` in `ns`, so that what the lab's
+/// programs send leaves with its UDP checksum complete, as it arrives from a real
+/// network.
+///
+/// A veth advertises checksum offload: a datagram sent from a local socket then crosses
+/// to the peer as CHECKSUM_PARTIAL, its checksum field holding only the pseudo-header's
+/// sum, to be completed by "hardware" that never runs; the receiving stack trusts the
+/// skb's flag, but an XDP program reads the bytes. The filter bans (or counts toward a
+/// ban) only packets whose checksum it has verified (issue 19, class 4), so with
+/// offload on, no lab scanner would ever be banned. Real NICs hand XDP received frames
+/// with complete checksums.
+pub fn without_tx_checksum_offload(ns: &str, iface: &str) -> anyhow::Result<()> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .args(["--", "ethtool", "-K", iface, "tx", "off"])
+        .stdin(Stdio::null())
+        .output()
+        .context("running ethtool (Debian package ethtool: `cargo xtask setup --test-tools`)")?;
+    if !out.status.success() {
+        bail!(
+            "`ethtool -K {iface} tx off` in {ns} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 fn ip(args: &[&str]) -> anyhow::Result<()> {

@@ -77,6 +77,72 @@ pub fn udp4_vlan(double: bool, payload: &[u8]) -> Vec<u8> {
     )
 }
 
+/// Where the UDP header starts in a frame of Ethernet (up to two VLAN tags), then IPv4
+/// (any options) or IPv6 (no extension headers), then UDP: the frames [`udp4`],
+/// [`udp6`] and [`udp4_vlan`] build.
+pub fn udp_header_at(frame: &[u8]) -> usize {
+    let mut at = 12;
+    while matches!(
+        u16::from_be_bytes([frame[at], frame[at + 1]]),
+        raw::ETH_8021Q | raw::ETH_8021AD
+    ) {
+        at += 4;
+    }
+    let ethertype = u16::from_be_bytes([frame[at], frame[at + 1]]);
+    let ip = at + 2;
+    match ethertype {
+        raw::ETH_IPV4 => ip + usize::from(frame[ip] & 0x0f) * 4,
+        raw::ETH_IPV6 => {
+            assert_eq!(
+                frame[ip + 6],
+                raw::UDP,
+                "IPv6 extension headers are not walked"
+            );
+            ip + 40
+        }
+        other => panic!("not IP: ethertype {other:#06x}"),
+    }
+}
+
+/// The frame's UDP checksum field (see [`udp_header_at`] for the frames understood).
+pub fn udp_checksum(frame: &[u8]) -> u16 {
+    let at = udp_header_at(frame) + 6;
+    u16::from_be_bytes([frame[at], frame[at + 1]])
+}
+
+/// The frame with its UDP checksum field set to `checksum`, nothing else changed.
+pub fn with_udp_checksum(mut frame: Vec<u8>, checksum: u16) -> Vec<u8> {
+    let at = udp_header_at(&frame) + 6;
+    frame[at..at + 2].copy_from_slice(&checksum.to_be_bytes());
+    frame
+}
+
+/// The frame with a wrong UDP checksum: neither 0 (none, over IPv4) nor the other
+/// one's-complement form of the right sum, so the kernel would drop it.
+pub fn with_wrong_udp_checksum(frame: Vec<u8>) -> Vec<u8> {
+    let right = udp_checksum(&frame);
+    let wrong = right ^ 0x0101;
+    assert!(wrong != 0 && wrong != 0xffff, "a checksum that is wrong");
+    with_udp_checksum(frame, wrong)
+}
+
+/// The frame with byte `index` of its UDP payload changed and the checksum left as it
+/// was: what a spoofer who copied a checksum, or a corrupted frame, looks like.
+pub fn with_payload_byte_changed(mut frame: Vec<u8>, index: usize) -> Vec<u8> {
+    let at = udp_header_at(&frame) + 8 + index;
+    frame[at] ^= 0x01;
+    frame
+}
+
+/// The IPv4 frame with a wrong IP header checksum (the UDP checksum still right: it
+/// does not cover the IP header's checksum).
+pub fn with_wrong_ipv4_header_checksum(mut frame: Vec<u8>) -> Vec<u8> {
+    let ip = udp_header_at(&frame) - 20;
+    assert_eq!(frame[ip] >> 4, 4, "an IPv4 frame without options");
+    frame[ip + 10] ^= 0x01;
+    frame
+}
+
 /// A SIP request, CRLF line ends, with a correct Content-Length.
 pub fn sip_request(method: &str, uri: &str, extra_headers: &[&str]) -> Vec<u8> {
     let mut text = format!(

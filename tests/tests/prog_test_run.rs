@@ -25,6 +25,10 @@ struct Case {
     method: Method,
     first_fragment: bool,
     headers_truncated: bool,
+    /// A ban, or a count toward one, not made: the UDP checksum was wrong.
+    ban_skipped_bad_checksum: bool,
+    /// A ban, or a count toward one, not made: a first fragment.
+    ban_skipped_fragment: bool,
 }
 
 fn case(name: &'static str, frame: Vec<u8>, reason: Reason, method: Method) -> Case {
@@ -35,6 +39,8 @@ fn case(name: &'static str, frame: Vec<u8>, reason: Reason, method: Method) -> C
         method,
         first_fragment: false,
         headers_truncated: false,
+        ban_skipped_bad_checksum: false,
+        ban_skipped_fragment: false,
     }
 }
 
@@ -45,6 +51,14 @@ impl Case {
     }
     fn headers_truncated(mut self) -> Self {
         self.headers_truncated = true;
+        self
+    }
+    fn ban_skipped_bad_checksum(mut self) -> Self {
+        self.ban_skipped_bad_checksum = true;
+        self
+    }
+    fn ban_skipped_fragment(mut self) -> Self {
+        self.ban_skipped_fragment = true;
         self
     }
 }
@@ -587,6 +601,8 @@ fn run_cases(filter: &Filter, cases: Vec<Case>) -> Vec<String> {
         expected.packets[case.reason as usize][case.method as usize] = 1;
         expected.first_fragments = u64::from(case.first_fragment);
         expected.headers_truncated = u64::from(case.headers_truncated);
+        expected.ban_skipped_bad_checksum = u64::from(case.ban_skipped_bad_checksum);
+        expected.ban_skipped_fragment = u64::from(case.ban_skipped_fragment);
         // Bans added are asserted by the tests about them.
         expected.bans_added = delta.bans_added;
         let expected_action = if case.reason.is_drop() {
@@ -596,7 +612,7 @@ fn run_cases(filter: &Filter, cases: Vec<Case>) -> Vec<String> {
         };
         if action != expected_action || delta != expected {
             failures.push(format!(
-                "{}: action {action} (expected {expected_action}); counted {} (expected {} {}{}{})",
+                "{}: action {action} (expected {expected_action}); counted {} (expected {} {}{}{}{})",
                 case.name,
                 describe(&delta),
                 case.reason.name(),
@@ -610,6 +626,11 @@ fn run_cases(filter: &Filter, cases: Vec<Case>) -> Vec<String> {
                     ", headers truncated"
                 } else {
                     ""
+                },
+                match (case.ban_skipped_bad_checksum, case.ban_skipped_fragment) {
+                    (true, _) => ", ban skipped: bad checksum",
+                    (_, true) => ", ban skipped: fragment",
+                    _ => "",
                 },
             ));
         }
@@ -632,6 +653,18 @@ fn describe(delta: &Counters) -> String {
     }
     if delta.headers_truncated != 0 {
         out.push(format!("headers_truncated +{}", delta.headers_truncated));
+    }
+    if delta.ban_skipped_bad_checksum != 0 {
+        out.push(format!(
+            "ban_skipped_bad_checksum +{}",
+            delta.ban_skipped_bad_checksum
+        ));
+    }
+    if delta.ban_skipped_fragment != 0 {
+        out.push(format!(
+            "ban_skipped_fragment +{}",
+            delta.ban_skipped_fragment
+        ));
     }
     out.join(", ")
 }
@@ -2161,4 +2194,346 @@ fn routed_and_in_dialog_requests() {
             case("then banned", scanner(ALLOWED), DropBanned, None),
         ],
     );
+}
+
+/// Ban poisoning (issue 19, class 4). A source in the IPv4 test range, one per case
+/// (a ban sticks to its source).
+fn poisoned_v4(last: u8, payload: &[u8]) -> Vec<u8> {
+    udp4_from([198, 51, 100, last], SIP_PORT, payload)
+}
+
+/// An IPv6 source in a /64 of its own: bans take the whole /64.
+fn poisoned_v6(net: u8, payload: &[u8]) -> Vec<u8> {
+    udp6_from(
+        [
+            0x20, 0x01, 0x0d, 0xb8, 0, 0x19, 0, net, 0, 0, 0, 0, 0, 0, 0, 1,
+        ],
+        SIP_PORT,
+        payload,
+    )
+}
+
+/// A scanner's request whose UDP payload is `len` bytes long: the request, then filler
+/// after its end (a body the parser does not read).
+fn scanner_of_length(len: usize) -> Vec<u8> {
+    let mut payload = with_agent(ALLOWED, "friendly-scanner");
+    assert!(payload.len() <= len);
+    payload.resize(len, b'b');
+    payload
+}
+
+/// Ban poisoning (issue 19, class 4): a packet the kernel would drop for its checksum
+/// (or its IPv4 header checksum, or as a fragment it cannot check) is still dropped
+/// for what it says, but never bans its claimed source. IPv4 checksum 0 is "none" and
+/// the kernel accepts it: it bans. IPv6 checksum 0 is invalid: it does not.
+#[test]
+fn only_packets_the_kernel_accepts_ban() {
+    use Method::*;
+    use Reason::*;
+    if !privileged("only_packets_the_kernel_accepts_ban") {
+        return;
+    }
+    let filter = loaded(&Settings {
+        ban: BanRules::default(),
+        ..settings()
+    });
+    let scanner = with_agent(ALLOWED, "friendly-scanner");
+    let good = options(ALLOWED);
+    // Bigger than the scan window (the sum covers it all), odd lengths: the last
+    // byte is summed padded with a zero.
+    let big = scanner_of_length(3001);
+    assert!(big.len() > SCAN_LEN);
+    let odd = scanner_of_length(scanner.len() | 1);
+    // A byte of the Call-ID's value: the request reads the same, the sum does not.
+    let call_id = scanner.windows(9).position(|w| w == b"Call-ID: ").unwrap() + 9;
+    let mut cases = Vec::new();
+    type Build = fn(u8, &[u8]) -> Vec<u8>;
+    for (family, from, base) in [
+        ("IPv4", poisoned_v4 as Build, 10u8),
+        ("IPv6", poisoned_v6 as Build, 10u8),
+    ] {
+        let is_v4 = family == "IPv4";
+        let mut banned = |what: &str, n: u8, frame: Vec<u8>| {
+            let first: &'static str = format!("{family}: {what}: drop_scanner").leak();
+            cases.push(case(first, frame, DropScanner, Options));
+            let then: &'static str = format!("{family}: {what}: then banned").leak();
+            cases.push(case(then, from(base + n, &good), DropBanned, None));
+        };
+        banned("right checksum", 0, from(base, &scanner));
+        banned("odd length", 1, from(base + 1, &odd));
+        banned("3001-byte datagram", 2, from(base + 2, &big));
+        if is_v4 {
+            banned(
+                "checksum 0 (none)",
+                3,
+                with_udp_checksum(from(base + 3, &scanner), 0),
+            );
+        }
+        let mut spared = |what: &str, n: u8, frame: Vec<u8>| {
+            let first: &'static str = format!("{family}: {what}: drop_scanner").leak();
+            cases.push(case(first, frame, DropScanner, Options).ban_skipped_bad_checksum());
+            let then: &'static str = format!("{family}: {what}: not banned").leak();
+            cases.push(case(then, from(base + n, &good), PassRequest, Options));
+        };
+        spared(
+            "wrong checksum",
+            20,
+            with_wrong_udp_checksum(from(base + 20, &scanner)),
+        );
+        spared(
+            "a payload byte changed",
+            21,
+            with_payload_byte_changed(from(base + 21, &scanner), call_id),
+        );
+        spared(
+            "odd length, the last byte changed",
+            22,
+            with_payload_byte_changed(from(base + 22, &odd), odd.len() - 1),
+        );
+        spared(
+            "3001-byte datagram, a byte past the scan window changed",
+            23,
+            with_payload_byte_changed(from(base + 23, &big), 2900),
+        );
+        spared(
+            "3001-byte datagram, wrong checksum",
+            24,
+            with_wrong_udp_checksum(from(base + 24, &big)),
+        );
+        spared(
+            "checksum taken from another source's datagram",
+            25,
+            with_udp_checksum(
+                from(base + 25, &scanner),
+                udp_checksum(&from(base + 99, &scanner)),
+            ),
+        );
+        if is_v4 {
+            spared(
+                "wrong IPv4 header checksum",
+                26,
+                with_wrong_ipv4_header_checksum(from(base + 26, &scanner)),
+            );
+        } else {
+            spared(
+                "checksum 0 (invalid over IPv6)",
+                26,
+                with_udp_checksum(from(base + 26, &scanner), 0),
+            );
+        }
+    }
+    // VLAN tags are walked again to find the pseudo-header's addresses.
+    cases.push(
+        case(
+            "two VLAN tags, wrong checksum",
+            with_wrong_udp_checksum(udp4_vlan(true, &scanner)),
+            DropScanner,
+            Options,
+        )
+        .ban_skipped_bad_checksum(),
+    );
+    cases.push(case(
+        "two VLAN tags, right checksum",
+        udp4_vlan(true, &scanner),
+        DropScanner,
+        Options,
+    ));
+    cases.push(case("then banned", udp4(SIP_PORT, &good), DropBanned, None));
+    // A first fragment that shows a scanner's request is dropped, never acted on.
+    let fragment = |last: u8| {
+        raw::ethernet(
+            raw::ETH_IPV4,
+            &raw::ipv4_from(
+                [198, 51, 100, last],
+                raw::UDP,
+                0x2000,
+                &[],
+                &raw::udp_claiming(SIP_PORT, &scanner, scanner.len() + 8 + 800),
+            ),
+        )
+    };
+    cases.push(
+        case(
+            "first fragment, scanner",
+            fragment(90),
+            DropScanner,
+            Options,
+        )
+        .first_fragment()
+        .ban_skipped_fragment(),
+    );
+    cases.push(case(
+        "IPv4 first fragment: not banned",
+        poisoned_v4(90, &good),
+        PassRequest,
+        Options,
+    ));
+    let fragment_v6 = raw::ethernet(
+        raw::ETH_IPV6,
+        &raw::ipv6_from(
+            [
+                0x20, 0x01, 0x0d, 0xb8, 0, 0x19, 0, 90, 0, 0, 0, 0, 0, 0, 0, 1,
+            ],
+            44,
+            &raw::ipv6_fragment(
+                raw::UDP,
+                0,
+                true,
+                &raw::udp_claiming(SIP_PORT, &scanner, scanner.len() + 8 + 800),
+            ),
+        ),
+    );
+    cases.push(
+        case(
+            "IPv6 first fragment, scanner",
+            fragment_v6,
+            DropScanner,
+            Options,
+        )
+        .first_fragment()
+        .ban_skipped_fragment(),
+    );
+    cases.push(case(
+        "IPv6 first fragment: not banned",
+        poisoned_v6(90, &good),
+        PassRequest,
+        Options,
+    ));
+    let total = cases.len();
+    assert_table(&filter, cases);
+    let counters = filter.counters().unwrap();
+    // IPv4: 4 banned, IPv6: 3, VLAN 1.
+    assert_eq!(
+        counters.bans_added[BanReason::Scanner as usize],
+        8,
+        "{total} cases"
+    );
+    assert_eq!(counters.ban_skipped_bad_checksum, 15);
+    assert_eq!(counters.ban_skipped_fragment, 2);
+}
+
+/// Unknown-domain probes and rate overflows with wrong checksums never count toward a
+/// ban, however many; with right checksums they ban at the threshold. IPv4 and IPv6.
+#[test]
+fn counts_toward_a_ban_need_a_valid_checksum() {
+    use Method::*;
+    use Reason::*;
+    if !privileged("counts_toward_a_ban_need_a_valid_checksum") {
+        return;
+    }
+    let limit = |rate, burst| Some(RateLimit { rate, burst });
+    let filter = loaded(&Settings {
+        ban: BanRules {
+            unknown_domain_hits: 3,
+            rate_overflow_hits: 3,
+            ..BanRules::default()
+        },
+        rate_limits: RateLimits {
+            register: limit(1, 1),
+            ..RateLimits::none()
+        },
+        ..settings()
+    });
+    type Build = fn(u8, &[u8]) -> Vec<u8>;
+    let mut cases = Vec::new();
+    for (family, from) in [
+        ("IPv4", poisoned_v4 as Build),
+        ("IPv6", poisoned_v6 as Build),
+    ] {
+        let name = |what: &str| -> &'static str { format!("{family}: {what}").leak() };
+        // Unknown domains, from source 40.
+        let probe = from(40, &options(UNKNOWN));
+        for _ in 0..5 {
+            cases.push(
+                case(
+                    name("unknown domain, wrong checksum"),
+                    with_wrong_udp_checksum(probe.clone()),
+                    DropUnknownDomain,
+                    Options,
+                )
+                .ban_skipped_bad_checksum(),
+            );
+        }
+        cases.push(case(
+            name("five wrong-checksum probes: not banned"),
+            from(40, &options(ALLOWED)),
+            PassRequest,
+            Options,
+        ));
+        for _ in 0..3 {
+            cases.push(case(
+                name("unknown domain, right checksum"),
+                probe.clone(),
+                DropUnknownDomain,
+                Options,
+            ));
+        }
+        cases.push(case(
+            name("three right probes: banned"),
+            from(40, &options(ALLOWED)),
+            DropBanned,
+            None,
+        ));
+        // Rate overflows, from source 41.
+        let register = from(41, &sip_request("REGISTER", ALLOWED, &[]));
+        cases.push(case(
+            name("REGISTER within the limit"),
+            register.clone(),
+            PassRequest,
+            Register,
+        ));
+        for _ in 0..5 {
+            cases.push(
+                case(
+                    name("over the limit, wrong checksum"),
+                    with_wrong_udp_checksum(register.clone()),
+                    DropRateLimited,
+                    Register,
+                )
+                .ban_skipped_bad_checksum(),
+            );
+        }
+        cases.push(case(
+            name("five wrong-checksum overflows: not banned"),
+            from(41, &options(ALLOWED)),
+            PassRequest,
+            Options,
+        ));
+        for _ in 0..3 {
+            cases.push(case(
+                name("over the limit, right checksum"),
+                register.clone(),
+                DropRateLimited,
+                Register,
+            ));
+        }
+        cases.push(case(
+            name("three right overflows: banned"),
+            from(41, &options(ALLOWED)),
+            DropBanned,
+            None,
+        ));
+    }
+    assert_table(&filter, cases);
+    let counters = filter.counters().unwrap();
+    assert_eq!(counters.bans_added[BanReason::Domain as usize], 2);
+    assert_eq!(counters.bans_added[BanReason::Rate as usize], 2);
+    assert_eq!(counters.ban_skipped_bad_checksum, 20);
+}
+
+/// The verifier's budget (1M processed instructions) and how much of it the program
+/// takes: printed, so `cargo xtask vm-test` reports 6.1's figure (the tightest).
+#[test]
+fn verifier_budget() {
+    if !privileged("verifier_budget") {
+        return;
+    }
+    let mut filter = loaded(&settings());
+    match filter.verified_instructions().expect("program info") {
+        Some(n) => {
+            println!("instructions verified: {n} of the verifier's 1000000 on this kernel");
+            assert!(n < 1_000_000);
+        }
+        None => println!("instructions verified: not reported by this kernel"),
+    }
 }

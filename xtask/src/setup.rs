@@ -24,6 +24,9 @@ pub const TEST_PACKAGES: &[&str] = &[
     "iptables",
     "nftables",
     "iproute2",
+    // ethtool: the labs turn veth transmit checksum offload off (see
+    // `tests/src/netns.rs`, `without_tx_checksum_offload`).
+    "ethtool",
     "util-linux",
     "procps",
     "tcpdump",

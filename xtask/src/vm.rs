@@ -29,6 +29,8 @@ const APPLETS: &[&str] = &["sh", "mount", "mkdir", "uname", "poweroff"];
 /// The kernel-side test binary run in the VM (`tests/tests/prog_test_run.rs`).
 const TEST_TARGET: &str = "prog_test_run";
 const TEST_PACKAGE: &str = "sip-filter-tests";
+/// What `prog_test_run`'s verifier budget test prints before the count.
+const VERIFIED_MARKER: &str = "instructions verified:";
 /// The line `/init` prints with the tests' exit code.
 const RESULT_MARKER: &str = "SIP_FILTER_VM_RESULT=";
 /// What the loader's error holds when the kernel refused the program (aya's `LoadError`).
@@ -144,6 +146,10 @@ pub fn vm_test(args: VmArgs) -> anyhow::Result<()> {
             "the kernel-side tests failed on {} (exit code {rc}): see the output above ({timing})",
             kernel.release
         );
+    }
+    // What the verifier budget test printed (`--show-output`): the headroom left.
+    for line in output.lines().filter(|line| line.contains(VERIFIED_MARKER)) {
+        println!("vm-test: {}", line.trim_start_matches("vm| "));
     }
     println!(
         "vm-test: the kernel-side tests passed on {}; {timing}",
@@ -431,7 +437,7 @@ mkdir -p /sys/fs/bpf
 mount -t bpf bpf /sys/fs/bpf
 echo "vm: Linux $(uname -r)"
 cd /tmp
-CI=true /{TEST_TARGET} --test-threads=1 {filter}
+CI=true /{TEST_TARGET} --test-threads=1 --show-output {filter}
 echo "{RESULT_MARKER}$?"
 poweroff -f
 "#

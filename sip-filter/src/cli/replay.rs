@@ -199,6 +199,8 @@ struct Tally {
     by_skip: BTreeMap<&'static str, u64>,
     by_method: BTreeMap<&'static str, u64>,
     bans: BTreeMap<&'static str, u64>,
+    /// Bans (or counts toward one) skipped, by cause (`Verdict::ban_skipped`).
+    bans_skipped: BTreeMap<&'static str, u64>,
     /// Dry-run: passed, but counted under a drop reason.
     would_drop: u64,
 }
@@ -217,6 +219,9 @@ impl Tally {
                 }
                 for ban in &verdict.bans {
                     *self.bans.entry(ban.name()).or_default() += 1;
+                }
+                if let Some(cause) = verdict.ban_skipped {
+                    *self.bans_skipped.entry(cause).or_default() += 1;
                 }
             }
             Err(skip) => {
@@ -244,6 +249,11 @@ impl PacketLine<'_> {
                     .bans
                     .iter()
                     .map(|ban| format!("{would}ban:{}", ban.name()))
+                    .chain(
+                        verdict
+                            .ban_skipped
+                            .map(|cause| format!("ban skipped:{cause}")),
+                    )
                     .collect::<Vec<_>>()
                     .join(",");
                 let action = if verdict.action == Action::Pass && verdict.reason.is_drop() {
@@ -298,6 +308,7 @@ impl PacketLine<'_> {
                 value["reason"] = json!(verdict.reason.name());
                 value["method"] = json!(verdict.method.name());
                 value["bans"] = json!(verdict.bans.iter().map(|b| b.name()).collect::<Vec<_>>());
+                value["ban_skipped"] = json!(verdict.ban_skipped);
             }
             Err(skip) => {
                 value["verdict"] = json!("skipped");
@@ -375,6 +386,7 @@ impl Report<'_> {
         table("request method", &self.tally.by_method);
         let would = if self.dry_run { "would-be " } else { "" };
         table(&format!("{would}bans made"), &self.tally.bans);
+        table("bans skipped", &self.tally.bans_skipped);
         if self.tally.would_drop > 0 {
             text.push_str(&format!(
                 "dry-run: {} packets passed that would have been dropped\n",
@@ -423,6 +435,7 @@ impl Report<'_> {
             "skipped": self.tally.by_skip,
             "methods": self.tally.by_method,
             "bans_made": self.tally.bans,
+            "bans_skipped": self.tally.bans_skipped,
             "would_drop": self.tally.would_drop,
             "banned_at_end": self.bans_left.iter().map(|(source, reason)| json!({"source": source, "reason": reason.name()})).collect::<Vec<_>>(),
         })
