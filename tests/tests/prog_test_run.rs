@@ -1229,6 +1229,7 @@ fn rate_limits() {
             invite: limit(1, 1),
             other: Option::None,
             trusted: limit(1, 2),
+            answers: Option::None,
             untrusted_total: Option::None,
         },
         allow: vec!["198.51.100.200/32".parse().unwrap()],
