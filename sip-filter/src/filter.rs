@@ -386,6 +386,13 @@ impl Filter {
         Ok(info.id())
     }
 
+    /// How many instructions the kernel's verifier processed to accept the program (the
+    /// budget is a million); None from kernels that do not report it (before 5.16).
+    pub fn verified_instructions(&mut self) -> Result<Option<u32>, FilterError> {
+        let info = self.program()?.info().map_err(FilterError::Load)?;
+        Ok(info.verified_instruction_count())
+    }
+
     /// A map of the loaded program, for reading (the state file).
     pub fn map(&self, name: &'static str) -> Result<&Map, FilterError> {
         self.ebpf
