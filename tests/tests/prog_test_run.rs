@@ -1897,7 +1897,8 @@ fn routed_and_in_dialog_requests() {
 /// responses, CRLF and STUN keep-alives) is metered in one bucket per source, the
 /// answers class: a burst's worth passes, then `drop_rate_limited` (method none),
 /// counted against the source, never toward the overflow ban. Trusted sources are not
-/// metered; IPv6 sources are keyed by their prefix; `RateLimits::none()` turns it off.
+/// metered; IPv6 sources are keyed by their prefix; in dry-run over the bucket is
+/// counted and passes; `RateLimits::none()` turns it off.
 #[test]
 fn answers_and_keepalives_are_metered() {
     use sip_filter::drops::pinned_source_drops;
@@ -2069,6 +2070,37 @@ fn answers_and_keepalives_are_metered() {
             ),
         ],
     );
+
+    // Dry-run: over the bucket is counted as a drop, and passes.
+    let dry = loaded(&Settings {
+        dry_run: true,
+        rate_limits: RateLimits {
+            answers: Some(RateLimit { rate: 1, burst: 1 }),
+            ..RateLimits::none()
+        },
+        ..settings()
+    });
+    let mut failures = Vec::new();
+    for (name, frame, reason) in [
+        ("dry-run: within the bucket", from4(20, &ok), PassResponse),
+        ("dry-run: over it", from4(20, &ok), DropRateLimited),
+        (
+            "dry-run: a keep-alive over it",
+            from4(20, &crlf_keepalive()),
+            DropRateLimited,
+        ),
+    ] {
+        let before = dry.counters().unwrap();
+        let action = dry.test_run(&frame).unwrap();
+        let delta = dry.counters().unwrap().since(&before);
+        if action != XDP_PASS || delta.packets[reason as usize][None as usize] != 1 {
+            failures.push(format!(
+                "{name}: action {action}, counted {}",
+                describe(&delta)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 
     // Configured off (`unlimited = true`): a flood of answers all passes.
     let off = loaded(&Settings {
