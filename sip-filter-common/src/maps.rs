@@ -486,7 +486,17 @@ pub const CLASS_INVITE: usize = 1;
 pub const CLASS_OTHER: usize = 2;
 /// Trusted sources' one bucket, all methods.
 pub const CLASS_TRUSTED: usize = 3;
-pub const CLASS_COUNT: usize = 4;
+/// What an untrusted source sends that is not a request: SIP responses and keep-alives
+/// (CRLF, STUN), in one bucket. Trusted sources are not metered in it.
+pub const CLASS_ANSWERS: usize = 4;
+/// How many classes there are.
+pub const CLASS_COUNT: usize = 5;
+/// Slots of the per-class arrays (`FilterConfig::limits`, `SourceState::arrival_ns`):
+/// a power of two at least [`CLASS_COUNT`], so the kernel can mask a class index (a
+/// bounds check on a value read back from the stack is lost on 6.1). The slots past
+/// `CLASS_COUNT` stay unused (no limit).
+pub const CLASS_SLOTS: usize = 8;
+const _: () = assert!(CLASS_SLOTS.is_power_of_two() && CLASS_SLOTS >= CLASS_COUNT);
 
 /// Automatic bans: durations in ns (0: the rule is off) and thresholds.
 #[repr(C)]
@@ -506,7 +516,7 @@ pub struct BanConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SourceState {
     /// Theoretical arrival times, by class (see [`Limit`]).
-    pub arrival_ns: [u64; CLASS_COUNT],
+    pub arrival_ns: [u64; CLASS_SLOTS],
     /// Start of the current unknown-domain and rate-overflow windows.
     pub domain_window_ns: u64,
     pub overflow_window_ns: u64,
@@ -576,8 +586,8 @@ pub struct FilterConfig {
     /// IPv6 sources are keyed by this many leading bits (1..=128).
     pub ipv6_prefix: u32,
     pub _pad: u32,
-    /// Per-source buckets, by class.
-    pub limits: [Limit; CLASS_COUNT],
+    /// Per-source buckets, by class (`CLASS_*`; unused slots: no limit).
+    pub limits: [Limit; CLASS_SLOTS],
     /// The budget of all untrusted sources together.
     pub untrusted_total: Limit,
     pub bans: BanConfig,
@@ -673,6 +683,14 @@ mod tests {
             assert_eq!(Reason::from_number(i as u64), Some(*reason));
         }
         assert_eq!(Reason::from_number(Reason::COUNT as u64), None);
+    }
+
+    /// What each tracked source costs in the kernel: the LRU's element is about 64 bytes
+    /// besides this (README and the example's `tracked_sources`: about 190 bytes).
+    #[test]
+    fn source_state_size() {
+        assert_eq!(core::mem::size_of::<SourceState>(), 128);
+        assert_eq!(CLASS_ANSWERS, CLASS_COUNT - 1);
     }
 
     #[test]

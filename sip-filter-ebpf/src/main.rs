@@ -26,8 +26,8 @@ use payload::load_payload;
 use sip_filter_common::{
     domain::{host_hashes, DOMAIN_EXACT, DOMAIN_WILDCARD, MAX_SUFFIXES},
     maps::{
-        Ban, BanReason, ListEntry, SourceKey, BAN_SLOTS, CLASS_COUNT, CLASS_INVITE, CLASS_OTHER,
-        CLASS_REGISTER, CLASS_TRUSTED, FLAG_ALLOW_HOSTLESS_URI, FLAG_DOMAIN_CHECK,
+        Ban, BanReason, ListEntry, SourceKey, BAN_SLOTS, CLASS_ANSWERS, CLASS_INVITE, CLASS_OTHER,
+        CLASS_REGISTER, CLASS_SLOTS, CLASS_TRUSTED, FLAG_ALLOW_HOSTLESS_URI, FLAG_DOMAIN_CHECK,
         FLAG_DROP_FRAGMENTS, FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN, MAX_BANS, MAX_DOMAINS,
         MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES, SOURCE_DROP_GLOBAL_BUDGET, SOURCE_DROP_RATE_LIMITED,
         SOURCE_DROP_SCANNER, SOURCE_DROP_UNKNOWN_DOMAIN,
@@ -104,6 +104,9 @@ pub fn sip_filter(ctx: XdpContext) -> u32 {
         // Masked like `verdict`'s low byte: 6.1's verifier keeps a comparison's bound
         // only on a value it can see bounded.
         reason_from(u64::from(read_back(|p| &p.reason) & 0xff))
+    } else if verdict & NEEDS_ANSWER_METER != 0 && answer_policy() != 0 {
+        // A response or keep-alive over its source's answers bucket.
+        Reason::DropRateLimited
     } else {
         reason_from(verdict & 0xff)
     };
@@ -231,7 +234,9 @@ fn judge(ctx: &XdpContext) -> u64 {
             };
             return verdict(reason, Method::None as usize);
         }
-        Kind::Keepalive => return verdict(Reason::PassKeepalive, Method::None as usize),
+        Kind::Keepalive => {
+            return verdict(Reason::PassKeepalive, Method::None as usize) | NEEDS_ANSWER_METER
+        }
         Kind::NotSip => {
             // Starts like a request that a lenient server may still parse: never passed
             // unjudged (an untrusted source's; a trunk's odd payloads follow the policy).
@@ -252,7 +257,7 @@ fn judge(ctx: &XdpContext) -> u64 {
         bump(|c| &mut c.headers_truncated);
     }
     if !scratch.is_request() {
-        return verdict(Reason::PassResponse, Method::None as usize);
+        return verdict(Reason::PassResponse, Method::None as usize) | NEEDS_ANSWER_METER;
     }
     let method = scratch.method_number();
     verdict(Reason::PassRequest, method) | NEEDS_REQUEST_POLICY
@@ -287,6 +292,51 @@ fn verdict(reason: Reason, method: usize) -> u64 {
 
 /// Set in `judge`'s answer for a request: the request policy decides.
 const NEEDS_REQUEST_POLICY: u64 = 1 << 16;
+
+/// Set in `judge`'s answer for a response or a keep-alive: [`answer_policy`] meters it.
+const NEEDS_ANSWER_METER: u64 = 1 << 17;
+
+/// Meters a response or keep-alive that `judge` passed, in its source's answers bucket
+/// ([`CLASS_ANSWERS`]); trusted sources are not metered. Returns 1 when it is over the
+/// bucket: counted against the source and reported like a request over its limit, but
+/// never toward the rate-overflow ban (an office answers what its own server asks, and
+/// a spoofed answer costs nothing to send: README, "Sizing rate limits"). Reads the
+/// source from the [`Packet`] `judge` left in memory, and runs from the entry point
+/// after `judge` returned: its frame is not on the parse's call chain.
+#[inline(never)]
+fn answer_policy() -> u32 {
+    let (Some(config), Some(packet)) = (CONFIG.get(0), PACKET.get_ptr(0)) else {
+        return 0;
+    };
+    // SAFETY: per-CPU, written by `judge` earlier in this run.
+    let packet = unsafe { &*packet };
+    if packet.trusted != 0 {
+        return 0;
+    }
+    let limit = &config.limits[CLASS_ANSWERS & (CLASS_SLOTS - 1)];
+    if !limit.is_set() {
+        return 0;
+    }
+    let Some(state) = state_of(&packet.key) else {
+        return 0;
+    };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let arrival = &mut state.arrival_ns[CLASS_ANSWERS & (CLASS_SLOTS - 1)] as *mut u64;
+    if admit(arrival, limit, now) {
+        return 0;
+    }
+    count_source_drop(state, SOURCE_DROP_RATE_LIMITED);
+    drop_event(
+        state,
+        &packet.source,
+        Reason::DropRateLimited,
+        Method::None as usize,
+        now,
+        config.has(FLAG_DRY_RUN),
+    );
+    1
+}
 
 /// Runs [`request_verdict`] on the message `judge` left in the scratch; leaves its
 /// reason in the [`Packet`].
@@ -458,7 +508,7 @@ fn routing_verdict(routing: u32) -> Reason {
 /// ([`checksum::verify`]).
 #[inline(never)]
 fn settle(ctx: &XdpContext) {
-    if read_back(|p| &p.untrusted_fragment) != 0 {
+    if read_back(|p| &p.first_fragment) != 0 {
         bump(|c| &mut c.ban_skipped_fragment);
         return;
     }
@@ -551,10 +601,10 @@ fn admission(config: &FilterConfig, packet: &Packet, method: usize, now: u64) ->
     } else {
         CLASS_OTHER
     };
-    let limit = &config.limits[class & (CLASS_COUNT - 1)];
+    let limit = &config.limits[class & (CLASS_SLOTS - 1)];
     if limit.is_set() {
         if let Some(state) = state_of(key) {
-            let arrival = &mut state.arrival_ns[class & (CLASS_COUNT - 1)] as *mut u64;
+            let arrival = &mut state.arrival_ns[class & (CLASS_SLOTS - 1)] as *mut u64;
             if !admit(arrival, limit, now) {
                 if !trusted {
                     count_source_drop(state, SOURCE_DROP_RATE_LIMITED);

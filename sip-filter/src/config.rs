@@ -267,13 +267,14 @@ struct RawFilter {
 #[derive(Deserialize, Default)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a table of [rate_limit.register], [rate_limit.invite], [rate_limit.other], [rate_limit.trusted], [rate_limit.untrusted_total]"
+    expecting = "a table of [rate_limit.register], [rate_limit.invite], [rate_limit.other], [rate_limit.trusted], [rate_limit.answers], [rate_limit.untrusted_total]"
 )]
 struct RawRateLimits {
     register: Option<Spanned<RawLimit>>,
     invite: Option<Spanned<RawLimit>>,
     other: Option<Spanned<RawLimit>>,
     trusted: Option<Spanned<RawLimit>>,
+    answers: Option<Spanned<RawLimit>>,
     untrusted_total: Option<Spanned<RawLimit>>,
 }
 
@@ -386,7 +387,7 @@ impl RawFile {
                         count.span(),
                         "filter.tracked_sources",
                         format!(
-                            "{} sources: give {} to {} (the default is {}; each costs about 150 bytes of kernel memory)",
+                            "{} sources: give {} to {} (the default is {}; each costs about 190 bytes of kernel memory)",
                             count.get_ref(),
                             TRACKED_SOURCES.start(),
                             TRACKED_SOURCES.end(),
@@ -404,6 +405,7 @@ impl RawFile {
             invite: limit(&limits.invite, "invite", built_in.invite)?,
             other: limit(&limits.other, "other", built_in.other)?,
             trusted: limit(&limits.trusted, "trusted", built_in.trusted)?,
+            answers: limit(&limits.answers, "answers", built_in.answers)?,
             untrusted_total: limit(
                 &limits.untrusted_total,
                 "untrusted_total",
@@ -870,6 +872,7 @@ mod tests {
             ("rate_limit.invite", &["rate", "burst"]),
             ("rate_limit.other", &["rate", "burst"]),
             ("rate_limit.trusted", &["rate", "burst"]),
+            ("rate_limit.answers", &["rate", "burst"]),
             ("rate_limit.untrusted_total", &["rate", "burst"]),
             ("scanner", &["user_agents"]),
             (
@@ -1289,6 +1292,46 @@ allow = ["192.0.2.7/24", "2001:db8::1"]
         );
         let settings = parsed("[filter]\nallow_example_domains = true\n");
         assert!(settings.allow_example_domains);
+    }
+
+    /// `[rate_limit.answers]` (responses and keep-alives): on by default, set or turned
+    /// off like the other classes, and written into the kernel's answers slot.
+    #[test]
+    fn the_answers_class_is_configured_like_the_others() {
+        use sip_filter_common::maps::{Limit, CLASS_ANSWERS, CLASS_SLOTS};
+        let built_in = RateLimits::built_in().answers;
+        assert_eq!(
+            built_in,
+            Some(RateLimit {
+                rate: 50,
+                burst: 400
+            })
+        );
+        let settings = parsed("[rate_limit.answers]\nrate = 20\nburst = 100\n");
+        assert_eq!(
+            settings.rate_limits,
+            RateLimits {
+                answers: Some(RateLimit {
+                    rate: 20,
+                    burst: 100
+                }),
+                ..RateLimits::built_in()
+            }
+        );
+        let kernel = settings.to_kernel(1).unwrap().config;
+        assert_eq!(kernel.limits[CLASS_ANSWERS], Limit::new(20, 100));
+        assert!(kernel.limits[CLASS_ANSWERS + 1..CLASS_SLOTS]
+            .iter()
+            .all(|limit| !limit.is_set()));
+        let off = parsed("[rate_limit.answers]\nunlimited = true\n");
+        assert_eq!(off.rate_limits.answers, None);
+        assert!(!off.to_kernel(1).unwrap().config.limits[CLASS_ANSWERS].is_set());
+        refused(
+            "[rate_limit.answers]\nrate = 50\nburst = 0\n",
+            3,
+            "rate_limit.answers.burst",
+            "must be at least 1",
+        );
     }
 
     #[test]

@@ -97,7 +97,7 @@ pub fn describe(event: &Event, now_ns: u64, ipv6_prefix: u32) -> String {
             format!(
                 "{verb} {source}: {}{}; further {would} from {from} this second are not logged",
                 drop_reason(event.reason),
-                method(event.method),
+                drop_method(event.reason, event.method),
             )
         }
         None => format!(
@@ -187,6 +187,15 @@ fn drop_reason(n: u32) -> String {
 }
 
 /// ` (INVITE)`; nothing for non-requests.
+/// A drop's method, as [`method`]; a rate-limit drop without one is the answers class
+/// (responses and keep-alives), which is said.
+fn drop_method(reason: u32, method_number: u32) -> String {
+    if reason == Reason::DropRateLimited as u32 && method_number == Method::None as u32 {
+        return " (answers: responses and keep-alives)".to_string();
+    }
+    method(method_number)
+}
+
 fn method(n: u32) -> String {
     match Method::ALL.get(n as usize) {
         Some(Method::None) => String::new(),
@@ -357,6 +366,9 @@ mod tests {
         );
         let other = drop(v4([192, 0, 2, 1]), Reason::DropRateLimited, Method::Other);
         assert!(describe(&other, NOW, 64).contains("over its rate limit (other method);"));
+        let answers = drop(v4([192, 0, 2, 1]), Reason::DropRateLimited, Method::None);
+        assert!(describe(&answers, NOW, 64)
+            .contains("over its rate limit (answers: responses and keep-alives);"));
         let none = drop(v4([192, 0, 2, 1]), Reason::DropNotSipPayload, Method::None);
         assert!(describe(&none, NOW, 64).starts_with("dropping 192.0.2.1: not SIP; "));
         let mut odd = none;

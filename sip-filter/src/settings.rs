@@ -7,10 +7,11 @@ use ipnet::IpNet;
 use sip_filter_common::{
     domain::allowlist_key,
     maps::{
-        BanConfig, FilterConfig, Limit, CLASS_INVITE, CLASS_OTHER, CLASS_REGISTER, CLASS_TRUSTED,
-        DEFAULT_IPV6_PREFIX, FLAG_ALLOW_HOSTLESS_URI, FLAG_DOMAIN_CHECK, FLAG_DROP_FRAGMENTS,
-        FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN, MAX_DOMAINS, MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES,
-        MAX_PORTS, MAX_SCANNER_AGENTS, MAX_SCANNER_AGENT_LEN, MAX_SOURCES,
+        BanConfig, FilterConfig, Limit, CLASS_ANSWERS, CLASS_INVITE, CLASS_OTHER, CLASS_REGISTER,
+        CLASS_TRUSTED, DEFAULT_IPV6_PREFIX, FLAG_ALLOW_HOSTLESS_URI, FLAG_DOMAIN_CHECK,
+        FLAG_DROP_FRAGMENTS, FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN, MAX_DOMAINS,
+        MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES, MAX_PORTS, MAX_SCANNER_AGENTS, MAX_SCANNER_AGENT_LEN,
+        MAX_SOURCES,
     },
     scanner::{agent_key, agent_pattern},
     sip::mapped_ipv4,
@@ -42,6 +43,9 @@ pub struct RateLimits {
     pub other: Option<RateLimit>,
     /// Trusted (allow-listed) sources: their own optional bucket, all methods.
     pub trusted: Option<RateLimit>,
+    /// What an untrusted source sends that is not a request: SIP responses and
+    /// keep-alives (CRLF, STUN), one bucket. Trusted sources are not metered in it.
+    pub answers: Option<RateLimit>,
     /// All untrusted sources together: caps a distributed flood.
     pub untrusted_total: Option<RateLimit>,
 }
@@ -71,6 +75,7 @@ impl RateLimits {
             invite: None,
             other: None,
             trusted: None,
+            answers: None,
             untrusted_total: None,
         }
     }
@@ -103,6 +108,15 @@ impl RateLimits {
             trusted: Some(RateLimit {
                 rate: 1000,
                 burst: 4000,
+            }),
+            // Responses and keep-alives: after a power cut every phone answers the
+            // server's qualify OPTIONS, its MWI NOTIFY and the first NOTIFY of each of
+            // 5 BLF subscriptions (7 x 50), besides a keep-alive each: 8 x 50 at once.
+            // A busy office answers about 20 a second; a flood of answers from one
+            // address is held to 50 a second (README, "Sizing rate limits").
+            answers: Some(RateLimit {
+                rate: 50,
+                burst: 400,
             }),
             // What the server can answer is not knowable here: off unless configured.
             untrusted_total: None,
@@ -250,7 +264,7 @@ pub enum SettingsError {
     BadIpv6Prefix { prefix: u8 },
     #[error("filter.domains has reserved example domains ({}) that no real server is reached by: an example left in place would drop every real request and ban its source. Write your own domains; or set filter.dry_run = true to only count; or, for a test lab, filter.allow_example_domains = true (--allow-example-domains)", domains.join(", "))]
     ExampleDomains { domains: Vec<String> },
-    #[error("{count} tracked sources: give {} to {} (the default is {MAX_SOURCES}; each costs about 150 bytes of kernel memory)", TRACKED_SOURCES.start(), TRACKED_SOURCES.end())]
+    #[error("{count} tracked sources: give {} to {} (the default is {MAX_SOURCES}; each costs about 190 bytes of kernel memory)", TRACKED_SOURCES.start(), TRACKED_SOURCES.end())]
     BadTrackedSources { count: u32 },
 }
 
@@ -377,6 +391,7 @@ impl Settings {
             ("invite", CLASS_INVITE, self.rate_limits.invite),
             ("other", CLASS_OTHER, self.rate_limits.other),
             ("trusted", CLASS_TRUSTED, self.rate_limits.trusted),
+            ("answers", CLASS_ANSWERS, self.rate_limits.answers),
         ] {
             config.limits[index] = kernel_limit(class, limit)?;
         }

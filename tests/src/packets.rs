@@ -156,6 +156,19 @@ pub fn sip_request(method: &str, uri: &str, extra_headers: &[&str]) -> Vec<u8> {
     text.into_bytes()
 }
 
+/// A SIP response, `SIP/2.0 <status> <phrase>`, to a request of `method`, CRLF line ends.
+pub fn sip_response(status: u16, phrase: &str, method: &str) -> Vec<u8> {
+    format!(
+        "SIP/2.0 {status} {phrase}\r\nVia: SIP/2.0/UDP 198.18.0.2:5060;branch=z9hG4bK-s1\r\nFrom: <sip:pbx@pbx.example.test>;tag=s1\r\nTo: <sip:100@pbx.example.test>;tag=p1\r\nCall-ID: s1@198.18.0.2\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// A CRLF keep-alive ping (RFC 5626 4.4.1: a double CRLF).
+pub fn crlf_keepalive() -> Vec<u8> {
+    b"\r\n\r\n".to_vec()
+}
+
 /// A STUN binding request (RFC 5389): type 0x0001, length 0, magic cookie, id.
 pub fn stun_binding_request() -> Vec<u8> {
     let mut out = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];

@@ -6,9 +6,7 @@
 //!
 //! Each class has tests of its own, and so do the faults this suite found beyond the
 //! issue's examples (a trusted first fragment taken for a keep-alive, To tags with
-//! blanks, product tokens ending at `(` or `;`). A class whose fix has not landed yet is
-//! `#[ignore]`d with the branch it waits for; run it with
-//! `cargo test -p sip-filter-tests --test adversarial_replay -- --ignored`.
+//! blanks, product tokens ending at `(` or `;`).
 //!
 //! Needs root (replay loads the program); in CI (`CI=true`) without it, fails.
 
@@ -990,7 +988,6 @@ fn class_9_scanner_user_agents() {
 /// IPv6, its whole /64) keeps its service. The checksum is checked only where a ban is
 /// at stake: a clean request passes on as before.
 #[test]
-#[ignore = "class 4: lands with branch issue-19-checksum"]
 fn class_4_wrong_udp_checksums_never_ban() {
     if !privileged("class_4_wrong_udp_checksums_never_ban") {
         return;
@@ -1335,7 +1332,6 @@ fn class_7_legitimate_payloads_pass() {
 /// requests keep their own budget. A trusted source's answers keep the trusted limit.
 /// (No overflow bans here: the metering is the point.)
 #[test]
-#[ignore = "class 8: lands with branch issue-19-metering"]
 fn class_8_answers_and_keepalives_are_metered() {
     if !privileged("class_8_answers_and_keepalives_are_metered") {
         return;

@@ -38,7 +38,9 @@ use sip_filter::{
     Capacities, Filter, Settings,
 };
 use sip_filter_tests::{
-    packets::{sip_request, udp4_from, SIP_PORT},
+    packets::{
+        crlf_keepalive, sip_request, sip_response, stun_binding_request, udp4_from, SIP_PORT,
+    },
     privileged,
 };
 
@@ -46,6 +48,7 @@ const DOMAIN: &str = "pbx.example.test";
 const OFFICE: [u8; 4] = [198, 18, 0, 50];
 const TRUNK: [u8; 4] = [198, 18, 0, 60];
 const FLOODER: [u8; 4] = [198, 18, 0, 66];
+const STUN_FLOODER: [u8; 4] = [198, 18, 0, 67];
 const PHONES: usize = 50;
 const EXTENSIONS: usize = 2000;
 
@@ -406,5 +409,164 @@ fn built_in_defaults_and_the_example_let_offices_in_and_floods_out() {
     shipped.dry_run = false;
     let mut failures = judge_defaults("built-in defaults", &site(Settings::default()));
     failures.extend(judge_defaults("shipped example", &site(shipped)));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// What one source sent in [`answers_timeline`] and what became of it.
+#[derive(Debug, Default)]
+struct Tally {
+    sent: usize,
+    passed: usize,
+    /// Passed after the flood's first 2 s (its burst spent).
+    passed_late: usize,
+    sent_late: usize,
+}
+
+/// The answers class (issue 19, class 8) over 20 s, in real time: an office of 50
+/// phones behind [`OFFICE`] sends what its server makes it send, compressed (the server
+/// qualifies every 5 s where real ones do every 30 to 60 s), and two addresses flood
+/// answers at 300/s for 6 s meanwhile, one with `200 OK`s, one with STUN binding
+/// requests. The office's timeline, per phone unless said:
+/// - 0 s, after a power cut: the answers to the server's qualify OPTIONS, its MWI NOTIFY
+///   and the first NOTIFY of 5 BLF subscriptions (7, so 350 at once);
+/// - a keep-alive every 15 to 30 s (15 + phone % 16), the first at phone x 0.3 s; CRLF
+///   from even phones, STUN from odd ones;
+/// - 5, 10 and 15 s: the answer to a qualify round (50 at once);
+/// - 8 s: a call to a ring group of all 50 (50 `180 Ringing`), 12 s: one answers
+///   (`200 OK`), the others' `200 OK`s to the CANCEL and `487`s (99 at once);
+/// - every second from 1.5 s: 10 answers to BLF NOTIFYs of calls (10 at once).
+fn answers_timeline() -> Vec<(Duration, [u8; 4], Vec<u8>)> {
+    let ms = Duration::from_millis;
+    let ok = |method| sip_response(200, "OK", method);
+    let mut events = Vec::new();
+    for _ in 0..PHONES {
+        events.push((Duration::ZERO, OFFICE, ok("OPTIONS")));
+        events.extend((0..6).map(|_| (Duration::ZERO, OFFICE, ok("NOTIFY"))));
+    }
+    for phone in 0..PHONES {
+        let keepalive = if phone % 2 == 0 {
+            crlf_keepalive()
+        } else {
+            stun_binding_request()
+        };
+        let mut at = ms(300 * phone as u64);
+        while at < Duration::from_secs(20) {
+            events.push((at, OFFICE, keepalive.clone()));
+            at += Duration::from_secs(15 + phone as u64 % 16);
+        }
+    }
+    for round in [5, 10, 15] {
+        events.extend((0..PHONES).map(|_| (Duration::from_secs(round), OFFICE, ok("OPTIONS"))));
+    }
+    events.extend((0..PHONES).map(|_| {
+        (
+            Duration::from_secs(8),
+            OFFICE,
+            sip_response(180, "Ringing", "INVITE"),
+        )
+    }));
+    events.push((Duration::from_secs(12), OFFICE, ok("INVITE")));
+    for _ in 1..PHONES {
+        events.push((Duration::from_secs(12), OFFICE, ok("CANCEL")));
+        events.push((
+            Duration::from_secs(12),
+            OFFICE,
+            sip_response(487, "Request Terminated", "INVITE"),
+        ));
+    }
+    for second in 1..20 {
+        events.extend((0..10).map(|_| (ms(1000 * second + 500), OFFICE, ok("NOTIFY"))));
+    }
+    // The floods: 300/s from 2 s to 8 s.
+    for n in 0..1800u64 {
+        let at = Duration::from_secs(2) + ms(n * 10 / 3);
+        events.push((at, FLOODER, ok("OPTIONS")));
+        events.push((at, STUN_FLOODER, stun_binding_request()));
+    }
+    // Stable: what is due at once keeps its order.
+    events.sort_by_key(|(at, _, _)| *at);
+    events
+}
+
+/// Runs [`answers_timeline`] under `settings` (named `name`); returns the goals missed.
+fn judge_answers(name: &str, settings: &Settings) -> Vec<String> {
+    let mut replayer = replayer(settings);
+    let mut tallies: Vec<([u8; 4], Tally)> = [OFFICE, FLOODER, STUN_FLOODER]
+        .into_iter()
+        .map(|source| (source, Tally::default()))
+        .collect();
+    let started = Instant::now();
+    let late = Duration::from_secs(4);
+    for (at, source, payload) in answers_timeline() {
+        if let Some(wait) = (started + at).checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let frame = udp4_from(source, SIP_PORT, &payload);
+        let verdict = replayer
+            .judge(&frame)
+            .expect("the program runs")
+            .expect("the frame is judged");
+        let passed = match verdict.action {
+            Action::Pass => true,
+            Action::Drop => false,
+            Action::Other(action) => panic!("XDP action {action}"),
+        };
+        let Some((_, tally)) = tallies.iter_mut().find(|(s, _)| *s == source) else {
+            continue;
+        };
+        tally.sent += 1;
+        tally.passed += usize::from(passed);
+        if at >= late {
+            tally.sent_late += 1;
+            tally.passed_late += usize::from(passed);
+        }
+    }
+    let bans = banned(&replayer, settings);
+    let mut failures = Vec::new();
+    for (source, tally) in &tallies {
+        let address = Ipv4Addr::from(*source).to_string();
+        println!(
+            "{name}: answers from {address}: {} of {} passed ({} of {} after 4 s); banned: {}",
+            tally.passed,
+            tally.sent,
+            tally.passed_late,
+            tally.sent_late,
+            bans.contains(&address)
+        );
+        if bans.contains(&address) {
+            failures.push(format!("{name}: {address} banned for answers"));
+        }
+        if *source == OFFICE {
+            if tally.passed != tally.sent {
+                failures.push(format!(
+                    "{name}: office: {} of its {} answers and keep-alives dropped",
+                    tally.sent - tally.passed,
+                    tally.sent
+                ));
+            }
+        } else {
+            // The built-in bucket (burst 400, 50/s) passes about 400 + 6 x 50 = 700 of
+            // 1800, and 50/s of 300/s once its burst is spent: a sixth.
+            if tally.passed > 760 || tally.passed_late * 5 > tally.sent_late {
+                failures.push(format!(
+                    "{name}: flood from {address}: {} of {} passed, {} of {} after 4 s",
+                    tally.passed, tally.sent, tally.passed_late, tally.sent_late
+                ));
+            }
+        }
+    }
+    failures
+}
+
+#[test]
+fn answers_of_an_office_pass_and_floods_of_answers_are_cut() {
+    if !privileged("answers_of_an_office_pass_and_floods_of_answers_are_cut") {
+        return;
+    }
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/sip-filter.toml");
+    let mut shipped = config::load(&example).unwrap_or_else(|e| panic!("{e}"));
+    shipped.dry_run = false;
+    let mut failures = judge_answers("built-in defaults", &site(Settings::default()));
+    failures.extend(judge_answers("shipped example", &site(shipped)));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

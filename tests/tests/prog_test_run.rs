@@ -1547,6 +1547,7 @@ fn rate_limits() {
             invite: limit(1, 1),
             other: Option::None,
             trusted: limit(1, 2),
+            answers: Option::None,
             untrusted_total: Option::None,
         },
         allow: vec!["198.51.100.200/32".parse().unwrap()],
@@ -2521,19 +2522,262 @@ fn counts_toward_a_ban_need_a_valid_checksum() {
     assert_eq!(counters.ban_skipped_bad_checksum, 20);
 }
 
-/// The verifier's budget (1M processed instructions) and how much of it the program
-/// takes: printed, so `cargo xtask vm-test` reports 6.1's figure (the tightest).
+/// Issue 19, class 8: what an untrusted source sends that is not a request (SIP
+/// responses, CRLF and STUN keep-alives) is metered in one bucket per source, the
+/// answers class: a burst's worth passes, then `drop_rate_limited` (method none),
+/// counted against the source, never toward the overflow ban. Trusted sources are not
+/// metered; IPv6 sources are keyed by their prefix; in dry-run over the bucket is
+/// counted and passes; `RateLimits::none()` turns it off.
+#[test]
+fn answers_and_keepalives_are_metered() {
+    use sip_filter::drops::pinned_source_drops;
+    use Method::*;
+    use Reason::*;
+    if !privileged("answers_and_keepalives_are_metered") {
+        return;
+    }
+    const BURST: u32 = 5;
+    let metered = Settings {
+        rate_limits: RateLimits {
+            answers: Some(RateLimit {
+                rate: 1,
+                burst: BURST,
+            }),
+            ..RateLimits::none()
+        },
+        // Three overflows would ban a source sending requests: answers never do.
+        ban: BanRules {
+            rate_overflow_hits: 3,
+            ..BanRules::off()
+        },
+        allow: vec![
+            "198.51.100.200/32".parse().unwrap(),
+            "2001:db8:aa::/48".parse().unwrap(),
+        ],
+        ..settings()
+    };
+    let filter = loaded(&metered);
+    let (_root, dir) = pinned(&filter, "answers");
+    let ok = sip_response(200, "OK", "OPTIONS");
+    let from4 = |last: u8, payload: &[u8]| udp4_from([198, 51, 100, last], SIP_PORT, payload);
+    let from6 = |address: &str, payload: &[u8]| udp6_from(v6(address), SIP_PORT, payload);
+    // `BURST` of `frame` pass as `pass`, then two more are dropped.
+    let burst = |label: &'static str, frame: Vec<u8>, pass: Reason| {
+        let mut cases: Vec<Case> = (0..BURST)
+            .map(|_| case(label, frame.clone(), pass, None))
+            .collect();
+        cases.push(case(label, frame.clone(), DropRateLimited, None));
+        cases.push(case(label, frame, DropRateLimited, None));
+        cases
+    };
+    let mut cases = Vec::new();
+    cases.extend(burst("200 OK burst, IPv4", from4(1, &ok), PassResponse));
+    cases.extend([
+        case(
+            "a 401 shares the answers bucket",
+            from4(1, &sip_response(401, "Unauthorized", "REGISTER")),
+            DropRateLimited,
+            None,
+        ),
+        case(
+            "so does a CRLF keep-alive",
+            from4(1, &crlf_keepalive()),
+            DropRateLimited,
+            None,
+        ),
+        case(
+            "and a STUN binding request",
+            from4(1, &stun_binding_request()),
+            DropRateLimited,
+            None,
+        ),
+        case(
+            "requests have buckets of their own",
+            from4(1, &options(ALLOWED)),
+            PassRequest,
+            Options,
+        ),
+        case(
+            "overflowing answers never ban",
+            from4(1, &ok),
+            DropRateLimited,
+            None,
+        ),
+    ]);
+    cases.extend(burst(
+        "CRLF keep-alive burst",
+        from4(2, &crlf_keepalive()),
+        PassKeepalive,
+    ));
+    cases.extend(burst(
+        "STUN binding request burst",
+        from4(3, &stun_binding_request()),
+        PassKeepalive,
+    ));
+    cases.extend(burst(
+        "mixed answers and keep-alives, one bucket",
+        from4(4, &sip_response(180, "Ringing", "INVITE")),
+        PassResponse,
+    ));
+    cases.extend((0..3 * BURST).flat_map(|_| {
+        [
+            case("trusted: 200 OK", from4(200, &ok), PassResponse, None),
+            case(
+                "trusted: STUN",
+                from4(200, &stun_binding_request()),
+                PassKeepalive,
+                None,
+            ),
+        ]
+    }));
+    cases.extend(burst(
+        "200 OK burst, IPv6",
+        from6("2001:db8:77:1::1", &ok),
+        PassResponse,
+    ));
+    cases.extend([
+        case(
+            "another address in the same /64: the same bucket",
+            from6("2001:db8:77:1:aaaa::9", &stun_binding_request()),
+            DropRateLimited,
+            None,
+        ),
+        case(
+            "another /64: a bucket of its own",
+            from6("2001:db8:77:2::1", &ok),
+            PassResponse,
+            None,
+        ),
+    ]);
+    cases.extend(burst(
+        "CRLF keep-alive burst, IPv6",
+        from6("2001:db8:77:3::1", &crlf_keepalive()),
+        PassKeepalive,
+    ));
+    cases.extend((0..3 * BURST).map(|_| {
+        case(
+            "trusted IPv6: never metered",
+            from6("2001:db8:aa:1::5", &ok),
+            PassResponse,
+            None,
+        )
+    }));
+    assert_table(&filter, cases);
+    assert_eq!(
+        filter.counters().unwrap().bans_added,
+        Counters::default().bans_added,
+        "answers over the bucket ban nobody"
+    );
+    // Counted against the source (`sip-filter top`): .1 dropped 2 + 4 answers.
+    let drops = pinned_source_drops(&dir).unwrap();
+    let of = |source: &str| {
+        drops
+            .iter()
+            .find(|d| d.source == source)
+            .map(|d| d.reasons.clone())
+    };
+    assert_eq!(of("198.51.100.1"), Some(vec![(DropRateLimited, 6)]));
+    assert_eq!(of("198.51.100.2"), Some(vec![(DropRateLimited, 2)]));
+    assert_eq!(of("2001:db8:77:1::/64"), Some(vec![(DropRateLimited, 3)]));
+    assert_eq!(
+        of("198.51.100.200"),
+        Option::None,
+        "trusted: nothing dropped"
+    );
+
+    // 1 per second: after 1.1 s, one more answer fits (and only one).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_table(
+        &filter,
+        vec![
+            case("refilled: one more", from4(1, &ok), PassResponse, None),
+            case(
+                "and no more",
+                from4(1, &crlf_keepalive()),
+                DropRateLimited,
+                None,
+            ),
+        ],
+    );
+
+    // Dry-run: over the bucket is counted as a drop, and passes.
+    let dry = loaded(&Settings {
+        dry_run: true,
+        rate_limits: RateLimits {
+            answers: Some(RateLimit { rate: 1, burst: 1 }),
+            ..RateLimits::none()
+        },
+        ..settings()
+    });
+    let mut failures = Vec::new();
+    for (name, frame, reason) in [
+        ("dry-run: within the bucket", from4(20, &ok), PassResponse),
+        ("dry-run: over it", from4(20, &ok), DropRateLimited),
+        (
+            "dry-run: a keep-alive over it",
+            from4(20, &crlf_keepalive()),
+            DropRateLimited,
+        ),
+    ] {
+        let before = dry.counters().unwrap();
+        let action = dry.test_run(&frame).unwrap();
+        let delta = dry.counters().unwrap().since(&before);
+        if action != XDP_PASS || delta.packets[reason as usize][None as usize] != 1 {
+            failures.push(format!(
+                "{name}: action {action}, counted {}",
+                describe(&delta)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Configured off (`unlimited = true`): a flood of answers all passes.
+    let off = loaded(&Settings {
+        rate_limits: RateLimits::none(),
+        ..metered
+    });
+    assert_table(
+        &off,
+        (0..100)
+            .flat_map(|_| {
+                [
+                    case("off: 200 OK", from4(9, &ok), PassResponse, None),
+                    case(
+                        "off: STUN",
+                        from4(9, &stun_binding_request()),
+                        PassKeepalive,
+                        None,
+                    ),
+                ]
+            })
+            .collect(),
+    );
+}
+
+/// The verifier's work on the whole program, against its budget of a million processed
+/// instructions: printed past the test harness's capture (so `cargo xtask vm-test`
+/// shows 6.1's figure), and a failure well before the kernel would refuse the load, so
+/// the change that eats the margin is the one that hears about it.
 #[test]
 fn verifier_budget() {
+    use std::io::Write;
     if !privileged("verifier_budget") {
         return;
     }
-    let mut filter = loaded(&settings());
-    match filter.verified_instructions().expect("program info") {
-        Some(n) => {
-            println!("instructions verified: {n} of the verifier's 1000000 on this kernel");
-            assert!(n < 1_000_000);
-        }
-        None => println!("instructions verified: not reported by this kernel"),
+    let mut filter = Filter::load().expect("the XDP program loads");
+    let processed = filter.verified_instructions().expect("program info");
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    // Straight to stderr, past the test harness's capture: the VM's console shows it.
+    let _ = writeln!(
+        std::io::stderr(),
+        "instructions verified: {} of the verifier's 1000000 on {}",
+        processed.map_or("(not reported)".into(), |n| n.to_string()),
+        kernel.trim()
+    );
+    if let Some(processed) = processed {
+        assert!(
+            processed < 800_000,
+            "the verifier processed {processed} instructions: within a fifth of its limit of 1,000,000"
+        );
     }
 }
