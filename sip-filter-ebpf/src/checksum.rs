@@ -35,7 +35,7 @@ use aya_ebpf::{
 };
 use sip_filter_common::bounded::repeat;
 
-use crate::headers::{parse_headers, Headers};
+use crate::headers::{bytes, link_layer, parse_headers, Headers, ETH_P_IPV4, ETH_P_IPV6};
 
 /// Bytes summed per step: `bpf_csum_diff` takes at most 512 (its scratch is 128 words).
 const CHUNK: u32 = 512;
@@ -43,12 +43,6 @@ const CHUNK_WORDS: usize = (CHUNK / 4) as usize;
 /// The largest UDP datagram; the loop's bound.
 const MAX_CHUNKS: u32 = 65_536 / CHUNK;
 
-const ETH_HLEN: usize = 14;
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-const VLAN_HLEN: usize = 4;
 const IPPROTO_UDP: u8 = 17;
 
 /// The verification's per-CPU state: what crosses `bpf_loop` steps lives here, not on
@@ -271,31 +265,9 @@ pub fn verified() -> bool {
 /// a ban is at stake).
 #[inline(always)]
 fn network_offset(ctx: &XdpContext) -> Option<(u32, bool)> {
-    let eth = bytes::<ETH_HLEN>(ctx, 0)?;
-    let mut ethertype = u16::from_be_bytes([eth[12], eth[13]]);
-    let mut offset = ETH_HLEN;
-    for _ in 0..2 {
-        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
-            break;
-        }
-        let tag = bytes::<VLAN_HLEN>(ctx, offset)?;
-        ethertype = u16::from_be_bytes([tag[2], tag[3]]);
-        offset += VLAN_HLEN;
-    }
-    match ethertype {
-        ETH_P_IPV4 => Some((offset as u32, true)),
-        ETH_P_IPV6 => Some((offset as u32, false)),
+    match link_layer(ctx)? {
+        (offset, ETH_P_IPV4) => Some((offset as u32, true)),
+        (offset, ETH_P_IPV6) => Some((offset as u32, false)),
         _ => None,
     }
-}
-
-/// The bytes at `offset..offset + N`, if the frame's linear part holds them.
-#[inline(always)]
-fn bytes<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<&[u8; N]> {
-    let start = ctx.data();
-    if start + offset + N > ctx.data_end() {
-        return None;
-    }
-    // SAFETY: checked against data_end just above; the verifier checks it again.
-    Some(unsafe { &*((start + offset) as *const [u8; N]) })
 }

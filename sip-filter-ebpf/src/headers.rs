@@ -3,8 +3,8 @@
 use aya_ebpf::programs::XdpContext;
 
 const ETH_HLEN: usize = 14;
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_IPV4: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const VLAN_HLEN: usize = 4;
@@ -65,7 +65,7 @@ pub struct Udp {
 
 /// Reads the bytes at `offset..offset + N`, if the frame holds them.
 #[inline(always)]
-fn bytes<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<&[u8; N]> {
+pub fn bytes<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<&[u8; N]> {
     let start = ctx.data();
     if start + offset + N > ctx.data_end() {
         return None;
@@ -79,23 +79,29 @@ fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
+/// Ethernet and up to [`MAX_VLAN_TAGS`] VLAN tags: where the header after them starts,
+/// and its ethertype (a VLAN one if there were more tags); `None` if cut short.
 #[inline(always)]
-pub fn parse_headers(ctx: &XdpContext) -> Headers {
-    let Some(eth) = bytes::<ETH_HLEN>(ctx, 0) else {
-        return Headers::Unparsed;
-    };
+pub fn link_layer(ctx: &XdpContext) -> Option<(usize, u16)> {
+    let eth = bytes::<ETH_HLEN>(ctx, 0)?;
     let mut ethertype = be16(eth, 12);
     let mut offset = ETH_HLEN;
     for _ in 0..MAX_VLAN_TAGS {
         if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
             break;
         }
-        let Some(tag) = bytes::<VLAN_HLEN>(ctx, offset) else {
-            return Headers::Unparsed;
-        };
+        let tag = bytes::<VLAN_HLEN>(ctx, offset)?;
         ethertype = be16(tag, 2);
         offset += VLAN_HLEN;
     }
+    Some((offset, ethertype))
+}
+
+#[inline(always)]
+pub fn parse_headers(ctx: &XdpContext) -> Headers {
+    let Some((offset, ethertype)) = link_layer(ctx) else {
+        return Headers::Unparsed;
+    };
     match ethertype {
         ETH_P_IPV4 => ipv4(ctx, offset),
         ETH_P_IPV6 => ipv6(ctx, offset),
