@@ -9,13 +9,14 @@ use std::process::Command;
 
 use sip_filter_tests::privileged;
 
-const CLASSES: [&str; 7] = [
+const CLASSES: [&str; 8] = [
     "non-SIP UDP (DNS)",
     "scanner OPTIONS (400 B)",
     "allowed REGISTER",
     "unknown-domain INVITE",
     "allowed INVITE with SDP",
     "allowed OPTIONS over IPv6",
+    "worst case: short To-like lines filling the window",
     "banned source",
 ];
 const TARGETED: [&str; 4] = [
