@@ -29,7 +29,12 @@
 //!   version a server would pick, and counting them would let a client claim TLS 1.3
 //!   with a number of its own.
 //!
-//! Kernel notes (the parser is not yet wired into the XDP program; what to watch there):
+//! Kernel notes. The parser is not yet wired into the XDP program; behind a throwaway
+//! one (the payload copied as `sip-filter-ebpf` copies it, then [`parse_in_place`]) the
+//! verifiers of 6.1.0-57 (Debian 12) and 6.18 accepted it, with 2,189 and 2,967
+//! instructions verified, and BPF_PROG_TEST_RUN gave the host's answers for the
+//! fixtures, the split and the 1,000-extension ClientHello (about 130-180 ns for 1.3 to
+//! 1.6 KB on 6.18, the copy included). What to watch when it is wired in:
 //! - Wire lengths become offsets of up to 2^24: they are compared with the bytes held
 //!   before any read, and every read is masked by [`ScanBuf`], so an offset is never
 //!   out of bounds; but LLVM, knowing `len <= SCAN_LEN`, may drop masks after those

@@ -190,6 +190,14 @@ fn key_share(shares: &[(u16, usize)]) -> Vec<u8> {
     prefixed16(&list)
 }
 
+/// What a TLS 1.2 ClientHello with supported_versions holding `list` offers by it.
+fn supported_version_of(list: &[u16]) -> Field<u16> {
+    let bytes = Hello::tls12("a.example")
+        .with(EXTENSION_SUPPORTED_VERSIONS, versions(list))
+        .build();
+    parse_client_hello(&bytes).supported_version
+}
+
 /// The text a found server_name spans in `bytes`.
 fn name_in(bytes: &[u8], hello: &ClientHello) -> Option<String> {
     let span = hello.server_name.found()?;
@@ -263,11 +271,8 @@ fn the_highest_offered_version_counts_wherever_it_is_in_the_list() {
         [TLS1_3, TLS1_2, TLS1_0],
         [TLS1_0, TLS1_2, TLS1_3],
     ] {
-        let bytes = Hello::tls12("a.example")
-            .with(EXTENSION_SUPPORTED_VERSIONS, versions(&list))
-            .build();
         assert_eq!(
-            parse_client_hello(&bytes).supported_version,
+            supported_version_of(&list),
             Field::Found(TLS1_3),
             "{list:x?}"
         );
@@ -291,12 +296,9 @@ fn grease_versions_are_skipped() {
         vec![TLS1_2, 0xfafa],
         vec![0x7a7a, TLS1_2, 0x1a1a, TLS1_0],
     ] {
-        let bytes = Hello::tls12("a.example")
-            .with(EXTENSION_SUPPORTED_VERSIONS, versions(&list))
-            .build();
         let highest = *list.iter().filter(|v| !is_grease(**v)).max().unwrap();
         assert_eq!(
-            parse_client_hello(&bytes).supported_version,
+            supported_version_of(&list),
             Field::Found(highest),
             "{list:x?}"
         );
@@ -306,14 +308,8 @@ fn grease_versions_are_skipped() {
 #[test]
 fn only_tls_family_versions_count() {
     // A draft of TLS 1.3 and a made-up number are no version a server would pick.
-    let bytes = Hello::tls12("a.example")
-        .with(
-            EXTENSION_SUPPORTED_VERSIONS,
-            versions(&[0x7f1c, 0x0a0a, 0x7e02, TLS1_0]),
-        )
-        .build();
     assert_eq!(
-        parse_client_hello(&bytes).supported_version,
+        supported_version_of(&[0x7f1c, 0x0a0a, 0x7e02, TLS1_0]),
         Field::Found(TLS1_0)
     );
     // None at all: supported_versions is there, and offers nothing a server could pick.
@@ -330,24 +326,11 @@ fn a_long_version_list_is_read_to_its_end() {
     // 127 versions (the most a one-byte length holds), TLS 1.3 last.
     let mut list = vec![TLS1_0; 126];
     list.push(TLS1_3);
-    let bytes = Hello::tls12("a.example")
-        .with(EXTENSION_SUPPORTED_VERSIONS, versions(&list))
-        .build();
-    assert_eq!(
-        parse_client_hello(&bytes).supported_version,
-        Field::Found(TLS1_3)
-    );
+    assert_eq!(supported_version_of(&list), Field::Found(TLS1_3));
     for n in 1..=127 {
         let mut list = vec![TLS1_0; n];
         list[n - 1] = TLS1_2;
-        let bytes = Hello::tls12("a.example")
-            .with(EXTENSION_SUPPORTED_VERSIONS, versions(&list))
-            .build();
-        assert_eq!(
-            parse_client_hello(&bytes).supported_version,
-            Field::Found(TLS1_2),
-            "{n}"
-        );
+        assert_eq!(supported_version_of(&list), Field::Found(TLS1_2), "{n}");
     }
 }
 
