@@ -537,20 +537,36 @@ fn a_first_segment_of_1460_bytes_holds_what_comes_before_the_key_share() {
     assert_eq!(first.supported_version, Field::Found(TLS1_3));
 }
 
+/// A built ClientHello's handshake message in two records: its first `first` bytes and
+/// the rest.
+fn in_two_records(record: &[u8], first: usize) -> Vec<u8> {
+    let message = &record[RECORD_HEADER_LEN..];
+    let mut split = Vec::new();
+    for part in [&message[..first], &message[first..]] {
+        split.extend([CONTENT_TYPE_HANDSHAKE, 3, 1]);
+        split.extend(prefixed16(part));
+    }
+    split
+}
+
 #[test]
 fn a_hello_continued_in_a_second_record_is_read_to_the_first_records_end() {
-    let hello = Hello::post_quantum("sip.example.com", true);
-    let bytes = hello.build();
-    let message = &bytes[RECORD_HEADER_LEN..];
-    // The handshake message in two records of 600 bytes and the rest.
-    let mut split = vec![CONTENT_TYPE_HANDSHAKE, 3, 1];
-    split.extend(prefixed16(&message[..600]));
-    split.extend([CONTENT_TYPE_HANDSHAKE, 3, 1]);
-    split.extend(prefixed16(&message[600..]));
+    let split = in_two_records(&Hello::post_quantum("sip.example.com", true).build(), 600);
     for parsed in [parse_client_hello(&split), parse_client_hello_whole(&split)] {
         assert_eq!(parsed.verdict, Verdict::Truncated);
         assert_eq!(parsed.supported_version, Field::Found(TLS1_3));
         assert_eq!(parsed.server_name, Field::Unknown);
+    }
+}
+
+#[test]
+fn a_record_may_end_inside_the_handshake_header() {
+    let split = in_two_records(&Hello::tls13("sip.example.com").build(), 2);
+    for parsed in [parse_client_hello(&split), parse_client_hello_whole(&split)] {
+        assert_eq!(parsed.verdict, Verdict::Truncated);
+        assert_eq!(parsed.record_version, Some(TLS1_0));
+        assert_eq!(parsed.client_version, None);
+        assert_eq!(parsed.highest_version(), Field::Unknown);
     }
 }
 
