@@ -1,5 +1,5 @@
-//! Shared by the sip-filter XDP program and its userspace: the SIP parser, which runs
-//! unchanged in the kernel and in host tests, and the map types and names.
+//! Shared by the sip-filter XDP program and its userspace: the SIP and TLS ClientHello
+//! parsers, which run unchanged in the kernel and in host tests, and the map types and names.
 #![cfg_attr(not(test), no_std)]
 
 pub mod bounded;
@@ -9,6 +9,7 @@ pub mod maps;
 pub mod scan;
 pub mod scanner;
 pub mod sip;
+pub mod tls;
 
 pub use maps::{Counters, FilterConfig, Reason};
 pub use scan::{ScanBuf, SCAN_LEN};
