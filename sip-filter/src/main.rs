@@ -16,16 +16,13 @@ fn main() -> ExitCode {
         // SAFETY: resets one signal's disposition to the default, before any thread starts.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
+    let command = args.name();
     match cli::dispatch(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
-            // Wrong input (a bad argument, nothing loaded) exits 2, like a usage error.
-            if error.downcast_ref::<cli::UserError>().is_some() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            }
+            let (status, line) = cli::report(&error, command);
+            eprintln!("{line}");
+            ExitCode::from(status)
         }
     }
 }

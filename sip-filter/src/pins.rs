@@ -53,9 +53,10 @@ pub fn pinned_interfaces(root: &Path) -> io::Result<Vec<String>> {
     Ok(names)
 }
 
-/// Whether anything is pinned under `root` (maps or links).
-pub fn anything_pinned(root: &Path) -> bool {
-    maps_dir(root).exists() || links_dir(root).exists()
+/// Whether anything is pinned under `root` (maps or links). An error when `root` cannot
+/// be looked into (a user who is not root), rather than "nothing".
+pub fn anything_pinned(root: &Path) -> io::Result<bool> {
+    Ok(maps_dir(root).try_exists()? || links_dir(root).try_exists()?)
 }
 
 /// Makes sure `root` is on a BPF filesystem, mounting one at `/sys/fs/bpf` when

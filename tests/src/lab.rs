@@ -853,7 +853,13 @@ pub fn legitimate_calls(
 /// Asserts a refused input: exit status 2 and one stderr line, `error: ...`, naming
 /// `mentions`; returns that line.
 pub fn assert_one_error_line(finished: &Finished, mentions: &str) -> String {
-    assert_eq!(finished.code(), Some(2), "{finished}");
+    assert_error_line(finished, 2, mentions)
+}
+
+/// [`assert_one_error_line`] with another exit status: 3 when no filter is running, 4
+/// when a user who is not root is refused (see `sip-filter`'s `cli::exit`).
+pub fn assert_error_line(finished: &Finished, status: i32, mentions: &str) -> String {
+    assert_eq!(finished.code(), Some(status), "{finished}");
     let lines: Vec<&str> = finished.stderr.trim_end().lines().collect();
     assert!(
         lines.len() == 1 && lines[0].starts_with("error: ") && lines[0].contains(mentions),

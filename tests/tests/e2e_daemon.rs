@@ -23,8 +23,8 @@ use sip_filter::{
 use sip_filter_common::maps::{names, SourceState};
 use sip_filter_tests::{
     lab::{
-        assert_one_error_line, sip_filter, sip_probe, spawn_filter, write_file, xdp_attached,
-        LabFixture, PinRoot, Transcript, DOMAIN, KAMAILIO_TOOLS, QUICK,
+        assert_error_line, sip_filter, sip_probe, spawn_filter, write_file, xdp_attached,
+        LabFixture, PinRoot, TempDir, Transcript, DOMAIN, KAMAILIO_TOOLS, QUICK,
     },
     netns::{
         run_bounded, Background, Finished, Host, Lab, CLIENT_IFACE, CLIENT_V4, LEGIT_CLIENT_V4,
@@ -606,14 +606,14 @@ fn xdp_attached_on(lab: &Lab, iface: &str) -> bool {
 }
 
 #[test]
-fn status_unload_and_domains_without_a_filter_exit_2_with_one_line() {
+fn status_unload_and_domains_without_a_filter_exit_3_with_one_line() {
     // Reads pins and the runtime file only: no root needed.
     let pins = PinRoot::new("daemon-none");
     for verb in [&["status"][..], &["unload"], &["domains", "list"]] {
         let mut command = Command::new(sip_filter());
         command.args(verb).args(["--pin-root", pins.arg()]);
         let finished = run_bounded(command, QUICK);
-        let line = assert_one_error_line(&finished, pins.arg());
+        let line = assert_error_line(&finished, 3, pins.arg());
         assert!(line.starts_with("error: no filter is loaded"), "{finished}");
         assert!(finished.stdout.is_empty(), "{finished}");
     }
@@ -622,4 +622,34 @@ fn status_unload_and_domains_without_a_filter_exit_2_with_one_line() {
         "a verb created {}",
         pins.path().display()
     );
+}
+
+/// A verb run by a user who is not root, against a filter's pins it may not read: one
+/// line that says so and how (sudo), exit status 4 (not a crash, not "no filter").
+#[test]
+fn verbs_without_root_say_so_in_one_line() {
+    if !privileged("verbs_without_root_say_so_in_one_line") {
+        return;
+    }
+    // Root's pin root, as the daemon leaves it: not readable by others.
+    use std::os::unix::fs::PermissionsExt;
+    let pins = TempDir::new("not-root");
+    std::fs::create_dir(pins.path().join("links")).expect("links/ made");
+    std::fs::set_permissions(pins.path(), std::fs::Permissions::from_mode(0o700))
+        .expect("mode 0700");
+    let root = pins.path().to_str().expect("a UTF-8 path");
+    for verb in [&["stats"][..], &["block", "list"], &["status"]] {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(sip_filter())
+            .args(verb)
+            .args(["--pin-root", root]);
+        let finished = run_bounded(command, QUICK);
+        let line = assert_error_line(&finished, 4, "permission denied");
+        assert!(
+            line.contains(&format!("sudo sip-filter {}", verb[0])),
+            "{finished}"
+        );
+    }
 }

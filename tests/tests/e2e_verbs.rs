@@ -249,7 +249,7 @@ fn block_allow_top_and_watch_on_a_running_filter() {
     rig.stop_filter(&mut daemon);
     // No filter loaded any more.
     let none = run(&mut rig.transcript, &["block", "list"]);
-    assert_one_error_line(&none, "no filter is loaded");
+    assert_error_line(&none, 3, "no filter is loaded");
     drop(watch);
     rig.tear_down([daemon]);
 }

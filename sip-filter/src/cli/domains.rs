@@ -1,3 +1,4 @@
+use anyhow::Context;
 use clap::Subcommand;
 use serde_json::json;
 use sip_filter::{pins::anything_pinned, runtime::Runtime};
@@ -36,9 +37,10 @@ pub fn domains(args: DomainsArgs) -> anyhow::Result<()> {
 fn list(args: ListArgs) -> anyhow::Result<()> {
     let root = &args.pins.pin_root;
     let runtime_dir = args.pins.runtime_dir();
+    let pinned = anything_pinned(root).with_context(|| format!("reading {}", root.display()))?;
     let runtime = match Runtime::read(&runtime_dir) {
-        Ok(Some(runtime)) if anything_pinned(root) => runtime,
-        _ if !anything_pinned(root) => return Err(no_filter(root).into()),
+        Ok(Some(runtime)) if pinned => runtime,
+        _ if !pinned => return Err(no_filter(root).into()),
         _ => {
             return Err(UserError(format!(
                 "the filter pinned in {} has no readable runtime file in {} (its daemon is not running): the kernel holds only hashes of the domains; `sip-filter run` again to know them",

@@ -50,6 +50,22 @@ impl Cli {
     pub fn is_server(&self) -> bool {
         matches!(self.command, Command::Run(_) | Command::Metrics(_))
     }
+
+    /// The verb, as typed (for messages).
+    pub fn name(&self) -> &'static str {
+        match self.command {
+            Command::Run(_) => "run",
+            Command::Stats(_) => "stats",
+            Command::Block(_) => "block",
+            Command::Allow(_) => "allow",
+            Command::Top(_) => "top",
+            Command::Status(_) => "status",
+            Command::Unload(_) => "unload",
+            Command::Domains(_) => "domains",
+            Command::Replay(_) => "replay",
+            Command::Metrics(_) => "metrics",
+        }
+    }
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -71,6 +87,48 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UserError(pub String);
+
+/// No filter is running where the verb looked (exit status 3): scripts and monitoring can
+/// tell "not running" from a failure or a wrong argument.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NoFilter(pub String);
+
+/// Exit statuses: 0 done, 1 a failure of the system, 2 a wrong argument or
+/// configuration ([`UserError`]), 3 no filter running ([`NoFilter`]), 4 permission
+/// denied to a user who is not root.
+pub mod exit {
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const NO_FILTER: u8 = 3;
+    pub const NOT_ROOT: u8 = 4;
+}
+
+/// What `error` means for the exit status (see [`exit`]), and the line to print.
+pub fn report(error: &anyhow::Error, command: &str) -> (u8, String) {
+    let denied = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+    });
+    // SAFETY: a syscall without arguments.
+    if denied && unsafe { libc::geteuid() } != 0 {
+        return (
+            exit::NOT_ROOT,
+            format!(
+                "error: permission denied: `sip-filter {command}` reads and changes the running filter's pinned maps, which only root (or a holder of CAP_BPF and CAP_NET_ADMIN) may: try `sudo sip-filter {command}`"
+            ),
+        );
+    }
+    let status = if error.downcast_ref::<NoFilter>().is_some() {
+        exit::NO_FILTER
+    } else if error.downcast_ref::<UserError>().is_some() {
+        exit::USAGE
+    } else {
+        exit::FAILURE
+    };
+    (status, format!("error: {error:#}"))
+}
 
 /// Where pins live; tests point it elsewhere.
 #[derive(clap::Args, Clone)]
@@ -109,7 +167,7 @@ pub fn pinned_filters(pins: &PinArgs, iface: Option<&String>) -> anyhow::Result<
     let interfaces = match iface {
         Some(iface) => {
             if !link_path(root, iface).exists() {
-                return Err(UserError(format!(
+                return Err(NoFilter(format!(
                     "no filter is loaded on {iface}: start one with `sip-filter run --iface {iface} --domain YOUR.DOMAIN`"
                 ))
                 .into());
@@ -119,7 +177,7 @@ pub fn pinned_filters(pins: &PinArgs, iface: Option<&String>) -> anyhow::Result<
         None => pinned_interfaces(root).with_context(|| format!("reading {}", root.display()))?,
     };
     if interfaces.is_empty() {
-        return Err(UserError(format!(
+        return Err(NoFilter(format!(
             "no filter is loaded (nothing pinned in {}): start one with `sip-filter run --iface IFACE --domain YOUR.DOMAIN`",
             root.display()
         ))

@@ -110,7 +110,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     saved = State::merged(Some(legacy), Some(saved)).unwrap_or_default();
     // Pins without a live daemon: one that crashed (its program is still attached
     // through the link pins). Its maps are newer than the state file: take them over.
-    let stale = anything_pinned(&root);
+    let stale = anything_pinned(&root).with_context(|| format!("reading {}", root.display()))?;
     if stale {
         log::warn!(pin_root:% = root.display();
             "pins left by a daemon that did not stop cleanly: taking over its bans and operator entries, then replacing it");

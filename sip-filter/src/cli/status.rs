@@ -15,7 +15,7 @@ use sip_filter::{
 };
 use sip_filter_common::maps::{names, Ban, ListEntry, SourceState, FLAG_DRY_RUN};
 
-use super::{PinArgs, UserError};
+use super::{NoFilter, PinArgs};
 
 /// Show the running filter: the daemon, its interfaces and XDP mode on each, the
 /// program id, dry-run or not, and how full each map is.
@@ -39,7 +39,7 @@ struct Occupancy {
 
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     let root = &args.pins.pin_root;
-    if !anything_pinned(root) {
+    if !anything_pinned(root).with_context(|| format!("reading {}", root.display()))? {
         return Err(no_filter(root).into());
     }
     let runtime_dir = args.pins.runtime_dir();
@@ -218,8 +218,8 @@ fn print_crowdsec(status: &Status, now_ms: u64) {
     }
 }
 
-pub fn no_filter(root: &Path) -> UserError {
-    UserError(format!(
+pub fn no_filter(root: &Path) -> NoFilter {
+    NoFilter(format!(
         "no filter is loaded (nothing pinned in {}): start one with `sip-filter run --iface IFACE --domain YOUR.DOMAIN`",
         root.display()
     ))

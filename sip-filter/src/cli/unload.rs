@@ -6,7 +6,7 @@ use sip_filter::{
     runtime::{process_is_sip_filter, Runtime},
 };
 
-use super::{PinArgs, UserError};
+use super::{NoFilter, PinArgs};
 
 /// Detach the filter and remove its pins. A running daemon is stopped first (SIGTERM:
 /// it saves its state and cleans up); pins a daemon that died left behind are removed.
@@ -24,11 +24,12 @@ pub fn unload(args: UnloadArgs) -> anyhow::Result<()> {
     let runtime_dir = args.pins.runtime_dir();
     let runtime = Runtime::read(&runtime_dir).ok().flatten();
     let live = runtime.as_ref().filter(|r| r.daemon_alive());
-    if live.is_none() && !anything_pinned(root) {
+    let pinned = || anything_pinned(root).with_context(|| format!("reading {}", root.display()));
+    if live.is_none() && !pinned()? {
         if runtime.is_some() {
             let _ = Runtime::remove(&runtime_dir);
         }
-        return Err(UserError(format!(
+        return Err(NoFilter(format!(
             "no filter is loaded (nothing pinned in {}, no daemon running): nothing to unload",
             root.display()
         ))
@@ -39,7 +40,7 @@ pub fn unload(args: UnloadArgs) -> anyhow::Result<()> {
         println!("stopped the sip-filter daemon (pid {})", daemon.pid);
     }
     // What is left: everything, if the daemon had died.
-    if anything_pinned(root) {
+    if pinned()? {
         let interfaces = pinned_interfaces(root).unwrap_or_default();
         remove_all(root).with_context(|| format!("removing the pins in {}", root.display()))?;
         if interfaces.is_empty() {
