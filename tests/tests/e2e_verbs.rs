@@ -15,8 +15,8 @@ use sip_filter::{
 };
 use sip_filter_tests::{
     lab::{
-        assert_one_error_line, counter, options_uri, sip_filter, sip_probe, write_file, LabFixture,
-        PinRoot, Transcript, KAMAILIO_TOOLS, QUICK,
+        assert_error_line, assert_one_error_line, counter, options_uri, sip_filter, sip_probe,
+        write_file, LabFixture, PinRoot, Transcript, KAMAILIO_TOOLS, QUICK,
     },
     netns::{Finished, Host, Lab, CLIENT_V4, LEGIT_CLIENT_V4, SERVER_IFACE, SIGINT},
     privileged,
