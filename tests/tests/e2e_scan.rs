@@ -137,7 +137,7 @@ fn svmap_gets_no_answer_while_legitimate_options_and_register_do() {
 }
 
 #[test]
-fn stats_without_a_filter_exits_2_and_says_how_to_start_one() {
+fn stats_without_a_filter_exits_3_and_says_how_to_start_one() {
     // Reads pins only: no root needed.
     let pins = PinRoot::new("stats-none");
     for extra in [&[][..], &["--iface", "veth-server"][..]] {
@@ -146,7 +146,7 @@ fn stats_without_a_filter_exits_2_and_says_how_to_start_one() {
             .args(["stats", "--json", "--pin-root", pins.arg()])
             .args(extra);
         let stats = run_bounded(command, QUICK);
-        assert_eq!(stats.code(), Some(2), "{stats}");
+        assert_eq!(stats.code(), Some(3), "{stats}");
         assert!(
             stats.stderr.contains("no filter is loaded")
                 && stats.stderr.contains("sip-filter run --iface"),
