@@ -167,10 +167,16 @@ pub fn pinned_filters(pins: &PinArgs, iface: Option<&String>) -> anyhow::Result<
     let interfaces = match iface {
         Some(iface) => {
             if !link_path(root, iface).exists() {
-                return Err(NoFilter(format!(
+                let attached = pinned_interfaces(root).unwrap_or_default();
+                let message = format!(
                     "no filter is loaded on {iface}: start one with `sip-filter run --iface {iface} --domain YOUR.DOMAIN`"
-                ))
-                .into());
+                );
+                // Running elsewhere: a wrong argument, not "no filter running".
+                return Err(if attached.is_empty() {
+                    NoFilter(message).into()
+                } else {
+                    UserError(format!("{message} (it runs on {})", attached.join(", "))).into()
+                });
             }
             vec![iface.clone()]
         }
