@@ -116,10 +116,14 @@ pub enum Reason {
     /// start line without a line feed in the window, several User-Agents…): a lenient
     /// server might still act on it, so it is never passed unjudged.
     DropMalformed,
+    /// A TCP segment to a SIP port, past the source policy, that starts no message the
+    /// filter judges: the handshake, acknowledgements, the continuation of a message,
+    /// anything on a TLS port.
+    PassSegment,
 }
 
 impl Reason {
-    pub const COUNT: usize = 17;
+    pub const COUNT: usize = 18;
     pub const ALL: [Reason; Self::COUNT] = [
         Reason::PassNotSip,
         Reason::PassUnparsed,
@@ -138,6 +142,7 @@ impl Reason {
         Reason::DropFragment,
         Reason::DropHeaderChain,
         Reason::DropMalformed,
+        Reason::PassSegment,
     ];
 
     /// The reason numbered `n` (`Reason::X as u64`).
@@ -171,6 +176,7 @@ impl Reason {
             Reason::DropFragment => "drop_fragment",
             Reason::DropHeaderChain => "drop_header_chain",
             Reason::DropMalformed => "drop_malformed",
+            Reason::PassSegment => "pass_segment",
         }
     }
 
@@ -581,6 +587,12 @@ pub struct FilterConfig {
     pub port_count: u32,
     /// Destination UDP ports that carry SIP.
     pub ports: [u16; MAX_PORTS],
+    /// Destination TCP ports that carry SIP in the clear, and over TLS.
+    pub tcp_ports: [u16; MAX_PORTS],
+    pub tls_ports: [u16; MAX_PORTS],
+    /// How many entries of `tcp_ports` and `tls_ports` are used.
+    pub tcp_port_count: u32,
+    pub tls_port_count: u32,
     /// Seed of the domain hash (see [`crate::domain`]).
     pub domain_seed: u64,
     /// IPv6 sources are keyed by this many leading bits (1..=128).
@@ -602,16 +614,22 @@ pub struct FilterConfig {
 pub const SCANNER_SLOTS: usize = 32;
 
 impl FilterConfig {
+    /// A UDP port that carries SIP.
     #[inline(always)]
     pub fn is_sip_port(&self, port: u16) -> bool {
-        let mut i = 0;
-        while i < MAX_PORTS {
-            if (i as u32) < self.port_count && self.ports[i] == port {
-                return true;
-            }
-            i += 1;
-        }
-        false
+        listed(&self.ports, self.port_count, port)
+    }
+
+    /// A TCP port that carries SIP in the clear.
+    #[inline(always)]
+    pub fn is_tcp_port(&self, port: u16) -> bool {
+        listed(&self.tcp_ports, self.tcp_port_count, port)
+    }
+
+    /// A TCP port that carries SIP over TLS.
+    #[inline(always)]
+    pub fn is_tls_port(&self, port: u16) -> bool {
+        listed(&self.tls_ports, self.tls_port_count, port)
     }
 
     pub fn has(&self, flag: u32) -> bool {
@@ -623,6 +641,19 @@ impl FilterConfig {
     pub fn ipv6_source_key(&self, address: [u8; 16]) -> SourceKey {
         ipv6_prefix_key(address, self.ipv6_prefix)
     }
+}
+
+/// Whether `port` is among the first `count` entries of `ports`.
+#[inline(always)]
+fn listed(ports: &[u16; MAX_PORTS], count: u32, port: u16) -> bool {
+    let mut i = 0;
+    while i < MAX_PORTS {
+        if (i as u32) < count && ports[i] == port {
+            return true;
+        }
+        i += 1;
+    }
+    false
 }
 
 /// `address` cut to its first `prefix` bits (128 or more keeps it whole).

@@ -195,7 +195,7 @@ pub fn verify(ctx: &XdpContext) {
 #[inline(always)]
 fn locate(ctx: &XdpContext) {
     let offset = match parse_headers(ctx) {
-        Headers::Udp(udp) if !udp.first_fragment => udp.payload_offset - 8,
+        Headers::Transport(udp) if !udp.is_tcp && !udp.first_fragment => udp.payload_offset - 8,
         _ => 0,
     };
     if let Some(state) = CHECKSUM.get_ptr_mut(0) {

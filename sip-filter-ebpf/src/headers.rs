@@ -1,4 +1,4 @@
-//! Ethernet, VLAN, IPv4, IPv6 and UDP headers, read in place with bounds checks.
+//! Ethernet, VLAN, IPv4, IPv6, UDP and TCP headers, read in place with bounds checks.
 
 use aya_ebpf::programs::XdpContext;
 
@@ -12,6 +12,11 @@ const VLAN_HLEN: usize = 4;
 const MAX_VLAN_TAGS: usize = 2;
 
 const IPPROTO_UDP: u8 = 17;
+const IPPROTO_TCP: u8 = 6;
+const TCP_HLEN: usize = 20;
+/// TCP flags (the header's byte 13).
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_ACK: u8 = 0x10;
 const IPV6_HLEN: usize = 40;
 /// IPv6 extension headers walked before giving up. RFC 8200 §4.1's order has at most 6
 /// before the upper layer (Destination Options twice); 8 leaves room for repeats. A
@@ -26,17 +31,19 @@ const UDP_HLEN: u32 = 8;
 
 /// What the headers say about a frame.
 pub enum Headers {
-    Udp(Udp),
-    /// Not IP, or IP but not UDP.
-    NotUdp,
-    /// A non-first fragment of a UDP datagram.
+    /// A UDP datagram or a TCP segment.
+    Transport(Transport),
+    /// Not IP, or IP but neither UDP nor TCP.
+    Other,
+    /// A non-first fragment of a UDP datagram or TCP segment.
     LaterFragment,
     /// Truncated or not understood before the source address: left to the kernel.
     Unparsed,
-    /// A UDP (or possibly UDP) packet from a known source whose transport header cannot
-    /// be reached: an IPv6 header chain longer than the walk, or cut short; a first
-    /// fragment without a whole UDP header; a UDP header whose lengths lie. Its port is
-    /// unknown, so the source policy applies, then it is dropped (`drop_header_chain`).
+    /// A UDP or TCP (or possibly either) packet from a known source whose transport
+    /// header cannot be reached: an IPv6 header chain longer than the walk, or cut short;
+    /// a first fragment without a whole transport header; a header whose lengths lie.
+    /// Its port is unknown, so the source policy applies, then it is dropped
+    /// (`drop_header_chain`).
     Unwalkable(Source),
 }
 
@@ -50,14 +57,26 @@ pub struct Source {
     pub is_ipv4: bool,
 }
 
-pub struct Udp {
-    /// The source address; IPv4 mapped into IPv6 (`::ffff:a.b.c.d`).
-    pub source: [u8; 16],
-    pub is_ipv4: bool,
+impl Source {
+    /// No source: what the headers leave when they do not reach the addresses.
+    pub const NONE: Source = Source {
+        address: [0; 16],
+        is_ipv4: false,
+    };
+}
+
+/// A UDP datagram or a TCP segment.
+pub struct Transport {
+    /// Where it comes from: kept whole, so the source checks take it by reference rather
+    /// than a copy on `judge`'s full stack.
+    pub source: Source,
+    pub is_tcp: bool,
+    /// A TCP segment's flags ([`TCP_SYN`], [`TCP_ACK`], …); 0 for UDP.
+    pub tcp_flags: u8,
     pub dst_port: u16,
-    /// Offset of the UDP payload from the start of the frame.
+    /// Offset of the payload from the start of the frame.
     pub payload_offset: u32,
-    /// Payload bytes present in this frame (at most what the UDP header claims).
+    /// Payload bytes present in this frame (for UDP, at most what its header claims).
     pub payload_len: u32,
     /// The first fragment of a fragmented datagram: the rest of the payload is elsewhere.
     pub first_fragment: bool,
@@ -106,7 +125,7 @@ pub fn parse_headers(ctx: &XdpContext) -> Headers {
         ETH_P_IPV4 => ipv4(ctx, offset),
         ETH_P_IPV6 => ipv6(ctx, offset),
         ETH_P_8021Q | ETH_P_8021AD => Headers::Unparsed, // a third tag
-        _ => Headers::NotUdp,
+        _ => Headers::Other,
     }
 }
 
@@ -123,8 +142,9 @@ fn ipv4(ctx: &XdpContext, offset: usize) -> Headers {
     if total_len < header_len {
         return Headers::Unparsed;
     }
-    if ip[9] != IPPROTO_UDP {
-        return Headers::NotUdp;
+    let protocol = ip[9];
+    if protocol != IPPROTO_UDP && protocol != IPPROTO_TCP {
+        return Headers::Other;
     }
     let fragment = be16(ip, 6);
     let more_fragments = fragment & 0x2000 != 0;
@@ -136,13 +156,12 @@ fn ipv4(ctx: &XdpContext, offset: usize) -> Headers {
         is_ipv4: true,
     };
     // The IP total length bounds the payload: Ethernet pads short frames.
-    udp(
-        ctx,
-        offset + header_len,
-        offset + total_len,
-        more_fragments,
-        source,
-    )
+    let (at, ip_end) = (offset + header_len, offset + total_len);
+    if protocol == IPPROTO_TCP {
+        tcp(ctx, at, ip_end, more_fragments, source)
+    } else {
+        udp(ctx, at, ip_end, more_fragments, source)
+    }
 }
 
 /// The IPv4 address at `ip[at..at + 4]`, mapped into IPv6.
@@ -189,6 +208,7 @@ fn ipv6(ctx: &XdpContext, offset: usize) -> Headers {
     for _ in 0..=MAX_IPV6_EXTENSIONS {
         match next {
             IPPROTO_UDP => return udp(ctx, at, ip_end, first_fragment, source),
+            IPPROTO_TCP => return tcp(ctx, at, ip_end, first_fragment, source),
             NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => {
                 let Some(ext) = bytes::<2>(ctx, at) else {
                     return Headers::Unwalkable(source);
@@ -211,15 +231,15 @@ fn ipv6(ctx: &XdpContext, offset: usize) -> Headers {
                 next = ext[0];
                 at += 8;
                 if offset_and_flags & 0xfff8 != 0 {
-                    return if next == IPPROTO_UDP {
+                    return if next == IPPROTO_UDP || next == IPPROTO_TCP {
                         Headers::LaterFragment
                     } else {
-                        Headers::NotUdp
+                        Headers::Other
                     };
                 }
                 first_fragment = offset_and_flags & 1 != 0;
             }
-            _ => return Headers::NotUdp,
+            _ => return Headers::Other,
         }
     }
     // Deeper than the walk: whatever it carries, its source is known.
@@ -249,13 +269,44 @@ fn udp(
         .min(frame_end)
         .saturating_sub(payload_offset as usize) as u32;
     let claimed = udp_len - UDP_HLEN;
-    Headers::Udp(Udp {
-        source: source.address,
-        is_ipv4: source.is_ipv4,
+    Headers::Transport(Transport {
+        source,
+        is_tcp: false,
+        tcp_flags: 0,
         dst_port: be16(udp, 2),
         payload_offset,
         payload_len: claimed.min(present),
         // Also a datagram whose UDP length claims more than the frame holds.
         first_fragment: first_fragment || claimed > present,
+    })
+}
+
+#[inline(always)]
+fn tcp(
+    ctx: &XdpContext,
+    offset: usize,
+    ip_end: usize,
+    first_fragment: bool,
+    source: Source,
+) -> Headers {
+    // A TCP header cut short, or a data offset that lies: the kernel drops the segment,
+    // and its port is unknown.
+    let Some(tcp) = bytes::<TCP_HLEN>(ctx, offset) else {
+        return Headers::Unwalkable(source);
+    };
+    let header_len = usize::from(tcp[12] >> 4) * 4;
+    let payload_offset = offset + header_len;
+    if header_len < TCP_HLEN || ip_end < payload_offset {
+        return Headers::Unwalkable(source);
+    }
+    let frame_end = ctx.data_end() - ctx.data();
+    Headers::Transport(Transport {
+        source,
+        is_tcp: true,
+        tcp_flags: tcp[13],
+        dst_port: be16(tcp, 2),
+        payload_offset: payload_offset as u32,
+        payload_len: ip_end.min(frame_end).saturating_sub(payload_offset) as u32,
+        first_fragment,
     })
 }

@@ -1,6 +1,7 @@
 //! The sip-filter XDP program: parses Ethernet (with up to two VLAN tags), IPv4/IPv6
-//! and UDP, hands SIP payloads to the shared parser, applies the policy, and counts
-//! every verdict once, by reason and method.
+//! and UDP or TCP, applies the source policy to every transport, hands SIP datagrams to
+//! the shared parser, applies the request policy, and counts every verdict once, by
+//! reason and method.
 #![no_std]
 #![no_main]
 // For BPF's atomic add (see sources::admit); built with RUSTC_BOOTSTRAP (build.rs).
@@ -161,22 +162,24 @@ fn judge(ctx: &XdpContext) -> u64 {
         return verdict(Reason::PassUnparsed, Method::None as usize);
     };
     let udp = match parse_headers(ctx) {
-        Headers::Udp(udp) => udp,
-        Headers::NotUdp => return verdict(Reason::PassNotSip, Method::None as usize),
+        Headers::Transport(transport) => transport,
+        Headers::Other => return verdict(Reason::PassNotSip, Method::None as usize),
         Headers::LaterFragment => return verdict(Reason::PassFragment, Method::None as usize),
         Headers::Unparsed => return verdict(Reason::PassUnparsed, Method::None as usize),
         Headers::Unwalkable(source) => {
             return verdict(unwalkable_verdict(config, &source), Method::None as usize)
         }
     };
-    if !config.is_sip_port(udp.dst_port) {
+    let sip_port = if udp.is_tcp {
+        config.is_tcp_port(udp.dst_port) || config.is_tls_port(udp.dst_port)
+    } else {
+        config.is_sip_port(udp.dst_port)
+    };
+    if !sip_port {
         return verdict(Reason::PassNotSip, Method::None as usize);
     }
     // Sources before content: a denied or banned source costs no parsing.
-    let source = Source {
-        address: udp.source,
-        is_ipv4: udp.is_ipv4,
-    };
+    let source = &udp.source;
     let trusted = is_trusted(&source);
     let key = source_key(config, &source);
     if !trusted {
@@ -186,6 +189,11 @@ fn judge(ctx: &XdpContext) -> u64 {
         if is_banned(&key) {
             return verdict(Reason::DropBanned, Method::None as usize);
         }
+    }
+    // TCP and TLS: the source policy on every segment (a ban cuts established connections
+    // too: there is no conntrack before XDP), then the segment passes.
+    if udp.is_tcp {
+        return verdict(Reason::PassSegment, Method::None as usize);
     }
     // A first fragment from an untrusted source is judged only on what it shows, and
     // only if it shows a whole start line (below); under `fragments = "drop"` not at all.
@@ -203,7 +211,7 @@ fn judge(ctx: &XdpContext) -> u64 {
     // SAFETY: per-CPU scratch, used only by this CPU during this run.
     let scratch = unsafe { &mut *scratch };
 
-    let Some(len) = load_payload(ctx, &udp, &mut scratch.buf) else {
+    let Some(len) = load_payload(ctx, udp.payload_offset, udp.payload_len, &mut scratch.buf) else {
         return verdict(Reason::PassUnparsed, Method::None as usize);
     };
     let whole = !udp.first_fragment && udp.payload_len <= SCAN_LEN as u32;
@@ -215,7 +223,7 @@ fn judge(ctx: &XdpContext) -> u64 {
     };
     // SAFETY: per-CPU, used by this CPU during this run only.
     let packet = unsafe { &mut *packet };
-    packet.source = udp.source;
+    packet.source = udp.source.address;
     packet.key = key;
     packet.trusted = u32::from(trusted);
     packet.first_fragment = u32::from(udp.first_fragment);

@@ -1,22 +1,25 @@
-//! The one payload copy: the UDP payload's first bytes into the per-CPU scan buffer,
+//! The one payload copy: the UDP or TCP payload's first bytes into the per-CPU scan buffer,
 //! made by the filter (`judge`) and, so that it measures the same thing, by the
 //! benchmark's `ref_scan`.
 
 use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
 use sip_filter_common::{scan::BUF_BYTES, ScanBuf, SCAN_LEN};
 
-use crate::headers::Udp;
-
-/// Copies up to [`SCAN_LEN`] bytes of `udp`'s payload into `buf` and clears what follows
-/// them (`ScanBuf::clear_tail`). Returns the bytes held; `None` if the kernel refused the
-/// copy.
+/// Copies up to [`SCAN_LEN`] of the `payload_len` bytes at `payload_offset` into `buf`
+/// and clears what follows them (`ScanBuf::clear_tail`). Returns the bytes held; `None`
+/// if the kernel refused the copy.
 #[allow(unexpected_cfgs)] // sip_filter_verifier_regression_6_1, set through build.rs
 #[inline(always)]
-pub fn load_payload(ctx: &XdpContext, udp: &Udp, buf: &mut ScanBuf) -> Option<usize> {
-    let len = if udp.payload_len > SCAN_LEN as u32 {
+pub fn load_payload(
+    ctx: &XdpContext,
+    payload_offset: u32,
+    payload_len: u32,
+    buf: &mut ScanBuf,
+) -> Option<usize> {
+    let len = if payload_len > SCAN_LEN as u32 {
         SCAN_LEN as u32
     } else {
-        udp.payload_len
+        payload_len
     };
     // Before the copy, not after: see `ScanBuf::clear_tail`.
     buf.clear_tail(len as usize);
@@ -39,7 +42,7 @@ pub fn load_payload(ctx: &XdpContext, udp: &Udp, buf: &mut ScanBuf) -> Option<us
         let loaded = unsafe {
             bpf_xdp_load_bytes(
                 ctx.ctx,
-                udp.payload_offset,
+                payload_offset,
                 buf.words.as_mut_ptr().cast(),
                 load_len,
             )

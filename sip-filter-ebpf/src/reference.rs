@@ -20,7 +20,7 @@ use sip_filter_common::{
 };
 
 use crate::{
-    headers::{parse_headers, Headers, Udp},
+    headers::{parse_headers, Headers, Transport},
     payload::load_payload,
 };
 
@@ -42,11 +42,11 @@ pub fn ref_parse_headers(ctx: XdpContext) -> u32 {
 /// The frame's UDP header, if it goes to the SIP port: where every reference but the
 /// bare drop starts, as the real program does.
 #[inline(always)]
-fn sip_datagram(ctx: &XdpContext) -> Option<Udp> {
-    match parse_headers(ctx) {
-        Headers::Udp(udp) if udp.dst_port == SIP_PORT => Some(udp),
-        _ => None,
-    }
+fn sip_datagram(ctx: &XdpContext) -> Option<Transport> {
+    let Headers::Transport(udp) = parse_headers(ctx) else {
+        return None;
+    };
+    (!udp.is_tcp && udp.dst_port == SIP_PORT).then_some(udp)
 }
 
 /// XDP_DROP when `done`, else XDP_PASS: a verdict that depends on the work measured,
@@ -82,11 +82,11 @@ pub fn ref_parse_update(ctx: XdpContext) -> u32 {
     let Some(udp) = sip_datagram(&ctx) else {
         return xdp_action::XDP_PASS;
     };
-    match REF_SOURCES.get_ptr_mut(&udp.source) {
+    match REF_SOURCES.get_ptr_mut(&udp.source.address) {
         // SAFETY: a map value; a race with another CPU costs a count, nothing else.
         Some(seen) => unsafe { *seen += 1 },
         None => {
-            let _ = REF_SOURCES.insert(&udp.source, &1, 0);
+            let _ = REF_SOURCES.insert(&udp.source.address, &1, 0);
         }
     }
     if let Some(counter) = REF_COUNTER.get_ptr_mut(0) {
@@ -126,7 +126,7 @@ pub fn ref_scan(ctx: XdpContext) -> u32 {
     // SAFETY: per-CPU, used only by this CPU during this run.
     let scan = unsafe { &mut *scan };
     // The same copy as the real program's.
-    let len = match load_payload(&ctx, &udp, &mut scan.buf) {
+    let len = match load_payload(&ctx, udp.payload_offset, udp.payload_len, &mut scan.buf) {
         Some(len) if len > 0 => len,
         _ => return xdp_action::XDP_PASS,
     };

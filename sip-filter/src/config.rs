@@ -262,6 +262,8 @@ struct RawFilter {
     allow_example_domains: Option<bool>,
     ipv6_prefix: Option<Spanned<i64>>,
     tracked_sources: Option<Spanned<i64>>,
+    tcp_ports: List<i64>,
+    tls_ports: List<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -314,13 +316,63 @@ struct RawLists {
     deny: List<String>,
 }
 
+/// A list of ports under `key`, each 1 to 65535, at most [`MAX_PORTS`]; empty only
+/// where `may_be_empty` (a transport left uninspected).
+fn port_list(
+    key: &'static str,
+    transport: &str,
+    ports: &Spanned<Vec<Spanned<i64>>>,
+    may_be_empty: bool,
+) -> Result<Vec<u16>, Refusal> {
+    if ports.get_ref().is_empty() && !may_be_empty {
+        return refuse(
+            ports.span(),
+            key,
+            "no port given: name at least one (leave the key out for 5060)",
+        );
+    }
+    if ports.get_ref().len() > MAX_PORTS {
+        return refuse(
+            ports.span(),
+            key,
+            format!(
+                "{} ports given, at most {MAX_PORTS} are supported",
+                ports.get_ref().len()
+            ),
+        );
+    }
+    ports
+        .get_ref()
+        .iter()
+        .map(|port| match u16::try_from(*port.get_ref()) {
+            Ok(number @ 1..) => Ok(number),
+            _ => refuse(
+                port.span(),
+                key,
+                format!(
+                    "{} is not a {transport} port a SIP server can listen on: give 1 to 65535",
+                    port.get_ref()
+                ),
+            ),
+        })
+        .collect()
+}
+
 impl RawFile {
     fn settings(&self) -> Result<Settings, Refusal> {
         let defaults = Settings::default();
         let filter = &self.filter;
         let ports = match &filter.ports {
-            Some(ports) => self.ports(ports)?,
+            Some(ports) => port_list("filter.ports", "UDP", ports, false)?,
             None => defaults.ports,
+        };
+        let tcp_ports = match &filter.tcp_ports {
+            Some(ports) => port_list("filter.tcp_ports", "TCP", ports, true)?,
+            None => defaults.tcp_ports,
+        };
+        let tls_ports = match &filter.tls_ports {
+            Some(ports) => port_list("filter.tls_ports", "TCP", ports, true)?,
+            None => defaults.tls_ports,
         };
         let domains = match &filter.domains {
             Some(domains) => domains
@@ -461,6 +513,8 @@ impl RawFile {
         };
         Ok(Settings {
             ports,
+            tcp_ports,
+            tls_ports,
             domains,
             own_addresses,
             not_sip_payload,
@@ -488,42 +542,6 @@ impl RawFile {
                 })
                 .transpose()?,
         })
-    }
-
-    fn ports(&self, ports: &Spanned<Vec<Spanned<i64>>>) -> Result<Vec<u16>, Refusal> {
-        const KEY: &str = "filter.ports";
-        if ports.get_ref().is_empty() {
-            return refuse(
-                ports.span(),
-                KEY,
-                "no port given: name at least one (leave the key out for 5060)",
-            );
-        }
-        if ports.get_ref().len() > MAX_PORTS {
-            return refuse(
-                ports.span(),
-                KEY,
-                format!(
-                    "{} ports given, at most {MAX_PORTS} are supported",
-                    ports.get_ref().len()
-                ),
-            );
-        }
-        ports
-            .get_ref()
-            .iter()
-            .map(|port| match u16::try_from(*port.get_ref()) {
-                Ok(number @ 1..) => Ok(number),
-                _ => refuse(
-                    port.span(),
-                    KEY,
-                    format!(
-                        "{} is not a UDP port a SIP server can listen on: give 1 to 65535",
-                        port.get_ref()
-                    ),
-                ),
-            })
-            .collect()
     }
 
     /// Where in the file the setting `error` is about was written, and its key.
@@ -866,6 +884,8 @@ mod tests {
                     "allow_example_domains",
                     "ipv6_prefix",
                     "tracked_sources",
+                    "tcp_ports",
+                    "tls_ports",
                 ],
             ),
             ("rate_limit.register", &["rate", "burst"]),
@@ -960,6 +980,8 @@ mod tests {
             r#"
 [filter]
 ports = [5060, 5080]
+tcp_ports = [5060, 5070]
+tls_ports = []
 own_addresses = ["2001:DB8:0:0::7"]
 non_sip_on_sip_port = "pass"
 allow_hostless_uri = true
@@ -977,6 +999,8 @@ allow = ["192.0.2.7/24", "2001:db8::1"]
 "#,
         );
         assert_eq!(settings.ports, [5060, 5080]);
+        assert_eq!(settings.tcp_ports, [5060, 5070]);
+        assert!(settings.tls_ports.is_empty(), "TLS left uninspected");
         assert_eq!(
             settings.own_addresses,
             ["2001:db8::7".parse::<IpAddr>().unwrap()]
@@ -1117,6 +1141,18 @@ allow = ["192.0.2.7/24", "2001:db8::1"]
 
     #[test]
     fn ports_are_checked() {
+        refused(
+            "[filter]\ntcp_ports = [5060, 0]\n",
+            2,
+            "filter.tcp_ports",
+            "0 is not a TCP port",
+        );
+        refused(
+            "[filter]\ntls_ports = [1, 2, 3, 4, 5, 6, 7, 8, 9]\n",
+            2,
+            "filter.tls_ports",
+            "9 ports given, at most 8",
+        );
         refused(
             "[filter]\nports = [0]\n",
             2,

@@ -180,6 +180,7 @@ fn drop_reason(n: u32) -> String {
         Reason::DropFragment => "a first fragment that cannot be judged",
         Reason::DropHeaderChain => "headers that cannot be walked",
         Reason::DropMalformed => "SIP-like but malformed",
+        Reason::PassSegment => "a TCP segment starting no message",
         // Not drops: never sent as drop events, named as in `stats` if they were.
         pass => pass.name(),
     }

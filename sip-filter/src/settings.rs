@@ -174,6 +174,13 @@ pub const DEFAULT_SCANNER_USER_AGENTS: &[&str] = &[
 pub struct Settings {
     /// Destination UDP ports carrying SIP.
     pub ports: Vec<u16>,
+    /// Destination TCP ports carrying SIP in the clear: the source policy applies to
+    /// every segment, and requests that start a segment are judged as over UDP. Empty:
+    /// TCP is not inspected.
+    pub tcp_ports: Vec<u16>,
+    /// Destination TCP ports carrying SIP over TLS: the source policy applies to every
+    /// segment. Empty: not inspected.
+    pub tls_ports: Vec<u16>,
     /// Allowed Request-URI domains: exact names and `*.suffix` wildcards. Empty turns
     /// the domain check off.
     pub domains: Vec<String>,
@@ -212,6 +219,8 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             ports: vec![5060],
+            tcp_ports: vec![5060],
+            tls_ports: vec![5061],
             domains: Vec::new(),
             own_addresses: Vec::new(),
             not_sip_payload: NotSipPolicy::Drop,
@@ -242,6 +251,13 @@ pub enum SettingsError {
     TooManyPorts { count: usize },
     #[error("port 0 is not a port a SIP server can listen on")]
     PortZero,
+    #[error("{count} {transport} ports given, at most {MAX_PORTS} are supported")]
+    TooManyTransportPorts {
+        transport: &'static str,
+        count: usize,
+    },
+    #[error("{transport} port 0 is not a port a SIP server can listen on")]
+    TransportPortZero { transport: &'static str },
     #[error("domain {entry:?} cannot be allowed: write a name like pbx.example.com or a wildcard like *.example.com")]
     BadDomain { entry: String },
     #[error("{count} domains given, at most {MAX_DOMAINS} are supported")]
@@ -321,6 +337,17 @@ impl Settings {
         if self.ports.contains(&0) {
             return Err(SettingsError::PortZero);
         }
+        for (transport, ports) in [("TCP", &self.tcp_ports), ("TLS", &self.tls_ports)] {
+            if ports.len() > MAX_PORTS {
+                return Err(SettingsError::TooManyTransportPorts {
+                    transport,
+                    count: ports.len(),
+                });
+            }
+            if ports.contains(&0) {
+                return Err(SettingsError::TransportPortZero { transport });
+            }
+        }
         if self.domains.len() > MAX_DOMAINS as usize {
             return Err(SettingsError::TooManyDomains {
                 count: self.domains.len(),
@@ -372,6 +399,14 @@ impl Settings {
             ..FilterConfig::default()
         };
         for (slot, port) in config.ports.iter_mut().zip(&self.ports) {
+            *slot = *port;
+        }
+        config.tcp_port_count = self.tcp_ports.len() as u32;
+        for (slot, port) in config.tcp_ports.iter_mut().zip(&self.tcp_ports) {
+            *slot = *port;
+        }
+        config.tls_port_count = self.tls_ports.len() as u32;
+        for (slot, port) in config.tls_ports.iter_mut().zip(&self.tls_ports) {
             *slot = *port;
         }
         if !domains.is_empty() {

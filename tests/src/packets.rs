@@ -23,6 +23,53 @@ fn build(builder: etherparse::PacketBuilderStep<etherparse::UdpHeader>, payload:
     frame
 }
 
+/// A TCP segment's kind, for [`tcp4_from`] and [`tcp6_from`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Segment {
+    /// A connection's first segment (SYN, no ACK).
+    Syn,
+    /// A segment of an established connection (ACK, PSH when it carries data).
+    Established,
+}
+
+fn build_tcp(
+    builder: etherparse::PacketBuilderStep<etherparse::TcpHeader>,
+    segment: Segment,
+    payload: &[u8],
+) -> Vec<u8> {
+    let builder = match segment {
+        Segment::Syn => builder.syn(),
+        Segment::Established => builder.ack(1).psh(),
+    };
+    let mut frame = Vec::with_capacity(builder.size(payload.len()));
+    builder
+        .write(&mut frame, payload)
+        .expect("a frame builds into a Vec");
+    frame
+}
+
+/// IPv4/TCP from `source` to `dst_port` on the server.
+pub fn tcp4_from(source: [u8; 4], dst_port: u16, segment: Segment, payload: &[u8]) -> Vec<u8> {
+    build_tcp(
+        PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+            .ipv4(source, SERVER_V4, 64)
+            .tcp(CLIENT_PORT, dst_port, 1, 64240),
+        segment,
+        payload,
+    )
+}
+
+/// IPv6/TCP from `source` to `dst_port` on the server.
+pub fn tcp6_from(source: [u8; 16], dst_port: u16, segment: Segment, payload: &[u8]) -> Vec<u8> {
+    build_tcp(
+        PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+            .ipv6(source, SERVER_V6, 64)
+            .tcp(CLIENT_PORT, dst_port, 1, 64240),
+        segment,
+        payload,
+    )
+}
+
 /// IPv4/UDP from the client to `dst_port` on the server.
 pub fn udp4(dst_port: u16, payload: &[u8]) -> Vec<u8> {
     udp4_from(CLIENT_V4, dst_port, payload)

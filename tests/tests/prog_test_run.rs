@@ -339,14 +339,14 @@ fn network_cases() -> Vec<Case> {
         case(
             "IPv4 later fragment of TCP",
             ethernet(ETH_IPV4, &ipv4(TCP, 0x0010, &[], &scan)),
-            PassNotSip,
+            PassFragment,
             None,
         ),
         case("ARP", ethernet(ETH_ARP, &[0; 28]), PassNotSip, None),
         case(
-            "TCP to the SIP port (not inspected yet)",
+            "a TCP header whose data offset is 0",
             ethernet(ETH_IPV4, &ipv4(TCP, 0, &[], &[0; 20])),
-            PassNotSip,
+            DropHeaderChain,
             None,
         ),
         case("UDP to another port", udp4(5061, &scan), PassNotSip, None),
@@ -996,6 +996,221 @@ fn adversarial_review_payloads() {
             )
             .first_fragment()
             .headers_truncated(),
+        ],
+    );
+}
+
+/// TCP and TLS (issue 14): the source policy (deny list, bans, allow list) on every
+/// segment to a SIP port, SYN or not, over IPv4 and IPv6; past it, segments pass.
+#[test]
+fn tcp_and_tls_ports() {
+    use Method::*;
+    use Reason::*;
+    use Segment::*;
+    if !privileged("tcp_and_tls_ports") {
+        return;
+    }
+    let net = |text: &str| text.parse().unwrap();
+    let mut filter = loaded(&Settings {
+        deny: vec![net("203.0.113.0/24"), net("2001:db8:bad::/48")],
+        allow: vec![net("203.0.113.7/32")],
+        ..settings()
+    });
+    let hour = Some(std::time::Duration::from_secs(3600));
+    filter
+        .ban("198.51.100.1".parse().unwrap(), hour, BanReason::Scanner)
+        .unwrap();
+    filter
+        .ban("2001:db8:77:1::1".parse().unwrap(), hour, BanReason::Rate)
+        .unwrap();
+    let clean = CLIENT_V4;
+    let (denied, banned, trusted) = (v4("203.0.113.9"), v4("198.51.100.1"), v4("203.0.113.7"));
+    let (denied6, banned6) = (v6("2001:db8:bad::9"), v6("2001:db8:77:1::99"));
+    let client_hello = [
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    let scanner = sip_request("OPTIONS", ALLOWED, &["User-Agent: friendly-scanner"]);
+    let cases = vec![
+        // Sources first, on every transport and every segment.
+        case(
+            "SYN to 5060 from a clean source",
+            tcp4_from(clean, 5060, Syn, b""),
+            PassSegment,
+            None,
+        ),
+        case(
+            "SYN to 5061 from a clean source",
+            tcp4_from(clean, 5061, Syn, b""),
+            PassSegment,
+            None,
+        ),
+        case(
+            "SYN to 5060 over IPv6",
+            tcp6_from(CLIENT_V6, 5060, Syn, b""),
+            PassSegment,
+            None,
+        ),
+        case(
+            "SYN from a denied source",
+            tcp4_from(denied, 5060, Syn, b""),
+            DropDenied,
+            None,
+        ),
+        case(
+            "SYN from a denied /48 over IPv6",
+            tcp6_from(denied6, 5061, Syn, b""),
+            DropDenied,
+            None,
+        ),
+        case(
+            "SYN from a banned source",
+            tcp4_from(banned, 5060, Syn, b""),
+            DropBanned,
+            None,
+        ),
+        case(
+            "TLS SYN from a banned source",
+            tcp4_from(banned, 5061, Syn, b""),
+            DropBanned,
+            None,
+        ),
+        case(
+            "SYN from a banned /64",
+            tcp6_from(banned6, 5060, Syn, b""),
+            DropBanned,
+            None,
+        ),
+        case(
+            "an established connection's request from a banned source",
+            tcp4_from(banned, 5060, Established, &options(ALLOWED)),
+            DropBanned,
+            None,
+        ),
+        case(
+            "an established TLS record from a banned source",
+            tcp4_from(banned, 5061, Established, &client_hello),
+            DropBanned,
+            None,
+        ),
+        case(
+            "an acknowledgement from a denied source",
+            tcp4_from(denied, 5060, Established, b""),
+            DropDenied,
+            None,
+        ),
+        case(
+            "a trusted source inside a denied network",
+            tcp4_from(trusted, 5060, Syn, b""),
+            PassSegment,
+            None,
+        ),
+        case(
+            "TCP to another port",
+            tcp4_from(banned, 443, Syn, b""),
+            PassNotSip,
+            None,
+        ),
+        case(
+            "TCP to the UDP-only port 5080",
+            tcp4_from(clean, 5080, Established, &options(UNKNOWN)),
+            PassNotSip,
+            None,
+        ),
+        // Past the source policy every segment passes: SIP inside TCP is not judged yet.
+        case(
+            "allowed OPTIONS over TCP",
+            tcp4_from(clean, 5060, Established, &options(ALLOWED)),
+            PassSegment,
+            None,
+        ),
+        case(
+            "allowed OPTIONS over TCP/IPv6",
+            tcp6_from(CLIENT_V6, 5060, Established, &options(ALLOWED)),
+            PassSegment,
+            None,
+        ),
+        case(
+            "a scanner's OPTIONS over TCP (not judged yet)",
+            tcp4_from(clean, 5060, Established, &scanner),
+            PassSegment,
+            None,
+        ),
+        case(
+            "a body's continuation",
+            tcp4_from(
+                clean,
+                5060,
+                Established,
+                b"m=audio 49170 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+            ),
+            PassSegment,
+            None,
+        ),
+        case(
+            "a CRLF keep-alive over TCP (RFC 5626)",
+            tcp4_from(clean, 5060, Established, b"\r\n\r\n"),
+            PassSegment,
+            None,
+        ),
+        case(
+            "a ClientHello on the TLS port",
+            tcp4_from(clean, 5061, Established, &client_hello),
+            PassSegment,
+            None,
+        ),
+        case(
+            "a trusted source's segment",
+            tcp4_from(trusted, 5060, Established, &scanner),
+            PassSegment,
+            None,
+        ),
+    ];
+    assert_table(&filter, cases);
+    // A TCP header whose data offset lies: its port unknown, the source policy then a drop.
+    let mut lying = tcp4_from(banned, 5060, Established, &options(ALLOWED));
+    lying[14 + 20 + 12] = 0x40; // 16 bytes: shorter than a TCP header
+    let mut lying_clean = tcp4_from(clean, 5060, Syn, b"");
+    lying_clean[14 + 20 + 12] = 0xf0; // 60 bytes: past the IP packet's end
+    assert_table(
+        &filter,
+        vec![
+            case(
+                "a lying TCP header from a banned source",
+                lying,
+                DropBanned,
+                None,
+            ),
+            case("a lying TCP header", lying_clean, DropHeaderChain, None),
+        ],
+    );
+    // Transports left uninspected: their packets pass untouched, bans or not.
+    let udp_only = loaded(&Settings {
+        tcp_ports: vec![],
+        tls_ports: vec![],
+        deny: vec![net("203.0.113.0/24")],
+        ..settings()
+    });
+    assert_table(
+        &udp_only,
+        vec![
+            case(
+                "tcp_ports = []: TCP passes",
+                tcp4_from(denied, 5060, Syn, b""),
+                PassNotSip,
+                None,
+            ),
+            case(
+                "tls_ports = []: TLS passes",
+                tcp4_from(denied, 5061, Syn, b""),
+                PassNotSip,
+                None,
+            ),
+            case(
+                "UDP still judged",
+                udp4_from(denied, SIP_PORT, &options(ALLOWED)),
+                DropDenied,
+                None,
+            ),
         ],
     );
 }

@@ -28,6 +28,12 @@ pub struct FilterOptions {
     /// A UDP port SIP arrives on. Repeat for more (at most 8). Default: 5060.
     #[arg(long = "port", value_name = "PORT")]
     pub ports: Vec<u16>,
+    /// A TCP port carrying SIP in the clear. Repeat for more (at most 8). Default: 5060.
+    #[arg(long = "tcp-port", value_name = "PORT")]
+    pub tcp_ports: Vec<u16>,
+    /// A TCP port carrying SIP over TLS. Repeat for more (at most 8). Default: 5061.
+    #[arg(long = "tls-port", value_name = "PORT")]
+    pub tls_ports: Vec<u16>,
     /// What to do with payloads on a SIP port that are neither SIP nor keep-alives.
     /// Default: drop.
     #[arg(long, value_enum)]
@@ -61,6 +67,12 @@ impl FilterOptions {
         // A list flag replaces the file's list rather than adding to it.
         if !self.ports.is_empty() {
             settings.ports.clone_from(&self.ports);
+        }
+        if !self.tcp_ports.is_empty() {
+            settings.tcp_ports.clone_from(&self.tcp_ports);
+        }
+        if !self.tls_ports.is_empty() {
+            settings.tls_ports.clone_from(&self.tls_ports);
         }
         if !self.domains.is_empty() {
             settings.domains.clone_from(&self.domains);
