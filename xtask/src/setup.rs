@@ -42,6 +42,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     // postinst registers with CrowdSec's online API unless told not to: see
     // `preseed_crowdsec`.
     "crowdsec",
+    // openssl: the TLS server, client and certificate of the transports lab.
+    "openssl",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
