@@ -1000,6 +1000,27 @@ fn adversarial_review_payloads() {
     );
 }
 
+/// The program with a deny list (203.0.113.0/24, 2001:db8:bad::/48), an allow list
+/// (203.0.113.7, 198.51.100.200: inside the denied network, and banned) and hour-long
+/// bans of 198.51.100.1, 198.51.100.200 and 2001:db8:77:1::/64.
+fn with_lists_and_bans() -> Filter {
+    let net = |text: &str| text.parse().unwrap();
+    let mut filter = loaded(&Settings {
+        deny: vec![net("203.0.113.0/24"), net("2001:db8:bad::/48")],
+        allow: vec![net("203.0.113.7/32"), net("198.51.100.200/32")],
+        ..settings()
+    });
+    let hour = Some(std::time::Duration::from_secs(3600));
+    for (source, reason) in [
+        ("198.51.100.1", BanReason::Manual),
+        ("198.51.100.200", BanReason::Scanner),
+        ("2001:db8:77:1::1", BanReason::Rate),
+    ] {
+        filter.ban(source.parse().unwrap(), hour, reason).unwrap();
+    }
+    filter
+}
+
 /// TCP and TLS (issue 14): the source policy (deny list, bans, allow list) on every
 /// segment to a SIP port, SYN or not, over IPv4 and IPv6; past it, segments pass.
 #[test]
@@ -1010,19 +1031,8 @@ fn tcp_and_tls_ports() {
     if !privileged("tcp_and_tls_ports") {
         return;
     }
+    let filter = with_lists_and_bans();
     let net = |text: &str| text.parse().unwrap();
-    let mut filter = loaded(&Settings {
-        deny: vec![net("203.0.113.0/24"), net("2001:db8:bad::/48")],
-        allow: vec![net("203.0.113.7/32")],
-        ..settings()
-    });
-    let hour = Some(std::time::Duration::from_secs(3600));
-    filter
-        .ban("198.51.100.1".parse().unwrap(), hour, BanReason::Scanner)
-        .unwrap();
-    filter
-        .ban("2001:db8:77:1::1".parse().unwrap(), hour, BanReason::Rate)
-        .unwrap();
     let clean = CLIENT_V4;
     let (denied, banned, trusted) = (v4("203.0.113.9"), v4("198.51.100.1"), v4("203.0.113.7"));
     let (denied6, banned6) = (v6("2001:db8:bad::9"), v6("2001:db8:77:1::99"));
@@ -1374,22 +1384,7 @@ fn source_lists_and_bans() {
     if !privileged("source_lists_and_bans") {
         return;
     }
-    let net = |text: &str| text.parse().unwrap();
-    let mut filter = loaded(&Settings {
-        deny: vec![net("203.0.113.0/24"), net("2001:db8:bad::/48")],
-        allow: vec![net("203.0.113.7/32"), net("198.51.100.200/32")],
-        ..settings()
-    });
-    let hour = Some(std::time::Duration::from_secs(3600));
-    filter
-        .ban("198.51.100.1".parse().unwrap(), hour, BanReason::Manual)
-        .unwrap();
-    filter
-        .ban("198.51.100.200".parse().unwrap(), hour, BanReason::Scanner)
-        .unwrap();
-    filter
-        .ban("2001:db8:77:1::1".parse().unwrap(), hour, BanReason::Rate)
-        .unwrap();
+    let mut filter = with_lists_and_bans();
     let good = options(ALLOWED);
     // Header chains the program cannot walk still meet the source lists (issue 19).
     let long_chain = |source: &str| {
