@@ -17,8 +17,13 @@ use sip_filter_tests::{
 
 /// The TLS port `openssl s_server` listens on (the filter's default TLS port).
 const TLS_PORT: u16 = 5061;
-/// How long a client waits for a connection or an answer before giving up.
-const CLIENT_TIMEOUT: &str = "4";
+/// How long a client waits for an answer it expects (generous: a busy 2-core machine).
+const ANSWER_TIMEOUT: &str = "15";
+/// How long a client listens for an answer that must not come, once its first answer
+/// showed the path works: Kamailio answers in milliseconds.
+const SILENCE_TIMEOUT: &str = "4";
+/// How long a TLS handshake may take, and a banned one is given.
+const HANDSHAKE_TIMEOUT: &str = "15";
 
 /// Kamailio answering every request with a stateless 200, over UDP and TCP.
 fn kamailio_udp_and_tcp() -> String {
@@ -53,7 +58,7 @@ fn tcp_client(flag: Option<&str>) -> String {
         "exec 3<>/dev/tcp/{SERVER_V4}/{SIP_PORT} || {{ echo 'connect: refused or timed out'; exit 7; }}\n\
          echo connected\n\
          printf '{}' >&3\n\
-         if read -t {CLIENT_TIMEOUT} -r line <&3; then echo \"answer 1: $line\"; else echo 'answer 1: none'; fi\n",
+         if read -t {ANSWER_TIMEOUT} -r line <&3; then echo \"answer 1: $line\"; else echo 'answer 1: none'; fi\n",
         options(1)
     );
     if let Some(flag) = flag {
@@ -62,7 +67,7 @@ fn tcp_client(flag: Option<&str>) -> String {
              printf '{}' >&3\n\
              # Skip what is left of the first answer, then look for a second status line.\n\
              answered=none\n\
-             while read -t {CLIENT_TIMEOUT} -r line <&3; do case \"$line\" in SIP/2.0*) answered=\"$line\";; esac; done\n\
+             while read -t {SILENCE_TIMEOUT} -r line <&3; do case \"$line\" in SIP/2.0*) answered=\"$line\";; esac; done\n\
              echo \"answer 2: $answered\"\n",
             options(2)
         ));
@@ -75,7 +80,7 @@ fn tcp_options(lab: &Lab) -> Finished {
     lab.run(
         Host::Client,
         "timeout",
-        &["10", "bash", "-c", &tcp_client(None)],
+        &["20", "bash", "-c", &tcp_client(None)],
         QUICK,
     )
 }
@@ -87,7 +92,7 @@ fn tls_handshake(lab: &Lab) -> Finished {
         Host::Client,
         "timeout",
         &[
-            CLIENT_TIMEOUT,
+            HANDSHAKE_TIMEOUT,
             "openssl",
             "s_client",
             "-connect",
@@ -194,7 +199,7 @@ fn a_ban_covers_tcp_and_tls_and_established_connections() {
             Host::Client,
             "open TCP connection",
             "timeout",
-            &["30", "bash", "-c", &tcp_client(Some(&flag_arg))],
+            &["90", "bash", "-c", &tcp_client(Some(&flag_arg))],
             &dir.join("open-connection.log"),
         )
         .expect("the client starts");
