@@ -21,6 +21,8 @@ pub mod names {
     pub const GLOBAL_BUDGET: &str = "SF_GLOBAL";
     pub const SCANNER_AGENTS: &str = "SF_SCANNER_UA";
     pub const EVENTS: &str = "SF_EVENTS";
+    /// The egress (answers) program's counters.
+    pub const ANSWER_COUNTERS: &str = "SF_ANSWER_COUNTERS";
     /// Every map a running filter pins, for `stats` and cleanup.
     pub const PINNED: [&str; 12] = [
         CONFIG,
@@ -690,6 +692,8 @@ mod pod {
     // SAFETY: plain `#[repr(C)]` integers and arrays of them; every bit pattern is valid
     // and the layouts have no padding.
     unsafe impl aya::Pod for super::Counters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AnswerCounters {}
     // SAFETY: as above; explicit padding fields leave no implicit padding.
     unsafe impl aya::Pod for super::FilterConfig {}
     // SAFETY: as above.
@@ -733,5 +737,42 @@ mod tests {
         assert_eq!(key(80), "2001:db8:5f:1:aaaa::".parse::<Ipv6Addr>().unwrap());
         assert_eq!(key(128), a);
         assert_eq!(key(0), Ipv6Addr::UNSPECIFIED);
+    }
+}
+
+/// Slots of [`AnswerCounters::kinds`]: a power of two above [`AnswerKind::COUNT`].
+pub const ANSWER_SLOTS: usize = 16;
+
+/// What the egress program made of a packet leaving through a filtered interface.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnswerKind {
+    /// Not from a SIP port, or not SIP: not looked at further.
+    NotAnswer = 0,
+    /// A SIP answer leaving from a SIP port (every one, whatever else it is counted as).
+    Seen = 1,
+}
+
+impl AnswerKind {
+    pub const COUNT: usize = 2;
+}
+
+/// The egress program's counters, per CPU (summed by userspace).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AnswerCounters {
+    /// Packets the program saw, by [`AnswerKind`].
+    pub kinds: [u64; ANSWER_SLOTS],
+}
+
+impl AnswerCounters {
+    /// Adds `other` to `self` (summing CPUs).
+    pub fn add(&mut self, other: &AnswerCounters) {
+        for (mine, theirs) in self.kinds.iter_mut().zip(other.kinds) {
+            *mine = mine.wrapping_add(theirs);
+        }
+    }
+    pub fn of(&self, kind: AnswerKind) -> u64 {
+        self.kinds[kind as usize]
     }
 }

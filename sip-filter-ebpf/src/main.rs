@@ -1,13 +1,15 @@
 //! The sip-filter XDP program: parses Ethernet (with up to two VLAN tags), IPv4/IPv6
 //! and UDP or TCP, applies the source policy to every transport, hands SIP datagrams to
 //! the shared parser, applies the request policy, and counts every verdict once, by
-//! reason and method.
+//! reason and method. Beside it, in `answers`, the TC egress program that watches the
+//! server's answers.
 #![no_std]
 #![no_main]
 // For BPF's atomic add (see sources::admit); built with RUSTC_BOOTSTRAP (build.rs).
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod answers;
 mod checksum;
 mod headers;
 mod payload;
