@@ -10,6 +10,7 @@
 
 use super::{find_byte, find_flagged, not_blank, Span};
 use crate::{
+    bounded::repeat,
     domain::mix,
     scan::{
         ascii_lowercase_word, bytes_equal, first_flagged_byte, low_bytes_mask, word_of,
@@ -55,10 +56,7 @@ impl Account {
             key = mix(key, *word);
         }
         // 0 means "no account".
-        Account {
-            key: key | 1,
-            name,
-        }
+        Account { key: key | 1, name }
     }
 
     /// The name as bytes, without the padding (host code).
@@ -72,21 +70,29 @@ impl Account {
     }
 }
 
-/// A seeded hash of the first `BYTES` bytes of `span`, and of its length. Unrolled, not a
-/// loop: at most `BYTES / 8` words.
+/// A seeded hash of the first `BYTES` bytes of `span`, and of its length: a loop of
+/// [`HASH_WORDS_PER_STEP`] words a step (verified once, whatever the length).
 #[inline(always)]
 fn hash_prefix<const BYTES: usize>(buf: &ScanBuf, span: Span, seed: u64) -> u64 {
     let len = span.len();
     let mut hash = mix(seed, len as u64);
-    for i in 0..BYTES / 8 {
-        let left = len.saturating_sub(i * 8);
-        if left == 0 {
-            break;
+    let steps = BYTES.div_ceil(8 * HASH_WORDS_PER_STEP);
+    repeat(steps as u32, &mut |step: u32| {
+        for w in 0..HASH_WORDS_PER_STEP {
+            let at = (step as usize * HASH_WORDS_PER_STEP + w) * 8;
+            if at >= len {
+                return false;
+            }
+            let word = buf.window(span.start() + at) & low_bytes_mask(len - at);
+            hash = mix(hash, word);
         }
-        hash = mix(hash, buf.window(span.start() + i * 8) & low_bytes_mask(left));
-    }
+        true
+    });
     hash
 }
+
+/// Words [`hash_prefix`] takes per loop step.
+const HASH_WORDS_PER_STEP: usize = 4;
 
 /// A transaction's identity: its Call-ID and CSeq values (the first [`CALL_ID_BYTES`]
 /// and [`CSEQ_BYTES`] of each, and their lengths), hashed with `seed`. 0 when either is
@@ -110,7 +116,10 @@ pub fn param_value(buf: &ScanBuf, value: Span, name: &[u8]) -> Span {
     let name_len = name.len().min(8);
     let name_word = word_of(name);
     let first = name_word as u8;
-    let (from, to) = (value.start(), value.end().min(value.start() + PARAM_SEARCH_BYTES));
+    let (from, to) = (
+        value.start(),
+        value.end().min(value.start() + PARAM_SEARCH_BYTES),
+    );
     if from >= to {
         return Span::ABSENT;
     }
@@ -306,7 +315,12 @@ mod tests {
         // Another CSeq, another transaction; another seed, another id.
         let other = REGISTER.replace("CSeq: 2", "CSeq: 3");
         let (other_buf, o) = parsed(&other);
-        let other_id = transaction_id(&other_buf, o.header(Header::CallId), o.header(Header::CSeq), 7);
+        let other_id = transaction_id(
+            &other_buf,
+            o.header(Header::CallId),
+            o.header(Header::CSeq),
+            7,
+        );
         assert_ne!(other_id, id);
         assert_ne!(
             transaction_id(&buf, m.header(Header::CallId), m.header(Header::CSeq), 8),
@@ -317,7 +331,11 @@ mod tests {
     #[test]
     fn accounts_compare_by_name() {
         let (buf, m) = parsed(REGISTER);
-        let by_username = Account::of(&buf, digest_username(&buf, m.header(Header::Credentials)), 3);
+        let by_username = Account::of(
+            &buf,
+            digest_username(&buf, m.header(Header::Credentials)),
+            3,
+        );
         let by_to = Account::of(&buf, uri_user(&buf, m.header(Header::To)), 3);
         assert_eq!(by_username, by_to);
         let (name, len) = Account::name_bytes(&by_username.name);
@@ -328,10 +346,22 @@ mod tests {
     #[test]
     fn parameters_are_found_wherever_they_are() {
         let cases = [
-            ("Digest realm=\"x\",username=\"bob\"", "username", Some("bob")),
-            ("Digest  USERNAME = \"b o b\" , realm=x", "username", Some("b o b")),
+            (
+                "Digest realm=\"x\",username=\"bob\"",
+                "username",
+                Some("bob"),
+            ),
+            (
+                "Digest  USERNAME = \"b o b\" , realm=x",
+                "username",
+                Some("b o b"),
+            ),
             ("Digest xusername=\"no\"", "username", None),
-            ("Digest realm=\"x\", nonce=\"y\", stale=false", "stale", Some("false")),
+            (
+                "Digest realm=\"x\", nonce=\"y\", stale=false",
+                "stale",
+                Some("false"),
+            ),
             ("Digest realm=\"x\", stale=\"true\"", "stale", Some("true")),
             ("<sip:a@b>;expires=3600", "expires", Some("3600")),
             ("<sip:a@b>", "expires", None),
