@@ -49,6 +49,8 @@ pub mod names {
 
 /// The XDP program's name in the object file.
 pub const PROGRAM_NAME: &str = "sip_filter";
+/// The egress (TC) program that watches the server's answers (issue 13).
+pub const ANSWERS_PROGRAM_NAME: &str = "sip_filter_answers";
 
 /// Capacity of the domain allowlist map.
 pub const MAX_DOMAINS: u32 = 4096;

@@ -628,10 +628,14 @@ const EXAMINED_LETTERS: usize = 7;
 /// The first letters (lower case) of the header lines a scan for `WANTED` must examine,
 /// if it can skip the others: for [`POLICY_HEADERS`], the User-Agent's `u`, Route's `r`,
 /// To's `t`, Call-ID's and CSeq's `c` (and Call-ID's compact `i`), Authorization's `a`
-/// and Proxy-Authorization's `p`. `None`: every line is examined.
+/// and Proxy-Authorization's `p`; for [`ANSWER_HEADERS`], Call-ID's, CSeq's and
+/// Contact's `c` (and the compact `i` and `m`), WWW-Authenticate's `w`,
+/// Proxy-Authenticate's `p` and Expires' `e`. `None`: every line is examined.
 const fn examined_letters(wanted: HeaderSet) -> Option<[u8; EXAMINED_LETTERS]> {
     if wanted == POLICY_HEADERS {
         Some([b'u', b'r', b't', b'c', b'i', b'a', b'p'])
+    } else if wanted == ANSWER_HEADERS {
+        Some([b'c', b'i', b'm', b'w', b'p', b'e', b'e'])
     } else {
         None
     }

@@ -8,9 +8,9 @@
 //! are answers going out, from a SIP port to the peer that asked. Answers coming in are
 //! never learnt from: anyone can forge them.
 //!
-//! In three steps from the entry point, each verified once and each leaving its
-//! findings in per-CPU memory (see the XDP program's `judge`): [`parse_answer`] walks
-//! the headers and parses the SIP message; [`pair_answer`] finds the request it answers
+//! In four steps from the entry point, each verified once and each leaving its
+//! findings in per-CPU memory (see the XDP program's `judge`): [`load_answer`] walks
+//! the headers and copies the payload, [`parse_answer`] parses the SIP message; [`pair_answer`] finds the request it answers
 //! and classifies it ([`AnswerKind`]); [`learn`] applies what it means
 //! ([`crate::auth`]).
 
@@ -57,6 +57,9 @@ struct Answer {
     transaction: Transaction,
     /// For a 2xx to a REGISTER: the seconds granted.
     registered_for_s: u32,
+    /// The payload's bytes in the scratch, and whether they are the whole message.
+    len: u32,
+    whole: u32,
     _pad: u32,
 }
 
@@ -65,7 +68,7 @@ static ANSWER: PerCpuArray<Answer> = PerCpuArray::with_max_entries(1, 0);
 
 #[classifier]
 pub fn sip_filter_answers(ctx: TcContext) -> i32 {
-    let kind = if parse_answer(&ctx) {
+    let kind = if load_answer(&ctx) && parse_answer() {
         pair_answer()
     } else {
         AnswerKind::NotAnswer as u32
@@ -80,11 +83,11 @@ pub fn sip_filter_answers(ctx: TcContext) -> i32 {
     TC_ACT_OK
 }
 
-/// Walks the headers of a packet going out; for one from a SIP port, parses its
-/// payload into the scratch. True when it holds an answer. Not inlined: its stack is
-/// gone before the pairing runs.
+/// Walks the headers of a packet going out; for one from a SIP port, copies its
+/// payload into the scratch and notes the peer. Not inlined: its stack is gone before
+/// the parse runs (the 512 bytes are shared along the call chain).
 #[inline(never)]
-fn parse_answer(ctx: &TcContext) -> bool {
+fn load_answer(ctx: &TcContext) -> bool {
     let Some(config) = CONFIG.get(0) else {
         return false;
     };
@@ -117,9 +120,23 @@ fn parse_answer(ctx: &TcContext) -> bool {
     ) else {
         return false;
     };
+    answer.len = len as u32;
     // A TCP segment may end inside a message: only a datagram is known whole.
-    let whole =
-        !transport.is_tcp && !transport.first_fragment && transport.payload_len <= SCAN_LEN as u32;
+    answer.whole = u32::from(
+        !transport.is_tcp && !transport.first_fragment && transport.payload_len <= SCAN_LEN as u32,
+    );
+    true
+}
+
+/// Parses the payload [`load_answer`] left in the scratch: true for a SIP answer.
+#[inline(never)]
+fn parse_answer() -> bool {
+    let (Some(scratch), Some(answer)) = (ANSWER_SCAN.get_ptr_mut(0), ANSWER.get_ptr(0)) else {
+        return false;
+    };
+    // SAFETY: per-CPU, used only by this CPU during this run.
+    let (scratch, answer) = unsafe { (&mut *scratch, &*answer) };
+    let (len, whole) = (answer.len as usize, answer.whole != 0);
     parse_in_place::<ANSWER_HEADERS>(scratch, len, whole) == Kind::Sip && !scratch.is_request()
 }
 

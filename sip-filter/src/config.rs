@@ -19,9 +19,10 @@ use toml::{
 };
 
 use crate::settings::{
-    BanRules, NotSipPolicy, RateLimit, RateLimits, Settings, SettingsError, TRACKED_SOURCES,
+    AuthRules, BanRules, NotSipPolicy, RateLimit, RateLimits, Settings, SettingsError,
+    TRACKED_SOURCES,
 };
-use sip_filter_common::maps::MAX_PORTS;
+use sip_filter_common::{maps::MAX_PORTS, sip::Method};
 
 /// The fastest rate a bucket can hold: the kernel spaces requests by whole nanoseconds.
 pub const MAX_RATE: u32 = 1_000_000_000;
@@ -246,6 +247,8 @@ struct RawFile {
     ban: RawBan,
     #[serde(default)]
     lists: RawLists,
+    #[serde(default)]
+    answers: RawAnswers,
     crowdsec: Option<Spanned<crate::crowdsec::settings::RawCrowdsec>>,
 }
 
@@ -269,9 +272,10 @@ struct RawFilter {
 #[derive(Deserialize, Default)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a table of [rate_limit.register], [rate_limit.invite], [rate_limit.other], [rate_limit.trusted], [rate_limit.answers], [rate_limit.untrusted_total]"
+    expecting = "a table of [rate_limit.register], [rate_limit.invite], [rate_limit.other], [rate_limit.trusted], [rate_limit.answers], [rate_limit.untrusted_total], [rate_limit.registered]"
 )]
 struct RawRateLimits {
+    registered: Option<Spanned<RawLimit>>,
     register: Option<Spanned<RawLimit>>,
     invite: Option<Spanned<RawLimit>>,
     other: Option<Spanned<RawLimit>>,
@@ -307,6 +311,129 @@ struct RawBan {
     rate_overflow_hits: Option<Spanned<i64>>,
     rate_overflow_window_seconds: Option<Spanned<i64>>,
     rate_overflow_seconds: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawAnswers {
+    learn: Option<bool>,
+    lockout_failures: Option<Spanned<i64>>,
+    lockout_window_seconds: Option<Spanned<i64>>,
+    lockout_seconds: Option<Spanned<i64>>,
+    ban_failures: Option<Spanned<i64>>,
+    ban_window_seconds: Option<Spanned<i64>>,
+    ban_seconds: Option<Spanned<i64>>,
+    enumeration_users: Option<Spanned<i64>>,
+    enumeration_window_seconds: Option<Spanned<i64>>,
+    enumeration_seconds: Option<Spanned<i64>>,
+    account_failures: Option<Spanned<i64>>,
+    account_window_seconds: Option<Spanned<i64>>,
+    account_lockout_seconds: Option<Spanned<i64>>,
+    registration_cap_seconds: Option<Spanned<i64>>,
+    strict_methods: List<String>,
+}
+
+impl RawAnswers {
+    /// The `[answers]` table, each key defaulting to [`AuthRules::default`].
+    fn rules(&self) -> Result<AuthRules, Refusal> {
+        let defaults = AuthRules::default();
+        let key = |name: &str| format!("answers.{name}");
+        Ok(AuthRules {
+            learn: self.learn.unwrap_or(defaults.learn),
+            lockout_failures: count(
+                &self.lockout_failures,
+                &key("lockout_failures"),
+                defaults.lockout_failures,
+            )?,
+            lockout_window_seconds: count(
+                &self.lockout_window_seconds,
+                &key("lockout_window_seconds"),
+                defaults.lockout_window_seconds,
+            )?,
+            lockout_seconds: count(
+                &self.lockout_seconds,
+                &key("lockout_seconds"),
+                defaults.lockout_seconds,
+            )?,
+            ban_failures: count(
+                &self.ban_failures,
+                &key("ban_failures"),
+                defaults.ban_failures,
+            )?,
+            ban_window_seconds: count(
+                &self.ban_window_seconds,
+                &key("ban_window_seconds"),
+                defaults.ban_window_seconds,
+            )?,
+            ban_seconds: count(&self.ban_seconds, &key("ban_seconds"), defaults.ban_seconds)?,
+            enumeration_users: count(
+                &self.enumeration_users,
+                &key("enumeration_users"),
+                defaults.enumeration_users,
+            )?,
+            enumeration_window_seconds: count(
+                &self.enumeration_window_seconds,
+                &key("enumeration_window_seconds"),
+                defaults.enumeration_window_seconds,
+            )?,
+            enumeration_seconds: count(
+                &self.enumeration_seconds,
+                &key("enumeration_seconds"),
+                defaults.enumeration_seconds,
+            )?,
+            account_failures: count(
+                &self.account_failures,
+                &key("account_failures"),
+                defaults.account_failures,
+            )?,
+            account_window_seconds: count(
+                &self.account_window_seconds,
+                &key("account_window_seconds"),
+                defaults.account_window_seconds,
+            )?,
+            account_lockout_seconds: count(
+                &self.account_lockout_seconds,
+                &key("account_lockout_seconds"),
+                defaults.account_lockout_seconds,
+            )?,
+            registration_cap_seconds: count(
+                &self.registration_cap_seconds,
+                &key("registration_cap_seconds"),
+                defaults.registration_cap_seconds,
+            )?,
+            strict_methods: match &self.strict_methods {
+                Some(methods) => methods
+                    .get_ref()
+                    .iter()
+                    .map(strict_method)
+                    .collect::<Result<_, _>>()?,
+                None => defaults.strict_methods,
+            },
+        })
+    }
+}
+
+/// A method named in `answers.strict_methods`: one the filter knows, not ACK (which is
+/// never answered, so never learnt from) nor REGISTER (how a source becomes registered).
+fn strict_method(name: &Spanned<String>) -> Result<Method, Refusal> {
+    const KEY: &str = "answers.strict_methods";
+    let wanted = name.get_ref();
+    let method = Method::ALL
+        .into_iter()
+        .find(|m| *m != Method::None && m.name().eq_ignore_ascii_case(wanted));
+    match method {
+        Some(Method::Register | Method::Ack) => refuse(
+            name.span(),
+            KEY,
+            format!("{wanted} cannot be reserved for registered sources: a source registers with REGISTER, and ACKs follow calls already answered"),
+        ),
+        Some(method) => Ok(method),
+        None => refuse(
+            name.span(),
+            KEY,
+            format!("{wanted:?} is not a SIP method the filter knows (INVITE, MESSAGE, SUBSCRIBE, OPTIONS, …)"),
+        ),
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -463,6 +590,7 @@ impl RawFile {
                 "untrusted_total",
                 built_in.untrusted_total,
             )?,
+            registered: limit(&limits.registered, "registered", built_in.registered)?,
         };
         let scanner_user_agents = match &self.scanner.user_agents {
             Some(agents) => agents
@@ -533,6 +661,7 @@ impl RawFile {
             rate_limits,
             scanner_user_agents,
             ban,
+            auth: self.answers.rules()?,
             crowdsec: self
                 .crowdsec
                 .as_ref()
