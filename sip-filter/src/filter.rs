@@ -403,6 +403,20 @@ impl Filter {
         Ok(info.verified_instruction_count())
     }
 
+    /// [`Filter::verified_instructions`] for the egress program.
+    pub fn verified_answer_instructions(&mut self) -> Result<Option<u32>, FilterError> {
+        let program: &SchedClassifier = self
+            .ebpf
+            .program(ANSWERS_PROGRAM_NAME)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(FilterError::Missing {
+                what: "TC program",
+                name: ANSWERS_PROGRAM_NAME,
+            })?;
+        let info = program.info().map_err(FilterError::Load)?;
+        Ok(info.verified_instruction_count())
+    }
+
     /// A map of the loaded program, for reading (the state file).
     pub fn map(&self, name: &'static str) -> Result<&Map, FilterError> {
         self.ebpf
