@@ -823,7 +823,7 @@ mod tests {
     /// besides this (README and the example's `tracked_sources`: about 190 bytes).
     #[test]
     fn source_state_size() {
-        assert_eq!(core::mem::size_of::<SourceState>(), 128);
+        assert_eq!(core::mem::size_of::<SourceState>(), 152);
         assert_eq!(CLASS_REGISTERED, CLASS_COUNT - 1);
     }
 

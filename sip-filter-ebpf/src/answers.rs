@@ -8,9 +8,9 @@
 //! are answers going out, from a SIP port to the peer that asked. Answers coming in are
 //! never learnt from: anyone can forge them.
 //!
-//! In four steps from the entry point, each verified once and each leaving its
+//! In steps from the entry point, each verified once and each leaving its
 //! findings in per-CPU memory (see the XDP program's `judge`): [`load_answer`] walks
-//! the headers and copies the payload, [`parse_answer`] parses the SIP message; [`pair_answer`] finds the request it answers
+//! the headers, copies the payload and parses it; [`pair_answer`] finds the request it answers
 //! and classifies it ([`AnswerKind`]); [`learn`] applies what it means
 //! ([`crate::auth`]).
 
@@ -23,8 +23,8 @@ use aya_ebpf::{
 };
 use sip_filter_common::{
     maps::{
-        AnswerCounters, AnswerKind, SourceKey, Transaction, ANSWER_SLOTS, FLAG_ANSWERS,
-        TRANSACTION_CREDENTIALED,
+        AnswerCounters, AnswerKind, FilterConfig, SourceKey, Transaction, ANSWER_SLOTS,
+        FLAG_ANSWERS, TRANSACTION_CREDENTIALED,
     },
     sip::{
         pairing::{granted_expiry, is_stale, transaction_id},
@@ -35,7 +35,7 @@ use sip_filter_common::{
 
 use crate::{
     auth,
-    headers::{parse_headers, Headers, EGRESS},
+    headers::{parse_headers, Headers, Source, EGRESS},
     payload::load_payload,
     source_key, CONFIG,
 };
@@ -57,10 +57,8 @@ struct Answer {
     transaction: Transaction,
     /// For a 2xx to a REGISTER: the seconds granted.
     registered_for_s: u32,
-    /// The payload's bytes in the scratch, and whether they are the whole message.
-    len: u32,
-    whole: u32,
-    _pad: u32,
+    /// The answer's status code.
+    status: u32,
 }
 
 #[map(name = "SF_ANSWER")]
@@ -68,15 +66,24 @@ static ANSWER: PerCpuArray<Answer> = PerCpuArray::with_max_entries(1, 0);
 
 #[classifier]
 pub fn sip_filter_answers(ctx: TcContext) -> i32 {
-    let kind = if load_answer(&ctx) && parse_answer() {
+    const CHALLENGE: u32 = AnswerKind::Challenge as u32;
+    const FAILURE: u32 = AnswerKind::Failure as u32;
+    const REJECTED_USER: u32 = AnswerKind::RejectedUser as u32;
+    const SUCCESS: u32 = AnswerKind::Success as u32;
+    let mut kind = if load_answer(&ctx) {
         pair_answer()
     } else {
         AnswerKind::NotAnswer as u32
     };
+    // Each look into the answer's headers is a step of its own: verified once, not
+    // once per way the one before it could end (6.1 counts every path).
+    if matches!(kind, CHALLENGE | FAILURE) && challenge_is_stale() {
+        kind = AnswerKind::Stale as u32;
+    }
+    if kind == SUCCESS {
+        note_registration_expiry();
+    }
     count_kind(kind);
-    const FAILURE: u32 = AnswerKind::Failure as u32;
-    const REJECTED_USER: u32 = AnswerKind::RejectedUser as u32;
-    const SUCCESS: u32 = AnswerKind::Success as u32;
     if matches!(kind, FAILURE | REJECTED_USER | SUCCESS) {
         learn(kind);
     }
@@ -110,8 +117,7 @@ fn load_answer(ctx: &TcContext) -> bool {
     }
     // SAFETY: per-CPU, used only by this CPU during this run.
     let (scratch, answer) = unsafe { (&mut *scratch, &mut *answer) };
-    answer.key = source_key(config, &transport.source);
-    answer.address = transport.source.address;
+    note_peer(config, &transport.source, answer);
     let Some(len) = load_payload(
         ctx,
         transport.payload_offset,
@@ -120,24 +126,18 @@ fn load_answer(ctx: &TcContext) -> bool {
     ) else {
         return false;
     };
-    answer.len = len as u32;
     // A TCP segment may end inside a message: only a datagram is known whole.
-    answer.whole = u32::from(
-        !transport.is_tcp && !transport.first_fragment && transport.payload_len <= SCAN_LEN as u32,
-    );
-    true
+    let whole =
+        !transport.is_tcp && !transport.first_fragment && transport.payload_len <= SCAN_LEN as u32;
+    parse_in_place::<ANSWER_HEADERS>(scratch, len, whole) == Kind::Sip && !scratch.is_request()
 }
 
-/// Parses the payload [`load_answer`] left in the scratch: true for a SIP answer.
+/// Notes the peer the answer goes to. Not inlined: the key's computation stays off
+/// [`load_answer`]'s frame, which is on the parse's call chain.
 #[inline(never)]
-fn parse_answer() -> bool {
-    let (Some(scratch), Some(answer)) = (ANSWER_SCAN.get_ptr_mut(0), ANSWER.get_ptr(0)) else {
-        return false;
-    };
-    // SAFETY: per-CPU, used only by this CPU during this run.
-    let (scratch, answer) = unsafe { (&mut *scratch, &*answer) };
-    let (len, whole) = (answer.len as usize, answer.whole != 0);
-    parse_in_place::<ANSWER_HEADERS>(scratch, len, whole) == Kind::Sip && !scratch.is_request()
+fn note_peer(config: &FilterConfig, peer: &Source, answer: &mut Answer) {
+    answer.key = source_key(config, peer);
+    answer.address = peer.address;
 }
 
 /// Finds the request the answer in the scratch answers (taking it from the table if
@@ -167,19 +167,44 @@ fn pair_answer() -> u32 {
         return AnswerKind::Other as u32;
     }
     let credentialed = answer.transaction.flags & TRANSACTION_CREDENTIALED != 0;
-    let challenge = status == 401 || status == 407;
-    let stale = challenge && is_stale(buf, value_of(buf, scratch.header(Header::Challenge)));
-    let kind = AnswerKind::of(status, credentialed, stale);
-    answer.registered_for_s = 0;
-    if kind == AnswerKind::Success && answer.transaction.method == Method::Register as u32 {
-        answer.registered_for_s = granted_expiry(
-            buf,
-            value_of(buf, scratch.header(Header::Expires)),
-            value_of(buf, scratch.header(Header::Contact)),
-        )
-        .unwrap_or(0);
+    answer.status = u32::from(status);
+    AnswerKind::of(status, credentialed, false) as u32
+}
+
+/// Whether the 401/407 in the scratch says `stale=true` (a 403 has no challenge).
+#[inline(never)]
+fn challenge_is_stale() -> bool {
+    let (Some(scratch), Some(answer)) = (ANSWER_SCAN.get_ptr(0), ANSWER.get_ptr(0)) else {
+        return false;
+    };
+    // SAFETY: per-CPU, used only by this CPU during this run.
+    let (scratch, answer) = unsafe { (&*scratch, &*answer) };
+    if answer.status != 401 && answer.status != 407 {
+        return false;
     }
-    kind as u32
+    let buf = &scratch.buf;
+    is_stale(buf, value_of(buf, scratch.header(Header::Challenge)))
+}
+
+/// For a 2xx to a REGISTER, how long it was granted (`registered_for_s`; else 0).
+#[inline(never)]
+fn note_registration_expiry() {
+    let (Some(scratch), Some(answer)) = (ANSWER_SCAN.get_ptr(0), ANSWER.get_ptr_mut(0)) else {
+        return;
+    };
+    // SAFETY: per-CPU, used only by this CPU during this run.
+    let (scratch, answer) = unsafe { (&*scratch, &mut *answer) };
+    answer.registered_for_s = 0;
+    if answer.transaction.method != Method::Register as u32 {
+        return;
+    }
+    let buf = &scratch.buf;
+    answer.registered_for_s = granted_expiry(
+        buf,
+        value_of(buf, scratch.header(Header::Expires)),
+        value_of(buf, scratch.header(Header::Contact)),
+    )
+    .unwrap_or(0);
 }
 
 /// What a failure, a refused user or a success teaches ([`crate::auth`]).

@@ -1463,7 +1463,7 @@ allow = ["192.0.2.7/24", "2001:db8::1"]
     /// off like the other classes, and written into the kernel's answers slot.
     #[test]
     fn the_answers_class_is_configured_like_the_others() {
-        use sip_filter_common::maps::{Limit, CLASS_ANSWERS, CLASS_SLOTS};
+        use sip_filter_common::maps::{Limit, CLASS_ANSWERS, CLASS_REGISTERED};
         let built_in = RateLimits::built_in().answers;
         assert_eq!(
             built_in,
@@ -1485,9 +1485,9 @@ allow = ["192.0.2.7/24", "2001:db8::1"]
         );
         let kernel = settings.to_kernel(1).unwrap().config;
         assert_eq!(kernel.limits[CLASS_ANSWERS], Limit::new(20, 100));
-        assert!(kernel.limits[CLASS_ANSWERS + 1..CLASS_SLOTS]
-            .iter()
-            .all(|limit| !limit.is_set()));
+        // Slot 5 (connections, issue 14) is unused; slot 6 is the registered class.
+        assert!(!kernel.limits[CLASS_ANSWERS + 1].is_set());
+        assert!(kernel.limits[CLASS_REGISTERED].is_set());
         let off = parsed("[rate_limit.answers]\nunlimited = true\n");
         assert_eq!(off.rate_limits.answers, None);
         assert!(!off.to_kernel(1).unwrap().config.limits[CLASS_ANSWERS].is_set());

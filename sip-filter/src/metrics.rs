@@ -263,6 +263,8 @@ const fn counted_by_method(reason: Reason) -> bool {
             | Reason::DropScanner
             | Reason::DropRateLimited
             | Reason::DropGlobalBudget
+            | Reason::DropAuthLockout
+            | Reason::DropUnregistered
     )
 }
 
@@ -786,8 +788,8 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("sip_filter_packets_total{"))
             .collect();
-        // 5 request reasons × 15 methods, 13 other reasons × none.
-        assert_eq!(packets.len(), 5 * 15 + 13, "{text}");
+        // 7 request reasons × 15 methods, 13 other reasons × none.
+        assert_eq!(packets.len(), 7 * 15 + 13, "{text}");
         assert!(packets.iter().all(|l| l.ends_with(" 0")));
         assert!(text.contains(
             r#"sip_filter_packets_total{method="INVITE",reason="drop_rate_limited",verdict="drop"} 0"#
