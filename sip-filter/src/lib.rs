@@ -3,6 +3,7 @@
 //! the real program.
 
 pub mod bpf_sys;
+pub mod check;
 pub mod config;
 pub mod crowdsec;
 pub mod drops;

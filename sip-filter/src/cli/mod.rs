@@ -3,6 +3,7 @@
 mod allow;
 mod block;
 mod block_import;
+mod check;
 mod domains;
 mod lists;
 mod metrics;
@@ -33,6 +34,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Run(run::RunArgs),
+    Check(check::CheckArgs),
     Stats(stats::StatsArgs),
     Block(block::BlockArgs),
     Allow(allow::AllowArgs),
@@ -55,6 +57,7 @@ impl Cli {
     pub fn name(&self) -> &'static str {
         match self.command {
             Command::Run(_) => "run",
+            Command::Check(_) => "check",
             Command::Stats(_) => "stats",
             Command::Block(_) => "block",
             Command::Allow(_) => "allow",
@@ -71,6 +74,7 @@ impl Cli {
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Check(args) => check::check(args),
         Command::Stats(args) => stats::stats(args),
         Command::Block(args) => block::block(args),
         Command::Allow(args) => allow::allow(args),
