@@ -125,7 +125,10 @@ pub fn warnings(settings: &Settings, text: Option<&str>) -> Vec<Warning> {
             }
         }
     }
-    for (key, nets) in [("lists.allow", &settings.allow), ("lists.deny", &settings.deny)] {
+    for (key, nets) in [
+        ("lists.allow", &settings.allow),
+        ("lists.deny", &settings.deny),
+    ] {
         for (net, second) in repeated(nets.iter()) {
             let line = file.line_of_nth(key, second, |v| parsed_net(v) == Some(*net));
             warn(line, key, format!("{net} is listed twice"));
@@ -136,7 +139,10 @@ pub fn warnings(settings: &Settings, text: Option<&str>) -> Vec<Warning> {
         warn(
             line,
             "lists.deny",
-            format!("{net} denies every {} source: only the allow list's sources reach the server", family(net)),
+            format!(
+                "{net} denies every {} source: only the allow list's sources reach the server",
+                family(net)
+            ),
         );
     }
     for net in settings.allow.iter().filter(|net| net.prefix_len() == 0) {
@@ -244,9 +250,7 @@ pub fn warnings(settings: &Settings, text: Option<&str>) -> Vec<Warning> {
 
 /// The items of `values` seen before, each with the index of its repeat among the
 /// items equal to it (1 for the second, ...), in order.
-fn repeated<T: Eq + std::hash::Hash + Clone>(
-    values: impl Iterator<Item = T>,
-) -> Vec<(T, usize)> {
+fn repeated<T: Eq + std::hash::Hash + Clone>(values: impl Iterator<Item = T>) -> Vec<(T, usize)> {
     let mut seen: HashMap<T, usize> = HashMap::new();
     let mut repeats = Vec::new();
     for value in values {
@@ -382,9 +386,15 @@ mod tests {
         let found = one("[filter]\nports = [5060,\n  5080,\n  5060]\n");
         assert_eq!(found.line, Some(4));
         assert_eq!(found.key, "filter.ports");
-        assert!(found.message.contains("port 5060 is listed twice"), "{found}");
+        assert!(
+            found.message.contains("port 5060 is listed twice"),
+            "{found}"
+        );
         let found = one("[filter]\ntcp_ports = [5060]\ntls_ports = [5060]\n");
-        assert_eq!((found.line, found.key.as_str()), (Some(3), "filter.tls_ports"));
+        assert_eq!(
+            (found.line, found.key.as_str()),
+            (Some(3), "filter.tls_ports")
+        );
     }
 
     #[test]
@@ -404,7 +414,10 @@ mod tests {
         assert!(found.message.contains("in both"), "{found}");
 
         let found = one("[lists]\nallow = [\"203.0.113.0/24\"]\ndeny = [\"203.0.113.128/25\"]\n");
-        assert!(found.message.contains("inside the trusted 203.0.113.0/24"), "{found}");
+        assert!(
+            found.message.contains("inside the trusted 203.0.113.0/24"),
+            "{found}"
+        );
 
         let found = one("[lists]\ndeny = [\n\"192.0.2.0/24\",\n\"0.0.0.0/0\"]\n");
         assert_eq!(found.line, Some(4));
@@ -415,13 +428,18 @@ mod tests {
         let found = one("[lists]\nallow = [\"192.0.2.7/24\"]\n");
         assert_eq!((found.line, found.key.as_str()), (Some(2), "lists.allow"));
         assert!(
-            found.message.contains("192.0.2.7/24 has host bits set: it is read as 192.0.2.0/24"),
+            found
+                .message
+                .contains("192.0.2.7/24 has host bits set: it is read as 192.0.2.0/24"),
             "{found}"
         );
         // Host bits, and then a repeat once they are cleared.
         let found = check("[lists]\ndeny = [\"192.0.2.0/24\", \"192.0.2.9/24\"]\n");
         assert_eq!(found.len(), 2, "{found:#?}");
-        assert!(found[1].message.contains("192.0.2.0/24 is listed twice"), "{found:#?}");
+        assert!(
+            found[1].message.contains("192.0.2.0/24 is listed twice"),
+            "{found:#?}"
+        );
     }
 
     #[test]
@@ -445,7 +463,8 @@ mod tests {
 
     #[test]
     fn enforcing_example_domains_and_wide_ipv6_keys() {
-        let found = one("[filter]\ndomains = [\"pbx.example.test\"]\nallow_example_domains = true\n");
+        let found =
+            one("[filter]\ndomains = [\"pbx.example.test\"]\nallow_example_domains = true\n");
         assert_eq!(found.line, Some(3));
         assert_eq!(
             check("[filter]\ndomains = [\"pbx.example.test\"]\nallow_example_domains = true\ndry_run = true\n"),
@@ -464,6 +483,9 @@ mod tests {
         let found = warnings(&settings, None);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].line, None);
-        assert_eq!(found[0].to_string(), "filter.ports: port 5060 is listed twice");
+        assert_eq!(
+            found[0].to_string(),
+            "filter.ports: port 5060 is listed twice"
+        );
     }
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod crowdsec;
 pub mod drops;
 pub mod events;
+pub mod explain;
 pub mod filter;
 pub mod interfaces;
 pub mod lists;

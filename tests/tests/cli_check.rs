@@ -197,7 +197,10 @@ fn the_unit_checks_before_start_and_reload() {
     let reload = values("ExecReload");
     assert_eq!(start_pre.len(), 1, "{start_pre:?}");
     assert_eq!(reload.len(), 2, "{reload:?}");
-    assert_eq!(reload[0], start_pre[0], "the reload checks as the start does");
+    assert_eq!(
+        reload[0], start_pre[0],
+        "the reload checks as the start does"
+    );
     assert!(reload[1].contains("kill -HUP $MAINPID"), "{reload:?}");
     let run = values("ExecStart");
     let config = run[0]
@@ -207,8 +210,14 @@ fn the_unit_checks_before_start_and_reload() {
 
     // Its check, run on files standing in for the one the unit names.
     let words: Vec<&str> = start_pre[0].split_whitespace().collect();
-    assert!(words[0].ends_with("/sip-filter") && words[1] == "check", "{words:?}");
-    assert!(words.contains(&config), "the check reads ExecStart's {config}: {words:?}");
+    assert!(
+        words[0].ends_with("/sip-filter") && words[1] == "check",
+        "{words:?}"
+    );
+    assert!(
+        words.contains(&config),
+        "the check reads ExecStart's {config}: {words:?}"
+    );
     let dir = TempDir::new("check-unit");
     for (name, text, exit) in [("good", GOOD, 0), ("bad", "[filter]\nports = []\n", 2)] {
         let path = write_file(dir.path(), &format!("{name}.toml"), text);

@@ -5,6 +5,7 @@ mod block;
 mod block_import;
 mod check;
 mod domains;
+mod explain;
 mod lists;
 mod metrics;
 mod options;
@@ -37,6 +38,7 @@ enum Command {
     Check(check::CheckArgs),
     Stats(stats::StatsArgs),
     Block(block::BlockArgs),
+    Explain(explain::ExplainArgs),
     Allow(allow::AllowArgs),
     Top(top::TopArgs),
     Status(status::StatusArgs),
@@ -60,6 +62,7 @@ impl Cli {
             Command::Check(_) => "check",
             Command::Stats(_) => "stats",
             Command::Block(_) => "block",
+            Command::Explain(_) => "explain",
             Command::Allow(_) => "allow",
             Command::Top(_) => "top",
             Command::Status(_) => "status",
@@ -77,6 +80,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Check(args) => check::check(args),
         Command::Stats(args) => stats::stats(args),
         Command::Block(args) => block::block(args),
+        Command::Explain(args) => explain::explain(args),
         Command::Allow(args) => allow::allow(args),
         Command::Top(args) => top::top(args),
         Command::Status(args) => status::status(args),
