@@ -11,10 +11,11 @@ use std::time::Duration;
 use serde_json::Value;
 use sip_filter_tests::{
     lab::{
-        assert_error_line, assert_one_error_line, options_uri, sip_filter, sip_probe, spawn_filter,
-        write_file, LabFixture, PinRoot, Transcript, DOMAIN, KAMAILIO_TOOLS, QUICK,
+        assert_error_line, assert_one_error_line, json_output, options_probe, sip_filter,
+        spawn_filter, verb, write_file, LabFixture, PinRoot, Transcript, DOMAIN, KAMAILIO_TOOLS,
+        QUICK,
     },
-    netns::{Finished, Host, Lab, CLIENT_V4, LEGIT_CLIENT_V4, SERVER_IFACE},
+    netns::{Host, Lab, CLIENT_V4, LEGIT_CLIENT_V4, SERVER_IFACE},
     privileged,
 };
 
@@ -24,29 +25,16 @@ const SCANNER: &str = "friendly-scanner";
 const ANSWERED: Duration = Duration::from_secs(10);
 /// A probe expected to be dropped waits this long.
 const DROPPED: Duration = Duration::from_millis(500);
-
-fn cli(lab: &Lab, pins: &PinRoot, args: &[&str]) -> Finished {
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend_from_slice(&["--pin-root", pins.arg()]);
-    lab.run(Host::Server, sip_filter(), &all, QUICK)
-}
-
-fn probe(lab: &Lab, from: &str, user_agent: &str, wait: Duration) -> Option<u16> {
-    sip_probe(
-        lab,
-        from.parse().expect("an address"),
-        "OPTIONS",
-        &options_uri(),
-        user_agent,
-        wait,
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"))
-}
-
-fn json_of(finished: &Finished) -> Value {
-    assert!(finished.success(), "{finished}");
-    serde_json::from_str(&finished.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{finished}"))
-}
+/// An operator's deny entry, for an hour, from a feed.
+const DENY_FROM_A_FEED: [&str; 7] = [
+    "block",
+    "add",
+    "203.0.113.0/24",
+    "--ttl",
+    "1h",
+    "--reason",
+    "feed",
+];
 
 /// `explain ADDRESS` in text and in JSON: the verdict line, and the object.
 fn explain(
@@ -57,7 +45,7 @@ fn explain(
 ) -> (String, Value) {
     let text = transcript.keep(
         &format!("explain {address}"),
-        cli(lab, pins, &["explain", address]),
+        verb(lab, pins, &["explain", address], QUICK),
     );
     assert!(text.success(), "{text}");
     let verdict = text
@@ -66,9 +54,9 @@ fn explain(
         .find_map(|line| line.strip_prefix("verdict: "))
         .unwrap_or_else(|| panic!("no verdict line:\n{text}"))
         .to_string();
-    let json = json_of(&transcript.keep(
+    let json = json_output(&transcript.keep(
         &format!("explain {address} --json"),
-        cli(lab, pins, &["explain", address, "--json"]),
+        verb(lab, pins, &["explain", address, "--json"], QUICK),
     ));
     transcript.note(format!("explain {address}: {json}"));
     assert_eq!(
@@ -93,15 +81,11 @@ fn explain_allowed_denied_banned_and_unknown() {
     let mut rig = LabFixture::start("e2e-explain", KAMAILIO_TOOLS);
     let (mut daemon, attached) = rig.start_filter();
     rig.transcript.note(attached);
-    let run = |transcript: &mut Transcript, args: &[&str]| {
-        let finished = transcript.keep(&args.join(" "), cli(&rig.lab, &rig.pins, args));
-        assert!(finished.success(), "{finished}");
-        finished
-    };
 
     // Allowed: an operator's entry for the legitimate client.
-    run(
-        &mut rig.transcript,
+    rig.transcript.verb_ok(
+        &rig.lab,
+        &rig.pins,
         &["allow", "add", LEGIT_CLIENT_V4, "--ttl", "10m"],
     );
     let (text, json) = explain(&mut rig.transcript, &rig.lab, &rig.pins, LEGIT_CLIENT_V4);
@@ -132,18 +116,8 @@ fn explain_allowed_denied_banned_and_unknown() {
     assert_eq!(json["buckets"][0]["class"], "trusted", "{json}");
 
     // Denied: a network from a feed; an address inside it.
-    run(
-        &mut rig.transcript,
-        &[
-            "block",
-            "add",
-            "203.0.113.0/24",
-            "--ttl",
-            "1h",
-            "--reason",
-            "feed",
-        ],
-    );
+    rig.transcript
+        .verb_ok(&rig.lab, &rig.pins, &DENY_FROM_A_FEED);
     let (text, json) = explain(&mut rig.transcript, &rig.lab, &rig.pins, "203.0.113.9");
     assert!(
         text.contains("verdict: would be dropped: denied by 203.0.113.0/24 (operator), 59m "),
@@ -162,13 +136,13 @@ fn explain_allowed_denied_banned_and_unknown() {
 
     // Banned by the filter: a scanner's User-Agent, then its later probes.
     assert_eq!(
-        probe(&rig.lab, CLIENT_V4, SCANNER, DROPPED),
+        options_probe(&rig.lab, CLIENT_V4, SCANNER, DROPPED),
         None,
         "a scanner"
     );
     for _ in 0..2 {
         assert_eq!(
-            probe(&rig.lab, CLIENT_V4, USER_AGENT, DROPPED),
+            options_probe(&rig.lab, CLIENT_V4, USER_AGENT, DROPPED),
             None,
             "banned"
         );
@@ -200,8 +174,9 @@ fn explain_allowed_denied_banned_and_unknown() {
     );
 
     // Banned by hand, over IPv6: any address of the /64 is explained by its prefix.
-    run(
-        &mut rig.transcript,
+    rig.transcript.verb_ok(
+        &rig.lab,
+        &rig.pins,
         &["block", "add", "2001:db8:77:1::5", "--ttl", "2h"],
     );
     let (text, json) = explain(
@@ -250,7 +225,7 @@ fn explain_allowed_denied_banned_and_unknown() {
     ] {
         let refused = rig.transcript.keep(
             &format!("explain {address}"),
-            cli(&rig.lab, &rig.pins, &["explain", address]),
+            verb(&rig.lab, &rig.pins, &["explain", address], QUICK),
         );
         assert_one_error_line(&refused, mentions);
     }
@@ -258,7 +233,7 @@ fn explain_allowed_denied_banned_and_unknown() {
     rig.stop_filter(&mut daemon);
     let none = rig.transcript.keep(
         "explain, no filter",
-        cli(&rig.lab, &rig.pins, &["explain", CLIENT_V4]),
+        verb(&rig.lab, &rig.pins, &["explain", CLIENT_V4], QUICK),
     );
     assert_error_line(&none, 3, "no filter is loaded");
     rig.tear_down([daemon]);
@@ -268,7 +243,7 @@ fn explain_allowed_denied_banned_and_unknown() {
 fn list(transcript: &mut Transcript, lab: &Lab, pins: &PinRoot, args: &[&str]) -> Vec<Value> {
     let mut all = vec!["block", "list", "--json"];
     all.extend_from_slice(args);
-    let json = json_of(&transcript.keep(&all.join(" "), cli(lab, pins, &all)));
+    let json = json_output(&transcript.keep(&all.join(" "), verb(lab, pins, &all, QUICK)));
     json.as_array()
         .cloned()
         .unwrap_or_else(|| panic!("not an array: {json}"))
@@ -298,19 +273,16 @@ fn block_list_filters_flush_and_import_from_stdin() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     rig.transcript.note(attached);
-    let run = |transcript: &mut Transcript, args: &[&str]| {
-        let finished = transcript.keep(&args.join(" "), cli(&rig.lab, &rig.pins, args));
-        assert!(finished.success(), "{finished}");
-        finished
-    };
 
     // A ban of each origin, and deny entries of the configuration and an operator.
-    run(
-        &mut rig.transcript,
+    rig.transcript.verb_ok(
+        &rig.lab,
+        &rig.pins,
         &["block", "add", "198.51.100.1", "--ttl", "1h"],
     );
-    run(
-        &mut rig.transcript,
+    rig.transcript.verb_ok(
+        &rig.lab,
+        &rig.pins,
         &[
             "block",
             "add",
@@ -321,20 +293,10 @@ fn block_list_filters_flush_and_import_from_stdin() {
             "feed",
         ],
     );
-    run(
-        &mut rig.transcript,
-        &[
-            "block",
-            "add",
-            "203.0.113.0/24",
-            "--ttl",
-            "1h",
-            "--reason",
-            "feed",
-        ],
-    );
+    rig.transcript
+        .verb_ok(&rig.lab, &rig.pins, &DENY_FROM_A_FEED);
     assert_eq!(
-        probe(&rig.lab, CLIENT_V4, SCANNER, DROPPED),
+        options_probe(&rig.lab, CLIENT_V4, SCANNER, DROPPED),
         None,
         "a scanner"
     );
@@ -375,7 +337,7 @@ fn block_list_filters_flush_and_import_from_stdin() {
     );
     let limited = rig.transcript.keep(
         "block list --limit 2",
-        cli(lab, pins, &["block", "list", "--limit", "2"]),
+        verb(lab, pins, &["block", "list", "--limit", "2"], QUICK),
     );
     assert!(limited.success(), "{limited}");
     assert_eq!(
@@ -386,12 +348,14 @@ fn block_list_filters_flush_and_import_from_stdin() {
     assert!(limited.stderr.contains("3 more not shown"), "{limited}");
     let none = rig.transcript.keep(
         "block list --reason rate",
-        cli(lab, pins, &["block", "list", "--reason", "rate"]),
+        verb(lab, pins, &["block", "list", "--reason", "rate"], QUICK),
     );
     assert!(none.stdout.contains("no matching bans"), "{none}");
 
     // Flush by reason: the feed's ban and network go, the rest stays.
-    let flushed = run(&mut rig.transcript, &["block", "flush", "--reason", "feed"]);
+    let flushed =
+        rig.transcript
+            .verb_ok(&rig.lab, &rig.pins, &["block", "flush", "--reason", "feed"]);
     assert!(
         flushed.stdout.contains(&format!(
             "flushed 1 bans and 1 denied networks on {SERVER_IFACE}"
@@ -406,7 +370,7 @@ fn block_list_filters_flush_and_import_from_stdin() {
     for origin in ["config", "crowdsec"] {
         let refused = rig.transcript.keep(
             &format!("block flush --origin {origin}"),
-            cli(lab, pins, &["block", "flush", "--origin", origin]),
+            verb(lab, pins, &["block", "flush", "--origin", origin], QUICK),
         );
         assert_one_error_line(
             &refused,
@@ -419,11 +383,18 @@ fn block_list_filters_flush_and_import_from_stdin() {
     }
     let refused = rig.transcript.keep(
         "block flush --reason nonsense",
-        cli(lab, pins, &["block", "flush", "--reason", "nonsense"]),
+        verb(
+            lab,
+            pins,
+            &["block", "flush", "--reason", "nonsense"],
+            QUICK,
+        ),
     );
     assert_one_error_line(&refused, "nonsense");
     // Flush all: the scanner, banned by the filter, is answered again.
-    let flushed = run(&mut rig.transcript, &["block", "flush"]);
+    let flushed = rig
+        .transcript
+        .verb_ok(&rig.lab, &rig.pins, &["block", "flush"]);
     assert!(
         flushed
             .stdout
@@ -436,7 +407,7 @@ fn block_list_filters_flush_and_import_from_stdin() {
         "the configuration's entry stays"
     );
     assert_eq!(
-        probe(lab, CLIENT_V4, USER_AGENT, ANSWERED),
+        options_probe(lab, CLIENT_V4, USER_AGENT, ANSWERED),
         Some(200),
         "unbanned by the flush"
     );

@@ -3,7 +3,9 @@ use sip_filter::check::warnings;
 use super::{options::FilterOptions, UserError};
 
 /// Check a configuration without loading it, as `run` would read it (like `nft -c` or
-/// `nginx -t`): needs neither root nor a kernel. A configuration `run` would refuse is
+/// `nginx -t`): needs neither root nor a kernel.
+///
+/// A configuration `run` would refuse is
 /// an error (exit status 2, the file, line and key named); one it would accept exits 0,
 /// after a warning on stderr for each thing that is legal but suspicious (a port or
 /// network listed twice, a network both trusted and denied, every address denied, host

@@ -15,7 +15,9 @@ use super::{
 };
 
 /// Say why an address is blocked, or not ("why is this customer blocked?"), from the
-/// running filter's maps: the allow and deny entries covering it, its ban (reason,
+/// running filter's maps.
+///
+/// Shows the allow and deny entries covering it, its ban (reason,
 /// origin, time left, drops), its rate-limit buckets, its strikes toward an automatic
 /// ban, its drops by reason, and a one-line verdict on its next packet. An IPv6 address
 /// is banned and tracked by its prefix (the filter's ipv6_prefix, /64 by default): the
