@@ -424,6 +424,19 @@ mod tests {
         assert!(found.message.contains("every IPv4 source"), "{found}");
         let found = one("[lists]\ndeny = [\"::/0\"]\n");
         assert!(found.message.contains("every IPv6 source"), "{found}");
+        let found = one("[lists]\nallow = [\"0.0.0.0/0\"]\n");
+        assert!(
+            found.message.contains("trusts every IPv4 source"),
+            "{found}"
+        );
+
+        let found =
+            one("[filter]\nown_addresses = [\"192.0.2.7\"]\n[lists]\ndeny = [\"192.0.2.0/24\"]\n");
+        assert_eq!(
+            (found.line, found.key.as_str()),
+            (Some(2), "filter.own_addresses")
+        );
+        assert!(found.message.contains("denied by 192.0.2.0/24"), "{found}");
 
         let found = one("[lists]\nallow = [\"192.0.2.7/24\"]\n");
         assert_eq!((found.line, found.key.as_str()), (Some(2), "lists.allow"));

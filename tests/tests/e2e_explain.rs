@@ -12,10 +12,10 @@ use serde_json::Value;
 use sip_filter_tests::{
     lab::{
         assert_error_line, assert_one_error_line, json_output, options_probe, sip_filter,
-        spawn_filter, verb, write_file, LabFixture, PinRoot, Transcript, DOMAIN, KAMAILIO_TOOLS,
-        QUICK,
+        spawn_filter, start_filter_with_config, verb, write_file, LabFixture, PinRoot, Transcript,
+        DOMAIN, KAMAILIO_TOOLS, QUICK,
     },
-    netns::{Host, Lab, CLIENT_V4, LEGIT_CLIENT_V4, SERVER_IFACE},
+    netns::{Host, Lab, CLIENT_V4, CLIENT_V6, LEGIT_CLIENT_V4, SERVER_IFACE},
     privileged,
 };
 
@@ -79,7 +79,22 @@ fn explain_allowed_denied_banned_and_unknown() {
         return;
     }
     let mut rig = LabFixture::start("e2e-explain", KAMAILIO_TOOLS);
-    let (mut daemon, attached) = rig.start_filter();
+    // A slow bucket for other requests: what a source spent shows for many seconds.
+    let config = write_file(
+        rig.dir.path(),
+        "sip-filter.toml",
+        &format!(
+            "[filter]\ndomains = [\"{DOMAIN}\"]\n\n[rate_limit.other]\nrate = 1\nburst = 50\n"
+        ),
+    );
+    let (mut daemon, attached) = start_filter_with_config(
+        &rig.lab,
+        sip_filter(),
+        &rig.pins,
+        &config,
+        &rig.dir.path().join("sip-filter.log"),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
     rig.transcript.note(attached);
 
     // Allowed: an operator's entry for the legitimate client.
@@ -197,6 +212,37 @@ fn explain_allowed_denied_banned_and_unknown() {
     assert_eq!(json["ban"]["origin"], "operator", "{json}");
     let (_, other) = explain(&mut rig.transcript, &rig.lab, &rig.pins, "2001:db8:77:2::5");
     assert_eq!(other["ban"], Value::Null, "another /64: {other}");
+
+    // A source that spent part of its bucket: 20 OPTIONS answered over IPv6, explained
+    // by its /64 with 30 or so of 50 left, refilling at 1 a second.
+    for _ in 0..20 {
+        assert_eq!(
+            options_probe(&rig.lab, CLIENT_V6, USER_AGENT, ANSWERED),
+            Some(200)
+        );
+    }
+    let (text, json) = explain(&mut rig.transcript, &rig.lab, &rig.pins, CLIENT_V6);
+    assert!(
+        text.contains("would pass: neither trusted, denied nor banned"),
+        "{text}"
+    );
+    assert_eq!(json["key"], "2001:db8:5f::/64", "{json}");
+    assert_eq!(json["tracked"], true, "{json}");
+    let other = json["buckets"]
+        .as_array()
+        .and_then(|buckets| buckets.iter().find(|b| b["class"] == "other"))
+        .unwrap_or_else(|| panic!("no bucket for other requests: {json}"));
+    assert_eq!(
+        (&other["rate"], &other["burst"]),
+        (&1.into(), &50.into()),
+        "{json}"
+    );
+    let available = other["available"].as_u64().unwrap_or(50);
+    assert!(
+        (30..50).contains(&available),
+        "20 of 50 spent, refilling at 1/s: {json}"
+    );
+    assert!(other["full_in_ms"].as_u64() > Some(1000), "{json}");
 
     // Unknown: no entry, no ban, not tracked, every bucket full.
     let (text, json) = explain(&mut rig.transcript, &rig.lab, &rig.pins, "192.0.2.77");
