@@ -960,6 +960,22 @@ impl LabFixture {
         .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
+    /// [`start_filter_with_config`] with `config` written to `sip-filter.toml` in the
+    /// directory (its log there too); notes the line saying it attached.
+    pub fn start_filter_with(&mut self, config: &str) -> Background {
+        let path = write_file(self.dir.path(), "sip-filter.toml", config);
+        let (daemon, attached) = start_filter_with_config(
+            &self.lab,
+            sip_filter(),
+            &self.pins,
+            &path,
+            &self.dir.path().join("sip-filter.log"),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        self.transcript.note(attached);
+        daemon
+    }
+
     /// [`stop_filter`]: SIGINT, then checks that it detached and removed its link pin.
     pub fn stop_filter(&self, daemon: &mut Background) {
         stop_filter(&self.lab, daemon, &self.pins.link_pin(SERVER_IFACE))

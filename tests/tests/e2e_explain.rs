@@ -12,8 +12,8 @@ use serde_json::Value;
 use sip_filter_tests::{
     lab::{
         assert_error_line, assert_one_error_line, json_output, options_probe, sip_filter,
-        spawn_filter, start_filter_with_config, verb, write_file, LabFixture, PinRoot, Transcript,
-        DOMAIN, KAMAILIO_TOOLS, QUICK,
+        spawn_filter, verb, write_file, LabFixture, PinRoot, Transcript, DOMAIN, KAMAILIO_TOOLS,
+        QUICK,
     },
     netns::{Host, Lab, CLIENT_V4, CLIENT_V6, LEGIT_CLIENT_V4, SERVER_IFACE},
     privileged,
@@ -80,22 +80,9 @@ fn explain_allowed_denied_banned_and_unknown() {
     }
     let mut rig = LabFixture::start("e2e-explain", KAMAILIO_TOOLS);
     // A slow bucket for other requests: what a source spent shows for many seconds.
-    let config = write_file(
-        rig.dir.path(),
-        "sip-filter.toml",
-        &format!(
-            "[filter]\ndomains = [\"{DOMAIN}\"]\n\n[rate_limit.other]\nrate = 1\nburst = 50\n"
-        ),
-    );
-    let (mut daemon, attached) = start_filter_with_config(
-        &rig.lab,
-        sip_filter(),
-        &rig.pins,
-        &config,
-        &rig.dir.path().join("sip-filter.log"),
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"));
-    rig.transcript.note(attached);
+    let mut daemon = rig.start_filter_with(&format!(
+        "[filter]\ndomains = [\"{DOMAIN}\"]\n\n[rate_limit.other]\nrate = 1\nburst = 50\n"
+    ));
 
     // Allowed: an operator's entry for the legitimate client.
     rig.transcript.verb_ok(
