@@ -48,7 +48,8 @@ pub struct Bucket {
 /// Strikes toward an automatic ban within the current window.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Strikes {
-    /// `unknown_domain` or `rate_overflow`.
+    /// `unknown_domain`, `rate_overflow`, `auth` (failed passwords) or `enumeration`
+    /// (distinct accounts failed or rejected).
     pub rule: &'static str,
     pub hits: u32,
     /// The count that bans (0: the rule is off).
@@ -227,7 +228,7 @@ impl Explanation {
         let Some(state) = &self.state else {
             return Vec::new();
         };
-        let rules = &self.config.bans;
+        let (rules, auth) = (&self.config.bans, &self.config.auth);
         [
             (
                 "unknown_domain",
@@ -242,6 +243,21 @@ impl Explanation {
                 state.overflow_window_ns,
                 rules.rate_overflow_window_ns,
                 rules.rate_overflow_hits,
+            ),
+            // Learnt from the server's answers (issue 13).
+            (
+                "auth",
+                state.auth_failures,
+                state.auth_window_ns,
+                auth.ban_window_ns,
+                auth.ban_failures,
+            ),
+            (
+                "enumeration",
+                state.distinct_users,
+                state.users_window_ns,
+                auth.enumeration_window_ns,
+                auth.enumeration_users,
             ),
         ]
         .into_iter()

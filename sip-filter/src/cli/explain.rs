@@ -201,9 +201,11 @@ fn text(found: &Explanation, rows: &Rows, verdict: &Verdict, iface: &str) -> Str
     let strikes: Vec<String> = found
         .strikes()
         .iter()
+        // A rule that is off and counted nothing says nothing.
+        .filter(|strikes| strikes.threshold > 0 || strikes.hits > 0)
         .map(|strikes| {
             if strikes.threshold == 0 {
-                format!("{} rule off", strikes.rule)
+                format!("{} {} (rule off)", strikes.rule, strikes.hits)
             } else if strikes.hits == 0 {
                 format!("{} 0 of {}", strikes.rule, strikes.threshold)
             } else {
