@@ -355,8 +355,13 @@ impl Explanation {
         empty
     }
 
-    /// Whether a customer account behind this address is registered or locked: the
-    /// place for issue 13's registration tracking. Nothing tracks accounts yet.
+    /// Whether the address is registered, or an account from it locked: the place for
+    /// issue 13's state. Its kernel side keeps `SF_REGISTERED` (a [`Registration`] by
+    /// source key: such a source is metered in the registered class, not the untrusted
+    /// ones) and `SF_LOCKOUTS` (a `Lockout` by source key and account), but the daemon
+    /// does not pin them yet: read them here once it does.
+    ///
+    /// [`Registration`]: sip_filter_common::maps::Registration
     pub fn account(&self) -> Option<String> {
         None
     }
