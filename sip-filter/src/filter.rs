@@ -763,6 +763,28 @@ impl PinnedBans {
         }
     }
 
+    /// The ban on `address` (its IPv6 prefix), expired or not; None if there is none.
+    pub fn get(&self, address: IpAddr) -> Result<Option<Ban>, FilterError> {
+        match self.bans.get(&self.key(address), 0) {
+            Ok(ban) => Ok(Some(ban)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(FilterError::Map {
+                name: names::BANS,
+                source,
+            }),
+        }
+    }
+
+    /// Lifts the bans on `keys` in batches (one gone already is skipped); returns how
+    /// many were lifted.
+    pub fn remove_many(&mut self, keys: &[SourceKey]) -> Result<usize, FilterError> {
+        let map = aya::maps::IterableMap::<SourceKey, Ban>::map(&self.bans);
+        crate::bpf_sys::delete_many(map, keys).map_err(|source| FilterError::Map {
+            name: names::BANS,
+            source,
+        })
+    }
+
     /// Writes many bans at once (`BPF_MAP_UPDATE_BATCH`), replacing bans already there.
     /// On error, says how many were written.
     pub fn add_many(

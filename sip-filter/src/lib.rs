@@ -3,10 +3,12 @@
 //! the real program.
 
 pub mod bpf_sys;
+pub mod check;
 pub mod config;
 pub mod crowdsec;
 pub mod drops;
 pub mod events;
+pub mod explain;
 pub mod filter;
 pub mod interfaces;
 pub mod lists;

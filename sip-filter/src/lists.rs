@@ -243,11 +243,16 @@ impl PinnedList {
             .filter(|(_, entry)| entry.origin != LIST_ORIGIN_CONFIG && !entry.is_live(now_ns))
             .map(|(net, _)| net)
             .collect();
+        self.remove_many(&expired)
+    }
+
+    /// Removes exactly these networks, in batches; returns how many were there.
+    pub fn remove_many(&mut self, nets: &[IpNet]) -> Result<usize, FilterError> {
         let (v4_name, v6_name) = self.kind.map_names();
         let mut v4 = Vec::new();
         let mut v6 = Vec::new();
-        for net in expired {
-            match net {
+        for net in nets {
+            match net.trunc() {
                 IpNet::V4(net) => v4.push(v4_key(net)),
                 IpNet::V6(net) => v6.push(v6_key(net)),
             }

@@ -760,6 +760,34 @@ pub fn sipp_counter(stdout: &str, name: &str) -> Option<u64> {
         .next_back()
 }
 
+/// `sip-filter ARGS --pin-root PINS` in the server namespace: a verb on the running
+/// filter from another process, killed at `timeout`.
+pub fn verb(lab: &Lab, pins: &PinRoot, args: &[&str], timeout: Duration) -> Finished {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend_from_slice(&["--pin-root", pins.arg()]);
+    lab.run(Host::Server, sip_filter(), &all, timeout)
+}
+
+/// An OPTIONS to the lab's domain from `from` in the client namespace with
+/// `user_agent`: its final status, or None if none came within `wait`.
+pub fn options_probe(lab: &Lab, from: &str, user_agent: &str, wait: Duration) -> Option<u16> {
+    sip_probe(
+        lab,
+        from.parse().expect("an address"),
+        "OPTIONS",
+        &options_uri(),
+        user_agent,
+        wait,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// The JSON a command printed, which must have succeeded.
+pub fn json_output(finished: &Finished) -> Value {
+    assert!(finished.success(), "{finished}");
+    serde_json::from_str(&finished.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{finished}"))
+}
+
 /// The sip-filter binary, built (quick when up to date) by the cargo running the tests.
 pub fn sip_filter() -> &'static Path {
     sip_filter_binary(false).unwrap_or_else(|e| panic!("{e:#}"))
@@ -786,6 +814,13 @@ impl Transcript {
     pub fn note(&mut self, line: String) {
         println!("{line}");
         self.0.push(line);
+    }
+
+    /// [`verb`] `args` (with [`QUICK`]), kept; it must succeed.
+    pub fn verb_ok(&mut self, lab: &Lab, pins: &PinRoot, args: &[&str]) -> Finished {
+        let finished = self.keep(&args.join(" "), verb(lab, pins, args, QUICK));
+        assert!(finished.success(), "{finished}");
+        finished
     }
 
     /// `sip-filter stats --json`, kept.
@@ -923,6 +958,22 @@ impl LabFixture {
             &self.dir.path().join("sip-filter.log"),
         )
         .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// [`start_filter_with_config`] with `config` written to `sip-filter.toml` in the
+    /// directory (its log there too); notes the line saying it attached.
+    pub fn start_filter_with(&mut self, config: &str) -> Background {
+        let path = write_file(self.dir.path(), "sip-filter.toml", config);
+        let (daemon, attached) = start_filter_with_config(
+            &self.lab,
+            sip_filter(),
+            &self.pins,
+            &path,
+            &self.dir.path().join("sip-filter.log"),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        self.transcript.note(attached);
+        daemon
     }
 
     /// [`stop_filter`]: SIGINT, then checks that it detached and removed its link pin.

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::Value;
 use sip_filter_tests::{
     lab::{
-        assert_one_error_line, counter, options_uri, sip_filter, sip_probe, LabFixture, PinRoot,
-        Transcript, KAMAILIO_TOOLS, QUICK,
+        assert_one_error_line, counter, options_probe, sip_filter, LabFixture, PinRoot, Transcript,
+        KAMAILIO_TOOLS, QUICK,
     },
     netns::{Finished, Host, Lab, CLIENT_V4, SERVER_IFACE},
     privileged,
@@ -29,15 +29,7 @@ fn block(lab: &Lab, pins: &PinRoot, args: &[&str]) -> Finished {
 }
 
 fn options_from(lab: &Lab, from: &str) -> Option<u16> {
-    sip_probe(
-        lab,
-        from.parse().expect("an address"),
-        "OPTIONS",
-        &options_uri(),
-        USER_AGENT,
-        PROBE_TIMEOUT,
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"))
+    options_probe(lab, from, USER_AGENT, PROBE_TIMEOUT)
 }
 
 /// The entries of `block list --json` for `address`.

@@ -638,7 +638,12 @@ fn verbs_without_root_say_so_in_one_line() {
     std::fs::set_permissions(pins.path(), std::fs::Permissions::from_mode(0o700))
         .expect("mode 0700");
     let root = pins.path().to_str().expect("a UTF-8 path");
-    for verb in [&["stats"][..], &["block", "list"], &["status"]] {
+    for verb in [
+        &["stats"][..],
+        &["block", "list"],
+        &["status"],
+        &["explain", "198.51.100.7"],
+    ] {
         let mut command = Command::new("setpriv");
         command
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])

@@ -22,10 +22,7 @@ use std::{
 use serde_json::Value;
 use sip_filter_tests::{
     attack::sipp_outcome,
-    lab::{
-        counter, response_status, sip_filter, start_filter_with_config, write_file, LabFixture,
-        QUICK, SIP_PORT,
-    },
+    lab::{counter, response_status, sip_filter, LabFixture, QUICK, SIP_PORT},
     netns::{Finished, Host, CLIENT_V4, SERVER_V4},
     privileged,
     record_route::{
@@ -106,16 +103,7 @@ fn calls_through_the_proxy_complete_and_ban_no_phone(name: ProxyName) {
     }
     let started = Instant::now();
     let mut rig = start_lab(&format!("e2e-rr-{}", name.tag()), name);
-    let config = write_file(rig.dir.path(), "sip-filter.toml", &filter_config(name));
-    let (mut daemon, attached) = start_filter_with_config(
-        &rig.lab,
-        sip_filter(),
-        &rig.pins,
-        &config,
-        &rig.dir.path().join("sip-filter.log"),
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"));
-    rig.transcript.note(attached);
+    let mut daemon = rig.start_filter_with(&filter_config(name));
 
     for (phone, address) in [(CALLER, CALLER_V4), (CALLEE, CALLEE_V4)] {
         let step = format!("REGISTER {} from {address}", phone.extension);

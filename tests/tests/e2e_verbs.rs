@@ -8,17 +8,16 @@
 
 use std::{fmt::Write as _, time::Duration};
 
-use serde_json::Value;
 use sip_filter::{
     filter::PinnedBans,
     lists::{ListKind, PinnedList},
 };
 use sip_filter_tests::{
     lab::{
-        assert_error_line, assert_one_error_line, counter, options_uri, sip_filter, sip_probe,
-        write_file, LabFixture, PinRoot, Transcript, KAMAILIO_TOOLS, QUICK,
+        assert_error_line, assert_one_error_line, counter, json_output, options_probe, sip_filter,
+        sip_probe, verb, write_file, LabFixture, Transcript, KAMAILIO_TOOLS, QUICK,
     },
-    netns::{Finished, Host, Lab, CLIENT_V4, LEGIT_CLIENT_V4, SERVER_IFACE, SIGINT},
+    netns::{Host, CLIENT_V4, LEGIT_CLIENT_V4, SERVER_IFACE, SIGINT},
     privileged,
 };
 
@@ -30,29 +29,6 @@ const ANSWERED: Duration = Duration::from_secs(10);
 /// How long a probe expected to be dropped waits.
 const DROPPED: Duration = Duration::from_millis(500);
 
-fn cli(lab: &Lab, pins: &PinRoot, args: &[&str], timeout: Duration) -> Finished {
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend_from_slice(&["--pin-root", pins.arg()]);
-    lab.run(Host::Server, sip_filter(), &all, timeout)
-}
-
-fn probe(lab: &Lab, from: &str, user_agent: &str, wait: Duration) -> Option<u16> {
-    sip_probe(
-        lab,
-        from.parse().expect("an address"),
-        "OPTIONS",
-        &options_uri(),
-        user_agent,
-        wait,
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"))
-}
-
-fn json_of(finished: &Finished) -> Value {
-    assert!(finished.success(), "{finished}");
-    serde_json::from_str(&finished.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{finished}"))
-}
-
 #[test]
 fn block_allow_top_and_watch_on_a_running_filter() {
     if !privileged("block_allow_top_and_watch_on_a_running_filter") {
@@ -63,11 +39,14 @@ fn block_allow_top_and_watch_on_a_running_filter() {
     let (mut daemon, attached) = rig.start_filter();
     rig.transcript.note(attached);
     let run = |transcript: &mut Transcript, args: &[&str]| {
-        transcript.keep(&args.join(" "), cli(&rig.lab, &rig.pins, args, QUICK))
+        transcript.keep(&args.join(" "), verb(&rig.lab, &rig.pins, args, QUICK))
     };
 
     // block add NETWORK drops a source inside it; block del restores it.
-    assert_eq!(probe(&rig.lab, CLIENT_V4, USER_AGENT, ANSWERED), Some(200));
+    assert_eq!(
+        options_probe(&rig.lab, CLIENT_V4, USER_AGENT, ANSWERED),
+        Some(200)
+    );
     let added = run(
         &mut rig.transcript,
         &[
@@ -86,7 +65,7 @@ fn block_allow_top_and_watch_on_a_running_filter() {
     );
     let before = rig.transcript.stats("stats before", &rig.lab, &rig.pins);
     assert_eq!(
-        probe(&rig.lab, CLIENT_V4, USER_AGENT, DROPPED),
+        options_probe(&rig.lab, CLIENT_V4, USER_AGENT, DROPPED),
         None,
         "denied"
     );
@@ -95,7 +74,7 @@ fn block_allow_top_and_watch_on_a_running_filter() {
         counter(&after, "reasons", "drop_denied") > counter(&before, "reasons", "drop_denied"),
         "{after}"
     );
-    let listed = json_of(&run(&mut rig.transcript, &["block", "list", "--json"]));
+    let listed = json_output(&run(&mut rig.transcript, &["block", "list", "--json"]));
     let entry = listed
         .as_array()
         .and_then(|all| all.iter().find(|e| e["address"] == "198.18.0.0/24"))
@@ -113,7 +92,7 @@ fn block_allow_top_and_watch_on_a_running_filter() {
         "{deleted}"
     );
     assert_eq!(
-        probe(&rig.lab, CLIENT_V4, USER_AGENT, ANSWERED),
+        options_probe(&rig.lab, CLIENT_V4, USER_AGENT, ANSWERED),
         Some(200),
         "after del"
     );
@@ -124,11 +103,11 @@ fn block_allow_top_and_watch_on_a_running_filter() {
         &["allow", "add", CLIENT_V4, "--ttl", "10m"],
     );
     assert!(allowed.success(), "{allowed}");
-    let allows = json_of(&run(&mut rig.transcript, &["allow", "list", "--json"]));
+    let allows = json_output(&run(&mut rig.transcript, &["allow", "list", "--json"]));
     assert_eq!(allows[0]["address"], format!("{CLIENT_V4}/32"), "{allows}");
     assert_eq!(allows[0]["origin"], "operator", "{allows}");
     assert_eq!(
-        probe(&rig.lab, CLIENT_V4, SCANNER, ANSWERED),
+        options_probe(&rig.lab, CLIENT_V4, SCANNER, ANSWERED),
         Some(200),
         "an allowed source's scanner User-Agent passes"
     );
@@ -138,13 +117,13 @@ fn block_allow_top_and_watch_on_a_running_filter() {
     // Now it is a scanner: dropped, banned, and its later probes dropped as banned. A
     // second source sends one unknown-domain probe.
     assert_eq!(
-        probe(&rig.lab, CLIENT_V4, SCANNER, DROPPED),
+        options_probe(&rig.lab, CLIENT_V4, SCANNER, DROPPED),
         None,
         "a scanner"
     );
     for _ in 0..3 {
         assert_eq!(
-            probe(&rig.lab, CLIENT_V4, USER_AGENT, DROPPED),
+            options_probe(&rig.lab, CLIENT_V4, USER_AGENT, DROPPED),
             None,
             "banned"
         );
@@ -159,7 +138,7 @@ fn block_allow_top_and_watch_on_a_running_filter() {
     )
     .unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(unknown, None, "an unknown domain");
-    let top = json_of(&run(&mut rig.transcript, &["top", "--json"]));
+    let top = json_output(&run(&mut rig.transcript, &["top", "--json"]));
     let rows = top.as_array().unwrap_or_else(|| panic!("{top}"));
     assert!(rows.len() >= 2, "{top}");
     assert_eq!(rows[0]["source"], CLIENT_V4, "the scanner first: {top}");
@@ -279,12 +258,15 @@ fn block_import_of_a_million_entries() {
         );
     }
     let file = write_file(rig.dir.path(), "feed.txt", &feed);
-    assert_eq!(probe(&rig.lab, CLIENT_V4, USER_AGENT, ANSWERED), Some(200));
+    assert_eq!(
+        options_probe(&rig.lab, CLIENT_V4, USER_AGENT, ANSWERED),
+        Some(200)
+    );
 
     let cpu_before = children_cpu();
     let imported = rig.transcript.keep(
         "block import",
-        cli(
+        verb(
             &rig.lab,
             &rig.pins,
             &[
@@ -319,7 +301,7 @@ fn block_import_of_a_million_entries() {
         "1,000,000 entries took {seconds:.2} s, over 30 s even on a busy machine"
     );
     assert_eq!(
-        probe(&rig.lab, CLIENT_V4, USER_AGENT, DROPPED),
+        options_probe(&rig.lab, CLIENT_V4, USER_AGENT, DROPPED),
         None,
         "the client, banned by the import"
     );

@@ -8,7 +8,7 @@ use sip_filter::{
     filter::{key_to_string, monotonic_now_ns, PinnedBans},
     lists::{ListKind, PinnedList},
 };
-use sip_filter_common::maps::BanReason;
+use sip_filter_common::maps::{Ban, BanReason, SourceKey, LIST_ORIGIN_OPERATOR};
 
 use super::{
     block_import::{self, ImportArgs},
@@ -32,6 +32,7 @@ enum BlockCommand {
     Del(DelArgs),
     List(ListArgs),
     Import(ImportArgs),
+    Flush(FlushArgs),
 }
 
 /// Ban an address, or deny a network. An IPv6 address is banned by its prefix (the
@@ -72,6 +73,56 @@ struct ListArgs {
     /// until_removed, seconds_left, expired, drops.
     #[arg(long)]
     json: bool,
+    /// Only entries with this reason: manual, feed, rate, scanner, domain, or a
+    /// CrowdSec scenario.
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only entries of this origin.
+    #[arg(long, value_enum)]
+    origin: Option<Origin>,
+    /// At most this many entries (the rest are counted on stderr).
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    #[command(flatten)]
+    at: Where,
+}
+
+/// Who put an entry there.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Origin {
+    /// `block add`, `block import`.
+    Operator,
+    /// The filter's own bans (rate, scanner, domain).
+    Filter,
+    /// The configuration file's deny list.
+    Config,
+    /// CrowdSec decisions.
+    Crowdsec,
+}
+
+impl Origin {
+    fn name(self) -> &'static str {
+        match self {
+            Origin::Operator => "operator",
+            Origin::Filter => "filter",
+            Origin::Config => "config",
+            Origin::Crowdsec => "crowdsec",
+        }
+    }
+}
+
+/// Lift every ban, or those of one reason or origin, and remove the deny entries
+/// operators added (`block add NETWORK`, `block import`) that match; says how many.
+/// The configuration file's deny entries stay (they are changed there), and so do
+/// CrowdSec's (its decisions are deleted with `cscli decisions delete`).
+#[derive(clap::Args)]
+struct FlushArgs {
+    /// Only these: manual, feed (an operator's), rate, scanner, domain (the filter's).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only these: operator or filter.
+    #[arg(long, value_enum)]
+    origin: Option<Origin>,
     #[command(flatten)]
     at: Where,
 }
@@ -82,6 +133,7 @@ pub fn block(args: BlockArgs) -> anyhow::Result<()> {
         BlockCommand::Del(args) => del(args),
         BlockCommand::List(args) => list(args),
         BlockCommand::Import(args) => block_import::import(args),
+        BlockCommand::Flush(args) => flush(args),
     }
 }
 
@@ -166,6 +218,20 @@ fn ban_origin(reason: BanReason) -> &'static str {
     }
 }
 
+/// A ban as `block list` and `explain` show it.
+pub(super) fn ban_row(iface: &str, key: SourceKey, ban: &Ban, ipv6_prefix: u32, now: u64) -> Row {
+    let reason = BanReason::from_u32(ban.reason);
+    Row {
+        iface: iface.to_string(),
+        address: key_to_string(key, ipv6_prefix),
+        kind: "ban",
+        origin: ban_origin(reason),
+        reason: reason.name().to_string(),
+        left: lists::left(ban.expires_ns, now),
+        drops: Some(ban.drops),
+    }
+}
+
 fn list(args: ListArgs) -> anyhow::Result<()> {
     let filters = open_filters(&args.at)?;
     let mut denies = lists::open_lists(&args.at, ListKind::Deny)?;
@@ -175,27 +241,108 @@ fn list(args: ListArgs) -> anyhow::Result<()> {
         let listed = bans
             .list()
             .with_context(|| format!("reading the bans of {iface}"))?;
-        for (key, ban) in listed {
-            let reason = BanReason::from_u32(ban.reason);
-            rows.push(Row {
-                iface: iface.clone(),
-                address: key_to_string(key, bans.ipv6_prefix()),
-                kind: "ban",
-                origin: ban_origin(reason),
-                reason: reason.name().to_string(),
-                left: lists::left(ban.expires_ns, now),
-                drops: Some(ban.drops),
-            });
-        }
+        rows.extend(
+            listed
+                .iter()
+                .map(|(key, ban)| ban_row(iface, *key, ban, bans.ipv6_prefix(), now)),
+        );
     }
     let notes = read_notes(&args.at.pins.runtime_dir());
     rows.extend(lists::list_rows(&mut denies, &notes)?);
     let interfaces: Vec<&str> = filters.iter().map(|(iface, _)| iface.as_str()).collect();
+    let filtered = args.reason.is_some() || args.origin.is_some();
+    rows.retain(|row| {
+        args.reason
+            .as_deref()
+            .is_none_or(|reason| row.reason.eq_ignore_ascii_case(reason.trim()))
+            && args.origin.is_none_or(|origin| row.origin == origin.name())
+    });
+    if let Some(limit) = args.limit {
+        if rows.len() > limit {
+            eprintln!("{} more not shown (--limit {limit})", rows.len() - limit);
+            rows.truncate(limit);
+        }
+    }
     lists::print_rows(
         &rows,
         args.json,
-        &format!("no bans or denied networks on {}", interfaces.join(", ")),
+        &format!(
+            "no {}bans or denied networks on {}",
+            if filtered { "matching " } else { "" },
+            interfaces.join(", ")
+        ),
     );
+    Ok(())
+}
+
+fn flush(args: FlushArgs) -> anyhow::Result<()> {
+    match args.origin {
+        Some(Origin::Config) => {
+            return Err(UserError(
+                "the configuration's deny entries are changed in its file (`[lists] deny`), then `systemctl reload sip-filter`".to_string(),
+            )
+            .into())
+        }
+        Some(Origin::Crowdsec) => {
+            return Err(UserError(
+                "CrowdSec's entries follow its decisions: delete them there (`cscli decisions delete --ip ADDRESS`), and the bouncer removes them".to_string(),
+            )
+            .into())
+        }
+        _ => {}
+    }
+    let reason = args
+        .reason
+        .as_deref()
+        .map(|text| {
+            BanReason::ALL
+                .into_iter()
+                .find(|reason| reason.name().eq_ignore_ascii_case(text.trim()))
+                .ok_or_else(|| {
+                    UserError(format!(
+                        "--reason {text:?}: the reasons are {}",
+                        BanReason::ALL.map(BanReason::name).join(", ")
+                    ))
+                })
+        })
+        .transpose()?;
+    let wanted = |ban_reason: BanReason| {
+        reason.is_none_or(|reason| reason == ban_reason)
+            && args
+                .origin
+                .is_none_or(|origin| origin.name() == ban_origin(ban_reason))
+    };
+    let mut denies = lists::open_lists(&args.at, ListKind::Deny)?;
+    for (iface, mut bans) in open_filters(&args.at)? {
+        let keys: Vec<SourceKey> = bans
+            .list()
+            .with_context(|| format!("reading the bans of {iface}"))?
+            .into_iter()
+            .filter(|(_, ban)| wanted(BanReason::from_u32(ban.reason)))
+            .map(|(key, _)| key)
+            .collect();
+        let lifted = bans
+            .remove_many(&keys)
+            .with_context(|| format!("lifting bans on {iface}"))?;
+        let mut removed = 0;
+        for (_, deny) in denies.iter_mut() {
+            // Operator entries only: their reason is manual or feed.
+            let nets: Vec<IpNet> = deny
+                .entries()
+                .with_context(|| format!("reading the deny list of {iface}"))?
+                .into_iter()
+                .filter(|(_, entry)| {
+                    entry.origin == LIST_ORIGIN_OPERATOR
+                        && wanted(BanReason::from_u32(entry.reason))
+                })
+                .map(|(net, _)| net)
+                .collect();
+            removed += deny
+                .remove_many(&nets)
+                .with_context(|| format!("removing denied networks on {iface}"))?;
+        }
+        println!("flushed {lifted} bans and {removed} denied networks on {iface}");
+    }
     Ok(())
 }
 

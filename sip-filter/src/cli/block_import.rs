@@ -21,7 +21,8 @@ use super::{
 /// `block add`. The whole file is checked first: a bad line imports nothing.
 #[derive(clap::Args)]
 pub struct ImportArgs {
-    /// The file to import.
+    /// The file to import; `-` reads standard input (`curl -s FEED | sip-filter block
+    /// import -`).
     file: PathBuf,
     #[command(flatten)]
     ttl: Ttl,
@@ -36,9 +37,18 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
     let ttl = args.ttl.duration()?;
     let reason = parse_reason(&args.reason)?;
     let started = Instant::now();
-    let shown = args.file.display();
-    let text = std::fs::read_to_string(&args.file)
-        .map_err(|e| UserError(format!("cannot read {shown}: {e}")))?;
+    let from_stdin = args.file.as_os_str() == "-";
+    let shown = if from_stdin {
+        "standard input".to_string()
+    } else {
+        args.file.display().to_string()
+    };
+    let text = if from_stdin {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(&args.file)
+    }
+    .map_err(|e| UserError(format!("cannot read {shown}: {e}")))?;
     let targets = parse_lines(&text).map_err(|(line, bad)| {
         UserError(format!(
             "{shown} line {line}: {bad:?} is not an IPv4 or IPv6 address or network (like 198.51.100.7 or 198.51.100.0/24); nothing was imported"

@@ -207,6 +207,32 @@ impl Row {
     }
 }
 
+impl Row {
+    /// The object `--json` prints for it (`block list`, `allow list`, `explain`).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "iface": self.iface,
+            "address": self.address,
+            "kind": self.kind,
+            "origin": self.origin,
+            "reason": self.reason,
+            "until_removed": self.left.is_none(),
+            "seconds_left": self.left.map(|left| left.as_secs()),
+            "expired": self.left.is_some_and(|left| left.is_zero()),
+            "drops": self.drops,
+        })
+    }
+
+    /// `until removed`, `expired` or the time left (`59m 58s`).
+    pub fn left_text(&self) -> String {
+        match self.left {
+            None => "until removed".to_string(),
+            Some(left) if left.is_zero() => "expired".to_string(),
+            Some(left) => format_duration(left),
+        }
+    }
+}
+
 /// The time left until `expires_ns`; None for never.
 pub fn left(expires_ns: u64, now: u64) -> Option<Duration> {
     (expires_ns != u64::MAX).then(|| Duration::from_nanos(expires_ns.saturating_sub(now)))
@@ -247,22 +273,7 @@ pub fn list_rows(
 /// Prints rows as a JSON array or a table; `empty` when there are none.
 pub fn print_rows(rows: &[Row], json: bool, empty: &str) {
     if json {
-        let array: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|row| {
-                serde_json::json!({
-                    "iface": row.iface,
-                    "address": row.address,
-                    "kind": row.kind,
-                    "origin": row.origin,
-                    "reason": row.reason,
-                    "until_removed": row.left.is_none(),
-                    "seconds_left": row.left.map(|left| left.as_secs()),
-                    "expired": row.left.is_some_and(|left| left.is_zero()),
-                    "drops": row.drops,
-                })
-            })
-            .collect();
+        let array: Vec<serde_json::Value> = rows.iter().map(Row::to_json).collect();
         println!("{}", serde_json::Value::Array(array));
         return;
     }
@@ -280,11 +291,7 @@ pub fn print_rows(rows: &[Row], json: bool, empty: &str) {
         "IFACE", "ADDRESS", "KIND", "ORIGIN", "REASON", "DROPS"
     );
     for row in rows {
-        let left = match row.left {
-            None => "until removed".to_string(),
-            Some(left) if left.is_zero() => "expired".to_string(),
-            Some(left) => format_duration(left),
-        };
+        let left = row.left_text();
         let drops = row.drops.map_or("-".to_string(), |n| n.to_string());
         out.push_str(&format!(
             "{:<iface_width$}  {:<address_width$}  {:<5}  {:<8}  {:<8}  {drops:>9}  {left}\n",

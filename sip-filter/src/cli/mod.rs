@@ -3,7 +3,9 @@
 mod allow;
 mod block;
 mod block_import;
+mod check;
 mod domains;
+mod explain;
 mod lists;
 mod metrics;
 mod options;
@@ -33,8 +35,10 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Run(run::RunArgs),
+    Check(check::CheckArgs),
     Stats(stats::StatsArgs),
     Block(block::BlockArgs),
+    Explain(explain::ExplainArgs),
     Allow(allow::AllowArgs),
     Top(top::TopArgs),
     Status(status::StatusArgs),
@@ -55,8 +59,10 @@ impl Cli {
     pub fn name(&self) -> &'static str {
         match self.command {
             Command::Run(_) => "run",
+            Command::Check(_) => "check",
             Command::Stats(_) => "stats",
             Command::Block(_) => "block",
+            Command::Explain(_) => "explain",
             Command::Allow(_) => "allow",
             Command::Top(_) => "top",
             Command::Status(_) => "status",
@@ -71,8 +77,10 @@ impl Cli {
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Check(args) => check::check(args),
         Command::Stats(args) => stats::stats(args),
         Command::Block(args) => block::block(args),
+        Command::Explain(args) => explain::explain(args),
         Command::Allow(args) => allow::allow(args),
         Command::Top(args) => top::top(args),
         Command::Status(args) => status::status(args),
