@@ -6,6 +6,7 @@ pub mod bpf_sys;
 pub mod config;
 pub mod crowdsec;
 pub mod drops;
+pub mod duration;
 pub mod events;
 pub mod filter;
 pub mod interfaces;
