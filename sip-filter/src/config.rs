@@ -897,7 +897,7 @@ fn daemon(raw: &RawDaemon) -> Result<DaemonSettings, Refusal> {
                 refuse(
                     interval.span(),
                     KEY,
-                    format!("{given} is too short: the state file is written at most every second"),
+                    format!("{given} is too short: give at least 1s (the state file is written at most once a second)"),
                 )
             };
             match interval.get_ref() {

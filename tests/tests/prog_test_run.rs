@@ -1602,6 +1602,11 @@ fn with_agent(uri: &str, agent: &str) -> Vec<u8> {
     sip_request("OPTIONS", uri, &[&format!("User-Agent: {agent}")])
 }
 
+/// An OPTIONS with `agent` as its User-Agent, from 198.51.100.`last`.
+fn agent_from(last: u8, agent: &str) -> Vec<u8> {
+    udp4_from([198, 51, 100, last], SIP_PORT, &with_agent(ALLOWED, agent))
+}
+
 /// Scanner User-Agents are dropped, and ban their source at once.
 #[test]
 fn scanner_user_agents_are_dropped_and_banned() {
@@ -1615,9 +1620,7 @@ fn scanner_user_agents_are_dropped_and_banned() {
         allow: vec!["198.51.100.200/32".parse().unwrap()],
         ..settings()
     });
-    let from = |last: u8, agent: &str| {
-        udp4_from([198, 51, 100, last], SIP_PORT, &with_agent(ALLOWED, agent))
-    };
+    let from = agent_from;
     assert_table(
         &filter,
         vec![
@@ -1712,9 +1715,7 @@ fn extra_user_agents_add_to_the_built_in_scanners() {
         ban: BanRules::default(),
         ..settings()
     });
-    let from = |last: u8, agent: &str| {
-        udp4_from([198, 51, 100, last], SIP_PORT, &with_agent(ALLOWED, agent))
-    };
+    let from = agent_from;
     assert_table(
         &filter,
         vec![

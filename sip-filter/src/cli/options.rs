@@ -161,7 +161,7 @@ fn save_interval(text: &str) -> Result<Duration, String> {
     match duration::parse(text)? {
         interval if interval >= MIN_SAVE_INTERVAL => Ok(interval),
         _ => Err(format!(
-            "{text:?} is too short: the state file is written at most every second"
+            "{text:?} is too short: give at least 1s (the state file is written at most once a second)"
         )),
     }
 }
