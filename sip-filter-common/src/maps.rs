@@ -1,7 +1,10 @@
 //! What the kernel program and userspace exchange through maps: names, pin layout,
 //! `#[repr(C)]` keys and values, and the verdict reasons.
 
-use crate::sip::Method;
+use crate::sip::{
+    pairing::{Account, ACCOUNT_WORDS},
+    Method,
+};
 
 /// Where a running filter pins its maps: one directory per interface below this.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/sip-filter";
@@ -23,6 +26,10 @@ pub mod names {
     pub const EVENTS: &str = "SF_EVENTS";
     /// The egress (answers) program's counters.
     pub const ANSWER_COUNTERS: &str = "SF_ANSWER_COUNTERS";
+    pub const TRANSACTIONS: &str = "SF_TRANSACTIONS";
+    pub const LOCKOUTS: &str = "SF_LOCKOUTS";
+    pub const ACCOUNTS: &str = "SF_ACCOUNTS";
+    pub const REGISTERED: &str = "SF_REGISTERED";
     /// Every map a running filter pins, for `stats` and cleanup.
     pub const PINNED: [&str; 12] = [
         CONFIG,
@@ -42,6 +49,8 @@ pub mod names {
 
 /// The XDP program's name in the object file.
 pub const PROGRAM_NAME: &str = "sip_filter";
+/// The egress (TC) program that watches the server's answers (issue 13).
+pub const ANSWERS_PROGRAM_NAME: &str = "sip_filter_answers";
 
 /// Capacity of the domain allowlist map.
 pub const MAX_DOMAINS: u32 = 4096;
@@ -122,10 +131,17 @@ pub enum Reason {
     /// filter judges: the handshake, acknowledgements, the continuation of a message,
     /// anything on a TLS port.
     PassSegment,
+    /// A credentialed request for an account locked out for its source (or, across
+    /// sources, for every source neither registered nor allow-listed) after failed
+    /// passwords: the server's answers taught it (issue 13).
+    DropAuthLockout,
+    /// Strict mode: a method the operator reserved for registered and allow-listed
+    /// sources, from a source that is neither.
+    DropUnregistered,
 }
 
 impl Reason {
-    pub const COUNT: usize = 18;
+    pub const COUNT: usize = 20;
     pub const ALL: [Reason; Self::COUNT] = [
         Reason::PassNotSip,
         Reason::PassUnparsed,
@@ -145,6 +161,8 @@ impl Reason {
         Reason::DropHeaderChain,
         Reason::DropMalformed,
         Reason::PassSegment,
+        Reason::DropAuthLockout,
+        Reason::DropUnregistered,
     ];
 
     /// The reason numbered `n` (`Reason::X as u64`).
@@ -179,6 +197,8 @@ impl Reason {
             Reason::DropHeaderChain => "drop_header_chain",
             Reason::DropMalformed => "drop_malformed",
             Reason::PassSegment => "pass_segment",
+            Reason::DropAuthLockout => "drop_auth_lockout",
+            Reason::DropUnregistered => "drop_unregistered",
         }
     }
 
@@ -195,6 +215,8 @@ impl Reason {
                 | Reason::DropFragment
                 | Reason::DropHeaderChain
                 | Reason::DropMalformed
+                | Reason::DropAuthLockout
+                | Reason::DropUnregistered
         )
     }
 }
@@ -213,16 +235,22 @@ pub enum BanReason {
     Domain,
     /// Imported from a blocklist feed.
     Feed,
+    /// Failed passwords, as the server's answers told (issue 13).
+    Auth,
+    /// Many distinct accounts failed or rejected: a user enumeration (issue 13).
+    Enumeration,
 }
 
 impl BanReason {
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 7;
     pub const ALL: [BanReason; Self::COUNT] = [
         BanReason::Manual,
         BanReason::Rate,
         BanReason::Scanner,
         BanReason::Domain,
         BanReason::Feed,
+        BanReason::Auth,
+        BanReason::Enumeration,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -232,6 +260,8 @@ impl BanReason {
             BanReason::Scanner => "scanner",
             BanReason::Domain => "domain",
             BanReason::Feed => "feed",
+            BanReason::Auth => "auth",
+            BanReason::Enumeration => "enumeration",
         }
     }
 
@@ -451,6 +481,9 @@ pub const FLAG_DRY_RUN: u32 = 1 << 3;
 /// `FilterConfig::flags`: drop every first fragment of a datagram to a SIP port from an
 /// untrusted source (otherwise a first fragment that shows a whole start line is judged).
 pub const FLAG_DROP_FRAGMENTS: u32 = 1 << 4;
+/// Learn from the server's answers (issue 13): pair them with requests, lock accounts,
+/// ban guessers and enumerators, trust registered sources.
+pub const FLAG_ANSWERS: u32 = 1 << 5;
 
 /// A token bucket in GCRA form (the "generic cell rate algorithm" of ATM networks): a
 /// request is admitted while the source's theoretical arrival time is at most
@@ -497,8 +530,12 @@ pub const CLASS_TRUSTED: usize = 3;
 /// What an untrusted source sends that is not a request: SIP responses and keep-alives
 /// (CRLF, STUN), in one bucket. Trusted sources are not metered in it.
 pub const CLASS_ANSWERS: usize = 4;
+/// Registered sources (issue 13): a source with a live registration, learnt from the
+/// server's 2xx to a credentialed REGISTER, skips the untrusted budget and is metered
+/// here instead, for every method. (Slot 5 is the connections class of issue 14.)
+pub const CLASS_REGISTERED: usize = 6;
 /// How many classes there are.
-pub const CLASS_COUNT: usize = 5;
+pub const CLASS_COUNT: usize = 7;
 /// Slots of the per-class arrays (`FilterConfig::limits`, `SourceState::arrival_ns`):
 /// a power of two at least [`CLASS_COUNT`], so the kernel can mask a class index (a
 /// bounds check on a value read back from the stack is lost on 6.1). The slots past
@@ -519,6 +556,42 @@ pub struct BanConfig {
     pub rate_overflow_hits: u32,
 }
 
+/// The rules that learn from the server's answers (issue 13). Durations in ns; a
+/// threshold of 0 switches its rule off.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// Failed passwords of one account from one source within the window that lock the
+    /// account for that source, and for how long.
+    pub lockout_failures: u32,
+    /// Failed passwords from one (unregistered) source, over all its accounts and
+    /// including attempts a lockout dropped, that ban it (reason `auth`).
+    pub ban_failures: u32,
+    pub lockout_window_ns: u64,
+    pub lockout_ns: u64,
+    pub ban_window_ns: u64,
+    pub ban_ns: u64,
+    /// Distinct accounts failed or rejected from one (unregistered) source within the
+    /// window that ban it (reason `enumeration`).
+    pub enumeration_users: u32,
+    /// Failed passwords of one account from all sources together within the window that
+    /// lock it for every source neither registered nor allow-listed.
+    pub account_failures: u32,
+    pub enumeration_window_ns: u64,
+    pub enumeration_ns: u64,
+    pub account_window_ns: u64,
+    pub account_lockout_ns: u64,
+    /// The longest a registration makes its source `registered`, whatever it was granted.
+    pub registration_cap_ns: u64,
+    /// Strict mode: bit `Method::X as u32` set for each method dropped from sources
+    /// neither registered nor allow-listed. 0: off.
+    pub strict_methods: u32,
+    /// Repeat offenders: each new ban of a source lasts this many times the last one
+    /// (1 or 0: no growth), up to `repeat_cap_ns`.
+    pub repeat_factor: u32,
+    pub repeat_cap_ns: u64,
+}
+
 /// What the kernel keeps per source (LRU).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -532,6 +605,12 @@ pub struct SourceState {
     pub last_event_ns: u64,
     pub domain_hits: u32,
     pub overflow_hits: u32,
+    /// Failed passwords (issue 13) in the current window, and its start.
+    pub auth_window_ns: u64,
+    /// Distinct accounts failed or rejected in the current window, and its start.
+    pub users_window_ns: u64,
+    pub auth_failures: u32,
+    pub distinct_users: u32,
     /// Requests from this source dropped, by `SOURCE_DROP_*` slot (for `sip-filter top`).
     /// Banned and denied sources' drops are counted in their [`Ban`] and [`ListEntry`],
     /// which the kernel reads anyway: no per-source lookup on those paths.
@@ -560,6 +639,11 @@ pub enum EventKind {
     Drop = 0,
     /// The kernel banned a source (or, in dry-run, would have).
     Ban,
+    /// An account was locked out after failed passwords (issue 13): for the event's
+    /// source, or (an unspecified source, `::`) for every unregistered source.
+    Lockout,
+    /// A source became registered (a 2xx to its credentialed REGISTER).
+    Registered,
 }
 
 /// An event on the ring buffer.
@@ -576,8 +660,11 @@ pub struct Event {
     pub method: u32,
     /// 1 if the filter is in dry-run (nothing was dropped or banned).
     pub dry_run: u32,
-    /// For bans: when the ban expires (`CLOCK_MONOTONIC_COARSE` ns).
+    /// For bans and lockouts: when they expire (`CLOCK_MONOTONIC_COARSE` ns).
     pub expires_ns: u64,
+    /// The account an answer named (zero padded; see [`crate::sip::pairing::Account`]),
+    /// or zeros.
+    pub account: [u64; ACCOUNT_WORDS],
 }
 
 /// The filter's settings, one entry of an array map.
@@ -605,6 +692,8 @@ pub struct FilterConfig {
     /// The budget of all untrusted sources together.
     pub untrusted_total: Limit,
     pub bans: BanConfig,
+    /// What the server's answers lead to (issue 13).
+    pub auth: AuthConfig,
     /// Scanner User-Agent prefix lengths by first byte: bit `n` of entry
     /// [`scanner::first_byte_slot`](crate::scanner::first_byte_slot)`(b)` is set when some
     /// prefix starting with `b` is `n` bytes long. A User-Agent whose first byte starts no
@@ -694,6 +783,16 @@ mod pod {
     unsafe impl aya::Pod for super::Counters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::AnswerCounters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TransactionKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Transaction {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Lockout {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AccountKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Registration {}
     // SAFETY: as above; explicit padding fields leave no implicit padding.
     unsafe impl aya::Pod for super::FilterConfig {}
     // SAFETY: as above.
@@ -725,7 +824,7 @@ mod tests {
     #[test]
     fn source_state_size() {
         assert_eq!(core::mem::size_of::<SourceState>(), 128);
-        assert_eq!(CLASS_ANSWERS, CLASS_COUNT - 1);
+        assert_eq!(CLASS_REGISTERED, CLASS_COUNT - 1);
     }
 
     #[test]
@@ -747,14 +846,67 @@ pub const ANSWER_SLOTS: usize = 16;
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AnswerKind {
-    /// Not from a SIP port, or not SIP: not looked at further.
+    /// Not from a SIP port, not SIP, or a request (the server's own, to a phone).
     NotAnswer = 0,
-    /// A SIP answer leaving from a SIP port (every one, whatever else it is counted as).
-    Seen = 1,
+    /// An answer to no request the ingress program noted: its request came from a
+    /// trusted source or before the filter started, was evicted from the full
+    /// transaction table, or the answer is to a request the server sent itself.
+    Unpaired,
+    /// A 401/407 to a request without credentials: the normal first step. Never counted.
+    Challenge,
+    /// A 401/407 with `stale=true`: good credentials, an old nonce. Not a failure.
+    Stale,
+    /// A 401/407 without `stale`, or a 403, to a request that carried credentials: a
+    /// wrong password.
+    Failure,
+    /// A 2xx to a request that carried credentials.
+    Success,
+    /// A 403 or 404 to a request without credentials: the server refused the user.
+    RejectedUser,
+    /// Any other answer to a noted request (1xx, 3xx, 5xx, other 4xx, a 2xx to a
+    /// request without credentials).
+    Other,
 }
 
 impl AnswerKind {
-    pub const COUNT: usize = 2;
+    pub const COUNT: usize = 8;
+    pub const ALL: [AnswerKind; Self::COUNT] = [
+        AnswerKind::NotAnswer,
+        AnswerKind::Unpaired,
+        AnswerKind::Challenge,
+        AnswerKind::Stale,
+        AnswerKind::Failure,
+        AnswerKind::Success,
+        AnswerKind::RejectedUser,
+        AnswerKind::Other,
+    ];
+
+    /// The name in `stats` and metric labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            AnswerKind::NotAnswer => "not_answer",
+            AnswerKind::Unpaired => "unpaired",
+            AnswerKind::Challenge => "challenge",
+            AnswerKind::Stale => "stale",
+            AnswerKind::Failure => "failure",
+            AnswerKind::Success => "success",
+            AnswerKind::RejectedUser => "rejected_user",
+            AnswerKind::Other => "other",
+        }
+    }
+
+    /// The kind of an answer with `status` to a request that did (`credentialed`) or did
+    /// not carry credentials; `stale` when its challenge says `stale=true`.
+    pub const fn of(status: u16, credentialed: bool, stale: bool) -> AnswerKind {
+        match status {
+            401 | 407 if stale => AnswerKind::Stale,
+            401 | 407 | 403 if credentialed => AnswerKind::Failure,
+            401 | 407 => AnswerKind::Challenge,
+            403 | 404 => AnswerKind::RejectedUser,
+            200..=299 if credentialed => AnswerKind::Success,
+            _ => AnswerKind::Other,
+        }
+    }
 }
 
 /// The egress program's counters, per CPU (summed by userspace).
@@ -763,6 +915,15 @@ impl AnswerKind {
 pub struct AnswerCounters {
     /// Packets the program saw, by [`AnswerKind`].
     pub kinds: [u64; ANSWER_SLOTS],
+    /// Requests the ingress program noted for their answers.
+    pub requests_noted: u64,
+    /// Requests it could not note: no Call-ID or CSeq in the scanned prefix.
+    pub requests_unpairable: u64,
+    /// Accounts locked for one source, and across sources.
+    pub lockouts: u64,
+    pub account_lockouts: u64,
+    /// Registrations learnt (2xx to a credentialed REGISTER).
+    pub registrations: u64,
 }
 
 impl AnswerCounters {
@@ -771,8 +932,91 @@ impl AnswerCounters {
         for (mine, theirs) in self.kinds.iter_mut().zip(other.kinds) {
             *mine = mine.wrapping_add(theirs);
         }
+        self.requests_noted = self.requests_noted.wrapping_add(other.requests_noted);
+        self.requests_unpairable = self
+            .requests_unpairable
+            .wrapping_add(other.requests_unpairable);
+        self.lockouts = self.lockouts.wrapping_add(other.lockouts);
+        self.account_lockouts = self.account_lockouts.wrapping_add(other.account_lockouts);
+        self.registrations = self.registrations.wrapping_add(other.registrations);
     }
     pub fn of(&self, kind: AnswerKind) -> u64 {
         self.kinds[kind as usize]
     }
+}
+
+/// A request the server may answer: the key of `SF_TRANSACTIONS` (LRU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TransactionKey {
+    /// The requester's [`SourceKey`]: the answer's destination.
+    pub source: SourceKey,
+    /// [`crate::sip::pairing::transaction_id`].
+    pub id: u64,
+}
+
+/// What the ingress program noted about a request, for its answer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Transaction {
+    /// The account the request named: its digest username, else its To user.
+    pub account: Account,
+    /// `TRANSACTION_*` bits.
+    pub flags: u32,
+    /// The request's [`Method`] number.
+    pub method: u32,
+}
+
+/// The request carried Authorization or Proxy-Authorization, or the filter could not see
+/// whether it did (its header section went on past the scanned prefix): its 401/407 is a
+/// failed password, not a challenge.
+pub const TRANSACTION_CREDENTIALED: u32 = 1;
+
+/// Transactions remembered at once: an LRU table, so a flood of requests evicts the
+/// oldest (whose answers then count as unpaired) and never fills memory.
+pub const MAX_TRANSACTIONS: u32 = 1 << 16;
+/// Accounts whose failures are followed at once, per source and across sources (LRU).
+pub const MAX_ACCOUNTS: u32 = 1 << 16;
+/// Registered sources remembered at once.
+pub const MAX_REGISTERED: u32 = 1 << 16;
+
+/// An account's failed passwords: per source (key [`AccountKey`] in `SF_LOCKOUTS`) or
+/// across sources (key the account's hash in `SF_ACCOUNTS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lockout {
+    /// Start of the current failure window.
+    pub window_ns: u64,
+    /// Locked until then (`CLOCK_MONOTONIC_COARSE` ns); 0: not locked.
+    pub locked_until_ns: u64,
+    /// Failures in the window.
+    pub failures: u32,
+    /// Credentialed requests dropped by this lockout.
+    pub drops: u32,
+    /// The account's name (see [`Account`]), for the operator.
+    pub name: [u64; ACCOUNT_WORDS],
+    /// The source's address (IPv4 mapped), for the operator; zeros across sources.
+    pub source: [u8; 16],
+}
+
+/// The key of a per-source lockout.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AccountKey {
+    pub source: SourceKey,
+    /// [`Account::key`].
+    pub account: u64,
+}
+
+/// A registered source (`SF_REGISTERED`): the server accepted a credentialed REGISTER
+/// from it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Registration {
+    /// Registered until then (`CLOCK_MONOTONIC_COARSE` ns), capped.
+    pub expires_ns: u64,
+    /// The last account registered from it, for the operator.
+    pub account: [u64; ACCOUNT_WORDS],
+    /// The source's address (IPv4 mapped).
+    pub source: [u8; 16],
 }

@@ -204,6 +204,12 @@ pub enum Header {
     ContentLength,
     /// The topmost Route (RFC 3261 §20.34): where a proxy routes an in-dialog request.
     Route,
+    /// Authorization or Proxy-Authorization (RFC 3261 §22): a request's credentials.
+    Credentials,
+    /// WWW-Authenticate or Proxy-Authenticate: an answer's challenge.
+    Challenge,
+    /// Expires: in a 2xx to a REGISTER, how long the registration lasts.
+    Expires,
 }
 
 /// Slots of the per-header arrays: a power of two above [`Header::COUNT`], so the kernel
@@ -211,7 +217,7 @@ pub enum Header {
 const HEADER_SLOTS: usize = 16;
 
 impl Header {
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 12;
     pub const ALL: [Header; Self::COUNT] = [
         Header::UserAgent,
         Header::To,
@@ -222,6 +228,9 @@ impl Header {
         Header::Via,
         Header::ContentLength,
         Header::Route,
+        Header::Credentials,
+        Header::Challenge,
+        Header::Expires,
     ];
 
     /// Classifies a header name of `len` bytes: `first`/`second` hold its first and next
@@ -245,6 +254,14 @@ impl Header {
         const V: u64 = word_of(b"v");
         const L: u64 = word_of(b"l");
         const ROUTE: u64 = word_of(b"route");
+        const AUTHORIZ: u64 = word_of(b"authoriz");
+        const ATION: u64 = word_of(b"ation");
+        const PROXY_AU: u64 = word_of(b"proxy-au");
+        const THORIZAT: u64 = word_of(b"thorizat");
+        const THENTICA: u64 = word_of(b"thentica");
+        const WWW_AUTH: u64 = word_of(b"www-auth");
+        const ENTICATE: u64 = word_of(b"enticate");
+        const EXPIRES: u64 = word_of(b"expires");
         match (len, first) {
             (10, USER_AGE) if second == NT => Some(Header::UserAgent),
             (2, TO) | (1, T) => Some(Header::To),
@@ -256,6 +273,12 @@ impl Header {
             (14, CONTENT_) if second == LENGTH => Some(Header::ContentLength),
             (1, L) => Some(Header::ContentLength),
             (5, ROUTE) => Some(Header::Route),
+            // Names longer than 16 bytes are told apart by their first 16.
+            (13, AUTHORIZ) if second == ATION => Some(Header::Credentials),
+            (19, PROXY_AU) if second == THORIZAT => Some(Header::Credentials),
+            (16, WWW_AUTH) if second == ENTICATE => Some(Header::Challenge),
+            (18, PROXY_AU) if second == THENTICA => Some(Header::Challenge),
+            (7, EXPIRES) => Some(Header::Expires),
             _ => None,
         }
     }
@@ -581,18 +604,38 @@ const NO_HEADER: u16 = REPEATED_AGENT as u16 + 1;
 pub type HeaderSet = u16;
 /// Every header the parser knows (host tools and tests).
 pub const ALL_HEADERS: HeaderSet = (1 << Header::COUNT) - 1;
-/// The headers the kernel's policy reads: the User-Agent (scanners), and for a request
+/// The headers the kernel's policy reads: the User-Agent (scanners); for a request
 /// whose Request-URI is not ours, the topmost Route and To, whose tag marks a request
-/// inside a dialog ([`routing_of`]).
-pub const POLICY_HEADERS: HeaderSet =
-    1 << Header::UserAgent as u16 | 1 << Header::To as u16 | 1 << Header::Route as u16;
+/// inside a dialog ([`routing_of`]); and what pairs the server's answer with the request
+/// ([`pairing`]): Call-ID, CSeq, the credentials and the To user.
+pub const POLICY_HEADERS: HeaderSet = 1 << Header::UserAgent as u16
+    | 1 << Header::To as u16
+    | 1 << Header::Route as u16
+    | 1 << Header::CallId as u16
+    | 1 << Header::CSeq as u16
+    | 1 << Header::Credentials as u16;
+
+/// The headers the egress program reads in an answer ([`pairing`]).
+pub const ANSWER_HEADERS: HeaderSet = 1 << Header::CallId as u16
+    | 1 << Header::CSeq as u16
+    | 1 << Header::Challenge as u16
+    | 1 << Header::Expires as u16
+    | 1 << Header::Contact as u16;
+
+/// Letters in [`examined_letters`]' answer.
+const EXAMINED_LETTERS: usize = 7;
 
 /// The first letters (lower case) of the header lines a scan for `WANTED` must examine,
-/// if it can skip the others: the User-Agent's `u`, Route's `r`, To's `t` (long and
-/// compact forms). `None`: every line is examined.
-const fn examined_letters(wanted: HeaderSet) -> Option<[u8; 3]> {
+/// if it can skip the others: for [`POLICY_HEADERS`], the User-Agent's `u`, Route's `r`,
+/// To's `t`, Call-ID's and CSeq's `c` (and Call-ID's compact `i`), Authorization's `a`
+/// and Proxy-Authorization's `p`; for [`ANSWER_HEADERS`], Call-ID's, CSeq's and
+/// Contact's `c` (and the compact `i` and `m`), WWW-Authenticate's `w`,
+/// Proxy-Authenticate's `p` and Expires' `e`. `None`: every line is examined.
+const fn examined_letters(wanted: HeaderSet) -> Option<[u8; EXAMINED_LETTERS]> {
     if wanted == POLICY_HEADERS {
-        Some([b'u', b'r', b't'])
+        Some([b'u', b'r', b't', b'c', b'i', b'a', b'p'])
+    } else if wanted == ANSWER_HEADERS {
+        Some([b'c', b'i', b'm', b'w', b'p', b'e', b'e'])
     } else {
         None
     }
@@ -689,6 +732,10 @@ impl Scratch {
     /// A response has a status; a request has none.
     pub fn is_request(&self) -> bool {
         self.start.status.get() == 0
+    }
+    /// A response's status code; 0 for a request.
+    pub fn status(&self) -> u16 {
+        self.start.status.get()
     }
     /// The request's [`Method`] as a number (`Method::X as usize`).
     pub fn method_number(&self) -> usize {
@@ -1018,13 +1065,16 @@ const SKIP_WORDS: usize = 8;
 /// that may hold a wanted header, continue one (folded) or be the empty line.
 #[inline(always)]
 fn must_examine<const WANTED: HeaderSet>(lines: &LineState, first: u8) -> bool {
-    let Some([a, b, c]) = examined_letters(WANTED) else {
+    let Some(letters) = examined_letters(WANTED) else {
         return true;
     };
+    let lower = first | 0x20;
+    let mut letter = false;
+    for candidate in letters {
+        letter |= lower == candidate;
+    }
     lines.count.get() == 0
-        || first | 0x20 == a
-        || first | 0x20 == b
-        || first | 0x20 == c
+        || letter
         || first == b' '
         || first == b'\t'
         || first == b'\r'
@@ -1036,7 +1086,7 @@ fn must_examine<const WANTED: HeaderSet>(lines: &LineState, first: u8) -> bool {
 /// the skip; false when the data ends first.
 #[inline(always)]
 fn skip_lines<const WANTED: HeaderSet>(buf: &ScanBuf, lines: &mut LineState, len: usize) -> bool {
-    let [a, b, c] = examined_letters(WANTED).unwrap_or([b'\n'; 3]);
+    let letters = examined_letters(WANTED).unwrap_or([b'\n'; EXAMINED_LETTERS]);
     let from = usize::from(lines.skip_from.get());
     let first_word = from >> 3;
     // Compared with the end once per step: the words after it are zero up to
@@ -1059,10 +1109,12 @@ fn skip_lines<const WANTED: HeaderSet>(buf: &ScanBuf, lines: &mut LineState, len
         carry = newlines >> 56;
         if starts != 0 {
             let lower = word | ASCII_LOWER;
+            let mut letter = 0;
+            for candidate in letters {
+                letter |= bytes_equal(lower, candidate);
+            }
             let examined = starts
-                & (bytes_equal(lower, a)
-                    | bytes_equal(lower, b)
-                    | bytes_equal(lower, c)
+                & (letter
                     | bytes_equal(word, b' ')
                     | bytes_equal(word, b'\t')
                     | bytes_equal(word, b'\r')
@@ -1181,10 +1233,16 @@ fn classify_header(buf: &ScanBuf, line_start: usize, end: usize) -> Option<(Head
         first_flagged_byte(in_first)
     } else {
         let in_second = delimiters(second);
-        if in_second == 0 {
-            return None; // longer than any name we record
+        if in_second != 0 {
+            8 + first_flagged_byte(in_second)
+        } else {
+            // Proxy-Authorization and Proxy-Authenticate: 19 and 18 bytes.
+            let in_third = delimiters(buf.window(line_start + 16));
+            if in_third == 0 {
+                return None; // longer than any name we record
+            }
+            16 + first_flagged_byte(in_third)
         }
-        8 + first_flagged_byte(in_second)
     };
     if name_len == 0 || line_start + name_len >= end {
         return None;
@@ -1500,5 +1558,6 @@ pub const fn mapped_ipv4(v4: [u8; 4]) -> [u8; 16] {
     ]
 }
 
+pub mod pairing;
 #[cfg(test)]
 mod tests;

@@ -35,7 +35,7 @@ use aya_ebpf::{
 };
 use sip_filter_common::bounded::repeat;
 
-use crate::headers::{bytes, link_layer, parse_headers, Headers, ETH_P_IPV4, ETH_P_IPV6};
+use crate::headers::{bytes, link_layer, parse_headers, Headers, ETH_P_IPV4, ETH_P_IPV6, INGRESS};
 
 /// Bytes summed per step: `bpf_csum_diff` takes at most 512 (its scratch is 128 words).
 const CHUNK: u32 = 512;
@@ -194,7 +194,7 @@ pub fn verify(ctx: &XdpContext) {
 /// arithmetic on a `pkt_end` that crossed a call.
 #[inline(always)]
 fn locate(ctx: &XdpContext) {
-    let offset = match parse_headers(ctx) {
+    let offset = match parse_headers::<INGRESS>(ctx) {
         Headers::Transport(udp) if !udp.is_tcp && !udp.first_fragment => udp.payload_offset - 8,
         _ => 0,
     };

@@ -1,6 +1,64 @@
-//! Ethernet, VLAN, IPv4, IPv6, UDP and TCP headers, read in place with bounds checks.
+//! Ethernet, VLAN, IPv4, IPv6, UDP and TCP headers, read in place with bounds checks,
+//! from an XDP frame (requests coming in) or a TC socket buffer (answers going out).
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{
+    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    programs::{TcContext, XdpContext},
+};
+
+/// A packet read in place: an XDP frame, or a socket buffer at TC.
+pub trait Frame {
+    /// Where its bytes start and end (for direct reads, checked by the verifier).
+    fn start(&self) -> usize;
+    fn end(&self) -> usize;
+    /// Copies `len` bytes from `offset` to `to` with the program type's helper (which
+    /// also reads what direct reads cannot reach: XDP fragments, non-linear socket
+    /// buffers). 0 on success.
+    ///
+    /// # Safety
+    /// `to` must have room for `len` bytes.
+    unsafe fn load(&self, offset: u32, to: *mut core::ffi::c_void, len: u32) -> i64;
+}
+
+impl Frame for XdpContext {
+    #[inline(always)]
+    fn start(&self) -> usize {
+        self.data()
+    }
+    #[inline(always)]
+    fn end(&self) -> usize {
+        self.data_end()
+    }
+    #[inline(always)]
+    unsafe fn load(&self, offset: u32, to: *mut core::ffi::c_void, len: u32) -> i64 {
+        // SAFETY: the caller's.
+        unsafe { bpf_xdp_load_bytes(self.ctx, offset, to, len) }
+    }
+}
+
+impl Frame for TcContext {
+    #[inline(always)]
+    fn start(&self) -> usize {
+        self.data()
+    }
+    #[inline(always)]
+    fn end(&self) -> usize {
+        self.data_end()
+    }
+    #[inline(always)]
+    unsafe fn load(&self, offset: u32, to: *mut core::ffi::c_void, len: u32) -> i64 {
+        // SAFETY: the caller's.
+        unsafe { bpf_skb_load_bytes(self.skb.skb as *const _, offset, to, len) }
+    }
+}
+
+/// Which end of a packet is the peer: the source of a request coming in
+/// ([`INGRESS`]), or the destination of an answer going out ([`EGRESS`]). The walk
+/// reports the peer's address as [`Transport::source`] and the server's port as
+/// [`Transport::dst_port`]: a transaction as the server sees it, both ways.
+pub type Direction = bool;
+pub const INGRESS: Direction = false;
+pub const EGRESS: Direction = true;
 
 const ETH_HLEN: usize = 14;
 pub const ETH_P_IPV4: u16 = 0x0800;
@@ -84,9 +142,9 @@ pub struct Transport {
 
 /// Reads the bytes at `offset..offset + N`, if the frame holds them.
 #[inline(always)]
-pub fn bytes<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<&[u8; N]> {
-    let start = ctx.data();
-    if start + offset + N > ctx.data_end() {
+pub fn bytes<const N: usize>(ctx: &impl Frame, offset: usize) -> Option<&[u8; N]> {
+    let start = ctx.start();
+    if start + offset + N > ctx.end() {
         return None;
     }
     // SAFETY: checked against data_end just above; the verifier checks it again.
@@ -101,7 +159,7 @@ fn be16(b: &[u8], at: usize) -> u16 {
 /// Ethernet and up to [`MAX_VLAN_TAGS`] VLAN tags: where the header after them starts,
 /// and its ethertype (a VLAN one if there were more tags); `None` if cut short.
 #[inline(always)]
-pub fn link_layer(ctx: &XdpContext) -> Option<(usize, u16)> {
+pub fn link_layer(ctx: &impl Frame) -> Option<(usize, u16)> {
     let eth = bytes::<ETH_HLEN>(ctx, 0)?;
     let mut ethertype = be16(eth, 12);
     let mut offset = ETH_HLEN;
@@ -116,21 +174,23 @@ pub fn link_layer(ctx: &XdpContext) -> Option<(usize, u16)> {
     Some((offset, ethertype))
 }
 
+/// The headers of a request coming in ([`INGRESS`]) or an answer going out
+/// ([`EGRESS`]): see [`Direction`].
 #[inline(always)]
-pub fn parse_headers(ctx: &XdpContext) -> Headers {
+pub fn parse_headers<const WAY: Direction>(ctx: &impl Frame) -> Headers {
     let Some((offset, ethertype)) = link_layer(ctx) else {
         return Headers::Unparsed;
     };
     match ethertype {
-        ETH_P_IPV4 => ipv4(ctx, offset),
-        ETH_P_IPV6 => ipv6(ctx, offset),
+        ETH_P_IPV4 => ipv4::<WAY>(ctx, offset),
+        ETH_P_IPV6 => ipv6::<WAY>(ctx, offset),
         ETH_P_8021Q | ETH_P_8021AD => Headers::Unparsed, // a third tag
         _ => Headers::Other,
     }
 }
 
 #[inline(always)]
-fn ipv4(ctx: &XdpContext, offset: usize) -> Headers {
+fn ipv4<const WAY: Direction>(ctx: &impl Frame, offset: usize) -> Headers {
     let Some(ip) = bytes::<20>(ctx, offset) else {
         return Headers::Unparsed;
     };
@@ -152,15 +212,15 @@ fn ipv4(ctx: &XdpContext, offset: usize) -> Headers {
         return Headers::LaterFragment;
     }
     let source = Source {
-        address: mapped(ip, 12),
+        address: mapped(ip, if WAY == EGRESS { 16 } else { 12 }),
         is_ipv4: true,
     };
     // The IP total length bounds the payload: Ethernet pads short frames.
     let (at, ip_end) = (offset + header_len, offset + total_len);
     if protocol == IPPROTO_TCP {
-        tcp(ctx, at, ip_end, more_fragments, source)
+        tcp::<WAY>(ctx, at, ip_end, more_fragments, source)
     } else {
-        udp(ctx, at, ip_end, more_fragments, source)
+        udp::<WAY>(ctx, at, ip_end, more_fragments, source)
     }
 }
 
@@ -188,7 +248,7 @@ fn mapped(ip: &[u8; 20], at: usize) -> [u8; 16] {
 }
 
 #[inline(always)]
-fn ipv6(ctx: &XdpContext, offset: usize) -> Headers {
+fn ipv6<const WAY: Direction>(ctx: &impl Frame, offset: usize) -> Headers {
     let Some(ip) = bytes::<IPV6_HLEN>(ctx, offset) else {
         return Headers::Unparsed;
     };
@@ -200,15 +260,19 @@ fn ipv6(ctx: &XdpContext, offset: usize) -> Headers {
         address: [0; 16],
         is_ipv4: false,
     };
-    source.address.copy_from_slice(&ip[8..24]);
+    if WAY == EGRESS {
+        source.address.copy_from_slice(&ip[24..40]);
+    } else {
+        source.address.copy_from_slice(&ip[8..24]);
+    }
     let mut next = ip[6];
     let mut at = offset + IPV6_HLEN;
     let mut first_fragment = false;
     // One step per extension header, and one for the UDP header after the last.
     for _ in 0..=MAX_IPV6_EXTENSIONS {
         match next {
-            IPPROTO_UDP => return udp(ctx, at, ip_end, first_fragment, source),
-            IPPROTO_TCP => return tcp(ctx, at, ip_end, first_fragment, source),
+            IPPROTO_UDP => return udp::<WAY>(ctx, at, ip_end, first_fragment, source),
+            IPPROTO_TCP => return tcp::<WAY>(ctx, at, ip_end, first_fragment, source),
             NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => {
                 let Some(ext) = bytes::<2>(ctx, at) else {
                     return Headers::Unwalkable(source);
@@ -246,9 +310,20 @@ fn ipv6(ctx: &XdpContext, offset: usize) -> Headers {
     Headers::Unwalkable(source)
 }
 
+/// Where the server's port is in a UDP or TCP header: the destination of a request,
+/// the source of an answer.
 #[inline(always)]
-fn udp(
-    ctx: &XdpContext,
+const fn server_port_at(way: Direction) -> usize {
+    if way == EGRESS {
+        0
+    } else {
+        2
+    }
+}
+
+#[inline(always)]
+fn udp<const WAY: Direction>(
+    ctx: &impl Frame,
     offset: usize,
     ip_end: usize,
     first_fragment: bool,
@@ -264,7 +339,7 @@ fn udp(
     if udp_len < UDP_HLEN || ip_end < payload_offset as usize {
         return Headers::Unwalkable(source);
     }
-    let frame_end = ctx.data_end() - ctx.data();
+    let frame_end = ctx.end() - ctx.start();
     let present = ip_end
         .min(frame_end)
         .saturating_sub(payload_offset as usize) as u32;
@@ -273,7 +348,7 @@ fn udp(
         source,
         is_tcp: false,
         tcp_flags: 0,
-        dst_port: be16(udp, 2),
+        dst_port: be16(udp, server_port_at(WAY)),
         payload_offset,
         payload_len: claimed.min(present),
         // Also a datagram whose UDP length claims more than the frame holds.
@@ -282,8 +357,8 @@ fn udp(
 }
 
 #[inline(always)]
-fn tcp(
-    ctx: &XdpContext,
+fn tcp<const WAY: Direction>(
+    ctx: &impl Frame,
     offset: usize,
     ip_end: usize,
     first_fragment: bool,
@@ -299,12 +374,12 @@ fn tcp(
     if header_len < TCP_HLEN || ip_end < payload_offset {
         return Headers::Unwalkable(source);
     }
-    let frame_end = ctx.data_end() - ctx.data();
+    let frame_end = ctx.end() - ctx.start();
     Headers::Transport(Transport {
         source,
         is_tcp: true,
         tcp_flags: tcp[13],
-        dst_port: be16(tcp, 2),
+        dst_port: be16(tcp, server_port_at(WAY)),
         payload_offset: payload_offset as u32,
         payload_len: ip_end.min(frame_end).saturating_sub(payload_offset) as u32,
         first_fragment,

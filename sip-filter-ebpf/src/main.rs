@@ -10,6 +10,7 @@
 #![allow(internal_features)]
 
 mod answers;
+mod auth;
 mod checksum;
 mod headers;
 mod payload;
@@ -24,21 +25,24 @@ use aya_ebpf::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
     programs::XdpContext,
 };
-use headers::{parse_headers, Headers, Source};
+use headers::{parse_headers, Headers, Source, INGRESS};
 use payload::load_payload;
 use sip_filter_common::{
     domain::{host_hashes, DOMAIN_EXACT, DOMAIN_WILDCARD, MAX_SUFFIXES},
     maps::{
         Ban, BanReason, ListEntry, SourceKey, BAN_SLOTS, CLASS_ANSWERS, CLASS_INVITE, CLASS_OTHER,
-        CLASS_REGISTER, CLASS_SLOTS, CLASS_TRUSTED, FLAG_ALLOW_HOSTLESS_URI, FLAG_DOMAIN_CHECK,
-        FLAG_DROP_FRAGMENTS, FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN, MAX_BANS, MAX_DOMAINS,
-        MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES, SOURCE_DROP_GLOBAL_BUDGET, SOURCE_DROP_RATE_LIMITED,
-        SOURCE_DROP_SCANNER, SOURCE_DROP_UNKNOWN_DOMAIN,
+        CLASS_REGISTER, CLASS_REGISTERED, CLASS_SLOTS, CLASS_TRUSTED, FLAG_ALLOW_HOSTLESS_URI,
+        FLAG_ANSWERS, FLAG_DOMAIN_CHECK, FLAG_DROP_FRAGMENTS, FLAG_DROP_NOT_SIP_PAYLOAD,
+        FLAG_DRY_RUN, MAX_BANS, MAX_DOMAINS, MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES,
+        SOURCE_DROP_GLOBAL_BUDGET, SOURCE_DROP_RATE_LIMITED, SOURCE_DROP_SCANNER,
+        SOURCE_DROP_UNKNOWN_DOMAIN, TRANSACTION_CREDENTIALED,
     },
     scanner::is_scanner,
     sip::{
-        looks_like_request, parse_in_place, routing_of, value_of, Header, Kind, POLICY_HEADERS,
-        ROUTING_IN_DIALOG, ROUTING_ROUTED,
+        looks_like_request,
+        pairing::{digest_username, transaction_id, uri_user, Account},
+        parse_in_place, routing_of, value_of, Header, Kind, POLICY_HEADERS, ROUTING_IN_DIALOG,
+        ROUTING_ROUTED,
     },
     Counters, FilterConfig, HostKind, Method, Reason, Scratch, SCAN_LEN,
 };
@@ -48,7 +52,7 @@ use sources::{
 };
 
 #[map(name = "SF_CONFIG")]
-static CONFIG: Array<FilterConfig> = Array::with_max_entries(1, 0);
+pub(crate) static CONFIG: Array<FilterConfig> = Array::with_max_entries(1, 0);
 
 #[map(name = "SF_COUNTERS")]
 static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
@@ -97,6 +101,11 @@ pub fn sip_filter(ctx: XdpContext) -> u32 {
         request_policy();
         if read_back(|p| &p.needs_routing) != 0 {
             routing_policy(routing_of_request());
+        }
+        // A request that passed is noted for its answer, or dropped for a locked
+        // account (issue 13).
+        if read_back(|p| &p.reason) == Reason::PassRequest as u32 {
+            answers_bookkeeping();
         }
         // A ban, or a count toward one, that a policy left pending: made here, where
         // the packet (ctx) is at hand to verify it first, and the parse's frames are
@@ -163,7 +172,7 @@ fn judge(ctx: &XdpContext) -> u64 {
     let Some(config) = CONFIG.get(0) else {
         return verdict(Reason::PassUnparsed, Method::None as usize);
     };
-    let udp = match parse_headers(ctx) {
+    let udp = match parse_headers::<INGRESS>(ctx) {
         Headers::Transport(transport) => transport,
         Headers::Other => return verdict(Reason::PassNotSip, Method::None as usize),
         Headers::LaterFragment => return verdict(Reason::PassFragment, Method::None as usize),
@@ -387,6 +396,8 @@ const PENDING_SCANNER_BAN: u32 = 1;
 const PENDING_DOMAIN_HIT: u32 = 2;
 /// A request over its rate limit: one hit toward the overflow ban.
 const PENDING_RATE_HIT: u32 = 3;
+/// A credentialed request for a locked account: one failure toward the `auth` ban.
+const PENDING_AUTH_HIT: u32 = 4;
 
 /// What the request policy needs from `judge` besides the parsed message.
 #[repr(C)]
@@ -574,6 +585,26 @@ fn act(pending: u32) {
             }
             (BanReason::Rate, rules.rate_overflow_ns)
         }
+        PENDING_AUTH_HIT => {
+            // A registered source is never banned for what one of its accounts did.
+            if auth::is_registered(key, now) {
+                return;
+            }
+            let Some(state) = state_of(key) else {
+                return;
+            };
+            let auth_rules = &config.auth;
+            if !hit(
+                &mut state.auth_window_ns,
+                &mut state.auth_failures,
+                now,
+                auth_rules.ban_window_ns,
+                auth_rules.ban_failures,
+            ) {
+                return;
+            }
+            (BanReason::Auth, auth_rules.ban_ns)
+        }
         _ => return,
     };
     let dry_run = config.has(FLAG_DRY_RUN);
@@ -584,6 +615,70 @@ fn act(pending: u32) {
         dry_run,
         now.saturating_add(duration_ns),
     );
+}
+
+/// Notes a request that passed, for the egress program to pair with its answer
+/// ([`auth`]); or, for a credentialed request naming an account locked for its source,
+/// turns the verdict into `drop_auth_lockout` and leaves one failure toward the
+/// source's `auth` ban pending (made by [`settle`] once the packet is verified).
+/// Trusted sources are not noted: nothing they do locks or bans. Called from the entry
+/// point, after the request policy's frames are gone.
+#[inline(never)]
+fn answers_bookkeeping() {
+    let (Some(config), Some(scratch), Some(packet)) =
+        (CONFIG.get(0), SCAN.get_ptr(0), PACKET.get_ptr(0))
+    else {
+        return;
+    };
+    // SAFETY: per-CPU, written by `judge` earlier in this run.
+    let (scratch, packet) = unsafe { (&*scratch, &*packet) };
+    let method = scratch.method_number();
+    if !config.has(FLAG_ANSWERS) || packet.trusted != 0 || method == Method::Ack as usize {
+        return; // an ACK is never answered
+    }
+    let buf = &scratch.buf;
+    let id = transaction_id(
+        buf,
+        value_of(buf, scratch.header(Header::CallId)),
+        value_of(buf, scratch.header(Header::CSeq)),
+        config.domain_seed,
+    );
+    if id == 0 {
+        answers::bump_answers(|c| &mut c.requests_unpairable);
+        return;
+    }
+    // Credentials the scan could not reach (a header section longer than the scanned
+    // prefix) count as credentials: a guesser cannot hide them to have its failures
+    // taken for challenges.
+    let credentials = value_of(buf, scratch.header(Header::Credentials));
+    let credentialed = credentials.is_present() || !scratch.headers_complete();
+    let named = if credentials.is_present() {
+        digest_username(buf, credentials)
+    } else {
+        uri_user(buf, value_of(buf, scratch.header(Header::To)))
+    };
+    let account = Account::of(buf, named, config.domain_seed);
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if credentialed && account.key != 0 {
+        let registered = auth::is_registered(&packet.key, now);
+        if auth::is_locked_out(&packet.key, account.key, registered, now) {
+            leave_reason(Reason::DropAuthLockout);
+            let rules = &config.auth;
+            if rules.ban_failures != 0 && rules.ban_ns != 0 && !registered {
+                leave_pending(PENDING_AUTH_HIT);
+            }
+            return;
+        }
+    }
+    let flags = if credentialed {
+        TRANSACTION_CREDENTIALED
+    } else {
+        0
+    };
+    if auth::note(&packet.key, id, &account, flags, method as u32) {
+        answers::bump_answers(|c| &mut c.requests_noted);
+    }
 }
 
 /// [`routing_of`] the request `judge` left in the scratch: `ROUTING_*` bits.
@@ -602,8 +697,16 @@ fn routing_of_request() -> u32 {
 fn admission(config: &FilterConfig, packet: &Packet, method: usize, now: u64) -> Reason {
     let (key, source, trusted) = (&packet.key, &packet.source, packet.trusted != 0);
     let dry_run = config.has(FLAG_DRY_RUN);
+    // Registered sources (issue 13) have a class of their own and skip the untrusted
+    // budget; in strict mode, only they and trusted ones may send the chosen methods.
+    let registered = !trusted && config.has(FLAG_ANSWERS) && auth::is_registered(key, now);
+    if !trusted && !registered && config.auth.strict_methods & (1 << (method & 31)) != 0 {
+        return Reason::DropUnregistered;
+    }
     let class = if trusted {
         CLASS_TRUSTED
+    } else if registered {
+        CLASS_REGISTERED
     } else if method == Method::Register as usize {
         CLASS_REGISTER
     } else if method == Method::Invite as usize {
@@ -635,7 +738,7 @@ fn admission(config: &FilterConfig, packet: &Packet, method: usize, now: u64) ->
             }
         }
     }
-    if !trusted && config.untrusted_total.is_set() {
+    if !trusted && !registered && config.untrusted_total.is_set() {
         if let Some(arrival) = GLOBAL_BUDGET.get_ptr_mut(0) {
             if !admit(arrival, &config.untrusted_total, now) {
                 if let Some(state) = state_of(key) {
@@ -682,7 +785,7 @@ fn ipv4_of(source: &[u8; 16]) -> [u8; 4] {
 
 /// The key of a source's bans and state: its IPv4 address, or its IPv6 prefix.
 #[inline(always)]
-fn source_key(config: &FilterConfig, source: &Source) -> SourceKey {
+pub(crate) fn source_key(config: &FilterConfig, source: &Source) -> SourceKey {
     if source.is_ipv4 {
         source.address
     } else {

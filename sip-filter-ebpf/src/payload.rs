@@ -2,7 +2,7 @@
 //! made by the filter (`judge`) and, so that it measures the same thing, by the
 //! benchmark's `ref_scan`.
 
-use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
+use crate::headers::Frame;
 use sip_filter_common::{scan::BUF_BYTES, ScanBuf, SCAN_LEN};
 
 /// Copies up to [`SCAN_LEN`] of the `payload_len` bytes at `payload_offset` into `buf`
@@ -11,7 +11,7 @@ use sip_filter_common::{scan::BUF_BYTES, ScanBuf, SCAN_LEN};
 #[allow(unexpected_cfgs)] // sip_filter_verifier_regression_6_1, set through build.rs
 #[inline(always)]
 pub fn load_payload(
-    ctx: &XdpContext,
+    ctx: &impl Frame,
     payload_offset: u32,
     payload_len: u32,
     buf: &mut ScanBuf,
@@ -39,14 +39,7 @@ pub fn load_payload(
             return None;
         }
         // SAFETY: `buf` is BUF_BYTES long and `load_len` at most that.
-        let loaded = unsafe {
-            bpf_xdp_load_bytes(
-                ctx.ctx,
-                payload_offset,
-                buf.words.as_mut_ptr().cast(),
-                load_len,
-            )
-        };
+        let loaded = unsafe { ctx.load(payload_offset, buf.words.as_mut_ptr().cast(), load_len) };
         if loaded != 0 {
             return None;
         }

@@ -20,7 +20,7 @@ use sip_filter_common::{
 };
 
 use crate::{
-    headers::{parse_headers, Headers, Transport},
+    headers::{parse_headers, Headers, Transport, INGRESS},
     payload::load_payload,
 };
 
@@ -43,7 +43,7 @@ pub fn ref_parse_headers(ctx: XdpContext) -> u32 {
 /// bare drop starts, as the real program does.
 #[inline(always)]
 fn sip_datagram(ctx: &XdpContext) -> Option<Transport> {
-    let Headers::Transport(udp) = parse_headers(ctx) else {
+    let Headers::Transport(udp) = parse_headers::<INGRESS>(ctx) else {
         return None;
     };
     (!udp.is_tcp && udp.dst_port == SIP_PORT).then_some(udp)

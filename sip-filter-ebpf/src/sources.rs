@@ -9,6 +9,7 @@ use sip_filter_common::maps::{
     Ban, BanReason, Event, EventKind, Limit, Reason, SourceKey, SourceState,
     DROP_EVENT_INTERVAL_NS, EVENTS_BYTES, MAX_SCANNER_AGENTS, MAX_SOURCES, SOURCE_DROP_SLOTS,
 };
+use sip_filter_common::sip::pairing::ACCOUNT_WORDS;
 
 use crate::{bump_indexed, BANS};
 
@@ -150,6 +151,7 @@ pub fn ban(key: &SourceKey, source: &[u8; 16], reason: BanReason, dry_run: bool,
         0,
         dry_run,
         expires_ns,
+        &NO_ACCOUNT,
     );
 }
 
@@ -184,18 +186,23 @@ pub fn drop_event(
         method as u32,
         dry_run,
         0,
+        &NO_ACCOUNT,
     );
 }
 
+/// An event's account when it names none.
+pub const NO_ACCOUNT: [u64; ACCOUNT_WORDS] = [0; ACCOUNT_WORDS];
+
 /// Writes the event straight into the ring buffer (no copy on the small BPF stack).
 #[inline(always)]
-fn emit(
+pub fn emit(
     source: &[u8; 16],
     kind: EventKind,
     reason: u32,
     method: u32,
     dry_run: bool,
     expires_ns: u64,
+    account: &[u64; ACCOUNT_WORDS],
 ) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         crate::bump(|c| &mut c.events_lost);
@@ -208,6 +215,7 @@ fn emit(
         method,
         dry_run: u32::from(dry_run),
         expires_ns,
+        account: *account,
     });
     entry.submit(0);
 }

@@ -22,11 +22,11 @@ use crate::{
     duration,
     filter::AttachMode,
     settings::{
-        BanRules, DaemonSettings, NotSipPolicy, RateLimit, RateLimits, Settings, SettingsError,
-        DEFAULT_SCANNER_USER_AGENTS, MIN_SAVE_INTERVAL, TRACKED_SOURCES,
+        AuthRules, BanRules, DaemonSettings, NotSipPolicy, RateLimit, RateLimits, Settings,
+        SettingsError, DEFAULT_SCANNER_USER_AGENTS, MIN_SAVE_INTERVAL, TRACKED_SOURCES,
     },
 };
-use sip_filter_common::maps::MAX_PORTS;
+use sip_filter_common::{maps::MAX_PORTS, sip::Method};
 
 /// The fastest rate a bucket can hold: the kernel spaces requests by whole nanoseconds.
 pub const MAX_RATE: u32 = 1_000_000_000;
@@ -251,6 +251,8 @@ struct RawFile {
     ban: RawBan,
     #[serde(default)]
     lists: RawLists,
+    #[serde(default)]
+    answers: RawAnswers,
     crowdsec: Option<Spanned<crate::crowdsec::settings::RawCrowdsec>>,
     #[serde(default)]
     daemon: RawDaemon,
@@ -278,9 +280,10 @@ struct RawFilter {
 #[derive(Deserialize, Default)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a table of [rate_limit.register], [rate_limit.invite], [rate_limit.other], [rate_limit.trusted], [rate_limit.answers], [rate_limit.untrusted_total]"
+    expecting = "a table of [rate_limit.register], [rate_limit.invite], [rate_limit.other], [rate_limit.trusted], [rate_limit.answers], [rate_limit.untrusted_total], [rate_limit.registered]"
 )]
 struct RawRateLimits {
+    registered: Option<Spanned<RawLimit>>,
     register: Option<Spanned<RawLimit>>,
     invite: Option<Spanned<RawLimit>>,
     other: Option<Spanned<RawLimit>>,
@@ -357,6 +360,133 @@ impl<'de> Deserialize<'de> for RawDuration {
             }
         }
         deserializer.deserialize_any(Visitor)
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawAnswers {
+    learn: Option<bool>,
+    lockout_failures: Option<Spanned<i64>>,
+    lockout_window_seconds: Option<Spanned<RawDuration>>,
+    lockout_seconds: Option<Spanned<RawDuration>>,
+    ban_failures: Option<Spanned<i64>>,
+    ban_window_seconds: Option<Spanned<RawDuration>>,
+    ban_seconds: Option<Spanned<RawDuration>>,
+    enumeration_users: Option<Spanned<i64>>,
+    enumeration_window_seconds: Option<Spanned<RawDuration>>,
+    enumeration_seconds: Option<Spanned<RawDuration>>,
+    account_failures: Option<Spanned<i64>>,
+    account_window_seconds: Option<Spanned<RawDuration>>,
+    account_lockout_seconds: Option<Spanned<RawDuration>>,
+    registration_cap_seconds: Option<Spanned<RawDuration>>,
+    strict_methods: List<String>,
+}
+
+impl RawAnswers {
+    /// The `[answers]` table, each key defaulting to [`AuthRules::default`].
+    fn rules(&self) -> Result<AuthRules, Refusal> {
+        let defaults = AuthRules::default();
+        let key = |name: &str| format!("answers.{name}");
+        Ok(AuthRules {
+            learn: self.learn.unwrap_or(defaults.learn),
+            lockout_failures: count(
+                &self.lockout_failures,
+                &key("lockout_failures"),
+                defaults.lockout_failures,
+            )?,
+            lockout_window_seconds: duration_seconds(
+                &self.lockout_window_seconds,
+                &key("lockout_window_seconds"),
+                defaults.lockout_window_seconds,
+            )?,
+            lockout_seconds: duration_seconds(
+                &self.lockout_seconds,
+                &key("lockout_seconds"),
+                defaults.lockout_seconds,
+            )?,
+            ban_failures: count(
+                &self.ban_failures,
+                &key("ban_failures"),
+                defaults.ban_failures,
+            )?,
+            ban_window_seconds: duration_seconds(
+                &self.ban_window_seconds,
+                &key("ban_window_seconds"),
+                defaults.ban_window_seconds,
+            )?,
+            ban_seconds: duration_seconds(
+                &self.ban_seconds,
+                &key("ban_seconds"),
+                defaults.ban_seconds,
+            )?,
+            enumeration_users: count(
+                &self.enumeration_users,
+                &key("enumeration_users"),
+                defaults.enumeration_users,
+            )?,
+            enumeration_window_seconds: duration_seconds(
+                &self.enumeration_window_seconds,
+                &key("enumeration_window_seconds"),
+                defaults.enumeration_window_seconds,
+            )?,
+            enumeration_seconds: duration_seconds(
+                &self.enumeration_seconds,
+                &key("enumeration_seconds"),
+                defaults.enumeration_seconds,
+            )?,
+            account_failures: count(
+                &self.account_failures,
+                &key("account_failures"),
+                defaults.account_failures,
+            )?,
+            account_window_seconds: duration_seconds(
+                &self.account_window_seconds,
+                &key("account_window_seconds"),
+                defaults.account_window_seconds,
+            )?,
+            account_lockout_seconds: duration_seconds(
+                &self.account_lockout_seconds,
+                &key("account_lockout_seconds"),
+                defaults.account_lockout_seconds,
+            )?,
+            registration_cap_seconds: duration_seconds(
+                &self.registration_cap_seconds,
+                &key("registration_cap_seconds"),
+                defaults.registration_cap_seconds,
+            )?,
+            strict_methods: match &self.strict_methods {
+                Some(methods) => methods
+                    .get_ref()
+                    .iter()
+                    .map(strict_method)
+                    .collect::<Result<_, _>>()?,
+                None => defaults.strict_methods,
+            },
+        })
+    }
+}
+
+/// A method named in `answers.strict_methods`: one the filter knows, not ACK (which is
+/// never answered, so never learnt from) nor REGISTER (how a source becomes registered).
+fn strict_method(name: &Spanned<String>) -> Result<Method, Refusal> {
+    const KEY: &str = "answers.strict_methods";
+    let wanted = name.get_ref();
+    let method = Method::ALL
+        .into_iter()
+        .find(|m| *m != Method::None && m.name().eq_ignore_ascii_case(wanted));
+    match method {
+        Some(Method::Register | Method::Ack) => refuse(
+            name.span(),
+            KEY,
+            format!("{wanted} cannot be reserved for registered sources: a source registers with REGISTER, and ACKs follow calls already answered"),
+        ),
+        Some(method) => Ok(method),
+        None => refuse(
+            name.span(),
+            KEY,
+            format!("{wanted:?} is not a SIP method the filter knows (INVITE, MESSAGE, SUBSCRIBE, OPTIONS, …)"),
+        ),
     }
 }
 
@@ -501,12 +631,13 @@ impl RawFile {
                 "untrusted_total",
                 built_in.untrusted_total,
             )?,
+            registered: limit(&limits.registered, "registered", built_in.registered)?,
         };
         let scanner_user_agents = scanner_user_agents(&self.scanner)?;
         let ban = &self.ban;
         let ban_defaults = BanRules::default();
         let ban = BanRules {
-            scanner_seconds: ban_seconds(
+            scanner_seconds: duration_seconds(
                 &ban.scanner_seconds,
                 "ban.scanner_seconds",
                 ban_defaults.scanner_seconds,
@@ -516,12 +647,12 @@ impl RawFile {
                 "ban.unknown_domain_hits",
                 ban_defaults.unknown_domain_hits,
             )?,
-            unknown_domain_window_seconds: ban_seconds(
+            unknown_domain_window_seconds: duration_seconds(
                 &ban.unknown_domain_window_seconds,
                 "ban.unknown_domain_window_seconds",
                 ban_defaults.unknown_domain_window_seconds,
             )?,
-            unknown_domain_seconds: ban_seconds(
+            unknown_domain_seconds: duration_seconds(
                 &ban.unknown_domain_seconds,
                 "ban.unknown_domain_seconds",
                 ban_defaults.unknown_domain_seconds,
@@ -531,12 +662,12 @@ impl RawFile {
                 "ban.rate_overflow_hits",
                 ban_defaults.rate_overflow_hits,
             )?,
-            rate_overflow_window_seconds: ban_seconds(
+            rate_overflow_window_seconds: duration_seconds(
                 &ban.rate_overflow_window_seconds,
                 "ban.rate_overflow_window_seconds",
                 ban_defaults.rate_overflow_window_seconds,
             )?,
-            rate_overflow_seconds: ban_seconds(
+            rate_overflow_seconds: duration_seconds(
                 &ban.rate_overflow_seconds,
                 "ban.rate_overflow_seconds",
                 ban_defaults.rate_overflow_seconds,
@@ -564,6 +695,7 @@ impl RawFile {
             rate_limits,
             scanner_user_agents,
             ban,
+            auth: self.answers.rules()?,
             crowdsec: self
                 .crowdsec
                 .as_ref()
@@ -742,9 +874,9 @@ fn count(raw: &Option<Spanned<i64>>, key: &str, default: u32) -> Result<u32, Ref
     })
 }
 
-/// A `[ban]` duration or window in whole seconds, written as a number of seconds or as a
+/// A duration or window in whole seconds (`[ban]`, `[answers]`), written as a number of seconds or as a
 /// duration (`"1h"`): 0 to `u32::MAX` seconds, 0 turning its rule off.
-fn ban_seconds(
+fn duration_seconds(
     raw: &Option<Spanned<RawDuration>>,
     key: &str,
     default: u32,
@@ -1936,6 +2068,30 @@ allow = ["192.0.2.7/24", "2001:db8::1"]
             refused(&format!("[ban]\n{key} = -1\n"), 2, &at, "out of range");
             refused(&format!("[ban]\n{key} = 1.5\n"), 2, &at, "a duration like");
             refused(&format!("[ban]\n{key} = true\n"), 2, &at, "a duration like");
+        }
+        // And those of [answers].
+        for key in [
+            "lockout_window_seconds",
+            "lockout_seconds",
+            "ban_window_seconds",
+            "ban_seconds",
+            "enumeration_window_seconds",
+            "enumeration_seconds",
+            "account_window_seconds",
+            "account_lockout_seconds",
+            "registration_cap_seconds",
+        ] {
+            let settings = parsed(&format!("[answers]\n{key} = \"59m 58s\"\n"));
+            let rules = format!("{:?}", settings.auth);
+            assert!(rules.contains(&format!("{key}: 3598")), "{key}: {rules}");
+            let at = format!("answers.{key}");
+            refused(
+                &format!("[answers]\n{key} = \"1x\"\n"),
+                2,
+                &at,
+                "like 30s, 10m",
+            );
+            refused(&format!("[answers]\n{key} = -1\n"), 2, &at, "out of range");
         }
         refused(
             "[ban]\nunknown_domain_hits = \"5\"\n",

@@ -12,7 +12,10 @@ use std::{
 
 use sip_filter_common::{
     maps::{ipv6_prefix_key, BanReason, Event, EventKind, Reason, DROP_EVENT_INTERVAL_NS},
-    sip::Method,
+    sip::{
+        pairing::{Account, ACCOUNT_WORDS},
+        Method,
+    },
 };
 
 /// The log target of event lines (`RUST_LOG=info,sip_filter::events=warn` silences them).
@@ -35,6 +38,11 @@ pub fn parse(record: &[u8]) -> Option<Event> {
         ))
     };
     let source_at = offset_of!(Event, source);
+    let account_at = offset_of!(Event, account);
+    let mut account = [0u64; ACCOUNT_WORDS];
+    for (i, word) in account.iter_mut().enumerate() {
+        *word = u64_at(account_at + 8 * i)?;
+    }
     Some(Event {
         source: record.get(source_at..source_at + 16)?.try_into().ok()?,
         kind: u32_at(offset_of!(Event, kind))?,
@@ -42,6 +50,7 @@ pub fn parse(record: &[u8]) -> Option<Event> {
         method: u32_at(offset_of!(Event, method))?,
         dry_run: u32_at(offset_of!(Event, dry_run))?,
         expires_ns: u64_at(offset_of!(Event, expires_ns))?,
+        account,
     })
 }
 
@@ -49,7 +58,8 @@ pub fn parse(record: &[u8]) -> Option<Event> {
 /// per source per second), anything this version does not know at debug.
 pub fn level(event: &Event) -> log::Level {
     match kind(event) {
-        Some(EventKind::Ban | EventKind::Drop) => log::Level::Info,
+        Some(EventKind::Ban | EventKind::Drop | EventKind::Lockout) => log::Level::Info,
+        Some(EventKind::Registered) => log::Level::Debug,
         None => log::Level::Debug,
     }
 }
@@ -70,12 +80,7 @@ pub fn describe(event: &Event, now_ns: u64, ipv6_prefix: u32) -> String {
             let duration = if event.expires_ns == u64::MAX {
                 "until removed".to_string()
             } else {
-                let left_ns = event.expires_ns.saturating_sub(now_ns);
-                // To the nearest second: the event is read a few ms after the ban began.
-                format!(
-                    "for {} s",
-                    left_ns.saturating_add(500_000_000) / 1_000_000_000
-                )
+                format!("for {} s", seconds_left(event.expires_ns, now_ns))
             };
             let dry = if dry_run { " (dry-run)" } else { "" };
             format!(
@@ -100,6 +105,32 @@ pub fn describe(event: &Event, now_ns: u64, ipv6_prefix: u32) -> String {
                 drop_method(event.reason, event.method),
             )
         }
+        Some(EventKind::Lockout) => {
+            let verb = if dry_run {
+                "would lock (dry-run)"
+            } else {
+                "locked"
+            };
+            let account = account_name(&event.account);
+            let left = seconds_left(event.expires_ns, now_ns);
+            if event.source == [0; 16] {
+                format!(
+                    "{verb} account {account:?} for {left} s for every source neither \
+                     registered nor allow-listed: failed passwords from many sources"
+                )
+            } else {
+                format!(
+                    "{verb} account {account:?} for {left} s for {source}: failed passwords \
+                     (its other accounts are unaffected)"
+                )
+            }
+        }
+        Some(EventKind::Registered) => format!(
+            "{source} registered (account {:?}) for {} s: it skips the untrusted budget \
+             and is never banned for failed passwords",
+            account_name(&event.account),
+            seconds_left(event.expires_ns, now_ns)
+        ),
         None => format!(
             "event of unknown kind {} from {source} (reason {}, method {})",
             event.kind, event.reason, event.method
@@ -125,10 +156,30 @@ pub fn log_record(record: &[u8], now_ns: u64, ipv6_prefix: u32) {
     }
 }
 
+/// Seconds from `now_ns` to `expires_ns`, to the nearest: the event is read a few ms
+/// after it was made.
+fn seconds_left(expires_ns: u64, now_ns: u64) -> u64 {
+    expires_ns
+        .saturating_sub(now_ns)
+        .saturating_add(500_000_000)
+        / 1_000_000_000
+}
+
+/// An account name as the kernel carries it (zero padded, at most 32 bytes), printable.
+pub fn account_name(words: &[u64; ACCOUNT_WORDS]) -> String {
+    let (bytes, len) = Account::name_bytes(words);
+    String::from_utf8_lossy(&bytes[..len]).into_owned()
+}
+
 fn kind(event: &Event) -> Option<EventKind> {
-    [EventKind::Drop, EventKind::Ban]
-        .into_iter()
-        .find(|kind| *kind as u32 == event.kind)
+    [
+        EventKind::Drop,
+        EventKind::Ban,
+        EventKind::Lockout,
+        EventKind::Registered,
+    ]
+    .into_iter()
+    .find(|kind| *kind as u32 == event.kind)
 }
 
 /// IPv4 when the address is IPv4-mapped (`::ffff:a.b.c.d`), else IPv6.
@@ -161,6 +212,8 @@ fn ban_reason(n: u32) -> String {
         BanReason::Scanner => "scanner User-Agent",
         BanReason::Domain => "repeated requests for unknown domains",
         BanReason::Feed => "on a blocklist feed",
+        BanReason::Auth => "failed passwords",
+        BanReason::Enumeration => "many distinct accounts refused or failed (user enumeration)",
     }
     .to_string()
 }
@@ -181,6 +234,8 @@ fn drop_reason(n: u32) -> String {
         Reason::DropHeaderChain => "headers that cannot be walked",
         Reason::DropMalformed => "SIP-like but malformed",
         Reason::PassSegment => "a TCP segment starting no message",
+        Reason::DropAuthLockout => "credentials for an account locked after failed passwords",
+        Reason::DropUnregistered => "strict mode: a method reserved for registered sources",
         // Not drops: never sent as drop events, named as in `stats` if they were.
         pass => pass.name(),
     }
@@ -234,6 +289,7 @@ mod tests {
             method: Method::None as u32,
             dry_run: 0,
             expires_ns,
+            account: [0; 4],
         }
     }
 
@@ -245,6 +301,7 @@ mod tests {
             method: method as u32,
             dry_run: 0,
             expires_ns: 0,
+            account: [0; 4],
         }
     }
 

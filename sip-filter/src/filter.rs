@@ -9,14 +9,16 @@ use std::{
 
 use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{links::FdLink, ProgramError, TestRun, TestRunOptions, Xdp, XdpMode},
+    programs::{
+        links::FdLink, ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp, XdpMode,
+    },
     Ebpf, EbpfError, EbpfLoader,
 };
 use ipnet::IpNet;
 use sip_filter_common::{
     maps::{
-        ipv6_prefix_key, names, Ban, BanReason, ListEntry, SourceKey, LIST_ORIGIN_CONFIG,
-        PROGRAM_NAME,
+        ipv6_prefix_key, names, AnswerCounters, Ban, BanReason, ListEntry, SourceKey,
+        ANSWERS_PROGRAM_NAME, LIST_ORIGIN_CONFIG, PROGRAM_NAME,
     },
     sip::mapped_ipv4,
     Counters, FilterConfig,
@@ -145,6 +147,14 @@ impl Filter {
             .load(EBPF_OBJECT)?;
         let filter = Self::program_in(&mut ebpf)?;
         filter.load().map_err(FilterError::Load)?;
+        let answers: &mut SchedClassifier = ebpf
+            .program_mut(ANSWERS_PROGRAM_NAME)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(FilterError::Missing {
+                what: "TC program",
+                name: ANSWERS_PROGRAM_NAME,
+            })?;
+        answers.load().map_err(FilterError::Load)?;
         Ok(Self {
             ebpf,
             ipv6_prefix: sip_filter_common::maps::DEFAULT_IPV6_PREFIX,
@@ -393,6 +403,20 @@ impl Filter {
         Ok(info.verified_instruction_count())
     }
 
+    /// [`Filter::verified_instructions`] for the egress program.
+    pub fn verified_answer_instructions(&mut self) -> Result<Option<u32>, FilterError> {
+        let program: &SchedClassifier = self
+            .ebpf
+            .program(ANSWERS_PROGRAM_NAME)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(FilterError::Missing {
+                what: "TC program",
+                name: ANSWERS_PROGRAM_NAME,
+            })?;
+        let info = program.info().map_err(FilterError::Load)?;
+        Ok(info.verified_instruction_count())
+    }
+
     /// A map of the loaded program, for reading (the state file).
     pub fn map(&self, name: &'static str) -> Result<&Map, FilterError> {
         self.ebpf
@@ -430,6 +454,40 @@ impl Filter {
     /// mean time per run.
     pub fn run(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration), FilterError> {
         run_program(&self.ebpf, PROGRAM_NAME, frame, repeat)
+    }
+
+    /// Runs the egress program once on `frame` (an answer going out) with
+    /// BPF_PROG_TEST_RUN; returns its TC action.
+    pub fn test_run_answer(&self, frame: &[u8]) -> Result<u32, FilterError> {
+        let program: &SchedClassifier = self
+            .ebpf
+            .program(ANSWERS_PROGRAM_NAME)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(FilterError::Missing {
+                what: "TC program",
+                name: ANSWERS_PROGRAM_NAME,
+            })?;
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        let result = program.test_run(opts).map_err(FilterError::TestRun)?;
+        Ok(result.return_value)
+    }
+
+    /// The egress program's counters, summed over CPUs.
+    pub fn answer_counters(&self) -> Result<AnswerCounters, FilterError> {
+        let name = names::ANSWER_COUNTERS;
+        let map_error = |source| FilterError::Map { name, source };
+        let map = self
+            .ebpf
+            .map(name)
+            .ok_or(FilterError::Missing { what: "map", name })?;
+        let counters: PerCpuArray<&MapData, AnswerCounters> =
+            PerCpuArray::try_from(map).map_err(map_error)?;
+        let mut total = AnswerCounters::default();
+        for cpu in counters.get(&0, 0).map_err(map_error)?.iter() {
+            total.add(cpu);
+        }
+        Ok(total)
     }
 
     /// The counters, summed over CPUs.

@@ -7,14 +7,14 @@ use ipnet::IpNet;
 use sip_filter_common::{
     domain::allowlist_key,
     maps::{
-        BanConfig, FilterConfig, Limit, CLASS_ANSWERS, CLASS_INVITE, CLASS_OTHER, CLASS_REGISTER,
-        CLASS_TRUSTED, DEFAULT_IPV6_PREFIX, FLAG_ALLOW_HOSTLESS_URI, FLAG_DOMAIN_CHECK,
-        FLAG_DROP_FRAGMENTS, FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN, MAX_DOMAINS,
-        MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES, MAX_PORTS, MAX_SCANNER_AGENTS, MAX_SCANNER_AGENT_LEN,
-        MAX_SOURCES,
+        AuthConfig, BanConfig, FilterConfig, Limit, CLASS_ANSWERS, CLASS_INVITE, CLASS_OTHER,
+        CLASS_REGISTER, CLASS_REGISTERED, CLASS_TRUSTED, DEFAULT_IPV6_PREFIX,
+        FLAG_ALLOW_HOSTLESS_URI, FLAG_ANSWERS, FLAG_DOMAIN_CHECK, FLAG_DROP_FRAGMENTS,
+        FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN, MAX_DOMAINS, MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES,
+        MAX_PORTS, MAX_SCANNER_AGENTS, MAX_SCANNER_AGENT_LEN, MAX_SOURCES,
     },
     scanner::{agent_key, agent_pattern},
-    sip::mapped_ipv4,
+    sip::{mapped_ipv4, Method},
 };
 
 use crate::filter::AttachMode;
@@ -50,6 +50,81 @@ pub struct RateLimits {
     pub answers: Option<RateLimit>,
     /// All untrusted sources together: caps a distributed flood.
     pub untrusted_total: Option<RateLimit>,
+    /// Registered sources (learnt from the server's answers): their own bucket, all
+    /// methods, instead of the untrusted budget.
+    pub registered: Option<RateLimit>,
+}
+
+/// What the server's answers lead to (issue 13; README, "Learning from answers"). A
+/// threshold of 0 turns its rule off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthRules {
+    /// Pair answers with requests and learn from them at all.
+    pub learn: bool,
+    /// This many failed passwords of one account from one source within the window lock
+    /// that account for that source...
+    pub lockout_failures: u32,
+    pub lockout_window_seconds: u32,
+    /// ...for this long.
+    pub lockout_seconds: u32,
+    /// This many failed passwords from one unregistered source (any accounts, counting
+    /// attempts a lockout dropped) within the window ban it (reason `auth`)...
+    pub ban_failures: u32,
+    pub ban_window_seconds: u32,
+    /// ...for this long.
+    pub ban_seconds: u32,
+    /// This many distinct accounts failed or refused from one unregistered source
+    /// within the window ban it (reason `enumeration`)...
+    pub enumeration_users: u32,
+    pub enumeration_window_seconds: u32,
+    /// ...for this long.
+    pub enumeration_seconds: u32,
+    /// This many failed passwords of one account from all sources together within the
+    /// window lock it for every source neither registered nor allow-listed...
+    pub account_failures: u32,
+    pub account_window_seconds: u32,
+    /// ...for this long.
+    pub account_lockout_seconds: u32,
+    /// The longest a registration makes its source registered.
+    pub registration_cap_seconds: u32,
+    /// Strict mode: these methods are dropped from sources neither registered nor
+    /// allow-listed. Empty: off.
+    pub strict_methods: Vec<Method>,
+}
+
+impl Default for AuthRules {
+    /// The anchors (README, "Learning from answers"): fail2ban bans after 10 failures in
+    /// 10 minutes, CrowdSec after 5 and after 5 distinct users, Kamailio's htable recipe
+    /// locks an account after 3 failures for 15 minutes.
+    fn default() -> Self {
+        Self {
+            learn: true,
+            lockout_failures: 5,
+            lockout_window_seconds: 600,
+            lockout_seconds: 900,
+            ban_failures: 10,
+            ban_window_seconds: 600,
+            ban_seconds: 3600,
+            enumeration_users: 10,
+            enumeration_window_seconds: 600,
+            enumeration_seconds: 3600,
+            account_failures: 20,
+            account_window_seconds: 600,
+            account_lockout_seconds: 900,
+            registration_cap_seconds: 3600,
+            strict_methods: Vec::new(),
+        }
+    }
+}
+
+impl AuthRules {
+    /// Learning off: answers are not looked at.
+    pub fn off() -> Self {
+        Self {
+            learn: false,
+            ..Self::default()
+        }
+    }
 }
 
 /// When sources are banned automatically. A zero turns a rule off.
@@ -79,6 +154,7 @@ impl RateLimits {
             trusted: None,
             answers: None,
             untrusted_total: None,
+            registered: None,
         }
     }
 
@@ -122,6 +198,13 @@ impl RateLimits {
             }),
             // What the server can answer is not knowable here: off unless configured.
             untrusted_total: None,
+            // An office of 50 phones that holds a registration and re-registers within
+            // 2 s after an outage: per phone a REGISTER, its answer to the challenge
+            // and 5 BLF SUBSCRIBEs, 7 x 50 = 350, with room to spare.
+            registered: Some(RateLimit {
+                rate: 50,
+                burst: 400,
+            }),
         }
     }
 }
@@ -234,6 +317,8 @@ pub struct Settings {
     /// `scanner.user_agents` instead, and `scanner.extra_user_agents` added to either.
     pub scanner_user_agents: Vec<String>,
     pub ban: BanRules,
+    /// The `[answers]` table: what the server's answers lead to.
+    pub auth: AuthRules,
     /// The `[crowdsec]` table: pull CrowdSec's decisions (and push the filter's bans).
     pub crowdsec: Option<crate::crowdsec::settings::CrowdsecSettings>,
     /// The `[daemon]` table: read by `run` at start, ignored by `replay`.
@@ -263,6 +348,7 @@ impl Default for Settings {
                 .map(|s| s.to_string())
                 .collect(),
             ban: BanRules::default(),
+            auth: AuthRules::default(),
             crowdsec: None,
             daemon: DaemonSettings::default(),
         }
@@ -453,6 +539,7 @@ impl Settings {
             ("other", CLASS_OTHER, self.rate_limits.other),
             ("trusted", CLASS_TRUSTED, self.rate_limits.trusted),
             ("answers", CLASS_ANSWERS, self.rate_limits.answers),
+            ("registered", CLASS_REGISTERED, self.rate_limits.registered),
         ] {
             config.limits[index] = kernel_limit(class, limit)?;
         }
@@ -470,6 +557,31 @@ impl Settings {
         if self.dry_run {
             config.flags |= FLAG_DRY_RUN;
         }
+        if self.auth.learn {
+            config.flags |= FLAG_ANSWERS;
+        }
+        let auth = &self.auth;
+        config.auth = AuthConfig {
+            lockout_failures: auth.lockout_failures,
+            ban_failures: auth.ban_failures,
+            lockout_window_ns: seconds(auth.lockout_window_seconds),
+            lockout_ns: seconds(auth.lockout_seconds),
+            ban_window_ns: seconds(auth.ban_window_seconds),
+            ban_ns: seconds(auth.ban_seconds),
+            enumeration_users: auth.enumeration_users,
+            account_failures: auth.account_failures,
+            enumeration_window_ns: seconds(auth.enumeration_window_seconds),
+            enumeration_ns: seconds(auth.enumeration_seconds),
+            account_window_ns: seconds(auth.account_window_seconds),
+            account_lockout_ns: seconds(auth.account_lockout_seconds),
+            registration_cap_ns: seconds(auth.registration_cap_seconds),
+            strict_methods: auth
+                .strict_methods
+                .iter()
+                .fold(0, |bits, method| bits | 1 << (*method as u32)),
+            repeat_factor: 0,
+            repeat_cap_ns: 0,
+        };
         if self.scanner_user_agents.len() > MAX_SCANNER_AGENTS as usize {
             return Err(SettingsError::TooManyScannerAgents {
                 count: self.scanner_user_agents.len(),

@@ -512,3 +512,81 @@ pub mod shaped {
         with_udp_checksum(frame, wrong)
     }
 }
+
+/// IPv4/UDP from the server's SIP port to `client`: an answer going out, as the egress
+/// program sees it.
+pub fn answer4_to(client: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    build(
+        PacketBuilder::ethernet2(SERVER_MAC, CLIENT_MAC)
+            .ipv4(SERVER_V4, client, 64)
+            .udp(SIP_PORT, CLIENT_PORT),
+        payload,
+    )
+}
+
+/// IPv6/UDP from the server's SIP port to `client`.
+pub fn answer6_to(client: [u8; 16], payload: &[u8]) -> Vec<u8> {
+    build(
+        PacketBuilder::ethernet2(SERVER_MAC, CLIENT_MAC)
+            .ipv6(SERVER_V6, client, 64)
+            .udp(SIP_PORT, CLIENT_PORT),
+        payload,
+    )
+}
+
+/// A REGISTER of `user` in the registration `call_id`, CSeq `cseq`; with digest
+/// credentials for `user` when `credentials` (a guess or the password: the filter never
+/// sees which).
+pub fn register(user: &str, call_id: &str, cseq: u32, credentials: bool) -> Vec<u8> {
+    let authorization = if credentials {
+        format!(
+            "Authorization: Digest username=\"{user}\", realm=\"pbx.example.test\", \
+             nonce=\"4f2a\", uri=\"sip:pbx.example.test\", response=\"00ff\", algorithm=MD5\r\n"
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "REGISTER sip:pbx.example.test SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 198.18.0.1:40000;branch=z9hG4bK-{call_id}-{cseq}\r\n\
+         From: <sip:{user}@pbx.example.test>;tag={call_id}\r\n\
+         To: <sip:{user}@pbx.example.test>\r\n\
+         Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\nMax-Forwards: 70\r\n\
+         Contact: <sip:{user}@198.18.0.1:40000>\r\n{authorization}\
+         User-Agent: Linphone/5.2.0\r\nExpires: 3600\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// The server's answer to [`register`]'s request `call_id`/`cseq`: `status` and
+/// `phrase`, with `extra` header lines (a challenge, a Contact with its expiry).
+pub fn register_answer(
+    status: u16,
+    phrase: &str,
+    call_id: &str,
+    cseq: u32,
+    extra: &[&str],
+) -> Vec<u8> {
+    let mut text = format!(
+        "SIP/2.0 {status} {phrase}\r\n\
+         Via: SIP/2.0/UDP 198.18.0.1:40000;branch=z9hG4bK-{call_id}-{cseq};rport=40000\r\n\
+         From: <sip:user@pbx.example.test>;tag={call_id}\r\n\
+         To: <sip:user@pbx.example.test>;tag=srv\r\n\
+         Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n"
+    );
+    for line in extra {
+        text.push_str(line);
+        text.push_str("\r\n");
+    }
+    text.push_str("Content-Length: 0\r\n\r\n");
+    text.into_bytes()
+}
+
+/// A digest challenge, fresh or (`stale`) for an old nonce.
+pub fn challenge(stale: bool) -> String {
+    let stale = if stale { ", stale=true" } else { "" };
+    format!(
+        "WWW-Authenticate: Digest realm=\"pbx.example.test\", nonce=\"9c1e\", \
+         algorithm=MD5{stale}"
+    )
+}

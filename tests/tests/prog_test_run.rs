@@ -1827,6 +1827,7 @@ fn rate_limits() {
             trusted: limit(1, 2),
             answers: Option::None,
             untrusted_total: Option::None,
+            registered: Option::None,
         },
         allow: vec!["198.51.100.200/32".parse().unwrap()],
         ..settings()
@@ -3042,20 +3043,27 @@ fn verifier_budget() {
     if !privileged("verifier_budget") {
         return;
     }
-    let mut filter = Filter::load().expect("the XDP program loads");
-    let processed = filter.verified_instructions().expect("program info");
+    let mut filter = Filter::load().expect("the programs load");
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    // Straight to stderr, past the test harness's capture: the VM's console shows it.
-    let _ = writeln!(
-        std::io::stderr(),
-        "instructions verified: {} of the verifier's 1000000 on {}",
-        processed.map_or("(not reported)".into(), |n| n.to_string()),
-        kernel.trim()
-    );
-    if let Some(processed) = processed {
-        assert!(
-            processed < 800_000,
-            "the verifier processed {processed} instructions: within a fifth of its limit of 1,000,000"
+    for (program, processed) in [
+        ("XDP", filter.verified_instructions().expect("program info")),
+        (
+            "egress",
+            filter.verified_answer_instructions().expect("program info"),
+        ),
+    ] {
+        // Straight to stderr, past the test harness's capture: the VM's console shows it.
+        let _ = writeln!(
+            std::io::stderr(),
+            "{program} instructions verified: {} of the verifier's 1000000 on {}",
+            processed.map_or("(not reported)".into(), |n| n.to_string()),
+            kernel.trim()
         );
+        if let Some(processed) = processed {
+            assert!(
+                processed < 800_000,
+                "the verifier processed {processed} instructions of the {program} program: within a fifth of its limit of 1,000,000"
+            );
+        }
     }
 }

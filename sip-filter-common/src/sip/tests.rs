@@ -129,8 +129,10 @@ const METHODS: [(&str, Method); 14] = [
     ("UPDATE", Method::Update),
 ];
 
-/// RFC 3261 §24.2's INVITE (F1), with its SDP body, and an outbound proxy's preloaded
-/// Route (§8.1.2).
+/// RFC 3261 §24.2's INVITE (F1), with its SDP body, an outbound proxy's preloaded
+/// Route (§8.1.2), and the credentials and Expires of §24.2's F3 (the INVITE sent again
+/// after a 407 challenge). Its WWW-Authenticate has no place in a request, but a parse
+/// of every header records it.
 const RFC_INVITE: &str = "INVITE sip:bob@biloxi.example.com SIP/2.0\r\n\
 Via: SIP/2.0/UDP client.atlanta.example.com:5060;branch=z9hG4bK74bf9\r\n\
 Max-Forwards: 70\r\n\
@@ -140,6 +142,9 @@ To: Bob <sip:bob@biloxi.example.com>\r\n\
 Call-ID: 3848276298220188511@atlanta.example.com\r\n\
 CSeq: 1 INVITE\r\n\
 Contact: <sip:alice@client.atlanta.example.com;transport=udp>\r\n\
+Proxy-Authorization: Digest username=\"alice\", realm=\"atlanta.example.com\"\r\n\
+WWW-Authenticate: Digest realm=\"x\"\r\n\
+Expires: 180\r\n\
 User-Agent: Acme-Phone/2.1 (build 42)\r\n\
 Content-Type: application/sdp\r\n\
 Content-Length: 151\r\n\
@@ -172,6 +177,12 @@ const RFC_INVITE_VALUES: [(Header, &str); Header::COUNT] = [
         "SIP/2.0/UDP client.atlanta.example.com:5060;branch=z9hG4bK74bf9",
     ),
     (Header::ContentLength, "151"),
+    (
+        Header::Credentials,
+        "Digest username=\"alice\", realm=\"atlanta.example.com\"",
+    ),
+    (Header::Challenge, "Digest realm=\"x\""),
+    (Header::Expires, "180"),
 ];
 
 fn assert_rfc_invite(m: &Msg, context: &str) {
@@ -1455,6 +1466,9 @@ const NAMES: [(Header, &str, Option<&str>); Header::COUNT] = [
     (Header::Via, "Via", Some("v")),
     (Header::ContentLength, "Content-Length", Some("l")),
     (Header::Route, "Route", None),
+    (Header::Credentials, "Proxy-Authorization", None),
+    (Header::Challenge, "WWW-Authenticate", None),
+    (Header::Expires, "Expires", None),
 ];
 
 /// Unrecorded headers mixed in (with values that mention recorded names).
@@ -1477,7 +1491,8 @@ struct Spelling {
 fn spelling() -> impl Strategy<Value = Spelling> {
     (
         any::<bool>(),
-        prop::collection::vec(any::<bool>(), 14),
+        // The case of each letter of the longest name (Proxy-Authorization).
+        prop::collection::vec(any::<bool>(), 19),
         "[ \t]{0,4}",
         "[ \t]{0,4}",
     )
@@ -1637,6 +1652,9 @@ fn build(g: &Generated) -> (String, Vec<(Header, String)>) {
         "SIP/2.0/UDP client.atlanta.example.com:5060;branch=z9hG4bK74bf9".to_string(),
         "0".to_string(),
         "<sip:p1.example.com;lr>, <sip:p2.example.com;lr>".to_string(),
+        "Digest username=\"alice\", realm=\"atlanta.example.com\", nonce=\"n\"".to_string(),
+        "Digest realm=\"atlanta.example.com\", stale=true".to_string(),
+        "3600".to_string(),
     ];
     let mut text = "\r\n".repeat(g.leading);
     text.push_str(&format!("{method} {uri} SIP/2.0{eol}"));

@@ -158,7 +158,11 @@ fn del(args: DelArgs) -> anyhow::Result<()> {
 fn ban_origin(reason: BanReason) -> &'static str {
     match reason {
         BanReason::Manual | BanReason::Feed => "operator",
-        BanReason::Rate | BanReason::Scanner | BanReason::Domain => "filter",
+        BanReason::Rate
+        | BanReason::Scanner
+        | BanReason::Domain
+        | BanReason::Auth
+        | BanReason::Enumeration => "filter",
     }
 }
 

@@ -296,6 +296,7 @@ mod tests {
             method: 0,
             dry_run: 0,
             expires_ns,
+            account: [0; 4],
         }
     }
 

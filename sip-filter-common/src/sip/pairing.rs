@@ -1,0 +1,425 @@
+//! What pairs the server's answer with the request it answers, and what the answer says
+//! about authentication (issue 13): the transaction's identity (Call-ID and CSeq, which
+//! RFC 3261 §8.2.6.2 has the server copy into its answer), the account a request names
+//! (its digest username, else its To user), a challenge's `stale` flag, and how long a
+//! registration was granted.
+//!
+//! Every function reads the parser's [`ScanBuf`] through spans the parse recorded, with
+//! loops bounded for the BPF verifier, and is shared by the kernel programs and host
+//! tests.
+
+use super::{find_byte, find_flagged, not_blank, Span};
+use crate::{
+    bounded::repeat,
+    domain::mix,
+    scan::{
+        ascii_lowercase_word, bytes_equal, first_flagged_byte, low_bytes_mask, word_of,
+        ASCII_LOWER, BUF_WORDS, HIGH,
+    },
+    ScanBuf,
+};
+
+/// Bytes of a Call-ID that make its transaction's identity (with its length): real ones
+/// are 20 to 60 bytes long.
+pub const CALL_ID_BYTES: usize = 128;
+/// Bytes of a CSeq value that count (`4711 REGISTER`).
+pub const CSEQ_BYTES: usize = 32;
+/// Bytes of an account name kept (in maps and events) and hashed.
+pub const ACCOUNT_BYTES: usize = 32;
+/// Words of an account name.
+pub const ACCOUNT_WORDS: usize = ACCOUNT_BYTES / 8;
+
+/// An account as a request names it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Account {
+    /// A seeded hash of the name (its first [`ACCOUNT_BYTES`] and its length): the key of
+    /// lockouts. 0 when the request names no account.
+    pub key: u64,
+    /// The name's first [`ACCOUNT_BYTES`], zero padded, for events and the operator.
+    pub name: [u64; ACCOUNT_WORDS],
+}
+
+impl Account {
+    /// The account `span` holds (a digest username or a URI's user part).
+    #[inline(always)]
+    pub fn of(buf: &ScanBuf, span: Span, seed: u64) -> Account {
+        let len = span.len();
+        if len == 0 {
+            return Account::default();
+        }
+        let mut name = [0u64; ACCOUNT_WORDS];
+        let mut key = mix(seed, len as u64);
+        for (i, word) in name.iter_mut().enumerate() {
+            let left = len.saturating_sub(i * 8);
+            *word = buf.window(span.start() + i * 8) & low_bytes_mask(left);
+            key = mix(key, *word);
+        }
+        // 0 means "no account".
+        Account { key: key | 1, name }
+    }
+
+    /// The name as bytes, without the padding (host code).
+    pub fn name_bytes(name: &[u64; ACCOUNT_WORDS]) -> ([u8; ACCOUNT_BYTES], usize) {
+        let mut bytes = [0u8; ACCOUNT_BYTES];
+        for (chunk, word) in bytes.chunks_exact_mut(8).zip(name) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        let len = bytes.iter().position(|b| *b == 0).unwrap_or(ACCOUNT_BYTES);
+        (bytes, len)
+    }
+}
+
+/// A seeded hash of the first `BYTES` bytes of `span`, and of its length: a loop of
+/// [`HASH_WORDS_PER_STEP`] words a step (verified once, whatever the length).
+#[inline(always)]
+fn hash_prefix<const BYTES: usize>(buf: &ScanBuf, span: Span, seed: u64) -> u64 {
+    let len = span.len();
+    let mut hash = mix(seed, len as u64);
+    let steps = BYTES.div_ceil(8 * HASH_WORDS_PER_STEP);
+    repeat(steps as u32, &mut |step: u32| {
+        for w in 0..HASH_WORDS_PER_STEP {
+            let at = (step as usize * HASH_WORDS_PER_STEP + w) * 8;
+            if at >= len {
+                return false;
+            }
+            let word = buf.window(span.start() + at) & low_bytes_mask(len - at);
+            hash = mix(hash, word);
+        }
+        true
+    });
+    hash
+}
+
+/// Words [`hash_prefix`] takes per loop step.
+const HASH_WORDS_PER_STEP: usize = 4;
+
+/// A transaction's identity: its Call-ID and CSeq values (the first [`CALL_ID_BYTES`]
+/// and [`CSEQ_BYTES`] of each, and their lengths), hashed with `seed`. 0 when either is
+/// missing: such a request cannot be paired.
+#[inline(always)]
+pub fn transaction_id(buf: &ScanBuf, call_id: Span, cseq: Span, seed: u64) -> u64 {
+    if call_id.is_empty() || cseq.is_empty() {
+        return 0;
+    }
+    let id = hash_prefix::<CSEQ_BYTES>(buf, cseq, hash_prefix::<CALL_ID_BYTES>(buf, call_id, seed));
+    id | 1
+}
+
+/// The value of the parameter `name` (at most 8 bytes, lower case) in a header value:
+/// `username` in `Digest username="alice", realm=…`, `stale` in a challenge, `expires`
+/// in a Contact. Names match without regard to case and must follow a blank, a comma or
+/// a semicolon (or start the value); a quoted value is returned without its quotes.
+/// [`Span::ABSENT`] if the parameter is not within the first [`PARAM_SEARCH_BYTES`].
+#[inline(always)]
+pub fn param_value(buf: &ScanBuf, value: Span, name: &[u8]) -> Span {
+    let name_len = name.len().min(8);
+    let name_word = word_of(name);
+    let first = name_word as u8;
+    let (from, to) = (
+        value.start(),
+        value.end().min(value.start() + PARAM_SEARCH_BYTES),
+    );
+    if from >= to {
+        return Span::ABSENT;
+    }
+    // Where the name starts: a window per step, each of its bytes that could begin it.
+    let at = buf.search((PARAM_SEARCH_BYTES / 8) as u32, usize::MAX, |i| {
+        let base = from + i * 8;
+        if base >= to {
+            return Some(usize::MAX);
+        }
+        let mut candidates = bytes_equal(buf.window(base) | ASCII_LOWER, first);
+        for _ in 0..8 {
+            if candidates == 0 {
+                break;
+            }
+            let at = base + first_flagged_byte(candidates);
+            candidates &= candidates - 1;
+            if at + name_len > to {
+                return Some(usize::MAX);
+            }
+            let word = ascii_lowercase_word(buf.window(at)) & low_bytes_mask(name_len);
+            let before = if at == from { b' ' } else { buf.byte(at - 1) };
+            if word == name_word && matches!(before, b' ' | b'\t' | b',' | b';' | b'<') {
+                return Some(at + name_len);
+            }
+        }
+        None
+    });
+    if at >= to {
+        return Span::ABSENT;
+    }
+    // `name` [blanks] `=` [blanks] value.
+    let equals = skip_blanks_to(buf, at, to);
+    if equals >= to || buf.byte(equals) != b'=' {
+        return Span::ABSENT;
+    }
+    let start = skip_blanks_to(buf, equals + 1, to);
+    if start >= to {
+        return Span::ABSENT;
+    }
+    if buf.byte(start) == b'"' {
+        let end = find_byte(buf, start + 1, to, b'"');
+        return Span::new(start + 1, end);
+    }
+    let end = find_flagged(buf, start, to, |w| {
+        bytes_equal(w, b',') | bytes_equal(w, b';') | bytes_equal(w, b'>') | !not_blank(w) & HIGH
+    });
+    Span::new(start, end)
+}
+
+/// How far into a header value [`param_value`] looks.
+pub const PARAM_SEARCH_BYTES: usize = 512;
+const _: () = assert!(PARAM_SEARCH_BYTES / 8 <= BUF_WORDS);
+
+#[inline(always)]
+fn skip_blanks_to(buf: &ScanBuf, from: usize, to: usize) -> usize {
+    find_flagged(buf, from, to, not_blank)
+}
+
+/// The digest username a request's credentials name (`Authorization: Digest
+/// username="alice", …`).
+#[inline(always)]
+pub fn digest_username(buf: &ScanBuf, credentials: Span) -> Span {
+    param_value(buf, credentials, b"username")
+}
+
+/// Whether a challenge says `stale=true` (RFC 2617 §3.2.1: the credentials were good, the
+/// nonce old). Quoted or not, any case.
+#[inline(always)]
+pub fn is_stale(buf: &ScanBuf, challenge: Span) -> bool {
+    let value = param_value(buf, challenge, b"stale");
+    value.len() == 4
+        && ascii_lowercase_word(buf.window(value.start())) & low_bytes_mask(4) == word_of(b"true")
+}
+
+/// The user part of the URI in a From or To value (`"Bob" <sip:bob@example.com>;tag=1`
+/// → `bob`); [`Span::ABSENT`] if it has none (`sip:example.com`).
+#[inline(always)]
+pub fn uri_user(buf: &ScanBuf, value: Span) -> Span {
+    let (from, to) = (value.start(), value.end());
+    if from >= to {
+        return Span::ABSENT;
+    }
+    // After a `<` if there is one (a display name may precede it), else from the start.
+    let angle = find_byte(buf, from, to, b'<');
+    let uri = if angle < to { angle + 1 } else { from };
+    // The scheme: up to its colon, within `sips:`'s length.
+    let colon = find_byte(buf, uri, to.min(uri + 5), b':');
+    if colon >= to.min(uri + 5) {
+        return Span::ABSENT;
+    }
+    let start = colon + 1;
+    let limit = to.min(start + ACCOUNT_SEARCH_BYTES);
+    let end = find_flagged(buf, start, limit, |w| {
+        bytes_equal(w, b'@') | bytes_equal(w, b'>') | bytes_equal(w, b';')
+    });
+    if end >= limit || buf.byte(end) != b'@' {
+        return Span::ABSENT;
+    }
+    Span::new(start, end)
+}
+
+/// How far [`uri_user`] looks for the `@` that ends a user part.
+const ACCOUNT_SEARCH_BYTES: usize = 128;
+
+/// A decimal number at the start of `span` (up to 9 digits, after blanks); `None` if it
+/// does not start with a digit.
+#[inline(always)]
+pub fn decimal(buf: &ScanBuf, span: Span) -> Option<u32> {
+    let start = skip_blanks_to(buf, span.start(), span.end());
+    let mut value: u32 = 0;
+    let mut digits = 0;
+    for i in 0..9 {
+        if start + i >= span.end() {
+            break;
+        }
+        let byte = buf.byte(start + i);
+        if !byte.is_ascii_digit() {
+            break;
+        }
+        value = value * 10 + u32::from(byte - b'0');
+        digits += 1;
+    }
+    (digits > 0).then_some(value)
+}
+
+/// How long a 2xx to a REGISTER granted, in seconds: its Expires header, else the
+/// `expires` parameter of its (first) Contact. `None` if it says neither.
+#[inline(always)]
+pub fn granted_expiry(buf: &ScanBuf, expires: Span, contact: Span) -> Option<u32> {
+    if expires.is_present() {
+        if let Some(seconds) = decimal(buf, expires) {
+            return Some(seconds);
+        }
+    }
+    let param = param_value(buf, contact, b"expires");
+    if param.is_present() {
+        return decimal(buf, param);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::{parse, Header, Payload, SipMessage};
+
+    fn parsed(text: &str) -> (ScanBuf, SipMessage) {
+        let (buf, len) = ScanBuf::from_payload(text.as_bytes());
+        let mut scratch = crate::sip::Scratch::new();
+        scratch.buf = buf.clone();
+        let Payload::Sip(message) = parse(&mut scratch, len, true) else {
+            panic!("not SIP: {text}");
+        };
+        (scratch.buf.clone(), message)
+    }
+
+    fn text(buf: &ScanBuf, span: Span) -> String {
+        (span.start()..span.end())
+            .map(|i| char::from(buf.byte(i)))
+            .collect()
+    }
+
+    const REGISTER: &str = "REGISTER sip:pbx.example.test SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK776\r\n\
+        From: \"Alice\" <sip:alice@pbx.example.test>;tag=1928\r\n\
+        To: <sip:alice@pbx.example.test>\r\n\
+        Call-ID: a84b4c76e66710@192.0.2.10\r\n\
+        CSeq: 2 REGISTER\r\n\
+        Proxy-Authorization: Digest username=\"alice\", realm=\"pbx\", nonce=\"x\", response=\"y\"\r\n\
+        Content-Length: 0\r\n\r\n";
+
+    #[test]
+    fn a_request_names_its_account_and_transaction() {
+        let (buf, m) = parsed(REGISTER);
+        let credentials = m.header(Header::Credentials);
+        assert_eq!(text(&buf, digest_username(&buf, credentials)), "alice");
+        assert_eq!(text(&buf, uri_user(&buf, m.header(Header::To))), "alice");
+        let id = transaction_id(&buf, m.header(Header::CallId), m.header(Header::CSeq), 7);
+        assert_ne!(id, 0);
+        // The answer copies Call-ID and CSeq (here in compact form and other case).
+        let (answer_buf, answer) = parsed(
+            "SIP/2.0 401 Unauthorized\r\ni: a84b4c76e66710@192.0.2.10\r\ncseq: 2 REGISTER\r\n\
+             WWW-Authenticate: Digest realm=\"pbx\", nonce=\"z\", stale=TRUE\r\n\r\n",
+        );
+        let answer_id = transaction_id(
+            &answer_buf,
+            answer.header(Header::CallId),
+            answer.header(Header::CSeq),
+            7,
+        );
+        assert_eq!(answer_id, id);
+        assert!(is_stale(&answer_buf, answer.header(Header::Challenge)));
+        // Another CSeq, another transaction; another seed, another id.
+        let other = REGISTER.replace("CSeq: 2", "CSeq: 3");
+        let (other_buf, o) = parsed(&other);
+        let other_id = transaction_id(
+            &other_buf,
+            o.header(Header::CallId),
+            o.header(Header::CSeq),
+            7,
+        );
+        assert_ne!(other_id, id);
+        assert_ne!(
+            transaction_id(&buf, m.header(Header::CallId), m.header(Header::CSeq), 8),
+            id
+        );
+    }
+
+    #[test]
+    fn accounts_compare_by_name() {
+        let (buf, m) = parsed(REGISTER);
+        let by_username = Account::of(
+            &buf,
+            digest_username(&buf, m.header(Header::Credentials)),
+            3,
+        );
+        let by_to = Account::of(&buf, uri_user(&buf, m.header(Header::To)), 3);
+        assert_eq!(by_username, by_to);
+        let (name, len) = Account::name_bytes(&by_username.name);
+        assert_eq!(&name[..len], b"alice");
+        assert_eq!(Account::of(&buf, Span::ABSENT, 3).key, 0);
+    }
+
+    #[test]
+    fn parameters_are_found_wherever_they_are() {
+        let cases = [
+            (
+                "Digest realm=\"x\",username=\"bob\"",
+                "username",
+                Some("bob"),
+            ),
+            (
+                "Digest  USERNAME = \"b o b\" , realm=x",
+                "username",
+                Some("b o b"),
+            ),
+            ("Digest xusername=\"no\"", "username", None),
+            (
+                "Digest realm=\"x\", nonce=\"y\", stale=false",
+                "stale",
+                Some("false"),
+            ),
+            ("Digest realm=\"x\", stale=\"true\"", "stale", Some("true")),
+            ("<sip:a@b>;expires=3600", "expires", Some("3600")),
+            ("<sip:a@b>", "expires", None),
+        ];
+        for (value, name, expected) in cases {
+            let (buf, len) = ScanBuf::from_payload(value.as_bytes());
+            let found = param_value(&buf, Span::new(0, len), name.as_bytes());
+            let found = found.is_present().then(|| text(&buf, found));
+            assert_eq!(found.as_deref(), expected, "{name} in {value}");
+        }
+    }
+
+    #[test]
+    fn stale_is_true_only_when_it_says_so() {
+        for (value, stale) in [
+            ("Digest realm=\"x\", stale=true", true),
+            ("Digest realm=\"x\", stale=\"TRUE\", qop=auth", true),
+            ("Digest realm=\"x\", stale=false", false),
+            ("Digest realm=\"x\", stale=truex", false),
+            ("Digest realm=\"x\"", false),
+        ] {
+            let (buf, len) = ScanBuf::from_payload(value.as_bytes());
+            assert_eq!(is_stale(&buf, Span::new(0, len)), stale, "{value}");
+        }
+    }
+
+    #[test]
+    fn uri_users() {
+        for (value, user) in [
+            ("<sip:1000@pbx>;tag=x", Some("1000")),
+            ("\"A <b>\" <sips:carol@pbx>", None), // a `<` in the display name
+            ("sip:dave@pbx;tag=1", Some("dave")),
+            ("<sip:pbx.example.test>", None),
+            ("<tel:+4930123>", None),
+        ] {
+            let (buf, len) = ScanBuf::from_payload(value.as_bytes());
+            let found = uri_user(&buf, Span::new(0, len));
+            let found = found.is_present().then(|| text(&buf, found));
+            assert_eq!(found.as_deref(), user, "{value}");
+        }
+    }
+
+    #[test]
+    fn granted_expiry_from_expires_then_contact() {
+        let (buf, m) = parsed(
+            "SIP/2.0 200 OK\r\nCall-ID: 1\r\nCSeq: 1 REGISTER\r\n\
+             Contact: <sip:alice@192.0.2.10>;expires=1800\r\n\r\n",
+        );
+        let expiry = granted_expiry(&buf, m.header(Header::Expires), m.header(Header::Contact));
+        assert_eq!(expiry, Some(1800));
+        let (buf, m) = parsed(
+            "SIP/2.0 200 OK\r\nCall-ID: 1\r\nCSeq: 1 REGISTER\r\nExpires: 600\r\n\
+             Contact: <sip:alice@192.0.2.10>;expires=1800\r\n\r\n",
+        );
+        let expiry = granted_expiry(&buf, m.header(Header::Expires), m.header(Header::Contact));
+        assert_eq!(expiry, Some(600));
+        let (buf, m) = parsed("SIP/2.0 200 OK\r\nCall-ID: 1\r\nCSeq: 1 REGISTER\r\n\r\n");
+        let expiry = granted_expiry(&buf, m.header(Header::Expires), m.header(Header::Contact));
+        assert_eq!(expiry, None);
+    }
+}

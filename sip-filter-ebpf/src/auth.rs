@@ -1,0 +1,307 @@
+//! What the server's answers teach (issue 13), shared by both programs: the ingress
+//! program notes each request an untrusted source sends (its transaction, whether it
+//! carried credentials, the account it named) and drops credentialed requests for
+//! locked accounts; the egress program pairs each final answer with its note and learns:
+//! failed passwords lock the account for that source, and across sources; a source's
+//! failures, or the distinct accounts it failed or was refused, ban it unless it is
+//! registered; a 2xx to a credentialed REGISTER makes its source registered.
+//!
+//! Everything is keyed by the source key (an IPv4 address, an IPv6 prefix), and by
+//! account where it can be: an office behind one NAT address loses only the account
+//! that fails, never the address, while it holds a registration.
+
+use aya_ebpf::{macros::map, maps::LruHashMap};
+use sip_filter_common::{
+    maps::{
+        AccountKey, AnswerCounters, BanReason, EventKind, FilterConfig, Lockout, Registration,
+        SourceKey, Transaction, TransactionKey, FLAG_DRY_RUN, MAX_ACCOUNTS, MAX_REGISTERED,
+        MAX_TRANSACTIONS,
+    },
+    sip::pairing::Account,
+};
+
+use crate::sources::{ban, emit, hit, state_of};
+
+/// Requests awaiting their final answer (LRU: a flood evicts the oldest).
+#[map(name = "SF_TRANSACTIONS")]
+pub static TRANSACTIONS: LruHashMap<TransactionKey, Transaction> =
+    LruHashMap::with_max_entries(MAX_TRANSACTIONS, 0);
+
+/// Failed passwords per source and account, and lockouts.
+#[map(name = "SF_LOCKOUTS")]
+static LOCKOUTS: LruHashMap<AccountKey, Lockout> = LruHashMap::with_max_entries(MAX_ACCOUNTS, 0);
+
+/// Failed passwords per account across sources, and lockouts.
+#[map(name = "SF_ACCOUNTS")]
+static ACCOUNTS: LruHashMap<u64, Lockout> = LruHashMap::with_max_entries(MAX_ACCOUNTS, 0);
+
+/// Sources holding a registration.
+#[map(name = "SF_REGISTERED")]
+static REGISTERED: LruHashMap<SourceKey, Registration> =
+    LruHashMap::with_max_entries(MAX_REGISTERED, 0);
+
+/// Whether `key` holds a registration that has not expired.
+#[inline(always)]
+pub fn is_registered(key: &SourceKey, now: u64) -> bool {
+    match REGISTERED.get_ptr(key) {
+        // SAFETY: a map value; a concurrent update at worst gives a stale answer.
+        Some(registration) => now < unsafe { (*registration).expires_ns },
+        None => false,
+    }
+}
+
+/// Whether credentialed requests for `account` from `key` are dropped now: the account
+/// is locked for this source, or across sources for a source that is not registered.
+#[inline(always)]
+pub fn is_locked_out(key: &SourceKey, account: u64, registered: bool, now: u64) -> bool {
+    let per_source = AccountKey {
+        source: *key,
+        account,
+    };
+    if let Some(lockout) = LOCKOUTS.get_ptr_mut(&per_source) {
+        // SAFETY: a map value; races cost a count at worst.
+        let lockout = unsafe { &mut *lockout };
+        if now < lockout.locked_until_ns {
+            lockout.drops = lockout.drops.wrapping_add(1);
+            return true;
+        }
+    }
+    if registered {
+        return false;
+    }
+    match ACCOUNTS.get_ptr_mut(&account) {
+        Some(lockout) => {
+            // SAFETY: as above.
+            let lockout = unsafe { &mut *lockout };
+            if now < lockout.locked_until_ns {
+                lockout.drops = lockout.drops.wrapping_add(1);
+                return true;
+            }
+            false
+        }
+        None => false,
+    }
+}
+
+/// Notes a request for its answer.
+#[inline(always)]
+pub fn note(key: &SourceKey, id: u64, account: &Account, flags: u32, method: u32) -> bool {
+    let transaction = Transaction {
+        account: *account,
+        flags,
+        method,
+    };
+    TRANSACTIONS
+        .insert(&TransactionKey { source: *key, id }, &transaction, 0)
+        .is_ok()
+}
+
+/// The answer's transaction, removed (a final answer ends it: a retransmission of the
+/// answer then finds nothing, and counts once).
+#[inline(always)]
+pub fn take(key: &SourceKey, id: u64, provisional: bool, out: &mut Transaction) -> bool {
+    let transaction_key = TransactionKey { source: *key, id };
+    let Some(found) = TRANSACTIONS.get_ptr(&transaction_key) else {
+        return false;
+    };
+    // SAFETY: a map value; copied before it is removed.
+    *out = unsafe { *found };
+    if !provisional {
+        let _ = TRANSACTIONS.remove(&transaction_key);
+    }
+    true
+}
+
+/// One more failure for `source`'s `account`, where `source` is a peer whose address is
+/// `address`. `counts_for_source`: a failed password (not a refused user) counts toward
+/// the source's `auth` ban.
+#[inline(always)]
+pub fn learn_failure(
+    config: &FilterConfig,
+    counters: &mut AnswerCounters,
+    key: &SourceKey,
+    address: &[u8; 16],
+    account: &Account,
+    counts_for_source: bool,
+    now: u64,
+) {
+    let rules = &config.auth;
+    let dry_run = config.has(FLAG_DRY_RUN);
+    let registered = is_registered(key, now);
+    let mut new_user = false;
+    if account.key != 0 {
+        let per_source = AccountKey {
+            source: *key,
+            account: account.key,
+        };
+        if LOCKOUTS.get_ptr(&per_source).is_none() {
+            let fresh = Lockout {
+                name: account.name,
+                source: *address,
+                ..Lockout::default()
+            };
+            new_user = LOCKOUTS.insert(&per_source, &fresh, 1).is_ok();
+        }
+        if counts_for_source {
+            if let Some(lockout) = LOCKOUTS.get_ptr_mut(&per_source) {
+                // SAFETY: a map value; races cost a count at worst.
+                let lockout = unsafe { &mut *lockout };
+                if hit(
+                    &mut lockout.window_ns,
+                    &mut lockout.failures,
+                    now,
+                    rules.lockout_window_ns,
+                    rules.lockout_failures,
+                ) {
+                    lockout.locked_until_ns = now.saturating_add(rules.lockout_ns);
+                    counters.lockouts += 1;
+                    emit(
+                        address,
+                        EventKind::Lockout,
+                        0,
+                        0,
+                        dry_run,
+                        lockout.locked_until_ns,
+                        &account.name,
+                    );
+                }
+            }
+            learn_account_failure(config, counters, account, now);
+        }
+    }
+    // A registered source is never banned for what one of its accounts did.
+    if registered {
+        return;
+    }
+    let Some(state) = state_of(key) else {
+        return;
+    };
+    if counts_for_source
+        && hit(
+            &mut state.auth_window_ns,
+            &mut state.auth_failures,
+            now,
+            rules.ban_window_ns,
+            rules.ban_failures,
+        )
+    {
+        ban(
+            key,
+            address,
+            BanReason::Auth,
+            dry_run,
+            now.saturating_add(rules.ban_ns),
+        );
+        return;
+    }
+    if new_user
+        && hit(
+            &mut state.users_window_ns,
+            &mut state.distinct_users,
+            now,
+            rules.enumeration_window_ns,
+            rules.enumeration_users,
+        )
+    {
+        ban(
+            key,
+            address,
+            BanReason::Enumeration,
+            dry_run,
+            now.saturating_add(rules.enumeration_ns),
+        );
+    }
+}
+
+/// One more failure of `account`, from any source: distributed guessing.
+#[inline(always)]
+fn learn_account_failure(
+    config: &FilterConfig,
+    counters: &mut AnswerCounters,
+    account: &Account,
+    now: u64,
+) {
+    let rules = &config.auth;
+    if rules.account_failures == 0 {
+        return;
+    }
+    if ACCOUNTS.get_ptr(&account.key).is_none() {
+        let fresh = Lockout {
+            name: account.name,
+            ..Lockout::default()
+        };
+        let _ = ACCOUNTS.insert(&account.key, &fresh, 1);
+    }
+    let Some(lockout) = ACCOUNTS.get_ptr_mut(&account.key) else {
+        return;
+    };
+    // SAFETY: a map value; races cost a count at worst.
+    let lockout = unsafe { &mut *lockout };
+    if hit(
+        &mut lockout.window_ns,
+        &mut lockout.failures,
+        now,
+        rules.account_window_ns,
+        rules.account_failures,
+    ) {
+        lockout.locked_until_ns = now.saturating_add(rules.account_lockout_ns);
+        counters.account_lockouts += 1;
+        emit(
+            &[0; 16],
+            EventKind::Lockout,
+            0,
+            0,
+            config.has(FLAG_DRY_RUN),
+            lockout.locked_until_ns,
+            &account.name,
+        );
+    }
+}
+
+/// A success for `source`'s `account`: its failures start again from 0; a REGISTER's
+/// success (`registered_for_s` > 0) makes the source registered for that long, capped.
+#[inline(always)]
+pub fn learn_success(
+    config: &FilterConfig,
+    counters: &mut AnswerCounters,
+    key: &SourceKey,
+    address: &[u8; 16],
+    account: &Account,
+    registered_for_s: u32,
+    now: u64,
+) {
+    if account.key != 0 {
+        let per_source = AccountKey {
+            source: *key,
+            account: account.key,
+        };
+        if let Some(lockout) = LOCKOUTS.get_ptr_mut(&per_source) {
+            // SAFETY: a map value; races cost a count at worst.
+            unsafe { (*lockout).failures = 0 };
+        }
+    }
+    if registered_for_s == 0 {
+        return;
+    }
+    let granted_ns = u64::from(registered_for_s).saturating_mul(1_000_000_000);
+    let registration = Registration {
+        expires_ns: now.saturating_add(granted_ns.min(config.auth.registration_cap_ns)),
+        account: account.name,
+        source: *address,
+    };
+    let fresh = !is_registered(key, now);
+    if REGISTERED.insert(key, &registration, 0).is_ok() {
+        counters.registrations += 1;
+        if fresh {
+            emit(
+                address,
+                EventKind::Registered,
+                0,
+                0,
+                config.has(FLAG_DRY_RUN),
+                registration.expires_ns,
+                &account.name,
+            );
+        }
+    }
+}

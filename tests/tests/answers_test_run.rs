@@ -1,0 +1,479 @@
+//! The egress program and its pairing with the ingress program (issue 13), in the
+//! kernel with BPF_PROG_TEST_RUN: requests go in through the XDP program, the server's
+//! answers go out through the TC program, and the tables check what each answer was
+//! taken for and what it led to (lockouts, bans, registrations).
+
+use sip_filter::{
+    settings::{AuthRules, BanRules, RateLimits},
+    Filter, NotSipPolicy, Settings,
+};
+use sip_filter_common::{
+    maps::{AnswerCounters, AnswerKind},
+    Method, Reason,
+};
+use sip_filter_tests::{packets::*, privileged};
+use std::net::IpAddr;
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const TC_ACT_OK: u32 = 0;
+
+/// Learning on, with small thresholds; nothing else that bans or limits.
+fn settings(auth: AuthRules) -> Settings {
+    Settings {
+        domains: vec!["pbx.example.test".into()],
+        own_addresses: vec![IpAddr::from(SERVER_V4), IpAddr::from(SERVER_V6)],
+        allow_example_domains: true,
+        not_sip_payload: NotSipPolicy::Drop,
+        ban: BanRules::off(),
+        rate_limits: RateLimits::none(),
+        auth,
+        ..Settings::default()
+    }
+}
+
+fn loaded(settings: &Settings) -> Filter {
+    let mut filter = Filter::load().expect("the programs load");
+    filter.configure(settings).expect("settings apply");
+    filter
+}
+
+/// A request from `client`, through the XDP program: its verdict.
+fn request(filter: &Filter, client: [u8; 4], payload: &[u8]) -> u32 {
+    filter
+        .test_run(&udp4_from(client, SIP_PORT, payload))
+        .expect("the XDP program runs")
+}
+
+/// An answer to `client`, through the egress program; it must never drop.
+fn answer(filter: &Filter, client: [u8; 4], payload: &[u8]) {
+    let action = filter
+        .test_run_answer(&answer4_to(client, payload))
+        .expect("the egress program runs");
+    assert_eq!(action, TC_ACT_OK, "the egress program passes every answer");
+}
+
+/// The answer counters' change made by `run`.
+fn delta(filter: &Filter, run: impl FnOnce()) -> AnswerCounters {
+    let before = filter.answer_counters().expect("answer counters read");
+    run();
+    let after = filter.answer_counters().expect("answer counters read");
+    let mut change = AnswerCounters::default();
+    for (slot, (a, b)) in change
+        .kinds
+        .iter_mut()
+        .zip(after.kinds.iter().zip(before.kinds))
+    {
+        *slot = a - b;
+    }
+    change.requests_noted = after.requests_noted - before.requests_noted;
+    change.requests_unpairable = after.requests_unpairable - before.requests_unpairable;
+    change.lockouts = after.lockouts - before.lockouts;
+    change.account_lockouts = after.account_lockouts - before.account_lockouts;
+    change.registrations = after.registrations - before.registrations;
+    change
+}
+
+/// The kinds a change counted, by name, for messages.
+fn kinds(change: &AnswerCounters) -> Vec<(&'static str, u64)> {
+    AnswerKind::ALL
+        .into_iter()
+        .filter(|kind| change.of(*kind) != 0)
+        .map(|kind| (kind.name(), change.of(kind)))
+        .collect()
+}
+
+const ALICE: [u8; 4] = [198, 18, 1, 1];
+
+#[test]
+fn answers_are_paired_with_requests_and_classified() {
+    if !privileged("answers_are_paired_with_requests_and_classified") {
+        return;
+    }
+    let filter = loaded(&settings(AuthRules::default()));
+    let fresh = challenge(false);
+    let stale = challenge(true);
+    // (what, request sent first (credentials?), the answer, the kind it must count)
+    let cases: Vec<(&str, Option<bool>, Vec<u8>, AnswerKind)> = vec![
+        (
+            "a 401 to a request without credentials is the usual challenge",
+            Some(false),
+            register_answer(401, "Unauthorized", "c1", 1, &[&fresh]),
+            AnswerKind::Challenge,
+        ),
+        (
+            "a 401 with stale=true: an old nonce, not a wrong password",
+            Some(true),
+            register_answer(401, "Unauthorized", "c2", 1, &[&stale]),
+            AnswerKind::Stale,
+        ),
+        (
+            "a 401 to credentials (Asterisk and Kamailio re-challenge a wrong password)",
+            Some(true),
+            register_answer(401, "Unauthorized", "c3", 1, &[&fresh]),
+            AnswerKind::Failure,
+        ),
+        (
+            "a 403 to credentials (FreeSWITCH's wrong password)",
+            Some(true),
+            register_answer(403, "Forbidden", "c4", 1, &[]),
+            AnswerKind::Failure,
+        ),
+        (
+            "a 404 to a request without credentials refuses the user",
+            Some(false),
+            register_answer(404, "Not Found", "c5", 1, &[]),
+            AnswerKind::RejectedUser,
+        ),
+        (
+            "a 2xx to credentials, expiry in Expires",
+            Some(true),
+            register_answer(200, "OK", "c6", 1, &["Expires: 600"]),
+            AnswerKind::Success,
+        ),
+        (
+            "a provisional answer is counted, and keeps the transaction",
+            Some(true),
+            register_answer(100, "Trying", "c7", 1, &[]),
+            AnswerKind::Other,
+        ),
+        (
+            "...whose final answer still pairs",
+            None,
+            register_answer(401, "Unauthorized", "c7", 1, &[&fresh]),
+            AnswerKind::Failure,
+        ),
+        (
+            "a retransmitted final answer counts once",
+            None,
+            register_answer(401, "Unauthorized", "c7", 1, &[&fresh]),
+            AnswerKind::Unpaired,
+        ),
+        (
+            "an answer to no request the filter saw",
+            None,
+            register_answer(401, "Unauthorized", "never-sent", 1, &[&fresh]),
+            AnswerKind::Unpaired,
+        ),
+        (
+            "another CSeq of the same Call-ID is another transaction",
+            Some(false),
+            register_answer(401, "Unauthorized", "c8", 2, &[&fresh]),
+            AnswerKind::Unpaired,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (what, credentials, frame, expected) in cases {
+        let change = delta(&filter, || {
+            if let Some(credentials) = credentials {
+                let call_id = if what.starts_with("another CSeq") {
+                    "c8"
+                } else {
+                    std::str::from_utf8(&frame)
+                        .ok()
+                        .and_then(|t| t.split("Call-ID: ").nth(1))
+                        .and_then(|t| t.split("\r\n").next())
+                        .expect("the answer has a Call-ID")
+                };
+                let verdict = request(&filter, ALICE, &register("alice", call_id, 1, credentials));
+                assert_eq!(verdict, XDP_PASS, "{what}: the request passes");
+            }
+            answer(&filter, ALICE, &frame);
+        });
+        let counted = kinds(&change);
+        if counted != vec![(expected.name(), 1)] {
+            failures.push(format!(
+                "{what}: expected {}, counted {counted:?}",
+                expected.name()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // An answer coming in from outside is anyone's: it passes as a response and
+    // teaches nothing.
+    let change = delta(&filter, || {
+        request(&filter, ALICE, &register("alice", "c9", 1, true));
+        let forged = register_answer(401, "Unauthorized", "c9", 1, &[&fresh]);
+        let verdict = filter
+            .test_run(&udp4_from(ALICE, SIP_PORT, &forged))
+            .expect("the XDP program runs");
+        assert_eq!(verdict, XDP_PASS);
+    });
+    assert_eq!(
+        kinds(&change),
+        vec![],
+        "a forged answer on ingress counts nothing"
+    );
+    assert_eq!(change.requests_noted, 1);
+}
+
+#[test]
+fn failed_passwords_lock_the_account_for_its_source_then_ban_the_source() {
+    if !privileged("failed_passwords_lock_the_account_for_its_source_then_ban_the_source") {
+        return;
+    }
+    let rules = AuthRules {
+        lockout_failures: 3,
+        ban_failures: 6,
+        enumeration_users: 0,
+        account_failures: 0,
+        ..AuthRules::default()
+    };
+    let filter = loaded(&settings(rules));
+    let fresh = challenge(false);
+    let guess = |client: [u8; 4], user: &str, n: u32| -> u32 {
+        let call_id = format!("guess-{user}-{n}");
+        let verdict = request(&filter, client, &register(user, &call_id, 1, true));
+        if verdict == XDP_PASS {
+            answer(
+                &filter,
+                client,
+                &register_answer(401, "Unauthorized", &call_id, 1, &[&fresh]),
+            );
+        }
+        verdict
+    };
+    // Three wrong passwords for alice lock alice for this source...
+    let change = delta(&filter, || {
+        for n in 0..3 {
+            assert_eq!(
+                guess(ALICE, "alice", n),
+                XDP_PASS,
+                "guess {n} reaches the server"
+            );
+        }
+    });
+    assert_eq!(change.of(AnswerKind::Failure), 3);
+    assert_eq!(change.lockouts, 1);
+    let before = filter.counters().expect("counters").packets[Reason::DropAuthLockout as usize]
+        [Method::Register as usize];
+    assert_eq!(
+        guess(ALICE, "alice", 3),
+        XDP_DROP,
+        "alice is locked for this source"
+    );
+    let after = filter.counters().expect("counters").packets[Reason::DropAuthLockout as usize]
+        [Method::Register as usize];
+    assert_eq!(after - before, 1, "counted as drop_auth_lockout");
+    // ...but neither its other accounts, nor alice from elsewhere, nor alice's
+    // requests without credentials (which get the challenge a phone needs).
+    let office_phone = [198, 18, 1, 2];
+    assert_eq!(
+        request(&filter, ALICE, &register("bob", "bob-1", 1, true)),
+        XDP_PASS
+    );
+    assert_eq!(
+        request(&filter, office_phone, &register("alice", "a-1", 1, true)),
+        XDP_PASS
+    );
+    assert_eq!(
+        request(&filter, ALICE, &register("alice", "a-2", 1, false)),
+        XDP_PASS
+    );
+    // The source's failures (3) and the attempts the lockout dropped count toward its
+    // ban: at 6 it is banned, and then everything from it is dropped.
+    assert_eq!(guess(ALICE, "alice", 4), XDP_DROP);
+    assert_eq!(
+        guess(ALICE, "bob", 5),
+        XDP_PASS,
+        "bob's guess is the sixth failure"
+    );
+    assert_eq!(
+        request(&filter, ALICE, &register("carol", "c-1", 1, false)),
+        XDP_DROP,
+        "the source is banned"
+    );
+    let bans = filter.counters().expect("counters").bans_added;
+    assert_eq!(bans[sip_filter_common::maps::BanReason::Auth as usize], 1);
+}
+
+#[test]
+fn a_registered_source_loses_only_the_failing_account() {
+    if !privileged("a_registered_source_loses_only_the_failing_account") {
+        return;
+    }
+    let rules = AuthRules {
+        lockout_failures: 3,
+        ban_failures: 5,
+        enumeration_users: 3,
+        account_failures: 0,
+        ..AuthRules::default()
+    };
+    let filter = loaded(&settings(rules));
+    let office = [198, 18, 2, 1];
+    // One phone registers: the office's address is registered.
+    let change = delta(&filter, || {
+        request(&filter, office, &register("100", "r-1", 1, true));
+        answer(
+            &filter,
+            office,
+            &register_answer(
+                200,
+                "OK",
+                "r-1",
+                1,
+                &["Contact: <sip:100@198.18.2.1:40000>;expires=1800"],
+            ),
+        );
+    });
+    assert_eq!(change.of(AnswerKind::Success), 1);
+    assert_eq!(change.registrations, 1);
+    // Another phone has a stale password and fails for a long while, and phones with
+    // unknown users are refused: the office is never banned, only 101 is locked.
+    let fresh = challenge(false);
+    for n in 0..12 {
+        let call_id = format!("stale-{n}");
+        if request(&filter, office, &register("101", &call_id, 1, true)) == XDP_PASS {
+            answer(
+                &filter,
+                office,
+                &register_answer(401, "Unauthorized", &call_id, 1, &[&fresh]),
+            );
+        }
+        let user = format!("9{n:02}");
+        let call_id = format!("unknown-{n}");
+        request(&filter, office, &register(&user, &call_id, 1, false));
+        answer(
+            &filter,
+            office,
+            &register_answer(404, "Not Found", &call_id, 1, &[]),
+        );
+    }
+    assert_eq!(
+        request(&filter, office, &register("101", "stale-x", 1, true)),
+        XDP_DROP,
+        "101 is locked for the office"
+    );
+    assert_eq!(
+        request(&filter, office, &register("100", "r-2", 2, true)),
+        XDP_PASS,
+        "the rest of the office goes on"
+    );
+    let bans = filter.counters().expect("counters").bans_added;
+    assert_eq!(
+        bans.iter().sum::<u64>(),
+        0,
+        "a registered source is never banned"
+    );
+}
+
+#[test]
+fn enumeration_bans_an_unregistered_source() {
+    if !privileged("enumeration_bans_an_unregistered_source") {
+        return;
+    }
+    let rules = AuthRules {
+        enumeration_users: 5,
+        ..AuthRules::default()
+    };
+    let filter = loaded(&settings(rules));
+    let scanner = [198, 18, 3, 1];
+    let mut refused = 0;
+    for n in 0..10 {
+        let user = format!("{}", 200 + n);
+        let call_id = format!("enum-{n}");
+        if request(&filter, scanner, &register(&user, &call_id, 1, false)) != XDP_PASS {
+            break;
+        }
+        answer(
+            &filter,
+            scanner,
+            &register_answer(404, "Not Found", &call_id, 1, &[]),
+        );
+        refused += 1;
+    }
+    assert_eq!(refused, 5, "banned at the fifth distinct user refused");
+    let bans = filter.counters().expect("counters").bans_added;
+    assert_eq!(
+        bans[sip_filter_common::maps::BanReason::Enumeration as usize],
+        1
+    );
+}
+
+#[test]
+fn an_account_guessed_from_many_sources_is_locked_for_unregistered_ones() {
+    if !privileged("an_account_guessed_from_many_sources_is_locked_for_unregistered_ones") {
+        return;
+    }
+    let rules = AuthRules {
+        lockout_failures: 0,
+        ban_failures: 0,
+        enumeration_users: 0,
+        account_failures: 4,
+        ..AuthRules::default()
+    };
+    let filter = loaded(&settings(rules));
+    // The account's real phone registers first.
+    let phone = [198, 18, 4, 1];
+    request(&filter, phone, &register("500", "p-1", 1, true));
+    answer(
+        &filter,
+        phone,
+        &register_answer(200, "OK", "p-1", 1, &["Expires: 3600"]),
+    );
+    // Four guessers, one wrong password each.
+    let fresh = challenge(false);
+    let change = delta(&filter, || {
+        for n in 0..4u8 {
+            let guesser = [198, 18, 5, n + 1];
+            let call_id = format!("d-{n}");
+            request(&filter, guesser, &register("500", &call_id, 1, true));
+            answer(
+                &filter,
+                guesser,
+                &register_answer(401, "Unauthorized", &call_id, 1, &[&fresh]),
+            );
+        }
+    });
+    assert_eq!(change.account_lockouts, 1);
+    let fifth = [198, 18, 5, 9];
+    assert_eq!(
+        request(&filter, fifth, &register("500", "d-9", 1, true)),
+        XDP_DROP,
+        "locked for a new, unregistered source"
+    );
+    assert_eq!(
+        request(&filter, phone, &register("500", "p-2", 2, true)),
+        XDP_PASS,
+        "the registered phone keeps registering"
+    );
+}
+
+#[test]
+fn strict_mode_reserves_methods_for_registered_and_trusted_sources() {
+    if !privileged("strict_mode_reserves_methods_for_registered_and_trusted_sources") {
+        return;
+    }
+    let trunk = [198, 18, 6, 1];
+    let mut settings = settings(AuthRules {
+        strict_methods: vec![Method::Invite],
+        ..AuthRules::default()
+    });
+    settings.allow = vec!["198.18.6.1/32".parse().expect("a network")];
+    let filter = loaded(&settings);
+    let stranger = [198, 18, 6, 2];
+    let phone = [198, 18, 6, 3];
+    let invite = sip_request("INVITE", "sip:100@pbx.example.test", &[]);
+    assert_eq!(request(&filter, stranger, &invite), XDP_DROP);
+    assert_eq!(
+        request(
+            &filter,
+            stranger,
+            &sip_request("OPTIONS", "sip:pbx.example.test", &[])
+        ),
+        XDP_PASS,
+        "only the chosen methods"
+    );
+    assert_eq!(request(&filter, trunk, &invite), XDP_PASS, "trusted");
+    request(&filter, phone, &register("300", "s-1", 1, true));
+    answer(
+        &filter,
+        phone,
+        &register_answer(200, "OK", "s-1", 1, &["Expires: 60"]),
+    );
+    assert_eq!(request(&filter, phone, &invite), XDP_PASS, "registered");
+    let drops = filter.counters().expect("counters").packets[Reason::DropUnregistered as usize]
+        [Method::Invite as usize];
+    assert_eq!(drops, 1);
+}
