@@ -18,9 +18,13 @@ use toml::{
     Spanned,
 };
 
-use crate::settings::{
-    AuthRules, BanRules, NotSipPolicy, RateLimit, RateLimits, Settings, SettingsError,
-    TRACKED_SOURCES,
+use crate::{
+    duration,
+    filter::AttachMode,
+    settings::{
+        AuthRules, BanRules, DaemonSettings, NotSipPolicy, RateLimit, RateLimits, Settings,
+        SettingsError, DEFAULT_SCANNER_USER_AGENTS, MIN_SAVE_INTERVAL, TRACKED_SOURCES,
+    },
 };
 use sip_filter_common::{maps::MAX_PORTS, sip::Method};
 
@@ -250,6 +254,8 @@ struct RawFile {
     #[serde(default)]
     answers: RawAnswers,
     crowdsec: Option<Spanned<crate::crowdsec::settings::RawCrowdsec>>,
+    #[serde(default)]
+    daemon: RawDaemon,
 }
 
 #[derive(Deserialize, Default)]
@@ -258,6 +264,8 @@ struct RawFilter {
     ports: List<i64>,
     domains: List<String>,
     own_addresses: List<String>,
+    not_sip_payload: Option<Spanned<String>>,
+    /// The name `not_sip_payload` had first: still read.
     non_sip_on_sip_port: Option<Spanned<String>>,
     allow_hostless_uri: Option<bool>,
     drop_fragments: Option<bool>,
@@ -299,18 +307,60 @@ struct RawLimit {
 #[serde(deny_unknown_fields, expecting = "a table")]
 struct RawScanner {
     user_agents: List<String>,
+    extra_user_agents: List<String>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, expecting = "a table")]
 struct RawBan {
-    scanner_seconds: Option<Spanned<i64>>,
+    scanner_seconds: Option<Spanned<RawDuration>>,
     unknown_domain_hits: Option<Spanned<i64>>,
-    unknown_domain_window_seconds: Option<Spanned<i64>>,
-    unknown_domain_seconds: Option<Spanned<i64>>,
+    unknown_domain_window_seconds: Option<Spanned<RawDuration>>,
+    unknown_domain_seconds: Option<Spanned<RawDuration>>,
     rate_overflow_hits: Option<Spanned<i64>>,
-    rate_overflow_window_seconds: Option<Spanned<i64>>,
-    rate_overflow_seconds: Option<Spanned<i64>>,
+    rate_overflow_window_seconds: Option<Spanned<RawDuration>>,
+    rate_overflow_seconds: Option<Spanned<RawDuration>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawDaemon {
+    interfaces: List<String>,
+    xdp_mode: Option<Spanned<String>>,
+    metrics_addr: Option<Spanned<String>>,
+    state_dir: Option<Spanned<String>>,
+    save_interval: Option<Spanned<RawDuration>>,
+}
+
+/// A duration as written: a whole number of seconds (`3600`, the first form) or text
+/// (`"1h"`, `"59m 58s"`; see [`crate::duration`]).
+enum RawDuration {
+    Seconds(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a duration {}", duration::FORMS)
+            }
+            fn visit_i64<E>(self, seconds: i64) -> Result<RawDuration, E> {
+                Ok(RawDuration::Seconds(seconds))
+            }
+            fn visit_u64<E: serde::de::Error>(self, seconds: u64) -> Result<RawDuration, E> {
+                i64::try_from(seconds)
+                    .map(RawDuration::Seconds)
+                    .map_err(|_| E::custom(format!("{seconds} seconds is out of range")))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<RawDuration, E> {
+                Ok(RawDuration::Text(text.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -318,18 +368,18 @@ struct RawBan {
 struct RawAnswers {
     learn: Option<bool>,
     lockout_failures: Option<Spanned<i64>>,
-    lockout_window_seconds: Option<Spanned<i64>>,
-    lockout_seconds: Option<Spanned<i64>>,
+    lockout_window_seconds: Option<Spanned<RawDuration>>,
+    lockout_seconds: Option<Spanned<RawDuration>>,
     ban_failures: Option<Spanned<i64>>,
-    ban_window_seconds: Option<Spanned<i64>>,
-    ban_seconds: Option<Spanned<i64>>,
+    ban_window_seconds: Option<Spanned<RawDuration>>,
+    ban_seconds: Option<Spanned<RawDuration>>,
     enumeration_users: Option<Spanned<i64>>,
-    enumeration_window_seconds: Option<Spanned<i64>>,
-    enumeration_seconds: Option<Spanned<i64>>,
+    enumeration_window_seconds: Option<Spanned<RawDuration>>,
+    enumeration_seconds: Option<Spanned<RawDuration>>,
     account_failures: Option<Spanned<i64>>,
-    account_window_seconds: Option<Spanned<i64>>,
-    account_lockout_seconds: Option<Spanned<i64>>,
-    registration_cap_seconds: Option<Spanned<i64>>,
+    account_window_seconds: Option<Spanned<RawDuration>>,
+    account_lockout_seconds: Option<Spanned<RawDuration>>,
+    registration_cap_seconds: Option<Spanned<RawDuration>>,
     strict_methods: List<String>,
 }
 
@@ -345,12 +395,12 @@ impl RawAnswers {
                 &key("lockout_failures"),
                 defaults.lockout_failures,
             )?,
-            lockout_window_seconds: count(
+            lockout_window_seconds: duration_seconds(
                 &self.lockout_window_seconds,
                 &key("lockout_window_seconds"),
                 defaults.lockout_window_seconds,
             )?,
-            lockout_seconds: count(
+            lockout_seconds: duration_seconds(
                 &self.lockout_seconds,
                 &key("lockout_seconds"),
                 defaults.lockout_seconds,
@@ -360,23 +410,27 @@ impl RawAnswers {
                 &key("ban_failures"),
                 defaults.ban_failures,
             )?,
-            ban_window_seconds: count(
+            ban_window_seconds: duration_seconds(
                 &self.ban_window_seconds,
                 &key("ban_window_seconds"),
                 defaults.ban_window_seconds,
             )?,
-            ban_seconds: count(&self.ban_seconds, &key("ban_seconds"), defaults.ban_seconds)?,
+            ban_seconds: duration_seconds(
+                &self.ban_seconds,
+                &key("ban_seconds"),
+                defaults.ban_seconds,
+            )?,
             enumeration_users: count(
                 &self.enumeration_users,
                 &key("enumeration_users"),
                 defaults.enumeration_users,
             )?,
-            enumeration_window_seconds: count(
+            enumeration_window_seconds: duration_seconds(
                 &self.enumeration_window_seconds,
                 &key("enumeration_window_seconds"),
                 defaults.enumeration_window_seconds,
             )?,
-            enumeration_seconds: count(
+            enumeration_seconds: duration_seconds(
                 &self.enumeration_seconds,
                 &key("enumeration_seconds"),
                 defaults.enumeration_seconds,
@@ -386,17 +440,17 @@ impl RawAnswers {
                 &key("account_failures"),
                 defaults.account_failures,
             )?,
-            account_window_seconds: count(
+            account_window_seconds: duration_seconds(
                 &self.account_window_seconds,
                 &key("account_window_seconds"),
                 defaults.account_window_seconds,
             )?,
-            account_lockout_seconds: count(
+            account_lockout_seconds: duration_seconds(
                 &self.account_lockout_seconds,
                 &key("account_lockout_seconds"),
                 defaults.account_lockout_seconds,
             )?,
-            registration_cap_seconds: count(
+            registration_cap_seconds: duration_seconds(
                 &self.registration_cap_seconds,
                 &key("registration_cap_seconds"),
                 defaults.registration_cap_seconds,
@@ -528,20 +582,7 @@ impl RawFile {
                 .collect::<Result<_, _>>()?,
             None => defaults.own_addresses,
         };
-        let not_sip_payload = match &filter.non_sip_on_sip_port {
-            Some(policy) => match policy.get_ref().as_str() {
-                "drop" => NotSipPolicy::Drop,
-                "pass" => NotSipPolicy::Pass,
-                other => {
-                    return refuse(
-                        policy.span(),
-                        "filter.non_sip_on_sip_port",
-                        format!("{other:?} is not a policy: write \"drop\" or \"pass\""),
-                    )
-                }
-            },
-            None => defaults.not_sip_payload,
-        };
+        let not_sip_payload = not_sip_policy(filter, defaults.not_sip_payload)?;
         let ipv6_prefix = match &filter.ipv6_prefix {
             Some(prefix) => match u8::try_from(*prefix.get_ref()) {
                 Ok(bits @ 1..=128) => bits,
@@ -592,18 +633,11 @@ impl RawFile {
             )?,
             registered: limit(&limits.registered, "registered", built_in.registered)?,
         };
-        let scanner_user_agents = match &self.scanner.user_agents {
-            Some(agents) => agents
-                .get_ref()
-                .iter()
-                .map(user_agent)
-                .collect::<Result<_, _>>()?,
-            None => defaults.scanner_user_agents,
-        };
+        let scanner_user_agents = scanner_user_agents(&self.scanner)?;
         let ban = &self.ban;
         let ban_defaults = BanRules::default();
         let ban = BanRules {
-            scanner_seconds: count(
+            scanner_seconds: duration_seconds(
                 &ban.scanner_seconds,
                 "ban.scanner_seconds",
                 ban_defaults.scanner_seconds,
@@ -613,12 +647,12 @@ impl RawFile {
                 "ban.unknown_domain_hits",
                 ban_defaults.unknown_domain_hits,
             )?,
-            unknown_domain_window_seconds: count(
+            unknown_domain_window_seconds: duration_seconds(
                 &ban.unknown_domain_window_seconds,
                 "ban.unknown_domain_window_seconds",
                 ban_defaults.unknown_domain_window_seconds,
             )?,
-            unknown_domain_seconds: count(
+            unknown_domain_seconds: duration_seconds(
                 &ban.unknown_domain_seconds,
                 "ban.unknown_domain_seconds",
                 ban_defaults.unknown_domain_seconds,
@@ -628,12 +662,12 @@ impl RawFile {
                 "ban.rate_overflow_hits",
                 ban_defaults.rate_overflow_hits,
             )?,
-            rate_overflow_window_seconds: count(
+            rate_overflow_window_seconds: duration_seconds(
                 &ban.rate_overflow_window_seconds,
                 "ban.rate_overflow_window_seconds",
                 ban_defaults.rate_overflow_window_seconds,
             )?,
-            rate_overflow_seconds: count(
+            rate_overflow_seconds: duration_seconds(
                 &ban.rate_overflow_seconds,
                 "ban.rate_overflow_seconds",
                 ban_defaults.rate_overflow_seconds,
@@ -670,6 +704,7 @@ impl RawFile {
                         .map_err(|(span, key, message)| Refusal { span, key, message })
                 })
                 .transpose()?,
+            daemon: daemon(&self.daemon)?,
         })
     }
 
@@ -720,6 +755,10 @@ impl RawFile {
                 filter.tracked_sources.as_ref().map(|c| c.span()),
                 Some("filter.tracked_sources".to_string()),
             ),
+            SettingsError::TooManyScannerAgents { .. } => match &self.scanner.extra_user_agents {
+                Some(_) => whole(&self.scanner.extra_user_agents, "scanner.extra_user_agents"),
+                None => whole(&self.scanner.user_agents, "scanner.user_agents"),
+            },
             _ => (None, None),
         }
     }
@@ -817,7 +856,7 @@ fn limit(
     }))
 }
 
-/// A `[ban]` count or duration: 0 to `u32::MAX`, 0 turning its rule off.
+/// A `[ban]` count: 0 to `u32::MAX`, 0 turning its rule off.
 fn count(raw: &Option<Spanned<i64>>, key: &str, default: u32) -> Result<u32, Refusal> {
     let Some(raw) = raw else {
         return Ok(default);
@@ -835,20 +874,233 @@ fn count(raw: &Option<Spanned<i64>>, key: &str, default: u32) -> Result<u32, Ref
     })
 }
 
-fn user_agent(agent: &Spanned<String>) -> Result<String, Refusal> {
-    const KEY: &str = "scanner.user_agents";
+/// A duration or window in whole seconds (`[ban]`, `[answers]`), written as a number of seconds or as a
+/// duration (`"1h"`): 0 to `u32::MAX` seconds, 0 turning its rule off.
+fn duration_seconds(
+    raw: &Option<Spanned<RawDuration>>,
+    key: &str,
+    default: u32,
+) -> Result<u32, Refusal> {
+    let Some(raw) = raw else {
+        return Ok(default);
+    };
+    let out_of_range = |given: String| {
+        refuse(
+            raw.span(),
+            key,
+            format!(
+                "{given} is out of range: give 0 (turns the rule off) to {} seconds, or a duration {}",
+                u32::MAX,
+                duration::FORMS
+            ),
+        )
+    };
+    match raw.get_ref() {
+        RawDuration::Seconds(seconds) => {
+            u32::try_from(*seconds).or_else(|_| out_of_range(seconds.to_string()))
+        }
+        RawDuration::Text(text) => {
+            let length = duration::parse(text).or_else(|e| refuse(raw.span(), key, e))?;
+            if length.subsec_nanos() != 0 {
+                return refuse(raw.span(), key, format!("{text:?}: give whole seconds"));
+            }
+            u32::try_from(length.as_secs()).or_else(|_| out_of_range(format!("{text:?}")))
+        }
+    }
+}
+
+/// `filter.not_sip_payload`, or `filter.non_sip_on_sip_port`, its first name: one of them.
+fn not_sip_policy(filter: &RawFilter, default: NotSipPolicy) -> Result<NotSipPolicy, Refusal> {
+    const KEY: &str = "filter.not_sip_payload";
+    const OLD_KEY: &str = "filter.non_sip_on_sip_port";
+    let (policy, key) = match (&filter.not_sip_payload, &filter.non_sip_on_sip_port) {
+        (Some(_), Some(old)) => {
+            return refuse(
+                old.span(),
+                OLD_KEY,
+                format!("is the old name of {KEY}, which is given too: keep only {KEY}"),
+            )
+        }
+        (Some(policy), None) => (policy, KEY),
+        (None, Some(policy)) => (policy, OLD_KEY),
+        (None, None) => return Ok(default),
+    };
+    match policy.get_ref().as_str() {
+        "drop" => Ok(NotSipPolicy::Drop),
+        "pass" => Ok(NotSipPolicy::Pass),
+        other => refuse(
+            policy.span(),
+            key,
+            format!("{other:?} is not a policy: write \"drop\" or \"pass\""),
+        ),
+    }
+}
+
+/// `scanner.user_agents` (the built-in list when left out), then each of
+/// `scanner.extra_user_agents` that is not already there (case-insensitively).
+fn scanner_user_agents(scanner: &RawScanner) -> Result<Vec<String>, Refusal> {
+    let mut agents: Vec<String> = match &scanner.user_agents {
+        Some(agents) => agents
+            .get_ref()
+            .iter()
+            .map(|agent| user_agent(agent, "scanner.user_agents"))
+            .collect::<Result<_, _>>()?,
+        None => DEFAULT_SCANNER_USER_AGENTS
+            .iter()
+            .map(|agent| agent.to_string())
+            .collect(),
+    };
+    for extra in scanner.extra_user_agents.iter().flat_map(|l| l.get_ref()) {
+        let extra = user_agent(extra, "scanner.extra_user_agents")?;
+        if !agents
+            .iter()
+            .any(|known| known.eq_ignore_ascii_case(&extra))
+        {
+            agents.push(extra);
+        }
+    }
+    Ok(agents)
+}
+
+/// The `[daemon]` table, each value checked for its form; what depends on the host (the
+/// interfaces exist, the address can be bound) is checked by `run`.
+fn daemon(raw: &RawDaemon) -> Result<DaemonSettings, Refusal> {
+    let interfaces = match &raw.interfaces {
+        Some(list) => interface_names(list)?,
+        None => Vec::new(),
+    };
+    let xdp_mode = raw
+        .xdp_mode
+        .as_ref()
+        .map(|mode| {
+            <AttachMode as clap::ValueEnum>::from_str(mode.get_ref(), false).or_else(|_| {
+                refuse(
+                    mode.span(),
+                    "daemon.xdp_mode",
+                    format!(
+                        "{:?} is not a mode: write \"auto\", \"native\" or \"skb\"",
+                        mode.get_ref()
+                    ),
+                )
+            })
+        })
+        .transpose()?;
+    let metrics_addr = raw
+        .metrics_addr
+        .as_ref()
+        .map(|address| {
+            let text = address.get_ref();
+            let port = text.rsplit_once(':').filter(|(host, _)| !host.is_empty());
+            match port.map(|(_, port)| port.parse::<u16>()) {
+                Some(Ok(1..)) => Ok(text.clone()),
+                _ => refuse(
+                    address.span(),
+                    "daemon.metrics_addr",
+                    format!("{text:?} is not HOST:PORT: write one like \"127.0.0.1:9184\" or \"[::1]:9184\""),
+                ),
+            }
+        })
+        .transpose()?;
+    let state_dir = raw
+        .state_dir
+        .as_ref()
+        .map(|dir| {
+            let path = PathBuf::from(dir.get_ref());
+            if path.is_absolute() {
+                Ok(path)
+            } else {
+                refuse(
+                    dir.span(),
+                    "daemon.state_dir",
+                    format!(
+                        "{:?} is not an absolute path: write one like \"/var/lib/sip-filter\"",
+                        dir.get_ref()
+                    ),
+                )
+            }
+        })
+        .transpose()?;
+    let save_interval = raw
+        .save_interval
+        .as_ref()
+        .map(|interval| {
+            const KEY: &str = "daemon.save_interval";
+            let at_least = |given: String| {
+                refuse(
+                    interval.span(),
+                    KEY,
+                    format!("{given} is too short: give at least 1s (the state file is written at most once a second)"),
+                )
+            };
+            match interval.get_ref() {
+                RawDuration::Seconds(seconds @ 1..) => {
+                    Ok(std::time::Duration::from_secs(seconds.unsigned_abs()))
+                }
+                RawDuration::Seconds(seconds) => at_least(seconds.to_string()),
+                RawDuration::Text(text) => match duration::parse(text) {
+                    Ok(length) if length >= MIN_SAVE_INTERVAL => Ok(length),
+                    Ok(_) => at_least(format!("{text:?}")),
+                    Err(e) => refuse(interval.span(), KEY, e),
+                },
+            }
+        })
+        .transpose()?;
+    Ok(DaemonSettings {
+        interfaces,
+        xdp_mode,
+        metrics_addr,
+        state_dir,
+        save_interval,
+    })
+}
+
+/// Interface names as Linux allows them (1 to 15 bytes, no `/`, `:` or space), each once.
+fn interface_names(list: &Spanned<Vec<Spanned<String>>>) -> Result<Vec<String>, Refusal> {
+    const KEY: &str = "daemon.interfaces";
+    if list.get_ref().is_empty() {
+        return refuse(
+            list.span(),
+            KEY,
+            "no interface given: name at least one, or leave the key out and give --iface",
+        );
+    }
+    let mut names: Vec<String> = Vec::new();
+    for name in list.get_ref() {
+        let text = name.get_ref();
+        let valid = (1..=15).contains(&text.len())
+            && text != "."
+            && text != ".."
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+        if !valid {
+            return refuse(
+                name.span(),
+                KEY,
+                format!("{text:?} is not an interface name (`ip link` lists them)"),
+            );
+        }
+        if names.contains(text) {
+            return refuse(name.span(), KEY, format!("{text:?} is given twice"));
+        }
+        names.push(text.clone());
+    }
+    Ok(names)
+}
+
+fn user_agent(agent: &Spanned<String>, key: &str) -> Result<String, Refusal> {
     let text = agent.get_ref();
     if text.is_empty() || text == "*" {
         return refuse(
             agent.span(),
-            KEY,
+            key,
             "an empty prefix would match every User-Agent: remove it",
         );
     }
     if text.trim() != text || !text.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
         return refuse(
             agent.span(),
-            KEY,
+            key,
             format!("{text:?} cannot match a User-Agent: give printable ASCII without leading or trailing spaces"),
         );
     }
@@ -1006,7 +1258,7 @@ mod tests {
                     "ports",
                     "domains",
                     "own_addresses",
-                    "non_sip_on_sip_port",
+                    "not_sip_payload",
                     "allow_hostless_uri",
                     "drop_fragments",
                     "dry_run",
@@ -1023,7 +1275,7 @@ mod tests {
             ("rate_limit.trusted", &["rate", "burst"]),
             ("rate_limit.answers", &["rate", "burst"]),
             ("rate_limit.untrusted_total", &["rate", "burst"]),
-            ("scanner", &["user_agents"]),
+            ("scanner", &["extra_user_agents", "user_agents"]),
             (
                 "ban",
                 &[
@@ -1037,6 +1289,16 @@ mod tests {
                 ],
             ),
             ("lists", &["allow", "deny"]),
+            (
+                "daemon",
+                &[
+                    "interfaces",
+                    "xdp_mode",
+                    "metrics_addr",
+                    "state_dir",
+                    "save_interval",
+                ],
+            ),
         ];
         for (section, keys) in sections {
             let mut table = document.get_ref();
@@ -1064,7 +1326,7 @@ mod tests {
             .map(|k| k.get_ref().to_string())
             .collect();
         // And the [crowdsec] table (README.md has its every key).
-        assert_eq!(top.len(), 6, "{top:?}");
+        assert_eq!(top.len(), 7, "{top:?}");
     }
 
     #[test]
@@ -1112,7 +1374,7 @@ ports = [5060, 5080]
 tcp_ports = [5060, 5070]
 tls_ports = []
 own_addresses = ["2001:DB8:0:0::7"]
-non_sip_on_sip_port = "pass"
+not_sip_payload = "pass"
 allow_hostless_uri = true
 dry_run = true
 ipv6_prefix = 56
@@ -1560,6 +1822,17 @@ allow = ["192.0.2.7/24", "2001:db8::1"]
         let crowdsec = settings.crowdsec.unwrap();
         assert_eq!(crowdsec.api_key, "file-key");
         assert_eq!(crowdsec.update_frequency.as_millis(), 500);
+        assert_eq!(crowdsec.resync_frequency.as_secs(), 60);
+        // The forms of the rest of the file, and Go's.
+        for (written, seconds) in [("4m 30s", 270), ("4m30.5s", 270), ("90", 90)] {
+            let settings = parsed(&format!(
+                "[crowdsec]\napi_url = \"http://l:8080\"\napi_key = \"k\"\nresync_frequency = \"{written}\"\n"
+            ));
+            assert_eq!(
+                settings.crowdsec.unwrap().resync_frequency.as_secs(),
+                seconds
+            );
+        }
         assert_eq!(crowdsec.scopes, ["ip"]);
         assert_eq!(crowdsec.origins, ["cscli", "crowdsec"]);
         let machine = crowdsec.machine.unwrap();
@@ -1597,7 +1870,7 @@ allow = ["192.0.2.7/24", "2001:db8::1"]
             "TLS",
         );
         refused(
-            "[crowdsec]\napi_url = \"http://l:8080\"\napi_key = \"k\"\nupdate_frequency = \"10\"\n",
+            "[crowdsec]\napi_url = \"http://l:8080\"\napi_key = \"k\"\nupdate_frequency = \"10x\"\n",
             4,
             "crowdsec.update_frequency",
             "like \"10s\"",
@@ -1632,6 +1905,281 @@ allow = ["192.0.2.7/24", "2001:db8::1"]
             4,
             "crowdsec.update_frequncy",
             "unknown key",
+        );
+    }
+
+    /// `[daemon]`: what `run` attaches to and where it keeps things, each key read.
+    #[test]
+    fn the_daemon_table_is_read() {
+        use std::time::Duration;
+        assert_eq!(parsed("[daemon]\n").daemon, DaemonSettings::default());
+        let settings = parsed(
+            "[daemon]\ninterfaces = [\"eth0\", \"bond0.100\"]\nxdp_mode = \"skb\"\nmetrics_addr = \"[::1]:9184\"\nstate_dir = \"/srv/sip-filter\"\nsave_interval = \"5m\"\n",
+        );
+        assert_eq!(
+            settings.daemon,
+            DaemonSettings {
+                interfaces: vec!["eth0".into(), "bond0.100".into()],
+                xdp_mode: Some(AttachMode::Skb),
+                metrics_addr: Some("[::1]:9184".into()),
+                state_dir: Some(PathBuf::from("/srv/sip-filter")),
+                save_interval: Some(Duration::from_secs(300)),
+            }
+        );
+        // The filter's settings are the defaults still.
+        assert_eq!(
+            Settings {
+                daemon: DaemonSettings::default(),
+                ..settings
+            },
+            Settings::default()
+        );
+        for (mode, expected) in [("auto", AttachMode::Auto), ("native", AttachMode::Native)] {
+            let settings = parsed(&format!("[daemon]\nxdp_mode = \"{mode}\"\n"));
+            assert_eq!(settings.daemon.xdp_mode, Some(expected));
+        }
+        // Seconds, the form `--save-interval` took first.
+        let settings = parsed("[daemon]\nsave_interval = 90\n");
+        assert_eq!(settings.daemon.save_interval, Some(Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn bad_daemon_values_are_refused_at_their_line() {
+        refused(
+            "[daemon]\ninterfaces = []\n",
+            2,
+            "daemon.interfaces",
+            "name at least one",
+        );
+        refused(
+            "[daemon]\ninterfaces = [\n  \"eth0\",\n  \"eth0\",\n]\n",
+            4,
+            "daemon.interfaces",
+            "\"eth0\" is given twice",
+        );
+        for bad in ["", "a-name-longer-than-15", "eth0:1", "eth 0", "../x", "."] {
+            refused(
+                &format!("[daemon]\ninterfaces = [{bad:?}]\n"),
+                2,
+                "daemon.interfaces",
+                "is not an interface name",
+            );
+        }
+        refused(
+            "[daemon]\nxdp_mode = \"generic\"\n",
+            2,
+            "daemon.xdp_mode",
+            "write \"auto\", \"native\" or \"skb\"",
+        );
+        for bad in [
+            "9184",
+            ":9184",
+            "127.0.0.1",
+            "127.0.0.1:0",
+            "127.0.0.1:http",
+        ] {
+            refused(
+                &format!("[daemon]\nmetrics_addr = {bad:?}\n"),
+                2,
+                "daemon.metrics_addr",
+                "is not HOST:PORT",
+            );
+        }
+        refused(
+            "[daemon]\nstate_dir = \"var/lib/sip-filter\"\n",
+            2,
+            "daemon.state_dir",
+            "not an absolute path",
+        );
+        for bad in ["0", "\"500ms\"", "-5"] {
+            refused(
+                &format!("[daemon]\nsave_interval = {bad}\n"),
+                2,
+                "daemon.save_interval",
+                "too short",
+            );
+        }
+        refused(
+            "[daemon]\nsave_interval = \"1 lightyear\"\n",
+            2,
+            "daemon.save_interval",
+            "like 30s, 10m, 1h",
+        );
+        refused(
+            "[daemon]\niface = [\"eth0\"]\n",
+            2,
+            "daemon.iface",
+            "unknown key",
+        );
+    }
+
+    /// Every ban duration and window reads `1h`, `10m`, `59m 58s` (as `block list`
+    /// prints) and whole seconds, the first form.
+    #[test]
+    fn ban_durations_are_read_in_either_form() {
+        let settings = parsed(
+            "[ban]\nscanner_seconds = \"1h\"\nunknown_domain_window_seconds = \"10m\"\nunknown_domain_seconds = \"59m 58s\"\nrate_overflow_window_seconds = 10\nrate_overflow_seconds = \"1d 2h\"\n",
+        );
+        assert_eq!(
+            settings.ban,
+            BanRules {
+                scanner_seconds: 3600,
+                unknown_domain_window_seconds: 600,
+                unknown_domain_seconds: 3598,
+                rate_overflow_window_seconds: 10,
+                rate_overflow_seconds: 93_600,
+                ..BanRules::default()
+            }
+        );
+        assert_eq!(
+            parsed("[ban]\nscanner_seconds = \"0s\"\n")
+                .ban
+                .scanner_seconds,
+            0
+        );
+        assert_eq!(
+            parsed("[ban]\nscanner_seconds = 4294967295\n")
+                .ban
+                .scanner_seconds,
+            u32::MAX
+        );
+        for key in [
+            "scanner_seconds",
+            "unknown_domain_window_seconds",
+            "unknown_domain_seconds",
+            "rate_overflow_window_seconds",
+            "rate_overflow_seconds",
+        ] {
+            let at = format!("ban.{key}");
+            refused(
+                &format!("[ban]\n{key} = \"1.5s\"\n"),
+                2,
+                &at,
+                "whole seconds",
+            );
+            refused(&format!("[ban]\n{key} = \"1x\"\n"), 2, &at, "like 30s, 10m");
+            refused(&format!("[ban]\n{key} = \"-1h\"\n"), 2, &at, "negative");
+            refused(
+                &format!("[ban]\n{key} = \"1 month\"\n"),
+                2,
+                &at,
+                "not a duration",
+            );
+            refused(&format!("[ban]\n{key} = -1\n"), 2, &at, "out of range");
+            refused(&format!("[ban]\n{key} = 1.5\n"), 2, &at, "a duration like");
+            refused(&format!("[ban]\n{key} = true\n"), 2, &at, "a duration like");
+        }
+        // And those of [answers].
+        for key in [
+            "lockout_window_seconds",
+            "lockout_seconds",
+            "ban_window_seconds",
+            "ban_seconds",
+            "enumeration_window_seconds",
+            "enumeration_seconds",
+            "account_window_seconds",
+            "account_lockout_seconds",
+            "registration_cap_seconds",
+        ] {
+            let settings = parsed(&format!("[answers]\n{key} = \"59m 58s\"\n"));
+            let rules = format!("{:?}", settings.auth);
+            assert!(rules.contains(&format!("{key}: 3598")), "{key}: {rules}");
+            let at = format!("answers.{key}");
+            refused(
+                &format!("[answers]\n{key} = \"1x\"\n"),
+                2,
+                &at,
+                "like 30s, 10m",
+            );
+            refused(&format!("[answers]\n{key} = -1\n"), 2, &at, "out of range");
+        }
+        refused(
+            "[ban]\nunknown_domain_hits = \"5\"\n",
+            2,
+            "ban.unknown_domain_hits",
+            "expected a whole number",
+        );
+    }
+
+    /// `extra_user_agents` adds to the built-in list, or to `user_agents` when that
+    /// replaces it; an entry already there is not added twice.
+    #[test]
+    fn extra_user_agents_add_to_the_list() {
+        let settings =
+            parsed("[scanner]\nextra_user_agents = [\"evil-dialer\", \"SIPVicious\", \"scan*\"]\n");
+        let mut expected: Vec<String> = DEFAULT_SCANNER_USER_AGENTS
+            .iter()
+            .map(|agent| agent.to_string())
+            .collect();
+        expected.extend(["evil-dialer".to_string(), "scan*".to_string()]);
+        assert_eq!(settings.scanner_user_agents, expected);
+        let settings = parsed(
+            "[scanner]\nuser_agents = [\"sipvicious\"]\nextra_user_agents = [\"evil-dialer\"]\n",
+        );
+        assert_eq!(settings.scanner_user_agents, ["sipvicious", "evil-dialer"]);
+        assert_eq!(
+            parsed("[scanner]\nextra_user_agents = []\n").scanner_user_agents,
+            DEFAULT_SCANNER_USER_AGENTS
+        );
+        refused(
+            "[scanner]\nextra_user_agents = [\"evil\", \"\"]\n",
+            2,
+            "scanner.extra_user_agents",
+            "an empty prefix would match every User-Agent",
+        );
+        let many: Vec<String> = (0..243).map(|i| format!("\"scanner{i}\"")).collect();
+        refused(
+            &format!("[scanner]\n\nextra_user_agents = [{}]\n", many.join(", ")),
+            3,
+            "scanner.extra_user_agents",
+            "257 scanner User-Agents given, at most 256",
+        );
+    }
+
+    /// The example names the built-in list as it is.
+    #[test]
+    fn the_example_names_the_built_in_user_agents() {
+        let prose: String = EXAMPLE
+            .lines()
+            .map(|line| line.trim_start_matches('#').trim())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let list = DEFAULT_SCANNER_USER_AGENTS.join(", ");
+        assert!(
+            prose.contains(&format!(
+                "The built-in list, from the public community lists: {list}."
+            )),
+            "the example's built-in list differs from {list}"
+        );
+    }
+
+    /// One name for the policy in flag, file and reason (`not_sip_payload`), its first
+    /// name in the file still read.
+    #[test]
+    fn the_not_sip_payload_policy_has_one_name_and_its_old_one() {
+        assert_eq!(
+            parsed("[filter]\nnot_sip_payload = \"pass\"\n").not_sip_payload,
+            NotSipPolicy::Pass
+        );
+        assert_eq!(
+            parsed("[filter]\nnon_sip_on_sip_port = \"pass\"\n").not_sip_payload,
+            NotSipPolicy::Pass
+        );
+        assert_eq!(
+            parsed("[filter]\nnot_sip_payload = \"drop\"\n").not_sip_payload,
+            NotSipPolicy::Drop
+        );
+        refused(
+            "[filter]\nnot_sip_payload = \"dorp\"\n",
+            2,
+            "filter.not_sip_payload",
+            "write \"drop\" or \"pass\"",
+        );
+        refused(
+            "[filter]\nnot_sip_payload = \"drop\"\nnon_sip_on_sip_port = \"pass\"\n",
+            3,
+            "filter.non_sip_on_sip_port",
+            "old name of filter.not_sip_payload",
         );
     }
 

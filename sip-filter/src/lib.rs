@@ -7,6 +7,7 @@ pub mod check;
 pub mod config;
 pub mod crowdsec;
 pub mod drops;
+pub mod duration;
 pub mod events;
 pub mod explain;
 pub mod filter;

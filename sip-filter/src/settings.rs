@@ -1,6 +1,6 @@
 //! What an operator configures, validated before anything touches the kernel.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use ipnet::IpNet;
 
@@ -16,6 +16,8 @@ use sip_filter_common::{
     scanner::{agent_key, agent_pattern},
     sip::{mapped_ipv4, Method},
 };
+
+use crate::filter::AttachMode;
 
 /// What to do with a payload on a SIP port that is not SIP.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -253,6 +255,26 @@ pub const DEFAULT_SCANNER_USER_AGENTS: &[&str] = &[
     "sipsscan",
 ];
 
+/// The daemon's own settings, from the file's `[daemon]` table: where and how `run`
+/// attaches, serves metrics and keeps its state. Each is read at start only; the flags
+/// of `run` override them. Empty or `None`: not in the file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DaemonSettings {
+    /// The interfaces SIP arrives on (`--iface`).
+    pub interfaces: Vec<String>,
+    /// `--xdp-mode`.
+    pub xdp_mode: Option<AttachMode>,
+    /// Where Prometheus metrics are served, `HOST:PORT` (`--metrics-addr`).
+    pub metrics_addr: Option<String>,
+    /// The state file's directory (`--state-dir`).
+    pub state_dir: Option<PathBuf>,
+    /// How often the state file is written (`--save-interval`).
+    pub save_interval: Option<Duration>,
+}
+
+/// The state file is written at most this often.
+pub const MIN_SAVE_INTERVAL: Duration = Duration::from_secs(1);
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// Destination UDP ports carrying SIP.
@@ -291,13 +313,16 @@ pub struct Settings {
     /// push out the least recently seen). Fixed when the program loads.
     pub tracked_sources: u32,
     pub rate_limits: RateLimits,
-    /// Scanner User-Agent prefixes (case-insensitive).
+    /// Scanner User-Agent prefixes (case-insensitive): the built-in list, or the file's
+    /// `scanner.user_agents` instead, and `scanner.extra_user_agents` added to either.
     pub scanner_user_agents: Vec<String>,
     pub ban: BanRules,
     /// The `[answers]` table: what the server's answers lead to.
     pub auth: AuthRules,
     /// The `[crowdsec]` table: pull CrowdSec's decisions (and push the filter's bans).
     pub crowdsec: Option<crate::crowdsec::settings::CrowdsecSettings>,
+    /// The `[daemon]` table: read by `run` at start, ignored by `replay`.
+    pub daemon: DaemonSettings,
 }
 
 impl Default for Settings {
@@ -325,6 +350,7 @@ impl Default for Settings {
             ban: BanRules::default(),
             auth: AuthRules::default(),
             crowdsec: None,
+            daemon: DaemonSettings::default(),
         }
     }
 }

@@ -521,11 +521,25 @@ pub fn spawn_filter_in(
     extra: &[&str],
     log: &Path,
 ) -> Result<(Background, String), String> {
-    let mut args = vec!["run", "--iface", iface, ALLOW_EXAMPLE_DOMAINS];
+    let mut args = vec!["--iface", iface, ALLOW_EXAMPLE_DOMAINS];
     args.extend_from_slice(extra);
-    args.extend_from_slice(&["--pin-root", pins.arg()]);
+    spawn_run_in(ns, binary, pins, &args, log)
+}
+
+/// `sip-filter run ARGS... --pin-root PINS` in `ns`, once it says it attached (to the
+/// interfaces its arguments or configuration file name); the error is what went wrong.
+pub fn spawn_run_in(
+    ns: Netns,
+    binary: &Path,
+    pins: &PinRoot,
+    args: &[&str],
+    log: &Path,
+) -> Result<(Background, String), String> {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--pin-root", pins.arg()]);
     let mut daemon = ns
-        .spawn("sip-filter run", binary, &args, log)
+        .spawn("sip-filter run", binary, &all, log)
         .map_err(|e| format!("sip-filter starts: {e:#}"))?;
     let attached = daemon.wait_for_log("sip-filter attached to", QUICK)?;
     Ok((daemon, attached))

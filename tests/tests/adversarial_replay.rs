@@ -1179,7 +1179,7 @@ fn class_5_every_user_agent_is_judged() {
 
 // Class 6: pass mode.
 
-/// With `non_sip_on_sip_port = "pass"`, a payload that starts like a SIP request (a
+/// With `not_sip_payload = "pass"`, a payload that starts like a SIP request (a
 /// method token, after optional CR/LF) is judged as one, or dropped: never passed as
 /// not SIP. Each of these asks for a domain the server does not serve. Payloads that
 /// are not SIP at all still pass.
@@ -1240,7 +1240,7 @@ fn class_6_pass_mode_judges_request_like_payloads() {
             reason("pass_not_sip_payload"),
         );
     }
-    cases.replay("pass-mode", &config("non_sip_on_sip_port = \"pass\"", ""));
+    cases.replay("pass-mode", &config("not_sip_payload = \"pass\"", ""));
 }
 
 // Class 7: legitimate payloads dropped.

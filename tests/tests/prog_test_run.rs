@@ -1602,6 +1602,11 @@ fn with_agent(uri: &str, agent: &str) -> Vec<u8> {
     sip_request("OPTIONS", uri, &[&format!("User-Agent: {agent}")])
 }
 
+/// An OPTIONS with `agent` as its User-Agent, from 198.51.100.`last`.
+fn agent_from(last: u8, agent: &str) -> Vec<u8> {
+    udp4_from([198, 51, 100, last], SIP_PORT, &with_agent(ALLOWED, agent))
+}
+
 /// Scanner User-Agents are dropped, and ban their source at once.
 #[test]
 fn scanner_user_agents_are_dropped_and_banned() {
@@ -1615,9 +1620,7 @@ fn scanner_user_agents_are_dropped_and_banned() {
         allow: vec!["198.51.100.200/32".parse().unwrap()],
         ..settings()
     });
-    let from = |last: u8, agent: &str| {
-        udp4_from([198, 51, 100, last], SIP_PORT, &with_agent(ALLOWED, agent))
-    };
+    let from = agent_from;
     assert_table(
         &filter,
         vec![
@@ -1691,6 +1694,71 @@ fn scanner_user_agents_are_dropped_and_banned() {
         3,
         "sipvicious, sipcli and iWar banned"
     );
+}
+
+/// `scanner.extra_user_agents`, read from a configuration file, adds to the built-in
+/// list: a built-in scanner is still dropped and banned, and so is an extra one.
+#[test]
+fn extra_user_agents_add_to_the_built_in_scanners() {
+    use Method::*;
+    use Reason::*;
+    if !privileged("extra_user_agents_add_to_the_built_in_scanners") {
+        return;
+    }
+    let file = sip_filter::config::parse(
+        "[scanner]\nextra_user_agents = [\"evil-dialer\", \"sipsak\"]\n",
+        std::path::Path::new("extra.toml"),
+    )
+    .unwrap();
+    let filter = loaded(&Settings {
+        scanner_user_agents: file.scanner_user_agents,
+        ban: BanRules::default(),
+        ..settings()
+    });
+    let from = agent_from;
+    assert_table(
+        &filter,
+        vec![
+            case(
+                "a built-in scanner",
+                from(1, "friendly-scanner"),
+                DropScanner,
+                Options,
+            ),
+            case(
+                "another built-in one, the last of the list",
+                from(2, "sipsscan/1.0"),
+                DropScanner,
+                Options,
+            ),
+            case(
+                "an extra one",
+                from(3, "Evil-Dialer/2.0"),
+                DropScanner,
+                Options,
+            ),
+            case(
+                "then its source is banned",
+                from(3, "Linphone/5.2"),
+                DropBanned,
+                None,
+            ),
+            case(
+                "sipsak, added as an extra",
+                from(4, "sipsak 0.9.8"),
+                DropScanner,
+                Options,
+            ),
+            case(
+                "a softphone",
+                from(5, "Linphone/5.2.0 (belle-sip/5.2.0)"),
+                PassRequest,
+                Options,
+            ),
+        ],
+    );
+    let delta = filter.counters().unwrap();
+    assert_eq!(delta.bans_added[BanReason::Scanner as usize], 4);
 }
 
 /// N unknown-domain requests within the window ban their source.

@@ -430,112 +430,37 @@ pub(super) fn parse_reason(text: &str) -> Result<BanReason, UserError> {
         })
 }
 
-/// `30s`, `10m`, `1h`, `7d`, or several of them (`1h30m`); never zero.
-pub(super) fn parse_duration(text: &str) -> Result<Duration, UserError> {
-    let refuse = || {
-        UserError(format!(
-            "--ttl {text:?}: expected a duration like 30s, 10m, 1h, 7d or 1h30m"
-        ))
-    };
-    let mut total: u64 = 0;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err(refuse());
+/// The duration given to `flag` (`--ttl 1h`, `--interval 10s`, `59m 58s` as `block
+/// list` prints it): never zero.
+pub(super) fn parse_duration(flag: &str, text: &str) -> Result<Duration, UserError> {
+    match sip_filter::duration::parse(text) {
+        Ok(duration) if duration.is_zero() => Err(UserError(format!(
+            "{flag} {text:?}: give more than zero, {}",
+            sip_filter::duration::FORMS
+        ))),
+        Ok(duration) => Ok(duration),
+        Err(e) => Err(UserError(format!("{flag} {e}"))),
     }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(refuse)?;
-        if digits == 0 {
-            return Err(refuse());
-        }
-        let number: u64 = rest[..digits].parse().map_err(|_| refuse())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let seconds = match &rest[..unit_len] {
-            "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            _ => return Err(refuse()),
-        };
-        rest = &rest[unit_len..];
-        total = number
-            .checked_mul(seconds)
-            .and_then(|s| total.checked_add(s))
-            .ok_or_else(refuse)?;
-    }
-    // Far beyond any ban worth giving, but still an expiry the kernel can hold in ns.
-    if total == 0 || total > 100 * 365 * 86_400 {
-        return Err(refuse());
-    }
-    Ok(Duration::from_secs(total))
 }
 
-/// `3d 4h`, `59m 58s`, `12s`: the two largest units.
-pub(super) fn format_duration(duration: Duration) -> String {
-    let secs = duration.as_secs();
-    let units = [(86_400, "d"), (3600, "h"), (60, "m"), (1, "s")];
-    let parts: Vec<String> = units
-        .iter()
-        .scan(secs, |left, &(size, name)| {
-            let n = *left / size;
-            *left %= size;
-            Some((n, name))
-        })
-        .skip_while(|(n, _)| *n == 0)
-        .take(2)
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, name)| format!("{n}{name}"))
-        .collect();
-    if parts.is_empty() {
-        "0s".to_string()
-    } else {
-        parts.join(" ")
-    }
-}
+/// How `block list` and the verbs print a duration (`59m 58s`).
+pub(super) use sip_filter::duration::format as format_duration;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn durations_parse() {
-        let secs = |text| parse_duration(text).map(|d| d.as_secs()).ok();
-        assert_eq!(secs("30s"), Some(30));
-        assert_eq!(secs("10m"), Some(600));
-        assert_eq!(secs("1h"), Some(3600));
-        assert_eq!(secs("7d"), Some(7 * 86_400));
-        assert_eq!(secs("1h30m"), Some(5400));
-        assert_eq!(secs(" 2d12h "), Some(216_000));
-        for bad in [
-            "",
-            "0s",
-            "10",
-            "s",
-            "1x",
-            "1 h",
-            "-1h",
-            "1.5h",
-            "h1",
-            "99999999999999999999d",
-        ] {
-            assert_eq!(secs(bad), None, "{bad:?}");
+    fn flags_take_durations_but_not_zero() {
+        let secs = |text| parse_duration("--ttl", text).map(|d| d.as_secs());
+        assert_eq!(secs("59m 58s").unwrap(), 3598);
+        assert_eq!(secs("1h30m").unwrap(), 5400);
+        assert_eq!(secs("90").unwrap(), 90);
+        for bad in ["", "0s", "0", "1x", "-1h", "1.5x", "99999999999999999999d"] {
+            let error = secs(bad).unwrap_err().to_string();
+            assert!(error.starts_with("--ttl \""), "{bad:?}: {error}");
+            assert!(error.contains("like 30s"), "{bad:?}: {error}");
         }
-    }
-
-    #[test]
-    fn durations_format() {
-        assert_eq!(format_duration(Duration::from_secs(0)), "0s");
-        assert_eq!(format_duration(Duration::from_secs(12)), "12s");
-        assert_eq!(format_duration(Duration::from_secs(3598)), "59m 58s");
-        assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
-        assert_eq!(
-            format_duration(Duration::from_secs(3 * 86_400 + 4 * 3600 + 5)),
-            "3d 4h"
-        );
     }
 
     #[test]

@@ -43,7 +43,8 @@ impl Where {
 /// `--ttl`: how long an added entry lasts (`allow add`, `block add`, `block import`).
 #[derive(clap::Args)]
 pub struct Ttl {
-    /// How long, like 30s, 10m, 1h, 7d (or 1h30m); default: until removed.
+    /// How long, like 30s, 10m, 1h, 7d, 1h30m or 59m 58s (as `block list` prints it; a
+    /// bare number is seconds); default: until removed.
     #[arg(long, value_name = "DURATION")]
     ttl: Option<String>,
 }
@@ -51,7 +52,10 @@ pub struct Ttl {
 impl Ttl {
     /// The duration given, or None: until removed.
     pub fn duration(&self) -> Result<Option<Duration>, UserError> {
-        self.ttl.as_deref().map(parse_duration).transpose()
+        self.ttl
+            .as_deref()
+            .map(|text| parse_duration("--ttl", text))
+            .transpose()
     }
 }
 

@@ -1,12 +1,20 @@
 //! The policy flags `run` and `replay` share: a configuration file and the flags that
-//! override it, merged into checked [`Settings`] in one place.
+//! override it, merged into checked [`Settings`] in one place; and `run`'s own flags,
+//! merged with the file's `[daemon]` table into a [`DaemonSetup`].
 
-use std::{net::IpAddr, path::PathBuf};
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use ipnet::IpNet;
 use sip_filter::{
     config::{self, parse_net},
-    NotSipPolicy, Settings,
+    duration,
+    pins::default_state_dir,
+    settings::{DaemonSettings, MIN_SAVE_INTERVAL},
+    AttachMode, NotSipPolicy, Settings,
 };
 
 use super::UserError;
@@ -117,6 +125,136 @@ impl FilterOptions {
     }
 }
 
+/// `run`'s own flags: each replaces the file's `[daemon]` key of the same name.
+#[derive(clap::Args)]
+pub struct DaemonOptions {
+    /// An interface SIP traffic arrives on. Repeat for more: they share one program and
+    /// one set of maps (a source banned on one is banned on all, one bucket per source).
+    /// Default: the file's daemon.interfaces; one or the other is required.
+    #[arg(long = "iface", value_name = "IFACE")]
+    pub ifaces: Vec<String>,
+    /// auto: native, falling back to generic (skb) mode with a warning. Default: the
+    /// file's daemon.xdp_mode, else auto.
+    #[arg(long, value_enum)]
+    pub xdp_mode: Option<AttachMode>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (like 127.0.0.1:9184).
+    /// Default: the file's daemon.metrics_addr, else not served.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+    /// Directory of the state file (bans and operator entries kept across restarts).
+    /// Default: the file's daemon.state_dir, else /var/lib/ and the pin root's last
+    /// component, /var/lib/sip-filter.
+    #[arg(long, env = "SIP_FILTER_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// How often the state file is written while running (it is also written on stop),
+    /// like 30s, 1m or 5m (a bare number is seconds): what a crash can lose. Expired
+    /// operator allow/deny entries are removed as often. Default: the file's
+    /// daemon.save_interval, else 1m.
+    #[arg(long, value_name = "DURATION", value_parser = save_interval)]
+    pub save_interval: Option<Duration>,
+}
+
+/// How often the state file is written when neither the flag nor the file says.
+pub const DEFAULT_SAVE_INTERVAL: Duration = Duration::from_secs(60);
+
+fn save_interval(text: &str) -> Result<Duration, String> {
+    match duration::parse(text)? {
+        interval if interval >= MIN_SAVE_INTERVAL => Ok(interval),
+        _ => Err(format!(
+            "{text:?} is too short: give at least 1s (the state file is written at most once a second)"
+        )),
+    }
+}
+
+/// What the daemon runs with: its flags over the file's `[daemon]` table over the
+/// defaults. Fixed at start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonSetup {
+    pub interfaces: Vec<String>,
+    pub xdp_mode: AttachMode,
+    pub metrics_addr: Option<String>,
+    pub state_dir: PathBuf,
+    pub save_interval: Duration,
+}
+
+impl DaemonOptions {
+    /// The flags given over `file` (the configuration's `[daemon]`), over the defaults;
+    /// the state directory's is named after `pin_root`.
+    pub fn setup(&self, file: &DaemonSettings, pin_root: &Path) -> Result<DaemonSetup, UserError> {
+        let interfaces = if self.ifaces.is_empty() {
+            file.interfaces.clone()
+        } else {
+            self.ifaces.clone()
+        };
+        if interfaces.is_empty() {
+            return Err(UserError(
+                "no interface to attach to: give --iface IFACE, or daemon.interfaces in the configuration file".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(twice) = interfaces.iter().find(|iface| !seen.insert(*iface)) {
+            return Err(UserError(format!("--iface {twice} is given twice")));
+        }
+        Ok(DaemonSetup {
+            interfaces,
+            xdp_mode: self.xdp_mode.or(file.xdp_mode).unwrap_or_default(),
+            metrics_addr: self.metrics_addr.clone().or(file.metrics_addr.clone()),
+            state_dir: self
+                .state_dir
+                .clone()
+                .or(file.state_dir.clone())
+                .unwrap_or_else(|| default_state_dir(pin_root)),
+            save_interval: self
+                .save_interval
+                .or(file.save_interval)
+                .unwrap_or(DEFAULT_SAVE_INTERVAL),
+        })
+    }
+}
+
+impl DaemonSetup {
+    /// What differs in `next` (a reloaded file's), one line per setting: none of them
+    /// can change while the daemon runs.
+    pub fn changes(&self, next: &DaemonSetup) -> Vec<String> {
+        fn change<T: PartialEq>(
+            key: &str,
+            now: &T,
+            next: &T,
+            show: impl Fn(&T) -> String,
+        ) -> Option<String> {
+            (now != next).then(|| format!("daemon.{key} ({} to {})", show(now), show(next)))
+        }
+        let mode = |mode: &AttachMode| {
+            clap::ValueEnum::to_possible_value(mode)
+                .map_or_else(String::new, |value| value.get_name().to_string())
+        };
+        [
+            change("interfaces", &self.interfaces, &next.interfaces, |list| {
+                list.join(",")
+            }),
+            change("xdp_mode", &self.xdp_mode, &next.xdp_mode, mode),
+            change(
+                "metrics_addr",
+                &self.metrics_addr,
+                &next.metrics_addr,
+                |address| address.clone().unwrap_or_else(|| "not served".into()),
+            ),
+            change("state_dir", &self.state_dir, &next.state_dir, |dir| {
+                dir.display().to_string()
+            }),
+            change(
+                "save_interval",
+                &self.save_interval,
+                &next.save_interval,
+                |interval| format!("{interval:?}"),
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};
@@ -130,11 +268,26 @@ mod tests {
     struct Command {
         #[command(flatten)]
         filter: FilterOptions,
+        #[command(flatten)]
+        daemon: DaemonOptions,
+    }
+
+    fn command(flags: &[&str]) -> Command {
+        let argv = ["sip-filter"].iter().chain(flags);
+        Command::try_parse_from(argv).unwrap()
     }
 
     fn args(flags: &[&str]) -> FilterOptions {
-        let argv = ["sip-filter"].iter().chain(flags);
-        Command::try_parse_from(argv).unwrap().filter
+        command(flags).filter
+    }
+
+    /// What `run` would start with, given `flags`.
+    fn setup(flags: &[&str]) -> Result<DaemonSetup, UserError> {
+        let command = command(flags);
+        let settings = command.filter.settings()?;
+        command
+            .daemon
+            .setup(&settings.daemon, Path::new("/sys/fs/bpf/sip-filter"))
     }
 
     /// A configuration file of its own for each test, removed when dropped.
@@ -164,7 +317,7 @@ mod tests {
 ports = [5060, 5080]
 domains = ["file.example.test"]
 own_addresses = ["198.51.100.7"]
-non_sip_on_sip_port = "pass"
+not_sip_payload = "pass"
 allow_hostless_uri = true
 dry_run = true
 ipv6_prefix = 48
@@ -176,6 +329,13 @@ burst = 6
 [lists]
 allow = ["203.0.113.0/24"]
 deny = ["192.0.2.0/24"]
+
+[daemon]
+interfaces = ["eth1", "eth2"]
+xdp_mode = "skb"
+metrics_addr = "127.0.0.1:9100"
+state_dir = "/srv/sip-filter"
+save_interval = "5m"
 "#;
 
     #[test]
@@ -250,6 +410,122 @@ deny = ["192.0.2.0/24"]
         assert_eq!(
             settings.rate_limits.invite,
             Some(RateLimit { rate: 3, burst: 6 })
+        );
+    }
+
+    #[test]
+    fn the_daemon_runs_with_the_files_settings_where_no_flag_is_given() {
+        let file = TempFile::new("daemon-file", FILE);
+        assert_eq!(
+            setup(&["--config", file.path()]).unwrap(),
+            DaemonSetup {
+                interfaces: vec!["eth1".into(), "eth2".into()],
+                xdp_mode: AttachMode::Skb,
+                metrics_addr: Some("127.0.0.1:9100".into()),
+                state_dir: PathBuf::from("/srv/sip-filter"),
+                save_interval: Duration::from_secs(300),
+            }
+        );
+        // Without a file: the flags, else the defaults.
+        assert_eq!(
+            setup(&["--iface", "eth0"]).unwrap(),
+            DaemonSetup {
+                interfaces: vec!["eth0".into()],
+                xdp_mode: AttachMode::Auto,
+                metrics_addr: None,
+                state_dir: PathBuf::from("/var/lib/sip-filter"),
+                save_interval: DEFAULT_SAVE_INTERVAL,
+            }
+        );
+    }
+
+    #[test]
+    fn daemon_flags_override_the_file() {
+        let file = TempFile::new("daemon-flags", FILE);
+        let overridden = setup(&[
+            "--config",
+            file.path(),
+            "--iface",
+            "eth0",
+            "--xdp-mode",
+            "native",
+            "--metrics-addr",
+            "[::1]:9184",
+            "--state-dir",
+            "/var/lib/other",
+            "--save-interval",
+            "59m 58s",
+        ])
+        .unwrap();
+        assert_eq!(
+            overridden,
+            DaemonSetup {
+                interfaces: vec!["eth0".into()],
+                xdp_mode: AttachMode::Native,
+                metrics_addr: Some("[::1]:9184".into()),
+                state_dir: PathBuf::from("/var/lib/other"),
+                save_interval: Duration::from_secs(3598),
+            }
+        );
+        // One flag overrides its key alone.
+        let one = setup(&["--config", file.path(), "--xdp-mode", "auto"]).unwrap();
+        assert_eq!(one.xdp_mode, AttachMode::Auto);
+        assert_eq!(one.interfaces, ["eth1", "eth2"]);
+        // A bare number is seconds, as --save-interval took first.
+        let seconds = setup(&["--config", file.path(), "--save-interval", "30"]).unwrap();
+        assert_eq!(seconds.save_interval, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn an_interface_is_needed_from_the_flags_or_the_file_and_once() {
+        let error = setup(&[]).unwrap_err().to_string();
+        assert!(
+            error.contains("give --iface IFACE, or daemon.interfaces"),
+            "{error}"
+        );
+        let error = setup(&["--iface", "eth0", "--iface", "eth0"])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error, "--iface eth0 is given twice");
+        for bad in ["0", "500ms", "1x"] {
+            let argv = ["sip-filter", "--iface", "eth0", "--save-interval", bad];
+            assert!(Command::try_parse_from(argv).is_err(), "{bad}");
+        }
+    }
+
+    /// A reload names each daemon setting the file changed: none applies before a restart.
+    #[test]
+    fn changed_daemon_settings_are_named() {
+        let file = TempFile::new("daemon-changes", FILE);
+        let running = setup(&["--config", file.path()]).unwrap();
+        assert!(running.changes(&running.clone()).is_empty());
+        let edited = TempFile::new(
+            "daemon-changes-edited",
+            &FILE
+                .replace("\"eth1\", \"eth2\"", "\"eth1\"")
+                .replace("\"skb\"", "\"native\""),
+        );
+        let next = setup(&["--config", edited.path()]).unwrap();
+        assert_eq!(
+            running.changes(&next),
+            [
+                "daemon.interfaces (eth1,eth2 to eth1)",
+                "daemon.xdp_mode (skb to native)",
+            ]
+        );
+        // A flag holds its setting whatever the file says.
+        let pinned = setup(&[
+            "--config",
+            edited.path(),
+            "--iface",
+            "eth1",
+            "--iface",
+            "eth2",
+        ])
+        .unwrap();
+        assert_eq!(
+            running.changes(&pinned),
+            ["daemon.xdp_mode (skb to native)"]
         );
     }
 

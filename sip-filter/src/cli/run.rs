@@ -2,7 +2,6 @@ use std::{
     net::TcpListener,
     path::{Path, PathBuf},
     sync::Arc,
-    time::Duration,
 };
 
 use anyhow::Context;
@@ -17,13 +16,10 @@ use sip_filter::{
     interfaces,
     lists::{ListKind, PinnedList},
     metrics::{self, Locations, Metrics},
-    pins::{
-        anything_pinned, default_state_dir, ensure_bpffs, link_path, links_dir, maps_dir,
-        remove_all,
-    },
+    pins::{anything_pinned, ensure_bpffs, link_path, links_dir, maps_dir, remove_all},
     runtime::{Interface, Runtime, RELOADS},
     state::{self, Clocks, State, StateError, StateMaps},
-    AttachMode, AttachedMode, Capacities, Filter, Settings,
+    AttachedMode, Capacities, Filter, Settings,
 };
 use sip_filter_common::maps::MAX_OWN_ADDRESSES;
 use tokio::{
@@ -31,7 +27,10 @@ use tokio::{
     signal::unix::{signal, SignalKind},
 };
 
-use super::{options::FilterOptions, PinArgs, UserError};
+use super::{
+    options::{DaemonOptions, DaemonSetup, FilterOptions},
+    PinArgs, UserError,
+};
 
 /// Attach the filter to one or more interfaces and stay in the foreground (the daemon).
 ///
@@ -43,28 +42,10 @@ use super::{options::FilterOptions, PinArgs, UserError};
 /// logged.
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// An interface SIP traffic arrives on. Repeat for more: they share one program and
-    /// one set of maps (a source banned on one is banned on all, one bucket per source).
-    #[arg(long = "iface", value_name = "IFACE", required = true)]
-    ifaces: Vec<String>,
+    #[command(flatten)]
+    daemon: DaemonOptions,
     #[command(flatten)]
     filter: FilterOptions,
-    /// auto: native, falling back to generic (skb) mode with a warning.
-    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
-    xdp_mode: AttachMode,
-    /// Serve Prometheus metrics at http://HOST:PORT/metrics (like 127.0.0.1:9184).
-    #[arg(long, value_name = "HOST:PORT")]
-    metrics_addr: Option<String>,
-    /// Directory of the state file (bans and operator entries kept across restarts).
-    /// Default: /var/lib/ and the pin root's last component, /var/lib/sip-filter.
-    #[arg(long, env = "SIP_FILTER_STATE_DIR", value_name = "DIR")]
-    state_dir: Option<PathBuf>,
-    /// How often the state file is written while running (it is also written on stop),
-    /// in seconds: what a crash can lose. Expired operator allow/deny entries are
-    /// removed as often.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    save_interval: u64,
     #[command(flatten)]
     pins: PinArgs,
 }
@@ -72,11 +53,12 @@ pub struct RunArgs {
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     // Refuse bad settings, the whole file checked, before anything touches the kernel.
     let mut settings = args.filter.enforceable_settings()?;
-    let mut seen = std::collections::HashSet::new();
-    if let Some(twice) = args.ifaces.iter().find(|iface| !seen.insert(*iface)) {
-        return Err(UserError(format!("--iface {twice} is given twice")).into());
-    }
-    if let Some(unknown) = args.ifaces.iter().find(|iface| !interface_exists(iface)) {
+    let setup = args.daemon.setup(&settings.daemon, &args.pins.pin_root)?;
+    if let Some(unknown) = setup
+        .interfaces
+        .iter()
+        .find(|iface| !interface_exists(iface))
+    {
         return Err(UserError(format!(
             "no interface named {unknown:?}: `ip link` lists them"
         ))
@@ -84,7 +66,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let root = args.pins.pin_root.clone();
     let runtime_dir = args.pins.runtime_dir();
-    let state_path = args.state_dir().join(state::FILE_NAME);
+    let state_path = setup.state_dir.join(state::FILE_NAME);
 
     if let Ok(Some(other)) = Runtime::read(&runtime_dir) {
         if other.daemon_alive() && other.pid != std::process::id() {
@@ -97,7 +79,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     // Bound now, so that a bad or busy address fails before the filter is attached.
-    let metrics_listener = args
+    let metrics_listener = setup
         .metrics_addr
         .as_deref()
         .map(metrics::bind)
@@ -105,7 +87,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .map_err(|e| UserError(e.to_string()))?;
 
     let mut saved = load_state(&state_path);
-    let legacy_path = args.state_dir().join(state::LEGACY_FILE_NAME);
+    let legacy_path = setup.state_dir.join(state::LEGACY_FILE_NAME);
     let legacy = load_state(&legacy_path);
     saved = State::merged(Some(legacy), Some(saved)).unwrap_or_default();
     // Pins without a live daemon: one that crashed (its program is still attached
@@ -122,7 +104,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 
     // Once every refusal is behind us: its log line is the start's, not an error's.
-    take_interface_addresses(&mut settings, &args.ifaces);
+    take_interface_addresses(&mut settings, &setup.interfaces);
     let mut filter = Filter::load_with(Capacities {
         tracked_sources: settings.tracked_sources,
     })
@@ -143,7 +125,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         // Detaches the old program (its links go with their pins); ours follows at once.
         remove_all(&root).with_context(|| format!("removing stale pins in {}", root.display()))?;
     }
-    let pinned = attach_and_pin(&mut filter, &args)?;
+    let pinned = attach_and_pin(&mut filter, &setup, &root)?;
     let mut runtime = Runtime {
         pid: std::process::id(),
         started_unix_ms: Clocks::now().unix_ms,
@@ -214,6 +196,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let mut daemon = Daemon {
         args: &args,
+        setup,
         filter,
         settings,
         runtime,
@@ -274,14 +257,6 @@ fn interface_exists(name: &str) -> bool {
         // SAFETY: if_nametoindex reads a NUL-terminated string we own.
         unsafe { libc::if_nametoindex(c_name.as_ptr()) != 0 }
     })
-}
-
-impl RunArgs {
-    fn state_dir(&self) -> PathBuf {
-        self.state_dir
-            .clone()
-            .unwrap_or_else(|| default_state_dir(&self.pins.pin_root))
-    }
 }
 
 /// The state file's contents, or nothing: a missing file is a first start, a corrupt
@@ -353,10 +328,9 @@ impl Drop for Pinned {
 
 /// Pins the maps once, then attaches to each interface and pins its link. On any
 /// failure, what was done is undone (detached, unpinned).
-fn attach_and_pin(filter: &mut Filter, args: &RunArgs) -> anyhow::Result<Pinned> {
-    let root = &args.pins.pin_root;
+fn attach_and_pin(filter: &mut Filter, setup: &DaemonSetup, root: &Path) -> anyhow::Result<Pinned> {
     let mut pinned = Pinned {
-        root: root.clone(),
+        root: root.to_path_buf(),
         attached: Vec::new(),
         links: Vec::new(),
     };
@@ -365,8 +339,8 @@ fn attach_and_pin(filter: &mut Filter, args: &RunArgs) -> anyhow::Result<Pinned>
     filter.pin_maps(&maps)?;
     let links = links_dir(root);
     std::fs::create_dir_all(&links).with_context(|| format!("creating {}", links.display()))?;
-    for iface in &args.ifaces {
-        let (mode, link) = match filter.attach(iface, args.xdp_mode) {
+    for iface in &setup.interfaces {
+        let (mode, link) = match filter.attach(iface, setup.xdp_mode) {
             Ok(attached) => attached,
             Err(FilterError::Attach {
                 source: aya::programs::ProgramError::UnknownInterface { .. },
@@ -396,6 +370,8 @@ fn attach_and_pin(filter: &mut Filter, args: &RunArgs) -> anyhow::Result<Pinned>
 /// The running daemon: the loaded filter and what it was configured with.
 struct Daemon<'a> {
     args: &'a RunArgs,
+    /// What it was started with: fixed until it stops.
+    setup: DaemonSetup,
     filter: Filter,
     settings: Settings,
     runtime: Runtime,
@@ -430,7 +406,7 @@ impl Daemon<'_> {
                     log::warn!("metrics are not served: {e}");
                 });
             }
-            let period = Duration::from_secs(self.args.save_interval);
+            let period = self.setup.save_interval;
             let mut save = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             // Events are a log, not the filter: if they cannot be read, it keeps running.
@@ -510,7 +486,16 @@ impl Daemon<'_> {
 
     fn try_reload(&mut self) -> Result<(), String> {
         let mut settings = self.args.filter.enforceable_settings().map_err(|e| e.0)?;
-        take_interface_addresses(&mut settings, &self.args.ifaces);
+        let setup = self
+            .args
+            .daemon
+            .setup(&settings.daemon, &self.args.pins.pin_root)
+            .map_err(|e| e.0)?;
+        for change in self.setup.changes(&setup) {
+            log::warn!("{change} changed, but is read at start only: it takes effect when the daemon is restarted (the rest of the file is applied now)");
+        }
+        settings.daemon.clone_from(&self.settings.daemon);
+        take_interface_addresses(&mut settings, &self.setup.interfaces);
         if settings.crowdsec != self.settings.crowdsec {
             log::warn!("the [crowdsec] table changed: it is read at start, so restart the daemon to apply it; the running bouncer keeps its settings");
             settings.crowdsec.clone_from(&self.settings.crowdsec);

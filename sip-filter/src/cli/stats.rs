@@ -23,7 +23,7 @@ pub struct StatsArgs {
     /// Print again every interval, with packets per second by reason, until Ctrl-C.
     #[arg(long)]
     watch: bool,
-    /// How often --watch prints, like 1s, 10s or 1m.
+    /// How often --watch prints, like 1s, 500ms, 10s or 1m.
     #[arg(long, value_name = "DURATION", default_value = "1s")]
     interval: String,
     #[command(flatten)]
@@ -33,8 +33,7 @@ pub struct StatsArgs {
 pub fn stats(args: StatsArgs) -> anyhow::Result<()> {
     let interfaces = pinned_filters(&args.pins, args.iface.as_ref())?;
     if args.watch {
-        let interval = parse_duration(&args.interval)
-            .map_err(|e| super::UserError(e.0.replace("--ttl", "--interval")))?;
+        let interval = parse_duration("--interval", &args.interval)?;
         return watch(&args, &interfaces, interval);
     }
     let (total, dry_run) = read(&args.pins)?;

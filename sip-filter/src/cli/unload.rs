@@ -12,9 +12,11 @@ use super::{NoFilter, PinArgs};
 /// it saves its state and cleans up); pins a daemon that died left behind are removed.
 #[derive(clap::Args)]
 pub struct UnloadArgs {
-    /// How long to wait for the daemon to stop, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-    timeout: u64,
+    /// How long to wait for the daemon to stop, like 10s or 1m (a bare number is
+    /// seconds).
+    #[arg(long, value_name = "DURATION", default_value = "10s",
+          value_parser = sip_filter::duration::parse)]
+    timeout: Duration,
     #[command(flatten)]
     pins: PinArgs,
 }
@@ -36,7 +38,7 @@ pub fn unload(args: UnloadArgs) -> anyhow::Result<()> {
         .into());
     }
     if let Some(daemon) = live {
-        stop(daemon.pid, Duration::from_secs(args.timeout))?;
+        stop(daemon.pid, args.timeout)?;
         println!("stopped the sip-filter daemon (pid {})", daemon.pid);
     }
     // What is left: everything, if the daemon had died.
@@ -72,8 +74,8 @@ fn stop(pid: u32, timeout: Duration) -> anyhow::Result<()> {
     while process_is_sip_filter(pid) {
         if start.elapsed() >= timeout {
             anyhow::bail!(
-                "the daemon (pid {pid}) did not stop within {} s after SIGTERM; its log says why (`journalctl -u sip-filter`)",
-                timeout.as_secs()
+                "the daemon (pid {pid}) did not stop within {} after SIGTERM; its log says why (`journalctl -u sip-filter`)",
+                sip_filter::duration::format(timeout)
             );
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -265,10 +265,13 @@ fn interval(
     let Some(text) = raw else {
         return Ok(default);
     };
-    let nanos = parse_go_duration(text.get_ref().trim());
-    let duration = nanos
-        .and_then(|n| u64::try_from(n).ok())
-        .map(Duration::from_nanos);
+    // The forms of the rest of the file (`1m 30s`), or a Go duration as CrowdSec's own
+    // bouncers take (`1m30.5s`).
+    let duration = crate::duration::parse(text.get_ref()).ok().or_else(|| {
+        parse_go_duration(text.get_ref().trim())
+            .and_then(|n| u64::try_from(n).ok())
+            .map(Duration::from_nanos)
+    });
     match duration {
         Some(d) if bounds.contains(&d) => Ok(d),
         _ => refuse(
