@@ -406,9 +406,9 @@ impl AuthLab {
         };
         let dir = TempDir::new(tag);
         let pins = PinRoot::new(tag);
-        let (server_v4, server_v6) = match deployment {
-            Deployment::FilteredHost => (netns::SERVER_V4, netns::SERVER_V6),
-            Deployment::BehindGateway => (gateway::SERVER_V4, gateway::SERVER_V6),
+        let [server_v4, server_v6] = match deployment {
+            Deployment::FilteredHost => [netns::SERVER_V4, netns::SERVER_V6],
+            Deployment::BehindGateway => [gateway::SERVER_V4, gateway::SERVER_V6],
         };
         let server = match &topology {
             Topology::Host(lab) => lab.ns(Host::Server),
@@ -432,13 +432,28 @@ impl AuthLab {
         })
     }
 
+    /// The registrar's IPv4 and IPv6 addresses.
+    pub fn server_addresses(&self) -> [&'static str; 2] {
+        match self.deployment {
+            Deployment::FilteredHost => [netns::SERVER_V4, netns::SERVER_V6],
+            Deployment::BehindGateway => [gateway::SERVER_V4, gateway::SERVER_V6],
+        }
+    }
+
     /// The registrar's address and port for sipp: `ADDRESS:5060`.
     pub fn server_target(&self) -> String {
-        let server = match self.deployment {
-            Deployment::FilteredHost => netns::SERVER_V4,
-            Deployment::BehindGateway => gateway::SERVER_V4,
-        };
-        format!("{server}:{SIP_PORT}")
+        format!("{}:{SIP_PORT}", self.server_addresses()[0])
+    }
+
+    /// A filter configuration for this lab: its domain, the registrar's addresses as
+    /// the server's own (behind the gateway the filter's interfaces do not have them,
+    /// and in-dialog requests, routed by Kamailio's Record-Route, name them), then
+    /// `extra` (sections of rate limits, auth rules).
+    pub fn filter_config(&self, extra: &str) -> String {
+        let [v4, v6] = self.server_addresses();
+        format!(
+            "[filter]\ndomains = [\"{DOMAIN}\"]\nown_addresses = [\"{v4}\", \"{v6}\"]\n\n{extra}"
+        )
     }
 
     /// The namespace `client` runs in and its address.
