@@ -33,6 +33,7 @@
 use std::{
     net::IpAddr,
     path::Path,
+    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
@@ -356,6 +357,9 @@ pub enum Client {
     Office,
     /// The phone that receives calls, registered from an address of its own.
     Callee,
+    /// The attacker's host from its `n`th extra address ([`AuthLab::add_sources`]):
+    /// a guesser among many.
+    Source(u8),
 }
 
 enum Topology {
@@ -380,6 +384,8 @@ pub struct AuthLab {
     pub dir: TempDir,
     topology: Topology,
     pub deployment: Deployment,
+    /// sipp runs so far: each has a directory of its own.
+    runs: AtomicU32,
 }
 
 impl AuthLab {
@@ -429,6 +435,7 @@ impl AuthLab {
             dir,
             topology,
             deployment,
+            runs: AtomicU32::new(0),
         })
     }
 
@@ -457,8 +464,8 @@ impl AuthLab {
     }
 
     /// The namespace `client` runs in and its address.
-    pub fn client(&self, client: Client) -> (Netns<'_>, &'static str) {
-        match (&self.topology, client) {
+    pub fn client(&self, client: Client) -> (Netns<'_>, String) {
+        let (ns, address) = match (&self.topology, client) {
             (Topology::Host(lab), Client::Attacker) => (lab.ns(Host::Client), netns::CLIENT_V4),
             (Topology::Host(lab), Client::Office) => (lab.ns(Host::Client), netns::LEGIT_CLIENT_V4),
             (Topology::Host(lab), Client::Callee) => (lab.ns(Host::Client), HOST_CALLEE_V4),
@@ -467,25 +474,34 @@ impl AuthLab {
             }
             (Topology::Gateway(lab), Client::Office) => (lab.ns(Node::Legit), gateway::LEGIT_V4),
             (Topology::Gateway(lab), Client::Callee) => (lab.ns(Node::Legit), GATEWAY_CALLEE_V4),
-        }
+            (_, Client::Source(n)) => {
+                let (ns, _) = self.client(Client::Attacker);
+                return (ns, self.extra_source(n));
+            }
+        };
+        (ns, address.to_string())
     }
 
-    /// Adds `count` (at most 100) more addresses to the attacker's host, for guessers
-    /// from many sources; returns them. They go with the namespaces.
-    pub fn add_sources(&self, count: u8) -> anyhow::Result<Vec<String>> {
-        ensure!(count <= 100, "at most 100 extra sources, not {count}");
-        let (ns, _) = self.client(Client::Attacker);
+    /// The `n`th address [`AuthLab::add_sources`] adds.
+    fn extra_source(&self, n: u8) -> String {
         let prefix = match self.deployment {
             Deployment::FilteredHost => HOST_EXTRA_SOURCES,
             Deployment::BehindGateway => GATEWAY_EXTRA_SOURCES,
         };
+        format!("{prefix}{}", u16::from(EXTRA_SOURCES_FIRST) + u16::from(n))
+    }
+
+    /// Adds `count` (at most 100) more addresses to the attacker's host, for guessers
+    /// from many sources ([`Client::Source`] 0 to `count - 1`); returns them. They go
+    /// with the namespaces.
+    pub fn add_sources(&self, count: u8) -> anyhow::Result<Vec<String>> {
+        ensure!(count <= 100, "at most 100 extra sources, not {count}");
+        let (ns, _) = self.client(Client::Attacker);
         let iface = match self.deployment {
             Deployment::FilteredHost => netns::CLIENT_IFACE,
             Deployment::BehindGateway => gateway::HOST_IFACE,
         };
-        let sources: Vec<String> = (0..count)
-            .map(|i| format!("{prefix}{}", EXTRA_SOURCES_FIRST + i))
-            .collect();
+        let sources: Vec<String> = (0..count).map(|n| self.extra_source(n)).collect();
         for source in &sources {
             ns.ip(&["addr", "add", &format!("{source}/24"), "dev", iface])?;
         }
@@ -550,32 +566,57 @@ impl AuthLab {
         }
     }
 
-    /// sipp running `scenario` from `client`, one call per line of `injection` (its
-    /// fields separated by `;`), `pace`d, at most `concurrent` at once; each call
-    /// fails after `recv_timeout` without an answer, the whole run ends within
-    /// `calls / rate` and a margin. Its files stay in the directory under `name`.
+    /// sipp running `run` from `client`: one call per injection line, paced, at most
+    /// `concurrent` at once; each call fails after `recv_timeout` without an answer,
+    /// the whole run ends within its pace and a margin. Its files stay in the
+    /// directory, under the run's name and number (a name may be run again).
     pub fn sipp(&self, client: Client, run: &SippRun) -> SippOutcome {
         let (ns, local) = self.client(client);
-        sipp_with_injection(ns, local, &self.server_target(), self.dir.path(), run)
+        let name = self.numbered(&run.name);
+        let run_dir = self.dir.path().join(&name);
+        std::fs::create_dir_all(&run_dir).expect("a sipp directory");
+        let options = run
+            .options(&run_dir)
+            .expect("the injection file is written");
+        let options: Vec<&str> = options.iter().map(String::as_str).collect();
+        // The process's own bound, past sipp's `-timeout`.
+        let deadline = run.time_bound() + Duration::from_secs(15);
+        SippOutcome::of(sipp_in(
+            ns,
+            self.dir.path(),
+            &name,
+            &run.scenario,
+            &local,
+            &self.server_target(),
+            &options,
+            deadline,
+        ))
     }
 
     /// sipp in the background from `client` (a callee waiting for calls, a flood
     /// running while the test does something else); see [`AuthLab::sipp`].
     pub fn spawn_sipp(&self, client: Client, run: &SippRun) -> anyhow::Result<Background> {
         let (ns, local) = self.client(client);
-        let run_dir = self.dir.path().join(&run.name);
+        let name = self.numbered(&run.name);
+        let run_dir = self.dir.path().join(&name);
         std::fs::create_dir_all(&run_dir)
             .with_context(|| format!("creating {}", run_dir.display()))?;
-        let scenario_file = run_dir.join(format!("{}.xml", run.name));
+        let scenario_file = run_dir.join(format!("{name}.xml"));
         std::fs::write(&scenario_file, &run.scenario).context("writing the scenario")?;
         let mut command = ns.command("sipp");
         command
             .current_dir(&run_dir)
             .args(["-sf", scenario_file.to_str().context("a UTF-8 path")?])
-            .args(["-i", local])
+            .args(["-i", &local])
             .args(run.options(&run_dir)?)
             .args(["-nostdin", "-trace_err", &self.server_target()]);
-        Background::spawn(&run.name, command, &run_dir.join("sipp.log"))
+        Background::spawn(&name, command, &run_dir.join("sipp.log"))
+    }
+
+    /// `name` with the run's number: `03-brute-force`.
+    fn numbered(&self, name: &str) -> String {
+        let n = self.runs.fetch_add(1, Ordering::Relaxed);
+        format!("{n:02}-{name}")
     }
 }
 
@@ -724,33 +765,6 @@ pub fn message_rows(stdout: &str) -> Vec<(String, u64)> {
         previous_was_row = true;
     }
     tables.pop().unwrap_or_default()
-}
-
-fn sipp_with_injection(
-    ns: Netns,
-    local: &str,
-    target: &str,
-    dir: &Path,
-    run: &SippRun,
-) -> SippOutcome {
-    let run_dir = dir.join(&run.name);
-    std::fs::create_dir_all(&run_dir).expect("a sipp directory");
-    let options = run
-        .options(&run_dir)
-        .expect("the injection file is written");
-    let options: Vec<&str> = options.iter().map(String::as_str).collect();
-    // The process's own bound, past sipp's `-timeout`.
-    let deadline = run.time_bound() + Duration::from_secs(15);
-    SippOutcome::of(sipp_in(
-        ns,
-        dir,
-        &run.name,
-        &run.scenario,
-        local,
-        target,
-        &options,
-        deadline,
-    ))
 }
 
 /// The `[authentication]` keyword of an injection line: sipp expands keywords inside a
@@ -1056,7 +1070,7 @@ fn guesses(lab: &AuthLab, client: Client, name: &str, lines: Vec<String>, pace: 
     let run = SippRun::new(name, guess_scenario(ORDINARY_USER_AGENT), lines, pace);
     let start = Instant::now();
     let sipp = lab.sipp(client, &run);
-    Guesses::of(lab, source, sipp, start.elapsed())
+    Guesses::of(lab, &source, sipp, start.elapsed())
 }
 
 /// `accounts` registering from `client` at 10 a second (one call each); with

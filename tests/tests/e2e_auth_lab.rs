@@ -80,16 +80,20 @@ fn office_registers_and_calls(lab: &AuthLab) {
     let (_, office_v4) = lab.client(Client::Office);
     let events = lab.auth_events();
     assert_eq!(
-        count_events(&events, "success", office_v4),
+        count_events(&events, "success", &office_v4),
         50,
         "{events:?}"
     );
     assert_eq!(
-        count_events(&events, "challenge", office_v4),
+        count_events(&events, "challenge", &office_v4),
         50,
         "{events:?}"
     );
-    assert_eq!(count_events(&events, "failure", office_v4), 0, "{events:?}");
+    assert_eq!(
+        count_events(&events, "failure", &office_v4),
+        0,
+        "{events:?}"
+    );
 
     let call = call(lab, "call", &office[0], callee).unwrap_or_else(|e| panic!("{e:#}"));
     assert!(call.completed(), "the call should complete:\n{call}");
@@ -125,6 +129,24 @@ fn on_the_filtered_host_phones_register_and_call_and_guesses_are_rechallenged() 
             assert_eq!(guesses.rechallenged, 500, "{}", guesses.sipp.finished);
             assert_eq!(guesses.accepted + guesses.forbidden, 0, "{guesses}");
             assert_eq!(guesses.failures_seen, 500, "{guesses}");
+
+            // Guessers from three more addresses, five guesses each, concurrently.
+            let sources = lab.add_sources(3).unwrap_or_else(|e| panic!("{e:#}"));
+            std::thread::scope(|scope| {
+                let runs: Vec<_> = (0..3)
+                    .map(|n| {
+                        scope.spawn(move || {
+                            let five = wrong_passwords(5);
+                            brute_force(lab, Client::Source(n), "1001", &five, Pace::per_second(5))
+                        })
+                    })
+                    .collect();
+                for (run, source) in runs.into_iter().zip(&sources) {
+                    let guesses = run.join().expect("a guesser's thread");
+                    assert_eq!(guesses.rechallenged, 5, "from {source}: {guesses}");
+                    assert_eq!(guesses.failures_seen, 5, "from {source}: {guesses}");
+                }
+            });
 
             // 200 users, 1000..1199: the 60 that exist and 140 that do not are
             // answered alike (the server hides which users exist).
@@ -168,7 +190,7 @@ fn behind_the_gateway_a_server_answers_403_404_and_stale_nonces() {
             );
             let (_, office_v4) = lab.client(Client::Office);
             let events = lab.auth_events();
-            assert_eq!(count_events(&events, "stale", office_v4), 5, "{events:?}");
+            assert_eq!(count_events(&events, "stale", &office_v4), 5, "{events:?}");
             // On the wire: the re-challenges say so (sipp's message trace).
             assert_eq!(
                 again.finished.stdout.matches("stale=true").count(),
@@ -201,7 +223,7 @@ fn behind_the_gateway_a_server_answers_403_404_and_stale_nonces() {
             assert_eq!(enumeration.forbidden, 10, "{enumeration}");
             let (_, attacker_v4) = lab.client(Client::Attacker);
             assert_eq!(
-                count_events(&lab.auth_events(), "unknown", attacker_v4),
+                count_events(&lab.auth_events(), "unknown", &attacker_v4),
                 190
             );
         },
