@@ -739,32 +739,82 @@ impl SippOutcome {
     }
 }
 
-/// The rows of the last message table sipp printed: `  401 <----------  12  0 ...`.
+/// The rows of the last message table sipp printed, in the scenario's order: a
+/// client's (`401 <----------  12  0 ...`), a server's (`----------> INVITE  1 ...`)
+/// and pauses (`Pause [    200ms]  1`).
 pub fn message_rows(stdout: &str) -> Vec<(String, u64)> {
-    let mut tables: Vec<Vec<(String, u64)>> = Vec::new();
-    let mut previous_was_row = false;
-    for line in stdout.lines() {
-        let arrow = line
-            .find("---------->")
-            .or_else(|| line.find("<----------"));
-        let Some(at) = arrow else {
-            previous_was_row = previous_was_row && line.trim().is_empty();
-            continue;
-        };
-        let (label_head, rest) = line.split_at(at + "---------->".len());
-        let count = rest
-            .split_whitespace()
-            .find_map(|cell| cell.parse::<u64>().ok())
-            .unwrap_or(0);
-        if !previous_was_row || tables.is_empty() {
-            tables.push(Vec::new());
-        }
-        if let Some(table) = tables.last_mut() {
-            table.push((label_head.trim().to_string(), count));
-        }
-        previous_was_row = true;
+    let Some((_, table)) = stdout.rsplit_once("Messages  Retrans") else {
+        return Vec::new();
+    };
+    table
+        .lines()
+        // The rest of the header line, then rows up to the closing rule.
+        .skip(1)
+        .take_while(|line| {
+            !line.trim_start().starts_with("----------") || line.contains("---------->")
+        })
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split_whitespace().collect();
+            let is_arrow = |cell: &&str| cell.contains("---------");
+            // A server's row starts with its arrow: the label is the arrow and the
+            // message after it.
+            let label_end = if cells.first().is_some_and(is_arrow) {
+                1
+            } else {
+                cells
+                    .iter()
+                    .position(|cell| is_arrow(cell) || cell.ends_with(']'))?
+            };
+            let label = cells.get(..=label_end)?.join(" ");
+            let count = cells[label_end + 1..]
+                .iter()
+                .find_map(|cell| cell.parse().ok())
+                .unwrap_or(0);
+            Some((label, count))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::message_rows;
+
+    #[test]
+    fn message_rows_reads_client_server_and_pause_rows() {
+        let client = "
+                                 Messages  Retrans   Timeout   Unexpected-Msg
+      INVITE ---------->         1         0         0
+         407 <----------         1         0         0         0
+         200 <----------  E-RTD1 1         0         0         0
+       Pause [    200ms]         1                             0
+         BYE ---------->         1         3         0
+         200 <----------         0         0         1         0
+------------------------------ Test Terminated --------------------------------
+";
+        let rows = message_rows(client);
+        let counts: Vec<u64> = rows.iter().map(|(_, n)| *n).collect();
+        assert_eq!(counts, [1, 1, 1, 1, 1, 0], "{rows:?}");
+        assert_eq!(rows[1].0, "407 <----------");
+        assert_eq!(rows[3].0, "Pause [ 200ms]");
+        let server = "
+                                 Messages  Retrans   Timeout   Unexpected-Msg
+  ----------> INVITE             1         0         0         0
+
+  <---------- 180                1         0
+  ----------> ACK                0         0         1         0
+------------------------------ Test Terminated --------------------------------
+";
+        let rows = message_rows(server);
+        assert_eq!(
+            rows,
+            [
+                ("----------> INVITE".to_string(), 1),
+                ("<---------- 180".to_string(), 1),
+                ("----------> ACK".to_string(), 0)
+            ]
+        );
+        assert!(message_rows("no table").is_empty());
     }
-    tables.pop().unwrap_or_default()
 }
 
 /// The `[authentication]` keyword of an injection line: sipp expands keywords inside a

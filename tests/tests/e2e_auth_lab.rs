@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use sip_filter_tests::{
     auth_lab::{
         accounts, brute_force, call, count_events, enumerate, register, register_run,
-        wrong_passwords, AuthLab, Client, Deployment, Pace, Registrar, UnknownUser, WrongPassword,
+        wrong_passwords, AuthLab, Client, Deployment, Guesses, Pace, Registrar, UnknownUser,
+        WrongPassword,
     },
     lab::{require_tools, sip_filter, KAMAILIO_TOOLS},
     privileged,
@@ -103,6 +104,33 @@ fn office_registers_and_calls(lab: &AuthLab) {
     println!("50 phones registered; 1000 called 1050");
 }
 
+/// The attacker guesses `user`'s password `count` times, wrong, at 20 a second; each
+/// guess is answered.
+fn guess_wrong(lab: &AuthLab, user: &str, count: usize) -> Guesses {
+    let passwords = wrong_passwords(count);
+    let guesses = brute_force(
+        lab,
+        Client::Attacker,
+        user,
+        &passwords,
+        Pace::per_second(20),
+    );
+    println!("brute force: {guesses}");
+    let count = count as u64;
+    assert_eq!(guesses.attempted, count, "{}", guesses.sipp.finished);
+    assert_eq!(guesses.answered, count, "{}", guesses.sipp.finished);
+    guesses
+}
+
+/// The attacker enumerates 200 users from `first` at 20 a second; each is answered.
+fn enumerate_200(lab: &AuthLab, first: u32) -> Guesses {
+    let users: Vec<String> = (first..first + 200).map(|u| u.to_string()).collect();
+    let enumeration = enumerate(lab, Client::Attacker, &users, Pace::per_second(20));
+    println!("enumeration: {enumeration}");
+    assert_eq!(enumeration.answered, 200, "{}", enumeration.sipp.finished);
+    enumeration
+}
+
 #[test]
 fn on_the_filtered_host_phones_register_and_call_and_guesses_are_rechallenged() {
     let registrar = Registrar::new(accounts(1000, ACCOUNTS));
@@ -115,16 +143,7 @@ fn on_the_filtered_host_phones_register_and_call_and_guesses_are_rechallenged() 
 
             // 500 wrong guesses of 1000's password at 20/s: each challenged, then
             // re-challenged (401) by Kamailio, which logs a failure for each.
-            let guesses = brute_force(
-                lab,
-                Client::Attacker,
-                "1000",
-                &wrong_passwords(500),
-                Pace::per_second(20),
-            );
-            println!("brute force: {guesses}");
-            assert_eq!(guesses.attempted, 500, "{}", guesses.sipp.finished);
-            assert_eq!(guesses.answered, 500, "{}", guesses.sipp.finished);
+            let guesses = guess_wrong(lab, "1000", 500);
             assert_eq!(guesses.sent, 500, "{}", guesses.sipp.finished);
             assert_eq!(guesses.rechallenged, 500, "{}", guesses.sipp.finished);
             assert_eq!(guesses.accepted + guesses.forbidden, 0, "{guesses}");
@@ -150,10 +169,7 @@ fn on_the_filtered_host_phones_register_and_call_and_guesses_are_rechallenged() 
 
             // 200 users, 1000..1199: the 60 that exist and 140 that do not are
             // answered alike (the server hides which users exist).
-            let users: Vec<String> = (1000..1200).map(|u: u32| u.to_string()).collect();
-            let enumeration = enumerate(lab, Client::Attacker, &users, Pace::per_second(20));
-            println!("enumeration: {enumeration}");
-            assert_eq!(enumeration.answered, 200, "{}", enumeration.sipp.finished);
+            let enumeration = enumerate_200(lab, 1000);
             assert_eq!(enumeration.users_refused, 0, "{enumeration}");
             assert_eq!(enumeration.rechallenged, 200, "{enumeration}");
             // The earlier 500 guesses, and these 200.
@@ -200,25 +216,14 @@ fn behind_the_gateway_a_server_answers_403_404_and_stale_nonces() {
             );
 
             // Wrong passwords: 403.
-            let guesses = brute_force(
-                lab,
-                Client::Attacker,
-                "1001",
-                &wrong_passwords(100),
-                Pace::per_second(20),
-            );
-            println!("brute force: {guesses}");
-            assert_eq!(guesses.answered, 100, "{}", guesses.sipp.finished);
+            let guesses = guess_wrong(lab, "1001", 100);
             assert_eq!(guesses.forbidden, 100, "{guesses}");
             assert_eq!(guesses.rechallenged + guesses.accepted, 0, "{guesses}");
             assert_eq!(guesses.failures_seen, 100, "{guesses}");
 
             // Unknown users: 404 before any challenge; known ones challenged, then
             // refused (their password is not their name).
-            let users: Vec<String> = (1050..1250).map(|u: u32| u.to_string()).collect();
-            let enumeration = enumerate(lab, Client::Attacker, &users, Pace::per_second(20));
-            println!("enumeration: {enumeration}");
-            assert_eq!(enumeration.answered, 200, "{}", enumeration.sipp.finished);
+            let enumeration = enumerate_200(lab, 1050);
             assert_eq!(enumeration.users_refused, 190, "{enumeration}");
             assert_eq!(enumeration.forbidden, 10, "{enumeration}");
             let (_, attacker_v4) = lab.client(Client::Attacker);
