@@ -74,6 +74,18 @@ impl Credentials {
             password: password.into(),
         }
     }
+
+    /// Panics on a user or password that the lab's files cannot carry: a sipp
+    /// injection line (`;` separates fields; `[`, `]` and spaces end a keyword's
+    /// values) or a Kamailio string (`"`).
+    fn assert_writable(&self) {
+        for value in [&self.user, &self.password] {
+            assert!(
+                !value.is_empty() && !value.contains([';', '[', ']', ' ', '"', '\\']),
+                "{value:?} cannot be written in the lab's sipp and Kamailio files"
+            );
+        }
+    }
 }
 
 /// `count` accounts, users `first`, `first + 1`, ... each with a password of its own
@@ -174,7 +186,10 @@ impl Registrar {
         let accounts: String = self
             .accounts
             .iter()
-            .map(|a| format!("    $sht(accounts=>{}) = \"{}\";\n", a.user, a.password))
+            .map(|a| {
+                a.assert_writable();
+                format!("    $sht(accounts=>{}) = \"{}\";\n", a.user, a.password)
+            })
             .collect();
         let unknown = match self.unknown_user {
             // A password no digest can match: unknown users fail like wrong passwords.
@@ -545,6 +560,11 @@ impl AuthLab {
         stop_filter_in(ns, iface, daemon, &self.pins.link_pin(iface))
     }
 
+    /// Kamailio's log (stdout and stderr): what a log-reading tool would follow.
+    pub fn kamailio_log_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("kamailio").join("kamailio.log")
+    }
+
     /// The authentication outcomes Kamailio has logged so far.
     pub fn auth_events(&self) -> Vec<AuthEvent> {
         auth_events(&self.kamailio.log())
@@ -733,6 +753,22 @@ impl SippOutcome {
         }
     }
 
+    /// The outcome of `run`, started with [`AuthLab::spawn_sipp`], once it ends (it is
+    /// stopped if it outlasts its bound).
+    pub fn of_background(mut sipp: Background, run: &SippRun) -> Self {
+        let started = Instant::now();
+        let status = sipp.wait(run.time_bound());
+        let outcome = SippOutcome::of(Finished {
+            command: format!("sipp {} (in the background)", run.name),
+            status,
+            stdout: sipp.log(),
+            stderr: String::new(),
+            elapsed: started.elapsed(),
+        });
+        drop(sipp);
+        outcome
+    }
+
     /// The count of the scenario's row `index` (0 when sipp printed no table).
     pub fn row(&self, index: usize) -> u64 {
         self.rows.get(index).map_or(0, |(_, count)| *count)
@@ -880,6 +916,11 @@ pub fn register_scenario(reregister_after: Option<Duration>, contact_port: Optio
 /// challenge is answered with the line's credentials, and any final answer (200,
 /// 403, 401) ends it. Rows: 0 REGISTER, 1 404, 2 403 (user refused), 3 401
 /// (challenge), 4 REGISTER (the guess), 5 200, 6 403, 7 401 (guess refused).
+///
+/// Nothing is retransmitted, as svcrack does not: each guess is one REGISTER on the
+/// wire (what reached the server is countable), and no late duplicate of the challenge
+/// can pass for the guess's answer (Kamailio answers statelessly, each time with a new
+/// nonce). A guess the network or the filter drops fails after `recv_timeout`.
 pub fn guess_scenario(user_agent: &str) -> String {
     let line = format!("REGISTER sip:{DOMAIN} SIP/2.0");
     let contact = "<sip:[field0]@[local_ip]:[local_port]>";
@@ -889,7 +930,7 @@ pub fn guess_scenario(user_agent: &str) -> String {
         send(
             &line,
             &request_headers("[field0]", "[field0]", cseq, contact, extra, user_agent),
-            true,
+            false,
         )
     };
     scenario(
@@ -1018,6 +1059,7 @@ pub fn answer_scenario() -> String {
 
 /// The injection line of a phone or a guess: `USER;[authentication ...]`.
 pub fn credentials_line(credentials: &Credentials) -> String {
+    credentials.assert_writable();
     format!("{};{}", credentials.user, authentication(credentials))
 }
 
@@ -1203,8 +1245,7 @@ pub fn call(
         Pace::per_second(1),
     );
     answering.extra = vec!["-p".into(), CALLEE_PORT.to_string()];
-    let started = Instant::now();
-    let mut callee_side = lab.spawn_sipp(Client::Callee, &answering)?;
+    let callee_side = lab.spawn_sipp(Client::Callee, &answering)?;
     let caller_side = lab.sipp(
         Client::Office,
         &SippRun::new(
@@ -1214,15 +1255,7 @@ pub fn call(
             Pace::per_second(1),
         ),
     );
-    let status = callee_side.wait(answering.time_bound());
-    let callee = SippOutcome::of(Finished {
-        command: format!("sipp answering on {CALLEE_PORT}"),
-        status,
-        stdout: callee_side.log(),
-        stderr: String::new(),
-        elapsed: started.elapsed(),
-    });
-    drop(callee_side);
+    let callee = SippOutcome::of_background(callee_side, &answering);
     Ok(CallOutcome {
         caller: caller_side,
         callee,
