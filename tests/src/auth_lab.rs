@@ -372,8 +372,8 @@ pub enum Client {
     Office,
     /// The phone that receives calls, registered from an address of its own.
     Callee,
-    /// The attacker's host from its `n`th extra address ([`AuthLab::add_sources`]):
-    /// a guesser among many.
+    /// The attacker's host from its `n`th extra address, once
+    /// [`AuthLab::add_sources`] added it: a guesser among many.
     Source(u8),
 }
 
@@ -744,7 +744,15 @@ pub struct SippOutcome {
 }
 
 impl SippOutcome {
+    /// Panics if sipp exited without running its scenario (an address not in its
+    /// namespace, a bad scenario): a broken lab, not an outcome.
     fn of(finished: Finished) -> Self {
+        // sipp's exit status on a fatal error: 255.
+        assert_ne!(
+            finished.code(),
+            Some(255),
+            "sipp did not run its scenario:\n{finished}"
+        );
         SippOutcome {
             successful: sipp_counter(&finished.stdout, "Successful call").unwrap_or(0),
             failed: sipp_counter(&finished.stdout, "Failed call").unwrap_or(0),
