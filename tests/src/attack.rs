@@ -189,6 +189,26 @@ pub fn seen_from(seen: &BTreeMap<String, BTreeMap<String, u64>>, role_name: &str
 }
 
 fn header_lines(user: &str, to: &str, cseq: &str, extra: &str) -> String {
+    request_headers(
+        user,
+        to,
+        cseq,
+        &format!("<sip:{user}@[local_ip]:[local_port]>"),
+        extra,
+        "lab-phone",
+    )
+}
+
+/// A sipp request's headers after its request line: From `user`, To `to`, a Contact
+/// of `contact`, `extra` lines (indented like these), a User-Agent of `user_agent`.
+pub(crate) fn request_headers(
+    user: &str,
+    to: &str,
+    cseq: &str,
+    contact: &str,
+    extra: &str,
+    user_agent: &str,
+) -> String {
     format!(
         "      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n\
          \x20     Max-Forwards: 70\n\
@@ -196,21 +216,24 @@ fn header_lines(user: &str, to: &str, cseq: &str, extra: &str) -> String {
          \x20     To: <sip:{to}@{DOMAIN}>\n\
          \x20     Call-ID: [call_id]\n\
          \x20     CSeq: {cseq}\n\
-         \x20     Contact: <sip:{user}@[local_ip]:[local_port]>\n\
+         \x20     Contact: {contact}\n\
          {extra}\
-         \x20     User-Agent: lab-phone\n\
+         \x20     User-Agent: {user_agent}\n\
          \x20     Content-Length: 0\n"
     )
 }
 
-fn send(request_line: &str, headers: &str, retrans: bool) -> String {
+/// A sipp `<send>` of `request_line` and `headers`, retransmitted every 500 ms if
+/// `retrans` (UDP).
+pub(crate) fn send(request_line: &str, headers: &str, retrans: bool) -> String {
     let retrans = if retrans { " retrans=\"500\"" } else { "" };
     format!(
         "  <send{retrans}>\n    <![CDATA[\n\n      {request_line}\n{headers}\n    ]]>\n  </send>\n"
     )
 }
 
-fn scenario(name: &str, steps: &[String]) -> String {
+/// A sipp scenario file named `name` with `steps`.
+pub(crate) fn scenario(name: &str, steps: &[String]) -> String {
     format!(
         "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"{name}\">\n{}</scenario>\n",
         steps.concat()

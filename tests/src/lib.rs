@@ -3,6 +3,7 @@
 //! svmap, the sip-filter binary).
 
 pub mod attack;
+pub mod auth_lab;
 pub mod crowdsec;
 pub mod gateway;
 pub mod lab;
