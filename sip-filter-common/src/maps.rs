@@ -24,7 +24,7 @@ pub mod names {
     /// The egress (answers) program's counters.
     pub const ANSWER_COUNTERS: &str = "SF_ANSWER_COUNTERS";
     /// Every map a running filter pins, for `stats` and cleanup.
-    pub const PINNED: [&str; 12] = [
+    pub const PINNED: [&str; 13] = [
         CONFIG,
         COUNTERS,
         DOMAINS,
@@ -37,11 +37,14 @@ pub mod names {
         SOURCES,
         GLOBAL_BUDGET,
         SCANNER_AGENTS,
+        ANSWER_COUNTERS,
     ];
 }
 
 /// The XDP program's name in the object file.
 pub const PROGRAM_NAME: &str = "sip_filter";
+/// The TC egress program's name in the object file (and of its clsact filters).
+pub const EGRESS_PROGRAM_NAME: &str = "sip_filter_answers";
 
 /// Capacity of the domain allowlist map.
 pub const MAX_DOMAINS: u32 = 4096;
@@ -720,6 +723,14 @@ mod tests {
         assert_eq!(Reason::from_number(Reason::COUNT as u64), None);
     }
 
+    #[test]
+    fn answer_kinds_are_numbered_in_order_and_fit_their_slots() {
+        for (i, kind) in AnswerKind::ALL.iter().enumerate() {
+            assert_eq!(*kind as usize, i);
+        }
+        const { assert!(AnswerKind::COUNT <= ANSWER_SLOTS) };
+    }
+
     /// What each tracked source costs in the kernel: the LRU's element is about 64 bytes
     /// besides this (README and the example's `tracked_sources`: about 190 bytes).
     #[test]
@@ -755,6 +766,16 @@ pub enum AnswerKind {
 
 impl AnswerKind {
     pub const COUNT: usize = 2;
+    /// Every kind, in slot order: what `stats` and metrics report.
+    pub const ALL: [AnswerKind; Self::COUNT] = [AnswerKind::NotAnswer, AnswerKind::Seen];
+
+    /// The kind as `stats` and metrics name it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            AnswerKind::NotAnswer => "not_answer",
+            AnswerKind::Seen => "seen",
+        }
+    }
 }
 
 /// The egress program's counters, per CPU (summed by userspace).

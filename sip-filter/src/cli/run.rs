@@ -18,12 +18,12 @@ use sip_filter::{
     lists::{ListKind, PinnedList},
     metrics::{self, Locations, Metrics},
     pins::{
-        anything_pinned, default_state_dir, ensure_bpffs, link_path, links_dir, maps_dir,
-        remove_all,
+        anything_pinned, clsact_dir, clsact_path, default_state_dir, ensure_bpffs, link_path,
+        links_dir, maps_dir, remove_all, tcx_dir, tcx_path,
     },
     runtime::{Interface, Runtime, RELOADS},
     state::{self, Clocks, State, StateError, StateMaps},
-    AttachMode, AttachedMode, Capacities, Filter, Settings,
+    AttachMode, AttachedMode, Capacities, EgressAttachment, EgressMode, Filter, Settings,
 };
 use sip_filter_common::maps::MAX_OWN_ADDRESSES;
 use tokio::{
@@ -52,6 +52,10 @@ pub struct RunArgs {
     /// auto: native, falling back to generic (skb) mode with a warning.
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     xdp_mode: AttachMode,
+    /// How the egress program that watches the server's answers attaches beside XDP:
+    /// auto: tcx (Linux 6.6+), falling back to a clsact qdisc filter on older kernels.
+    #[arg(long, value_enum, default_value_t = EgressMode::Auto)]
+    egress_mode: EgressMode,
     /// Serve Prometheus metrics at http://HOST:PORT/metrics (like 127.0.0.1:9184).
     #[arg(long, value_name = "HOST:PORT")]
     metrics_addr: Option<String>,
@@ -154,9 +158,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         interfaces: pinned
             .attached
             .iter()
-            .map(|(name, mode)| Interface {
+            .map(|(name, mode, egress)| Interface {
                 name: name.clone(),
                 mode: mode.name().to_string(),
+                egress: egress.to_string(),
             })
             .collect(),
         dry_run: false,
@@ -172,9 +177,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         log::warn!(runtime_dir:% = runtime_dir.display();
             "cannot write the runtime file, so `sip-filter status` and `domains list` cannot read it: {e}");
     }
-    for (iface, mode) in &pinned.attached {
-        log::info!(iface = iface.as_str(), mode = mode.name(), program_id;
-            "sip-filter attached to {iface} ({} mode)", mode.name());
+    for (iface, mode, egress) in &pinned.attached {
+        log::info!(iface = iface.as_str(), mode = mode.name(), egress, program_id;
+            "sip-filter attached to {iface} ({} mode; answers watched at egress with {egress})", mode.name());
     }
     log::info!(domains = settings.domains.len(), domain_check = !settings.domains.is_empty(),
         dry_run = settings.dry_run, pin_root:% = root.display(),
@@ -320,7 +325,8 @@ fn take_pinned_state(root: &Path) -> anyhow::Result<State> {
 /// What a running daemon pinned: removed (which detaches) on [`Pinned::remove`] or drop.
 struct Pinned {
     root: PathBuf,
-    attached: Vec<(String, AttachedMode)>,
+    /// Each interface, its XDP mode and its egress attachment's (`tcx` or `clsact`).
+    attached: Vec<(String, AttachedMode, &'static str)>,
     /// Held until the pins are gone, so the program stays attached until then.
     links: Vec<PinnedLink>,
 }
@@ -329,7 +335,7 @@ impl Pinned {
     fn interfaces(&self) -> String {
         self.attached
             .iter()
-            .map(|(name, _)| name.as_str())
+            .map(|(name, _, _)| name.as_str())
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -351,8 +357,9 @@ impl Drop for Pinned {
     }
 }
 
-/// Pins the maps once, then attaches to each interface and pins its link. On any
-/// failure, what was done is undone (detached, unpinned).
+/// Pins the maps once, then attaches to each interface and pins its link, and the egress
+/// program beside it (its tcx link, or the record of its clsact filter). On any failure,
+/// what was done is undone (detached, unpinned).
 fn attach_and_pin(filter: &mut Filter, args: &RunArgs) -> anyhow::Result<Pinned> {
     let root = &args.pins.pin_root;
     let mut pinned = Pinned {
@@ -363,8 +370,9 @@ fn attach_and_pin(filter: &mut Filter, args: &RunArgs) -> anyhow::Result<Pinned>
     let maps = maps_dir(root);
     std::fs::create_dir_all(&maps).with_context(|| format!("creating {}", maps.display()))?;
     filter.pin_maps(&maps)?;
-    let links = links_dir(root);
-    std::fs::create_dir_all(&links).with_context(|| format!("creating {}", links.display()))?;
+    for dir in [links_dir(root), tcx_dir(root), clsact_dir(root)] {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     for iface in &args.ifaces {
         let (mode, link) = match filter.attach(iface, args.xdp_mode) {
             Ok(attached) => attached,
@@ -388,7 +396,20 @@ fn attach_and_pin(filter: &mut Filter, args: &RunArgs) -> anyhow::Result<Pinned>
             .pin(&path)
             .with_context(|| format!("pinning the link of {iface} at {}", path.display()))?;
         pinned.links.push(link);
-        pinned.attached.push((iface.clone(), mode));
+        let egress = filter
+            .attach_egress(iface, args.egress_mode, &clsact_path(root, iface))
+            .with_context(|| {
+                format!("attaching the egress program (the answers' observer) to {iface}")
+            })?;
+        let egress_name = egress.name();
+        if let EgressAttachment::Tcx(link) = egress {
+            let path = tcx_path(root, iface);
+            let link = link.pin(&path).with_context(|| {
+                format!("pinning the egress link of {iface} at {}", path.display())
+            })?;
+            pinned.links.push(link);
+        }
+        pinned.attached.push((iface.clone(), mode, egress_name));
     }
     Ok(pinned)
 }
