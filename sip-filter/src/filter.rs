@@ -1027,6 +1027,14 @@ fn check_kernel() -> Result<(), FilterError> {
     Ok(())
 }
 
+/// The running kernel's (major, minor) version, if its release string says.
+pub fn running_kernel() -> Option<(u32, u32)> {
+    parse_release(&kernel_release())
+}
+
+/// The first kernel with tcx, which [`EgressMode::Auto`] uses when it can.
+pub const TCX_KERNEL: (u32, u32) = (6, 6);
+
 fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
