@@ -10,7 +10,7 @@ use std::{
 use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf},
     programs::{
-        links::FdLink,
+        links::{FdLink, PinnedLink},
         tc::{self, NlOptions, TcAttachOptions, TcError},
         LinkOrder, ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp,
         XdpMode,
@@ -83,6 +83,13 @@ pub enum FilterError {
         iface: String,
         #[source]
         source: TcError,
+    },
+    #[error("pinning the egress link of {iface} at {path}: {source}")]
+    PinLink {
+        iface: String,
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
     },
     #[error("pinning map {name} at {path}: {source}")]
     Pin {
@@ -486,6 +493,31 @@ impl Filter {
         }
     }
 
+    /// [`Filter::attach_egress`], pinned under the pin root `root` (see [`crate::pins`]):
+    /// a tcx link at its pin, returned to hold until the pins are removed; a clsact
+    /// filter with its record. Returns the mode's name (`tcx`, `clsact`) too.
+    pub fn attach_egress_pinned(
+        &mut self,
+        root: &Path,
+        iface: &str,
+        mode: EgressMode,
+    ) -> Result<(&'static str, Option<PinnedLink>), FilterError> {
+        let attachment = self.attach_egress(iface, mode, &crate::pins::clsact_path(root, iface))?;
+        let name = attachment.name();
+        match attachment {
+            EgressAttachment::Tcx(link) => {
+                let path = crate::pins::tcx_path(root, iface);
+                let pinned = link.pin(&path).map_err(|source| FilterError::PinLink {
+                    iface: iface.to_string(),
+                    path,
+                    source,
+                })?;
+                Ok((name, Some(pinned)))
+            }
+            EgressAttachment::Clsact => Ok((name, None)),
+        }
+    }
+
     /// The loaded program's kernel id (what `bpftool prog` lists).
     pub fn program_id(&mut self) -> Result<u32, FilterError> {
         let info = self.program()?.info().map_err(FilterError::Load)?;
@@ -796,10 +828,14 @@ pub fn pinned_counters(dir: &Path) -> Result<Counters, FilterError> {
     )
 }
 
+/// Sums the per-CPU counters of a loaded or pinned egress counters map.
+pub fn sum_answer_counters(map: &Map) -> Result<AnswerCounters, FilterError> {
+    sum_cpus(map, names::ANSWER_COUNTERS, AnswerCounters::add)
+}
+
 /// Opens the egress program's counters a running filter pinned in `dir`.
 pub fn pinned_answer_counters(dir: &Path) -> Result<AnswerCounters, FilterError> {
-    let map = open_pinned(dir, names::ANSWER_COUNTERS)?;
-    sum_cpus(&map, names::ANSWER_COUNTERS, AnswerCounters::add)
+    sum_answer_counters(&open_pinned(dir, names::ANSWER_COUNTERS)?)
 }
 
 /// Sums slot 0 of the per-CPU array `map` (called `name`) over the CPUs.

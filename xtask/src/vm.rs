@@ -26,8 +26,10 @@ const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "cpio"];
 const BUSYBOX: &str = "/bin/busybox";
 /// The busybox applets `/init` uses.
 const APPLETS: &[&str] = &["sh", "mount", "mkdir", "uname", "poweroff"];
-/// The kernel-side test binary run in the VM (`tests/tests/prog_test_run.rs`).
-const TEST_TARGET: &str = "prog_test_run";
+/// The kernel-side test binaries run in the VM, in this order: the programs fed frames
+/// (`tests/tests/prog_test_run.rs`), and the egress program attached in each mode the
+/// kernel has (`tests/tests/egress_attach.rs`: clsact on 6.1). Neither needs any tool.
+const TEST_TARGETS: &[&str] = &["prog_test_run", "egress_attach"];
 const TEST_PACKAGE: &str = "sip-filter-tests";
 /// What `prog_test_run`'s verifier budget test prints before the count.
 const VERIFIED_MARKER: &str = "instructions verified:";
@@ -93,9 +95,9 @@ pub fn vm_test(args: VmArgs) -> anyhow::Result<()> {
         None
     };
     let build_started = Instant::now();
-    let test_binary = build_test_binary(&workspace, cfg)?;
+    let test_binaries = build_test_binaries(&workspace, cfg)?;
     let build_time = build_started.elapsed();
-    let initrd = build_initramfs(&vm_dir, &test_binary, args.filter.as_deref())?;
+    let initrd = build_initramfs(&vm_dir, &test_binaries, args.filter.as_deref())?;
     let prepared = started.elapsed();
 
     println!(
@@ -329,20 +331,25 @@ fn newest_abi<'a>(names: impl Iterator<Item = &'a str>) -> Option<String> {
         .map(|(_, name)| name.to_string())
 }
 
-/// Builds the kernel-side test binary and returns its path (from cargo's JSON messages).
-fn build_test_binary(workspace: &Path, cfg: Option<&str>) -> anyhow::Result<PathBuf> {
-    println!("vm-test: cargo test -p {TEST_PACKAGE} --test {TEST_TARGET} --no-run");
+/// Builds the kernel-side test binaries and returns each target's name and path (from
+/// cargo's JSON messages), in [`TEST_TARGETS`]' order.
+fn build_test_binaries(
+    workspace: &Path,
+    cfg: Option<&str>,
+) -> anyhow::Result<Vec<(&'static str, PathBuf)>> {
+    let targets: Vec<String> = TEST_TARGETS.iter().map(|t| format!("--test {t}")).collect();
+    println!(
+        "vm-test: cargo test -p {TEST_PACKAGE} {} --no-run",
+        targets.join(" ")
+    );
     let mut command = Command::new("cargo");
     command
         .current_dir(workspace)
-        .args([
-            "test",
-            "-p",
-            TEST_PACKAGE,
-            "--test",
-            TEST_TARGET,
-            "--no-run",
-        ])
+        .args(["test", "-p", TEST_PACKAGE, "--no-run"]);
+    for target in TEST_TARGETS {
+        command.args(["--test", target]);
+    }
+    command
         .arg("--message-format=json-render-diagnostics")
         .stdout(Stdio::piped());
     match cfg {
@@ -359,13 +366,20 @@ fn build_test_binary(workspace: &Path, cfg: Option<&str>) -> anyhow::Result<Path
         );
     }
     let messages = String::from_utf8_lossy(&output.stdout);
-    let executable = messages
-        .lines()
-        .filter(|line| line.contains(r#""reason":"compiler-artifact""#))
-        .filter(|line| json_string(line, r#""target":{"#, "name").as_deref() == Some(TEST_TARGET))
-        .find_map(|line| json_string(line, "", "executable"))
-        .context("cargo reported no executable for the prog_test_run test")?;
-    Ok(PathBuf::from(executable))
+    TEST_TARGETS
+        .iter()
+        .map(|target| {
+            let executable = messages
+                .lines()
+                .filter(|line| line.contains(r#""reason":"compiler-artifact""#))
+                .filter(|line| {
+                    json_string(line, r#""target":{"#, "name").as_deref() == Some(*target)
+                })
+                .find_map(|line| json_string(line, "", "executable"))
+                .with_context(|| format!("cargo reported no executable for the {target} test"))?;
+            Ok((*target, PathBuf::from(executable)))
+        })
+        .collect()
 }
 
 /// The string value of `"key"` at its first occurrence after `after` in one line of cargo's
@@ -379,10 +393,10 @@ fn json_string(line: &str, after: &str, key: &str) -> Option<String> {
     (!value.contains('\\')).then(|| value.to_string())
 }
 
-/// The initramfs: busybox, the test binary with its shared libraries, and `/init`.
+/// The initramfs: busybox, the test binaries with their shared libraries, and `/init`.
 fn build_initramfs(
     vm_dir: &Path,
-    test_binary: &Path,
+    test_binaries: &[(&str, PathBuf)],
     filter: Option<&str>,
 ) -> anyhow::Result<PathBuf> {
     let root = vm_dir.join("initramfs");
@@ -399,12 +413,14 @@ fn build_initramfs(
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))
             .with_context(|| format!("linking the {applet} applet"))?;
     }
-    copy_into(&root, test_binary, Path::new(TEST_TARGET))?;
-    for library in shared_libraries(test_binary)? {
-        let inside = library
-            .strip_prefix("/")
-            .with_context(|| format!("ldd listed a relative path: {}", library.display()))?;
-        copy_into(&root, &library, inside)?;
+    for (target, binary) in test_binaries {
+        copy_into(&root, binary, Path::new(target))?;
+        for library in shared_libraries(binary)? {
+            let inside = library
+                .strip_prefix("/")
+                .with_context(|| format!("ldd listed a relative path: {}", library.display()))?;
+            copy_into(&root, &library, inside)?;
+        }
     }
     let init = root.join("init");
     fs::write(&init, init_script(filter)).with_context(|| format!("writing {}", init.display()))?;
@@ -425,6 +441,13 @@ fn build_initramfs(
 
 fn init_script(filter: Option<&str>) -> String {
     let filter = filter.unwrap_or_default();
+    // Every binary runs; the code printed is the last failure's (0 if none failed).
+    let runs: String = TEST_TARGETS
+        .iter()
+        .map(|target| {
+            format!("CI=true /{target} --test-threads=1 --show-output {filter} || rc=$?\n")
+        })
+        .collect();
     format!(
         r#"#!/bin/sh
 # Written by `cargo xtask vm-test`: runs the kernel-side tests, prints their exit code.
@@ -437,8 +460,8 @@ mkdir -p /sys/fs/bpf
 mount -t bpf bpf /sys/fs/bpf
 echo "vm: Linux $(uname -r)"
 cd /tmp
-CI=true /{TEST_TARGET} --test-threads=1 --show-output {filter}
-echo "{RESULT_MARKER}$?"
+rc=0
+{runs}echo "{RESULT_MARKER}$rc"
 poweroff -f
 "#
     )

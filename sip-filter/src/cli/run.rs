@@ -18,12 +18,12 @@ use sip_filter::{
     lists::{ListKind, PinnedList},
     metrics::{self, Locations, Metrics},
     pins::{
-        anything_pinned, clsact_dir, clsact_path, default_state_dir, ensure_bpffs, link_path,
-        links_dir, maps_dir, remove_all, tcx_dir, tcx_path,
+        anything_pinned, clsact_dir, default_state_dir, ensure_bpffs, link_path, links_dir,
+        maps_dir, remove_all, tcx_dir,
     },
     runtime::{Interface, Runtime, RELOADS},
     state::{self, Clocks, State, StateError, StateMaps},
-    AttachMode, AttachedMode, Capacities, EgressAttachment, EgressMode, Filter, Settings,
+    AttachMode, AttachedMode, Capacities, EgressMode, Filter, Settings,
 };
 use sip_filter_common::maps::MAX_OWN_ADDRESSES;
 use tokio::{
@@ -396,20 +396,13 @@ fn attach_and_pin(filter: &mut Filter, args: &RunArgs) -> anyhow::Result<Pinned>
             .pin(&path)
             .with_context(|| format!("pinning the link of {iface} at {}", path.display()))?;
         pinned.links.push(link);
-        let egress = filter
-            .attach_egress(iface, args.egress_mode, &clsact_path(root, iface))
+        let (egress, egress_link) = filter
+            .attach_egress_pinned(root, iface, args.egress_mode)
             .with_context(|| {
                 format!("attaching the egress program (the answers' observer) to {iface}")
             })?;
-        let egress_name = egress.name();
-        if let EgressAttachment::Tcx(link) = egress {
-            let path = tcx_path(root, iface);
-            let link = link.pin(&path).with_context(|| {
-                format!("pinning the egress link of {iface} at {}", path.display())
-            })?;
-            pinned.links.push(link);
-        }
-        pinned.attached.push((iface.clone(), mode, egress_name));
+        pinned.links.extend(egress_link);
+        pinned.attached.push((iface.clone(), mode, egress));
     }
     Ok(pinned)
 }
