@@ -608,6 +608,17 @@ pub fn egress_attached_in(ns: Netns, iface: &str) -> EgressAttached {
     EgressAttached { tcx, clsact }
 }
 
+/// How `--egress-mode auto` (the default) attaches the egress program on this kernel:
+/// tcx where it has it (6.6 and newer), else a clsact filter.
+pub fn auto_egress_mode() -> &'static str {
+    use sip_filter::filter::{running_kernel, TCX_KERNEL};
+    if running_kernel().is_some_and(|version| version >= TCX_KERNEL) {
+        "tcx"
+    } else {
+        "clsact"
+    }
+}
+
 /// See [`egress_attached_in`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EgressAttached {

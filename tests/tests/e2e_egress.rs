@@ -13,11 +13,10 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use sip_filter::filter::{running_kernel, TCX_KERNEL};
 use sip_filter_tests::{
     lab::{
-        egress_attached_in, sip_filter, sip_probe, spawn_filter, xdp_attached, EgressAttached,
-        LabFixture, DOMAIN, KAMAILIO_TOOLS, QUICK,
+        auto_egress_mode, egress_attached_in, sip_filter, sip_probe, spawn_filter, xdp_attached,
+        EgressAttached, LabFixture, DOMAIN, KAMAILIO_TOOLS, QUICK,
     },
     netns::{Background, Host, Lab, CLIENT_V4, SERVER_IFACE, SIGKILL},
     privileged,
@@ -33,14 +32,9 @@ fn egress_program_attaches_counts_answers_and_goes_with_the_filter() {
     if !privileged("egress_program_attaches_counts_answers_and_goes_with_the_filter") {
         return;
     }
-    let kernel = running_kernel().expect("a kernel release with a version");
-    // auto is tcx where the kernel has it, else clsact; clsact is asked for on every
-    // kernel, so the older kernels' path runs on the host too.
-    let auto = if kernel >= TCX_KERNEL {
-        "tcx"
-    } else {
-        "clsact"
-    };
+    // clsact is asked for on every kernel, so the older kernels' path runs on the host
+    // too.
+    let auto = auto_egress_mode();
     let mut rig = LabFixture::start("e2e-egress", KAMAILIO_TOOLS);
     for (mode, expected) in [("auto", auto), ("clsact", "clsact")] {
         println!("--egress-mode {mode}: expecting {expected}");
