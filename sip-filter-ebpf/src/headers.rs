@@ -134,6 +134,9 @@ pub struct Transport {
     pub dst_port: u16,
     /// Offset of the payload from the start of the frame.
     pub payload_offset: u32,
+    /// The UDP or TCP header's length: it starts this far before the payload (read only
+    /// by the checksum's walk; a byte, in the struct's padding).
+    pub header_len: u8,
     /// Payload bytes present in this frame (for UDP, at most what its header claims).
     pub payload_len: u32,
     /// The first fragment of a fragmented datagram: the rest of the payload is elsewhere.
@@ -350,6 +353,7 @@ fn udp<const WAY: Direction>(
         tcp_flags: 0,
         dst_port: be16(udp, server_port_at(WAY)),
         payload_offset,
+        header_len: UDP_HLEN as u8,
         payload_len: claimed.min(present),
         // Also a datagram whose UDP length claims more than the frame holds.
         first_fragment: first_fragment || claimed > present,
@@ -381,6 +385,8 @@ fn tcp<const WAY: Direction>(
         tcp_flags: tcp[13],
         dst_port: be16(tcp, server_port_at(WAY)),
         payload_offset: payload_offset as u32,
+        // 20 to 60: four bits of 32-bit words.
+        header_len: header_len as u8,
         payload_len: ip_end.min(frame_end).saturating_sub(payload_offset) as u32,
         first_fragment,
     })

@@ -280,7 +280,7 @@ struct RawFilter {
 #[derive(Deserialize, Default)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a table of [rate_limit.register], [rate_limit.invite], [rate_limit.other], [rate_limit.trusted], [rate_limit.answers], [rate_limit.untrusted_total], [rate_limit.registered]"
+    expecting = "a table of [rate_limit.register], [rate_limit.invite], [rate_limit.other], [rate_limit.trusted], [rate_limit.answers], [rate_limit.untrusted_total], [rate_limit.registered], [rate_limit.connections], [rate_limit.untrusted_connections]"
 )]
 struct RawRateLimits {
     registered: Option<Spanned<RawLimit>>,
@@ -290,6 +290,8 @@ struct RawRateLimits {
     trusted: Option<Spanned<RawLimit>>,
     answers: Option<Spanned<RawLimit>>,
     untrusted_total: Option<Spanned<RawLimit>>,
+    connections: Option<Spanned<RawLimit>>,
+    untrusted_connections: Option<Spanned<RawLimit>>,
 }
 
 #[derive(Deserialize)]
@@ -320,6 +322,9 @@ struct RawBan {
     rate_overflow_hits: Option<Spanned<i64>>,
     rate_overflow_window_seconds: Option<Spanned<RawDuration>>,
     rate_overflow_seconds: Option<Spanned<RawDuration>>,
+    connection_overflow_hits: Option<Spanned<i64>>,
+    connection_overflow_window_seconds: Option<Spanned<RawDuration>>,
+    connection_overflow_seconds: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -607,7 +612,7 @@ impl RawFile {
                         count.span(),
                         "filter.tracked_sources",
                         format!(
-                            "{} sources: give {} to {} (the default is {}; each costs about 190 bytes of kernel memory)",
+                            "{} sources: give {} to {} (the default is {}; each costs about 210 bytes of kernel memory)",
                             count.get_ref(),
                             TRACKED_SOURCES.start(),
                             TRACKED_SOURCES.end(),
@@ -632,6 +637,12 @@ impl RawFile {
                 built_in.untrusted_total,
             )?,
             registered: limit(&limits.registered, "registered", built_in.registered)?,
+            connections: limit(&limits.connections, "connections", built_in.connections)?,
+            untrusted_connections: limit(
+                &limits.untrusted_connections,
+                "untrusted_connections",
+                built_in.untrusted_connections,
+            )?,
         };
         let scanner_user_agents = scanner_user_agents(&self.scanner)?;
         let ban = &self.ban;
@@ -671,6 +682,21 @@ impl RawFile {
                 &ban.rate_overflow_seconds,
                 "ban.rate_overflow_seconds",
                 ban_defaults.rate_overflow_seconds,
+            )?,
+            connection_overflow_hits: count(
+                &ban.connection_overflow_hits,
+                "ban.connection_overflow_hits",
+                ban_defaults.connection_overflow_hits,
+            )?,
+            connection_overflow_window_seconds: duration_seconds(
+                &ban.connection_overflow_window_seconds,
+                "ban.connection_overflow_window_seconds",
+                ban_defaults.connection_overflow_window_seconds,
+            )?,
+            connection_overflow_seconds: duration_seconds(
+                &ban.connection_overflow_seconds,
+                "ban.connection_overflow_seconds",
+                ban_defaults.connection_overflow_seconds,
             )?,
         };
         Ok(Settings {
@@ -1275,6 +1301,8 @@ mod tests {
             ("rate_limit.trusted", &["rate", "burst"]),
             ("rate_limit.answers", &["rate", "burst"]),
             ("rate_limit.untrusted_total", &["rate", "burst"]),
+            ("rate_limit.connections", &["rate", "burst"]),
+            ("rate_limit.untrusted_connections", &["rate", "burst"]),
             ("scanner", &["extra_user_agents", "user_agents"]),
             (
                 "ban",
@@ -1286,6 +1314,9 @@ mod tests {
                     "rate_overflow_hits",
                     "rate_overflow_window_seconds",
                     "rate_overflow_seconds",
+                    "connection_overflow_hits",
+                    "connection_overflow_window_seconds",
+                    "connection_overflow_seconds",
                 ],
             ),
             ("lists", &["allow", "deny"]),
@@ -2049,6 +2080,8 @@ allow = ["192.0.2.7/24", "2001:db8::1"]
             "unknown_domain_seconds",
             "rate_overflow_window_seconds",
             "rate_overflow_seconds",
+            "connection_overflow_window_seconds",
+            "connection_overflow_seconds",
         ] {
             let at = format!("ban.{key}");
             refused(

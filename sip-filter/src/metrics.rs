@@ -744,7 +744,7 @@ mod tests {
         Snapshot {
             counters,
             dry_run: false,
-            bans_active: [0, 0, 1, 0, 0, 0, 0],
+            bans_active: [0, 0, 1, 0, 0, 0, 0, 0],
             maps: vec![("bans", 1, 1 << 20), ("sources", 2, 1 << 18)],
         }
     }
