@@ -1752,11 +1752,42 @@ allow = ["192.0.2.7/24", "2001:db8::1"]
         assert!(settings.allow_example_domains);
     }
 
+    /// `[rate_limit.connections]` and `[rate_limit.untrusted_connections]` (SYNs): on by
+    /// default, set like the other classes, written into the kernel's connections slot
+    /// and its own global budget (not the requests'); the ban on SYN overflow is off
+    /// unless given a duration.
+    #[test]
+    fn the_connection_limits_are_configured_like_the_others() {
+        use sip_filter_common::maps::{Limit, CLASS_CONNECTIONS};
+        let built_in = Settings::default().to_kernel(1).unwrap().config;
+        assert_eq!(built_in.limits[CLASS_CONNECTIONS], Limit::new(2, 100));
+        assert_eq!(built_in.untrusted_connections, Limit::new(500, 5000));
+        assert_eq!(built_in.bans.connection_overflow_ns, 0, "off by default");
+        let settings = parsed(
+            "[rate_limit.connections]\nrate = 1\nburst = 20\n\
+             [rate_limit.untrusted_connections]\nunlimited = true\n\
+             [ban]\nconnection_overflow_seconds = 600\n",
+        );
+        let kernel = settings.to_kernel(1).unwrap().config;
+        assert_eq!(kernel.limits[CLASS_CONNECTIONS], Limit::new(1, 20));
+        assert!(!kernel.untrusted_connections.is_set());
+        assert!(!kernel.untrusted_total.is_set());
+        assert_eq!(kernel.bans.connection_overflow_ns, 600_000_000_000);
+        assert_eq!(kernel.bans.connection_overflow_hits, 100);
+        assert_eq!(kernel.bans.connection_overflow_window_ns, 300_000_000_000);
+        refused(
+            "[rate_limit.connections]\nrate = 0\nburst = 5\n",
+            2,
+            "rate_limit.connections.rate",
+            "is not a rate",
+        );
+    }
+
     /// `[rate_limit.answers]` (responses and keep-alives): on by default, set or turned
     /// off like the other classes, and written into the kernel's answers slot.
     #[test]
     fn the_answers_class_is_configured_like_the_others() {
-        use sip_filter_common::maps::{Limit, CLASS_ANSWERS, CLASS_REGISTERED};
+        use sip_filter_common::maps::{Limit, CLASS_ANSWERS, CLASS_CONNECTIONS, CLASS_REGISTERED};
         let built_in = RateLimits::built_in().answers;
         assert_eq!(
             built_in,
@@ -1778,8 +1809,9 @@ allow = ["192.0.2.7/24", "2001:db8::1"]
         );
         let kernel = settings.to_kernel(1).unwrap().config;
         assert_eq!(kernel.limits[CLASS_ANSWERS], Limit::new(20, 100));
-        // Slot 5 (connections, issue 14) is unused; slot 6 is the registered class.
-        assert!(!kernel.limits[CLASS_ANSWERS + 1].is_set());
+        // Slot 5 is the connections class, slot 6 the registered class: both on by default.
+        assert_eq!(CLASS_CONNECTIONS, CLASS_ANSWERS + 1);
+        assert!(kernel.limits[CLASS_CONNECTIONS].is_set());
         assert!(kernel.limits[CLASS_REGISTERED].is_set());
         let off = parsed("[rate_limit.answers]\nunlimited = true\n");
         assert_eq!(off.rate_limits.answers, None);

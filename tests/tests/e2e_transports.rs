@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use sip_filter_tests::{
     lab::{
-        counter, kamailio_globals, options_scenario, sip_filter, sipp_in, start_filter_with_config,
-        write_file, LabFixture, PinRoot, DOMAIN, QUICK, SIP_PORT,
+        counter, kamailio_globals, options_scenario, sip_filter, sipp_in, LabFixture, PinRoot,
+        DOMAIN, QUICK, SIP_PORT,
     },
     netns::{Finished, Host, Lab, CLIENT_V4, LEGIT_CLIENT_V4, SERVER_V4},
     privileged,
@@ -281,23 +281,10 @@ fn a_syn_flood_is_held_to_its_bucket() {
         |_| Ok(()),
         &kamailio_udp_and_tcp(),
     );
-    let config = write_file(
-        rig.dir.path(),
-        "connections.toml",
-        &format!(
-            "[filter]\ndomains = [\"{DOMAIN}\"]\n\n\
-             [rate_limit.connections]\nrate = 1\nburst = {FLOOD_BURST}\n"
-        ),
-    );
-    let (mut daemon, attached) = start_filter_with_config(
-        &rig.lab,
-        sip_filter(),
-        &rig.pins,
-        &config,
-        &rig.dir.path().join("sip-filter.log"),
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"));
-    rig.transcript.note(attached);
+    let mut daemon = rig.start_filter_with(&format!(
+        "[filter]\ndomains = [\"{DOMAIN}\"]\n\n\
+         [rate_limit.connections]\nrate = 1\nburst = {FLOOD_BURST}\n"
+    ));
 
     let count = FLOOD_SYNS.to_string();
     let (flood, legit) = std::thread::scope(|scope| {

@@ -1357,32 +1357,39 @@ fn connection_rate() {
         ..settings()
     });
     let syn = |last| tcp4_from([198, 51, 100, last], 5060, Syn, b"");
-    assert_table(
-        &budget,
-        vec![
-            case("budget 1 of 2, source A", syn(11), PassSegment, None),
-            case("budget 2 of 2, source B", syn(12), PassSegment, None),
-            case(
-                "budget spent: source C",
-                syn(13),
-                DropConnectionBudget,
-                None,
-            ),
-            case("a trusted source is exempt", syn(200), PassSegment, None),
-            case(
-                "requests keep their own budget: 1",
-                udp4_from([198, 51, 100, 14], SIP_PORT, &options(ALLOWED)),
-                PassRequest,
-                Options,
-            ),
-            case(
-                "requests keep their own budget: 2",
-                udp4_from([198, 51, 100, 15], SIP_PORT, &options(ALLOWED)),
-                PassRequest,
-                Options,
-            ),
-        ],
-    );
+    let mut cases = budget_of_two(syn, PassSegment, DropConnectionBudget, None);
+    cases.extend([
+        case(
+            "requests keep their own budget: 1",
+            udp4_from([198, 51, 100, 14], SIP_PORT, &options(ALLOWED)),
+            PassRequest,
+            Options,
+        ),
+        case(
+            "requests keep their own budget: 2",
+            udp4_from([198, 51, 100, 15], SIP_PORT, &options(ALLOWED)),
+            PassRequest,
+            Options,
+        ),
+    ]);
+    assert_table(&budget, cases);
+}
+
+/// A budget of 2 for all untrusted sources (1 a second), and 198.51.100.200 trusted:
+/// `frame(last)` from 198.51.100.`last` passes twice from two sources, a third source's
+/// is `over`, and the trusted source's passes.
+fn budget_of_two(
+    frame: impl Fn(u8) -> Vec<u8>,
+    passed: Reason,
+    over: Reason,
+    method: Method,
+) -> Vec<Case> {
+    vec![
+        case("budget 1 of 2, source A", frame(11), passed, method),
+        case("budget 2 of 2, source B", frame(12), passed, method),
+        case("budget spent: source C", frame(13), over, method),
+        case("a trusted source is exempt", frame(200), passed, method),
+    ]
 }
 
 /// The connection-overflow ban, when configured (it is off by default: README,
@@ -2135,22 +2142,7 @@ fn rate_limits() {
     });
     assert_table(
         &budget,
-        vec![
-            case("budget 1 of 2, source A", other(11), PassRequest, Options),
-            case("budget 2 of 2, source B", other(12), PassRequest, Options),
-            case(
-                "budget spent: source C",
-                other(13),
-                DropGlobalBudget,
-                Options,
-            ),
-            case(
-                "a trusted source is exempt",
-                other(200),
-                PassRequest,
-                Options,
-            ),
-        ],
+        budget_of_two(other, PassRequest, DropGlobalBudget, Options),
     );
 
     let banning = loaded(&Settings {
