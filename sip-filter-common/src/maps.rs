@@ -853,7 +853,7 @@ mod tests {
     }
 
     /// What each tracked source costs in the kernel: the LRU's element is about 64 bytes
-    /// besides this (README and the example's `tracked_sources`: about 210 bytes).
+    /// besides this (README and the example's `tracked_sources`: about 230 bytes).
     #[test]
     fn source_state_size() {
         assert_eq!(core::mem::size_of::<SourceState>(), 168);

@@ -424,7 +424,7 @@ pub enum SettingsError {
     BadIpv6Prefix { prefix: u8 },
     #[error("filter.domains has reserved example domains ({}) that no real server is reached by: an example left in place would drop every real request and ban its source. Write your own domains; or set filter.dry_run = true to only count; or, for a test lab, filter.allow_example_domains = true (--allow-example-domains)", domains.join(", "))]
     ExampleDomains { domains: Vec<String> },
-    #[error("{count} tracked sources: give {} to {} (the default is {MAX_SOURCES}; each costs about 210 bytes of kernel memory)", TRACKED_SOURCES.start(), TRACKED_SOURCES.end())]
+    #[error("{count} tracked sources: give {} to {} (the default is {MAX_SOURCES}; each costs about 230 bytes of kernel memory)", TRACKED_SOURCES.start(), TRACKED_SOURCES.end())]
     BadTrackedSources { count: u32 },
 }
 
