@@ -93,7 +93,10 @@ pub fn sip_filter(ctx: XdpContext) -> u32 {
     let method = (verdict >> 32) as usize;
     // The request policy runs here, after `judge` returned, not inside it: the 512-byte
     // stack is shared along the call chain, and parsing's frames are gone by now.
-    let reason = if verdict & (NEEDS_REQUEST_POLICY | NEEDS_SYN_METER) != 0 {
+    let (reason, method) = if verdict & (NEEDS_REQUEST_POLICY | NEEDS_SYN_METER) != 0 {
+        // The method waits in memory: a request's and a SYN's then reach `settle` in one
+        // state, and the verifier walks it once for both.
+        leave_method(method as u32);
         // Each policy leaves its reason in memory, not in a register: the verifier walks
         // the routing policy once, not once for each reason the request policy can give.
         // Two calls in turn, not one inside the other: the stack is shared along the
@@ -119,12 +122,15 @@ pub fn sip_filter(ctx: XdpContext) -> u32 {
         }
         // Masked like `verdict`'s low byte: 6.1's verifier keeps a comparison's bound
         // only on a value it can see bounded.
-        reason_from(u64::from(read_back(|p| &p.reason) & 0xff))
+        (
+            reason_from(u64::from(read_back(|p| &p.reason) & 0xff)),
+            read_back(|p| &p.method) as usize,
+        )
     } else if verdict & NEEDS_ANSWER_METER != 0 && answer_policy() != 0 {
         // A response or keep-alive over its source's answers bucket.
-        Reason::DropRateLimited
+        (Reason::DropRateLimited, method)
     } else {
-        reason_from(verdict & 0xff)
+        (reason_from(verdict & 0xff), method)
     };
     count(reason, method);
     // Dry-run: every verdict is counted as made, and everything passes.
@@ -460,6 +466,15 @@ fn leave_reason(reason: Reason) {
     }
 }
 
+/// Stores the request's method (`Method::None` for a SYN) while the policies run.
+#[inline(always)]
+fn leave_method(method: u32) {
+    if let Some(packet) = PACKET.get_ptr_mut(0) {
+        // SAFETY: per-CPU, used by this CPU during this run only.
+        unsafe { core::ptr::write_volatile(&mut (*packet).method, method) };
+    }
+}
+
 /// Stores the ban action a policy decided on, for [`settle`] to verify and make.
 #[inline(always)]
 fn leave_pending(action: u32) {
@@ -499,6 +514,8 @@ struct Packet {
     /// The action on the source the policies decided on (`PENDING_*`), made by
     /// [`settle`] once the packet is known to be one the kernel would accept.
     pending: u32,
+    /// The method `judge` found, kept here while the policies run (see `sip_filter`).
+    method: u32,
 }
 
 /// Per-CPU: hands `judge`'s findings to the request policy through memory, not the
