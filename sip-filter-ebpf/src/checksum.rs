@@ -241,7 +241,7 @@ pub fn verify(ctx: &XdpContext) {
 fn locate(ctx: &XdpContext) {
     let (offset, is_tcp) = match parse_headers::<INGRESS>(ctx) {
         Headers::Transport(transport) if !transport.first_fragment => (
-            transport.payload_offset - u32::from(transport.header_len),
+            transport.payload_offset - transport.header_len(),
             transport.is_tcp,
         ),
         _ => (0, false),

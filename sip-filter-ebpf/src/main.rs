@@ -216,7 +216,7 @@ fn judge(ctx: &XdpContext) -> u64 {
     // (a SYN without ACK) from an untrusted source is metered first, by `syn_policy`.
     if udp.is_tcp {
         let passed = verdict(Reason::PassSegment, Method::None as usize);
-        if trusted || udp.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
+        if trusted || udp.tcp_flags() & (TCP_SYN | TCP_ACK) != TCP_SYN {
             return passed;
         }
         let Some(packet) = PACKET.get_ptr_mut(0) else {
