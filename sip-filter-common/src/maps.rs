@@ -22,6 +22,8 @@ pub mod names {
     pub const BANS: &str = "SF_BANS";
     pub const SOURCES: &str = "SF_SOURCES";
     pub const GLOBAL_BUDGET: &str = "SF_GLOBAL";
+    /// The arrival time of the untrusted sources' common connection (SYN) budget.
+    pub const GLOBAL_CONNECTIONS: &str = "SF_GLOBAL_SYN";
     pub const SCANNER_AGENTS: &str = "SF_SCANNER_UA";
     pub const EVENTS: &str = "SF_EVENTS";
     /// The egress (answers) program's counters.
@@ -31,7 +33,7 @@ pub mod names {
     pub const ACCOUNTS: &str = "SF_ACCOUNTS";
     pub const REGISTERED: &str = "SF_REGISTERED";
     /// Every map a running filter pins, for `stats` and cleanup.
-    pub const PINNED: [&str; 13] = [
+    pub const PINNED: [&str; 14] = [
         CONFIG,
         COUNTERS,
         DOMAINS,
@@ -43,6 +45,7 @@ pub mod names {
         BANS,
         SOURCES,
         GLOBAL_BUDGET,
+        GLOBAL_CONNECTIONS,
         SCANNER_AGENTS,
         ANSWER_COUNTERS,
     ];
@@ -139,10 +142,16 @@ pub enum Reason {
     /// Strict mode: a method the operator reserved for registered and allow-listed
     /// sources, from a source that is neither.
     DropUnregistered,
+    /// A new TCP connection (a SYN without ACK) to a SIP port from a source over its
+    /// connection bucket (`rate_limit.connections`).
+    DropConnectionRate,
+    /// A new TCP connection to a SIP port while all untrusted sources together are over
+    /// their connection budget (`rate_limit.untrusted_connections`).
+    DropConnectionBudget,
 }
 
 impl Reason {
-    pub const COUNT: usize = 20;
+    pub const COUNT: usize = 22;
     pub const ALL: [Reason; Self::COUNT] = [
         Reason::PassNotSip,
         Reason::PassUnparsed,
@@ -164,6 +173,8 @@ impl Reason {
         Reason::PassSegment,
         Reason::DropAuthLockout,
         Reason::DropUnregistered,
+        Reason::DropConnectionRate,
+        Reason::DropConnectionBudget,
     ];
 
     /// The reason numbered `n` (`Reason::X as u64`).
@@ -200,6 +211,8 @@ impl Reason {
             Reason::PassSegment => "pass_segment",
             Reason::DropAuthLockout => "drop_auth_lockout",
             Reason::DropUnregistered => "drop_unregistered",
+            Reason::DropConnectionRate => "drop_connection_rate",
+            Reason::DropConnectionBudget => "drop_connection_budget",
         }
     }
 
@@ -218,6 +231,8 @@ impl Reason {
                 | Reason::DropMalformed
                 | Reason::DropAuthLockout
                 | Reason::DropUnregistered
+                | Reason::DropConnectionRate
+                | Reason::DropConnectionBudget
         )
     }
 }
@@ -240,10 +255,13 @@ pub enum BanReason {
     Auth,
     /// Many distinct accounts failed or rejected: a user enumeration (issue 13).
     Enumeration,
+    /// Sustained overflow of its connection (SYN) bucket; off unless configured (a
+    /// SYN's source address is unproven: README, "Connection rate").
+    Connections,
 }
 
 impl BanReason {
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     pub const ALL: [BanReason; Self::COUNT] = [
         BanReason::Manual,
         BanReason::Rate,
@@ -252,6 +270,7 @@ impl BanReason {
         BanReason::Feed,
         BanReason::Auth,
         BanReason::Enumeration,
+        BanReason::Connections,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -263,6 +282,7 @@ impl BanReason {
             BanReason::Feed => "feed",
             BanReason::Auth => "auth",
             BanReason::Enumeration => "enumeration",
+            BanReason::Connections => "connections",
         }
     }
 
@@ -535,6 +555,8 @@ pub const CLASS_ANSWERS: usize = 4;
 /// server's 2xx to a credentialed REGISTER, skips the untrusted budget and is metered
 /// here instead, for every method. (Slot 5 is the connections class of issue 14.)
 pub const CLASS_REGISTERED: usize = 6;
+/// New TCP connections (a SYN without ACK) to a SIP port, from an untrusted source.
+pub const CLASS_CONNECTIONS: usize = 5;
 /// How many classes there are.
 pub const CLASS_COUNT: usize = 7;
 /// Slots of the per-class arrays (`FilterConfig::limits`, `SourceState::arrival_ns`):
@@ -555,6 +577,10 @@ pub struct BanConfig {
     pub rate_overflow_window_ns: u64,
     pub unknown_domain_hits: u32,
     pub rate_overflow_hits: u32,
+    pub connection_overflow_ns: u64,
+    pub connection_overflow_window_ns: u64,
+    pub connection_overflow_hits: u32,
+    pub _pad: u32,
 }
 
 /// The rules that learn from the server's answers (issue 13). Durations in ns; a
@@ -612,6 +638,11 @@ pub struct SourceState {
     pub users_window_ns: u64,
     pub auth_failures: u32,
     pub distinct_users: u32,
+    /// Start of the current connection-overflow window, and the SYNs over the
+    /// connection bucket counted in it.
+    pub connection_window_ns: u64,
+    pub connection_hits: u32,
+    pub _pad: u32,
     /// Requests from this source dropped, by `SOURCE_DROP_*` slot (for `sip-filter top`).
     /// Banned and denied sources' drops are counted in their [`Ban`] and [`ListEntry`],
     /// which the kernel reads anyway: no per-source lookup on those paths.
@@ -692,6 +723,8 @@ pub struct FilterConfig {
     pub limits: [Limit; CLASS_SLOTS],
     /// The budget of all untrusted sources together.
     pub untrusted_total: Limit,
+    /// The connection (SYN) budget of all untrusted sources together.
+    pub untrusted_connections: Limit,
     pub bans: BanConfig,
     /// What the server's answers lead to (issue 13).
     pub auth: AuthConfig,
@@ -829,11 +862,12 @@ mod tests {
     }
 
     /// What each tracked source costs in the kernel: the LRU's element is about 64 bytes
-    /// besides this (README and the example's `tracked_sources`: about 190 bytes).
+    /// besides this (README and the example's `tracked_sources`: about 230 bytes).
     #[test]
     fn source_state_size() {
-        assert_eq!(core::mem::size_of::<SourceState>(), 152);
+        assert_eq!(core::mem::size_of::<SourceState>(), 168);
         assert_eq!(CLASS_REGISTERED, CLASS_COUNT - 1);
+        assert_eq!(CLASS_CONNECTIONS, CLASS_REGISTERED - 1);
     }
 
     #[test]

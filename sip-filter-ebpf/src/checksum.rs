@@ -1,5 +1,5 @@
-//! The UDP checksum, verified before a ban or a count toward a ban (issue 19, class 4:
-//! ban poisoning).
+//! The UDP or TCP checksum, verified before a ban or a count toward a ban (issue 19,
+//! class 4: ban poisoning).
 //!
 //! A spoofed datagram with a scanner's User-Agent, or a train of unknown-domain probes,
 //! names a source that did not send it. Checking the checksum does not stop an attacker
@@ -11,6 +11,9 @@
 //! - IPv6, checksum field 0: invalid (RFC 8200 §8.1); the kernel drops it.
 //! - Otherwise the one's-complement sum of the pseudo-header, the UDP header and the
 //!   whole datagram (odd length padded with a zero byte) must be 0xffff.
+//! - TCP (`tcp_v4_rcv`, `tcp_v6_rcv`): the same sum over the segment, whose length is
+//!   what the IP header leaves after the TCP header's start; 0 is a checksum like any
+//!   other (a SYN meets this only under the connection-overflow ban: see `syn_policy`).
 //!
 //! The sum covers the whole datagram, not only the scan window: it is read with
 //! `bpf_xdp_load_bytes` in chunks of [`CHUNK`] bytes into a per-CPU buffer (which also
@@ -40,10 +43,14 @@ use crate::headers::{bytes, link_layer, parse_headers, Headers, ETH_P_IPV4, ETH_
 /// Bytes summed per step: `bpf_csum_diff` takes at most 512 (its scratch is 128 words).
 const CHUNK: u32 = 512;
 const CHUNK_WORDS: usize = (CHUNK / 4) as usize;
-/// The largest UDP datagram; the loop's bound.
+/// The largest UDP datagram or TCP segment; the loop's bound.
 const MAX_CHUNKS: u32 = 65_536 / CHUNK;
 
 const IPPROTO_UDP: u8 = 17;
+const IPPROTO_TCP: u8 = 6;
+/// Where the TCP header's checksum sits in the 8 bytes read: bytes 12..20 of the header
+/// (data offset, flags, window, then the checksum).
+const TCP_CHECKSUM_WORD_AT: u32 = 12;
 
 /// The verification's per-CPU state: what crosses `bpf_loop` steps lives here, not on
 /// the stack (see `sip_filter_common::bounded`).
@@ -59,14 +66,18 @@ pub struct ChecksumState {
     failed: u32,
     /// The answer: 1 if the checksum is right (or absent, for IPv4).
     verified: u32,
-    /// Where the UDP header starts in the frame ([`locate`]); 0 if it was not found.
-    udp_offset: u32,
+    /// Where the UDP or TCP header starts in the frame ([`locate`]); 0 if it was not
+    /// found.
+    transport_offset: u32,
+    /// 1 if that header is TCP's.
+    is_tcp: u32,
 }
 
 #[map(name = "SF_CHECKSUM")]
 static CHECKSUM: PerCpuArray<ChecksumState> = PerCpuArray::with_max_entries(1, 0);
 
-/// Verifies the UDP checksum of the packet's datagram, and the IP header around it (an
+/// Verifies the UDP checksum of the packet's datagram, or the TCP checksum of its
+/// segment, and the IP header around it (an
 /// IPv4 header checksum and an IP length the frame holds, which the kernel checks too);
 /// the answer is left in memory, for [`verified`] to read (so the code after the call
 /// is verified once, not once per way this one can end).
@@ -81,25 +92,43 @@ pub fn verify(ctx: &XdpContext) {
     state.failed = 0;
     locate(ctx);
     // SAFETY: written by `locate` just before.
-    let udp_offset = unsafe { core::ptr::read_volatile(&state.udp_offset) };
-    if udp_offset == 0 {
+    let (transport_offset, is_tcp) = unsafe {
+        (
+            core::ptr::read_volatile(&state.transport_offset),
+            core::ptr::read_volatile(&state.is_tcp) != 0,
+        )
+    };
+    if transport_offset == 0 {
         return;
     }
     let Some((l3, is_ipv4)) = network_offset(ctx) else {
         return;
     };
     let words = state.words.as_mut_ptr();
-    // The UDP header: its offset comes from memory, so it is read with the helper, not
-    // through a packet pointer the verifier would want bounded.
+    // The transport header: its offset comes from memory, so it is read with the helper,
+    // not through a packet pointer the verifier would want bounded.
+    let header_at = if is_tcp {
+        transport_offset + TCP_CHECKSUM_WORD_AT
+    } else {
+        transport_offset
+    };
     // SAFETY: the buffer holds CHUNK bytes; 8 are written.
-    if unsafe { bpf_xdp_load_bytes(ctx.ctx, udp_offset, words.cast(), 8) } != 0 {
+    if unsafe { bpf_xdp_load_bytes(ctx.ctx, header_at, words.cast(), 8) } != 0 {
         return;
     }
-    // Bytes 4..8: length, checksum.
-    let [length_high, length_low, checksum_high, checksum_low] = state.words[1].to_ne_bytes();
-    let udp_len = u32::from(u16::from_be_bytes([length_high, length_low]));
-    let checksum = u16::from_be_bytes([checksum_high, checksum_low]);
-    if checksum == 0 && !is_ipv4 {
+    // UDP: bytes 4..8 are the length and the checksum. TCP: bytes 16..18 the checksum,
+    // and the length is the IP header's (below).
+    let [high, low, checksum_high, checksum_low] = state.words[1].to_ne_bytes();
+    let (claimed_len, checksum, protocol) = if is_tcp {
+        (0, u16::from_be_bytes([high, low]), IPPROTO_TCP)
+    } else {
+        (
+            u32::from(u16::from_be_bytes([high, low])),
+            u16::from_be_bytes([checksum_high, checksum_low]),
+            IPPROTO_UDP,
+        )
+    };
+    if checksum == 0 && !is_ipv4 && !is_tcp {
         return; // invalid over IPv6: the kernel drops it
     }
     // SAFETY: a helper on the program's own context.
@@ -107,9 +136,10 @@ pub fn verify(ctx: &XdpContext) {
 
     // The IP header, in the buffer's first words, then rewritten in place into the
     // pseudo-header (a one's-complement sum does not mind the order of 16-bit words):
-    // IPv4: zero, protocol, UDP length; source, destination (20 bytes summed, 12 of them
-    // the pseudo-header, 8 zero).
-    // IPv6: 32-bit UDP length, three zeros and the next header; source, destination.
+    // IPv4: zero, protocol, transport length; source, destination (20 bytes summed, 12
+    // of them the pseudo-header, 8 zero).
+    // IPv6: 32-bit transport length, three zeros and the next header; source,
+    // destination.
     let (ip_len, pseudo_len) = if is_ipv4 {
         // SAFETY: the buffer holds CHUNK bytes; 20 are written.
         if unsafe { bpf_xdp_load_bytes(ctx.ctx, l3, words.cast(), 20) } != 0 {
@@ -133,7 +163,6 @@ pub fn verify(ctx: &XdpContext) {
         if sum < 0 || fold(sum as u32) != 0xffff {
             return; // a wrong IPv4 header checksum: the kernel drops the packet
         }
-        state.words[0] = u32::from_ne_bytes([0, IPPROTO_UDP, length_high, length_low]);
         state.words[1] = 0;
         state.words[2] = 0;
         (u32::from(u16::from_be_bytes([total_high, total_low])), 20)
@@ -143,22 +172,37 @@ pub fn verify(ctx: &XdpContext) {
             return;
         }
         let [payload_high, payload_low, ..] = state.words[1].to_ne_bytes();
-        state.words[0] = udp_len.to_be();
-        state.words[1] = u32::from_ne_bytes([0, 0, 0, IPPROTO_UDP]);
+        state.words[1] = u32::from_ne_bytes([0, 0, 0, protocol]);
         (
             40 + u32::from(u16::from_be_bytes([payload_high, payload_low])),
             40,
         )
     };
-    // The IP packet must fit in the frame (the kernel drops one cut short), and the UDP
-    // datagram in the IP packet (`judge` made sure of that, or the packet is a first
-    // fragment and never gets here).
+    // The IP packet must fit in the frame (the kernel drops one cut short), and the
+    // transport header in the IP packet (`judge` made sure of that, or the packet is a
+    // first fragment and never gets here). A UDP datagram ends where its header says
+    // (within the IP packet); a TCP segment where the IP packet does.
     let ip_end = l3 + ip_len;
-    let end = udp_offset + udp_len;
-    if u64::from(ip_end) > frame_len || end > ip_end || udp_len < 8 {
+    if ip_end < transport_offset {
         return;
     }
-    if checksum == 0 {
+    let transport_len = if is_tcp {
+        ip_end - transport_offset
+    } else {
+        claimed_len
+    };
+    let end = transport_offset + transport_len;
+    if u64::from(ip_end) > frame_len || end > ip_end || transport_len < 8 {
+        return;
+    }
+    // The pseudo-header's length (and, over IPv4, its protocol): known only now.
+    if is_ipv4 {
+        let [_, _, length_high, length_low] = transport_len.to_be_bytes();
+        state.words[0] = u32::from_ne_bytes([0, protocol, length_high, length_low]);
+    } else {
+        state.words[0] = transport_len.to_be();
+    }
+    if checksum == 0 && !is_tcp {
         // IPv4 without a checksum: the kernel accepts it (RFC 768), so may we.
         state.verified = 1;
         return;
@@ -169,13 +213,14 @@ pub fn verify(ctx: &XdpContext) {
         return;
     }
     state.sum = seed as u32;
-    state.next = udp_offset;
+    state.next = transport_offset;
     state.end = end;
 
     let raw = ctx.ctx;
-    repeat(udp_len.div_ceil(CHUNK).min(MAX_CHUNKS), &mut move |_| {
-        sum_chunk(raw)
-    });
+    repeat(
+        transport_len.div_ceil(CHUNK).min(MAX_CHUNKS),
+        &mut move |_| sum_chunk(raw),
+    );
 
     // What the steps left in memory decides.
     if state.failed != 0 || state.next != state.end {
@@ -184,9 +229,9 @@ pub fn verify(ctx: &XdpContext) {
     state.verified = u32::from(fold(state.sum) == 0xffff);
 }
 
-/// Finds the UDP header again, with the same walk `judge` made ([`parse_headers`]),
-/// and leaves its offset in memory (0 if there is none, or the packet is a first
-/// fragment). Walking the headers twice on the rare packet that may ban costs less
+/// Finds the UDP or TCP header again, with the same walk `judge` made
+/// ([`parse_headers`]), and leaves its offset and kind in memory (offset 0 if there is
+/// none, or the packet is a first fragment). Walking the headers twice on the rare packet that may ban costs less
 /// than carrying one more value out of `judge`, whose stack frame is at its limit.
 /// Read back from memory, the offset merges the walk's many ends into one for the
 /// verifier. Inlined: as a function of its own, LLVM would hand it `data` and
@@ -194,13 +239,19 @@ pub fn verify(ctx: &XdpContext) {
 /// arithmetic on a `pkt_end` that crossed a call.
 #[inline(always)]
 fn locate(ctx: &XdpContext) {
-    let offset = match parse_headers::<INGRESS>(ctx) {
-        Headers::Transport(udp) if !udp.is_tcp && !udp.first_fragment => udp.payload_offset - 8,
-        _ => 0,
+    let (offset, is_tcp) = match parse_headers::<INGRESS>(ctx) {
+        Headers::Transport(transport) if !transport.first_fragment => (
+            transport.payload_offset - transport.header_len(),
+            transport.is_tcp,
+        ),
+        _ => (0, false),
     };
     if let Some(state) = CHECKSUM.get_ptr_mut(0) {
         // SAFETY: per-CPU, used by this CPU during this run only.
-        unsafe { core::ptr::write_volatile(&mut (*state).udp_offset, offset) };
+        unsafe {
+            core::ptr::write_volatile(&mut (*state).transport_offset, offset);
+            core::ptr::write_volatile(&mut (*state).is_tcp, u32::from(is_tcp));
+        }
     }
 }
 

@@ -129,8 +129,11 @@ pub struct Transport {
     /// than a copy on `judge`'s full stack.
     pub source: Source,
     pub is_tcp: bool,
-    /// A TCP segment's flags ([`TCP_SYN`], [`TCP_ACK`], …); 0 for UDP.
-    pub tcp_flags: u8,
+    /// A TCP segment's data offset and flags: its header's bytes 12 and 13, as one
+    /// big-endian word ([`Transport::tcp_flags`], [`Transport::header_len`]); 0 for UDP.
+    /// One field, not two: a byte more in this struct grows the egress program's
+    /// frame past 6.1's 512-byte stack.
+    pub tcp_offset_flags: u16,
     pub dst_port: u16,
     /// Offset of the payload from the start of the frame.
     pub payload_offset: u32,
@@ -138,6 +141,24 @@ pub struct Transport {
     pub payload_len: u32,
     /// The first fragment of a fragmented datagram: the rest of the payload is elsewhere.
     pub first_fragment: bool,
+}
+
+impl Transport {
+    /// A TCP segment's flags ([`TCP_SYN`], [`TCP_ACK`], …); 0 for UDP.
+    #[inline(always)]
+    pub fn tcp_flags(&self) -> u8 {
+        self.tcp_offset_flags as u8
+    }
+
+    /// The UDP or TCP header's length: it starts this far before the payload.
+    #[inline(always)]
+    pub fn header_len(&self) -> u32 {
+        if self.is_tcp {
+            u32::from(self.tcp_offset_flags >> 12) * 4
+        } else {
+            UDP_HLEN
+        }
+    }
 }
 
 /// Reads the bytes at `offset..offset + N`, if the frame holds them.
@@ -347,7 +368,7 @@ fn udp<const WAY: Direction>(
     Headers::Transport(Transport {
         source,
         is_tcp: false,
-        tcp_flags: 0,
+        tcp_offset_flags: 0,
         dst_port: be16(udp, server_port_at(WAY)),
         payload_offset,
         payload_len: claimed.min(present),
@@ -378,7 +399,7 @@ fn tcp<const WAY: Direction>(
     Headers::Transport(Transport {
         source,
         is_tcp: true,
-        tcp_flags: tcp[13],
+        tcp_offset_flags: be16(tcp, 12),
         dst_port: be16(tcp, server_port_at(WAY)),
         payload_offset: payload_offset as u32,
         payload_len: ip_end.min(frame_end).saturating_sub(payload_offset) as u32,

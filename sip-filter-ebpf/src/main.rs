@@ -25,17 +25,17 @@ use aya_ebpf::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
     programs::XdpContext,
 };
-use headers::{parse_headers, Headers, Source, INGRESS};
+use headers::{parse_headers, Headers, Source, Transport, INGRESS, TCP_ACK, TCP_SYN};
 use payload::load_payload;
 use sip_filter_common::{
     domain::{host_hashes, DOMAIN_EXACT, DOMAIN_WILDCARD, MAX_SUFFIXES},
     maps::{
-        Ban, BanReason, ListEntry, SourceKey, BAN_SLOTS, CLASS_ANSWERS, CLASS_INVITE, CLASS_OTHER,
-        CLASS_REGISTER, CLASS_REGISTERED, CLASS_SLOTS, CLASS_TRUSTED, FLAG_ALLOW_HOSTLESS_URI,
-        FLAG_ANSWERS, FLAG_DOMAIN_CHECK, FLAG_DROP_FRAGMENTS, FLAG_DROP_NOT_SIP_PAYLOAD,
-        FLAG_DRY_RUN, MAX_BANS, MAX_DOMAINS, MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES,
-        SOURCE_DROP_GLOBAL_BUDGET, SOURCE_DROP_RATE_LIMITED, SOURCE_DROP_SCANNER,
-        SOURCE_DROP_UNKNOWN_DOMAIN, TRANSACTION_CREDENTIALED,
+        Ban, BanReason, ListEntry, SourceKey, BAN_SLOTS, CLASS_ANSWERS, CLASS_CONNECTIONS,
+        CLASS_INVITE, CLASS_OTHER, CLASS_REGISTER, CLASS_REGISTERED, CLASS_SLOTS, CLASS_TRUSTED,
+        FLAG_ALLOW_HOSTLESS_URI, FLAG_ANSWERS, FLAG_DOMAIN_CHECK, FLAG_DROP_FRAGMENTS,
+        FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN, MAX_BANS, MAX_DOMAINS, MAX_LIST_ENTRIES,
+        MAX_OWN_ADDRESSES, SOURCE_DROP_GLOBAL_BUDGET, SOURCE_DROP_RATE_LIMITED,
+        SOURCE_DROP_SCANNER, SOURCE_DROP_UNKNOWN_DOMAIN, TRANSACTION_CREDENTIALED,
     },
     scanner::is_scanner,
     sip::{
@@ -48,7 +48,7 @@ use sip_filter_common::{
 };
 use sources::{
     admit, ban, count_atomically, count_source_drop, drop_event, hit, state_of, GLOBAL_BUDGET,
-    SCANNER_AGENTS,
+    GLOBAL_CONNECTIONS, SCANNER_AGENTS,
 };
 
 #[map(name = "SF_CONFIG")]
@@ -93,19 +93,26 @@ pub fn sip_filter(ctx: XdpContext) -> u32 {
     let method = (verdict >> 32) as usize;
     // The request policy runs here, after `judge` returned, not inside it: the 512-byte
     // stack is shared along the call chain, and parsing's frames are gone by now.
-    let reason = if verdict & NEEDS_REQUEST_POLICY != 0 {
+    let (reason, method) = if verdict & (NEEDS_REQUEST_POLICY | NEEDS_SYN_METER) != 0 {
+        // The method waits in memory: a request's and a SYN's then reach `settle` in one
+        // state, and the verifier walks it once for both.
+        leave_method(method as u32);
         // Each policy leaves its reason in memory, not in a register: the verifier walks
         // the routing policy once, not once for each reason the request policy can give.
         // Two calls in turn, not one inside the other: the stack is shared along the
         // call chain.
-        request_policy();
-        if read_back(|p| &p.needs_routing) != 0 {
-            routing_policy(routing_of_request());
-        }
-        // A request that passed is noted for its answer, or dropped for a locked
-        // account (issue 13).
-        if read_back(|p| &p.reason) == Reason::PassRequest as u32 {
-            answers_bookkeeping();
+        if verdict & NEEDS_REQUEST_POLICY != 0 {
+            request_policy();
+            if read_back(|p| &p.needs_routing) != 0 {
+                routing_policy(routing_of_request());
+            }
+            // A request that passed is noted for its answer, or dropped for a locked
+            // account (issue 13).
+            if read_back(|p| &p.reason) == Reason::PassRequest as u32 {
+                answers_bookkeeping();
+            }
+        } else {
+            syn_policy();
         }
         // A ban, or a count toward one, that a policy left pending: made here, where
         // the packet (ctx) is at hand to verify it first, and the parse's frames are
@@ -115,12 +122,15 @@ pub fn sip_filter(ctx: XdpContext) -> u32 {
         }
         // Masked like `verdict`'s low byte: 6.1's verifier keeps a comparison's bound
         // only on a value it can see bounded.
-        reason_from(u64::from(read_back(|p| &p.reason) & 0xff))
+        (
+            reason_from(u64::from(read_back(|p| &p.reason) & 0xff)),
+            read_back(|p| &p.method) as usize,
+        )
     } else if verdict & NEEDS_ANSWER_METER != 0 && answer_policy() != 0 {
         // A response or keep-alive over its source's answers bucket.
-        Reason::DropRateLimited
+        (Reason::DropRateLimited, method)
     } else {
-        reason_from(verdict & 0xff)
+        (reason_from(verdict & 0xff), method)
     };
     count(reason, method);
     // Dry-run: every verdict is counted as made, and everything passes.
@@ -202,9 +212,19 @@ fn judge(ctx: &XdpContext) -> u64 {
         }
     }
     // TCP and TLS: the source policy on every segment (a ban cuts established connections
-    // too: there is no conntrack before XDP), then the segment passes.
+    // too: there is no conntrack before XDP), then the segment passes; a new connection
+    // (a SYN without ACK) from an untrusted source is metered first, by `syn_policy`.
     if udp.is_tcp {
-        return verdict(Reason::PassSegment, Method::None as usize);
+        let passed = verdict(Reason::PassSegment, Method::None as usize);
+        if trusted || udp.tcp_flags() & (TCP_SYN | TCP_ACK) != TCP_SYN {
+            return passed;
+        }
+        let Some(packet) = PACKET.get_ptr_mut(0) else {
+            return passed;
+        };
+        // SAFETY: per-CPU, used by this CPU during this run only.
+        remember(unsafe { &mut *packet }, &udp, &key, false);
+        return passed | NEEDS_SYN_METER;
     }
     // A first fragment from an untrusted source is judged only on what it shows, and
     // only if it shows a whole start line (below); under `fragments = "drop"` not at all.
@@ -234,10 +254,7 @@ fn judge(ctx: &XdpContext) -> u64 {
     };
     // SAFETY: per-CPU, used by this CPU during this run only.
     let packet = unsafe { &mut *packet };
-    packet.source = udp.source.address;
-    packet.key = key;
-    packet.trusted = u32::from(trusted);
-    packet.first_fragment = u32::from(udp.first_fragment);
+    remember(packet, &udp, &key, trusted);
     packet.needs_routing = 0;
 
     match parse_in_place::<POLICY_HEADERS>(scratch, len, whole) {
@@ -303,6 +320,16 @@ fn read_back(field: fn(&Packet) -> &u32) -> u32 {
     }
 }
 
+/// What the policies after `judge` need to know of the packet's source, stored in the
+/// per-CPU [`Packet`].
+#[inline(always)]
+fn remember(packet: &mut Packet, transport: &Transport, key: &SourceKey, trusted: bool) {
+    packet.source = transport.source.address;
+    packet.key = *key;
+    packet.trusted = u32::from(trusted);
+    packet.first_fragment = u32::from(transport.first_fragment);
+}
+
 /// `judge`'s answer: the reason in the low byte, the method number in the high half.
 #[inline(always)]
 fn verdict(reason: Reason, method: usize) -> u64 {
@@ -314,6 +341,66 @@ const NEEDS_REQUEST_POLICY: u64 = 1 << 16;
 
 /// Set in `judge`'s answer for a response or a keep-alive: [`answer_policy`] meters it.
 const NEEDS_ANSWER_METER: u64 = 1 << 17;
+
+/// Set in `judge`'s answer for a new TCP connection (a SYN without ACK) to a SIP port
+/// from an untrusted source: [`syn_policy`] meters it.
+const NEEDS_SYN_METER: u64 = 1 << 18;
+
+/// Meters a new connection `judge` passed: the source's connection bucket
+/// ([`CLASS_CONNECTIONS`]), then the untrusted sources' common connection budget; leaves
+/// its reason in the [`Packet`]. A SYN over the source's bucket counts toward the
+/// connection-overflow ban, a rule that is off unless configured: a SYN's source address
+/// is unproven (no handshake has happened, and a spoofed flood naming a victim costs
+/// nothing to send), so banning on SYNs could ban a victim on every transport (README,
+/// "Connection rate"). When it is on, the hit is left pending and [`settle`] counts it
+/// only if the TCP checksum is right, as the request path does. Runs from the entry
+/// point after `judge` returned, like [`answer_policy`].
+#[inline(never)]
+fn syn_policy() {
+    leave_pending(PENDING_NONE);
+    leave_reason(connection_verdict());
+}
+
+/// [`syn_policy`]'s verdict.
+#[inline(always)]
+fn connection_verdict() -> Reason {
+    let (Some(config), Some(packet)) = (CONFIG.get(0), PACKET.get_ptr(0)) else {
+        return Reason::PassSegment;
+    };
+    // SAFETY: per-CPU, written by `judge` earlier in this run.
+    let packet = unsafe { &*packet };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let limit = &config.limits[CLASS_CONNECTIONS & (CLASS_SLOTS - 1)];
+    if limit.is_set() {
+        if let Some(state) = state_of(&packet.key) {
+            let arrival = &mut state.arrival_ns[CLASS_CONNECTIONS & (CLASS_SLOTS - 1)] as *mut u64;
+            if !admit(arrival, limit, now) {
+                drop_event(
+                    state,
+                    &packet.source,
+                    Reason::DropConnectionRate,
+                    Method::None as usize,
+                    now,
+                    config.has(FLAG_DRY_RUN),
+                );
+                let rules = &config.bans;
+                if rules.connection_overflow_ns != 0 && rules.connection_overflow_hits != 0 {
+                    leave_pending(PENDING_CONNECTION_HIT);
+                }
+                return Reason::DropConnectionRate;
+            }
+        }
+    }
+    if config.untrusted_connections.is_set() {
+        if let Some(arrival) = GLOBAL_CONNECTIONS.get_ptr_mut(0) {
+            if !admit(arrival, &config.untrusted_connections, now) {
+                return Reason::DropConnectionBudget;
+            }
+        }
+    }
+    Reason::PassSegment
+}
 
 /// Meters a response or keep-alive that `judge` passed, in its source's answers bucket
 /// ([`CLASS_ANSWERS`]); trusted sources are not metered. Returns 1 when it is over the
@@ -379,6 +466,15 @@ fn leave_reason(reason: Reason) {
     }
 }
 
+/// Stores the request's method (`Method::None` for a SYN) while the policies run.
+#[inline(always)]
+fn leave_method(method: u32) {
+    if let Some(packet) = PACKET.get_ptr_mut(0) {
+        // SAFETY: per-CPU, used by this CPU during this run only.
+        unsafe { core::ptr::write_volatile(&mut (*packet).method, method) };
+    }
+}
+
 /// Stores the ban action a policy decided on, for [`settle`] to verify and make.
 #[inline(always)]
 fn leave_pending(action: u32) {
@@ -398,6 +494,9 @@ const PENDING_DOMAIN_HIT: u32 = 2;
 const PENDING_RATE_HIT: u32 = 3;
 /// A credentialed request for a locked account: one failure toward the `auth` ban.
 const PENDING_AUTH_HIT: u32 = 4;
+/// A new connection over its source's connection bucket: one hit toward the
+/// connection-overflow ban.
+const PENDING_CONNECTION_HIT: u32 = 5;
 
 /// What the request policy needs from `judge` besides the parsed message.
 #[repr(C)]
@@ -415,6 +514,8 @@ struct Packet {
     /// The action on the source the policies decided on (`PENDING_*`), made by
     /// [`settle`] once the packet is known to be one the kernel would accept.
     pending: u32,
+    /// The method `judge` found, kept here while the policies run (see `sip_filter`).
+    method: u32,
 }
 
 /// Per-CPU: hands `judge`'s findings to the request policy through memory, not the
@@ -517,7 +618,7 @@ fn routing_verdict(routing: u32) -> Reason {
 /// Makes the ban, or the count toward one, that a policy left pending, if the packet is
 /// one the kernel would accept (issue 19, class 4: ban poisoning). A first fragment is
 /// never acted on: its checksum covers the reassembled datagram, which XDP never sees.
-/// Otherwise the UDP checksum is verified ([`checksum::verify`]); a wrong one (or an
+/// Otherwise the UDP or TCP checksum is verified ([`checksum::verify`]); a wrong one (or an
 /// IPv6 checksum of 0) leaves the source alone. Either way the packet's verdict stands:
 /// it was dropped for what it is. Skips are counted (`ban_skipped_*`).
 ///
@@ -604,6 +705,21 @@ fn act(pending: u32) {
                 return;
             }
             (BanReason::Auth, auth_rules.ban_ns)
+        }
+        PENDING_CONNECTION_HIT => {
+            let Some(state) = state_of(key) else {
+                return;
+            };
+            if !hit(
+                &mut state.connection_window_ns,
+                &mut state.connection_hits,
+                now,
+                rules.connection_overflow_window_ns,
+                rules.connection_overflow_hits,
+            ) {
+                return;
+            }
+            (BanReason::Connections, rules.connection_overflow_ns)
         }
         _ => return,
     };

@@ -22,6 +22,11 @@ static SOURCES: LruHashMap<SourceKey, SourceState> = LruHashMap::with_max_entrie
 #[map(name = "SF_GLOBAL")]
 pub static GLOBAL_BUDGET: Array<u64> = Array::with_max_entries(1, 0);
 
+/// The arrival time of the untrusted sources' common connection (SYN) budget: its own,
+/// so a SYN flood does not spend the requests' budget, nor requests the SYNs'.
+#[map(name = "SF_GLOBAL_SYN")]
+pub static GLOBAL_CONNECTIONS: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Scanner User-Agent prefixes: seeded hash -> 1.
 #[map(name = "SF_SCANNER_UA")]
 pub static SCANNER_AGENTS: HashMap<u64, u8> = HashMap::with_max_entries(MAX_SCANNER_AGENTS, 0);

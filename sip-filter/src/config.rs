@@ -280,7 +280,7 @@ struct RawFilter {
 #[derive(Deserialize, Default)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a table of [rate_limit.register], [rate_limit.invite], [rate_limit.other], [rate_limit.trusted], [rate_limit.answers], [rate_limit.untrusted_total], [rate_limit.registered]"
+    expecting = "a table of [rate_limit.register], [rate_limit.invite], [rate_limit.other], [rate_limit.trusted], [rate_limit.answers], [rate_limit.untrusted_total], [rate_limit.registered], [rate_limit.connections], [rate_limit.untrusted_connections]"
 )]
 struct RawRateLimits {
     registered: Option<Spanned<RawLimit>>,
@@ -290,6 +290,8 @@ struct RawRateLimits {
     trusted: Option<Spanned<RawLimit>>,
     answers: Option<Spanned<RawLimit>>,
     untrusted_total: Option<Spanned<RawLimit>>,
+    connections: Option<Spanned<RawLimit>>,
+    untrusted_connections: Option<Spanned<RawLimit>>,
 }
 
 #[derive(Deserialize)]
@@ -320,6 +322,9 @@ struct RawBan {
     rate_overflow_hits: Option<Spanned<i64>>,
     rate_overflow_window_seconds: Option<Spanned<RawDuration>>,
     rate_overflow_seconds: Option<Spanned<RawDuration>>,
+    connection_overflow_hits: Option<Spanned<i64>>,
+    connection_overflow_window_seconds: Option<Spanned<RawDuration>>,
+    connection_overflow_seconds: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -607,7 +612,7 @@ impl RawFile {
                         count.span(),
                         "filter.tracked_sources",
                         format!(
-                            "{} sources: give {} to {} (the default is {}; each costs about 190 bytes of kernel memory)",
+                            "{} sources: give {} to {} (the default is {}; each costs about 230 bytes of kernel memory)",
                             count.get_ref(),
                             TRACKED_SOURCES.start(),
                             TRACKED_SOURCES.end(),
@@ -632,6 +637,12 @@ impl RawFile {
                 built_in.untrusted_total,
             )?,
             registered: limit(&limits.registered, "registered", built_in.registered)?,
+            connections: limit(&limits.connections, "connections", built_in.connections)?,
+            untrusted_connections: limit(
+                &limits.untrusted_connections,
+                "untrusted_connections",
+                built_in.untrusted_connections,
+            )?,
         };
         let scanner_user_agents = scanner_user_agents(&self.scanner)?;
         let ban = &self.ban;
@@ -671,6 +682,21 @@ impl RawFile {
                 &ban.rate_overflow_seconds,
                 "ban.rate_overflow_seconds",
                 ban_defaults.rate_overflow_seconds,
+            )?,
+            connection_overflow_hits: count(
+                &ban.connection_overflow_hits,
+                "ban.connection_overflow_hits",
+                ban_defaults.connection_overflow_hits,
+            )?,
+            connection_overflow_window_seconds: duration_seconds(
+                &ban.connection_overflow_window_seconds,
+                "ban.connection_overflow_window_seconds",
+                ban_defaults.connection_overflow_window_seconds,
+            )?,
+            connection_overflow_seconds: duration_seconds(
+                &ban.connection_overflow_seconds,
+                "ban.connection_overflow_seconds",
+                ban_defaults.connection_overflow_seconds,
             )?,
         };
         Ok(Settings {
@@ -1275,6 +1301,8 @@ mod tests {
             ("rate_limit.trusted", &["rate", "burst"]),
             ("rate_limit.answers", &["rate", "burst"]),
             ("rate_limit.untrusted_total", &["rate", "burst"]),
+            ("rate_limit.connections", &["rate", "burst"]),
+            ("rate_limit.untrusted_connections", &["rate", "burst"]),
             ("scanner", &["extra_user_agents", "user_agents"]),
             (
                 "ban",
@@ -1286,6 +1314,9 @@ mod tests {
                     "rate_overflow_hits",
                     "rate_overflow_window_seconds",
                     "rate_overflow_seconds",
+                    "connection_overflow_hits",
+                    "connection_overflow_window_seconds",
+                    "connection_overflow_seconds",
                 ],
             ),
             ("lists", &["allow", "deny"]),
@@ -1742,11 +1773,42 @@ allow = ["192.0.2.7/24", "2001:db8::1"]
         assert!(settings.allow_example_domains);
     }
 
+    /// `[rate_limit.connections]` and `[rate_limit.untrusted_connections]` (SYNs): on by
+    /// default, set like the other classes, written into the kernel's connections slot
+    /// and its own global budget (not the requests'); the ban on SYN overflow is off
+    /// unless given a duration.
+    #[test]
+    fn the_connection_limits_are_configured_like_the_others() {
+        use sip_filter_common::maps::{Limit, CLASS_CONNECTIONS};
+        let built_in = Settings::default().to_kernel(1).unwrap().config;
+        assert_eq!(built_in.limits[CLASS_CONNECTIONS], Limit::new(2, 100));
+        assert_eq!(built_in.untrusted_connections, Limit::new(500, 5000));
+        assert_eq!(built_in.bans.connection_overflow_ns, 0, "off by default");
+        let settings = parsed(
+            "[rate_limit.connections]\nrate = 1\nburst = 20\n\
+             [rate_limit.untrusted_connections]\nunlimited = true\n\
+             [ban]\nconnection_overflow_seconds = 600\n",
+        );
+        let kernel = settings.to_kernel(1).unwrap().config;
+        assert_eq!(kernel.limits[CLASS_CONNECTIONS], Limit::new(1, 20));
+        assert!(!kernel.untrusted_connections.is_set());
+        assert!(!kernel.untrusted_total.is_set());
+        assert_eq!(kernel.bans.connection_overflow_ns, 600_000_000_000);
+        assert_eq!(kernel.bans.connection_overflow_hits, 100);
+        assert_eq!(kernel.bans.connection_overflow_window_ns, 300_000_000_000);
+        refused(
+            "[rate_limit.connections]\nrate = 0\nburst = 5\n",
+            2,
+            "rate_limit.connections.rate",
+            "is not a rate",
+        );
+    }
+
     /// `[rate_limit.answers]` (responses and keep-alives): on by default, set or turned
     /// off like the other classes, and written into the kernel's answers slot.
     #[test]
     fn the_answers_class_is_configured_like_the_others() {
-        use sip_filter_common::maps::{Limit, CLASS_ANSWERS, CLASS_REGISTERED};
+        use sip_filter_common::maps::{Limit, CLASS_ANSWERS, CLASS_CONNECTIONS, CLASS_REGISTERED};
         let built_in = RateLimits::built_in().answers;
         assert_eq!(
             built_in,
@@ -1768,8 +1830,9 @@ allow = ["192.0.2.7/24", "2001:db8::1"]
         );
         let kernel = settings.to_kernel(1).unwrap().config;
         assert_eq!(kernel.limits[CLASS_ANSWERS], Limit::new(20, 100));
-        // Slot 5 (connections, issue 14) is unused; slot 6 is the registered class.
-        assert!(!kernel.limits[CLASS_ANSWERS + 1].is_set());
+        // Slot 5 is the connections class, slot 6 the registered class: both on by default.
+        assert_eq!(CLASS_CONNECTIONS, CLASS_ANSWERS + 1);
+        assert!(kernel.limits[CLASS_CONNECTIONS].is_set());
         assert!(kernel.limits[CLASS_REGISTERED].is_set());
         let off = parsed("[rate_limit.answers]\nunlimited = true\n");
         assert_eq!(off.rate_limits.answers, None);
@@ -2070,6 +2133,8 @@ allow = ["192.0.2.7/24", "2001:db8::1"]
             "unknown_domain_seconds",
             "rate_overflow_window_seconds",
             "rate_overflow_seconds",
+            "connection_overflow_window_seconds",
+            "connection_overflow_seconds",
         ] {
             let at = format!("ban.{key}");
             refused(

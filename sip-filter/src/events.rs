@@ -214,6 +214,7 @@ fn ban_reason(n: u32) -> String {
         BanReason::Feed => "on a blocklist feed",
         BanReason::Auth => "failed passwords",
         BanReason::Enumeration => "many distinct accounts refused or failed (user enumeration)",
+        BanReason::Connections => "repeatedly over its connection rate (SYNs)",
     }
     .to_string()
 }
@@ -236,6 +237,10 @@ fn drop_reason(n: u32) -> String {
         Reason::PassSegment => "a TCP segment starting no message",
         Reason::DropAuthLockout => "credentials for an account locked after failed passwords",
         Reason::DropUnregistered => "strict mode: a method reserved for registered sources",
+        Reason::DropConnectionRate => "new connections over its connection rate",
+        Reason::DropConnectionBudget => {
+            "new connections over the untrusted sources' connection budget"
+        }
         // Not drops: never sent as drop events, named as in `stats` if they were.
         pass => pass.name(),
     }

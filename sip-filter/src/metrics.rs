@@ -781,7 +781,7 @@ mod tests {
             counters,
             answers,
             dry_run: false,
-            bans_active: [0, 0, 1, 0, 0, 0, 0],
+            bans_active: [0, 0, 1, 0, 0, 0, 0, 0],
             maps: vec![("bans", 1, 1 << 20), ("sources", 2, 1 << 18)],
         }
     }
@@ -827,8 +827,8 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("sip_filter_packets_total{"))
             .collect();
-        // 7 request reasons × 15 methods, 13 other reasons × none.
-        assert_eq!(packets.len(), 7 * 15 + 13, "{text}");
+        // 7 request reasons × 15 methods, 15 other reasons × none.
+        assert_eq!(packets.len(), 7 * 15 + 15, "{text}");
         assert!(packets.iter().all(|l| l.ends_with(" 0")));
         assert!(text.contains(
             r#"sip_filter_packets_total{method="INVITE",reason="drop_rate_limited",verdict="drop"} 0"#

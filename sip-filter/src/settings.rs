@@ -7,8 +7,8 @@ use ipnet::IpNet;
 use sip_filter_common::{
     domain::allowlist_key,
     maps::{
-        AuthConfig, BanConfig, FilterConfig, Limit, CLASS_ANSWERS, CLASS_INVITE, CLASS_OTHER,
-        CLASS_REGISTER, CLASS_REGISTERED, CLASS_TRUSTED, DEFAULT_IPV6_PREFIX,
+        AuthConfig, BanConfig, FilterConfig, Limit, CLASS_ANSWERS, CLASS_CONNECTIONS, CLASS_INVITE,
+        CLASS_OTHER, CLASS_REGISTER, CLASS_REGISTERED, CLASS_TRUSTED, DEFAULT_IPV6_PREFIX,
         FLAG_ALLOW_HOSTLESS_URI, FLAG_ANSWERS, FLAG_DOMAIN_CHECK, FLAG_DROP_FRAGMENTS,
         FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN, MAX_DOMAINS, MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES,
         MAX_PORTS, MAX_SCANNER_AGENTS, MAX_SCANNER_AGENT_LEN, MAX_SOURCES,
@@ -53,6 +53,11 @@ pub struct RateLimits {
     /// Registered sources (learnt from the server's answers): their own bucket, all
     /// methods, instead of the untrusted budget.
     pub registered: Option<RateLimit>,
+    /// New TCP connections (a SYN without ACK) to the TCP and TLS SIP ports, per
+    /// untrusted source. Trusted sources are not metered.
+    pub connections: Option<RateLimit>,
+    /// New TCP connections of all untrusted sources together.
+    pub untrusted_connections: Option<RateLimit>,
 }
 
 /// What the server's answers lead to (issue 13; README, "Learning from answers"). A
@@ -142,6 +147,12 @@ pub struct BanRules {
     pub rate_overflow_window_seconds: u32,
     /// ...for this long.
     pub rate_overflow_seconds: u32,
+    /// This many SYNs over a source's connection bucket within the window ban it...
+    pub connection_overflow_hits: u32,
+    pub connection_overflow_window_seconds: u32,
+    /// ...for this long; 0 (the default) leaves the rule off: a SYN's source address is
+    /// unproven (README, "Connection rate").
+    pub connection_overflow_seconds: u32,
 }
 
 impl RateLimits {
@@ -155,6 +166,8 @@ impl RateLimits {
             answers: None,
             untrusted_total: None,
             registered: None,
+            connections: None,
+            untrusted_connections: None,
         }
     }
 
@@ -205,6 +218,20 @@ impl RateLimits {
                 rate: 50,
                 burst: 400,
             }),
+            // New connections: an office of 50 phones behind one address reconnecting
+            // after an outage, over TCP and TLS or with a retransmitted SYN each, at
+            // once: 2 x 50. Sustained, twice what 50 phones need that each reconnect
+            // every 50 s (README, "Connection rate").
+            connections: Some(RateLimit {
+                rate: 2,
+                burst: 100,
+            }),
+            // All untrusted sources: 5,000 phones reconnecting at once after an outage,
+            // then 500 TLS handshakes a second (about half a core of the server's).
+            untrusted_connections: Some(RateLimit {
+                rate: 500,
+                burst: 5000,
+            }),
         }
     }
 }
@@ -231,6 +258,11 @@ impl Default for BanRules {
             rate_overflow_hits: 100,
             rate_overflow_window_seconds: 10,
             rate_overflow_seconds: 300,
+            // FreePBX's anchor: 100 connections in 300 s block the source. Off (no
+            // duration) unless configured.
+            connection_overflow_hits: 100,
+            connection_overflow_window_seconds: 300,
+            connection_overflow_seconds: 0,
         }
     }
 }
@@ -392,7 +424,7 @@ pub enum SettingsError {
     BadIpv6Prefix { prefix: u8 },
     #[error("filter.domains has reserved example domains ({}) that no real server is reached by: an example left in place would drop every real request and ban its source. Write your own domains; or set filter.dry_run = true to only count; or, for a test lab, filter.allow_example_domains = true (--allow-example-domains)", domains.join(", "))]
     ExampleDomains { domains: Vec<String> },
-    #[error("{count} tracked sources: give {} to {} (the default is {MAX_SOURCES}; each costs about 190 bytes of kernel memory)", TRACKED_SOURCES.start(), TRACKED_SOURCES.end())]
+    #[error("{count} tracked sources: give {} to {} (the default is {MAX_SOURCES}; each costs about 230 bytes of kernel memory)", TRACKED_SOURCES.start(), TRACKED_SOURCES.end())]
     BadTrackedSources { count: u32 },
 }
 
@@ -540,10 +572,19 @@ impl Settings {
             ("trusted", CLASS_TRUSTED, self.rate_limits.trusted),
             ("answers", CLASS_ANSWERS, self.rate_limits.answers),
             ("registered", CLASS_REGISTERED, self.rate_limits.registered),
+            (
+                "connections",
+                CLASS_CONNECTIONS,
+                self.rate_limits.connections,
+            ),
         ] {
             config.limits[index] = kernel_limit(class, limit)?;
         }
         config.untrusted_total = kernel_limit("untrusted_total", self.rate_limits.untrusted_total)?;
+        config.untrusted_connections = kernel_limit(
+            "untrusted_connections",
+            self.rate_limits.untrusted_connections,
+        )?;
         let seconds = |s: u32| u64::from(s) * 1_000_000_000;
         config.bans = BanConfig {
             scanner_ns: seconds(self.ban.scanner_seconds),
@@ -553,6 +594,10 @@ impl Settings {
             rate_overflow_window_ns: seconds(self.ban.rate_overflow_window_seconds),
             unknown_domain_hits: self.ban.unknown_domain_hits,
             rate_overflow_hits: self.ban.rate_overflow_hits,
+            connection_overflow_ns: seconds(self.ban.connection_overflow_seconds),
+            connection_overflow_window_ns: seconds(self.ban.connection_overflow_window_seconds),
+            connection_overflow_hits: self.ban.connection_overflow_hits,
+            _pad: 0,
         };
         if self.dry_run {
             config.flags |= FLAG_DRY_RUN;

@@ -28,6 +28,9 @@ fn build(builder: etherparse::PacketBuilderStep<etherparse::UdpHeader>, payload:
 pub enum Segment {
     /// A connection's first segment (SYN, no ACK).
     Syn,
+    /// The answer to a SYN (SYN and ACK): what a client sends when the server connects
+    /// to it.
+    SynAck,
     /// A segment of an established connection (ACK, PSH when it carries data).
     Established,
 }
@@ -39,6 +42,7 @@ fn build_tcp(
 ) -> Vec<u8> {
     let builder = match segment {
         Segment::Syn => builder.syn(),
+        Segment::SynAck => builder.syn().ack(1),
         Segment::Established => builder.ack(1).psh(),
     };
     let mut frame = Vec::with_capacity(builder.size(payload.len()));
@@ -124,9 +128,9 @@ pub fn udp4_vlan(double: bool, payload: &[u8]) -> Vec<u8> {
     )
 }
 
-/// Where the UDP header starts in a frame of Ethernet (up to two VLAN tags), then IPv4
-/// (any options) or IPv6 (no extension headers), then UDP: the frames [`udp4`],
-/// [`udp6`] and [`udp4_vlan`] build.
+/// Where the UDP (or TCP) header starts in a frame of Ethernet (up to two VLAN tags),
+/// then IPv4 (any options) or IPv6 (no extension headers), then UDP or TCP: the frames
+/// [`udp4`], [`udp6`], [`udp4_vlan`], [`tcp4_from`] and [`tcp6_from`] build.
 pub fn udp_header_at(frame: &[u8]) -> usize {
     let mut at = 12;
     while matches!(
@@ -140,9 +144,8 @@ pub fn udp_header_at(frame: &[u8]) -> usize {
     match ethertype {
         raw::ETH_IPV4 => ip + usize::from(frame[ip] & 0x0f) * 4,
         raw::ETH_IPV6 => {
-            assert_eq!(
-                frame[ip + 6],
-                raw::UDP,
+            assert!(
+                matches!(frame[ip + 6], raw::UDP | raw::TCP),
                 "IPv6 extension headers are not walked"
             );
             ip + 40
@@ -171,6 +174,14 @@ pub fn with_wrong_udp_checksum(frame: Vec<u8>) -> Vec<u8> {
     let wrong = right ^ 0x0101;
     assert!(wrong != 0 && wrong != 0xffff, "a checksum that is wrong");
     with_udp_checksum(frame, wrong)
+}
+
+/// The TCP frame ([`tcp4_from`], [`tcp6_from`]) with a wrong TCP checksum: the kernel
+/// would drop it.
+pub fn with_wrong_tcp_checksum(mut frame: Vec<u8>) -> Vec<u8> {
+    let at = udp_header_at(&frame) + 16;
+    frame[at] ^= 0x01;
+    frame
 }
 
 /// The frame with byte `index` of its UDP payload changed and the checksum left as it

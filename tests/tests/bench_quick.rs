@@ -9,7 +9,7 @@ use std::process::Command;
 
 use sip_filter_tests::privileged;
 
-const CLASSES: [&str; 8] = [
+const CLASSES: [&str; 9] = [
     "non-SIP UDP (DNS)",
     "scanner OPTIONS (400 B)",
     "allowed REGISTER",
@@ -18,12 +18,14 @@ const CLASSES: [&str; 8] = [
     "allowed OPTIONS over IPv6",
     "worst case: short To-like lines filling the window",
     "banned source",
+    "SYN to the TCP SIP port",
 ];
-const TARGETED: [&str; 4] = [
+const TARGETED: [&str; 5] = [
     "non-SIP UDP (DNS)",
     "scanner OPTIONS (400 B)",
     "allowed REGISTER",
     "allowed INVITE with SDP",
+    "SYN to the TCP SIP port",
 ];
 const SETUPS: [&str; 4] = ["sip-filter", "iptables", "nftables", "kamailio"];
 const FLOODS: [&str; 2] = ["scanner OPTIONS", "REGISTER flood"];

@@ -3,15 +3,21 @@
 //! (issue 14, item 1: the source policy on every transport; XDP runs before conntrack,
 //! so there is no ESTABLISHED bypass). Kamailio answers OPTIONS over UDP and TCP 5060;
 //! `openssl s_server` answers TLS on 5061; the client side is bash's `/dev/tcp` and
-//! `openssl s_client`, each bounded by `timeout`.
+//! `openssl s_client`, each bounded by `timeout`. And a SYN flood from one source is
+//! held to its connection bucket while another client still connects (issue 14, item
+//! 2): `hping3` floods, sipp connects over TCP.
 //!
-//! Needs root and the test tools (`cargo xtask setup --test-tools`: kamailio, openssl).
+//! Needs root and the test tools (`cargo xtask setup --test-tools`: kamailio, openssl,
+//! hping3, sipp).
 
 use std::time::Duration;
 
 use sip_filter_tests::{
-    lab::{kamailio_globals, sip_filter, LabFixture, PinRoot, DOMAIN, QUICK, SIP_PORT},
-    netns::{Finished, Host, Lab, CLIENT_V4, SERVER_V4},
+    lab::{
+        counter, kamailio_globals, options_scenario, sip_filter, sipp_in, LabFixture, PinRoot,
+        DOMAIN, QUICK, SIP_PORT,
+    },
+    netns::{Finished, Host, Lab, CLIENT_V4, LEGIT_CLIENT_V4, SERVER_V4},
     privileged,
 };
 
@@ -250,4 +256,110 @@ fn a_ban_covers_tcp_and_tls_and_established_connections() {
 
     rig.stop_filter(&mut daemon);
     rig.tear_down([daemon, open, tls_server]);
+}
+
+/// The flood's source's connection bucket: a burst of 20, refilled at 1 a second.
+const FLOOD_BURST: u64 = 20;
+/// SYNs in the flood, 10 ms apart: 3 s of it.
+const FLOOD_SYNS: u64 = 300;
+
+/// A SYN flood from one source (`hping3`, bounded in count and time) is held to its
+/// connection bucket: its burst passes, then one SYN a second, and the rest is
+/// `drop_connection_rate`; meanwhile another client of the same network connects over
+/// TCP and gets its SIP answer (sipp, `-t t1`). No ban: the connection-overflow ban is
+/// off by default.
+#[test]
+fn a_syn_flood_is_held_to_its_bucket() {
+    if !privileged("a_syn_flood_is_held_to_its_bucket") {
+        return;
+    }
+    let mut rig = LabFixture::start_with(
+        "e2e-syn-flood",
+        &[
+            "nsenter", "ip", "ss", "kamailio", "hping3", "sipp", "timeout",
+        ],
+        |_| Ok(()),
+        &kamailio_udp_and_tcp(),
+    );
+    let mut daemon = rig.start_filter_with(&format!(
+        "[filter]\ndomains = [\"{DOMAIN}\"]\n\n\
+         [rate_limit.connections]\nrate = 1\nburst = {FLOOD_BURST}\n"
+    ));
+
+    let count = FLOOD_SYNS.to_string();
+    let (flood, legit) = std::thread::scope(|scope| {
+        let flood = scope.spawn(|| {
+            rig.lab.run(
+                Host::Client,
+                "timeout",
+                &[
+                    "60", "hping3", "-S", "-p", "5060", "-c", &count, "-i", "u10000", "-a",
+                    CLIENT_V4, SERVER_V4,
+                ],
+                QUICK,
+            )
+        });
+        // A second into the flood, its burst long spent: another client connects.
+        std::thread::sleep(Duration::from_secs(1));
+        let target = format!("{SERVER_V4}:{SIP_PORT}");
+        let legit = sipp_in(
+            rig.lab.ns(Host::Client),
+            rig.dir.path(),
+            "legit-tcp",
+            &options_scenario(),
+            LEGIT_CLIENT_V4,
+            &target,
+            &[
+                "-t",
+                "t1",
+                "-m",
+                "1",
+                "-l",
+                "1",
+                "-timeout",
+                "30s",
+                "-timeout_error",
+            ],
+            QUICK,
+        );
+        (flood.join().expect("the flood's thread"), legit)
+    });
+    let flood = rig.transcript.keep("hping3 SYN flood", flood);
+    let legit = rig.transcript.keep("sipp OPTIONS over TCP", legit);
+    assert!(
+        flood
+            .to_string()
+            .contains(&format!("{FLOOD_SYNS} packets transmitted")),
+        "the flood was not sent whole: {flood}"
+    );
+    assert!(
+        legit.success(),
+        "the other client did not get its answer over TCP during the flood: {legit}"
+    );
+
+    let stats = rig
+        .transcript
+        .stats("stats after the flood", &rig.lab, &rig.pins);
+    let dropped = counter(&stats, "reasons", "drop_connection_rate");
+    let passed = FLOOD_SYNS - dropped;
+    // The bucket's burst, and one a second for as long as the flood lasted (its run
+    // time is an upper bound: hping3 waits for answers after the last SYN).
+    let refilled = flood.elapsed.as_secs() + 1;
+    rig.transcript.note(format!(
+        "flood: {FLOOD_SYNS} SYNs in {:.1} s, {passed} passed, {dropped} dropped",
+        flood.elapsed.as_secs_f64()
+    ));
+    assert!(
+        (FLOOD_BURST..=FLOOD_BURST + refilled).contains(&passed),
+        "{passed} of the flood's SYNs passed: expected its burst of {FLOOD_BURST} and at \
+         most {refilled} refills: {stats}"
+    );
+    assert_eq!(
+        counter(&stats, "reasons", "drop_connection_budget"),
+        0,
+        "{stats}"
+    );
+
+    rig.stop_filter(&mut daemon);
+    rig.tear_down([daemon]);
 }

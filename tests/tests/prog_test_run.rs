@@ -1004,11 +1004,16 @@ fn adversarial_review_payloads() {
 /// (203.0.113.7, 198.51.100.200: inside the denied network, and banned) and hour-long
 /// bans of 198.51.100.1, 198.51.100.200 and 2001:db8:77:1::/64.
 fn with_lists_and_bans() -> Filter {
+    with_lists_and_bans_under(settings())
+}
+
+/// [`with_lists_and_bans`] under `settings` (whose lists it replaces).
+fn with_lists_and_bans_under(settings: Settings) -> Filter {
     let net = |text: &str| text.parse().unwrap();
     let mut filter = loaded(&Settings {
         deny: vec![net("203.0.113.0/24"), net("2001:db8:bad::/48")],
         allow: vec![net("203.0.113.7/32"), net("198.51.100.200/32")],
-        ..settings()
+        ..settings
     });
     let hour = Some(std::time::Duration::from_secs(3600));
     for (source, reason) in [
@@ -1223,6 +1228,223 @@ fn tcp_and_tls_ports() {
             ),
         ],
     );
+}
+
+/// New connections (issue 14, item 2): a SYN without ACK from an untrusted source to a
+/// TCP or TLS SIP port is metered in its source's connection bucket, then in the
+/// untrusted sources' connection budget, after the source policy. The refill is 1 a
+/// second, the slowest there is, so that no refill lands inside a table on a busy
+/// machine: a burst of N, then N + 5 SYNs back to back, passes exactly N.
+#[test]
+fn connection_rate() {
+    use Method::*;
+    use Reason::*;
+    use Segment::*;
+    if !privileged("connection_rate") {
+        return;
+    }
+    const BURST: u32 = 3;
+    let limit = |rate, burst| Some(RateLimit { rate, burst });
+    let filter = with_lists_and_bans_under(Settings {
+        rate_limits: RateLimits {
+            connections: limit(1, BURST),
+            ..RateLimits::none()
+        },
+        ..settings()
+    });
+    let (flooder, other) = (v4("198.51.100.30"), v4("198.51.100.31"));
+    let (denied, banned, trusted) = (v4("203.0.113.9"), v4("198.51.100.1"), v4("203.0.113.7"));
+    let mut cases = vec![
+        case(
+            "SYN from a denied source",
+            tcp4_from(denied, 5060, Syn, b""),
+            DropDenied,
+            None,
+        ),
+        case(
+            "SYN from a banned source",
+            tcp4_from(banned, 5061, Syn, b""),
+            DropBanned,
+            None,
+        ),
+    ];
+    for _ in 0..BURST {
+        cases.push(case(
+            "a clean source's SYN, within its burst",
+            tcp4_from(flooder, 5060, Syn, b""),
+            PassSegment,
+            None,
+        ));
+    }
+    for port in [5060, 5061, 5060, 5061, 5060] {
+        cases.push(case(
+            "a SYN over the source's connection bucket (TCP or TLS port)",
+            tcp4_from(flooder, port, Syn, b""),
+            DropConnectionRate,
+            None,
+        ));
+    }
+    cases.extend([
+        case(
+            "its SYN+ACK is not metered",
+            tcp4_from(flooder, 5060, SynAck, b""),
+            PassSegment,
+            None,
+        ),
+        case(
+            "nor its established connections' segments",
+            tcp4_from(flooder, 5060, Established, b""),
+            PassSegment,
+            None,
+        ),
+        case(
+            "nor its datagrams: requests have buckets of their own",
+            udp4_from(flooder, SIP_PORT, &options(ALLOWED)),
+            PassRequest,
+            Options,
+        ),
+        case(
+            "SYN to another port",
+            tcp4_from(flooder, 443, Syn, b""),
+            PassNotSip,
+            None,
+        ),
+        case(
+            "another source has its own bucket",
+            tcp4_from(other, 5061, Syn, b""),
+            PassSegment,
+            None,
+        ),
+    ]);
+    for _ in 0..=BURST + 2 {
+        cases.push(case(
+            "a trusted source's SYNs are not metered",
+            tcp4_from(trusted, 5060, Syn, b""),
+            PassSegment,
+            None,
+        ));
+    }
+    // IPv6 sources are keyed by their /64: two addresses share a bucket.
+    let mut neighbour = CLIENT_V6;
+    neighbour[15] = 0x99;
+    for n in 0..BURST {
+        let source = if n % 2 == 0 { CLIENT_V6 } else { neighbour };
+        cases.push(case(
+            "a SYN from a /64, within its burst",
+            tcp6_from(source, 5060, Syn, b""),
+            PassSegment,
+            None,
+        ));
+    }
+    cases.push(case(
+        "the /64's next SYN, from another address in it",
+        tcp6_from(neighbour, 5060, Syn, b""),
+        DropConnectionRate,
+        None,
+    ));
+    assert_table(&filter, cases);
+    let counters = filter.counters().unwrap();
+    assert_eq!(counters.bans_added, [0; 8], "the connection ban is off");
+
+    // The untrusted sources' budget: its own, not the requests' (`untrusted_total`).
+    let budget = loaded(&Settings {
+        rate_limits: RateLimits {
+            untrusted_connections: limit(1, 2),
+            untrusted_total: limit(1, 2),
+            ..RateLimits::none()
+        },
+        allow: vec!["198.51.100.200/32".parse().unwrap()],
+        ..settings()
+    });
+    let syn = |last| tcp4_from([198, 51, 100, last], 5060, Syn, b"");
+    let mut cases = budget_of_two(syn, PassSegment, DropConnectionBudget, None);
+    cases.extend([
+        case(
+            "requests keep their own budget: 1",
+            udp4_from([198, 51, 100, 14], SIP_PORT, &options(ALLOWED)),
+            PassRequest,
+            Options,
+        ),
+        case(
+            "requests keep their own budget: 2",
+            udp4_from([198, 51, 100, 15], SIP_PORT, &options(ALLOWED)),
+            PassRequest,
+            Options,
+        ),
+    ]);
+    assert_table(&budget, cases);
+}
+
+/// A budget of 2 for all untrusted sources (1 a second), and 198.51.100.200 trusted:
+/// `frame(last)` from 198.51.100.`last` passes twice from two sources, a third source's
+/// is `over`, and the trusted source's passes.
+fn budget_of_two(
+    frame: impl Fn(u8) -> Vec<u8>,
+    passed: Reason,
+    over: Reason,
+    method: Method,
+) -> Vec<Case> {
+    vec![
+        case("budget 1 of 2, source A", frame(11), passed, method),
+        case("budget 2 of 2, source B", frame(12), passed, method),
+        case("budget spent: source C", frame(13), over, method),
+        case("a trusted source is exempt", frame(200), passed, method),
+    ]
+}
+
+/// The connection-overflow ban, when configured (it is off by default: README,
+/// "Connection rate"): SYNs over the bucket count toward it only if their TCP checksum
+/// is right, over IPv4 and IPv6, as the request path's counts do.
+#[test]
+fn connection_overflow_bans_when_configured() {
+    use Reason::*;
+    use Segment::*;
+    if !privileged("connection_overflow_bans_when_configured") {
+        return;
+    }
+    let filter = loaded(&Settings {
+        rate_limits: RateLimits {
+            connections: Some(RateLimit { rate: 1, burst: 1 }),
+            ..RateLimits::none()
+        },
+        ban: BanRules {
+            connection_overflow_hits: 3,
+            connection_overflow_window_seconds: 300,
+            connection_overflow_seconds: 3600,
+            ..BanRules::off()
+        },
+        ..settings()
+    });
+    let v4_syn = || tcp4_from(v4("198.51.100.40"), 5060, Syn, b"");
+    let mut v6_source = CLIENT_V6;
+    v6_source[7] = 0x40; // another /64 than the client's
+    let v6_syn = || tcp6_from(v6_source, 5061, Syn, b"");
+    for (family, syn) in [("IPv4", &v4_syn as &dyn Fn() -> Vec<u8>), ("IPv6", &v6_syn)] {
+        let before = filter.counters().unwrap().bans_added[BanReason::Connections as usize];
+        let cases = vec![
+            case("within the bucket", syn(), PassSegment, Method::None),
+            case("over it: hit 1", syn(), DropConnectionRate, Method::None),
+            case(
+                "over it, a wrong TCP checksum: no hit",
+                with_wrong_tcp_checksum(syn()),
+                DropConnectionRate,
+                Method::None,
+            )
+            .ban_skipped_bad_checksum(),
+            case("hit 2", syn(), DropConnectionRate, Method::None),
+            case("hit 3: banned", syn(), DropConnectionRate, Method::None),
+            case("banned", syn(), DropBanned, Method::None),
+        ];
+        assert_table(&filter, cases);
+        let after = filter.counters().unwrap().bans_added[BanReason::Connections as usize];
+        assert_eq!(after - before, 1, "{family}: one connections ban");
+    }
+    let bans = filter.bans().unwrap();
+    let connection_bans = bans
+        .iter()
+        .filter(|(_, ban)| ban.reason == BanReason::Connections as u32)
+        .count();
+    assert_eq!(connection_bans, 2, "{bans:?}");
 }
 
 /// The same frames under other settings: each knob does what it says.
@@ -1828,6 +2050,8 @@ fn rate_limits() {
             answers: Option::None,
             untrusted_total: Option::None,
             registered: Option::None,
+            connections: Option::None,
+            untrusted_connections: Option::None,
         },
         allow: vec!["198.51.100.200/32".parse().unwrap()],
         ..settings()
@@ -1918,22 +2142,7 @@ fn rate_limits() {
     });
     assert_table(
         &budget,
-        vec![
-            case("budget 1 of 2, source A", other(11), PassRequest, Options),
-            case("budget 2 of 2, source B", other(12), PassRequest, Options),
-            case(
-                "budget spent: source C",
-                other(13),
-                DropGlobalBudget,
-                Options,
-            ),
-            case(
-                "a trusted source is exempt",
-                other(200),
-                PassRequest,
-                Options,
-            ),
-        ],
+        budget_of_two(other, PassRequest, DropGlobalBudget, Options),
     );
 
     let banning = loaded(&Settings {

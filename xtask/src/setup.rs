@@ -44,6 +44,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "crowdsec",
     // openssl: the TLS server, client and certificate of the transports lab.
     "openssl",
+    // hping3: the transports lab's SYN flood.
+    "hping3",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

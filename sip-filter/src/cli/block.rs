@@ -214,7 +214,8 @@ fn ban_origin(reason: BanReason) -> &'static str {
         | BanReason::Scanner
         | BanReason::Domain
         | BanReason::Auth
-        | BanReason::Enumeration => "filter",
+        | BanReason::Enumeration
+        | BanReason::Connections => "filter",
     }
 }
 

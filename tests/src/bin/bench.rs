@@ -211,6 +211,14 @@ fn classes(banned: [u8; 4]) -> Vec<Class> {
             expected: XDP_DROP,
             target: None,
         },
+        Class {
+            // A new connection, metered in its source's bucket and the untrusted
+            // sources' budget (both set so wide that every repeat passes: see `main`).
+            name: "SYN to the TCP SIP port",
+            frame: tcp4_from(CLIENT_V4, SIP_PORT, Segment::Syn, b""),
+            expected: XDP_PASS,
+            target: Some(Target::Ns(40)),
+        },
     ]
 }
 
@@ -341,7 +349,17 @@ fn main() -> anyhow::Result<()> {
     let mut filter = Filter::load()?;
     // Bans off: every repeat of a class must take the same path (a scanner's first
     // packet would otherwise ban the source, and the rest would cost a ban lookup).
-    filter.configure(&bench_settings(RateLimits::none()))?;
+    // Connections metered, in buckets no run empties (a billion a second, and a burst
+    // of four billion): the SYN class measures its buckets, and always passes.
+    let unbounded = Some(RateLimit {
+        rate: 1_000_000_000,
+        burst: u32::MAX,
+    });
+    filter.configure(&bench_settings(RateLimits {
+        connections: unbounded,
+        untrusted_connections: unbounded,
+        ..RateLimits::none()
+    }))?;
     let banned = [198, 51, 100, 66];
     filter.ban(IpAddr::from(banned), None, BanReason::Manual)?;
     let references = REFERENCE_PROGRAMS
