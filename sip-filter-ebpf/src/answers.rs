@@ -27,7 +27,7 @@ use sip_filter_common::{
         FLAG_ANSWERS, TRANSACTION_CREDENTIALED,
     },
     sip::{
-        pairing::{granted_expiry, is_stale, transaction_id},
+        pairing::{granted_expiry, is_stale, transaction_of},
         parse_in_place, value_of, Header, Kind, Method, ANSWER_HEADERS,
     },
     Scratch, SCAN_LEN,
@@ -151,13 +151,7 @@ fn pair_answer() -> u32 {
     };
     // SAFETY: per-CPU, used only by this CPU during this run.
     let (scratch, answer) = unsafe { (&*scratch, &mut *answer) };
-    let buf = &scratch.buf;
-    let id = transaction_id(
-        buf,
-        value_of(buf, scratch.header(Header::CallId)),
-        value_of(buf, scratch.header(Header::CSeq)),
-        config.domain_seed,
-    );
+    let id = transaction_of(scratch, config.domain_seed);
     let status = scratch.status();
     let provisional = status < 200;
     if id == 0 || !auth::take(&answer.key, id, provisional, &mut answer.transaction) {

@@ -40,7 +40,7 @@ use sip_filter_common::{
     scanner::is_scanner,
     sip::{
         looks_like_request,
-        pairing::{digest_username, transaction_id, uri_user, Account},
+        pairing::{digest_username, transaction_of, uri_user, Account},
         parse_in_place, routing_of, value_of, Header, Kind, POLICY_HEADERS, ROUTING_IN_DIALOG,
         ROUTING_ROUTED,
     },
@@ -753,12 +753,7 @@ fn answers_bookkeeping() {
         return; // an ACK is never answered
     }
     let buf = &scratch.buf;
-    let id = transaction_id(
-        buf,
-        value_of(buf, scratch.header(Header::CallId)),
-        value_of(buf, scratch.header(Header::CSeq)),
-        config.domain_seed,
-    );
+    let id = transaction_of(scratch, config.domain_seed);
     if id == 0 {
         answers::bump_answers(|c| &mut c.requests_unpairable);
         return;

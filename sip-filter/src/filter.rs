@@ -241,6 +241,17 @@ impl Filter {
         Self::program_in(&mut self.ebpf)
     }
 
+    /// The loaded egress program.
+    fn egress_program(&self) -> Result<&SchedClassifier, FilterError> {
+        self.ebpf
+            .program(EGRESS_PROGRAM_NAME)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(FilterError::Missing {
+                what: "TC program",
+                name: EGRESS_PROGRAM_NAME,
+            })
+    }
+
     fn egress_program_in(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, FilterError> {
         let missing = || FilterError::Missing {
             what: "TC program",
@@ -533,15 +544,7 @@ impl Filter {
 
     /// [`Filter::verified_instructions`] for the egress program.
     pub fn verified_answer_instructions(&mut self) -> Result<Option<u32>, FilterError> {
-        let program: &SchedClassifier = self
-            .ebpf
-            .program(EGRESS_PROGRAM_NAME)
-            .and_then(|p| p.try_into().ok())
-            .ok_or(FilterError::Missing {
-                what: "TC program",
-                name: EGRESS_PROGRAM_NAME,
-            })?;
-        let info = program.info().map_err(FilterError::Load)?;
+        let info = self.egress_program()?.info().map_err(FilterError::Load)?;
         Ok(info.verified_instruction_count())
     }
 
@@ -587,14 +590,7 @@ impl Filter {
     /// Runs the egress program once on `frame` (an answer going out) with
     /// BPF_PROG_TEST_RUN; returns its TC action.
     pub fn test_run_answer(&self, frame: &[u8]) -> Result<u32, FilterError> {
-        let program: &SchedClassifier = self
-            .ebpf
-            .program(EGRESS_PROGRAM_NAME)
-            .and_then(|p| p.try_into().ok())
-            .ok_or(FilterError::Missing {
-                what: "TC program",
-                name: EGRESS_PROGRAM_NAME,
-            })?;
+        let program = self.egress_program()?;
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
         let result = program.test_run(opts).map_err(FilterError::TestRun)?;

@@ -8,7 +8,7 @@
 //! loops bounded for the BPF verifier, and is shared by the kernel programs and host
 //! tests.
 
-use super::{find_byte, find_flagged, not_blank, Span};
+use super::{find_byte, find_flagged, not_blank, value_of, Header, Scratch, Span};
 use crate::{
     bounded::repeat,
     domain::mix,
@@ -104,6 +104,19 @@ pub fn transaction_id(buf: &ScanBuf, call_id: Span, cseq: Span, seed: u64) -> u6
     }
     let id = hash_prefix::<CSEQ_BYTES>(buf, cseq, hash_prefix::<CALL_ID_BYTES>(buf, call_id, seed));
     id | 1
+}
+
+/// [`transaction_id`] of the message the parser left in `scratch` (recorded with its
+/// Call-ID and CSeq).
+#[inline(always)]
+pub fn transaction_of(scratch: &Scratch, seed: u64) -> u64 {
+    let buf = &scratch.buf;
+    transaction_id(
+        buf,
+        value_of(buf, scratch.header(Header::CallId)),
+        value_of(buf, scratch.header(Header::CSeq)),
+        seed,
+    )
 }
 
 /// The value of the parameter `name` (at most 8 bytes, lower case) in a header value:
