@@ -31,7 +31,7 @@ pub mod names {
     pub const ACCOUNTS: &str = "SF_ACCOUNTS";
     pub const REGISTERED: &str = "SF_REGISTERED";
     /// Every map a running filter pins, for `stats` and cleanup.
-    pub const PINNED: [&str; 12] = [
+    pub const PINNED: [&str; 16] = [
         CONFIG,
         COUNTERS,
         DOMAINS,
@@ -44,6 +44,11 @@ pub mod names {
         SOURCES,
         GLOBAL_BUDGET,
         SCANNER_AGENTS,
+        ANSWER_COUNTERS,
+        // What the answers taught: the `auth` verbs read and change these.
+        REGISTERED,
+        LOCKOUTS,
+        ACCOUNTS,
     ];
 }
 

@@ -14,6 +14,7 @@ use sip_filter::{
     events,
     filter::{monotonic_now_ns, FilterError},
     interfaces,
+    learnt::PinnedLearnt,
     lists::{ListKind, PinnedList},
     metrics::{self, Locations, Metrics},
     pins::{anything_pinned, ensure_bpffs, link_path, links_dir, maps_dir, remove_all},
@@ -114,8 +115,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let restored = state::restore(&mut filter, &saved, Clocks::now())?;
     if !saved.is_empty() {
         log::info!(bans = restored.bans, allow = restored.allow, deny = restored.deny,
+            registered = restored.registered, lockouts = restored.lockouts,
             skipped = restored.skipped, state_file:% = state_path.display();
-            "restored {} ban(s) and {} operator list entr(ies)", restored.bans, restored.allow + restored.deny);
+            "restored {} ban(s), {} operator list entr(ies), {} registered source(s) and {} account lockout(s)",
+            restored.bans, restored.allow + restored.deny, restored.registered, restored.lockouts);
     }
     let events = filter.take_events()?;
     let program_id = filter.program_id()?;
@@ -286,10 +289,17 @@ fn load_state(path: &Path) -> State {
     }
 }
 
-/// The bans and operator entries in the maps a crashed daemon left pinned.
+/// The bans, operator entries, registrations and lockouts in the maps a crashed daemon
+/// left pinned (one that predates registrations pinned none: the rest is taken).
 fn take_pinned_state(root: &Path) -> anyhow::Result<State> {
-    let maps = state::pinned_maps(&maps_dir(root))?;
-    Ok(State::take(&StateMaps::from(&maps), Clocks::now())?)
+    let dir = maps_dir(root);
+    let maps = state::pinned_maps(&dir)?;
+    let learnt = PinnedLearnt::open(&dir)
+        .inspect_err(|e| log::warn!("no registrations or lockouts to take over: {e}"))
+        .ok();
+    let mut state_maps = StateMaps::from(&maps);
+    state_maps.learnt = learnt.as_ref().map(PinnedLearnt::maps);
+    Ok(State::take(&state_maps, Clocks::now())?)
 }
 
 /// What a running daemon pinned: removed (which detaches) on [`Pinned::remove`] or drop.
