@@ -647,52 +647,44 @@ fn replace_config_entries<K: aya::Pod + Eq + std::hash::Hash>(
 
 /// Sums the per-CPU counters of a loaded or pinned counters map.
 pub fn sum_counters(map: &Map) -> Result<Counters, FilterError> {
-    let map_error = |source| FilterError::Map {
-        name: names::COUNTERS,
-        source,
-    };
-    let counters: PerCpuArray<&MapData, Counters> =
-        PerCpuArray::try_from(map).map_err(map_error)?;
-    let mut total = Counters::default();
-    for cpu in counters.get(&0, 0).map_err(map_error)?.iter() {
-        total.add(cpu);
-    }
-    Ok(total)
+    sum_cpus(map, names::COUNTERS, Counters::add)
 }
 
 /// Sums the per-CPU counters of a loaded or pinned egress counters map.
 pub fn sum_answer_counters(map: &Map) -> Result<AnswerCounters, FilterError> {
-    let map_error = |source| FilterError::Map {
-        name: names::ANSWER_COUNTERS,
-        source,
-    };
-    let counters: PerCpuArray<&MapData, AnswerCounters> =
-        PerCpuArray::try_from(map).map_err(map_error)?;
-    let mut total = AnswerCounters::default();
-    for cpu in counters.get(&0, 0).map_err(map_error)?.iter() {
-        total.add(cpu);
+    sum_cpus(map, names::ANSWER_COUNTERS, AnswerCounters::add)
+}
+
+/// Sums slot 0 of the per-CPU array `map` (called `name`) over the CPUs.
+fn sum_cpus<T: aya::Pod + Default>(
+    map: &Map,
+    name: &'static str,
+    add: impl Fn(&mut T, &T),
+) -> Result<T, FilterError> {
+    let map_error = |source| FilterError::Map { name, source };
+    let per_cpu: PerCpuArray<&MapData, T> = PerCpuArray::try_from(map).map_err(map_error)?;
+    let mut total = T::default();
+    for cpu in per_cpu.get(&0, 0).map_err(map_error)?.iter() {
+        add(&mut total, cpu);
     }
     Ok(total)
 }
 
 /// Opens the egress program's counters a running filter pinned in `dir`.
 pub fn pinned_answer_counters(dir: &Path) -> Result<AnswerCounters, FilterError> {
-    let map_error = |source| FilterError::Map {
-        name: names::ANSWER_COUNTERS,
-        source,
-    };
-    let data = MapData::from_pin(dir.join(names::ANSWER_COUNTERS)).map_err(map_error)?;
-    sum_answer_counters(&Map::from_map_data(data).map_err(map_error)?)
+    sum_answer_counters(&open_pinned(dir, names::ANSWER_COUNTERS)?)
+}
+
+/// The map `name` a running filter pinned in `dir`.
+pub fn open_pinned(dir: &Path, name: &'static str) -> Result<Map, FilterError> {
+    let map_error = |source| FilterError::Map { name, source };
+    let data = MapData::from_pin(dir.join(name)).map_err(map_error)?;
+    Map::from_map_data(data).map_err(map_error)
 }
 
 /// Opens the counters a running filter pinned in `dir`.
 pub fn pinned_counters(dir: &Path) -> Result<Counters, FilterError> {
-    let map_error = |source| FilterError::Map {
-        name: names::COUNTERS,
-        source,
-    };
-    let data = MapData::from_pin(dir.join(names::COUNTERS)).map_err(map_error)?;
-    sum_counters(&Map::from_map_data(data).map_err(map_error)?)
+    sum_counters(&open_pinned(dir, names::COUNTERS)?)
 }
 
 /// The configuration a running filter pinned in `dir`.

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use aya::maps::{Map, MapData};
+use aya::maps::Map;
 use sip_filter_common::{
     maps::{names, AccountKey, Lockout, Registration, SourceKey},
     sip::pairing::{Account, ACCOUNT_BYTES},
@@ -19,7 +19,7 @@ use sip_filter_common::{
 use crate::{
     bpf_sys,
     events::account_name,
-    filter::{Filter, FilterError},
+    filter::{open_pinned, Filter, FilterError},
 };
 
 /// The three maps, borrowed from a loaded filter or from [`PinnedLearnt`].
@@ -54,13 +54,6 @@ impl PinnedLearnt {
             accounts: &self.accounts,
         }
     }
-}
-
-/// The map `name` a running filter pinned in `dir`.
-fn open_pinned(dir: &Path, name: &'static str) -> Result<Map, FilterError> {
-    let map_error = |source| FilterError::Map { name, source };
-    let data = MapData::from_pin(dir.join(name)).map_err(map_error)?;
-    Map::from_map_data(data).map_err(map_error)
 }
 
 /// A source holding a registration.

@@ -40,7 +40,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use aya::maps::{lpm_trie::Key, Map, MapData};
+use aya::maps::{lpm_trie::Key, Map};
 use ipnet::IpNet;
 use serde::Deserialize;
 use sip_filter_common::{
@@ -53,7 +53,7 @@ use sip_filter_common::{
 
 use crate::{
     bpf_sys,
-    filter::{monotonic_now_ns, Filter, FilterError},
+    filter::{monotonic_now_ns, open_pinned, Filter, FilterError},
     learnt::LearntMaps,
     lists::{v4_key, v6_key},
 };
@@ -860,11 +860,7 @@ impl<'a> StateMaps<'a> {
 /// not stop cleanly left, for its successor to take over (with
 /// [`crate::learnt::PinnedLearnt`], which an older daemon did not pin).
 pub fn pinned_maps(maps_dir: &Path) -> Result<[Map; 5], FilterError> {
-    let open = |name: &'static str| -> Result<Map, FilterError> {
-        let map_error = |source| FilterError::Map { name, source };
-        let data = MapData::from_pin(maps_dir.join(name)).map_err(map_error)?;
-        Map::from_map_data(data).map_err(map_error)
-    };
+    let open = |name| open_pinned(maps_dir, name);
     Ok([
         open(names::BANS)?,
         open(names::ALLOW_V4)?,

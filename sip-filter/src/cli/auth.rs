@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use sip_filter::{
     filter::{key_to_string, monotonic_now_ns, pinned_config, source_key},
-    learnt::{LockScope, Locked, PinnedLearnt, Registered},
+    learnt::{LockScope, Locked, PinnedLearnt},
 };
 
 use super::{
@@ -94,40 +94,32 @@ fn registered(args: RegisteredArgs) -> anyhow::Result<()> {
         .maps()
         .registered(now)
         .context("reading the registered sources")?;
-    let address = |registered: &Registered| key_to_string(registered.key, ipv6_prefix);
-    let seconds_left = |registered: &Registered| {
-        left(registered.registration.expires_ns, now).map(|left| left.as_secs())
-    };
-    if args.json {
-        let rows: Vec<serde_json::Value> = sources
+    let listing = Listing {
+        json: sources
             .iter()
             .map(|registered| {
                 serde_json::json!({
                     "iface": iface,
-                    "address": address(registered),
+                    "address": key_to_string(registered.key, ipv6_prefix),
                     "account": registered.account(),
-                    "seconds_left": seconds_left(registered),
+                    "seconds_left": left(registered.registration.expires_ns, now)
+                        .map(|left| left.as_secs()),
                 })
             })
-            .collect();
-        println!("{}", serde_json::Value::Array(rows));
-        return Ok(());
-    }
-    if sources.is_empty() {
-        println!("no registered sources on {iface}");
-        return Ok(());
-    }
-    let rows: Vec<[String; 3]> = sources
-        .iter()
-        .map(|registered| {
-            [
-                address(registered),
-                registered.account(),
-                left_text(left(registered.registration.expires_ns, now)),
-            ]
-        })
-        .collect();
-    print!("{}", table(&["ADDRESS", "ACCOUNT", "LEFT"], &rows));
+            .collect(),
+        titles: ["ADDRESS", "ACCOUNT", "LEFT"],
+        rows: sources
+            .iter()
+            .map(|registered| {
+                [
+                    key_to_string(registered.key, ipv6_prefix),
+                    registered.account(),
+                    left_text(left(registered.registration.expires_ns, now)),
+                ]
+            })
+            .collect(),
+    };
+    listing.print(args.json, &format!("no registered sources on {iface}"));
     Ok(())
 }
 
@@ -142,8 +134,8 @@ fn locked(args: LockedArgs) -> anyhow::Result<()> {
         LockScope::Source(key) => Some(key_to_string(key, ipv6_prefix)),
         LockScope::Unregistered => None,
     };
-    if args.json {
-        let rows: Vec<serde_json::Value> = accounts
+    let listing = Listing {
+        json: accounts
             .iter()
             .map(|locked| {
                 serde_json::json!({
@@ -156,31 +148,43 @@ fn locked(args: LockedArgs) -> anyhow::Result<()> {
                         .map(|left| left.as_secs()),
                 })
             })
-            .collect();
-        println!("{}", serde_json::Value::Array(rows));
-        return Ok(());
-    }
-    if accounts.is_empty() {
-        println!("no locked accounts on {iface}");
-        return Ok(());
-    }
-    let rows: Vec<[String; 5]> = accounts
-        .iter()
-        .map(|locked| {
-            [
-                locked.account(),
-                source(locked).unwrap_or_else(|| "every unregistered source".to_string()),
-                locked.lockout.failures.to_string(),
-                locked.lockout.drops.to_string(),
-                left_text(left(locked.lockout.locked_until_ns, now)),
-            ]
-        })
-        .collect();
-    print!(
-        "{}",
-        table(&["ACCOUNT", "SOURCE", "FAILURES", "DROPS", "LEFT"], &rows)
-    );
+            .collect(),
+        titles: ["ACCOUNT", "SOURCE", "FAILURES", "DROPS", "LEFT"],
+        rows: accounts
+            .iter()
+            .map(|locked| {
+                [
+                    locked.account(),
+                    source(locked).unwrap_or_else(|| "every unregistered source".to_string()),
+                    locked.lockout.failures.to_string(),
+                    locked.lockout.drops.to_string(),
+                    left_text(left(locked.lockout.locked_until_ns, now)),
+                ]
+            })
+            .collect(),
+    };
+    listing.print(args.json, &format!("no locked accounts on {iface}"));
     Ok(())
+}
+
+/// What a listing verb prints: as JSON, or as a table.
+struct Listing<const N: usize> {
+    json: Vec<serde_json::Value>,
+    titles: [&'static str; N],
+    rows: Vec<[String; N]>,
+}
+
+impl<const N: usize> Listing<N> {
+    /// The JSON array, `empty` when there is nothing, or the table.
+    fn print(&self, json: bool, empty: &str) {
+        if json {
+            println!("{}", serde_json::Value::Array(self.json.clone()));
+        } else if self.rows.is_empty() {
+            println!("{empty}");
+        } else {
+            print!("{}", table(&self.titles, &self.rows));
+        }
+    }
 }
 
 fn unlock(args: UnlockArgs) -> anyhow::Result<()> {
