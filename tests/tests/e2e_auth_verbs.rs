@@ -1,9 +1,9 @@
 //! End to end, in network namespaces, on a running daemon from another process: what
 //! the filter learnt from the server's answers (issue 13) as the operator sees it.
-//! `auth registered`, `auth locked` and `auth unlock`, `status` and `explain`, and a
-//! restart that keeps the registrations and lockouts (the state file). The entries are
-//! written into the daemon's pinned maps as the egress program writes them (its
-//! classification and the lockouts it makes are tests/tests/answers_test_run.rs's).
+//! `auth registered`, `auth locked` and `auth unlock`, `status` and `explain`; a restart
+//! and a crash keep the registrations and lockouts (the state file, the pinned maps).
+//! The entries are written into the daemon's pinned maps as the egress program writes
+//! them (its classification and the lockouts it makes are answers_test_run.rs's).
 //!
 //! Needs root and the test tools (`cargo xtask setup --test-tools`: kamailio).
 
@@ -23,7 +23,7 @@ use sip_filter_tests::{
         assert_error_line, assert_one_error_line, json_output, verb, LabFixture, PinRoot,
         Transcript, DOMAIN, KAMAILIO_TOOLS, QUICK,
     },
-    netns::{Lab, CLIENT_V4, LEGIT_CLIENT_V4},
+    netns::{Lab, CLIENT_V4, LEGIT_CLIENT_V4, SIGKILL},
     privileged,
 };
 
@@ -53,12 +53,17 @@ fn lockout(name: &str, source: Option<IpAddr>, minutes: u64, failures: u32) -> L
     }
 }
 
+/// `name`'s key in the running daemon's maps (hashed with its seed).
+fn account_key(pins: &PinRoot, name: &str) -> u64 {
+    let seed = pinned_config(&pins.maps_dir()).expect("config").domain_seed;
+    Account::key_of_name(&account(name), seed).expect("a short name")
+}
+
 /// Registers `LEGIT_CLIENT_V4` (as phone-100, for an hour), locks alice for
 /// `CLIENT_V4` and bob for every unregistered source, in the pinned maps.
 fn learn(pins: &PinRoot) {
     let dir = pins.maps_dir();
-    let seed = pinned_config(&dir).expect("config").domain_seed;
-    let key = |name: &str| Account::key_of_name(&account(name), seed).expect("a short name");
+    let key = |name: &str| account_key(pins, name);
     let (phone, guesser): (IpAddr, IpAddr) = (
         LEGIT_CLIENT_V4.parse().expect("an address"),
         CLIENT_V4.parse().expect("an address"),
@@ -105,15 +110,15 @@ fn seconds_left(row: &Value) -> u64 {
 }
 
 /// What `auth registered` and `auth locked` list: the phone, alice for the guesser and
-/// bob everywhere.
-fn assert_listed(transcript: &mut Transcript, lab: &Lab, pins: &PinRoot) {
+/// bob everywhere (then `more_locked` others).
+fn assert_listed(transcript: &mut Transcript, lab: &Lab, pins: &PinRoot, more_locked: usize) {
     let registered = rows(transcript, lab, pins, &["auth", "registered"]);
     assert_eq!(registered.len(), 1, "{registered:?}");
     assert_eq!(registered[0]["address"], LEGIT_CLIENT_V4);
     assert_eq!(registered[0]["account"], "phone-100");
     assert!((3000..=3600).contains(&seconds_left(&registered[0])));
     let locked = rows(transcript, lab, pins, &["auth", "locked"]);
-    assert_eq!(locked.len(), 2, "{locked:?}");
+    assert_eq!(locked.len(), 2 + more_locked, "{locked:?}");
     assert_eq!(locked[0]["account"], "alice");
     assert_eq!(locked[0]["source"], CLIENT_V4);
     assert_eq!(locked[0]["failures"], 5);
@@ -130,7 +135,8 @@ fn auth_verbs_status_explain_and_a_restart() {
         return;
     }
     let mut rig = LabFixture::start("e2e-auth-verbs", KAMAILIO_TOOLS);
-    let config = format!("[filter]\ndomains = [\"{DOMAIN}\"]\n");
+    let config =
+        format!("[filter]\ndomains = [\"{DOMAIN}\"]\n\n[daemon]\nsave_interval = \"1h\"\n");
     let mut daemon = rig.start_filter_with(&config);
     let (lab, pins) = (&rig.lab, &rig.pins);
 
@@ -140,7 +146,7 @@ fn auth_verbs_status_explain_and_a_restart() {
     assert!(rows(&mut rig.transcript, lab, pins, &["auth", "registered"]).is_empty());
 
     learn(pins);
-    assert_listed(&mut rig.transcript, lab, pins);
+    assert_listed(&mut rig.transcript, lab, pins, 0);
     let text = rig.transcript.verb_ok(lab, pins, &["auth", "locked"]);
     assert!(text.stdout.starts_with("ACCOUNT"), "{text}");
     assert!(text.stdout.contains("every unregistered source"), "{text}");
@@ -194,11 +200,27 @@ fn auth_verbs_status_explain_and_a_restart() {
     assert_eq!(phone["registered"]["account"], "phone-100", "{phone}");
     assert_eq!(phone["locked"], Value::Array(Vec::new()), "{phone}");
 
-    // A restart keeps them (the state file), keyed under the new daemon's seed.
+    // A restart keeps them (the state file), keyed under the new daemon's seed...
     rig.stop_filter(&mut daemon);
     let mut daemon = rig.start_filter_with(&config);
+    assert_listed(&mut rig.transcript, &rig.lab, &rig.pins, 0);
+    // ...and so does a crash: the next daemon takes them over from the pinned maps,
+    // carol's lockout too, which no state file holds (the next save is an hour away).
+    let carol = account_key(&rig.pins, "carol");
+    PinnedLearnt::open(&rig.pins.maps_dir())
+        .expect("the maps are pinned")
+        .maps()
+        .put(&[], &[], &[(carol, lockout("carol", None, 15, 20))])
+        .expect("written");
+    daemon.signal(SIGKILL);
+    daemon.wait(QUICK).expect("killed");
+    let mut daemon = rig.start_filter_with(&config);
     let (lab, pins) = (&rig.lab, &rig.pins);
-    assert_listed(&mut rig.transcript, lab, pins);
+    assert_listed(&mut rig.transcript, lab, pins, 1);
+    let carol = rig
+        .transcript
+        .verb_ok(lab, pins, &["auth", "unlock", "carol"]);
+    assert!(carol.stdout.contains("1 lockout(s) lifted"), "{carol}");
 
     // Unlocking.
     let other = rig.transcript.verb_ok(
