@@ -54,8 +54,8 @@ pub mod names {
 
 /// The XDP program's name in the object file.
 pub const PROGRAM_NAME: &str = "sip_filter";
-/// The egress (TC) program that watches the server's answers (issue 13).
-pub const ANSWERS_PROGRAM_NAME: &str = "sip_filter_answers";
+/// The TC egress program's name in the object file (and of its clsact filters).
+pub const EGRESS_PROGRAM_NAME: &str = "sip_filter_answers";
 
 /// Capacity of the domain allowlist map.
 pub const MAX_DOMAINS: u32 = 4096;
@@ -822,6 +822,14 @@ mod tests {
             assert_eq!(Reason::from_number(i as u64), Some(*reason));
         }
         assert_eq!(Reason::from_number(Reason::COUNT as u64), None);
+    }
+
+    #[test]
+    fn answer_kinds_are_numbered_in_order_and_fit_their_slots() {
+        for (i, kind) in AnswerKind::ALL.iter().enumerate() {
+            assert_eq!(*kind as usize, i);
+        }
+        const { assert!(AnswerKind::COUNT <= ANSWER_SLOTS) };
     }
 
     /// What each tracked source costs in the kernel: the LRU's element is about 64 bytes

@@ -1289,6 +1289,27 @@ mod tests {
                 ],
             ),
             ("lists", &["allow", "deny"]),
+            ("rate_limit.registered", &["rate", "burst"]),
+            (
+                "answers",
+                &[
+                    "learn",
+                    "lockout_failures",
+                    "lockout_window_seconds",
+                    "lockout_seconds",
+                    "ban_failures",
+                    "ban_window_seconds",
+                    "ban_seconds",
+                    "enumeration_users",
+                    "enumeration_window_seconds",
+                    "enumeration_seconds",
+                    "account_failures",
+                    "account_window_seconds",
+                    "account_lockout_seconds",
+                    "registration_cap_seconds",
+                    "strict_methods",
+                ],
+            ),
             (
                 "daemon",
                 &[
@@ -1326,7 +1347,7 @@ mod tests {
             .map(|k| k.get_ref().to_string())
             .collect();
         // And the [crowdsec] table (README.md has its every key).
-        assert_eq!(top.len(), 7, "{top:?}");
+        assert_eq!(top.len(), 8, "{top:?}");
     }
 
     #[test]

@@ -10,15 +10,19 @@ use std::{
 use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf},
     programs::{
-        links::FdLink, ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        tc::{self, NlOptions, TcAttachOptions, TcError},
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp,
+        XdpMode,
     },
+    sys::SyscallError,
     Ebpf, EbpfError, EbpfLoader,
 };
 use ipnet::IpNet;
 use sip_filter_common::{
     maps::{
         ipv6_prefix_key, names, AnswerCounters, Ban, BanReason, ListEntry, SourceKey,
-        ANSWERS_PROGRAM_NAME, LIST_ORIGIN_CONFIG, PROGRAM_NAME,
+        EGRESS_PROGRAM_NAME, LIST_ORIGIN_CONFIG, PROGRAM_NAME,
     },
     sip::mapped_ipv4,
     Counters, FilterConfig,
@@ -39,6 +43,8 @@ pub enum FilterError {
     Object(#[from] EbpfError),
     #[error("the kernel refused the XDP program (run as root, on Linux 6.1 or newer): {0}")]
     Load(#[source] ProgramError),
+    #[error("the kernel refused the TC egress program {EGRESS_PROGRAM_NAME} (run as root, on Linux 6.1 or newer): {0}")]
+    LoadEgress(#[source] ProgramError),
     #[error("the eBPF object has no {what} named {name}: the binary was built wrong")]
     Missing {
         what: &'static str,
@@ -64,6 +70,26 @@ pub enum FilterError {
         iface: String,
         #[source]
         source: aya::programs::links::LinkError,
+    },
+    #[error("pinning the egress program at {path}, which records its clsact filter on {iface}: {source}")]
+    PinEgress {
+        iface: String,
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("removing the egress program's clsact filter from {iface}: {source}")]
+    DetachClsact {
+        iface: String,
+        #[source]
+        source: TcError,
+    },
+    #[error("pinning the egress link of {iface} at {path}: {source}")]
+    PinLink {
+        iface: String,
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
     },
     #[error("pinning map {name} at {path}: {source}")]
     Pin {
@@ -108,6 +134,47 @@ impl AttachedMode {
     }
 }
 
+/// How to attach the egress program (the answers' observer) beside XDP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum EgressMode {
+    /// tcx, falling back to a clsact qdisc filter on kernels without tcx (before 6.6).
+    #[default]
+    Auto,
+    /// tcx only (Linux 6.6 or newer): a bpf_link, pinned like the XDP link.
+    Tcx,
+    /// A filter on the interface's clsact qdisc (netlink), as kernels before 6.6 need.
+    Clsact,
+}
+
+/// How the egress program ended up attached to an interface.
+#[derive(Debug)]
+pub enum EgressAttachment {
+    /// A tcx bpf_link: attached while it, or its pin, lives.
+    Tcx(FdLink),
+    /// A filter on the clsact qdisc: attached until [`detach_clsact`] removes it, whatever
+    /// becomes of the daemon. The program pinned at the path given to
+    /// [`Filter::attach_egress`] records that it is there.
+    Clsact,
+}
+
+impl EgressAttachment {
+    pub fn name(&self) -> &'static str {
+        match self {
+            EgressAttachment::Tcx(_) => EGRESS_TCX,
+            EgressAttachment::Clsact => EGRESS_CLSACT,
+        }
+    }
+}
+
+/// The egress attachment modes as `status`, the runtime file and metrics name them.
+pub const EGRESS_TCX: &str = "tcx";
+pub const EGRESS_CLSACT: &str = "clsact";
+
+/// The clsact filter's priority: the last one tried (tc runs lower numbers first), so
+/// that an observer ending the classification with `TC_ACT_OK` never keeps the
+/// operator's own egress filters from running. tcx links go last for the same reason.
+const CLSACT_PRIORITY: u16 = u16::MAX;
+
 /// Map sizes fixed when the program is loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacities {
@@ -147,14 +214,10 @@ impl Filter {
             .load(EBPF_OBJECT)?;
         let filter = Self::program_in(&mut ebpf)?;
         filter.load().map_err(FilterError::Load)?;
-        let answers: &mut SchedClassifier = ebpf
-            .program_mut(ANSWERS_PROGRAM_NAME)
-            .and_then(|p| p.try_into().ok())
-            .ok_or(FilterError::Missing {
-                what: "TC program",
-                name: ANSWERS_PROGRAM_NAME,
-            })?;
-        answers.load().map_err(FilterError::Load)?;
+        // Loaded from the same object, so it shares the XDP program's maps.
+        Self::egress_program_in(&mut ebpf)?
+            .load()
+            .map_err(FilterError::LoadEgress)?;
         Ok(Self {
             ebpf,
             ipv6_prefix: sip_filter_common::maps::DEFAULT_IPV6_PREFIX,
@@ -176,6 +239,17 @@ impl Filter {
 
     fn program(&mut self) -> Result<&mut Xdp, FilterError> {
         Self::program_in(&mut self.ebpf)
+    }
+
+    fn egress_program_in(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, FilterError> {
+        let missing = || FilterError::Missing {
+            what: "TC program",
+            name: EGRESS_PROGRAM_NAME,
+        };
+        ebpf.program_mut(EGRESS_PROGRAM_NAME)
+            .ok_or_else(missing)?
+            .try_into()
+            .map_err(|_| missing())
     }
 
     /// Writes the settings into the maps. The first call picks a random domain hash
@@ -395,6 +469,60 @@ impl Filter {
         }
     }
 
+    /// Attaches the egress program at `iface`'s egress. `Auto` tries tcx and falls back
+    /// to a clsact filter where the kernel has no tcx (it refuses the link type with
+    /// EINVAL before 6.6). For a clsact filter, the program is first pinned at
+    /// `clsact_record`: what [`detach_clsact`] is called for when the pins are removed,
+    /// by this daemon, `unload`, or the next start after a crash.
+    pub fn attach_egress(
+        &mut self,
+        iface: &str,
+        mode: EgressMode,
+        clsact_record: &Path,
+    ) -> Result<EgressAttachment, FilterError> {
+        let program = Self::egress_program_in(&mut self.ebpf)?;
+        match mode {
+            EgressMode::Tcx => attach_tcx(program, iface),
+            EgressMode::Clsact => attach_clsact(program, iface, clsact_record),
+            EgressMode::Auto => match attach_tcx(program, iface) {
+                Err(FilterError::Attach {
+                    source: ProgramError::SyscallError(SyscallError { io_error, .. }),
+                    ..
+                }) if io_error.raw_os_error() == Some(libc::EINVAL) => {
+                    log::info!(iface;
+                        "the kernel has no tcx ({io_error}): the egress program goes on a clsact qdisc filter instead");
+                    attach_clsact(program, iface, clsact_record)
+                }
+                attached => attached,
+            },
+        }
+    }
+
+    /// [`Filter::attach_egress`], pinned under the pin root `root` (see [`crate::pins`]):
+    /// a tcx link at its pin, returned to hold until the pins are removed; a clsact
+    /// filter with its record. Returns the mode's name (`tcx`, `clsact`) too.
+    pub fn attach_egress_pinned(
+        &mut self,
+        root: &Path,
+        iface: &str,
+        mode: EgressMode,
+    ) -> Result<(&'static str, Option<PinnedLink>), FilterError> {
+        let attachment = self.attach_egress(iface, mode, &crate::pins::clsact_path(root, iface))?;
+        let name = attachment.name();
+        match attachment {
+            EgressAttachment::Tcx(link) => {
+                let path = crate::pins::tcx_path(root, iface);
+                let pinned = link.pin(&path).map_err(|source| FilterError::PinLink {
+                    iface: iface.to_string(),
+                    path,
+                    source,
+                })?;
+                Ok((name, Some(pinned)))
+            }
+            EgressAttachment::Clsact => Ok((name, None)),
+        }
+    }
+
     /// The loaded program's kernel id (what `bpftool prog` lists).
     pub fn program_id(&mut self) -> Result<u32, FilterError> {
         let info = self.program()?.info().map_err(FilterError::Load)?;
@@ -412,11 +540,11 @@ impl Filter {
     pub fn verified_answer_instructions(&mut self) -> Result<Option<u32>, FilterError> {
         let program: &SchedClassifier = self
             .ebpf
-            .program(ANSWERS_PROGRAM_NAME)
+            .program(EGRESS_PROGRAM_NAME)
             .and_then(|p| p.try_into().ok())
             .ok_or(FilterError::Missing {
                 what: "TC program",
-                name: ANSWERS_PROGRAM_NAME,
+                name: EGRESS_PROGRAM_NAME,
             })?;
         let info = program.info().map_err(FilterError::Load)?;
         Ok(info.verified_instruction_count())
@@ -466,11 +594,11 @@ impl Filter {
     pub fn test_run_answer(&self, frame: &[u8]) -> Result<u32, FilterError> {
         let program: &SchedClassifier = self
             .ebpf
-            .program(ANSWERS_PROGRAM_NAME)
+            .program(EGRESS_PROGRAM_NAME)
             .and_then(|p| p.try_into().ok())
             .ok_or(FilterError::Missing {
                 what: "TC program",
-                name: ANSWERS_PROGRAM_NAME,
+                name: EGRESS_PROGRAM_NAME,
             })?;
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
@@ -645,14 +773,106 @@ fn replace_config_entries<K: aya::Pod + Eq + std::hash::Hash>(
     Ok(())
 }
 
+/// A tcx link at `iface`'s egress, after any other program there.
+fn attach_tcx(program: &mut SchedClassifier, iface: &str) -> Result<EgressAttachment, FilterError> {
+    let error = |source| FilterError::Attach {
+        iface: iface.to_string(),
+        mode: EGRESS_TCX,
+        source,
+    };
+    let options = TcAttachOptions::TcxOrder(LinkOrder::last());
+    let id = program
+        .attach_with_options(iface, TcAttachType::Egress, options)
+        .map_err(error)?;
+    let link = program.take_link(id).map_err(error)?;
+    FdLink::try_from(link)
+        .map(EgressAttachment::Tcx)
+        .map_err(|source| FilterError::Link {
+            iface: iface.to_string(),
+            source,
+        })
+}
+
+/// A filter on `iface`'s clsact qdisc (added if missing; one already there, whoever added
+/// it, is shared), recorded at `record` before it is attached, so that no crash can
+/// leave a filter nobody knows to remove.
+fn attach_clsact(
+    program: &mut SchedClassifier,
+    iface: &str,
+    record: &Path,
+) -> Result<EgressAttachment, FilterError> {
+    let error = |source| FilterError::Attach {
+        iface: iface.to_string(),
+        mode: EGRESS_CLSACT,
+        source,
+    };
+    match tc::qdisc_add_clsact(iface) {
+        Ok(()) => {}
+        Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(e) => return Err(error(e.into())),
+    }
+    program
+        .pin(record)
+        .map_err(|source| FilterError::PinEgress {
+            iface: iface.to_string(),
+            path: record.to_path_buf(),
+            source,
+        })?;
+    let options = TcAttachOptions::Netlink(NlOptions {
+        priority: CLSACT_PRIORITY,
+        ..NlOptions::default()
+    });
+    let id = match program.attach_with_options(iface, TcAttachType::Egress, options) {
+        Ok(id) => id,
+        Err(e) => {
+            // Nothing attached: the record would only make `unload` look for it.
+            let _ = std::fs::remove_file(record);
+            return Err(error(e));
+        }
+    };
+    let link = program.take_link(id).map_err(error)?;
+    // Not detached when the link is dropped: the filter lasts until `detach_clsact`,
+    // like the XDP link until its pin goes. The link is plain numbers: nothing leaks.
+    std::mem::forget(link);
+    Ok(EgressAttachment::Clsact)
+}
+
+/// Removes the egress program's clsact filters (by name) from `iface`; the qdisc stays,
+/// as others' filters may hang on it. A filter or interface already gone is fine.
+pub fn detach_clsact(iface: &str) -> Result<(), FilterError> {
+    match tc::qdisc_detach_program(iface, TcAttachType::Egress, EGRESS_PROGRAM_NAME) {
+        Ok(()) => Ok(()),
+        Err(TcError::IoError(e))
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(libc::ENODEV) =>
+        {
+            Ok(())
+        }
+        Err(source) => Err(FilterError::DetachClsact {
+            iface: iface.to_string(),
+            source,
+        }),
+    }
+}
+
 /// Sums the per-CPU counters of a loaded or pinned counters map.
 pub fn sum_counters(map: &Map) -> Result<Counters, FilterError> {
     sum_cpus(map, names::COUNTERS, Counters::add)
 }
 
+/// Opens the counters a running filter pinned in `dir`.
+pub fn pinned_counters(dir: &Path) -> Result<Counters, FilterError> {
+    sum_counters(&open_pinned(dir, names::COUNTERS)?)
+}
+
 /// Sums the per-CPU counters of a loaded or pinned egress counters map.
 pub fn sum_answer_counters(map: &Map) -> Result<AnswerCounters, FilterError> {
     sum_cpus(map, names::ANSWER_COUNTERS, AnswerCounters::add)
+}
+
+/// Opens the egress program's counters a running filter pinned in `dir`.
+pub fn pinned_answer_counters(dir: &Path) -> Result<AnswerCounters, FilterError> {
+    sum_answer_counters(&open_pinned(dir, names::ANSWER_COUNTERS)?)
 }
 
 /// Sums slot 0 of the per-CPU array `map` (called `name`) over the CPUs.
@@ -670,21 +890,11 @@ fn sum_cpus<T: aya::Pod + Default>(
     Ok(total)
 }
 
-/// Opens the egress program's counters a running filter pinned in `dir`.
-pub fn pinned_answer_counters(dir: &Path) -> Result<AnswerCounters, FilterError> {
-    sum_answer_counters(&open_pinned(dir, names::ANSWER_COUNTERS)?)
-}
-
 /// The map `name` a running filter pinned in `dir`.
 pub fn open_pinned(dir: &Path, name: &'static str) -> Result<Map, FilterError> {
     let map_error = |source| FilterError::Map { name, source };
     let data = MapData::from_pin(dir.join(name)).map_err(map_error)?;
     Map::from_map_data(data).map_err(map_error)
-}
-
-/// Opens the counters a running filter pinned in `dir`.
-pub fn pinned_counters(dir: &Path) -> Result<Counters, FilterError> {
-    sum_counters(&open_pinned(dir, names::COUNTERS)?)
 }
 
 /// The configuration a running filter pinned in `dir`.
@@ -911,6 +1121,14 @@ fn check_kernel() -> Result<(), FilterError> {
     }
     Ok(())
 }
+
+/// The running kernel's (major, minor) version, if its release string says.
+pub fn running_kernel() -> Option<(u32, u32)> {
+    parse_release(&kernel_release())
+}
+
+/// The first kernel with tcx, which [`EgressMode::Auto`] uses when it can.
+pub const TCX_KERNEL: (u32, u32) = (6, 6);
 
 fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")

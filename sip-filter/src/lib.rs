@@ -23,5 +23,7 @@ pub mod settings;
 pub mod state;
 pub mod stats;
 
-pub use filter::{AttachMode, AttachedMode, Capacities, Filter, FilterError};
+pub use filter::{
+    AttachMode, AttachedMode, Capacities, EgressAttachment, EgressMode, Filter, FilterError,
+};
 pub use settings::{NotSipPolicy, Settings};

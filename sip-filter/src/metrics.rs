@@ -37,8 +37,8 @@ use prometheus::{
 };
 use sip_filter_common::{
     maps::{
-        names, AccountKey, AnswerCounters, Ban, BanReason, ListEntry, Lockout, Registration,
-        SourceKey, SourceState, FLAG_DRY_RUN,
+        names, AccountKey, AnswerCounters, AnswerKind, Ban, BanReason, ListEntry, Lockout,
+        Registration, SourceKey, SourceState, FLAG_DRY_RUN,
     },
     Counters, Method, Reason,
 };
@@ -49,7 +49,7 @@ use crate::{
         monotonic_now_ns, pinned_answer_counters, pinned_config, pinned_counters, FilterError,
     },
     learnt::{Learnt, PinnedLearnt},
-    pins::{maps_dir, pinned_interfaces},
+    pins::{egress_attachments, maps_dir, pinned_interfaces},
     runtime::{Reloads, Runtime},
 };
 
@@ -220,8 +220,9 @@ impl Collector for ReloadCollector {
 
 /// The interfaces the filter is attached to (its link pins under `locations.pin_root`),
 /// each with its XDP mode from the daemon's runtime file (`unknown` if that says
-/// nothing of it, as after a crash that took the file).
-fn attached_interfaces(locations: &Locations) -> Vec<(String, String)> {
+/// nothing of it, as after a crash that took the file) and its egress attachment from
+/// the pins (`tcx`, `clsact`; `none` for a filter started before the egress program).
+fn attached_interfaces(locations: &Locations) -> Vec<(String, String, &'static str)> {
     let interfaces = match pinned_interfaces(&locations.pin_root) {
         Ok(interfaces) => interfaces,
         Err(e) => {
@@ -246,6 +247,13 @@ fn attached_interfaces(locations: &Locations) -> Vec<(String, String)> {
             StdHashMap::new()
         }
     };
+    let egress = egress_attachments(&locations.pin_root).unwrap_or_else(|e| {
+        log::warn!(
+            "metrics: reading the egress pins in {}: {e}",
+            locations.pin_root.display()
+        );
+        Vec::new()
+    });
     interfaces
         .into_iter()
         .map(|iface| {
@@ -253,7 +261,11 @@ fn attached_interfaces(locations: &Locations) -> Vec<(String, String)> {
                 .get(&iface)
                 .cloned()
                 .unwrap_or_else(|| "unknown".to_string());
-            (iface, mode)
+            let egress_mode = egress
+                .iter()
+                .find(|(name, _)| *name == iface)
+                .map_or("none", |(_, mode)| mode);
+            (iface, mode, egress_mode)
         })
         .collect()
 }
@@ -393,6 +405,7 @@ struct KernelCollector {
 
 struct KernelSeries {
     packets: IntCounterVec,
+    answers: IntCounterVec,
     first_fragments: IntCounterVec,
     headers_truncated: IntCounterVec,
     events_lost: IntCounterVec,
@@ -426,6 +439,11 @@ impl KernelSeries {
                 "sip_filter_packets_total",
                 "Packets judged, by verdict (drop or pass; in dry-run drops are counted but passed), reason and SIP request method (none for what is not a request).",
                 &["verdict", "reason", "method"],
+            )?,
+            answers: counter(
+                "sip_filter_answers_total",
+                "Packets the egress program saw leave through the filtered interfaces, by what it made of them (kind).",
+                &["kind"],
             )?,
             first_fragments: counter(
                 "sip_filter_first_fragments_total",
@@ -509,15 +527,16 @@ impl KernelSeries {
             )?,
             interface_info: gauge(
                 "sip_filter_interface_info",
-                "Always 1, for each interface the filter is attached to; mode is its XDP mode (native, skb; unknown without the daemon's runtime file).",
-                &["iface", "mode"],
+                "Always 1, for each interface the filter is attached to; mode is its XDP mode (native, skb; unknown without the daemon's runtime file), egress how the egress program watching the answers is attached (tcx, clsact; none for a filter started before it existed).",
+                &["iface", "mode", "egress"],
             )?,
         })
     }
 
-    fn collectors(&self) -> [&dyn Collector; 18] {
+    fn collectors(&self) -> [&dyn Collector; 19] {
         [
             &self.packets,
+            &self.answers,
             &self.first_fragments,
             &self.headers_truncated,
             &self.events_lost,
@@ -554,6 +573,11 @@ impl KernelSeries {
                         .inc_by(count);
                 }
             }
+        }
+        for kind in AnswerKind::ALL {
+            self.answers
+                .with_label_values(&[kind.name()])
+                .inc_by(snapshot.answers.of(kind));
         }
         self.first_fragments
             .with_label_values(&NO_LABELS)
@@ -623,6 +647,7 @@ impl KernelSeries {
 
     fn reset(&self) {
         self.packets.reset();
+        self.answers.reset();
         self.first_fragments.reset();
         self.headers_truncated.reset();
         self.events_lost.reset();
@@ -679,10 +704,10 @@ impl Collector for KernelCollector {
                 Err(e) => log::warn!("metrics: reading the maps in {}: {e}", maps.display()),
             }
         }
-        for (iface, mode) in attached_interfaces(&self.locations) {
+        for (iface, mode, egress) in attached_interfaces(&self.locations) {
             series
                 .interface_info
-                .with_label_values(&[&iface, &mode])
+                .with_label_values(&[&iface, &mode, egress])
                 .set(1);
         }
         collect_all(&series.collectors())
@@ -835,7 +860,7 @@ mod tests {
         counters.packets[Reason::PassRequest as usize][Method::Register as usize] = 2;
         counters.packets[Reason::PassKeepalive as usize][Method::None as usize] = 3;
         counters.bans_added[BanReason::Scanner as usize] = 1;
-        let answers = AnswerCounters {
+        let mut answers = AnswerCounters {
             requests_noted: 40,
             requests_unpairable: 1,
             lockouts: 3,
@@ -843,6 +868,7 @@ mod tests {
             registrations: 12,
             ..AnswerCounters::default()
         };
+        answers.kinds[AnswerKind::Failure as usize] = 5;
         Snapshot {
             counters,
             answers,
@@ -879,6 +905,8 @@ mod tests {
             r#"sip_filter_packets_total{method="none",reason="pass_keepalive",verdict="pass"} 3"#,
             r#"sip_filter_bans_added_total{reason="scanner"} 1"#,
             r#"sip_filter_bans_active{reason="scanner"} 1"#,
+            r#"sip_filter_answers_total{kind="failure"} 5"#,
+            r#"sip_filter_answers_total{kind="not_answer"} 0"#,
             r#"sip_filter_map_entries{map="sources"} 2"#,
             r#"sip_filter_map_capacity_entries{map="bans"} 1048576"#,
             "sip_filter_dry_run 0",
@@ -919,6 +947,14 @@ mod tests {
                 reason.name()
             );
             assert!(text.contains(&line), "no {line:?}");
+        }
+        for kind in AnswerKind::ALL {
+            let line = format!(r#"sip_filter_answers_total{{kind="{}"}} 0"#, kind.name());
+            assert!(
+                text.lines().any(|l| l == line),
+                "no {line:?} in:
+{text}"
+            );
         }
     }
 
@@ -1011,15 +1047,22 @@ mod tests {
     #[test]
     fn interfaces_are_the_link_pins_with_the_runtime_files_modes() {
         let dirs = TestDirs::new("interfaces");
-        let links = crate::pins::links_dir(&dirs.0.pin_root);
-        std::fs::create_dir_all(&links).unwrap();
-        for iface in ["eth0", "br0", "eth1"] {
-            std::fs::write(links.join(iface), b"").unwrap();
+        let root = &dirs.0.pin_root;
+        for (dir, ifaces) in [
+            (crate::pins::links_dir(root), &["eth0", "br0", "eth1"][..]),
+            (crate::pins::tcx_dir(root), &["eth0"]),
+            (crate::pins::clsact_dir(root), &["br0"]),
+        ] {
+            std::fs::create_dir_all(&dir).unwrap();
+            for iface in ifaces {
+                std::fs::write(dir.join(iface), b"").unwrap();
+            }
         }
         std::fs::create_dir_all(&dirs.0.runtime_dir).unwrap();
         let interface = |name: &str, mode: &str| crate::runtime::Interface {
             name: name.into(),
             mode: mode.into(),
+            egress: String::new(),
         };
         Runtime {
             pid: 1,
@@ -1050,10 +1093,11 @@ mod tests {
         assert_eq!(
             info,
             [
-                r#"sip_filter_interface_info{iface="br0",mode="skb"} 1"#,
-                r#"sip_filter_interface_info{iface="eth0",mode="native"} 1"#,
-                // Attached (its link is pinned), but the runtime file does not say how.
-                r#"sip_filter_interface_info{iface="eth1",mode="unknown"} 1"#,
+                r#"sip_filter_interface_info{egress="clsact",iface="br0",mode="skb"} 1"#,
+                // Attached (its link is pinned), but the runtime file does not say how,
+                // and no egress pin: a filter from before the egress program.
+                r#"sip_filter_interface_info{egress="none",iface="eth1",mode="unknown"} 1"#,
+                r#"sip_filter_interface_info{egress="tcx",iface="eth0",mode="native"} 1"#,
             ],
             "{text}"
         );

@@ -45,6 +45,10 @@ pub struct Interface {
     pub name: String,
     /// `native` or `skb`.
     pub mode: String,
+    /// How the egress program is attached: `tcx` or `clsact` (empty in files written
+    /// before it existed).
+    #[serde(default)]
+    pub egress: String,
 }
 
 impl Runtime {

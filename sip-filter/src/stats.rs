@@ -1,7 +1,10 @@
 //! Counters as operators read them: a text table or JSON.
 
 use serde_json::{json, Map, Value};
-use sip_filter_common::{maps::BanReason, Counters, Method, Reason};
+use sip_filter_common::{
+    maps::{AnswerCounters, AnswerKind, BanReason},
+    Counters, Method, Reason,
+};
 
 /// JSON: `reasons` (reason -> packets), `methods` (request method -> packets, whatever
 /// the verdict), and totals.
@@ -92,6 +95,32 @@ pub fn to_text(interfaces: &[String], counters: &Counters, dry_run: bool) -> Str
         counters.ban_skipped_bad_checksum,
         counters.ban_skipped_fragment,
     ));
+    out
+}
+
+/// The egress program's counters: kind -> packets (`stats --json`'s `answers`).
+pub fn answers_json(answers: &AnswerCounters) -> Value {
+    let kinds: Map<String, Value> = AnswerKind::ALL
+        .iter()
+        .map(|kind| (kind.name().to_string(), json!(answers.of(*kind))))
+        .collect();
+    Value::Object(kinds)
+}
+
+/// The egress program's counters, as a section of the table.
+pub fn answers_text(answers: &AnswerCounters) -> String {
+    let mut out = "
+packets leaving, by kind   packets
+"
+    .to_string();
+    for kind in AnswerKind::ALL {
+        out.push_str(&format!(
+            "  {:<24}{:>9}
+",
+            kind.name(),
+            answers.of(kind)
+        ));
+    }
     out
 }
 

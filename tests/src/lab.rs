@@ -592,6 +592,54 @@ pub fn xdp_attached_in(ns: Netns, iface: &str) -> bool {
     shown.stdout.contains("xdp")
 }
 
+/// How many of the filter's egress programs are attached at `iface`'s egress in `ns`:
+/// tcx links (asked of the kernel) and clsact filters (`tc filter show`), both found by
+/// the program's name (the kernel keeps 15 characters of it).
+pub fn egress_attached_in(ns: Netns, iface: &str) -> EgressAttached {
+    use aya::programs::{SchedClassifier, TcAttachType};
+    use sip_filter_common::maps::EGRESS_PROGRAM_NAME;
+    let tcx = ns
+        .in_namespace(|| SchedClassifier::query_tcx(iface, TcAttachType::Egress))
+        .expect("entering the namespace")
+        // A kernel without tcx (before 6.6) refuses the query: none there.
+        .map_or(0, |(_, programs)| {
+            programs
+                .iter()
+                .filter(|program| {
+                    program.name_as_str().is_some_and(|name| {
+                        !name.is_empty() && EGRESS_PROGRAM_NAME.starts_with(name)
+                    })
+                })
+                .count()
+        });
+    let shown = ns.run("tc", &["filter", "show", "dev", iface, "egress"], QUICK);
+    assert!(shown.success(), "{shown}");
+    let clsact = shown
+        .stdout
+        .lines()
+        .filter(|line| line.contains(EGRESS_PROGRAM_NAME))
+        .count();
+    EgressAttached { tcx, clsact }
+}
+
+/// How `--egress-mode auto` (the default) attaches the egress program on this kernel:
+/// tcx where it has it (6.6 and newer), else a clsact filter.
+pub fn auto_egress_mode() -> &'static str {
+    use sip_filter::filter::{running_kernel, TCX_KERNEL};
+    if running_kernel().is_some_and(|version| version >= TCX_KERNEL) {
+        "tcx"
+    } else {
+        "clsact"
+    }
+}
+
+/// See [`egress_attached_in`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EgressAttached {
+    pub tcx: usize,
+    pub clsact: usize,
+}
+
 /// Stops the filter with SIGINT and checks that it detached and removed its pins
 /// (`pin_dir`, its interface's link pin, see [`PinRoot::link_pin`]).
 pub fn stop_filter(lab: &Lab, daemon: &mut Background, pin_dir: &Path) -> anyhow::Result<()> {

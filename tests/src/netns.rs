@@ -795,6 +795,51 @@ pub fn send_signal(pid: i32, signal: i32) -> bool {
     unsafe { libc_kill(pid, signal) == 0 }
 }
 
+/// Runs `f` on a thread of its own in a new network namespace of its own (unshare(2)
+/// moves only the calling thread) with its loopback interface up and nothing else:
+/// for kernel-side tests that need an interface but no tools (the VM has none). The
+/// namespace goes when `f` returns. A panic in `f` is passed on.
+pub fn in_private_namespace<T: Send>(f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+    thread::scope(|scope| {
+        let entered = scope.spawn(|| -> anyhow::Result<T> {
+            // SAFETY: unshare has no memory-safety preconditions.
+            if unsafe { libc::unshare(CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .context("unshare(CLONE_NEWNET): a network namespace of our own");
+            }
+            loopback_up().context("bringing lo up in the new namespace")?;
+            Ok(f())
+        });
+        match entered.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+/// Sets the calling thread's namespace's `lo` up (SIOCSIFFLAGS), as `ip link set lo up`.
+fn loopback_up() -> std::io::Result<()> {
+    // Binding the wildcard address needs no interface: a socket for the ioctls.
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo\0") {
+        *slot = *byte as libc::c_char;
+    }
+    let fd = socket.as_raw_fd();
+    // SAFETY: the ioctls read and write the ifreq we own, on a socket we own.
+    unsafe {
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut request) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(fd, libc::SIOCSIFFLAGS, &request) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 const PR_SET_PDEATHSIG: i32 = 1;
 /// setns(2)'s namespace type: a network namespace.
 const CLONE_NEWNET: i32 = 0x4000_0000;

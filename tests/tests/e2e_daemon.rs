@@ -23,8 +23,8 @@ use sip_filter::{
 use sip_filter_common::maps::{names, SourceState};
 use sip_filter_tests::{
     lab::{
-        assert_error_line, sip_filter, sip_probe, spawn_filter, write_file, xdp_attached,
-        LabFixture, PinRoot, TempDir, Transcript, DOMAIN, KAMAILIO_TOOLS, QUICK,
+        assert_error_line, auto_egress_mode, sip_filter, sip_probe, spawn_filter, write_file,
+        xdp_attached, LabFixture, PinRoot, TempDir, Transcript, DOMAIN, KAMAILIO_TOOLS, QUICK,
     },
     netns::{
         run_bounded, Background, Finished, Host, Lab, CLIENT_IFACE, CLIENT_V4, LEGIT_CLIENT_V4,
@@ -319,10 +319,11 @@ fn daemon_on_two_interfaces_reloads_restarts_and_unloads() {
         .transcript
         .keep("status", cli(&rig.lab, &rig.pins, &["status"]));
     assert!(text.success(), "{text}");
+    let egress = auto_egress_mode();
     for needle in [
         "daemon:      running, pid",
         &format!(
-            "interfaces:  {BRIDGE} (skb), {SERVER_IFACE} (native), {SECOND_SERVER_IFACE} (native)"
+            "interfaces:  {BRIDGE} (skb; egress {egress}), {SERVER_IFACE} (native; egress {egress}), {SECOND_SERVER_IFACE} (native; egress {egress})"
         ),
         "dry-run:     no",
         "SF_BANS",

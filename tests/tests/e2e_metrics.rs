@@ -302,12 +302,16 @@ fn prometheus_scrapes_the_filters_counters() {
             .all(|l| l.starts_with("sip_filter_interface_info{")),
         "{text}"
     );
-    // The interface, in the XDP mode `status` reports for it.
+    // The interface, in the XDP mode and the egress attachment `status` reports for it.
     let status = status_json(&mut rig.transcript, &rig.lab, &rig.pins);
     let mode = status["interfaces"][0]["mode"].as_str().expect("a mode");
+    let egress = status["interfaces"][0]["egress"]
+        .as_str()
+        .expect("an egress");
     assert_eq!(status["interfaces"][0]["name"], SERVER_IFACE, "{status}");
-    let interface_info =
-        format!("sip_filter_interface_info{{iface=\"{SERVER_IFACE}\",mode=\"{mode}\"}} 1");
+    let interface_info = format!(
+        "sip_filter_interface_info{{egress=\"{egress}\",iface=\"{SERVER_IFACE}\",mode=\"{mode}\"}} 1"
+    );
     assert!(
         text.lines().any(|l| l == interface_info),
         "no {interface_info:?} in:\n{text}"

@@ -25,9 +25,15 @@ const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "cpio"];
 /// Where Debian's busybox-static puts its binary.
 const BUSYBOX: &str = "/bin/busybox";
 /// The busybox applets `/init` uses.
-const APPLETS: &[&str] = &["sh", "mount", "mkdir", "uname", "poweroff"];
-/// The kernel-side test binary run in the VM (`tests/tests/prog_test_run.rs`).
-const TEST_TARGET: &str = "prog_test_run";
+const APPLETS: &[&str] = &["sh", "mount", "mkdir", "uname", "poweroff", "insmod"];
+/// The modules of Debian's kernel the egress program's clsact attachment needs (the
+/// clsact qdisc, the bpf classifier; neither depends on another), loaded by `/init`: a
+/// Debian system loads them on demand, the initramfs has no modprobe.
+const TC_MODULES: &[&str] = &["sch_ingress", "cls_bpf"];
+/// The kernel-side test binaries run in the VM, in this order: the programs fed frames
+/// (`tests/tests/prog_test_run.rs`), and the egress program attached in each mode the
+/// kernel has (`tests/tests/egress_attach.rs`: clsact on 6.1). Neither needs any tool.
+const TEST_TARGETS: &[&str] = &["prog_test_run", "egress_attach"];
 const TEST_PACKAGE: &str = "sip-filter-tests";
 /// What `prog_test_run`'s verifier budget test prints before the count.
 const VERIFIED_MARKER: &str = "instructions verified:";
@@ -42,7 +48,9 @@ const EBPF_CFG_ENV: &str = "SIP_FILTER_EBPF_CFG";
 const REGRESSION_CFG: &str = "sip_filter_verifier_regression_6_1";
 /// ...and the message 6.1's verifier refuses it with.
 const REGRESSION_MESSAGE: &str = "min value is outside of the allowed memory range";
-const DEFAULT_TIMEOUT_SECS: u64 = 300;
+/// Generous: under software emulation on a busy 2-core machine `prog_test_run` alone took
+/// over 300 s once, and `egress_attach` loads the program three more times.
+const DEFAULT_TIMEOUT_SECS: u64 = 600;
 
 #[derive(clap::Args)]
 pub struct VmArgs {
@@ -93,9 +101,14 @@ pub fn vm_test(args: VmArgs) -> anyhow::Result<()> {
         None
     };
     let build_started = Instant::now();
-    let test_binary = build_test_binary(&workspace, cfg)?;
+    let test_binaries = build_test_binaries(&workspace, cfg)?;
     let build_time = build_started.elapsed();
-    let initrd = build_initramfs(&vm_dir, &test_binary, args.filter.as_deref())?;
+    let initrd = build_initramfs(
+        &vm_dir,
+        &test_binaries,
+        &kernel.modules,
+        args.filter.as_deref(),
+    )?;
     let prepared = started.elapsed();
 
     println!(
@@ -176,6 +189,8 @@ struct Kernel {
     /// `6.1.0-<N>-amd64`
     release: String,
     image: PathBuf,
+    /// [`TC_MODULES`]' files, in that order.
+    modules: Vec<PathBuf>,
 }
 
 /// Debian 12's newest 6.1 kernel image, downloaded and unpacked into `vm_dir` once.
@@ -190,7 +205,7 @@ fn kernel_image(vm_dir: &Path) -> anyhow::Result<Kernel> {
     let cached = newest_cached_kernel(vm_dir)?;
     let package = match (package, cached) {
         (Some(package), cached) => {
-            if !cached_image(vm_dir, &package).1.is_file() {
+            if !is_cached(vm_dir, &package) {
                 if let Err(error) = fetch_kernel(vm_dir, &package) {
                     // Offline, say: an older image from an earlier run still tests 6.1.
                     let cached = cached.ok_or(error)?;
@@ -208,6 +223,28 @@ fn kernel_image(vm_dir: &Path) -> anyhow::Result<Kernel> {
     cached_kernel(vm_dir, &package)
 }
 
+/// Whether the cache holds `package`'s image and [`TC_MODULES`] (caches of earlier
+/// versions of this command hold the image only).
+fn is_cached(vm_dir: &Path, package: &str) -> bool {
+    let (release, image) = cached_image(vm_dir, package);
+    image.is_file()
+        && cached_modules(vm_dir, package, &release)
+            .iter()
+            .all(|module| module.is_file())
+}
+
+/// Where [`TC_MODULES`] of `package` (of `release`) are in the cache.
+fn cached_modules(vm_dir: &Path, package: &str, release: &str) -> Vec<PathBuf> {
+    TC_MODULES
+        .iter()
+        .map(|module| {
+            vm_dir.join(package).join(format!(
+                "lib/modules/{release}/kernel/net/sched/{module}.ko"
+            ))
+        })
+        .collect()
+}
+
 /// The release (`6.1.0-<N>-amd64`) and image path of `package` in the cache.
 fn cached_image(vm_dir: &Path, package: &str) -> (String, PathBuf) {
     let release = package.trim_start_matches("linux-image-").to_string();
@@ -220,14 +257,22 @@ fn cached_image(vm_dir: &Path, package: &str) -> (String, PathBuf) {
 
 fn cached_kernel(vm_dir: &Path, package: &str) -> anyhow::Result<Kernel> {
     let (release, image) = cached_image(vm_dir, package);
-    if !image.is_file() {
-        bail!("{package} holds no {}", image.display());
+    let modules = cached_modules(vm_dir, package, &release);
+    if let Some(missing) = std::iter::once(&image)
+        .chain(&modules)
+        .find(|file| !file.is_file())
+    {
+        bail!("{package} holds no {}", missing.display());
     }
     println!("vm-test: kernel {release} from {}", image.display());
-    Ok(Kernel { release, image })
+    Ok(Kernel {
+        release,
+        image,
+        modules,
+    })
 }
 
-/// Downloads `package` and unpacks its /boot into `vm_dir/<package>`.
+/// Downloads `package` and unpacks its /boot and [`TC_MODULES`] into `vm_dir/<package>`.
 fn fetch_kernel(vm_dir: &Path, package: &str) -> anyhow::Result<()> {
     println!("vm-test: apt-get download {package}");
     let download = vm_dir.join("download");
@@ -245,8 +290,8 @@ fn fetch_kernel(vm_dir: &Path, package: &str) -> anyhow::Result<()> {
         .find(|path| path.extension().is_some_and(|ext| ext == "deb"))
         .with_context(|| format!("apt-get download left no .deb in {}", download.display()))?;
 
-    // Only /boot: the VM boots from our initramfs and loads no modules. Unpacked beside
-    // the cache and then renamed, so an interrupted run leaves no half cache.
+    // Only /boot and the modules /init loads: the VM boots from our initramfs. Unpacked
+    // beside the cache and then renamed, so an interrupted run leaves no half cache.
     let unpacking = vm_dir.join("unpacking");
     remove_dir_if_present(&unpacking)?;
     create_dir(&unpacking)?;
@@ -261,7 +306,13 @@ fn fetch_kernel(vm_dir: &Path, package: &str) -> anyhow::Result<()> {
         .arg("-x")
         .arg("-C")
         .arg(&unpacking)
+        .arg("--wildcards")
         .arg("./boot")
+        .args(
+            TC_MODULES
+                .iter()
+                .map(|module| format!("./lib/modules/*/kernel/net/sched/{module}.ko")),
+        )
         .stdin(tarfile)
         .status()
         .context("could not start tar")?;
@@ -311,7 +362,7 @@ fn newest_cached_kernel(vm_dir: &Path) -> anyhow::Result<Option<String>> {
         .with_context(|| format!("listing {}", vm_dir.display()))?
         .filter_map(Result::ok)
         .filter_map(|entry| entry.file_name().into_string().ok())
-        .filter(|name| cached_image(vm_dir, name).1.is_file())
+        .filter(|name| is_cached(vm_dir, name))
         .collect();
     Ok(newest_abi(names.iter().map(String::as_str)))
 }
@@ -329,20 +380,25 @@ fn newest_abi<'a>(names: impl Iterator<Item = &'a str>) -> Option<String> {
         .map(|(_, name)| name.to_string())
 }
 
-/// Builds the kernel-side test binary and returns its path (from cargo's JSON messages).
-fn build_test_binary(workspace: &Path, cfg: Option<&str>) -> anyhow::Result<PathBuf> {
-    println!("vm-test: cargo test -p {TEST_PACKAGE} --test {TEST_TARGET} --no-run");
+/// Builds the kernel-side test binaries and returns each target's name and path (from
+/// cargo's JSON messages), in [`TEST_TARGETS`]' order.
+fn build_test_binaries(
+    workspace: &Path,
+    cfg: Option<&str>,
+) -> anyhow::Result<Vec<(&'static str, PathBuf)>> {
+    let targets: Vec<String> = TEST_TARGETS.iter().map(|t| format!("--test {t}")).collect();
+    println!(
+        "vm-test: cargo test -p {TEST_PACKAGE} {} --no-run",
+        targets.join(" ")
+    );
     let mut command = Command::new("cargo");
     command
         .current_dir(workspace)
-        .args([
-            "test",
-            "-p",
-            TEST_PACKAGE,
-            "--test",
-            TEST_TARGET,
-            "--no-run",
-        ])
+        .args(["test", "-p", TEST_PACKAGE, "--no-run"]);
+    for target in TEST_TARGETS {
+        command.args(["--test", target]);
+    }
+    command
         .arg("--message-format=json-render-diagnostics")
         .stdout(Stdio::piped());
     match cfg {
@@ -359,13 +415,20 @@ fn build_test_binary(workspace: &Path, cfg: Option<&str>) -> anyhow::Result<Path
         );
     }
     let messages = String::from_utf8_lossy(&output.stdout);
-    let executable = messages
-        .lines()
-        .filter(|line| line.contains(r#""reason":"compiler-artifact""#))
-        .filter(|line| json_string(line, r#""target":{"#, "name").as_deref() == Some(TEST_TARGET))
-        .find_map(|line| json_string(line, "", "executable"))
-        .context("cargo reported no executable for the prog_test_run test")?;
-    Ok(PathBuf::from(executable))
+    TEST_TARGETS
+        .iter()
+        .map(|target| {
+            let executable = messages
+                .lines()
+                .filter(|line| line.contains(r#""reason":"compiler-artifact""#))
+                .filter(|line| {
+                    json_string(line, r#""target":{"#, "name").as_deref() == Some(*target)
+                })
+                .find_map(|line| json_string(line, "", "executable"))
+                .with_context(|| format!("cargo reported no executable for the {target} test"))?;
+            Ok((*target, PathBuf::from(executable)))
+        })
+        .collect()
 }
 
 /// The string value of `"key"` at its first occurrence after `after` in one line of cargo's
@@ -379,10 +442,12 @@ fn json_string(line: &str, after: &str, key: &str) -> Option<String> {
     (!value.contains('\\')).then(|| value.to_string())
 }
 
-/// The initramfs: busybox, the test binary with its shared libraries, and `/init`.
+/// The initramfs: busybox, the test binaries with their shared libraries, the kernel
+/// modules (`modules`, [`TC_MODULES`]' files) and `/init`.
 fn build_initramfs(
     vm_dir: &Path,
-    test_binary: &Path,
+    test_binaries: &[(&str, PathBuf)],
+    modules: &[PathBuf],
     filter: Option<&str>,
 ) -> anyhow::Result<PathBuf> {
     let root = vm_dir.join("initramfs");
@@ -399,12 +464,21 @@ fn build_initramfs(
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))
             .with_context(|| format!("linking the {applet} applet"))?;
     }
-    copy_into(&root, test_binary, Path::new(TEST_TARGET))?;
-    for library in shared_libraries(test_binary)? {
-        let inside = library
-            .strip_prefix("/")
-            .with_context(|| format!("ldd listed a relative path: {}", library.display()))?;
-        copy_into(&root, &library, inside)?;
+    for (module, file) in TC_MODULES.iter().zip(modules) {
+        copy_into(
+            &root,
+            file,
+            &Path::new("modules").join(format!("{module}.ko")),
+        )?;
+    }
+    for (target, binary) in test_binaries {
+        copy_into(&root, binary, Path::new(target))?;
+        for library in shared_libraries(binary)? {
+            let inside = library
+                .strip_prefix("/")
+                .with_context(|| format!("ldd listed a relative path: {}", library.display()))?;
+            copy_into(&root, &library, inside)?;
+        }
     }
     let init = root.join("init");
     fs::write(&init, init_script(filter)).with_context(|| format!("writing {}", init.display()))?;
@@ -425,6 +499,17 @@ fn build_initramfs(
 
 fn init_script(filter: Option<&str>) -> String {
     let filter = filter.unwrap_or_default();
+    let modules: String = TC_MODULES
+        .iter()
+        .map(|module| format!("insmod /modules/{module}.ko\n"))
+        .collect();
+    // Every binary runs; the code printed is the last failure's (0 if none failed).
+    let runs: String = TEST_TARGETS
+        .iter()
+        .map(|target| {
+            format!("CI=true /{target} --test-threads=1 --show-output {filter} || rc=$?\n")
+        })
+        .collect();
     format!(
         r#"#!/bin/sh
 # Written by `cargo xtask vm-test`: runs the kernel-side tests, prints their exit code.
@@ -436,9 +521,9 @@ mount -t sysfs sysfs /sys
 mkdir -p /sys/fs/bpf
 mount -t bpf bpf /sys/fs/bpf
 echo "vm: Linux $(uname -r)"
-cd /tmp
-CI=true /{TEST_TARGET} --test-threads=1 --show-output {filter}
-echo "{RESULT_MARKER}$?"
+{modules}cd /tmp
+rc=0
+{runs}echo "{RESULT_MARKER}$rc"
 poweroff -f
 "#
     )

@@ -17,10 +17,13 @@ use sip_filter::{
     learnt::PinnedLearnt,
     lists::{ListKind, PinnedList},
     metrics::{self, Locations, Metrics},
-    pins::{anything_pinned, ensure_bpffs, link_path, links_dir, maps_dir, remove_all},
+    pins::{
+        anything_pinned, clsact_dir, ensure_bpffs, link_path, links_dir, maps_dir, remove_all,
+        tcx_dir,
+    },
     runtime::{Interface, Runtime, RELOADS},
     state::{self, Clocks, State, StateError, StateMaps},
-    AttachedMode, Capacities, Filter, Settings,
+    AttachedMode, Capacities, EgressMode, Filter, Settings,
 };
 use sip_filter_common::maps::MAX_OWN_ADDRESSES;
 use tokio::{
@@ -47,6 +50,10 @@ pub struct RunArgs {
     daemon: DaemonOptions,
     #[command(flatten)]
     filter: FilterOptions,
+    /// How the egress program that watches the server's answers attaches beside XDP:
+    /// auto: tcx (Linux 6.6+), falling back to a clsact qdisc filter on older kernels.
+    #[arg(long, value_enum, default_value_t = EgressMode::Auto)]
+    egress_mode: EgressMode,
     #[command(flatten)]
     pins: PinArgs,
 }
@@ -128,7 +135,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         // Detaches the old program (its links go with their pins); ours follows at once.
         remove_all(&root).with_context(|| format!("removing stale pins in {}", root.display()))?;
     }
-    let pinned = attach_and_pin(&mut filter, &setup, &root)?;
+    let pinned = attach_and_pin(&mut filter, &setup, args.egress_mode, &root)?;
     let mut runtime = Runtime {
         pid: std::process::id(),
         started_unix_ms: Clocks::now().unix_ms,
@@ -139,9 +146,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         interfaces: pinned
             .attached
             .iter()
-            .map(|(name, mode)| Interface {
+            .map(|(name, mode, egress)| Interface {
                 name: name.clone(),
                 mode: mode.name().to_string(),
+                egress: egress.to_string(),
             })
             .collect(),
         dry_run: false,
@@ -157,9 +165,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         log::warn!(runtime_dir:% = runtime_dir.display();
             "cannot write the runtime file, so `sip-filter status` and `domains list` cannot read it: {e}");
     }
-    for (iface, mode) in &pinned.attached {
-        log::info!(iface = iface.as_str(), mode = mode.name(), program_id;
-            "sip-filter attached to {iface} ({} mode)", mode.name());
+    for (iface, mode, egress) in &pinned.attached {
+        log::info!(iface = iface.as_str(), mode = mode.name(), egress, program_id;
+            "sip-filter attached to {iface} ({} mode; answers watched at egress with {egress})", mode.name());
     }
     log::info!(domains = settings.domains.len(), domain_check = !settings.domains.is_empty(),
         dry_run = settings.dry_run, pin_root:% = root.display(),
@@ -305,7 +313,8 @@ fn take_pinned_state(root: &Path) -> anyhow::Result<State> {
 /// What a running daemon pinned: removed (which detaches) on [`Pinned::remove`] or drop.
 struct Pinned {
     root: PathBuf,
-    attached: Vec<(String, AttachedMode)>,
+    /// Each interface, its XDP mode and its egress attachment's (`tcx` or `clsact`).
+    attached: Vec<(String, AttachedMode, &'static str)>,
     /// Held until the pins are gone, so the program stays attached until then.
     links: Vec<PinnedLink>,
 }
@@ -314,7 +323,7 @@ impl Pinned {
     fn interfaces(&self) -> String {
         self.attached
             .iter()
-            .map(|(name, _)| name.as_str())
+            .map(|(name, _, _)| name.as_str())
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -336,9 +345,15 @@ impl Drop for Pinned {
     }
 }
 
-/// Pins the maps once, then attaches to each interface and pins its link. On any
-/// failure, what was done is undone (detached, unpinned).
-fn attach_and_pin(filter: &mut Filter, setup: &DaemonSetup, root: &Path) -> anyhow::Result<Pinned> {
+/// Pins the maps once, then attaches to each interface and pins its link, and the egress
+/// program beside it (its tcx link, or the record of its clsact filter). On any failure,
+/// what was done is undone (detached, unpinned).
+fn attach_and_pin(
+    filter: &mut Filter,
+    setup: &DaemonSetup,
+    egress_mode: EgressMode,
+    root: &Path,
+) -> anyhow::Result<Pinned> {
     let mut pinned = Pinned {
         root: root.to_path_buf(),
         attached: Vec::new(),
@@ -347,8 +362,9 @@ fn attach_and_pin(filter: &mut Filter, setup: &DaemonSetup, root: &Path) -> anyh
     let maps = maps_dir(root);
     std::fs::create_dir_all(&maps).with_context(|| format!("creating {}", maps.display()))?;
     filter.pin_maps(&maps)?;
-    let links = links_dir(root);
-    std::fs::create_dir_all(&links).with_context(|| format!("creating {}", links.display()))?;
+    for dir in [links_dir(root), tcx_dir(root), clsact_dir(root)] {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     for iface in &setup.interfaces {
         let (mode, link) = match filter.attach(iface, setup.xdp_mode) {
             Ok(attached) => attached,
@@ -372,7 +388,13 @@ fn attach_and_pin(filter: &mut Filter, setup: &DaemonSetup, root: &Path) -> anyh
             .pin(&path)
             .with_context(|| format!("pinning the link of {iface} at {}", path.display()))?;
         pinned.links.push(link);
-        pinned.attached.push((iface.clone(), mode));
+        let (egress, egress_link) = filter
+            .attach_egress_pinned(root, iface, egress_mode)
+            .with_context(|| {
+                format!("attaching the egress program (the answers' observer) to {iface}")
+            })?;
+        pinned.links.extend(egress_link);
+        pinned.attached.push((iface.clone(), mode, egress));
     }
     Ok(pinned)
 }

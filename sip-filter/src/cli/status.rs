@@ -10,7 +10,7 @@ use sip_filter::{
     crowdsec::report::{read_status, Side, Status},
     filter::{monotonic_now_ns, pinned_config},
     learnt::{Learnt, PinnedLearnt},
-    pins::{anything_pinned, link_path, pinned_interfaces},
+    pins::{anything_pinned, egress_attachments, link_path, pinned_interfaces},
     runtime::Runtime,
     state::Clocks,
 };
@@ -20,14 +20,15 @@ use sip_filter_common::maps::{
 
 use super::{NoFilter, PinArgs};
 
-/// Show the running filter: the daemon, its interfaces and XDP mode on each, the
-/// program id, dry-run or not, the registered sources and locked accounts it learnt
-/// from the server's answers, and how full each map is.
+/// Show the running filter: the daemon, its interfaces with the XDP mode and the egress
+/// program's attachment (tcx or clsact) on each, the program id, dry-run or not, the
+/// registered sources and locked accounts it learnt from the server's answers, and how
+/// full each map is.
 #[derive(clap::Args)]
 pub struct StatusArgs {
-    /// JSON: daemon, interfaces, program_id, dry_run, auth (registered,
-    /// locked_for_source, locked_everywhere; null if unreadable), maps (name, entries,
-    /// capacity),
+    /// JSON: daemon, interfaces (name, mode, egress, program_id), program_id, dry_run,
+    /// auth (registered, locked_for_source, locked_everywhere; null if unreadable), maps
+    /// (name, entries, capacity),
     /// crowdsec (the bouncer's and signal source's last pulls and pushes, errors)...
     #[arg(long)]
     json: bool,
@@ -65,6 +66,14 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             .map(|info| info.program_id());
         program_ids.push(id);
     }
+    // From the pins: how the egress program is attached, even without the runtime file.
+    let egress = egress_attachments(root).with_context(|| format!("reading {}", root.display()))?;
+    let egress_of = |iface: &str| -> &str {
+        egress
+            .iter()
+            .find(|(name, _)| name == iface)
+            .map_or("none", |(_, mode)| mode)
+    };
     let mode_of = |iface: &str| -> String {
         runtime
             .as_ref()
@@ -110,6 +119,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             "interfaces": interfaces.iter().zip(&program_ids).map(|(iface, id)| json!({
                 "name": iface,
                 "mode": mode_of(iface),
+                "egress": egress_of(iface),
                 "program_id": id,
             })).collect::<Vec<_>>(),
             "maps": maps.iter().map(|map| json!({
@@ -157,7 +167,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     );
     let shown: Vec<String> = interfaces
         .iter()
-        .map(|iface| format!("{iface} ({})", mode_of(iface)))
+        .map(|iface| format!("{iface} ({}; egress {})", mode_of(iface), egress_of(iface)))
         .collect();
     println!(
         "interfaces:  {}",
