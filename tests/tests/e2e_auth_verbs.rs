@@ -3,9 +3,10 @@
 //! `auth registered`, `auth locked` and `auth unlock`, `status` and `explain`; a restart
 //! and a crash keep the registrations and lockouts (the state file, the pinned maps).
 //! The entries are written into the daemon's pinned maps as the egress program writes
-//! them (its classification and the lockouts it makes are answers_test_run.rs's).
+//! them (its classification and the lockouts it makes are answers_test_run.rs's); and,
+//! from real answers, Kamailio's registrations and re-challenges as the verbs show them.
 //!
-//! Needs root and the test tools (`cargo xtask setup --test-tools`: kamailio).
+//! Needs root and the test tools (`cargo xtask setup --test-tools`: kamailio, sipp).
 
 use std::net::IpAddr;
 
@@ -19,9 +20,13 @@ use sip_filter_common::{
     sip::pairing::{Account, ACCOUNT_WORDS},
 };
 use sip_filter_tests::{
+    auth_lab::{
+        accounts, brute_force, register, wrong_passwords, AuthLab, Client, Deployment, Pace,
+        Registrar,
+    },
     lab::{
-        assert_error_line, assert_one_error_line, json_output, verb, LabFixture, PinRoot,
-        Transcript, DOMAIN, KAMAILIO_TOOLS, QUICK,
+        assert_error_line, assert_one_error_line, json_output, require_tools, sip_filter, verb,
+        LabFixture, PinRoot, Transcript, DOMAIN, KAMAILIO_TOOLS, QUICK,
     },
     netns::{Lab, CLIENT_V4, LEGIT_CLIENT_V4, SIGKILL},
     privileged,
@@ -281,4 +286,87 @@ fn auth_verbs_status_explain_and_a_restart() {
         assert_error_line(&none, 3, "no filter is loaded");
     }
     rig.tear_down([daemon]);
+}
+
+/// `sip-filter ARGS --json` on the lab's filter, where it runs; its array.
+fn lab_rows(lab: &AuthLab, args: &[&str]) -> Vec<Value> {
+    let (ns, _) = lab.filter_place();
+    let mut all = args.to_vec();
+    all.extend(["--json", "--pin-root", lab.pins.arg()]);
+    let json = json_output(&ns.run(sip_filter(), &all, QUICK));
+    json.as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("not an array: {json}"))
+}
+
+/// From real answers: Kamailio's digest authentication registers an office's phones and
+/// re-challenges a guesser's wrong passwords; the egress program learns both, and the
+/// verbs show it (the office registered; the guessed account locked for the guesser).
+#[test]
+fn what_kamailio_answered_shows_in_the_auth_verbs() {
+    if !privileged("what_kamailio_answered_shows_in_the_auth_verbs") {
+        return;
+    }
+    require_tools(&[KAMAILIO_TOOLS, &["sipp"]].concat()).unwrap_or_else(|e| panic!("{e:#}"));
+    let registrar = Registrar::new(accounts(1000, 4));
+    let lab = AuthLab::start(Deployment::FilteredHost, &registrar, "e2e-auth-verbs-lab")
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    // The built-in answers rules (5 failures lock an account for a source, 10 ban it);
+    // REGISTERs limited above the guesser's pace, so that only the answers stop it.
+    let (mut daemon, _) = lab
+        .start_filter(
+            sip_filter(),
+            &lab.filter_config("[rate_limit.register]\nrate = 50\nburst = 200\n"),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let office = register(&lab, Client::Office, "office", &accounts(1000, 3), None);
+    assert_eq!(
+        (office.successful, office.failed),
+        (3, 0),
+        "{}",
+        office.finished
+    );
+    // Seven wrong passwords: five fail at Kamailio and lock 1003 for the guesser, the
+    // rest are dropped (or were in flight); not enough to ban it.
+    let guesses = brute_force(
+        &lab,
+        Client::Attacker,
+        "1003",
+        &wrong_passwords(7),
+        Pace::per_second(5),
+    );
+    assert_eq!(guesses.accepted, 0, "{guesses}");
+
+    let (_, office_v4) = lab.client(Client::Office);
+    let (_, attacker_v4) = lab.client(Client::Attacker);
+    let registered = lab_rows(&lab, &["auth", "registered"]);
+    assert_eq!(registered.len(), 1, "{registered:?}");
+    assert_eq!(registered[0]["address"], office_v4.as_str());
+    assert!(
+        ["1000", "1001", "1002"].contains(&registered[0]["account"].as_str().unwrap_or("")),
+        "{registered:?}"
+    );
+    let locked = lab_rows(&lab, &["auth", "locked"]);
+    assert_eq!(locked.len(), 1, "{locked:?}");
+    assert_eq!(locked[0]["account"], "1003");
+    assert_eq!(locked[0]["source"], attacker_v4.as_str());
+    let status = lab
+        .filter_stats(sip_filter())
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    println!("filter stats: {status}");
+
+    let (ns, _) = lab.filter_place();
+    let unlocked = ns.run(
+        sip_filter(),
+        &["auth", "unlock", "1003", "--pin-root", lab.pins.arg()],
+        QUICK,
+    );
+    assert!(unlocked.success(), "{unlocked}");
+    assert!(
+        unlocked.stdout.contains("1 lockout(s) lifted"),
+        "{unlocked}"
+    );
+    assert!(lab_rows(&lab, &["auth", "locked"]).is_empty());
+    lab.stop_filter(&mut daemon)
+        .unwrap_or_else(|e| panic!("{e:#}"));
 }
