@@ -25,8 +25,8 @@ use sip_filter_tests::{
         Registrar,
     },
     lab::{
-        assert_error_line, assert_one_error_line, json_output, require_tools, sip_filter, verb,
-        LabFixture, PinRoot, Transcript, DOMAIN, KAMAILIO_TOOLS, QUICK,
+        assert_error_line, assert_one_error_line, json_array, json_output, require_tools,
+        sip_filter, verb, LabFixture, PinRoot, Transcript, DOMAIN, KAMAILIO_TOOLS, QUICK,
     },
     netns::{Lab, CLIENT_V4, LEGIT_CLIENT_V4, SIGKILL},
     privileged,
@@ -102,10 +102,7 @@ fn learn(pins: &PinRoot) {
 fn rows(transcript: &mut Transcript, lab: &Lab, pins: &PinRoot, args: &[&str]) -> Vec<Value> {
     let mut all = args.to_vec();
     all.push("--json");
-    let json = json_output(&transcript.keep(&all.join(" "), verb(lab, pins, &all, QUICK)));
-    json.as_array()
-        .cloned()
-        .unwrap_or_else(|| panic!("not an array: {json}"))
+    json_array(&transcript.keep(&all.join(" "), verb(lab, pins, &all, QUICK)))
 }
 
 fn seconds_left(row: &Value) -> u64 {
@@ -293,10 +290,7 @@ fn lab_rows(lab: &AuthLab, args: &[&str]) -> Vec<Value> {
     let (ns, _) = lab.filter_place();
     let mut all = args.to_vec();
     all.extend(["--json", "--pin-root", lab.pins.arg()]);
-    let json = json_output(&ns.run(sip_filter(), &all, QUICK));
-    json.as_array()
-        .cloned()
-        .unwrap_or_else(|| panic!("not an array: {json}"))
+    json_array(&ns.run(sip_filter(), &all, QUICK))
 }
 
 /// From real answers: Kamailio's digest authentication registers an office's phones and
