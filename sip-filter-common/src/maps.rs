@@ -33,7 +33,7 @@ pub mod names {
     pub const ACCOUNTS: &str = "SF_ACCOUNTS";
     pub const REGISTERED: &str = "SF_REGISTERED";
     /// Every map a running filter pins, for `stats` and cleanup.
-    pub const PINNED: [&str; 14] = [
+    pub const PINNED: [&str; 17] = [
         CONFIG,
         COUNTERS,
         DOMAINS,
@@ -48,6 +48,10 @@ pub mod names {
         GLOBAL_CONNECTIONS,
         SCANNER_AGENTS,
         ANSWER_COUNTERS,
+        // What the answers taught: the `auth` verbs read and change these.
+        REGISTERED,
+        LOCKOUTS,
+        ACCOUNTS,
     ];
 }
 

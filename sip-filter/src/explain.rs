@@ -1,6 +1,7 @@
 //! What the running filter knows about one address, for `sip-filter explain`: the allow
 //! and deny entries covering it, its ban, its buckets and strikes, read from the pinned
-//! maps, and the verdict the kernel would give its next packet by the same rules
+//! maps, whether it is registered and which accounts are locked for it (what the
+//! server's answers taught), and the verdict the kernel would give its next packet by the same rules
 //! (`judge` in the XDP program: trusted, then denied, then banned, then the content
 //! checks and buckets).
 
@@ -10,8 +11,8 @@ use aya::maps::{Array, HashMap, Map, MapData, MapError};
 use ipnet::IpNet;
 use sip_filter_common::{
     maps::{
-        names, Ban, BanReason, Limit, ListEntry, SourceKey, SourceState, CLASS_ANSWERS,
-        CLASS_INVITE, CLASS_OTHER, CLASS_REGISTER, CLASS_TRUSTED, FLAG_DRY_RUN,
+        names, Ban, BanReason, Limit, ListEntry, Registration, SourceKey, SourceState,
+        CLASS_ANSWERS, CLASS_INVITE, CLASS_OTHER, CLASS_REGISTER, CLASS_TRUSTED, FLAG_DRY_RUN,
         SOURCE_DROP_REASONS,
     },
     FilterConfig, Reason,
@@ -19,6 +20,7 @@ use sip_filter_common::{
 
 use crate::{
     filter::{key_to_string, monotonic_now_ns, pinned_config, source_key, FilterError, PinnedBans},
+    learnt::{LockScope, Locked, PinnedLearnt},
     lists::{origin_name, ListKind, PinnedList},
 };
 
@@ -76,6 +78,11 @@ pub struct Explanation {
     pub state: Option<SourceState>,
     /// The arrival time of the untrusted sources' common budget.
     pub global_arrival_ns: u64,
+    /// Its registration, if it holds one that has not expired.
+    pub registration: Option<Registration>,
+    /// Accounts locked for it, then those locked for every unregistered source (they
+    /// apply to it unless it is registered or trusted: see [`Explanation::locked`]).
+    pub lockouts: Vec<Locked>,
 }
 
 /// Reads what the filter pinned in `dir` knows about `address`.
@@ -88,6 +95,23 @@ pub fn explain(dir: &Path, address: IpAddr) -> Result<Explanation, FilterError> 
     let ban = PinnedBans::open(dir)?.get(address)?;
     let state = source_state(dir, &key)?;
     let global_arrival_ns = global_arrival(dir)?;
+    let learnt = PinnedLearnt::open(dir)?;
+    let now = monotonic_now_ns();
+    let registration = learnt
+        .maps()
+        .registered(now)?
+        .into_iter()
+        .find(|registered| registered.key == key)
+        .map(|registered| registered.registration);
+    let lockouts = learnt
+        .maps()
+        .locked(now)?
+        .into_iter()
+        .filter(|locked| match locked.scope {
+            LockScope::Source(source) => source == key,
+            LockScope::Unregistered => true,
+        })
+        .collect();
     Ok(Explanation {
         address,
         key,
@@ -99,6 +123,8 @@ pub fn explain(dir: &Path, address: IpAddr) -> Result<Explanation, FilterError> 
         ban,
         state,
         global_arrival_ns,
+        registration,
+        lockouts,
     })
 }
 
@@ -355,15 +381,15 @@ impl Explanation {
         empty
     }
 
-    /// Whether the address is registered, or an account from it locked: the place for
-    /// issue 13's state. Its kernel side keeps `SF_REGISTERED` (a [`Registration`] by
-    /// source key: such a source is metered in the registered class, not the untrusted
-    /// ones) and `SF_LOCKOUTS` (a `Lockout` by source key and account), but the daemon
-    /// does not pin them yet: read them here once it does.
-    ///
-    /// [`Registration`]: sip_filter_common::maps::Registration
-    pub fn account(&self) -> Option<String> {
-        None
+    /// The accounts whose credentialed requests from it are dropped
+    /// (drop_auth_lockout): its own lockouts, and, unless it is registered or trusted,
+    /// those of accounts locked for every unregistered source.
+    pub fn locked(&self) -> Vec<&Locked> {
+        let exempt = self.registration.is_some() || self.trusted_by().is_some();
+        self.lockouts
+            .iter()
+            .filter(|locked| locked.scope != LockScope::Unregistered || !exempt)
+            .collect()
     }
 }
 

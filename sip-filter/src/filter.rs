@@ -359,6 +359,11 @@ impl Filter {
         replace_config_entries(self.map_mut(v6_name)?, v6_name, &v6_wanted)
     }
 
+    /// The seed of the domain and account hashes, once configured.
+    pub fn seed(&self) -> Option<u64> {
+        self.seed
+    }
+
     /// The key `address` is banned under: IPv4 as is, IPv6 cut to the configured prefix.
     pub fn source_key(&self, address: IpAddr) -> SourceKey {
         source_key(address, self.ipv6_prefix)
@@ -599,19 +604,7 @@ impl Filter {
 
     /// The egress program's counters, summed over CPUs.
     pub fn answer_counters(&self) -> Result<AnswerCounters, FilterError> {
-        let name = names::ANSWER_COUNTERS;
-        let map_error = |source| FilterError::Map { name, source };
-        let map = self
-            .ebpf
-            .map(name)
-            .ok_or(FilterError::Missing { what: "map", name })?;
-        let counters: PerCpuArray<&MapData, AnswerCounters> =
-            PerCpuArray::try_from(map).map_err(map_error)?;
-        let mut total = AnswerCounters::default();
-        for cpu in counters.get(&0, 0).map_err(map_error)?.iter() {
-            total.add(cpu);
-        }
-        Ok(total)
+        sum_answer_counters(self.map(names::ANSWER_COUNTERS)?)
     }
 
     /// The counters, summed over CPUs.
@@ -865,11 +858,7 @@ pub fn sum_counters(map: &Map) -> Result<Counters, FilterError> {
 
 /// Opens the counters a running filter pinned in `dir`.
 pub fn pinned_counters(dir: &Path) -> Result<Counters, FilterError> {
-    sum_cpus(
-        &open_pinned(dir, names::COUNTERS)?,
-        names::COUNTERS,
-        Counters::add,
-    )
+    sum_counters(&open_pinned(dir, names::COUNTERS)?)
 }
 
 /// Sums the per-CPU counters of a loaded or pinned egress counters map.
@@ -898,7 +887,7 @@ fn sum_cpus<T: aya::Pod + Default>(
 }
 
 /// The map `name` a running filter pinned in `dir`.
-fn open_pinned(dir: &Path, name: &'static str) -> Result<Map, FilterError> {
+pub fn open_pinned(dir: &Path, name: &'static str) -> Result<Map, FilterError> {
     let map_error = |source| FilterError::Map { name, source };
     let data = MapData::from_pin(dir.join(name)).map_err(map_error)?;
     Map::from_map_data(data).map_err(map_error)

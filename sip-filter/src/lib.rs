@@ -12,6 +12,7 @@ pub mod events;
 pub mod explain;
 pub mod filter;
 pub mod interfaces;
+pub mod learnt;
 pub mod lists;
 pub mod logging;
 pub mod metrics;

@@ -37,8 +37,8 @@ use prometheus::{
 };
 use sip_filter_common::{
     maps::{
-        names, AnswerCounters, AnswerKind, Ban, BanReason, ListEntry, SourceKey, SourceState,
-        FLAG_DRY_RUN,
+        names, AccountKey, AnswerCounters, AnswerKind, Ban, BanReason, ListEntry, Lockout,
+        Registration, SourceKey, SourceState, FLAG_DRY_RUN,
     },
     Counters, Method, Reason,
 };
@@ -48,6 +48,7 @@ use crate::{
     filter::{
         monotonic_now_ns, pinned_answer_counters, pinned_config, pinned_counters, FilterError,
     },
+    learnt::{Learnt, PinnedLearnt},
     pins::{egress_attachments, maps_dir, pinned_interfaces},
     runtime::{Reloads, Runtime},
 };
@@ -286,7 +287,7 @@ const fn counted_by_method(reason: Reason) -> bool {
 }
 
 /// The maps whose entries and capacity are exported: label, pinned name.
-const OCCUPANCY: [(&str, &str); 9] = [
+const OCCUPANCY: [(&str, &str); 12] = [
     ("bans", names::BANS),
     ("sources", names::SOURCES),
     ("allow_v4", names::ALLOW_V4),
@@ -296,6 +297,9 @@ const OCCUPANCY: [(&str, &str); 9] = [
     ("domains", names::DOMAINS),
     ("own_addresses", names::OWN_ADDRESSES),
     ("scanner_agents", names::SCANNER_AGENTS),
+    ("registered", names::REGISTERED),
+    ("lockouts", names::LOCKOUTS),
+    ("account_lockouts", names::ACCOUNTS),
 ];
 
 /// What one scrape reads from the filter's maps.
@@ -304,6 +308,8 @@ struct Snapshot {
     counters: Counters,
     /// The egress program's counters.
     answers: AnswerCounters,
+    /// Registered sources and locked accounts that still apply.
+    learnt: Learnt,
     dry_run: bool,
     /// Bans that still match, by [`BanReason`].
     bans_active: [u64; BanReason::COUNT],
@@ -320,6 +326,7 @@ impl Snapshot {
     fn read(dir: &Path) -> Result<Snapshot, FilterError> {
         let counters = pinned_counters(dir)?;
         let answers = pinned_answer_counters(dir)?;
+        let learnt = PinnedLearnt::open(dir)?.maps().count(monotonic_now_ns())?;
         let dry_run = pinned_config(dir)?.has(FLAG_DRY_RUN);
         let mut bans_active = [0u64; BanReason::COUNT];
         let mut maps = Vec::with_capacity(OCCUPANCY.len());
@@ -339,6 +346,7 @@ impl Snapshot {
         Ok(Snapshot {
             counters,
             answers,
+            learnt,
             dry_run,
             bans_active,
             maps,
@@ -370,6 +378,9 @@ fn count_entries(name: &str, map: &Map) -> Result<u64, MapError> {
         names::DOMAINS | names::SCANNER_AGENTS => hash_entries::<u64, u8>(map),
         names::OWN_ADDRESSES => hash_entries::<[u8; 16], u8>(map),
         names::SOURCES => hash_entries::<SourceKey, SourceState>(map),
+        names::REGISTERED => hash_entries::<SourceKey, Registration>(map),
+        names::LOCKOUTS => hash_entries::<AccountKey, Lockout>(map),
+        names::ACCOUNTS => hash_entries::<u64, Lockout>(map),
         names::ALLOW_V4 | names::DENY_V4 => trie_entries::<[u8; 4]>(map),
         _ => trie_entries::<[u8; 16]>(map),
     }
@@ -402,6 +413,12 @@ struct KernelSeries {
     bans_added: IntCounterVec,
     bans_expired: IntCounterVec,
     bans_active: IntGaugeVec,
+    requests_noted: IntCounterVec,
+    requests_unpairable: IntCounterVec,
+    lockouts: IntCounterVec,
+    registrations: IntCounterVec,
+    registered_sources: IntGaugeVec,
+    locked_accounts: IntGaugeVec,
     map_entries: IntGaugeVec,
     map_capacity: IntGaugeVec,
     /// A vector without labels, like the counters: no filter pinned, no series.
@@ -463,6 +480,36 @@ impl KernelSeries {
                 "Bans that still match (not expired), by reason.",
                 &["reason"],
             )?,
+            requests_noted: counter(
+                "sip_filter_auth_requests_noted_total",
+                "Requests the XDP program noted for pairing with their answers (source, Call-ID, CSeq, credentials, account).",
+                &[],
+            )?,
+            requests_unpairable: counter(
+                "sip_filter_auth_requests_unpairable_total",
+                "Requests that could not be noted for their answers: no Call-ID or CSeq in the scanned prefix.",
+                &[],
+            )?,
+            lockouts: counter(
+                "sip_filter_auth_lockouts_total",
+                "Accounts locked after failed passwords, by scope: source (for one source), unregistered (for every source neither registered nor allow-listed).",
+                &["scope"],
+            )?,
+            registrations: counter(
+                "sip_filter_auth_registrations_total",
+                "Registrations learnt: 2xx answers to credentialed REGISTERs.",
+                &[],
+            )?,
+            registered_sources: gauge(
+                "sip_filter_registered_sources",
+                "Sources holding a registration that has not expired.",
+                &[],
+            )?,
+            locked_accounts: gauge(
+                "sip_filter_locked_accounts",
+                "Accounts locked now, by scope: source (for one source; an account locked for two sources counts twice), unregistered (for every unregistered source).",
+                &["scope"],
+            )?,
             map_entries: gauge(
                 "sip_filter_map_entries",
                 "Entries in a map (bans and lists include expired entries not yet removed).",
@@ -486,7 +533,7 @@ impl KernelSeries {
         })
     }
 
-    fn collectors(&self) -> [&dyn Collector; 13] {
+    fn collectors(&self) -> [&dyn Collector; 19] {
         [
             &self.packets,
             &self.answers,
@@ -497,6 +544,12 @@ impl KernelSeries {
             &self.bans_added,
             &self.bans_expired,
             &self.bans_active,
+            &self.requests_noted,
+            &self.requests_unpairable,
+            &self.lockouts,
+            &self.registrations,
+            &self.registered_sources,
+            &self.locked_accounts,
             &self.map_entries,
             &self.map_capacity,
             &self.dry_run,
@@ -553,6 +606,32 @@ impl KernelSeries {
                 .with_label_values(&labels)
                 .set(gauge_value(snapshot.bans_active[reason as usize]));
         }
+        let (answers, learnt) = (&snapshot.answers, &snapshot.learnt);
+        self.requests_noted
+            .with_label_values(&NO_LABELS)
+            .inc_by(answers.requests_noted);
+        self.requests_unpairable
+            .with_label_values(&NO_LABELS)
+            .inc_by(answers.requests_unpairable);
+        self.registrations
+            .with_label_values(&NO_LABELS)
+            .inc_by(answers.registrations);
+        self.registered_sources
+            .with_label_values(&NO_LABELS)
+            .set(gauge_value(learnt.registered));
+        for (scope, lockouts, locked) in [
+            ("source", answers.lockouts, learnt.locked_for_source),
+            (
+                "unregistered",
+                answers.account_lockouts,
+                learnt.locked_everywhere,
+            ),
+        ] {
+            self.lockouts.with_label_values(&[scope]).inc_by(lockouts);
+            self.locked_accounts
+                .with_label_values(&[scope])
+                .set(gauge_value(locked));
+        }
         for (map, entries, capacity) in &snapshot.maps {
             self.map_entries
                 .with_label_values(&[map])
@@ -576,6 +655,12 @@ impl KernelSeries {
         self.bans_added.reset();
         self.bans_expired.reset();
         self.bans_active.reset();
+        self.requests_noted.reset();
+        self.requests_unpairable.reset();
+        self.lockouts.reset();
+        self.registrations.reset();
+        self.registered_sources.reset();
+        self.locked_accounts.reset();
         self.map_entries.reset();
         self.map_capacity.reset();
         self.dry_run.reset();
@@ -775,11 +860,23 @@ mod tests {
         counters.packets[Reason::PassRequest as usize][Method::Register as usize] = 2;
         counters.packets[Reason::PassKeepalive as usize][Method::None as usize] = 3;
         counters.bans_added[BanReason::Scanner as usize] = 1;
-        let mut answers = AnswerCounters::default();
+        let mut answers = AnswerCounters {
+            requests_noted: 40,
+            requests_unpairable: 1,
+            lockouts: 3,
+            account_lockouts: 1,
+            registrations: 12,
+            ..AnswerCounters::default()
+        };
         answers.kinds[AnswerKind::Failure as usize] = 5;
         Snapshot {
             counters,
             answers,
+            learnt: Learnt {
+                registered: 9,
+                locked_for_source: 2,
+                locked_everywhere: 1,
+            },
             dry_run: false,
             bans_active: [0, 0, 1, 0, 0, 0, 0, 0],
             maps: vec![("bans", 1, 1 << 20), ("sources", 2, 1 << 18)],
@@ -813,6 +910,16 @@ mod tests {
             r#"sip_filter_map_entries{map="sources"} 2"#,
             r#"sip_filter_map_capacity_entries{map="bans"} 1048576"#,
             "sip_filter_dry_run 0",
+            "sip_filter_auth_requests_noted_total 40",
+            "sip_filter_auth_requests_unpairable_total 1",
+            r#"sip_filter_auth_lockouts_total{scope="source"} 3"#,
+            r#"sip_filter_auth_lockouts_total{scope="unregistered"} 1"#,
+            "sip_filter_auth_registrations_total 12",
+            "sip_filter_registered_sources 9",
+            r#"sip_filter_locked_accounts{scope="source"} 2"#,
+            r#"sip_filter_locked_accounts{scope="unregistered"} 1"#,
+            "# TYPE sip_filter_registered_sources gauge",
+            "# TYPE sip_filter_auth_lockouts_total counter",
             "# TYPE sip_filter_packets_total counter",
             "# TYPE sip_filter_bans_active gauge",
         ] {

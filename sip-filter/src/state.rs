@@ -1,6 +1,7 @@
 //! The state file: what a restart must not lose. The dynamic bans (the filter's own and
-//! the operator's) and the allow/deny entries an operator added at run time live only
-//! in the kernel's maps; the daemon saves them to `STATE_DIR/state.bin` periodically
+//! the operator's), the allow/deny entries an operator added at run time, and what the
+//! server's answers taught (registered sources, locked accounts) live only in the
+//! kernel's maps; the daemon saves them to `STATE_DIR/state.bin` periodically
 //! and when it stops, and loads them back into the fresh maps when it starts.
 //!
 //! Kernel expiries are `CLOCK_MONOTONIC_COARSE` nanoseconds, which restart from zero at
@@ -8,19 +9,30 @@
 //! one reading of both clocks. The file is written to a temporary name and renamed, so
 //! a crash leaves the old file or the new one, never half of one.
 //!
-//! The format (version 2) is binary, 28 bytes an entry: a stop with a million bans
-//! and a million deny entries writes 56 MB, read out of the maps in batches. Version 1
-//! was pretty JSON (`state.json`, about 100 bytes an entry, built one string at a
-//! time), which took seconds to write at that size; it still loads, and is removed once
-//! a `state.bin` holds what it held.
+//! The format (version 3) is binary, 28 bytes a ban or list entry: a stop with a
+//! million bans and a million deny entries writes 56 MB, read out of the maps in
+//! batches. Version 2 was the same without the registrations and lockouts (its header
+//! is 24 bytes shorter); it still loads. Version 1 was pretty JSON (`state.json`,
+//! about 100 bytes an entry, built one string at a time), which took seconds to write
+//! at that size; it still loads, and is removed once a `state.bin` holds what it held.
 //!
 //! ```text
 //! header  "SIPFSTAT", version u32, record size u32, saved_at_unix_ms u64,
-//!         bans u64, allow u64, deny u64                      (48 bytes, little-endian)
+//!         bans u64, allow u64, deny u64,                     (48 bytes, little-endian)
+//!         registered u64, source lockouts u64, account lockouts u64  (+24: version 3)
 //! record  address [u8; 16] (IPv4 as ::ffff:a.b.c.d), prefix length u8, family u8 (4|6),
 //!         reason u8, 0 u8, expires_unix_ms u64 (u64::MAX: never)       (28 bytes)
+//! registration  source address [u8; 16] (IPv4 mapped), account [u8; 32] (zero
+//!         padded), expires_unix_ms u64                                   (56 bytes)
+//! lockout source address [u8; 16] (zeros across sources), account [u8; 32],
+//!         locked_until_unix_ms u64, failures u32, drops u32              (64 bytes)
 //! ```
-//! Records follow in that order: bans, then allow entries, then deny entries.
+//! Records follow in that order: bans, allow entries, deny entries, registrations,
+//! per-source lockouts, lockouts across sources. Only what still applies is saved: live
+//! registrations and locked accounts (failures that locked nothing yet start over).
+//! Accounts are keyed in the kernel by a hash seeded anew at each start: a lockout is
+//! keyed again from its name, and one whose name filled the 32 bytes the kernel keeps
+//! (it may have been cut) cannot be, and is skipped.
 
 use std::{
     net::{IpAddr, Ipv6Addr},
@@ -28,16 +40,21 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use aya::maps::{lpm_trie::Key, Map, MapData};
+use aya::maps::{lpm_trie::Key, Map};
 use ipnet::IpNet;
 use serde::Deserialize;
-use sip_filter_common::maps::{
-    names, Ban, BanReason, ListEntry, SourceKey, LIST_ORIGIN_CONFIG, LIST_ORIGIN_OPERATOR,
+use sip_filter_common::{
+    maps::{
+        names, AccountKey, Ban, BanReason, ListEntry, Lockout, Registration, SourceKey,
+        LIST_ORIGIN_CONFIG, LIST_ORIGIN_OPERATOR,
+    },
+    sip::pairing::{Account, ACCOUNT_WORDS},
 };
 
 use crate::{
     bpf_sys,
-    filter::{monotonic_now_ns, Filter, FilterError},
+    filter::{monotonic_now_ns, open_pinned, Filter, FilterError},
+    learnt::LearntMaps,
     lists::{v4_key, v6_key},
 };
 
@@ -46,10 +63,14 @@ pub const FILE_NAME: &str = "state.bin";
 /// Version 1's file (JSON), loaded if present and removed once `FILE_NAME` replaces it.
 pub const LEGACY_FILE_NAME: &str = "state.json";
 /// The layout version written; a file of another version is set aside, not misread.
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 const MAGIC: &[u8; 8] = b"SIPFSTAT";
-const HEADER_SIZE: usize = 48;
+/// Version 2's header; version 3 adds three counts.
+const HEADER_SIZE_2: usize = 48;
+const HEADER_SIZE: usize = HEADER_SIZE_2 + 24;
 const RECORD_SIZE: usize = 28;
+const REGISTRATION_SIZE: usize = 56;
+const LOCKOUT_SIZE: usize = 64;
 /// A saved expiry of "never".
 const NEVER: u64 = u64::MAX;
 
@@ -64,8 +85,34 @@ pub struct State {
     /// come from the configuration file).
     pub allow: Vec<SavedEntry>,
     pub deny: Vec<SavedEntry>,
+    /// Sources holding a registration.
+    pub registered: Vec<SavedRegistration>,
+    /// Accounts locked for one source, or (no source) for every unregistered one.
+    pub lockouts: Vec<SavedLockout>,
     /// Entries of a version 1 file that did not parse: left out, counted as skipped.
     pub unreadable: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SavedRegistration {
+    /// The registered address (its IPv6 prefix is what the kernel keys it by).
+    pub source: IpAddr,
+    /// The last account registered from it (zero padded).
+    pub account: [u64; ACCOUNT_WORDS],
+    /// Unix ms; None: never (the kernel always sets one).
+    pub expires_unix_ms: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SavedLockout {
+    /// The source it is locked for; None: every unregistered source.
+    pub source: Option<IpAddr>,
+    /// The account's name (zero padded).
+    pub account: [u64; ACCOUNT_WORDS],
+    /// Unix ms; None: never.
+    pub locked_until_unix_ms: Option<u64>,
+    pub failures: u32,
+    pub drops: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,7 +139,10 @@ pub struct Restored {
     pub bans: usize,
     pub allow: usize,
     pub deny: usize,
-    /// Expired since the file was written, or unreadable: left out.
+    pub registered: usize,
+    pub lockouts: usize,
+    /// Expired since the file was written, unreadable, or (lockouts) an account whose
+    /// name may have been cut: left out.
     pub skipped: usize,
 }
 
@@ -206,7 +256,46 @@ impl State {
             operator_entries::<[u8; 4]>(v4, v4_name, clocks, list)?;
             operator_entries::<[u8; 16]>(v6, v6_name, clocks, list)?;
         }
+        if let Some(learnt) = &maps.learnt {
+            state.take_learnt(learnt, clocks)?;
+        }
         Ok(state)
+    }
+
+    /// The live registrations and locked accounts.
+    fn take_learnt(&mut self, maps: &LearntMaps<'_>, clocks: Clocks) -> Result<(), FilterError> {
+        self.registered = maps
+            .all_registrations()?
+            .into_iter()
+            .filter_map(|(_, registration)| {
+                Some(SavedRegistration {
+                    source: key_address(registration.source),
+                    account: registration.account,
+                    expires_unix_ms: clocks.to_wall(registration.expires_ns)?,
+                })
+            })
+            .collect();
+        let saved = |source: Option<IpAddr>, lockout: Lockout| {
+            Some(SavedLockout {
+                source,
+                account: lockout.name,
+                // 0 (never locked) reads as expired.
+                locked_until_unix_ms: clocks.to_wall(lockout.locked_until_ns)?,
+                failures: lockout.failures,
+                drops: lockout.drops,
+            })
+        };
+        self.lockouts = maps
+            .all_source_lockouts()?
+            .into_iter()
+            .filter_map(|(_, lockout)| saved(Some(key_address(lockout.source)), lockout))
+            .chain(
+                maps.all_account_lockouts()?
+                    .into_iter()
+                    .filter_map(|(_, lockout)| saved(None, lockout)),
+            )
+            .collect();
+        Ok(())
     }
 
     /// Reads a state file of either version; None when there is none (a first start).
@@ -242,7 +331,16 @@ impl State {
 
     fn encode(&self) -> Vec<u8> {
         let records = self.bans.len() + self.allow.len() + self.deny.len();
-        let mut out = Vec::with_capacity(HEADER_SIZE + records * RECORD_SIZE);
+        let (per_source, across): (Vec<&SavedLockout>, Vec<&SavedLockout>) = self
+            .lockouts
+            .iter()
+            .partition(|lockout| lockout.source.is_some());
+        let mut out = Vec::with_capacity(
+            HEADER_SIZE
+                + records * RECORD_SIZE
+                + self.registered.len() * REGISTRATION_SIZE
+                + self.lockouts.len() * LOCKOUT_SIZE,
+        );
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(&(RECORD_SIZE as u32).to_le_bytes());
@@ -251,6 +349,9 @@ impl State {
             self.bans.len() as u64,
             self.allow.len() as u64,
             self.deny.len() as u64,
+            self.registered.len() as u64,
+            per_source.len() as u64,
+            across.len() as u64,
         ] {
             out.extend_from_slice(&n.to_le_bytes());
         }
@@ -267,6 +368,18 @@ impl State {
                 entry.reason,
                 entry.expires_unix_ms,
             );
+        }
+        for registration in &self.registered {
+            out.extend_from_slice(&address_bytes(registration.source));
+            push_words(&mut out, &registration.account);
+            out.extend_from_slice(&registration.expires_unix_ms.unwrap_or(NEVER).to_le_bytes());
+        }
+        for lockout in per_source.into_iter().chain(across) {
+            out.extend_from_slice(&lockout.source.map_or([0; 16], address_bytes));
+            push_words(&mut out, &lockout.account);
+            out.extend_from_slice(&lockout.locked_until_unix_ms.unwrap_or(NEVER).to_le_bytes());
+            out.extend_from_slice(&lockout.failures.to_le_bytes());
+            out.extend_from_slice(&lockout.drops.to_le_bytes());
         }
         out
     }
@@ -285,6 +398,10 @@ impl State {
         merge(&mut self.bans, newer.bans, |ban| ban.source);
         merge(&mut self.allow, newer.allow, |entry| entry.net);
         merge(&mut self.deny, newer.deny, |entry| entry.net);
+        merge(&mut self.registered, newer.registered, |r| r.source);
+        merge(&mut self.lockouts, newer.lockouts, |l| {
+            (l.source, l.account)
+        });
         self.unreadable += newer.unreadable;
         self.saved_at_unix_ms = self.saved_at_unix_ms.max(newer.saved_at_unix_ms);
     }
@@ -307,7 +424,11 @@ impl State {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.bans.is_empty() && self.allow.is_empty() && self.deny.is_empty()
+        self.bans.is_empty()
+            && self.allow.is_empty()
+            && self.deny.is_empty()
+            && self.registered.is_empty()
+            && self.lockouts.is_empty()
     }
 }
 
@@ -320,6 +441,20 @@ fn key_address(key: SourceKey) -> IpAddr {
     }
 }
 
+/// An address as the kernel keeps it: IPv4 mapped into IPv6.
+fn address_bytes(address: IpAddr) -> [u8; 16] {
+    match address {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+fn push_words(out: &mut Vec<u8>, words: &[u64; ACCOUNT_WORDS]) {
+    for word in words {
+        out.extend_from_slice(&word.to_le_bytes());
+    }
+}
+
 fn push_record(
     out: &mut Vec<u8>,
     address: IpAddr,
@@ -327,11 +462,8 @@ fn push_record(
     reason: BanReason,
     expires_unix_ms: Option<u64>,
 ) {
-    let (bytes, family) = match address {
-        IpAddr::V4(v4) => (v4.to_ipv6_mapped().octets(), 4),
-        IpAddr::V6(v6) => (v6.octets(), 6),
-    };
-    out.extend_from_slice(&bytes);
+    let family = if address.is_ipv4() { 4 } else { 6 };
+    out.extend_from_slice(&address_bytes(address));
     out.extend_from_slice(&[prefix_len, family, reason as u8, 0]);
     out.extend_from_slice(&expires_unix_ms.unwrap_or(NEVER).to_le_bytes());
 }
@@ -352,9 +484,11 @@ fn decode(bytes: &[u8]) -> Result<State, String> {
     };
     let too_short = || format!("{} bytes, shorter than its header", bytes.len());
     let version = u32_at(8).ok_or_else(too_short)?;
-    if version != VERSION {
-        return Err(format!("version {version}, expected {VERSION} or 1"));
-    }
+    let header_size = match version {
+        2 => HEADER_SIZE_2,
+        VERSION => HEADER_SIZE,
+        _ => return Err(format!("version {version}, expected {VERSION}, 2 or 1")),
+    };
     let record_size = u32_at(12).ok_or_else(too_short)? as usize;
     if record_size != RECORD_SIZE {
         return Err(format!(
@@ -372,18 +506,36 @@ fn decode(bytes: &[u8]) -> Result<State, String> {
         count(32)?,
         count(40)?,
     );
-    let expected = bans
+    let (registered, per_source, across) = if version == 2 {
+        (0, 0, 0)
+    } else {
+        (count(48)?, count(56)?, count(64)?)
+    };
+    let records_end = bans
         .checked_add(allow)
         .and_then(|n| n.checked_add(deny))
         .and_then(|n| n.checked_mul(RECORD_SIZE))
-        .and_then(|n| n.checked_add(HEADER_SIZE));
-    if expected != Some(bytes.len()) {
+        .and_then(|n| n.checked_add(header_size));
+    let registrations_end = registered
+        .checked_mul(REGISTRATION_SIZE)
+        .and_then(|n| n.checked_add(records_end?));
+    let expected = per_source
+        .checked_add(across)
+        .and_then(|n| n.checked_mul(LOCKOUT_SIZE))
+        .and_then(|n| n.checked_add(registrations_end?));
+    let (Some(records_end), Some(registrations_end), Some(expected)) =
+        (records_end, registrations_end, expected)
+    else {
+        return Err(format!("{} bytes, but its header counts more", bytes.len()));
+    };
+    if expected != bytes.len() {
         return Err(format!(
-            "{} bytes, but its header counts {bans} bans, {allow} allow and {deny} deny entries",
-            bytes.len()
+            "{} bytes, but its header counts {bans} bans, {allow} allow and {deny} deny entries, {registered} registrations and {} lockouts",
+            bytes.len(),
+            per_source + across
         ));
     }
-    let mut records = bytes[HEADER_SIZE..]
+    let mut records = bytes[header_size..records_end]
         .chunks_exact(RECORD_SIZE)
         .map(read_record);
     let mut state = State {
@@ -408,7 +560,48 @@ fn decode(bytes: &[u8]) -> Result<State, String> {
             });
         }
     }
+    for record in bytes[records_end..registrations_end].chunks_exact(REGISTRATION_SIZE) {
+        state.registered.push(SavedRegistration {
+            source: key_address(bytes_at(record, 0)),
+            account: words_at(record, 16),
+            expires_unix_ms: expiry(bytes_at(record, 48)),
+        });
+    }
+    for (index, record) in bytes[registrations_end..]
+        .chunks_exact(LOCKOUT_SIZE)
+        .enumerate()
+    {
+        state.lockouts.push(SavedLockout {
+            source: (index < per_source).then(|| key_address(bytes_at(record, 0))),
+            account: words_at(record, 16),
+            locked_until_unix_ms: expiry(bytes_at(record, 48)),
+            failures: u32::from_le_bytes(bytes_at(record, 56)),
+            drops: u32::from_le_bytes(bytes_at(record, 60)),
+        });
+    }
     Ok(state)
+}
+
+/// `N` bytes of `record` from `at` (the caller's sizes keep them inside).
+fn bytes_at<const N: usize>(record: &[u8], at: usize) -> [u8; N] {
+    let mut out = [0u8; N];
+    out.copy_from_slice(&record[at..at + N]);
+    out
+}
+
+/// An account name's words at `at`.
+fn words_at(record: &[u8], at: usize) -> [u64; ACCOUNT_WORDS] {
+    let mut words = [0u64; ACCOUNT_WORDS];
+    for (i, word) in words.iter_mut().enumerate() {
+        *word = u64::from_le_bytes(bytes_at(record, at + i * 8));
+    }
+    words
+}
+
+/// A saved expiry: None for never.
+fn expiry(bytes: [u8; 8]) -> Option<u64> {
+    let expires = u64::from_le_bytes(bytes);
+    (expires != NEVER).then_some(expires)
 }
 
 /// One record: address, prefix length, reason, expiry.
@@ -420,14 +613,11 @@ fn read_record(record: &[u8]) -> (IpAddr, u8, BanReason, Option<u64>) {
         (4, Some(v4)) => IpAddr::V4(v4),
         _ => IpAddr::V6(v6),
     };
-    let mut expires = [0u8; 8];
-    expires.copy_from_slice(&record[20..28]);
-    let expires = u64::from_le_bytes(expires);
     (
         address,
         record[16],
         BanReason::from_u32(u32::from(record[18])),
-        (expires != NEVER).then_some(expires),
+        expiry(bytes_at(record, 20)),
     )
 }
 
@@ -575,7 +765,70 @@ pub fn restore(
         *count += put_v4 + put_v6;
         restored.skipped += left_v4 + left_v6;
     }
+    restore_learnt(filter, state, clocks, &mut restored)?;
     Ok(restored)
+}
+
+/// Puts the registrations and lockouts back, keyed for this filter: sources by its IPv6
+/// prefix, accounts by its hash seed.
+fn restore_learnt(
+    filter: &Filter,
+    state: &State,
+    clocks: Clocks,
+    restored: &mut Restored,
+) -> Result<(), FilterError> {
+    let mut registrations = Vec::with_capacity(state.registered.len());
+    for saved in &state.registered {
+        match clocks.to_kernel(saved.expires_unix_ms) {
+            Some(expires_ns) => registrations.push((
+                filter.source_key(saved.source),
+                Registration {
+                    expires_ns,
+                    account: saved.account,
+                    source: address_bytes(saved.source),
+                },
+            )),
+            None => restored.skipped += 1,
+        }
+    }
+    // The seed is set once the configuration is written, which restoring follows.
+    let seed = filter.seed().ok_or(FilterError::Missing {
+        what: "configured hash seed",
+        name: names::CONFIG,
+    })?;
+    let (mut per_source, mut across) = (Vec::new(), Vec::new());
+    for saved in &state.lockouts {
+        let (Some(locked_until_ns), Some(account_key)) = (
+            clocks.to_kernel(saved.locked_until_unix_ms),
+            Account::key_of_name(&saved.account, seed),
+        ) else {
+            restored.skipped += 1;
+            continue;
+        };
+        let lockout = Lockout {
+            window_ns: clocks.monotonic_ns,
+            locked_until_ns,
+            failures: saved.failures,
+            drops: saved.drops,
+            name: saved.account,
+            source: saved.source.map_or([0; 16], address_bytes),
+        };
+        match saved.source {
+            Some(source) => per_source.push((
+                AccountKey {
+                    source: filter.source_key(source),
+                    account: account_key,
+                },
+                lockout,
+            )),
+            None => across.push((account_key, lockout)),
+        }
+    }
+    let (registered, for_source, everywhere) =
+        LearntMaps::of(filter)?.put(&registrations, &per_source, &across)?;
+    restored.registered = registered;
+    restored.lockouts = for_source + everywhere;
+    Ok(())
 }
 
 /// The maps a [`State`] is read from.
@@ -585,6 +838,8 @@ pub struct StateMaps<'a> {
     pub allow_v6: &'a Map,
     pub deny_v4: &'a Map,
     pub deny_v6: &'a Map,
+    /// Registrations and lockouts; None from the pins of a daemon that predates them.
+    pub learnt: Option<LearntMaps<'a>>,
 }
 
 impl<'a> StateMaps<'a> {
@@ -596,18 +851,16 @@ impl<'a> StateMaps<'a> {
             allow_v6: filter.map(names::ALLOW_V6)?,
             deny_v4: filter.map(names::DENY_V4)?,
             deny_v6: filter.map(names::DENY_V6)?,
+            learnt: Some(LearntMaps::of(filter)?),
         })
     }
 }
 
 /// The state maps pinned in `maps_dir`, in [`StateMaps`] order: what a daemon that did
-/// not stop cleanly left, for its successor to take over.
+/// not stop cleanly left, for its successor to take over (with
+/// [`crate::learnt::PinnedLearnt`], which an older daemon did not pin).
 pub fn pinned_maps(maps_dir: &Path) -> Result<[Map; 5], FilterError> {
-    let open = |name: &'static str| -> Result<Map, FilterError> {
-        let map_error = |source| FilterError::Map { name, source };
-        let data = MapData::from_pin(maps_dir.join(name)).map_err(map_error)?;
-        Map::from_map_data(data).map_err(map_error)
-    };
+    let open = |name| open_pinned(maps_dir, name);
     Ok([
         open(names::BANS)?,
         open(names::ALLOW_V4)?,
@@ -625,6 +878,7 @@ impl<'a> From<&'a [Map; 5]> for StateMaps<'a> {
             allow_v6,
             deny_v4,
             deny_v6,
+            learnt: None,
         }
     }
 }
@@ -790,13 +1044,34 @@ mod tests {
                 reason: BanReason::Feed,
                 expires_unix_ms: None,
             }],
+            registered: vec![SavedRegistration {
+                source: "2001:db8:5f:1::7".parse().unwrap(),
+                account: account("office-phone-17"),
+                expires_unix_ms: Some(CLOCKS.unix_ms + 3_600_000),
+            }],
+            lockouts: vec![
+                SavedLockout {
+                    source: Some("198.18.0.9".parse().unwrap()),
+                    account: account("alice"),
+                    locked_until_unix_ms: Some(CLOCKS.unix_ms + 600_000),
+                    failures: 5,
+                    drops: 2,
+                },
+                SavedLockout {
+                    source: None,
+                    account: account("bob"),
+                    locked_until_unix_ms: Some(CLOCKS.unix_ms + 900_000),
+                    failures: 20,
+                    drops: 0,
+                },
+            ],
             unreadable: 0,
         };
         state.save(&path).unwrap();
         assert_eq!(State::load(&path).unwrap(), Some(state.clone()));
         assert_eq!(
             std::fs::metadata(&path).unwrap().len() as usize,
-            HEADER_SIZE + 4 * RECORD_SIZE
+            HEADER_SIZE + 4 * RECORD_SIZE + REGISTRATION_SIZE + 2 * LOCKOUT_SIZE
         );
         assert!(!dir.join("state.bin.tmp").exists());
 
@@ -817,6 +1092,55 @@ mod tests {
             .to_string()
             .contains("version 99"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The name words of `text`, as the kernel keeps an account.
+    fn account(text: &str) -> [u64; ACCOUNT_WORDS] {
+        let mut bytes = [0u8; ACCOUNT_WORDS * 8];
+        bytes[..text.len()].copy_from_slice(text.as_bytes());
+        words_at(&bytes, 0)
+    }
+
+    /// A version 2 file (written before registrations and lockouts were saved) loads:
+    /// its bans and entries, nothing learnt.
+    #[test]
+    fn a_version_2_file_still_loads() {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&2u32.to_le_bytes());
+        bytes.extend_from_slice(&(RECORD_SIZE as u32).to_le_bytes());
+        for n in [CLOCKS.unix_ms, 1, 0, 1] {
+            bytes.extend_from_slice(&n.to_le_bytes());
+        }
+        push_record(
+            &mut bytes,
+            "198.18.0.1".parse().unwrap(),
+            32,
+            BanReason::Scanner,
+            Some(CLOCKS.unix_ms + 1000),
+        );
+        push_record(
+            &mut bytes,
+            "192.0.2.0".parse().unwrap(),
+            24,
+            BanReason::Feed,
+            None,
+        );
+        assert_eq!(bytes.len(), HEADER_SIZE_2 + 2 * RECORD_SIZE);
+        let state = decode(&bytes).unwrap();
+        assert_eq!(state.saved_at_unix_ms, CLOCKS.unix_ms);
+        assert_eq!(
+            state.bans,
+            [SavedBan {
+                source: "198.18.0.1".parse().unwrap(),
+                reason: BanReason::Scanner,
+                expires_unix_ms: Some(CLOCKS.unix_ms + 1000),
+            }]
+        );
+        assert_eq!(state.deny[0].net, "192.0.2.0/24".parse::<IpNet>().unwrap());
+        assert!(state.registered.is_empty() && state.lockouts.is_empty());
+        // Its header's counts must still match its length.
+        assert!(decode(&bytes[..bytes.len() - 1]).is_err());
     }
 
     #[test]

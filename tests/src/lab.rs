@@ -850,6 +850,15 @@ pub fn json_output(finished: &Finished) -> Value {
     serde_json::from_str(&finished.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{finished}"))
 }
 
+/// The JSON array a command printed (`block list --json`, `auth locked --json`...),
+/// which must have succeeded.
+pub fn json_array(finished: &Finished) -> Vec<Value> {
+    let json = json_output(finished);
+    json.as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("not an array: {json}"))
+}
+
 /// The sip-filter binary, built (quick when up to date) by the cargo running the tests.
 pub fn sip_filter() -> &'static Path {
     sip_filter_binary(false).unwrap_or_else(|e| panic!("{e:#}"))

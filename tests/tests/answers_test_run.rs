@@ -4,7 +4,10 @@
 //! taken for and what it led to (lockouts, bans, registrations).
 
 use sip_filter::{
+    filter::monotonic_now_ns,
+    learnt::{Learnt, LearntMaps, LockScope},
     settings::{AuthRules, BanRules, RateLimits},
+    state::{self, Clocks, State, StateMaps},
     Filter, NotSipPolicy, Settings,
 };
 use sip_filter_common::{
@@ -476,4 +479,145 @@ fn strict_mode_reserves_methods_for_registered_and_trusted_sources() {
     let drops = filter.counters().expect("counters").packets[Reason::DropUnregistered as usize]
         [Method::Invite as usize];
     assert_eq!(drops, 1);
+}
+
+/// What the answers taught, as the operator's side sees it: registrations and lockouts
+/// are listed, survive a restart through the state file (a new filter, with a new hash
+/// seed, drops the same accounts and exempts the same phone), and unlocking lifts them.
+#[test]
+fn what_was_learnt_is_listed_restored_and_unlocked() {
+    if !privileged("what_was_learnt_is_listed_restored_and_unlocked") {
+        return;
+    }
+    let rules = AuthRules {
+        lockout_failures: 2,
+        ban_failures: 0,
+        enumeration_users: 0,
+        account_failures: 3,
+        ..AuthRules::default()
+    };
+    let settings = settings(rules);
+    let filter = loaded(&settings);
+    let fresh = challenge(false);
+    let fail = |client: [u8; 4], user: &str, call_id: &str| {
+        assert_eq!(
+            request(&filter, client, &register(user, call_id, 1, true)),
+            XDP_PASS,
+            "{user}'s guess {call_id} reaches the server"
+        );
+        answer(
+            &filter,
+            client,
+            &register_answer(401, "Unauthorized", call_id, 1, &[&fresh]),
+        );
+    };
+    let (phone, guesser) = ([198, 18, 8, 1], [198, 18, 8, 2]);
+    request(&filter, phone, &register("carol", "p-1", 1, true));
+    answer(
+        &filter,
+        phone,
+        &register_answer(200, "OK", "p-1", 1, &["Expires: 3600"]),
+    );
+    // alice: two failures from one source lock her for it (not across: 2 < 3).
+    fail(guesser, "alice", "a-1");
+    fail(guesser, "alice", "a-2");
+    // carol: one failure from each of three sources locks her for unregistered ones.
+    for n in 0..3u8 {
+        fail([198, 18, 9, n + 1], "carol", &format!("c-{n}"));
+    }
+
+    let learnt = LearntMaps::of(&filter).expect("the maps are there");
+    let now = monotonic_now_ns();
+    let registered = learnt.registered(now).expect("registrations read");
+    assert_eq!(registered.len(), 1, "{registered:?}");
+    assert_eq!(registered[0].key, filter.source_key(IpAddr::from(phone)));
+    assert_eq!(registered[0].account(), "carol");
+    let locked = learnt.locked(now).expect("lockouts read");
+    let shown: Vec<(String, LockScope)> = locked
+        .iter()
+        .map(|locked| (locked.account(), locked.scope))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (
+                "alice".to_string(),
+                LockScope::Source(filter.source_key(IpAddr::from(guesser)))
+            ),
+            ("carol".to_string(), LockScope::Unregistered),
+        ]
+    );
+    assert_eq!(
+        learnt.count(now).expect("counted"),
+        Learnt {
+            registered: 1,
+            locked_for_source: 1,
+            locked_everywhere: 1
+        }
+    );
+
+    // A restart: taken out, written, read back, restored into a fresh filter.
+    let state_dir = std::env::temp_dir().join(format!("sip-filter-learnt-{}", std::process::id()));
+    let path = state_dir.join(state::FILE_NAME);
+    let taken = State::take(&StateMaps::of(&filter).expect("maps"), Clocks::now()).expect("taken");
+    assert_eq!((taken.registered.len(), taken.lockouts.len()), (1, 2));
+    taken.save(&path).expect("saved");
+    let saved = State::load(&path).expect("read").expect("there");
+    std::fs::remove_dir_all(&state_dir).expect("removed");
+    assert_eq!(saved, taken);
+    drop(filter);
+    let mut after = loaded(&settings);
+    let restored = state::restore(&mut after, &saved, Clocks::now()).expect("restored");
+    assert_eq!(
+        (restored.registered, restored.lockouts),
+        (1, 2),
+        "{restored:?}"
+    );
+    let stranger = [198, 18, 9, 9];
+    assert_eq!(
+        request(&after, guesser, &register("alice", "a-3", 1, true)),
+        XDP_DROP,
+        "alice is still locked for the guesser"
+    );
+    assert_eq!(
+        request(&after, stranger, &register("carol", "c-9", 1, true)),
+        XDP_DROP,
+        "carol is still locked for unregistered sources"
+    );
+    assert_eq!(
+        request(&after, phone, &register("carol", "p-2", 2, true)),
+        XDP_PASS,
+        "her phone is still registered"
+    );
+
+    // Unlocking: alice for the guesser only, then carol everywhere.
+    let learnt = LearntMaps::of(&after).expect("the maps are there");
+    let guesser_key = after.source_key(IpAddr::from(guesser));
+    let now = monotonic_now_ns();
+    let stranger_key = after.source_key(IpAddr::from(stranger));
+    assert_eq!(
+        learnt
+            .unlock("alice", Some(stranger_key), now)
+            .expect("unlock"),
+        0,
+        "not locked for another source"
+    );
+    assert_eq!(
+        learnt
+            .unlock("alice", Some(guesser_key), now)
+            .expect("unlock"),
+        1
+    );
+    assert_eq!(
+        request(&after, guesser, &register("alice", "a-4", 1, true)),
+        XDP_PASS,
+        "alice is unlocked for the guesser"
+    );
+    assert_eq!(learnt.unlock("carol", None, now).expect("unlock"), 1);
+    assert_eq!(
+        request(&after, stranger, &register("carol", "c-10", 1, true)),
+        XDP_PASS,
+        "carol is unlocked"
+    );
+    assert!(learnt.locked(now).expect("read").is_empty());
 }

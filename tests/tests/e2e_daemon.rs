@@ -644,6 +644,8 @@ fn verbs_without_root_say_so_in_one_line() {
         &["block", "list"],
         &["status"],
         &["explain", "198.51.100.7"],
+        &["auth", "locked"],
+        &["auth", "unlock", "1000"],
     ] {
         let mut command = Command::new("setpriv");
         command

@@ -242,7 +242,8 @@ fn explain_allowed_denied_banned_and_unknown() {
     assert_eq!(json["verdict"]["dropped"], false, "{json}");
     assert_eq!(json["ban"], Value::Null, "{json}");
     assert_eq!(json["tracked"], false, "{json}");
-    assert_eq!(json["account"], Value::Null, "{json}");
+    assert_eq!(json["registered"], Value::Null, "{json}");
+    assert_eq!(json["locked"], Value::Array(Vec::new()), "{json}");
     let buckets = json["buckets"]
         .as_array()
         .unwrap_or_else(|| panic!("{json}"));

@@ -370,6 +370,21 @@ fn prometheus_scrapes_the_filters_counters() {
         u64::from(MAX_SOURCES)
     );
     assert_eq!(value("sip_filter_map_entries", &[r#"map="domains""#]), 1);
+    // The requests that passed were noted for their answers; nothing was learnt from
+    // answers yet, and the series say so at 0.
+    assert!(
+        plain_sample(text, "sip_filter_auth_requests_noted_total").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert_eq!(
+        plain_sample(text, "sip_filter_registered_sources"),
+        Some(0.0),
+        "{text}"
+    );
+    for scope in [r#"scope="source""#, r#"scope="unregistered""#] {
+        assert_eq!(value("sip_filter_locked_accounts", &[scope]), 0);
+        assert_eq!(value("sip_filter_auth_lockouts_total", &[scope]), 0);
+    }
     assert_eq!(
         plain_sample(text, "sip_filter_dry_run"),
         Some(0.0),

@@ -68,6 +68,21 @@ impl Account {
         let len = bytes.iter().position(|b| *b == 0).unwrap_or(ACCOUNT_BYTES);
         (bytes, len)
     }
+
+    /// The key [`Account::of`] gives the name held in `name` (host code: saved lockouts
+    /// are keyed again under a new seed). None for a name of [`ACCOUNT_BYTES`] or more:
+    /// it may have been cut, and the key covers the whole name's length.
+    pub fn key_of_name(name: &[u64; ACCOUNT_WORDS], seed: u64) -> Option<u64> {
+        let (_, len) = Self::name_bytes(name);
+        if len == 0 || len >= ACCOUNT_BYTES {
+            return None;
+        }
+        let mut key = mix(seed, len as u64);
+        for word in name {
+            key = mix(key, *word);
+        }
+        Some(key | 1)
+    }
 }
 
 /// A seeded hash of the first `BYTES` bytes of `span`, and of its length: a loop of
@@ -353,6 +368,16 @@ mod tests {
         assert_eq!(by_username, by_to);
         let (name, len) = Account::name_bytes(&by_username.name);
         assert_eq!(&name[..len], b"alice");
+        assert_eq!(
+            Account::key_of_name(&by_username.name, 3),
+            Some(by_username.key)
+        );
+        assert_ne!(
+            Account::key_of_name(&by_username.name, 4),
+            Some(by_username.key)
+        );
+        let cut = [u64::from_le_bytes(*b"aaaaaaaa"); ACCOUNT_WORDS];
+        assert_eq!(Account::key_of_name(&cut, 3), None, "perhaps cut");
         assert_eq!(Account::of(&buf, Span::ABSENT, 3).key, 0);
     }
 

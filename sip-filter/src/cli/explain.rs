@@ -3,14 +3,17 @@ use std::net::IpAddr;
 use anyhow::Context;
 use sip_filter::{
     crowdsec::report::read_notes,
+    events::account_name,
     explain::{explain as read_explanation, Bucket, Explanation, ListMatch, Verdict},
+    filter::key_to_string,
+    learnt::LockScope,
     lists::ListKind,
 };
 use sip_filter_common::Reason;
 
 use super::{
     block::{ban_row, format_duration},
-    lists::{Row, Where},
+    lists::{left, left_text, Row, Where},
     UserError,
 };
 
@@ -19,7 +22,8 @@ use super::{
 ///
 /// Shows the allow and deny entries covering it, its ban (reason,
 /// origin, time left, drops), its rate-limit buckets, its strikes toward an automatic
-/// ban, its drops by reason, and a one-line verdict on its next packet. An IPv6 address
+/// ban, its drops by reason, whether it is registered and which accounts are locked
+/// for it, and a one-line verdict on its next packet. An IPv6 address
 /// is banned and tracked by its prefix (the filter's ipv6_prefix, /64 by default): the
 /// prefix is what is shown. Nothing is changed.
 #[derive(clap::Args)]
@@ -30,7 +34,8 @@ pub struct ExplainArgs {
     /// dry_run, verdict {dropped, reason, limited, text}, allow and deny (the entries
     /// covering it, longest first, as in `block list --json`, with `effective`), ban
     /// (or null), tracked, buckets, global_budget, strikes, drops (reason -> packets),
-    /// account (null: not tracked yet).
+    /// registered (account, seconds_left; or null), locked (account, source: an
+    /// address or null for every unregistered source, failures, drops, seconds_left).
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -235,9 +240,41 @@ fn text(found: &Explanation, rows: &Rows, verdict: &Verdict, iface: &str) -> Str
             drops.join(", ")
         }
     ));
-    if let Some(account) = found.account() {
-        out.push_str(&format!("account: {account}\n"));
-    }
+    out.push_str(&format!(
+        "registered: {}\n",
+        found
+            .registration
+            .map_or("no".to_string(), |registration| format!(
+                "yes, last as {} ({} left)",
+                account_name(&registration.account),
+                left_text(left(registration.expires_ns, found.now_ns))
+            ))
+    ));
+    let locked: Vec<String> = found
+        .locked()
+        .iter()
+        .map(|locked| {
+            format!(
+                "{} ({}, {} failures, {} drops, {} left)",
+                locked.account(),
+                match locked.scope {
+                    LockScope::Source(_) => "for this source",
+                    LockScope::Unregistered => "for every unregistered source",
+                },
+                locked.lockout.failures,
+                locked.lockout.drops,
+                left_text(left(locked.lockout.locked_until_ns, found.now_ns))
+            )
+        })
+        .collect();
+    out.push_str(&format!(
+        "locked accounts: {}\n",
+        if locked.is_empty() {
+            "none".to_string()
+        } else {
+            locked.join("; ")
+        }
+    ));
     out
 }
 
@@ -334,6 +371,19 @@ fn json(found: &Explanation, rows: &Rows, verdict: &Verdict, iface: &str) -> ser
             "window_left_s": s.window_left.as_secs(),
         })).collect::<Vec<_>>(),
         "drops": drops,
-        "account": found.account(),
+        "registered": found.registration.map(|registration| serde_json::json!({
+            "account": account_name(&registration.account),
+            "seconds_left": left(registration.expires_ns, found.now_ns).map(|left| left.as_secs()),
+        })),
+        "locked": found.locked().iter().map(|locked| serde_json::json!({
+            "account": locked.account(),
+            "source": match locked.scope {
+                LockScope::Source(key) => Some(key_to_string(key, found.config.ipv6_prefix)),
+                LockScope::Unregistered => None,
+            },
+            "failures": locked.lockout.failures,
+            "drops": locked.lockout.drops,
+            "seconds_left": left(locked.lockout.locked_until_ns, found.now_ns).map(|left| left.as_secs()),
+        })).collect::<Vec<_>>(),
     })
 }

@@ -229,11 +229,16 @@ impl Row {
 
     /// `until removed`, `expired` or the time left (`59m 58s`).
     pub fn left_text(&self) -> String {
-        match self.left {
-            None => "until removed".to_string(),
-            Some(left) if left.is_zero() => "expired".to_string(),
-            Some(left) => format_duration(left),
-        }
+        left_text(self.left)
+    }
+}
+
+/// `until removed` (None), `expired` or the time left (`59m 58s`).
+pub fn left_text(left: Option<Duration>) -> String {
+    match left {
+        None => "until removed".to_string(),
+        Some(left) if left.is_zero() => "expired".to_string(),
+        Some(left) => format_duration(left),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Command-line verbs, one file each; their doc comments are their `--help`.
 
 mod allow;
+mod auth;
 mod block;
 mod block_import;
 mod check;
@@ -40,6 +41,7 @@ enum Command {
     Block(block::BlockArgs),
     Explain(explain::ExplainArgs),
     Allow(allow::AllowArgs),
+    Auth(auth::AuthArgs),
     Top(top::TopArgs),
     Status(status::StatusArgs),
     Unload(unload::UnloadArgs),
@@ -64,6 +66,7 @@ impl Cli {
             Command::Block(_) => "block",
             Command::Explain(_) => "explain",
             Command::Allow(_) => "allow",
+            Command::Auth(_) => "auth",
             Command::Top(_) => "top",
             Command::Status(_) => "status",
             Command::Unload(_) => "unload",
@@ -82,6 +85,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Block(args) => block::block(args),
         Command::Explain(args) => explain::explain(args),
         Command::Allow(args) => allow::allow(args),
+        Command::Auth(args) => auth::auth(args),
         Command::Top(args) => top::top(args),
         Command::Status(args) => status::status(args),
         Command::Unload(args) => unload::unload(args),

@@ -2,23 +2,25 @@ use std::{
     net::TcpListener,
     path::{Path, PathBuf},
     sync::Arc,
+    time::Duration,
 };
 
 use anyhow::Context;
 use aya::{
     maps::{MapData, RingBuf},
-    programs::links::PinnedLink,
+    programs::links::{FdLink, PinnedLink},
 };
 use sip_filter::{
     crowdsec::{report::SyncMetrics, signals::SignalQueue, CrowdsecSync},
     events,
     filter::{monotonic_now_ns, FilterError},
     interfaces,
+    learnt::PinnedLearnt,
     lists::{ListKind, PinnedList},
     metrics::{self, Locations, Metrics},
     pins::{
-        anything_pinned, clsact_dir, ensure_bpffs, link_path, links_dir, maps_dir, remove_all,
-        tcx_dir,
+        anything_pinned, clsact_dir, ensure_bpffs, link_path, links_dir, maps_dir,
+        pinned_interfaces, remove_all, tcx_dir,
     },
     runtime::{Interface, Runtime, RELOADS},
     state::{self, Clocks, State, StateError, StateMaps},
@@ -102,7 +104,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let stale = anything_pinned(&root).with_context(|| format!("reading {}", root.display()))?;
     if stale {
         log::warn!(pin_root:% = root.display();
-            "pins left by a daemon that did not stop cleanly: taking over its bans and operator entries, then replacing it");
+            "pins left by a daemon that did not stop cleanly: taking over its bans, operator entries, registrations and lockouts, then replacing it");
         match take_pinned_state(&root) {
             Ok(left) => saved.extend(left),
             Err(e) => log::warn!(pin_root:% = root.display();
@@ -121,16 +123,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let restored = state::restore(&mut filter, &saved, Clocks::now())?;
     if !saved.is_empty() {
         log::info!(bans = restored.bans, allow = restored.allow, deny = restored.deny,
+            registered = restored.registered, lockouts = restored.lockouts,
             skipped = restored.skipped, state_file:% = state_path.display();
-            "restored {} ban(s) and {} operator list entr(ies)", restored.bans, restored.allow + restored.deny);
+            "restored {} ban(s), {} operator list entr(ies), {} registered source(s) and {} account lockout(s)",
+            restored.bans, restored.allow + restored.deny, restored.registered, restored.lockouts);
     }
     let events = filter.take_events()?;
     let program_id = filter.program_id()?;
 
     ensure_bpffs(&root).with_context(|| format!("preparing {}", root.display()))?;
     if stale {
-        // Detaches the old program (its links go with their pins); ours follows at once.
+        // Detaches the old program (its links go with their pins); ours follows once the
+        // kernel has let it go.
+        let old_programs = pinned_link_programs(&root);
         remove_all(&root).with_context(|| format!("removing stale pins in {}", root.display()))?;
+        wait_until_unloaded(&old_programs);
     }
     let pinned = attach_and_pin(&mut filter, &setup, args.egress_mode, &root)?;
     let mut runtime = Runtime {
@@ -294,10 +301,50 @@ fn load_state(path: &Path) -> State {
     }
 }
 
-/// The bans and operator entries in the maps a crashed daemon left pinned.
+/// The programs of the XDP links pinned under `root` (a crashed daemon's), by id.
+fn pinned_link_programs(root: &Path) -> Vec<u32> {
+    pinned_interfaces(root)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|iface| PinnedLink::from_pin(link_path(root, iface)).ok())
+        .filter_map(|link| FdLink::from(link).info().ok())
+        .map(|info| info.program_id())
+        .collect()
+}
+
+/// How long a takeover waits for the kernel to free a crashed daemon's links.
+const UNLOAD_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits (up to [`UNLOAD_WAIT`]) until the programs `ids` are unloaded: the kernel frees
+/// an unpinned link in a work queue, later on a busy host, and until then the interface
+/// refuses another XDP program (EBUSY).
+fn wait_until_unloaded(ids: &[u32]) {
+    let start = std::time::Instant::now();
+    let loaded = || {
+        aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .any(|info| ids.contains(&info.id()))
+    };
+    while !ids.is_empty() && loaded() {
+        if start.elapsed() > UNLOAD_WAIT {
+            log::warn!("the previous daemon's program is still attached after {UNLOAD_WAIT:?}: attaching anyway");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The bans, operator entries, registrations and lockouts in the maps a crashed daemon
+/// left pinned (one that predates registrations pinned none: the rest is taken).
 fn take_pinned_state(root: &Path) -> anyhow::Result<State> {
-    let maps = state::pinned_maps(&maps_dir(root))?;
-    Ok(State::take(&StateMaps::from(&maps), Clocks::now())?)
+    let dir = maps_dir(root);
+    let maps = state::pinned_maps(&dir)?;
+    let learnt = PinnedLearnt::open(&dir)
+        .inspect_err(|e| log::warn!("no registrations or lockouts to take over: {e}"))
+        .ok();
+    let mut state_maps = StateMaps::from(&maps);
+    state_maps.learnt = learnt.as_ref().map(PinnedLearnt::maps);
+    Ok(State::take(&state_maps, Clocks::now())?)
 }
 
 /// What a running daemon pinned: removed (which detaches) on [`Pinned::remove`] or drop.

@@ -8,22 +8,27 @@ use aya::{
 use serde_json::json;
 use sip_filter::{
     crowdsec::report::{read_status, Side, Status},
-    filter::pinned_config,
+    filter::{monotonic_now_ns, pinned_config},
+    learnt::{Learnt, PinnedLearnt},
     pins::{anything_pinned, egress_attachments, link_path, pinned_interfaces},
     runtime::Runtime,
     state::Clocks,
 };
-use sip_filter_common::maps::{names, Ban, ListEntry, SourceState, FLAG_DRY_RUN};
+use sip_filter_common::maps::{
+    names, AccountKey, Ban, ListEntry, Lockout, Registration, SourceKey, SourceState, FLAG_DRY_RUN,
+};
 
 use super::{NoFilter, PinArgs};
 
 /// Show the running filter: the daemon, its interfaces with the XDP mode and the egress
-/// program's attachment (tcx or clsact) on each, the program id, dry-run or not, and how
+/// program's attachment (tcx or clsact) on each, the program id, dry-run or not, the
+/// registered sources and locked accounts it learnt from the server's answers, and how
 /// full each map is.
 #[derive(clap::Args)]
 pub struct StatusArgs {
     /// JSON: daemon, interfaces (name, mode, egress, program_id), program_id, dry_run,
-    /// maps (name, entries, capacity),
+    /// auth (registered, locked_for_source, locked_everywhere; null if unreadable), maps
+    /// (name, entries, capacity),
     /// crowdsec (the bouncer's and signal source's last pulls and pushes, errors)...
     #[arg(long)]
     json: bool,
@@ -85,6 +90,10 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     let dry_run = pinned_config(&maps_dir)
         .map(|config| config.has(FLAG_DRY_RUN))
         .ok();
+    // None from the pins of a filter that predates them.
+    let learnt = PinnedLearnt::open(&maps_dir)
+        .and_then(|learnt| learnt.maps().count(monotonic_now_ns()))
+        .ok();
     let maps: Vec<Occupancy> = names::PINNED
         .iter()
         .map(|name| occupancy(&maps_dir, name))
@@ -102,6 +111,11 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             "state_file": runtime.as_ref().map(|r| r.state_file.clone()),
             "program_id": program_id,
             "dry_run": dry_run,
+            "auth": learnt.map(|learnt| json!({
+                "registered": learnt.registered,
+                "locked_for_source": learnt.locked_for_source,
+                "locked_everywhere": learnt.locked_everywhere,
+            })),
             "interfaces": interfaces.iter().zip(&program_ids).map(|(iface, id)| json!({
                 "name": iface,
                 "mode": mode_of(iface),
@@ -171,6 +185,10 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             None => "unknown",
         }
     );
+    println!(
+        "auth:        {}",
+        learnt.map_or("unknown".to_string(), auth_line)
+    );
     if let Some(crowdsec) = &crowdsec {
         print_crowdsec(crowdsec, Clocks::now().unix_ms);
     }
@@ -229,6 +247,15 @@ fn print_crowdsec(status: &Status, now_ms: u64) {
     }
 }
 
+/// `3 registered source(s); 2 account(s) locked for one source, 1 for every
+/// unregistered source`.
+fn auth_line(learnt: Learnt) -> String {
+    format!(
+        "{} registered source(s); {} account(s) locked for one source, {} for every unregistered source",
+        learnt.registered, learnt.locked_for_source, learnt.locked_everywhere
+    )
+}
+
 pub fn no_filter(root: &Path) -> NoFilter {
     NoFilter(format!(
         "no filter is loaded (nothing pinned in {}): start one with `sip-filter run --iface IFACE --domain YOUR.DOMAIN`",
@@ -261,6 +288,21 @@ fn occupancy(dir: &Path, name: &'static str) -> anyhow::Result<Occupancy> {
         ),
         names::SOURCES => Some(
             HashMap::<_, [u8; 16], SourceState>::try_from(open()?)?
+                .keys()
+                .count(),
+        ),
+        names::REGISTERED => Some(
+            HashMap::<_, SourceKey, Registration>::try_from(open()?)?
+                .keys()
+                .count(),
+        ),
+        names::LOCKOUTS => Some(
+            HashMap::<_, AccountKey, Lockout>::try_from(open()?)?
+                .keys()
+                .count(),
+        ),
+        names::ACCOUNTS => Some(
+            HashMap::<_, u64, Lockout>::try_from(open()?)?
                 .keys()
                 .count(),
         ),
