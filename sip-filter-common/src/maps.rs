@@ -584,7 +584,49 @@ pub struct BanConfig {
     pub connection_overflow_ns: u64,
     pub connection_overflow_window_ns: u64,
     pub connection_overflow_hits: u32,
-    pub _pad: u32,
+    /// Repeat offenders: a source banned again within `repeat_window_ns` of its last
+    /// automatic ban's end is banned `repeat_factor` times as long as that ban was (0 or 1:
+    /// no growth), up to `repeat_max_ns`.
+    pub repeat_factor: u32,
+    pub repeat_window_ns: u64,
+    pub repeat_max_ns: u64,
+}
+
+impl BanConfig {
+    /// How long a new automatic ban lasts whose rule says `length_ns`, for a source whose
+    /// last automatic ban lasted `last_ns` and ended (or ends) at `last_expires_ns`
+    /// (0, 0: none remembered). A repeat offender's ban grows by `repeat_factor` each
+    /// time, within `repeat_max_ns` and never below the rule's own length.
+    #[inline(always)]
+    pub fn repeat_length(
+        &self,
+        length_ns: u64,
+        last_ns: u64,
+        last_expires_ns: u64,
+        now: u64,
+    ) -> u64 {
+        let forgotten = now > last_expires_ns && now - last_expires_ns > self.repeat_window_ns;
+        if self.repeat_factor <= 1 || last_ns == 0 || forgotten {
+            return length_ns;
+        }
+        let ceiling = if self.repeat_max_ns > length_ns {
+            self.repeat_max_ns
+        } else {
+            length_ns
+        };
+        // Compared before multiplying, so the product cannot overflow (and BPF, which
+        // has no 128-bit multiply, needs no overflow check).
+        let grown = if last_ns > ceiling / self.repeat_factor as u64 {
+            ceiling
+        } else {
+            last_ns * self.repeat_factor as u64
+        };
+        if grown < length_ns {
+            length_ns
+        } else {
+            grown
+        }
+    }
 }
 
 /// The rules that learn from the server's answers (issue 13). Durations in ns; a
@@ -617,10 +659,7 @@ pub struct AuthConfig {
     /// Strict mode: bit `Method::X as u32` set for each method dropped from sources
     /// neither registered nor allow-listed. 0: off.
     pub strict_methods: u32,
-    /// Repeat offenders: each new ban of a source lasts this many times the last one
-    /// (1 or 0: no growth), up to `repeat_cap_ns`.
-    pub repeat_factor: u32,
-    pub repeat_cap_ns: u64,
+    pub _pad: u32,
 }
 
 /// What the kernel keeps per source (LRU).
@@ -646,7 +685,11 @@ pub struct SourceState {
     /// connection bucket counted in it.
     pub connection_window_ns: u64,
     pub connection_hits: u32,
-    pub _pad: u32,
+    /// Automatic bans of this source while it was remembered (repeat offenders).
+    pub bans: u32,
+    /// The last automatic ban's length and end (see [`BanConfig::repeat_factor`]).
+    pub last_ban_ns: u64,
+    pub last_ban_expires_ns: u64,
     /// Requests from this source dropped, by `SOURCE_DROP_*` slot (for `sip-filter top`).
     /// Banned and denied sources' drops are counted in their [`Ban`] and [`ListEntry`],
     /// which the kernel reads anyway: no per-source lookup on those paths.
@@ -847,6 +890,70 @@ mod pod {
 mod tests {
     use super::*;
     use std::net::Ipv6Addr;
+
+    #[test]
+    fn repeat_offenders_bans_grow_within_the_window_and_the_cap() {
+        const S: u64 = 1_000_000_000;
+        let rules = BanConfig {
+            repeat_factor: 2,
+            repeat_window_ns: 86_400 * S,
+            repeat_max_ns: 7 * 86_400 * S,
+            ..BanConfig::default()
+        };
+        let now = 1_000_000 * S;
+        // A first ban: the rule's length.
+        assert_eq!(rules.repeat_length(600 * S, 0, 0, now), 600 * S);
+        // Again an hour after the last one ended: twice as long as that one was.
+        assert_eq!(
+            rules.repeat_length(600 * S, 600 * S, now - 3600 * S, now),
+            1200 * S
+        );
+        // While it still runs (a second rule bans it; the daemon re-bans): grows too.
+        assert_eq!(
+            rules.repeat_length(600 * S, 1200 * S, now + 60 * S, now),
+            2400 * S
+        );
+        // Up to the cap...
+        assert_eq!(
+            rules.repeat_length(600 * S, 5 * 86_400 * S, now - S, now),
+            7 * 86_400 * S
+        );
+        // ...but never shorter than the rule itself says (a long rule after a short ban).
+        assert_eq!(
+            rules.repeat_length(3600 * S, 600 * S, now - S, now),
+            3600 * S
+        );
+        let short_cap = BanConfig {
+            repeat_max_ns: 60 * S,
+            ..rules
+        };
+        assert_eq!(
+            short_cap.repeat_length(600 * S, 600 * S, now - S, now),
+            600 * S
+        );
+        // Forgotten after the window.
+        assert_eq!(
+            rules.repeat_length(600 * S, 1200 * S, now - 86_401 * S, now),
+            600 * S
+        );
+        // Off.
+        for factor in [0, 1] {
+            let off = BanConfig {
+                repeat_factor: factor,
+                ..rules
+            };
+            assert_eq!(off.repeat_length(600 * S, 600 * S, now - S, now), 600 * S);
+        }
+        // Never overflows.
+        assert_eq!(
+            BanConfig {
+                repeat_max_ns: u64::MAX,
+                ..rules
+            }
+            .repeat_length(600 * S, u64::MAX / 2 + 1, u64::MAX, now),
+            u64::MAX
+        );
+    }
 
     #[test]
     fn reasons_are_numbered_in_order() {

@@ -185,13 +185,7 @@ pub fn learn_failure(
             rules.ban_failures,
         )
     {
-        ban(
-            key,
-            address,
-            BanReason::Auth,
-            dry_run,
-            now.saturating_add(rules.ban_ns),
-        );
+        ban(key, address, BanReason::Auth, dry_run, rules.ban_ns);
         return;
     }
     if new_user
@@ -208,7 +202,7 @@ pub fn learn_failure(
             address,
             BanReason::Enumeration,
             dry_run,
-            now.saturating_add(rules.enumeration_ns),
+            rules.enumeration_ns,
         );
     }
 }

@@ -724,13 +724,7 @@ fn act(pending: u32) {
         _ => return,
     };
     let dry_run = config.has(FLAG_DRY_RUN);
-    ban(
-        key,
-        source,
-        reason,
-        dry_run,
-        now.saturating_add(duration_ns),
-    );
+    ban(key, source, reason, dry_run, duration_ns);
 }
 
 /// Notes a request that passed, for the egress program to pair with its answer
