@@ -32,6 +32,8 @@ pub mod names {
     pub const LOCKOUTS: &str = "SF_LOCKOUTS";
     pub const ACCOUNTS: &str = "SF_ACCOUNTS";
     pub const REGISTERED: &str = "SF_REGISTERED";
+    /// When the last lockout made so far ends (one entry).
+    pub const LOCKS_UNTIL: &str = "SF_LOCKS_UNTIL";
     /// Every map a running filter pins, for `stats` and cleanup.
     pub const PINNED: [&str; 17] = [
         CONFIG,
@@ -1073,6 +1075,9 @@ pub struct AnswerCounters {
     pub requests_noted: u64,
     /// Requests it could not note: no Call-ID or CSeq in the scanned prefix.
     pub requests_unpairable: u64,
+    /// Noted requests that took the slot of another still awaiting its answer (see
+    /// [`TransactionSlot`]): that answer will count as unpaired.
+    pub requests_displaced: u64,
     /// Accounts locked for one source, and across sources.
     pub lockouts: u64,
     pub account_lockouts: u64,
@@ -1083,23 +1088,43 @@ pub struct AnswerCounters {
 impl AnswerCounters {
     /// Adds `other` to `self` (summing CPUs).
     pub fn add(&mut self, other: &AnswerCounters) {
-        for (mine, theirs) in self.kinds.iter_mut().zip(other.kinds) {
-            *mine = mine.wrapping_add(theirs);
-        }
-        self.requests_noted = self.requests_noted.wrapping_add(other.requests_noted);
-        self.requests_unpairable = self
-            .requests_unpairable
-            .wrapping_add(other.requests_unpairable);
-        self.lockouts = self.lockouts.wrapping_add(other.lockouts);
-        self.account_lockouts = self.account_lockouts.wrapping_add(other.account_lockouts);
-        self.registrations = self.registrations.wrapping_add(other.registrations);
+        self.combine(other, u64::wrapping_add);
     }
+
+    /// What was counted since `earlier` (a reading of the same counters).
+    pub fn since(&self, earlier: &AnswerCounters) -> AnswerCounters {
+        let mut change = *self;
+        change.combine(earlier, u64::wrapping_sub);
+        change
+    }
+
+    fn combine(&mut self, other: &AnswerCounters, op: fn(u64, u64) -> u64) {
+        for (mine, theirs) in self.kinds.iter_mut().zip(other.kinds) {
+            *mine = op(*mine, theirs);
+        }
+        let AnswerCounters {
+            kinds: _,
+            requests_noted,
+            requests_unpairable,
+            requests_displaced,
+            lockouts,
+            account_lockouts,
+            registrations,
+        } = self;
+        *requests_noted = op(*requests_noted, other.requests_noted);
+        *requests_unpairable = op(*requests_unpairable, other.requests_unpairable);
+        *requests_displaced = op(*requests_displaced, other.requests_displaced);
+        *lockouts = op(*lockouts, other.lockouts);
+        *account_lockouts = op(*account_lockouts, other.account_lockouts);
+        *registrations = op(*registrations, other.registrations);
+    }
+
     pub fn of(&self, kind: AnswerKind) -> u64 {
         self.kinds[kind as usize]
     }
 }
 
-/// A request the server may answer: the key of `SF_TRANSACTIONS` (LRU).
+/// A request the server may answer: what its [`TransactionSlot`] must hold to match.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct TransactionKey {
@@ -1126,9 +1151,41 @@ pub struct Transaction {
 /// failed password, not a challenge.
 pub const TRANSACTION_CREDENTIALED: u32 = 1;
 
-/// Transactions remembered at once: an LRU table, so a flood of requests evicts the
-/// oldest (whose answers then count as unpaired) and never fills memory.
+/// One slot of `SF_TRANSACTIONS`, a direct-mapped table (an array indexed by
+/// [`TransactionKey::slot`]): noting a request is a write in place, with no allocation
+/// nor lock, where an LRU hash map's update cost the request path over 100 ns. A request
+/// whose slot holds another transaction still awaiting its answer takes it (counted in
+/// `requests_displaced`; that answer then counts as unpaired), so a flood cannot fill
+/// the table, only displace: as an LRU's eviction would, at random rather than oldest
+/// first, and at random also for an attacker, who cannot compute the seeded slots.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransactionSlot {
+    pub key: TransactionKey,
+    pub transaction: Transaction,
+    /// 1 while the slot holds a transaction awaiting its final answer, else 0.
+    pub live: u64,
+}
+
+/// Slots of `SF_TRANSACTIONS` (a power of two). With a thousand transactions awaiting
+/// their answers at once, a new one displaces another 1.5% of the time.
 pub const MAX_TRANSACTIONS: u32 = 1 << 16;
+const _: () = assert!(MAX_TRANSACTIONS.is_power_of_two());
+
+impl TransactionKey {
+    /// The slot of `SF_TRANSACTIONS` this transaction is noted in: its id (a seeded hash)
+    /// folded with the source.
+    #[inline(always)]
+    pub fn slot(&self) -> u32 {
+        let mut folded = self.id ^ (self.id >> 32);
+        for word in self.source.chunks_exact(8) {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(word);
+            folded ^= u64::from_ne_bytes(bytes);
+        }
+        (folded ^ (folded >> 32)) as u32 & (MAX_TRANSACTIONS - 1)
+    }
+}
 /// Accounts whose failures are followed at once, per source and across sources (LRU).
 pub const MAX_ACCOUNTS: u32 = 1 << 16;
 /// Registered sources remembered at once.

@@ -781,8 +781,11 @@ fn answers_bookkeeping() {
     } else {
         0
     };
-    if auth::note(&packet.key, id, &account, flags, method as u32) {
+    if let Some(displaced) = auth::note(&packet.key, id, &account, flags, method as u32) {
         answers::bump_answers(|c| &mut c.requests_noted);
+        if displaced {
+            answers::bump_answers(|c| &mut c.requests_displaced);
+        }
     }
 }
 

@@ -12,8 +12,8 @@ use aya::{
     programs::{
         links::{FdLink, PinnedLink},
         tc::{self, NlOptions, TcAttachOptions, TcError},
-        LinkOrder, Program, ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions, TestRunResult, Xdp,
-        XdpMode,
+        LinkOrder, Program, ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions,
+        TestRunResult, Xdp, XdpMode,
     },
     sys::SyscallError,
     Ebpf, EbpfError, EbpfLoader,
@@ -400,6 +400,18 @@ impl Filter {
             name: names::BANS,
             source,
         })
+    }
+
+    /// Makes the kernel check lockouts until `until_ns` at least (it skips the lookups
+    /// once the last lockout it knows of has ended): for lockouts written from here.
+    pub fn extend_locks_until(&mut self, until_ns: u64) -> Result<(), FilterError> {
+        let name = names::LOCKS_UNTIL;
+        let map_error = |source| FilterError::Map { name, source };
+        let mut latest: Array<_, u64> = Array::try_from(self.map_mut(name)?).map_err(map_error)?;
+        if latest.get(&0, 0).map_err(map_error)? < until_ns {
+            latest.set(0, until_ns, 0).map_err(map_error)?;
+        }
+        Ok(())
     }
 
     /// The blocklist's entries.

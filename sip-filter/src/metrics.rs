@@ -415,6 +415,7 @@ struct KernelSeries {
     bans_active: IntGaugeVec,
     requests_noted: IntCounterVec,
     requests_unpairable: IntCounterVec,
+    requests_displaced: IntCounterVec,
     lockouts: IntCounterVec,
     registrations: IntCounterVec,
     registered_sources: IntGaugeVec,
@@ -490,6 +491,11 @@ impl KernelSeries {
                 "Requests that could not be noted for their answers: no Call-ID or CSeq in the scanned prefix.",
                 &[],
             )?,
+            requests_displaced: counter(
+                "sip_filter_auth_requests_displaced_total",
+                "Noted requests that took the table slot of another request still awaiting its answer (whose answer then counts as unpaired).",
+                &[],
+            )?,
             lockouts: counter(
                 "sip_filter_auth_lockouts_total",
                 "Accounts locked after failed passwords, by scope: source (for one source), unregistered (for every source neither registered nor allow-listed).",
@@ -533,7 +539,7 @@ impl KernelSeries {
         })
     }
 
-    fn collectors(&self) -> [&dyn Collector; 19] {
+    fn collectors(&self) -> [&dyn Collector; 20] {
         [
             &self.packets,
             &self.answers,
@@ -546,6 +552,7 @@ impl KernelSeries {
             &self.bans_active,
             &self.requests_noted,
             &self.requests_unpairable,
+            &self.requests_displaced,
             &self.lockouts,
             &self.registrations,
             &self.registered_sources,
@@ -613,6 +620,9 @@ impl KernelSeries {
         self.requests_unpairable
             .with_label_values(&NO_LABELS)
             .inc_by(answers.requests_unpairable);
+        self.requests_displaced
+            .with_label_values(&NO_LABELS)
+            .inc_by(answers.requests_displaced);
         self.registrations
             .with_label_values(&NO_LABELS)
             .inc_by(answers.registrations);

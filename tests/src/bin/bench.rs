@@ -484,7 +484,11 @@ fn main() -> anyhow::Result<()> {
     };
     // The maps the growth part filled go with the filter, before the lab starts.
     drop(bench);
-    let answers = if args.only.as_ref().is_none_or(|part| "answers".contains(part.as_str())) {
+    let answers = if args
+        .only
+        .as_ref()
+        .is_none_or(|part| "answers".contains(part.as_str()))
+    {
         answers_cost(args.runs, args.repeat)?
     } else {
         Value::Null
@@ -544,8 +548,14 @@ fn answers_cost(runs: usize, repeat: u32) -> anyhow::Result<Value> {
     );
     let mut requests = Vec::new();
     for (name, payload) in [
-        ("REGISTER with credentials", register("alice", "bench-1", 2, true)),
-        ("REGISTER without credentials", register("alice", "bench-1", 1, false)),
+        (
+            "REGISTER with credentials",
+            register("alice", "bench-1", 2, true),
+        ),
+        (
+            "REGISTER without credentials",
+            register("alice", "bench-1", 1, false),
+        ),
     ] {
         let frame = udp4_from(client, SIP_PORT, &payload);
         let (mut on, mut off) = (Vec::new(), Vec::new());
@@ -986,6 +996,53 @@ fn markdown(doc: &Value) -> String {
             format!("; missed: {}.", missed.join("; "))
         }
     );
+    if let (Some(requests), Some(answers)) = (
+        doc["answers"]["requests"].as_array(),
+        doc["answers"]["answers"].as_array(),
+    ) {
+        md.push_str(
+            "## Learning from answers\n\nWhat issue 13 costs, in the same kind of runs. Ingress: \
+             the same request through the XDP program with `[answers] learn` on and off \
+             (alternated run by run); the difference is the bookkeeping (the transaction's \
+             hash, the account, the lockout check, noting it in its slot). Egress: the TC \
+             program beside a bare TC classifier (`ref_tc_pass`) on the same packet; after \
+             the first repeat the answer finds its transaction taken, as a retransmission \
+             would.\n\n| request | bytes | learn on | learn off | added | target |\n\
+             |---|---|---|---|---|---|\n",
+        );
+        for row in requests {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} {} |",
+                row["class"].as_str().unwrap_or("?"),
+                row["bytes"],
+                row["learn_on_ns"],
+                row["learn_off_ns"],
+                row["added_ns"],
+                row["target"]["limit"].as_str().unwrap_or("?"),
+                if row["target"]["met"] == true {
+                    "met"
+                } else {
+                    "**missed**"
+                }
+            );
+        }
+        md.push_str(
+            "\n| packet leaving | bytes | egress | bare TC | added |\n|---|---|---|---|---|\n",
+        );
+        for row in answers {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} |",
+                row["class"].as_str().unwrap_or("?"),
+                row["bytes"],
+                row["egress_ns"],
+                row["bare_tc_ns"],
+                row["added_ns"]
+            );
+        }
+        md.push('\n');
+    }
     if let Some(rows) = doc["state_growth"]["rows"].as_array() {
         md.push_str(
             "## State growth\n\nThe real program, as above, after filling its tables from \
