@@ -142,14 +142,7 @@ pub fn ban(key: &SourceKey, source: &[u8; 16], reason: BanReason, dry_run: bool,
             .bans
             .repeat_length(length_ns, state.last_ban_ns, state.last_ban_expires_ns, now);
     let expires_ns = now.saturating_add(length_ns);
-    if dry_run {
-        // Nothing was banned, so the source's next packet would-ban again: report it at
-        // most once per interval, like drops, or a scanner flood floods the log. Nor is
-        // the would-be ban remembered: it would grow at every report.
-        if !event_due(state, now) {
-            return;
-        }
-    } else {
+    if !dry_run {
         if BANS.insert(key, &Ban::new(expires_ns, reason), 0).is_err() {
             return; // full: nothing was banned, nothing to count
         }
@@ -158,6 +151,12 @@ pub fn ban(key: &SourceKey, source: &[u8; 16], reason: BanReason, dry_run: bool,
         state.last_ban_expires_ns = expires_ns;
     }
     bump_indexed(|c| &mut c.bans_added, reason as usize);
+    // In dry-run nothing was banned, so the source's next packet would-ban again: report
+    // it at most once per interval, like drops, or a scanner flood floods the log. Nor
+    // is the would-be ban remembered: it would grow at every report.
+    if dry_run && !event_due(state, now) {
+        return;
+    }
     emit(
         source,
         EventKind::Ban,
