@@ -1148,10 +1148,11 @@ mod tests {
             .unwrap()
             .render()
             .unwrap();
-        let info: Vec<&str> = text
-            .lines()
-            .filter(|l| l.starts_with("sip_filter_interface_info{"))
-            .collect();
+        let series_of = |name: &str| -> Vec<&str> {
+            let prefix = format!("{name}{{");
+            text.lines().filter(|l| l.starts_with(&prefix)).collect()
+        };
+        let info = series_of("sip_filter_interface_info");
         assert_eq!(
             info,
             [
@@ -1165,10 +1166,7 @@ mod tests {
         );
         // These pins are plain files, not links: none is attached; nor is an interface
         // the runtime file names whose link pin is gone (it has no info series).
-        let attached: Vec<&str> = text
-            .lines()
-            .filter(|l| l.starts_with("sip_filter_interface_attached{"))
-            .collect();
+        let attached = series_of("sip_filter_interface_attached");
         assert_eq!(
             attached,
             [

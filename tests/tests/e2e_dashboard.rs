@@ -21,6 +21,7 @@ use sip_filter_tests::{
         Registrar, SippRun,
     },
     lab::{options_scenario, require_tools, sip_filter, KAMAILIO_TOOLS},
+    netns::ensure_namespaces_gone,
     privileged,
     prometheus::{get, Prometheus},
 };
@@ -304,11 +305,7 @@ fn every_dashboard_panel_shows_data_from_a_real_prometheus() {
     drop(daemon);
     let namespaces = lab.names();
     drop(lab);
-    let listed = sip_filter_tests::netns::listed_namespaces();
-    assert!(
-        namespaces.iter().all(|ns| !listed.contains(ns)),
-        "namespaces left: {listed:?}"
-    );
+    ensure_namespaces_gone(&namespaces).unwrap_or_else(|e| panic!("{e:#}"));
     println!(
         "{} queries of {} panels returned data in {:.1} s; done in {:.1} s",
         queries.len(),
