@@ -10,6 +10,7 @@ pub mod lab;
 pub mod netns;
 pub mod packets;
 pub mod pathbench;
+pub mod prometheus;
 pub mod record_route;
 pub mod replay;
 
