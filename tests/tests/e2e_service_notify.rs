@@ -74,6 +74,15 @@ fn spawn_notifying(
     Background::spawn("sip-filter run", command, log).expect("sip-filter starts")
 }
 
+/// The lab, a directory and a pin root named after `tag`, and the socket in the directory.
+fn set_up(tag: &str) -> (Lab, TempDir, PinRoot, NotifySocket) {
+    let lab = Lab::new().expect("the lab builds");
+    let dir = TempDir::new(tag);
+    let pins = PinRoot::new(tag);
+    let notify = NotifySocket::bind(dir.path());
+    (lab, dir, pins, notify)
+}
+
 fn lines(notification: &str) -> Vec<&str> {
     notification.lines().collect()
 }
@@ -83,10 +92,7 @@ fn ready_only_once_attached_then_reloading_and_stopping() {
     if !privileged("ready_only_once_attached_then_reloading_and_stopping") {
         return;
     }
-    let lab = Lab::new().expect("the lab builds");
-    let dir = TempDir::new("notify-ready");
-    let pins = PinRoot::new("notify-ready");
-    let notify = NotifySocket::bind(dir.path());
+    let (lab, dir, pins, notify) = set_up("notify-ready");
     let config = write_file(
         dir.path(),
         "sip-filter.toml",
@@ -169,10 +175,7 @@ fn a_start_that_fails_never_says_ready() {
     if !privileged("a_start_that_fails_never_says_ready") {
         return;
     }
-    let lab = Lab::new().expect("the lab builds");
-    let dir = TempDir::new("notify-fail");
-    let pins = PinRoot::new("notify-fail");
-    let notify = NotifySocket::bind(dir.path());
+    let (lab, dir, pins, notify) = set_up("notify-fail");
     let mut daemon = spawn_notifying(
         &lab,
         &pins,
