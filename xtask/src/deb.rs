@@ -77,7 +77,7 @@ pub fn build_deb() -> anyhow::Result<PathBuf> {
 fn lintian(package: &Path) -> anyhow::Result<()> {
     println!("deb: lintian {}", package.display());
     run(Command::new("lintian")
-        .args(["--fail-on", "error", "--info"])
+        .args(["--fail-on", "error"])
         .arg(package))
     .context("lintian found errors in the package (listed above)")
 }
