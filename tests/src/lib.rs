@@ -4,6 +4,7 @@
 
 pub mod attack;
 pub mod auth_lab;
+pub mod container;
 pub mod crowdsec;
 pub mod gateway;
 pub mod lab;
