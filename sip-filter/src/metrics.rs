@@ -589,7 +589,7 @@ impl KernelSeries {
         })
     }
 
-    fn collectors(&self) -> [&dyn Collector; 20] {
+    fn collectors(&self) -> [&dyn Collector; 21] {
         [
             &self.packets,
             &self.answers,
