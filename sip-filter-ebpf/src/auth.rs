@@ -43,6 +43,12 @@ static ACCOUNTS: LruHashMap<u64, Lockout> = LruHashMap::with_max_entries(MAX_ACC
 #[map(name = "SF_LOCKS_UNTIL")]
 static LOCKS_UNTIL: Array<u64> = Array::with_max_entries(1, 0);
 
+/// Whether some lockout may still hold (else [`is_locked_out`] need not be asked).
+#[inline(always)]
+pub fn locks_live(now: u64) -> bool {
+    LOCKS_UNTIL.get(0).is_some_and(|until| now < *until)
+}
+
 /// Keeps [`LOCKS_UNTIL`] at the latest lockout's end.
 #[inline(always)]
 fn note_lock_until(until: u64) {
@@ -76,10 +82,6 @@ pub fn is_registered(key: &SourceKey, now: u64) -> bool {
 /// is locked for this source, or across sources for a source that is not registered.
 #[inline(always)]
 pub fn is_locked_out(key: &SourceKey, account: u64, registered: bool, now: u64) -> bool {
-    match LOCKS_UNTIL.get(0) {
-        Some(until) if now < *until => {}
-        _ => return false,
-    }
     let per_source = AccountKey {
         source: *key,
         account,

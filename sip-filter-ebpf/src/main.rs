@@ -765,7 +765,7 @@ fn answers_bookkeeping() {
     let account = Account::of(buf, named, config.domain_seed);
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    if credentialed && account.key != 0 {
+    if credentialed && account.key != 0 && auth::locks_live(now) {
         let registered = auth::is_registered(&packet.key, now);
         if auth::is_locked_out(&packet.key, account.key, registered, now) {
             leave_reason(Reason::DropAuthLockout);
