@@ -958,6 +958,25 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_user_is_one_a_request_reached_for() {
+        use AnswerKind::*;
+        let kind = |status, credentialed, method: Method| {
+            AnswerKind::of(status, credentialed, method as u32)
+        };
+        assert_eq!(kind(404, false, Method::Register), RejectedUser);
+        assert_eq!(kind(403, false, Method::Invite), RejectedUser);
+        assert_eq!(kind(404, false, Method::Options), RejectedUser);
+        // In-dialog requests: the dialog is gone, nobody was refused.
+        for method in [Method::Bye, Method::Notify, Method::Cancel, Method::Update] {
+            assert_eq!(kind(404, false, method), Other, "{method:?}");
+        }
+        assert_eq!(kind(403, true, Method::Bye), Failure, "credentials refused");
+        assert_eq!(kind(401, false, Method::Bye), Challenge);
+        assert_eq!(kind(200, true, Method::Register), Success);
+        assert_eq!(kind(200, false, Method::Register), Other);
+    }
+
+    #[test]
     fn reasons_are_numbered_in_order() {
         for (i, reason) in Reason::ALL.iter().enumerate() {
             assert_eq!(*reason as usize, i);
@@ -1017,7 +1036,8 @@ pub enum AnswerKind {
     Failure,
     /// A 2xx to a request that carried credentials.
     Success,
-    /// A 403 or 404 to a request without credentials: the server refused the user.
+    /// A 403 or 404 to a request without credentials that names a user to reach (see
+    /// [`USER_NAMING_METHODS`]): the server refused the user.
     RejectedUser,
     /// Any other answer to a noted request (1xx, 3xx, 5xx, other 4xx, a 2xx to a
     /// request without credentials).
@@ -1053,17 +1073,29 @@ impl AnswerKind {
 
     /// The kind of an answer with `status` to a request that did (`credentialed`) or did
     /// not carry credentials; `stale` when its challenge says `stale=true`.
-    pub const fn of(status: u16, credentialed: bool, stale: bool) -> AnswerKind {
+    /// The kind of a final answer `status` to a request of method number `method`
+    /// (`stale=true` is looked for apart, in a 401/407 only).
+    pub const fn of(status: u16, credentialed: bool, method: u32) -> AnswerKind {
+        let names_user = USER_NAMING_METHODS & (1 << (method & 31)) != 0;
         match status {
-            401 | 407 if stale => AnswerKind::Stale,
             401 | 407 | 403 if credentialed => AnswerKind::Failure,
             401 | 407 => AnswerKind::Challenge,
-            403 | 404 => AnswerKind::RejectedUser,
+            403 | 404 if names_user => AnswerKind::RejectedUser,
             200..=299 if credentialed => AnswerKind::Success,
             _ => AnswerKind::Other,
         }
     }
 }
+
+/// Methods whose 403 or 404 refuses the user they name: requests that reach for a user
+/// (a registration, a call, a probe, a subscription, a page), bit `Method::X as u32`. A
+/// 404 to an in-dialog BYE or NOTIFY says the dialog is gone, not that the user does not
+/// exist: counted toward an enumeration ban, a phone's stray BYEs would ban its office.
+pub const USER_NAMING_METHODS: u32 = 1 << Method::Register as u32
+    | 1 << Method::Invite as u32
+    | 1 << Method::Options as u32
+    | 1 << Method::Subscribe as u32
+    | 1 << Method::Message as u32;
 
 /// The egress program's counters, per CPU (summed by userspace).
 #[repr(C)]

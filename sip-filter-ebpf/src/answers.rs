@@ -162,7 +162,7 @@ fn pair_answer() -> u32 {
     }
     let credentialed = answer.transaction.flags & TRANSACTION_CREDENTIALED != 0;
     answer.status = u32::from(status);
-    AnswerKind::of(status, credentialed, false) as u32
+    AnswerKind::of(status, credentialed, answer.transaction.method) as u32
 }
 
 /// Whether the 401/407 in the scratch says `stale=true` (a 403 has no challenge).

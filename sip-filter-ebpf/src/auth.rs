@@ -154,6 +154,57 @@ pub fn take(key: &SourceKey, id: u64, provisional: bool, out: &mut Transaction) 
     true
 }
 
+/// The lockout entry under `key` in `table`, made from `fresh` if there is none; and
+/// whether it was made now.
+#[inline(always)]
+fn lockout_entry<K>(
+    table: &LruHashMap<K, Lockout>,
+    key: &K,
+    fresh: &Lockout,
+) -> Option<(&'static mut Lockout, bool)> {
+    let made = table.get_ptr(key).is_none() && table.insert(key, fresh, 1).is_ok();
+    // SAFETY: a map value; races cost a count at worst.
+    table
+        .get_ptr_mut(key)
+        .map(|lockout| (unsafe { &mut *lockout }, made))
+}
+
+/// One more failure in `lockout`: at `threshold` within `window_ns`, the account is locked
+/// for `lock_ns`, reported (an event naming `address`, zeros for every source) and
+/// counted in `locks`.
+#[inline(always)]
+fn strike(
+    lockout: &mut Lockout,
+    (window_ns, threshold, lock_ns): (u64, u32, u64),
+    locks: &mut u64,
+    address: &[u8; 16],
+    account: &Account,
+    dry_run: bool,
+    now: u64,
+) {
+    if !hit(
+        &mut lockout.window_ns,
+        &mut lockout.failures,
+        now,
+        window_ns,
+        threshold,
+    ) {
+        return;
+    }
+    lockout.locked_until_ns = now.saturating_add(lock_ns);
+    note_lock_until(lockout.locked_until_ns);
+    *locks += 1;
+    emit(
+        address,
+        EventKind::Lockout,
+        0,
+        0,
+        dry_run,
+        lockout.locked_until_ns,
+        &account.name,
+    );
+}
+
 /// One more failure for `source`'s `account`, where `source` is a peer whose address is
 /// `address`. `counts_for_source`: a failed password (not a refused user) counts toward
 /// the source's `auth` ban.
@@ -176,40 +227,46 @@ pub fn learn_failure(
             source: *key,
             account: account.key,
         };
-        if LOCKOUTS.get_ptr(&per_source).is_none() {
-            let fresh = Lockout {
-                name: account.name,
-                source: *address,
-                ..Lockout::default()
-            };
-            new_user = LOCKOUTS.insert(&per_source, &fresh, 1).is_ok();
-        }
-        if counts_for_source {
-            if let Some(lockout) = LOCKOUTS.get_ptr_mut(&per_source) {
-                // SAFETY: a map value; races cost a count at worst.
-                let lockout = unsafe { &mut *lockout };
-                if hit(
-                    &mut lockout.window_ns,
-                    &mut lockout.failures,
-                    now,
+        let fresh = Lockout {
+            name: account.name,
+            source: *address,
+            ..Lockout::default()
+        };
+        if let Some((lockout, made)) = lockout_entry(&LOCKOUTS, &per_source, &fresh) {
+            new_user = made;
+            if counts_for_source {
+                let rule = (
                     rules.lockout_window_ns,
                     rules.lockout_failures,
-                ) {
-                    lockout.locked_until_ns = now.saturating_add(rules.lockout_ns);
-                    note_lock_until(lockout.locked_until_ns);
-                    counters.lockouts += 1;
-                    emit(
-                        address,
-                        EventKind::Lockout,
-                        0,
-                        0,
-                        dry_run,
-                        lockout.locked_until_ns,
-                        &account.name,
-                    );
-                }
+                    rules.lockout_ns,
+                );
+                strike(
+                    lockout,
+                    rule,
+                    &mut counters.lockouts,
+                    address,
+                    account,
+                    dry_run,
+                    now,
+                );
             }
-            learn_account_failure(config, counters, account, now);
+        }
+        if counts_for_source && rules.account_failures != 0 {
+            // Distributed guessing: failures of the account from every source.
+            let fresh = Lockout {
+                name: account.name,
+                ..Lockout::default()
+            };
+            if let Some((lockout, _)) = lockout_entry(&ACCOUNTS, &account.key, &fresh) {
+                let rule = (
+                    rules.account_window_ns,
+                    rules.account_failures,
+                    rules.account_lockout_ns,
+                );
+                let every_source = [0; 16];
+                let locks = &mut counters.account_lockouts;
+                strike(lockout, rule, locks, &every_source, account, dry_run, now);
+            }
         }
     }
     // A registered source is never banned for what one of its accounts did.
@@ -246,52 +303,6 @@ pub fn learn_failure(
             BanReason::Enumeration,
             dry_run,
             rules.enumeration_ns,
-        );
-    }
-}
-
-/// One more failure of `account`, from any source: distributed guessing.
-#[inline(always)]
-fn learn_account_failure(
-    config: &FilterConfig,
-    counters: &mut AnswerCounters,
-    account: &Account,
-    now: u64,
-) {
-    let rules = &config.auth;
-    if rules.account_failures == 0 {
-        return;
-    }
-    if ACCOUNTS.get_ptr(&account.key).is_none() {
-        let fresh = Lockout {
-            name: account.name,
-            ..Lockout::default()
-        };
-        let _ = ACCOUNTS.insert(&account.key, &fresh, 1);
-    }
-    let Some(lockout) = ACCOUNTS.get_ptr_mut(&account.key) else {
-        return;
-    };
-    // SAFETY: a map value; races cost a count at worst.
-    let lockout = unsafe { &mut *lockout };
-    if hit(
-        &mut lockout.window_ns,
-        &mut lockout.failures,
-        now,
-        rules.account_window_ns,
-        rules.account_failures,
-    ) {
-        lockout.locked_until_ns = now.saturating_add(rules.account_lockout_ns);
-        note_lock_until(lockout.locked_until_ns);
-        counters.account_lockouts += 1;
-        emit(
-            &[0; 16],
-            EventKind::Lockout,
-            0,
-            0,
-            config.has(FLAG_DRY_RUN),
-            lockout.locked_until_ns,
-            &account.name,
         );
     }
 }

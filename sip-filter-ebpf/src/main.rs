@@ -30,11 +30,11 @@ use payload::load_payload;
 use sip_filter_common::{
     domain::{host_hashes, DOMAIN_EXACT, DOMAIN_WILDCARD, MAX_SUFFIXES},
     maps::{
-        Ban, BanReason, ListEntry, SourceKey, BAN_SLOTS, CLASS_ANSWERS, CLASS_CONNECTIONS,
-        CLASS_INVITE, CLASS_OTHER, CLASS_REGISTER, CLASS_REGISTERED, CLASS_SLOTS, CLASS_TRUSTED,
-        FLAG_ALLOW_HOSTLESS_URI, FLAG_ANSWERS, FLAG_DOMAIN_CHECK, FLAG_DROP_FRAGMENTS,
-        FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN, MAX_BANS, MAX_DOMAINS, MAX_LIST_ENTRIES,
-        MAX_OWN_ADDRESSES, SOURCE_DROP_GLOBAL_BUDGET, SOURCE_DROP_RATE_LIMITED,
+        Ban, BanReason, ListEntry, SourceKey, SourceState, BAN_SLOTS, CLASS_ANSWERS,
+        CLASS_CONNECTIONS, CLASS_INVITE, CLASS_OTHER, CLASS_REGISTER, CLASS_REGISTERED,
+        CLASS_SLOTS, CLASS_TRUSTED, FLAG_ALLOW_HOSTLESS_URI, FLAG_ANSWERS, FLAG_DOMAIN_CHECK,
+        FLAG_DROP_FRAGMENTS, FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN, MAX_BANS, MAX_DOMAINS,
+        MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES, SOURCE_DROP_GLOBAL_BUDGET, SOURCE_DROP_RATE_LIMITED,
         SOURCE_DROP_SCANNER, SOURCE_DROP_UNKNOWN_DOMAIN, TRANSACTION_CREDENTIALED,
     },
     scanner::is_scanner,
@@ -654,71 +654,53 @@ fn act(pending: u32) {
     let rules = &config.bans;
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // One more strike in the source's window for a rule: true when it reaches the rule's
+    // threshold.
+    let strike = |window: fn(&mut SourceState) -> (&mut u64, &mut u32), window_ns, hits| {
+        state_of(key).is_some_and(|state| {
+            let (start, count) = window(state);
+            hit(start, count, now, window_ns, hits)
+        })
+    };
+    let auth_rules = &config.auth;
     let (reason, duration_ns) = match pending {
         PENDING_SCANNER_BAN => (BanReason::Scanner, rules.scanner_ns),
-        PENDING_DOMAIN_HIT => {
-            let Some(state) = state_of(key) else {
-                return;
-            };
-            if !hit(
-                &mut state.domain_window_ns,
-                &mut state.domain_hits,
-                now,
+        PENDING_DOMAIN_HIT
+            if strike(
+                |s| (&mut s.domain_window_ns, &mut s.domain_hits),
                 rules.unknown_domain_window_ns,
                 rules.unknown_domain_hits,
-            ) {
-                return;
-            }
+            ) =>
+        {
             (BanReason::Domain, rules.unknown_domain_ns)
         }
-        PENDING_RATE_HIT => {
-            let Some(state) = state_of(key) else {
-                return;
-            };
-            if !hit(
-                &mut state.overflow_window_ns,
-                &mut state.overflow_hits,
-                now,
+        PENDING_RATE_HIT
+            if strike(
+                |s| (&mut s.overflow_window_ns, &mut s.overflow_hits),
                 rules.rate_overflow_window_ns,
                 rules.rate_overflow_hits,
-            ) {
-                return;
-            }
+            ) =>
+        {
             (BanReason::Rate, rules.rate_overflow_ns)
         }
-        PENDING_AUTH_HIT => {
-            // A registered source is never banned for what one of its accounts did.
-            if auth::is_registered(key, now) {
-                return;
-            }
-            let Some(state) = state_of(key) else {
-                return;
-            };
-            let auth_rules = &config.auth;
-            if !hit(
-                &mut state.auth_window_ns,
-                &mut state.auth_failures,
-                now,
-                auth_rules.ban_window_ns,
-                auth_rules.ban_failures,
-            ) {
-                return;
-            }
+        // A registered source is never banned for what one of its accounts did.
+        PENDING_AUTH_HIT
+            if !auth::is_registered(key, now)
+                && strike(
+                    |s| (&mut s.auth_window_ns, &mut s.auth_failures),
+                    auth_rules.ban_window_ns,
+                    auth_rules.ban_failures,
+                ) =>
+        {
             (BanReason::Auth, auth_rules.ban_ns)
         }
-        PENDING_CONNECTION_HIT => {
-            let Some(state) = state_of(key) else {
-                return;
-            };
-            if !hit(
-                &mut state.connection_window_ns,
-                &mut state.connection_hits,
-                now,
+        PENDING_CONNECTION_HIT
+            if strike(
+                |s| (&mut s.connection_window_ns, &mut s.connection_hits),
                 rules.connection_overflow_window_ns,
                 rules.connection_overflow_hits,
-            ) {
-                return;
-            }
+            ) =>
+        {
             (BanReason::Connections, rules.connection_overflow_ns)
         }
         _ => return,

@@ -127,6 +127,34 @@ fn a_full_transaction_table_displaces_and_counts() {
     assert!(filter.bans().unwrap().is_empty(), "nothing banned");
 }
 
+/// A 404 to an in-dialog request (a phone's stray BYE) says the dialog is gone: not a
+/// refused user, and never a step toward an enumeration ban; to an OPTIONS it is one.
+#[test]
+fn a_404_to_a_bye_refuses_no_user() {
+    if !privileged("a_404_to_a_bye_refuses_no_user") {
+        return;
+    }
+    let filter = loaded(&settings(AuthRules::default()));
+    for (method, expected) in [
+        ("BYE", AnswerKind::Other),
+        ("NOTIFY", AnswerKind::Other),
+        ("OPTIONS", AnswerKind::RejectedUser),
+    ] {
+        // sip_request's dialog: Call-ID 1@198.18.0.1, CSeq 1.
+        let sent = sip_request(method, "sip:bob@pbx.example.test", &[]);
+        let not_found = format!(
+            "SIP/2.0 404 Not Found\r\nVia: SIP/2.0/UDP 198.18.0.1:40000;branch=z9hG4bK-1\r\n\
+             From: <sip:alice@pbx.example.test>;tag=1\r\nTo: <sip:bob@pbx.example.test>;tag=s\r\n\
+             Call-ID: 1@198.18.0.1\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+        );
+        let change = delta(&filter, || {
+            assert_eq!(request(&filter, ALICE, &sent), XDP_PASS, "{method}");
+            answer(&filter, ALICE, not_found.as_bytes());
+        });
+        assert_eq!(kinds(&change), [(expected.name(), 1)], "a 404 to {method}");
+    }
+}
+
 #[test]
 fn answers_are_paired_with_requests_and_classified() {
     if !privileged("answers_are_paired_with_requests_and_classified") {
