@@ -115,7 +115,7 @@ pub fn run(options: &Options) -> anyhow::Result<Value> {
     let fail2ban = against_fail2ban(options, "guessbench-fail2ban")?;
     println!("{fail2ban}");
     Ok(json!({
-        "method": "the brute force of issue 13 (a) (sipp, User-Agent Linphone/5.2.0, one \
+        "method": "The brute force of issue 13 (a) (sipp, User-Agent Linphone/5.2.0, one \
                    account, one guess = REGISTER, 401, REGISTER with credentials, 401) \
                    against Kamailio on the filtered host, with sip-filter's built-in rules, \
                    then with fail2ban's asterisk jail on Kamailio's auth-failure log line",
@@ -337,7 +337,9 @@ pub fn markdown(doc: &Value) -> String {
         "## Password guessing, side by side\n\n{} ({} passwords at {} guesses a second). \
          sip-filter locks the account for the guesser at its 5th failure (`answers.lockout_failures`) \
          and bans the source at its 10th attempt (failures and attempts the lockout dropped); \
-         fail2ban bans at the 10th failure it reads in the log. \"Reached\" counts the failures \
+         fail2ban bans at the 10th failure it reads in the log, which it polls once a second \
+         (the backend Debian's package uses without its recommended python3-pyinotify). \
+         \"Reached\" counts the failures \
          Kamailio logged from the guesser; times run from the failure at the threshold (Kamailio's \
          clock) to the line each tool logged (sip-filter's lockout and ban events, fail2ban's \
          `Ban`): upper bounds.\n\n\

@@ -17,8 +17,8 @@ use sip_filter::settings::AuthRules;
 use sip_filter_tests::{
     auth_lab::{
         accounts, brute_force, call, count_events, enumerate, register, register_run,
-        wrong_passwords, AuthLab, Client, Deployment, Guesses, Pace, Registrar, UnknownUser,
-        WrongPassword,
+        wrong_passwords, AuthLab, Client, Credentials, Deployment, Guesses, Pace, Registrar,
+        SippOutcome, UnknownUser, WrongPassword,
     },
     lab::{json_output, require_tools, sip_filter, KAMAILIO_TOOLS},
     privileged,
@@ -304,6 +304,11 @@ fn behind_the_gateway_403_failures_and_404_enumerations_are_banned_stale_nonces_
 const GUESSING_SOURCES: u8 = 20;
 const GUESSES_PER_SOURCE: usize = 5;
 
+/// One phone registering from `client`, once.
+fn register_one(lab: &AuthLab, client: Client, name: &str, phone: &Credentials) -> SippOutcome {
+    register(lab, client, name, std::slice::from_ref(phone), None)
+}
+
 /// Issue 13 (b): account 1001's phone registers from the office; 20 other sources
 /// guess its password 5 times each, all at once, a guess a second each (each stays
 /// under the per-source lockout and ban). Without the per-account rule all 100 would
@@ -314,13 +319,7 @@ const GUESSES_PER_SOURCE: usize = 5;
 fn twenty_sources_guess_one_account(lab: &AuthLab) {
     let phone = &accounts(1001, 1)[0];
     let callee = &accounts(1050, 1)[0];
-    let registered = register(
-        lab,
-        Client::Office,
-        "phone",
-        std::slice::from_ref(phone),
-        None,
-    );
+    let registered = register_one(lab, Client::Office, "phone", phone);
     assert_eq!(registered.successful, 1, "{}", registered.finished);
 
     let sources = lab
@@ -364,13 +363,7 @@ fn twenty_sources_guess_one_account(lab: &AuthLab) {
 
     // Another unregistered source, with the right password: dropped, never judged.
     let outsider = Client::Source(GUESSING_SOURCES);
-    let refused = register(
-        lab,
-        outsider,
-        "right-password-elsewhere",
-        std::slice::from_ref(phone),
-        None,
-    );
+    let refused = register_one(lab, outsider, "right-password-elsewhere", phone);
     assert_eq!(refused.successful, 0, "{}", refused.finished);
     let events = lab.auth_events();
     let last_source = &sources[usize::from(GUESSING_SOURCES)];
@@ -381,13 +374,7 @@ fn twenty_sources_guess_one_account(lab: &AuthLab) {
     );
 
     // The phone, registered from the office: registers again, and calls.
-    let again = register(
-        lab,
-        Client::Office,
-        "phone-again",
-        std::slice::from_ref(phone),
-        None,
-    );
+    let again = register_one(lab, Client::Office, "phone-again", phone);
     assert_eq!(again.successful, 1, "{}", again.finished);
     let call = call(lab, "locked-account-calls", phone, callee).unwrap_or_else(|e| panic!("{e:#}"));
     assert!(

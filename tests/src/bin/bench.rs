@@ -534,16 +534,7 @@ fn main() -> anyhow::Result<()> {
         "password_guessing": guessing,
         "seconds": started.elapsed().as_secs(),
     });
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
-            .with_context(|| format!("writing {path}"))?;
-        println!("results written to {path}");
-    }
-    if let Some(path) = &args.markdown {
-        std::fs::write(path, markdown(&doc)).with_context(|| format!("writing {path}"))?;
-        println!("report written to {path}");
-    }
-    Ok(())
+    write_results(&args, &doc)
 }
 
 /// What learning from answers (issue 13) costs: the egress program per packet leaving,
@@ -667,6 +658,8 @@ fn answers_cost(runs: usize, repeat: u32) -> anyhow::Result<Value> {
 
 /// `--guessing-only`: the password guessing measured again, put into the `--json`
 /// file's earlier results (or alone, when there is none), the report rendered again.
+/// The file is written anew: a float of the earlier results may come back with its
+/// last digit changed (serde_json's parsing is not exactly round-trip).
 fn guessing_only(args: &Args) -> anyhow::Result<()> {
     let mut doc = match &args.json {
         Some(path) if std::path::Path::new(path).exists() => serde_json::from_str(
@@ -676,13 +669,18 @@ fn guessing_only(args: &Args) -> anyhow::Result<()> {
         _ => json!({ "machine": machine() }),
     };
     doc["password_guessing"] = guessbench::run(&guessbench::Options::new(args.quick))?;
+    write_results(args, &doc)
+}
+
+/// The results to `--json`, the report to `--markdown`.
+fn write_results(args: &Args, doc: &Value) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
+        std::fs::write(path, serde_json::to_string_pretty(doc)? + "\n")
             .with_context(|| format!("writing {path}"))?;
         println!("results written to {path}");
     }
     if let Some(path) = &args.markdown {
-        std::fs::write(path, markdown(&doc)).with_context(|| format!("writing {path}"))?;
+        std::fs::write(path, markdown(doc)).with_context(|| format!("writing {path}"))?;
         println!("report written to {path}");
     }
     Ok(())
