@@ -13,7 +13,13 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 use anyhow::Context;
 
 use crate::{
-    gateway::{GatewayLab, Node, ATTACKERS, LEGIT_V4, OUTSIDE_IFACE, SERVER_V4, SERVER_V6},
+    auth_lab::{
+        credentials_line, guess_rows, guess_scenario, message_rows, Credentials, Pace, SippRun,
+        ORDINARY_USER_AGENT,
+    },
+    gateway::{
+        GatewayLab, Node, ATTACKERS, HOST_IFACE, LEGIT_V4, OUTSIDE_IFACE, SERVER_V4, SERVER_V6,
+    },
     lab::{
         kamailio_globals, scan_of, sipp_counter, sipp_in, spawn_filter_in, start_kamailio_in,
         PinRoot, Scan, DOMAIN, SIP_PORT,
@@ -66,6 +72,13 @@ pub const SVMAP_V6: &str = ATTACKERS[0][1];
 pub const SVWAR_V4: &str = ATTACKERS[1][0];
 pub const SVCRACK_V4: &str = ATTACKERS[2][0];
 pub const FLOOD_V4: [&str; 2] = [ATTACKERS[3][0], ATTACKERS[3][1]];
+/// The password guesser: sipp with a phone's User-Agent, from an address added to the
+/// svcrack host ([`add_guesser_address`]), so that its ban is its own.
+pub const GUESSER_HOST: Node = Node::Attacker(2);
+pub const GUESSER_V4: &str = "198.18.1.15";
+/// Guesses a second: each is two REGISTERs, under [`filter_config`]'s 5/s, so only
+/// the server's answers can stop it.
+pub const GUESSER_RATE: u32 = 2;
 
 /// The sender behind a source address, for the tables.
 pub fn role(address: &str) -> &'static str {
@@ -74,6 +87,7 @@ pub fn role(address: &str) -> &'static str {
         a if a == SVWAR_V4 => "svwar",
         a if a == SVCRACK_V4 => "svcrack",
         a if FLOOD_V4.contains(&a) => "sipp flood",
+        a if a == GUESSER_V4 => "password guesser",
         a if a == LEGIT_V4 => "legitimate",
         _ => "other",
     }
@@ -522,6 +536,55 @@ pub fn passwords_found(svcrack: &Finished) -> Vec<String> {
         .filter(|cells| cells.len() >= 2)
         .map(|cells| format!("{}:{}", cells[0], cells[1]))
         .collect()
+}
+
+/// Gives the password guesser its address; it goes with the namespaces.
+pub fn add_guesser_address(lab: &GatewayLab) -> anyhow::Result<()> {
+    lab.ns(GUESSER_HOST).ip(&[
+        "addr",
+        "add",
+        &format!("{GUESSER_V4}/24"),
+        "dev",
+        HOST_IFACE,
+    ])
+}
+
+/// The password guesser: [`WEAK`]'s password guessed from [`WORDLIST`] (the weak one
+/// is among the last) at [`GUESSER_RATE`], with an ordinary User-Agent
+/// ([`guess_scenario`]); each guess fails 2 s after its last answer.
+pub fn guess_password(lab: &GatewayLab, dir: &Path, name: &str) -> anyhow::Result<Finished> {
+    let lines = WORDLIST
+        .iter()
+        .map(|password| credentials_line(&Credentials::new(WEAK.extension, *password)))
+        .collect();
+    let mut run = SippRun::new(
+        name,
+        guess_scenario(ORDINARY_USER_AGENT),
+        lines,
+        Pace::per_second(GUESSER_RATE),
+    );
+    run.recv_timeout = Duration::from_secs(2);
+    let run_dir = dir.join(name);
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let options = run.options(&run_dir)?;
+    let options: Vec<&str> = options.iter().map(String::as_str).collect();
+    Ok(sipp_in(
+        lab.ns(GUESSER_HOST),
+        dir,
+        name,
+        &run.scenario,
+        GUESSER_V4,
+        &server_target(),
+        &options,
+        run.time_bound() + Duration::from_secs(15),
+    ))
+}
+
+/// Guesses of [`guess_password`] the server accepted (a 200: the password found).
+pub fn guesses_accepted(guesser: &Finished) -> u64 {
+    message_rows(&guesser.stdout)
+        .get(guess_rows::ACCEPTED)
+        .map_or(0, |(_, count)| *count)
 }
 
 /// The filter's configuration in the lab: the lab's domain, tighter rate limits than

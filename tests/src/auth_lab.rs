@@ -45,7 +45,7 @@ use crate::{
     gateway::{self, GatewayLab, Node, OUTSIDE_IFACE},
     lab::{
         filter_stats_in, kamailio_globals, sipp_counter, sipp_in, spawn_filter_in,
-        start_kamailio_in, stats_json, stop_filter_in, PinRoot, TempDir, DOMAIN, SIP_PORT,
+        start_kamailio_in, stats_json, stop_filter_in, PinRoot, TempDir, DOMAIN, QUICK, SIP_PORT,
     },
     netns::{self, Background, Finished, Host, Lab, Netns, SERVER_IFACE},
 };
@@ -554,6 +554,15 @@ impl AuthLab {
         stats_json(&filter_stats_in(ns, iface, binary, &self.pins))
     }
 
+    /// `sip-filter ARGS --pin-root PINS` where the filter runs (`auth locked`,
+    /// `explain`): a verb on the lab's filter.
+    pub fn filter_verb(&self, binary: &Path, args: &[&str]) -> Finished {
+        let (ns, _) = self.filter_place();
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--pin-root", self.pins.arg()]);
+        ns.run(binary, &all, QUICK)
+    }
+
     /// Stops the filter (SIGINT) and checks that it detached and removed its pins.
     pub fn stop_filter(&self, daemon: &mut Background) -> anyhow::Result<()> {
         let (ns, iface) = self.filter_place();
@@ -702,7 +711,7 @@ impl SippRun {
 
     /// sipp's options but the scenario, the address and the target; writes the
     /// injection file to `run_dir`.
-    fn options(&self, run_dir: &Path) -> anyhow::Result<Vec<String>> {
+    pub fn options(&self, run_dir: &Path) -> anyhow::Result<Vec<String>> {
         let injection = run_dir.join("injection.csv");
         let lines: String = self.injection.iter().map(|l| format!("{l}\n")).collect();
         std::fs::write(&injection, format!("SEQUENTIAL\n{lines}"))
@@ -1147,11 +1156,16 @@ pub fn brute_force(
     passwords: &[String],
     pace: Pace,
 ) -> Guesses {
+    run_guesses(lab, client, &brute_force_run(user, passwords, pace))
+}
+
+/// The run of [`brute_force`], to adjust (its `recv_timeout`) before [`run_guesses`].
+pub fn brute_force_run(user: &str, passwords: &[String], pace: Pace) -> SippRun {
     let lines = passwords
         .iter()
         .map(|password| credentials_line(&Credentials::new(user, password.as_str())))
         .collect();
-    guesses(lab, client, &format!("brute-force-{user}"), lines, pace)
+    guess_run(&format!("brute-force-{user}"), lines, pace)
 }
 
 /// An enumeration from `client`: one REGISTER per user of `users`, each guessing the
@@ -1162,14 +1176,19 @@ pub fn enumerate(lab: &AuthLab, client: Client, users: &[String], pace: Pace) ->
         .iter()
         .map(|user| credentials_line(&Credentials::new(user.as_str(), user.as_str())))
         .collect();
-    guesses(lab, client, "enumeration", lines, pace)
+    run_guesses(lab, client, &guess_run("enumeration", lines, pace))
 }
 
-fn guesses(lab: &AuthLab, client: Client, name: &str, lines: Vec<String>, pace: Pace) -> Guesses {
+fn guess_run(name: &str, lines: Vec<String>, pace: Pace) -> SippRun {
+    SippRun::new(name, guess_scenario(ORDINARY_USER_AGENT), lines, pace)
+}
+
+/// Runs `run` (of [`guess_scenario`]) from `client`: what the guesser saw, and what
+/// Kamailio logged from its address.
+pub fn run_guesses(lab: &AuthLab, client: Client, run: &SippRun) -> Guesses {
     let (_, source) = lab.client(client);
-    let run = SippRun::new(name, guess_scenario(ORDINARY_USER_AGENT), lines, pace);
     let start = Instant::now();
-    let sipp = lab.sipp(client, &run);
+    let sipp = lab.sipp(client, run);
     Guesses::of(lab, &source, sipp, start.elapsed())
 }
 

@@ -17,6 +17,10 @@ const PATH_PACKAGES: &[&str] = &[
     "util-linux",
 ];
 
+/// Debian packages the password-guessing comparison drives (also in
+/// `setup::TEST_PACKAGES`).
+const GUESSING_PACKAGES: &[&str] = &["kamailio", "sip-tester", "fail2ban", "iptables"];
+
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// A quick pass (3 runs of 10,000 repeats, small tables, 1 s floods) instead of 7
@@ -30,6 +34,14 @@ pub struct BenchArgs {
     /// Leave out the state-growth figures (large blocklists and source tables).
     #[arg(long)]
     no_growth: bool,
+    /// Leave out the password-guessing comparison (a brute force of Kamailio stopped by
+    /// sip-filter, then by fail2ban).
+    #[arg(long)]
+    no_guessing: bool,
+    /// Only the password-guessing comparison, written into the earlier results of the
+    /// JSON file, the report rendered again.
+    #[arg(long, conflicts_with = "no_guessing")]
+    guessing_only: bool,
     /// Runs per figure (the median is reported).
     #[arg(long)]
     runs: Option<usize>,
@@ -46,8 +58,11 @@ pub struct BenchArgs {
 
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     setup(false)?;
-    if !args.no_path {
+    if !args.no_path && !args.guessing_only {
         install_packages(PATH_PACKAGES)?;
+    }
+    if !args.no_guessing {
+        install_packages(GUESSING_PACKAGES)?;
     }
     let mut forwarded = Vec::new();
     if args.quick {
@@ -64,6 +79,12 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.no_growth {
         forwarded.push("--no-growth".to_string());
+    }
+    if args.no_guessing {
+        forwarded.push("--no-guessing".to_string());
+    }
+    if args.guessing_only {
+        forwarded.push("--guessing-only".to_string());
     }
     // Relative to where the command was run, not to tests/ (where cargo runs the binary).
     let here = std::env::current_dir()?;

@@ -42,6 +42,10 @@ pub const TEST_PACKAGES: &[&str] = &[
     // postinst registers with CrowdSec's online API unless told not to: see
     // `preseed_crowdsec`.
     "crowdsec",
+    // fail2ban: the password-guessing benchmark and its test run it beside sip-filter
+    // (`tests/src/guessbench.rs`), its server in a lab's namespace; the package's own
+    // service is stopped (`stop_fail2ban_service`).
+    "fail2ban",
     // openssl: the TLS server, client and certificate of the transports lab.
     "openssl",
     // hping3: the transports lab's SYN flood.
@@ -133,7 +137,22 @@ pub fn install_packages(wanted: &[&str]) -> anyhow::Result<()> {
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
-    .context("installing Debian packages failed: see apt-get's messages above")
+    .context("installing Debian packages failed: see apt-get's messages above")?;
+    if missing.contains(&"fail2ban") {
+        stop_fail2ban_service()?;
+    }
+    Ok(())
+}
+
+/// Debian's fail2ban enables and starts its service (an sshd jail, banning with the
+/// host's own firewall); the tests run only its server, in a lab's namespace. Stopped
+/// and disabled where systemd runs (elsewhere the package started nothing).
+fn stop_fail2ban_service() -> anyhow::Result<()> {
+    if !std::path::Path::new("/run/systemd/system").exists() {
+        return Ok(());
+    }
+    println!("setup: systemctl disable --now fail2ban (the tests run their own)");
+    run(Command::new("systemctl").args(["disable", "--now", "fail2ban"]))
 }
 
 fn install_bpf_linker() -> anyhow::Result<()> {

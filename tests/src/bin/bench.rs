@@ -14,6 +14,8 @@
 //!    and large blocklists, deny lists and tracked-source tables.
 //! 3. The packet path ([`sip_filter_tests::pathbench`]): floods through sip-filter,
 //!    iptables, nftables and Kamailio's own modules in network namespaces.
+//! 4. Password guessing side by side ([`sip_filter_tests::guessbench`]): a brute force
+//!    of a Kamailio registrar stopped by sip-filter, then by fail2ban.
 //!
 //! Figures, not a test: these machines are shared and noisy. The results go to the
 //! terminal, and with `--json FILE` / `--markdown FILE` to files (`cargo xtask bench`
@@ -21,7 +23,8 @@
 //!
 //! Flags: `--quick` (3 runs of 10,000 repeats, small tables, a tiny path benchmark),
 //! `--runs N`, `--repeat R`, `--json FILE`, `--markdown FILE`, `--no-growth`,
-//! `--no-path`, `--class PART` (only the classes whose name contains PART, nothing
+//! `--no-path`, `--no-guessing`, `--guessing-only` (part 4 alone, written into the
+//! `--json` file's earlier results and the report rendered again), `--class PART` (only the classes whose name contains PART, nothing
 //! else: to profile one path with `perf record`), `--render JSON --markdown FILE` (the
 //! report of an earlier run, measuring nothing).
 
@@ -45,7 +48,7 @@ use sip_filter_common::maps::{
     MAX_SOURCES,
 };
 use sip_filter_common::{bounded::REF_CALLS, SCAN_LEN};
-use sip_filter_tests::{packets::*, pathbench};
+use sip_filter_tests::{guessbench, packets::*, pathbench};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -60,6 +63,9 @@ struct Args {
     /// Only the state save (what a stop costs).
     state_save_only: bool,
     path: bool,
+    guessing: bool,
+    /// Only the password guessing, merged into the `--json` file's earlier results.
+    guessing_only: bool,
     /// Only the classes whose name contains this (for profiling one path).
     only: Option<String>,
     /// Write the report of an earlier run's JSON (with `--markdown`), measuring nothing.
@@ -67,7 +73,8 @@ struct Args {
 }
 
 const USAGE: &str = "bench [--quick] [--runs N (7)] [--repeat R (1000000)] [--json FILE] \
-                     [--markdown FILE] [--no-growth] [--state-save-only] [--no-path] [--class PART-OF-NAME] \
+                     [--markdown FILE] [--no-growth] [--state-save-only] [--no-path] [--no-guessing] \
+                     [--guessing-only] [--class PART-OF-NAME] \
                      [--render JSON --markdown FILE]";
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -80,6 +87,8 @@ fn parse_args() -> anyhow::Result<Args> {
         growth: true,
         state_save_only: false,
         path: true,
+        guessing: true,
+        guessing_only: false,
         only: None,
         render: None,
     };
@@ -105,10 +114,13 @@ fn parse_args() -> anyhow::Result<Args> {
             "--no-growth" => args.growth = false,
             "--state-save-only" => args.state_save_only = true,
             "--no-path" => args.path = false,
+            "--no-guessing" => args.guessing = false,
+            "--guessing-only" => args.guessing_only = true,
             "--class" => {
                 args.only = Some(it.next().context("--class needs part of a name")?);
                 args.growth = false;
                 args.path = false;
+                args.guessing = false;
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -336,6 +348,9 @@ fn main() -> anyhow::Result<()> {
         state_save(args.quick)?;
         return Ok(());
     }
+    if args.guessing_only {
+        return guessing_only(&args);
+    }
     if let Some(json) = &args.render {
         let markdown_file = args
             .markdown
@@ -499,6 +514,12 @@ fn main() -> anyhow::Result<()> {
         Value::Null
     };
 
+    let guessing = if args.guessing {
+        guessbench::run(&guessbench::Options::new(args.quick))?
+    } else {
+        Value::Null
+    };
+
     let doc = json!({
         "method": "BPF_PROG_TEST_RUN; each figure the median of `runs` runs of `repeat` repeats; ns per packet",
         "machine": machine,
@@ -510,18 +531,10 @@ fn main() -> anyhow::Result<()> {
         "state_save": save,
         "answers": answers,
         "packet_path": path,
+        "password_guessing": guessing,
         "seconds": started.elapsed().as_secs(),
     });
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
-            .with_context(|| format!("writing {path}"))?;
-        println!("results written to {path}");
-    }
-    if let Some(path) = &args.markdown {
-        std::fs::write(path, markdown(&doc)).with_context(|| format!("writing {path}"))?;
-        println!("report written to {path}");
-    }
-    Ok(())
+    write_results(&args, &doc)
 }
 
 /// What learning from answers (issue 13) costs: the egress program per packet leaving,
@@ -641,6 +654,36 @@ fn answers_cost(runs: usize, repeat: u32) -> anyhow::Result<Value> {
         }));
     }
     Ok(json!({"requests": requests, "answers": answers}))
+}
+
+/// `--guessing-only`: the password guessing measured again, put into the `--json`
+/// file's earlier results (or alone, when there is none), the report rendered again.
+/// The file is written anew: a float of the earlier results may come back with its
+/// last digit changed (serde_json's parsing is not exactly round-trip).
+fn guessing_only(args: &Args) -> anyhow::Result<()> {
+    let mut doc = match &args.json {
+        Some(path) if std::path::Path::new(path).exists() => serde_json::from_str(
+            &std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
+        )
+        .with_context(|| format!("{path} is not JSON"))?,
+        _ => json!({ "machine": machine() }),
+    };
+    doc["password_guessing"] = guessbench::run(&guessbench::Options::new(args.quick))?;
+    write_results(args, &doc)
+}
+
+/// The results to `--json`, the report to `--markdown`.
+fn write_results(args: &Args, doc: &Value) -> anyhow::Result<()> {
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(doc)? + "\n")
+            .with_context(|| format!("writing {path}"))?;
+        println!("results written to {path}");
+    }
+    if let Some(path) = &args.markdown {
+        std::fs::write(path, markdown(doc)).with_context(|| format!("writing {path}"))?;
+        println!("report written to {path}");
+    }
+    Ok(())
 }
 
 /// The settings every figure is taken with: two domains, the server's address, bans
@@ -1070,6 +1113,9 @@ fn markdown(doc: &Value) -> String {
     }
     if doc["packet_path"].is_object() {
         md.push_str(&pathbench::markdown(&doc["packet_path"]));
+    }
+    if doc["password_guessing"].is_object() {
+        md.push_str(&guessbench::markdown(&doc["password_guessing"]));
     }
     md
 }

@@ -6,11 +6,13 @@
 //! Kamailio behind it (198.18.2.2) as a registrar with digest authentication. The same
 //! round runs twice, without the filter and with `sip-filter run --iface gw-outside` on
 //! the gateway: svmap scans (IPv4 and IPv6), svwar guesses extensions, svcrack guesses
-//! a password, then two sipp floods run while the legitimate client registers and
-//! calls. A table compares the two rounds: what reached Kamailio (its own log), what
+//! a password, a password guesser with a phone's User-Agent (sipp, 198.18.1.15) guesses
+//! it too, under the rate limits, then two sipp floods run while the legitimate client
+//! registers and calls. A table compares the two rounds: what reached Kamailio (its own log), what
 //! each scanner learned, the legitimate success rate, the bans and the counters.
 //!
-//! Exit status: 0 when the filter did its job (scanners learned nothing, every
+//! Exit status: 0 when the filter did its job (scanners and the guesser learned nothing,
+//! the guesser was banned for its failed passwords, every
 //! legitimate registration and call succeeded, everything cleaned up), 1 when not (with
 //! why), 2 without root, 130 on Ctrl-C (after cleaning up: running commands are cut
 //! short, the lab's processes stopped, its namespaces and pins removed).
@@ -30,12 +32,14 @@ use ipnet::IpNet;
 use serde_json::Value;
 use sip_filter_tests::{
     attack::{
-        call_scenario, extensions_found, filter_json, gateway_metrics, legit_sipp, passwords_found,
-        register_scenario, requests_seen, role, seen_from, sipp_outcome, start_flood,
-        start_gateway_filter, start_registrar, svcrack, svmap, svmap_scan, svwar, ALICE, BOB,
-        FLOOD_V4, GATEWAY_METRICS_ADDR, SVCRACK_V4, SVMAP_V4, SVMAP_V6, SVWAR_RANGE, SVWAR_V4,
-        WEAK, WORDLIST,
+        add_guesser_address, call_scenario, extensions_found, filter_json, gateway_metrics,
+        guess_password, guesses_accepted, legit_sipp, passwords_found, register_scenario,
+        requests_seen, role, seen_from, sipp_outcome, start_flood, start_gateway_filter,
+        start_registrar, svcrack, svmap, svmap_scan, svwar, ALICE, BOB, FLOOD_V4,
+        GATEWAY_METRICS_ADDR, GUESSER_RATE, GUESSER_V4, SVCRACK_V4, SVMAP_V4, SVMAP_V6,
+        SVWAR_RANGE, SVWAR_V4, WEAK, WORDLIST,
     },
+    auth_lab::ORDINARY_USER_AGENT,
     gateway::{GatewayLab, Node, LEGIT_V4, OUTSIDE_IFACE, SERVER_V4, SERVER_V6},
     lab::{
         require_tools, sample_sum, sip_filter_binary, stats_json, stop_filter_in, PinRoot, Scan,
@@ -80,9 +84,10 @@ fn main() -> ExitCode {
 /// Runs the demo; false when the filter did not behave as it should (already said why).
 fn demo(clock: &Clock) -> anyhow::Result<bool> {
     println!(
-        "sip-filter demo: sipvicious (svmap, svwar, svcrack) and a sipp flood against a SIP\n\
-         registrar (Kamailio, digest authentication) behind a gateway, while a legitimate\n\
-         client registers and calls: first without sip-filter, then with it on the gateway.\n"
+        "sip-filter demo: sipvicious (svmap, svwar, svcrack), a password guesser with a\n\
+         phone's User-Agent and a sipp flood against a SIP registrar (Kamailio, digest\n\
+         authentication) behind a gateway, while a legitimate client registers and calls:\n\
+         first without sip-filter, then with it on the gateway.\n"
     );
     require_tools(&[LAB_TOOLS, &["svwar", "svcrack", "sysctl"]].concat())?;
     clock.say("building sip-filter");
@@ -91,12 +96,14 @@ fn demo(clock: &Clock) -> anyhow::Result<bool> {
 
     clock.say(format!(
         "starting the lab: attacker hosts (svmap {SVMAP_V4} and {SVMAP_V6}, svwar \
-         {SVWAR_V4}, svcrack {SVCRACK_V4}, sipp flood {} and {}), legitimate client \
+         {SVWAR_V4}, svcrack {SVCRACK_V4}, password guesser {GUESSER_V4}, sipp flood {} and \
+         {}), legitimate client \
          ({LEGIT_V4}), gateway, server ({SERVER_V4}, {SERVER_V6})",
         FLOOD_V4[0], FLOOD_V4[1]
     ));
     // Dropped in reverse on an early return: processes, then pins, files, namespaces.
     let lab = GatewayLab::new().context("building the lab")?;
+    add_guesser_address(&lab)?;
     let namespaces = lab.names();
     let dir = TempDir::new("demo");
     let pins = PinRoot::new("demo");
@@ -148,6 +155,15 @@ fn demo(clock: &Clock) -> anyhow::Result<bool> {
     let mut problems = Problems::default();
     open.expect_attacks_worked(&mut problems);
     filtered.expect_attacks_failed(&mut problems);
+    if !bans
+        .iter()
+        .any(|ban| ban["address"] == GUESSER_V4 && ban["reason"] == "auth")
+    {
+        problems.add(
+            "the password guesser was not banned for its failed passwords (reason auth)",
+            format!("{bans:?}"),
+        );
+    }
     for round in [&open, &filtered] {
         round.expect_legit_served(&mut problems);
     }
@@ -168,8 +184,9 @@ fn demo(clock: &Clock) -> anyhow::Result<bool> {
 
     if problems.0.is_empty() {
         println!(
-            "sip-filter did its job: the scanners learned nothing, the flood was cut to its\n\
-             sources' rate and banned, every legitimate registration and call succeeded; the\n\
+            "sip-filter did its job: the scanners learned nothing, the password guesser was\n\
+             locked out of the account after 5 failed passwords and banned, the flood was cut\n\
+             to its sources' rate and banned, every legitimate registration and call succeeded; the\n\
              filter detached and the lab is gone ({:.1} s).\n\
              Next, on a real interface: sudo sip-filter run --iface eth0 --domain YOUR.DOMAIN\n\
              (README.md, \"Using it\").",
@@ -198,6 +215,8 @@ struct Round {
     scan_v6: Scan,
     svwar: Finished,
     svcrack: Finished,
+    /// The password guesser with a phone's User-Agent.
+    guesser: Finished,
     registrations: Vec<Finished>,
     calls: Finished,
     /// What Kamailio logged receiving: per source, per method.
@@ -235,6 +254,15 @@ impl Round {
             WEAK.extension
         ));
         let svcrack = svcrack(lab, dir, WEAK.extension);
+        check_interrupted()?;
+        clock.say(format!(
+            "{when}: a password guesser with a phone's User-Agent ({ORDINARY_USER_AGENT}): \
+             sipp, {} passwords for extension {} at {GUESSER_RATE}/s (under the REGISTER \
+             limit), from {GUESSER_V4}",
+            WORDLIST.len(),
+            WEAK.extension
+        ));
+        let guesser = guess_password(lab, dir, &format!("guesser-{tag}"))?;
         check_interrupted()?;
 
         clock.say(format!(
@@ -299,6 +327,7 @@ impl Round {
             svmap_v6,
             svwar,
             svcrack,
+            guesser,
             registrations,
             calls,
             seen,
@@ -367,6 +396,16 @@ impl Round {
                 &self.svcrack,
             );
         }
+        if guesses_accepted(&self.guesser) == 0 {
+            problems.add(
+                format!(
+                    "{}, the password guesser did not find the weak password: the lab is not \
+                     working",
+                    self.when
+                ),
+                &self.guesser,
+            );
+        }
     }
 
     fn expect_attacks_failed(&self, problems: &mut Problems) {
@@ -394,6 +433,12 @@ impl Round {
             problems.add(
                 format!("{}, svcrack found a password", self.when),
                 &self.svcrack,
+            );
+        }
+        if guesses_accepted(&self.guesser) > 0 {
+            problems.add(
+                format!("{}, the password guesser found the password", self.when),
+                &self.guesser,
             );
         }
         for who in ["svmap", "svwar", "svcrack"] {
@@ -467,6 +512,7 @@ fn ban_role(address: &str) -> &'static str {
         SVMAP_V6,
         SVWAR_V4,
         SVCRACK_V4,
+        GUESSER_V4,
         FLOOD_V4[0],
         FLOOD_V4[1],
         LEGIT_V4,
@@ -524,6 +570,9 @@ fn print_table(open: &Round, filtered: &Round, stats: &Value, bans: &[Value], me
         both("  from svmap (IPv4 + IPv6)", &|r| r.reached("svmap")),
         both("  from svwar", &|r| r.reached("svwar")),
         both("  from svcrack", &|r| r.reached("svcrack")),
+        both("  from the password guesser", &|r| {
+            r.reached("password guesser")
+        }),
         both("  from the sipp flood", &|r| r.reached("sipp flood")),
         both("  from the legitimate client", &|r| r.reached("legitimate")),
         both("svmap learned (IPv4)", &|r| svmap_cell(&r.scan_v4)),
@@ -534,6 +583,13 @@ fn print_table(open: &Round, filtered: &Round, stats: &Value, bans: &[Value], me
         both("svcrack: passwords found", &|r| {
             list_or_nothing(r.passwords())
         }),
+        both(
+            "password guesser: password found",
+            &|r| match guesses_accepted(&r.guesser) {
+                0 => "nothing".to_string(),
+                _ => format!("{}:{}", WEAK.extension, WEAK.password),
+            },
+        ),
         both("legitimate registrations", &|r| rate(r.registrations())),
         both("legitimate calls", &|r| rate(sipp_outcome(&r.calls))),
     ];
