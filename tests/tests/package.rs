@@ -32,13 +32,16 @@ const UNIT: &str = "sip-filter";
 /// Long enough for systemd to have restarted a failed start (RestartSec=2) had it meant to.
 const RESTART_WINDOW: Duration = Duration::from_secs(6);
 
-/// `cargo xtask deb`: the package's path, from its last line.
+/// `cargo xtask deb --debug-build`: the package's path, from its last line.
 fn build_package() -> std::path::PathBuf {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ is inside the workspace");
     let mut command = Command::new(env!("CARGO"));
-    command.current_dir(workspace).args(["xtask", "deb"]);
+    // The debug build the other tests made: a release build would add minutes to CI.
+    command
+        .current_dir(workspace)
+        .args(["xtask", "deb", "--debug-build"]);
     let built = run_bounded(command, BUILD_DEADLINE);
     assert!(built.success(), "{built}");
     let package = built

@@ -15,34 +15,49 @@ use crate::{
     vm::{target_dir, workspace_root},
 };
 
-pub fn deb() -> anyhow::Result<()> {
-    let package = build_deb()?;
+#[derive(clap::Args)]
+pub struct DebArgs {
+    /// Pack the debug build instead of a release build (`cargo deb --profile dev`): for
+    /// the package test, which then reuses the build the other tests made rather than
+    /// spending minutes on a release build. cargo-deb warns that such a package is not
+    /// for release; it is laid out the same.
+    #[arg(long)]
+    debug_build: bool,
+}
+
+pub fn deb(args: DebArgs) -> anyhow::Result<()> {
+    let package = build_deb(args.debug_build)?;
     println!("deb: {}", package.display());
     Ok(())
 }
 
 /// Builds the package and checks it with lintian; says where it is.
-pub fn build_deb() -> anyhow::Result<PathBuf> {
+pub fn build_deb(debug_build: bool) -> anyhow::Result<PathBuf> {
     setup(false)?;
     install_packages(&[LINTIAN])?;
     install_cargo_deb()?;
     let workspace = workspace_root()?;
-    let release_dir = target_dir(&workspace).join("release");
-    println!("deb: cargo build --release -p sip-filter");
-    run(Command::new("cargo").current_dir(&workspace).args([
-        "build",
-        "--release",
-        "-p",
-        "sip-filter",
-    ]))?;
+    let (profile, build_dir, build_flags): (&str, &str, &[&str]) = if debug_build {
+        ("dev", "debug", &[])
+    } else {
+        ("release", "release", &["--release"])
+    };
+    // cargo-deb maps the assets' `target/release/` to the profile's directory.
+    let profile_dir = target_dir(&workspace).join(build_dir);
+    println!("deb: cargo build {} -p sip-filter", build_flags.join(" "));
+    run(Command::new("cargo")
+        .current_dir(&workspace)
+        .arg("build")
+        .args(build_flags)
+        .args(["-p", "sip-filter"]))?;
     // Where sip-filter/Cargo.toml's assets expect them.
-    let assets = release_dir.join("package-assets");
+    let assets = profile_dir.join("package-assets");
     // Afresh: no page of a verb that is gone.
     if assets.exists() {
         std::fs::remove_dir_all(&assets)
             .with_context(|| format!("removing {}", assets.display()))?;
     }
-    run(Command::new(release_dir.join("sip-filter"))
+    run(Command::new(profile_dir.join("sip-filter"))
         .arg("package-assets")
         .arg("--out-dir")
         .arg(&assets))?;
@@ -50,7 +65,14 @@ pub fn build_deb() -> anyhow::Result<PathBuf> {
     println!("deb: cargo deb --no-build");
     let built = Command::new("cargo")
         .current_dir(&workspace)
-        .args(["deb", "-p", "sip-filter", "--no-build"])
+        .args([
+            "deb",
+            "-p",
+            "sip-filter",
+            "--no-build",
+            "--profile",
+            profile,
+        ])
         .output()
         .context("running cargo deb")?;
     if !built.status.success() {

@@ -26,7 +26,7 @@ enum Command {
     /// Build the Debian package (target/debian/sip-filter_*.deb): release build, man
     /// pages and shell completions, `cargo deb`, then lintian, which must find no error.
     /// Installs cargo-deb and lintian first.
-    Deb,
+    Deb(deb::DebArgs),
     /// Show sip-filter at work, in network namespaces: a real scanner (sipvicious) and a
     /// legitimate client (sipp) against a real SIP server (Kamailio), without and with the
     /// filter. Sets up first; needs root.
@@ -53,7 +53,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Bench(args) => bench::bench(args),
         Command::Profile(args) => profile::profile(args),
-        Command::Deb => deb::deb(),
+        Command::Deb(args) => deb::deb(args),
         Command::Demo => demo::demo(),
         Command::Setup { test_tools } => setup::setup(test_tools),
         Command::Test(args) => test::test(args),
