@@ -61,7 +61,7 @@ struct DelArgs {
     at: Where,
 }
 
-/// List the bans (by hand and automatic: rate, scanner, domain) and the deny list (the
+/// List the bans (by hand and automatic: scanner, domain, rate, auth, enumeration, connections) and the deny list (the
 /// configuration's and operators'), with reasons, drops and the time left. Expired
 /// operator deny entries are removed as they are found; an expired ban stays listed,
 /// as expired, until the source's next packet removes it.
@@ -73,7 +73,8 @@ struct ListArgs {
     /// until_removed, seconds_left, expired, drops.
     #[arg(long)]
     json: bool,
-    /// Only entries with this reason: manual, feed, rate, scanner, domain, or a
+    /// Only entries with this reason: a ban reason (manual, feed, scanner, domain, rate, auth,
+    /// enumeration, connections), or a
     /// CrowdSec scenario.
     #[arg(long)]
     reason: Option<String>,
@@ -92,7 +93,7 @@ struct ListArgs {
 enum Origin {
     /// `block add`, `block import`.
     Operator,
-    /// The filter's own bans (rate, scanner, domain).
+    /// The filter's own bans (scanner, domain, rate, auth, enumeration, connections).
     Filter,
     /// The configuration file's deny list.
     Config,
@@ -117,7 +118,7 @@ impl Origin {
 /// CrowdSec's (its decisions are deleted with `cscli decisions delete`).
 #[derive(clap::Args)]
 struct FlushArgs {
-    /// Only these: manual, feed (an operator's), rate, scanner, domain (the filter's).
+    /// Only these: manual, feed (an operator's); scanner, domain, rate, auth, enumeration, connections (the filter's).
     #[arg(long)]
     reason: Option<String>,
     /// Only these: operator or filter.
