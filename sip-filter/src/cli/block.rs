@@ -61,8 +61,9 @@ struct DelArgs {
     at: Where,
 }
 
-/// List the bans (by hand and automatic: scanner, domain, rate, auth, enumeration, connections) and the deny list (the
-/// configuration's and operators'), with reasons, drops and the time left. Expired
+/// List the bans (by hand and automatic: scanner, domain, rate, auth, enumeration,
+/// connections) and the deny list (the configuration's and operators'), with reasons,
+/// drops and the time left. Expired
 /// operator deny entries are removed as they are found; an expired ban stays listed,
 /// as expired, until the source's next packet removes it.
 #[derive(clap::Args)]
@@ -73,9 +74,8 @@ struct ListArgs {
     /// until_removed, seconds_left, expired, drops.
     #[arg(long)]
     json: bool,
-    /// Only entries with this reason: a ban reason (manual, feed, scanner, domain, rate, auth,
-    /// enumeration, connections), or a
-    /// CrowdSec scenario.
+    /// Only entries with this reason: a ban reason (manual, feed, scanner, domain, rate,
+    /// auth, enumeration, connections), or a CrowdSec scenario.
     #[arg(long)]
     reason: Option<String>,
     /// Only entries of this origin.
