@@ -1,8 +1,33 @@
 //! The README's test command: everything CI runs.
 
-use std::process::Command;
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+};
 
-use crate::setup::{run, setup};
+use anyhow::{bail, Context};
+
+use crate::{
+    setup::{run, setup},
+    vm::{target_dir, test_executables, workspace_root},
+};
+
+/// The test package's directory: cargo runs its tests from there.
+const TEST_PACKAGE_DIR: &str = "tests";
+
+/// Test files that only run the programs with BPF_PROG_TEST_RUN (or `replay`, which does
+/// the same): no network namespace, no fixed address, pins of their own. They run one at
+/// a time in a second process beside the network tests, which mostly wait on their labs:
+/// about 12 of CI's minutes, taken off its length.
+const BESIDE_THE_LABS: [&str; 5] = [
+    "prog_test_run",
+    "answers_test_run",
+    "adversarial_replay",
+    "default_limits",
+    "batch_maps",
+];
 
 #[derive(clap::Args)]
 pub struct TestArgs {
@@ -31,8 +56,51 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
         "warnings",
     ]))?;
     println!("test: cargo test (unit, property, kernel and network-namespace tests)");
-    // One test binary at a time: the network tests share the host's network stack.
-    run(Command::new("cargo").args(["test", "--workspace", "--", "--test-threads=1"]))?;
+    let workspace = workspace_root()?;
+    println!("test: building every test");
+    let built = Command::new("cargo")
+        .current_dir(&workspace)
+        .args(["test", "--workspace", "--no-run"])
+        .arg("--message-format=json-render-diagnostics")
+        .stderr(Stdio::inherit())
+        .output()
+        .context("could not run cargo to build the tests")?;
+    if !built.status.success() {
+        bail!(
+            "building the tests failed ({}): see cargo's messages above",
+            built.status
+        );
+    }
+    let beside = test_executables(&String::from_utf8_lossy(&built.stdout), &BESIDE_THE_LABS)?;
+    let log = target_dir(&workspace).join("tests-beside-the-labs.log");
+    let tests_dir = workspace.join(TEST_PACKAGE_DIR);
+    let beside_the_labs = thread::spawn(move || run_binaries(&beside, &tests_dir, &log));
+    // One test binary at a time: the network tests share the host's network stack. The
+    // whole workspace, as built above (a narrower selection would unify features
+    // differently, and build again).
+    let mut labs = Command::new("cargo");
+    labs.current_dir(&workspace)
+        .args(["test", "--workspace", "--lib", "--bins"]);
+    for target in lab_test_targets(&workspace)? {
+        labs.args(["--test", &target]);
+    }
+    labs.args(["--", "--test-threads=1"]);
+    let labs_passed = run(&mut labs).and_then(|()| {
+        run(Command::new("cargo")
+            .current_dir(&workspace)
+            .args(["test", "--workspace", "--doc"]))
+    });
+    let (failed, printed) = beside_the_labs
+        .join()
+        .map_err(|_| anyhow::anyhow!("the thread running the tests beside the labs panicked"))??;
+    println!("test: the tests run beside the labs:\n{printed}");
+    labs_passed?;
+    if !failed.is_empty() {
+        bail!(
+            "tests failed beside the labs: {} (their output is above)",
+            failed.join(", ")
+        );
+    }
     println!("test: the parser's fuzz target builds (cargo +nightly fuzz build parse)");
     run(Command::new("cargo")
         .args(["+nightly", "fuzz", "build", "parse"])
@@ -41,4 +109,46 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
         crate::vm::vm_test(crate::vm::VmArgs::default())?;
     }
     Ok(())
+}
+
+/// The test package's test files (tests/tests/*.rs) but those run beside the labs.
+fn lab_test_targets(workspace: &Path) -> anyhow::Result<Vec<String>> {
+    let dir = workspace.join(TEST_PACKAGE_DIR).join("tests");
+    let mut targets: Vec<String> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "rs"))
+        .filter_map(|path| Some(path.file_stem()?.to_str()?.to_string()))
+        .filter(|stem| !BESIDE_THE_LABS.contains(&stem.as_str()))
+        .collect();
+    targets.sort();
+    Ok(targets)
+}
+
+/// Runs test executables one after the other, from `dir`, each one's output through
+/// `log`; returns those that failed and what all of them printed (for the caller to show
+/// once, so that it does not interleave with the labs').
+fn run_binaries<'a>(
+    binaries: &[(&'a str, PathBuf)],
+    dir: &Path,
+    log: &Path,
+) -> anyhow::Result<(Vec<&'a str>, String)> {
+    let mut failed = Vec::new();
+    let mut printed = String::new();
+    for (name, executable) in binaries {
+        let file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let status = Command::new(executable)
+            .current_dir(dir)
+            .arg("--test-threads=1")
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .status()
+            .with_context(|| format!("could not start {}", executable.display()))?;
+        printed.push_str(&format!("test: {name} ({status})\n"));
+        printed.push_str(&std::fs::read_to_string(log).unwrap_or_default());
+        if !status.success() {
+            failed.push(*name);
+        }
+    }
+    Ok((failed, printed))
 }

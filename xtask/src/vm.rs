@@ -415,8 +415,16 @@ fn build_test_binaries(
             output.status
         );
     }
-    let messages = String::from_utf8_lossy(&output.stdout);
-    TEST_TARGETS
+    test_executables(&String::from_utf8_lossy(&output.stdout), TEST_TARGETS)
+}
+
+/// Where cargo built the test targets `targets` (their executables), read from its JSON
+/// messages (`--message-format=json...`), in `targets`' order.
+pub fn test_executables<'a>(
+    messages: &str,
+    targets: &[&'a str],
+) -> anyhow::Result<Vec<(&'a str, PathBuf)>> {
+    targets
         .iter()
         .map(|target| {
             let executable = messages
