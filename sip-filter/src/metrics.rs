@@ -8,7 +8,7 @@
 //! series; `ops/prometheus/` has alert rules for them.
 
 use std::{
-    collections::HashMap as StdHashMap,
+    collections::{BTreeMap, HashMap as StdHashMap},
     convert::Infallible,
     net::{SocketAddr, TcpListener, ToSocketAddrs},
     path::{Path, PathBuf},
@@ -45,6 +45,7 @@ use sip_filter_common::{
 
 use crate::{
     bpf_sys,
+    countries::Country,
     filter::{
         monotonic_now_ns, pinned_answer_counters, pinned_config, pinned_counters, FilterError,
     },
@@ -315,6 +316,9 @@ struct Snapshot {
     bans_active: [u64; BanReason::COUNT],
     /// Per [`OCCUPANCY`] map: entries, capacity.
     maps: Vec<(&'static str, u64, u32)>,
+    /// Per denied country (`[countries]`): its networks in the deny tries, and the
+    /// packets they dropped.
+    countries: BTreeMap<Country, (u64, u64)>,
 }
 
 impl Snapshot {
@@ -330,6 +334,7 @@ impl Snapshot {
         let dry_run = pinned_config(dir)?.has(FLAG_DRY_RUN);
         let mut bans_active = [0u64; BanReason::COUNT];
         let mut maps = Vec::with_capacity(OCCUPANCY.len());
+        let mut countries = BTreeMap::new();
         for (label, name) in OCCUPANCY {
             let map_error = |source| FilterError::Map { name, source };
             let data = MapData::from_pin(dir.join(name)).map_err(map_error)?;
@@ -337,6 +342,10 @@ impl Snapshot {
             let map = Map::from_map_data(data).map_err(map_error)?;
             let entries = if name == names::BANS {
                 count_bans(&map, monotonic_now_ns(), &mut bans_active)
+            } else if name == names::DENY_V4 {
+                count_deny::<[u8; 4]>(&map, &mut countries)
+            } else if name == names::DENY_V6 {
+                count_deny::<[u8; 16]>(&map, &mut countries)
             } else {
                 count_entries(name, &map)
             }
@@ -350,8 +359,26 @@ impl Snapshot {
             dry_run,
             bans_active,
             maps,
+            countries,
         })
     }
+}
+
+/// Entries of a deny trie, adding its country entries' networks and drops to
+/// `countries`: the drops by country are the kernel's per-entry counts, summed.
+fn count_deny<K: Pod>(
+    map: &Map,
+    countries: &mut BTreeMap<Country, (u64, u64)>,
+) -> Result<u64, MapError> {
+    let entries = bpf_sys::trie_entries::<K, ListEntry>(map)?;
+    for (_, entry) in &entries {
+        if let Some(country) = Country::of_entry(entry) {
+            let (networks, drops) = countries.entry(country).or_default();
+            *networks += 1;
+            *drops += entry.drops;
+        }
+    }
+    Ok(entries.len() as u64)
 }
 
 /// Entries of the blocklist, adding those that still match at `now_ns` to `active` by
@@ -421,6 +448,8 @@ struct KernelSeries {
     locked_accounts: IntGaugeVec,
     map_entries: IntGaugeVec,
     map_capacity: IntGaugeVec,
+    country_drops: IntCounterVec,
+    country_networks: IntGaugeVec,
     /// A vector without labels, like the counters: no filter pinned, no series.
     dry_run: IntGaugeVec,
     interface_info: IntGaugeVec,
@@ -520,6 +549,16 @@ impl KernelSeries {
                 "How many entries a map can hold (sources is an LRU: when full, the least recently seen source makes room).",
                 &["map"],
             )?,
+            country_drops: counter(
+                "sip_filter_country_drops_total",
+                "Packets dropped by the networks of a denied country ([countries]), by country (ISO 3166 code). A network the database stops listing takes its count with it.",
+                &["country"],
+            )?,
+            country_networks: gauge(
+                "sip_filter_country_networks",
+                "Networks of a denied country ([countries]) in the deny lists, by country.",
+                &["country"],
+            )?,
             dry_run: gauge(
                 "sip_filter_dry_run",
                 "1 if the filter is in dry-run (drops and bans counted, not made), else 0.",
@@ -533,7 +572,7 @@ impl KernelSeries {
         })
     }
 
-    fn collectors(&self) -> [&dyn Collector; 19] {
+    fn collectors(&self) -> [&dyn Collector; 21] {
         [
             &self.packets,
             &self.answers,
@@ -552,6 +591,8 @@ impl KernelSeries {
             &self.locked_accounts,
             &self.map_entries,
             &self.map_capacity,
+            &self.country_drops,
+            &self.country_networks,
             &self.dry_run,
             &self.interface_info,
         ]
@@ -632,6 +673,13 @@ impl KernelSeries {
                 .with_label_values(&[scope])
                 .set(gauge_value(locked));
         }
+        for (country, (networks, drops)) in &snapshot.countries {
+            let labels = [country.to_string()];
+            self.country_drops.with_label_values(&labels).inc_by(*drops);
+            self.country_networks
+                .with_label_values(&labels)
+                .set(gauge_value(*networks));
+        }
         for (map, entries, capacity) in &snapshot.maps {
             self.map_entries
                 .with_label_values(&[map])
@@ -663,6 +711,8 @@ impl KernelSeries {
         self.locked_accounts.reset();
         self.map_entries.reset();
         self.map_capacity.reset();
+        self.country_drops.reset();
+        self.country_networks.reset();
         self.dry_run.reset();
         self.interface_info.reset();
     }

@@ -6,6 +6,7 @@ pub mod attack;
 pub mod auth_lab;
 pub mod crowdsec;
 pub mod gateway;
+pub mod geo;
 pub mod lab;
 pub mod netns;
 pub mod packets;

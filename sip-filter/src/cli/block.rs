@@ -69,7 +69,8 @@ struct DelArgs {
 struct ListArgs {
     /// A JSON array of objects: iface (the interfaces the entry applies to, comma
     /// separated), address, kind (ban, deny), origin (operator, config, filter,
-    /// crowdsec), reason (a CrowdSec entry's: its scenario),
+    /// crowdsec, country), reason (a CrowdSec entry's: its scenario; a country entry's:
+    /// its country),
     /// until_removed, seconds_left, expired, drops.
     #[arg(long)]
     json: bool,
@@ -98,6 +99,8 @@ enum Origin {
     Config,
     /// CrowdSec decisions.
     Crowdsec,
+    /// The networks of the countries `[countries]` denies.
+    Country,
 }
 
 impl Origin {
@@ -107,6 +110,7 @@ impl Origin {
             Origin::Filter => "filter",
             Origin::Config => "config",
             Origin::Crowdsec => "crowdsec",
+            Origin::Country => "country",
         }
     }
 }
@@ -287,6 +291,12 @@ fn flush(args: FlushArgs) -> anyhow::Result<()> {
         Some(Origin::Crowdsec) => {
             return Err(UserError(
                 "CrowdSec's entries follow its decisions: delete them there (`cscli decisions delete --ip ADDRESS`), and the bouncer removes them".to_string(),
+            )
+            .into())
+        }
+        Some(Origin::Country) => {
+            return Err(UserError(
+                "the country entries follow the `[countries]` table: change it in the configuration file, then `systemctl reload sip-filter`".to_string(),
             )
             .into())
         }

@@ -1,0 +1,343 @@
+//! Source countries (`[countries]`) in the real XDP program, fed frames with
+//! BPF_PROG_TEST_RUN: a country database written here is read into the deny tries;
+//! a denied country's sources are dropped and counted by country, except those on
+//! the allow list and registered ones; a database the size of a real one loads, and an
+//! allowed INVITE costs what it did without it.
+
+use std::{net::IpAddr, path::Path, time::Instant};
+
+use ipnet::IpNet;
+use sip_filter::{
+    countries::{self, all_countries, Country, CountryNetworks, CountrySettings},
+    filter::{monotonic_now_ns, source_key},
+    learnt::LearntMaps,
+    settings::{BanRules, RateLimits},
+    Filter, Settings,
+};
+use sip_filter_common::maps::{names, Registration, MAX_LIST_ENTRIES};
+use sip_filter_tests::{
+    geo::{realistic_networks, write_country_database},
+    lab::TempDir,
+    packets::*,
+    privileged,
+};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+fn settings() -> Settings {
+    Settings {
+        domains: vec!["pbx.example.test".into()],
+        ban: BanRules::off(),
+        rate_limits: RateLimits::none(),
+        ..Settings::default()
+    }
+}
+
+fn invite_from(source: IpAddr) -> Vec<u8> {
+    let invite = sip_request("INVITE", "sip:100@pbx.example.test", &[]);
+    match source {
+        IpAddr::V4(v4) => udp4_from(v4.octets(), SIP_PORT, &invite),
+        IpAddr::V6(v6) => udp6_from(v6.octets(), SIP_PORT, &invite),
+    }
+}
+
+fn address(text: &str) -> IpAddr {
+    text.parse().expect("an address")
+}
+
+fn net(text: &str) -> IpNet {
+    text.parse().expect("a network")
+}
+
+/// Reads `settings`' database and writes its networks into `filter`'s deny tries.
+fn load_countries(filter: &Filter, settings: &CountrySettings) -> CountryNetworks {
+    let networks = countries::read(settings).expect("the database reads");
+    let trie =
+        |name| sip_filter::bpf_sys::hash_or_trie(filter.map(name).expect("map")).expect("a trie");
+    countries::write(
+        (names::DENY_V4, trie(names::DENY_V4)),
+        (names::DENY_V6, trie(names::DENY_V6)),
+        &networks,
+    )
+    .expect("written");
+    networks
+}
+
+/// Drops counted in the deny tries' entries of `country`.
+fn country_drops(filter: &Filter, country: Country) -> u64 {
+    let mut drops = 0;
+    for name in [names::DENY_V4, names::DENY_V6] {
+        let map = filter.map(name).expect("map");
+        let total: u64 = if name == names::DENY_V4 {
+            sip_filter::bpf_sys::trie_entries::<[u8; 4], sip_filter_common::maps::ListEntry>(map)
+                .expect("entries")
+                .iter()
+                .filter(|(_, entry)| Country::of_entry(entry) == Some(country))
+                .map(|(_, entry)| entry.drops)
+                .sum()
+        } else {
+            sip_filter::bpf_sys::trie_entries::<[u8; 16], sip_filter_common::maps::ListEntry>(map)
+                .expect("entries")
+                .iter()
+                .filter(|(_, entry)| Country::of_entry(entry) == Some(country))
+                .map(|(_, entry)| entry.drops)
+                .sum()
+        };
+        drops += total;
+    }
+    drops
+}
+
+/// A denied country's sources are dropped (`drop_denied`) and counted by country; an
+/// allowed country's, and addresses the database places nowhere, pass; the allow list
+/// and registered sources take precedence over a country, not over an operator's deny
+/// entry; an allow list of countries denies every other one; a new database replaces
+/// the country entries and nothing else.
+#[test]
+fn countries_deny_but_yield_to_allowed_and_registered_sources() {
+    if !privileged("countries_deny_but_yield_to_allowed_and_registered_sources") {
+        return;
+    }
+    let dir = TempDir::new("countries-test-run");
+    let database = dir.path().join("countries.mmdb");
+    write_country_database(
+        &database,
+        &[
+            (net("203.0.113.0/25"), "FR"),
+            (net("203.0.113.128/25"), "DE"),
+            (net("2001:db8:f0::/48"), "FR"),
+            (net("2001:db8:de::/48"), "DE"),
+            (net("198.51.100.0/24"), "IT"),
+        ],
+    );
+    let (french, german, italian, nowhere) = (
+        address("203.0.113.7"),
+        address("203.0.113.200"),
+        address("198.51.100.9"),
+        address("192.0.2.1"),
+    );
+    let (french_v6, german_v6) = (address("2001:db8:f0::7"), address("2001:db8:de::7"));
+    let (french_trunk, french_phone, french_denied) = (
+        address("203.0.113.10"),
+        address("203.0.113.11"),
+        address("203.0.113.12"),
+    );
+    let mut settings = Settings {
+        allow: vec![IpNet::from(french_trunk)],
+        deny: vec![IpNet::from(french_denied)],
+        ..settings()
+    };
+    let mut filter = Filter::load().expect("the program loads");
+    filter.configure(&settings).expect("configured");
+    let denying_france = CountrySettings {
+        database: database.clone(),
+        deny: vec![Country(*b"FR")],
+        allow: Vec::new(),
+    };
+    let networks = load_countries(&filter, &denying_france);
+    assert_eq!(
+        networks.v4,
+        [(
+            ipnet::Ipv4Net::new([203, 0, 113, 0].into(), 25).unwrap(),
+            Country(*b"FR")
+        )]
+    );
+    assert_eq!(networks.v6.len(), 1);
+    assert_eq!(networks.database_networks, 5);
+
+    // The phone registered (the egress program learnt it from a 200 to its REGISTER).
+    let registered = LearntMaps::of(&filter)
+        .expect("maps")
+        .put(
+            &[(
+                source_key(french_phone, 64),
+                Registration {
+                    expires_ns: monotonic_now_ns() + 3_600_000_000_000,
+                    account: [0; sip_filter_common::sip::pairing::ACCOUNT_WORDS],
+                    source: source_key(french_phone, 128),
+                },
+            )],
+            &[],
+            &[],
+        )
+        .expect("written");
+    assert_eq!(registered.0, 1);
+
+    let verdict =
+        |filter: &Filter, source: IpAddr| filter.test_run(&invite_from(source)).expect("runs");
+    for (what, source, expected) in [
+        ("France, denied", french, XDP_DROP),
+        ("France over IPv6, denied", french_v6, XDP_DROP),
+        ("Germany", german, XDP_PASS),
+        ("Germany over IPv6", german_v6, XDP_PASS),
+        ("Italy", italian, XDP_PASS),
+        ("in no country", nowhere, XDP_PASS),
+        ("a French trunk on the allow list", french_trunk, XDP_PASS),
+        ("a registered French phone", french_phone, XDP_PASS),
+        ("a French source on the deny list", french_denied, XDP_DROP),
+    ] {
+        assert_eq!(verdict(&filter, source), expected, "{what} ({source})");
+    }
+    // The two drops of France's networks; the deny list's entry counts its own.
+    assert_eq!(country_drops(&filter, Country(*b"FR")), 2);
+
+    // Only Germany let in: France and Italy are denied, what no country holds passes.
+    let only_germany = CountrySettings {
+        deny: Vec::new(),
+        allow: vec![Country(*b"DE")],
+        ..denying_france.clone()
+    };
+    let networks = load_countries(&filter, &only_germany);
+    assert_eq!(networks.per_country().len(), 2, "{networks:?}");
+    for (what, source, expected) in [
+        ("France", french, XDP_DROP),
+        ("Italy", italian, XDP_DROP),
+        ("Germany", german, XDP_PASS),
+        ("in no country", nowhere, XDP_PASS),
+        ("a registered French phone", french_phone, XDP_PASS),
+    ] {
+        assert_eq!(
+            verdict(&filter, source),
+            expected,
+            "allow DE: {what} ({source})"
+        );
+    }
+    // France's networks were kept, not rewritten: their count goes on.
+    assert_eq!(country_drops(&filter, Country(*b"FR")), 3);
+    assert_eq!(country_drops(&filter, Country(*b"IT")), 1);
+
+    // A reload of the configuration keeps the country entries; the deny list's own
+    // entry goes with the file.
+    settings.deny.clear();
+    filter.configure(&settings).expect("reconfigured");
+    assert_eq!(verdict(&filter, french_denied), XDP_DROP, "still in France");
+    assert_eq!(verdict(&filter, italian), XDP_DROP, "Italy still denied");
+
+    // Without the table, the country entries go, and only they.
+    countries::write(
+        (
+            names::DENY_V4,
+            sip_filter::bpf_sys::hash_or_trie(filter.map(names::DENY_V4).unwrap()).unwrap(),
+        ),
+        (
+            names::DENY_V6,
+            sip_filter::bpf_sys::hash_or_trie(filter.map(names::DENY_V6).unwrap()).unwrap(),
+        ),
+        &CountryNetworks::default(),
+    )
+    .expect("removed");
+    assert_eq!(verdict(&filter, french), XDP_PASS);
+    assert_eq!(verdict(&filter, italian), XDP_PASS);
+    settings.deny = vec![IpNet::from(french_denied)];
+    filter.configure(&settings).expect("reconfigured");
+    assert_eq!(verdict(&filter, french_denied), XDP_DROP);
+}
+
+/// A database that cannot be read is refused with its path and the cause.
+#[test]
+fn unreadable_databases_are_refused_by_name() {
+    let dir = TempDir::new("countries-unreadable");
+    let missing = CountrySettings {
+        database: dir.path().join("absent.mmdb"),
+        deny: vec![Country(*b"FR")],
+        allow: Vec::new(),
+    };
+    let garbled_path = dir.path().join("garbled.mmdb");
+    std::fs::write(&garbled_path, b"not a database at all\n".repeat(100)).unwrap();
+    let garbled = CountrySettings {
+        database: garbled_path,
+        ..missing.clone()
+    };
+    for settings in [&missing, &garbled] {
+        let message = countries::read(settings).unwrap_err().to_string();
+        assert!(
+            message.contains(&settings.database.display().to_string())
+                && message.contains("cannot be read")
+                && message.contains("Source countries"),
+            "{message}"
+        );
+    }
+}
+
+/// A database the size of a real one (600,000 networks in 250 countries): read and
+/// written with 100 countries denied, the time it takes and the entries it makes are
+/// reported; the kernel's cost of an allowed INVITE is measured before and after.
+#[test]
+fn a_database_the_size_of_a_real_one_loads() {
+    if !privileged("a_database_the_size_of_a_real_one_loads") {
+        return;
+    }
+    let dir = TempDir::new("countries-size");
+    let database = dir.path().join("countries.mmdb");
+    let codes: Vec<String> = all_countries().map(|c| c.to_string()).collect();
+    let networks = realistic_networks(400_000, 200_000, &codes);
+    let started = Instant::now();
+    let written: Vec<(IpNet, &str)> = networks.iter().map(|(n, c)| (*n, c.as_str())).collect();
+    write_country_database(&database, &written);
+    let size = std::fs::metadata(&database).unwrap().len();
+    eprintln!(
+        "wrote a country database of {} networks ({} bytes) in {:.1?}",
+        networks.len(),
+        size,
+        started.elapsed()
+    );
+
+    let mut filter = Filter::load().expect("the program loads");
+    filter.configure(&settings()).expect("configured");
+    let allowed_source = address("1.0.2.7"); // the second /24: codes[1]
+    assert_eq!(networks[1].1, codes[1]);
+    let invite = invite_from(allowed_source);
+    let before = median_ns(&filter, &invite);
+
+    let denied: Vec<Country> = all_countries().step_by(2).take(100).collect();
+    assert!(!denied.contains(&Country::parse(&codes[1]).unwrap()));
+    let settings = CountrySettings {
+        database: database.clone(),
+        deny: denied.clone(),
+        allow: Vec::new(),
+    };
+    let started = Instant::now();
+    let loaded = load_countries(&filter, &settings);
+    let load_time = started.elapsed();
+    let entries = loaded.v4.len() + loaded.v6.len();
+    eprintln!(
+        "100 denied countries: {} IPv4 and {} IPv6 entries of {} networks; read in {:.1?}, read and written in {load_time:.1?}",
+        loaded.v4.len(),
+        loaded.v6.len(),
+        loaded.database_networks,
+        loaded.read_time
+    );
+    assert_eq!(loaded.database_networks, networks.len());
+    let expected = networks
+        .iter()
+        .filter(|(_, code)| denied.contains(&Country::parse(code).unwrap()))
+        .count();
+    assert_eq!(entries, expected);
+    assert!(loaded.v4.len() < MAX_LIST_ENTRIES as usize);
+
+    let after = median_ns(&filter, &invite);
+    eprintln!(
+        "allowed INVITE: {before} ns per packet without the country lists, {after} ns with them"
+    );
+    assert_eq!(filter.test_run(&invite).unwrap(), XDP_PASS);
+    let denied_source = address("1.0.0.7"); // the first /24: codes[0], denied
+    assert_eq!(
+        filter.test_run(&invite_from(denied_source)).unwrap(),
+        XDP_DROP
+    );
+    std::fs::remove_file(Path::new(&database)).unwrap();
+}
+
+/// The median of 5 runs of `repeat` packets each, in ns per packet.
+fn median_ns(filter: &Filter, frame: &[u8]) -> u128 {
+    let mut runs: Vec<u128> = (0..5)
+        .map(|_| {
+            let (verdict, per_packet) = filter.run(frame, 100_000).expect("runs");
+            assert_eq!(verdict, XDP_PASS);
+            per_packet.as_nanos()
+        })
+        .collect();
+    runs.sort_unstable();
+    runs[2]
+}
