@@ -930,6 +930,7 @@ mod tests {
             dry_run: false,
             bans_active: [0, 0, 1, 0, 0, 0, 0, 0],
             maps: vec![("bans", 1, 1 << 20), ("sources", 2, 1 << 18)],
+            countries: BTreeMap::from([(Country(*b"FR"), (1200, 34))]),
         }
     }
 
@@ -959,6 +960,8 @@ mod tests {
             r#"sip_filter_answers_total{kind="not_answer"} 0"#,
             r#"sip_filter_map_entries{map="sources"} 2"#,
             r#"sip_filter_map_capacity_entries{map="bans"} 1048576"#,
+            r#"sip_filter_country_drops_total{country="FR"} 34"#,
+            r#"sip_filter_country_networks{country="FR"} 1200"#,
             "sip_filter_dry_run 0",
             "sip_filter_auth_requests_noted_total 40",
             "sip_filter_auth_requests_unpairable_total 1",

@@ -8,13 +8,14 @@ use std::{net::IpAddr, path::Path, time::Instant};
 
 use ipnet::IpNet;
 use sip_filter::{
-    countries::{self, all_countries, Country, CountryNetworks, CountrySettings},
+    bpf_sys::{hash_or_trie, trie_entries},
+    countries::{self, all_countries, Country, CountryNetworks, CountrySettings, Written},
     filter::{monotonic_now_ns, source_key},
     learnt::LearntMaps,
     settings::{BanRules, RateLimits},
     Filter, Settings,
 };
-use sip_filter_common::maps::{names, Registration, MAX_LIST_ENTRIES};
+use sip_filter_common::maps::{names, ListEntry, Registration, MAX_LIST_ENTRIES};
 use sip_filter_tests::{
     geo::{realistic_networks, write_country_database},
     lab::TempDir,
@@ -50,43 +51,36 @@ fn net(text: &str) -> IpNet {
     text.parse().expect("a network")
 }
 
-/// Reads `settings`' database and writes its networks into `filter`'s deny tries.
-fn load_countries(filter: &Filter, settings: &CountrySettings) -> CountryNetworks {
-    let networks = countries::read(settings).expect("the database reads");
-    let trie =
-        |name| sip_filter::bpf_sys::hash_or_trie(filter.map(name).expect("map")).expect("a trie");
+/// Writes `networks` as the country entries of `filter`'s deny tries.
+fn write_networks(filter: &Filter, networks: &CountryNetworks) -> Written {
+    let trie = |name| hash_or_trie(filter.map(name).expect("map")).expect("a trie");
     countries::write(
         (names::DENY_V4, trie(names::DENY_V4)),
         (names::DENY_V6, trie(names::DENY_V6)),
-        &networks,
+        networks,
     )
-    .expect("written");
-    networks
+    .expect("written")
+}
+
+/// Reads `settings`' database and writes its networks into `filter`'s deny tries.
+fn load_countries(filter: &Filter, settings: &CountrySettings) -> (CountryNetworks, Written) {
+    let networks = countries::read(settings).expect("the database reads");
+    let written = write_networks(filter, &networks);
+    (networks, written)
 }
 
 /// Drops counted in the deny tries' entries of `country`.
 fn country_drops(filter: &Filter, country: Country) -> u64 {
-    let mut drops = 0;
-    for name in [names::DENY_V4, names::DENY_V6] {
-        let map = filter.map(name).expect("map");
-        let total: u64 = if name == names::DENY_V4 {
-            sip_filter::bpf_sys::trie_entries::<[u8; 4], sip_filter_common::maps::ListEntry>(map)
-                .expect("entries")
-                .iter()
-                .filter(|(_, entry)| Country::of_entry(entry) == Some(country))
-                .map(|(_, entry)| entry.drops)
-                .sum()
-        } else {
-            sip_filter::bpf_sys::trie_entries::<[u8; 16], sip_filter_common::maps::ListEntry>(map)
-                .expect("entries")
-                .iter()
-                .filter(|(_, entry)| Country::of_entry(entry) == Some(country))
-                .map(|(_, entry)| entry.drops)
-                .sum()
-        };
-        drops += total;
+    fn in_trie<K: aya::Pod>(map: &aya::maps::Map, country: Country) -> u64 {
+        trie_entries::<K, ListEntry>(map)
+            .expect("entries")
+            .iter()
+            .filter(|(_, entry)| Country::of_entry(entry) == Some(country))
+            .map(|(_, entry)| entry.drops)
+            .sum()
     }
-    drops
+    in_trie::<[u8; 4]>(filter.map(names::DENY_V4).expect("map"), country)
+        + in_trie::<[u8; 16]>(filter.map(names::DENY_V6).expect("map"), country)
 }
 
 /// A denied country's sources are dropped (`drop_denied`) and counted by country; an
@@ -123,9 +117,11 @@ fn countries_deny_but_yield_to_allowed_and_registered_sources() {
         address("203.0.113.11"),
         address("203.0.113.12"),
     );
+    // The file denies one French address, and France's IPv6 network itself.
+    let file_deny = vec![IpNet::from(french_denied), net("2001:db8:f0::/48")];
     let mut settings = Settings {
         allow: vec![IpNet::from(french_trunk)],
-        deny: vec![IpNet::from(french_denied)],
+        deny: file_deny.clone(),
         ..settings()
     };
     let mut filter = Filter::load().expect("the program loads");
@@ -135,7 +131,16 @@ fn countries_deny_but_yield_to_allowed_and_registered_sources() {
         deny: vec![Country(*b"FR")],
         allow: Vec::new(),
     };
-    let networks = load_countries(&filter, &denying_france);
+    let (networks, written) = load_countries(&filter, &denying_france);
+    // France's IPv6 network stays the file's entry.
+    assert_eq!(
+        written,
+        Written {
+            added: 1,
+            removed: 0,
+            held_by_others: 1
+        }
+    );
     assert_eq!(
         networks.v4,
         [(
@@ -179,8 +184,8 @@ fn countries_deny_but_yield_to_allowed_and_registered_sources() {
     ] {
         assert_eq!(verdict(&filter, source), expected, "{what} ({source})");
     }
-    // The two drops of France's networks; the deny list's entry counts its own.
-    assert_eq!(country_drops(&filter, Country(*b"FR")), 2);
+    // France's IPv4 network counted its drop; the file's entries count their own.
+    assert_eq!(country_drops(&filter, Country(*b"FR")), 1);
 
     // Only Germany let in: France and Italy are denied, what no country holds passes.
     let only_germany = CountrySettings {
@@ -188,7 +193,7 @@ fn countries_deny_but_yield_to_allowed_and_registered_sources() {
         allow: vec![Country(*b"DE")],
         ..denying_france.clone()
     };
-    let networks = load_countries(&filter, &only_germany);
+    let (networks, _) = load_countries(&filter, &only_germany);
     assert_eq!(networks.per_country().len(), 2, "{networks:?}");
     for (what, source, expected) in [
         ("France", french, XDP_DROP),
@@ -204,34 +209,49 @@ fn countries_deny_but_yield_to_allowed_and_registered_sources() {
         );
     }
     // France's networks were kept, not rewritten: their count goes on.
-    assert_eq!(country_drops(&filter, Country(*b"FR")), 3);
+    assert_eq!(country_drops(&filter, Country(*b"FR")), 2);
     assert_eq!(country_drops(&filter, Country(*b"IT")), 1);
 
-    // A reload of the configuration keeps the country entries; the deny list's own
-    // entry goes with the file.
+    // A reload of the configuration keeps the country entries; the file's own entries
+    // go with it, and the countries, written after (as the daemon does), take back
+    // France's IPv6 network.
     settings.deny.clear();
     filter.configure(&settings).expect("reconfigured");
+    let (_, written) = load_countries(&filter, &only_germany);
+    assert_eq!(
+        written,
+        Written {
+            added: 1,
+            removed: 0,
+            held_by_others: 0
+        }
+    );
     assert_eq!(verdict(&filter, french_denied), XDP_DROP, "still in France");
+    assert_eq!(
+        verdict(&filter, french_v6),
+        XDP_DROP,
+        "France over IPv6 too"
+    );
     assert_eq!(verdict(&filter, italian), XDP_DROP, "Italy still denied");
 
     // Without the table, the country entries go, and only they.
-    countries::write(
-        (
-            names::DENY_V4,
-            sip_filter::bpf_sys::hash_or_trie(filter.map(names::DENY_V4).unwrap()).unwrap(),
-        ),
-        (
-            names::DENY_V6,
-            sip_filter::bpf_sys::hash_or_trie(filter.map(names::DENY_V6).unwrap()).unwrap(),
-        ),
-        &CountryNetworks::default(),
-    )
-    .expect("removed");
+    settings.deny = file_deny;
+    filter.configure(&settings).expect("reconfigured");
+    let written = write_networks(&filter, &CountryNetworks::default());
+    // France's IPv6 network is the file's again: it stays.
+    assert_eq!(written.removed, 2, "France's and Italy's IPv4 networks");
     assert_eq!(verdict(&filter, french), XDP_PASS);
     assert_eq!(verdict(&filter, italian), XDP_PASS);
-    settings.deny = vec![IpNet::from(french_denied)];
-    filter.configure(&settings).expect("reconfigured");
-    assert_eq!(verdict(&filter, french_denied), XDP_DROP);
+    assert_eq!(
+        verdict(&filter, french_denied),
+        XDP_DROP,
+        "the file's entry stays"
+    );
+    assert_eq!(
+        verdict(&filter, french_v6),
+        XDP_DROP,
+        "and so does its network"
+    );
 }
 
 /// A database that cannot be read is refused with its path and the cause.
@@ -298,7 +318,7 @@ fn a_database_the_size_of_a_real_one_loads() {
         allow: Vec::new(),
     };
     let started = Instant::now();
-    let loaded = load_countries(&filter, &settings);
+    let (loaded, _) = load_countries(&filter, &settings);
     let load_time = started.elapsed();
     let entries = loaded.v4.len() + loaded.v6.len();
     eprintln!(
