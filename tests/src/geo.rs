@@ -6,6 +6,57 @@ use std::{collections::BTreeMap, net::IpAddr, path::Path};
 
 use ipnet::IpNet;
 use maxminddb_writer::{metadata::IpVersion, paths::IpAddrWithMask, Database};
+use sip_filter::{
+    bpf_sys::hash_or_trie,
+    countries::{self, CountryNetworks, CountrySettings, Written},
+    settings::{BanRules, RateLimits},
+    Filter, Settings,
+};
+use sip_filter_common::maps::names;
+
+use crate::packets::{sip_request, udp4_from, udp6_from, SIP_PORT};
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+/// Settings for the verdicts of single packets: the lab's domain, no automatic bans,
+/// no rate limits.
+pub fn verdict_settings() -> Settings {
+    Settings {
+        domains: vec!["pbx.example.test".into()],
+        ban: BanRules::off(),
+        rate_limits: RateLimits::none(),
+        ..Settings::default()
+    }
+}
+
+/// An INVITE to the lab's domain from `source`.
+pub fn invite_from(source: IpAddr) -> Vec<u8> {
+    let invite = sip_request("INVITE", "sip:100@pbx.example.test", &[]);
+    match source {
+        IpAddr::V4(v4) => udp4_from(v4.octets(), SIP_PORT, &invite),
+        IpAddr::V6(v6) => udp6_from(v6.octets(), SIP_PORT, &invite),
+    }
+}
+
+/// Writes `networks` as the country entries of `filter`'s deny tries.
+pub fn write_networks(filter: &Filter, networks: &CountryNetworks) -> Written {
+    let trie = |name| hash_or_trie(filter.map(name).expect("map")).expect("a trie");
+    countries::write(
+        (names::DENY_V4, trie(names::DENY_V4)),
+        (names::DENY_V6, trie(names::DENY_V6)),
+        networks,
+    )
+    .expect("written")
+}
+
+/// Reads `settings`' database and writes its networks into `filter`'s deny tries, as
+/// the daemon does.
+pub fn load_countries(filter: &Filter, settings: &CountrySettings) -> (CountryNetworks, Written) {
+    let networks = countries::read(settings).expect("the database reads");
+    let written = write_networks(filter, &networks);
+    (networks, written)
+}
 
 /// Writes an IPv6 database (IPv4 networks in its `::/96` subtree, as GeoLite2 has them)
 /// placing each network in its country, to `path`, through a file renamed over it: a

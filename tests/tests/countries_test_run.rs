@@ -1,47 +1,28 @@
 //! Source countries (`[countries]`) in the real XDP program, fed frames with
 //! BPF_PROG_TEST_RUN: a country database written here is read into the deny tries;
 //! a denied country's sources are dropped and counted by country, except those on
-//! the allow list and registered ones; a database the size of a real one loads, and an
-//! allowed INVITE costs what it did without it.
+//! the allow list and registered ones. Run on 6.1 too (`cargo xtask vm-test`);
+//! `countries_size.rs` loads a database the size of a real one.
 
-use std::{net::IpAddr, path::Path, time::Instant};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use sip_filter::{
-    bpf_sys::{hash_or_trie, trie_entries},
-    countries::{self, all_countries, Country, CountryNetworks, CountrySettings, Written},
+    bpf_sys::trie_entries,
+    countries::{self, Country, CountryNetworks, CountrySettings, Written},
     filter::{monotonic_now_ns, source_key},
     learnt::LearntMaps,
-    settings::{BanRules, RateLimits},
     Filter, Settings,
 };
-use sip_filter_common::maps::{names, ListEntry, Registration, MAX_LIST_ENTRIES};
+use sip_filter_common::maps::{names, ListEntry, Registration};
 use sip_filter_tests::{
-    geo::{realistic_networks, write_country_database},
+    geo::{
+        invite_from, load_countries, verdict_settings, write_country_database, write_networks,
+        XDP_DROP, XDP_PASS,
+    },
     lab::TempDir,
-    packets::*,
     privileged,
 };
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-
-fn settings() -> Settings {
-    Settings {
-        domains: vec!["pbx.example.test".into()],
-        ban: BanRules::off(),
-        rate_limits: RateLimits::none(),
-        ..Settings::default()
-    }
-}
-
-fn invite_from(source: IpAddr) -> Vec<u8> {
-    let invite = sip_request("INVITE", "sip:100@pbx.example.test", &[]);
-    match source {
-        IpAddr::V4(v4) => udp4_from(v4.octets(), SIP_PORT, &invite),
-        IpAddr::V6(v6) => udp6_from(v6.octets(), SIP_PORT, &invite),
-    }
-}
 
 fn address(text: &str) -> IpAddr {
     text.parse().expect("an address")
@@ -49,24 +30,6 @@ fn address(text: &str) -> IpAddr {
 
 fn net(text: &str) -> IpNet {
     text.parse().expect("a network")
-}
-
-/// Writes `networks` as the country entries of `filter`'s deny tries.
-fn write_networks(filter: &Filter, networks: &CountryNetworks) -> Written {
-    let trie = |name| hash_or_trie(filter.map(name).expect("map")).expect("a trie");
-    countries::write(
-        (names::DENY_V4, trie(names::DENY_V4)),
-        (names::DENY_V6, trie(names::DENY_V6)),
-        networks,
-    )
-    .expect("written")
-}
-
-/// Reads `settings`' database and writes its networks into `filter`'s deny tries.
-fn load_countries(filter: &Filter, settings: &CountrySettings) -> (CountryNetworks, Written) {
-    let networks = countries::read(settings).expect("the database reads");
-    let written = write_networks(filter, &networks);
-    (networks, written)
 }
 
 /// Drops counted in the deny tries' entries of `country`.
@@ -122,7 +85,7 @@ fn countries_deny_but_yield_to_allowed_and_registered_sources() {
     let mut settings = Settings {
         allow: vec![IpNet::from(french_trunk)],
         deny: file_deny.clone(),
-        ..settings()
+        ..verdict_settings()
     };
     let mut filter = Filter::load().expect("the program loads");
     filter.configure(&settings).expect("configured");
@@ -278,86 +241,4 @@ fn unreadable_databases_are_refused_by_name() {
             "{message}"
         );
     }
-}
-
-/// A database the size of a real one (600,000 networks in 250 countries): read and
-/// written with 100 countries denied, the time it takes and the entries it makes are
-/// reported; the kernel's cost of an allowed INVITE is measured before and after.
-#[test]
-fn a_database_the_size_of_a_real_one_loads() {
-    if !privileged("a_database_the_size_of_a_real_one_loads") {
-        return;
-    }
-    let dir = TempDir::new("countries-size");
-    let database = dir.path().join("countries.mmdb");
-    let codes: Vec<String> = all_countries().map(|c| c.to_string()).collect();
-    let networks = realistic_networks(400_000, 200_000, &codes);
-    let started = Instant::now();
-    let written: Vec<(IpNet, &str)> = networks.iter().map(|(n, c)| (*n, c.as_str())).collect();
-    write_country_database(&database, &written);
-    let size = std::fs::metadata(&database).unwrap().len();
-    eprintln!(
-        "wrote a country database of {} networks ({} bytes) in {:.1?}",
-        networks.len(),
-        size,
-        started.elapsed()
-    );
-
-    let mut filter = Filter::load().expect("the program loads");
-    filter.configure(&settings()).expect("configured");
-    let allowed_source = address("1.0.2.7"); // the second /24: codes[1]
-    assert_eq!(networks[1].1, codes[1]);
-    let invite = invite_from(allowed_source);
-    let before = median_ns(&filter, &invite);
-
-    let denied: Vec<Country> = all_countries().step_by(2).take(100).collect();
-    assert!(!denied.contains(&Country::parse(&codes[1]).unwrap()));
-    let settings = CountrySettings {
-        database: database.clone(),
-        deny: denied.clone(),
-        allow: Vec::new(),
-    };
-    let started = Instant::now();
-    let (loaded, _) = load_countries(&filter, &settings);
-    let load_time = started.elapsed();
-    let entries = loaded.v4.len() + loaded.v6.len();
-    eprintln!(
-        "100 denied countries: {} IPv4 and {} IPv6 entries of {} networks; read in {:.1?}, read and written in {load_time:.1?}",
-        loaded.v4.len(),
-        loaded.v6.len(),
-        loaded.database_networks,
-        loaded.read_time
-    );
-    assert_eq!(loaded.database_networks, networks.len());
-    let expected = networks
-        .iter()
-        .filter(|(_, code)| denied.contains(&Country::parse(code).unwrap()))
-        .count();
-    assert_eq!(entries, expected);
-    assert!(loaded.v4.len() < MAX_LIST_ENTRIES as usize);
-
-    let after = median_ns(&filter, &invite);
-    eprintln!(
-        "allowed INVITE: {before} ns per packet without the country lists, {after} ns with them"
-    );
-    assert_eq!(filter.test_run(&invite).unwrap(), XDP_PASS);
-    let denied_source = address("1.0.0.7"); // the first /24: codes[0], denied
-    assert_eq!(
-        filter.test_run(&invite_from(denied_source)).unwrap(),
-        XDP_DROP
-    );
-    std::fs::remove_file(Path::new(&database)).unwrap();
-}
-
-/// The median of 5 runs of `repeat` packets each, in ns per packet.
-fn median_ns(filter: &Filter, frame: &[u8]) -> u128 {
-    let mut runs: Vec<u128> = (0..5)
-        .map(|_| {
-            let (verdict, per_packet) = filter.run(frame, 100_000).expect("runs");
-            assert_eq!(verdict, XDP_PASS);
-            per_packet.as_nanos()
-        })
-        .collect();
-    runs.sort_unstable();
-    runs[2]
 }
