@@ -161,8 +161,7 @@ pub fn read(settings: &CountrySettings) -> Result<CountryNetworks, CountryError>
     let reader = Reader::open_readfile(path).map_err(unreadable)?;
     // Many networks share a record: decode each record once.
     let mut country_at: HashMap<usize, Option<Country>> = HashMap::new();
-    let mut v4: BTreeMap<Country, Vec<Ipv4Net>> = BTreeMap::new();
-    let mut v6: BTreeMap<Country, Vec<Ipv6Net>> = BTreeMap::new();
+    let mut denied: BTreeMap<Country, Vec<IpNet>> = BTreeMap::new();
     let mut seen: HashSet<Country> = HashSet::new();
     let mut database_networks = 0;
     for item in reader
@@ -191,10 +190,8 @@ pub fn read(settings: &CountrySettings) -> Result<CountryNetworks, CountryError>
             continue;
         }
         let found = network.network().map_err(unreadable)?;
-        match IpNet::new(found.network(), found.prefix()) {
-            Ok(IpNet::V4(net)) => v4.entry(country).or_default().push(net),
-            Ok(IpNet::V6(net)) => v6.entry(country).or_default().push(net),
-            Err(_) => {}
+        if let Ok(net) = IpNet::new(found.network(), found.prefix()) {
+            denied.entry(country).or_default().push(net);
         }
     }
     if seen.is_empty() {
@@ -205,23 +202,18 @@ pub fn read(settings: &CountrySettings) -> Result<CountryNetworks, CountryError>
     }
     let listed = settings.deny.iter().chain(&settings.allow);
     let missing = listed.filter(|c| !seen.contains(c)).copied().collect();
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for (country, nets) in denied {
+        for net in IpNet::aggregate(&nets) {
+            match net {
+                IpNet::V4(net) => v4.push((net, country)),
+                IpNet::V6(net) => v6.push((net, country)),
+            }
+        }
+    }
     Ok(CountryNetworks {
-        v4: v4
-            .into_iter()
-            .flat_map(|(country, nets)| {
-                Ipv4Net::aggregate(&nets)
-                    .into_iter()
-                    .map(move |n| (n, country))
-            })
-            .collect(),
-        v6: v6
-            .into_iter()
-            .flat_map(|(country, nets)| {
-                Ipv6Net::aggregate(&nets)
-                    .into_iter()
-                    .map(move |n| (n, country))
-            })
-            .collect(),
+        v4,
+        v6,
         missing,
         database_networks,
         read_time: start.elapsed(),

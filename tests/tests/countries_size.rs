@@ -8,10 +8,11 @@ use std::{net::IpAddr, time::Instant};
 
 use ipnet::IpNet;
 use sip_filter::{
+    bpf_sys::hash_or_trie,
     countries::{all_countries, Country, CountrySettings},
     Filter,
 };
-use sip_filter_common::maps::MAX_LIST_ENTRIES;
+use sip_filter_common::maps::{names, MAX_LIST_ENTRIES};
 use sip_filter_tests::{
     geo::{
         invite_from, load_countries, realistic_networks, verdict_settings, write_country_database,
@@ -20,10 +21,6 @@ use sip_filter_tests::{
     lab::TempDir,
     privileged,
 };
-
-fn address(text: &str) -> IpAddr {
-    text.parse().expect("an address")
-}
 
 /// A database the size of a real one (600,000 networks in 250 countries): read and
 /// written with 100 countries denied, the time it takes and the entries it makes are
@@ -50,7 +47,7 @@ fn a_database_the_size_of_a_real_one_loads() {
 
     let mut filter = Filter::load().expect("the program loads");
     filter.configure(&verdict_settings()).expect("configured");
-    let allowed_source = address("1.0.2.7"); // the second /24: codes[1]
+    let allowed_source = IpAddr::from([1, 0, 2, 7]); // the second /24: codes[1]
     assert_eq!(networks[1].1, codes[1]);
     let invite = invite_from(allowed_source);
     let before = median_ns(&filter, &invite);
@@ -73,6 +70,9 @@ fn a_database_the_size_of_a_real_one_loads() {
         loaded.database_networks,
         loaded.read_time
     );
+    for name in [names::DENY_V4, names::DENY_V6] {
+        eprintln!("{name}: {} bytes of kernel memory", memlock(&filter, name));
+    }
     assert_eq!(loaded.database_networks, networks.len());
     let expected = networks
         .iter()
@@ -86,11 +86,22 @@ fn a_database_the_size_of_a_real_one_loads() {
         "allowed INVITE: {before} ns per packet without the country lists, {after} ns with them"
     );
     assert_eq!(filter.test_run(&invite).unwrap(), XDP_PASS);
-    let denied_source = address("1.0.0.7"); // the first /24: codes[0], denied
+    let denied_source = IpAddr::from([1, 0, 0, 7]); // the first /24: codes[0], denied
     assert_eq!(
         filter.test_run(&invite_from(denied_source)).unwrap(),
         XDP_DROP
     );
+}
+
+/// What the kernel says map `name` takes (`memlock` in its fdinfo).
+fn memlock(filter: &Filter, name: &'static str) -> String {
+    use std::os::fd::{AsFd, AsRawFd};
+    let data = hash_or_trie(filter.map(name).expect("map")).expect("a trie");
+    let fd = data.fd().as_fd().as_raw_fd();
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).expect("fdinfo");
+    info.lines()
+        .find_map(|line| line.strip_prefix("memlock:"))
+        .map_or_else(|| "(not reported)".to_string(), |n| n.trim().to_string())
 }
 
 /// The median of 5 runs of `repeat` packets each, in ns per packet.

@@ -53,8 +53,7 @@ fn config(database: &std::path::Path, countries: &str) -> String {
 
 /// Whether an OPTIONS from `from` is answered.
 fn answered(rig: &mut LabFixture, from: &str) -> bool {
-    let wait = ANSWERED;
-    let answer = options_probe(&rig.lab, from, "country-probe", wait);
+    let answer = options_probe(&rig.lab, from, "country-probe", ANSWERED);
     rig.transcript
         .note(format!("OPTIONS from {from}: {answer:?}"));
     answer.is_some()
@@ -65,6 +64,15 @@ fn dropped(rig: &mut LabFixture, from: &str) -> bool {
     rig.transcript
         .note(format!("OPTIONS from {from}: {answer:?}"));
     answer.is_none()
+}
+
+/// The daemon's first log line with `needle`, once written; noted in the transcript.
+fn logged(rig: &mut LabFixture, daemon: &mut Background, needle: &str) -> String {
+    let line = daemon
+        .wait_for_log(needle, QUICK)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rig.transcript.note(line.clone());
+    line
 }
 
 /// Waits until the daemon's log has `needle` `count` times.
@@ -124,10 +132,7 @@ fn countries_are_denied_counted_and_reloaded() {
     }
 
     let mut daemon = rig.start_filter_with(&config(&path, "deny = [\"FR\"]"));
-    let loaded = daemon
-        .wait_for_log("country lists:", QUICK)
-        .unwrap_or_else(|e| panic!("{e}"));
-    rig.transcript.note(loaded.clone());
+    let loaded = logged(&mut rig, &mut daemon, "country lists:");
     assert!(loaded.contains("(FR 2)"), "{loaded}");
     assert!(dropped(&mut rig, FRENCH_V4), "France is denied");
     assert!(dropped(&mut rig, FRENCH_V6), "France is denied over IPv6");
@@ -185,17 +190,15 @@ fn countries_are_denied_counted_and_reloaded() {
 
     // A garbled file keeps the lists, on the periodic look and on SIGHUP.
     write_bytes(&path, b"this is not a country database\n");
-    let kept = daemon
-        .wait_for_log("the country lists already loaded stay", QUICK)
-        .unwrap_or_else(|e| panic!("{e}"));
-    rig.transcript.note(kept.clone());
+    let kept = logged(
+        &mut rig,
+        &mut daemon,
+        "the country lists already loaded stay",
+    );
     assert!(kept.contains("cannot be read"), "{kept}");
     assert!(dropped(&mut rig, GERMAN_V4), "the lists stay");
     daemon.signal(libc::SIGHUP);
-    let refused = daemon
-        .wait_for_log("configuration reload refused", QUICK)
-        .unwrap_or_else(|e| panic!("{e}"));
-    rig.transcript.note(refused.clone());
+    let refused = logged(&mut rig, &mut daemon, "configuration reload refused");
     assert!(refused.contains("cannot be read"), "{refused}");
     assert!(dropped(&mut rig, GERMAN_V4), "the lists stay");
     assert!(answered(&mut rig, FRENCH_V4), "and so does the rest");
