@@ -32,6 +32,8 @@ pub mod names {
     pub const LOCKOUTS: &str = "SF_LOCKOUTS";
     pub const ACCOUNTS: &str = "SF_ACCOUNTS";
     pub const REGISTERED: &str = "SF_REGISTERED";
+    /// When the last lockout made so far ends (one entry).
+    pub const LOCKS_UNTIL: &str = "SF_LOCKS_UNTIL";
     /// Every map a running filter pins, for `stats` and cleanup.
     pub const PINNED: [&str; 17] = [
         CONFIG,
@@ -610,7 +612,49 @@ pub struct BanConfig {
     pub connection_overflow_ns: u64,
     pub connection_overflow_window_ns: u64,
     pub connection_overflow_hits: u32,
-    pub _pad: u32,
+    /// Repeat offenders: a source banned again within `repeat_window_ns` of its last
+    /// automatic ban's end is banned `repeat_factor` times as long as that ban was (0 or 1:
+    /// no growth), up to `repeat_max_ns`.
+    pub repeat_factor: u32,
+    pub repeat_window_ns: u64,
+    pub repeat_max_ns: u64,
+}
+
+impl BanConfig {
+    /// How long a new automatic ban lasts whose rule says `length_ns`, for a source whose
+    /// last automatic ban lasted `last_ns` and ended (or ends) at `last_expires_ns`
+    /// (0, 0: none remembered). A repeat offender's ban grows by `repeat_factor` each
+    /// time, within `repeat_max_ns` and never below the rule's own length.
+    #[inline(always)]
+    pub fn repeat_length(
+        &self,
+        length_ns: u64,
+        last_ns: u64,
+        last_expires_ns: u64,
+        now: u64,
+    ) -> u64 {
+        let forgotten = now > last_expires_ns && now - last_expires_ns > self.repeat_window_ns;
+        if self.repeat_factor <= 1 || last_ns == 0 || forgotten {
+            return length_ns;
+        }
+        let ceiling = if self.repeat_max_ns > length_ns {
+            self.repeat_max_ns
+        } else {
+            length_ns
+        };
+        // Compared before multiplying, so the product cannot overflow (and BPF, which
+        // has no 128-bit multiply, needs no overflow check).
+        let grown = if last_ns > ceiling / self.repeat_factor as u64 {
+            ceiling
+        } else {
+            last_ns * self.repeat_factor as u64
+        };
+        if grown < length_ns {
+            length_ns
+        } else {
+            grown
+        }
+    }
 }
 
 /// The rules that learn from the server's answers (issue 13). Durations in ns; a
@@ -643,10 +687,7 @@ pub struct AuthConfig {
     /// Strict mode: bit `Method::X as u32` set for each method dropped from sources
     /// neither registered nor allow-listed. 0: off.
     pub strict_methods: u32,
-    /// Repeat offenders: each new ban of a source lasts this many times the last one
-    /// (1 or 0: no growth), up to `repeat_cap_ns`.
-    pub repeat_factor: u32,
-    pub repeat_cap_ns: u64,
+    pub _pad: u32,
 }
 
 /// What the kernel keeps per source (LRU).
@@ -672,7 +713,11 @@ pub struct SourceState {
     /// connection bucket counted in it.
     pub connection_window_ns: u64,
     pub connection_hits: u32,
-    pub _pad: u32,
+    /// Automatic bans of this source while it was remembered (repeat offenders).
+    pub bans: u32,
+    /// The last automatic ban's length and end (see [`BanConfig::repeat_factor`]).
+    pub last_ban_ns: u64,
+    pub last_ban_expires_ns: u64,
     /// Requests from this source dropped, by `SOURCE_DROP_*` slot (for `sip-filter top`).
     /// Banned and denied sources' drops are counted in their [`Ban`] and [`ListEntry`],
     /// which the kernel reads anyway: no per-source lookup on those paths.
@@ -875,6 +920,70 @@ mod tests {
     use std::net::Ipv6Addr;
 
     #[test]
+    fn repeat_offenders_bans_grow_within_the_window_and_the_cap() {
+        const S: u64 = 1_000_000_000;
+        let rules = BanConfig {
+            repeat_factor: 2,
+            repeat_window_ns: 86_400 * S,
+            repeat_max_ns: 7 * 86_400 * S,
+            ..BanConfig::default()
+        };
+        let now = 1_000_000 * S;
+        // A first ban: the rule's length.
+        assert_eq!(rules.repeat_length(600 * S, 0, 0, now), 600 * S);
+        // Again an hour after the last one ended: twice as long as that one was.
+        assert_eq!(
+            rules.repeat_length(600 * S, 600 * S, now - 3600 * S, now),
+            1200 * S
+        );
+        // While it still runs (a second rule bans it; the daemon re-bans): grows too.
+        assert_eq!(
+            rules.repeat_length(600 * S, 1200 * S, now + 60 * S, now),
+            2400 * S
+        );
+        // Up to the cap...
+        assert_eq!(
+            rules.repeat_length(600 * S, 5 * 86_400 * S, now - S, now),
+            7 * 86_400 * S
+        );
+        // ...but never shorter than the rule itself says (a long rule after a short ban).
+        assert_eq!(
+            rules.repeat_length(3600 * S, 600 * S, now - S, now),
+            3600 * S
+        );
+        let short_cap = BanConfig {
+            repeat_max_ns: 60 * S,
+            ..rules
+        };
+        assert_eq!(
+            short_cap.repeat_length(600 * S, 600 * S, now - S, now),
+            600 * S
+        );
+        // Forgotten after the window.
+        assert_eq!(
+            rules.repeat_length(600 * S, 1200 * S, now - 86_401 * S, now),
+            600 * S
+        );
+        // Off.
+        for factor in [0, 1] {
+            let off = BanConfig {
+                repeat_factor: factor,
+                ..rules
+            };
+            assert_eq!(off.repeat_length(600 * S, 600 * S, now - S, now), 600 * S);
+        }
+        // Never overflows.
+        assert_eq!(
+            BanConfig {
+                repeat_max_ns: u64::MAX,
+                ..rules
+            }
+            .repeat_length(600 * S, u64::MAX / 2 + 1, u64::MAX, now),
+            u64::MAX
+        );
+    }
+
+    #[test]
     fn reasons_are_numbered_in_order() {
         for (i, reason) in Reason::ALL.iter().enumerate() {
             assert_eq!(*reason as usize, i);
@@ -895,7 +1004,7 @@ mod tests {
     /// besides this (README and the example's `tracked_sources`: about 230 bytes).
     #[test]
     fn source_state_size() {
-        assert_eq!(core::mem::size_of::<SourceState>(), 168);
+        assert_eq!(core::mem::size_of::<SourceState>(), 184); // 46 MiB of values at MAX_SOURCES
         assert_eq!(CLASS_REGISTERED, CLASS_COUNT - 1);
         assert_eq!(CLASS_CONNECTIONS, CLASS_REGISTERED - 1);
     }
@@ -992,6 +1101,9 @@ pub struct AnswerCounters {
     pub requests_noted: u64,
     /// Requests it could not note: no Call-ID or CSeq in the scanned prefix.
     pub requests_unpairable: u64,
+    /// Noted requests that took the slot of another still awaiting its answer (see
+    /// [`TransactionSlot`]): that answer will count as unpaired.
+    pub requests_displaced: u64,
     /// Accounts locked for one source, and across sources.
     pub lockouts: u64,
     pub account_lockouts: u64,
@@ -1002,23 +1114,43 @@ pub struct AnswerCounters {
 impl AnswerCounters {
     /// Adds `other` to `self` (summing CPUs).
     pub fn add(&mut self, other: &AnswerCounters) {
-        for (mine, theirs) in self.kinds.iter_mut().zip(other.kinds) {
-            *mine = mine.wrapping_add(theirs);
-        }
-        self.requests_noted = self.requests_noted.wrapping_add(other.requests_noted);
-        self.requests_unpairable = self
-            .requests_unpairable
-            .wrapping_add(other.requests_unpairable);
-        self.lockouts = self.lockouts.wrapping_add(other.lockouts);
-        self.account_lockouts = self.account_lockouts.wrapping_add(other.account_lockouts);
-        self.registrations = self.registrations.wrapping_add(other.registrations);
+        self.combine(other, u64::wrapping_add);
     }
+
+    /// What was counted since `earlier` (a reading of the same counters).
+    pub fn since(&self, earlier: &AnswerCounters) -> AnswerCounters {
+        let mut change = *self;
+        change.combine(earlier, u64::wrapping_sub);
+        change
+    }
+
+    fn combine(&mut self, other: &AnswerCounters, op: fn(u64, u64) -> u64) {
+        for (mine, theirs) in self.kinds.iter_mut().zip(other.kinds) {
+            *mine = op(*mine, theirs);
+        }
+        let AnswerCounters {
+            kinds: _,
+            requests_noted,
+            requests_unpairable,
+            requests_displaced,
+            lockouts,
+            account_lockouts,
+            registrations,
+        } = self;
+        *requests_noted = op(*requests_noted, other.requests_noted);
+        *requests_unpairable = op(*requests_unpairable, other.requests_unpairable);
+        *requests_displaced = op(*requests_displaced, other.requests_displaced);
+        *lockouts = op(*lockouts, other.lockouts);
+        *account_lockouts = op(*account_lockouts, other.account_lockouts);
+        *registrations = op(*registrations, other.registrations);
+    }
+
     pub fn of(&self, kind: AnswerKind) -> u64 {
         self.kinds[kind as usize]
     }
 }
 
-/// A request the server may answer: the key of `SF_TRANSACTIONS` (LRU).
+/// A request the server may answer: what its [`TransactionSlot`] must hold to match.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct TransactionKey {
@@ -1045,9 +1177,41 @@ pub struct Transaction {
 /// failed password, not a challenge.
 pub const TRANSACTION_CREDENTIALED: u32 = 1;
 
-/// Transactions remembered at once: an LRU table, so a flood of requests evicts the
-/// oldest (whose answers then count as unpaired) and never fills memory.
+/// One slot of `SF_TRANSACTIONS`, a direct-mapped table (an array indexed by
+/// [`TransactionKey::slot`]): noting a request is a write in place, with no allocation
+/// nor lock, where an LRU hash map's update cost the request path over 100 ns. A request
+/// whose slot holds another transaction still awaiting its answer takes it (counted in
+/// `requests_displaced`; that answer then counts as unpaired), so a flood cannot fill
+/// the table, only displace: as an LRU's eviction would, at random rather than oldest
+/// first, and at random also for an attacker, who cannot compute the seeded slots.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransactionSlot {
+    pub key: TransactionKey,
+    pub transaction: Transaction,
+    /// 1 while the slot holds a transaction awaiting its final answer, else 0.
+    pub live: u64,
+}
+
+/// Slots of `SF_TRANSACTIONS` (a power of two). With a thousand transactions awaiting
+/// their answers at once, a new one displaces another 1.5% of the time.
 pub const MAX_TRANSACTIONS: u32 = 1 << 16;
+const _: () = assert!(MAX_TRANSACTIONS.is_power_of_two());
+
+impl TransactionKey {
+    /// The slot of `SF_TRANSACTIONS` this transaction is noted in: its id (a seeded hash)
+    /// folded with the source.
+    #[inline(always)]
+    pub fn slot(&self) -> u32 {
+        let mut folded = self.id ^ (self.id >> 32);
+        for word in self.source.chunks_exact(8) {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(word);
+            folded ^= u64::from_ne_bytes(bytes);
+        }
+        (folded ^ (folded >> 32)) as u32 & (MAX_TRANSACTIONS - 1)
+    }
+}
 /// Accounts whose failures are followed at once, per source and across sources (LRU).
 pub const MAX_ACCOUNTS: u32 = 1 << 16;
 /// Registered sources remembered at once.

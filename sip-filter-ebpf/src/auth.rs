@@ -10,22 +10,24 @@
 //! account where it can be: an office behind one NAT address loses only the account
 //! that fails, never the address, while it holds a registration.
 
-use aya_ebpf::{macros::map, maps::LruHashMap};
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, LruHashMap},
+};
 use sip_filter_common::{
     maps::{
         AccountKey, AnswerCounters, BanReason, EventKind, FilterConfig, Lockout, Registration,
-        SourceKey, Transaction, TransactionKey, FLAG_DRY_RUN, MAX_ACCOUNTS, MAX_REGISTERED,
-        MAX_TRANSACTIONS,
+        SourceKey, Transaction, TransactionKey, TransactionSlot, FLAG_DRY_RUN, MAX_ACCOUNTS,
+        MAX_REGISTERED, MAX_TRANSACTIONS,
     },
     sip::pairing::Account,
 };
 
 use crate::sources::{ban, emit, hit, state_of};
 
-/// Requests awaiting their final answer (LRU: a flood evicts the oldest).
+/// Requests awaiting their final answer, direct-mapped (see [`TransactionSlot`]).
 #[map(name = "SF_TRANSACTIONS")]
-pub static TRANSACTIONS: LruHashMap<TransactionKey, Transaction> =
-    LruHashMap::with_max_entries(MAX_TRANSACTIONS, 0);
+pub static TRANSACTIONS: Array<TransactionSlot> = Array::with_max_entries(MAX_TRANSACTIONS, 0);
 
 /// Failed passwords per source and account, and lockouts.
 #[map(name = "SF_LOCKOUTS")]
@@ -34,6 +36,32 @@ static LOCKOUTS: LruHashMap<AccountKey, Lockout> = LruHashMap::with_max_entries(
 /// Failed passwords per account across sources, and lockouts.
 #[map(name = "SF_ACCOUNTS")]
 static ACCOUNTS: LruHashMap<u64, Lockout> = LruHashMap::with_max_entries(MAX_ACCOUNTS, 0);
+
+/// When the last lockout made so far ends. Until then, credentialed requests are looked up
+/// in the lockout tables; after it, nothing can be locked and the lookups are skipped:
+/// a request then pays one array read for them, not two hash lookups (see the bench).
+#[map(name = "SF_LOCKS_UNTIL")]
+static LOCKS_UNTIL: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Whether some lockout may still hold (else [`is_locked_out`] need not be asked).
+#[inline(always)]
+pub fn locks_live(now: u64) -> bool {
+    LOCKS_UNTIL.get(0).is_some_and(|until| now < *until)
+}
+
+/// Keeps [`LOCKS_UNTIL`] at the latest lockout's end.
+#[inline(always)]
+fn note_lock_until(until: u64) {
+    if let Some(latest) = LOCKS_UNTIL.get_ptr_mut(0) {
+        // SAFETY: a map value. Two CPUs locking at once may keep the earlier of their two
+        // ends: the later lockout is then enforced only until the earlier one ends.
+        unsafe {
+            if *latest < until {
+                *latest = until;
+            }
+        }
+    }
+}
 
 /// Sources holding a registration.
 #[map(name = "SF_REGISTERED")]
@@ -83,31 +111,45 @@ pub fn is_locked_out(key: &SourceKey, account: u64, registered: bool, now: u64) 
     }
 }
 
-/// Notes a request for its answer.
+/// Notes a request for its answer, in its slot. Returns false if there is no slot, and
+/// whether it displaced another transaction awaiting its answer.
 #[inline(always)]
-pub fn note(key: &SourceKey, id: u64, account: &Account, flags: u32, method: u32) -> bool {
-    let transaction = Transaction {
-        account: *account,
-        flags,
-        method,
+pub fn note(key: &SourceKey, id: u64, account: &Account, flags: u32, method: u32) -> Option<bool> {
+    let key = TransactionKey { source: *key, id };
+    let slot = TRANSACTIONS.get_ptr_mut(key.slot())?;
+    // SAFETY: a map value. Two CPUs noting into one slot at once may mix their writes;
+    // `take` then finds no match, or (as rarely as two equal slots at the same instant)
+    // pairs an answer with the other request's account.
+    let slot = unsafe { &mut *slot };
+    let displaced = slot.live != 0 && slot.key != key;
+    *slot = TransactionSlot {
+        key,
+        transaction: Transaction {
+            account: *account,
+            flags,
+            method,
+        },
+        live: 1,
     };
-    TRANSACTIONS
-        .insert(&TransactionKey { source: *key, id }, &transaction, 0)
-        .is_ok()
+    Some(displaced)
 }
 
-/// The answer's transaction, removed (a final answer ends it: a retransmission of the
-/// answer then finds nothing, and counts once).
+/// The answer's transaction, copied out; a final answer frees its slot (a
+/// retransmission of the answer then finds nothing, and counts once).
 #[inline(always)]
 pub fn take(key: &SourceKey, id: u64, provisional: bool, out: &mut Transaction) -> bool {
-    let transaction_key = TransactionKey { source: *key, id };
-    let Some(found) = TRANSACTIONS.get_ptr(&transaction_key) else {
+    let key = TransactionKey { source: *key, id };
+    let Some(slot) = TRANSACTIONS.get_ptr_mut(key.slot()) else {
         return false;
     };
-    // SAFETY: a map value; copied before it is removed.
-    *out = unsafe { *found };
+    // SAFETY: a map value; see `note`.
+    let slot = unsafe { &mut *slot };
+    if slot.live == 0 || slot.key != key {
+        return false;
+    }
+    *out = slot.transaction;
     if !provisional {
-        let _ = TRANSACTIONS.remove(&transaction_key);
+        slot.live = 0;
     }
     true
 }
@@ -154,6 +196,7 @@ pub fn learn_failure(
                     rules.lockout_failures,
                 ) {
                     lockout.locked_until_ns = now.saturating_add(rules.lockout_ns);
+                    note_lock_until(lockout.locked_until_ns);
                     counters.lockouts += 1;
                     emit(
                         address,
@@ -185,13 +228,7 @@ pub fn learn_failure(
             rules.ban_failures,
         )
     {
-        ban(
-            key,
-            address,
-            BanReason::Auth,
-            dry_run,
-            now.saturating_add(rules.ban_ns),
-        );
+        ban(key, address, BanReason::Auth, dry_run, rules.ban_ns);
         return;
     }
     if new_user
@@ -208,7 +245,7 @@ pub fn learn_failure(
             address,
             BanReason::Enumeration,
             dry_run,
-            now.saturating_add(rules.enumeration_ns),
+            rules.enumeration_ns,
         );
     }
 }
@@ -245,6 +282,7 @@ fn learn_account_failure(
         rules.account_failures,
     ) {
         lockout.locked_until_ns = now.saturating_add(rules.account_lockout_ns);
+        note_lock_until(lockout.locked_until_ns);
         counters.account_lockouts += 1;
         emit(
             &[0; 16],

@@ -724,13 +724,7 @@ fn act(pending: u32) {
         _ => return,
     };
     let dry_run = config.has(FLAG_DRY_RUN);
-    ban(
-        key,
-        source,
-        reason,
-        dry_run,
-        now.saturating_add(duration_ns),
-    );
+    ban(key, source, reason, dry_run, duration_ns);
 }
 
 /// Notes a request that passed, for the egress program to pair with its answer
@@ -771,7 +765,7 @@ fn answers_bookkeeping() {
     let account = Account::of(buf, named, config.domain_seed);
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    if credentialed && account.key != 0 {
+    if credentialed && account.key != 0 && auth::locks_live(now) {
         let registered = auth::is_registered(&packet.key, now);
         if auth::is_locked_out(&packet.key, account.key, registered, now) {
             leave_reason(Reason::DropAuthLockout);
@@ -787,8 +781,11 @@ fn answers_bookkeeping() {
     } else {
         0
     };
-    if auth::note(&packet.key, id, &account, flags, method as u32) {
+    if let Some(displaced) = auth::note(&packet.key, id, &account, flags, method as u32) {
         answers::bump_answers(|c| &mut c.requests_noted);
+        if displaced {
+            answers::bump_answers(|c| &mut c.requests_displaced);
+        }
     }
 }
 

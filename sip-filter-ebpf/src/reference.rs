@@ -7,10 +7,10 @@
 //! (`Filter::load` loads `sip_filter` only).
 
 use aya_ebpf::{
-    bindings::xdp_action,
-    macros::{map, xdp},
+    bindings::{xdp_action, TC_ACT_OK},
+    macros::{classifier, map, xdp},
     maps::{LruHashMap, PerCpuArray},
-    programs::XdpContext,
+    programs::{TcContext, XdpContext},
 };
 use sip_filter_common::{
     bounded::{repeat, REF_CALLS},
@@ -25,6 +25,13 @@ use crate::{
 };
 
 const SIP_PORT: u16 = 5060;
+
+/// A bare TC classifier that lets everything through: the floor of BPF_PROG_TEST_RUN's
+/// per-repeat cost for the egress program (an skb is built for each run).
+#[classifier]
+pub fn ref_tc_pass(_ctx: TcContext) -> i32 {
+    TC_ACT_OK
+}
 
 /// A bare XDP_DROP: the floor of BPF_PROG_TEST_RUN's per-repeat cost.
 #[xdp]

@@ -11,7 +11,7 @@ use sip_filter_common::maps::{
 };
 use sip_filter_common::sip::pairing::ACCOUNT_WORDS;
 
-use crate::{bump_indexed, BANS};
+use crate::{bump_indexed, BANS, CONFIG};
 
 /// Sources seen recently (LRU: a flood of addresses evicts the oldest, it cannot fill
 /// memory).
@@ -127,27 +127,35 @@ pub fn hit(
     false
 }
 
-/// Bans `key` until `expires_ns` (in dry-run: counts and reports it only). Not inlined,
-/// and its event written in place: the 512-byte stack is shared along the call chain.
+/// Bans `key` from now for `length_ns`, longer if it is a repeat offender (in dry-run:
+/// counts and reports it only). Not inlined, and its event written in place: the
+/// 512-byte stack is shared along the call chain.
 #[inline(never)]
-pub fn ban(key: &SourceKey, source: &[u8; 16], reason: BanReason, dry_run: bool, expires_ns: u64) {
+pub fn ban(key: &SourceKey, source: &[u8; 16], reason: BanReason, dry_run: bool, length_ns: u64) {
+    let (Some(state), Some(config)) = (state_of(key), CONFIG.get(0)) else {
+        return;
+    };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let length_ns =
+        config
+            .bans
+            .repeat_length(length_ns, state.last_ban_ns, state.last_ban_expires_ns, now);
+    let expires_ns = now.saturating_add(length_ns);
     if !dry_run {
-        let entry = Ban::new(expires_ns, reason);
-        if BANS.insert(key, &entry, 0).is_err() {
+        if BANS.insert(key, &Ban::new(expires_ns, reason), 0).is_err() {
             return; // full: nothing was banned, nothing to count
         }
+        state.bans = state.bans.wrapping_add(1);
+        state.last_ban_ns = length_ns;
+        state.last_ban_expires_ns = expires_ns;
     }
     bump_indexed(|c| &mut c.bans_added, reason as usize);
-    if dry_run {
-        // Nothing was banned, so the source's next packet would-ban again: report it at
-        // most once per interval, like drops, or a scanner flood floods the log.
-        // SAFETY: a helper without arguments.
-        let now = unsafe { bpf_ktime_get_coarse_ns() };
-        if let Some(state) = state_of(key) {
-            if !event_due(state, now) {
-                return;
-            }
-        }
+    // In dry-run nothing was banned, so the source's next packet would-ban again: report
+    // it at most once per interval, like drops, or a scanner flood floods the log. Nor
+    // is the would-be ban remembered: it would grow at every report.
+    if dry_run && !event_due(state, now) {
+        return;
     }
     emit(
         source,

@@ -4,11 +4,16 @@
 //! kernel 5.6+ for hash maps; LPM tries gained the kernel's generic ones later, 6.18
 //! has them): a million entries in a few system calls, where aya's iterators make two
 //! per entry. Where the kernel lacks them for a map, each falls back to one key at a
-//! time.
+//! time. Also what aya's `LinkInfo` does not tell: the interface an XDP link is on.
 
 use std::{
+    ffi::CString,
     io,
-    os::fd::{AsFd, AsRawFd, BorrowedFd},
+    os::{
+        fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+        unix::ffi::OsStrExt,
+    },
+    path::Path,
 };
 
 use aya::{
@@ -21,6 +26,8 @@ const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
@@ -55,6 +62,11 @@ struct BatchAttr {
 }
 
 fn bpf<T>(command: libc::c_long, attr: &mut T) -> io::Result<()> {
+    bpf_returning(command, attr).map(|_| ())
+}
+
+/// [`bpf`], returning what the command returns (a new file descriptor for some).
+fn bpf_returning<T>(command: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a `repr(C)` prefix of `bpf_attr` for `command`, zero-filled
     // where unused; the pointers in it point to live buffers of the map's sizes.
     let result = unsafe {
@@ -68,7 +80,54 @@ fn bpf<T>(command: libc::c_long, attr: &mut T) -> io::Result<()> {
     if result < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(())
+    Ok(result)
+}
+
+/// `bpf_attr` for `BPF_OBJ_GET`.
+#[repr(C)]
+struct ObjGetAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+
+/// `bpf_attr` for `BPF_OBJ_GET_INFO_BY_FD`.
+#[repr(C)]
+struct InfoByFdAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// The index of the interface the XDP link pinned at `pin` is attached to: 0 once it
+/// is attached to none (its interface was deleted or moved to another namespace: the
+/// link stays pinned, defunct, and filters nothing).
+pub fn pinned_xdp_link_ifindex(pin: &Path) -> io::Result<u32> {
+    let path = CString::new(pin.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))?;
+    let mut get = ObjGetAttr {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+    };
+    let fd = bpf_returning(BPF_OBJ_GET, &mut get)?;
+    let fd = i32::try_from(fd).map_err(io::Error::other)?;
+    // SAFETY: BPF_OBJ_GET returned a new file descriptor, now owned here alone.
+    let link = unsafe { OwnedFd::from_raw_fd(fd) };
+    // `struct bpf_link_info`: type, id and prog_id (u32 each), then a union aligned to
+    // 8 bytes, whose `xdp` member is the ifindex (u32). The kernel writes at most
+    // `info_len` bytes and wants any it does not know zeroed.
+    const IFINDEX_AT: usize = 16;
+    let mut info = [0u8; 64];
+    let mut attr = InfoByFdAttr {
+        bpf_fd: u32::try_from(link.as_raw_fd()).map_err(io::Error::other)?,
+        info_len: info.len() as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    let mut ifindex = [0u8; 4];
+    ifindex.copy_from_slice(&info[IFINDEX_AT..IFINDEX_AT + 4]);
+    Ok(u32::from_ne_bytes(ifindex))
 }
 
 /// The key after `key` (the first key when `key` is None); None at the end.

@@ -327,6 +327,9 @@ struct RawBan {
     connection_overflow_hits: Option<Spanned<i64>>,
     connection_overflow_window_seconds: Option<Spanned<RawDuration>>,
     connection_overflow_seconds: Option<Spanned<RawDuration>>,
+    repeat_factor: Option<Spanned<i64>>,
+    repeat_window_seconds: Option<Spanned<RawDuration>>,
+    repeat_max_seconds: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -765,6 +768,21 @@ impl RawFile {
                 &ban.connection_overflow_seconds,
                 "ban.connection_overflow_seconds",
                 ban_defaults.connection_overflow_seconds,
+            )?,
+            repeat_factor: count(
+                &ban.repeat_factor,
+                "ban.repeat_factor",
+                ban_defaults.repeat_factor,
+            )?,
+            repeat_window_seconds: duration_seconds(
+                &ban.repeat_window_seconds,
+                "ban.repeat_window_seconds",
+                ban_defaults.repeat_window_seconds,
+            )?,
+            repeat_max_seconds: duration_seconds(
+                &ban.repeat_max_seconds,
+                "ban.repeat_max_seconds",
+                ban_defaults.repeat_max_seconds,
             )?,
         };
         Ok(Settings {
@@ -1390,6 +1408,9 @@ mod tests {
                     "connection_overflow_hits",
                     "connection_overflow_window_seconds",
                     "connection_overflow_seconds",
+                    "repeat_factor",
+                    "repeat_window_seconds",
+                    "repeat_max_seconds",
                 ],
             ),
             ("lists", &["allow", "deny"]),
@@ -1847,6 +1868,33 @@ allow = ["192.0.2.7/24", "2001:db8::1"]
         assert!(settings.allow_example_domains);
     }
 
+    /// Repeat offenders: on by default (doubling within a day, up to a week), set in
+    /// `[ban]`, written into the kernel's ban rules; a factor of 0 or 1 turns it off.
+    #[test]
+    fn repeat_offenders_are_configured_in_the_ban_table() {
+        let built_in = Settings::default().to_kernel(1).unwrap().config.bans;
+        assert_eq!(built_in.repeat_factor, 2);
+        assert_eq!(built_in.repeat_window_ns, 86_400 * 1_000_000_000);
+        assert_eq!(built_in.repeat_max_ns, 7 * 86_400 * 1_000_000_000);
+        let bans = parsed(
+            "[ban]\nrepeat_factor = 3\nrepeat_window_seconds = \"2h\"\n\
+             repeat_max_seconds = \"1d\"\n",
+        )
+        .to_kernel(1)
+        .unwrap()
+        .config
+        .bans;
+        assert_eq!(bans.repeat_factor, 3);
+        assert_eq!(bans.repeat_window_ns, 7200 * 1_000_000_000);
+        assert_eq!(bans.repeat_max_ns, 86_400 * 1_000_000_000);
+        refused(
+            "[ban]\nrepeat_factor = -2\n",
+            2,
+            "ban.repeat_factor",
+            "out of range",
+        );
+    }
+
     /// `[rate_limit.connections]` and `[rate_limit.untrusted_connections]` (SYNs): on by
     /// default, set like the other classes, written into the kernel's connections slot
     /// and its own global budget (not the requests'); the ban on SYN overflow is off
@@ -2285,6 +2333,8 @@ allow = ["192.0.2.7/24", "2001:db8::1"]
             "rate_overflow_seconds",
             "connection_overflow_window_seconds",
             "connection_overflow_seconds",
+            "repeat_window_seconds",
+            "repeat_max_seconds",
         ] {
             let at = format!("ban.{key}");
             refused(

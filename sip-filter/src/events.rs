@@ -1,8 +1,10 @@
 //! The kernel's events (bans, and the first drop per source per second) as log lines an
-//! operator reads: `banned 198.51.100.1 for 3600 s: scanner User-Agent`.
+//! operator reads, `banned 198.51.100.1 for 3600 s: scanner User-Agent`, with fields a
+//! log pipeline reads: `event=ban src=198.51.100.1 reason=scanner ttl_s=3600
+//! dry_run=false`.
 //!
-//! Pure functions: [`parse`] decodes a ring buffer record, [`describe`] words it, and
-//! [`log_record`] does both and logs the line under [`TARGET`]. `sip-filter run` reads
+//! Pure functions: [`parse`] decodes a ring buffer record, [`describe`] words it,
+//! [`fields`] gives its fields, and [`log_record`] logs both under [`TARGET`]. `sip-filter run` reads
 //! the ring buffer and hands each record to [`log_record`].
 
 use std::{
@@ -138,15 +140,93 @@ pub fn describe(event: &Event, now_ns: u64, ipv6_prefix: u32) -> String {
     }
 }
 
+/// The event as `key=value` fields, in a stable order and with stable names (the
+/// reasons as the metrics' `reason` labels name them): `event` (ban, drop, lockout,
+/// registered, unknown), `src`, `prefix` (the IPv6 network tracked, when wider than the
+/// address), `reason`, `method` (drops of requests), `account`, `scope` (lockouts:
+/// source, or unregistered for every source neither registered nor allow-listed),
+/// `ttl_s` (seconds left; none for a ban until removed), `dry_run`.
+pub fn fields(event: &Event, now_ns: u64, ipv6_prefix: u32) -> Vec<(&'static str, String)> {
+    let source = source_address(event.source);
+    let ttl = seconds_left(event.expires_ns, now_ns).to_string();
+    let mut fields = vec![(
+        "event",
+        kind(event).map_or("unknown", kind_name).to_string(),
+    )];
+    let with_source = |fields: &mut Vec<(&'static str, String)>| {
+        fields.push(("src", source.to_string()));
+        if let Some(prefix) = prefix_of(source, ipv6_prefix) {
+            fields.push(("prefix", format!("{prefix}/{ipv6_prefix}")));
+        }
+    };
+    match kind(event) {
+        Some(EventKind::Ban) => {
+            with_source(&mut fields);
+            let reason = BanReason::ALL
+                .get(event.reason as usize)
+                .map_or_else(|| event.reason.to_string(), |r| r.name().to_string());
+            fields.push(("reason", reason));
+            if event.expires_ns != u64::MAX {
+                fields.push(("ttl_s", ttl));
+            }
+        }
+        Some(EventKind::Drop) => {
+            with_source(&mut fields);
+            let reason = Reason::from_number(u64::from(event.reason))
+                .map_or_else(|| event.reason.to_string(), |r| r.name().to_string());
+            fields.push(("reason", reason));
+            let method = Method::ALL
+                .get(event.method as usize)
+                .map_or_else(|| event.method.to_string(), |m| m.name().to_string());
+            fields.push(("method", method));
+        }
+        Some(EventKind::Lockout) => {
+            let everywhere = event.source == [0; 16];
+            if !everywhere {
+                with_source(&mut fields);
+            }
+            fields.push(("account", account_name(&event.account)));
+            let scope = if everywhere { "unregistered" } else { "source" };
+            fields.push(("scope", scope.to_string()));
+            fields.push(("ttl_s", ttl));
+        }
+        Some(EventKind::Registered) => {
+            with_source(&mut fields);
+            fields.push(("account", account_name(&event.account)));
+            fields.push(("ttl_s", ttl));
+        }
+        None => {
+            with_source(&mut fields);
+            fields.push(("kind", event.kind.to_string()));
+            fields.push(("reason", event.reason.to_string()));
+        }
+    }
+    fields.push(("dry_run", (event.dry_run != 0).to_string()));
+    fields
+}
+
 /// Decodes `record` and logs it; a short record is skipped with a debug line.
 pub fn log_record(record: &[u8], now_ns: u64, ipv6_prefix: u32) {
     match parse(record) {
-        Some(event) => log::log!(
-            target: TARGET,
-            level(&event),
-            "{}",
-            describe(&event, now_ns, ipv6_prefix)
-        ),
+        Some(event) => {
+            let fields = fields(&event, now_ns, ipv6_prefix);
+            let pairs: Vec<(&str, &str)> = fields
+                .iter()
+                .map(|(key, value)| (*key, value.as_str()))
+                .collect();
+            // The `log!` macros take only fields named in the source.
+            log::logger().log(
+                &log::Record::builder()
+                    .args(format_args!("{}", describe(&event, now_ns, ipv6_prefix)))
+                    .level(level(&event))
+                    .target(TARGET)
+                    .module_path_static(Some(module_path!()))
+                    .file_static(Some(file!()))
+                    .line(Some(line!()))
+                    .key_values(&pairs)
+                    .build(),
+            );
+        }
         None => log::debug!(
             target: TARGET,
             "skipped a malformed event: {} bytes, expected {}",
@@ -180,6 +260,16 @@ fn kind(event: &Event) -> Option<EventKind> {
     ]
     .into_iter()
     .find(|kind| *kind as u32 == event.kind)
+}
+
+/// An event kind's name in the `event` field.
+fn kind_name(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::Drop => "drop",
+        EventKind::Ban => "ban",
+        EventKind::Lockout => "lockout",
+        EventKind::Registered => "registered",
+    }
 }
 
 /// IPv4 when the address is IPv4-mapped (`::ffff:a.b.c.d`), else IPv6.
@@ -449,6 +539,87 @@ mod tests {
             "event of unknown kind 9 from 192.0.2.1 (reason 9, method 0)"
         );
         assert_eq!(level(&event), log::Level::Debug);
+    }
+
+    /// `fields` as the log line writes them.
+    fn logfmt(event: &Event, ipv6_prefix: u32) -> String {
+        fields(event, NOW, ipv6_prefix)
+            .iter()
+            .map(|(key, value)| format!("{key}={}", crate::logging::quote(value)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn bans_and_drops_have_fields_named_as_the_metrics_labels() {
+        let scanner = ban(
+            v4([198, 51, 100, 1]),
+            BanReason::Scanner,
+            NOW + 3600 * SECOND,
+        );
+        assert_eq!(
+            logfmt(&scanner, 64),
+            "event=ban src=198.51.100.1 reason=scanner ttl_s=3600 dry_run=false"
+        );
+        let mut forever = ban(v6("2001:db8:5f:1::7"), BanReason::Manual, u64::MAX);
+        forever.dry_run = 1;
+        assert_eq!(
+            logfmt(&forever, 64),
+            "event=ban src=2001:db8:5f:1::7 prefix=2001:db8:5f:1::/64 reason=manual dry_run=true"
+        );
+        let unknown_domain = drop(
+            v4([203, 0, 113, 5]),
+            Reason::DropUnknownDomain,
+            Method::Invite,
+        );
+        assert_eq!(
+            logfmt(&unknown_domain, 64),
+            "event=drop src=203.0.113.5 reason=drop_unknown_domain method=INVITE dry_run=false"
+        );
+        let mut odd = drop(v4([192, 0, 2, 1]), Reason::DropDenied, Method::None);
+        (odd.reason, odd.method) = (99, 98);
+        assert_eq!(
+            logfmt(&odd, 64),
+            "event=drop src=192.0.2.1 reason=99 method=98 dry_run=false"
+        );
+        odd.kind = 9;
+        assert_eq!(
+            logfmt(&odd, 128),
+            "event=unknown src=192.0.2.1 kind=9 reason=99 dry_run=false"
+        );
+    }
+
+    #[test]
+    fn lockouts_and_registrations_name_the_account() {
+        let mut account = [0u64; ACCOUNT_WORDS];
+        account[0] = u64::from_le_bytes(*b"alice 2\0");
+        let lockout = Event {
+            kind: EventKind::Lockout as u32,
+            expires_ns: NOW + 900 * SECOND,
+            account,
+            ..ban(v4([192, 0, 2, 7]), BanReason::Auth, 0)
+        };
+        assert_eq!(
+            logfmt(&lockout, 64),
+            "event=lockout src=192.0.2.7 account=\"alice 2\" scope=source ttl_s=900 dry_run=false"
+        );
+        let everywhere = Event {
+            source: [0; 16],
+            ..lockout
+        };
+        assert_eq!(
+            logfmt(&everywhere, 64),
+            "event=lockout account=\"alice 2\" scope=unregistered ttl_s=900 dry_run=false"
+        );
+        let registered = Event {
+            kind: EventKind::Registered as u32,
+            expires_ns: NOW + 3600 * SECOND,
+            ..lockout
+        };
+        assert_eq!(
+            logfmt(&registered, 64),
+            "event=registered src=192.0.2.7 account=\"alice 2\" ttl_s=3600 dry_run=false"
+        );
     }
 
     #[test]

@@ -12,8 +12,8 @@ use aya::{
     programs::{
         links::{FdLink, PinnedLink},
         tc::{self, NlOptions, TcAttachOptions, TcError},
-        LinkOrder, ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp,
-        XdpMode,
+        LinkOrder, Program, ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions,
+        TestRunResult, Xdp, XdpMode,
     },
     sys::SyscallError,
     Ebpf, EbpfError, EbpfLoader,
@@ -402,6 +402,18 @@ impl Filter {
         })
     }
 
+    /// Makes the kernel check lockouts until `until_ns` at least (it skips the lookups
+    /// once the last lockout it knows of has ended): for lockouts written from here.
+    pub fn extend_locks_until(&mut self, until_ns: u64) -> Result<(), FilterError> {
+        let name = names::LOCKS_UNTIL;
+        let map_error = |source| FilterError::Map { name, source };
+        let mut latest: Array<_, u64> = Array::try_from(self.map_mut(name)?).map_err(map_error)?;
+        if latest.get(&0, 0).map_err(map_error)? < until_ns {
+            latest.set(0, until_ns, 0).map_err(map_error)?;
+        }
+        Ok(())
+    }
+
     /// The blocklist's entries.
     pub fn bans(&self) -> Result<Vec<(SourceKey, Ban)>, FilterError> {
         let map = self.ebpf.map(names::BANS).ok_or(FilterError::Missing {
@@ -595,11 +607,13 @@ impl Filter {
     /// Runs the egress program once on `frame` (an answer going out) with
     /// BPF_PROG_TEST_RUN; returns its TC action.
     pub fn test_run_answer(&self, frame: &[u8]) -> Result<u32, FilterError> {
-        let program = self.egress_program()?;
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        let result = program.test_run(opts).map_err(FilterError::TestRun)?;
-        Ok(result.return_value)
+        Ok(self.run_answer(frame, 1)?.0)
+    }
+
+    /// Runs the egress program `repeat` times on `frame`; returns the TC action and the
+    /// kernel's mean time per run.
+    pub fn run_answer(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration), FilterError> {
+        timed_test_run(self.egress_program()?, frame, repeat)
     }
 
     /// The egress program's counters, summed over CPUs.
@@ -632,7 +646,8 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The reference programs in the same object as `sip_filter`, for the benchmark.
+/// The reference programs in the same object as `sip_filter`, for the benchmark: XDP
+/// programs, measured beside the XDP program on its frames.
 pub const REFERENCE_PROGRAMS: [&str; 6] = [
     "ref_drop",
     "ref_parse_headers",
@@ -642,8 +657,11 @@ pub const REFERENCE_PROGRAMS: [&str; 6] = [
     "ref_scan_in_place",
 ];
 
-/// A reference program (see [`REFERENCE_PROGRAMS`]): loaded from the same embedded
-/// object as the filter, never attached, only test-run.
+/// The TC reference: a bare classifier, measured beside the egress program.
+pub const TC_REFERENCE_PROGRAM: &str = "ref_tc_pass";
+
+/// A reference program (see [`REFERENCE_PROGRAMS`], [`TC_REFERENCE_PROGRAM`]): loaded
+/// from the same embedded object as the filter, never attached, only test-run.
 pub struct Reference {
     ebpf: Ebpf,
     name: &'static str,
@@ -655,14 +673,16 @@ impl Reference {
         check_kernel()?;
         raise_memlock_limit();
         let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT)?;
-        let program: &mut Xdp = ebpf
-            .program_mut(name)
-            .and_then(|p| p.try_into().ok())
-            .ok_or(FilterError::Missing {
-                what: "XDP program",
-                name,
-            })?;
-        program.load().map_err(FilterError::Load)?;
+        let missing = FilterError::Missing {
+            what: "XDP or TC program",
+            name,
+        };
+        match ebpf.program_mut(name) {
+            Some(Program::Xdp(program)) => program.load(),
+            Some(Program::SchedClassifier(program)) => program.load(),
+            _ => return Err(missing),
+        }
+        .map_err(FilterError::Load)?;
         Ok(Self { ebpf, name })
     }
 
@@ -672,7 +692,10 @@ impl Reference {
 
     /// Like [`Filter::run`]: the action and the kernel's mean time per run.
     pub fn run(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration), FilterError> {
-        run_program(&self.ebpf, self.name, frame, repeat)
+        match self.ebpf.program(self.name) {
+            Some(Program::SchedClassifier(program)) => timed_test_run(program, frame, repeat),
+            _ => run_program(&self.ebpf, self.name, frame, repeat),
+        }
     }
 }
 
@@ -695,6 +718,15 @@ fn run_program(
                 what: "XDP program",
                 name,
             })?;
+    timed_test_run(program, frame, repeat)
+}
+
+/// Test-runs `program` `repeat` times on `frame`: its return value and the kernel's
+/// mean time per run.
+fn timed_test_run<P>(program: &P, frame: &[u8], repeat: u32) -> Result<(u32, Duration), FilterError>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
     let mut opts = TestRunOptions::new();
     opts.data_in = Some(frame);
     opts.repeat = repeat;

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod pins;
 pub mod replay;
 pub mod runtime;
+pub mod service_manager;
 pub mod settings;
 pub mod state;
 pub mod stats;

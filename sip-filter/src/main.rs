@@ -21,7 +21,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let (status, line) = cli::report(&error, command);
-            eprintln!("{line}");
+            // The journal's priority too: this line is why a service failed.
+            let priority = sip_filter::logging::journal_prefix(log::Level::Error);
+            eprintln!("{priority}{line}");
             ExitCode::from(status)
         }
     }

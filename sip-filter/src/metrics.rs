@@ -8,7 +8,7 @@
 //! series; `ops/prometheus/` has alert rules for them.
 
 use std::{
-    collections::{BTreeMap, HashMap as StdHashMap},
+    collections::BTreeMap,
     convert::Infallible,
     net::{SocketAddr, TcpListener, ToSocketAddrs},
     path::{Path, PathBuf},
@@ -50,7 +50,7 @@ use crate::{
         monotonic_now_ns, pinned_answer_counters, pinned_config, pinned_counters, FilterError,
     },
     learnt::{Learnt, PinnedLearnt},
-    pins::{egress_attachments, maps_dir, pinned_interfaces},
+    pins::{egress_attachments, link_path, maps_dir, pinned_interfaces},
     runtime::{Reloads, Runtime},
 };
 
@@ -219,12 +219,28 @@ impl Collector for ReloadCollector {
     }
 }
 
+/// An interface of the filter, as the exporter reports it.
+#[derive(Debug, PartialEq)]
+struct InterfaceState {
+    name: String,
+    /// Its XDP mode from the daemon's runtime file; `unknown` if that says nothing of
+    /// it, as after a crash that took the file.
+    mode: String,
+    /// Its egress attachment from the pins (`tcx`, `clsact`; `none` for a filter
+    /// started before the egress program).
+    egress: &'static str,
+    /// Whether its XDP link is pinned (what `sip_filter_interface_info` lists).
+    pinned: bool,
+    /// Whether that link is attached to a live interface: false for a link left
+    /// defunct by a deleted interface, an unreadable pin, or an interface the daemon
+    /// attached whose link pin is gone.
+    attached: bool,
+}
+
 /// The interfaces the filter is attached to (its link pins under `locations.pin_root`),
-/// each with its XDP mode from the daemon's runtime file (`unknown` if that says
-/// nothing of it, as after a crash that took the file) and its egress attachment from
-/// the pins (`tcx`, `clsact`; `none` for a filter started before the egress program).
-fn attached_interfaces(locations: &Locations) -> Vec<(String, String, &'static str)> {
-    let interfaces = match pinned_interfaces(&locations.pin_root) {
+/// and those the daemon's runtime file says it attached.
+fn interfaces(locations: &Locations) -> Vec<InterfaceState> {
+    let pinned = match pinned_interfaces(&locations.pin_root) {
         Ok(interfaces) => interfaces,
         Err(e) => {
             log::warn!(
@@ -234,7 +250,7 @@ fn attached_interfaces(locations: &Locations) -> Vec<(String, String, &'static s
             return Vec::new();
         }
     };
-    let modes: StdHashMap<String, String> = match Runtime::read(&locations.runtime_dir) {
+    let modes: Vec<(String, String)> = match Runtime::read(&locations.runtime_dir) {
         Ok(runtime) => runtime
             .into_iter()
             .flat_map(|runtime| runtime.interfaces)
@@ -245,7 +261,7 @@ fn attached_interfaces(locations: &Locations) -> Vec<(String, String, &'static s
                 "metrics: reading the runtime file in {}: {e}",
                 locations.runtime_dir.display()
             );
-            StdHashMap::new()
+            Vec::new()
         }
     };
     let egress = egress_attachments(&locations.pin_root).unwrap_or_else(|e| {
@@ -255,20 +271,49 @@ fn attached_interfaces(locations: &Locations) -> Vec<(String, String, &'static s
         );
         Vec::new()
     });
-    interfaces
+    let mut names: Vec<&String> = pinned
+        .iter()
+        .chain(modes.iter().map(|(name, _)| name))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
         .into_iter()
         .map(|iface| {
             let mode = modes
-                .get(&iface)
-                .cloned()
-                .unwrap_or_else(|| "unknown".to_string());
-            let egress_mode = egress
                 .iter()
-                .find(|(name, _)| *name == iface)
+                .find(|(name, _)| name == iface)
+                .map_or_else(|| "unknown".to_string(), |(_, mode)| mode.clone());
+            let egress = egress
+                .iter()
+                .find(|(name, _)| name == iface)
                 .map_or("none", |(_, mode)| mode);
-            (iface, mode, egress_mode)
+            let is_pinned = pinned.contains(iface);
+            let attached = is_pinned && link_attached(&link_path(&locations.pin_root, iface));
+            InterfaceState {
+                name: iface.clone(),
+                mode,
+                egress,
+                pinned: is_pinned,
+                attached,
+            }
         })
         .collect()
+}
+
+/// Whether the XDP link pinned at `pin` is on an interface (a warning when the pin
+/// cannot be read: it proves nothing).
+fn link_attached(pin: &Path) -> bool {
+    match bpf_sys::pinned_xdp_link_ifindex(pin) {
+        Ok(ifindex) => ifindex != 0,
+        Err(e) => {
+            log::warn!(
+                "metrics: reading the XDP link pinned at {}: {e}",
+                pin.display()
+            );
+            false
+        }
+    }
 }
 
 /// The reasons the request policy gives, counted with the request's method; every
@@ -442,6 +487,7 @@ struct KernelSeries {
     bans_active: IntGaugeVec,
     requests_noted: IntCounterVec,
     requests_unpairable: IntCounterVec,
+    requests_displaced: IntCounterVec,
     lockouts: IntCounterVec,
     registrations: IntCounterVec,
     registered_sources: IntGaugeVec,
@@ -453,6 +499,7 @@ struct KernelSeries {
     /// A vector without labels, like the counters: no filter pinned, no series.
     dry_run: IntGaugeVec,
     interface_info: IntGaugeVec,
+    interface_attached: IntGaugeVec,
 }
 
 impl KernelSeries {
@@ -519,6 +566,11 @@ impl KernelSeries {
                 "Requests that could not be noted for their answers: no Call-ID or CSeq in the scanned prefix.",
                 &[],
             )?,
+            requests_displaced: counter(
+                "sip_filter_auth_requests_displaced_total",
+                "Noted requests that took the table slot of another request still awaiting its answer (whose answer then counts as unpaired).",
+                &[],
+            )?,
             lockouts: counter(
                 "sip_filter_auth_lockouts_total",
                 "Accounts locked after failed passwords, by scope: source (for one source), unregistered (for every source neither registered nor allow-listed).",
@@ -564,6 +616,11 @@ impl KernelSeries {
                 "1 if the filter is in dry-run (drops and bans counted, not made), else 0.",
                 &[],
             )?,
+            interface_attached: gauge(
+                "sip_filter_interface_attached",
+                "1 if the filter's XDP program is attached to the interface, 0 if its link was left attached to none (the interface was deleted or moved to another namespace) or is gone while the daemon's runtime file lists the interface.",
+                &["iface"],
+            )?,
             interface_info: gauge(
                 "sip_filter_interface_info",
                 "Always 1, for each interface the filter is attached to; mode is its XDP mode (native, skb; unknown without the daemon's runtime file), egress how the egress program watching the answers is attached (tcx, clsact; none for a filter started before it existed).",
@@ -572,7 +629,7 @@ impl KernelSeries {
         })
     }
 
-    fn collectors(&self) -> [&dyn Collector; 21] {
+    fn collectors(&self) -> [&dyn Collector; 23] {
         [
             &self.packets,
             &self.answers,
@@ -585,6 +642,7 @@ impl KernelSeries {
             &self.bans_active,
             &self.requests_noted,
             &self.requests_unpairable,
+            &self.requests_displaced,
             &self.lockouts,
             &self.registrations,
             &self.registered_sources,
@@ -595,6 +653,7 @@ impl KernelSeries {
             &self.country_networks,
             &self.dry_run,
             &self.interface_info,
+            &self.interface_attached,
         ]
     }
 
@@ -654,6 +713,9 @@ impl KernelSeries {
         self.requests_unpairable
             .with_label_values(&NO_LABELS)
             .inc_by(answers.requests_unpairable);
+        self.requests_displaced
+            .with_label_values(&NO_LABELS)
+            .inc_by(answers.requests_displaced);
         self.registrations
             .with_label_values(&NO_LABELS)
             .inc_by(answers.registrations);
@@ -715,6 +777,7 @@ impl KernelSeries {
         self.country_networks.reset();
         self.dry_run.reset();
         self.interface_info.reset();
+        self.interface_attached.reset();
     }
 }
 
@@ -754,11 +817,17 @@ impl Collector for KernelCollector {
                 Err(e) => log::warn!("metrics: reading the maps in {}: {e}", maps.display()),
             }
         }
-        for (iface, mode, egress) in attached_interfaces(&self.locations) {
+        for interface in interfaces(&self.locations) {
+            if interface.pinned {
+                series
+                    .interface_info
+                    .with_label_values(&[&interface.name, &interface.mode, interface.egress])
+                    .set(1);
+            }
             series
-                .interface_info
-                .with_label_values(&[&iface, &mode, egress])
-                .set(1);
+                .interface_attached
+                .with_label_values(&[&interface.name])
+                .set(i64::from(interface.attached));
         }
         collect_all(&series.collectors())
     }
@@ -1124,7 +1193,11 @@ mod tests {
             config_file: None,
             state_file: PathBuf::new(),
             program_id: 1,
-            interfaces: vec![interface("eth0", "native"), interface("br0", "skb")],
+            interfaces: vec![
+                interface("eth0", "native"),
+                interface("br0", "skb"),
+                interface("gone0", "native"),
+            ],
             dry_run: false,
             domains: Vec::new(),
             own_addresses: Vec::new(),
@@ -1139,10 +1212,11 @@ mod tests {
             .unwrap()
             .render()
             .unwrap();
-        let info: Vec<&str> = text
-            .lines()
-            .filter(|l| l.starts_with("sip_filter_interface_info{"))
-            .collect();
+        let series_of = |name: &str| -> Vec<&str> {
+            let prefix = format!("{name}{{");
+            text.lines().filter(|l| l.starts_with(&prefix)).collect()
+        };
+        let info = series_of("sip_filter_interface_info");
         assert_eq!(
             info,
             [
@@ -1154,6 +1228,20 @@ mod tests {
             ],
             "{text}"
         );
+        // These pins are plain files, not links: none is attached; nor is an interface
+        // the runtime file names whose link pin is gone (it has no info series).
+        let attached = series_of("sip_filter_interface_attached");
+        assert_eq!(
+            attached,
+            [
+                r#"sip_filter_interface_attached{iface="br0"} 0"#,
+                r#"sip_filter_interface_attached{iface="eth0"} 0"#,
+                r#"sip_filter_interface_attached{iface="eth1"} 0"#,
+                r#"sip_filter_interface_attached{iface="gone0"} 0"#,
+            ],
+            "{text}"
+        );
+        assert!(!text.contains(r#"iface="gone0",mode"#), "{text}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 use std::{
     fs::File,
     io::{BufReader, Chain, Cursor, ErrorKind, Read},
+    net::IpAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -26,7 +27,7 @@ use pcap_file::{
     DataLink, PcapError, TsResolution,
 };
 use sip_filter_common::{
-    maps::{BanReason, BAN_SLOTS},
+    maps::{AnswerKind, BanReason, BAN_SLOTS},
     Counters, Method, Reason,
 };
 
@@ -38,8 +39,8 @@ pub enum Skip {
     /// Captured shorter than it was on the wire (a snap length): the kernel would have
     /// judged the whole packet, so judging the cut one would tell something else.
     Truncated { captured: u32, original: u32 },
-    /// Sent by the capturing host (a cooked capture's or pcapng's direction says so):
-    /// XDP sees only what arrives.
+    /// Sent by the capturing host (a cooked capture's or pcapng's direction says so)
+    /// while learning from answers is off: XDP sees only what arrives.
     Outgoing,
     /// A link type replay cannot turn into Ethernet.
     UnsupportedLink(u32),
@@ -76,7 +77,7 @@ impl Skip {
             Skip::Truncated { captured, original } => format!(
                 "captured {captured} of {original} bytes (capture with a larger snap length, tcpdump -s 0)"
             ),
-            Skip::Outgoing => "sent by the capturing host; XDP sees only arriving packets".into(),
+            Skip::Outgoing => "sent by the capturing host; XDP sees only arriving packets, and learning from answers is off".into(),
             Skip::UnsupportedLink(link) => format!("link type {link} is not supported"),
             Skip::TooShort => "shorter than its link-layer header".into(),
             Skip::TooLarge(len) => format!("{len}-byte frame: larger than XDP takes"),
@@ -91,6 +92,17 @@ pub struct Record {
     pub time: Duration,
     /// The Ethernet frame to run, or why there is none.
     pub frame: Result<Vec<u8>, Skip>,
+    pub direction: Direction,
+}
+
+/// Which way a captured packet went, where the capture says (Linux cooked captures,
+/// pcapng's direction flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Arriving,
+    /// Sent by the capturing host: the egress program's, not XDP's.
+    Leaving,
+    Unknown,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -215,6 +227,7 @@ impl<R: Read> Capture<R> {
                     packet.map(|packet| Record {
                         time: pcap_time(packet.ts_sec, packet.ts_frac, resolution),
                         frame: frame_of(link, &packet.data, packet.orig_len),
+                        direction: direction_of(link, &packet.data),
                     })
                 })
             }
@@ -290,14 +303,18 @@ fn next_pcapng_record<R: Read>(
             Some(raw) => pcapng_time(interface, raw),
             None => last_time,
         };
-        // The direction bits of epb_flags: 2 is outbound.
-        let outgoing = flags.is_some_and(|flags| flags & 0b11 == 0b10);
-        let frame = if outgoing {
-            Err(Skip::Outgoing)
-        } else {
-            frame_of(interface.linktype, &data, original_len)
+        // The direction bits of epb_flags: 1 is inbound, 2 outbound.
+        let direction = match flags.map(|flags| flags & 0b11) {
+            Some(0b01) => Direction::Arriving,
+            Some(0b10) => Direction::Leaving,
+            _ => direction_of(interface.linktype, &data),
         };
-        return Some(Ok(Record { time, frame }));
+        let frame = frame_of(interface.linktype, &data, original_len);
+        return Some(Ok(Record {
+            time,
+            frame,
+            direction,
+        }));
     }
 }
 
@@ -403,9 +420,6 @@ pub fn frame_of(link: DataLink, data: &[u8], original_len: u32) -> Result<Vec<u8
         }
         DataLink::LINUX_SLL => {
             let header = data.get(..SLL_HEADER_LEN).ok_or(Skip::TooShort)?;
-            if u16::from_be_bytes([header[0], header[1]]) == u16::from(PACKET_OUTGOING) {
-                return Err(Skip::Outgoing);
-            }
             let address_len = usize::from(u16::from_be_bytes([header[4], header[5]]));
             let protocol = u16::from_be_bytes([header[14], header[15]]);
             let mac = (address_len == 6).then(|| &header[6..12]);
@@ -413,9 +427,6 @@ pub fn frame_of(link: DataLink, data: &[u8], original_len: u32) -> Result<Vec<u8
         }
         DataLink::LINUX_SLL2 => {
             let header = data.get(..SLL2_HEADER_LEN).ok_or(Skip::TooShort)?;
-            if header[10] == PACKET_OUTGOING {
-                return Err(Skip::Outgoing);
-            }
             let protocol = u16::from_be_bytes([header[0], header[1]]);
             let mac = (header[11] == 6).then(|| &header[12..18]);
             (protocol, mac, &data[SLL2_HEADER_LEN..])
@@ -431,7 +442,6 @@ pub fn frame_of(link: DataLink, data: &[u8], original_len: u32) -> Result<Vec<u8
         }
         other => return Err(Skip::UnsupportedLink(u32::from(other))),
     };
-    // After the link header: a cut-off packet the host sent is still just outgoing.
     check_whole(data, original_len)?;
     let mut frame = Vec::with_capacity(ETH_HEADER_LEN + payload.len());
     frame.extend_from_slice(&[0; 6]);
@@ -439,6 +449,20 @@ pub fn frame_of(link: DataLink, data: &[u8], original_len: u32) -> Result<Vec<u8
     frame.extend_from_slice(&ethertype.to_be_bytes());
     frame.extend_from_slice(payload);
     Ok(frame)
+}
+
+/// The direction a link-layer header records: a Linux cooked capture's packet type.
+pub fn direction_of(link: DataLink, data: &[u8]) -> Direction {
+    let packet_type = match link {
+        DataLink::LINUX_SLL => data.get(1).copied(),
+        DataLink::LINUX_SLL2 => data.get(10).copied(),
+        _ => return Direction::Unknown,
+    };
+    match packet_type {
+        Some(PACKET_OUTGOING) => Direction::Leaving,
+        Some(_) => Direction::Arriving,
+        None => Direction::Unknown,
+    }
 }
 
 /// Refuses a packet captured shorter than it was.
@@ -519,6 +543,28 @@ pub enum ReplayError {
 pub struct Replayer {
     filter: Filter,
     counters: Counters,
+    /// Set by [`Replayer::learn_from_answers`]: the server's own addresses.
+    answers_from: Option<Vec<IpAddr>>,
+}
+
+/// What the egress program made of a packet leaving the server (issue 13).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnswerVerdict {
+    pub kind: AnswerKind,
+    /// Bans it made (a failed password or a refused user past a threshold).
+    pub bans: Vec<BanReason>,
+    /// Accounts it locked (for the source, or across sources).
+    pub lockouts: u64,
+    /// Whether it made its destination `registered`.
+    pub registered: bool,
+}
+
+/// A replayed packet's fate: judged by XDP as it arrived, or read by the egress
+/// program as it left.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Request(Verdict),
+    Answer(AnswerVerdict),
 }
 
 /// The largest frame BPF_PROG_TEST_RUN takes for an XDP program without fragments
@@ -528,7 +574,68 @@ pub const MAX_TEST_RUN_FRAME: usize = 4096 - 256 - 320;
 impl Replayer {
     pub fn new(filter: Filter) -> Result<Self, ReplayError> {
         let counters = filter.counters()?;
-        Ok(Self { filter, counters })
+        Ok(Self {
+            filter,
+            counters,
+            answers_from: None,
+        })
+    }
+
+    /// Runs the packets the server sent through the egress program, as the filter learns
+    /// from answers: those the capture marks as sent, and, where it does not say, those
+    /// from one of `own_addresses`.
+    pub fn learn_from_answers(&mut self, own_addresses: Vec<IpAddr>) {
+        self.answers_from = Some(own_addresses);
+    }
+
+    /// Runs `frame` through the program that would see it: XDP as it arrives, the
+    /// egress program as it leaves (with [`Replayer::learn_from_answers`]).
+    pub fn run(
+        &mut self,
+        frame: &[u8],
+        direction: Direction,
+    ) -> Result<Result<Outcome, Skip>, ReplayError> {
+        let leaving = match (direction, &self.answers_from) {
+            (Direction::Leaving, _) => true,
+            (Direction::Unknown, Some(own)) => {
+                source_address(frame).is_some_and(|source| own.contains(&source))
+            }
+            _ => false,
+        };
+        if !leaving {
+            return Ok(self.judge(frame)?.map(Outcome::Request));
+        }
+        if self.answers_from.is_none() {
+            return Ok(Err(Skip::Outgoing));
+        }
+        if frame.len() > MAX_TEST_RUN_FRAME {
+            return Ok(Err(Skip::TooLarge(frame.len())));
+        }
+        Ok(Ok(Outcome::Answer(self.answer(frame)?)))
+    }
+
+    /// Runs `frame`, a packet leaving the server, through the egress program once.
+    pub fn answer(&mut self, frame: &[u8]) -> Result<AnswerVerdict, ReplayError> {
+        let answers_before = self.filter.answer_counters()?;
+        self.filter.test_run_answer(frame)?;
+        let answers = self.filter.answer_counters()?.since(&answers_before);
+        let now = self.filter.counters()?;
+        let delta = now.since(&self.counters);
+        self.counters = now;
+        let counted: u64 = answers.kinds.iter().sum();
+        let kind = match AnswerKind::ALL
+            .into_iter()
+            .find(|kind| answers.of(*kind) != 0)
+        {
+            Some(kind) if counted == 1 => kind,
+            _ => return Err(ReplayError::Counting(counted)),
+        };
+        Ok(AnswerVerdict {
+            kind,
+            bans: bans_made(&delta),
+            lockouts: answers.lockouts + answers.account_lockouts,
+            registered: answers.registrations != 0,
+        })
     }
 
     pub fn filter(&self) -> &Filter {
@@ -559,13 +666,7 @@ impl Replayer {
             (1, Some(found)) => found,
             _ => return Err(ReplayError::Counting(total)),
         };
-        let mut bans = Vec::new();
-        for reason in BanReason::ALL {
-            let slot = (reason as usize) & (BAN_SLOTS - 1);
-            for _ in 0..delta.bans_added[slot] {
-                bans.push(reason);
-            }
-        }
+        let bans = bans_made(&delta);
         let ban_skipped = if delta.ban_skipped_bad_checksum != 0 {
             Some("bad_checksum")
         } else if delta.ban_skipped_fragment != 0 {
@@ -580,6 +681,27 @@ impl Replayer {
             bans,
             ban_skipped,
         }))
+    }
+}
+
+/// The bans a change of the counters records, by reason.
+fn bans_made(delta: &Counters) -> Vec<BanReason> {
+    let mut bans = Vec::new();
+    for reason in BanReason::ALL {
+        let slot = (reason as usize) & (BAN_SLOTS - 1);
+        for _ in 0..delta.bans_added[slot] {
+            bans.push(reason);
+        }
+    }
+    bans
+}
+
+/// An Ethernet frame's IP source address, if it holds an IP packet.
+fn source_address(frame: &[u8]) -> Option<IpAddr> {
+    use etherparse::{LaxNetSlice, LaxSlicedPacket};
+    match LaxSlicedPacket::from_ethernet(frame).ok()?.net? {
+        LaxNetSlice::Ipv4(ipv4) => Some(IpAddr::from(ipv4.header().source_addr())),
+        LaxNetSlice::Ipv6(ipv6) => Some(IpAddr::from(ipv6.header().source_addr())),
     }
 }
 
@@ -752,10 +874,13 @@ mod tests {
         assert_eq!(frame[12..14], [0x08, 0x00]);
         assert_eq!(frame[14..], packet[..]);
         assert_eq!(summarize(&frame).summary, "(keep-alive)");
+        assert_eq!(direction_of(DataLink::LINUX_SLL, &sll), Direction::Arriving);
         sll[1] = 4;
+        assert_eq!(direction_of(DataLink::LINUX_SLL, &sll), Direction::Leaving);
         assert_eq!(
             frame_of(DataLink::LINUX_SLL, &sll, sll.len() as u32),
-            Err(Skip::Outgoing)
+            Ok(frame),
+            "what the host sent is kept, for the egress program"
         );
         // SLL2: protocol, reserved, ifindex, ARPHRD_ETHER, packet type, address length,
         // address (8).
@@ -769,9 +894,14 @@ mod tests {
         assert_eq!(frame[14..], *b"\x60rest");
         sll2[10] = 4;
         assert_eq!(
-            frame_of(DataLink::LINUX_SLL2, &sll2, sll2.len() as u32),
-            Err(Skip::Outgoing)
+            direction_of(DataLink::LINUX_SLL2, &sll2),
+            Direction::Leaving
         );
+        assert_eq!(
+            frame_of(DataLink::LINUX_SLL2, &sll2, sll2.len() as u32),
+            Ok(frame)
+        );
+        assert_eq!(direction_of(DataLink::ETHERNET, &sll2), Direction::Unknown);
         assert_eq!(
             frame_of(DataLink::LINUX_SLL2, &sll2[..10], 10),
             Err(Skip::TooShort)
@@ -851,9 +981,12 @@ mod tests {
             let got = records(&writer.into_inner());
             assert_eq!(got[0].time, Duration::from_millis(12_500));
             assert_eq!(got[2].time, Duration::from_millis(12_502));
-            assert!(got[0].frame.is_ok());
-            assert_eq!(got[1].frame, Err(Skip::Outgoing));
-            assert!(got[2].frame.is_ok());
+            assert!(got.iter().all(|record| record.frame.is_ok()));
+            let directions: Vec<Direction> = got.iter().map(|record| record.direction).collect();
+            assert_eq!(
+                directions,
+                [Direction::Unknown, Direction::Leaving, Direction::Arriving]
+            );
         }
     }
 

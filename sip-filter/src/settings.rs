@@ -153,6 +153,12 @@ pub struct BanRules {
     /// ...for this long; 0 (the default) leaves the rule off: a SYN's source address is
     /// unproven (README, "Connection rate").
     pub connection_overflow_seconds: u32,
+    /// Repeat offenders: a source banned again within this window of its last automatic
+    /// ban's end is banned this many times as long as that ban (0 or 1: off)...
+    pub repeat_factor: u32,
+    pub repeat_window_seconds: u32,
+    /// ...up to this long.
+    pub repeat_max_seconds: u32,
 }
 
 impl RateLimits {
@@ -263,6 +269,12 @@ impl Default for BanRules {
             connection_overflow_hits: 100,
             connection_overflow_window_seconds: 300,
             connection_overflow_seconds: 0,
+            // fail2ban's recidive jail: 5 bans within a day ban for a week. Here each ban
+            // within a day of the last doubles, so the fifth 10-minute ban lasts 160 min
+            // and a persistent scanner reaches the week after a dozen.
+            repeat_factor: 2,
+            repeat_window_seconds: 86_400,
+            repeat_max_seconds: 7 * 86_400,
         }
     }
 }
@@ -600,7 +612,9 @@ impl Settings {
             connection_overflow_ns: seconds(self.ban.connection_overflow_seconds),
             connection_overflow_window_ns: seconds(self.ban.connection_overflow_window_seconds),
             connection_overflow_hits: self.ban.connection_overflow_hits,
-            _pad: 0,
+            repeat_factor: self.ban.repeat_factor,
+            repeat_window_ns: seconds(self.ban.repeat_window_seconds),
+            repeat_max_ns: seconds(self.ban.repeat_max_seconds),
         };
         if self.dry_run {
             config.flags |= FLAG_DRY_RUN;
@@ -627,8 +641,7 @@ impl Settings {
                 .strict_methods
                 .iter()
                 .fold(0, |bits, method| bits | 1 << (*method as u32)),
-            repeat_factor: 0,
-            repeat_cap_ns: 0,
+            _pad: 0,
         };
         if self.scanner_user_agents.len() > MAX_SCANNER_AGENTS as usize {
             return Err(SettingsError::TooManyScannerAgents {

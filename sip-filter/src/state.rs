@@ -772,7 +772,7 @@ pub fn restore(
 /// Puts the registrations and lockouts back, keyed for this filter: sources by its IPv6
 /// prefix, accounts by its hash seed.
 fn restore_learnt(
-    filter: &Filter,
+    filter: &mut Filter,
     state: &State,
     clocks: Clocks,
     restored: &mut Restored,
@@ -826,6 +826,14 @@ fn restore_learnt(
     }
     let (registered, for_source, everywhere) =
         LearntMaps::of(filter)?.put(&registrations, &per_source, &across)?;
+    let last_lock_ends = per_source
+        .iter()
+        .map(|(_, lockout)| lockout.locked_until_ns)
+        .chain(across.iter().map(|(_, lockout)| lockout.locked_until_ns))
+        .max();
+    if let Some(until) = last_lock_ends {
+        filter.extend_locks_until(until)?;
+    }
     restored.registered = registered;
     restored.lockouts = for_source + everywhere;
     Ok(())

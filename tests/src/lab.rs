@@ -20,8 +20,8 @@ use anyhow::{bail, ensure, Context};
 use serde_json::Value;
 
 use crate::netns::{
-    left_by_dead_test, listed_namespaces, own_prefix, run_bounded, Background, Finished, Host, Lab,
-    Netns, CLIENT_V4, CLIENT_V6, LEGIT_CLIENT_V4, SERVER_IFACE, SERVER_V4, SERVER_V6, SIGINT,
+    ensure_namespaces_gone, left_by_dead_test, own_prefix, run_bounded, Background, Finished, Host,
+    Lab, Netns, CLIENT_V4, CLIENT_V6, LEGIT_CLIENT_V4, SERVER_IFACE, SERVER_V4, SERVER_V6, SIGINT,
 };
 
 /// The domain the server serves and the filter allows.
@@ -693,12 +693,7 @@ pub fn tear_down(
     drop(pins);
     ensure!(!pin_root.exists(), "{} is still there", pin_root.display());
     drop(lab);
-    let listed = listed_namespaces();
-    ensure!(
-        namespaces.iter().all(|ns| !listed.contains(ns)),
-        "namespaces left: {listed:?}"
-    );
-    Ok(())
+    ensure_namespaces_gone(&namespaces)
 }
 
 /// Writes `text` to `dir`/`name` (a configuration file, a scenario) and says where.

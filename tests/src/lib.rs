@@ -4,6 +4,7 @@
 
 pub mod attack;
 pub mod auth_lab;
+pub mod container;
 pub mod crowdsec;
 pub mod gateway;
 pub mod geo;
@@ -11,6 +12,7 @@ pub mod lab;
 pub mod netns;
 pub mod packets;
 pub mod pathbench;
+pub mod prometheus;
 pub mod record_route;
 pub mod replay;
 

@@ -465,6 +465,17 @@ pub fn listed_namespaces() -> Vec<String> {
         .collect()
 }
 
+/// Fails naming what is left if any of `namespaces` is still listed (after a lab was
+/// dropped).
+pub fn ensure_namespaces_gone(namespaces: &[String]) -> anyhow::Result<()> {
+    let listed = listed_namespaces();
+    anyhow::ensure!(
+        namespaces.iter().all(|ns| !listed.contains(ns)),
+        "namespaces left: {listed:?}"
+    );
+    Ok(())
+}
+
 /// The processes running inside the network namespace named `ns`.
 pub fn netns_pids(ns: &str) -> Vec<i32> {
     Command::new("ip")

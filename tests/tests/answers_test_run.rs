@@ -11,7 +11,7 @@ use sip_filter::{
     Filter, NotSipPolicy, Settings,
 };
 use sip_filter_common::{
-    maps::{AnswerCounters, AnswerKind},
+    maps::{AnswerCounters, AnswerKind, MAX_TRANSACTIONS},
     Method, Reason,
 };
 use sip_filter_tests::{packets::*, privileged};
@@ -61,20 +61,7 @@ fn delta(filter: &Filter, run: impl FnOnce()) -> AnswerCounters {
     let before = filter.answer_counters().expect("answer counters read");
     run();
     let after = filter.answer_counters().expect("answer counters read");
-    let mut change = AnswerCounters::default();
-    for (slot, (a, b)) in change
-        .kinds
-        .iter_mut()
-        .zip(after.kinds.iter().zip(before.kinds))
-    {
-        *slot = a - b;
-    }
-    change.requests_noted = after.requests_noted - before.requests_noted;
-    change.requests_unpairable = after.requests_unpairable - before.requests_unpairable;
-    change.lockouts = after.lockouts - before.lockouts;
-    change.account_lockouts = after.account_lockouts - before.account_lockouts;
-    change.registrations = after.registrations - before.registrations;
-    change
+    after.since(&before)
 }
 
 /// The kinds a change counted, by name, for messages.
@@ -87,6 +74,58 @@ fn kinds(change: &AnswerCounters) -> Vec<(&'static str, u64)> {
 }
 
 const ALICE: [u8; 4] = [198, 18, 1, 1];
+
+/// More transactions awaiting answers than the table has slots: later requests displace
+/// earlier ones (counted), every answer still gets one defined kind (its request's, or
+/// unpaired), each surviving transaction pairs exactly once, and nothing is banned.
+#[test]
+fn a_full_transaction_table_displaces_and_counts() {
+    if !privileged("a_full_transaction_table_displaces_and_counts") {
+        return;
+    }
+    // The rules that lock and ban off: this test counts pairing only.
+    let filter = loaded(&settings(AuthRules {
+        lockout_failures: 0,
+        ban_failures: 0,
+        enumeration_users: 0,
+        account_failures: 0,
+        ..AuthRules::default()
+    }));
+    let requests = MAX_TRANSACTIONS as usize + MAX_TRANSACTIONS as usize / 8;
+    let call = |i: usize| format!("overflow-{i}");
+    let noted = delta(&filter, || {
+        for i in 0..requests {
+            let payload = register(&format!("u{}", i % 50), &call(i), 1, true);
+            assert_eq!(request(&filter, ALICE, &payload), XDP_PASS);
+        }
+    });
+    assert_eq!(noted.requests_noted, requests as u64);
+    let displaced = noted.requests_displaced;
+    assert!(
+        displaced >= (requests - MAX_TRANSACTIONS as usize) as u64 && displaced < requests as u64,
+        "{displaced} of {requests} displaced: at least the overflow, by pigeonhole"
+    );
+    let answered = delta(&filter, || {
+        for i in 0..requests {
+            let challenge = challenge(false);
+            answer(
+                &filter,
+                ALICE,
+                &register_answer(401, "Unauthorized", &call(i), 1, &[&challenge]),
+            );
+        }
+    });
+    assert_eq!(
+        (
+            answered.of(AnswerKind::Failure),
+            answered.of(AnswerKind::Unpaired)
+        ),
+        (requests as u64 - displaced, displaced),
+        "each surviving transaction pairs once, each displaced one is unpaired: {:?}",
+        kinds(&answered)
+    );
+    assert!(filter.bans().unwrap().is_empty(), "nothing banned");
+}
 
 #[test]
 fn answers_are_paired_with_requests_and_classified() {

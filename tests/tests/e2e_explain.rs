@@ -168,6 +168,16 @@ fn explain_allowed_denied_banned_and_unknown() {
     assert_eq!(ban["drops"], 2, "{json}");
     assert!((3400..=3600).contains(&seconds_left(ban)), "{json}");
     assert_eq!(json["tracked"], true, "{json}");
+    // Remembered for repeat offenders (the built-in rule: doubling within a day).
+    assert_eq!(
+        (&json["automatic_bans"], &json["last_ban_s"]),
+        (&1.into(), &3600.into()),
+        "{json}"
+    );
+    assert!(
+        text.contains("banned automatically 1 time(s) (the last for 1h); a new one within 1d of its end lasts 2x as long, up to 7d"),
+        "{text}"
+    );
     assert_eq!(json["drops"]["drop_scanner"], 1, "{json}");
     assert_eq!(json["drops"]["drop_banned"], 2, "{json}");
     assert!(

@@ -2,14 +2,14 @@
 //! metrics that agree with `sip-filter stats` and `status`, count the SIGHUP reloads the
 //! daemon counts, pass `promtool check metrics`, and are scraped by a real Prometheus
 //! server, whose query API returns the filter's count. A bad or busy metrics address
-//! stops the start before anything is attached.
+//! stops the start before anything is attached. An interface deleted under the filter
+//! is exported as detached.
 //!
 //! Needs root and the test tools (`cargo xtask setup --test-tools`: kamailio, sipvicious,
 //! sip-tester, prometheus).
 
 use std::{
     net::TcpListener,
-    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
@@ -20,16 +20,18 @@ use sip_filter_tests::{
     lab::{
         assert_one_error_line, counter, options_scenario, sample_sum, scan, sip_filter, sipp,
         spawn_filter, svmap, write_file, xdp_attached, LabFixture, PinRoot, Transcript,
-        ALLOW_EXAMPLE_DOMAINS, DOMAIN, LAB_TOOLS, QUICK, SIP_PORT,
+        ALLOW_EXAMPLE_DOMAINS, DOMAIN, KAMAILIO_TOOLS, LAB_TOOLS, QUICK, SIP_PORT,
     },
-    netns::{run_bounded, Host, Lab, LEGIT_CLIENT_V4, SERVER_IFACE, SERVER_V4},
+    netns::{
+        run_bounded, Host, Lab, LEGIT_CLIENT_V4, SECOND_SERVER_IFACE, SERVER_IFACE, SERVER_V4,
+    },
     privileged,
+    prometheus::{self, Answer, Prometheus},
 };
 
-/// Both listen on the server namespace's loopback: the namespace is new, so no other
-/// program holds these ports, and nothing outside it can reach them.
+/// On the server namespace's loopback, as Prometheus's: the namespace is new, so no
+/// other program holds the port, and nothing outside it can reach it.
 const METRICS_ADDR: &str = "127.0.0.1:9184";
-const PROMETHEUS_ADDR: &str = "127.0.0.1:9090";
 /// `sip-filter metrics --listen`, beside the daemon's exporter.
 const STANDALONE_ADDR: &str = "127.0.0.1:9185";
 /// How long Prometheus gets to start, scrape, and answer with the filter's count.
@@ -37,44 +39,9 @@ const PROMETHEUS_DEADLINE: Duration = Duration::from_secs(30);
 /// The domain a reload switches to.
 const NEW_DOMAIN: &str = "new.example.test";
 
-/// An HTTP answer: status, Content-Type, body.
-struct Answer {
-    status: u16,
-    content_type: String,
-    body: String,
-}
-
 /// GET `url` from inside the server namespace, with `query` parameters.
 fn get(lab: &Lab, url: &str, query: &[(&str, &str)]) -> Result<Answer, String> {
-    lab.in_namespace(Host::Server, || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .proxy(None)
-            .timeout_global(Some(QUICK))
-            .build()
-            .into();
-        let mut request = agent.get(url);
-        for (key, value) in query {
-            request = request.query(*key, *value);
-        }
-        let mut response = request.call().map_err(|e| format!("GET {url}: {e}"))?;
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        let body = response
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| format!("GET {url}: reading the body: {e}"))?;
-        Ok(Answer {
-            status: response.status().as_u16(),
-            content_type,
-            body,
-        })
-    })
-    .unwrap_or_else(|e| panic!("{e:#}"))
+    prometheus::get(lab.ns(Host::Server), url, query)
 }
 
 /// The value of `name`, a series without labels; None if there is none.
@@ -179,24 +146,6 @@ fn refused_start(transcript: &mut Transcript, lab: &Lab, pins: &PinRoot, address
     line
 }
 
-/// A Prometheus configuration scraping the exporter every second, with the project's
-/// alert rules loaded (a real server must accept them too).
-fn prometheus_config(rules: &Path) -> String {
-    format!(
-        r#"global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-rule_files:
-  - {rules}
-scrape_configs:
-  - job_name: sip-filter
-    static_configs:
-      - targets: ["{METRICS_ADDR}"]
-"#,
-        rules = rules.display()
-    )
-}
-
 #[test]
 fn prometheus_scrapes_the_filters_counters() {
     if !privileged("prometheus_scrapes_the_filters_counters") {
@@ -295,11 +244,12 @@ fn prometheus_scrapes_the_filters_counters() {
         sample_sum(text, name, labels).unwrap_or_else(|| panic!("no {name}{labels:?} in:\n{text}"))
     };
     // The maps are read once for the filter, whatever its interfaces: only the
-    // interface series names one.
+    // interface series name one.
     assert!(
-        text.lines()
-            .filter(|l| l.contains("iface="))
-            .all(|l| l.starts_with("sip_filter_interface_info{")),
+        text.lines().filter(|l| l.contains("iface=")).all(|l| {
+            l.starts_with("sip_filter_interface_info{")
+                || l.starts_with("sip_filter_interface_attached{")
+        }),
         "{text}"
     );
     // The interface, in the XDP mode and the egress attachment `status` reports for it.
@@ -315,6 +265,11 @@ fn prometheus_scrapes_the_filters_counters() {
     assert!(
         text.lines().any(|l| l == interface_info),
         "no {interface_info:?} in:\n{text}"
+    );
+    let attached = format!("sip_filter_interface_attached{{iface=\"{SERVER_IFACE}\"}} 1");
+    assert!(
+        text.lines().any(|l| l == attached),
+        "no {attached:?} in:\n{text}"
     );
     assert_eq!(
         value(
@@ -509,92 +464,56 @@ fn prometheus_scrapes_the_filters_counters() {
     );
 
     // A real Prometheus server scrapes the exporter; its query API returns the count.
-    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/prometheus/alerts.yml");
-    let config = write_file(
-        rig.dir.path(),
-        "prometheus.yml",
-        &prometheus_config(&rules.canonicalize().expect("ops/prometheus/alerts.yml")),
-    );
-    let data = rig.dir.path().join("prometheus-data");
-    let mut prometheus = rig
-        .lab
-        .spawn(
-            Host::Server,
-            "prometheus",
-            "prometheus",
-            &[
-                format!("--config.file={}", config.display()),
-                format!("--storage.tsdb.path={}", data.display()),
-                format!("--web.listen-address={PROMETHEUS_ADDR}"),
-            ],
-            &rig.dir.path().join("prometheus.log"),
-        )
+    let mut prometheus = Prometheus::start(rig.lab.ns(Host::Server), rig.dir.path(), METRICS_ADDR)
         .unwrap_or_else(|e| panic!("{e:#}"));
     let query = r#"sum(sip_filter_packets_total{reason="drop_scanner"})"#;
-    let query_url = format!("http://{PROMETHEUS_ADDR}/api/v1/query");
-    let waiting = Instant::now();
-    let mut last = String::new();
-    let seen = loop {
-        if let Some(status) = prometheus.exited() {
-            panic!("prometheus exited ({status}):\n{}", prometheus.log());
-        }
-        if let Ok(answer) = get(&rig.lab, &query_url, &[("query", query)]) {
-            last = answer.body;
-            let json: Value = serde_json::from_str(&last).unwrap_or_default();
-            let value = json["data"]["result"][0]["value"][1]
-                .as_str()
+    let (last, seen) = prometheus.wait_for(
+        &format!("Prometheus returning {drop_scanner} for {query}"),
+        PROMETHEUS_DEADLINE,
+        |prometheus| {
+            let result = prometheus.query(query)?;
+            let value = result
+                .first()
+                .and_then(|series| series["value"][1].as_str())
                 .and_then(|v| v.parse::<u64>().ok());
-            if value == Some(drop_scanner) {
-                break waiting.elapsed();
-            }
-        }
-        assert!(
-            waiting.elapsed() < PROMETHEUS_DEADLINE,
-            "Prometheus did not return {drop_scanner} for {query} within {PROMETHEUS_DEADLINE:?}; \
-             last answer: {last}\nits log:\n{}",
-            prometheus.log()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    };
+            anyhow::ensure!(value == Some(drop_scanner), "{result:?}");
+            Ok(Some(format!("{result:?}")))
+        },
+    );
     rig.transcript.note(format!(
         "Prometheus returned {query} = {drop_scanner} after {:.1} s: {last}",
         seen.as_secs_f64()
     ));
     // The rules it loaded are the project's (a rule group it could not load is absent).
-    let rules_answer = get(
-        &rig.lab,
-        &format!("http://{PROMETHEUS_ADDR}/api/v1/rules"),
-        &[],
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let rules_answer = prometheus
+        .get("/api/v1/rules", &[])
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(
         rules_answer.body.contains("SipFilterBanStorm"),
         "{}",
         rules_answer.body
     );
     // The refused reload fires its alert (it has no `for`: at the first evaluation).
-    let alerts_url = format!("http://{PROMETHEUS_ADDR}/api/v1/alerts");
-    let firing = loop {
-        let answer = get(&rig.lab, &alerts_url, &[]).unwrap_or_else(|e| panic!("{e}"));
-        let json: Value = serde_json::from_str(&answer.body).unwrap_or_default();
-        let fired = json["data"]["alerts"].as_array().is_some_and(|alerts| {
-            alerts.iter().any(|alert| {
-                alert["labels"]["alertname"] == "SipFilterReloadFailed"
-                    && alert["state"] == "firing"
-            })
-        });
-        if fired {
-            break waiting.elapsed();
-        }
-        assert!(
-            waiting.elapsed() < PROMETHEUS_DEADLINE,
-            "SipFilterReloadFailed did not fire within {PROMETHEUS_DEADLINE:?}: {}",
-            answer.body
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let ((), firing) = prometheus.wait_for(
+        "SipFilterReloadFailed firing",
+        PROMETHEUS_DEADLINE,
+        |prometheus| {
+            let answer = prometheus
+                .get("/api/v1/alerts", &[])
+                .map_err(anyhow::Error::msg)?;
+            let json: Value = serde_json::from_str(&answer.body).unwrap_or_default();
+            let fired = json["data"]["alerts"].as_array().is_some_and(|alerts| {
+                alerts.iter().any(|alert| {
+                    alert["labels"]["alertname"] == "SipFilterReloadFailed"
+                        && alert["state"] == "firing"
+                })
+            });
+            anyhow::ensure!(fired, "{}", answer.body);
+            Ok(Some(()))
+        },
+    );
     rig.transcript.note(format!(
-        "SipFilterReloadFailed firing after {:.1} s",
+        "SipFilterReloadFailed firing after {:.1} s more",
         firing.as_secs_f64()
     ));
 
@@ -607,4 +526,65 @@ fn prometheus_scrapes_the_filters_counters() {
         seen.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// `sip_filter_interface_attached{iface=IFACE} VALUE` of `exposition`, or None.
+fn attached(exposition: &str, iface: &str) -> Option<u64> {
+    sample_sum(
+        exposition,
+        "sip_filter_interface_attached",
+        &[&format!("iface=\"{iface}\"")],
+    )
+}
+
+#[test]
+fn an_interface_deleted_under_the_filter_is_exported_as_detached() {
+    if !privileged("an_interface_deleted_under_the_filter_is_exported_as_detached") {
+        return;
+    }
+    let mut rig = LabFixture::start("e2e-metrics-detached", KAMAILIO_TOOLS);
+    rig.lab.add_second_link().expect("the second veth pair");
+    let (mut daemon, attached_line) = spawn_filter(
+        &rig.lab,
+        sip_filter(),
+        &rig.pins,
+        &[
+            "--iface",
+            SECOND_SERVER_IFACE,
+            "--domain",
+            DOMAIN,
+            "--metrics-addr",
+            METRICS_ADDR,
+        ],
+        &rig.dir.path().join("sip-filter.log"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    rig.transcript.note(attached_line);
+    daemon
+        .wait_for_log("serving metrics on", QUICK)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let both = scrape(&mut rig.transcript, &rig.lab, "attached to both");
+    assert_eq!(attached(&both, SERVER_IFACE), Some(1), "{both}");
+    assert_eq!(attached(&both, SECOND_SERVER_IFACE), Some(1), "{both}");
+
+    // The second interface goes away (a rebuilt VLAN, a container's veth): its link
+    // stays pinned, attached to nothing.
+    rig.lab
+        .ip(Host::Server, &["link", "del", SECOND_SERVER_IFACE])
+        .expect("the second veth pair deleted");
+    let after = scrape(&mut rig.transcript, &rig.lab, "after deleting the second");
+    assert_eq!(attached(&after, SERVER_IFACE), Some(1), "{after}");
+    assert_eq!(attached(&after, SECOND_SERVER_IFACE), Some(0), "{after}");
+    assert!(
+        after.contains(&format!("iface=\"{SECOND_SERVER_IFACE}\",mode=")),
+        "its link is still pinned, so still listed:\n{after}"
+    );
+    // Stopping still detaches and unpins everything, the defunct link included.
+    rig.stop_filter(&mut daemon);
+    assert!(
+        !rig.pins.link_pin(SECOND_SERVER_IFACE).exists(),
+        "{}",
+        daemon.log()
+    );
+    rig.tear_down([daemon]);
 }

@@ -388,6 +388,70 @@ fn every_link_type_reaches_the_program_as_ethernet() {
     }
 }
 
+/// A brute force captured on the server (requests in, the server's 401s out) replays
+/// through both programs: the answers go through the egress program, which locks the
+/// account and then bans the source, as the attached filter would have.
+#[test]
+fn a_captured_brute_force_replays_to_the_same_lockout_and_ban() {
+    use sip_filter_tests::packets::{answer4_to, challenge, register, register_answer, udp4_from};
+    if !privileged("a_captured_brute_force_replays_to_the_same_lockout_and_ban") {
+        return;
+    }
+    let dir = TempDir::new("replay-answers");
+    let guesser = [198, 51, 100, 77];
+    let mut frames = Vec::new();
+    for guess in 0..8 {
+        let call = format!("guess-{guess}");
+        let request = register("1001", &call, 1, true);
+        frames.push(udp4_from(guesser, SIP_PORT, &request));
+        let answer = register_answer(401, "Unauthorized", &call, 1, &[&challenge(false)]);
+        frames.push(answer4_to(guesser, &answer));
+    }
+    let path = dir.path().join("brute-force.pcap");
+    write_pcap(&path, &frames);
+    let config = dir.path().join("sip-filter.toml");
+    std::fs::write(
+        &config,
+        "[filter]\nown_addresses = [\"198.18.0.2\"]\n\
+         [answers]\nlockout_failures = 3\nban_failures = 5\n",
+    )
+    .expect("a config");
+    let config = config.display().to_string();
+    let (finished, packets, summary) = replay(&path, &["--config", &config]);
+    let got: Vec<(String, String)> = packets
+        .iter()
+        .map(|p| {
+            let text = |v: &Value| v.as_str().unwrap_or("?").to_string();
+            (text(&p["verdict"]), text(&p["reason"]))
+        })
+        .collect();
+    let pair = |verdict: &str, reason: &str| (verdict.to_string(), reason.to_string());
+    let mut want = Vec::new();
+    for _ in 0..3 {
+        // Guessed, and the server's 401 read as a failed password.
+        want.extend([pair("pass", "pass_request"), pair("answer", "failure")]);
+    }
+    for _ in 0..2 {
+        // Locked out: dropped, so never answered (the capture's 401 finds no request).
+        want.extend([
+            pair("drop", "drop_auth_lockout"),
+            pair("answer", "unpaired"),
+        ]);
+    }
+    for _ in 0..3 {
+        want.extend([pair("drop", "drop_banned"), pair("answer", "unpaired")]);
+    }
+    assert_eq!(got, want, "{}", finished.stdout);
+    assert_eq!(packets[5]["lockouts"], 1, "{}", finished.stdout);
+    assert_eq!(summary["lockouts"], 1, "{summary}");
+    assert_eq!(summary["answers"]["failure"], 3, "{summary}");
+    assert_eq!(
+        sip_filter_tests::replay::banned_at_end(&summary),
+        [("198.51.100.77".to_string(), "auth".to_string())],
+        "{summary}"
+    );
+}
+
 #[test]
 fn outgoing_and_truncated_packets_are_skipped_and_said_so() {
     if !privileged("outgoing_and_truncated_packets_are_skipped_and_said_so") {
@@ -423,9 +487,35 @@ fn outgoing_and_truncated_packets_are_skipped_and_said_so() {
         .expect("a packet");
     drop(writer);
     let (finished, packets, summary) = replay(&path, &[]);
-    // Cut short, the direction still reads: outgoing wins over truncated for the first.
-    assert_eq!(packets[0]["verdict"], "skipped", "{}", finished.stdout);
+    assert_eq!(packets[0]["reason"], "truncated", "{}", finished.stdout);
     assert_eq!(packets[1]["reason"], "truncated", "{}", finished.stdout);
+    // Whole, what the host sent goes through the egress program (learning from answers,
+    // the default); with learning off it is skipped: XDP sees only what arrives.
+    let whole = dir.path().join("outgoing.pcap");
+    let mut writer = PcapWriter::with_header(
+        std::fs::File::create(&whole).expect("a capture file"),
+        PcapHeader {
+            datalink: DataLink::LINUX_SLL2,
+            ..Default::default()
+        },
+    )
+    .expect("a pcap writer");
+    writer
+        .write_packet(&PcapPacket::new(time, outgoing.len() as u32, &outgoing))
+        .expect("a packet");
+    drop(writer);
+    let (finished, packets, _) = replay(&whole, &[]);
+    assert_eq!(
+        (&packets[0]["verdict"], &packets[0]["reason"]),
+        (&"answer".into(), &"not_answer".into()),
+        "a request leaving is no answer: {}",
+        finished.stdout
+    );
+    let config = dir.path().join("no-learning.toml");
+    std::fs::write(&config, "[answers]\nlearn = false\n").expect("a config");
+    let config = config.display().to_string();
+    let (finished, packets, _) = replay(&whole, &["--config", &config]);
+    assert_eq!(packets[0]["reason"], "outgoing", "{}", finished.stdout);
     assert_eq!(summary["verdicts"]["skipped"], 2, "{summary}");
     let (text, ..) = {
         let mut command = Command::new(sip_filter());

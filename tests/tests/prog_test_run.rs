@@ -1829,6 +1829,69 @@ fn agent_from(last: u8, agent: &str) -> Vec<u8> {
     udp4_from([198, 51, 100, last], SIP_PORT, &with_agent(ALLOWED, agent))
 }
 
+/// Repeat offenders: each new automatic ban of a source remembered as banned before
+/// lasts `repeat_factor` times its last one, up to `repeat_max_seconds`; with the factor
+/// at 1 every ban lasts what its rule says.
+#[test]
+fn repeat_offenders_are_banned_longer_each_time() {
+    if !privileged("repeat_offenders_are_banned_longer_each_time") {
+        return;
+    }
+    let scanner = || agent_from(7, "friendly-scanner");
+    let key = source_key(IpAddr::from([198, 51, 100, 7]), 64);
+    let ban_seconds = |filter: &Filter| {
+        let bans = filter.bans().unwrap();
+        let (_, ban) = bans.iter().find(|(k, _)| *k == key).expect("banned");
+        (ban.expires_ns.saturating_sub(monotonic_now_ns()) as f64 / 1e9).round() as u64
+    };
+    let banned_again = |filter: &mut Filter| {
+        // The last ban has run out (in the kernel's clock): the scanner comes back.
+        filter
+            .set_ban(key, monotonic_now_ns() - 1, BanReason::Scanner)
+            .unwrap();
+        assert_eq!(
+            filter.test_run(&scanner()).unwrap(),
+            XDP_DROP,
+            "the returning scanner is dropped"
+        );
+        ban_seconds(filter)
+    };
+    let mut growing = loaded(&Settings {
+        ban: BanRules {
+            scanner_seconds: 600,
+            repeat_factor: 3,
+            repeat_window_seconds: 86_400,
+            repeat_max_seconds: 10_000,
+            ..BanRules::off()
+        },
+        ..settings()
+    });
+    let lengths: Vec<u64> = (0..4).map(|_| banned_again(&mut growing)).collect();
+    // Seconds left, read a moment after the ban: allow for that moment on a busy host.
+    for (got, want) in lengths.iter().zip([600, 1800, 5400, 10_000]) {
+        assert!(
+            got.abs_diff(want) <= 5,
+            "ban lengths {lengths:?}, want 600, 1800, 5400 then the cap"
+        );
+    }
+    let counters = growing.counters().unwrap();
+    assert_eq!(counters.bans_added[BanReason::Scanner as usize], 4);
+
+    let mut flat = loaded(&Settings {
+        ban: BanRules {
+            scanner_seconds: 600,
+            repeat_factor: 1,
+            ..BanRules::off()
+        },
+        ..settings()
+    });
+    let lengths: Vec<u64> = (0..3).map(|_| banned_again(&mut flat)).collect();
+    assert!(
+        lengths.iter().all(|got| got.abs_diff(600) <= 5),
+        "repeat_factor 1: every ban lasts the rule's 600 s, got {lengths:?}"
+    );
+}
+
 /// Scanner User-Agents are dropped, and ban their source at once.
 #[test]
 fn scanner_user_agents_are_dropped_and_banned() {

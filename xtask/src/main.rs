@@ -1,6 +1,7 @@
 //! `cargo xtask`: what cargo cannot do alone. Each command installs what it needs first.
 
 mod bench;
+mod deb;
 mod demo;
 mod profile;
 mod setup;
@@ -22,6 +23,10 @@ enum Command {
     /// BPF_PROG_TEST_RUN, beside reference programs (a bare XDP_DROP; header parsing
     /// only): medians over several runs, and ratios. Needs root.
     Bench(bench::BenchArgs),
+    /// Build the Debian package (target/debian/sip-filter_*.deb): release build, man
+    /// pages and shell completions, `cargo deb`, then lintian, which must find no error.
+    /// Installs cargo-deb and lintian first.
+    Deb,
     /// Show sip-filter at work, in network namespaces: a real scanner (sipvicious) and a
     /// legitimate client (sipp) against a real SIP server (Kamailio), without and with the
     /// filter. Sets up first; needs root.
@@ -48,6 +53,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Bench(args) => bench::bench(args),
         Command::Profile(args) => profile::profile(args),
+        Command::Deb => deb::deb(),
         Command::Demo => demo::demo(),
         Command::Setup { test_tools } => setup::setup(test_tools),
         Command::Test(args) => test::test(args),

@@ -46,7 +46,17 @@ pub const TEST_PACKAGES: &[&str] = &[
     "openssl",
     // hping3: the transports lab's SYN flood.
     "hping3",
+    // The Debian package's checker (`cargo xtask deb`, tests/tests/package.rs).
+    LINTIAN,
+    // The package's test boots a Debian 12 root with systemd in a container.
+    "debootstrap",
+    "systemd-container",
 ];
+
+pub const LINTIAN: &str = "lintian";
+
+/// cargo-deb, pinned: its asset and maintainer-script handling shape the package.
+const CARGO_DEB_VERSION: &str = "3.8.0";
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -60,6 +70,7 @@ pub fn setup(test_tools: bool) -> anyhow::Result<()> {
     install_bpf_linker()?;
     if test_tools {
         install_cargo_fuzz()?;
+        install_cargo_deb()?;
     }
     println!("setup: done");
     Ok(())
@@ -126,12 +137,10 @@ pub fn install_packages(wanted: &[&str]) -> anyhow::Result<()> {
 }
 
 fn install_bpf_linker() -> anyhow::Result<()> {
-    let present = Command::new("bpf-linker")
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
-        .unwrap_or(false);
-    if present {
+    if reports_version(
+        Command::new("bpf-linker").arg("--version"),
+        BPF_LINKER_VERSION,
+    ) {
         println!("setup: bpf-linker {BPF_LINKER_VERSION} present");
         return Ok(());
     }
@@ -150,6 +159,14 @@ fn install_bpf_linker() -> anyhow::Result<()> {
     .context("installing bpf-linker failed; is ~/.cargo/bin on PATH?")
 }
 
+/// Whether `command` (a tool's `--version`) runs and names `version`.
+fn reports_version(command: &mut Command, version: &str) -> bool {
+    command
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(version))
+        .unwrap_or(false)
+}
+
 /// cargo-fuzz, to build the parser's fuzz target (with rustup's nightly toolchain).
 fn install_cargo_fuzz() -> anyhow::Result<()> {
     let present = Command::new("cargo")
@@ -164,6 +181,26 @@ fn install_cargo_fuzz() -> anyhow::Result<()> {
     println!("setup: cargo install cargo-fuzz");
     run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
         .context("installing cargo-fuzz failed")
+}
+
+/// cargo-deb, which `cargo xtask deb` builds the package with.
+pub fn install_cargo_deb() -> anyhow::Result<()> {
+    if reports_version(
+        Command::new("cargo").args(["deb", "--version"]),
+        CARGO_DEB_VERSION,
+    ) {
+        println!("setup: cargo-deb {CARGO_DEB_VERSION} present");
+        return Ok(());
+    }
+    println!("setup: cargo install cargo-deb {CARGO_DEB_VERSION} (about 6 minutes to compile on 2 busy cores)");
+    run(Command::new("cargo").args([
+        "install",
+        "cargo-deb",
+        "--locked",
+        "--version",
+        CARGO_DEB_VERSION,
+    ]))
+    .context("installing cargo-deb failed; is ~/.cargo/bin on PATH?")
 }
 
 pub fn run(command: &mut Command) -> anyhow::Result<()> {

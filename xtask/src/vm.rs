@@ -49,8 +49,9 @@ const REGRESSION_CFG: &str = "sip_filter_verifier_regression_6_1";
 /// ...and the message 6.1's verifier refuses it with.
 const REGRESSION_MESSAGE: &str = "min value is outside of the allowed memory range";
 /// Generous: under software emulation on a busy 2-core machine `prog_test_run` alone took
-/// over 300 s once, and `egress_attach` loads the program three more times.
-const DEFAULT_TIMEOUT_SECS: u64 = 600;
+/// over 300 s once, `egress_attach` loads the program three more times, and with a
+/// build beside it the whole run passed 600 s.
+const DEFAULT_TIMEOUT_SECS: u64 = 900;
 
 #[derive(clap::Args)]
 pub struct VmArgs {

@@ -10,7 +10,6 @@
 
 use super::{find_byte, find_flagged, not_blank, value_of, Header, Scratch, Span};
 use crate::{
-    bounded::repeat,
     domain::mix,
     scan::{
         ascii_lowercase_word, bytes_equal, first_flagged_byte, low_bytes_mask, word_of,
@@ -19,11 +18,9 @@ use crate::{
     ScanBuf,
 };
 
-/// Bytes of a Call-ID that make its transaction's identity (with its length): real ones
-/// are 20 to 60 bytes long.
-pub const CALL_ID_BYTES: usize = 128;
-/// Bytes of a CSeq value that count (`4711 REGISTER`).
-pub const CSEQ_BYTES: usize = 32;
+/// Bytes at each end of a Call-ID or CSeq value that make a transaction's identity, with
+/// the value's length (see [`transaction_id`]).
+pub const ID_END_BYTES: usize = 16;
 /// Bytes of an account name kept (in maps and events) and hashed.
 pub const ACCOUNT_BYTES: usize = 32;
 /// Words of an account name.
@@ -85,40 +82,40 @@ impl Account {
     }
 }
 
-/// A seeded hash of the first `BYTES` bytes of `span`, and of its length: a loop of
-/// [`HASH_WORDS_PER_STEP`] words a step (verified once, whatever the length).
+/// A seeded hash of `span`'s length and of its first and last [`ID_END_BYTES`] bytes
+/// (all of it when it is no longer than both): four reads, no loop.
 #[inline(always)]
-fn hash_prefix<const BYTES: usize>(buf: &ScanBuf, span: Span, seed: u64) -> u64 {
+fn ends_hash(buf: &ScanBuf, span: Span, seed: u64) -> u64 {
     let len = span.len();
     let mut hash = mix(seed, len as u64);
-    let steps = BYTES.div_ceil(8 * HASH_WORDS_PER_STEP);
-    repeat(steps as u32, &mut |step: u32| {
-        for w in 0..HASH_WORDS_PER_STEP {
-            let at = (step as usize * HASH_WORDS_PER_STEP + w) * 8;
-            if at >= len {
-                return false;
-            }
-            let word = buf.window(span.start() + at) & low_bytes_mask(len - at);
-            hash = mix(hash, word);
-        }
-        true
-    });
+    hash = mix(hash, buf.window(span.start()) & low_bytes_mask(len));
+    hash = mix(
+        hash,
+        buf.window(span.start() + 8) & low_bytes_mask(len.saturating_sub(8)),
+    );
+    if len > ID_END_BYTES {
+        // The last 16 bytes, overlapping the first 16 in a value under 32 bytes long.
+        let tail = span.end() - ID_END_BYTES;
+        hash = mix(hash, buf.window(tail));
+        hash = mix(hash, buf.window(tail + 8));
+    }
     hash
 }
 
-/// Words [`hash_prefix`] takes per loop step.
-const HASH_WORDS_PER_STEP: usize = 4;
-
-/// A transaction's identity: its Call-ID and CSeq values (the first [`CALL_ID_BYTES`]
-/// and [`CSEQ_BYTES`] of each, and their lengths), hashed with `seed`. 0 when either is
-/// missing: such a request cannot be paired.
+/// A transaction's identity: its Call-ID and CSeq values (the length and the first and
+/// last [`ID_END_BYTES`] of each), hashed with `seed`. 0 when either is missing: such a
+/// request cannot be paired.
+///
+/// Not the whole Call-ID: what a user agent varies from call to call is at one end (a
+/// random prefix before `@host`, or a counter at the end), and the CSeq is hashed whole.
+/// Two transactions that still collide must come from the same source (the key holds
+/// it), so a sender who makes them collide confuses only its own answers.
 #[inline(always)]
 pub fn transaction_id(buf: &ScanBuf, call_id: Span, cseq: Span, seed: u64) -> u64 {
     if call_id.is_empty() || cseq.is_empty() {
         return 0;
     }
-    let id = hash_prefix::<CSEQ_BYTES>(buf, cseq, hash_prefix::<CALL_ID_BYTES>(buf, call_id, seed));
-    id | 1
+    ends_hash(buf, cseq, ends_hash(buf, call_id, seed)) | 1
 }
 
 /// [`transaction_id`] of the message the parser left in `scratch` (recorded with its

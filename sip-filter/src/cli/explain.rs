@@ -1,4 +1,4 @@
-use std::net::IpAddr;
+use std::{net::IpAddr, time::Duration};
 
 use anyhow::Context;
 use sip_filter::{
@@ -34,6 +34,7 @@ pub struct ExplainArgs {
     /// dry_run, verdict {dropped, reason, limited, text}, allow and deny (the entries
     /// covering it, longest first, as in `block list --json`, with `effective`), ban
     /// (or null), tracked, buckets, global_budget, strikes, drops (reason -> packets),
+    /// automatic_bans and last_ban_s (repeat offenders: its remembered automatic bans),
     /// registered (account, seconds_left; or null), locked (account, source: an
     /// address or null for every unregistered source, failures, drops, seconds_left).
     #[arg(long)]
@@ -227,6 +228,24 @@ fn text(found: &Explanation, rows: &Rows, verdict: &Verdict, iface: &str) -> Str
     if !strikes.is_empty() {
         out.push_str(&format!("strikes toward a ban: {}\n", strikes.join("; ")));
     }
+    if let Some(state) = found.state.filter(|state| state.bans > 0) {
+        let rules = &found.config.bans;
+        let growth = if rules.repeat_factor > 1 {
+            format!(
+                "; a new one within {} of its end lasts {}x as long, up to {}",
+                short_duration(Duration::from_nanos(rules.repeat_window_ns)),
+                rules.repeat_factor,
+                short_duration(Duration::from_nanos(rules.repeat_max_ns)),
+            )
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "banned automatically {} time(s) (the last for {}){growth}\n",
+            state.bans,
+            short_duration(Duration::from_nanos(state.last_ban_ns)),
+        ));
+    }
     let drops: Vec<String> = found
         .drops()
         .iter()
@@ -313,7 +332,7 @@ fn describe_bucket(bucket: &Bucket) -> String {
 }
 
 /// Below a second in milliseconds, above it as `block list` shows time left.
-fn short_duration(duration: std::time::Duration) -> String {
+fn short_duration(duration: Duration) -> String {
     if duration.as_secs() == 0 {
         format!("{}ms", duration.as_millis())
     } else {
@@ -371,6 +390,8 @@ fn json(found: &Explanation, rows: &Rows, verdict: &Verdict, iface: &str) -> ser
             "window_left_s": s.window_left.as_secs(),
         })).collect::<Vec<_>>(),
         "drops": drops,
+        "automatic_bans": found.state.map_or(0, |state| state.bans),
+        "last_ban_s": found.state.map_or(0, |state| state.last_ban_ns / 1_000_000_000),
         "registered": found.registration.map(|registration| serde_json::json!({
             "account": account_name(&registration.account),
             "seconds_left": left(registration.expires_ns, found.now_ns).map(|left| left.as_secs()),

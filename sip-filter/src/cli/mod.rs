@@ -10,6 +10,7 @@ mod explain;
 mod lists;
 mod metrics;
 mod options;
+mod package_assets;
 mod replay;
 mod run;
 mod stats;
@@ -48,6 +49,8 @@ enum Command {
     Domains(domains::DomainsArgs),
     Replay(replay::ReplayArgs),
     Metrics(metrics::MetricsArgs),
+    #[command(hide = true)]
+    PackageAssets(package_assets::PackageAssetsArgs),
 }
 
 impl Cli {
@@ -73,6 +76,7 @@ impl Cli {
             Command::Domains(_) => "domains",
             Command::Replay(_) => "replay",
             Command::Metrics(_) => "metrics",
+            Command::PackageAssets(_) => "package-assets",
         }
     }
 }
@@ -92,6 +96,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Domains(args) => domains::domains(args),
         Command::Replay(args) => replay::replay(args),
         Command::Metrics(args) => metrics::metrics(args),
+        Command::PackageAssets(args) => package_assets::package_assets(args),
     }
 }
 

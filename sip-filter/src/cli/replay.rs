@@ -8,7 +8,7 @@ use std::{
 use serde_json::json;
 use sip_filter::{
     filter::{key_to_string, FilterError},
-    replay::{summarize, Action, Capture, CaptureError, Replayer, Skip, Verdict},
+    replay::{summarize, Action, AnswerVerdict, Capture, CaptureError, Outcome, Replayer, Skip},
     Capacities, Filter,
 };
 use sip_filter_common::{maps::BanReason, Method, Reason};
@@ -22,6 +22,11 @@ use super::{options::FilterOptions, UserError};
 /// BPF_PROG_TEST_RUN, in order: bans and buckets a packet leaves apply to the later ones.
 /// Prints each packet's verdict and reason, then a summary. Reads pcap and pcapng
 /// (Ethernet, Linux cooked SLL/SLL2, raw IP, BSD loopback). Needs root, like `run`.
+///
+/// With learning from answers on (`[answers] learn`, the default), what the server sent
+/// goes through the egress program instead, so a captured brute force replays to the
+/// same lockouts and bans: the packets the capture marks as sent (a cooked capture, or
+/// pcapng's direction flags) and, where it does not say, those from `own_addresses`.
 ///
 /// Time: the kernel's clock runs on during the replay, not the capture's. By default
 /// packets go through as fast as they can, so rate limits and windows see the whole
@@ -80,6 +85,9 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let dry_run = settings.dry_run;
     let ipv6_prefix = u32::from(settings.ipv6_prefix);
     let mut replayer = Replayer::new(filter)?;
+    if settings.auth.learn {
+        replayer.learn_from_answers(settings.own_addresses.clone());
+    }
 
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
@@ -110,7 +118,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         }
         let judged_at = Instant::now();
         let outcome = match &record.frame {
-            Ok(frame) => replayer.judge(frame)?,
+            Ok(frame) => replayer.run(frame, record.direction)?,
             Err(skip) => Err(*skip),
         };
         judging += judged_at.elapsed();
@@ -203,6 +211,10 @@ struct Tally {
     by_skip: BTreeMap<&'static str, u64>,
     by_method: BTreeMap<&'static str, u64>,
     bans: BTreeMap<&'static str, u64>,
+    /// Packets the server sent, by what the egress program took them for.
+    by_answer: BTreeMap<&'static str, u64>,
+    lockouts: u64,
+    registrations: u64,
     /// Bans (or counts toward one) skipped, by cause (`Verdict::ban_skipped`).
     bans_skipped: BTreeMap<&'static str, u64>,
     /// Dry-run: passed, but counted under a drop reason.
@@ -210,9 +222,18 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, outcome: &Result<Verdict, Skip>) {
+    fn add(&mut self, outcome: &Result<Outcome, Skip>) {
         match outcome {
-            Ok(verdict) => {
+            Ok(Outcome::Answer(answer)) => {
+                *self.by_action.entry("answer").or_default() += 1;
+                *self.by_answer.entry(answer.kind.name()).or_default() += 1;
+                for ban in &answer.bans {
+                    *self.bans.entry(ban.name()).or_default() += 1;
+                }
+                self.lockouts += answer.lockouts;
+                self.registrations += u64::from(answer.registered);
+            }
+            Ok(Outcome::Request(verdict)) => {
                 *self.by_action.entry(verdict.action.name()).or_default() += 1;
                 *self.by_reason.entry(verdict.reason.name()).or_default() += 1;
                 if verdict.method != Method::None {
@@ -240,15 +261,32 @@ struct PacketLine<'a> {
     index: u64,
     offset: Duration,
     frame: Option<&'a [u8]>,
-    outcome: &'a Result<Verdict, Skip>,
+    outcome: &'a Result<Outcome, Skip>,
     dry_run: bool,
+}
+
+/// What an answer led to, for the packet line's note.
+fn answer_note(answer: &AnswerVerdict, would: &str) -> String {
+    answer
+        .bans
+        .iter()
+        .map(|ban| format!("{would}ban:{}", ban.name()))
+        .chain((answer.lockouts > 0).then(|| format!("{would}lock:{}", answer.lockouts)))
+        .chain(answer.registered.then(|| "registered".to_string()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl PacketLine<'_> {
     fn verdict_words(&self) -> (&'static str, String, String) {
+        let would = if self.dry_run { "would " } else { "" };
         match self.outcome {
-            Ok(verdict) => {
-                let would = if self.dry_run { "would " } else { "" };
+            Ok(Outcome::Answer(answer)) => (
+                "answer",
+                answer.kind.name().to_string(),
+                answer_note(answer, would),
+            ),
+            Ok(Outcome::Request(verdict)) => {
                 let bans = verdict
                     .bans
                     .iter()
@@ -307,7 +345,14 @@ impl PacketLine<'_> {
             "summary": summary.summary,
         });
         match self.outcome {
-            Ok(verdict) => {
+            Ok(Outcome::Answer(answer)) => {
+                value["verdict"] = json!("answer");
+                value["reason"] = json!(answer.kind.name());
+                value["bans"] = json!(answer.bans.iter().map(|b| b.name()).collect::<Vec<_>>());
+                value["lockouts"] = json!(answer.lockouts);
+                value["registered"] = json!(answer.registered);
+            }
+            Ok(Outcome::Request(verdict)) => {
                 value["verdict"] = json!(verdict.action.name());
                 value["reason"] = json!(verdict.reason.name());
                 value["method"] = json!(verdict.method.name());
@@ -388,9 +433,16 @@ impl Report<'_> {
         table("reason", &self.tally.by_reason);
         table("skipped", &self.tally.by_skip);
         table("request method", &self.tally.by_method);
+        table("answer (egress)", &self.tally.by_answer);
         let would = if self.dry_run { "would-be " } else { "" };
         table(&format!("{would}bans made"), &self.tally.bans);
         table("bans skipped", &self.tally.bans_skipped);
+        if self.tally.lockouts + self.tally.registrations > 0 {
+            text.push_str(&format!(
+                "learnt from answers: {} account lockouts, {} registrations\n",
+                self.tally.lockouts, self.tally.registrations
+            ));
+        }
         if self.tally.would_drop > 0 {
             text.push_str(&format!(
                 "dry-run: {} packets passed that would have been dropped\n",
@@ -438,6 +490,9 @@ impl Report<'_> {
             "reasons": reasons,
             "skipped": self.tally.by_skip,
             "methods": self.tally.by_method,
+            "answers": self.tally.by_answer,
+            "lockouts": self.tally.lockouts,
+            "registrations": self.tally.registrations,
             "bans_made": self.tally.bans,
             "bans_skipped": self.tally.bans_skipped,
             "would_drop": self.tally.would_drop,

@@ -24,6 +24,7 @@ use sip_filter::{
         pinned_interfaces, remove_all, tcx_dir,
     },
     runtime::{Interface, Runtime, RELOADS},
+    service_manager,
     state::{self, Clocks, State, StateError, StateMaps},
     AttachedMode, Capacities, EgressMode, Filter, Settings,
 };
@@ -475,6 +476,8 @@ impl Daemon<'_> {
             let mut interrupt = signal(SignalKind::interrupt()).context("watching SIGINT")?;
             let mut terminate = signal(SignalKind::terminate()).context("watching SIGTERM")?;
             let mut hangup = signal(SignalKind::hangup()).context("watching SIGHUP")?;
+            // Attached, pinned, and SIGHUP no longer ends the process: ready.
+            service_manager::ready(&self.service_status());
             if let Some((listener, metrics)) = self.exporter.take() {
                 // Metrics are a view, not the filter: if they cannot be served, it keeps
                 // running.
@@ -523,6 +526,7 @@ impl Daemon<'_> {
                     }
                 }
             }
+            service_manager::stopping();
             // What the kernel wrote just before the stop, without waiting for more.
             if let Some(events) = events.as_mut() {
                 drain(events.get_mut(), ipv6_prefix, signals.as_ref());
@@ -539,6 +543,7 @@ impl Daemon<'_> {
             log::warn!("SIGHUP: started without --config, so there is nothing to reload");
             return;
         };
+        service_manager::reloading();
         let outcome = self.try_reload();
         reload_finished(&outcome);
         match outcome {
@@ -560,6 +565,27 @@ impl Daemon<'_> {
         if let Err(e) = self.runtime.write(&self.runtime_dir) {
             log::warn!("cannot update the runtime file: {e}");
         }
+        service_manager::ready(&self.service_status());
+    }
+
+    /// What `systemctl status` shows beside the unit's state.
+    fn service_status(&self) -> String {
+        let interfaces: Vec<String> = self
+            .runtime
+            .interfaces
+            .iter()
+            .map(|i| format!("{} ({})", i.name, i.mode))
+            .collect();
+        let dry_run = if self.settings.dry_run {
+            ", dry-run: nothing dropped"
+        } else {
+            ""
+        };
+        format!(
+            "filtering on {}; {} domain(s){dry_run}",
+            interfaces.join(", "),
+            self.settings.domains.len()
+        )
     }
 
     fn try_reload(&mut self) -> Result<(), String> {
