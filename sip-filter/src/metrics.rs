@@ -767,6 +767,7 @@ impl KernelSeries {
         self.bans_active.reset();
         self.requests_noted.reset();
         self.requests_unpairable.reset();
+        self.requests_displaced.reset();
         self.lockouts.reset();
         self.registrations.reset();
         self.registered_sources.reset();
@@ -982,6 +983,7 @@ mod tests {
         let mut answers = AnswerCounters {
             requests_noted: 40,
             requests_unpairable: 1,
+            requests_displaced: 2,
             lockouts: 3,
             account_lockouts: 1,
             registrations: 12,
@@ -1006,6 +1008,11 @@ mod tests {
     fn rendered(snapshot: &Snapshot) -> String {
         let series = KernelSeries::new().unwrap();
         series.fill(snapshot);
+        text_of(&series)
+    }
+
+    /// What a scrape of `series` as filled serves.
+    fn text_of(series: &KernelSeries) -> String {
         let families: Vec<MetricFamily> = series
             .collectors()
             .iter()
@@ -1014,6 +1021,24 @@ mod tests {
             .filter(|family| !family.get_metric().is_empty())
             .collect();
         TextEncoder::new().encode_to_string(&families).unwrap()
+    }
+
+    /// Each scrape resets every series and fills it again: a series the reset missed
+    /// would add the kernel's total once more per scrape.
+    #[test]
+    fn a_second_scrape_reads_the_same() {
+        let series = KernelSeries::new().unwrap();
+        // A vector lists its series in no set order: compare them sorted.
+        let sorted = |series: &KernelSeries| {
+            let mut lines: Vec<String> = text_of(series).lines().map(String::from).collect();
+            lines.sort_unstable();
+            lines
+        };
+        series.fill(&snapshot());
+        let first = sorted(&series);
+        series.reset();
+        series.fill(&snapshot());
+        assert_eq!(sorted(&series), first);
     }
 
     #[test]
