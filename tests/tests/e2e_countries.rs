@@ -153,6 +153,28 @@ fn countries_are_denied_counted_and_reloaded() {
         .unwrap_or_else(|| panic!("no row for France in {top:?}"));
     assert_eq!(france["denied_by"], "country");
     assert!(france["dropped"].as_u64().unwrap() >= 2, "{france}");
+    // `block list`: the country's networks only when asked for.
+    let listed = verb(&rig.lab, &rig.pins, &["block", "list", "--json"], QUICK);
+    assert!(
+        json_array(&listed).is_empty()
+            && listed
+                .stderr
+                .contains("2 networks of denied countries not shown"),
+        "{listed}"
+    );
+    let countries = json_array(&rig.transcript.keep(
+        "block list --origin country --json",
+        verb(
+            &rig.lab,
+            &rig.pins,
+            &["block", "list", "--origin", "country", "--json"],
+            QUICK,
+        ),
+    ));
+    assert_eq!(countries.len(), 2, "{countries:?}");
+    assert!(countries
+        .iter()
+        .all(|row| row["origin"] == "country" && row["reason"] == "FR"));
     let exposition = metrics(&rig);
     rig.transcript.note(exposition.clone());
     let drops = |exposition: &str, country: &str| {

@@ -62,7 +62,8 @@ struct DelArgs {
 }
 
 /// List the bans (by hand and automatic: rate, scanner, domain) and the deny list (the
-/// configuration's and operators'), with reasons, drops and the time left. Expired
+/// configuration's and operators'; the denied countries' networks with `--origin
+/// country`), with reasons, drops and the time left. Expired
 /// operator deny entries are removed as they are found; an expired ban stays listed,
 /// as expired, until the source's next packet removes it.
 #[derive(clap::Args)]
@@ -254,6 +255,15 @@ fn list(args: ListArgs) -> anyhow::Result<()> {
     }
     let notes = read_notes(&args.at.pins.runtime_dir());
     rows.extend(lists::list_rows(&mut denies, &notes)?);
+    // A denied country is thousands of networks: listed only when asked for.
+    if args.origin != Some(Origin::Country) {
+        let before = rows.len();
+        rows.retain(|row| row.origin != Origin::Country.name());
+        let hidden = before - rows.len();
+        if hidden > 0 {
+            eprintln!("{hidden} networks of denied countries not shown (`block list --origin country` lists them, `top` sums their drops by country)");
+        }
+    }
     let interfaces: Vec<&str> = filters.iter().map(|(iface, _)| iface.as_str()).collect();
     let filtered = args.reason.is_some() || args.origin.is_some();
     rows.retain(|row| {
