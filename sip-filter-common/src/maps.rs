@@ -342,7 +342,8 @@ pub struct ListEntry {
     pub expires_ns: u64,
     /// A `LIST_ORIGIN_*`: a reload replaces only the configuration's entries.
     pub origin: u32,
-    /// A [`BanReason`] for operator deny entries (manual or feed), 0 otherwise.
+    /// A [`BanReason`] for operator deny entries (manual or feed), the country's code
+    /// ([`country_tag`]) for country entries, 0 otherwise.
     pub reason: u32,
     /// Packets a deny entry dropped since it was written (for `sip-filter top`). Counted
     /// without atomics: a trie value may sit at a 4-byte boundary, and an atomic add
@@ -371,6 +372,17 @@ impl ListEntry {
         }
     }
 
+    /// A network of a denied country (`[countries]`), tagged with its ISO code so that
+    /// its drops are counted by country.
+    pub const fn from_country(code: [u8; 2]) -> ListEntry {
+        ListEntry {
+            expires_ns: u64::MAX,
+            origin: LIST_ORIGIN_COUNTRY,
+            reason: country_tag(code),
+            drops: 0,
+        }
+    }
+
     /// Does it still match at `now_ns`?
     #[inline(always)]
     pub const fn is_live(&self, now_ns: u64) -> bool {
@@ -386,6 +398,20 @@ pub const LIST_ORIGIN_OPERATOR: u32 = 2;
 /// [`ListEntry::origin`]: a CrowdSec decision the daemon's bouncer pulled from a Local
 /// API; its bouncer adds, renews and removes these, and only these.
 pub const LIST_ORIGIN_CROWDSEC: u32 = 3;
+/// [`ListEntry::origin`]: a network of a country the `[countries]` table denies; the
+/// daemon compiles these from the country database and replaces only these. A
+/// registered source is not dropped by them (the kernel checks).
+pub const LIST_ORIGIN_COUNTRY: u32 = 4;
+
+/// A country entry's [`ListEntry::reason`]: its two-letter ISO code, in the low bytes.
+pub const fn country_tag(code: [u8; 2]) -> u32 {
+    (code[0] as u32) << 8 | code[1] as u32
+}
+
+/// The ISO code a [`country_tag`] holds.
+pub const fn country_code(tag: u32) -> [u8; 2] {
+    [(tag >> 8) as u8, tag as u8]
+}
 
 /// The key sources are tracked and banned by: an IPv4 address mapped into IPv6
 /// (`::ffff:a.b.c.d`), or an IPv6 address cut to the configured prefix length.

@@ -33,9 +33,10 @@ use sip_filter_common::{
         Ban, BanReason, ListEntry, SourceKey, SourceState, BAN_SLOTS, CLASS_ANSWERS,
         CLASS_CONNECTIONS, CLASS_INVITE, CLASS_OTHER, CLASS_REGISTER, CLASS_REGISTERED,
         CLASS_SLOTS, CLASS_TRUSTED, FLAG_ALLOW_HOSTLESS_URI, FLAG_ANSWERS, FLAG_DOMAIN_CHECK,
-        FLAG_DROP_FRAGMENTS, FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN, MAX_BANS, MAX_DOMAINS,
-        MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES, SOURCE_DROP_GLOBAL_BUDGET, SOURCE_DROP_RATE_LIMITED,
-        SOURCE_DROP_SCANNER, SOURCE_DROP_UNKNOWN_DOMAIN, TRANSACTION_CREDENTIALED,
+        FLAG_DROP_FRAGMENTS, FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN, LIST_ORIGIN_COUNTRY,
+        MAX_BANS, MAX_DOMAINS, MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES, SOURCE_DROP_GLOBAL_BUDGET,
+        SOURCE_DROP_RATE_LIMITED, SOURCE_DROP_SCANNER, SOURCE_DROP_UNKNOWN_DOMAIN,
+        TRANSACTION_CREDENTIALED,
     },
     scanner::is_scanner,
     sip::{
@@ -204,7 +205,7 @@ fn judge(ctx: &XdpContext) -> u64 {
     let trusted = is_trusted(&source);
     let key = source_key(config, &source);
     if !trusted {
-        if is_denied(&source) {
+        if is_denied(config, &source, &key) {
             return verdict(Reason::DropDenied, Method::None as usize);
         }
         if is_banned(&key) {
@@ -892,10 +893,11 @@ fn unwalkable_verdict(config: &FilterConfig, source: &Source) -> Reason {
     if is_trusted(source) {
         return Reason::PassUnparsed;
     }
-    if is_denied(source) {
+    let key = source_key(config, source);
+    if is_denied(config, source, &key) {
         return Reason::DropDenied;
     }
-    if is_banned(&source_key(config, source)) {
+    if is_banned(&key) {
         return Reason::DropBanned;
     }
     Reason::DropHeaderChain
@@ -913,8 +915,10 @@ fn is_trusted(source: &Source) -> bool {
 }
 
 /// On the deny list (a live entry); counts the drop in the entry (for `sip-filter top`).
+/// A registered source is not dropped by its country's entry (README, "Source
+/// countries"); every other entry drops it.
 #[inline(always)]
-fn is_denied(source: &Source) -> bool {
+fn is_denied(config: &FilterConfig, source: &Source, key: &SourceKey) -> bool {
     let entry = if source.is_ipv4 {
         list_entry_mut(&DENY_V4, &Key::new(32, ipv4_of(&source.address)))
     } else {
@@ -928,9 +932,20 @@ fn is_denied(source: &Source) -> bool {
     if !is_live(Some(entry)) {
         return false;
     }
+    if entry.origin == LIST_ORIGIN_COUNTRY && is_registered_source(config, key) {
+        return false;
+    }
     // A plain add, not an atomic one: see `ListEntry::drops`.
     entry.drops = entry.drops.wrapping_add(1);
     true
+}
+
+/// Registered now, as the request policy sees it. Out of line: only a country entry's
+/// match pays for it, and `judge`'s frame stays as it is.
+#[inline(never)]
+fn is_registered_source(config: &FilterConfig, key: &SourceKey) -> bool {
+    // SAFETY: a helper without arguments.
+    config.has(FLAG_ANSWERS) && auth::is_registered(key, unsafe { bpf_ktime_get_coarse_ns() })
 }
 
 /// A writable pointer to the trie entry matching `key` (aya's `LpmTrie::get` hands out

@@ -19,6 +19,7 @@ use toml::{
 };
 
 use crate::{
+    countries::{Country, CountrySettings},
     duration,
     filter::AttachMode,
     settings::{
@@ -254,6 +255,7 @@ struct RawFile {
     #[serde(default)]
     answers: RawAnswers,
     crowdsec: Option<Spanned<crate::crowdsec::settings::RawCrowdsec>>,
+    countries: Option<Spanned<RawCountries>>,
     #[serde(default)]
     daemon: RawDaemon,
 }
@@ -505,6 +507,72 @@ struct RawLists {
     deny: List<String>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawCountries {
+    database: Option<Spanned<String>>,
+    deny: List<String>,
+    allow: List<String>,
+}
+
+impl RawCountries {
+    /// The table, `span` where it is written.
+    fn settings(&self, span: Range<usize>) -> Result<CountrySettings, Refusal> {
+        let Some(database) = &self.database else {
+            return refuse(
+                span,
+                "countries.database",
+                "missing key: the path of a MaxMind-format country database (GeoLite2 Country or DB-IP Country Lite)",
+            );
+        };
+        if database.get_ref().is_empty() {
+            return refuse(
+                database.span(),
+                "countries.database",
+                "empty: give the path of the country database",
+            );
+        }
+        let codes = |list: &List<String>, key: &str| -> Result<Vec<Country>, Refusal> {
+            let mut countries: Vec<Country> = Vec::new();
+            for code in list.iter().flat_map(|list| list.get_ref()) {
+                match Country::parse(code.get_ref()) {
+                    Ok(country) if !countries.contains(&country) => countries.push(country),
+                    Ok(_) => {}
+                    Err(message) => return refuse(code.span(), key, message),
+                }
+            }
+            Ok(countries)
+        };
+        let deny = codes(&self.deny, "countries.deny")?;
+        let allow = codes(&self.allow, "countries.allow")?;
+        if deny.is_empty() && allow.is_empty() {
+            return refuse(
+                span,
+                "countries",
+                "no country listed: name countries to drop in deny, or the only countries to let in in allow",
+            );
+        }
+        if let Some(both) = allow.iter().find(|country| deny.contains(country)) {
+            let at = self
+                .allow
+                .iter()
+                .flat_map(|list| list.get_ref())
+                .find(|code| Country::parse(code.get_ref()).ok() == Some(*both))
+                .map_or(span, |code| code.span());
+            return refuse(
+                at,
+                "countries.allow",
+                format!("{both} is in both allow and deny: keep it in one"),
+            );
+        }
+        Ok(CountrySettings {
+            database: PathBuf::from(database.get_ref()),
+            deny,
+            allow,
+        })
+    }
+}
+
 /// A list of ports under `key`, each 1 to 65535, at most [`MAX_PORTS`]; empty only
 /// where `may_be_empty` (a transport left uninspected).
 fn port_list(
@@ -747,6 +815,11 @@ impl RawFile {
                     crate::crowdsec::settings::from_raw(table.get_ref(), table.span())
                         .map_err(|(span, key, message)| Refusal { span, key, message })
                 })
+                .transpose()?,
+            countries: self
+                .countries
+                .as_ref()
+                .map(|table| table.get_ref().settings(table.span()))
                 .transpose()?,
             daemon: daemon(&self.daemon)?,
         })
@@ -1341,6 +1414,7 @@ mod tests {
                 ],
             ),
             ("lists", &["allow", "deny"]),
+            ("countries", &["database", "deny", "allow"]),
             ("rate_limit.registered", &["rate", "burst"]),
             (
                 "answers",
@@ -1399,7 +1473,7 @@ mod tests {
             .map(|k| k.get_ref().to_string())
             .collect();
         // And the [crowdsec] table (README.md has its every key).
-        assert_eq!(top.len(), 8, "{top:?}");
+        assert_eq!(top.len(), 9, "{top:?}");
     }
 
     #[test]
@@ -1924,6 +1998,82 @@ allow = ["192.0.2.7/24", "2001:db8::1"]
             2,
             "scanner.user_agents",
             "printable ASCII",
+        );
+    }
+
+    #[test]
+    fn the_countries_table_is_read() {
+        let settings = parsed(
+            "[countries]\ndatabase = \"/var/lib/GeoIP/GeoLite2-Country.mmdb\"\ndeny = [\"kp\", \"IR\", \"KP\"]\n",
+        );
+        let countries = settings.countries.unwrap();
+        assert_eq!(
+            countries.database,
+            Path::new("/var/lib/GeoIP/GeoLite2-Country.mmdb")
+        );
+        // Upper-cased, each once.
+        assert_eq!(countries.deny, [Country(*b"KP"), Country(*b"IR")]);
+        assert!(countries.allow.is_empty());
+        let allow_only = parsed("[countries]\ndatabase = \"c.mmdb\"\nallow = [\"DE\"]\n");
+        assert_eq!(allow_only.countries.unwrap().allow, [Country(*b"DE")]);
+        assert_eq!(parsed("").countries, None);
+    }
+
+    #[test]
+    fn bad_countries_tables_are_refused_where_written() {
+        refused(
+            "[countries]\ndatabase = \"c.mmdb\"\ndeny = [\"DE\", \"UK\"]\n",
+            3,
+            "countries.deny",
+            "the United Kingdom is GB",
+        );
+        refused(
+            "[countries]\ndatabase = \"c.mmdb\"\nallow = [\"DEU\"]\n",
+            3,
+            "countries.allow",
+            "ISO 3166-1 alpha-2",
+        );
+        refused(
+            "[countries]\ndatabase = \"c.mmdb\"\ndeny = [\"ZZ\"]\n",
+            3,
+            "countries.deny",
+            "not an ISO 3166-1 alpha-2 country code",
+        );
+        refused(
+            "[countries]\ndeny = [\"KP\"]\n",
+            1,
+            "countries.database",
+            "missing key",
+        );
+        refused(
+            "[countries]\ndatabase = \"\"\ndeny = [\"KP\"]\n",
+            2,
+            "countries.database",
+            "empty",
+        );
+        refused(
+            "[countries]\ndatabase = \"c.mmdb\"\n",
+            1,
+            "countries",
+            "no country listed",
+        );
+        refused(
+            "[countries]\ndatabase = \"c.mmdb\"\ndeny = [\"FR\"]\nallow = [\"DE\", \"fr\"]\n",
+            4,
+            "countries.allow",
+            "FR is in both allow and deny",
+        );
+        refused(
+            "[countries]\ndatabase = \"c.mmdb\"\ndeny = \"KP\"\n",
+            3,
+            "countries.deny",
+            "expected an array",
+        );
+        refused(
+            "[countries]\ndatabase = \"c.mmdb\"\nblock = [\"KP\"]\n",
+            3,
+            "countries.block",
+            "unknown key",
         );
     }
 

@@ -2,20 +2,25 @@
 //! its LRU state (scanner, unknown domain, rate limit, global budget) and in its ban
 //! (banned), per deny entry (denied).
 
-use std::{collections::HashMap as StdHashMap, path::Path};
+use std::{
+    collections::{BTreeMap, HashMap as StdHashMap},
+    path::Path,
+};
 
 use aya::maps::{HashMap, Map, MapData};
 use sip_filter_common::{
-    maps::{names, BanReason, SourceKey, SourceState, SOURCE_DROP_REASONS},
+    maps::{names, BanReason, SourceKey, SourceState, LIST_ORIGIN_COUNTRY, SOURCE_DROP_REASONS},
     Reason,
 };
 
 use crate::{
+    countries::Country,
     filter::{key_to_string, FilterError, PinnedBans},
     lists::{origin_name, ListKind, PinnedList},
 };
 
-/// A source (an address, an IPv6 prefix, or a denied network) and its drops.
+/// A source (an address, an IPv6 prefix, a denied network, or a denied country: all
+/// its networks) and its drops.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceDrops {
     pub source: String,
@@ -23,7 +28,7 @@ pub struct SourceDrops {
     pub reasons: Vec<(Reason, u64)>,
     /// Why it is banned, if it is.
     pub ban: Option<BanReason>,
-    /// For a denied network: `config` or `operator`.
+    /// For a denied network: `config`, `operator`, `crowdsec` or `country`.
     pub denied_by: Option<&'static str>,
 }
 
@@ -82,8 +87,12 @@ pub fn pinned_source_drops(dir: &Path) -> Result<Vec<SourceDrops>, FilterError> 
         }
     }
     let mut all: Vec<SourceDrops> = by_key.into_values().collect();
+    // A denied country's networks are one row: the country.
+    let mut countries: BTreeMap<Country, u64> = BTreeMap::new();
     for (net, entry) in PinnedList::open(dir, ListKind::Deny)?.entries()? {
-        if entry.drops > 0 {
+        if let Some(country) = Country::of_entry(&entry) {
+            *countries.entry(country).or_default() += entry.drops;
+        } else if entry.drops > 0 {
             all.push(SourceDrops {
                 source: net.to_string(),
                 reasons: vec![(Reason::DropDenied, entry.drops)],
@@ -91,6 +100,14 @@ pub fn pinned_source_drops(dir: &Path) -> Result<Vec<SourceDrops>, FilterError> 
                 denied_by: Some(origin_name(entry.origin)),
             });
         }
+    }
+    for (country, drops) in countries {
+        all.push(SourceDrops {
+            source: format!("country {country}"),
+            reasons: vec![(Reason::DropDenied, drops)],
+            ban: None,
+            denied_by: Some(origin_name(LIST_ORIGIN_COUNTRY)),
+        });
     }
     for source in &mut all {
         source.reasons.sort_by_key(|(_, n)| std::cmp::Reverse(*n));

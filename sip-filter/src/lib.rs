@@ -5,6 +5,7 @@
 pub mod bpf_sys;
 pub mod check;
 pub mod config;
+pub mod countries;
 pub mod crowdsec;
 pub mod drops;
 pub mod duration;

@@ -10,7 +10,8 @@ use std::{
 use aya::maps::{lpm_trie::Key, IterableMap, LpmTrie, Map, MapData, MapError};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use sip_filter_common::maps::{
-    names, ListEntry, LIST_ORIGIN_CONFIG, LIST_ORIGIN_CROWDSEC, LIST_ORIGIN_OPERATOR,
+    names, ListEntry, LIST_ORIGIN_CONFIG, LIST_ORIGIN_COUNTRY, LIST_ORIGIN_CROWDSEC,
+    LIST_ORIGIN_OPERATOR,
 };
 
 use crate::{bpf_sys, filter::FilterError};
@@ -45,6 +46,7 @@ pub fn origin_name(origin: u32) -> &'static str {
         LIST_ORIGIN_CONFIG => "config",
         LIST_ORIGIN_OPERATOR => "operator",
         LIST_ORIGIN_CROWDSEC => "crowdsec",
+        LIST_ORIGIN_COUNTRY => "country",
         _ => "unknown",
     }
 }

@@ -8,6 +8,7 @@
 //! series; `ops/prometheus/` has alert rules for them.
 
 use std::{
+    collections::BTreeMap,
     convert::Infallible,
     net::{SocketAddr, TcpListener, ToSocketAddrs},
     path::{Path, PathBuf},
@@ -44,6 +45,7 @@ use sip_filter_common::{
 
 use crate::{
     bpf_sys,
+    countries::Country,
     filter::{
         monotonic_now_ns, pinned_answer_counters, pinned_config, pinned_counters, FilterError,
     },
@@ -359,6 +361,9 @@ struct Snapshot {
     bans_active: [u64; BanReason::COUNT],
     /// Per [`OCCUPANCY`] map: entries, capacity.
     maps: Vec<(&'static str, u64, u32)>,
+    /// Per denied country (`[countries]`): its networks in the deny tries, and the
+    /// packets they dropped.
+    countries: BTreeMap<Country, (u64, u64)>,
 }
 
 impl Snapshot {
@@ -374,6 +379,7 @@ impl Snapshot {
         let dry_run = pinned_config(dir)?.has(FLAG_DRY_RUN);
         let mut bans_active = [0u64; BanReason::COUNT];
         let mut maps = Vec::with_capacity(OCCUPANCY.len());
+        let mut countries = BTreeMap::new();
         for (label, name) in OCCUPANCY {
             let map_error = |source| FilterError::Map { name, source };
             let data = MapData::from_pin(dir.join(name)).map_err(map_error)?;
@@ -381,6 +387,10 @@ impl Snapshot {
             let map = Map::from_map_data(data).map_err(map_error)?;
             let entries = if name == names::BANS {
                 count_bans(&map, monotonic_now_ns(), &mut bans_active)
+            } else if name == names::DENY_V4 {
+                count_deny::<[u8; 4]>(&map, &mut countries)
+            } else if name == names::DENY_V6 {
+                count_deny::<[u8; 16]>(&map, &mut countries)
             } else {
                 count_entries(name, &map)
             }
@@ -394,8 +404,26 @@ impl Snapshot {
             dry_run,
             bans_active,
             maps,
+            countries,
         })
     }
+}
+
+/// Entries of a deny trie, adding its country entries' networks and drops to
+/// `countries`: the drops by country are the kernel's per-entry counts, summed.
+fn count_deny<K: Pod>(
+    map: &Map,
+    countries: &mut BTreeMap<Country, (u64, u64)>,
+) -> Result<u64, MapError> {
+    let entries = bpf_sys::trie_entries::<K, ListEntry>(map)?;
+    for (_, entry) in &entries {
+        if let Some(country) = Country::of_entry(entry) {
+            let (networks, drops) = countries.entry(country).or_default();
+            *networks += 1;
+            *drops += entry.drops;
+        }
+    }
+    Ok(entries.len() as u64)
 }
 
 /// Entries of the blocklist, adding those that still match at `now_ns` to `active` by
@@ -466,6 +494,8 @@ struct KernelSeries {
     locked_accounts: IntGaugeVec,
     map_entries: IntGaugeVec,
     map_capacity: IntGaugeVec,
+    country_drops: IntCounterVec,
+    country_networks: IntGaugeVec,
     /// A vector without labels, like the counters: no filter pinned, no series.
     dry_run: IntGaugeVec,
     interface_info: IntGaugeVec,
@@ -571,6 +601,16 @@ impl KernelSeries {
                 "How many entries a map can hold (sources is an LRU: when full, the least recently seen source makes room).",
                 &["map"],
             )?,
+            country_drops: counter(
+                "sip_filter_country_drops_total",
+                "Packets dropped by the networks of a denied country ([countries]), by country (ISO 3166 code). A network the database stops listing takes its count with it.",
+                &["country"],
+            )?,
+            country_networks: gauge(
+                "sip_filter_country_networks",
+                "Networks of a denied country ([countries]) in the deny lists, by country.",
+                &["country"],
+            )?,
             dry_run: gauge(
                 "sip_filter_dry_run",
                 "1 if the filter is in dry-run (drops and bans counted, not made), else 0.",
@@ -589,7 +629,7 @@ impl KernelSeries {
         })
     }
 
-    fn collectors(&self) -> [&dyn Collector; 21] {
+    fn collectors(&self) -> [&dyn Collector; 23] {
         [
             &self.packets,
             &self.answers,
@@ -609,6 +649,8 @@ impl KernelSeries {
             &self.locked_accounts,
             &self.map_entries,
             &self.map_capacity,
+            &self.country_drops,
+            &self.country_networks,
             &self.dry_run,
             &self.interface_info,
             &self.interface_attached,
@@ -693,6 +735,13 @@ impl KernelSeries {
                 .with_label_values(&[scope])
                 .set(gauge_value(locked));
         }
+        for (country, (networks, drops)) in &snapshot.countries {
+            let labels = [country.to_string()];
+            self.country_drops.with_label_values(&labels).inc_by(*drops);
+            self.country_networks
+                .with_label_values(&labels)
+                .set(gauge_value(*networks));
+        }
         for (map, entries, capacity) in &snapshot.maps {
             self.map_entries
                 .with_label_values(&[map])
@@ -718,12 +767,15 @@ impl KernelSeries {
         self.bans_active.reset();
         self.requests_noted.reset();
         self.requests_unpairable.reset();
+        self.requests_displaced.reset();
         self.lockouts.reset();
         self.registrations.reset();
         self.registered_sources.reset();
         self.locked_accounts.reset();
         self.map_entries.reset();
         self.map_capacity.reset();
+        self.country_drops.reset();
+        self.country_networks.reset();
         self.dry_run.reset();
         self.interface_info.reset();
         self.interface_attached.reset();
@@ -931,6 +983,7 @@ mod tests {
         let mut answers = AnswerCounters {
             requests_noted: 40,
             requests_unpairable: 1,
+            requests_displaced: 2,
             lockouts: 3,
             account_lockouts: 1,
             registrations: 12,
@@ -948,12 +1001,18 @@ mod tests {
             dry_run: false,
             bans_active: [0, 0, 1, 0, 0, 0, 0, 0],
             maps: vec![("bans", 1, 1 << 20), ("sources", 2, 1 << 18)],
+            countries: BTreeMap::from([(Country(*b"FR"), (1200, 34))]),
         }
     }
 
     fn rendered(snapshot: &Snapshot) -> String {
         let series = KernelSeries::new().unwrap();
         series.fill(snapshot);
+        text_of(&series)
+    }
+
+    /// What a scrape of `series` as filled serves.
+    fn text_of(series: &KernelSeries) -> String {
         let families: Vec<MetricFamily> = series
             .collectors()
             .iter()
@@ -962,6 +1021,24 @@ mod tests {
             .filter(|family| !family.get_metric().is_empty())
             .collect();
         TextEncoder::new().encode_to_string(&families).unwrap()
+    }
+
+    /// Each scrape resets every series and fills it again: a series the reset missed
+    /// would add the kernel's total once more per scrape.
+    #[test]
+    fn a_second_scrape_reads_the_same() {
+        let series = KernelSeries::new().unwrap();
+        // A vector lists its series in no set order: compare them sorted.
+        let sorted = |series: &KernelSeries| {
+            let mut lines: Vec<String> = text_of(series).lines().map(String::from).collect();
+            lines.sort_unstable();
+            lines
+        };
+        series.fill(&snapshot());
+        let first = sorted(&series);
+        series.reset();
+        series.fill(&snapshot());
+        assert_eq!(sorted(&series), first);
     }
 
     #[test]
@@ -977,6 +1054,8 @@ mod tests {
             r#"sip_filter_answers_total{kind="not_answer"} 0"#,
             r#"sip_filter_map_entries{map="sources"} 2"#,
             r#"sip_filter_map_capacity_entries{map="bans"} 1048576"#,
+            r#"sip_filter_country_drops_total{country="FR"} 34"#,
+            r#"sip_filter_country_networks{country="FR"} 1200"#,
             "sip_filter_dry_run 0",
             "sip_filter_auth_requests_noted_total 40",
             "sip_filter_auth_requests_unpairable_total 1",

@@ -365,6 +365,8 @@ pub struct Settings {
     pub auth: AuthRules,
     /// The `[crowdsec]` table: pull CrowdSec's decisions (and push the filter's bans).
     pub crowdsec: Option<crate::crowdsec::settings::CrowdsecSettings>,
+    /// The `[countries]` table: deny sources by country, from a country database.
+    pub countries: Option<crate::countries::CountrySettings>,
     /// The `[daemon]` table: read by `run` at start, ignored by `replay`.
     pub daemon: DaemonSettings,
 }
@@ -394,6 +396,7 @@ impl Default for Settings {
             ban: BanRules::default(),
             auth: AuthRules::default(),
             crowdsec: None,
+            countries: None,
             daemon: DaemonSettings::default(),
         }
     }

@@ -7,6 +7,7 @@ pub mod auth_lab;
 pub mod container;
 pub mod crowdsec;
 pub mod gateway;
+pub mod geo;
 pub mod guessbench;
 pub mod lab;
 pub mod netns;

@@ -236,3 +236,38 @@ fn the_unit_checks_before_start_and_reload() {
         assert_eq!(finished.code(), Some(exit), "{name}: {finished}");
     }
 }
+
+/// With `[countries]`, the check reads the database as `run` would: one it can read is
+/// summed up, one it cannot (garbled, missing) is an error naming it.
+#[test]
+fn the_country_database_is_read_by_the_check() {
+    let dir = TempDir::new("check-countries");
+    let database = dir.path().join("countries.mmdb");
+    sip_filter_tests::geo::write_country_database(
+        &database,
+        &[
+            ("203.0.113.0/24".parse().unwrap(), "FR"),
+            ("2001:db8:f0::/48".parse().unwrap(), "FR"),
+            ("198.51.100.0/24".parse().unwrap(), "DE"),
+        ],
+    );
+    let config = format!(
+        "[countries]\ndatabase = \"{}\"\ndeny = [\"FR\"]\n",
+        database.display()
+    );
+    let finished = check_file(dir.path(), "countries.toml", &config);
+    assert!(finished.success(), "{finished}");
+    assert!(
+        finished
+            .stdout
+            .contains("1 IPv4 and 1 IPv6 network(s) of 1 countr(ies) denied by [countries]"),
+        "{finished}"
+    );
+    sip_filter_tests::geo::write_bytes(&database, b"not a country database\n");
+    let finished = check_file(dir.path(), "countries.toml", &config);
+    let line = assert_one_error_line(&finished, &database.display().to_string());
+    assert!(line.contains("cannot be read"), "{line}");
+    std::fs::remove_file(&database).unwrap();
+    let finished = check_file(dir.path(), "countries.toml", &config);
+    assert_one_error_line(&finished, "No such file");
+}

@@ -62,15 +62,16 @@ struct DelArgs {
 }
 
 /// List the bans (by hand and automatic: scanner, domain, rate, auth, enumeration,
-/// connections) and the deny list (the configuration's and operators'), with reasons,
-/// drops and the time left. Expired
-/// operator deny entries are removed as they are found; an expired ban stays listed,
-/// as expired, until the source's next packet removes it.
+/// connections) and the deny list (the configuration's and operators'; the denied
+/// countries' networks with `--origin country`), with reasons, drops and the time left.
+/// Expired operator deny entries are removed as they are found; an expired ban stays
+/// listed, as expired, until the source's next packet removes it.
 #[derive(clap::Args)]
 struct ListArgs {
     /// A JSON array of objects: iface (the interfaces the entry applies to, comma
     /// separated), address, kind (ban, deny), origin (operator, config, filter,
-    /// crowdsec), reason (a CrowdSec entry's: its scenario),
+    /// crowdsec, country), reason (a CrowdSec entry's: its scenario; a country entry's:
+    /// its country),
     /// until_removed, seconds_left, expired, drops.
     #[arg(long)]
     json: bool,
@@ -99,6 +100,8 @@ enum Origin {
     Config,
     /// CrowdSec decisions.
     Crowdsec,
+    /// The networks of the countries `[countries]` denies.
+    Country,
 }
 
 impl Origin {
@@ -108,6 +111,7 @@ impl Origin {
             Origin::Filter => "filter",
             Origin::Config => "config",
             Origin::Crowdsec => "crowdsec",
+            Origin::Country => "country",
         }
     }
 }
@@ -251,6 +255,15 @@ fn list(args: ListArgs) -> anyhow::Result<()> {
     }
     let notes = read_notes(&args.at.pins.runtime_dir());
     rows.extend(lists::list_rows(&mut denies, &notes)?);
+    // A denied country is thousands of networks: listed only when asked for.
+    if args.origin != Some(Origin::Country) {
+        let before = rows.len();
+        rows.retain(|row| row.origin != Origin::Country.name());
+        let hidden = before - rows.len();
+        if hidden > 0 {
+            eprintln!("{hidden} networks of denied countries not shown (`block list --origin country` lists them, `top` sums their drops by country)");
+        }
+    }
     let interfaces: Vec<&str> = filters.iter().map(|(iface, _)| iface.as_str()).collect();
     let filtered = args.reason.is_some() || args.origin.is_some();
     rows.retain(|row| {
@@ -288,6 +301,12 @@ fn flush(args: FlushArgs) -> anyhow::Result<()> {
         Some(Origin::Crowdsec) => {
             return Err(UserError(
                 "CrowdSec's entries follow its decisions: delete them there (`cscli decisions delete --ip ADDRESS`), and the bouncer removes them".to_string(),
+            )
+            .into())
+        }
+        Some(Origin::Country) => {
+            return Err(UserError(
+                "the country entries follow the `[countries]` table: change it in the configuration file, then `systemctl reload sip-filter`".to_string(),
             )
             .into())
         }

@@ -9,7 +9,8 @@ use super::{options::FilterOptions, UserError};
 /// an error (exit status 2, the file, line and key named); one it would accept exits 0,
 /// after a warning on stderr for each thing that is legal but suspicious (a port or
 /// network listed twice, a network both trusted and denied, every address denied, host
-/// bits set, domains equal but for case, a ban rule that cannot fire...). The systemd
+/// bits set, domains equal but for case, a ban rule that cannot fire...). With
+/// `[countries]`, its database is read too. The systemd
 /// unit runs it before every start and reload.
 #[derive(clap::Args)]
 pub struct CheckArgs {
@@ -22,6 +23,20 @@ pub struct CheckArgs {
 
 pub fn check(args: CheckArgs) -> anyhow::Result<()> {
     let settings = args.filter.enforceable_settings()?;
+    // `run` refuses a country database it cannot read: so does the check.
+    let countries = match &settings.countries {
+        Some(countries) => {
+            let networks =
+                sip_filter::countries::read(countries).map_err(|e| UserError(e.to_string()))?;
+            format!(
+                "; {} IPv4 and {} IPv6 network(s) of {} countr(ies) denied by [countries]",
+                networks.v4.len(),
+                networks.v6.len(),
+                networks.per_country().len()
+            )
+        }
+        None => String::new(),
+    };
     let (shown, text) = match &args.filter.config {
         Some(path) => (
             path.display().to_string(),
@@ -50,7 +65,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<()> {
         format!("{} domain(s) allowed", settings.domains.len())
     };
     println!(
-        "{shown}: valid, {}; SIP on UDP {}, TCP {}, TLS {}; {domains}; {} trusted and {} denied network(s); {} warning(s)",
+        "{shown}: valid, {}; SIP on UDP {}, TCP {}, TLS {}; {domains}; {} trusted and {} denied network(s){countries}; {} warning(s)",
         if settings.dry_run {
             "dry-run (counts, drops nothing)"
         } else {

@@ -5,12 +5,16 @@ use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::Context;
 use ipnet::IpNet;
+use sip_filter::countries::Country;
 use sip_filter::{
     crowdsec::report::Note,
     filter::{expires_after, monotonic_now_ns},
     lists::{origin_name, ListKind, PinnedList},
 };
-use sip_filter_common::maps::{BanReason, ListEntry, LIST_ORIGIN_CONFIG, LIST_ORIGIN_CROWDSEC};
+use sip_filter_common::maps::{
+    country_code, BanReason, ListEntry, LIST_ORIGIN_CONFIG, LIST_ORIGIN_COUNTRY,
+    LIST_ORIGIN_CROWDSEC,
+};
 
 use super::{
     block::{format_duration, parse_duration},
@@ -194,6 +198,9 @@ impl Row {
             (ListKind::Deny, LIST_ORIGIN_CROWDSEC) => notes
                 .get(&net.to_string())
                 .map_or_else(|| "crowdsec".to_string(), |note| note.scenario.clone()),
+            (ListKind::Deny, LIST_ORIGIN_COUNTRY) => {
+                Country(country_code(entry.reason)).to_string()
+            }
             (ListKind::Deny, origin) if origin != LIST_ORIGIN_CONFIG => {
                 BanReason::from_u32(entry.reason).name().to_string()
             }

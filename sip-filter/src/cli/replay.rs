@@ -78,6 +78,10 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     })
     .map_err(needs_privileges)?;
     filter.configure(&settings)?;
+    // The country lists too, as `run` has them.
+    sip_filter::countries::CountryLists::read(settings.countries.as_ref())
+        .and_then(|read| sip_filter::countries::CountryLists::default().apply(&filter, read))
+        .map_err(|e| UserError(e.to_string()))?;
     let dry_run = settings.dry_run;
     let ipv6_prefix = u32::from(settings.ipv6_prefix);
     let mut replayer = Replayer::new(filter)?;

@@ -11,6 +11,7 @@ use aya::{
     programs::links::{FdLink, PinnedLink},
 };
 use sip_filter::{
+    countries::CountryLists,
     crowdsec::{report::SyncMetrics, signals::SignalQueue, CrowdsecSync},
     events,
     filter::{monotonic_now_ns, FilterError},
@@ -120,6 +121,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     })
     .context("loading the XDP program")?;
     filter.configure(&settings)?;
+    let mut countries = CountryLists::default();
+    CountryLists::read(settings.countries.as_ref())
+        .and_then(|read| countries.apply(&filter, read))
+        .map_err(|e| UserError(e.to_string()))?;
     // Before attaching: the program enforces the restored bans from its first packet.
     let restored = state::restore(&mut filter, &saved, Clocks::now())?;
     if !saved.is_empty() {
@@ -220,6 +225,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         state_path,
         exporter,
         crowdsec,
+        countries,
     };
     let served = daemon.serve(events);
     // Saved before detaching: what the kernel banned up to the last moment.
@@ -451,6 +457,8 @@ struct Daemon<'a> {
     exporter: Option<(TcpListener, Arc<Metrics>)>,
     /// The CrowdSec bouncer and signal source, if `[crowdsec]` is configured.
     crowdsec: Option<CrowdsecSync>,
+    /// The `[countries]` lists and the database version they came from.
+    countries: CountryLists,
 }
 
 impl Daemon<'_> {
@@ -510,6 +518,7 @@ impl Daemon<'_> {
                         _ = terminate.recv() => break,
                         _ = hangup.recv() => self.reload(),
                         _ = save.tick() => {
+                            self.countries.reload_if_changed(&self.filter, self.settings.countries.as_ref());
                             self.sweep_expired_entries();
                             self.save_state();
                         }
@@ -607,6 +616,9 @@ impl Daemon<'_> {
                 self.settings.tracked_sources, settings.tracked_sources
             ));
         }
+        // Read before anything changes: a database that cannot be read refuses the reload.
+        let countries =
+            CountryLists::read(settings.countries.as_ref()).map_err(|e| e.to_string())?;
         if let Err(e) = self.filter.configure(&settings) {
             // Written in part: put the running configuration back whole.
             if let Err(back) = self.filter.configure(&self.settings) {
@@ -615,6 +627,9 @@ impl Daemon<'_> {
             return Err(format!("the kernel refused it: {e}"));
         }
         self.settings = settings;
+        if let Err(e) = self.countries.apply(&self.filter, countries) {
+            return Err(format!("the country lists were not replaced: {e}"));
+        }
         Ok(())
     }
 

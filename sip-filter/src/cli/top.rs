@@ -4,7 +4,8 @@ use sip_filter::drops::pinned_source_drops;
 use super::lists::Where;
 
 /// Show the sources dropped most, with the reasons: banned and denied sources, scanners,
-/// unknown-domain probes, sources over their rate limit or the global budget. Counted
+/// unknown-domain probes, sources over their rate limit or the global budget; a denied
+/// country (`[countries]`) is one row, `country XX`, for all its networks. Counted
 /// by the kernel per source since the filter started (forgotten sources: the least
 /// recently seen of 262,144 tracked; bans: when they end; deny entries: when rewritten).
 #[derive(clap::Args)]
@@ -14,7 +15,7 @@ pub struct TopArgs {
     limit: usize,
     /// A JSON array of objects: iface (the filter's interfaces, comma separated),
     /// source, dropped, reasons (reason -> packets), banned (ban reason or null),
-    /// denied_by (config, operator, crowdsec or null).
+    /// denied_by (config, operator, crowdsec, country or null).
     #[arg(long)]
     json: bool,
     #[command(flatten)]
