@@ -21,12 +21,14 @@ const TEST_PACKAGE_DIR: &str = "tests";
 /// the same): no network namespace, no fixed address, pins of their own. They run one at
 /// a time in a second process beside the network tests, which mostly wait on their labs:
 /// about 12 of CI's minutes, taken off its length.
-const BESIDE_THE_LABS: [&str; 5] = [
+const BESIDE_THE_LABS: [&str; 7] = [
     "prog_test_run",
     "answers_test_run",
+    "countries_test_run",
     "adversarial_replay",
     "default_limits",
     "batch_maps",
+    "countries_size",
 ];
 
 #[derive(clap::Args)]
