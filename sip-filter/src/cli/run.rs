@@ -10,9 +10,10 @@ use aya::{
     maps::{MapData, RingBuf},
     programs::links::{FdLink, PinnedLink},
 };
+use prometheus::IntCounterVec;
 use sip_filter::{
     crowdsec::{report::SyncMetrics, signals::SignalQueue, CrowdsecSync},
-    events,
+    events::{self, Aggregator},
     filter::{monotonic_now_ns, FilterError},
     interfaces,
     learnt::PinnedLearnt,
@@ -188,6 +189,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(_) => Some(SyncMetrics::new()?),
         None => None,
     };
+    let events_aggregated = Aggregator::counter()?;
     let exporter = match metrics_listener {
         Some(listener) => {
             let locations = Locations {
@@ -195,6 +197,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 runtime_dir: runtime_dir.clone(),
             };
             let metrics = Metrics::for_daemon(locations, &RELOADS, runtime.started_unix_ms)?;
+            metrics.register(vec![Box::new(events_aggregated.clone())])?;
             if let Some(sync_metrics) = &crowdsec_metrics {
                 metrics.register(sync_metrics.collectors())?;
             }
@@ -220,6 +223,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         state_path,
         exporter,
         crowdsec,
+        events_aggregated,
     };
     let served = daemon.serve(events);
     // Saved before detaching: what the kernel banned up to the last moment.
@@ -451,6 +455,8 @@ struct Daemon<'a> {
     exporter: Option<(TcpListener, Arc<Metrics>)>,
     /// The CrowdSec bouncer and signal source, if `[crowdsec]` is configured.
     crowdsec: Option<CrowdsecSync>,
+    /// `sip_filter_events_aggregated_total`, exported if metrics are served.
+    events_aggregated: IntCounterVec,
 }
 
 impl Daemon<'_> {
@@ -464,6 +470,7 @@ impl Daemon<'_> {
         let ipv6_prefix = u32::from(self.settings.ipv6_prefix);
         // The kernel's bans go to CrowdSec too, if a machine is configured.
         let signals = self.crowdsec.as_ref().and_then(|c| c.signals().cloned());
+        let mut aggregator = Aggregator::new(self.events_aggregated.clone());
         runtime.block_on(async {
             let mut interrupt = signal(SignalKind::interrupt()).context("watching SIGINT")?;
             let mut terminate = signal(SignalKind::terminate()).context("watching SIGTERM")?;
@@ -496,7 +503,7 @@ impl Daemon<'_> {
             {
                 let reading = async {
                     if let Some(events) = events.as_mut() {
-                        let Err(e) = log_events(events, ipv6_prefix, signals.as_ref()).await;
+                        let Err(e) = log_events(events, &mut aggregator, ipv6_prefix, signals.as_ref()).await;
                         log::warn!("reading the events ring buffer failed, so bans and drops are no longer logged: {e}");
                     }
                     std::future::pending::<()>().await
@@ -520,8 +527,9 @@ impl Daemon<'_> {
             service_manager::stopping();
             // What the kernel wrote just before the stop, without waiting for more.
             if let Some(events) = events.as_mut() {
-                drain(events.get_mut(), ipv6_prefix, signals.as_ref());
+                drain(events.get_mut(), &mut aggregator, ipv6_prefix, signals.as_ref());
             }
+            aggregator.finish().iter().for_each(events::log_line);
             log::info!("stopping");
             Ok(())
         })
@@ -672,35 +680,61 @@ fn reload_finished(outcome: &Result<(), String>) {
 /// Events logged per turn, before the signals are looked at again.
 const EVENTS_PER_TURN: usize = 256;
 
-/// Logs events as they arrive; returns only when the ring buffer cannot be polled.
-/// Cancel-safe: each event is consumed as it is logged.
+/// Logs events as they arrive, and each second's aggregated lines when it is over;
+/// returns only when the ring buffer cannot be polled. Cancel-safe: each event is
+/// consumed as it is logged or aggregated.
 async fn log_events(
     events: &mut AsyncFd<RingBuf<MapData>>,
+    aggregator: &mut Aggregator,
     ipv6_prefix: u32,
     signals: Option<&SignalQueue>,
 ) -> Result<std::convert::Infallible, std::io::Error> {
     loop {
-        let mut guard = events.readable_mut().await?;
-        if drain(guard.get_inner_mut(), ipv6_prefix, signals) {
-            // More waiting: let the runtime look at the signals, then go on.
-            drop(guard);
-            tokio::task::yield_now().await;
-        } else {
-            // Empty: sleep until the kernel signals more.
-            guard.clear_ready();
+        // Armed only while an aggregate waits: an idle daemon has no timer to wake it.
+        let flush_at = aggregator.next_flush_ns();
+        let wait = Duration::from_nanos(flush_at.unwrap_or(0).saturating_sub(monotonic_now_ns()));
+        tokio::select! {
+            guard = events.readable_mut() => {
+                let mut guard = guard?;
+                if drain(guard.get_inner_mut(), aggregator, ipv6_prefix, signals) {
+                    // More waiting: let the runtime look at the signals, then go on.
+                    drop(guard);
+                    tokio::task::yield_now().await;
+                } else {
+                    // Empty: sleep until the kernel signals more.
+                    guard.clear_ready();
+                }
+            }
+            () = tokio::time::sleep(wait), if flush_at.is_some() => {
+                aggregator.flush(monotonic_now_ns()).iter().for_each(events::log_line);
+            }
         }
     }
 }
 
-/// Logs up to [`EVENTS_PER_TURN`] events, handing bans to `signals`; true if more may
-/// be waiting.
-fn drain(ring: &mut RingBuf<MapData>, ipv6_prefix: u32, signals: Option<&SignalQueue>) -> bool {
+/// Logs (or aggregates) up to [`EVENTS_PER_TURN`] events, handing every ban to
+/// `signals`; true if more may be waiting.
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    aggregator: &mut Aggregator,
+    ipv6_prefix: u32,
+    signals: Option<&SignalQueue>,
+) -> bool {
     for _ in 0..EVENTS_PER_TURN {
         let Some(record) = ring.next() else {
             return false;
         };
-        events::log_record(&record, monotonic_now_ns(), ipv6_prefix);
-        if let (Some(signals), Some(event)) = (signals, events::parse(&record)) {
+        let Some(event) = events::parse(&record) else {
+            events::log_malformed(&record);
+            continue;
+        };
+        let now = monotonic_now_ns();
+        // The lines of a second that is over come before this event's.
+        aggregator.flush(now).iter().for_each(events::log_line);
+        if aggregator.admit(&event, now) {
+            events::log_event(&event, now, ipv6_prefix);
+        }
+        if let Some(signals) = signals {
             signals.offer(&event, ipv6_prefix);
         }
     }
