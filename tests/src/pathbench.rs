@@ -458,7 +458,7 @@ impl Snapshot {
     }
 }
 
-fn clock_ticks_per_second() -> f64 {
+pub fn clock_ticks_per_second() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if hz > 0 {
@@ -469,7 +469,7 @@ fn clock_ticks_per_second() -> f64 {
 }
 
 /// utime + stime of a process, in clock ticks (0 if it is gone).
-fn process_ticks(pid: i32) -> u64 {
+pub fn process_ticks(pid: i32) -> u64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0;
     };
