@@ -25,7 +25,11 @@
 //! else: to profile one path with `perf record`), `--render JSON --markdown FILE` (the
 //! report of an earlier run, measuring nothing).
 
-use std::{fmt::Write as _, net::IpAddr, time::Instant};
+use std::{
+    fmt::Write as _,
+    net::IpAddr,
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Context};
 use aya::maps::{lpm_trie::Key, HashMap, LpmTrie, MapData};
@@ -64,11 +68,13 @@ struct Args {
     only: Option<String>,
     /// Write the report of an earlier run's JSON (with `--markdown`), measuring nothing.
     render: Option<String>,
+    /// Each path flood's length, in place of the default (or `--quick`'s).
+    flood_seconds: Option<u64>,
 }
 
 const USAGE: &str = "bench [--quick] [--runs N (7)] [--repeat R (1000000)] [--json FILE] \
                      [--markdown FILE] [--no-growth] [--state-save-only] [--no-path] [--class PART-OF-NAME] \
-                     [--render JSON --markdown FILE]";
+                     [--flood-seconds S] [--render JSON --markdown FILE]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
@@ -82,6 +88,7 @@ fn parse_args() -> anyhow::Result<Args> {
         path: true,
         only: None,
         render: None,
+        flood_seconds: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -105,6 +112,10 @@ fn parse_args() -> anyhow::Result<Args> {
             "--no-growth" => args.growth = false,
             "--state-save-only" => args.state_save_only = true,
             "--no-path" => args.path = false,
+            "--flood-seconds" => {
+                let seconds = it.next().context("--flood-seconds needs a number")?;
+                args.flood_seconds = Some(seconds.parse()?);
+            }
             "--class" => {
                 args.only = Some(it.next().context("--class needs part of a name")?);
                 args.growth = false;
@@ -494,7 +505,11 @@ fn main() -> anyhow::Result<()> {
         Value::Null
     };
     let path = if args.path {
-        pathbench::run(&pathbench::Options::new(args.quick))?
+        let mut options = pathbench::Options::new(args.quick);
+        if let Some(seconds) = args.flood_seconds {
+            options.flood = Duration::from_secs(seconds);
+        }
+        pathbench::run(&options)?
     } else {
         Value::Null
     };
