@@ -370,9 +370,14 @@ pub struct Aggregator {
     tallies: [Tally; 3],
     /// Aggregated lines of intervals that are over, not yet taken.
     finished: Vec<Line>,
-    /// `sip_filter_events_aggregated_total`, by event kind.
-    counter: prometheus::IntCounterVec,
+    /// `sip_filter_events_aggregated_total`, one series per [`AGGREGATED_KINDS`]: looked
+    /// up once, not per event.
+    counters: [prometheus::IntCounter; AGGREGATED_KINDS.len()],
 }
+
+/// The `kind` labels of `sip_filter_events_aggregated_total`, [`kind_name`]'s and
+/// `unknown`.
+const AGGREGATED_KINDS: [&str; 5] = ["drop", "ban", "lockout", "registered", "unknown"];
 
 impl Aggregator {
     /// `sip_filter_events_aggregated_total`, every kind at 0 (so that `increase()` sees
@@ -387,7 +392,8 @@ impl Aggregator {
             ),
             &["kind"],
         )?;
-        for kind in ["drop", "ban", "lockout", "registered"] {
+        // Every known kind from the start; `unknown` only once one is seen.
+        for kind in &AGGREGATED_KINDS[..AGGREGATED_KINDS.len() - 1] {
             counter.with_label_values(&[kind]);
         }
         Ok(counter)
@@ -398,7 +404,7 @@ impl Aggregator {
             started_ns: None,
             tallies: Default::default(),
             finished: Vec::new(),
-            counter,
+            counters: AGGREGATED_KINDS.map(|kind| counter.with_label_values(&[kind])),
         }
     }
 
@@ -433,8 +439,8 @@ impl Aggregator {
             Some((_, count)) => *count += 1,
             None => tally.reasons.push((key, 1)),
         }
-        let kind_label = kind(event).map_or("unknown", kind_name);
-        self.counter.with_label_values(&[kind_label]).inc();
+        let series = kind(event).map_or(AGGREGATED_KINDS.len() - 1, |known| known as usize);
+        self.counters[series].inc();
         false
     }
 
@@ -986,6 +992,25 @@ mod tests {
     /// The n-th flood source, 198.19.x.y.
     fn flood_source(n: u32) -> [u8; 16] {
         v4((u32::from_be_bytes([198, 19, 0, 1]) + n).to_be_bytes())
+    }
+
+    #[test]
+    fn the_counters_kinds_follow_the_event_kinds() {
+        for kind in [
+            EventKind::Drop,
+            EventKind::Ban,
+            EventKind::Lockout,
+            EventKind::Registered,
+        ] {
+            assert_eq!(AGGREGATED_KINDS[kind as usize], kind_name(kind));
+        }
+        let (mut aggregator, counter) = aggregator();
+        let mut odd = drop(v4([192, 0, 2, 1]), Reason::DropDenied, Method::None);
+        odd.kind = 9;
+        for _ in 0..=NOTICE_LINES_PER_SECOND {
+            aggregator.admit(&odd, NOW);
+        }
+        assert_eq!(aggregated(&counter, "unknown"), 1);
     }
 
     #[test]
