@@ -679,6 +679,10 @@ fn reload_finished(outcome: &Result<(), String>) {
 
 /// Events logged per turn, before the signals are looked at again.
 const EVENTS_PER_TURN: usize = 256;
+/// How long the reader waits after emptying the ring buffer before it waits for more.
+/// The ring buffer holds about 3,200 events: 10 ms of first drops from 100,000 sources
+/// fill a third of it.
+const EVENTS_PAUSE: Duration = Duration::from_millis(10);
 
 /// Logs events as they arrive, and each second's aggregated lines when it is over;
 /// returns only when the ring buffer cannot be polled. Cancel-safe: each event is
@@ -701,8 +705,12 @@ async fn log_events(
                     drop(guard);
                     tokio::task::yield_now().await;
                 } else {
-                    // Empty: sleep until the kernel signals more.
+                    // Empty: sleep until the kernel signals more, but not at once: the
+                    // kernel wakes the reader for the first event after it caught up, so
+                    // under a flood a short pause reads many events per wake-up.
                     guard.clear_ready();
+                    drop(guard);
+                    tokio::time::sleep(EVENTS_PAUSE).await;
                 }
             }
             () = tokio::time::sleep(wait), if flush_at.is_some() => {
