@@ -4,8 +4,11 @@
 //! dry_run=false`.
 //!
 //! Pure functions: [`parse`] decodes a ring buffer record, [`describe`] words it,
-//! [`fields`] gives its fields, and [`log_record`] logs both under [`TARGET`]. `sip-filter run` reads
-//! the ring buffer and hands each record to [`log_record`].
+//! [`fields`] gives its fields, and [`log_event`] logs both under [`TARGET`].
+//! `sip-filter run` reads the ring buffer and hands each event to an [`Aggregator`],
+//! which bounds the lines in total: past [`DROP_LINES_PER_SECOND`] drops (or
+//! [`NOTICE_LINES_PER_SECOND`] bans, lockouts and registrations) in a second, the rest
+//! of that second is one line per class (`event=drops_aggregated`).
 
 use std::{
     mem::{offset_of, size_of},
@@ -162,19 +165,14 @@ pub fn fields(event: &Event, now_ns: u64, ipv6_prefix: u32) -> Vec<(&'static str
     match kind(event) {
         Some(EventKind::Ban) => {
             with_source(&mut fields);
-            let reason = BanReason::ALL
-                .get(event.reason as usize)
-                .map_or_else(|| event.reason.to_string(), |r| r.name().to_string());
-            fields.push(("reason", reason));
+            fields.push(("reason", reason_name(event)));
             if event.expires_ns != u64::MAX {
                 fields.push(("ttl_s", ttl));
             }
         }
         Some(EventKind::Drop) => {
             with_source(&mut fields);
-            let reason = Reason::from_number(u64::from(event.reason))
-                .map_or_else(|| event.reason.to_string(), |r| r.name().to_string());
-            fields.push(("reason", reason));
+            fields.push(("reason", reason_name(event)));
             let method = Method::ALL
                 .get(event.method as usize)
                 .map_or_else(|| event.method.to_string(), |m| m.name().to_string());
@@ -205,34 +203,365 @@ pub fn fields(event: &Event, now_ns: u64, ipv6_prefix: u32) -> Vec<(&'static str
     fields
 }
 
-/// Decodes `record` and logs it; a short record is skipped with a debug line.
-pub fn log_record(record: &[u8], now_ns: u64, ipv6_prefix: u32) {
-    match parse(record) {
-        Some(event) => {
-            let fields = fields(&event, now_ns, ipv6_prefix);
-            let pairs: Vec<(&str, &str)> = fields
-                .iter()
-                .map(|(key, value)| (*key, value.as_str()))
-                .collect();
-            // The `log!` macros take only fields named in the source.
-            log::logger().log(
-                &log::Record::builder()
-                    .args(format_args!("{}", describe(&event, now_ns, ipv6_prefix)))
-                    .level(level(&event))
-                    .target(TARGET)
-                    .module_path_static(Some(module_path!()))
-                    .file_static(Some(file!()))
-                    .line(Some(line!()))
-                    .key_values(&pairs)
-                    .build(),
-            );
+/// A short record's debug line.
+pub fn log_malformed(record: &[u8]) {
+    log::debug!(
+        target: TARGET,
+        "skipped a malformed event: {} bytes, expected {}",
+        record.len(),
+        size_of::<Event>()
+    );
+}
+
+/// Logs `event` on a line of its own, as [`describe`] and [`fields`] make it; nothing is
+/// formatted when its level is not logged.
+pub fn log_event(event: &Event, now_ns: u64, ipv6_prefix: u32) {
+    let level = level(event);
+    if !log::log_enabled!(target: TARGET, level) {
+        return;
+    }
+    log_line(&Line {
+        level,
+        message: describe(event, now_ns, ipv6_prefix),
+        fields: fields(event, now_ns, ipv6_prefix),
+    });
+}
+
+/// Logs `line` under [`TARGET`], its fields as key-values.
+pub fn log_line(line: &Line) {
+    let pairs: Vec<(&str, &str)> = line
+        .fields
+        .iter()
+        .map(|(key, value)| (*key, value.as_str()))
+        .collect();
+    // The `log!` macros take only fields named in the source.
+    log::logger().log(
+        &log::Record::builder()
+            .args(format_args!("{}", line.message))
+            .level(line.level)
+            .target(TARGET)
+            .module_path_static(Some(module_path!()))
+            .file_static(Some(file!()))
+            .line(Some(line!()))
+            .key_values(&pairs)
+            .build(),
+    );
+}
+
+/// A log line made by this module: words, level and fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Line {
+    pub level: log::Level,
+    pub message: String,
+    pub fields: Vec<(&'static str, String)>,
+}
+
+/// An event's `reason` field: its drop reason or ban reason as the metrics' labels name
+/// it, the number when this version does not know it; lockouts and registrations, which
+/// have none, by their kind.
+fn reason_name(event: &Event) -> String {
+    match kind(event) {
+        Some(EventKind::Ban) => BanReason::ALL
+            .get(event.reason as usize)
+            .map_or_else(|| event.reason.to_string(), |r| r.name().to_string()),
+        Some(EventKind::Drop) => Reason::from_number(u64::from(event.reason))
+            .map_or_else(|| event.reason.to_string(), |r| r.name().to_string()),
+        Some(other) => kind_name(other).to_string(),
+        None => event.reason.to_string(),
+    }
+}
+
+/// Drop lines logged one by one in a second before the rest of that second is
+/// aggregated: a small incident reads line by line as before, a flood from thousands of
+/// sources as one line a second.
+pub const DROP_LINES_PER_SECOND: u32 = 20;
+/// The same for bans and lockouts, and apart for registrations: rarer and each worth
+/// reading, so a higher budget.
+pub const NOTICE_LINES_PER_SECOND: u32 = 100;
+/// How many sources an aggregated line names.
+pub const TOP_SOURCES: usize = 5;
+/// Distinct sources one aggregate keeps, whatever the flood (about 3 MB): past it the
+/// events are still counted, their sources no longer.
+const MAX_SOURCES_PER_INTERVAL: usize = 65_536;
+/// An aggregate's interval: the kernel's own between two drop events of a source.
+const INTERVAL_NS: u64 = DROP_EVENT_INTERVAL_NS;
+
+/// Events that share a budget of lines, and their aggregated line's `event` field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    Drops,
+    /// Bans and lockouts.
+    Bans,
+    /// Registrations, and kinds this version does not know: debug lines.
+    Registrations,
+}
+
+impl Class {
+    const ALL: [Class; 3] = [Class::Drops, Class::Bans, Class::Registrations];
+
+    fn of(event: &Event) -> Class {
+        match kind(event) {
+            Some(EventKind::Drop) => Class::Drops,
+            Some(EventKind::Ban | EventKind::Lockout) => Class::Bans,
+            Some(EventKind::Registered) | None => Class::Registrations,
         }
-        None => log::debug!(
-            target: TARGET,
-            "skipped a malformed event: {} bytes, expected {}",
-            record.len(),
-            size_of::<Event>()
+    }
+
+    fn budget(self) -> u32 {
+        match self {
+            Class::Drops => DROP_LINES_PER_SECOND,
+            Class::Bans | Class::Registrations => NOTICE_LINES_PER_SECOND,
+        }
+    }
+
+    fn event_name(self) -> &'static str {
+        match self {
+            Class::Drops => "drops_aggregated",
+            Class::Bans => "bans_aggregated",
+            Class::Registrations => "registrations_aggregated",
+        }
+    }
+
+    fn level(self) -> log::Level {
+        match self {
+            Class::Drops | Class::Bans => log::Level::Info,
+            Class::Registrations => log::Level::Debug,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One source in an aggregate.
+#[derive(Clone, Copy, Debug)]
+struct SourceTally {
+    events: u64,
+    /// Its place among the aggregate's sources, first seen first: ties in the top go to
+    /// the earliest.
+    order: u64,
+    /// Its first aggregated event's kind and reason.
+    kind: u32,
+    reason: u32,
+}
+
+/// A class's events in the current interval.
+#[derive(Default)]
+struct Tally {
+    /// Lines logged one by one.
+    logged: u32,
+    /// Events counted here instead.
+    aggregated: u64,
+    sources: std::collections::HashMap<[u8; 16], SourceTally>,
+    /// Aggregated events by (kind, reason), in first-seen order.
+    reasons: Vec<((u32, u32), u64)>,
+    dry_run: bool,
+}
+
+/// Bounds the event lines in total: each [`Class`] logs its first lines of a second one
+/// by one ([`Class::budget`]); the rest of that second is counted, by source and reason,
+/// and logged as one line when the second is over. Only the log is bounded: every
+/// event is still handed on (bans to CrowdSec), and the kernel's maps never see this.
+pub struct Aggregator {
+    /// When the current interval began (`CLOCK_MONOTONIC_COARSE`, ns); `None` before
+    /// the first event.
+    started_ns: Option<u64>,
+    tallies: [Tally; 3],
+    /// Aggregated lines of intervals that are over, not yet taken.
+    finished: Vec<Line>,
+    /// `sip_filter_events_aggregated_total`, one series per [`AGGREGATED_KINDS`]: looked
+    /// up once, not per event.
+    counters: [prometheus::IntCounter; AGGREGATED_KINDS.len()],
+}
+
+/// The `kind` labels of `sip_filter_events_aggregated_total`, [`kind_name`]'s and
+/// `unknown`.
+const AGGREGATED_KINDS: [&str; 5] = ["drop", "ban", "lockout", "registered", "unknown"];
+
+impl Aggregator {
+    /// `sip_filter_events_aggregated_total`, every kind at 0 (so that `increase()` sees
+    /// the first ones): register it with the exporter and give it to [`Aggregator::new`].
+    pub fn counter() -> Result<prometheus::IntCounterVec, prometheus::Error> {
+        let counter = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "sip_filter_events_aggregated_total",
+                "Kernel events logged in an aggregated line rather than one line each, by kind \
+                 (drop, ban, lockout, registered, unknown): past 20 drop lines or 100 ban and \
+                 lockout lines in a second.",
+            ),
+            &["kind"],
+        )?;
+        // Every known kind from the start; `unknown` only once one is seen.
+        for kind in &AGGREGATED_KINDS[..AGGREGATED_KINDS.len() - 1] {
+            counter.with_label_values(&[kind]);
+        }
+        Ok(counter)
+    }
+
+    pub fn new(counter: prometheus::IntCounterVec) -> Self {
+        Self {
+            started_ns: None,
+            tallies: Default::default(),
+            finished: Vec::new(),
+            counters: AGGREGATED_KINDS.map(|kind| counter.with_label_values(&[kind])),
+        }
+    }
+
+    /// Whether `event`, arriving at `now_ns`, gets a line of its own; if not, it is
+    /// counted into its class's aggregate.
+    pub fn admit(&mut self, event: &Event, now_ns: u64) -> bool {
+        self.roll(now_ns);
+        let class = Class::of(event);
+        let tally = &mut self.tallies[class.index()];
+        if tally.logged < class.budget() {
+            tally.logged += 1;
+            return true;
+        }
+        let order = tally.aggregated;
+        tally.aggregated += 1;
+        tally.dry_run |= event.dry_run != 0;
+        let room = tally.sources.len() < MAX_SOURCES_PER_INTERVAL;
+        match tally.sources.entry(event.source) {
+            std::collections::hash_map::Entry::Occupied(mut seen) => seen.get_mut().events += 1,
+            std::collections::hash_map::Entry::Vacant(new) if room => {
+                new.insert(SourceTally {
+                    events: 1,
+                    order,
+                    kind: event.kind,
+                    reason: event.reason,
+                });
+            }
+            std::collections::hash_map::Entry::Vacant(_) => {}
+        }
+        let key = (event.kind, event.reason);
+        match tally.reasons.iter_mut().find(|(seen, _)| *seen == key) {
+            Some((_, count)) => *count += 1,
+            None => tally.reasons.push((key, 1)),
+        }
+        let series = kind(event).map_or(AGGREGATED_KINDS.len() - 1, |known| known as usize);
+        self.counters[series].inc();
+        false
+    }
+
+    /// The aggregated lines of the intervals over by `now_ns` (at most one per class).
+    pub fn flush(&mut self, now_ns: u64) -> Vec<Line> {
+        self.roll(now_ns);
+        std::mem::take(&mut self.finished)
+    }
+
+    /// Every aggregated line, the current interval's too (when the daemon stops).
+    pub fn finish(&mut self) -> Vec<Line> {
+        self.close_interval();
+        self.started_ns = None;
+        std::mem::take(&mut self.finished)
+    }
+
+    /// When the current interval's aggregated lines are due, if it has any.
+    pub fn next_flush_ns(&self) -> Option<u64> {
+        let pending = self.tallies.iter().any(|tally| tally.aggregated > 0);
+        self.started_ns
+            .filter(|_| pending)
+            .map(|started| started.saturating_add(INTERVAL_NS))
+    }
+
+    /// Closes the interval if it is over by `now_ns`; the next event starts the next.
+    fn roll(&mut self, now_ns: u64) {
+        match self.started_ns {
+            Some(started) if now_ns < started.saturating_add(INTERVAL_NS) => {}
+            Some(_) => {
+                self.close_interval();
+                self.started_ns = Some(now_ns);
+            }
+            None => self.started_ns = Some(now_ns),
+        }
+    }
+
+    fn close_interval(&mut self) {
+        for class in Class::ALL {
+            let tally = std::mem::take(&mut self.tallies[class.index()]);
+            if tally.aggregated > 0 {
+                self.finished.push(aggregated_line(class, &tally));
+            }
+        }
+    }
+}
+
+/// A class's aggregate as a line: `event=drops_aggregated events=4076 sources=4076
+/// logged=20 reasons=drop_scanner:4076 top="198.19.0.21 (drop_scanner, 1), ..."`.
+fn aggregated_line(class: Class, tally: &Tally) -> Line {
+    let label = |kind: u32, reason: u32| {
+        reason_name(&Event {
+            source: [0; 16],
+            kind,
+            reason,
+            method: 0,
+            dry_run: 0,
+            expires_ns: 0,
+            account: [0; ACCOUNT_WORDS],
+        })
+    };
+    let mut top: Vec<(&[u8; 16], &SourceTally)> = tally.sources.iter().collect();
+    let busiest_first = |a: &(&[u8; 16], &SourceTally), b: &(&[u8; 16], &SourceTally)| {
+        b.1.events.cmp(&a.1.events).then(a.1.order.cmp(&b.1.order))
+    };
+    if top.len() > TOP_SOURCES {
+        top.select_nth_unstable_by(TOP_SOURCES - 1, busiest_first);
+        top.truncate(TOP_SOURCES);
+    }
+    top.sort_unstable_by(busiest_first);
+    let top = top
+        .iter()
+        .map(|(source, seen)| {
+            format!(
+                "{} ({}, {})",
+                source_address(**source),
+                label(seen.kind, seen.reason),
+                seen.events
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut reasons = tally.reasons.clone();
+    reasons.sort_by_key(|&(_, count)| std::cmp::Reverse(count));
+    let reasons = reasons
+        .iter()
+        .map(|((kind, reason), count)| format!("{}:{count}", label(*kind, *reason)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let capped = tally.sources.len() >= MAX_SOURCES_PER_INTERVAL;
+    let sources = if capped {
+        format!("at least {}", tally.sources.len())
+    } else {
+        tally.sources.len().to_string()
+    };
+    let what = match class {
+        Class::Drops => "drop events",
+        Class::Bans => "bans and lockouts",
+        Class::Registrations => "registrations and unknown events",
+    };
+    let mut fields = vec![
+        ("event", class.event_name().to_string()),
+        ("events", tally.aggregated.to_string()),
+        ("sources", tally.sources.len().to_string()),
+    ];
+    if capped {
+        fields.push(("sources_capped", "true".to_string()));
+    }
+    fields.extend([
+        ("logged", tally.logged.to_string()),
+        ("reasons", reasons),
+        ("top", top.clone()),
+        ("dry_run", tally.dry_run.to_string()),
+    ]);
+    Line {
+        level: class.level(),
+        message: format!(
+            "{} more {what} from {sources} sources in the last second, past the {} logged \
+             one by one; top {TOP_SOURCES}: {top}",
+            tally.aggregated, tally.logged
         ),
+        fields,
     }
 }
 
@@ -638,7 +967,232 @@ mod tests {
         longer.extend_from_slice(&[0xee; 8]);
         assert_eq!(parse(&longer), Some(event));
         // Logging a short record must not panic.
-        log_record(&bytes[..7], NOW, 64);
-        log_record(&bytes, NOW, 64);
+        log_malformed(&bytes[..7]);
+        log_event(&event, NOW, 64);
+    }
+
+    /// An aggregator with a counter of its own, and the counter to read.
+    fn aggregator() -> (Aggregator, prometheus::IntCounterVec) {
+        let counter = Aggregator::counter().unwrap();
+        (Aggregator::new(counter.clone()), counter)
+    }
+
+    fn aggregated(counter: &prometheus::IntCounterVec, kind: &str) -> u64 {
+        counter.with_label_values(&[kind]).get()
+    }
+
+    fn field<'a>(line: &'a Line, key: &str) -> &'a str {
+        line.fields
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+    }
+
+    /// The n-th flood source, 198.19.x.y.
+    fn flood_source(n: u32) -> [u8; 16] {
+        v4((u32::from_be_bytes([198, 19, 0, 1]) + n).to_be_bytes())
+    }
+
+    #[test]
+    fn the_counters_kinds_follow_the_event_kinds() {
+        for kind in [
+            EventKind::Drop,
+            EventKind::Ban,
+            EventKind::Lockout,
+            EventKind::Registered,
+        ] {
+            assert_eq!(AGGREGATED_KINDS[kind as usize], kind_name(kind));
+        }
+        let (mut aggregator, counter) = aggregator();
+        let mut odd = drop(v4([192, 0, 2, 1]), Reason::DropDenied, Method::None);
+        odd.kind = 9;
+        for _ in 0..=NOTICE_LINES_PER_SECOND {
+            aggregator.admit(&odd, NOW);
+        }
+        assert_eq!(aggregated(&counter, "unknown"), 1);
+    }
+
+    #[test]
+    fn a_small_incident_is_logged_line_by_line() {
+        let (mut aggregator, counter) = aggregator();
+        for n in 0..DROP_LINES_PER_SECOND {
+            let event = drop(flood_source(n), Reason::DropScanner, Method::Options);
+            assert!(aggregator.admit(&event, NOW + u64::from(n)), "drop {n}");
+        }
+        // A second later, a fresh budget.
+        let later = drop(flood_source(0), Reason::DropScanner, Method::Options);
+        assert!(aggregator.admit(&later, NOW + SECOND));
+        assert_eq!(aggregator.next_flush_ns(), None);
+        assert_eq!(aggregator.flush(NOW + 10 * SECOND), vec![]);
+        assert_eq!(aggregator.finish(), vec![]);
+        assert_eq!(aggregated(&counter, "drop"), 0);
+    }
+
+    #[test]
+    fn a_flood_from_4096_sources_is_20_lines_and_one_aggregate_a_second() {
+        const SOURCES: u32 = 4096;
+        let (mut aggregator, counter) = aggregator();
+        let mut lines = 0;
+        let mut aggregates = Vec::new();
+        for second in 0..3u64 {
+            for n in 0..SOURCES {
+                // Spread over the second, as the kernel sends them.
+                let now = NOW + second * SECOND + u64::from(n) * (SECOND / u64::from(SOURCES));
+                aggregates.extend(aggregator.flush(now));
+                let reason = if n % 4 == 0 {
+                    Reason::DropBanned
+                } else {
+                    Reason::DropScanner
+                };
+                if aggregator.admit(&drop(flood_source(n), reason, Method::Options), now) {
+                    lines += 1;
+                }
+            }
+        }
+        assert_eq!(aggregator.next_flush_ns(), Some(NOW + 3 * SECOND));
+        // Not due before its second is over; due after.
+        assert_eq!(aggregator.flush(NOW + 3 * SECOND - 1), vec![]);
+        aggregates.extend(aggregator.flush(NOW + 3 * SECOND));
+        assert_eq!(aggregator.next_flush_ns(), None);
+        assert_eq!(lines, 3 * DROP_LINES_PER_SECOND);
+        assert_eq!(aggregates.len(), 3, "{aggregates:#?}");
+        let past = u64::from(SOURCES - DROP_LINES_PER_SECOND);
+        assert_eq!(aggregated(&counter, "drop"), 3 * past);
+        let line = &aggregates[0];
+        assert_eq!(line.level, log::Level::Info);
+        assert_eq!(field(line, "event"), "drops_aggregated");
+        assert_eq!(field(line, "events"), past.to_string());
+        assert_eq!(field(line, "sources"), past.to_string());
+        assert_eq!(field(line, "logged"), "20");
+        // Sources 20.. were aggregated; every fourth (20, 24, ...) was banned.
+        assert_eq!(
+            field(line, "reasons"),
+            format!("drop_scanner:{}", past * 3 / 4) + &format!(",drop_banned:{}", past / 4)
+        );
+        // Ties go to the first seen.
+        assert_eq!(
+            field(line, "top"),
+            "198.19.0.21 (drop_banned, 1), 198.19.0.22 (drop_scanner, 1), \
+             198.19.0.23 (drop_scanner, 1), 198.19.0.24 (drop_scanner, 1), \
+             198.19.0.25 (drop_banned, 1)"
+        );
+        assert_eq!(
+            line.message,
+            format!(
+                "{past} more drop events from {past} sources in the last second, past the 20 \
+                 logged one by one; top 5: {}",
+                field(line, "top")
+            )
+        );
+        assert!(aggregates.iter().all(|l| *l == aggregates[0]));
+    }
+
+    #[test]
+    fn the_top_sources_are_the_busiest() {
+        let (mut aggregator, _) = aggregator();
+        let busy = v6("2001:db8::bad");
+        let mut events = vec![];
+        for n in 0..DROP_LINES_PER_SECOND + 10 {
+            events.push(drop(
+                flood_source(n),
+                Reason::DropRateLimited,
+                Method::Register,
+            ));
+        }
+        for _ in 0..7 {
+            events.push(drop(busy, Reason::DropDenied, Method::Invite));
+        }
+        events.push(drop(
+            flood_source(25),
+            Reason::DropRateLimited,
+            Method::Register,
+        ));
+        for event in &events {
+            aggregator.admit(event, NOW);
+        }
+        let lines = aggregator.finish();
+        assert_eq!(lines.len(), 1);
+        assert_eq!(field(&lines[0], "events"), "18");
+        assert_eq!(field(&lines[0], "sources"), "11");
+        assert_eq!(
+            field(&lines[0], "top"),
+            "2001:db8::bad (drop_denied, 7), 198.19.0.26 (drop_rate_limited, 2), \
+             198.19.0.21 (drop_rate_limited, 1), 198.19.0.22 (drop_rate_limited, 1), \
+             198.19.0.23 (drop_rate_limited, 1)"
+        );
+        assert_eq!(
+            field(&lines[0], "reasons"),
+            "drop_rate_limited:11,drop_denied:7"
+        );
+    }
+
+    #[test]
+    fn bans_lockouts_and_registrations_have_budgets_of_their_own() {
+        let (mut aggregator, counter) = aggregator();
+        let budget = NOTICE_LINES_PER_SECOND;
+        // Drops past their budget do not take the bans'.
+        for n in 0..DROP_LINES_PER_SECOND + 5 {
+            aggregator.admit(
+                &drop(flood_source(n), Reason::DropScanner, Method::Options),
+                NOW,
+            );
+        }
+        let mut logged = 0;
+        for n in 0..budget + 50 {
+            let event = ban(flood_source(n), BanReason::Scanner, NOW + 3600 * SECOND);
+            logged += u32::from(aggregator.admit(&event, NOW));
+        }
+        let lockout = Event {
+            kind: EventKind::Lockout as u32,
+            ..ban(flood_source(7), BanReason::Auth, NOW + 900 * SECOND)
+        };
+        assert!(!aggregator.admit(&lockout, NOW));
+        let registered = Event {
+            kind: EventKind::Registered as u32,
+            ..lockout
+        };
+        assert!(aggregator.admit(&registered, NOW));
+        assert_eq!(logged, budget);
+        let mut dry = ban(flood_source(999), BanReason::Rate, NOW + 60 * SECOND);
+        dry.dry_run = 1;
+        assert!(!aggregator.admit(&dry, NOW));
+        assert_eq!(aggregated(&counter, "drop"), 5);
+        assert_eq!(aggregated(&counter, "ban"), 51);
+        assert_eq!(aggregated(&counter, "lockout"), 1);
+        assert_eq!(aggregated(&counter, "registered"), 0);
+        let lines = aggregator.flush(NOW + SECOND);
+        let events: Vec<&str> = lines.iter().map(|l| field(l, "event")).collect();
+        assert_eq!(events, ["drops_aggregated", "bans_aggregated"]);
+        let bans = &lines[1];
+        assert_eq!(field(bans, "events"), "52");
+        assert_eq!(field(bans, "sources"), "52");
+        assert_eq!(field(bans, "reasons"), "scanner:50,lockout:1,rate:1");
+        assert_eq!(field(bans, "dry_run"), "true");
+        assert!(bans.message.starts_with(
+            "52 more bans and lockouts from 52 sources in the last second, past the 100 logged"
+        ));
+        assert!(field(bans, "top").starts_with("198.19.0.101 (scanner, 1), "));
+    }
+
+    #[test]
+    fn one_aggregate_holds_a_bounded_number_of_sources() {
+        let (mut aggregator, counter) = aggregator();
+        let flood = MAX_SOURCES_PER_INTERVAL as u32 + 1000;
+        for n in 0..flood + DROP_LINES_PER_SECOND {
+            aggregator.admit(
+                &drop(flood_source(n), Reason::DropScanner, Method::Options),
+                NOW,
+            );
+        }
+        let lines = aggregator.finish();
+        assert_eq!(field(&lines[0], "events"), flood.to_string());
+        assert_eq!(
+            field(&lines[0], "sources"),
+            MAX_SOURCES_PER_INTERVAL.to_string()
+        );
+        assert_eq!(field(&lines[0], "sources_capped"), "true");
+        assert!(lines[0].message.contains(" from at least 65536 sources "));
+        assert_eq!(aggregated(&counter, "drop"), u64::from(flood));
     }
 }

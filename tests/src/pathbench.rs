@@ -236,6 +236,7 @@ pub fn run(options: &Options) -> anyhow::Result<Value> {
     let mut kamailio = start_kamailio(&lab, dir.path(), Setup::SipFilter)?;
     let mut results = Vec::new();
     let mut attach_mode = String::new();
+    let mut daemon_idle = None;
     for setup in SETUPS {
         let mut daemon = None;
         match setup {
@@ -258,8 +259,12 @@ pub fn run(options: &Options) -> anyhow::Result<Value> {
                 kamailio = start_kamailio(&lab, dir.path(), Setup::Kamailio)?;
             }
         }
+        let daemon_pid = daemon.as_ref().map(Background::pid);
+        if let Some(pid) = daemon_pid {
+            daemon_idle = Some(daemon_idle_cpu_percent(pid, options)?);
+        }
         for (flood, frames) in &floods {
-            let measured = measure(&lab, dir.path(), setup, flood, frames, options)?;
+            let measured = measure(&lab, dir.path(), setup, flood, frames, options, daemon_pid)?;
             results.push(measured);
         }
         match setup {
@@ -284,6 +289,7 @@ pub fn run(options: &Options) -> anyhow::Result<Value> {
         "per_source_rate": PER_SOURCE_RATE,
         "per_class_rate": PER_CLASS_RATE,
         "sip_filter_attached": attach_mode,
+        "sip_filter_daemon_idle_cpu_percent": daemon_idle,
         "floods": FLOODS.iter().map(|f| json!({"name": f.name, "what": f.what, "sources": f.sources})).collect::<Vec<_>>(),
         "runs": results,
         "ratios": ratios,
@@ -298,6 +304,7 @@ fn measure(
     flood: &Flood,
     frames: &[Vec<u8>],
     options: &Options,
+    daemon: Option<i32>,
 ) -> anyhow::Result<Value> {
     let calls = (f64::from(options.legit_rate) * options.flood.as_secs_f64()).ceil() as u32;
     let calls = calls.max(1);
@@ -331,9 +338,11 @@ fn measure(
             thread::spawn(move || run_bounded(sipp, Duration::from_secs(120)))
         })
         .collect();
-    let before = Snapshot::take(lab)?;
+    let daemon_ticks = || daemon.map_or(0, process_ticks);
+    let (before, daemon_before) = (Snapshot::take(lab)?, daemon_ticks());
     let sent = send_flood(lab, frames, options)?;
-    let after = Snapshot::take(lab)?;
+    let (after, daemon_after) = (Snapshot::take(lab)?, daemon_ticks());
+    let daemon_cpu = daemon_after.saturating_sub(daemon_before) as f64 / clock_ticks_per_second();
     let (mut successful, mut failed) = (0, 0);
     for client in legit {
         let client: Finished = client
@@ -375,6 +384,13 @@ fn measure(
         per_cpu_second,
         legit_success * 100.0
     );
+    if daemon.is_some() {
+        println!(
+            "{:<11} the daemon's own CPU: {daemon_cpu:.2} s, {:.1}% of a CPU",
+            "",
+            100.0 * daemon_cpu / sent.elapsed.as_secs_f64()
+        );
+    }
     Ok(json!({
         "setup": setup.name(),
         "flood": flood.name,
@@ -388,6 +404,7 @@ fn measure(
         "softirq_cpu_seconds": softirq,
         "server_process_cpu_seconds": cpu - softirq,
         "cpu_seconds": cpu,
+        "daemon_cpu_seconds": daemon.map(|_| daemon_cpu),
         "dropped_per_cpu_second": per_cpu_second,
         "legit_calls": successful + failed,
         "legit_successful": successful,
@@ -424,6 +441,27 @@ fn ratios(results: &[Value]) -> Vec<Value> {
     out
 }
 
+/// The sip-filter daemon's own CPU (utime + stime) while nothing is sent, in percent
+/// of a CPU, over a few seconds after its start.
+fn daemon_idle_cpu_percent(pid: i32, options: &Options) -> anyhow::Result<f64> {
+    let window = if options.quick {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(20)
+    };
+    // Its start's work (loading, attaching, the first save) is not idling.
+    thread::sleep(Duration::from_secs(1));
+    let (before, started) = (process_ticks(pid), Instant::now());
+    thread::sleep(window);
+    let used = process_ticks(pid).saturating_sub(before) as f64 / clock_ticks_per_second();
+    let percent = 100.0 * used / started.elapsed().as_secs_f64();
+    println!(
+        "sip-filter daemon idle: {used:.2} CPU s in {:.0} s, {percent:.2}% of a CPU",
+        window.as_secs_f64()
+    );
+    Ok(percent)
+}
+
 /// What the receiving side has used and answered so far.
 struct Snapshot {
     softirq_seconds: f64,
@@ -458,7 +496,7 @@ impl Snapshot {
     }
 }
 
-fn clock_ticks_per_second() -> f64 {
+pub fn clock_ticks_per_second() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if hz > 0 {
@@ -469,7 +507,7 @@ fn clock_ticks_per_second() -> f64 {
 }
 
 /// utime + stime of a process, in clock ticks (0 if it is gone).
-fn process_ticks(pid: i32) -> u64 {
+pub fn process_ticks(pid: i32) -> u64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0;
     };
@@ -1049,6 +1087,32 @@ pub fn markdown(doc: &Value) -> String {
             );
         }
     }
+    md.push_str(&daemon_cpu_markdown(doc));
     md.push('\n');
+    md
+}
+
+/// The sip-filter daemon's own CPU, idle and during each flood, against issue 16's
+/// targets (below 1% of a CPU idle, 3% under the strongest flood).
+fn daemon_cpu_markdown(doc: &Value) -> String {
+    let mut md = String::new();
+    if let Some(idle) = doc["sip_filter_daemon_idle_cpu_percent"].as_f64() {
+        let _ = writeln!(
+            md,
+            "- the sip-filter daemon's own CPU (utime + stime of its process), idle: {idle:.2}% of a CPU (target: below 1%)."
+        );
+    }
+    for r in doc["runs"].as_array().into_iter().flatten() {
+        let (Some(cpu), Some(seconds)) = (r["daemon_cpu_seconds"].as_f64(), r["seconds"].as_f64())
+        else {
+            continue;
+        };
+        let _ = writeln!(
+            md,
+            "- the daemon's own CPU during the {}: {cpu:.2} s in {seconds:.1} s, {:.2}% of a CPU (target: below 3%).",
+            r["flood"].as_str().unwrap_or("?"),
+            100.0 * cpu / seconds.max(f64::EPSILON),
+        );
+    }
     md
 }

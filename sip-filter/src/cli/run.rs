@@ -10,10 +10,11 @@ use aya::{
     maps::{MapData, RingBuf},
     programs::links::{FdLink, PinnedLink},
 };
+use prometheus::IntCounterVec;
 use sip_filter::{
     countries::CountryLists,
     crowdsec::{report::SyncMetrics, signals::SignalQueue, CrowdsecSync},
-    events,
+    events::{self, Aggregator},
     filter::{monotonic_now_ns, FilterError},
     interfaces,
     learnt::PinnedLearnt,
@@ -193,6 +194,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(_) => Some(SyncMetrics::new()?),
         None => None,
     };
+    let events_aggregated = Aggregator::counter()?;
     let exporter = match metrics_listener {
         Some(listener) => {
             let locations = Locations {
@@ -200,6 +202,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 runtime_dir: runtime_dir.clone(),
             };
             let metrics = Metrics::for_daemon(locations, &RELOADS, runtime.started_unix_ms)?;
+            metrics.register(vec![Box::new(events_aggregated.clone())])?;
             if let Some(sync_metrics) = &crowdsec_metrics {
                 metrics.register(sync_metrics.collectors())?;
             }
@@ -226,6 +229,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         exporter,
         crowdsec,
         countries,
+        events_aggregated,
     };
     let served = daemon.serve(events);
     // Saved before detaching: what the kernel banned up to the last moment.
@@ -459,6 +463,8 @@ struct Daemon<'a> {
     crowdsec: Option<CrowdsecSync>,
     /// The `[countries]` lists and the database version they came from.
     countries: CountryLists,
+    /// `sip_filter_events_aggregated_total`, exported if metrics are served.
+    events_aggregated: IntCounterVec,
 }
 
 impl Daemon<'_> {
@@ -472,6 +478,7 @@ impl Daemon<'_> {
         let ipv6_prefix = u32::from(self.settings.ipv6_prefix);
         // The kernel's bans go to CrowdSec too, if a machine is configured.
         let signals = self.crowdsec.as_ref().and_then(|c| c.signals().cloned());
+        let mut aggregator = Aggregator::new(self.events_aggregated.clone());
         runtime.block_on(async {
             let mut interrupt = signal(SignalKind::interrupt()).context("watching SIGINT")?;
             let mut terminate = signal(SignalKind::terminate()).context("watching SIGTERM")?;
@@ -504,7 +511,7 @@ impl Daemon<'_> {
             {
                 let reading = async {
                     if let Some(events) = events.as_mut() {
-                        let Err(e) = log_events(events, ipv6_prefix, signals.as_ref()).await;
+                        let Err(e) = log_events(events, &mut aggregator, ipv6_prefix, signals.as_ref()).await;
                         log::warn!("reading the events ring buffer failed, so bans and drops are no longer logged: {e}");
                     }
                     std::future::pending::<()>().await
@@ -529,8 +536,9 @@ impl Daemon<'_> {
             service_manager::stopping();
             // What the kernel wrote just before the stop, without waiting for more.
             if let Some(events) = events.as_mut() {
-                drain(events.get_mut(), ipv6_prefix, signals.as_ref());
+                drain(events.get_mut(), &mut aggregator, ipv6_prefix, signals.as_ref());
             }
+            aggregator.finish().iter().for_each(events::log_line);
             log::info!("stopping");
             Ok(())
         })
@@ -686,36 +694,70 @@ fn reload_finished(outcome: &Result<(), String>) {
 
 /// Events logged per turn, before the signals are looked at again.
 const EVENTS_PER_TURN: usize = 256;
+/// How long the reader waits after emptying the ring buffer before it waits for more.
+/// The ring buffer holds about 3,200 events: 10 ms of first drops from 100,000 sources
+/// fill a third of it.
+const EVENTS_PAUSE: Duration = Duration::from_millis(10);
 
-/// Logs events as they arrive; returns only when the ring buffer cannot be polled.
-/// Cancel-safe: each event is consumed as it is logged.
+/// Logs events as they arrive, and each second's aggregated lines when it is over;
+/// returns only when the ring buffer cannot be polled. Cancel-safe: each event is
+/// consumed as it is logged or aggregated.
 async fn log_events(
     events: &mut AsyncFd<RingBuf<MapData>>,
+    aggregator: &mut Aggregator,
     ipv6_prefix: u32,
     signals: Option<&SignalQueue>,
 ) -> Result<std::convert::Infallible, std::io::Error> {
     loop {
-        let mut guard = events.readable_mut().await?;
-        if drain(guard.get_inner_mut(), ipv6_prefix, signals) {
-            // More waiting: let the runtime look at the signals, then go on.
-            drop(guard);
-            tokio::task::yield_now().await;
-        } else {
-            // Empty: sleep until the kernel signals more.
-            guard.clear_ready();
+        // Armed only while an aggregate waits: an idle daemon has no timer to wake it.
+        let flush_at = aggregator.next_flush_ns();
+        let wait = Duration::from_nanos(flush_at.unwrap_or(0).saturating_sub(monotonic_now_ns()));
+        tokio::select! {
+            guard = events.readable_mut() => {
+                let mut guard = guard?;
+                if drain(guard.get_inner_mut(), aggregator, ipv6_prefix, signals) {
+                    // More waiting: let the runtime look at the signals, then go on.
+                    drop(guard);
+                    tokio::task::yield_now().await;
+                } else {
+                    // Empty: sleep until the kernel signals more, but not at once: the
+                    // kernel wakes the reader for the first event after it caught up, so
+                    // under a flood a short pause reads many events per wake-up.
+                    guard.clear_ready();
+                    drop(guard);
+                    tokio::time::sleep(EVENTS_PAUSE).await;
+                }
+            }
+            () = tokio::time::sleep(wait), if flush_at.is_some() => {
+                aggregator.flush(monotonic_now_ns()).iter().for_each(events::log_line);
+            }
         }
     }
 }
 
-/// Logs up to [`EVENTS_PER_TURN`] events, handing bans to `signals`; true if more may
-/// be waiting.
-fn drain(ring: &mut RingBuf<MapData>, ipv6_prefix: u32, signals: Option<&SignalQueue>) -> bool {
+/// Logs (or aggregates) up to [`EVENTS_PER_TURN`] events, handing every ban to
+/// `signals`; true if more may be waiting.
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    aggregator: &mut Aggregator,
+    ipv6_prefix: u32,
+    signals: Option<&SignalQueue>,
+) -> bool {
     for _ in 0..EVENTS_PER_TURN {
         let Some(record) = ring.next() else {
             return false;
         };
-        events::log_record(&record, monotonic_now_ns(), ipv6_prefix);
-        if let (Some(signals), Some(event)) = (signals, events::parse(&record)) {
+        let Some(event) = events::parse(&record) else {
+            events::log_malformed(&record);
+            continue;
+        };
+        let now = monotonic_now_ns();
+        // The lines of a second that is over come before this event's.
+        aggregator.flush(now).iter().for_each(events::log_line);
+        if aggregator.admit(&event, now) {
+            events::log_event(&event, now, ipv6_prefix);
+        }
+        if let Some(signals) = signals {
             signals.offer(&event, ipv6_prefix);
         }
     }

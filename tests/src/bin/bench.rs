@@ -28,7 +28,11 @@
 //! else: to profile one path with `perf record`), `--render JSON --markdown FILE` (the
 //! report of an earlier run, measuring nothing).
 
-use std::{fmt::Write as _, net::IpAddr, time::Instant};
+use std::{
+    fmt::Write as _,
+    net::IpAddr,
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Context};
 use aya::maps::{lpm_trie::Key, HashMap, LpmTrie, MapData};
@@ -70,11 +74,13 @@ struct Args {
     only: Option<String>,
     /// Write the report of an earlier run's JSON (with `--markdown`), measuring nothing.
     render: Option<String>,
+    /// Each path flood's length, in place of the default (or `--quick`'s).
+    flood_seconds: Option<u64>,
 }
 
 const USAGE: &str = "bench [--quick] [--runs N (7)] [--repeat R (1000000)] [--json FILE] \
                      [--markdown FILE] [--no-growth] [--state-save-only] [--no-path] [--no-guessing] \
-                     [--guessing-only] [--class PART-OF-NAME] \
+                     [--guessing-only] [--class PART-OF-NAME] [--flood-seconds S] \
                      [--render JSON --markdown FILE]";
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -91,6 +97,7 @@ fn parse_args() -> anyhow::Result<Args> {
         guessing_only: false,
         only: None,
         render: None,
+        flood_seconds: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -116,6 +123,10 @@ fn parse_args() -> anyhow::Result<Args> {
             "--no-path" => args.path = false,
             "--no-guessing" => args.guessing = false,
             "--guessing-only" => args.guessing_only = true,
+            "--flood-seconds" => {
+                let seconds = it.next().context("--flood-seconds needs a number")?;
+                args.flood_seconds = Some(seconds.parse()?);
+            }
             "--class" => {
                 args.only = Some(it.next().context("--class needs part of a name")?);
                 args.growth = false;
@@ -509,7 +520,11 @@ fn main() -> anyhow::Result<()> {
         Value::Null
     };
     let path = if args.path {
-        pathbench::run(&pathbench::Options::new(args.quick))?
+        let mut options = pathbench::Options::new(args.quick);
+        if let Some(seconds) = args.flood_seconds {
+            options.flood = Duration::from_secs(seconds);
+        }
+        pathbench::run(&options)?
     } else {
         Value::Null
     };
