@@ -19,8 +19,8 @@ const TEST_PACKAGE_DIR: &str = "tests";
 
 /// Test files that only run the programs with BPF_PROG_TEST_RUN (or `replay`, which does
 /// the same): no network namespace, no fixed address, pins of their own. They run one at
-/// a time in a second process beside the network tests, which mostly wait on their labs:
-/// about 12 of CI's minutes, taken off its length.
+/// a time in a second process beside the network tests, which mostly wait on their labs,
+/// and the 6.1 VM after them: about 20 of CI's minutes, taken off its length.
 const BESIDE_THE_LABS: [&str; 7] = [
     "prog_test_run",
     "answers_test_run",
@@ -76,7 +76,18 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
     let beside = test_executables(&String::from_utf8_lossy(&built.stdout), &BESIDE_THE_LABS)?;
     let log = target_dir(&workspace).join("tests-beside-the-labs.log");
     let tests_dir = workspace.join(TEST_PACKAGE_DIR);
-    let beside_the_labs = thread::spawn(move || run_binaries(&beside, &tests_dir, &log));
+    // Then the 6.1 VM, still beside the labs: qemu keeps a CPU busy for minutes, while
+    // the labs mostly wait.
+    let with_vm = !args.no_vm;
+    let beside_the_labs = thread::spawn(move || {
+        let tests = run_binaries(&beside, &tests_dir, &log);
+        let vm = with_vm.then(|| {
+            let mut vm = crate::vm::VmArgs::default();
+            vm.console_on_failure_only = true;
+            crate::vm::vm_test(vm)
+        });
+        (tests, vm)
+    });
     // One test binary at a time: the network tests share the host's network stack. The
     // whole workspace, as built above (a narrower selection would unify features
     // differently, and build again).
@@ -92,11 +103,15 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
             .current_dir(&workspace)
             .args(["test", "--workspace", "--doc"]))
     });
-    let (failed, printed) = beside_the_labs
+    let (tests, vm) = beside_the_labs
         .join()
-        .map_err(|_| anyhow::anyhow!("the thread running the tests beside the labs panicked"))??;
+        .map_err(|_| anyhow::anyhow!("the thread running the tests beside the labs panicked"))?;
+    let (failed, printed) = tests?;
     println!("test: the tests run beside the labs:\n{printed}");
     labs_passed?;
+    if let Some(vm) = vm {
+        vm?;
+    }
     if !failed.is_empty() {
         bail!(
             "tests failed beside the labs: {} (their output is above)",
@@ -107,9 +122,6 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
     run(Command::new("cargo")
         .args(["+nightly", "fuzz", "build", "parse"])
         .current_dir("fuzz"))?;
-    if !args.no_vm {
-        crate::vm::vm_test(crate::vm::VmArgs::default())?;
-    }
     Ok(())
 }
 

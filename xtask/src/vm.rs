@@ -66,6 +66,10 @@ pub struct VmArgs {
     /// Run only the tests whose name contains this (to read one verifier log).
     #[arg(long)]
     filter: Option<String>,
+    /// Keep the VM's console to itself unless the run fails (`cargo xtask test` runs the VM
+    /// beside other tests, whose output it would otherwise interleave with).
+    #[arg(skip)]
+    pub console_on_failure_only: bool,
 }
 
 impl Default for VmArgs {
@@ -74,6 +78,7 @@ impl Default for VmArgs {
             expect_verifier_failure: false,
             timeout: DEFAULT_TIMEOUT_SECS,
             filter: None,
+            console_on_failure_only: false,
         }
     }
 }
@@ -117,7 +122,19 @@ pub fn vm_test(args: VmArgs) -> anyhow::Result<()> {
         kernel.release, args.timeout
     );
     let vm_started = Instant::now();
-    let output = boot(&kernel.image, &initrd, Duration::from_secs(args.timeout))?;
+    let echo = !args.console_on_failure_only;
+    let output = boot(
+        &kernel.image,
+        &initrd,
+        Duration::from_secs(args.timeout),
+        echo,
+    )?;
+    let passed = result_code(&output) == Some(0) && !args.expect_verifier_failure;
+    if !echo && !passed {
+        for line in output.lines() {
+            println!("vm| {line}");
+        }
+    }
     let vm_time = vm_started.elapsed();
     let timing = format!(
         "preparation {:.1} s (of which cargo build {:.1} s), VM {:.1} s, total {:.1} s",
@@ -667,7 +684,7 @@ fn list_tree(root: &Path, dir: &Path, names: &mut Vec<PathBuf>) -> anyhow::Resul
 
 /// Boots the VM, streaming its console to stdout, and returns the console output. Fails if
 /// qemu does not stop within `timeout`.
-fn boot(kernel: &Path, initrd: &Path, timeout: Duration) -> anyhow::Result<String> {
+fn boot(kernel: &Path, initrd: &Path, timeout: Duration, echo: bool) -> anyhow::Result<String> {
     let mut qemu = Command::new("qemu-system-x86_64")
         .args(["-nodefaults", "-no-user-config", "-display", "none"])
         .args([
@@ -700,10 +717,12 @@ fn boot(kernel: &Path, initrd: &Path, timeout: Duration) -> anyhow::Result<Strin
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
                     let text = String::from_utf8_lossy(&line).replace('\r', "");
-                    let mut out = stdout.lock();
-                    // A closed stdout must not stop the capture.
-                    let _ = write!(out, "vm| {text}");
-                    let _ = out.flush();
+                    if echo {
+                        let mut out = stdout.lock();
+                        // A closed stdout must not stop the capture.
+                        let _ = write!(out, "vm| {text}");
+                        let _ = out.flush();
+                    }
                     output.push_str(&text);
                 }
             }
@@ -726,7 +745,15 @@ fn boot(kernel: &Path, initrd: &Path, timeout: Duration) -> anyhow::Result<Strin
     let output = reader
         .join()
         .map_err(|_| anyhow::anyhow!("the thread reading qemu's console panicked"))?;
-    println!();
+    let failed = !status.is_some_and(|status| status.success());
+    if echo {
+        println!();
+    } else if failed {
+        // Quiet until now: what the VM printed is all there is to read of its failure.
+        for line in output.lines() {
+            println!("vm| {line}");
+        }
+    }
     match status {
         None => bail!(
             "the VM did not stop within {} s: qemu killed (see its output above)",
