@@ -34,6 +34,11 @@ pub mod names {
     pub const REGISTERED: &str = "SF_REGISTERED";
     /// When the last lockout made so far ends (one entry).
     pub const LOCKS_UNTIL: &str = "SF_LOCKS_UNTIL";
+    /// The programs the XDP program enters by tail call, by slot
+    /// ([`super::TAIL_CALLED`]). Pinned beside the maps of [`PINNED`] (not among them: no
+    /// CLI reads it), because a program array is emptied when no file descriptor or pin
+    /// holds it any more.
+    pub const PROGRAMS: &str = "SF_PROGRAMS";
     /// Every map a running filter pins, for `stats` and cleanup.
     pub const PINNED: [&str; 17] = [
         CONFIG,
@@ -61,6 +66,25 @@ pub mod names {
 pub const PROGRAM_NAME: &str = "sip_filter";
 /// The TC egress program's name in the object file (and of its clsact filters).
 pub const EGRESS_PROGRAM_NAME: &str = "sip_filter_answers";
+/// The XDP program for an untrusted source's segments with payload to a SIP-over-TCP
+/// or TLS port, entered by tail call from [`PROGRAM_NAME`] once the source policy has
+/// passed the segment; it hands a TLS port's on to [`TLS_PROGRAM_NAME`].
+pub const TCP_PROGRAM_NAME: &str = "sip_filter_tcp";
+/// The XDP program for segments with payload to a TLS port (ClientHellos).
+pub const TLS_PROGRAM_NAME: &str = "sip_filter_tls";
+/// The slots of [`names::PROGRAMS`]. Each program there is verified apart, with a budget
+/// of its own (a million instructions), beside the XDP program's.
+pub const PROGRAM_SLOT_TCP: u32 = 0;
+pub const PROGRAM_SLOT_TLS: u32 = 1;
+/// For an INVITE the request policy passed: destination rules and call budgets (issue
+/// 18). Empty until that program exists: the XDP program then goes on without it.
+pub const PROGRAM_SLOT_INVITE: u32 = 2;
+pub const PROGRAM_SLOTS: u32 = 3;
+/// The programs the daemon loads into [`names::PROGRAMS`], with their slots.
+pub const TAIL_CALLED: [(&str, u32); 2] = [
+    (TCP_PROGRAM_NAME, PROGRAM_SLOT_TCP),
+    (TLS_PROGRAM_NAME, PROGRAM_SLOT_TLS),
+];
 
 /// Capacity of the domain allowlist map.
 pub const MAX_DOMAINS: u32 = 4096;

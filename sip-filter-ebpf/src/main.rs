@@ -16,13 +16,15 @@ mod headers;
 mod payload;
 mod reference;
 mod sources;
+mod tcp;
+mod tls;
 
 use aya_ebpf::{
     bindings::xdp_action,
     bindings::BPF_F_NO_PREALLOC,
     helpers::generated::{bpf_ktime_get_coarse_ns, bpf_map_lookup_elem},
     macros::{map, xdp},
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
 use headers::{parse_headers, Headers, Source, Transport, INGRESS, TCP_ACK, TCP_SYN};
@@ -34,9 +36,9 @@ use sip_filter_common::{
         CLASS_CONNECTIONS, CLASS_INVITE, CLASS_OTHER, CLASS_REGISTER, CLASS_REGISTERED,
         CLASS_SLOTS, CLASS_TRUSTED, FLAG_ALLOW_HOSTLESS_URI, FLAG_ANSWERS, FLAG_DOMAIN_CHECK,
         FLAG_DROP_FRAGMENTS, FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN, LIST_ORIGIN_COUNTRY,
-        MAX_BANS, MAX_DOMAINS, MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES, SOURCE_DROP_GLOBAL_BUDGET,
-        SOURCE_DROP_RATE_LIMITED, SOURCE_DROP_SCANNER, SOURCE_DROP_UNKNOWN_DOMAIN,
-        TRANSACTION_CREDENTIALED,
+        MAX_BANS, MAX_DOMAINS, MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES, PROGRAM_SLOTS,
+        PROGRAM_SLOT_INVITE, PROGRAM_SLOT_TCP, SOURCE_DROP_GLOBAL_BUDGET, SOURCE_DROP_RATE_LIMITED,
+        SOURCE_DROP_SCANNER, SOURCE_DROP_UNKNOWN_DOMAIN, TRANSACTION_CREDENTIALED,
     },
     scanner::is_scanner,
     sip::{
@@ -84,6 +86,14 @@ static DENY_V6: LpmTrie<[u8; 16], ListEntry> =
 #[map(name = "SF_BANS")]
 pub static BANS: HashMap<SourceKey, Ban> = HashMap::with_max_entries(MAX_BANS, BPF_F_NO_PREALLOC);
 
+/// The programs entered by tail call (`PROGRAM_SLOT_*`): the stream programs ([`tcp`],
+/// [`tls`]) for a segment with payload to a SIP-over-TCP or TLS port, and the INVITE
+/// program. Each is verified apart, with a budget of its own, and starts with the
+/// findings so far in the [`Packet`] (and, for the INVITE program, the parsed message in
+/// the scratch).
+#[map(name = "SF_PROGRAMS")]
+static PROGRAMS: ProgramArray = ProgramArray::with_max_entries(PROGRAM_SLOTS, 0);
+
 /// Per-CPU scratch: the payload prefix the parser reads.
 #[map(name = "SF_SCAN")]
 static SCAN: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
@@ -91,10 +101,23 @@ static SCAN: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 #[xdp]
 pub fn sip_filter(ctx: XdpContext) -> u32 {
     let verdict = judge(&ctx);
+    if verdict & NEEDS_STREAM_PROGRAM != 0 {
+        // The TCP program hands a TLS port's segment on to the TLS program: which port
+        // it was is not kept here, where every byte of `judge`'s frame counts.
+        enter_stream_program(&ctx, PROGRAM_SLOT_TCP);
+        return xdp_action::XDP_PASS;
+    }
+    finish(&ctx, verdict)
+}
+
+/// Everything after a `judge`: the policies its verdict asks for, then [`conclude`].
+/// Shared with the TCP program, which judges the messages of a segment its own way.
+#[inline(always)]
+pub(crate) fn finish(ctx: &XdpContext, verdict: u64) -> u32 {
     let method = (verdict >> 32) as usize;
     // The request policy runs here, after `judge` returned, not inside it: the 512-byte
     // stack is shared along the call chain, and parsing's frames are gone by now.
-    let (reason, method) = if verdict & (NEEDS_REQUEST_POLICY | NEEDS_SYN_METER) != 0 {
+    if verdict & (NEEDS_REQUEST_POLICY | NEEDS_SYN_METER) != 0 {
         // The method waits in memory: a request's and a SYN's then reach `settle` in one
         // state, and the verifier walks it once for both.
         leave_method(method as u32);
@@ -107,6 +130,14 @@ pub fn sip_filter(ctx: XdpContext) -> u32 {
             if read_back(|p| &p.needs_routing) != 0 {
                 routing_policy(routing_of_request());
             }
+            // An INVITE that passed meets the destination rules and call budgets in a
+            // program of its own (issue 18), which then concludes; an empty slot falls
+            // through to here.
+            if read_back(|p| &p.reason) == Reason::PassRequest as u32
+                && read_back(|p| &p.method) == Method::Invite as u32
+            {
+                tail_call(ctx, PROGRAM_SLOT_INVITE);
+            }
             // A request that passed is noted for its answer, or dropped for a locked
             // account (issue 13).
             if read_back(|p| &p.reason) == Reason::PassRequest as u32 {
@@ -115,24 +146,38 @@ pub fn sip_filter(ctx: XdpContext) -> u32 {
         } else {
             syn_policy();
         }
-        // A ban, or a count toward one, that a policy left pending: made here, where
-        // the packet (ctx) is at hand to verify it first, and the parse's frames are
-        // gone (see `settle`).
-        if read_back(|p| &p.pending) != 0 {
-            settle(&ctx);
-        }
-        // Masked like `verdict`'s low byte: 6.1's verifier keeps a comparison's bound
-        // only on a value it can see bounded.
-        (
-            reason_from(u64::from(read_back(|p| &p.reason) & 0xff)),
-            read_back(|p| &p.method) as usize,
-        )
-    } else if verdict & NEEDS_ANSWER_METER != 0 && answer_policy() != 0 {
+        return conclude(ctx);
+    }
+    let reason = if verdict & NEEDS_ANSWER_METER != 0 && answer_policy() != 0 {
         // A response or keep-alive over its source's answers bucket.
-        (Reason::DropRateLimited, method)
+        Reason::DropRateLimited
     } else {
-        (reason_from(verdict & 0xff), method)
+        reason_from(verdict & 0xff)
     };
+    action(reason, method)
+}
+
+/// The end of a request's or a SYN's run, with the policies' findings in the
+/// [`Packet`]: the ban, or count toward one, that a policy left pending, then the
+/// verdict counted and acted on.
+#[inline(always)]
+pub(crate) fn conclude(ctx: &XdpContext) -> u32 {
+    // Made here, where the packet (ctx) is at hand to verify it first, and the parse's
+    // frames are gone (see `settle`).
+    if read_back(|p| &p.pending) != 0 {
+        settle(ctx);
+    }
+    // Masked like `verdict`'s low byte: 6.1's verifier keeps a comparison's bound only on
+    // a value it can see bounded.
+    action(
+        reason_from(u64::from(read_back(|p| &p.reason) & 0xff)),
+        read_back(|p| &p.method) as usize,
+    )
+}
+
+/// Counts the verdict and turns it into the XDP action.
+#[inline(always)]
+fn action(reason: Reason, method: usize) -> u32 {
     count(reason, method);
     // Dry-run: every verdict is counted as made, and everything passes.
     let dry_run = CONFIG.get(0).is_some_and(|config| config.has(FLAG_DRY_RUN));
@@ -143,9 +188,25 @@ pub fn sip_filter(ctx: XdpContext) -> u32 {
     }
 }
 
-/// The one place every verdict is counted.
+/// Tail-calls the program in `slot` of [`PROGRAMS`]. Returns only if the slot is empty
+/// (the object loaded without that program).
 #[inline(always)]
-fn count(reason: Reason, method: usize) {
+pub(crate) fn tail_call(ctx: &XdpContext, slot: u32) {
+    // SAFETY: the context is this program's own; on success this never returns.
+    let _ = unsafe { PROGRAMS.tail_call(ctx, slot) };
+}
+
+/// Tail-calls the stream program in `slot`; if it is missing, the segment is counted as
+/// the source policy left it, and passes.
+#[inline(always)]
+pub(crate) fn enter_stream_program(ctx: &XdpContext, slot: u32) {
+    tail_call(ctx, slot);
+    count(Reason::PassSegment, Method::None as usize);
+}
+
+/// The one place every verdict is counted (the stream programs call it too).
+#[inline(always)]
+pub(crate) fn count(reason: Reason, method: usize) {
     if let Some(counters) = COUNTERS.get_ptr_mut(0) {
         // SAFETY: a per-CPU value, only touched by this CPU while the program runs.
         let counters = unsafe { &mut *counters };
@@ -213,19 +274,28 @@ fn judge(ctx: &XdpContext) -> u64 {
         }
     }
     // TCP and TLS: the source policy on every segment (a ban cuts established connections
-    // too: there is no conntrack before XDP), then the segment passes; a new connection
-    // (a SYN without ACK) from an untrusted source is metered first, by `syn_policy`.
+    // too: there is no conntrack before XDP), then a trusted source's segment passes. An
+    // untrusted source's new connection (a SYN without ACK) is metered, by `syn_policy`;
+    // its segments with payload go on to the stream programs ([`tcp`], which hands a TLS
+    // port's on to [`tls`]); anything else passes.
     if udp.is_tcp {
         let passed = verdict(Reason::PassSegment, Method::None as usize);
-        if trusted || udp.tcp_flags() & (TCP_SYN | TCP_ACK) != TCP_SYN {
+        if trusted {
             return passed;
         }
+        let next = if udp.tcp_flags() & (TCP_SYN | TCP_ACK) == TCP_SYN {
+            NEEDS_SYN_METER
+        } else if udp.payload_len != 0 {
+            NEEDS_STREAM_PROGRAM
+        } else {
+            return passed;
+        };
         let Some(packet) = PACKET.get_ptr_mut(0) else {
             return passed;
         };
         // SAFETY: per-CPU, used by this CPU during this run only.
         remember(unsafe { &mut *packet }, &udp, &key, false);
-        return passed | NEEDS_SYN_METER;
+        return passed | next;
     }
     // A first fragment from an untrusted source is judged only on what it shows, and
     // only if it shows a whole start line (below); under `fragments = "drop"` not at all.
@@ -346,6 +416,10 @@ const NEEDS_ANSWER_METER: u64 = 1 << 17;
 /// Set in `judge`'s answer for a new TCP connection (a SYN without ACK) to a SIP port
 /// from an untrusted source: [`syn_policy`] meters it.
 const NEEDS_SYN_METER: u64 = 1 << 18;
+
+/// Set in `judge`'s answer for a segment with payload to a SIP-over-TCP or TLS port
+/// that the source policy passed: the entry point tail-calls the stream program.
+const NEEDS_STREAM_PROGRAM: u64 = 1 << 19;
 
 /// Meters a new connection `judge` passed: the source's connection bucket
 /// ([`CLASS_CONNECTIONS`]), then the untrusted sources' common connection budget; leaves
@@ -499,9 +573,10 @@ const PENDING_AUTH_HIT: u32 = 4;
 /// connection-overflow ban.
 const PENDING_CONNECTION_HIT: u32 = 5;
 
-/// What the request policy needs from `judge` besides the parsed message.
+/// What the request policy (and the stream programs) need from `judge` besides the
+/// parsed message.
 #[repr(C)]
-struct Packet {
+pub(crate) struct Packet {
     source: [u8; 16],
     key: SourceKey,
     trusted: u32,
@@ -522,7 +597,7 @@ struct Packet {
 /// Per-CPU: hands `judge`'s findings to the request policy through memory, not the
 /// 512-byte stack.
 #[map(name = "SF_PACKET")]
-static PACKET: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static PACKET: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
 
 /// The verdict on a parsed request: scanner User-Agent, then domain, then
 /// [`admission`]. A request whose Request-URI is not ours is left to

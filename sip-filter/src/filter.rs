@@ -8,7 +8,10 @@ use std::{
 };
 
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{
+        lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, ProgramArray,
+        RingBuf,
+    },
     programs::{
         links::{FdLink, PinnedLink},
         tc::{self, NlOptions, TcAttachOptions, TcError},
@@ -22,7 +25,7 @@ use ipnet::IpNet;
 use sip_filter_common::{
     maps::{
         ipv6_prefix_key, names, AnswerCounters, Ban, BanReason, ListEntry, SourceKey,
-        EGRESS_PROGRAM_NAME, LIST_ORIGIN_CONFIG, PROGRAM_NAME,
+        EGRESS_PROGRAM_NAME, LIST_ORIGIN_CONFIG, PROGRAM_NAME, TAIL_CALLED,
     },
     sip::mapped_ipv4,
     Counters, FilterConfig,
@@ -45,6 +48,14 @@ pub enum FilterError {
     Load(#[source] ProgramError),
     #[error("the kernel refused the TC egress program {EGRESS_PROGRAM_NAME} (run as root, on Linux 6.1 or newer): {0}")]
     LoadEgress(#[source] ProgramError),
+    #[error(
+        "the kernel refused the program {name} (run as root, on Linux 6.1 or newer): {source}"
+    )]
+    LoadTailCalled {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
     #[error("the eBPF object has no {what} named {name}: the binary was built wrong")]
     Missing {
         what: &'static str,
@@ -218,6 +229,7 @@ impl Filter {
         Self::egress_program_in(&mut ebpf)?
             .load()
             .map_err(FilterError::LoadEgress)?;
+        Self::load_tail_called(&mut ebpf)?;
         Ok(Self {
             ebpf,
             ipv6_prefix: sip_filter_common::maps::DEFAULT_IPV6_PREFIX,
@@ -235,6 +247,48 @@ impl Filter {
             what: "XDP program",
             name: PROGRAM_NAME,
         })
+    }
+
+    /// Loads the programs the XDP program tail-calls into (SIP over TCP, TLS
+    /// ClientHellos: [`TAIL_CALLED`]) and puts them in their slots. Each is verified
+    /// apart, with a budget of its own.
+    fn load_tail_called(ebpf: &mut Ebpf) -> Result<(), FilterError> {
+        let mut slots = Vec::new();
+        for (name, slot) in TAIL_CALLED {
+            let missing = || FilterError::Missing {
+                what: "XDP program",
+                name,
+            };
+            let program: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or_else(missing)?
+                .try_into()
+                .map_err(|_| missing())?;
+            program
+                .load()
+                .map_err(|source| FilterError::LoadTailCalled { name, source })?;
+            let fd = program
+                .fd()
+                .map_err(|source| FilterError::LoadTailCalled { name, source })?
+                .try_clone()
+                .map_err(|source| FilterError::LoadTailCalled {
+                    name,
+                    source: ProgramError::IOError(source),
+                })?;
+            slots.push((slot, fd));
+        }
+        let name = names::PROGRAMS;
+        let map = ebpf
+            .map_mut(name)
+            .ok_or(FilterError::Missing { what: "map", name })?;
+        let mut programs =
+            ProgramArray::try_from(map).map_err(|source| FilterError::Map { name, source })?;
+        for (slot, fd) in &slots {
+            programs
+                .set(*slot, fd, 0)
+                .map_err(|source| FilterError::Map { name, source })?;
+        }
+        Ok(())
     }
 
     fn program(&mut self) -> Result<&mut Xdp, FilterError> {
@@ -553,15 +607,13 @@ impl Filter {
     }
 
     /// How many instructions the kernel's verifier processed to accept the program
-    /// (Linux 5.16+; `None` before): its budget is 1,000,000.
-    pub fn verified_instructions(&mut self) -> Result<Option<u32>, FilterError> {
-        let info = self.program()?.info().map_err(FilterError::Load)?;
-        Ok(info.verified_instruction_count())
-    }
-
-    /// [`Filter::verified_instructions`] for the egress program.
-    pub fn verified_answer_instructions(&mut self) -> Result<Option<u32>, FilterError> {
-        let info = self.egress_program()?.info().map_err(FilterError::Load)?;
+    /// `name` (Linux 5.16+; `None` before): its budget is 1,000,000 for each program.
+    pub fn verified_instructions(&self, name: &'static str) -> Result<Option<u32>, FilterError> {
+        let program = self.ebpf.program(name).ok_or(FilterError::Missing {
+            what: "program",
+            name,
+        })?;
+        let info = program.info().map_err(FilterError::Load)?;
         Ok(info.verified_instruction_count())
     }
 
@@ -590,6 +642,15 @@ impl Filter {
             map.pin(&path)
                 .map_err(|source| FilterError::Pin { name, path, source })?;
         }
+        // Held by its pin, the program array keeps its programs while the XDP program
+        // stays attached after the daemon's exit.
+        let name = names::PROGRAMS;
+        let path = dir.join(name);
+        self.ebpf
+            .map(name)
+            .ok_or(FilterError::Missing { what: "map", name })?
+            .pin(&path)
+            .map_err(|source| FilterError::Pin { name, path, source })?;
         Ok(())
     }
 

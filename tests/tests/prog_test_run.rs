@@ -9,7 +9,10 @@ use sip_filter::{
     settings::{BanRules, RateLimit, RateLimits},
     Filter, NotSipPolicy, Settings,
 };
-use sip_filter_common::{maps::BanReason, Counters, Method, Reason, SCAN_LEN};
+use sip_filter_common::{
+    maps::{BanReason, EGRESS_PROGRAM_NAME, PROGRAM_NAME, TAIL_CALLED},
+    Counters, Method, Reason, SCAN_LEN,
+};
 use sip_filter_tests::{
     packets::{raw, *},
     privileged,
@@ -3315,15 +3318,14 @@ fn verifier_budget() {
     if !privileged("verifier_budget") {
         return;
     }
-    let mut filter = Filter::load().expect("the programs load");
+    let filter = Filter::load().expect("the programs load");
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    for (program, processed) in [
-        ("XDP", filter.verified_instructions().expect("program info")),
-        (
-            "egress",
-            filter.verified_answer_instructions().expect("program info"),
-        ),
-    ] {
+    let tail_called = TAIL_CALLED.iter().map(|(name, _)| *name);
+    for program in [PROGRAM_NAME, EGRESS_PROGRAM_NAME]
+        .into_iter()
+        .chain(tail_called)
+    {
+        let processed = filter.verified_instructions(program).expect("program info");
         // Straight to stderr, past the test harness's capture: the VM's console shows it.
         let _ = writeln!(
             std::io::stderr(),
