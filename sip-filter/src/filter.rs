@@ -129,6 +129,17 @@ pub enum AttachMode {
     Skb,
 }
 
+impl AttachMode {
+    /// As in the configuration (`daemon.xdp_mode`) and the runtime file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Native => "native",
+            Self::Skb => "skb",
+        }
+    }
+}
+
 /// The mode an attachment ended up in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachedMode {

@@ -226,6 +226,9 @@ struct InterfaceState {
     /// Its XDP mode from the daemon's runtime file; `unknown` if that says nothing of
     /// it, as after a crash that took the file.
     mode: String,
+    /// The mode asked for, from the same file (`auto`, `native`, `skb`); `unknown` as
+    /// `mode` is.
+    requested: String,
     /// Its egress attachment from the pins (`tcx`, `clsact`; `none` for a filter
     /// started before the egress program).
     egress: &'static str,
@@ -250,11 +253,17 @@ fn interfaces(locations: &Locations) -> Vec<InterfaceState> {
             return Vec::new();
         }
     };
-    let modes: Vec<(String, String)> = match Runtime::read(&locations.runtime_dir) {
+    let modes: Vec<(String, String, String)> = match Runtime::read(&locations.runtime_dir) {
         Ok(runtime) => runtime
             .into_iter()
             .flat_map(|runtime| runtime.interfaces)
-            .map(|interface| (interface.name, interface.mode))
+            .map(|interface| {
+                let requested = match interface.requested.as_str() {
+                    "" => "unknown".to_string(),
+                    _ => interface.requested,
+                };
+                (interface.name, interface.mode, requested)
+            })
             .collect(),
         Err(e) => {
             log::warn!(
@@ -273,17 +282,17 @@ fn interfaces(locations: &Locations) -> Vec<InterfaceState> {
     });
     let mut names: Vec<&String> = pinned
         .iter()
-        .chain(modes.iter().map(|(name, _)| name))
+        .chain(modes.iter().map(|(name, _, _)| name))
         .collect();
     names.sort();
     names.dedup();
     names
         .into_iter()
         .map(|iface| {
-            let mode = modes
-                .iter()
-                .find(|(name, _)| name == iface)
-                .map_or_else(|| "unknown".to_string(), |(_, mode)| mode.clone());
+            let (mode, requested) = modes.iter().find(|(name, _, _)| name == iface).map_or_else(
+                || ("unknown".to_string(), "unknown".to_string()),
+                |(_, mode, requested)| (mode.clone(), requested.clone()),
+            );
             let egress = egress
                 .iter()
                 .find(|(name, _)| name == iface)
@@ -293,6 +302,7 @@ fn interfaces(locations: &Locations) -> Vec<InterfaceState> {
             InterfaceState {
                 name: iface.clone(),
                 mode,
+                requested,
                 egress,
                 pinned: is_pinned,
                 attached,
@@ -623,8 +633,8 @@ impl KernelSeries {
             )?,
             interface_info: gauge(
                 "sip_filter_interface_info",
-                "Always 1, for each interface the filter is attached to; mode is its XDP mode (native, skb; unknown without the daemon's runtime file), egress how the egress program watching the answers is attached (tcx, clsact; none for a filter started before it existed).",
-                &["iface", "mode", "egress"],
+                "Always 1, for each interface the filter is attached to; mode is its XDP mode (native, skb; unknown without the daemon's runtime file), requested the mode configured (auto, native, skb; unknown likewise, or from a daemon that did not record it), egress how the egress program watching the answers is attached (tcx, clsact; none for a filter started before it existed).",
+                &["iface", "mode", "requested", "egress"],
             )?,
         })
     }
@@ -822,7 +832,12 @@ impl Collector for KernelCollector {
             if interface.pinned {
                 series
                     .interface_info
-                    .with_label_values(&[&interface.name, &interface.mode, interface.egress])
+                    .with_label_values(&[
+                        &interface.name,
+                        &interface.mode,
+                        &interface.requested,
+                        interface.egress,
+                    ])
                     .set(1);
             }
             series
@@ -1206,9 +1221,10 @@ mod tests {
             }
         }
         std::fs::create_dir_all(&dirs.0.runtime_dir).unwrap();
-        let interface = |name: &str, mode: &str| crate::runtime::Interface {
+        let interface = |name: &str, mode: &str, requested: &str| crate::runtime::Interface {
             name: name.into(),
             mode: mode.into(),
+            requested: requested.into(),
             egress: String::new(),
         };
         Runtime {
@@ -1219,9 +1235,9 @@ mod tests {
             state_file: PathBuf::new(),
             program_id: 1,
             interfaces: vec![
-                interface("eth0", "native"),
-                interface("br0", "skb"),
-                interface("gone0", "native"),
+                interface("eth0", "native", "auto"),
+                interface("br0", "skb", "skb"),
+                interface("gone0", "native", ""),
             ],
             dry_run: false,
             domains: Vec::new(),
@@ -1245,11 +1261,11 @@ mod tests {
         assert_eq!(
             info,
             [
-                r#"sip_filter_interface_info{egress="clsact",iface="br0",mode="skb"} 1"#,
+                r#"sip_filter_interface_info{egress="clsact",iface="br0",mode="skb",requested="skb"} 1"#,
                 // Attached (its link is pinned), but the runtime file does not say how,
                 // and no egress pin: a filter from before the egress program.
-                r#"sip_filter_interface_info{egress="none",iface="eth1",mode="unknown"} 1"#,
-                r#"sip_filter_interface_info{egress="tcx",iface="eth0",mode="native"} 1"#,
+                r#"sip_filter_interface_info{egress="none",iface="eth1",mode="unknown",requested="unknown"} 1"#,
+                r#"sip_filter_interface_info{egress="tcx",iface="eth0",mode="native",requested="auto"} 1"#,
             ],
             "{text}"
         );

@@ -45,6 +45,11 @@ pub struct Interface {
     pub name: String,
     /// `native` or `skb`.
     pub mode: String,
+    /// The mode asked for (`daemon.xdp_mode`): `auto`, `native` or `skb` (empty in files
+    /// written before it was recorded). Skb mode asked for is a choice; under `auto` it
+    /// is a fallback worth an alert.
+    #[serde(default)]
+    pub requested: String,
     /// How the egress program is attached: `tcx` or `clsact` (empty in files written
     /// before it existed).
     #[serde(default)]

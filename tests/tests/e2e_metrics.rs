@@ -259,8 +259,9 @@ fn prometheus_scrapes_the_filters_counters() {
         .as_str()
         .expect("an egress");
     assert_eq!(status["interfaces"][0]["name"], SERVER_IFACE, "{status}");
+    // The lab's daemon runs with the default `xdp_mode = "auto"`.
     let interface_info = format!(
-        "sip_filter_interface_info{{egress=\"{egress}\",iface=\"{SERVER_IFACE}\",mode=\"{mode}\"}} 1"
+        "sip_filter_interface_info{{egress=\"{egress}\",iface=\"{SERVER_IFACE}\",mode=\"{mode}\",requested=\"auto\"}} 1"
     );
     assert!(
         text.lines().any(|l| l == interface_info),

@@ -160,6 +160,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             .map(|(name, mode, egress)| Interface {
                 name: name.clone(),
                 mode: mode.name().to_string(),
+                requested: setup.xdp_mode.name().to_string(),
                 egress: egress.to_string(),
             })
             .collect(),
