@@ -807,7 +807,7 @@ fn sipp_count(stdout: &str, name: &str) -> Option<u64> {
 }
 
 /// The MAC address of `host`'s veth end.
-fn mac_of(lab: &Lab, host: Host) -> anyhow::Result<[u8; 6]> {
+pub fn mac_of(lab: &Lab, host: Host) -> anyhow::Result<[u8; 6]> {
     let shown = lab.run(
         host,
         "ip",
@@ -827,26 +827,38 @@ fn mac_of(lab: &Lab, host: Host) -> anyhow::Result<[u8; 6]> {
 }
 
 /// One Ethernet frame per source of `flood`: 198.19.0.1 and up, to the server's SIP port.
-fn frames(flood: &Flood, (client, server): ([u8; 6], [u8; 6])) -> Vec<Vec<u8>> {
-    (0..flood.sources)
-        .map(|n| {
-            let source = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 1)) + n);
-            let payload = (flood.payload)(source, n);
-            let builder = PacketBuilder::ethernet2(client, server)
-                .ipv4(
-                    source.octets(),
-                    SERVER_V4
-                        .parse::<Ipv4Addr>()
-                        .map_or([198, 18, 0, 2], |a| a.octets()),
-                    64,
-                )
-                .udp(SIP_PORT, SIP_PORT);
-            let mut frame = Vec::with_capacity(builder.size(payload.len()));
-            // Writing into a Vec cannot fail.
-            let _ = builder.write(&mut frame, payload.as_bytes());
-            frame
-        })
-        .collect()
+fn frames(flood: &Flood, macs: ([u8; 6], [u8; 6])) -> Vec<Vec<u8>> {
+    (0..flood.sources).map(|n| frame(flood, macs, n)).collect()
+}
+
+/// The first source of every flood; the others follow it.
+pub const FIRST_FLOOD_SOURCE: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
+
+/// The frame of `flood`'s `n`th source (198.19.0.1 + n), from the client's MAC to the
+/// server's, to the server's SIP port, with both checksums.
+fn frame(flood: &Flood, (client, server): ([u8; 6], [u8; 6]), n: u32) -> Vec<u8> {
+    let source = Ipv4Addr::from(u32::from(FIRST_FLOOD_SOURCE) + n);
+    let payload = (flood.payload)(source, n);
+    let builder = PacketBuilder::ethernet2(client, server)
+        .ipv4(
+            source.octets(),
+            SERVER_V4
+                .parse::<Ipv4Addr>()
+                .map_or([198, 18, 0, 2], |a| a.octets()),
+            64,
+        )
+        .udp(SIP_PORT, SIP_PORT);
+    let mut frame = Vec::with_capacity(builder.size(payload.len()));
+    // Writing into a Vec cannot fail.
+    let _ = builder.write(&mut frame, payload.as_bytes());
+    frame
+}
+
+/// The scanner flood's frame from its first source, between the lab's two veth ends
+/// (`macs`: the client's, the server's): what the NIC-like test sends, its source
+/// rewritten per frame by the live sender.
+pub fn scanner_options_frame(macs: ([u8; 6], [u8; 6])) -> Vec<u8> {
+    frame(&FLOODS[0], macs, 0)
 }
 
 struct Sent {
