@@ -580,6 +580,18 @@ pub fn counter(stats: &Value, group: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {group}.{name} in the stats: {stats}"))
 }
 
+/// The sum of the `reasons` counters of `stats --json` whose name starts with `prefix`
+/// (`drop_`: every packet the filter dropped).
+pub fn reason_sum(stats: &Value, prefix: &str) -> u64 {
+    stats["reasons"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(name, _)| name.starts_with(prefix))
+        .filter_map(|(_, count)| count.as_u64())
+        .sum()
+}
+
 /// Whether an XDP program is attached to the server's interface.
 pub fn xdp_attached(lab: &Lab) -> bool {
     xdp_attached_in(lab.ns(Host::Server), SERVER_IFACE)

@@ -526,6 +526,11 @@ pub struct LiveFlood<'a> {
     pub max_time: Duration,
     /// The CPU the sender is pinned to (the receiver's NAPI poll runs there too).
     pub cpu: usize,
+    /// The sending thread's nice value. 19 lets the softirq thread that drains the
+    /// receiving veth's 256-frame ring run first when the kernel defers the receive
+    /// path to it, but starves the sender behind any other work on its CPU: 0 on a
+    /// shared machine.
+    pub nice: i32,
 }
 
 /// What a live flood sent, and what the sending thread cost.
@@ -541,8 +546,7 @@ pub struct LiveSent {
 
 impl LiveFlood<'_> {
     /// Sends as fast as one CPU does, from a thread that has entered the sending
-    /// namespace (`ingress_ifindex` is resolved there), at nice 19 so that the
-    /// receiving side's processes get the CPU they ask for.
+    /// namespace (`ingress_ifindex` is resolved there).
     pub fn run(&self) -> anyhow::Result<LiveSent> {
         let sender = LiveSender::new(self.sources)?;
         ensure!(
@@ -554,7 +558,9 @@ impl LiveFlood<'_> {
             let index = ifindex(self.iface)?;
             pin_to_cpu(self.cpu)?;
             // SAFETY: plain system call; on Linux PRIO_PROCESS with 0 is this thread.
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+            if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, self.nice) } != 0 {
+                return Err(io::Error::last_os_error()).context("setting the sender's nice value");
+            }
             let cpu_before = thread_cpu();
             let (mut frames, start) = (0u64, Instant::now());
             while frames < self.max_frames && start.elapsed() < self.max_time {

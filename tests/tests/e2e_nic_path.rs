@@ -19,8 +19,8 @@ use std::{net::Ipv4Addr, time::Duration};
 use etherparse::{Ipv4Header, UdpHeader};
 use sip_filter_tests::{
     lab::{
-        filter_stats, require_tools, sip_filter, start_filter_with_config, stats_json, stop_filter,
-        write_file, PinRoot, TempDir, DOMAIN,
+        filter_stats, reason_sum, require_tools, sip_filter, start_filter_with_config, stats_json,
+        stop_filter, write_file, PinRoot, TempDir, DOMAIN,
     },
     livesend::{ip_counter, LiveFlood, LiveSender, Sources, VethCounters},
     netns::{Host, Lab, CLIENT_IFACE, SERVER_IFACE, SERVER_V4},
@@ -29,23 +29,13 @@ use sip_filter_tests::{
 };
 
 const FLOOD_FRAMES: u64 = 300_000;
-/// A bound the flood never reaches on an idle machine (it takes well under a second).
-const FLOOD_TIME: Duration = Duration::from_secs(20);
+/// A bound the flood does not reach on an idle machine (it takes about half a second);
+/// on a busy one it may, and the checks below hold for whatever was sent.
+const FLOOD_TIME: Duration = Duration::from_secs(10);
 const SOURCES: u32 = 4096;
 /// Packets other than the flood's the server's veth may see meanwhile (IPv6 neighbour
 /// discovery and the like): none are IPv4 to the SIP port.
 const STRAY: u64 = 50;
-
-/// The sum of the filter's `drop_*` counters.
-fn filter_drops(stats: &serde_json::Value) -> u64 {
-    stats["reasons"]
-        .as_object()
-        .expect("reasons in the stats")
-        .iter()
-        .filter(|(name, _)| name.starts_with("drop_"))
-        .filter_map(|(_, count)| count.as_u64())
-        .sum()
-}
 
 /// The live sender's rewriting, checked in an ordinary test run: each frame leaves
 /// with the next source address and correct IPv4 and UDP checksums (the filter bans
@@ -118,7 +108,7 @@ fn scanner_flood_is_dropped_on_xdp_frames_before_any_socket_buffer() {
 
     let (client, server) = (lab.ns(Host::Client), lab.ns(Host::Server));
     let stats = || stats_json(&filter_stats(&lab, sip_filter(), &pins)).expect("stats");
-    let drops_before = filter_drops(&stats());
+    let drops_before = reason_sum(&stats(), "drop_");
     let sending_before = VethCounters::read(client, CLIENT_IFACE).expect("ethtool -S");
     let receiving_before = VethCounters::read(server, SERVER_IFACE).expect("ethtool -S");
     let ip_before = ip_counter(server, "InReceives").expect("Ip InReceives");
@@ -134,6 +124,7 @@ fn scanner_flood_is_dropped_on_xdp_frames_before_any_socket_buffer() {
         max_frames: FLOOD_FRAMES,
         max_time: FLOOD_TIME,
         cpu: 0,
+        nice: 0,
     }
     .run()
     .expect("the live flood runs");
@@ -142,7 +133,7 @@ fn scanner_flood_is_dropped_on_xdp_frames_before_any_socket_buffer() {
     std::thread::sleep(Duration::from_millis(200));
 
     let after = stats();
-    let drops = filter_drops(&after) - drops_before;
+    let drops = reason_sum(&after, "drop_") - drops_before;
     let sending = VethCounters::read(client, CLIENT_IFACE)
         .expect("ethtool -S")
         .since(&sending_before);
@@ -167,9 +158,9 @@ fn scanner_flood_is_dropped_on_xdp_frames_before_any_socket_buffer() {
     );
     println!("{summary}");
 
-    assert_eq!(
-        sent.frames, FLOOD_FRAMES,
-        "the flood stopped on time, not count: {summary}"
+    assert!(
+        sent.frames >= FLOOD_FRAMES / 10,
+        "the sender sent too little before its time was up: {summary}"
     );
     assert_eq!(
         sending.xdp_sent + sending.xdp_send_errors,
