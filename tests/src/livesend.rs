@@ -8,7 +8,8 @@
 //! runs a small XDP program on page-pool frames holding our frame, and its `XDP_TX`
 //! becomes a transmission out of the sending veth (`ingress_ifindex`), whose peer
 //! receives `xdp_frame`s in its NAPI poll. The receiving end needs NAPI: an XDP program
-//! (the filter's, or [`XdpPass`] for the set-ups that filter later in the stack).
+//! (the filter's, or [`ConstantXdp`]'s `XDP_PASS` for the set-ups that filter later in
+//! the stack).
 //!
 //! Live frames are not rewritten per packet, so the sender's program varies the source
 //! itself: source address = first + (counter % count), from a per-CPU counter, with
@@ -604,18 +605,24 @@ fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An XDP program that passes everything, attached in native mode to a receiving veth
-/// for the set-ups that filter later (iptables, nftables, Kamailio): it gives the veth
-/// the NAPI poll that receives `xdp_frame`s (veth builds the socket buffer after it, as
-/// a NIC's driver would), at the cost of running a two-instruction program. Detached
-/// when dropped (its link is not pinned).
-pub struct XdpPass {
+/// A two-instruction XDP program returning one verdict, attached in native mode to a
+/// receiving veth. `XDP_PASS`, for the set-ups that filter later (iptables, nftables,
+/// Kamailio): it gives the veth the NAPI poll that receives `xdp_frame`s (veth builds
+/// the socket buffer after it, as a NIC's driver would). `XDP_DROP`: the floor, what
+/// receiving and dropping a frame costs with no policy at all. Detached when dropped
+/// (its link is not pinned).
+pub struct ConstantXdp {
     _link: OwnedFd,
 }
 
-impl XdpPass {
-    pub fn attach(ns: Netns, iface: &str) -> anyhow::Result<Self> {
-        let program = load_xdp("sf_pass", &constant_program(XDP_PASS))?;
+impl ConstantXdp {
+    pub fn attach(ns: Netns, iface: &str, verdict: i32) -> anyhow::Result<Self> {
+        let name = if verdict == XDP_DROP {
+            "sf_drop"
+        } else {
+            "sf_pass"
+        };
+        let program = load_xdp(name, &constant_program(verdict))?;
         let link = ns.in_namespace(|| -> anyhow::Result<OwnedFd> {
             let mut attr = LinkCreateAttr {
                 prog_fd: program.as_raw_fd() as u32,
@@ -624,9 +631,9 @@ impl XdpPass {
                 flags: XDP_FLAGS_DRV_MODE,
             };
             bpf_fd(BPF_LINK_CREATE, &mut attr)
-                .with_context(|| format!("attaching an XDP_PASS program to {iface}, native mode"))
+                .with_context(|| format!("attaching {name} to {iface}, native mode"))
         })??;
-        Ok(XdpPass { _link: link })
+        Ok(ConstantXdp { _link: link })
     }
 }
 

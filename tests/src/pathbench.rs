@@ -246,9 +246,13 @@ pub fn run(options: &Options) -> anyhow::Result<Value> {
     );
     let mut kamailio = start_kamailio(&lab, dir.path(), Setup::SipFilter)?;
     let mut results = Vec::new();
-    let mut nic_results = Vec::new();
     let mut attach_mode = String::new();
     let mut daemon_idle = None;
+    let mut nic_results = if options.nic_runs > 0 {
+        nic::measure_bare_drop(&lab, dir.path(), macs, options)?
+    } else {
+        Vec::new()
+    };
     for setup in SETUPS {
         let mut daemon = None;
         match setup {

@@ -28,7 +28,7 @@ use super::{
 };
 use crate::{
     lab::{filter_stats, reason_sum, stats_json, PinRoot},
-    livesend::{LiveFlood, Sources, VethCounters, XdpPass},
+    livesend::{ConstantXdp, LiveFlood, Sources, VethCounters, XDP_DROP, XDP_PASS},
     netns::{Host, Lab, CLIENT_IFACE, SERVER_IFACE},
 };
 
@@ -53,24 +53,65 @@ pub(super) fn measure_setup(
     filter: Option<(&Path, &PinRoot)>,
 ) -> anyhow::Result<Vec<Value>> {
     // Detached when dropped, after this set-up's runs.
-    if setup == super::SETUPS[0] {
-        print_heading(options);
-    }
     let _napi = if setup == Setup::SipFilter {
         None
     } else {
-        Some(XdpPass::attach(lab.ns(Host::Server), SERVER_IFACE)?)
+        Some(ConstantXdp::attach(
+            lab.ns(Host::Server),
+            SERVER_IFACE,
+            XDP_PASS,
+        )?)
     };
     let mut runs = Vec::new();
     for flood in &FLOODS {
         let frame = frame(flood, macs, 0);
         for run in 0..options.nic_runs {
-            runs.push(measure_run(
-                lab, dir, setup, flood, &frame, options, filter, run,
-            )?);
+            let arm = Arm {
+                name: setup.name(),
+                legit_clients: true,
+                filter,
+            };
+            runs.push(measure_run(lab, dir, &arm, flood, &frame, options, run)?);
         }
     }
     Ok(runs)
+}
+
+/// The reference arm's name: a bare XDP_DROP on the server's veth, no policy.
+const BARE_DROP: &str = "bare XDP_DROP";
+
+/// The floor, before the set-ups: every flood's frames dropped by a bare XDP_DROP
+/// program on the server's veth (no legitimate clients: they would be dropped too).
+pub(super) fn measure_bare_drop(
+    lab: &Lab,
+    dir: &Path,
+    macs: ([u8; 6], [u8; 6]),
+    options: &Options,
+) -> anyhow::Result<Vec<Value>> {
+    print_heading(options);
+    let _drop = ConstantXdp::attach(lab.ns(Host::Server), SERVER_IFACE, XDP_DROP)?;
+    let arm = Arm {
+        name: BARE_DROP,
+        legit_clients: false,
+        filter: None,
+    };
+    let mut runs = Vec::new();
+    for flood in &FLOODS {
+        let frame = frame(flood, macs, 0);
+        for run in 0..options.nic_runs {
+            runs.push(measure_run(lab, dir, &arm, flood, &frame, options, run)?);
+        }
+    }
+    Ok(runs)
+}
+
+/// What one run measures.
+struct Arm<'a> {
+    name: &'static str,
+    legit_clients: bool,
+    /// The sip-filter binary and pins, when the arm is sip-filter (its own drop
+    /// counters are read too).
+    filter: Option<(&'a Path, &'a PinRoot)>,
 }
 
 /// The sum of sip-filter's `drop_*` counters.
@@ -79,23 +120,26 @@ fn filter_drops(lab: &Lab, (binary, pins): (&Path, &PinRoot)) -> anyhow::Result<
     Ok(reason_sum(&stats, "drop_"))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn measure_run(
     lab: &Lab,
     dir: &Path,
-    setup: Setup,
+    arm: &Arm,
     flood: &Flood,
     frame: &[u8],
     options: &Options,
-    filter: Option<(&Path, &PinRoot)>,
     run: usize,
 ) -> anyhow::Result<Value> {
+    let filter = arm.filter;
     let (client, server) = (lab.ns(Host::Client), lab.ns(Host::Server));
     // How busy the machine was (other work lands in the all-CPU figure).
     let load_average = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|text| text.split_whitespace().next()?.parse::<f64>().ok());
-    let legit = start_legit_clients(lab, dir, options, options.nic_flood)?;
+    let legit = if arm.legit_clients {
+        start_legit_clients(lab, dir, options, options.nic_flood)?
+    } else {
+        Vec::new()
+    };
     let filter_before = filter.map(|f| filter_drops(lab, f)).transpose()?;
     let sending_before = VethCounters::read(client, CLIENT_IFACE)?;
     let receiving_before = VethCounters::read(server, SERVER_IFACE)?;
@@ -140,7 +184,7 @@ fn measure_run(
     let offered = sent.frames as f64 / sent.elapsed.as_secs_f64();
     println!(
         "{:<11} {:<16} {:>9.0} {:>10} {:>9} {:>8.2} {:>12.0} {:>8.2} {:>12.0} {:>8.2} {:>12.0} {:>5}/{}",
-        setup.name(),
+        arm.name,
         flood.name,
         offered,
         dropped,
@@ -155,7 +199,7 @@ fn measure_run(
         successful + failed,
     );
     Ok(json!({
-        "setup": setup.name(),
+        "setup": arm.name,
         "flood": flood.name,
         "run": run,
         "sent": sent.frames,
@@ -176,6 +220,7 @@ fn measure_run(
         "flood_cpu_seconds": flood_cpu,
         "ksoftirqd_cpu_seconds": after.ksoftirqd_seconds - before.ksoftirqd_seconds,
         "dropped_per_flood_cpu_second": per(flood_cpu),
+        "flood_cpu_ns_per_frame": if arrived > 0 { 1e9 * flood_cpu / arrived as f64 } else { 0.0 },
         "sender_thread_cpu_seconds": sent.thread_cpu.as_secs_f64(),
         "dropped_per_cpu_second": per(all_cpu),
         "dropped_per_receiving_cpu_second": per(receiving_cpu),
@@ -225,12 +270,13 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// The NIC-like path's results: every run, the medians per set-up and flood, and
 /// sip-filter's medians against the others'.
 pub(super) fn summary(options: &Options, runs: &[Value]) -> Value {
-    let mut medians = Vec::new();
-    for setup in super::SETUPS {
+    let mut medians: Vec<Value> = Vec::new();
+    let arms = std::iter::once(BARE_DROP).chain(super::SETUPS.iter().map(|s| s.name()));
+    for arm in arms {
         for flood in &FLOODS {
             let of: Vec<&Value> = runs
                 .iter()
-                .filter(|r| r["setup"] == setup.name() && r["flood"] == flood.name)
+                .filter(|r| r["setup"] == arm && r["flood"] == flood.name)
                 .collect();
             if of.is_empty() {
                 continue;
@@ -238,8 +284,17 @@ pub(super) fn summary(options: &Options, runs: &[Value]) -> Value {
             let med = |key: &str| median(of.iter().filter_map(|r| r[key].as_f64()).collect());
             let sum = |key: &str| of.iter().filter_map(|r| r[key].as_u64()).sum::<u64>();
             let (successful, calls) = (sum("legit_successful"), sum("legit_calls"));
+            // What the arm costs per frame beyond the floor (the sender's share, and
+            // receiving and dropping a frame, cancel out).
+            let floor = medians
+                .iter()
+                .find(|m| m["setup"] == BARE_DROP && m["flood"] == flood.name)
+                .and_then(|m| m["flood_cpu_ns_per_frame"].as_f64());
+            let per_frame = med("flood_cpu_ns_per_frame");
             medians.push(json!({
-                "setup": setup.name(),
+                "setup": arm,
+                "flood_cpu_ns_per_frame": per_frame,
+                "ns_per_frame_above_bare_drop": floor.map(|floor| per_frame - floor),
                 "flood": flood.name,
                 "runs": of.len(),
                 "offered_per_second": med("offered_per_second"),
@@ -297,7 +352,7 @@ pub(super) fn summary(options: &Options, runs: &[Value]) -> Value {
         }
     }
     json!({
-        "method": "BPF_PROG_TEST_RUN in live-frames mode (BPF_F_TEST_XDP_LIVE_FRAMES, XDP_TX out of the client's veth end, one thread pinned to the flood CPU at nice 19) into the server's veth end, which receives xdp_frames in its NAPI poll: sip-filter's XDP program, or an XDP_PASS program before iptables, nftables and Kamailio; dropped = frames handed over (tx_queue xdp_xmit) - flood packets Kamailio answered; all-CPU = delta of user+nice+system+softirq of /proc/stat's cpu line (steal excluded); receiving = softirq of all CPUs + the server namespace's processes; medians over the runs",
+        "method": "BPF_PROG_TEST_RUN in live-frames mode (BPF_F_TEST_XDP_LIVE_FRAMES, XDP_TX out of the client's veth end, one thread pinned to the flood CPU, nice 0) into the server's veth end, which receives xdp_frames in its NAPI poll: sip-filter's XDP program, a bare XDP_DROP (the floor), or an XDP_PASS program before iptables, nftables and Kamailio; dropped = frames handed over (tx_queue xdp_xmit) - flood packets Kamailio answered; all-CPU = delta of user+nice+system+softirq of /proc/stat's cpu line (steal excluded); flood = the sending thread (getrusage RUSAGE_THREAD, the receive path it ran inline included) + ksoftirqd threads + the server namespace's processes; receiving = softirq of all CPUs + the server namespace's processes; medians over the runs",
         "machine": cpu_model(),
         "flood_seconds": options.nic_flood.as_secs_f64(),
         "runs_per_setup_and_flood": options.nic_runs,
@@ -332,8 +387,9 @@ pub(super) fn markdown(nic: &Value) -> String {
         "## Packet path, NIC-like: `xdp_frame`s, no socket buffer\n\n\
          Measured on: {}. The same lab, set-ups, floods and legitimate clients as above; \
          only the sender differs. The flood is sent with BPF_PROG_TEST_RUN in live-frames \
-         mode (`BPF_F_TEST_XDP_LIVE_FRAMES`) by one thread pinned to CPU {FLOOD_CPU} at nice \
-         19: a small XDP program (`tests/src/livesend.rs`, raw BPF instructions) gives each \
+         mode (`BPF_F_TEST_XDP_LIVE_FRAMES`) by one thread pinned to CPU {FLOOD_CPU} (nice 0: \
+         at 19, as `shared/NICPATH.md` suggests, it starves behind other work on a shared \
+         machine): a small XDP program (`tests/src/livesend.rs`, raw BPF instructions) gives each \
          frame the next of the flood's source addresses, fixes the IPv4 and UDP checksums, \
          and returns XDP_TX, which sends it out of the client's veth end; the server's end \
          receives it as an `xdp_frame` in its NAPI poll, before any socket buffer exists, as \
@@ -359,20 +415,24 @@ pub(super) fn markdown(nic: &Value) -> String {
          `/proc/stat` (the NAPI poll, XDP and the stack; sampled in ticks of 10 ms) plus \
          the server namespace's processes. On a real NIC the sender is another machine: \
          the receiving figure is the one a server pays; the flood figure adds the sender's \
-         cost per frame, about the same for every set-up.\n",
+         cost per frame, about the same for every set-up. The first rows are the floor, \
+         not a filter: a bare XDP_DROP program on the server's veth (no legitimate \
+         clients: it would drop them too); each set-up's flood CPU per frame above it is \
+         what that set-up adds to receiving and dropping a frame, the sender's share \
+         cancelled out.\n",
         nic["machine"].as_str().unwrap_or("?"),
         nic["runs_per_setup_and_flood"],
         nic["flood_seconds"],
     );
     md.push_str(
-        "| set-up | flood | offered pkt/s | dropped | ring full | CPU s: all CPUs / flood / receiving | dropped per CPU-second: all CPUs | flood | receiving | load average | legitimate success |\n\
-         |---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+        "| set-up | flood | offered pkt/s | dropped | ring full | CPU s: all CPUs / flood / receiving | dropped per CPU-second: all CPUs | flood | receiving | flood CPU ns per frame (above a bare drop) | load average | legitimate success |\n\
+         |---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
     );
     for m in nic["medians"].as_array().into_iter().flatten() {
         let f = |key: &str| m[key].as_f64().unwrap_or(0.0);
         let _ = writeln!(
             md,
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.2} / {:.2} / {:.2} | {:.0} | {:.0} | {:.0} | {:.1} | {} of {} ({:.1}%) |",
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.2} / {:.2} / {:.2} | {:.0} | {:.0} | {:.0} | {:.0} ({}) | {:.1} | {} |",
             m["setup"].as_str().unwrap_or("?"),
             m["flood"].as_str().unwrap_or("?"),
             f("offered_per_second"),
@@ -384,10 +444,21 @@ pub(super) fn markdown(nic: &Value) -> String {
             f("dropped_per_cpu_second"),
             f("dropped_per_flood_cpu_second"),
             f("dropped_per_receiving_cpu_second"),
+            f("flood_cpu_ns_per_frame"),
+            m["ns_per_frame_above_bare_drop"]
+                .as_f64()
+                .map_or("-".into(), |ns| format!("{ns:+.0}")),
             f("load_average"),
-            m["legit_successful"],
-            m["legit_calls"],
-            100.0 * f("legit_success_rate"),
+            if m["legit_calls"].as_u64().unwrap_or(0) > 0 {
+                format!(
+                    "{} of {} ({:.1}%)",
+                    m["legit_successful"],
+                    m["legit_calls"],
+                    100.0 * f("legit_success_rate")
+                )
+            } else {
+                "-".into()
+            },
         );
     }
     md.push_str(
