@@ -44,7 +44,8 @@ pub const LAB_TOOLS: &[&str] = &["nsenter", "ip", "ss", "kamailio", "sipp", "svm
 pub const KAMAILIO_TOOLS: &[&str] = &["nsenter", "ip", "ss", "kamailio"];
 
 /// Builds the sip-filter binary (quick when up to date) with the cargo that built this
-/// crate, once per process, and says where it is. `quiet`: no cargo status lines.
+/// crate, in its profile (release for the benchmark), once per process, and says where
+/// it is. `quiet`: no cargo status lines.
 pub fn sip_filter_binary(quiet: bool) -> anyhow::Result<&'static Path> {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     if let Some(binary) = BINARY.get() {
@@ -60,6 +61,14 @@ pub fn sip_filter_binary(quiet: bool) -> anyhow::Result<&'static Path> {
         "sip-filter",
         "--message-format=json-render-diagnostics",
     ]);
+    // Built like this crate: the benchmark (a release build, `cargo xtask bench`)
+    // measures a release daemon's CPU; the tests run the debug one.
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        command.arg("--release");
+        "release"
+    };
     if quiet {
         command.arg("--quiet");
     }
@@ -75,7 +84,7 @@ pub fn sip_filter_binary(quiet: bool) -> anyhow::Result<&'static Path> {
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "sip-filter")
         .find_map(|m| m["executable"].as_str().map(PathBuf::from));
-    let binary = built.unwrap_or_else(|| workspace.join("target/debug/sip-filter"));
+    let binary = built.unwrap_or_else(|| workspace.join("target").join(profile).join("sip-filter"));
     ensure!(binary.is_file(), "no binary at {}", binary.display());
     Ok(BINARY.get_or_init(|| binary))
 }
