@@ -397,8 +397,8 @@ pub(super) fn markdown(nic: &Value) -> String {
     let _ = writeln!(
         md,
         "## Packet path, NIC-like: `xdp_frame`s, no socket buffer\n\n\
-         Measured on: {}. The same lab, set-ups, floods and legitimate clients as above; \
-         only the sender differs. The flood is sent with BPF_PROG_TEST_RUN in live-frames \
+         Measured on: {}.{} The same lab, set-ups, floods and legitimate clients as the \
+         AF_PACKET path; only the sender differs. The flood is sent with BPF_PROG_TEST_RUN in live-frames \
          mode (`BPF_F_TEST_XDP_LIVE_FRAMES`) by one thread pinned to CPU {FLOOD_CPU} (nice 0: \
          at 19, as `shared/NICPATH.md` suggests, it starves behind other work on a shared \
          machine): a small XDP program (`tests/src/livesend.rs`, raw BPF instructions) gives each \
@@ -436,6 +436,10 @@ pub(super) fn markdown(nic: &Value) -> String {
          what that set-up adds to receiving and dropping a frame, the sender's share \
          cancelled out.\n",
         nic["machine"].as_str().unwrap_or("?"),
+        // Set by hand when this section was measured in a run of its own.
+        nic["run_note"]
+            .as_str()
+            .map_or(String::new(), |note| format!(" {note}")),
         nic["runs_per_setup_and_flood"],
         nic["flood_seconds"],
     );
