@@ -106,7 +106,7 @@ impl Options {
                 legit_rate: 10,
                 legit_clients: 10,
                 quick,
-                // Tick-based CPU accounting needs a few seconds per run (NICPATH.md).
+                // /proc/stat counts ticks of 10 ms: a few seconds per run, and several runs.
                 nic_runs: 5,
                 nic_flood: Duration::from_secs(4),
             }

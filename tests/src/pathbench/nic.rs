@@ -5,14 +5,21 @@
 //! an XDP program, or GRO, for its NAPI poll) and builds the socket buffer after it, as
 //! a NIC's driver does for the stack.
 //!
+//! Before the set-ups, a bare XDP_DROP program on the server's veth gives the floor:
+//! what sending, receiving and dropping a frame costs with no policy at all.
+//!
 //! Each set-up and flood runs several times; each figure is the median over the runs.
-//! CPU is counted two ways, from the same snapshots:
+//! CPU is counted three ways, from the same snapshots:
 //! - all CPUs: Δ(user + nice + system + softirq) of `/proc/stat`'s `cpu` line, steal
 //!   excluded: the sender, the receiver's NAPI poll, Kamailio, the daemon, the
 //!   legitimate clients (sipp), and anything else the machine ran meanwhile;
+//! - the flood's, per thread: the sending thread (which runs the receive path inline,
+//!   in softirq, when it re-enables bottom halves), the ksoftirqd threads and the
+//!   server namespace's processes; other work on a shared machine is not in it;
 //! - the receiving side, as in the AF_PACKET section: softirq time of all CPUs (the
 //!   veth's NAPI poll, XDP and the stack run there, on the sending CPU) plus the server
-//!   namespace's processes.
+//!   namespace's processes. Tick-sampled, and on this path far below what per-thread
+//!   accounting shows: reported, not judged.
 //!
 //! Dropped: the frames the client's veth handed to the server's as `xdp_frame`s
 //! (`tx_queue_*_xdp_xmit`: frames the server's full ring refused never arrived and are
@@ -52,7 +59,8 @@ pub(super) fn measure_setup(
     options: &Options,
     filter: Option<(&Path, &PinRoot)>,
 ) -> anyhow::Result<Vec<Value>> {
-    // Detached when dropped, after this set-up's runs.
+    // Detached when dropped, after this set-up's runs. sip-filter's own program gives
+    // the veth its NAPI poll.
     let _napi = if setup == Setup::SipFilter {
         None
     } else {
@@ -400,8 +408,7 @@ pub(super) fn markdown(nic: &Value) -> String {
          Measured on: {}.{} The same lab, set-ups, floods and legitimate clients as the \
          AF_PACKET path; only the sender differs. The flood is sent with BPF_PROG_TEST_RUN in live-frames \
          mode (`BPF_F_TEST_XDP_LIVE_FRAMES`) by one thread pinned to CPU {FLOOD_CPU} (nice 0: \
-         at 19, as `shared/NICPATH.md` suggests, it starves behind other work on a shared \
-         machine): a small XDP program (`tests/src/livesend.rs`, raw BPF instructions) gives each \
+         at 19 it starves behind other work on a shared machine): a small XDP program (`tests/src/livesend.rs`, raw BPF instructions) gives each \
          frame the next of the flood's source addresses, fixes the IPv4 and UDP checksums, \
          and returns XDP_TX, which sends it out of the client's veth end; the server's end \
          receives it as an `xdp_frame` in its NAPI poll, before any socket buffer exists, as \
