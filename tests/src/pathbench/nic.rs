@@ -18,8 +18,8 @@
 //!   server namespace's processes; other work on a shared machine is not in it;
 //! - the receiving side, as in the AF_PACKET section: softirq time of all CPUs (the
 //!   veth's NAPI poll, XDP and the stack run there, on the sending CPU) plus the server
-//!   namespace's processes. Tick-sampled, and on this path far below what per-thread
-//!   accounting shows: reported, not judged.
+//!   namespace's processes. What a server behind a real NIC pays; tick-sampled, so
+//!   rougher than the flood's.
 //!
 //! Dropped: the frames the client's veth handed to the server's as `xdp_frame`s
 //! (`tx_queue_*_xdp_xmit`: frames the server's full ring refused never arrived and are
@@ -433,11 +433,9 @@ pub(super) fn markdown(nic: &Value) -> String {
          **receiving** is, as in the AF_PACKET section, the softirq time of all CPUs from \
          `/proc/stat` (the NAPI poll, XDP and the stack; sampled in ticks of 10 ms) plus \
          the server namespace's processes. On a real NIC the sender is another machine and \
-         the receiving figure is the one a server pays, but on this path it is not a \
-         measure: the receive path runs in the sender's thread, and `/proc/stat`'s tick \
-         sampling charges it to softirq far less than per-thread accounting shows (a few \
-         ticks where the flood figure holds tens); it is shown, not judged. The flood \
-         figure adds the sender's cost per frame, about the same for every set-up. The first rows are the floor, \
+         the receiving figure is the one a server pays; it is sampled in ticks, so rougher \
+         than the flood figure, which adds the sender's cost per frame, about the same for \
+         every set-up. The first rows are the floor, \
          not a filter: a bare XDP_DROP program on the server's veth (no legitimate \
          clients: it would drop them too); each set-up's flood CPU per frame above it is \
          what that set-up adds to receiving and dropping a frame, the sender's share \
@@ -499,7 +497,7 @@ pub(super) fn markdown(nic: &Value) -> String {
         };
         let _ = writeln!(
             md,
-            "- {}: sip-filter drops {} the packets per CPU-second of {} on all CPUs (target {}x: {}), {} per flood CPU-second ({}).",
+            "- {}: sip-filter drops {} the packets per CPU-second of {} on all CPUs (target {}x: {}), {} per flood CPU-second ({}), {} per receiving CPU-second ({}).",
             r["flood"].as_str().unwrap_or("?"),
             times(&r["times_all_cpus"]),
             r["versus"].as_str().unwrap_or("?"),
@@ -507,6 +505,8 @@ pub(super) fn markdown(nic: &Value) -> String {
             verdict("target_met_all_cpus"),
             times(&r["times_flood_cpu"]),
             verdict("target_met_flood_cpu"),
+            times(&r["times_receiving"]),
+            verdict("target_met_receiving"),
         );
     }
     for m in nic["medians"].as_array().into_iter().flatten() {
