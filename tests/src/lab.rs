@@ -44,7 +44,8 @@ pub const LAB_TOOLS: &[&str] = &["nsenter", "ip", "ss", "kamailio", "sipp", "svm
 pub const KAMAILIO_TOOLS: &[&str] = &["nsenter", "ip", "ss", "kamailio"];
 
 /// Builds the sip-filter binary (quick when up to date) with the cargo that built this
-/// crate, once per process, and says where it is. `quiet`: no cargo status lines.
+/// crate, in its profile (release for the benchmark), once per process, and says where
+/// it is. `quiet`: no cargo status lines.
 pub fn sip_filter_binary(quiet: bool) -> anyhow::Result<&'static Path> {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     if let Some(binary) = BINARY.get() {
@@ -60,6 +61,14 @@ pub fn sip_filter_binary(quiet: bool) -> anyhow::Result<&'static Path> {
         "sip-filter",
         "--message-format=json-render-diagnostics",
     ]);
+    // Built like this crate: the benchmark (a release build, `cargo xtask bench`)
+    // measures a release daemon's CPU; the tests run the debug one.
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        command.arg("--release");
+        "release"
+    };
     if quiet {
         command.arg("--quiet");
     }
@@ -75,7 +84,7 @@ pub fn sip_filter_binary(quiet: bool) -> anyhow::Result<&'static Path> {
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "sip-filter")
         .find_map(|m| m["executable"].as_str().map(PathBuf::from));
-    let binary = built.unwrap_or_else(|| workspace.join("target/debug/sip-filter"));
+    let binary = built.unwrap_or_else(|| workspace.join("target").join(profile).join("sip-filter"));
     ensure!(binary.is_file(), "no binary at {}", binary.display());
     Ok(BINARY.get_or_init(|| binary))
 }
@@ -578,6 +587,18 @@ pub fn counter(stats: &Value, group: &str, name: &str) -> u64 {
     stats[group][name]
         .as_u64()
         .unwrap_or_else(|| panic!("no {group}.{name} in the stats: {stats}"))
+}
+
+/// The sum of the `reasons` counters of `stats --json` whose name starts with `prefix`
+/// (`drop_`: every packet the filter dropped).
+pub fn reason_sum(stats: &Value, prefix: &str) -> u64 {
+    stats["reasons"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(name, _)| name.starts_with(prefix))
+        .filter_map(|(_, count)| count.as_u64())
+        .sum()
 }
 
 /// Whether an XDP program is attached to the server's interface.

@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod geo;
 pub mod guessbench;
 pub mod lab;
+pub mod livesend;
 pub mod netns;
 pub mod packets;
 pub mod pathbench;

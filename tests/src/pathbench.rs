@@ -37,6 +37,8 @@ use anyhow::{bail, ensure, Context};
 use etherparse::PacketBuilder;
 use serde_json::{json, Value};
 
+mod nic;
+
 use crate::{
     lab::{
         kamailio_globals, require_tools, sip_filter_binary, start_filter_with_config,
@@ -79,6 +81,10 @@ pub struct Options {
     /// a 99.9% success rate (1000 at least) without any client nearing a per-source limit.
     pub legit_clients: u32,
     pub quick: bool,
+    /// The NIC-like path ([`nic`]): runs per set-up and flood (the median is reported;
+    /// 0 leaves the path out), and how long each lasts.
+    pub nic_runs: usize,
+    pub nic_flood: Duration,
 }
 
 impl Options {
@@ -90,6 +96,8 @@ impl Options {
                 legit_rate: 5,
                 legit_clients: 1,
                 quick,
+                nic_runs: 1,
+                nic_flood: Duration::from_secs(1),
             }
         } else {
             Options {
@@ -98,6 +106,9 @@ impl Options {
                 legit_rate: 10,
                 legit_clients: 10,
                 quick,
+                // /proc/stat counts ticks of 10 ms: a few seconds per run, and several runs.
+                nic_runs: 5,
+                nic_flood: Duration::from_secs(4),
             }
         }
     }
@@ -237,6 +248,11 @@ pub fn run(options: &Options) -> anyhow::Result<Value> {
     let mut results = Vec::new();
     let mut attach_mode = String::new();
     let mut daemon_idle = None;
+    let mut nic_results = if options.nic_runs > 0 {
+        nic::measure_bare_drop(&lab, dir.path(), macs, options)?
+    } else {
+        Vec::new()
+    };
     for setup in SETUPS {
         let mut daemon = None;
         match setup {
@@ -267,6 +283,17 @@ pub fn run(options: &Options) -> anyhow::Result<Value> {
             let measured = measure(&lab, dir.path(), setup, flood, frames, options, daemon_pid)?;
             results.push(measured);
         }
+        if options.nic_runs > 0 {
+            let filter = daemon.as_ref().map(|_| (binary, &pins));
+            nic_results.extend(nic::measure_setup(
+                &lab,
+                dir.path(),
+                setup,
+                macs,
+                options,
+                filter,
+            )?);
+        }
         match setup {
             Setup::SipFilter => drop(daemon),
             Setup::Iptables => {
@@ -293,6 +320,7 @@ pub fn run(options: &Options) -> anyhow::Result<Value> {
         "floods": FLOODS.iter().map(|f| json!({"name": f.name, "what": f.what, "sources": f.sources})).collect::<Vec<_>>(),
         "runs": results,
         "ratios": ratios,
+        "nic_path": (options.nic_runs > 0).then(|| nic::summary(options, &nic_results)),
     }))
 }
 
@@ -306,57 +334,13 @@ fn measure(
     options: &Options,
     daemon: Option<i32>,
 ) -> anyhow::Result<Value> {
-    let calls = (f64::from(options.legit_rate) * options.flood.as_secs_f64()).ceil() as u32;
-    let calls = calls.max(1);
-    let scenario = write_file(dir, "legit.xml", &legit_scenario());
-    let scenario = scenario.to_str().context("a UTF-8 path")?.to_string();
-    let legit: Vec<_> = legit_addresses(options)
-        .into_iter()
-        .map(|address| {
-            let mut sipp = lab.command(Host::Client, "taskset");
-            sipp.current_dir(dir).args([
-                "-c",
-                SERVER_CPU,
-                "sipp",
-                "-sf",
-                &scenario,
-                "-i",
-                &address,
-                "-r",
-                &options.legit_rate.to_string(),
-                "-m",
-                &calls.to_string(),
-                "-l",
-                &calls.to_string(),
-                "-max_retrans",
-                "6",
-                "-timeout",
-                &format!("{}s", options.flood.as_secs() + 30),
-                "-nostdin",
-                &format!("{SERVER_V4}:{SIP_PORT}"),
-            ]);
-            thread::spawn(move || run_bounded(sipp, Duration::from_secs(120)))
-        })
-        .collect();
+    let legit = start_legit_clients(lab, dir, options, options.flood)?;
     let daemon_ticks = || daemon.map_or(0, process_ticks);
     let (before, daemon_before) = (Snapshot::take(lab)?, daemon_ticks());
     let sent = send_flood(lab, frames, options)?;
     let (after, daemon_after) = (Snapshot::take(lab)?, daemon_ticks());
     let daemon_cpu = daemon_after.saturating_sub(daemon_before) as f64 / clock_ticks_per_second();
-    let (mut successful, mut failed) = (0, 0);
-    for client in legit {
-        let client: Finished = client
-            .join()
-            .map_err(|_| anyhow::anyhow!("a sipp thread panicked"))?;
-        let (Some(ok), Some(bad)) = (
-            sipp_count(&client.stdout, "Successful call"),
-            sipp_count(&client.stdout, "Failed call"),
-        ) else {
-            bail!("sipp printed no final statistics:\n{client}");
-        };
-        successful += ok;
-        failed += bad;
-    }
+    let (successful, failed) = legit_outcome(legit)?;
     let answered = after.answered.saturating_sub(before.answered);
     let unanswered = sent.packets.saturating_sub(answered);
     let at_socket = after.socket_drops.saturating_sub(before.socket_drops);
@@ -412,6 +396,67 @@ fn measure(
     }))
 }
 
+/// Starts the legitimate clients (sipp, one per address, pinned beside Kamailio): each
+/// registers and calls at `options.legit_rate` for about `seconds`.
+fn start_legit_clients(
+    lab: &Lab,
+    dir: &Path,
+    options: &Options,
+    seconds: Duration,
+) -> anyhow::Result<Vec<thread::JoinHandle<Finished>>> {
+    let calls = (f64::from(options.legit_rate) * seconds.as_secs_f64()).ceil() as u32;
+    let calls = calls.max(1);
+    let scenario = write_file(dir, "legit.xml", &legit_scenario());
+    let scenario = scenario.to_str().context("a UTF-8 path")?.to_string();
+    Ok(legit_addresses(options)
+        .into_iter()
+        .map(|address| {
+            let mut sipp = lab.command(Host::Client, "taskset");
+            sipp.current_dir(dir).args([
+                "-c",
+                SERVER_CPU,
+                "sipp",
+                "-sf",
+                &scenario,
+                "-i",
+                &address,
+                "-r",
+                &options.legit_rate.to_string(),
+                "-m",
+                &calls.to_string(),
+                "-l",
+                &calls.to_string(),
+                "-max_retrans",
+                "6",
+                "-timeout",
+                &format!("{}s", seconds.as_secs() + 30),
+                "-nostdin",
+                &format!("{SERVER_V4}:{SIP_PORT}"),
+            ]);
+            thread::spawn(move || run_bounded(sipp, Duration::from_secs(120)))
+        })
+        .collect())
+}
+
+/// The legitimate clients' calls once they finished: (successful, failed).
+fn legit_outcome(clients: Vec<thread::JoinHandle<Finished>>) -> anyhow::Result<(u64, u64)> {
+    let (mut successful, mut failed) = (0, 0);
+    for client in clients {
+        let client: Finished = client
+            .join()
+            .map_err(|_| anyhow::anyhow!("a sipp thread panicked"))?;
+        let (Some(ok), Some(bad)) = (
+            sipp_count(&client.stdout, "Successful call"),
+            sipp_count(&client.stdout, "Failed call"),
+        ) else {
+            bail!("sipp printed no final statistics:\n{client}");
+        };
+        successful += ok;
+        failed += bad;
+    }
+    Ok((successful, failed))
+}
+
 /// Per flood: sip-filter's dropped packets per CPU-second against each other set-up's.
 fn ratios(results: &[Value]) -> Vec<Value> {
     let mut out = Vec::new();
@@ -465,6 +510,14 @@ fn daemon_idle_cpu_percent(pid: i32, options: &Options) -> anyhow::Result<f64> {
 /// What the receiving side has used and answered so far.
 struct Snapshot {
     softirq_seconds: f64,
+    /// User (nice included), system and softirq time of all CPUs (`/proc/stat`'s `cpu`
+    /// line; steal, idle, iowait and hard IRQ time left out): whatever ran, ours or not.
+    all_cpu_seconds: f64,
+    /// Time the hypervisor gave other guests (not counted anywhere).
+    steal_seconds: f64,
+    /// User and system time of the kernel's ksoftirqd threads: the softirq work that
+    /// was deferred to them, whichever process raised it.
+    ksoftirqd_seconds: f64,
     /// Softirq time plus the server namespace's processes' time.
     cpu_seconds: f64,
     answered: u64,
@@ -482,6 +535,17 @@ impl Snapshot {
             .filter_map(|line| line.split_whitespace().nth(7))
             .filter_map(|ticks| ticks.parse::<u64>().ok())
             .sum();
+        // cpu user nice system idle iowait irq softirq steal ...
+        let all: Vec<u64> = stat
+            .lines()
+            .find(|line| line.starts_with("cpu "))
+            .context("no cpu line in /proc/stat")?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|ticks| ticks.parse().ok())
+            .collect();
+        ensure!(all.len() >= 8, "a short cpu line in /proc/stat");
+        let (user, nice, system, softirq, steal) = (all[0], all[1], all[2], all[6], all[7]);
         let process_ticks: u64 = netns_pids(lab.name(Host::Server))
             .into_iter()
             .map(process_ticks)
@@ -489,11 +553,32 @@ impl Snapshot {
         let softirq_seconds = softirq_ticks as f64 / hz;
         Ok(Snapshot {
             softirq_seconds,
+            all_cpu_seconds: (user + nice + system + softirq) as f64 / hz,
+            steal_seconds: steal as f64 / hz,
+            ksoftirqd_seconds: ksoftirqd_pids()
+                .into_iter()
+                .map(crate::pathbench::process_ticks)
+                .sum::<u64>() as f64
+                / hz,
             cpu_seconds: softirq_seconds + process_ticks as f64 / hz,
             answered: nft_counter(lab, "inet", "pathbench_replies")?,
             socket_drops: udp_rcvbuf_errors(lab)?,
         })
     }
+}
+
+/// The kernel's per-CPU softirq threads.
+fn ksoftirqd_pids() -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.starts_with("ksoftirqd/"))
+        })
+        .collect()
 }
 
 pub fn clock_ticks_per_second() -> f64 {
@@ -807,7 +892,7 @@ fn sipp_count(stdout: &str, name: &str) -> Option<u64> {
 }
 
 /// The MAC address of `host`'s veth end.
-fn mac_of(lab: &Lab, host: Host) -> anyhow::Result<[u8; 6]> {
+pub fn mac_of(lab: &Lab, host: Host) -> anyhow::Result<[u8; 6]> {
     let shown = lab.run(
         host,
         "ip",
@@ -827,26 +912,38 @@ fn mac_of(lab: &Lab, host: Host) -> anyhow::Result<[u8; 6]> {
 }
 
 /// One Ethernet frame per source of `flood`: 198.19.0.1 and up, to the server's SIP port.
-fn frames(flood: &Flood, (client, server): ([u8; 6], [u8; 6])) -> Vec<Vec<u8>> {
-    (0..flood.sources)
-        .map(|n| {
-            let source = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 1)) + n);
-            let payload = (flood.payload)(source, n);
-            let builder = PacketBuilder::ethernet2(client, server)
-                .ipv4(
-                    source.octets(),
-                    SERVER_V4
-                        .parse::<Ipv4Addr>()
-                        .map_or([198, 18, 0, 2], |a| a.octets()),
-                    64,
-                )
-                .udp(SIP_PORT, SIP_PORT);
-            let mut frame = Vec::with_capacity(builder.size(payload.len()));
-            // Writing into a Vec cannot fail.
-            let _ = builder.write(&mut frame, payload.as_bytes());
-            frame
-        })
-        .collect()
+fn frames(flood: &Flood, macs: ([u8; 6], [u8; 6])) -> Vec<Vec<u8>> {
+    (0..flood.sources).map(|n| frame(flood, macs, n)).collect()
+}
+
+/// The first source of every flood; the others follow it.
+pub const FIRST_FLOOD_SOURCE: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
+
+/// The frame of `flood`'s `n`th source (198.19.0.1 + n), from the client's MAC to the
+/// server's, to the server's SIP port, with both checksums.
+fn frame(flood: &Flood, (client, server): ([u8; 6], [u8; 6]), n: u32) -> Vec<u8> {
+    let source = Ipv4Addr::from(u32::from(FIRST_FLOOD_SOURCE) + n);
+    let payload = (flood.payload)(source, n);
+    let builder = PacketBuilder::ethernet2(client, server)
+        .ipv4(
+            source.octets(),
+            SERVER_V4
+                .parse::<Ipv4Addr>()
+                .map_or([198, 18, 0, 2], |a| a.octets()),
+            64,
+        )
+        .udp(SIP_PORT, SIP_PORT);
+    let mut frame = Vec::with_capacity(builder.size(payload.len()));
+    // Writing into a Vec cannot fail.
+    let _ = builder.write(&mut frame, payload.as_bytes());
+    frame
+}
+
+/// The scanner flood's frame from its first source, between the lab's two veth ends
+/// (`macs`: the client's, the server's): what the NIC-like test sends, its source
+/// rewritten per frame by the live sender.
+pub fn scanner_options_frame(macs: ([u8; 6], [u8; 6])) -> Vec<u8> {
+    frame(&FLOODS[0], macs, 0)
 }
 
 struct Sent {
@@ -1089,6 +1186,9 @@ pub fn markdown(doc: &Value) -> String {
     }
     md.push_str(&daemon_cpu_markdown(doc));
     md.push('\n');
+    if doc["nic_path"].is_object() {
+        md.push_str(&nic::markdown(&doc["nic_path"]));
+    }
     md
 }
 

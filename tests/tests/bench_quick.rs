@@ -2,7 +2,8 @@
 //! measures every packet class (each taking the path it names: the bench checks the
 //! verdicts) beside every reference program, sets the targeted classes against their
 //! targets, measures state growth, runs every flood through every packet-path set-up
-//! (each must drop some of it, with the legitimate client's calls counted), and writes
+//! (each must drop some of it, with the legitimate client's calls counted), on both
+//! paths (AF_PACKET frames, and live `xdp_frame`s as a NIC gives them), and writes
 //! its JSON and its report. No timing thresholds: the figures are the output.
 
 use std::process::Command;
@@ -116,10 +117,28 @@ fn bench_runs_in_quick_mode() {
         }
     }
     assert!(!doc["packet_path"]["ratios"].as_array().unwrap().is_empty());
+    let nic = &doc["packet_path"]["nic_path"];
+    let medians = nic["medians"].as_array().expect("NIC-like path medians");
+    for setup in SETUPS {
+        for flood in FLOODS {
+            let median = medians
+                .iter()
+                .find(|m| m["setup"] == setup && m["flood"] == flood)
+                .unwrap_or_else(|| panic!("no NIC-like {setup} run with the {flood}: {nic}"));
+            assert!(
+                median["dropped"].as_f64().unwrap() > 0.0,
+                "NIC-like path, {setup}, {flood}: nothing dropped: {median}"
+            );
+            assert!(median["dropped_per_flood_cpu_second"].is_f64(), "{median}");
+            assert!(median["legit_calls"].as_u64().unwrap() > 0, "{median}");
+        }
+    }
+    assert!(!nic["ratios"].as_array().unwrap().is_empty());
     for section in [
         "## Per packet",
         "## State growth",
         "## Packet path",
+        "## Packet path, NIC-like",
         "Machine: ",
     ] {
         assert!(

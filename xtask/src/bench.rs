@@ -42,6 +42,14 @@ pub struct BenchArgs {
     /// JSON file, the report rendered again.
     #[arg(long, conflicts_with = "no_guessing")]
     guessing_only: bool,
+    /// Runs per set-up and flood of the NIC-like packet path (live `xdp_frame`s; the
+    /// median is reported); 0 leaves it out.
+    #[arg(long)]
+    nic_runs: Option<usize>,
+    /// Only the packet paths (AF_PACKET and NIC-like): no per-packet tables, state
+    /// growth or password guessing.
+    #[arg(long, conflicts_with = "guessing_only")]
+    path_only: bool,
     /// Runs per figure (the median is reported).
     #[arg(long)]
     runs: Option<usize>,
@@ -61,7 +69,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if !args.no_path && !args.guessing_only {
         install_packages(PATH_PACKAGES)?;
     }
-    if !args.no_guessing {
+    if !args.no_guessing && !args.path_only {
         install_packages(GUESSING_PACKAGES)?;
     }
     let mut forwarded = Vec::new();
@@ -73,6 +81,12 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     if let Some(repeat) = args.repeat {
         forwarded.extend(["--repeat".to_string(), repeat.to_string()]);
+    }
+    if let Some(runs) = args.nic_runs {
+        forwarded.extend(["--nic-runs".to_string(), runs.to_string()]);
+    }
+    if args.path_only {
+        forwarded.push("--path-only".to_string());
     }
     if args.no_path {
         forwarded.push("--no-path".to_string());

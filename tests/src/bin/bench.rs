@@ -76,11 +76,18 @@ struct Args {
     render: Option<String>,
     /// Each path flood's length, in place of the default (or `--quick`'s).
     flood_seconds: Option<u64>,
+    /// Runs per set-up and flood of the NIC-like path (0: leave it out).
+    nic_runs: Option<usize>,
+    /// Each NIC-like flood's length.
+    nic_seconds: Option<u64>,
+    /// Only the packet paths (no per-packet tables, state growth, answers or guessing).
+    path_only: bool,
 }
 
 const USAGE: &str = "bench [--quick] [--runs N (7)] [--repeat R (1000000)] [--json FILE] \
                      [--markdown FILE] [--no-growth] [--state-save-only] [--no-path] [--no-guessing] \
                      [--guessing-only] [--class PART-OF-NAME] [--flood-seconds S] \
+                     [--nic-runs N (5; 0: no NIC-like path)] [--nic-seconds S (4)] [--path-only] \
                      [--render JSON --markdown FILE]";
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -98,6 +105,9 @@ fn parse_args() -> anyhow::Result<Args> {
         only: None,
         render: None,
         flood_seconds: None,
+        nic_runs: None,
+        nic_seconds: None,
+        path_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -126,6 +136,18 @@ fn parse_args() -> anyhow::Result<Args> {
             "--flood-seconds" => {
                 let seconds = it.next().context("--flood-seconds needs a number")?;
                 args.flood_seconds = Some(seconds.parse()?);
+            }
+            "--nic-runs" => {
+                args.nic_runs = Some(it.next().context("--nic-runs needs a number")?.parse()?);
+            }
+            "--nic-seconds" => {
+                let seconds = it.next().context("--nic-seconds needs a number")?;
+                args.nic_seconds = Some(seconds.parse()?);
+            }
+            "--path-only" => {
+                args.path_only = true;
+                args.growth = false;
+                args.guessing = false;
             }
             "--class" => {
                 args.only = Some(it.next().context("--class needs part of a name")?);
@@ -427,9 +449,11 @@ fn main() -> anyhow::Result<()> {
     );
     let mut results = Vec::new();
     let wanted = |class: &Class| {
-        args.only
-            .as_ref()
-            .is_none_or(|part| class.name.contains(part.as_str()))
+        !args.path_only
+            && args
+                .only
+                .as_ref()
+                .is_none_or(|part| class.name.contains(part.as_str()))
     };
     for class in classes(banned).into_iter().filter(wanted) {
         let mut sf = Vec::new();
@@ -510,10 +534,11 @@ fn main() -> anyhow::Result<()> {
     };
     // The maps the growth part filled go with the filter, before the lab starts.
     drop(bench);
-    let answers = if args
-        .only
-        .as_ref()
-        .is_none_or(|part| "answers".contains(part.as_str()))
+    let answers = if !args.path_only
+        && args
+            .only
+            .as_ref()
+            .is_none_or(|part| "answers".contains(part.as_str()))
     {
         answers_cost(args.runs, args.repeat)?
     } else {
@@ -523,6 +548,12 @@ fn main() -> anyhow::Result<()> {
         let mut options = pathbench::Options::new(args.quick);
         if let Some(seconds) = args.flood_seconds {
             options.flood = Duration::from_secs(seconds);
+        }
+        if let Some(runs) = args.nic_runs {
+            options.nic_runs = runs;
+        }
+        if let Some(seconds) = args.nic_seconds {
+            options.nic_flood = Duration::from_secs(seconds);
         }
         pathbench::run(&options)?
     } else {
