@@ -745,6 +745,10 @@ impl Scratch {
     pub fn host(&self) -> Span {
         self.start.host.get()
     }
+    /// The Request-URI's user part (a `tel:` URI's number).
+    pub fn user(&self) -> Span {
+        self.start.user.get()
+    }
     /// The Request-URI's [`HostKind`] as a number.
     pub fn host_kind_number(&self) -> usize {
         usize::from(self.start.host_kind.get())
@@ -1558,6 +1562,7 @@ pub const fn mapped_ipv4(v4: [u8; 4]) -> [u8; 16] {
     ]
 }
 
+pub mod dialled;
 pub mod pairing;
 #[cfg(test)]
 mod tests;
