@@ -834,7 +834,7 @@ pub fn routing_of(scratch: &mut Scratch) -> u32 {
 /// case) whose last non-blank byte before is `;` and first after is `=`, with up to 7
 /// spaces or tabs on either side (RFC 3261's SEMI and EQUAL allow them).
 #[inline(always)]
-fn has_tag(buf: &ScanBuf, value: Span) -> bool {
+pub fn has_tag(buf: &ScanBuf, value: Span) -> bool {
     const TAG: u64 = word_of(b"tag");
     let (start, end) = (value.start(), value.end());
     const PLACES: usize = 8;

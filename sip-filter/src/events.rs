@@ -64,6 +64,7 @@ pub fn parse(record: &[u8]) -> Option<Event> {
 pub fn level(event: &Event) -> log::Level {
     match kind(event) {
         Some(EventKind::Ban | EventKind::Drop | EventKind::Lockout) => log::Level::Info,
+        Some(EventKind::CallBudget) => log::Level::Warn,
         Some(EventKind::Registered) => log::Level::Debug,
         None => log::Level::Debug,
     }
@@ -130,6 +131,19 @@ pub fn describe(event: &Event, now_ns: u64, ipv6_prefix: u32) -> String {
                 )
             }
         }
+        Some(EventKind::CallBudget) => {
+            let verb = if dry_run {
+                "would block (dry-run)"
+            } else {
+                "blocked"
+            };
+            format!(
+                "{verb} account {:?}'s INVITEs for {} s from every source: over its call \
+                 budget (the INVITE that breached it came from {source})",
+                account_name(&event.account),
+                seconds_left(event.expires_ns, now_ns)
+            )
+        }
         Some(EventKind::Registered) => format!(
             "{source} registered (account {:?}) for {} s: it skips the untrusted budget \
              and is never banned for failed passwords",
@@ -189,6 +203,11 @@ pub fn fields(event: &Event, now_ns: u64, ipv6_prefix: u32) -> Vec<(&'static str
             fields.push(("ttl_s", ttl));
         }
         Some(EventKind::Registered) => {
+            with_source(&mut fields);
+            fields.push(("account", account_name(&event.account)));
+            fields.push(("ttl_s", ttl));
+        }
+        Some(EventKind::CallBudget) => {
             with_source(&mut fields);
             fields.push(("account", account_name(&event.account)));
             fields.push(("ttl_s", ttl));
@@ -302,7 +321,7 @@ impl Class {
     fn of(event: &Event) -> Class {
         match kind(event) {
             Some(EventKind::Drop) => Class::Drops,
-            Some(EventKind::Ban | EventKind::Lockout) => Class::Bans,
+            Some(EventKind::Ban | EventKind::Lockout | EventKind::CallBudget) => Class::Bans,
             Some(EventKind::Registered) | None => Class::Registrations,
         }
     }
@@ -586,6 +605,7 @@ fn kind(event: &Event) -> Option<EventKind> {
         EventKind::Ban,
         EventKind::Lockout,
         EventKind::Registered,
+        EventKind::CallBudget,
     ]
     .into_iter()
     .find(|kind| *kind as u32 == event.kind)
@@ -598,6 +618,7 @@ fn kind_name(kind: EventKind) -> &'static str {
         EventKind::Ban => "ban",
         EventKind::Lockout => "lockout",
         EventKind::Registered => "registered",
+        EventKind::CallBudget => "call_budget",
     }
 }
 
@@ -660,6 +681,9 @@ fn drop_reason(n: u32) -> String {
         Reason::DropConnectionBudget => {
             "new connections over the untrusted sources' connection budget"
         }
+        Reason::DropDestinationDenied => "an INVITE to a denied destination",
+        Reason::DropDestinationLimited => "an INVITE over its destination's calls per minute",
+        Reason::DropCallBudget => "an INVITE from an account over its call budget",
         // Not drops: never sent as drop events, named as in `stats` if they were.
         pass => pass.name(),
     }

@@ -329,6 +329,9 @@ const fn counted_by_method(reason: Reason) -> bool {
             | Reason::DropGlobalBudget
             | Reason::DropAuthLockout
             | Reason::DropUnregistered
+            | Reason::DropDestinationDenied
+            | Reason::DropDestinationLimited
+            | Reason::DropCallBudget
     )
 }
 
