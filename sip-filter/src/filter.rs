@@ -367,6 +367,7 @@ impl Filter {
             })?;
         self.seed = Some(seed);
         self.ipv6_prefix = u32::from(settings.ipv6_prefix);
+        crate::destinations::apply(self, settings.destinations.as_ref())?;
 
         remove_entries::<u64, u8>(
             self.map_mut(names::DOMAINS)?,
