@@ -23,16 +23,15 @@ use aya_ebpf::{
 use sip_filter_common::{
     maps::{
         CallBudget, CallerKey, Calls, DestinationConfig, DestinationCounters, DestinationKey,
-        DestinationRule, EventKind, RuleCounters, CALLER_ACCOUNT, CALLER_SOURCE,
-        CALL_BUDGETS_ON, DESTINATION_DENY, DESTINATION_LIMIT,
-        DESTINATION_RULES_ON, FLAG_DRY_RUN, MAX_CALL_BUDGETS, MAX_DESTINATION_CALLERS,
-        MAX_DESTINATION_RULES,
+        DestinationRule, EventKind, RuleCounters, CALLER_ACCOUNT, CALLER_SOURCE, CALL_BUDGETS_ON,
+        DESTINATION_DENY, DESTINATION_LIMIT, DESTINATION_RULES_ON, FLAG_DRY_RUN, MAX_CALL_BUDGETS,
+        MAX_DESTINATION_CALLERS, MAX_DESTINATION_RULES,
     },
     sip::{
-        dialled::{dialled, DialledKind, Dialling},
+        dialled::{dialled, Dialled, DialledKind, Dialling},
         has_tag,
         pairing::{digest_username, Account, ACCOUNT_WORDS},
-        value_of, Header, Method,
+        value_of, Header, Method, Scratch,
     },
     Reason,
 };
@@ -65,9 +64,18 @@ static CALLERS: LruHashMap<CallerKey, Calls> =
 #[map(name = "SF_CALL_BUDGETS")]
 static BUDGETS: LruHashMap<u64, CallBudget> = LruHashMap::with_max_entries(MAX_CALL_BUDGETS, 0);
 
-/// The normaliser's working memory.
+/// The INVITE's findings, in memory rather than on the stack: 6.1 adds up the frames
+/// of a call chain, each rounded to 32 bytes, against 512 bytes.
+#[repr(C)]
+struct Invite {
+    /// The normaliser's working memory.
+    dialling: Dialling,
+    number: Dialled,
+    account: Account,
+}
+
 #[map(name = "SF_DIALLING")]
-static DIALLING: PerCpuArray<Dialling> = PerCpuArray::with_max_entries(1, 0);
+static INVITE: PerCpuArray<Invite> = PerCpuArray::with_max_entries(1, 0);
 
 const MINUTE_NS: u64 = 60_000_000_000;
 const HOUR_NS: u64 = 60 * MINUTE_NS;
@@ -85,20 +93,20 @@ pub fn sip_filter_invite(ctx: XdpContext) -> u32 {
 /// policy; a drop's reason left in the [`crate::Packet`].
 #[inline(never)]
 fn judge_invite() {
-    let (Some(rules_config), Some(config), Some(scratch), Some(packet), Some(state)) = (
+    let (Some(rules_config), Some(config), Some(scratch), Some(packet), Some(invite)) = (
         DESTINATION_CONFIG.get(0),
         CONFIG.get(0),
         SCAN.get_ptr(0),
         PACKET.get_ptr(0),
-        DIALLING.get_ptr_mut(0),
+        INVITE.get_ptr_mut(0),
     ) else {
         return;
     };
     if rules_config.flags == 0 {
         return;
     }
-    // SAFETY: per-CPU, written by `judge` earlier in this run; `state` is ours alone.
-    let (scratch, packet, state) = unsafe { (&*scratch, &*packet, &mut *state) };
+    // SAFETY: per-CPU, written by `judge` earlier in this run; `invite` is ours alone.
+    let (scratch, packet, invite) = unsafe { (&*scratch, &*packet, &mut *invite) };
     let buf = &scratch.buf;
     // A re-INVITE belongs to a call already made.
     let to = value_of(buf, scratch.header(Header::To));
@@ -106,12 +114,8 @@ fn judge_invite() {
         return;
     }
     bump(|c| &mut c.invites);
-    let credentials = value_of(buf, scratch.header(Header::Credentials));
-    let account = if credentials.is_present() {
-        Account::of(buf, digest_username(buf, credentials), config.domain_seed)
-    } else {
-        Account::default()
-    };
+    find_account(invite, scratch, config.domain_seed);
+    let account = &invite.account;
     if account.key == 0 {
         bump(|c| &mut c.no_account);
     }
@@ -123,9 +127,15 @@ fn judge_invite() {
         leave_reason(Reason::DropCallBudget);
         return;
     }
-    let number = dialled(buf, scratch.user(), &rules_config.international, state);
-    let kind = number.kind as usize;
-    bump_dialled(kind);
+    find_number(invite, scratch, rules_config);
+    let (invite, account) = (&*invite, &invite.account);
+    let number = &invite.number;
+    // Read as a plain number: knowing the enum's range, the compiler would drop the
+    // mask the verifier needs to see the index bounded.
+    // SAFETY: `DialledKind` is `repr(u32)`; the field is ours.
+    bump_dialled(unsafe {
+        core::ptr::read_volatile((&number.kind as *const DialledKind).cast::<u32>())
+    } as usize);
     let mut limited = number.kind == DialledKind::International;
     let numeric = matches!(
         number.kind,
@@ -140,8 +150,7 @@ fn judge_invite() {
                 limited |= rule.action == DESTINATION_LIMIT;
                 // Both callers are noted (the report), and both meters charged.
                 let source_over = note_source(&rule, &packet.key, &packet.source, denied, now);
-                let account_over =
-                    account.key != 0 && note_account(&rule, &account, denied, now);
+                let account_over = account.key != 0 && note_account(&rule, account, denied, now);
                 let dropped = if denied {
                     Some(Reason::DropDestinationDenied)
                 } else if source_over || account_over {
@@ -158,7 +167,7 @@ fn judge_invite() {
             None => bump(|c| &mut c.unmatched),
         }
     }
-    if budgets && breaches_budget(rules_config, &account, limited, now) {
+    if budgets && breaches_budget(rules_config, account, limited, now) {
         bump(|c| &mut c.budget_breaches);
         emit(
             &packet.source,
@@ -171,6 +180,29 @@ fn judge_invite() {
         );
         leave_reason(Reason::DropCallBudget);
     }
+}
+
+/// The account the INVITE names: the digest username of its credentials, if any.
+#[inline(never)]
+fn find_account(invite: &mut Invite, scratch: &Scratch, seed: u64) {
+    let buf = &scratch.buf;
+    let credentials = value_of(buf, scratch.header(Header::Credentials));
+    invite.account = if credentials.is_present() {
+        Account::of(buf, digest_username(buf, credentials), seed)
+    } else {
+        Account::default()
+    };
+}
+
+/// The number the INVITE dials, normalised.
+#[inline(never)]
+fn find_number(invite: &mut Invite, scratch: &Scratch, config: &DestinationConfig) {
+    invite.number = dialled(
+        &scratch.buf,
+        scratch.user(),
+        &config.international,
+        &mut invite.dialling,
+    );
 }
 
 /// Whether the account is blocked after a breach (the INVITE is counted against it).
@@ -192,12 +224,7 @@ fn is_blocked(account: u64, now: u64) -> bool {
 /// is then blocked for `block_ns`). `limited`: to an international number or a `limit`
 /// rule's prefix, which count against the lower budget too.
 #[inline(never)]
-fn breaches_budget(
-    config: &DestinationConfig,
-    account: &Account,
-    limited: bool,
-    now: u64,
-) -> bool {
+fn breaches_budget(config: &DestinationConfig, account: &Account, limited: bool, now: u64) -> bool {
     let Some(budget) = budget_of(account) else {
         return false;
     };
@@ -214,8 +241,8 @@ fn breaches_budget(
     budget.minute_calls = budget.minute_calls.saturating_add(1);
     budget.hour_calls = budget.hour_calls.saturating_add(1);
     let over = |calls: u32, budget: u32| budget != 0 && calls > budget;
-    let mut breach = over(budget.minute_calls, config.per_minute)
-        || over(budget.hour_calls, config.per_hour);
+    let mut breach =
+        over(budget.minute_calls, config.per_minute) || over(budget.hour_calls, config.per_hour);
     if limited {
         budget.limited_minute_calls = budget.limited_minute_calls.saturating_add(1);
         budget.limited_hour_calls = budget.limited_hour_calls.saturating_add(1);

@@ -191,20 +191,26 @@ impl Dialling {
     }
 
     /// Whether the digits start with international prefix `i` and go on after it.
+    /// Without a branch per digit: each branch would double the states the verifier
+    /// walks.
     #[inline(always)]
     fn starts_with(&self, prefixes: &InternationalPrefixes, i: usize) -> bool {
-        let len = usize::from(prefixes.lens[i]);
-        if len == 0 || self.count.get() as usize <= len {
-            return false;
-        }
-        let mut same = true;
-        for (k, digit) in prefixes.digits[i].iter().enumerate() {
-            same &= k >= len || self.digits[k].get() == *digit;
-        }
-        same
+        let len = usize::from(prefixes.lens[i & (MAX_INTERNATIONAL_PREFIXES - 1)]);
+        let first = u32::from_le_bytes([
+            self.digits[0].get(),
+            self.digits[1].get(),
+            self.digits[2].get(),
+            self.digits[3].get(),
+        ]);
+        let prefix = u32::from_le_bytes(prefixes.digits[i & (MAX_INTERNATIONAL_PREFIXES - 1)]);
+        let mask = (u64::from(u32::MAX) >> (32 - 8 * len.min(MAX_INTERNATIONAL_PREFIX_LEN))) as u32;
+        len != 0 && self.count.get() as usize > len && (first ^ prefix) & mask == 0
     }
 
-    /// The key from the digits kept, from digit `from` on, after `lead` bytes.
+    /// The key: `lead` bytes (the international mark), then the digits kept from digit
+    /// `from` on. Copied whole, without a branch per digit (see [`Dialling::starts_with`]):
+    /// the slots past the last digit hold zeros ([`Dialling::clear`]), and the rules'
+    /// map reads only the key's length anyway.
     #[inline(always)]
     fn key(&self, from: usize, lead: usize) -> ([u8; NUMBER_BYTES], u32) {
         let mut key = [0u8; NUMBER_BYTES];
@@ -214,10 +220,7 @@ impl Dialling {
             key[0] = INTERNATIONAL;
         }
         for (j, slot) in key.iter_mut().enumerate().skip(lead) {
-            let digit = self.digits[(from + j - lead) & (DIGIT_SLOTS - 1)].get();
-            if j < lead + digits {
-                *slot = digit;
-            }
+            *slot = self.digits[(from + j - lead) & (DIGIT_SLOTS - 1)].get();
         }
         (key, (lead + digits) as u32)
     }
