@@ -5,22 +5,30 @@
 //! learnt: a rule whose prefix stays keeps its number, so its counters and its callers'
 //! meters go on; accounts blocked after a breach stay blocked until their block ends.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+};
 
-use aya::maps::{lpm_trie::Key, Array, LpmTrie, MapError, PerCpuArray, PerCpuValues};
+use aya::maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues};
 use sip_filter_common::{
     maps::{
-        destination_names as names, DestinationConfig, DestinationKey, DestinationRule,
-        RuleCounters, CALL_BUDGETS_ON, DESTINATION_ALLOW, DESTINATION_DENY, DESTINATION_LIMIT,
-        DESTINATION_RULES_ON, MAX_DESTINATION_RULES,
+        destination_names as names, CallBudget, CallerKey, Calls, DestinationConfig,
+        DestinationCounters, DestinationKey, DestinationRule, RuleCounters, CALL_BUDGETS_ON,
+        DESTINATION_ALLOW, DESTINATION_DENY, DESTINATION_LIMIT, DESTINATION_RULES_ON,
+        MAX_DESTINATION_RULES,
     },
     sip::dialled::{
         InternationalPrefixes, INTERNATIONAL, MAX_INTERNATIONAL_PREFIXES,
         MAX_INTERNATIONAL_PREFIX_LEN, NUMBER_BYTES,
     },
+    sip::pairing::{Account, ACCOUNT_WORDS},
 };
 
-use crate::filter::{Filter, FilterError};
+use crate::{
+    bpf_sys,
+    filter::{Filter, FilterError},
+};
 
 /// What a rule does to an INVITE dialling a number it covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -327,5 +335,162 @@ mod tests {
             assert_eq!(key.prefix_len(), prefix.len() as u32 * 8);
             assert_eq!(prefix_of(&key), prefix);
         }
+    }
+}
+
+/// One rule as the kernel holds it, with its counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleReport {
+    pub prefix: String,
+    pub rule: DestinationRule,
+    /// INVITEs that dialled a number under the rule, and of those dropped by it.
+    pub calls: u64,
+    pub dropped: u64,
+}
+
+impl RuleReport {
+    /// The action's name (`deny`, `limit`, `allow`).
+    pub fn action(&self) -> &'static str {
+        match self.rule.action {
+            DESTINATION_DENY => "deny",
+            DESTINATION_LIMIT => "limit",
+            _ => "allow",
+        }
+    }
+}
+
+/// An account blocked after breaching its call budget.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockedAccount {
+    pub account: String,
+    pub until_ns: u64,
+    pub breaches: u32,
+    pub drops: u32,
+}
+
+/// What the INVITE program counted and learnt.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DestinationReport {
+    pub counters: DestinationCounters,
+    pub rules: Vec<RuleReport>,
+    /// Calls per rule and caller (a source or an account).
+    pub callers: Vec<(CallerKey, Calls)>,
+    /// Accounts blocked at the time of reading.
+    pub blocked: Vec<BlockedAccount>,
+}
+
+/// An account's name as the kernel kept it.
+pub fn account_text(name: &[u64; ACCOUNT_WORDS]) -> String {
+    let (bytes, len) = Account::name_bytes(name);
+    String::from_utf8_lossy(&bytes[..len]).into_owned()
+}
+
+/// A source's address as [`Calls::name`] keeps it.
+pub fn source_text(name: &[u64; ACCOUNT_WORDS]) -> String {
+    let mut bytes = [0u8; 16];
+    for (chunk, word) in bytes.chunks_exact_mut(8).zip(name) {
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+    let v6 = std::net::Ipv6Addr::from(bytes);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => v4.to_string(),
+        None => v6.to_string(),
+    }
+}
+
+fn sum_per_cpu<T: aya::Pod + Default>(
+    map: &Map,
+    name: &'static str,
+    index: u32,
+    add: impl Fn(&mut T, &T),
+) -> Result<T, FilterError> {
+    let array: PerCpuArray<&MapData, T> = PerCpuArray::try_from(map).map_err(map_error(name))?;
+    let values = array.get(&index, 0).map_err(map_error(name))?;
+    let mut sum = T::default();
+    for value in values.iter() {
+        add(&mut sum, value);
+    }
+    Ok(sum)
+}
+
+impl DestinationReport {
+    /// Reads the maps of `maps(name)` (a loaded filter's, or pinned ones) at `now_ns`
+    /// (`CLOCK_MONOTONIC_COARSE`).
+    pub fn read<'a>(
+        maps: impl Fn(&'static str) -> Result<&'a Map, FilterError>,
+        now_ns: u64,
+    ) -> Result<DestinationReport, FilterError> {
+        let counters = sum_per_cpu(
+            maps(names::COUNTERS)?,
+            names::COUNTERS,
+            0,
+            |sum: &mut DestinationCounters, cpu| {
+                sum.invites += cpu.invites;
+                for (total, kind) in sum.dialled.iter_mut().zip(cpu.dialled) {
+                    *total += kind;
+                }
+                sum.unmatched += cpu.unmatched;
+                sum.budget_breaches += cpu.budget_breaches;
+                sum.no_account += cpu.no_account;
+            },
+        )?;
+        let mut rules = Vec::new();
+        for (key, rule) in
+            bpf_sys::trie_entries::<DestinationKey, DestinationRule>(maps(names::RULES)?)
+                .map_err(map_error(names::RULES))?
+        {
+            let counts = sum_per_cpu(
+                maps(names::RULE_COUNTERS)?,
+                names::RULE_COUNTERS,
+                rule.id,
+                |sum: &mut RuleCounters, cpu| {
+                    sum.calls += cpu.calls;
+                    sum.dropped += cpu.dropped;
+                },
+            )?;
+            rules.push(RuleReport {
+                prefix: prefix_of(&key),
+                rule,
+                calls: counts.calls,
+                dropped: counts.dropped,
+            });
+        }
+        rules.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+        let callers = bpf_sys::hash_entries::<CallerKey, Calls>(maps(names::CALLERS)?)
+            .map_err(map_error(names::CALLERS))?;
+        let blocked = bpf_sys::hash_entries::<u64, CallBudget>(maps(names::BUDGETS)?)
+            .map_err(map_error(names::BUDGETS))?
+            .into_iter()
+            .filter(|(_, budget)| now_ns < budget.blocked_until_ns)
+            .map(|(_, budget)| BlockedAccount {
+                account: account_text(&budget.name),
+                until_ns: budget.blocked_until_ns,
+                breaches: budget.breaches,
+                drops: budget.drops,
+            })
+            .collect();
+        Ok(DestinationReport {
+            counters,
+            rules,
+            callers,
+            blocked,
+        })
+    }
+
+    /// Reads the maps a running filter pinned in `dir`.
+    pub fn read_pinned(dir: &Path, now_ns: u64) -> Result<DestinationReport, FilterError> {
+        let mut opened: BTreeMap<&'static str, Map> = BTreeMap::new();
+        for name in names::PINNED {
+            let data = MapData::from_pin(dir.join(name)).map_err(map_error(name))?;
+            opened.insert(name, Map::from_map_data(data).map_err(map_error(name))?);
+        }
+        Self::read(
+            |name| {
+                opened
+                    .get(name)
+                    .ok_or(FilterError::Missing { what: "map", name })
+            },
+            now_ns,
+        )
     }
 }

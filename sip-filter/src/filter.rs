@@ -652,6 +652,13 @@ impl Filter {
             .ok_or(FilterError::Missing { what: "map", name })?
             .pin(&path)
             .map_err(|source| FilterError::Pin { name, path, source })?;
+        // The INVITE program's (issue 18), for `top --destinations` and the metrics.
+        for name in sip_filter_common::maps::destination_names::PINNED {
+            let path = dir.join(name);
+            self.map(name)?
+                .pin(&path)
+                .map_err(|source| FilterError::Pin { name, path, source })?;
+        }
         Ok(())
     }
 
