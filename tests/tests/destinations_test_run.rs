@@ -6,11 +6,15 @@
 //! that keeps what it should.
 
 use sip_filter::{
-    destinations::{Action, CallBudgets, DestinationSettings, Rule},
+    destinations::{
+        account_text, source_text, Action, CallBudgets, DestinationReport, DestinationSettings,
+        Rule,
+    },
+    filter::monotonic_now_ns,
     Filter, Settings,
 };
 use sip_filter_common::{
-    maps::{destination_names, CallBudget, DestinationCounters},
+    maps::{destination_names, CallBudget, DestinationCounters, CALLER_ACCOUNT, CALLER_SOURCE},
     sip::pairing::Account,
     Method, Reason,
 };
@@ -239,6 +243,34 @@ fn limit_rules_meter_each_source_and_each_account() {
     let other = invite(uri, [198, 18, 2, 1], Some("1001"), false);
     assert_eq!(filter.test_run(&other).expect("run"), XDP_PASS);
     assert_eq!(invites(&filter, Reason::DropDestinationLimited), 2);
+    // What `top --destinations` and the metrics read: the rule's calls and drops, by
+    // source and by account.
+    let report = DestinationReport::read(|name| filter.map(name), monotonic_now_ns())
+        .expect("the report reads");
+    let [german] = report.rules.as_slice() else {
+        panic!("{:?}", report.rules);
+    };
+    assert_eq!(
+        (
+            german.prefix.as_str(),
+            german.action(),
+            german.calls,
+            german.dropped
+        ),
+        ("+49", "limit", 9, 2)
+    );
+    let phone = report
+        .callers
+        .iter()
+        .find(|(key, calls)| key.kind == CALLER_SOURCE && source_text(&calls.name) == "198.18.0.10")
+        .map(|(_, calls)| (calls.calls, calls.dropped));
+    assert_eq!(phone, Some((4, 1)));
+    let account = report
+        .callers
+        .iter()
+        .find(|(key, calls)| key.kind == CALLER_ACCOUNT && account_text(&calls.name) == "1000")
+        .map(|(_, calls)| (calls.calls, calls.dropped));
+    assert_eq!(account, Some((4, 1)));
 }
 
 /// Budgets: new calls per minute and per hour for each account, a lower one for
