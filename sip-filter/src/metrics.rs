@@ -974,6 +974,150 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     response
 }
 
+// Issue 18: the destination rules' and call budgets' series, read from the INVITE
+// program's pinned maps at each scrape.
+
+/// The INVITE program's series.
+struct DestinationCollector {
+    locations: Locations,
+    series: Mutex<DestinationSeries>,
+    descs: Vec<Desc>,
+}
+
+struct DestinationSeries {
+    invites: IntCounterVec,
+    unmatched: IntCounterVec,
+    rule_calls: IntCounterVec,
+    rule_drops: IntCounterVec,
+    budget_breaches: IntCounterVec,
+    blocked_accounts: IntGaugeVec,
+}
+
+impl DestinationSeries {
+    fn new() -> Result<Self, prometheus::Error> {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels)
+        };
+        Ok(Self {
+            invites: counter(
+                "sip_filter_destination_invites_total",
+                "New INVITEs (outside a dialog) that met the destination rules and call budgets ([destinations]), by what they dialled: nothing (no user part), name (not a number: the rules do not apply), national or international.",
+                &["dialled"],
+            )?,
+            unmatched: counter(
+                "sip_filter_destination_unmatched_total",
+                "Dialled numbers no destination rule covers.",
+                &[],
+            )?,
+            rule_calls: counter(
+                "sip_filter_destination_rule_calls_total",
+                "INVITEs dialling a number a destination rule covers, by the rule's prefix and action (rules that matched at least once).",
+                &["prefix", "action"],
+            )?,
+            rule_drops: counter(
+                "sip_filter_destination_rule_drops_total",
+                "Of those, dropped by the rule: deny, or limit over its calls per minute.",
+                &["prefix", "action"],
+            )?,
+            budget_breaches: counter(
+                "sip_filter_call_budget_breaches_total",
+                "Accounts that breached their call budget (each then blocked for account_block_seconds).",
+                &[],
+            )?,
+            blocked_accounts: IntGaugeVec::new(
+                Opts::new(
+                    "sip_filter_call_budget_blocked",
+                    "1 for each account blocked now after breaching its call budget, by account: its INVITEs are dropped from every source.",
+                ),
+                &["account"],
+            )?,
+        })
+    }
+
+    fn collectors(&self) -> [&dyn Collector; 6] {
+        [
+            &self.invites,
+            &self.unmatched,
+            &self.rule_calls,
+            &self.rule_drops,
+            &self.budget_breaches,
+            &self.blocked_accounts,
+        ]
+    }
+
+    fn fill(&self, report: &crate::destinations::DestinationReport) {
+        for (kind, count) in ["nothing", "name", "national", "international"]
+            .into_iter()
+            .zip(report.counters.dialled)
+        {
+            self.invites.with_label_values(&[kind]).inc_by(count);
+        }
+        self.unmatched
+            .with_label_values(&NO_LABELS)
+            .inc_by(report.counters.unmatched);
+        self.budget_breaches
+            .with_label_values(&NO_LABELS)
+            .inc_by(report.counters.budget_breaches);
+        for rule in report.rules.iter().filter(|rule| rule.calls != 0) {
+            let labels = [rule.prefix.as_str(), rule.action()];
+            self.rule_calls
+                .with_label_values(&labels)
+                .inc_by(rule.calls);
+            self.rule_drops
+                .with_label_values(&labels)
+                .inc_by(rule.dropped);
+        }
+        for blocked in &report.blocked {
+            self.blocked_accounts
+                .with_label_values(&[blocked.account.as_str()])
+                .set(1);
+        }
+    }
+
+    fn reset(&self) {
+        self.invites.reset();
+        self.unmatched.reset();
+        self.rule_calls.reset();
+        self.rule_drops.reset();
+        self.budget_breaches.reset();
+        self.blocked_accounts.reset();
+    }
+}
+
+impl DestinationCollector {
+    fn new(locations: Locations) -> Result<Self, prometheus::Error> {
+        let series = DestinationSeries::new()?;
+        let descs = descs_of(&series.collectors());
+        Ok(Self {
+            locations,
+            series: Mutex::new(series),
+            descs,
+        })
+    }
+}
+
+impl Collector for DestinationCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        series.reset();
+        let maps = maps_dir(&self.locations.pin_root);
+        if maps.exists() {
+            match crate::destinations::DestinationReport::read_pinned(&maps, monotonic_now_ns()) {
+                Ok(report) => series.fill(&report),
+                Err(e) => log::warn!(
+                    "metrics: reading the destination maps in {}: {e}",
+                    maps.display()
+                ),
+            }
+        }
+        collect_all(&series.collectors())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1290,149 +1434,5 @@ mod tests {
             error.to_string().contains("another program listens there"),
             "{error}"
         );
-    }
-}
-
-// Issue 18: the destination rules' and call budgets' series, read from the INVITE
-// program's pinned maps at each scrape.
-
-/// The INVITE program's series.
-struct DestinationCollector {
-    locations: Locations,
-    series: Mutex<DestinationSeries>,
-    descs: Vec<Desc>,
-}
-
-struct DestinationSeries {
-    invites: IntCounterVec,
-    unmatched: IntCounterVec,
-    rule_calls: IntCounterVec,
-    rule_drops: IntCounterVec,
-    budget_breaches: IntCounterVec,
-    blocked_accounts: IntGaugeVec,
-}
-
-impl DestinationSeries {
-    fn new() -> Result<Self, prometheus::Error> {
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            IntCounterVec::new(Opts::new(name, help), labels)
-        };
-        Ok(Self {
-            invites: counter(
-                "sip_filter_destination_invites_total",
-                "New INVITEs (outside a dialog) that met the destination rules and call budgets ([destinations]), by what they dialled: nothing (no user part), name (not a number: the rules do not apply), national or international.",
-                &["dialled"],
-            )?,
-            unmatched: counter(
-                "sip_filter_destination_unmatched_total",
-                "Dialled numbers no destination rule covers.",
-                &[],
-            )?,
-            rule_calls: counter(
-                "sip_filter_destination_rule_calls_total",
-                "INVITEs dialling a number a destination rule covers, by the rule's prefix and action (rules that matched at least once).",
-                &["prefix", "action"],
-            )?,
-            rule_drops: counter(
-                "sip_filter_destination_rule_drops_total",
-                "Of those, dropped by the rule: deny, or limit over its calls per minute.",
-                &["prefix", "action"],
-            )?,
-            budget_breaches: counter(
-                "sip_filter_call_budget_breaches_total",
-                "Accounts that breached their call budget (each then blocked for account_block_seconds).",
-                &[],
-            )?,
-            blocked_accounts: IntGaugeVec::new(
-                Opts::new(
-                    "sip_filter_call_budget_blocked",
-                    "1 for each account blocked now after breaching its call budget, by account: its INVITEs are dropped from every source.",
-                ),
-                &["account"],
-            )?,
-        })
-    }
-
-    fn collectors(&self) -> [&dyn Collector; 6] {
-        [
-            &self.invites,
-            &self.unmatched,
-            &self.rule_calls,
-            &self.rule_drops,
-            &self.budget_breaches,
-            &self.blocked_accounts,
-        ]
-    }
-
-    fn fill(&self, report: &crate::destinations::DestinationReport) {
-        for (kind, count) in ["nothing", "name", "national", "international"]
-            .into_iter()
-            .zip(report.counters.dialled)
-        {
-            self.invites.with_label_values(&[kind]).inc_by(count);
-        }
-        self.unmatched
-            .with_label_values(&NO_LABELS)
-            .inc_by(report.counters.unmatched);
-        self.budget_breaches
-            .with_label_values(&NO_LABELS)
-            .inc_by(report.counters.budget_breaches);
-        for rule in report.rules.iter().filter(|rule| rule.calls != 0) {
-            let labels = [rule.prefix.as_str(), rule.action()];
-            self.rule_calls
-                .with_label_values(&labels)
-                .inc_by(rule.calls);
-            self.rule_drops
-                .with_label_values(&labels)
-                .inc_by(rule.dropped);
-        }
-        for blocked in &report.blocked {
-            self.blocked_accounts
-                .with_label_values(&[blocked.account.as_str()])
-                .set(1);
-        }
-    }
-
-    fn reset(&self) {
-        self.invites.reset();
-        self.unmatched.reset();
-        self.rule_calls.reset();
-        self.rule_drops.reset();
-        self.budget_breaches.reset();
-        self.blocked_accounts.reset();
-    }
-}
-
-impl DestinationCollector {
-    fn new(locations: Locations) -> Result<Self, prometheus::Error> {
-        let series = DestinationSeries::new()?;
-        let descs = descs_of(&series.collectors());
-        Ok(Self {
-            locations,
-            series: Mutex::new(series),
-            descs,
-        })
-    }
-}
-
-impl Collector for DestinationCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
-        series.reset();
-        let maps = maps_dir(&self.locations.pin_root);
-        if maps.exists() {
-            match crate::destinations::DestinationReport::read_pinned(&maps, monotonic_now_ns()) {
-                Ok(report) => series.fill(&report),
-                Err(e) => log::warn!(
-                    "metrics: reading the destination maps in {}: {e}",
-                    maps.display()
-                ),
-            }
-        }
-        collect_all(&series.collectors())
     }
 }

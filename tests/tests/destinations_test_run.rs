@@ -114,8 +114,8 @@ const PHONE: [u8; 4] = [198, 18, 0, 10];
 /// The dialled number normalised as the kernel reads it, and the rules matched by
 /// longest prefix.
 #[test]
-fn numbers_are_normalised_and_matched_by_longest_prefix() {
-    if !privileged("numbers_are_normalised_and_matched_by_longest_prefix") {
+fn destinations_normalised_and_matched_by_longest_prefix() {
+    if !privileged("destinations_normalised_and_matched_by_longest_prefix") {
         return;
     }
     let mut filter = Filter::load().expect("the programs load");
@@ -197,8 +197,8 @@ fn numbers_are_normalised_and_matched_by_longest_prefix() {
 /// A `limit` rule meters new calls per minute per source and per account: a source
 /// over it is cut, an account over it is cut from every source, others go on.
 #[test]
-fn limit_rules_meter_each_source_and_each_account() {
-    if !privileged("limit_rules_meter_each_source_and_each_account") {
+fn destinations_limit_each_source_and_each_account() {
+    if !privileged("destinations_limit_each_source_and_each_account") {
         return;
     }
     let mut filter = Filter::load().expect("the programs load");
@@ -277,8 +277,8 @@ fn limit_rules_meter_each_source_and_each_account() {
 /// international numbers; a breach blocks the account's INVITEs from every source,
 /// and only that account's.
 #[test]
-fn call_budgets_block_the_account_from_every_source() {
-    if !privileged("call_budgets_block_the_account_from_every_source") {
+fn destinations_budgets_block_the_account_from_every_source() {
+    if !privileged("destinations_budgets_block_the_account_from_every_source") {
         return;
     }
     let mut filter = Filter::load().expect("the programs load");
@@ -353,8 +353,8 @@ fn call_budgets_block_the_account_from_every_source() {
 
 /// Dry-run: every destination verdict is counted as made, and the INVITE passes.
 #[test]
-fn dry_run_counts_destination_drops_and_passes() {
-    if !privileged("dry_run_counts_destination_drops_and_passes") {
+fn destinations_dry_run_counts_and_passes() {
+    if !privileged("destinations_dry_run_counts_and_passes") {
         return;
     }
     let mut filter = Filter::load().expect("the programs load");
@@ -385,8 +385,8 @@ fn dry_run_counts_destination_drops_and_passes() {
 /// A reload keeps a kept prefix's rule number (its counters and meters go on), drops a
 /// removed rule, and turns everything off without the table.
 #[test]
-fn a_reload_keeps_kept_rules_and_removes_the_others() {
-    if !privileged("a_reload_keeps_kept_rules_and_removes_the_others") {
+fn destinations_reload_keeps_kept_rules_and_removes_the_others() {
+    if !privileged("destinations_reload_keeps_kept_rules_and_removes_the_others") {
         return;
     }
     let mut filter = Filter::load().expect("the programs load");
