@@ -107,7 +107,6 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         registry.register(Box::new(build_info))?;
-        registry.register(Box::new(DestinationCollector::new(locations.clone())?))?;
         registry.register(Box::new(KernelCollector::new(locations)?))?;
         Ok(Self { registry })
     }
@@ -476,6 +475,8 @@ struct KernelCollector {
     locations: Locations,
     /// One scrape at a time: each resets and refills these.
     series: Mutex<KernelSeries>,
+    /// The INVITE program's (issue 18).
+    destinations: Mutex<DestinationSeries>,
     descs: Vec<Desc>,
 }
 
@@ -796,10 +797,13 @@ fn gauge_value(n: u64) -> i64 {
 impl KernelCollector {
     fn new(locations: Locations) -> Result<Self, prometheus::Error> {
         let series = KernelSeries::new()?;
-        let descs = descs_of(&series.collectors());
+        let destinations = DestinationSeries::new()?;
+        let mut descs = descs_of(&series.collectors());
+        descs.extend(descs_of(&destinations.collectors()));
         Ok(Self {
             locations,
             series: Mutex::new(series),
+            destinations: Mutex::new(destinations),
             descs,
         })
     }
@@ -834,7 +838,17 @@ impl Collector for KernelCollector {
                 .with_label_values(&[&interface.name])
                 .set(i64::from(interface.attached));
         }
-        collect_all(&series.collectors())
+        let destinations = self
+            .destinations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        destinations.reset();
+        if maps.exists() {
+            destinations.refill(&maps);
+        }
+        let mut families = collect_all(&series.collectors());
+        families.extend(collect_all(&destinations.collectors()));
+        families
     }
 }
 
@@ -977,13 +991,6 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
 // Issue 18: the destination rules' and call budgets' series, read from the INVITE
 // program's pinned maps at each scrape.
 
-/// The INVITE program's series.
-struct DestinationCollector {
-    locations: Locations,
-    series: Mutex<DestinationSeries>,
-    descs: Vec<Desc>,
-}
-
 struct DestinationSeries {
     invites: IntCounterVec,
     unmatched: IntCounterVec,
@@ -1084,37 +1091,16 @@ impl DestinationSeries {
     }
 }
 
-impl DestinationCollector {
-    fn new(locations: Locations) -> Result<Self, prometheus::Error> {
-        let series = DestinationSeries::new()?;
-        let descs = descs_of(&series.collectors());
-        Ok(Self {
-            locations,
-            series: Mutex::new(series),
-            descs,
-        })
-    }
-}
-
-impl Collector for DestinationCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
-        series.reset();
-        let maps = maps_dir(&self.locations.pin_root);
-        if maps.exists() {
-            match crate::destinations::DestinationReport::read_pinned(&maps, monotonic_now_ns()) {
-                Ok(report) => series.fill(&report),
-                Err(e) => log::warn!(
-                    "metrics: reading the destination maps in {}: {e}",
-                    maps.display()
-                ),
-            }
+impl DestinationSeries {
+    /// Refilled from the INVITE program's maps pinned in `maps`.
+    fn refill(&self, maps: &Path) {
+        match crate::destinations::DestinationReport::read_pinned(maps, monotonic_now_ns()) {
+            Ok(report) => self.fill(&report),
+            Err(e) => log::warn!(
+                "metrics: reading the destination maps in {}: {e}",
+                maps.display()
+            ),
         }
-        collect_all(&series.collectors())
     }
 }
 
@@ -1229,8 +1215,8 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("sip_filter_packets_total{"))
             .collect();
-        // 7 request reasons × 15 methods, 15 other reasons × none.
-        assert_eq!(packets.len(), 7 * 15 + 15, "{text}");
+        // 10 request reasons × 15 methods (3 of them issue 18's), 15 other reasons × none.
+        assert_eq!(packets.len(), 10 * 15 + 15, "{text}");
         assert!(packets.iter().all(|l| l.ends_with(" 0")));
         assert!(text.contains(
             r#"sip_filter_packets_total{method="INVITE",reason="drop_rate_limited",verdict="drop"} 0"#
