@@ -1358,8 +1358,9 @@ pub mod destination_names {
     pub const CALLERS: &str = "SF_DEST_CALLERS";
     /// Each account's call budget ([`super::CallBudget`], keyed by the account's key).
     pub const BUDGETS: &str = "SF_CALL_BUDGETS";
-    /// The normaliser's per-CPU working memory.
-    pub const DIALLING: &str = "SF_DIALLING";
+    /// The INVITE program's per-CPU working memory (the normaliser's, the account and
+    /// the number it found).
+    pub const SCRATCH: &str = "SF_INVITE_SCRATCH";
     /// The maps a running filter pins for the CLI (`top --destinations`, `stats`).
     pub const PINNED: [&str; 6] = [RULES, CONFIG, COUNTERS, RULE_COUNTERS, CALLERS, BUDGETS];
 }

@@ -74,7 +74,7 @@ struct Invite {
     account: Account,
 }
 
-#[map(name = "SF_DIALLING")]
+#[map(name = "SF_INVITE_SCRATCH")]
 static INVITE: PerCpuArray<Invite> = PerCpuArray::with_max_entries(1, 0);
 
 const MINUTE_NS: u64 = 60_000_000_000;
