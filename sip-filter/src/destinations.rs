@@ -260,6 +260,24 @@ pub fn apply(
                 .map_err(map_error(names::RULE_COUNTERS))?;
         }
     }
+    // Nor does it inherit a removed rule's callers (their meters and report rows).
+    if !fresh_ids.is_empty() {
+        let fresh: BTreeSet<u32> = fresh_ids.iter().copied().collect();
+        let stale: Vec<CallerKey> =
+            bpf_sys::hash_entries::<CallerKey, Calls>(filter.map(names::CALLERS)?)
+                .map_err(map_error(names::CALLERS))?
+                .into_iter()
+                .map(|(key, _)| key)
+                .filter(|key| fresh.contains(&key.rule))
+                .collect();
+        let mut callers: aya::maps::HashMap<_, CallerKey, Calls> =
+            aya::maps::HashMap::try_from(filter.map_mut(names::CALLERS)?)
+                .map_err(map_error(names::CALLERS))?;
+        for key in &stale {
+            // Gone already (pushed out of the LRU meanwhile): nothing to do.
+            let _ = callers.remove(key);
+        }
+    }
     {
         let mut trie: LpmTrie<_, DestinationKey, DestinationRule> =
             LpmTrie::try_from(filter.map_mut(names::RULES)?).map_err(map_error(names::RULES))?;

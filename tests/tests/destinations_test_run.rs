@@ -401,6 +401,8 @@ fn destinations_reload_keeps_kept_rules_and_removes_the_others() {
         .expect("configured");
     let german = invite("sip:+4930123456@pbx.example.test", PHONE, None, false);
     assert_eq!(filter.test_run(&german).expect("run"), XDP_PASS);
+    let uk = invite("sip:+4490123456@pbx.example.test", PHONE, None, false);
+    assert_eq!(filter.test_run(&uk).expect("run"), XDP_DROP);
     let before = sip_filter::destinations::loaded_rules(&filter).expect("rules");
     // Reloaded with a rule before it: +49 keeps its number, so its meter is still full.
     filter
@@ -413,8 +415,21 @@ fn destinations_reload_keeps_kept_rules_and_removes_the_others() {
     assert_eq!(before["+49"].id, after["+49"].id);
     assert!(!after.contains_key("+4490"));
     assert_eq!(filter.test_run(&german).expect("run"), XDP_DROP);
-    let uk = invite("sip:+4490123456@pbx.example.test", PHONE, None, false);
     assert_eq!(filter.test_run(&uk).expect("run"), XDP_PASS);
+    // +33 took the number +4490 left: it inherits neither its counts nor its callers.
+    assert_eq!(after["+33"].id, before["+4490"].id);
+    let report = DestinationReport::read(|name| filter.map(name), monotonic_now_ns())
+        .expect("the report reads");
+    let french = report
+        .rules
+        .iter()
+        .find(|rule| rule.prefix == "+33")
+        .expect("+33");
+    assert_eq!((french.calls, french.dropped), (0, 0));
+    assert!(!report
+        .callers
+        .iter()
+        .any(|(key, _)| key.rule == french.rule.id));
     // Without the table: no rule left, nothing applies.
     filter
         .configure(&Settings {
