@@ -81,9 +81,10 @@ pub const PROGRAM_SLOT_TLS: u32 = 1;
 pub const PROGRAM_SLOT_INVITE: u32 = 2;
 pub const PROGRAM_SLOTS: u32 = 3;
 /// The programs the daemon loads into [`names::PROGRAMS`], with their slots.
-pub const TAIL_CALLED: [(&str, u32); 2] = [
+pub const TAIL_CALLED: [(&str, u32); 3] = [
     (TCP_PROGRAM_NAME, PROGRAM_SLOT_TCP),
     (TLS_PROGRAM_NAME, PROGRAM_SLOT_TLS),
+    (INVITE_PROGRAM_NAME, PROGRAM_SLOT_INVITE),
 ];
 
 /// Capacity of the domain allowlist map.
@@ -178,10 +179,19 @@ pub enum Reason {
     /// A new TCP connection to a SIP port while all untrusted sources together are over
     /// their connection budget (`rate_limit.untrusted_connections`).
     DropConnectionBudget,
+    // Issue 18: destination rules and call budgets (the INVITE program).
+    /// An INVITE dialling a number a `deny` destination rule covers.
+    DropDestinationDenied,
+    /// An INVITE dialling a number a `limit` destination rule covers, over the rule's
+    /// new calls per minute for its source or its account.
+    DropDestinationLimited,
+    /// An INVITE from an account over its call budget, or blocked after it breached it
+    /// (from every source: the account is what is stolen).
+    DropCallBudget,
 }
 
 impl Reason {
-    pub const COUNT: usize = 22;
+    pub const COUNT: usize = 25;
     pub const ALL: [Reason; Self::COUNT] = [
         Reason::PassNotSip,
         Reason::PassUnparsed,
@@ -205,6 +215,9 @@ impl Reason {
         Reason::DropUnregistered,
         Reason::DropConnectionRate,
         Reason::DropConnectionBudget,
+        Reason::DropDestinationDenied,
+        Reason::DropDestinationLimited,
+        Reason::DropCallBudget,
     ];
 
     /// The reason numbered `n` (`Reason::X as u64`).
@@ -243,6 +256,9 @@ impl Reason {
             Reason::DropUnregistered => "drop_unregistered",
             Reason::DropConnectionRate => "drop_connection_rate",
             Reason::DropConnectionBudget => "drop_connection_budget",
+            Reason::DropDestinationDenied => "drop_destination_denied",
+            Reason::DropDestinationLimited => "drop_destination_limited",
+            Reason::DropCallBudget => "drop_call_budget",
         }
     }
 
@@ -263,6 +279,9 @@ impl Reason {
                 | Reason::DropUnregistered
                 | Reason::DropConnectionRate
                 | Reason::DropConnectionBudget
+                | Reason::DropDestinationDenied
+                | Reason::DropDestinationLimited
+                | Reason::DropCallBudget
         )
     }
 }
@@ -775,6 +794,9 @@ pub enum EventKind {
     Lockout,
     /// A source became registered (a 2xx to its credentialed REGISTER).
     Registered,
+    /// An account breached its call budget (issue 18): its INVITEs are dropped from
+    /// every source until `expires_ns`; the source is the one whose INVITE breached it.
+    CallBudget,
 }
 
 /// An event on the ring buffer.
@@ -1312,4 +1334,196 @@ pub struct Registration {
     pub account: [u64; ACCOUNT_WORDS],
     /// The source's address (IPv4 mapped).
     pub source: [u8; 16],
+}
+
+// Issue 18: destination rules and per-account call budgets, applied by the INVITE
+// program (`sip_filter_invite`, slot [`PROGRAM_SLOT_INVITE`]) to INVITEs the request
+// policy passed.
+
+/// Map names of the destination rules and call budgets.
+pub mod destination_names {
+    /// The rules, by longest prefix of the dialled number's key
+    /// ([`crate::sip::dialled`]): an LPM trie of [`super::DestinationKey`] to
+    /// [`super::DestinationRule`].
+    pub const RULES: &str = "SF_DEST_RULES";
+    /// [`super::DestinationConfig`], one entry.
+    pub const CONFIG: &str = "SF_DEST_CONFIG";
+    /// Per-CPU [`super::DestinationCounters`], one entry.
+    pub const COUNTERS: &str = "SF_DEST_COUNTERS";
+    /// Per-CPU [`super::RuleCounters`], indexed by [`super::DestinationRule::id`].
+    pub const RULE_COUNTERS: &str = "SF_DEST_RULE_COUNTERS";
+    /// New calls per rule and source, and per rule and account
+    /// ([`super::CallerKey`] to [`super::Calls`]): the `limit` rules' meters and
+    /// `top --destinations`' report.
+    pub const CALLERS: &str = "SF_DEST_CALLERS";
+    /// Each account's call budget ([`super::CallBudget`], keyed by the account's key).
+    pub const BUDGETS: &str = "SF_CALL_BUDGETS";
+    /// The INVITE program's per-CPU working memory (the normaliser's, the account and
+    /// the number it found).
+    pub const SCRATCH: &str = "SF_INVITE_SCRATCH";
+    /// The maps a running filter pins for the CLI (`top --destinations`, `stats`).
+    pub const PINNED: [&str; 6] = [RULES, CONFIG, COUNTERS, RULE_COUNTERS, CALLERS, BUDGETS];
+}
+
+/// The XDP program for INVITEs the request policy passed.
+pub const INVITE_PROGRAM_NAME: &str = "sip_filter_invite";
+
+/// Destination rules that can be loaded.
+pub const MAX_DESTINATION_RULES: u32 = 16_384;
+/// Rule and caller pairs metered and reported ([`destination_names::CALLERS`]).
+pub const MAX_DESTINATION_CALLERS: u32 = 65_536;
+/// Accounts whose call budgets are kept.
+pub const MAX_CALL_BUDGETS: u32 = 65_536;
+
+/// [`DestinationRule::action`]: the INVITE is dropped.
+pub const DESTINATION_DENY: u32 = 1;
+/// The INVITE passes within the rule's new calls per minute, per source and per account;
+/// its account's call budget is the lower, limited one.
+pub const DESTINATION_LIMIT: u32 = 2;
+/// The INVITE passes (a longer prefix excepted from a shorter `deny` or `limit`).
+pub const DESTINATION_ALLOW: u32 = 3;
+
+/// [`DestinationConfig::flags`]: destination rules are loaded.
+pub const DESTINATION_RULES_ON: u32 = 1;
+/// [`DestinationConfig::flags`]: accounts have call budgets.
+pub const CALL_BUDGETS_ON: u32 = 2;
+
+/// The key of [`destination_names::RULES`]: `prefix_len` in bits, then the key bytes.
+pub type DestinationKey = [u8; crate::sip::dialled::NUMBER_BYTES];
+
+/// A destination rule (an LPM trie value).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DestinationRule {
+    /// `DESTINATION_*`.
+    pub action: u32,
+    /// The rule's index in [`destination_names::RULE_COUNTERS`] (its order in the
+    /// configuration).
+    pub id: u32,
+    /// For `limit`: new calls per minute, per source and per account.
+    pub per_minute: u32,
+    pub _pad: u32,
+}
+
+/// The destination rules' and call budgets' settings, one entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DestinationConfig {
+    /// `DESTINATION_RULES_ON`, `CALL_BUDGETS_ON`.
+    pub flags: u32,
+    pub _pad: u32,
+    pub international: crate::sip::dialled::InternationalPrefixes,
+    /// New INVITEs per minute and per hour for each account (0: no limit)…
+    pub per_minute: u32,
+    pub per_hour: u32,
+    /// …and, of those, to international numbers and `limit` rules' prefixes.
+    pub limited_per_minute: u32,
+    pub limited_per_hour: u32,
+    /// How long an account that breached its budget stays blocked.
+    pub block_ns: u64,
+}
+
+impl DestinationConfig {
+    #[inline(always)]
+    pub fn has(&self, flag: u32) -> bool {
+        self.flags & flag != 0
+    }
+}
+
+/// What the INVITE program counted (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DestinationCounters {
+    /// INVITEs the program examined.
+    pub invites: u64,
+    /// By [`crate::sip::dialled::DialledKind`]: nothing dialled, a name, a national and an
+    /// international number.
+    pub dialled: [u64; 4],
+    /// Numbers no rule covers.
+    pub unmatched: u64,
+    /// Accounts that breached their budget (blocks made).
+    pub budget_breaches: u64,
+    /// INVITEs that named no account (no budget applies).
+    pub no_account: u64,
+}
+
+/// One rule's counts (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleCounters {
+    /// INVITEs that dialled a number the rule covers.
+    pub calls: u64,
+    /// Of those, dropped by the rule (`deny`, or `limit` over its rate).
+    pub dropped: u64,
+}
+
+/// [`CallerKey::kind`].
+pub const CALLER_SOURCE: u32 = 0;
+pub const CALLER_ACCOUNT: u32 = 1;
+
+/// A rule and a caller: a source ([`SourceKey`]) or an account (its key in the first 8
+/// bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CallerKey {
+    pub rule: u32,
+    /// `CALLER_*`.
+    pub kind: u32,
+    pub caller: [u8; 16],
+}
+
+/// A caller's calls to a rule's prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Calls {
+    /// The current minute's start and new calls in it (the `limit` rule's meter).
+    pub minute_start_ns: u64,
+    pub minute_calls: u32,
+    /// New calls since the entry was made (the report).
+    pub calls: u32,
+    /// Of those, dropped.
+    pub dropped: u32,
+    pub _pad: u32,
+    /// The account's name, or the source's address (IPv4 mapped), for the operator.
+    pub name: [u64; ACCOUNT_WORDS],
+}
+
+/// An account's call budget.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallBudget {
+    pub minute_start_ns: u64,
+    pub hour_start_ns: u64,
+    /// New INVITEs in the current minute and hour, and of those to international
+    /// numbers and `limit` prefixes.
+    pub minute_calls: u32,
+    pub hour_calls: u32,
+    pub limited_minute_calls: u32,
+    pub limited_hour_calls: u32,
+    /// Blocked until then (`CLOCK_MONOTONIC_COARSE` ns) after a breach.
+    pub blocked_until_ns: u64,
+    /// Breaches so far, and INVITEs dropped for them.
+    pub breaches: u32,
+    pub drops: u32,
+    /// The account's name, for the operator.
+    pub name: [u64; ACCOUNT_WORDS],
+}
+
+#[cfg(feature = "user")]
+mod destination_pod {
+    // SAFETY: plain `#[repr(C)]` integers and arrays of them, explicit padding fields:
+    // every bit pattern is valid and there is no implicit padding.
+    unsafe impl aya::Pod for super::DestinationRule {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DestinationConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DestinationCounters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RuleCounters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CallerKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Calls {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CallBudget {}
 }

@@ -745,6 +745,10 @@ impl Scratch {
     pub fn host(&self) -> Span {
         self.start.host.get()
     }
+    /// The Request-URI's user part (a `tel:` URI's number).
+    pub fn user(&self) -> Span {
+        self.start.user.get()
+    }
     /// The Request-URI's [`HostKind`] as a number.
     pub fn host_kind_number(&self) -> usize {
         usize::from(self.start.host_kind.get())
@@ -830,7 +834,7 @@ pub fn routing_of(scratch: &mut Scratch) -> u32 {
 /// case) whose last non-blank byte before is `;` and first after is `=`, with up to 7
 /// spaces or tabs on either side (RFC 3261's SEMI and EQUAL allow them).
 #[inline(always)]
-fn has_tag(buf: &ScanBuf, value: Span) -> bool {
+pub fn has_tag(buf: &ScanBuf, value: Span) -> bool {
     const TAG: u64 = word_of(b"tag");
     let (start, end) = (value.start(), value.end());
     const PLACES: usize = 8;
@@ -1558,6 +1562,7 @@ pub const fn mapped_ipv4(v4: [u8; 4]) -> [u8; 16] {
     ]
 }
 
+pub mod dialled;
 pub mod pairing;
 #[cfg(test)]
 mod tests;

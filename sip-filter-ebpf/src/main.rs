@@ -13,6 +13,7 @@ mod answers;
 mod auth;
 mod checksum;
 mod headers;
+mod invite;
 mod payload;
 mod reference;
 mod sources;
@@ -96,7 +97,7 @@ static PROGRAMS: ProgramArray = ProgramArray::with_max_entries(PROGRAM_SLOTS, 0)
 
 /// Per-CPU scratch: the payload prefix the parser reads.
 #[map(name = "SF_SCAN")]
-static SCAN: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static SCAN: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 #[xdp]
 pub fn sip_filter(ctx: XdpContext) -> u32 {
@@ -383,7 +384,7 @@ fn is_request_lookalike(len: usize) -> bool {
 
 /// A field of the per-CPU [`Packet`], read from memory (unknown to the verifier).
 #[inline(always)]
-fn read_back(field: fn(&Packet) -> &u32) -> u32 {
+pub(crate) fn read_back(field: fn(&Packet) -> &u32) -> u32 {
     match PACKET.get_ptr(0) {
         // SAFETY: per-CPU, written by `judge` earlier in this run.
         Some(packet) => unsafe { core::ptr::read_volatile(field(&*packet)) },
@@ -534,7 +535,7 @@ fn request_policy() {
 
 /// Stores a policy's reason for the entry point to read back (see `sip_filter`).
 #[inline(always)]
-fn leave_reason(reason: Reason) {
+pub(crate) fn leave_reason(reason: Reason) {
     if let Some(packet) = PACKET.get_ptr_mut(0) {
         // SAFETY: per-CPU, used by this CPU during this run only.
         unsafe { core::ptr::write_volatile(&mut (*packet).reason, reason as u32) };
@@ -577,16 +578,16 @@ const PENDING_CONNECTION_HIT: u32 = 5;
 /// parsed message.
 #[repr(C)]
 pub(crate) struct Packet {
-    source: [u8; 16],
-    key: SourceKey,
-    trusted: u32,
+    pub(crate) source: [u8; 16],
+    pub(crate) key: SourceKey,
+    pub(crate) trusted: u32,
     /// A first fragment: the rest of the datagram is unseen.
     first_fragment: u32,
     /// Set by the request policy for a request whose Request-URI is not ours: the
     /// routing policy ([`routing_policy`]) decides.
     needs_routing: u32,
     /// The verdict of the request policy, then of the routing policy.
-    reason: u32,
+    pub(crate) reason: u32,
     /// The action on the source the policies decided on (`PENDING_*`), made by
     /// [`settle`] once the packet is known to be one the kernel would accept.
     pending: u32,
@@ -792,7 +793,7 @@ fn act(pending: u32) {
 /// Trusted sources are not noted: nothing they do locks or bans. Called from the entry
 /// point, after the request policy's frames are gone.
 #[inline(never)]
-fn answers_bookkeeping() {
+pub(crate) fn answers_bookkeeping() {
     let (Some(config), Some(scratch), Some(packet)) =
         (CONFIG.get(0), SCAN.get_ptr(0), PACKET.get_ptr(0))
     else {

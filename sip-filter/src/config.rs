@@ -258,6 +258,7 @@ struct RawFile {
     countries: Option<Spanned<RawCountries>>,
     #[serde(default)]
     daemon: RawDaemon,
+    destinations: Option<Spanned<RawDestinations>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -573,6 +574,164 @@ impl RawCountries {
     }
 }
 
+// Issue 18: `[destinations]`, the destination rules and per-account call budgets.
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawDestinations {
+    international_prefixes: List<String>,
+    account_calls_per_minute: Option<Spanned<i64>>,
+    account_calls_per_hour: Option<Spanned<i64>>,
+    account_limited_calls_per_minute: Option<Spanned<i64>>,
+    account_limited_calls_per_hour: Option<Spanned<i64>>,
+    account_block_seconds: Option<Spanned<RawDuration>>,
+    rules: List<RawDestinationRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a rule: prefix, action (deny, limit or allow), and calls_per_minute for limit"
+)]
+struct RawDestinationRule {
+    prefix: Spanned<String>,
+    action: Spanned<String>,
+    calls_per_minute: Option<Spanned<i64>>,
+}
+
+impl RawDestinations {
+    fn settings(&self) -> Result<crate::destinations::DestinationSettings, Refusal> {
+        use crate::destinations::{
+            parse_international_prefix, parse_prefix, Action, CallBudgets, DestinationSettings,
+            Rule, DEFAULT_BLOCK_SECONDS, MAX_PREFIXES,
+        };
+        let defaults = DestinationSettings::default();
+        let key = |name: &str| format!("destinations.{name}");
+        let international_prefixes = match &self.international_prefixes {
+            None => defaults.international_prefixes,
+            Some(list) => {
+                if list.get_ref().len() > MAX_PREFIXES {
+                    return refuse(
+                        list.span(),
+                        "destinations.international_prefixes",
+                        format!("at most {MAX_PREFIXES} international prefixes"),
+                    );
+                }
+                let mut prefixes = Vec::new();
+                for prefix in list.get_ref() {
+                    let parsed = parse_international_prefix(prefix.get_ref()).or_else(|e| {
+                        refuse(prefix.span(), "destinations.international_prefixes", e)
+                    })?;
+                    prefixes.push(parsed);
+                }
+                prefixes
+            }
+        };
+        let mut rules: Vec<Rule> = Vec::new();
+        let max_rules = sip_filter_common::maps::MAX_DESTINATION_RULES as usize;
+        if let Some(list) = &self.rules {
+            if list.get_ref().len() > max_rules {
+                return refuse(
+                    list.span(),
+                    "destinations.rules",
+                    format!("{} rules: at most {max_rules}", list.get_ref().len()),
+                );
+            }
+            for raw in list.get_ref() {
+                let raw = raw.get_ref();
+                let prefix = parse_prefix(raw.prefix.get_ref())
+                    .or_else(|e| refuse(raw.prefix.span(), "destinations.rules.prefix", e))?;
+                if rules.iter().any(|rule| rule.prefix == prefix) {
+                    return refuse(
+                        raw.prefix.span(),
+                        "destinations.rules.prefix",
+                        format!("{prefix:?} has two rules: keep one"),
+                    );
+                }
+                let rate = &raw.calls_per_minute;
+                let action = match raw.action.get_ref().as_str() {
+                    "deny" | "allow" if rate.is_some() => {
+                        return refuse(
+                            rate.as_ref().map_or(raw.action.span(), |r| r.span()),
+                            "destinations.rules.calls_per_minute",
+                            "only a limit rule has calls_per_minute",
+                        );
+                    }
+                    "deny" => Action::Deny,
+                    "allow" => Action::Allow,
+                    "limit" => {
+                        let Some(rate) = rate else {
+                            return refuse(
+                                raw.action.span(),
+                                "destinations.rules.calls_per_minute",
+                                "a limit rule needs calls_per_minute: new calls per minute, per source and per account",
+                            );
+                        };
+                        let calls_per_minute = u32::try_from(*rate.get_ref())
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .map_or_else(
+                                || {
+                                    refuse(
+                                        rate.span(),
+                                        "destinations.rules.calls_per_minute",
+                                        format!(
+                                            "{} is out of range: 1 to {} (deny drops every call)",
+                                            rate.get_ref(),
+                                            u32::MAX
+                                        ),
+                                    )
+                                },
+                                Ok,
+                            )?;
+                        Action::Limit { calls_per_minute }
+                    }
+                    other => {
+                        return refuse(
+                            raw.action.span(),
+                            "destinations.rules.action",
+                            format!("{other:?} is not an action: deny, limit or allow"),
+                        )
+                    }
+                };
+                rules.push(Rule { prefix, action });
+            }
+        }
+        let budgets = CallBudgets {
+            per_minute: count(
+                &self.account_calls_per_minute,
+                &key("account_calls_per_minute"),
+                0,
+            )?,
+            per_hour: count(
+                &self.account_calls_per_hour,
+                &key("account_calls_per_hour"),
+                0,
+            )?,
+            limited_per_minute: count(
+                &self.account_limited_calls_per_minute,
+                &key("account_limited_calls_per_minute"),
+                0,
+            )?,
+            limited_per_hour: count(
+                &self.account_limited_calls_per_hour,
+                &key("account_limited_calls_per_hour"),
+                0,
+            )?,
+            block_seconds: u64::from(duration_seconds(
+                &self.account_block_seconds,
+                &key("account_block_seconds"),
+                DEFAULT_BLOCK_SECONDS as u32,
+            )?),
+        };
+        Ok(DestinationSettings {
+            international_prefixes,
+            rules,
+            budgets,
+        })
+    }
+}
+
 /// A list of ports under `key`, each 1 to 65535, at most [`MAX_PORTS`]; empty only
 /// where `may_be_empty` (a transport left uninspected).
 fn port_list(
@@ -822,6 +981,11 @@ impl RawFile {
                 .map(|table| table.get_ref().settings(table.span()))
                 .transpose()?,
             daemon: daemon(&self.daemon)?,
+            destinations: self
+                .destinations
+                .as_ref()
+                .map(|table| table.get_ref().settings())
+                .transpose()?,
         })
     }
 
@@ -1472,8 +1636,48 @@ mod tests {
             .keys()
             .map(|k| k.get_ref().to_string())
             .collect();
-        // And the [crowdsec] table (README.md has its every key).
-        assert_eq!(top.len(), 9, "{top:?}");
+        // And the [crowdsec] table (README.md has its every key), and [destinations]
+        // (below).
+        assert_eq!(top.len(), 10, "{top:?}");
+        let destinations = document
+            .get_ref()
+            .get("destinations")
+            .and_then(|v| v.get_ref().as_table())
+            .expect("a [destinations] table in the example");
+        for key in [
+            "international_prefixes",
+            "account_calls_per_minute",
+            "account_calls_per_hour",
+            "account_limited_calls_per_minute",
+            "account_limited_calls_per_hour",
+            "account_block_seconds",
+            "rules",
+        ] {
+            assert!(
+                destinations.contains_key(key),
+                "no destinations.{key} in the example"
+            );
+        }
+        assert_eq!(
+            destinations.len(),
+            7,
+            "[destinations] has keys this test lacks"
+        );
+        let rules = destinations
+            .get("rules")
+            .and_then(|v| v.get_ref().as_array())
+            .expect("[[destinations.rules]] in the example");
+        let limit = rules
+            .iter()
+            .filter_map(|rule| rule.get_ref().as_table())
+            .find(|rule| rule.contains_key("calls_per_minute"))
+            .expect("a limit rule in the example");
+        for key in ["prefix", "action", "calls_per_minute"] {
+            assert!(
+                limit.contains_key(key),
+                "no destinations.rules.{key} in the example"
+            );
+        }
     }
 
     #[test]
@@ -2478,6 +2682,131 @@ allow = ["192.0.2.7/24", "2001:db8::1"]
             e.to_string()
                 .starts_with("/nonexistent/sip-filter.toml: cannot be read: "),
             "{e}"
+        );
+    }
+}
+
+// Issue 18: the `[destinations]` table.
+#[cfg(test)]
+mod destination_tests {
+    use std::path::Path;
+
+    use super::parse;
+    use crate::destinations::{Action, CallBudgets, Rule};
+
+    fn refused(text: &str, line: usize, key: &str, what: &str) {
+        let error = match parse(text, Path::new("test.toml")) {
+            Ok(settings) => panic!("{text:?} accepted: {:?}", settings.destinations),
+            Err(e) => e,
+        };
+        assert_eq!(error.line, Some(line), "{error}");
+        assert_eq!(error.key.as_deref(), Some(key), "{error}");
+        assert!(error.message.contains(what), "{error}");
+    }
+
+    #[test]
+    fn the_destinations_table_is_read() {
+        let text = "[destinations]\ninternational_prefixes = [\"011\"]\naccount_calls_per_minute = 10\n\
+                    account_limited_calls_per_hour = 20\naccount_block_seconds = \"30m\"\n\
+                    [[destinations.rules]]\nprefix = \"+1900\"\naction = \"deny\"\n\
+                    [[destinations.rules]]\nprefix = \"+\"\naction = \"limit\"\ncalls_per_minute = 5\n\
+                    [[destinations.rules]]\nprefix = \"+49\"\naction = \"allow\"\n";
+        let settings = parse(text, Path::new("t.toml")).unwrap();
+        let destinations = settings.destinations.unwrap();
+        assert_eq!(destinations.international_prefixes, ["011"]);
+        assert_eq!(
+            destinations.budgets,
+            CallBudgets {
+                per_minute: 10,
+                limited_per_hour: 20,
+                block_seconds: 1800,
+                ..CallBudgets::default()
+            }
+        );
+        assert_eq!(
+            destinations.rules,
+            [
+                Rule {
+                    prefix: "+1900".into(),
+                    action: Action::Deny
+                },
+                Rule {
+                    prefix: "+".into(),
+                    action: Action::Limit {
+                        calls_per_minute: 5
+                    }
+                },
+                Rule {
+                    prefix: "+49".into(),
+                    action: Action::Allow
+                },
+            ]
+        );
+        let defaults = parse("[destinations]\n", Path::new("t.toml"))
+            .unwrap()
+            .destinations
+            .unwrap();
+        assert_eq!(defaults.international_prefixes, ["00"]);
+        assert_eq!(defaults.budgets.block_seconds, 3600);
+        assert!(!defaults.budgets.any());
+    }
+
+    #[test]
+    fn bad_destination_rules_are_refused_where_written() {
+        let rule = |body: &str| format!("[destinations]\n[[destinations.rules]]\n{body}");
+        refused(
+            &rule("prefix = \"+44 20\"\naction = \"deny\"\n"),
+            3,
+            "destinations.rules.prefix",
+            "not a prefix",
+        );
+        refused(
+            &rule("prefix = \"+44\"\naction = \"block\"\n"),
+            4,
+            "destinations.rules.action",
+            "deny, limit or allow",
+        );
+        refused(
+            &rule("prefix = \"+44\"\naction = \"limit\"\n"),
+            4,
+            "destinations.rules.calls_per_minute",
+            "needs calls_per_minute",
+        );
+        refused(
+            &rule("prefix = \"+44\"\naction = \"limit\"\ncalls_per_minute = 0\n"),
+            5,
+            "destinations.rules.calls_per_minute",
+            "out of range",
+        );
+        refused(
+            &rule("prefix = \"+44\"\naction = \"deny\"\ncalls_per_minute = 3\n"),
+            5,
+            "destinations.rules.calls_per_minute",
+            "only a limit rule",
+        );
+        refused(
+            &rule("prefix = \"+44\"\naction = \"deny\"\n[[destinations.rules]]\nprefix = \"+44\"\naction = \"allow\"\n"),
+            6,
+            "destinations.rules.prefix",
+            "two rules",
+        );
+        refused(
+            "[destinations]\ninternational_prefixes = [\"+\"]\n",
+            2,
+            "destinations.international_prefixes",
+            "not an international prefix",
+        );
+        refused(
+            "[destinations]\ninternational_prefixes = [\"00\", \"011\", \"0011\"]\n",
+            2,
+            "destinations.international_prefixes",
+            "at most 2",
+        );
+        refused(
+            "[destinations]\naccount_calls_per_hour = -1\n",
+            2,
+            "destinations.account_calls_per_hour",
+            "out of range",
         );
     }
 }

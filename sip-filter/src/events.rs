@@ -64,6 +64,7 @@ pub fn parse(record: &[u8]) -> Option<Event> {
 pub fn level(event: &Event) -> log::Level {
     match kind(event) {
         Some(EventKind::Ban | EventKind::Drop | EventKind::Lockout) => log::Level::Info,
+        Some(EventKind::CallBudget) => log::Level::Warn,
         Some(EventKind::Registered) => log::Level::Debug,
         None => log::Level::Debug,
     }
@@ -130,6 +131,19 @@ pub fn describe(event: &Event, now_ns: u64, ipv6_prefix: u32) -> String {
                 )
             }
         }
+        Some(EventKind::CallBudget) => {
+            let verb = if dry_run {
+                "would block (dry-run)"
+            } else {
+                "blocked"
+            };
+            format!(
+                "{verb} account {:?}'s INVITEs for {} s from every source: over its call \
+                 budget (the INVITE that breached it came from {source})",
+                account_name(&event.account),
+                seconds_left(event.expires_ns, now_ns)
+            )
+        }
         Some(EventKind::Registered) => format!(
             "{source} registered (account {:?}) for {} s: it skips the untrusted budget \
              and is never banned for failed passwords",
@@ -145,7 +159,7 @@ pub fn describe(event: &Event, now_ns: u64, ipv6_prefix: u32) -> String {
 
 /// The event as `key=value` fields, in a stable order and with stable names (the
 /// reasons as the metrics' `reason` labels name them): `event` (ban, drop, lockout,
-/// registered, unknown), `src`, `prefix` (the IPv6 network tracked, when wider than the
+/// registered, call_budget, unknown), `src`, `prefix` (the IPv6 network tracked, when wider than the
 /// address), `reason`, `method` (drops of requests), `account`, `scope` (lockouts:
 /// source, or unregistered for every source neither registered nor allow-listed),
 /// `ttl_s` (seconds left; none for a ban until removed), `dry_run`.
@@ -189,6 +203,11 @@ pub fn fields(event: &Event, now_ns: u64, ipv6_prefix: u32) -> Vec<(&'static str
             fields.push(("ttl_s", ttl));
         }
         Some(EventKind::Registered) => {
+            with_source(&mut fields);
+            fields.push(("account", account_name(&event.account)));
+            fields.push(("ttl_s", ttl));
+        }
+        Some(EventKind::CallBudget) => {
             with_source(&mut fields);
             fields.push(("account", account_name(&event.account)));
             fields.push(("ttl_s", ttl));
@@ -302,7 +321,7 @@ impl Class {
     fn of(event: &Event) -> Class {
         match kind(event) {
             Some(EventKind::Drop) => Class::Drops,
-            Some(EventKind::Ban | EventKind::Lockout) => Class::Bans,
+            Some(EventKind::Ban | EventKind::Lockout | EventKind::CallBudget) => Class::Bans,
             Some(EventKind::Registered) | None => Class::Registrations,
         }
     }
@@ -377,7 +396,14 @@ pub struct Aggregator {
 
 /// The `kind` labels of `sip_filter_events_aggregated_total`, [`kind_name`]'s and
 /// `unknown`.
-const AGGREGATED_KINDS: [&str; 5] = ["drop", "ban", "lockout", "registered", "unknown"];
+const AGGREGATED_KINDS: [&str; 6] = [
+    "drop",
+    "ban",
+    "lockout",
+    "registered",
+    "call_budget",
+    "unknown",
+];
 
 impl Aggregator {
     /// `sip_filter_events_aggregated_total`, every kind at 0 (so that `increase()` sees
@@ -387,8 +413,8 @@ impl Aggregator {
             prometheus::Opts::new(
                 "sip_filter_events_aggregated_total",
                 "Kernel events logged in an aggregated line rather than one line each, by kind \
-                 (drop, ban, lockout, registered, unknown): past 20 drop lines or 100 ban and \
-                 lockout lines in a second.",
+                 (drop, ban, lockout, registered, call_budget, unknown): past 20 drop lines or \
+                 100 ban and lockout lines in a second.",
             ),
             &["kind"],
         )?;
@@ -586,6 +612,7 @@ fn kind(event: &Event) -> Option<EventKind> {
         EventKind::Ban,
         EventKind::Lockout,
         EventKind::Registered,
+        EventKind::CallBudget,
     ]
     .into_iter()
     .find(|kind| *kind as u32 == event.kind)
@@ -598,6 +625,7 @@ fn kind_name(kind: EventKind) -> &'static str {
         EventKind::Ban => "ban",
         EventKind::Lockout => "lockout",
         EventKind::Registered => "registered",
+        EventKind::CallBudget => "call_budget",
     }
 }
 
@@ -660,6 +688,9 @@ fn drop_reason(n: u32) -> String {
         Reason::DropConnectionBudget => {
             "new connections over the untrusted sources' connection budget"
         }
+        Reason::DropDestinationDenied => "an INVITE to a denied destination",
+        Reason::DropDestinationLimited => "an INVITE over its destination's calls per minute",
+        Reason::DropCallBudget => "an INVITE from an account over its call budget",
         // Not drops: never sent as drop events, named as in `stats` if they were.
         pass => pass.name(),
     }
@@ -1001,6 +1032,7 @@ mod tests {
             EventKind::Ban,
             EventKind::Lockout,
             EventKind::Registered,
+            EventKind::CallBudget,
         ] {
             assert_eq!(AGGREGATED_KINDS[kind as usize], kind_name(kind));
         }
@@ -1194,5 +1226,54 @@ mod tests {
         assert_eq!(field(&lines[0], "sources_capped"), "true");
         assert!(lines[0].message.contains(" from at least 65536 sources "));
         assert_eq!(aggregated(&counter, "drop"), u64::from(flood));
+    }
+}
+
+// Issue 18: the call budget's event.
+#[cfg(test)]
+mod call_budget_tests {
+    use sip_filter_common::{
+        maps::{Event, EventKind},
+        sip::pairing::ACCOUNT_WORDS,
+        Method, Reason,
+    };
+
+    use super::{describe, fields, level};
+
+    #[test]
+    fn a_call_budget_event_names_the_account_and_its_block() {
+        let mut account = [0u64; ACCOUNT_WORDS];
+        account[0] = u64::from_le_bytes(*b"1000\0\0\0\0");
+        let mut source = [0u8; 16];
+        source[10..12].copy_from_slice(&[0xff, 0xff]);
+        source[12..].copy_from_slice(&[198, 51, 100, 7]);
+        let event = Event {
+            source,
+            kind: EventKind::CallBudget as u32,
+            reason: Reason::DropCallBudget as u32,
+            method: Method::Invite as u32,
+            dry_run: 0,
+            expires_ns: 3_700_000_000_000,
+            account,
+        };
+        let now = 100_000_000_000;
+        assert_eq!(level(&event), log::Level::Warn);
+        assert_eq!(
+            describe(&event, now, 64),
+            "blocked account \"1000\"'s INVITEs for 3600 s from every source: over its call \
+             budget (the INVITE that breached it came from 198.51.100.7)"
+        );
+        let fields = fields(&event, now, 64);
+        for (key, value) in [
+            ("event", "call_budget"),
+            ("src", "198.51.100.7"),
+            ("account", "1000"),
+            ("ttl_s", "3600"),
+        ] {
+            assert!(
+                fields.iter().any(|(k, v)| *k == key && v == value),
+                "{key}={value} not in {fields:?}"
+            );
+        }
     }
 }

@@ -378,6 +378,7 @@ impl Filter {
             })?;
         self.seed = Some(seed);
         self.ipv6_prefix = u32::from(settings.ipv6_prefix);
+        crate::destinations::apply(self, settings.destinations.as_ref())?;
 
         remove_entries::<u64, u8>(
             self.map_mut(names::DOMAINS)?,
@@ -662,6 +663,13 @@ impl Filter {
             .ok_or(FilterError::Missing { what: "map", name })?
             .pin(&path)
             .map_err(|source| FilterError::Pin { name, path, source })?;
+        // The INVITE program's (issue 18), for `top --destinations` and the metrics.
+        for name in sip_filter_common::maps::destination_names::PINNED {
+            let path = dir.join(name);
+            self.map(name)?
+                .pin(&path)
+                .map_err(|source| FilterError::Pin { name, path, source })?;
+        }
         Ok(())
     }
 

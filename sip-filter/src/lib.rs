@@ -7,6 +7,7 @@ pub mod check;
 pub mod config;
 pub mod countries;
 pub mod crowdsec;
+pub mod destinations;
 pub mod drops;
 pub mod duration;
 pub mod events;

@@ -339,6 +339,9 @@ const fn counted_by_method(reason: Reason) -> bool {
             | Reason::DropGlobalBudget
             | Reason::DropAuthLockout
             | Reason::DropUnregistered
+            | Reason::DropDestinationDenied
+            | Reason::DropDestinationLimited
+            | Reason::DropCallBudget
     )
 }
 
@@ -482,6 +485,8 @@ struct KernelCollector {
     locations: Locations,
     /// One scrape at a time: each resets and refills these.
     series: Mutex<KernelSeries>,
+    /// The INVITE program's (issue 18).
+    destinations: Mutex<DestinationSeries>,
     descs: Vec<Desc>,
 }
 
@@ -802,10 +807,13 @@ fn gauge_value(n: u64) -> i64 {
 impl KernelCollector {
     fn new(locations: Locations) -> Result<Self, prometheus::Error> {
         let series = KernelSeries::new()?;
-        let descs = descs_of(&series.collectors());
+        let destinations = DestinationSeries::new()?;
+        let mut descs = descs_of(&series.collectors());
+        descs.extend(descs_of(&destinations.collectors()));
         Ok(Self {
             locations,
             series: Mutex::new(series),
+            destinations: Mutex::new(destinations),
             descs,
         })
     }
@@ -845,7 +853,17 @@ impl Collector for KernelCollector {
                 .with_label_values(&[&interface.name])
                 .set(i64::from(interface.attached));
         }
-        collect_all(&series.collectors())
+        let destinations = self
+            .destinations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        destinations.reset();
+        if maps.exists() {
+            destinations.refill(&maps);
+        }
+        let mut families = collect_all(&series.collectors());
+        families.extend(collect_all(&destinations.collectors()));
+        families
     }
 }
 
@@ -985,6 +1003,122 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     response
 }
 
+// Issue 18: the destination rules' and call budgets' series, read from the INVITE
+// program's pinned maps at each scrape.
+
+struct DestinationSeries {
+    invites: IntCounterVec,
+    unmatched: IntCounterVec,
+    rule_calls: IntCounterVec,
+    rule_drops: IntCounterVec,
+    budget_breaches: IntCounterVec,
+    blocked_accounts: IntGaugeVec,
+}
+
+impl DestinationSeries {
+    fn new() -> Result<Self, prometheus::Error> {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels)
+        };
+        Ok(Self {
+            invites: counter(
+                "sip_filter_destination_invites_total",
+                "New INVITEs (outside a dialog) that met the destination rules and call budgets ([destinations]), by what they dialled: nothing (no user part), name (not a number: the rules do not apply), national or international.",
+                &["dialled"],
+            )?,
+            unmatched: counter(
+                "sip_filter_destination_unmatched_total",
+                "Dialled numbers no destination rule covers.",
+                &[],
+            )?,
+            rule_calls: counter(
+                "sip_filter_destination_rule_calls_total",
+                "INVITEs dialling a number a destination rule covers, by the rule's prefix and action (rules that matched at least once).",
+                &["prefix", "action"],
+            )?,
+            rule_drops: counter(
+                "sip_filter_destination_rule_drops_total",
+                "Of those, dropped by the rule: deny, or limit over its calls per minute.",
+                &["prefix", "action"],
+            )?,
+            budget_breaches: counter(
+                "sip_filter_call_budget_breaches_total",
+                "Accounts that breached their call budget (each then blocked for account_block_seconds).",
+                &[],
+            )?,
+            blocked_accounts: IntGaugeVec::new(
+                Opts::new(
+                    "sip_filter_call_budget_blocked",
+                    "1 for each account blocked now after breaching its call budget, by account: its INVITEs are dropped from every source.",
+                ),
+                &["account"],
+            )?,
+        })
+    }
+
+    fn collectors(&self) -> [&dyn Collector; 6] {
+        [
+            &self.invites,
+            &self.unmatched,
+            &self.rule_calls,
+            &self.rule_drops,
+            &self.budget_breaches,
+            &self.blocked_accounts,
+        ]
+    }
+
+    fn fill(&self, report: &crate::destinations::DestinationReport) {
+        for (kind, count) in ["nothing", "name", "national", "international"]
+            .into_iter()
+            .zip(report.counters.dialled)
+        {
+            self.invites.with_label_values(&[kind]).inc_by(count);
+        }
+        self.unmatched
+            .with_label_values(&NO_LABELS)
+            .inc_by(report.counters.unmatched);
+        self.budget_breaches
+            .with_label_values(&NO_LABELS)
+            .inc_by(report.counters.budget_breaches);
+        for rule in report.rules.iter().filter(|rule| rule.calls != 0) {
+            let labels = [rule.prefix.as_str(), rule.action()];
+            self.rule_calls
+                .with_label_values(&labels)
+                .inc_by(rule.calls);
+            self.rule_drops
+                .with_label_values(&labels)
+                .inc_by(rule.dropped);
+        }
+        for blocked in &report.blocked {
+            self.blocked_accounts
+                .with_label_values(&[blocked.account.as_str()])
+                .set(1);
+        }
+    }
+
+    fn reset(&self) {
+        self.invites.reset();
+        self.unmatched.reset();
+        self.rule_calls.reset();
+        self.rule_drops.reset();
+        self.budget_breaches.reset();
+        self.blocked_accounts.reset();
+    }
+}
+
+impl DestinationSeries {
+    /// Refilled from the INVITE program's maps pinned in `maps`.
+    fn refill(&self, maps: &Path) {
+        match crate::destinations::DestinationReport::read_pinned(maps, monotonic_now_ns()) {
+            Ok(report) => self.fill(&report),
+            Err(e) => log::warn!(
+                "metrics: reading the destination maps in {}: {e}",
+                maps.display()
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1096,8 +1230,8 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("sip_filter_packets_total{"))
             .collect();
-        // 7 request reasons × 15 methods, 15 other reasons × none.
-        assert_eq!(packets.len(), 7 * 15 + 15, "{text}");
+        // 10 request reasons × 15 methods (3 of them issue 18's), 15 other reasons × none.
+        assert_eq!(packets.len(), 10 * 15 + 15, "{text}");
         assert!(packets.iter().all(|l| l.ends_with(" 0")));
         assert!(text.contains(
             r#"sip_filter_packets_total{method="INVITE",reason="drop_rate_limited",verdict="drop"} 0"#

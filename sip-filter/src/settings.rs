@@ -369,6 +369,8 @@ pub struct Settings {
     pub countries: Option<crate::countries::CountrySettings>,
     /// The `[daemon]` table: read by `run` at start, ignored by `replay`.
     pub daemon: DaemonSettings,
+    /// The `[destinations]` table: destination rules and per-account call budgets.
+    pub destinations: Option<crate::destinations::DestinationSettings>,
 }
 
 impl Default for Settings {
@@ -398,6 +400,7 @@ impl Default for Settings {
             crowdsec: None,
             countries: None,
             daemon: DaemonSettings::default(),
+            destinations: None,
         }
     }
 }

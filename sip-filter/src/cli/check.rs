@@ -37,6 +37,15 @@ pub fn check(args: CheckArgs) -> anyhow::Result<()> {
         }
         None => String::new(),
     };
+    // Issue 18: what `[destinations]` holds.
+    let destinations = match &settings.destinations {
+        Some(table) => format!(
+            "; {} destination rule(s), call budgets {}",
+            table.rules.len(),
+            if table.budgets.any() { "on" } else { "off" }
+        ),
+        None => String::new(),
+    };
     let (shown, text) = match &args.filter.config {
         Some(path) => (
             path.display().to_string(),
@@ -65,7 +74,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<()> {
         format!("{} domain(s) allowed", settings.domains.len())
     };
     println!(
-        "{shown}: valid, {}; SIP on UDP {}, TCP {}, TLS {}; {domains}; {} trusted and {} denied network(s){countries}; {} warning(s)",
+        "{shown}: valid, {}; SIP on UDP {}, TCP {}, TLS {}; {domains}; {} trusted and {} denied network(s){countries}{destinations}; {} warning(s)",
         if settings.dry_run {
             "dry-run (counts, drops nothing)"
         } else {

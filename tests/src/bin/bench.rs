@@ -544,6 +544,15 @@ fn main() -> anyhow::Result<()> {
     } else {
         Value::Null
     };
+    let destinations = if args
+        .only
+        .as_ref()
+        .is_none_or(|part| "destinations".contains(part.as_str()))
+    {
+        destinations_cost(args.runs, args.repeat, args.quick)?
+    } else {
+        Value::Null
+    };
     let path = if args.path {
         let mut options = pathbench::Options::new(args.quick);
         if let Some(seconds) = args.flood_seconds {
@@ -576,6 +585,7 @@ fn main() -> anyhow::Result<()> {
         "state_growth": growth,
         "state_save": save,
         "answers": answers,
+        "destinations": destinations,
         "packet_path": path,
         "password_guessing": guessing,
         "seconds": started.elapsed().as_secs(),
@@ -1157,6 +1167,25 @@ fn markdown(doc: &Value) -> String {
         }
         md.push('\n');
     }
+    let destinations = &doc["destinations"];
+    if destinations.is_object() {
+        let _ = writeln!(
+            md,
+            "## An allowed INVITE with destination rules and source countries\n\n\
+             The same INVITE (1300 bytes, with credentials, dialling a number under an `allow` \
+             rule, from a source among the denied countries' networks) through three filters, \
+             runs alternated: without `[destinations]`; with {} rules and call budgets; with \
+             {} denied countries ({} networks in the deny tries) too.\n\n\
+             | without | with the rules | with the rules and the countries |\n|---|---|---|\n\
+             | {} ns | {} ns | {} ns |\n",
+            destinations["rules"],
+            destinations["denied_countries"],
+            destinations["country_entries"],
+            destinations["without_ns"],
+            destinations["with_rules_ns"],
+            destinations["with_rules_and_countries_ns"]
+        );
+    }
     if doc["packet_path"].is_object() {
         md.push_str(&pathbench::markdown(&doc["packet_path"]));
     }
@@ -1164,4 +1193,120 @@ fn markdown(doc: &Value) -> String {
         md.push_str(&guessbench::markdown(&doc["password_guessing"]));
     }
     md
+}
+
+// Issue 18: an allowed INVITE's cost with the destination rules and source countries.
+
+/// What an allowed INVITE costs with 10,000 destination rules and call budgets loaded,
+/// and with 100 denied countries' networks too, beside the same INVITE without either
+/// (runs alternated): the INVITE dials a number under an `allow` rule, with credentials,
+/// so it takes the rules' lookup and the account's budget; its source sits among the
+/// denied countries' networks (allowed), so the deny trie's walk is a full one.
+fn destinations_cost(runs: usize, repeat: u32, quick: bool) -> anyhow::Result<Value> {
+    use sip_filter::{
+        countries::{self, all_countries, Country, CountrySettings},
+        destinations::{Action, CallBudgets, DestinationSettings, Rule},
+    };
+    use sip_filter_tests::geo::{realistic_networks, write_country_database, write_networks};
+
+    const RULES: usize = 10_000;
+    const DENIED_COUNTRIES: usize = 100;
+    let uri = "sip:+4930123456@pbx.example.test";
+    let mut text = String::from_utf8(invite_with_sdp(uri))?;
+    text = text.replacen(
+        "Content-Type:",
+        "Proxy-Authorization: Digest username=\"1000\", realm=\"pbx.example.test\", nonce=\"n1\", uri=\"sip:+4930123456@pbx.example.test\", response=\"00112233445566778899aabbccddeeff\"\r\nContent-Type:",
+        1,
+    );
+    let source = [1, 0, 2, 7]; // the second /24 of the generated networks: not denied
+    let frame = udp4_from(source, SIP_PORT, text.as_bytes());
+
+    let mut rules: Vec<Rule> = (0..RULES - 2)
+        .map(|i| Rule {
+            prefix: format!("+2{i:05}"),
+            action: if i % 10 == 0 {
+                Action::Limit {
+                    calls_per_minute: 10,
+                }
+            } else {
+                Action::Deny
+            },
+        })
+        .collect();
+    rules.push(Rule {
+        prefix: "+".into(),
+        action: Action::Limit {
+            calls_per_minute: u32::MAX,
+        },
+    });
+    rules.push(Rule {
+        prefix: "+49".into(),
+        action: Action::Allow,
+    });
+    let plain = bench_settings(RateLimits::none());
+    let with_rules = Settings {
+        destinations: Some(DestinationSettings {
+            rules,
+            budgets: CallBudgets {
+                per_minute: u32::MAX,
+                per_hour: u32::MAX,
+                limited_per_minute: u32::MAX,
+                limited_per_hour: u32::MAX,
+                block_seconds: 60,
+            },
+            ..DestinationSettings::default()
+        }),
+        ..plain.clone()
+    };
+    let mut bare = Filter::load()?;
+    bare.configure(&plain)?;
+    let mut ruled = Filter::load()?;
+    ruled.configure(&with_rules)?;
+    let mut both = Filter::load()?;
+    both.configure(&with_rules)?;
+    let dir = std::env::temp_dir().join(format!("sip-filter-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let database = dir.join("countries.mmdb");
+    let codes: Vec<String> = all_countries().map(|c| c.to_string()).collect();
+    let (v4, v6) = if quick {
+        (40_000, 20_000)
+    } else {
+        (400_000, 200_000)
+    };
+    let networks = realistic_networks(v4, v6, &codes);
+    let written: Vec<(ipnet::IpNet, &str)> =
+        networks.iter().map(|(n, c)| (*n, c.as_str())).collect();
+    write_country_database(&database, &written);
+    let denied: Vec<Country> = all_countries().step_by(2).take(DENIED_COUNTRIES).collect();
+    let read = countries::read(&CountrySettings {
+        database,
+        deny: denied,
+        allow: Vec::new(),
+    })?;
+    let entries = read.v4.len() + read.v6.len();
+    write_networks(&both, &read);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let mut samples: [Vec<u128>; 3] = Default::default();
+    for _ in 0..runs {
+        for (filter, out) in [&bare, &ruled, &both].into_iter().zip(samples.iter_mut()) {
+            let (action, per_run) = filter.run(&frame, repeat)?;
+            if action != XDP_PASS {
+                bail!("the allowed INVITE was not passed ({action})");
+            }
+            out.push(per_run.as_nanos());
+        }
+    }
+    let [without, rules_only, with_both] = samples.map(median);
+    println!(
+        "allowed INVITE (+49, credentials): {without} ns without destination rules, {rules_only} ns with {RULES} rules and budgets, {with_both} ns with {DENIED_COUNTRIES} denied countries ({entries} networks) too"
+    );
+    Ok(json!({
+        "rules": RULES,
+        "denied_countries": DENIED_COUNTRIES,
+        "country_entries": entries,
+        "without_ns": without,
+        "with_rules_ns": rules_only,
+        "with_rules_and_countries_ns": with_both,
+    }))
 }

@@ -1,0 +1,444 @@
+//! Destination rules and per-account call budgets (`[destinations]`, issue 18) in the
+//! real XDP program and its INVITE program, fed frames with BPF_PROG_TEST_RUN: the
+//! dialled number normalised (`+`, `00`, `011`, `tel:`, separators, user parameters,
+//! names), rules by longest prefix (deny, limit per source and per account, allow),
+//! budgets per minute and per hour, blocks from every source, dry-run, and a reload
+//! that keeps what it should.
+
+use sip_filter::{
+    destinations::{
+        account_text, source_text, Action, CallBudgets, DestinationReport, DestinationSettings,
+        Rule,
+    },
+    filter::monotonic_now_ns,
+    Filter, Settings,
+};
+use sip_filter_common::{
+    maps::{destination_names, CallBudget, DestinationCounters, CALLER_ACCOUNT, CALLER_SOURCE},
+    sip::pairing::Account,
+    Method, Reason,
+};
+use sip_filter_tests::{
+    geo::{verdict_settings, XDP_DROP, XDP_PASS},
+    packets::{sip_request, udp4_from, SIP_PORT},
+    privileged,
+};
+
+fn rule(prefix: &str, action: Action) -> Rule {
+    Rule {
+        prefix: prefix.to_string(),
+        action,
+    }
+}
+
+fn settings(rules: Vec<Rule>, budgets: CallBudgets) -> Settings {
+    Settings {
+        allow_hostless_uri: true, // tel: URIs have no host
+        destinations: Some(DestinationSettings {
+            international_prefixes: vec!["00".into(), "011".into()],
+            rules,
+            budgets: CallBudgets {
+                block_seconds: 3600,
+                ..budgets
+            },
+        }),
+        ..verdict_settings()
+    }
+}
+
+/// An INVITE to `uri` from `source`, with credentials for `account` if
+/// given, and a To tag if `in_dialog`.
+fn invite(uri: &str, source: [u8; 4], account: Option<&str>, in_dialog: bool) -> Vec<u8> {
+    let credentials = account.map(|user| {
+        format!(
+            "Proxy-Authorization: Digest username=\"{user}\", realm=\"pbx.example.test\", \
+             nonce=\"n1\", uri=\"{uri}\", response=\"00112233445566778899aabbccddeeff\""
+        )
+    });
+    let headers: Vec<&str> = credentials.iter().map(String::as_str).collect();
+    // The builder's To has no tag; a re-INVITE's has one.
+    let request = sip_request("INVITE", uri, &headers);
+    let request = if in_dialog {
+        String::from_utf8(request)
+            .expect("text")
+            .replace(
+                "To: <sip:bob@pbx.example.test>",
+                "To: <sip:bob@pbx.example.test>;tag=b1",
+            )
+            .into_bytes()
+    } else {
+        request
+    };
+    udp4_from(source, SIP_PORT, &request)
+}
+
+fn invites(filter: &Filter, reason: Reason) -> u64 {
+    filter.counters().expect("counters").packets[reason as usize][Method::Invite as usize]
+}
+
+fn destination_counters(filter: &Filter) -> DestinationCounters {
+    let map = aya::maps::PerCpuArray::<_, DestinationCounters>::try_from(
+        filter.map(destination_names::COUNTERS).expect("map"),
+    )
+    .expect("a per-CPU array");
+    let values = map.get(&0, 0).expect("counters");
+    let mut sum = DestinationCounters::default();
+    for value in values.iter() {
+        sum.invites += value.invites;
+        for (total, kind) in sum.dialled.iter_mut().zip(value.dialled) {
+            *total += kind;
+        }
+        sum.unmatched += value.unmatched;
+        sum.budget_breaches += value.budget_breaches;
+        sum.no_account += value.no_account;
+    }
+    sum
+}
+
+fn budget_of(filter: &Filter, account: &str) -> Option<CallBudget> {
+    let map = aya::maps::HashMap::<_, u64, CallBudget>::try_from(
+        filter.map(destination_names::BUDGETS).expect("map"),
+    )
+    .expect("a hash map");
+    map.iter()
+        .filter_map(Result::ok)
+        .map(|(_, budget)| budget)
+        .find(|budget| {
+            let (bytes, len) = Account::name_bytes(&budget.name);
+            &bytes[..len] == account.as_bytes()
+        })
+}
+
+const PHONE: [u8; 4] = [198, 18, 0, 10];
+
+/// The dialled number normalised as the kernel reads it, and the rules matched by
+/// longest prefix.
+#[test]
+fn destinations_normalised_and_matched_by_longest_prefix() {
+    if !privileged("destinations_normalised_and_matched_by_longest_prefix") {
+        return;
+    }
+    let mut filter = Filter::load().expect("the programs load");
+    let rules = vec![
+        rule("+4490", Action::Deny),
+        rule("+1900", Action::Deny),
+        rule("+44", Action::Allow),
+        rule("0900", Action::Deny),
+        rule(
+            "+",
+            Action::Limit {
+                calls_per_minute: 1000,
+            },
+        ),
+    ];
+    filter
+        .configure(&settings(rules, CallBudgets::default()))
+        .expect("configured");
+    let denied = Some(Reason::DropDestinationDenied);
+    let cases: [(&str, Option<Reason>); 14] = [
+        ("sip:+4490123456@pbx.example.test", denied),
+        ("sip:004490123456@pbx.example.test", denied),
+        ("sip:01144901234@pbx.example.test", denied),
+        ("sip:+44-90-1234@pbx.example.test;user=phone", denied),
+        ("sip:+44%2090%201234@pbx.example.test", denied),
+        ("tel:+1-900-555-0100", denied),
+        ("tel:+1-900-555-0100;phone-context=+1", denied),
+        (
+            "sip:+1(900)5550100;npdi;rn=+12125550000@pbx.example.test",
+            denied,
+        ),
+        ("sip:0900-123456;isub=12@pbx.example.test", denied),
+        // +44 is allowed, +4490 is not: the longer prefix wins.
+        ("sip:+44207946000@pbx.example.test", None),
+        ("sip:0044207946000@pbx.example.test", None),
+        // Under the `limit` on every international number, far from its rate.
+        ("sip:+4930123456@pbx.example.test", None),
+        // National, no rule.
+        ("sip:030123456@pbx.example.test", None),
+        // A name is no number: the rules do not apply.
+        ("sip:alice@pbx.example.test", None),
+    ];
+    for (uri, expected) in cases {
+        let before = expected.map(|reason| invites(&filter, reason));
+        let passed = invites(&filter, Reason::PassRequest);
+        let verdict = filter
+            .test_run(&invite(uri, PHONE, None, false))
+            .expect("test run");
+        match expected {
+            Some(reason) => {
+                assert_eq!(verdict, XDP_DROP, "{uri}");
+                assert_eq!(invites(&filter, reason), before.unwrap_or(0) + 1, "{uri}");
+            }
+            None => {
+                assert_eq!(verdict, XDP_PASS, "{uri}");
+                assert_eq!(invites(&filter, Reason::PassRequest), passed + 1, "{uri}");
+            }
+        }
+    }
+    // A re-INVITE (a To tag) belongs to a call already made: not denied.
+    let reinvite = invite("sip:+4490123456@pbx.example.test", PHONE, None, true);
+    assert_eq!(filter.test_run(&reinvite).expect("run"), XDP_PASS);
+    let counters = destination_counters(&filter);
+    assert_eq!(counters.invites, 14, "{counters:?}");
+    // Nothing, a name, national, international.
+    assert_eq!(counters.dialled, [0, 1, 2, 11], "{counters:?}");
+    assert_eq!(counters.unmatched, 1, "{counters:?}");
+    assert_eq!(counters.no_account, 14, "{counters:?}");
+    // Other methods never meet the rules.
+    let options = udp4_from(
+        PHONE,
+        SIP_PORT,
+        &sip_request("OPTIONS", "sip:+4490123456@pbx.example.test", &[]),
+    );
+    assert_eq!(filter.test_run(&options).expect("run"), XDP_PASS);
+    assert_eq!(destination_counters(&filter).invites, 14);
+}
+
+/// A `limit` rule meters new calls per minute per source and per account: a source
+/// over it is cut, an account over it is cut from every source, others go on.
+#[test]
+fn destinations_limit_each_source_and_each_account() {
+    if !privileged("destinations_limit_each_source_and_each_account") {
+        return;
+    }
+    let mut filter = Filter::load().expect("the programs load");
+    let rules = vec![rule(
+        "+49",
+        Action::Limit {
+            calls_per_minute: 3,
+        },
+    )];
+    filter
+        .configure(&settings(rules, CallBudgets::default()))
+        .expect("configured");
+    let uri = "sip:+4930123456@pbx.example.test";
+    // One source, no credentials: 3 pass, the 4th is cut.
+    for call in 0..3 {
+        let verdict = filter
+            .test_run(&invite(uri, PHONE, None, false))
+            .expect("run");
+        assert_eq!(verdict, XDP_PASS, "call {call}");
+    }
+    assert_eq!(
+        filter
+            .test_run(&invite(uri, PHONE, None, false))
+            .expect("run"),
+        XDP_DROP
+    );
+    assert_eq!(invites(&filter, Reason::DropDestinationLimited), 1);
+    // A national number is not under the rule.
+    let national = invite("sip:030123456@pbx.example.test", PHONE, None, false);
+    assert_eq!(filter.test_run(&national).expect("run"), XDP_PASS);
+    // Account 1000 from a new source each time: cut at its 4th call, per account.
+    for call in 0..3u8 {
+        let source = [198, 18, 1, call];
+        let verdict = filter
+            .test_run(&invite(uri, source, Some("1000"), false))
+            .expect("run");
+        assert_eq!(verdict, XDP_PASS, "call {call}");
+    }
+    let fourth = invite(uri, [198, 18, 1, 3], Some("1000"), false);
+    assert_eq!(filter.test_run(&fourth).expect("run"), XDP_DROP);
+    // Another account, from a source of its own, calls on.
+    let other = invite(uri, [198, 18, 2, 1], Some("1001"), false);
+    assert_eq!(filter.test_run(&other).expect("run"), XDP_PASS);
+    assert_eq!(invites(&filter, Reason::DropDestinationLimited), 2);
+    // What `top --destinations` and the metrics read: the rule's calls and drops, by
+    // source and by account.
+    let report = DestinationReport::read(|name| filter.map(name), monotonic_now_ns())
+        .expect("the report reads");
+    let [german] = report.rules.as_slice() else {
+        panic!("{:?}", report.rules);
+    };
+    assert_eq!(
+        (
+            german.prefix.as_str(),
+            german.action(),
+            german.calls,
+            german.dropped
+        ),
+        ("+49", "limit", 9, 2)
+    );
+    let phone = report
+        .callers
+        .iter()
+        .find(|(key, calls)| key.kind == CALLER_SOURCE && source_text(&calls.name) == "198.18.0.10")
+        .map(|(_, calls)| (calls.calls, calls.dropped));
+    assert_eq!(phone, Some((4, 1)));
+    let account = report
+        .callers
+        .iter()
+        .find(|(key, calls)| key.kind == CALLER_ACCOUNT && account_text(&calls.name) == "1000")
+        .map(|(_, calls)| (calls.calls, calls.dropped));
+    assert_eq!(account, Some((4, 1)));
+}
+
+/// Budgets: new calls per minute and per hour for each account, a lower one for
+/// international numbers; a breach blocks the account's INVITEs from every source,
+/// and only that account's.
+#[test]
+fn destinations_budgets_block_the_account_from_every_source() {
+    if !privileged("destinations_budgets_block_the_account_from_every_source") {
+        return;
+    }
+    let mut filter = Filter::load().expect("the programs load");
+    let budgets = CallBudgets {
+        per_minute: 5,
+        per_hour: 0,
+        limited_per_minute: 2,
+        limited_per_hour: 0,
+        block_seconds: 0,
+    };
+    filter
+        .configure(&settings(Vec::new(), budgets))
+        .expect("configured");
+    let national = "sip:030123456@pbx.example.test";
+    let international = "sip:+4930123456@pbx.example.test";
+    // Account 2000, national calls: 5 pass, the 6th breaches.
+    for call in 0..5u8 {
+        let verdict = filter
+            .test_run(&invite(national, [198, 18, 3, call], Some("2000"), false))
+            .expect("run");
+        assert_eq!(verdict, XDP_PASS, "call {call}");
+    }
+    let sixth = invite(national, [198, 18, 3, 5], Some("2000"), false);
+    assert_eq!(filter.test_run(&sixth).expect("run"), XDP_DROP);
+    // Blocked now, from any source, whatever it dials.
+    let later = invite(national, [198, 18, 3, 99], Some("2000"), false);
+    assert_eq!(filter.test_run(&later).expect("run"), XDP_DROP);
+    let blocked = budget_of(&filter, "2000").expect("a budget for 2000");
+    assert_eq!((blocked.breaches, blocked.drops), (1, 2), "{blocked:?}");
+    assert!(blocked.blocked_until_ns > 0);
+    // Account 2001, international: cut at its 3rd.
+    for call in 0..2u8 {
+        let verdict = filter
+            .test_run(&invite(
+                international,
+                [198, 18, 4, call],
+                Some("2001"),
+                false,
+            ))
+            .expect("run");
+        assert_eq!(verdict, XDP_PASS, "call {call}");
+    }
+    let third = invite(international, [198, 18, 4, 2], Some("2001"), false);
+    assert_eq!(filter.test_run(&third).expect("run"), XDP_DROP);
+    // Another account is unaffected; an INVITE without credentials names no account.
+    let other = invite(international, [198, 18, 4, 2], Some("2002"), false);
+    assert_eq!(filter.test_run(&other).expect("run"), XDP_PASS);
+    let anonymous = invite(international, [198, 18, 4, 2], None, false);
+    assert_eq!(filter.test_run(&anonymous).expect("run"), XDP_PASS);
+    assert_eq!(invites(&filter, Reason::DropCallBudget), 3);
+    assert_eq!(destination_counters(&filter).budget_breaches, 2);
+
+    // Per hour: a budget of 3 an hour cuts the 4th.
+    let hourly = CallBudgets {
+        per_hour: 3,
+        ..CallBudgets::default()
+    };
+    filter
+        .configure(&settings(Vec::new(), hourly))
+        .expect("reconfigured");
+    for call in 0..3u8 {
+        let verdict = filter
+            .test_run(&invite(national, [198, 18, 5, call], Some("3000"), false))
+            .expect("run");
+        assert_eq!(verdict, XDP_PASS, "call {call}");
+    }
+    let fourth = invite(national, [198, 18, 5, 3], Some("3000"), false);
+    assert_eq!(filter.test_run(&fourth).expect("run"), XDP_DROP);
+    // The reload kept 2000's block.
+    assert_eq!(filter.test_run(&later).expect("run"), XDP_DROP);
+}
+
+/// Dry-run: every destination verdict is counted as made, and the INVITE passes.
+#[test]
+fn destinations_dry_run_counts_and_passes() {
+    if !privileged("destinations_dry_run_counts_and_passes") {
+        return;
+    }
+    let mut filter = Filter::load().expect("the programs load");
+    let settings = Settings {
+        dry_run: true,
+        ..settings(
+            vec![rule("+4490", Action::Deny)],
+            CallBudgets {
+                per_minute: 1,
+                ..CallBudgets::default()
+            },
+        )
+    };
+    filter.configure(&settings).expect("configured");
+    let denied = invite("sip:+4490123456@pbx.example.test", PHONE, None, false);
+    assert_eq!(filter.test_run(&denied).expect("run"), XDP_PASS);
+    assert_eq!(invites(&filter, Reason::DropDestinationDenied), 1);
+    let national = "sip:030123456@pbx.example.test";
+    for _ in 0..2 {
+        let verdict = filter
+            .test_run(&invite(national, PHONE, Some("4000"), false))
+            .expect("run");
+        assert_eq!(verdict, XDP_PASS);
+    }
+    assert_eq!(invites(&filter, Reason::DropCallBudget), 1);
+}
+
+/// A reload keeps a kept prefix's rule number (its counters and meters go on), drops a
+/// removed rule, and turns everything off without the table.
+#[test]
+fn destinations_reload_keeps_kept_rules_and_removes_the_others() {
+    if !privileged("destinations_reload_keeps_kept_rules_and_removes_the_others") {
+        return;
+    }
+    let mut filter = Filter::load().expect("the programs load");
+    let limit = Action::Limit {
+        calls_per_minute: 1,
+    };
+    filter
+        .configure(&settings(
+            vec![rule("+4490", Action::Deny), rule("+49", limit)],
+            CallBudgets::default(),
+        ))
+        .expect("configured");
+    let german = invite("sip:+4930123456@pbx.example.test", PHONE, None, false);
+    assert_eq!(filter.test_run(&german).expect("run"), XDP_PASS);
+    let uk = invite("sip:+4490123456@pbx.example.test", PHONE, None, false);
+    assert_eq!(filter.test_run(&uk).expect("run"), XDP_DROP);
+    let before = sip_filter::destinations::loaded_rules(&filter).expect("rules");
+    // Reloaded with a rule before it: +49 keeps its number, so its meter is still full.
+    filter
+        .configure(&settings(
+            vec![rule("+33", Action::Deny), rule("+49", limit)],
+            CallBudgets::default(),
+        ))
+        .expect("reloaded");
+    let after = sip_filter::destinations::loaded_rules(&filter).expect("rules");
+    assert_eq!(before["+49"].id, after["+49"].id);
+    assert!(!after.contains_key("+4490"));
+    assert_eq!(filter.test_run(&german).expect("run"), XDP_DROP);
+    assert_eq!(filter.test_run(&uk).expect("run"), XDP_PASS);
+    // +33 took the number +4490 left: it inherits neither its counts nor its callers.
+    assert_eq!(after["+33"].id, before["+4490"].id);
+    let report = DestinationReport::read(|name| filter.map(name), monotonic_now_ns())
+        .expect("the report reads");
+    let french = report
+        .rules
+        .iter()
+        .find(|rule| rule.prefix == "+33")
+        .expect("+33");
+    assert_eq!((french.calls, french.dropped), (0, 0));
+    assert!(!report
+        .callers
+        .iter()
+        .any(|(key, _)| key.rule == french.rule.id));
+    // Without the table: no rule left, nothing applies.
+    filter
+        .configure(&Settings {
+            allow_hostless_uri: true,
+            ..verdict_settings()
+        })
+        .expect("reloaded");
+    assert!(sip_filter::destinations::loaded_rules(&filter)
+        .expect("rules")
+        .is_empty());
+    assert_eq!(filter.test_run(&german).expect("run"), XDP_PASS);
+}
