@@ -702,5 +702,7 @@ fn read_server_names(buf: &ScanBuf, state: &mut HelloState, at: usize, len: usiz
     }
 }
 
+#[cfg(any(test, feature = "user"))]
+pub mod builder;
 #[cfg(test)]
 mod tests;

@@ -999,7 +999,7 @@ mod tests {
                 locked_everywhere: 1,
             },
             dry_run: false,
-            bans_active: [0, 0, 1, 0, 0, 0, 0, 0],
+            bans_active: [0, 0, 1, 0, 0, 0, 0, 0, 0],
             maps: vec![("bans", 1, 1 << 20), ("sources", 2, 1 << 18)],
             countries: BTreeMap::from([(Country(*b"FR"), (1200, 34))]),
         }

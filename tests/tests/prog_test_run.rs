@@ -10,7 +10,7 @@ use sip_filter::{
     Filter, NotSipPolicy, Settings,
 };
 use sip_filter_common::{
-    maps::{BanReason, EGRESS_PROGRAM_NAME, PROGRAM_NAME, TAIL_CALLED},
+    maps::{BanReason, BAN_SLOTS, EGRESS_PROGRAM_NAME, PROGRAM_NAME, TAIL_CALLED},
     Counters, Method, Reason, SCAN_LEN,
 };
 use sip_filter_tests::{
@@ -1347,7 +1347,10 @@ fn connection_rate() {
     ));
     assert_table(&filter, cases);
     let counters = filter.counters().unwrap();
-    assert_eq!(counters.bans_added, [0; 8], "the connection ban is off");
+    assert_eq!(
+        counters.bans_added, [0; BAN_SLOTS],
+        "the connection ban is off"
+    );
 
     // The untrusted sources' budget: its own, not the requests' (`untrusted_total`).
     let budget = loaded(&Settings {
