@@ -786,7 +786,9 @@ pub struct SourceState {
     /// policy dropped in it (issue 14, item 4).
     pub tls_window_ns: u64,
     pub tls_refusals: u32,
-    pub _tls_pad: u32,
+    /// The last refused ClientHello's connection and sequence number, folded: its TCP
+    /// retransmissions are dropped too, but count as one refusal.
+    pub tls_attempt: u32,
 }
 
 /// [`SourceState::drops`] slots: a power of two, so the kernel can mask an index.

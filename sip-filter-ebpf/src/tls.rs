@@ -33,17 +33,24 @@ use sip_filter_common::{
 
 use crate::{
     conclude,
-    headers::{parse_headers, Headers, INGRESS},
+    headers::{parse_headers, Frame, Headers, INGRESS},
     leave_method, leave_pending, leave_reason, name_listed,
     payload::load_payload,
     sources::{drop_event, state_of},
     CONFIG, PACKET, PENDING_NONE, PENDING_TLS_HIT, SCAN,
 };
 
-/// The ClientHello parser's working memory and results (see [`HelloState`]): per-CPU,
-/// beside the scan buffer, not on the stack.
+/// The TLS program's per-CPU memory, beside the scan buffer, not on the stack.
+#[repr(C)]
+struct TlsScratch {
+    /// The ClientHello parser's working memory and results.
+    hello: HelloState,
+    /// The segment's TCP ports and sequence number: what its retransmissions share.
+    attempt: [u8; 8],
+}
+
 #[map(name = "SF_TLS_HELLO")]
-static HELLO: PerCpuArray<HelloState> = PerCpuArray::with_max_entries(1, 0);
+static HELLO: PerCpuArray<TlsScratch> = PerCpuArray::with_max_entries(1, 0);
 
 #[xdp]
 pub fn sip_filter_tls(ctx: XdpContext) -> u32 {
@@ -61,11 +68,19 @@ fn hello_verdict(ctx: &XdpContext) -> Reason {
     let Headers::Transport(segment) = parse_headers::<INGRESS>(ctx) else {
         return Reason::PassSegment;
     };
-    let (Some(scratch), Some(hello)) = (SCAN.get_ptr_mut(0), HELLO.get_ptr_mut(0)) else {
+    let (Some(scratch), Some(tls_scratch)) = (SCAN.get_ptr_mut(0), HELLO.get_ptr_mut(0)) else {
         return Reason::PassSegment;
     };
     // SAFETY: per-CPU scratch and parse state, used only by this CPU during this run.
-    let (scratch, hello) = unsafe { (&mut *scratch, &mut *hello) };
+    let (scratch, tls_scratch) = unsafe { (&mut *scratch, &mut *tls_scratch) };
+    // The TCP header's first 8 bytes (ports, sequence number), kept in memory: read
+    // back only if the ClientHello is refused.
+    let tcp_at = segment.payload_offset - segment.header_len();
+    // SAFETY: `attempt` has room for 8 bytes.
+    let loaded = unsafe { ctx.load(tcp_at, tls_scratch.attempt.as_mut_ptr().cast(), 8) };
+    if loaded != 0 {
+        tls_scratch.attempt = [0; 8];
+    }
     let Some(len) = load_payload(
         ctx,
         segment.payload_offset,
@@ -74,6 +89,7 @@ fn hello_verdict(ctx: &XdpContext) -> Reason {
     ) else {
         return Reason::PassSegment;
     };
+    let hello = &mut tls_scratch.hello;
     // Never `whole`: a segment's stream goes on in the next one.
     tls::parse_in_place(&scratch.buf, hello, len, false);
     match CONFIG.get(0) {
@@ -134,28 +150,35 @@ fn policy(config: &FilterConfig, scratch: &mut Scratch, hello: &HelloState) -> R
 }
 
 /// A dropped ClientHello: reported (at most one event a second per source), and one
-/// refusal toward the `tls` ban left pending, when that rule is on.
+/// refusal toward the `tls` ban left pending, when that rule is on, unless it is a TCP
+/// retransmission of the source's last refused one: a client's TCP resends the
+/// ClientHello nobody acknowledged several times, and its handshake is refused once.
 #[inline(always)]
 fn refuse(config: &FilterConfig, reason: Reason) -> Reason {
-    if let Some(packet) = PACKET.get_ptr(0) {
-        // SAFETY: per-CPU, written by `judge` before the tail call.
-        let packet = unsafe { &*packet };
-        if let Some(state) = state_of(&packet.key) {
-            // SAFETY: a helper without arguments.
-            let now = unsafe { bpf_ktime_get_coarse_ns() };
-            let dry_run = config.has(FLAG_DRY_RUN);
-            drop_event(
-                state,
-                &packet.source,
-                reason,
-                Method::None as usize,
-                now,
-                dry_run,
-            );
-        }
-    }
+    let (Some(packet), Some(tls_scratch)) = (PACKET.get_ptr(0), HELLO.get_ptr(0)) else {
+        return reason;
+    };
+    // SAFETY: per-CPU, written by `judge` before the tail call, and by this program.
+    let (packet, tls_scratch) = unsafe { (&*packet, &*tls_scratch) };
+    let Some(state) = state_of(&packet.key) else {
+        return reason;
+    };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let dry_run = config.has(FLAG_DRY_RUN);
+    drop_event(
+        state,
+        &packet.source,
+        reason,
+        Method::None as usize,
+        now,
+        dry_run,
+    );
     let rules = &config.tls;
-    if rules.refused_ns != 0 && rules.refused_hits != 0 {
+    let attempt = u64::from_ne_bytes(tls_scratch.attempt);
+    let attempt = (attempt >> 32) as u32 ^ attempt as u32;
+    if rules.refused_ns != 0 && rules.refused_hits != 0 && state.tls_attempt != attempt {
+        state.tls_attempt = attempt;
         leave_pending(PENDING_TLS_HIT);
     }
     reason

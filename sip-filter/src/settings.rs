@@ -674,7 +674,6 @@ impl Settings {
                 IpAddr::V6(v6) => v6.octets(),
             })
             .collect();
-        let mut domains = domains;
         config.tls = self.tls.to_kernel(seed, &self.domains, &mut domains)?;
         Ok(KernelSettings {
             config,

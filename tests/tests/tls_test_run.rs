@@ -483,26 +483,42 @@ fn refused_handshakes_ban_the_source() {
         ..settings()
     });
     let refused = Hello::tls13("evil.example.net").build();
-    let v4 = || tcp4_from([198, 51, 100, 41], TLS_PORT, Segment::Established, &refused);
+    // Connection `n`'s ClientHello: each connection from a source port of its own.
+    let v4 = |n| {
+        on_connection(
+            tcp4_from([198, 51, 100, 41], TLS_PORT, Segment::Established, &refused),
+            n,
+        )
+    };
     let mut v6_source = CLIENT_V6;
     v6_source[7] = 0x41; // another /64 than the client's
-    let v6 = || tcp6_from(v6_source, TLS_PORT, Segment::Established, &refused);
-    for (family, frame) in [("IPv4", &v4 as &dyn Fn() -> Vec<u8>), ("IPv6", &v6)] {
+    let v6 = |n| {
+        on_connection(
+            tcp6_from(v6_source, TLS_PORT, Segment::Established, &refused),
+            n,
+        )
+    };
+    for (family, frame) in [("IPv4", &v4 as &dyn Fn(u16) -> Vec<u8>), ("IPv6", &v6)] {
         let before = filter.counters().expect("counters").bans_added[BanReason::Tls as usize];
         let mut bad_checksum = case(
             format!("{family}: a wrong TCP checksum: no refusal counted"),
-            with_wrong_tcp_checksum(frame()),
+            with_wrong_tcp_checksum(frame(9)),
             DropTlsSni,
         );
         bad_checksum.ban_skipped_bad_checksum = true;
         assert_table(
             &filter,
             vec![
-                case(format!("{family}: refusal 1"), frame(), DropTlsSni),
+                case(format!("{family}: refusal 1"), frame(1), DropTlsSni),
+                case(
+                    format!("{family}: its TCP retransmission: dropped, not counted"),
+                    frame(1),
+                    DropTlsSni,
+                ),
                 bad_checksum,
-                case(format!("{family}: refusal 2"), frame(), DropTlsSni),
-                case(format!("{family}: refusal 3: banned"), frame(), DropTlsSni),
-                case(format!("{family}: banned"), frame(), DropBanned),
+                case(format!("{family}: refusal 2"), frame(2), DropTlsSni),
+                case(format!("{family}: refusal 3: banned"), frame(3), DropTlsSni),
+                case(format!("{family}: banned"), frame(4), DropBanned),
             ],
             false,
         );
@@ -515,4 +531,21 @@ fn refused_handshakes_ban_the_source() {
         .filter(|(_, ban)| ban.reason == BanReason::Tls as u32)
         .count();
     assert_eq!(tls_bans, 2, "{bans:?}");
+}
+
+/// `frame`, a TCP segment, from source port 40000 + `n`: another connection's. The
+/// checksum is updated for the change (RFC 1624), so it stays right.
+fn on_connection(mut frame: Vec<u8>, n: u16) -> Vec<u8> {
+    let tcp = udp_header_at(&frame);
+    let port = u16::from_be_bytes([frame[tcp], frame[tcp + 1]]);
+    let new_port = port + n;
+    frame[tcp..tcp + 2].copy_from_slice(&new_port.to_be_bytes());
+    let checksum = u16::from_be_bytes([frame[tcp + 16], frame[tcp + 17]]);
+    // HC' = ~(~HC + ~m + m'), in one's complement arithmetic.
+    let mut sum = u32::from(!checksum) + u32::from(!port) + u32::from(new_port);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    frame[tcp + 16..tcp + 18].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    frame
 }

@@ -33,7 +33,12 @@ const TC_MODULES: &[&str] = &["sch_ingress", "cls_bpf"];
 /// The kernel-side test binaries run in the VM, in this order: the programs fed frames
 /// (`tests/tests/prog_test_run.rs`), and the egress program attached in each mode the
 /// kernel has (`tests/tests/egress_attach.rs`: clsact on 6.1). Neither needs any tool.
-const TEST_TARGETS: &[&str] = &["prog_test_run", "egress_attach", "countries_test_run"];
+const TEST_TARGETS: &[&str] = &[
+    "prog_test_run",
+    "egress_attach",
+    "countries_test_run",
+    "tls_test_run",
+];
 const TEST_PACKAGE: &str = "sip-filter-tests";
 /// What `prog_test_run`'s verifier budget test prints before the count.
 const VERIFIED_MARKER: &str = "instructions verified:";
