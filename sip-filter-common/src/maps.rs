@@ -786,9 +786,11 @@ pub struct SourceState {
     /// policy dropped in it (issue 14, item 4).
     pub tls_window_ns: u64,
     pub tls_refusals: u32,
-    /// The last refused ClientHello's connection and sequence number, folded: its TCP
-    /// retransmissions are dropped too, but count as one refusal.
-    pub tls_attempt: u32,
+    /// The last refused ClientHellos' connections and sequence numbers, folded to 16
+    /// bits: their TCP retransmissions are dropped too, but count as one refusal each,
+    /// also when a closed connection's retransmissions interleave with the next one's.
+    pub tls_attempts: [u16; TLS_ATTEMPT_SLOTS],
+    pub _tls_pad: u32,
 }
 
 /// [`SourceState::drops`] slots: a power of two, so the kernel can mask an index.
@@ -893,6 +895,9 @@ pub struct TlsConfig {
     /// `TLS_*` flags.
     pub flags: u16,
 }
+
+/// [`SourceState::tls_attempts`] slots (a power of two, so the kernel can mask an index).
+pub const TLS_ATTEMPT_SLOTS: usize = 4;
 
 /// [`TlsConfig::flags`]: the server name is checked against an allowlist.
 pub const TLS_SNI_CHECK: u16 = 1 << 0;
@@ -1112,10 +1117,10 @@ mod tests {
     }
 
     /// What each tracked source costs in the kernel: the LRU's element is about 64 bytes
-    /// besides this (README and the example's `tracked_sources`: about 250 bytes).
+    /// besides this (README and the example's `tracked_sources`: about 270 bytes).
     #[test]
     fn source_state_size() {
-        assert_eq!(core::mem::size_of::<SourceState>(), 200); // 50 MiB of values at MAX_SOURCES
+        assert_eq!(core::mem::size_of::<SourceState>(), 208); // 52 MiB of values at MAX_SOURCES
         assert_eq!(CLASS_REGISTERED, CLASS_COUNT - 1);
         assert_eq!(CLASS_CONNECTIONS, CLASS_REGISTERED - 1);
     }

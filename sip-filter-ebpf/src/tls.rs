@@ -25,7 +25,7 @@ use aya_ebpf::{
 };
 use sip_filter_common::{
     domain::{DOMAIN_EXACT, DOMAIN_SNI_EXACT, DOMAIN_SNI_WILDCARD, DOMAIN_WILDCARD},
-    maps::{FLAG_DRY_RUN, TLS_DROP_NO_SNI, TLS_SNI_CHECK, TLS_SNI_OWN_LIST},
+    maps::{FLAG_DRY_RUN, TLS_ATTEMPT_SLOTS, TLS_DROP_NO_SNI, TLS_SNI_CHECK, TLS_SNI_OWN_LIST},
     sip::MAX_HOST_LEN,
     tls::{self, Field, HelloState, Verdict},
     FilterConfig, Method, Reason, Scratch,
@@ -151,8 +151,9 @@ fn policy(config: &FilterConfig, scratch: &mut Scratch, hello: &HelloState) -> R
 
 /// A dropped ClientHello: reported (at most one event a second per source), and one
 /// refusal toward the `tls` ban left pending, when that rule is on, unless it is a TCP
-/// retransmission of the source's last refused one: a client's TCP resends the
-/// ClientHello nobody acknowledged several times, and its handshake is refused once.
+/// retransmission of one of the source's last refused ones: a client's TCP resends the
+/// ClientHello nobody acknowledged several times (a closed connection's, too, while
+/// the client opens the next), and its handshake is refused once.
 #[inline(always)]
 fn refuse(config: &FilterConfig, reason: Reason) -> Reason {
     let (Some(packet), Some(tls_scratch)) = (PACKET.get_ptr(0), HELLO.get_ptr(0)) else {
@@ -175,11 +176,17 @@ fn refuse(config: &FilterConfig, reason: Reason) -> Reason {
         dry_run,
     );
     let rules = &config.tls;
+    if rules.refused_ns == 0 || rules.refused_hits == 0 {
+        return reason;
+    }
     let attempt = u64::from_ne_bytes(tls_scratch.attempt);
     let attempt = (attempt >> 32) as u32 ^ attempt as u32;
-    if rules.refused_ns != 0 && rules.refused_hits != 0 && state.tls_attempt != attempt {
-        state.tls_attempt = attempt;
-        leave_pending(PENDING_TLS_HIT);
+    let attempt = (attempt >> 16) as u16 ^ attempt as u16;
+    if state.tls_attempts.contains(&attempt) {
+        return reason;
     }
+    // Round the slots: the count of refusals moves on with each one counted.
+    state.tls_attempts[state.tls_refusals as usize & (TLS_ATTEMPT_SLOTS - 1)] = attempt;
+    leave_pending(PENDING_TLS_HIT);
     reason
 }

@@ -517,6 +517,11 @@ fn refused_handshakes_ban_the_source() {
                 ),
                 bad_checksum,
                 case(format!("{family}: refusal 2"), frame(2), DropTlsSni),
+                case(
+                    format!("{family}: connection 1, closed, resent after 2 opened: not counted"),
+                    frame(1),
+                    DropTlsSni,
+                ),
                 case(format!("{family}: refusal 3: banned"), frame(3), DropTlsSni),
                 case(format!("{family}: banned"), frame(4), DropBanned),
             ],
