@@ -163,7 +163,7 @@ pub enum Reason {
     DropMalformed,
     /// A TCP segment to a SIP port, past the source policy, that starts no message the
     /// filter judges: the handshake, acknowledgements, the continuation of a message,
-    /// anything on a TLS port.
+    /// anything on a TLS port but a ClientHello.
     PassSegment,
     /// A credentialed request for an account locked out for its source (or, across
     /// sources, for every source neither registered nor allow-listed) after failed
