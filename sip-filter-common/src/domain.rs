@@ -20,6 +20,10 @@ pub const MAX_SUFFIXES: usize = 8;
 pub const DOMAIN_EXACT: u8 = 1;
 /// The entry is `*.name`: it matches names ending in `.name`.
 pub const DOMAIN_WILDCARD: u8 = 2;
+/// The entry is on the TLS server-name allowlist of its own (`tls.server_names`), exact
+/// or as a wildcard: the same keys, flags of their own in the same map.
+pub const DOMAIN_SNI_EXACT: u8 = 4;
+pub const DOMAIN_SNI_WILDCARD: u8 = 8;
 
 /// FNV-1a's 64-bit prime: the multiplier of [`mix`].
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;

@@ -164,7 +164,7 @@ pub enum Reason {
     DropMalformed,
     /// A TCP segment to a SIP port, past the source policy, that starts no message the
     /// filter judges: the handshake, acknowledgements, the continuation of a message,
-    /// anything on a TLS port.
+    /// anything on a TLS port but a ClientHello.
     PassSegment,
     /// A credentialed request for an account locked out for its source (or, across
     /// sources, for every source neither registered nor allow-listed) after failed
@@ -188,10 +188,26 @@ pub enum Reason {
     /// An INVITE from an account over its call budget, or blocked after it breached it
     /// (from every source: the account is what is stolen).
     DropCallBudget,
+    // Issue 14, item 4: the TLS ClientHello policy (README, "TLS").
+    /// A ClientHello whose highest offered version (supported_versions, else the legacy
+    /// client_version) is below `tls.min_version`.
+    DropTlsVersion,
+    /// A ClientHello whose server name (SNI) is not on the TLS name allowlist.
+    DropTlsSni,
+    /// A ClientHello without a server name, under `tls.no_sni = "drop"`.
+    DropTlsNoSni,
+    /// A ClientHello the parser proves wrong (a length past its record or message, a
+    /// forbidden zero length, a repeated extension...).
+    DropTlsMalformed,
+    /// A ClientHello that passed every check it could be judged by.
+    PassTlsHello,
+    /// A ClientHello passed because a field a check needs was not in its first segment
+    /// (a split ClientHello, a walk past its bound): judged by what it held.
+    PassTlsUnknown,
 }
 
 impl Reason {
-    pub const COUNT: usize = 25;
+    pub const COUNT: usize = 31;
     pub const ALL: [Reason; Self::COUNT] = [
         Reason::PassNotSip,
         Reason::PassUnparsed,
@@ -218,6 +234,12 @@ impl Reason {
         Reason::DropDestinationDenied,
         Reason::DropDestinationLimited,
         Reason::DropCallBudget,
+        Reason::DropTlsVersion,
+        Reason::DropTlsSni,
+        Reason::DropTlsNoSni,
+        Reason::DropTlsMalformed,
+        Reason::PassTlsHello,
+        Reason::PassTlsUnknown,
     ];
 
     /// The reason numbered `n` (`Reason::X as u64`).
@@ -259,6 +281,12 @@ impl Reason {
             Reason::DropDestinationDenied => "drop_destination_denied",
             Reason::DropDestinationLimited => "drop_destination_limited",
             Reason::DropCallBudget => "drop_call_budget",
+            Reason::DropTlsVersion => "drop_tls_version",
+            Reason::DropTlsSni => "drop_tls_sni",
+            Reason::DropTlsNoSni => "drop_tls_no_sni",
+            Reason::DropTlsMalformed => "drop_tls_malformed",
+            Reason::PassTlsHello => "pass_tls_hello",
+            Reason::PassTlsUnknown => "pass_tls_unknown",
         }
     }
 
@@ -282,6 +310,10 @@ impl Reason {
                 | Reason::DropDestinationDenied
                 | Reason::DropDestinationLimited
                 | Reason::DropCallBudget
+                | Reason::DropTlsVersion
+                | Reason::DropTlsSni
+                | Reason::DropTlsNoSni
+                | Reason::DropTlsMalformed
         )
     }
 }
@@ -307,10 +339,12 @@ pub enum BanReason {
     /// Sustained overflow of its connection (SYN) bucket; off unless configured (a
     /// SYN's source address is unproven: README, "Connection rate").
     Connections,
+    /// Repeated ClientHellos the TLS policy dropped (issue 14, item 4).
+    Tls,
 }
 
 impl BanReason {
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
     pub const ALL: [BanReason; Self::COUNT] = [
         BanReason::Manual,
         BanReason::Rate,
@@ -320,6 +354,7 @@ impl BanReason {
         BanReason::Auth,
         BanReason::Enumeration,
         BanReason::Connections,
+        BanReason::Tls,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -332,6 +367,7 @@ impl BanReason {
             BanReason::Auth => "auth",
             BanReason::Enumeration => "enumeration",
             BanReason::Connections => "connections",
+            BanReason::Tls => "tls",
         }
     }
 
@@ -346,7 +382,7 @@ impl BanReason {
 
 /// Per-ban-reason counter arrays have this many slots (a power of two, so the kernel can
 /// mask an index: a bounds check on a value read back from the stack is lost on 6.1).
-pub const BAN_SLOTS: usize = 8;
+pub const BAN_SLOTS: usize = 16;
 
 /// A dynamic blocklist entry, keyed by [`SourceKey`].
 #[repr(C)]
@@ -765,6 +801,15 @@ pub struct SourceState {
     /// Banned and denied sources' drops are counted in their [`Ban`] and [`ListEntry`],
     /// which the kernel reads anyway: no per-source lookup on those paths.
     pub drops: [u64; SOURCE_DROP_SLOTS],
+    /// Start of the current refused-handshake window, and the ClientHellos the TLS
+    /// policy dropped in it (issue 14, item 4).
+    pub tls_window_ns: u64,
+    pub tls_refusals: u32,
+    /// The last refused ClientHellos' connections and sequence numbers, folded to 16
+    /// bits: their TCP retransmissions are dropped too, but count as one refusal each,
+    /// also when a closed connection's retransmissions interleave with the next one's.
+    pub tls_attempts: [u16; TLS_ATTEMPT_SLOTS],
+    pub _tls_pad: u32,
 }
 
 /// [`SourceState::drops`] slots: a power of two, so the kernel can mask an index.
@@ -854,7 +899,35 @@ pub struct FilterConfig {
     /// prefix starting with `b` is `n` bytes long. A User-Agent whose first byte starts no
     /// prefix costs one read.
     pub scanner_lengths: [u64; SCANNER_SLOTS],
+    /// The TLS ClientHello policy (issue 14, item 4).
+    pub tls: TlsConfig,
 }
+
+/// The TLS ClientHello policy, for the TLS program (README, "TLS").
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// ClientHellos dropped within the window that ban their source, and for how long
+    /// (0 ns: the rule is off).
+    pub refused_ns: u64,
+    pub refused_window_ns: u64,
+    pub refused_hits: u32,
+    /// The lowest version a client must offer (`tls::TLS1_2`...); 0: any.
+    pub min_version: u16,
+    /// `TLS_*` flags.
+    pub flags: u16,
+}
+
+/// [`SourceState::tls_attempts`] slots (a power of two, so the kernel can mask an index).
+pub const TLS_ATTEMPT_SLOTS: usize = 4;
+
+/// [`TlsConfig::flags`]: the server name is checked against an allowlist.
+pub const TLS_SNI_CHECK: u16 = 1 << 0;
+/// [`TlsConfig::flags`]: that allowlist is `tls.server_names` (entries flagged
+/// [`crate::domain::DOMAIN_SNI_EXACT`], ...), not the served domains.
+pub const TLS_SNI_OWN_LIST: u16 = 1 << 1;
+/// [`TlsConfig::flags`]: a ClientHello without a server name is dropped.
+pub const TLS_DROP_NO_SNI: u16 = 1 << 2;
 
 /// Entries of `FilterConfig::scanner_lengths`.
 pub const SCANNER_SLOTS: usize = 32;
@@ -1066,10 +1139,10 @@ mod tests {
     }
 
     /// What each tracked source costs in the kernel: the LRU's element is about 64 bytes
-    /// besides this (README and the example's `tracked_sources`: about 230 bytes).
+    /// besides this (README and the example's `tracked_sources`: about 270 bytes).
     #[test]
     fn source_state_size() {
-        assert_eq!(core::mem::size_of::<SourceState>(), 184); // 46 MiB of values at MAX_SOURCES
+        assert_eq!(core::mem::size_of::<SourceState>(), 208); // 52 MiB of values at MAX_SOURCES
         assert_eq!(CLASS_REGISTERED, CLASS_COUNT - 1);
         assert_eq!(CLASS_CONNECTIONS, CLASS_REGISTERED - 1);
     }

@@ -29,8 +29,11 @@
 //!   version a server would pick, and counting them would let a client claim TLS 1.3
 //!   with a number of its own.
 //!
-//! Kernel notes. The parser is not yet wired into the XDP program; behind a throwaway
-//! one (the payload copied as `sip-filter-ebpf` copies it, then [`parse_in_place`]) the
+//! Kernel notes. The TLS program (`sip-filter-ebpf/src/tls.rs`) runs it, its state in a
+//! per-CPU map value; wired in, it was verified with 59,188 instructions on 6.18 (the
+//! whole program: headers, copy, parse, the name's hash and lookups, the ban's
+//! bookkeeping). Before that, behind a throwaway program (the payload copied as
+//! `sip-filter-ebpf` copies it, then [`parse_in_place`]) the
 //! verifiers of 6.1.0-57 (Debian 12) and 6.18 accepted it, with 2,180 and 2,958
 //! instructions verified, and BPF_PROG_TEST_RUN gave the host's answers for the
 //! fixtures, a split and a 1,000-extension ClientHello (on 6.18, single noisy runs,
@@ -702,5 +705,7 @@ fn read_server_names(buf: &ScanBuf, state: &mut HelloState, at: usize, len: usiz
     }
 }
 
+#[cfg(any(test, feature = "user"))]
+pub mod builder;
 #[cfg(test)]
 mod tests;

@@ -45,8 +45,8 @@ use sip_filter_common::{
     sip::{
         looks_like_request,
         pairing::{digest_username, transaction_of, uri_user, Account},
-        parse_in_place, routing_of, value_of, Header, Kind, POLICY_HEADERS, ROUTING_IN_DIALOG,
-        ROUTING_ROUTED,
+        parse_in_place, routing_of, value_of, Header, Kind, Span, POLICY_HEADERS,
+        ROUTING_IN_DIALOG, ROUTING_ROUTED,
     },
     Counters, FilterConfig, HostKind, Method, Reason, Scratch, SCAN_LEN,
 };
@@ -573,6 +573,8 @@ const PENDING_AUTH_HIT: u32 = 4;
 /// A new connection over its source's connection bucket: one hit toward the
 /// connection-overflow ban.
 const PENDING_CONNECTION_HIT: u32 = 5;
+/// A ClientHello the TLS policy dropped: one refusal toward the `tls` ban.
+const PENDING_TLS_HIT: u32 = 6;
 
 /// What the request policy (and the stream programs) need from `judge` besides the
 /// parsed message.
@@ -779,6 +781,18 @@ fn act(pending: u32) {
             ) =>
         {
             (BanReason::Connections, rules.connection_overflow_ns)
+        }
+        // Refused handshakes (issue 14, item 4); a registered source is never banned
+        // for what one of its phones' TLS stacks does.
+        PENDING_TLS_HIT
+            if !auth::is_registered(key, now)
+                && strike(
+                    |s| (&mut s.tls_window_ns, &mut s.tls_refusals),
+                    config.tls.refused_window_ns,
+                    config.tls.refused_hits,
+                ) =>
+        {
+            (BanReason::Tls, config.tls.refused_ns)
         }
         _ => return,
     };
@@ -1083,20 +1097,34 @@ fn host_allowed(config: &FilterConfig, scratch: &mut Scratch) -> bool {
         IPV4 | IPV6 => OWN_ADDRESSES.get_ptr(scratch.address()).is_some(),
         _ => {
             let host = scratch.host();
-            let full = host_hashes(&scratch.buf, &mut scratch.hash, host, config.domain_seed);
-            if domain_flags(full) & DOMAIN_EXACT != 0 {
-                return true;
-            }
-            let hashes = &scratch.hash;
-            let found = scratch.buf.search(MAX_SUFFIXES as u32, 0, |i| {
-                if i >= hashes.suffix_count() {
-                    return Some(0);
-                }
-                (domain_flags(hashes.suffix(i)) & DOMAIN_WILDCARD != 0).then_some(1)
-            });
-            found != 0
+            name_listed(
+                scratch,
+                host,
+                config.domain_seed,
+                DOMAIN_EXACT,
+                DOMAIN_WILDCARD,
+            )
         }
     }
+}
+
+/// Is the host name at `host` in the scratch buffer on the [`DOMAINS`] list whose
+/// entries carry the `exact` or `wildcard` flag (the served domains, or the TLS server
+/// names)?
+#[inline(always)]
+fn name_listed(scratch: &mut Scratch, host: Span, seed: u64, exact: u8, wildcard: u8) -> bool {
+    let full = host_hashes(&scratch.buf, &mut scratch.hash, host, seed);
+    if domain_flags(full) & exact != 0 {
+        return true;
+    }
+    let hashes = &scratch.hash;
+    let found = scratch.buf.search(MAX_SUFFIXES as u32, 0, |i| {
+        if i >= hashes.suffix_count() {
+            return Some(0);
+        }
+        (domain_flags(hashes.suffix(i)) & wildcard != 0).then_some(1)
+    });
+    found != 0
 }
 
 #[inline(always)]

@@ -205,6 +205,14 @@ pub fn warnings(settings: &Settings, text: Option<&str>) -> Vec<Warning> {
             "ban.rate_overflow_window_seconds",
             rules.rate_overflow_window_seconds,
         ),
+        (
+            "ban.tls_refused_hits",
+            settings.tls.refused_hits,
+            "ban.tls_refused_seconds",
+            settings.tls.refused_seconds,
+            "ban.tls_refused_window_seconds",
+            settings.tls.refused_window_seconds,
+        ),
     ] {
         if hits > 0 && seconds == 0 {
             warn(
@@ -243,6 +251,25 @@ pub fn warnings(settings: &Settings, text: Option<&str>) -> Vec<Warning> {
                 if settings.ipv6_prefix >= 128 { "2^64".to_string() } else { format!("2^{}", settings.ipv6_prefix - 64) }
             ),
         );
+    }
+    // The TLS policy (issue 14, item 4): a list of its own that holds a served domain's
+    // reserved example names is as unsafe as the domains themselves.
+    if let Some(names) = &settings.tls.server_names {
+        let examples: Vec<&str> = names
+            .iter()
+            .filter(|entry| is_example_domain(entry))
+            .map(String::as_str)
+            .collect();
+        if !examples.is_empty() && !settings.dry_run {
+            warn(
+                file.line_of_key("tls.server_names"),
+                "tls.server_names",
+                format!(
+                    "reserved example names ({}) in the TLS name allowlist: every real ClientHello naming your server is dropped. Right for a test lab only",
+                    examples.join(", ")
+                ),
+            );
+        }
     }
     // Hook for issue 13 and later settings: add checks here, each with a test.
     found
@@ -472,6 +499,21 @@ mod tests {
         let text = "[rate_limit.register]\nunlimited = true\n[rate_limit.invite]\nunlimited = true\n[rate_limit.other]\nunlimited = true\n[rate_limit.answers]\nunlimited = true\n";
         let found = one(text);
         assert_eq!(found.key, "ban.rate_overflow_hits");
+        let found = one("[ban]\ntls_refused_seconds = 0\n");
+        assert_eq!(
+            (found.line, found.key.as_str()),
+            (Some(2), "ban.tls_refused_seconds")
+        );
+    }
+
+    #[test]
+    fn example_names_in_the_tls_allowlist() {
+        let found = one("[tls]\nserver_names = [\"sip.example.com\"]\n");
+        assert_eq!(
+            (found.line, found.key.as_str()),
+            (Some(2), "tls.server_names")
+        );
+        assert_eq!(check("[tls]\nserver_names = [\"sip.carrier.net\"]\n"), []);
     }
 
     #[test]

@@ -23,8 +23,9 @@ use crate::{
     duration,
     filter::AttachMode,
     settings::{
-        AuthRules, BanRules, DaemonSettings, NotSipPolicy, RateLimit, RateLimits, Settings,
-        SettingsError, DEFAULT_SCANNER_USER_AGENTS, MIN_SAVE_INTERVAL, TRACKED_SOURCES,
+        AuthRules, BanRules, DaemonSettings, NoSniPolicy, NotSipPolicy, RateLimit, RateLimits,
+        Settings, SettingsError, TlsRules, TlsVersion, DEFAULT_SCANNER_USER_AGENTS,
+        MIN_SAVE_INTERVAL, TRACKED_SOURCES,
     },
 };
 use sip_filter_common::{maps::MAX_PORTS, sip::Method};
@@ -259,6 +260,8 @@ struct RawFile {
     #[serde(default)]
     daemon: RawDaemon,
     destinations: Option<Spanned<RawDestinations>>,
+    #[serde(default)]
+    tls: RawTls,
 }
 
 #[derive(Deserialize, Default)]
@@ -331,6 +334,9 @@ struct RawBan {
     repeat_factor: Option<Spanned<i64>>,
     repeat_window_seconds: Option<Spanned<RawDuration>>,
     repeat_max_seconds: Option<Spanned<RawDuration>>,
+    tls_refused_hits: Option<Spanned<i64>>,
+    tls_refused_window_seconds: Option<Spanned<RawDuration>>,
+    tls_refused_seconds: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -842,7 +848,7 @@ impl RawFile {
                         count.span(),
                         "filter.tracked_sources",
                         format!(
-                            "{} sources: give {} to {} (the default is {}; each costs about 230 bytes of kernel memory)",
+                            "{} sources: give {} to {} (the default is {}; each costs about 270 bytes of kernel memory)",
                             count.get_ref(),
                             TRACKED_SOURCES.start(),
                             TRACKED_SOURCES.end(),
@@ -986,6 +992,7 @@ impl RawFile {
                 .as_ref()
                 .map(|table| table.get_ref().settings())
                 .transpose()?,
+            tls: self.tls_rules()?,
         })
     }
 
@@ -1040,6 +1047,19 @@ impl RawFile {
                 Some(_) => whole(&self.scanner.extra_user_agents, "scanner.extra_user_agents"),
                 None => whole(&self.scanner.user_agents, "scanner.user_agents"),
             },
+            SettingsError::BadServerName { entry } => {
+                let at = self.tls.server_names.as_ref().and_then(|names| {
+                    names
+                        .get_ref()
+                        .iter()
+                        .find(|name| name.get_ref() == entry)
+                        .map(|name| name.span())
+                });
+                (at, Some("tls.server_names".to_string()))
+            }
+            SettingsError::TooManyServerNames { .. } => {
+                whole(&self.tls.server_names, "tls.server_names")
+            }
             _ => (None, None),
         }
     }
@@ -1401,6 +1421,83 @@ fn nets(raw: &List<String>, key: &str) -> Result<Option<Vec<IpNet>>, Refusal> {
         .map(Some)
 }
 
+// Issue 14, item 4: the TLS ClientHello policy (README, "TLS").
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawTls {
+    min_version: Option<Spanned<String>>,
+    server_names: List<String>,
+    no_sni: Option<Spanned<String>>,
+}
+
+impl RawFile {
+    /// `[tls]`, and its ban rule in `[ban]`.
+    fn tls_rules(&self) -> Result<TlsRules, Refusal> {
+        let defaults = TlsRules::default();
+        let raw = &self.tls;
+        let min_version = match &raw.min_version {
+            None => defaults.min_version,
+            Some(text) if text.get_ref() == "any" => None,
+            Some(text) => match TlsVersion::parse(text.get_ref()) {
+                Some(version) => Some(version),
+                None => {
+                    return refuse(
+                        text.span(),
+                        "tls.min_version",
+                        format!(
+                            "{:?} is not a TLS version: write \"1.2\" (the default), \"1.3\", \"1.1\", \"1.0\" or \"any\"",
+                            text.get_ref()
+                        ),
+                    )
+                }
+            },
+        };
+        let server_names = raw.server_names.as_ref().map(|names| {
+            names
+                .get_ref()
+                .iter()
+                .map(|name| name.get_ref().clone())
+                .collect()
+        });
+        let no_sni = match &raw.no_sni {
+            None => defaults.no_sni,
+            Some(policy) => match policy.get_ref().as_str() {
+                "pass" => NoSniPolicy::Pass,
+                "drop" => NoSniPolicy::Drop,
+                other => {
+                    return refuse(
+                        policy.span(),
+                        "tls.no_sni",
+                        format!("{other:?} is not a policy: write \"pass\" or \"drop\""),
+                    )
+                }
+            },
+        };
+        let ban = &self.ban;
+        Ok(TlsRules {
+            min_version,
+            server_names,
+            no_sni,
+            refused_hits: count(
+                &ban.tls_refused_hits,
+                "ban.tls_refused_hits",
+                defaults.refused_hits,
+            )?,
+            refused_window_seconds: duration_seconds(
+                &ban.tls_refused_window_seconds,
+                "ban.tls_refused_window_seconds",
+                defaults.refused_window_seconds,
+            )?,
+            refused_seconds: duration_seconds(
+                &ban.tls_refused_seconds,
+                "ban.tls_refused_seconds",
+                defaults.refused_seconds,
+            )?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
@@ -1575,8 +1672,12 @@ mod tests {
                     "repeat_factor",
                     "repeat_window_seconds",
                     "repeat_max_seconds",
+                    "tls_refused_hits",
+                    "tls_refused_window_seconds",
+                    "tls_refused_seconds",
                 ],
             ),
+            ("tls", &["min_version", "server_names", "no_sni"]),
             ("lists", &["allow", "deny"]),
             ("countries", &["database", "deny", "allow"]),
             ("rate_limit.registered", &["rate", "burst"]),
@@ -1638,7 +1739,7 @@ mod tests {
             .collect();
         // And the [crowdsec] table (README.md has its every key), and [destinations]
         // (below).
-        assert_eq!(top.len(), 10, "{top:?}");
+        assert_eq!(top.len(), 11, "{top:?}");
         let destinations = document
             .get_ref()
             .get("destinations")

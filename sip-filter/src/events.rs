@@ -662,6 +662,7 @@ fn ban_reason(n: u32) -> String {
         BanReason::Auth => "failed passwords",
         BanReason::Enumeration => "many distinct accounts refused or failed (user enumeration)",
         BanReason::Connections => "repeatedly over its connection rate (SYNs)",
+        BanReason::Tls => "repeated TLS handshakes refused (ClientHellos dropped)",
     }
     .to_string()
 }
@@ -691,6 +692,12 @@ fn drop_reason(n: u32) -> String {
         Reason::DropDestinationDenied => "an INVITE to a denied destination",
         Reason::DropDestinationLimited => "an INVITE over its destination's calls per minute",
         Reason::DropCallBudget => "an INVITE from an account over its call budget",
+        Reason::DropTlsVersion => {
+            "a TLS ClientHello offering no version as high as tls.min_version"
+        }
+        Reason::DropTlsSni => "a TLS ClientHello naming a server not on the TLS name allowlist",
+        Reason::DropTlsNoSni => "a TLS ClientHello naming no server (tls.no_sni = \"drop\")",
+        Reason::DropTlsMalformed => "a malformed TLS ClientHello",
         // Not drops: never sent as drop events, named as in `stats` if they were.
         pass => pass.name(),
     }

@@ -285,6 +285,14 @@ impl Explanation {
                 auth.enumeration_window_ns,
                 auth.enumeration_users,
             ),
+            // Refused TLS handshakes (issue 14, item 4).
+            (
+                "tls_refused",
+                state.tls_refusals,
+                state.tls_window_ns,
+                self.config.tls.refused_window_ns,
+                self.config.tls.refused_hits,
+            ),
         ]
         .into_iter()
         .map(|(rule, hits, start, window, threshold)| {

@@ -1148,7 +1148,7 @@ mod tests {
                 locked_everywhere: 1,
             },
             dry_run: false,
-            bans_active: [0, 0, 1, 0, 0, 0, 0, 0],
+            bans_active: [0, 0, 1, 0, 0, 0, 0, 0, 0],
             maps: vec![("bans", 1, 1 << 20), ("sources", 2, 1 << 18)],
             countries: BTreeMap::from([(Country(*b"FR"), (1200, 34))]),
         }
@@ -1230,8 +1230,9 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("sip_filter_packets_total{"))
             .collect();
-        // 10 request reasons × 15 methods (3 of them issue 18's), 15 other reasons × none.
-        assert_eq!(packets.len(), 10 * 15 + 15, "{text}");
+        // 10 request reasons × 15 methods (3 of them issue 18's), 21 other reasons × none
+        // (6 of them TLS's).
+        assert_eq!(packets.len(), 10 * 15 + 21, "{text}");
         assert!(packets.iter().all(|l| l.ends_with(" 0")));
         assert!(text.contains(
             r#"sip_filter_packets_total{method="INVITE",reason="drop_rate_limited",verdict="drop"} 0"#

@@ -5,7 +5,7 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 use ipnet::IpNet;
 
 use sip_filter_common::{
-    domain::allowlist_key,
+    domain::{allowlist_key, DOMAIN_SNI_EXACT, DOMAIN_SNI_WILDCARD, DOMAIN_WILDCARD},
     maps::{
         AuthConfig, BanConfig, FilterConfig, Limit, CLASS_ANSWERS, CLASS_CONNECTIONS, CLASS_INVITE,
         CLASS_OTHER, CLASS_REGISTER, CLASS_REGISTERED, CLASS_TRUSTED, DEFAULT_IPV6_PREFIX,
@@ -13,6 +13,7 @@ use sip_filter_common::{
         FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN, MAX_DOMAINS, MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES,
         MAX_PORTS, MAX_SCANNER_AGENTS, MAX_SCANNER_AGENT_LEN, MAX_SOURCES,
     },
+    maps::{TlsConfig, TLS_DROP_NO_SNI, TLS_SNI_CHECK, TLS_SNI_OWN_LIST},
     scanner::{agent_key, agent_pattern},
     sip::{mapped_ipv4, Method},
 };
@@ -371,6 +372,8 @@ pub struct Settings {
     pub daemon: DaemonSettings,
     /// The `[destinations]` table: destination rules and per-account call budgets.
     pub destinations: Option<crate::destinations::DestinationSettings>,
+    /// The `[tls]` table, and its ban rule from `[ban]` (issue 14, item 4).
+    pub tls: TlsRules,
 }
 
 impl Default for Settings {
@@ -401,6 +404,7 @@ impl Default for Settings {
             countries: None,
             daemon: DaemonSettings::default(),
             destinations: None,
+            tls: TlsRules::default(),
         }
     }
 }
@@ -442,7 +446,11 @@ pub enum SettingsError {
     BadIpv6Prefix { prefix: u8 },
     #[error("filter.domains has reserved example domains ({}) that no real server is reached by: an example left in place would drop every real request and ban its source. Write your own domains; or set filter.dry_run = true to only count; or, for a test lab, filter.allow_example_domains = true (--allow-example-domains)", domains.join(", "))]
     ExampleDomains { domains: Vec<String> },
-    #[error("{count} tracked sources: give {} to {} (the default is {MAX_SOURCES}; each costs about 230 bytes of kernel memory)", TRACKED_SOURCES.start(), TRACKED_SOURCES.end())]
+    #[error("tls.server_names {entry:?} cannot be allowed: write a name like pbx.example.com or a wildcard like *.example.com")]
+    BadServerName { entry: String },
+    #[error("{count} domains and TLS server names given, at most {MAX_DOMAINS} are supported")]
+    TooManyServerNames { count: usize },
+    #[error("{count} tracked sources: give {} to {} (the default is {MAX_SOURCES}; each costs about 270 bytes of kernel memory)", TRACKED_SOURCES.start(), TRACKED_SOURCES.end())]
     BadTrackedSources { count: u32 },
 }
 
@@ -669,6 +677,7 @@ impl Settings {
                 IpAddr::V6(v6) => v6.octets(),
             })
             .collect();
+        config.tls = self.tls.to_kernel(seed, &self.domains, &mut domains)?;
         Ok(KernelSettings {
             config,
             domains,
@@ -850,6 +859,221 @@ mod tests {
         assert_eq!(
             kernel.config.flags & FLAG_DROP_NOT_SIP_PAYLOAD,
             FLAG_DROP_NOT_SIP_PAYLOAD
+        );
+    }
+}
+
+// Issue 14, item 4: the TLS ClientHello policy (README, "TLS").
+
+/// A TLS version, as `tls.min_version` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    Tls1_0,
+    Tls1_1,
+    Tls1_2,
+    Tls1_3,
+}
+
+impl TlsVersion {
+    pub const ALL: [TlsVersion; 4] = [
+        TlsVersion::Tls1_0,
+        TlsVersion::Tls1_1,
+        TlsVersion::Tls1_2,
+        TlsVersion::Tls1_3,
+    ];
+
+    /// As written in the configuration: `1.2`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsVersion::Tls1_0 => "1.0",
+            TlsVersion::Tls1_1 => "1.1",
+            TlsVersion::Tls1_2 => "1.2",
+            TlsVersion::Tls1_3 => "1.3",
+        }
+    }
+
+    /// On the wire: `0x0303` for TLS 1.2.
+    pub fn wire(self) -> u16 {
+        match self {
+            TlsVersion::Tls1_0 => sip_filter_common::tls::TLS1_0,
+            TlsVersion::Tls1_1 => sip_filter_common::tls::TLS1_0 + 1,
+            TlsVersion::Tls1_2 => sip_filter_common::tls::TLS1_2,
+            TlsVersion::Tls1_3 => sip_filter_common::tls::TLS1_3,
+        }
+    }
+
+    /// `1.2` or `TLS1.2` (any case); `None` for anything else.
+    pub fn parse(text: &str) -> Option<TlsVersion> {
+        let text = text.trim();
+        let number = match text.get(..3) {
+            Some(prefix) if prefix.eq_ignore_ascii_case("tls") => &text[3..],
+            _ => text,
+        };
+        Self::ALL.into_iter().find(|v| v.name() == number)
+    }
+}
+
+/// What to do with a ClientHello that names no server (no SNI).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NoSniPolicy {
+    /// Pass it (the default): phones configured with the server's IP address send none.
+    #[default]
+    Pass,
+    Drop,
+}
+
+/// The TLS ClientHello policy: the `[tls]` table, and its ban rule (`[ban] tls_refused_*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsRules {
+    /// The version a client must offer at least (its highest offered); `None`: any.
+    pub min_version: Option<TlsVersion>,
+    /// The server names (SNI) allowed: `None` is the served domains (`filter.domains`;
+    /// no check when there are none), a list is its own (empty: no check).
+    pub server_names: Option<Vec<String>>,
+    pub no_sni: NoSniPolicy,
+    /// This many ClientHellos dropped within the window ban their source...
+    pub refused_hits: u32,
+    pub refused_window_seconds: u32,
+    /// ...for this long (0: never).
+    pub refused_seconds: u32,
+}
+
+impl Default for TlsRules {
+    fn default() -> Self {
+        Self {
+            // RFC 8996 deprecated TLS 1.0 and 1.1; every SIP phone sold since 2015 offers 1.2.
+            min_version: Some(TlsVersion::Tls1_2),
+            server_names: None,
+            no_sni: NoSniPolicy::Pass,
+            // A phone refused retries every few seconds at most; a TLS scanner tries
+            // dozens of versions and names in a row.
+            refused_hits: 20,
+            refused_window_seconds: 60,
+            refused_seconds: 600,
+        }
+    }
+}
+
+impl TlsRules {
+    /// The kernel's [`TlsConfig`]; a list of server names of its own goes into the
+    /// domain map's `domains` entries, flagged apart from the served domains.
+    fn to_kernel(
+        &self,
+        seed: u64,
+        served: &[String],
+        domains: &mut Vec<(u64, u8)>,
+    ) -> Result<TlsConfig, SettingsError> {
+        let mut config = TlsConfig {
+            refused_ns: u64::from(self.refused_seconds) * 1_000_000_000,
+            refused_window_ns: u64::from(self.refused_window_seconds) * 1_000_000_000,
+            refused_hits: self.refused_hits,
+            min_version: self.min_version.map_or(0, TlsVersion::wire),
+            flags: 0,
+        };
+        if self.no_sni == NoSniPolicy::Drop {
+            config.flags |= TLS_DROP_NO_SNI;
+        }
+        match &self.server_names {
+            None if !served.is_empty() => config.flags |= TLS_SNI_CHECK,
+            None => {}
+            Some(names) if names.is_empty() => {}
+            Some(names) => {
+                config.flags |= TLS_SNI_CHECK | TLS_SNI_OWN_LIST;
+                for entry in names {
+                    let bad = || SettingsError::BadServerName {
+                        entry: entry.clone(),
+                    };
+                    if !is_domain_entry(entry) {
+                        return Err(bad());
+                    }
+                    let (key, flag) = allowlist_key(entry, seed).ok_or_else(bad)?;
+                    // The same key's flags, shifted to the server names' own bits.
+                    let flag = if flag == DOMAIN_WILDCARD {
+                        DOMAIN_SNI_WILDCARD
+                    } else {
+                        DOMAIN_SNI_EXACT
+                    };
+                    match domains.iter_mut().find(|(k, _)| *k == key) {
+                        Some((_, flags)) => *flags |= flag,
+                        None => domains.push((key, flag)),
+                    }
+                }
+                if domains.len() > MAX_DOMAINS as usize {
+                    return Err(SettingsError::TooManyServerNames {
+                        count: domains.len(),
+                    });
+                }
+            }
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+    use sip_filter_common::domain::DOMAIN_EXACT;
+
+    #[test]
+    fn tls_versions_parse_as_written() {
+        assert_eq!(TlsVersion::parse("1.3"), Some(TlsVersion::Tls1_3));
+        assert_eq!(TlsVersion::parse("TLS1.2"), Some(TlsVersion::Tls1_2));
+        assert_eq!(TlsVersion::parse("tls1.0"), Some(TlsVersion::Tls1_0));
+        assert_eq!(TlsVersion::parse("1.4"), None);
+        assert_eq!(TlsVersion::parse(""), None);
+        assert_eq!(TlsVersion::Tls1_1.wire(), 0x0302);
+    }
+
+    #[test]
+    fn server_names_default_to_the_served_domains() {
+        let served = Settings {
+            domains: vec!["pbx.example.com".into()],
+            ..Settings::default()
+        };
+        let kernel = served.to_kernel(1).expect("valid");
+        assert_eq!(kernel.config.tls.flags, TLS_SNI_CHECK);
+        assert_eq!(kernel.config.tls.min_version, 0x0303);
+        // No domains: no name check, unless a list of its own is given.
+        let kernel = Settings::default().to_kernel(1).expect("valid");
+        assert_eq!(kernel.config.tls.flags, 0);
+        let own = Settings {
+            domains: vec!["pbx.example.com".into()],
+            tls: TlsRules {
+                server_names: Some(vec!["pbx.example.com".into(), "*.tls.example.com".into()]),
+                no_sni: NoSniPolicy::Drop,
+                min_version: None,
+                ..TlsRules::default()
+            },
+            ..Settings::default()
+        };
+        let kernel = own.to_kernel(1).expect("valid");
+        assert_eq!(
+            kernel.config.tls.flags,
+            TLS_SNI_CHECK | TLS_SNI_OWN_LIST | TLS_DROP_NO_SNI
+        );
+        assert_eq!(kernel.config.tls.min_version, 0);
+        // The served domain and the same server name share an entry.
+        assert_eq!(kernel.domains.len(), 2);
+        assert!(kernel
+            .domains
+            .iter()
+            .any(|(_, flags)| *flags == DOMAIN_EXACT | DOMAIN_SNI_EXACT));
+        assert!(kernel
+            .domains
+            .iter()
+            .any(|(_, flags)| *flags == DOMAIN_SNI_WILDCARD));
+        let bad = Settings {
+            tls: TlsRules {
+                server_names: Some(vec!["bad name".into()]),
+                ..TlsRules::default()
+            },
+            ..Settings::default()
+        };
+        assert_eq!(
+            bad.validate(),
+            Err(SettingsError::BadServerName {
+                entry: "bad name".into()
+            })
         );
     }
 }

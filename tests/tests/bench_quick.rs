@@ -10,7 +10,7 @@ use std::process::Command;
 
 use sip_filter_tests::privileged;
 
-const CLASSES: [&str; 9] = [
+const CLASSES: [&str; 10] = [
     "non-SIP UDP (DNS)",
     "scanner OPTIONS (400 B)",
     "allowed REGISTER",
@@ -20,13 +20,15 @@ const CLASSES: [&str; 9] = [
     "worst case: short To-like lines filling the window",
     "banned source",
     "SYN to the TCP SIP port",
+    "TLS ClientHello (1.5 KB, post-quantum)",
 ];
-const TARGETED: [&str; 5] = [
+const TARGETED: [&str; 6] = [
     "non-SIP UDP (DNS)",
     "scanner OPTIONS (400 B)",
     "allowed REGISTER",
     "allowed INVITE with SDP",
     "SYN to the TCP SIP port",
+    "TLS ClientHello (1.5 KB, post-quantum)",
 ];
 const SETUPS: [&str; 4] = ["sip-filter", "iptables", "nftables", "kamailio"];
 const FLOODS: [&str; 2] = ["scanner OPTIONS", "REGISTER flood"];

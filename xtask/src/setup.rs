@@ -21,6 +21,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "sipvicious",
     "sip-tester",
     "kamailio",
+    // Kamailio's TLS module: the TLS lab (`tests/tests/e2e_tls.rs`) serves SIP over TLS.
+    "kamailio-tls-modules",
     "iptables",
     "nftables",
     "iproute2",

@@ -21,7 +21,7 @@ const TEST_PACKAGE_DIR: &str = "tests";
 /// the same): no network namespace, no fixed address, pins of their own. They run one at
 /// a time in a second process beside the network tests, which mostly wait on their labs,
 /// and the 6.1 VM after them: about 20 of CI's minutes, taken off its length.
-const BESIDE_THE_LABS: [&str; 8] = [
+const BESIDE_THE_LABS: [&str; 9] = [
     "prog_test_run",
     "answers_test_run",
     "countries_test_run",
@@ -30,6 +30,7 @@ const BESIDE_THE_LABS: [&str; 8] = [
     "batch_maps",
     "countries_size",
     "destinations_test_run",
+    "tls_test_run",
 ];
 
 #[derive(clap::Args)]

@@ -38,6 +38,7 @@ const TEST_TARGETS: &[&str] = &[
     "egress_attach",
     "countries_test_run",
     "destinations_test_run",
+    "tls_test_run",
 ];
 const TEST_PACKAGE: &str = "sip-filter-tests";
 /// What `prog_test_run`'s verifier budget test prints before the count.

@@ -220,7 +220,8 @@ fn ban_origin(reason: BanReason) -> &'static str {
         | BanReason::Domain
         | BanReason::Auth
         | BanReason::Enumeration
-        | BanReason::Connections => "filter",
+        | BanReason::Connections
+        | BanReason::Tls => "filter",
     }
 }
 

@@ -51,7 +51,7 @@ use sip_filter_common::maps::{
     names, Ban, BanReason, ListEntry, SourceKey, SourceState, MAX_BANS, MAX_LIST_ENTRIES,
     MAX_SOURCES,
 };
-use sip_filter_common::{bounded::REF_CALLS, SCAN_LEN};
+use sip_filter_common::{bounded::REF_CALLS, tls::builder::Hello, SCAN_LEN};
 use sip_filter_tests::{guessbench, packets::*, pathbench};
 
 const XDP_DROP: u32 = 1;
@@ -266,6 +266,20 @@ fn classes(banned: [u8; 4]) -> Vec<Class> {
             frame: tcp4_from(CLIENT_V4, SIP_PORT, Segment::Syn, b""),
             expected: XDP_PASS,
             target: Some(Target::Ns(40)),
+        },
+        Class {
+            // Issue 14, item 4: a current browser-like ClientHello of about 1.5 KB
+            // (post-quantum key share, GREASE), its server name after the key share:
+            // the copy, the whole walk, the versions and the name's hash and lookups.
+            name: "TLS ClientHello (1.5 KB, post-quantum)",
+            frame: tcp4_from(
+                CLIENT_V4,
+                5061,
+                Segment::Established,
+                &Hello::post_quantum("pbx.example.test", true).build(),
+            ),
+            expected: XDP_PASS,
+            target: Some(Target::Ns(150)),
         },
     ]
 }
