@@ -10,6 +10,7 @@ use std::{
 };
 
 use anyhow::{bail, Context};
+use serde_json::{json, Value};
 
 use crate::{setup::run, vm::workspace_root};
 
@@ -32,6 +33,10 @@ const SEED_TESTS: [&str; 2] = ["prog_test_run", "answers_test_run"];
 /// Captured ClientHellos (sip-filter-common's TLS tests), seeds as they are.
 const TLS_FIXTURES: &str = "sip-filter-common/src/tls/data";
 
+/// Where `--record` puts a run: the benchmark's results (key `fuzzing`) and report.
+const RESULTS_JSON: &str = "BENCHMARKS.json";
+const REPORT_MARKDOWN: &str = "BENCHMARKS.md";
+
 #[derive(clap::Args)]
 pub struct FuzzArgs {
     /// Executions per target, over all its workers [default: 100,000,000].
@@ -51,6 +56,10 @@ pub struct FuzzArgs {
     /// (fuzz/corpus/<target>, libFuzzer's -merge=1); no fuzzing.
     #[arg(long)]
     seed: bool,
+    /// Write the run's figures into BENCHMARKS.json (`fuzzing`) and render BENCHMARKS.md
+    /// again, if nothing crashed.
+    #[arg(long, conflicts_with = "seed")]
+    record: bool,
 }
 
 /// How much of a target to run.
@@ -133,7 +142,8 @@ pub fn fuzz(args: FuzzArgs) -> anyhow::Result<()> {
         );
         outcomes.push(outcome);
     }
-    report(&outcomes, started.elapsed(), jobs);
+    let elapsed = started.elapsed();
+    report(&outcomes, elapsed, jobs);
     let crashes: Vec<&String> = outcomes.iter().flat_map(|o| &o.crashes).collect();
     if !crashes.is_empty() {
         bail!(
@@ -142,7 +152,85 @@ pub fn fuzz(args: FuzzArgs) -> anyhow::Result<()> {
             crashes.len()
         );
     }
+    if args.record {
+        record(&outcomes, elapsed, jobs)?;
+    }
     Ok(())
+}
+
+/// `--record`: the run into BENCHMARKS.json, and BENCHMARKS.md rendered again by the
+/// benchmark (which keeps this part when it measures the rest).
+fn record(outcomes: &[Outcome], elapsed: Duration, jobs: usize) -> anyhow::Result<()> {
+    let root = workspace_root()?;
+    let json_path = root.join(RESULTS_JSON);
+    let mut doc: Value = if json_path.exists() {
+        serde_json::from_str(&fs::read_to_string(&json_path)?)
+            .with_context(|| format!("{} is not JSON", json_path.display()))?
+    } else {
+        json!({})
+    };
+    let row = |target: &str, executions: u64, seconds: f64, crashes: usize| json!({ "target": target, "executions": executions, "seconds": seconds, "crashes": crashes });
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    doc["fuzzing"] = json!({
+        "command": format!("cargo xtask {}", arguments.join(" ")),
+        "date": today()?,
+        "workers": jobs,
+        "machine": machine(),
+        "targets": outcomes
+            .iter()
+            .map(|o| row(&o.target, o.executions, o.elapsed.as_secs_f64(), o.crashes.len()))
+            .collect::<Vec<_>>(),
+        "total": row(
+            "total",
+            outcomes.iter().map(|o| o.executions).sum(),
+            elapsed.as_secs_f64(),
+            outcomes.iter().map(|o| o.crashes.len()).sum(),
+        ),
+    });
+    fs::write(&json_path, serde_json::to_string_pretty(&doc)? + "\n")
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    println!("fuzz: recorded in {}", json_path.display());
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "sip-filter-tests",
+            "--bin",
+            "bench",
+            "--",
+            "--render",
+        ])
+        .arg(&json_path)
+        .arg("--markdown")
+        .arg(root.join(REPORT_MARKDOWN)))
+}
+
+/// Today's date (UTC), as `date` gives it.
+fn today() -> anyhow::Result<String> {
+    let output = Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .context("could not run date")?;
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// The CPU model, CPU count and kernel, from /proc.
+fn machine() -> Value {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find(|line| line.starts_with("model name"))
+        .and_then(|line| line.split_once(':'))
+        .map_or("unknown", |(_, model)| model.trim());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    json!({
+        "cpu": cpu,
+        "cpus": std::thread::available_parallelism().map_or(0, usize::from),
+        "kernel": kernel.trim(),
+    })
 }
 
 /// CI's smoke: each target built, then run [`SMOKE_RUNS`] times on its kept corpus.
@@ -325,7 +413,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(digit);
