@@ -18,8 +18,9 @@ use crate::{setup::run, vm::workspace_root};
 /// `fuzz/Cargo.toml`. A new target is one line here.
 pub const TARGETS: &[&str] = &["sip", "pairing", "tls_client_hello"];
 
-/// Executions per target when neither `--runs` nor `--seconds` is given.
-const DEFAULT_RUNS: u64 = 100_000_000;
+/// Executions in all when neither `--runs` nor `--seconds` is given, shared equally by
+/// the targets run.
+const DEFAULT_TOTAL_RUNS: u64 = 100_000_000;
 
 /// CI's smoke: executions per target, on the kept corpus (a few seconds each).
 const SMOKE_RUNS: u64 = 100_000;
@@ -39,7 +40,8 @@ const REPORT_MARKDOWN: &str = "BENCHMARKS.md";
 
 #[derive(clap::Args)]
 pub struct FuzzArgs {
-    /// Executions per target, over all its workers [default: 100,000,000].
+    /// Executions per target, over all its workers [default: 100,000,000 in all,
+    /// shared equally by the targets].
     #[arg(long, conflicts_with = "seconds")]
     runs: Option<u64>,
     /// Seconds per target, instead of a number of executions.
@@ -124,7 +126,8 @@ pub fn fuzz(args: FuzzArgs) -> anyhow::Result<()> {
     }
     let budget = match (args.runs, args.seconds) {
         (_, Some(seconds)) => Budget::Seconds(seconds),
-        (runs, None) => Budget::Runs(runs.unwrap_or(DEFAULT_RUNS)),
+        (Some(runs), None) => Budget::Runs(runs),
+        (None, None) => Budget::Runs(DEFAULT_TOTAL_RUNS.div_ceil(targets.len() as u64)),
     };
     let jobs = match args.jobs {
         Some(jobs) => jobs.max(1),

@@ -33,7 +33,7 @@ enum Command {
     /// filter. Sets up first; needs root.
     Demo,
     /// Run every fuzz target (fuzz/fuzz_targets) on every CPU, by default 10^8
-    /// executions each, and report the executions and crashes per target; `--seed`
+    /// executions in all, and report the executions and crashes per target; `--seed`
     /// remakes the kept corpus (fuzz/corpus) from the test tables. Needs rustup's nightly.
     Fuzz(fuzz::FuzzArgs),
     /// Run the benchmark's packet class (`--class`) and sample every CPU with perf: the
