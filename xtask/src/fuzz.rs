@@ -58,8 +58,8 @@ pub struct FuzzArgs {
     /// (fuzz/corpus/<target>, libFuzzer's -merge=1); no fuzzing.
     #[arg(long)]
     seed: bool,
-    /// Write the run's figures into BENCHMARKS.json (`fuzzing`) and render BENCHMARKS.md
-    /// again, if nothing crashed.
+    /// Write each target's figures into BENCHMARKS.json (`fuzzing`, in place of the
+    /// target's last) and render BENCHMARKS.md again, if nothing crashed.
     #[arg(long, conflicts_with = "seed")]
     record: bool,
 }
@@ -156,14 +156,15 @@ pub fn fuzz(args: FuzzArgs) -> anyhow::Result<()> {
         );
     }
     if args.record {
-        record(&outcomes, elapsed, jobs)?;
+        record(&outcomes, jobs)?;
     }
     Ok(())
 }
 
-/// `--record`: the run into BENCHMARKS.json, and BENCHMARKS.md rendered again by the
-/// benchmark (which keeps this part when it measures the rest).
-fn record(outcomes: &[Outcome], elapsed: Duration, jobs: usize) -> anyhow::Result<()> {
+/// `--record`: each target's run into BENCHMARKS.json, in place of its last one (the
+/// targets not run keep theirs), and BENCHMARKS.md rendered again by the benchmark
+/// (which keeps this part when it measures the rest).
+fn record(outcomes: &[Outcome], jobs: usize) -> anyhow::Result<()> {
     let root = workspace_root()?;
     let json_path = root.join(RESULTS_JSON);
     let mut doc: Value = if json_path.exists() {
@@ -172,24 +173,45 @@ fn record(outcomes: &[Outcome], elapsed: Duration, jobs: usize) -> anyhow::Resul
     } else {
         json!({})
     };
-    let row = |target: &str, executions: u64, seconds: f64, crashes: usize| json!({ "target": target, "executions": executions, "seconds": seconds, "crashes": crashes });
     let arguments: Vec<String> = std::env::args().skip(1).collect();
-    doc["fuzzing"] = json!({
-        "command": format!("cargo xtask {}", arguments.join(" ")),
-        "date": today()?,
-        "workers": jobs,
-        "machine": machine(),
-        "targets": outcomes
+    let (command, date) = (format!("cargo xtask {}", arguments.join(" ")), today()?);
+    let mut rows: Vec<Value> = doc["fuzzing"]["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|row| !outcomes.iter().any(|o| row["target"] == o.target.as_str()))
+        .cloned()
+        .collect();
+    rows.extend(outcomes.iter().map(|o| {
+        json!({
+            "target": o.target,
+            "executions": o.executions,
+            "seconds": o.elapsed.as_secs_f64(),
+            "crashes": o.crashes.len(),
+            "workers": jobs,
+            "command": command,
+            "date": date,
+        })
+    }));
+    rows.sort_by_key(|row| {
+        let target = row["target"].as_str().unwrap_or_default();
+        TARGETS
             .iter()
-            .map(|o| row(&o.target, o.executions, o.elapsed.as_secs_f64(), o.crashes.len()))
-            .collect::<Vec<_>>(),
-        "total": row(
-            "total",
-            outcomes.iter().map(|o| o.executions).sum(),
-            elapsed.as_secs_f64(),
-            outcomes.iter().map(|o| o.crashes.len()).sum(),
-        ),
+            .position(|t| *t == target)
+            .unwrap_or(TARGETS.len())
     });
+    let sum = |field: &str| {
+        rows.iter()
+            .filter_map(|row| row[field].as_f64())
+            .sum::<f64>()
+    };
+    let total = json!({
+        "target": "total",
+        "executions": rows.iter().filter_map(|row| row["executions"].as_u64()).sum::<u64>(),
+        "seconds": sum("seconds"),
+        "crashes": rows.iter().filter_map(|row| row["crashes"].as_u64()).sum::<u64>(),
+    });
+    doc["fuzzing"] = json!({ "machine": machine(), "targets": rows, "total": total });
     fs::write(&json_path, serde_json::to_string_pretty(&doc)? + "\n")
         .with_context(|| format!("writing {}", json_path.display()))?;
     println!("fuzz: recorded in {}", json_path.display());

@@ -1178,19 +1178,19 @@ fn markdown(doc: &Value) -> String {
     md
 }
 
-/// The last long fuzzing run (`cargo xtask fuzz --record`).
+/// The last long fuzzing run of each target (`cargo xtask fuzz --record`).
 fn fuzzing_markdown(doc: &Value) -> String {
     let m = &doc["machine"];
     let mut md = format!(
-        "## Fuzzing\n\nThe last long run of `{}` (written by `--record`), on {}: {} ({} CPUs, \
-         {} workers per target), Linux {}. Each target's executions are libFuzzer's own \
-         count, summed over its workers, from the kept corpus (fuzz/corpus).\n\n\
-         | target | executions | time | executions/s | crashes |\n|---|--:|--:|--:|--:|\n",
-        doc["command"].as_str().unwrap_or("cargo xtask fuzz"),
-        doc["date"].as_str().unwrap_or("?"),
+        "## Fuzzing\n\nThe last long run of each fuzz target, as `cargo xtask fuzz --record` \
+         wrote it, on {} ({} CPUs), Linux {}. Executions are libFuzzer's own count, summed \
+         over the target's workers (one per CPU), starting from the kept corpus \
+         (fuzz/corpus); the time is the run's wall clock, on a machine shared with other \
+         work.\n\n\
+         | target | executions | time | executions/s | crashes | run |\n\
+         |---|--:|--:|--:|--:|---|\n",
         m["cpu"].as_str().unwrap_or("?"),
         m["cpus"],
-        doc["workers"],
         m["kernel"].as_str().unwrap_or("?"),
     );
     let thousands = |n: u64| {
@@ -1209,9 +1209,13 @@ fn fuzzing_markdown(doc: &Value) -> String {
     for r in rows {
         let executions = r["executions"].as_u64().unwrap_or(0);
         let seconds = r["seconds"].as_f64().unwrap_or(f64::NAN);
+        let run = match (r["command"].as_str(), r["date"].as_str()) {
+            (Some(command), Some(date)) => format!("`{command}`, {date}"),
+            _ => String::new(),
+        };
         let _ = writeln!(
             md,
-            "| {} | {} | {:.0} min | {:.0} | {} |",
+            "| {} | {} | {:.1} min | {:.0} | {} | {run} |",
             r["target"].as_str().unwrap_or("?"),
             thousands(executions),
             seconds / 60.0,
