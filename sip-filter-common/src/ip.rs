@@ -142,8 +142,10 @@ fn parse_ipv4_into(buf: &ScanBuf, st: &mut IpState, span: Span) -> bool {
             low_dots &= low_dots - 1;
             at
         } else {
+            // Text of 9 bytes or more with fewer than three dots runs out of them here:
+            // the end found (8) is then short of `len`, and the text is refused below.
             let at = 8 + first_flagged_byte(high_dots);
-            high_dots &= high_dots - 1;
+            high_dots &= high_dots.wrapping_sub(1);
             at
         };
     }
@@ -361,6 +363,11 @@ mod tests {
             "1.2.3.4:",
             "1234.1.1.1",
             "1.2.3.45678",
+            // Nine bytes or more with fewer than three dots (found by fuzzing: the dots
+            // ran out, and a debug build's overflow check panicked).
+            "19.85111.105060",
+            "123456789",
+            "12345678.9",
         ] {
             assert_eq!(v4(bad), None, "{bad}");
         }

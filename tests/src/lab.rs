@@ -44,13 +44,30 @@ pub const LAB_TOOLS: &[&str] = &["nsenter", "ip", "ss", "kamailio", "sipp", "svm
 pub const KAMAILIO_TOOLS: &[&str] = &["nsenter", "ip", "ss", "kamailio"];
 
 /// Builds the sip-filter binary (quick when up to date) with the cargo that built this
-/// crate, in its profile (release for the benchmark), once per process, and says where
-/// it is. `quiet`: no cargo status lines.
+/// crate, in its profile (the benchmark, a release build, measures a release daemon's
+/// CPU; the tests run the debug one), once per process, and says where it is. `quiet`:
+/// no cargo status lines.
 pub fn sip_filter_binary(quiet: bool) -> anyhow::Result<&'static Path> {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     if let Some(binary) = BINARY.get() {
         return Ok(binary);
     }
+    let binary = build_sip_filter(!cfg!(debug_assertions), quiet)?;
+    Ok(BINARY.get_or_init(|| binary))
+}
+
+/// [`sip_filter_binary`], built with `--release`: what an operator runs, for figures
+/// measured on the daemon itself.
+pub fn sip_filter_release_binary(quiet: bool) -> anyhow::Result<&'static Path> {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    if let Some(binary) = BINARY.get() {
+        return Ok(binary);
+    }
+    let binary = build_sip_filter(true, quiet)?;
+    Ok(BINARY.get_or_init(|| binary))
+}
+
+fn build_sip_filter(release: bool, quiet: bool) -> anyhow::Result<PathBuf> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("tests/ is inside the workspace")?;
@@ -61,14 +78,9 @@ pub fn sip_filter_binary(quiet: bool) -> anyhow::Result<&'static Path> {
         "sip-filter",
         "--message-format=json-render-diagnostics",
     ]);
-    // Built like this crate: the benchmark (a release build, `cargo xtask bench`)
-    // measures a release daemon's CPU; the tests run the debug one.
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
+    if release {
         command.arg("--release");
-        "release"
-    };
+    }
     if quiet {
         command.arg("--quiet");
     }
@@ -84,9 +96,10 @@ pub fn sip_filter_binary(quiet: bool) -> anyhow::Result<&'static Path> {
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "sip-filter")
         .find_map(|m| m["executable"].as_str().map(PathBuf::from));
+    let profile = if release { "release" } else { "debug" };
     let binary = built.unwrap_or_else(|| workspace.join("target").join(profile).join("sip-filter"));
     ensure!(binary.is_file(), "no binary at {}", binary.display());
-    Ok(BINARY.get_or_init(|| binary))
+    Ok(binary)
 }
 
 /// Fails with what to install when a tool is missing.
@@ -674,9 +687,24 @@ pub fn stop_filter_in(
     daemon: &mut Background,
     pin_dir: &Path,
 ) -> anyhow::Result<()> {
+    stop_filter_in_within(ns, iface, daemon, pin_dir, QUICK)
+}
+
+/// [`stop_filter_in`], waiting up to `timeout` for the exit.
+pub fn stop_filter_in_within(
+    ns: Netns,
+    iface: &str,
+    daemon: &mut Background,
+    pin_dir: &Path,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     daemon.signal(SIGINT);
-    let Some(status) = daemon.wait(QUICK) else {
-        bail!("sip-filter ignored SIGINT:\n{}", daemon.log());
+    let Some(status) = daemon.wait(timeout) else {
+        bail!(
+            "sip-filter ignored SIGINT for {}:\n{}",
+            format_args!("{} s", timeout.as_secs()),
+            daemon.log()
+        );
     };
     ensure!(
         status.success(),
@@ -1065,8 +1093,19 @@ impl LabFixture {
 
     /// [`stop_filter`]: SIGINT, then checks that it detached and removed its link pin.
     pub fn stop_filter(&self, daemon: &mut Background) {
-        stop_filter(&self.lab, daemon, &self.pins.link_pin(SERVER_IFACE))
-            .unwrap_or_else(|e| panic!("{e:#}"));
+        self.stop_filter_within(daemon, QUICK);
+    }
+
+    /// [`LabFixture::stop_filter`], waiting up to `timeout` for the exit.
+    pub fn stop_filter_within(&self, daemon: &mut Background, timeout: Duration) {
+        stop_filter_in_within(
+            self.lab.ns(Host::Server),
+            SERVER_IFACE,
+            daemon,
+            &self.pins.link_pin(SERVER_IFACE),
+            timeout,
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
     }
 
     /// [`tear_down`]: stops `processes`, then Kamailio, and checks that nothing is left.

@@ -6,6 +6,8 @@ pub mod attack;
 pub mod auth_lab;
 pub mod container;
 pub mod crowdsec;
+pub mod daemonbench;
+pub mod fuzz_seeds;
 pub mod gateway;
 pub mod geo;
 pub mod guessbench;

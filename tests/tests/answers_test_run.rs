@@ -155,16 +155,14 @@ fn a_404_to_a_bye_refuses_no_user() {
     }
 }
 
-#[test]
-fn answers_are_paired_with_requests_and_classified() {
-    if !privileged("answers_are_paired_with_requests_and_classified") {
-        return;
-    }
-    let filter = loaded(&settings(AuthRules::default()));
+/// Answers and the request each pairs with (or not), in order: (what, request sent
+/// first (credentials?), the answer, the kind it must count).
+type PairingCase = (&'static str, Option<bool>, Vec<u8>, AnswerKind);
+
+fn pairing_cases() -> Vec<PairingCase> {
     let fresh = challenge(false);
     let stale = challenge(true);
-    // (what, request sent first (credentials?), the answer, the kind it must count)
-    let cases: Vec<(&str, Option<bool>, Vec<u8>, AnswerKind)> = vec![
+    vec![
         (
             "a 401 to a request without credentials is the usual challenge",
             Some(false),
@@ -231,21 +229,55 @@ fn answers_are_paired_with_requests_and_classified() {
             register_answer(401, "Unauthorized", "c8", 2, &[&fresh]),
             AnswerKind::Unpaired,
         ),
-    ];
+    ]
+}
+
+/// The call ID of the request an answer of [`pairing_cases`] pairs with.
+fn call_id_of(what: &str, answer: &[u8]) -> String {
+    if what.starts_with("another CSeq") {
+        return "c8".into();
+    }
+    std::str::from_utf8(answer)
+        .ok()
+        .and_then(|t| t.split("Call-ID: ").nth(1))
+        .and_then(|t| t.split("\r\n").next())
+        .expect("the answer has a Call-ID")
+        .into()
+}
+
+#[test]
+#[ignore = "writes the fuzz targets' seeds: cargo xtask fuzz --seed"]
+fn fuzz_seeds() {
+    let mut payloads = Vec::new();
+    for (what, credentials, answer, _) in pairing_cases() {
+        let call_id = call_id_of(what, &answer);
+        payloads.push(register("alice", &call_id, 1, credentials.unwrap_or(true)));
+        payloads.push(answer);
+    }
+    payloads.push(register_answer(
+        200,
+        "OK",
+        "c10",
+        1,
+        &["Contact: <sip:alice@192.0.2.10>;expires=1800"],
+    ));
+    assert!(sip_filter_tests::fuzz_seeds::write_seeds(&[], &payloads) > 0);
+}
+
+#[test]
+fn answers_are_paired_with_requests_and_classified() {
+    if !privileged("answers_are_paired_with_requests_and_classified") {
+        return;
+    }
+    let filter = loaded(&settings(AuthRules::default()));
+    let fresh = challenge(false);
+    let cases = pairing_cases();
     let mut failures = Vec::new();
     for (what, credentials, frame, expected) in cases {
         let change = delta(&filter, || {
             if let Some(credentials) = credentials {
-                let call_id = if what.starts_with("another CSeq") {
-                    "c8"
-                } else {
-                    std::str::from_utf8(&frame)
-                        .ok()
-                        .and_then(|t| t.split("Call-ID: ").nth(1))
-                        .and_then(|t| t.split("\r\n").next())
-                        .expect("the answer has a Call-ID")
-                };
-                let verdict = request(&filter, ALICE, &register("alice", call_id, 1, credentials));
+                let call_id = call_id_of(what, &frame);
+                let verdict = request(&filter, ALICE, &register("alice", &call_id, 1, credentials));
                 assert_eq!(verdict, XDP_PASS, "{what}: the request passes");
             }
             answer(&filter, ALICE, &frame);

@@ -306,15 +306,21 @@ fn block_import_of_a_million_entries() {
         "the client, banned by the import"
     );
 
-    // The stop saves all of it (read in batches, written as 28-byte records).
+    // The stop saves all of it (read in batches, written as 28-byte records). A debug
+    // build on a loaded 2-core machine (the VM test beside it) takes far longer than the
+    // release build's figure, which `cargo xtask bench` measures against its target.
     let stopping = std::time::Instant::now();
-    rig.stop_filter(&mut daemon);
+    rig.stop_filter_within(&mut daemon, STOP_WITH_A_MILLION);
     println!(
         "stop with 500,000 bans and 500,000 deny entries (debug build): {:.2} s",
         stopping.elapsed().as_secs_f64()
     );
     rig.tear_down([daemon]);
 }
+
+/// How long the million-entry test waits for the daemon to stop: generous, so only a
+/// daemon that ignores SIGINT fails it.
+const STOP_WITH_A_MILLION: Duration = Duration::from_secs(120);
 
 /// CPU time (user + system, seconds) of this process's children that have been waited
 /// for: the commands `Lab::run` ran.

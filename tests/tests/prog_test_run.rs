@@ -1032,6 +1032,35 @@ fn with_lists_and_bans_under(settings: Settings) -> Filter {
 /// TCP and TLS (issue 14): the source policy (deny list, bans, allow list) on every
 /// segment to a SIP port, SYN or not, over IPv4 and IPv6; past it, segments pass.
 #[test]
+#[ignore = "writes the fuzz targets' seeds: cargo xtask fuzz --seed"]
+fn fuzz_seeds() {
+    let mut frames: Vec<Vec<u8>> = [
+        sip_cases(),
+        network_cases(),
+        evasion_cases(),
+        adversarial_review_cases(NotSipPolicy::Drop),
+        adversarial_review_cases(NotSipPolicy::Pass),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|case| case.frame)
+    .collect();
+    frames.push(agent_from(1, "friendly-scanner"));
+    let payloads = [
+        in_dialog("BYE", &["<sip:198.18.0.2;lr>"], true),
+        in_dialog(
+            "ACK",
+            &["<sip:pbx.example.test;lr>", "<sip:other;lr>"],
+            false,
+        ),
+        invite_with_sdp(ALLOWED),
+        crlf_keepalive(),
+        stun_binding_request(),
+    ];
+    assert!(sip_filter_tests::fuzz_seeds::write_seeds(&frames, &payloads) > 0);
+}
+
+#[test]
 fn tcp_and_tls_ports() {
     use Method::*;
     use Reason::*;

@@ -50,6 +50,14 @@ pub struct BenchArgs {
     /// growth or password guessing.
     #[arg(long, conflicts_with = "guessing_only")]
     path_only: bool,
+    /// Leave out the daemon with a million entries (a million bans and deny entries
+    /// imported, then a Prometheus scrape and the stop timed).
+    #[arg(long)]
+    no_daemon: bool,
+    /// Only the daemon with a million entries, written into the earlier results of the
+    /// JSON file, the report rendered again.
+    #[arg(long, conflicts_with_all = ["no_daemon", "guessing_only"])]
+    daemon_only: bool,
     /// Runs per figure (the median is reported).
     #[arg(long)]
     runs: Option<usize>,
@@ -66,10 +74,10 @@ pub struct BenchArgs {
 
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     setup(false)?;
-    if !args.no_path && !args.guessing_only {
+    if !args.no_path && !args.guessing_only && !args.daemon_only {
         install_packages(PATH_PACKAGES)?;
     }
-    if !args.no_guessing && !args.path_only {
+    if !args.no_guessing && !args.path_only && !args.daemon_only {
         install_packages(GUESSING_PACKAGES)?;
     }
     let mut forwarded = Vec::new();
@@ -99,6 +107,12 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.guessing_only {
         forwarded.push("--guessing-only".to_string());
+    }
+    if args.no_daemon {
+        forwarded.push("--no-daemon".to_string());
+    }
+    if args.daemon_only {
+        forwarded.push("--daemon-only".to_string());
     }
     // Relative to where the command was run, not to tests/ (where cargo runs the binary).
     let here = std::env::current_dir()?;

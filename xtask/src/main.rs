@@ -3,6 +3,7 @@
 mod bench;
 mod deb;
 mod demo;
+mod fuzz;
 mod profile;
 mod setup;
 mod test;
@@ -31,6 +32,10 @@ enum Command {
     /// legitimate client (sipp) against a real SIP server (Kamailio), without and with the
     /// filter. Sets up first; needs root.
     Demo,
+    /// Run every fuzz target (fuzz/fuzz_targets) on every CPU, by default 10^8
+    /// executions in all, and report the executions and crashes per target; `--seed`
+    /// remakes the kept corpus (fuzz/corpus) from the test tables. Needs rustup's nightly.
+    Fuzz(fuzz::FuzzArgs),
     /// Run the benchmark's packet class (`--class`) and sample every CPU with perf: the
     /// XDP program's time per function and per machine instruction (annotated listings
     /// in target/profile). Needs root.
@@ -55,6 +60,7 @@ fn main() -> anyhow::Result<()> {
         Command::Profile(args) => profile::profile(args),
         Command::Deb(args) => deb::deb(args),
         Command::Demo => demo::demo(),
+        Command::Fuzz(args) => fuzz::fuzz(args),
         Command::Setup { test_tools } => setup::setup(test_tools),
         Command::Test(args) => test::test(args),
         Command::VmTest(args) => vm::vm_test(args),

@@ -16,6 +16,9 @@
 //!    iptables, nftables and Kamailio's own modules in network namespaces.
 //! 4. Password guessing side by side ([`sip_filter_tests::guessbench`]): a brute force
 //!    of a Kamailio registrar stopped by sip-filter, then by fail2ban.
+//! 5. The daemon with a million entries ([`sip_filter_tests::daemonbench`]): a million
+//!    bans and a million deny entries imported through `sip-filter block import`, then
+//!    a Prometheus scrape and the stop timed against their targets.
 //!
 //! Figures, not a test: these machines are shared and noisy. The results go to the
 //! terminal, and with `--json FILE` / `--markdown FILE` to files (`cargo xtask bench`
@@ -24,7 +27,8 @@
 //! Flags: `--quick` (3 runs of 10,000 repeats, small tables, a tiny path benchmark),
 //! `--runs N`, `--repeat R`, `--json FILE`, `--markdown FILE`, `--no-growth`,
 //! `--no-path`, `--no-guessing`, `--guessing-only` (part 4 alone, written into the
-//! `--json` file's earlier results and the report rendered again), `--class PART` (only the classes whose name contains PART, nothing
+//! `--json` file's earlier results and the report rendered again), `--no-daemon`,
+//! `--daemon-only` (part 5 alone, likewise), `--class PART` (only the classes whose name contains PART, nothing
 //! else: to profile one path with `perf record`), `--render JSON --markdown FILE` (the
 //! report of an earlier run, measuring nothing).
 
@@ -52,7 +56,7 @@ use sip_filter_common::maps::{
     MAX_SOURCES,
 };
 use sip_filter_common::{bounded::REF_CALLS, tls::builder::Hello, SCAN_LEN};
-use sip_filter_tests::{guessbench, packets::*, pathbench};
+use sip_filter_tests::{daemonbench, guessbench, packets::*, pathbench};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -70,6 +74,9 @@ struct Args {
     guessing: bool,
     /// Only the password guessing, merged into the `--json` file's earlier results.
     guessing_only: bool,
+    daemon: bool,
+    /// Only the daemon with a million entries, merged likewise.
+    daemon_only: bool,
     /// Only the classes whose name contains this (for profiling one path).
     only: Option<String>,
     /// Write the report of an earlier run's JSON (with `--markdown`), measuring nothing.
@@ -86,8 +93,9 @@ struct Args {
 
 const USAGE: &str = "bench [--quick] [--runs N (7)] [--repeat R (1000000)] [--json FILE] \
                      [--markdown FILE] [--no-growth] [--state-save-only] [--no-path] [--no-guessing] \
-                     [--guessing-only] [--class PART-OF-NAME] [--flood-seconds S] \
-                     [--nic-runs N (5; 0: no NIC-like path)] [--nic-seconds S (4)] [--path-only] \
+                     [--guessing-only] [--no-daemon] [--daemon-only] [--class PART-OF-NAME] \
+                     [--flood-seconds S] [--nic-runs N (5; 0: no NIC-like path)] [--nic-seconds S (4)] \
+                     [--path-only] \
                      [--render JSON --markdown FILE]";
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -102,6 +110,8 @@ fn parse_args() -> anyhow::Result<Args> {
         path: true,
         guessing: true,
         guessing_only: false,
+        daemon: true,
+        daemon_only: false,
         only: None,
         render: None,
         flood_seconds: None,
@@ -133,6 +143,8 @@ fn parse_args() -> anyhow::Result<Args> {
             "--no-path" => args.path = false,
             "--no-guessing" => args.guessing = false,
             "--guessing-only" => args.guessing_only = true,
+            "--no-daemon" => args.daemon = false,
+            "--daemon-only" => args.daemon_only = true,
             "--flood-seconds" => {
                 let seconds = it.next().context("--flood-seconds needs a number")?;
                 args.flood_seconds = Some(seconds.parse()?);
@@ -148,12 +160,14 @@ fn parse_args() -> anyhow::Result<Args> {
                 args.path_only = true;
                 args.growth = false;
                 args.guessing = false;
+                args.daemon = false;
             }
             "--class" => {
                 args.only = Some(it.next().context("--class needs part of a name")?);
                 args.growth = false;
                 args.path = false;
                 args.guessing = false;
+                args.daemon = false;
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -395,8 +409,8 @@ fn main() -> anyhow::Result<()> {
         state_save(args.quick)?;
         return Ok(());
     }
-    if args.guessing_only {
-        return guessing_only(&args);
+    if args.guessing_only || args.daemon_only {
+        return part_only(&args);
     }
     if let Some(json) = &args.render {
         let markdown_file = args
@@ -589,7 +603,13 @@ fn main() -> anyhow::Result<()> {
         Value::Null
     };
 
-    let doc = json!({
+    let daemon = if args.daemon {
+        daemonbench::run(&daemonbench::Options::new(args.quick))?
+    } else {
+        Value::Null
+    };
+
+    let mut doc = json!({
         "method": "BPF_PROG_TEST_RUN; each figure the median of `runs` runs of `repeat` repeats; ns per packet",
         "machine": machine,
         "runs": args.runs,
@@ -602,8 +622,15 @@ fn main() -> anyhow::Result<()> {
         "destinations": destinations,
         "packet_path": path,
         "password_guessing": guessing,
+        "daemon": daemon,
         "seconds": started.elapsed().as_secs(),
     });
+    // Measured by `cargo xtask fuzz --record`, not here: kept from the earlier results.
+    if let Some(fuzzing) = earlier_results(&args)?
+        .and_then(|mut earlier| Some(earlier.get_mut("fuzzing")?.take()).filter(Value::is_object))
+    {
+        doc["fuzzing"] = fuzzing;
+    }
     write_results(&args, &doc)
 }
 
@@ -726,20 +753,32 @@ fn answers_cost(runs: usize, repeat: u32) -> anyhow::Result<Value> {
     Ok(json!({"requests": requests, "answers": answers}))
 }
 
-/// `--guessing-only`: the password guessing measured again, put into the `--json`
-/// file's earlier results (or alone, when there is none), the report rendered again.
-/// The file is written anew: a float of the earlier results may come back with its
-/// last digit changed (serde_json's parsing is not exactly round-trip).
-fn guessing_only(args: &Args) -> anyhow::Result<()> {
-    let mut doc = match &args.json {
-        Some(path) if std::path::Path::new(path).exists() => serde_json::from_str(
-            &std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
-        )
-        .with_context(|| format!("{path} is not JSON"))?,
-        _ => json!({ "machine": machine() }),
-    };
-    doc["password_guessing"] = guessbench::run(&guessbench::Options::new(args.quick))?;
+/// `--guessing-only` or `--daemon-only`: that part measured again, put into the
+/// `--json` file's earlier results (or alone, when there is none), the report rendered
+/// again. The file is written anew: a float of the earlier results may come back with
+/// its last digit changed (serde_json's parsing is not exactly round-trip).
+fn part_only(args: &Args) -> anyhow::Result<()> {
+    let mut doc = earlier_results(args)?.unwrap_or_else(|| json!({ "machine": machine() }));
+    if args.guessing_only {
+        doc["password_guessing"] = guessbench::run(&guessbench::Options::new(args.quick))?;
+    }
+    if args.daemon_only {
+        doc["daemon"] = daemonbench::run(&daemonbench::Options::new(args.quick))?;
+    }
     write_results(args, &doc)
+}
+
+/// The `--json` file's results, if there are any.
+fn earlier_results(args: &Args) -> anyhow::Result<Option<Value>> {
+    match &args.json {
+        Some(path) if std::path::Path::new(path).exists() => Ok(Some(
+            serde_json::from_str(
+                &std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
+            )
+            .with_context(|| format!("{path} is not JSON"))?,
+        )),
+        _ => Ok(None),
+    }
 }
 
 /// The results to `--json`, the report to `--markdown`.
@@ -1206,6 +1245,61 @@ fn markdown(doc: &Value) -> String {
     if doc["password_guessing"].is_object() {
         md.push_str(&guessbench::markdown(&doc["password_guessing"]));
     }
+    if doc["daemon"].is_object() {
+        md.push_str(&daemonbench::markdown(&doc["daemon"]));
+    }
+    if doc["fuzzing"].is_object() {
+        md.push_str(&fuzzing_markdown(&doc["fuzzing"]));
+    }
+    md
+}
+
+/// The last long fuzzing run of each target (`cargo xtask fuzz --record`).
+fn fuzzing_markdown(doc: &Value) -> String {
+    let m = &doc["machine"];
+    let mut md = format!(
+        "## Fuzzing\n\nThe last long run of each fuzz target, as `cargo xtask fuzz --record` \
+         wrote it, on {} ({} CPUs), Linux {}. Executions are libFuzzer's own count, summed \
+         over the target's workers (one per CPU), starting from the kept corpus \
+         (fuzz/corpus); the time is the run's wall clock, on a machine shared with other \
+         work.\n\n\
+         | target | executions | time | executions/s | crashes | run |\n\
+         |---|--:|--:|--:|--:|---|\n",
+        m["cpu"].as_str().unwrap_or("?"),
+        m["cpus"],
+        m["kernel"].as_str().unwrap_or("?"),
+    );
+    let thousands = |n: u64| {
+        let digits = n.to_string();
+        let mut out = String::new();
+        for (i, digit) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(digit);
+        }
+        out
+    };
+    let mut rows: Vec<&Value> = doc["targets"].as_array().into_iter().flatten().collect();
+    rows.push(&doc["total"]);
+    for r in rows {
+        let executions = r["executions"].as_u64().unwrap_or(0);
+        let seconds = r["seconds"].as_f64().unwrap_or(f64::NAN);
+        let run = match (r["command"].as_str(), r["date"].as_str()) {
+            (Some(command), Some(date)) => format!("`{command}`, {date}"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.1} min | {:.0} | {} | {run} |",
+            r["target"].as_str().unwrap_or("?"),
+            thousands(executions),
+            seconds / 60.0,
+            executions as f64 / seconds,
+            r["crashes"]
+        );
+    }
+    md.push('\n');
     md
 }
 
