@@ -33,6 +33,10 @@ const BESIDE_THE_LABS: [&str; 9] = [
     "tls_test_run",
 ];
 
+/// The 6.1 VM's hard timeout in `cargo xtask test`, beside everything else on a busy
+/// machine (`cargo xtask vm-test` alone: `vm::DEFAULT_TIMEOUT_SECS`).
+const VM_TIMEOUT_IN_CI_SECS: u64 = 1500;
+
 #[derive(clap::Args)]
 pub struct TestArgs {
     /// Skip the 6.1 kernel VM test (it boots qemu with software emulation).
@@ -78,17 +82,22 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
     let beside = test_executables(&String::from_utf8_lossy(&built.stdout), &BESIDE_THE_LABS)?;
     let log = target_dir(&workspace).join("tests-beside-the-labs.log");
     let tests_dir = workspace.join(TEST_PACKAGE_DIR);
-    // Then the 6.1 VM, still beside the labs: qemu keeps a CPU busy for minutes, while
-    // the labs mostly wait.
-    let with_vm = !args.no_vm;
+    // Then a short run of each fuzz target. Beside them, from the start, the 6.1 VM: qemu
+    // keeps a CPU busy for minutes, the tests beside the labs the other, while the labs
+    // mostly wait.
     let beside_the_labs = thread::spawn(move || {
         let tests = run_binaries(&beside, &tests_dir, &log);
-        let vm = with_vm.then(|| {
+        println!("test: a short run of each fuzz target on its kept corpus");
+        (tests, crate::fuzz::smoke())
+    });
+    let vm = (!args.no_vm).then(|| {
+        thread::spawn(|| {
             let mut vm = crate::vm::VmArgs::default();
             vm.console_on_failure_only = true;
+            // Its own tests take 5-9 minutes under qemu on an idle machine; CI's is busy.
+            vm.timeout = VM_TIMEOUT_IN_CI_SECS;
             crate::vm::vm_test(vm)
-        });
-        (tests, vm)
+        })
     });
     // One test binary at a time: the network tests share the host's network stack. The
     // whole workspace, as built above (a narrower selection would unify features
@@ -105,12 +114,19 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
             .current_dir(&workspace)
             .args(["test", "--workspace", "--doc"]))
     });
-    let (tests, vm) = beside_the_labs
+    let (tests, fuzzed) = beside_the_labs
         .join()
         .map_err(|_| anyhow::anyhow!("the thread running the tests beside the labs panicked"))?;
     let (failed, printed) = tests?;
     println!("test: the tests run beside the labs:\n{printed}");
+    let vm = vm
+        .map(|vm| {
+            vm.join()
+                .map_err(|_| anyhow::anyhow!("the thread running the 6.1 VM panicked"))
+        })
+        .transpose()?;
     labs_passed?;
+    fuzzed?;
     if let Some(vm) = vm {
         vm?;
     }
@@ -120,8 +136,6 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
             failed.join(", ")
         );
     }
-    println!("test: a short run of each fuzz target on its kept corpus");
-    crate::fuzz::smoke()?;
     Ok(())
 }
 

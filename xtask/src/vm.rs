@@ -68,7 +68,7 @@ pub struct VmArgs {
     expect_verifier_failure: bool,
     /// Seconds the VM may run (boot and tests) before qemu is killed and the test fails.
     #[arg(long, default_value_t = DEFAULT_TIMEOUT_SECS)]
-    timeout: u64,
+    pub timeout: u64,
     /// Run only the tests whose name contains this (to read one verifier log).
     #[arg(long)]
     filter: Option<String>,
