@@ -1559,5 +1559,6 @@ pub const fn mapped_ipv4(v4: [u8; 4]) -> [u8; 16] {
 }
 
 pub mod pairing;
+pub mod stream;
 #[cfg(test)]
 mod tests;

@@ -3,34 +3,193 @@
 //! TLS port, once the source policy (lists, bans) has passed it; the source's findings
 //! wait in the [`Packet`]. A TLS port's segment goes on to the TLS program ([`tls`]).
 //!
-//! Today it passes every other such segment, counted `pass_segment`, as the XDP program
-//! did before it existed.
+//! A segment to a SIP-over-TCP port is walked message by message (issue 14): the
+//! message at the [`Packet`]'s `stream_offset` is parsed with the parser UDP uses
+//! (here), then judged by the same policies (`finish`, `conclude`: scanner, domain,
+//! rate classes, bans made after the TCP checksum is verified) in
+//! [`sip_filter_tcp_policy`], a program of its own (the parse and the policies
+//! together exceed one program's verifier budget). If it passes and another message
+//! follows within the segment (its end found by [`message_end`], the Content-Length
+//! bounded by the bytes present), the program tail-calls itself for that one: each
+//! message is judged and counted once, each run verified once, at most
+//! [`MAX_STREAM_MESSAGES`] per segment (the rest passes, `pass_stream_limit`). The
+//! segment is dropped if any of its messages is, and the walk stops there. A payload
+//! that is only CR/LF (RFC 5626's ping and pong) is a keep-alive; one that starts no
+//! message (the continuation of one, a body) passes, `pass_continuation`.
+//!
+//! The walk's position lives in the [`Packet`] and is zero whenever a run of this
+//! program ends other than by tail-calling itself, so a segment's first entry starts at
+//! its payload's first byte.
 //!
 //! [`Packet`]: crate::Packet
 //! [`tls`]: crate::tls
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use sip_filter_common::{maps::PROGRAM_SLOT_TLS, Method, Reason};
+use sip_filter_common::{
+    maps::{
+        Transport as TransportKind, MAX_STREAM_MESSAGES, PROGRAM_SLOT_TCP, PROGRAM_SLOT_TCP_POLICY,
+        PROGRAM_SLOT_TLS,
+    },
+    sip::{
+        parse_in_place,
+        stream::{message_end, STREAM_HEADERS},
+        Kind,
+    },
+    Method, Reason,
+};
 
 use crate::{
-    count, enter_stream_program,
+    bump, count, enter_stream_program, finish,
     headers::{parse_headers, Headers, INGRESS},
-    CONFIG,
+    leave_transport,
+    payload::load_payload,
+    read_back, tail_call, verdict, CONFIG, NEEDS_ANSWER_METER, NEEDS_REQUEST_POLICY, PACKET, SCAN,
 };
 
 #[xdp]
 pub fn sip_filter_tcp(ctx: XdpContext) -> u32 {
     let Headers::Transport(segment) = parse_headers::<INGRESS>(&ctx) else {
-        count(Reason::PassSegment, Method::None as usize);
-        return xdp_action::XDP_PASS;
+        return end_walk(Reason::PassSegment);
     };
     if CONFIG
         .get(0)
         .is_some_and(|config| config.is_tls_port(segment.dst_port))
     {
+        leave_position(0, 0);
         enter_stream_program(&ctx, PROGRAM_SLOT_TLS);
         return xdp_action::XDP_PASS;
     }
-    count(Reason::PassSegment, Method::None as usize);
+    leave_transport(TransportKind::Tcp);
+    // The message's place, in memory: nothing about the segment stays in registers
+    // across the parse and the policies (see `read_back`).
+    let offset = read_back(|p| &p.stream_offset);
+    if offset >= segment.payload_len {
+        return end_walk(Reason::PassSegment);
+    }
+    if let Some(packet) = PACKET.get_ptr_mut(0) {
+        // SAFETY: per-CPU, used by this CPU during this run only.
+        unsafe {
+            (*packet).stream_start = segment.payload_offset + offset;
+            (*packet).stream_left = segment.payload_len - offset;
+        }
+    }
+    let verdict = judge_message(&ctx);
+    if let Some(packet) = PACKET.get_ptr_mut(0) {
+        // SAFETY: per-CPU, used by this CPU during this run only.
+        unsafe { core::ptr::write_volatile(&mut (*packet).stream_verdict, verdict) };
+    }
+    tail_call(&ctx, PROGRAM_SLOT_TCP_POLICY);
+    // Only if the policy program is missing: the segment passes, as before this one.
+    end_walk(Reason::PassSegment)
+}
+
+/// The policies on the message [`sip_filter_tcp`] parsed (in the scratch, its verdict in
+/// the [`Packet`]): `finish`, as the XDP program runs it after `judge`. Then, if the
+/// message passed and another follows, the walk goes on at the next one. A program of
+/// its own: the parse and the policies together exceed one program's verifier budget.
+///
+/// [`Packet`]: crate::Packet
+#[xdp]
+pub fn sip_filter_tcp_policy(ctx: XdpContext) -> u32 {
+    leave_transport(TransportKind::Tcp);
+    let action = finish(&ctx, read_back_verdict());
+    // Through memory too: the walk's end is then verified once, not once for each way
+    // the policies end.
+    leave_action(action);
+    let next = read_back(|p| &p.stream_next);
+    let counted = Reason::from_number(u64::from(read_back(|p| &p.counted) & 0xff));
+    // A drop (made, or counted in dry-run) ends the walk: the segment goes with it.
+    if next == 0 || counted.is_none_or(Reason::is_drop) {
+        leave_position(0, 0);
+        return read_back(|p| &p.stream_action);
+    }
+    let judged = read_back(|p| &p.stream_messages) + 1;
+    if judged >= MAX_STREAM_MESSAGES {
+        return end_walk(Reason::PassStreamLimit);
+    }
+    leave_position(read_back(|p| &p.stream_offset) + next, judged);
+    tail_call(&ctx, PROGRAM_SLOT_TCP);
+    // Only if the tail call failed (the kernel's limit of 33 in a chain).
+    end_walk(Reason::PassStreamLimit)
+}
+
+/// The TCP program's verdict on the message, from the [`Packet`](crate::Packet).
+#[inline(always)]
+fn read_back_verdict() -> u64 {
+    match PACKET.get_ptr(0) {
+        // SAFETY: per-CPU, written by the TCP program earlier in this chain.
+        Some(packet) => unsafe { core::ptr::read_volatile(&(*packet).stream_verdict) },
+        None => crate::verdict(Reason::PassSegment, Method::None as usize),
+    }
+}
+
+/// Ends the walk with a verdict of its own (no message judged in this run).
+#[inline(always)]
+fn end_walk(reason: Reason) -> u32 {
+    leave_position(0, 0);
+    // `count` reset it after the last message's verdict.
+    leave_transport(TransportKind::Tcp);
+    count(reason, Method::None as usize);
     xdp_action::XDP_PASS
+}
+
+/// The XDP action on the message just judged, kept while the walk decides.
+#[inline(always)]
+fn leave_action(action: u32) {
+    if let Some(packet) = PACKET.get_ptr_mut(0) {
+        // SAFETY: per-CPU, used by this CPU during this run only.
+        unsafe { core::ptr::write_volatile(&mut (*packet).stream_action, action) };
+    }
+}
+
+/// Where the walk goes on: see [`Packet`]'s `stream_offset`.
+#[inline(always)]
+fn leave_position(offset: u32, messages: u32) {
+    if let Some(packet) = PACKET.get_ptr_mut(0) {
+        // SAFETY: per-CPU, used by this CPU during this run only.
+        unsafe {
+            core::ptr::write_volatile(&mut (*packet).stream_offset, offset);
+            core::ptr::write_volatile(&mut (*packet).stream_messages, messages);
+        }
+    }
+}
+
+/// `judge`'s parse for the message at `stream_start`: the same parser, the same
+/// verdicts (what `finish` takes), and, for a message the walk can go past, where the
+/// next one starts (`stream_next`). Not inlined: its frames are gone when the policies
+/// run, as `judge`'s are.
+#[inline(never)]
+fn judge_message(ctx: &XdpContext) -> u64 {
+    let (Some(scratch), Some(packet)) = (SCAN.get_ptr_mut(0), PACKET.get_ptr_mut(0)) else {
+        return verdict(Reason::PassUnparsed, Method::None as usize);
+    };
+    // SAFETY: per-CPU scratch and packet, used only by this CPU during this run.
+    let (scratch, packet) = unsafe { (&mut *scratch, &mut *packet) };
+    packet.needs_routing = 0;
+    packet.stream_next = 0;
+    let (start, left) = (packet.stream_start, packet.stream_left);
+    let Some(len) = load_payload(ctx, start, left, &mut scratch.buf) else {
+        return verdict(Reason::PassUnparsed, Method::None as usize);
+    };
+    // Never whole: a line cut by the segment's end is no line (the rest comes later).
+    match parse_in_place::<STREAM_HEADERS>(scratch, len, false) {
+        Kind::Sip => {}
+        Kind::Keepalive => {
+            return verdict(Reason::PassKeepalive, Method::None as usize) | NEEDS_ANSWER_METER
+        }
+        Kind::NotSip => return verdict(Reason::PassContinuation, Method::None as usize),
+    }
+    let left = read_back(|p| &p.stream_left);
+    if let Some(end) = message_end(scratch, left) {
+        if end != 0 && end < left {
+            packet.stream_next = end;
+        }
+    }
+    if !scratch.headers_complete() {
+        bump(|c| &mut c.headers_truncated);
+    }
+    if !scratch.is_request() {
+        return verdict(Reason::PassResponse, Method::None as usize) | NEEDS_ANSWER_METER;
+    }
+    verdict(Reason::PassRequest, scratch.method_number()) | NEEDS_REQUEST_POLICY
 }
