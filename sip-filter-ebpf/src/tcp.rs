@@ -48,32 +48,15 @@ use crate::{
 
 #[xdp]
 pub fn sip_filter_tcp(ctx: XdpContext) -> u32 {
-    let Headers::Transport(segment) = parse_headers::<INGRESS>(&ctx) else {
-        return end_walk(Reason::PassSegment);
-    };
-    if CONFIG
-        .get(0)
-        .is_some_and(|config| config.is_tls_port(segment.dst_port))
-    {
+    let verdict = judge_message(&ctx);
+    if verdict == TLS_PORT {
         leave_position(0, 0);
         enter_stream_program(&ctx, PROGRAM_SLOT_TLS);
         return xdp_action::XDP_PASS;
     }
-    leave_transport(TransportKind::Tcp);
-    // The message's place, in memory: nothing about the segment stays in registers
-    // across the parse and the policies (see `read_back`).
-    let offset = read_back(|p| &p.stream_offset);
-    if offset >= segment.payload_len {
+    if verdict == NOTHING {
         return end_walk(Reason::PassSegment);
     }
-    if let Some(packet) = PACKET.get_ptr_mut(0) {
-        // SAFETY: per-CPU, used by this CPU during this run only.
-        unsafe {
-            (*packet).stream_start = segment.payload_offset + offset;
-            (*packet).stream_left = segment.payload_len - offset;
-        }
-    }
-    let verdict = judge_message(&ctx);
     if let Some(packet) = PACKET.get_ptr_mut(0) {
         // SAFETY: per-CPU, used by this CPU during this run only.
         unsafe { core::ptr::write_volatile(&mut (*packet).stream_verdict, verdict) };
@@ -92,10 +75,19 @@ pub fn sip_filter_tcp(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn sip_filter_tcp_policy(ctx: XdpContext) -> u32 {
     leave_transport(TransportKind::Tcp);
+    note_next_message();
     let action = finish(&ctx, read_back_verdict());
     // Through memory too: the walk's end is then verified once, not once for each way
     // the policies end.
     leave_action(action);
+    walk_on(&ctx)
+}
+
+/// After a message's verdict: the walk's next step (see [`sip_filter_tcp_policy`]).
+/// Not inlined, nor is [`note_next_message`]: the policy program's entry frame is on
+/// the policies' call chain, which 6.1 holds to 512 bytes of stack.
+#[inline(never)]
+fn walk_on(ctx: &XdpContext) -> u32 {
     let next = read_back(|p| &p.stream_next);
     let counted = Reason::from_number(u64::from(read_back(|p| &p.counted) & 0xff));
     // A drop (made, or counted in dry-run) ends the walk: the segment goes with it.
@@ -108,9 +100,32 @@ pub fn sip_filter_tcp_policy(ctx: XdpContext) -> u32 {
         return end_walk(Reason::PassStreamLimit);
     }
     leave_position(read_back(|p| &p.stream_offset) + next, judged);
-    tail_call(&ctx, PROGRAM_SLOT_TCP);
+    tail_call(ctx, PROGRAM_SLOT_TCP);
     // Only if the tail call failed (the kernel's limit of 33 in a chain).
     end_walk(Reason::PassStreamLimit)
+}
+
+/// Where the next message of the segment starts, if the one in the scratch is a SIP
+/// message whose end lies within the segment, into the [`Packet`](crate::Packet)'s
+/// `stream_next` (0 for none). First thing in its program, while the verifier has one
+/// state to walk it in: after the parse, or after the policies, it would walk it once
+/// for each way they can end.
+#[inline(never)]
+fn note_next_message() {
+    let (Some(scratch), Some(packet)) = (SCAN.get_ptr(0), PACKET.get_ptr_mut(0)) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch and packet, used only by this CPU during this run.
+    let (scratch, packet) = unsafe { (&*scratch, &mut *packet) };
+    let verdict = packet.stream_verdict;
+    // A keep-alive's parse leaves the lines of the message before it in the scratch.
+    let message = verdict & (NEEDS_REQUEST_POLICY | NEEDS_ANSWER_METER) != 0
+        && verdict & 0xff != Reason::PassKeepalive as u64;
+    let left = packet.stream_left;
+    packet.stream_next = match message_end(scratch, left) {
+        Some(end) if message && end != 0 && end < left => end,
+        _ => 0,
+    };
 }
 
 /// The TCP program's verdict on the message, from the [`Packet`](crate::Packet).
@@ -122,6 +137,12 @@ fn read_back_verdict() -> u64 {
         None => crate::verdict(Reason::PassSegment, Method::None as usize),
     }
 }
+
+/// [`judge_message`]'s answer for a TLS port's segment, for the TLS program.
+const TLS_PORT: u64 = u64::MAX;
+/// [`judge_message`]'s answer for nothing to judge: headers that cannot be walked, or
+/// the walk's offset past the payload.
+const NOTHING: u64 = u64::MAX - 1;
 
 /// Ends the walk with a verdict of its own (no message judged in this run).
 #[inline(always)]
@@ -160,13 +181,30 @@ fn leave_position(offset: u32, messages: u32) {
 /// run, as `judge`'s are.
 #[inline(never)]
 fn judge_message(ctx: &XdpContext) -> u64 {
+    // The headers again, here as in `judge`: the header walk's many ends then leave
+    // nothing in the entry's frame for the verifier to tell apart.
+    let Headers::Transport(segment) = parse_headers::<INGRESS>(ctx) else {
+        return NOTHING;
+    };
+    if CONFIG
+        .get(0)
+        .is_some_and(|config| config.is_tls_port(segment.dst_port))
+    {
+        return TLS_PORT;
+    }
+    leave_transport(TransportKind::Tcp);
+    let offset = read_back(|p| &p.stream_offset);
+    if offset >= segment.payload_len {
+        return NOTHING;
+    }
     let (Some(scratch), Some(packet)) = (SCAN.get_ptr_mut(0), PACKET.get_ptr_mut(0)) else {
         return verdict(Reason::PassUnparsed, Method::None as usize);
     };
     // SAFETY: per-CPU scratch and packet, used only by this CPU during this run.
     let (scratch, packet) = unsafe { (&mut *scratch, &mut *packet) };
     packet.needs_routing = 0;
-    packet.stream_next = 0;
+    packet.stream_start = segment.payload_offset + offset;
+    packet.stream_left = segment.payload_len - offset;
     let (start, left) = (packet.stream_start, packet.stream_left);
     let Some(len) = load_payload(ctx, start, left, &mut scratch.buf) else {
         return verdict(Reason::PassUnparsed, Method::None as usize);
@@ -178,12 +216,6 @@ fn judge_message(ctx: &XdpContext) -> u64 {
             return verdict(Reason::PassKeepalive, Method::None as usize) | NEEDS_ANSWER_METER
         }
         Kind::NotSip => return verdict(Reason::PassContinuation, Method::None as usize),
-    }
-    let left = read_back(|p| &p.stream_left);
-    if let Some(end) = message_end(scratch, left) {
-        if end != 0 && end < left {
-            packet.stream_next = end;
-        }
     }
     if !scratch.headers_complete() {
         bump(|c| &mut c.headers_truncated);

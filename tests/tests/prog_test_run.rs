@@ -709,7 +709,11 @@ fn loaded(settings: &Settings) -> Filter {
 
 fn assert_table(filter: &Filter, cases: Vec<Case>) {
     let total = cases.len();
-    let failures = run_cases(filter, cases);
+    assert_passed(total, run_cases(filter, cases));
+}
+
+/// Fails with every failure of a table of `total` cases.
+fn assert_passed(total: usize, failures: Vec<String>) {
     assert!(
         failures.is_empty(),
         "{} of {total} cases failed:\n{}",
@@ -3432,13 +3436,7 @@ fn run_segments(filter: &Filter, cases: Vec<SegmentCase>) -> Vec<String> {
 
 fn assert_segments(filter: &Filter, cases: Vec<SegmentCase>) {
     let total = cases.len();
-    let failures = run_segments(filter, cases);
-    assert!(
-        failures.is_empty(),
-        "{} of {total} segments failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_passed(total, run_segments(filter, cases));
 }
 
 /// A request with a body of `body_len` bytes and a Content-Length that says `claimed`.
@@ -3479,7 +3477,18 @@ fn sip_over_tcp_is_walked_message_by_message() {
     let from6 = |payload: &[u8]| {
         shaped::behind_destination_options(&tcp6_from(CLIENT_V6, 5060, Established, payload), 2)
     };
+    // An OPTIONS whose Content-Length claims `claimed` bytes of a body of `body_len`,
+    // then a scanner's request.
+    let claiming_then_scanner = |claimed, body_len| {
+        from(&concat(&[
+            &with_body("OPTIONS", ALLOWED, phone, claimed, body_len),
+            &scanner,
+        ]))
+    };
     let nine: Vec<&[u8]> = std::iter::repeat_n(allowed.as_slice(), 9).collect();
+    let eight_and_the_rest: Vec<(Reason, Method)> = std::iter::repeat_n((PassRequest, Options), 8)
+        .chain([(PassStreamLimit, None)])
+        .collect();
     let cases = vec![
         segment(
             "one request",
@@ -3559,28 +3568,19 @@ fn sip_over_tcp_is_walked_message_by_message() {
         ),
         segment(
             "a Content-Length past the segment: what follows is its body",
-            from(&concat(&[
-                &with_body("OPTIONS", ALLOWED, phone, 900, 10),
-                &scanner,
-            ])),
+            claiming_then_scanner(900, 10),
             XDP_PASS,
             &[(PassRequest, Options)],
         ),
         segment(
             "a Content-Length of 4294967295",
-            from(&concat(&[
-                &with_body("OPTIONS", ALLOWED, phone, 4_294_967_295, 0),
-                &scanner,
-            ])),
+            claiming_then_scanner(4_294_967_295, 0),
             XDP_PASS,
             &[(PassRequest, Options)],
         ),
         segment(
             "a Content-Length short of the body: the rest is read as the server reads it",
-            from(&concat(&[
-                &with_body("OPTIONS", ALLOWED, phone, 2, 10),
-                &scanner,
-            ])),
+            claiming_then_scanner(2, 10),
             XDP_DROP,
             // `vvvvvvvvOPTIONS`: an extension method, from a scanner.
             &[(PassRequest, Options), (DropScanner, Other)],
@@ -3589,17 +3589,7 @@ fn sip_over_tcp_is_walked_message_by_message() {
             "nine messages: eight judged, the rest passes",
             from(&nine.concat()),
             XDP_PASS,
-            &[
-                (PassRequest, Options),
-                (PassRequest, Options),
-                (PassRequest, Options),
-                (PassRequest, Options),
-                (PassRequest, Options),
-                (PassRequest, Options),
-                (PassRequest, Options),
-                (PassRequest, Options),
-                (PassStreamLimit, None),
-            ],
+            &eight_and_the_rest,
         ),
         segment(
             "IPv6, two extension headers before TCP: two requests",
