@@ -1095,4 +1095,21 @@ mod tests {
             }
         }
     }
+
+    // Issue 14: a TCP segment's several verdicts.
+    #[test]
+    fn a_tcp_segment_stands_for_its_drop() {
+        let mut delta = Counters::default();
+        for reason in [Reason::PassRequest, Reason::DropScanner] {
+            delta.packets[reason as usize][Method::Options as usize] += 1;
+            delta.transports[Transport::Tcp as usize][reason as usize] += 1;
+        }
+        let (total, found) = segment_verdict(&delta);
+        assert_eq!(found, Some((Reason::DropScanner, Method::Options)));
+        assert!(is_tcp_walk(&delta, total));
+        // Two verdicts that are not one segment's: the counting is wrong.
+        delta.transports[Transport::Tcp as usize][Reason::PassRequest as usize] = 0;
+        delta.transports[Transport::Udp as usize][Reason::PassRequest as usize] = 1;
+        assert!(!is_tcp_walk(&delta, total));
+    }
 }
