@@ -79,13 +79,20 @@ pub const PROGRAM_SLOT_TLS: u32 = 1;
 /// For an INVITE the request policy passed: destination rules and call budgets (issue
 /// 18). Empty until that program exists: the XDP program then goes on without it.
 pub const PROGRAM_SLOT_INVITE: u32 = 2;
-pub const PROGRAM_SLOTS: u32 = 3;
+/// Issue 14: the policies on a message the TCP program parsed (its own budget: the
+/// parse and the policies together exceed one program's).
+pub const PROGRAM_SLOT_TCP_POLICY: u32 = 3;
+pub const PROGRAM_SLOTS: u32 = 4;
 /// The programs the daemon loads into [`names::PROGRAMS`], with their slots.
-pub const TAIL_CALLED: [(&str, u32); 3] = [
+pub const TAIL_CALLED: [(&str, u32); 4] = [
     (TCP_PROGRAM_NAME, PROGRAM_SLOT_TCP),
     (TLS_PROGRAM_NAME, PROGRAM_SLOT_TLS),
     (INVITE_PROGRAM_NAME, PROGRAM_SLOT_INVITE),
+    (TCP_POLICY_PROGRAM_NAME, PROGRAM_SLOT_TCP_POLICY),
 ];
+/// Issue 14: the program that runs the request policy on the message the TCP program
+/// parsed, then walks on to the segment's next message.
+pub const TCP_POLICY_PROGRAM_NAME: &str = "sip_filter_tcp_policy";
 
 /// Capacity of the domain allowlist map.
 pub const MAX_DOMAINS: u32 = 4096;
@@ -204,10 +211,18 @@ pub enum Reason {
     /// A ClientHello passed because a field a check needs was not in its first segment
     /// (a split ClientHello, a walk past its bound): judged by what it held.
     PassTlsUnknown,
+    // Issue 14, SIP over TCP.
+    /// A TCP segment to a SIP-over-TCP port whose payload starts no message (the
+    /// continuation of one a previous segment started, or bytes the parser does not
+    /// take for a start line): passed, since without the stream it cannot be judged.
+    PassContinuation,
+    /// The rest of a segment after [`MAX_STREAM_MESSAGES`] messages were judged: passed
+    /// unjudged, once per such segment.
+    PassStreamLimit,
 }
 
 impl Reason {
-    pub const COUNT: usize = 31;
+    pub const COUNT: usize = 33;
     pub const ALL: [Reason; Self::COUNT] = [
         Reason::PassNotSip,
         Reason::PassUnparsed,
@@ -240,6 +255,8 @@ impl Reason {
         Reason::DropTlsMalformed,
         Reason::PassTlsHello,
         Reason::PassTlsUnknown,
+        Reason::PassContinuation,
+        Reason::PassStreamLimit,
     ];
 
     /// The reason numbered `n` (`Reason::X as u64`).
@@ -287,6 +304,8 @@ impl Reason {
             Reason::DropTlsMalformed => "drop_tls_malformed",
             Reason::PassTlsHello => "pass_tls_hello",
             Reason::PassTlsUnknown => "pass_tls_unknown",
+            Reason::PassContinuation => "pass_continuation",
+            Reason::PassStreamLimit => "pass_stream_limit",
         }
     }
 
@@ -519,6 +538,9 @@ pub struct Counters {
     /// Bans, and counts toward a ban, not made because the packet was a first fragment:
     /// its checksum covers the reassembled datagram, which XDP never sees.
     pub ban_skipped_fragment: u64,
+    /// Issue 14: the verdicts of packets to a SIP port again, by transport
+    /// ([`Transport`]) and reason (the methods are in `packets`).
+    pub transports: [[u64; Reason::COUNT]; TRANSPORT_SLOTS],
 }
 
 impl Default for Counters {
@@ -532,6 +554,7 @@ impl Default for Counters {
             events_lost: 0,
             ban_skipped_bad_checksum: 0,
             ban_skipped_fragment: 0,
+            transports: [[0; Reason::COUNT]; TRANSPORT_SLOTS],
         }
     }
 }
@@ -559,6 +582,11 @@ impl Counters {
         self.ban_skipped_fragment = self
             .ban_skipped_fragment
             .wrapping_add(other.ban_skipped_fragment);
+        for (row, other_row) in self.transports.iter_mut().zip(other.transports.iter()) {
+            for (cell, other_cell) in row.iter_mut().zip(other_row.iter()) {
+                *cell = cell.wrapping_add(*other_cell);
+            }
+        }
     }
 
     /// `self - earlier`, counter by counter.
@@ -586,6 +614,11 @@ impl Counters {
         out.ban_skipped_fragment = out
             .ban_skipped_fragment
             .wrapping_sub(earlier.ban_skipped_fragment);
+        for (row, earlier_row) in out.transports.iter_mut().zip(earlier.transports.iter()) {
+            for (cell, earlier_cell) in row.iter_mut().zip(earlier_row.iter()) {
+                *cell = cell.wrapping_sub(*earlier_cell);
+            }
+        }
         out
     }
 
@@ -597,7 +630,53 @@ impl Counters {
     pub fn method_total(&self, method: Method) -> u64 {
         self.packets.iter().map(|row| row[method as usize]).sum()
     }
+
+    /// Verdicts for `reason` on packets that came over `transport`.
+    pub fn transport_total(&self, transport: Transport, reason: Reason) -> u64 {
+        self.transports[transport as usize][reason as usize]
+    }
 }
+
+// Issue 14: SIP over TCP, and counters by transport.
+
+/// The transport a verdict was made on, as the kernel notes it for `count`
+/// ([`Counters::transports`]).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// Not known to be to a SIP port: other ports and protocols, unparsed headers, later
+    /// fragments (their port is unknown).
+    Other = 0,
+    Udp = 1,
+    Tcp = 2,
+    Tls = 3,
+}
+
+/// Rows of [`Counters::transports`] (a power of two: the kernel masks the index).
+pub const TRANSPORT_SLOTS: usize = 4;
+
+impl Transport {
+    pub const ALL: [Transport; TRANSPORT_SLOTS] = [
+        Transport::Other,
+        Transport::Udp,
+        Transport::Tcp,
+        Transport::Tls,
+    ];
+
+    /// The name in `stats` output and the metrics' `transport` label.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Transport::Other => "other",
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+}
+
+/// The most messages of one TCP segment the kernel judges (a tail call each); the rest
+/// of a segment that holds more passes, counted `pass_stream_limit`.
+pub const MAX_STREAM_MESSAGES: u32 = 8;
 
 /// `FilterConfig::flags`: the Request-URI domain check is on (the allowlist is not empty).
 pub const FLAG_DOMAIN_CHECK: u32 = 1 << 0;

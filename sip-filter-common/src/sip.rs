@@ -622,20 +622,24 @@ pub const ANSWER_HEADERS: HeaderSet = 1 << Header::CallId as u16
     | 1 << Header::Expires as u16
     | 1 << Header::Contact as u16;
 
-/// Letters in [`examined_letters`]' answer.
-const EXAMINED_LETTERS: usize = 7;
+/// Letters in [`examined_letters`]' answer (a set with fewer repeats one: the compiler
+/// folds the repeated comparison away).
+const EXAMINED_LETTERS: usize = 8;
 
 /// The first letters (lower case) of the header lines a scan for `WANTED` must examine,
 /// if it can skip the others: for [`POLICY_HEADERS`], the User-Agent's `u`, Route's `r`,
 /// To's `t`, Call-ID's and CSeq's `c` (and Call-ID's compact `i`), Authorization's `a`
 /// and Proxy-Authorization's `p`; for [`ANSWER_HEADERS`], Call-ID's, CSeq's and
 /// Contact's `c` (and the compact `i` and `m`), WWW-Authenticate's `w`,
-/// Proxy-Authenticate's `p` and Expires' `e`. `None`: every line is examined.
+/// Proxy-Authenticate's `p` and Expires' `e`; for [`stream::STREAM_HEADERS`], the
+/// policy's and Content-Length's compact `l`. `None`: every line is examined.
 const fn examined_letters(wanted: HeaderSet) -> Option<[u8; EXAMINED_LETTERS]> {
     if wanted == POLICY_HEADERS {
-        Some([b'u', b'r', b't', b'c', b'i', b'a', b'p'])
+        Some([b'u', b'r', b't', b'c', b'i', b'a', b'p', b'p'])
     } else if wanted == ANSWER_HEADERS {
-        Some([b'c', b'i', b'm', b'w', b'p', b'e', b'e'])
+        Some([b'c', b'i', b'm', b'w', b'p', b'e', b'e', b'e'])
+    } else if wanted == stream::STREAM_HEADERS {
+        Some([b'u', b'r', b't', b'c', b'i', b'a', b'p', b'l'])
     } else {
         None
     }
@@ -1564,5 +1568,6 @@ pub const fn mapped_ipv4(v4: [u8; 4]) -> [u8; 16] {
 
 pub mod dialled;
 pub mod pairing;
+pub mod stream;
 #[cfg(test)]
 mod tests;

@@ -23,9 +23,9 @@ use aya_ebpf::{
 use sip_filter_common::{
     maps::{
         CallBudget, CallerKey, Calls, DestinationConfig, DestinationCounters, DestinationKey,
-        DestinationRule, EventKind, RuleCounters, CALLER_ACCOUNT, CALLER_SOURCE, CALL_BUDGETS_ON,
-        DESTINATION_DENY, DESTINATION_LIMIT, DESTINATION_RULES_ON, FLAG_DRY_RUN, MAX_CALL_BUDGETS,
-        MAX_DESTINATION_CALLERS, MAX_DESTINATION_RULES,
+        DestinationRule, EventKind, RuleCounters, Transport as TransportKind, CALLER_ACCOUNT,
+        CALLER_SOURCE, CALL_BUDGETS_ON, DESTINATION_DENY, DESTINATION_LIMIT, DESTINATION_RULES_ON,
+        FLAG_DRY_RUN, MAX_CALL_BUDGETS, MAX_DESTINATION_CALLERS, MAX_DESTINATION_RULES,
     },
     sip::{
         dialled::{dialled, Dialled, DialledKind, Dialling},
@@ -37,7 +37,8 @@ use sip_filter_common::{
 };
 
 use crate::{
-    answers_bookkeeping, conclude, leave_reason, read_back, sources::emit, CONFIG, PACKET, SCAN,
+    answers_bookkeeping, conclude, leave_reason, read_back, sources::emit, tcp, CONFIG, PACKET,
+    SCAN,
 };
 
 /// The destination rules, by longest prefix of the dialled number's key.
@@ -82,11 +83,18 @@ const HOUR_NS: u64 = 60 * MINUTE_NS;
 
 #[xdp]
 pub fn sip_filter_invite(ctx: XdpContext) -> u32 {
+    // Read before `conclude`, whose count resets it.
+    let over_tcp = read_back(|p| &p.transport) == TransportKind::Tcp as u32;
     judge_invite();
     if read_back(|p| &p.reason) == Reason::PassRequest as u32 {
         answers_bookkeeping();
     }
-    conclude(&ctx)
+    let action = conclude(&ctx);
+    if over_tcp {
+        // Entered from the TCP policy program: its walk over the segment goes on.
+        return tcp::walk_on_after(&ctx, action);
+    }
+    action
 }
 
 /// The account's budget and the destination rules, on an INVITE that passed the request

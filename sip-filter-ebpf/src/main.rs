@@ -33,13 +33,14 @@ use payload::load_payload;
 use sip_filter_common::{
     domain::{host_hashes, DOMAIN_EXACT, DOMAIN_WILDCARD, MAX_SUFFIXES},
     maps::{
-        Ban, BanReason, ListEntry, SourceKey, SourceState, BAN_SLOTS, CLASS_ANSWERS,
-        CLASS_CONNECTIONS, CLASS_INVITE, CLASS_OTHER, CLASS_REGISTER, CLASS_REGISTERED,
-        CLASS_SLOTS, CLASS_TRUSTED, FLAG_ALLOW_HOSTLESS_URI, FLAG_ANSWERS, FLAG_DOMAIN_CHECK,
-        FLAG_DROP_FRAGMENTS, FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN, LIST_ORIGIN_COUNTRY,
-        MAX_BANS, MAX_DOMAINS, MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES, PROGRAM_SLOTS,
-        PROGRAM_SLOT_INVITE, PROGRAM_SLOT_TCP, SOURCE_DROP_GLOBAL_BUDGET, SOURCE_DROP_RATE_LIMITED,
-        SOURCE_DROP_SCANNER, SOURCE_DROP_UNKNOWN_DOMAIN, TRANSACTION_CREDENTIALED,
+        Ban, BanReason, ListEntry, SourceKey, SourceState, Transport as TransportKind, BAN_SLOTS,
+        CLASS_ANSWERS, CLASS_CONNECTIONS, CLASS_INVITE, CLASS_OTHER, CLASS_REGISTER,
+        CLASS_REGISTERED, CLASS_SLOTS, CLASS_TRUSTED, FLAG_ALLOW_HOSTLESS_URI, FLAG_ANSWERS,
+        FLAG_DOMAIN_CHECK, FLAG_DROP_FRAGMENTS, FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN,
+        LIST_ORIGIN_COUNTRY, MAX_BANS, MAX_DOMAINS, MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES,
+        PROGRAM_SLOTS, PROGRAM_SLOT_INVITE, PROGRAM_SLOT_TCP, SOURCE_DROP_GLOBAL_BUDGET,
+        SOURCE_DROP_RATE_LIMITED, SOURCE_DROP_SCANNER, SOURCE_DROP_UNKNOWN_DOMAIN,
+        TRANSACTION_CREDENTIALED, TRANSPORT_SLOTS,
     },
     scanner::is_scanner,
     sip::{
@@ -216,6 +217,32 @@ pub(crate) fn count(reason: Reason, method: usize) {
         if let Some(row) = counters.packets.get_mut(reason as usize) {
             row[method & (Method::COUNT - 1)] += 1;
         }
+        count_transport(counters, reason);
+    }
+}
+
+/// Issue 14: the verdict again in its transport's row (the transport `judge` or a
+/// stream program noted), which is then reset: the next packet's starts unknown.
+#[inline(always)]
+fn count_transport(counters: &mut Counters, reason: Reason) {
+    if let Some(packet) = PACKET.get_ptr_mut(0) {
+        // SAFETY: per-CPU, used by this CPU during this run only.
+        let packet = unsafe { &mut *packet };
+        let transport = packet.transport as usize & (TRANSPORT_SLOTS - 1);
+        if let Some(cell) = counters.transports[transport].get_mut(reason as usize) {
+            *cell += 1;
+        }
+        packet.transport = TransportKind::Other as u32;
+        packet.counted = reason as u32;
+    }
+}
+
+/// Notes the transport of the packet being judged, for [`count_transport`].
+#[inline(always)]
+pub(crate) fn leave_transport(transport: TransportKind) {
+    if let Some(packet) = PACKET.get_ptr_mut(0) {
+        // SAFETY: per-CPU, used by this CPU during this run only.
+        unsafe { core::ptr::write_volatile(&mut (*packet).transport, transport as u32) };
     }
 }
 
@@ -262,6 +289,13 @@ fn judge(ctx: &XdpContext) -> u64 {
     if !sip_port {
         return verdict(Reason::PassNotSip, Method::None as usize);
     }
+    leave_transport(if !udp.is_tcp {
+        TransportKind::Udp
+    } else if config.is_tls_port(udp.dst_port) {
+        TransportKind::Tls
+    } else {
+        TransportKind::Tcp
+    });
     // Sources before content: a denied or banned source costs no parsing.
     let source = &udp.source;
     let trusted = is_trusted(&source);
@@ -595,6 +629,26 @@ pub(crate) struct Packet {
     pending: u32,
     /// The method `judge` found, kept here while the policies run (see `sip_filter`).
     method: u32,
+    // Issue 14: transports, and the walk over a TCP segment's messages.
+    /// The packet's [`TransportKind`], for [`count_transport`].
+    transport: u32,
+    /// The reason [`count`] counted last (the TCP program stops at a drop).
+    counted: u32,
+    /// Where the message being judged starts in the segment's payload, and how many of
+    /// the segment's messages were judged before it: 0 on the TCP program's first
+    /// entry for a segment, set for its tail calls to itself ([`tcp`]).
+    stream_offset: u32,
+    stream_messages: u32,
+    /// The message's offset in the packet and the bytes from there to the payload's
+    /// end, for [`tcp`]'s parse.
+    stream_start: u32,
+    stream_left: u32,
+    /// Where the next message starts, from the message's start; 0 for none.
+    stream_next: u32,
+    /// The XDP action on the message just judged.
+    stream_action: u32,
+    /// What the TCP program's parse found (`judge`'s answer), for the policy program.
+    stream_verdict: u64,
 }
 
 /// Per-CPU: hands `judge`'s findings to the request policy through memory, not the

@@ -25,7 +25,10 @@ use aya_ebpf::{
 };
 use sip_filter_common::{
     domain::{DOMAIN_EXACT, DOMAIN_SNI_EXACT, DOMAIN_SNI_WILDCARD, DOMAIN_WILDCARD},
-    maps::{FLAG_DRY_RUN, TLS_ATTEMPT_SLOTS, TLS_DROP_NO_SNI, TLS_SNI_CHECK, TLS_SNI_OWN_LIST},
+    maps::{
+        Transport as TransportKind, FLAG_DRY_RUN, TLS_ATTEMPT_SLOTS, TLS_DROP_NO_SNI,
+        TLS_SNI_CHECK, TLS_SNI_OWN_LIST,
+    },
     sip::MAX_HOST_LEN,
     tls::{self, Field, HelloState, Verdict},
     FilterConfig, Method, Reason, Scratch,
@@ -34,7 +37,7 @@ use sip_filter_common::{
 use crate::{
     conclude,
     headers::{parse_headers, Frame, Headers, INGRESS},
-    leave_method, leave_pending, leave_reason, name_listed,
+    leave_method, leave_pending, leave_reason, leave_transport, name_listed,
     payload::load_payload,
     sources::{drop_event, state_of},
     CONFIG, PACKET, PENDING_NONE, PENDING_TLS_HIT, SCAN,
@@ -54,6 +57,7 @@ static HELLO: PerCpuArray<TlsScratch> = PerCpuArray::with_max_entries(1, 0);
 
 #[xdp]
 pub fn sip_filter_tls(ctx: XdpContext) -> u32 {
+    leave_transport(TransportKind::Tls);
     leave_pending(PENDING_NONE);
     leave_method(Method::None as u32);
     // The verdict goes through memory, like the request policy's: `conclude` (the ban

@@ -38,7 +38,7 @@ use prometheus::{
 use sip_filter_common::{
     maps::{
         names, AccountKey, AnswerCounters, AnswerKind, Ban, BanReason, ListEntry, Lockout,
-        Registration, SourceKey, SourceState, FLAG_DRY_RUN,
+        Registration, SourceKey, SourceState, Transport, FLAG_DRY_RUN,
     },
     Counters, Method, Reason,
 };
@@ -515,6 +515,8 @@ struct KernelSeries {
     dry_run: IntGaugeVec,
     interface_info: IntGaugeVec,
     interface_attached: IntGaugeVec,
+    // Issue 14: verdicts by transport.
+    transport_packets: IntCounterVec,
 }
 
 impl KernelSeries {
@@ -641,10 +643,15 @@ impl KernelSeries {
                 "Always 1, for each interface the filter is attached to; mode is its XDP mode (native, skb; unknown without the daemon's runtime file), requested the mode configured (auto, native, skb; unknown likewise, or from a daemon that did not record it), egress how the egress program watching the answers is attached (tcx, clsact; none for a filter started before it existed).",
                 &["iface", "mode", "requested", "egress"],
             )?,
+            transport_packets: counter(
+                "sip_filter_transport_packets_total",
+                "Packets to a SIP port judged, by transport (udp, tcp, tls; other: not known to be to a SIP port), verdict and reason (sip_filter_packets_total has the methods). Over TCP each message of a segment is counted.",
+                &["transport", "verdict", "reason"],
+            )?,
         })
     }
 
-    fn collectors(&self) -> [&dyn Collector; 23] {
+    fn collectors(&self) -> [&dyn Collector; 24] {
         [
             &self.packets,
             &self.answers,
@@ -669,6 +676,7 @@ impl KernelSeries {
             &self.dry_run,
             &self.interface_info,
             &self.interface_attached,
+            &self.transport_packets,
         ]
     }
 
@@ -768,6 +776,23 @@ impl KernelSeries {
         self.dry_run
             .with_label_values(&NO_LABELS)
             .set(i64::from(snapshot.dry_run));
+        self.fill_transports(counters);
+    }
+
+    /// Issue 14: every transport's reasons exist from the start at 0 (rate() sees the
+    /// first increase); `other`'s only once counted.
+    fn fill_transports(&self, counters: &Counters) {
+        for transport in Transport::ALL {
+            for reason in Reason::ALL {
+                let count = counters.transport_total(transport, reason);
+                if transport != Transport::Other || count != 0 {
+                    let verdict = if reason.is_drop() { "drop" } else { "pass" };
+                    self.transport_packets
+                        .with_label_values(&[transport.name(), verdict, reason.name()])
+                        .inc_by(count);
+                }
+            }
+        }
     }
 
     fn reset(&self) {
@@ -794,6 +819,7 @@ impl KernelSeries {
         self.dry_run.reset();
         self.interface_info.reset();
         self.interface_attached.reset();
+        self.transport_packets.reset();
     }
 }
 
@@ -1230,9 +1256,18 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("sip_filter_packets_total{"))
             .collect();
-        // 10 request reasons × 15 methods (3 of them issue 18's), 21 other reasons × none
-        // (6 of them TLS's).
-        assert_eq!(packets.len(), 10 * 15 + 21, "{text}");
+        // 10 request reasons × 15 methods (3 of them issue 18's), 23 other reasons × none
+        // (6 of them TLS's, 2 TCP's).
+        assert_eq!(packets.len(), 10 * 15 + 23, "{text}");
+        // Issue 14: every reason of udp, tcp and tls; none of other.
+        let transports = text
+            .lines()
+            .filter(|l| l.starts_with("sip_filter_transport_packets_total{"))
+            .count();
+        assert_eq!(transports, 3 * Reason::COUNT, "{text}");
+        assert!(text.contains(
+            r#"sip_filter_transport_packets_total{reason="drop_scanner",transport="tcp",verdict="drop"} 0"#
+        ));
         assert!(packets.iter().all(|l| l.ends_with(" 0")));
         assert!(text.contains(
             r#"sip_filter_packets_total{method="INVITE",reason="drop_rate_limited",verdict="drop"} 0"#

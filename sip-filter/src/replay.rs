@@ -5,7 +5,9 @@
 //! The program returns only an XDP action. The reason comes from its counters: every
 //! run of the program counts exactly one `packets[reason][method]` cell (`count` in
 //! sip-filter-ebpf/src/main.rs is its only writer and runs once per packet), so the
-//! cell that grew by one between two reads is this packet's reason and method.
+//! cell that grew by one between two reads is this packet's reason and method. A TCP
+//! segment counts one cell per message it holds (issue 14): its verdict is then its
+//! drop, if any message was dropped.
 
 use std::{
     fs::File,
@@ -27,7 +29,7 @@ use pcap_file::{
     DataLink, PcapError, TsResolution,
 };
 use sip_filter_common::{
-    maps::{AnswerKind, BanReason, BAN_SLOTS},
+    maps::{AnswerKind, BanReason, Transport, BAN_SLOTS, MAX_STREAM_MESSAGES},
     Counters, Method, Reason,
 };
 
@@ -651,19 +653,10 @@ impl Replayer {
         let now = self.filter.counters()?;
         let delta = now.since(&self.counters);
         self.counters = now;
-        let mut found = None;
-        let mut total = 0u64;
-        for reason in Reason::ALL {
-            for method in Method::ALL {
-                let count = delta.packets[reason as usize][method as usize];
-                if count != 0 {
-                    total = total.saturating_add(count);
-                    found = Some((reason, method));
-                }
-            }
-        }
+        let (total, found) = segment_verdict(&delta);
         let (reason, method) = match (total, found) {
             (1, Some(found)) => found,
+            (n, Some(found)) if is_tcp_walk(&delta, n) => found,
             _ => return Err(ReplayError::Counting(total)),
         };
         let bans = bans_made(&delta);
@@ -682,6 +675,35 @@ impl Replayer {
             ban_skipped,
         }))
     }
+}
+
+// Issue 14: a TCP segment counts a verdict per message.
+
+/// The verdicts a change of the counters records, and the one that stands for the
+/// packet: the drop if there is one (a segment's walk stops at its first), else the
+/// first reason counted (in `Reason::ALL`'s order).
+fn segment_verdict(delta: &Counters) -> (u64, Option<(Reason, Method)>) {
+    let mut found: Option<(Reason, Method)> = None;
+    let mut total = 0u64;
+    for reason in Reason::ALL {
+        for method in Method::ALL {
+            let count = delta.packets[reason as usize][method as usize];
+            if count != 0 {
+                total = total.saturating_add(count);
+                if found.is_none_or(|(kept, _)| !kept.is_drop() && reason.is_drop()) {
+                    found = Some((reason, method));
+                }
+            }
+        }
+    }
+    (total, found)
+}
+
+/// Whether `total` verdicts are one TCP segment's messages: all in the TCP row, at
+/// most as many as the kernel walks (and the rest's `pass_stream_limit`).
+fn is_tcp_walk(delta: &Counters, total: u64) -> bool {
+    let tcp: u64 = delta.transports[Transport::Tcp as usize].iter().sum();
+    tcp == total && total <= u64::from(MAX_STREAM_MESSAGES) + 1
 }
 
 /// The bans a change of the counters records, by reason.
@@ -1072,5 +1094,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    // Issue 14: a TCP segment's several verdicts.
+    #[test]
+    fn a_tcp_segment_stands_for_its_drop() {
+        let mut delta = Counters::default();
+        for reason in [Reason::PassRequest, Reason::DropScanner] {
+            delta.packets[reason as usize][Method::Options as usize] += 1;
+            delta.transports[Transport::Tcp as usize][reason as usize] += 1;
+        }
+        let (total, found) = segment_verdict(&delta);
+        assert_eq!(found, Some((Reason::DropScanner, Method::Options)));
+        assert!(is_tcp_walk(&delta, total));
+        // Two verdicts that are not one segment's: the counting is wrong.
+        delta.transports[Transport::Tcp as usize][Reason::PassRequest as usize] = 0;
+        delta.transports[Transport::Udp as usize][Reason::PassRequest as usize] = 1;
+        assert!(!is_tcp_walk(&delta, total));
     }
 }

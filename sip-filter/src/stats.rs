@@ -2,7 +2,7 @@
 
 use serde_json::{json, Map, Value};
 use sip_filter_common::{
-    maps::{AnswerCounters, AnswerKind, BanReason},
+    maps::{AnswerCounters, AnswerKind, BanReason, Transport},
     Counters, Method, Reason,
 };
 
@@ -42,7 +42,50 @@ pub fn to_json(interfaces: &[String], counters: &Counters, dry_run: bool) -> Val
             "bad_checksum": counters.ban_skipped_bad_checksum,
             "fragment": counters.ban_skipped_fragment,
         },
+        "transports": transports_json(counters),
     })
+}
+
+// Issue 14: verdicts by transport.
+
+/// `transport -> reason -> verdicts`, the reasons counted only.
+fn transports_json(counters: &Counters) -> Value {
+    let rows: Map<String, Value> = Transport::ALL
+        .iter()
+        .map(|t| {
+            let reasons: Map<String, Value> = Reason::ALL
+                .iter()
+                .filter(|r| counters.transport_total(*t, **r) != 0)
+                .map(|r| {
+                    (
+                        r.name().to_string(),
+                        json!(counters.transport_total(*t, *r)),
+                    )
+                })
+                .collect();
+            (t.name().to_string(), Value::Object(reasons))
+        })
+        .collect();
+    Value::Object(rows)
+}
+
+/// The text table's lines for the transports: every reason counted.
+fn transports_text(counters: &Counters) -> String {
+    let mut out = String::from(
+        "
+by transport and reason   packets
+",
+    );
+    for transport in Transport::ALL {
+        for reason in Reason::ALL {
+            let n = counters.transport_total(transport, reason);
+            if n > 0 {
+                let label = format!("{} {}", transport.name(), reason.name());
+                out.push_str(&format!("  {label:<24}{n:>9}\n"));
+            }
+        }
+    }
+    out
 }
 
 fn totals(counters: &Counters) -> (u64, u64) {
@@ -95,6 +138,7 @@ pub fn to_text(interfaces: &[String], counters: &Counters, dry_run: bool) -> Str
         counters.ban_skipped_bad_checksum,
         counters.ban_skipped_fragment,
     ));
+    out.push_str(&transports_text(counters));
     out
 }
 

@@ -10,7 +10,7 @@ use sip_filter::{
     Filter, NotSipPolicy, Settings,
 };
 use sip_filter_common::{
-    maps::{BanReason, BAN_SLOTS, EGRESS_PROGRAM_NAME, PROGRAM_NAME, TAIL_CALLED},
+    maps::{BanReason, Transport, BAN_SLOTS, EGRESS_PROGRAM_NAME, PROGRAM_NAME, TAIL_CALLED},
     Counters, Method, Reason, SCAN_LEN,
 };
 use sip_filter_tests::{
@@ -32,6 +32,8 @@ struct Case {
     ban_skipped_bad_checksum: bool,
     /// A ban, or a count toward one, not made: a first fragment.
     ban_skipped_fragment: bool,
+    /// The transport whose row counts the verdict, where the case checks it.
+    transport: Option<Transport>,
 }
 
 fn case(name: &'static str, frame: Vec<u8>, reason: Reason, method: Method) -> Case {
@@ -44,6 +46,7 @@ fn case(name: &'static str, frame: Vec<u8>, reason: Reason, method: Method) -> C
         headers_truncated: false,
         ban_skipped_bad_checksum: false,
         ban_skipped_fragment: false,
+        transport: None,
     }
 }
 
@@ -62,6 +65,10 @@ impl Case {
     }
     fn ban_skipped_fragment(mut self) -> Self {
         self.ban_skipped_fragment = true;
+        self
+    }
+    fn over(mut self, transport: Transport) -> Self {
+        self.transport = Some(transport);
         self
     }
 }
@@ -608,6 +615,20 @@ fn run_cases(filter: &Filter, cases: Vec<Case>) -> Vec<String> {
         expected.ban_skipped_fragment = u64::from(case.ban_skipped_fragment);
         // Bans added are asserted by the tests about them.
         expected.bans_added = delta.bans_added;
+        // Issue 14: the verdict once more in one transport's row, the case's if it
+        // names one.
+        let transports = delta
+            .transports
+            .iter()
+            .map(|row| row[case.reason as usize])
+            .sum::<u64>();
+        let transport_matches = transports == 1
+            && case
+                .transport
+                .is_none_or(|t| delta.transport_total(t, case.reason) == 1);
+        if transport_matches {
+            expected.transports = delta.transports;
+        }
         let expected_action = if case.reason.is_drop() {
             XDP_DROP
         } else {
@@ -669,6 +690,14 @@ fn describe(delta: &Counters) -> String {
             delta.ban_skipped_fragment
         ));
     }
+    for transport in Transport::ALL {
+        for reason in Reason::ALL {
+            let n = delta.transport_total(transport, reason);
+            if n != 0 {
+                out.push(format!("{} {} +{n}", transport.name(), reason.name()));
+            }
+        }
+    }
     out.join(", ")
 }
 
@@ -680,7 +709,11 @@ fn loaded(settings: &Settings) -> Filter {
 
 fn assert_table(filter: &Filter, cases: Vec<Case>) {
     let total = cases.len();
-    let failures = run_cases(filter, cases);
+    assert_passed(total, run_cases(filter, cases));
+}
+
+/// Fails with every failure of a table of `total` cases.
+fn assert_passed(total: usize, failures: Vec<String>) {
     assert!(
         failures.is_empty(),
         "{} of {total} cases failed:\n{}",
@@ -1163,24 +1196,26 @@ fn tcp_and_tls_ports() {
             PassNotSip,
             None,
         ),
-        // Past the source policy every segment passes: SIP inside TCP is not judged yet.
+        // Past the source policy, SIP inside TCP is judged as over UDP (issue 14).
         case(
             "allowed OPTIONS over TCP",
             tcp4_from(clean, 5060, Established, &options(ALLOWED)),
-            PassSegment,
-            None,
-        ),
+            PassRequest,
+            Options,
+        )
+        .over(Transport::Tcp),
         case(
             "allowed OPTIONS over TCP/IPv6",
             tcp6_from(CLIENT_V6, 5060, Established, &options(ALLOWED)),
-            PassSegment,
-            None,
-        ),
+            PassRequest,
+            Options,
+        )
+        .over(Transport::Tcp),
         case(
-            "a scanner's OPTIONS over TCP (not judged yet)",
+            "a scanner's OPTIONS over TCP",
             tcp4_from(clean, 5060, Established, &scanner),
-            PassSegment,
-            None,
+            DropScanner,
+            Options,
         ),
         case(
             "a body's continuation",
@@ -1190,13 +1225,13 @@ fn tcp_and_tls_ports() {
                 Established,
                 b"m=audio 49170 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
             ),
-            PassSegment,
+            PassContinuation,
             None,
         ),
         case(
             "a CRLF keep-alive over TCP (RFC 5626)",
             tcp4_from(clean, 5060, Established, b"\r\n\r\n"),
-            PassSegment,
+            PassKeepalive,
             None,
         ),
         // A ClientHello's first bytes: the TLS program judges them (tls_test_run.rs),
@@ -3374,4 +3409,384 @@ fn verifier_budget() {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------------
+// Issue 14, item 3: SIP over TCP, message by message.
+// ---------------------------------------------------------------------------------
+
+/// What one segment must do: its action, and the verdicts counted (each message's,
+/// or the segment's own), all in the TCP row.
+struct SegmentCase {
+    name: &'static str,
+    frame: Vec<u8>,
+    action: u32,
+    counted: Vec<(Reason, Method)>,
+}
+
+fn segment(
+    name: &'static str,
+    frame: Vec<u8>,
+    action: u32,
+    counted: &[(Reason, Method)],
+) -> SegmentCase {
+    SegmentCase {
+        name,
+        frame,
+        action,
+        counted: counted.to_vec(),
+    }
+}
+
+/// Runs each segment; returns one line per failure.
+fn run_segments(filter: &Filter, cases: Vec<SegmentCase>) -> Vec<String> {
+    let mut failures = Vec::new();
+    for case in cases {
+        let before = filter.counters().expect("counters read");
+        let action = filter
+            .test_run(&case.frame)
+            .unwrap_or_else(|e| panic!("{}: BPF_PROG_TEST_RUN failed: {e}", case.name));
+        let delta = filter.counters().expect("counters read").since(&before);
+        let mut expected = Counters::default();
+        for (reason, method) in &case.counted {
+            expected.packets[*reason as usize][*method as usize] += 1;
+            expected.transports[Transport::Tcp as usize][*reason as usize] += 1;
+        }
+        expected.bans_added = delta.bans_added;
+        expected.headers_truncated = delta.headers_truncated;
+        expected.ban_skipped_bad_checksum = delta.ban_skipped_bad_checksum;
+        if action != case.action || delta != expected {
+            failures.push(format!(
+                "{}: action {action} (expected {}); counted {} (expected {:?})",
+                case.name,
+                case.action,
+                describe(&delta),
+                case.counted
+            ));
+        }
+    }
+    failures
+}
+
+fn assert_segments(filter: &Filter, cases: Vec<SegmentCase>) {
+    let total = cases.len();
+    assert_passed(total, run_segments(filter, cases));
+}
+
+/// A request with a body of `body_len` bytes and a Content-Length that says `claimed`.
+fn with_body(method: &str, uri: &str, agent: &str, claimed: usize, body_len: usize) -> Vec<u8> {
+    let mut message = format!(
+        "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/TCP 198.18.0.1:5070;branch=z9hG4bK-tcp\r\n\
+         From: <sip:100@pbx.example.test>;tag=1\r\nTo: <sip:100@pbx.example.test>\r\n\
+         Call-ID: tcp-{claimed}-{body_len}@198.18.0.1\r\nCSeq: 1 {method}\r\n\
+         User-Agent: {agent}\r\nContent-Length: {claimed}\r\n\r\n"
+    )
+    .into_bytes();
+    message.extend(std::iter::repeat_n(b'v', body_len));
+    message
+}
+
+fn concat(messages: &[&[u8]]) -> Vec<u8> {
+    messages.concat()
+}
+
+/// Segments that carry one message, several, a keep-alive or the rest of a message;
+/// Content-Lengths that lie; IPv6 with extension headers before TCP.
+#[test]
+fn sip_over_tcp_is_walked_message_by_message() {
+    use Method::*;
+    use Reason::*;
+    use Segment::*;
+    if !privileged("sip_over_tcp_is_walked_message_by_message") {
+        return;
+    }
+    let filter = loaded(&settings());
+    let phone = "Linphone/5.2.0";
+    let allowed = with_body("OPTIONS", ALLOWED, phone, 0, 0);
+    let invite = with_body("INVITE", ALLOWED, phone, 120, 120);
+    let scanner = with_body("OPTIONS", ALLOWED, "friendly-scanner", 0, 0);
+    let unknown = with_body("INVITE", UNKNOWN, phone, 0, 0);
+    let response = sip_response(200, "OK", "OPTIONS");
+    let from = |payload: &[u8]| tcp4_from(CLIENT_V4, 5060, Established, payload);
+    let from6 = |payload: &[u8]| {
+        shaped::behind_destination_options(&tcp6_from(CLIENT_V6, 5060, Established, payload), 2)
+    };
+    // An OPTIONS whose Content-Length claims `claimed` bytes of a body of `body_len`,
+    // then a scanner's request.
+    let claiming_then_scanner = |claimed, body_len| {
+        from(&concat(&[
+            &with_body("OPTIONS", ALLOWED, phone, claimed, body_len),
+            &scanner,
+        ]))
+    };
+    let nine: Vec<&[u8]> = std::iter::repeat_n(allowed.as_slice(), 9).collect();
+    let eight_and_the_rest: Vec<(Reason, Method)> = std::iter::repeat_n((PassRequest, Options), 8)
+        .chain([(PassStreamLimit, None)])
+        .collect();
+    let cases = vec![
+        segment(
+            "one request",
+            from(&allowed),
+            XDP_PASS,
+            &[(PassRequest, Options)],
+        ),
+        segment(
+            "an INVITE with a body",
+            from(&invite),
+            XDP_PASS,
+            &[(PassRequest, Invite)],
+        ),
+        segment(
+            "a response",
+            from(&response),
+            XDP_PASS,
+            &[(PassResponse, None)],
+        ),
+        segment(
+            "two requests, both judged",
+            from(&concat(&[&invite, &allowed])),
+            XDP_PASS,
+            &[(PassRequest, Invite), (PassRequest, Options)],
+        ),
+        segment(
+            "a scanner's request second: the segment is dropped",
+            from(&concat(&[&allowed, &scanner])),
+            XDP_DROP,
+            &[(PassRequest, Options), (DropScanner, Options)],
+        ),
+        segment(
+            "a scanner's request first: the walk stops there",
+            from(&concat(&[&scanner, &allowed])),
+            XDP_DROP,
+            &[(DropScanner, Options)],
+        ),
+        segment(
+            "an unknown domain third",
+            from(&concat(&[&allowed, &response, &unknown])),
+            XDP_DROP,
+            &[
+                (PassRequest, Options),
+                (PassResponse, None),
+                (DropUnknownDomain, Invite),
+            ],
+        ),
+        segment(
+            "a message and a CRLF keep-alive after it",
+            from(&concat(&[&allowed, b"\r\n\r\n"])),
+            XDP_PASS,
+            &[(PassRequest, Options), (PassKeepalive, None)],
+        ),
+        segment(
+            "a double-CRLF ping",
+            from(b"\r\n\r\n"),
+            XDP_PASS,
+            &[(PassKeepalive, None)],
+        ),
+        segment(
+            "a single-CRLF pong",
+            from(b"\r\n"),
+            XDP_PASS,
+            &[(PassKeepalive, None)],
+        ),
+        segment(
+            "the rest of a body",
+            from(b"v=0\r\no=- 1 1 IN IP4 198.18.0.1\r\ns=-\r\n"),
+            XDP_PASS,
+            &[(PassContinuation, None)],
+        ),
+        segment(
+            "a message, then the start of the next cut short",
+            from(&concat(&[&allowed, b"INVITE sip:100@pbx.exa"])),
+            XDP_PASS,
+            &[(PassRequest, Options), (PassContinuation, None)],
+        ),
+        segment(
+            "a Content-Length past the segment: what follows is its body",
+            claiming_then_scanner(900, 10),
+            XDP_PASS,
+            &[(PassRequest, Options)],
+        ),
+        segment(
+            "a Content-Length of 4294967295",
+            claiming_then_scanner(4_294_967_295, 0),
+            XDP_PASS,
+            &[(PassRequest, Options)],
+        ),
+        segment(
+            "a Content-Length short of the body: the rest is read as the server reads it",
+            claiming_then_scanner(2, 10),
+            XDP_DROP,
+            // `vvvvvvvvOPTIONS`: an extension method, from a scanner.
+            &[(PassRequest, Options), (DropScanner, Other)],
+        ),
+        segment(
+            "nine messages: eight judged, the rest passes",
+            from(&nine.concat()),
+            XDP_PASS,
+            &eight_and_the_rest,
+        ),
+        segment(
+            "IPv6, two extension headers before TCP: two requests",
+            from6(&concat(&[&allowed, &invite])),
+            XDP_PASS,
+            &[(PassRequest, Options), (PassRequest, Invite)],
+        ),
+        segment(
+            "IPv6, two extension headers before TCP: a scanner second",
+            from6(&concat(&[&allowed, &scanner])),
+            XDP_DROP,
+            &[(PassRequest, Options), (DropScanner, Options)],
+        ),
+    ];
+    assert_segments(&filter, cases);
+}
+
+/// Dry-run over TCP: every segment passes, each message's verdict counted as made; a
+/// would-be drop ends the walk as a drop would.
+#[test]
+fn sip_over_tcp_in_dry_run() {
+    use Method::*;
+    use Reason::*;
+    use Segment::*;
+    if !privileged("sip_over_tcp_in_dry_run") {
+        return;
+    }
+    let filter = loaded(&Settings {
+        dry_run: true,
+        ..settings()
+    });
+    let allowed = with_body("OPTIONS", ALLOWED, "Linphone/5.2.0", 0, 0);
+    let scanner = with_body("OPTIONS", ALLOWED, "friendly-scanner", 0, 0);
+    let from = |payload: &[u8]| tcp4_from(CLIENT_V4, 5060, Established, payload);
+    assert_segments(
+        &filter,
+        vec![
+            segment(
+                "a scanner second",
+                from(&concat(&[&allowed, &scanner])),
+                XDP_PASS,
+                &[(PassRequest, Options), (DropScanner, Options)],
+            ),
+            segment(
+                "a scanner first",
+                from(&concat(&[&scanner, &allowed])),
+                XDP_PASS,
+                &[(DropScanner, Options)],
+            ),
+        ],
+    );
+}
+
+/// A scanner's request over TCP bans its source only if the TCP checksum is right (the
+/// kernel would drop the segment otherwise, and its source address proves nothing);
+/// once banned, its established connection carries nothing more.
+#[test]
+fn sip_over_tcp_bans_need_a_valid_checksum() {
+    use Method::*;
+    use Reason::*;
+    use Segment::*;
+    if !privileged("sip_over_tcp_bans_need_a_valid_checksum") {
+        return;
+    }
+    let filter = loaded(&Settings {
+        ban: BanRules::default(),
+        ..settings()
+    });
+    let scanner = with_body("OPTIONS", ALLOWED, "friendly-scanner", 0, 0);
+    let allowed = with_body("OPTIONS", ALLOWED, "Linphone/5.2.0", 0, 0);
+    let spoofed = [198, 51, 100, 31];
+    let real = [198, 51, 100, 32];
+    let before = filter.counters().expect("counters read");
+    assert_segments(
+        &filter,
+        vec![
+            segment(
+                "a scanner with a wrong TCP checksum",
+                with_wrong_tcp_checksum(tcp4_from(spoofed, 5060, Established, &scanner)),
+                XDP_DROP,
+                &[(DropScanner, Options)],
+            ),
+            segment(
+                "its source is not banned",
+                tcp4_from(spoofed, 5060, Established, &allowed),
+                XDP_PASS,
+                &[(PassRequest, Options)],
+            ),
+            segment(
+                "a scanner second in a segment with a right checksum",
+                tcp4_from(real, 5060, Established, &concat(&[&allowed, &scanner])),
+                XDP_DROP,
+                &[(PassRequest, Options), (DropScanner, Options)],
+            ),
+        ],
+    );
+    let delta = filter.counters().expect("counters read").since(&before);
+    assert_eq!(delta.ban_skipped_bad_checksum, 1, "{}", describe(&delta));
+    assert_eq!(
+        delta.bans_added[BanReason::Scanner as usize],
+        1,
+        "{}",
+        describe(&delta)
+    );
+    // The banned source's established connection: dropped by the source policy, before
+    // any parsing, whatever it carries.
+    assert_table(
+        &filter,
+        vec![
+            case(
+                "the banned source's next request",
+                tcp4_from(real, 5060, Established, &allowed),
+                DropBanned,
+                None,
+            )
+            .over(Transport::Tcp),
+            case(
+                "the banned source's acknowledgement",
+                tcp4_from(real, 5060, Established, b""),
+                DropBanned,
+                None,
+            )
+            .over(Transport::Tcp),
+        ],
+    );
+}
+
+/// Counters by transport (issue 14, item 6): the same verdict over UDP and over TCP in
+/// rows of their own; packets to no SIP port in the `other` row.
+#[test]
+fn verdicts_are_counted_by_transport() {
+    use Method::*;
+    use Reason::*;
+    use Segment::*;
+    if !privileged("verdicts_are_counted_by_transport") {
+        return;
+    }
+    let filter = loaded(&settings());
+    assert_table(
+        &filter,
+        vec![
+            case(
+                "OPTIONS over UDP",
+                udp4(SIP_PORT, &options(ALLOWED)),
+                PassRequest,
+                Options,
+            )
+            .over(Transport::Udp),
+            case(
+                "OPTIONS over TCP",
+                tcp4_from(CLIENT_V4, 5060, Established, &options(ALLOWED)),
+                PassRequest,
+                Options,
+            )
+            .over(Transport::Tcp),
+            case(
+                "a SYN",
+                tcp4_from(CLIENT_V4, 5060, Syn, b""),
+                PassSegment,
+                None,
+            )
+            .over(Transport::Tcp),
+            case("UDP to another port", udp4(9999, b"x"), PassNotSip, None).over(Transport::Other),
+        ],
+    );
 }

@@ -209,16 +209,7 @@ fn classes(banned: [u8; 4]) -> Vec<Class> {
         },
         Class {
             name: "scanner OPTIONS (400 B)",
-            frame: padded_to(
-                400,
-                "OPTIONS",
-                "sip:100@198.18.0.9",
-                &[
-                    "Contact: <sip:100@198.18.0.1:5060>",
-                    "Accept: application/sdp",
-                    "User-Agent: friendly-scanner",
-                ],
-            ),
+            frame: scanner_options_400(),
             expected: XDP_DROP,
             target: Some(Target::Ns(100)),
         },
@@ -295,7 +286,46 @@ fn classes(banned: [u8; 4]) -> Vec<Class> {
             expected: XDP_PASS,
             target: Some(Target::Ns(150)),
         },
+        // Issue 14: SIP over TCP, through the TCP and TCP policy programs.
+        Class {
+            name: "scanner OPTIONS over TCP (400 B)",
+            frame: over_tcp(&scanner_options_400()),
+            expected: XDP_DROP,
+            target: Some(Target::Ns(100)),
+        },
+        Class {
+            name: "allowed REGISTER over TCP",
+            frame: over_tcp(&register_frame(CLIENT_V4)),
+            expected: XDP_PASS,
+            target: Some(Target::Ns(120)),
+        },
+        Class {
+            name: "TCP to a port that is not SIP",
+            frame: tcp4_from(CLIENT_V4, 443, Segment::Established, &[0u8; 40]),
+            expected: XDP_PASS,
+            target: Some(Target::TimesParse(2.0)),
+        },
     ]
+}
+
+/// A scanner's OPTIONS in a 400-byte UDP frame.
+fn scanner_options_400() -> Vec<u8> {
+    padded_to(
+        400,
+        "OPTIONS",
+        "sip:100@198.18.0.9",
+        &[
+            "Contact: <sip:100@198.18.0.1:5060>",
+            "Accept: application/sdp",
+            "User-Agent: friendly-scanner",
+        ],
+    )
+}
+
+/// The UDP frame's payload in an established connection's segment to the SIP port.
+fn over_tcp(udp_frame: &[u8]) -> Vec<u8> {
+    let payload = &udp_frame[udp_header_at(udp_frame) + 8..];
+    tcp4_from(CLIENT_V4, SIP_PORT, Segment::Established, payload)
 }
 
 fn register_frame(source: [u8; 4]) -> Vec<u8> {
