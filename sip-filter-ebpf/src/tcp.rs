@@ -19,7 +19,8 @@
 //!
 //! The walk's position lives in the [`Packet`] and is zero whenever a run of this
 //! program ends other than by tail-calling itself, so a segment's first entry starts at
-//! its payload's first byte.
+//! its payload's first byte. An INVITE's run ends in the INVITE program (`finish`
+//! tail-calls it), which goes on with the walk in the same way ([`walk_on_after`]).
 //!
 //! [`Packet`]: crate::Packet
 //! [`tls`]: crate::tls

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use sip_filter_tests::privileged;
 
-const CLASSES: [&str; 10] = [
+const CLASSES: [&str; 13] = [
     "non-SIP UDP (DNS)",
     "scanner OPTIONS (400 B)",
     "allowed REGISTER",
@@ -21,14 +21,20 @@ const CLASSES: [&str; 10] = [
     "banned source",
     "SYN to the TCP SIP port",
     "TLS ClientHello (1.5 KB, post-quantum)",
+    "scanner OPTIONS over TCP (400 B)",
+    "allowed REGISTER over TCP",
+    "TCP to a port that is not SIP",
 ];
-const TARGETED: [&str; 6] = [
+const TARGETED: [&str; 9] = [
     "non-SIP UDP (DNS)",
     "scanner OPTIONS (400 B)",
     "allowed REGISTER",
     "allowed INVITE with SDP",
     "SYN to the TCP SIP port",
     "TLS ClientHello (1.5 KB, post-quantum)",
+    "scanner OPTIONS over TCP (400 B)",
+    "allowed REGISTER over TCP",
+    "TCP to a port that is not SIP",
 ];
 const SETUPS: [&str; 4] = ["sip-filter", "iptables", "nftables", "kamailio"];
 const FLOODS: [&str; 2] = ["scanner OPTIONS", "REGISTER flood"];

@@ -16,7 +16,7 @@ use crate::{setup::run, vm::workspace_root};
 
 /// The fuzz targets: `fuzz/fuzz_targets/<name>.rs`, each a `[[bin]]` in
 /// `fuzz/Cargo.toml`. A new target is one line here.
-pub const TARGETS: &[&str] = &["sip", "pairing", "tls_client_hello"];
+pub const TARGETS: &[&str] = &["sip", "pairing", "tls_client_hello", "stream"];
 
 /// Executions in all when neither `--runs` nor `--seconds` is given, shared equally by
 /// the targets run.
