@@ -9,7 +9,7 @@ use sip_filter::{
     Filter, Settings,
 };
 use sip_filter_common::{
-    maps::BanReason,
+    maps::{BanReason, Transport},
     tls::{
         builder::{sni, versions, Hello},
         EXTENSION_SERVER_NAME, EXTENSION_SUPPORTED_VERSIONS, NAME_TYPE_HOST_NAME, TLS1_0, TLS1_2,
@@ -64,6 +64,9 @@ struct Case {
     reason: Reason,
     /// A count toward a ban not made: the TCP checksum was wrong.
     ban_skipped_bad_checksum: bool,
+    /// The transport it is counted under: tls, but for a TLS-looking segment to the
+    /// SIP-over-TCP port.
+    transport: Transport,
 }
 
 fn case(name: impl Into<String>, frame: Vec<u8>, reason: Reason) -> Case {
@@ -72,6 +75,7 @@ fn case(name: impl Into<String>, frame: Vec<u8>, reason: Reason) -> Case {
         frame,
         reason,
         ban_skipped_bad_checksum: false,
+        transport: Transport::Tls,
     }
 }
 
@@ -88,6 +92,8 @@ fn assert_table(filter: &Filter, cases: Vec<Case>, dry_run: bool) {
         let delta = filter.counters().expect("counters read").since(&before);
         let mut expected = Counters::default();
         expected.packets[case.reason as usize][Method::None as usize] = 1;
+        // Every verdict is counted by transport too (issue 14, item 6).
+        expected.transports[case.transport as usize][case.reason as usize] = 1;
         expected.ban_skipped_bad_checksum = u64::from(case.ban_skipped_bad_checksum);
         expected.bans_added = delta.bans_added;
         let expected_action = if case.reason.is_drop() && !dry_run {
@@ -332,16 +338,20 @@ fn client_hello_cases() -> Vec<Case> {
             ),
             PassSegment,
         ),
-        case(
-            "the TCP port is not the TLS port",
-            tcp4_from(
-                CLIENT_V4,
-                SIP_PORT,
-                Segment::Established,
-                &legacy(TLS1_0).build(),
-            ),
-            PassSegment,
-        ),
+        // Judged as SIP over TCP, where it starts no message.
+        Case {
+            transport: Transport::Tcp,
+            ..case(
+                "the TCP port is not the TLS port",
+                tcp4_from(
+                    CLIENT_V4,
+                    SIP_PORT,
+                    Segment::Established,
+                    &legacy(TLS1_0).build(),
+                ),
+                PassContinuation,
+            )
+        },
     ]
 }
 
