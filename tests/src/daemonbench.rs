@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 
 use crate::{
     lab::{
-        require_tools, sip_filter_release_binary, spawn_filter, tear_down, write_file, PinRoot,
-        TempDir, DOMAIN,
+        require_tools, sip_filter_binary, sip_filter_release_binary, spawn_filter, tear_down,
+        write_file, PinRoot, TempDir, DOMAIN,
     },
     netns::{Host, Lab, SIGINT},
 };
@@ -42,6 +42,8 @@ pub struct Options {
     pub feeds: Vec<Feed>,
     /// Scrapes timed per feed.
     pub scrapes: usize,
+    /// The quick run: small feeds, and the daemon the tests built, not a release build.
+    pub quick: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -65,6 +67,7 @@ impl Options {
                 },
             ],
             scrapes,
+            quick,
         }
     }
 }
@@ -110,12 +113,19 @@ fn median(mut samples: Vec<f64>) -> f64 {
 pub fn run(options: &Options) -> anyhow::Result<Value> {
     require_tools(&["nsenter", "ip"])?;
     ensure!(options.scrapes > 0, "at least one scrape");
-    let binary = sip_filter_release_binary(true)?;
+    // The quick run (the tests') takes the daemon the other tests built: a cold release
+    // build costs CI minutes, and its figures are not the point there.
+    let (binary, build) = if options.quick {
+        (sip_filter_binary(true)?, "the tests' build")
+    } else {
+        (sip_filter_release_binary(true)?, "release build")
+    };
     let mut rows = Vec::new();
     for &feed in &options.feeds {
-        rows.push(measure(binary, feed, options.scrapes)?);
+        rows.push(measure(binary, build, feed, options.scrapes)?);
     }
     Ok(json!({
+        "build": build,
         "method": "sip-filter run (release build) on a veth in a network namespace with --metrics-addr; `sip-filter block import` of a feed of addresses (bans) and /28 networks (deny entries), --ttl 1d; GET /metrics from the same namespace, timed to the end of the body (the median of several); SIGINT, timed until the process exited (bans and deny entries read, the state file written and fsynced, the program detached)",
         "scrape_target_seconds": SCRAPE_TARGET.as_secs_f64(),
         "stop_target_seconds": STOP_TARGET.as_secs_f64(),
@@ -124,7 +134,12 @@ pub fn run(options: &Options) -> anyhow::Result<Value> {
 }
 
 /// One daemon: `feed` imported, scraped `scrapes` times, stopped.
-fn measure(binary: &std::path::Path, feed: Feed, scrapes_wanted: usize) -> anyhow::Result<Value> {
+fn measure(
+    binary: &std::path::Path,
+    build: &str,
+    feed: Feed,
+    scrapes_wanted: usize,
+) -> anyhow::Result<Value> {
     let lab = Lab::new()?;
     let pins = PinRoot::new("bench-daemon");
     let dir = TempDir::new("bench-daemon");
@@ -137,7 +152,7 @@ fn measure(binary: &std::path::Path, feed: Feed, scrapes_wanted: usize) -> anyho
     )
     .map_err(anyhow::Error::msg)?;
     println!(
-        "\nthe daemon with {} bans and {} deny entries (release build)",
+        "\nthe daemon with {} bans and {} deny entries ({build})",
         feed.bans, feed.deny
     );
     let file = write_file(dir.path(), "feed.txt", &feed_text(feed));
