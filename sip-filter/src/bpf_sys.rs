@@ -65,8 +65,10 @@ fn bpf<T>(command: libc::c_long, attr: &mut T) -> io::Result<()> {
     bpf_returning(command, attr).map(|_| ())
 }
 
-/// [`bpf`], returning what the command returns (a new file descriptor for some).
-fn bpf_returning<T>(command: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+/// [`bpf`], returning what the command returns (a new file descriptor for some). Public
+/// for the benchmark's live-frames sender, which loads and runs programs of its own:
+/// `attr` must be a `repr(C)` prefix of `bpf_attr` for `command`.
+pub fn bpf_returning<T>(command: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a `repr(C)` prefix of `bpf_attr` for `command`, zero-filled
     // where unused; the pointers in it point to live buffers of the map's sizes.
     let result = unsafe {

@@ -28,6 +28,8 @@ use std::{
 
 use anyhow::{ensure, Context};
 
+use sip_filter::bpf_sys::bpf_returning as bpf;
+
 use crate::netns::Netns;
 
 const BPF_MAP_CREATE: libc::c_long = 0;
@@ -318,23 +320,6 @@ fn constant_program(verdict: i32) -> Vec<Insn> {
     a.mov32_imm(R0, verdict);
     a.exit();
     a.insns
-}
-
-fn bpf<T>(command: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
-    // SAFETY: `attr` is a `repr(C)` prefix of `bpf_attr` for `command`, zero where
-    // unused; the pointers in it point to buffers that outlive the call.
-    let result = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            command,
-            attr as *mut T,
-            std::mem::size_of::<T>() as libc::c_uint,
-        )
-    };
-    if result < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(result)
 }
 
 /// `bpf(2)`'s answer as an owned descriptor.

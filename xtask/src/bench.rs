@@ -123,16 +123,23 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         "bench: cargo run --release -p sip-filter-tests --bin bench -- {}\n",
         forwarded.join(" ")
     );
-    run(Command::new("cargo")
-        .args([
-            "run",
-            "--quiet",
-            "--release",
-            "-p",
-            "sip-filter-tests",
-            "--bin",
-            "bench",
-            "--",
-        ])
-        .args(&forwarded))
+    run(bench_binary().args(&forwarded))
+}
+
+/// `cargo run` of the benchmark's binary (tests/src/bin/bench.rs), release build, ready
+/// for its arguments: the benchmark runs it, and so does `fuzz --record` to render
+/// BENCHMARKS.md.
+pub fn bench_binary() -> Command {
+    let mut command = Command::new("cargo");
+    command.args([
+        "run",
+        "--quiet",
+        "--release",
+        "-p",
+        "sip-filter-tests",
+        "--bin",
+        "bench",
+        "--",
+    ]);
+    command
 }

@@ -12,7 +12,7 @@ use std::{
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
-use crate::{setup::run, vm::workspace_root};
+use crate::{bench::bench_binary, setup::run, vm::workspace_root};
 
 /// The fuzz targets: `fuzz/fuzz_targets/<name>.rs`, each a `[[bin]]` in
 /// `fuzz/Cargo.toml`. A new target is one line here.
@@ -215,19 +215,9 @@ fn record(outcomes: &[Outcome], jobs: usize) -> anyhow::Result<()> {
     fs::write(&json_path, serde_json::to_string_pretty(&doc)? + "\n")
         .with_context(|| format!("writing {}", json_path.display()))?;
     println!("fuzz: recorded in {}", json_path.display());
-    run(Command::new("cargo")
+    run(bench_binary()
         .current_dir(&root)
-        .args([
-            "run",
-            "--quiet",
-            "--release",
-            "-p",
-            "sip-filter-tests",
-            "--bin",
-            "bench",
-            "--",
-            "--render",
-        ])
+        .arg("--render")
         .arg(&json_path)
         .arg("--markdown")
         .arg(root.join(REPORT_MARKDOWN)))

@@ -509,26 +509,7 @@ pub(super) fn markdown(nic: &Value) -> String {
             verdict("target_met_receiving"),
         );
     }
-    for m in nic["medians"].as_array().into_iter().flatten() {
-        if m["setup"] == "sip-filter" {
-            let rate = m["legit_success_rate"].as_f64().unwrap_or(0.0);
-            let calls = m["legit_calls"].as_u64().unwrap_or(0);
-            let verdict = if calls < 1000 {
-                format!("not resolved: {calls} calls cannot show 99.9%")
-            } else if rate >= 0.999 {
-                "met".to_string()
-            } else {
-                format!("missed by {:.1} points", (0.999 - rate) * 100.0)
-            };
-            let _ = writeln!(
-                md,
-                "- {}: legitimate success with sip-filter {:.1}% ({} of {calls}): target 99.9% {verdict}.",
-                m["flood"].as_str().unwrap_or("?"),
-                rate * 100.0,
-                m["legit_successful"],
-            );
-        }
-    }
+    super::legit_success_markdown(&mut md, &nic["medians"]);
     md.push('\n');
     md
 }
