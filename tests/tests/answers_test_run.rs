@@ -777,4 +777,36 @@ fn an_answer_starting_a_tcp_segment_is_learnt() {
         [("failure", 1)],
         "only the answer starting the segment is read today"
     );
+
+    // The rest of a message continued from an earlier segment is no answer.
+    over_tcp("tcp-four");
+    let change = delta(&filter, || {
+        filter
+            .test_run_answer(&answer_tcp4_to(ALICE, b"nonce=\"abc\"\r\n\r\n"))
+            .expect("the egress program runs");
+    });
+    assert_eq!(
+        change.of(AnswerKind::Failure),
+        0,
+        "a continuation teaches nothing"
+    );
+    // An answer arriving from outside over TCP is forged: it never counts.
+    let forged = register_answer(401, "Unauthorized", "tcp-four", 1, &[&fresh]);
+    let change = delta(&filter, || {
+        filter
+            .test_run(&tcp4_from(ALICE, SIP_PORT, Segment::Established, &forged))
+            .expect("the XDP program runs");
+    });
+    assert_eq!(
+        change.of(AnswerKind::Failure),
+        0,
+        "a forged answer never counts"
+    );
+    // The transaction is still open for the server's own answer.
+    let change = delta(&filter, || {
+        filter
+            .test_run_answer(&answer_tcp4_to(ALICE, &forged))
+            .expect("the egress program runs");
+    });
+    assert_eq!(kinds(&change), [("failure", 1)]);
 }
