@@ -530,6 +530,18 @@ pub fn answer4_to(client: [u8; 4], payload: &[u8]) -> Vec<u8> {
     from_server4(SIP_PORT, client, payload)
 }
 
+/// IPv4/TCP from the server's SIP port to `client`: an answer over an established
+/// connection, as the egress program sees it.
+pub fn answer_tcp4_to(client: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    build_tcp(
+        PacketBuilder::ethernet2(SERVER_MAC, CLIENT_MAC)
+            .ipv4(SERVER_V4, client, 64)
+            .tcp(SIP_PORT, CLIENT_PORT, 1, 64240),
+        Segment::Established,
+        payload,
+    )
+}
+
 /// IPv4/UDP from the server's port `src_port` to `client` (media, when not the SIP
 /// port: what most of the egress program's packets are).
 pub fn from_server4(src_port: u16, client: [u8; 4], payload: &[u8]) -> Vec<u8> {

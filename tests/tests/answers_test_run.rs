@@ -720,3 +720,93 @@ fn what_was_learnt_is_listed_restored_and_unlocked() {
     );
     assert!(learnt.locked(now).expect("read").is_empty());
 }
+
+/// Issue 14: what the egress program learns over TCP today. A credentialed request over
+/// TCP is noted for its answer, and an answer that starts a segment from the SIP TCP
+/// port is paired and learnt; a second answer in the same segment is not read yet
+/// (the egress side does not walk a segment: see the README's "What it does not do").
+#[test]
+fn an_answer_starting_a_tcp_segment_is_learnt() {
+    if !privileged("an_answer_starting_a_tcp_segment_is_learnt") {
+        return;
+    }
+    let filter = loaded(&settings(AuthRules::default()));
+    let fresh = challenge(false);
+    let over_tcp = |call_id: &str| {
+        let verdict = filter
+            .test_run(&tcp4_from(
+                ALICE,
+                SIP_PORT,
+                Segment::Established,
+                &register("alice", call_id, 1, true),
+            ))
+            .expect("the XDP program runs");
+        assert_eq!(verdict, XDP_PASS, "{call_id}: the request passes");
+    };
+    over_tcp("tcp-one");
+    let failure = register_answer(401, "Unauthorized", "tcp-one", 1, &[&fresh]);
+    let change = delta(&filter, || {
+        let action = filter
+            .test_run_answer(&answer_tcp4_to(ALICE, &failure))
+            .expect("the egress program runs");
+        assert_eq!(action, TC_ACT_OK);
+    });
+    assert_eq!(
+        kinds(&change),
+        [("failure", 1)],
+        "the answer over TCP is learnt"
+    );
+
+    over_tcp("tcp-two");
+    over_tcp("tcp-three");
+    let mut two = register_answer(401, "Unauthorized", "tcp-two", 1, &[&fresh]);
+    two.extend(register_answer(
+        401,
+        "Unauthorized",
+        "tcp-three",
+        1,
+        &[&fresh],
+    ));
+    let change = delta(&filter, || {
+        filter
+            .test_run_answer(&answer_tcp4_to(ALICE, &two))
+            .expect("the egress program runs");
+    });
+    assert_eq!(
+        kinds(&change),
+        [("failure", 1)],
+        "only the answer starting the segment is read today"
+    );
+
+    // The rest of a message continued from an earlier segment is no answer.
+    over_tcp("tcp-four");
+    let change = delta(&filter, || {
+        filter
+            .test_run_answer(&answer_tcp4_to(ALICE, b"nonce=\"abc\"\r\n\r\n"))
+            .expect("the egress program runs");
+    });
+    assert_eq!(
+        change.of(AnswerKind::Failure),
+        0,
+        "a continuation teaches nothing"
+    );
+    // An answer arriving from outside over TCP is forged: it never counts.
+    let forged = register_answer(401, "Unauthorized", "tcp-four", 1, &[&fresh]);
+    let change = delta(&filter, || {
+        filter
+            .test_run(&tcp4_from(ALICE, SIP_PORT, Segment::Established, &forged))
+            .expect("the XDP program runs");
+    });
+    assert_eq!(
+        change.of(AnswerKind::Failure),
+        0,
+        "a forged answer never counts"
+    );
+    // The transaction is still open for the server's own answer.
+    let change = delta(&filter, || {
+        filter
+            .test_run_answer(&answer_tcp4_to(ALICE, &forged))
+            .expect("the egress program runs");
+    });
+    assert_eq!(kinds(&change), [("failure", 1)]);
+}
