@@ -145,13 +145,12 @@ fuzz_target!(|data: &[u8]| {
         } else {
             check_answer_fields(&buf, &msg);
         }
-        // The kernel's parses, the request's and the answer's, pair the same way.
-        for kernel in [
-            kernel_transaction::<POLICY_HEADERS>(&mut scratch, len, whole),
-            kernel_transaction::<ANSWER_HEADERS>(&mut scratch, len, whole),
-        ] {
-            assert_eq!(kernel, Some(id));
-        }
+        // The kernel's parses, the request's and the answer's, pair the same way (one
+        // stopped at its line budget saw the first lines only: the policy drops it).
+        let policy = kernel_transaction::<POLICY_HEADERS>(&mut scratch, len, whole);
+        assert!(policy == Some(id) || scratch.over_line_budget());
+        let answer = kernel_transaction::<ANSWER_HEADERS>(&mut scratch, len, whole);
+        assert!(answer == Some(id) || scratch.over_line_budget());
         if id != 0 {
             check_answer_pairs(&buf, &msg, id);
         }

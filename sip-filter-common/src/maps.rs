@@ -166,8 +166,9 @@ pub enum Reason {
     DropHeaderChain,
     /// A payload that starts like a SIP message (a method token and a space, or
     /// `SIP/`) but is not one the parser accepts (extra spaces, another version, a
-    /// start line without a line feed in the window, several User-Agents…): a lenient
-    /// server might still act on it, so it is never passed unjudged.
+    /// start line without a line feed in the window, several User-Agents, more header
+    /// lines to examine than the parser's budget…): a lenient server might still act on
+    /// it, so it is never passed unjudged.
     DropMalformed,
     /// A TCP segment to a SIP port, past the source policy, that starts no message the
     /// filter judges: the handshake, acknowledgements, the continuation of a message,

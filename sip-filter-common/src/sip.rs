@@ -11,9 +11,14 @@
 //!
 //! Defined limits, all tested:
 //! - Only the first [`SCAN_LEN`](crate::scan::SCAN_LEN) bytes are looked at, every line
-//!   in them (no line budget an attacker could spend before the User-Agent). A header
-//!   beyond them is absent: [`SipMessage::headers_complete`] is then false, and policy
-//!   must treat an absent header as "unknown", not as "clean".
+//!   in them (no line budget an attacker could spend before the User-Agent to pass). A
+//!   header beyond them is absent: [`SipMessage::headers_complete`] is then false, and
+//!   policy must treat an absent header as "unknown", not as "clean".
+//! - The kernel's parses (of the policy's, the stream's or the answer's headers) examine
+//!   at most [`MAX_EXAMINED_LINES`] lines; a header section that needs more is marked
+//!   [`SipMessage::over_line_budget`], and the policy drops it, never passes it: each
+//!   examined line costs a loop step, so a window of short lines the policy must look at
+//!   was the cheapest way to spend the filter's CPU. The full parse has no budget.
 //! - A line cut by the end of the window is ignored, unless the window holds the whole
 //!   datagram (then the datagram's last line needs no line feed).
 //! - Empty lines before the start line are skipped (RFC 3261 §7.5).
@@ -32,6 +37,11 @@ use crate::{
 /// The most lines the window can hold: a header line is at least a byte and its line
 /// feed. It bounds the parse's loop; it is no budget (the module's limits).
 pub const MAX_LINES: usize = SCAN_LEN / 2 + 1;
+/// The most lines a kernel parse examines, the start line and the empty line included
+/// (lines it skips by their first letter do not count). Real header sections hold a few
+/// dozen such lines: 128 of them in the window average under 16 bytes a line, which only
+/// a message built to cost the parser has.
+pub const MAX_EXAMINED_LINES: usize = 128;
 /// Spaces and tabs the line scan skips around a header's colon (a multiple of 8). A
 /// longer run is left at the start of the value, where [`value_of`] skips the rest.
 const MAX_WHITESPACE: usize = 24;
@@ -394,6 +404,8 @@ pub struct SipMessage {
     pub last_user_agent: Span,
     /// The empty line ending the header section was found: every header was examined.
     pub headers_complete: bool,
+    /// A kernel parse stopped at [`MAX_EXAMINED_LINES`] before the header section's end.
+    pub over_line_budget: bool,
 }
 
 impl SipMessage {
@@ -493,6 +505,8 @@ struct LineState {
     headers_complete: Vol<u16>,
     /// The scan stopped at the empty line.
     scan_done: Vol<u16>,
+    /// The scan stopped at [`MAX_EXAMINED_LINES`].
+    over_budget: Vol<u16>,
     /// The header slot a folded continuation line belongs to; `NO_HEADER` for none.
     last_header: Vol<u16>,
     /// User-Agent header lines seen.
@@ -515,6 +529,7 @@ impl LineState {
             skip_carry: Vol::new(0),
             headers_complete: Vol::new(0),
             scan_done: Vol::new(0),
+            over_budget: Vol::new(0),
             last_header: Vol::new(0),
             agents: Vol::new(0),
             headers: [Vol::new(Span::ABSENT); HEADER_SLOTS],
@@ -678,6 +693,7 @@ pub fn parse_wanted<const WANTED: HeaderSet>(
                 user_agents: scratch.lines.agents.get(),
                 last_user_agent: value_of(buf, scratch.repeated_agent()),
                 headers_complete: scratch.headers_complete(),
+                over_line_budget: scratch.over_line_budget(),
             })
         }
     }
@@ -777,6 +793,10 @@ impl Scratch {
     /// Whether every header was examined.
     pub fn headers_complete(&self) -> bool {
         self.lines.headers_complete.get() != 0
+    }
+    /// Whether the parse stopped at [`MAX_EXAMINED_LINES`] (see the module's limits).
+    pub fn over_line_budget(&self) -> bool {
+        self.lines.over_budget.get() != 0
     }
 }
 
@@ -980,6 +1000,7 @@ fn scan_lines<const WANTED: HeaderSet>(
     lines.count.set(0);
     lines.headers_complete.set(0);
     lines.scan_done.set(0);
+    lines.over_budget.set(0);
     lines.last_header.set(NO_HEADER);
     lines.agents.set(0);
     lines.start_line_end.set(0);
@@ -1006,13 +1027,20 @@ fn scan_lines<const WANTED: HeaderSet>(
             if usize::from(from) >= len {
                 return false;
             }
-            if from == start && !must_examine::<WANTED>(lines, buf.byte(usize::from(start))) {
-                // A header line that cannot hold a wanted header, nor continue one: skip
-                // from here, in this same step (a step is a call).
-                lines.last_header.set(NO_HEADER);
-                lines.skip_from.set(start + 1);
-                lines.skip_carry.set(0);
-                lines.skipping.set(1);
+            if from == start {
+                if !must_examine::<WANTED>(lines, buf.byte(usize::from(start))) {
+                    // A header line that cannot hold a wanted header, nor continue one:
+                    // skip from here, in this same step (a step is a call).
+                    lines.last_header.set(NO_HEADER);
+                    lines.skip_from.set(start + 1);
+                    lines.skip_carry.set(0);
+                    lines.skipping.set(1);
+                } else if examined_letters(WANTED).is_some()
+                    && usize::from(lines.count.get()) >= MAX_EXAMINED_LINES
+                {
+                    lines.over_budget.set(1);
+                    return false;
+                }
             }
         }
         if lines.skipping.get() != 0 {
@@ -1058,7 +1086,7 @@ fn scan_lines<const WANTED: HeaderSet>(
         at < len
     });
     // Out of data: every header of a whole datagram was seen.
-    if lines.scan_done.get() == 0 && whole {
+    if lines.scan_done.get() == 0 && lines.over_budget.get() == 0 && whole {
         lines.headers_complete.set(1);
     }
 }

@@ -685,6 +685,11 @@ fn request_verdict(config: &FilterConfig, scratch: &mut Scratch) -> Reason {
     if !trusted && scratch.agent_count() > 2 {
         return Reason::DropMalformed;
     }
+    // More lines to examine than the parse's budget (sip.rs, MAX_EXAMINED_LINES): a
+    // header section built to cost the parser, or to hide a header past its budget.
+    if !trusted && scratch.over_line_budget() {
+        return Reason::DropMalformed;
+    }
     // Trusted sources (trunks, the office) skip the domain check: a carrier addresses
     // its INVITEs to the server's IP or to its own idea of the domain.
     if !trusted && config.has(FLAG_DOMAIN_CHECK) && !host_allowed(config, scratch) {

@@ -214,6 +214,22 @@ pub fn sip_request(method: &str, uri: &str, extra_headers: &[&str]) -> Vec<u8> {
     text.into_bytes()
 }
 
+/// Lines of [`sip_request`]'s own that the kernel's parse examines: the start line, To,
+/// Call-ID, CSeq, Content-Length and the empty line.
+pub const SIP_REQUEST_EXAMINED_LINES: usize = 6;
+
+/// An OPTIONS whose extra headers are up to `examined` short To headers (`t:1`, lines the
+/// kernel's parse must examine), then short lines it skips (`v:1`), filling the scanned
+/// window: with `MAX_EXAMINED_LINES - SIP_REQUEST_EXAMINED_LINES`, the parser's worst
+/// case within its line budget; with one more, past it.
+pub fn short_lines_request(examined: usize) -> Vec<u8> {
+    let lines = (sip_filter_common::SCAN_LEN - 300) / "t:1\r\n".len();
+    let examined = examined.min(lines);
+    let mut headers = vec!["t:1"; examined];
+    headers.extend(vec!["v:1"; lines - examined]);
+    sip_request("OPTIONS", "sip:100@pbx.example.test", &headers)
+}
+
 /// A SIP response, `SIP/2.0 <status> <phrase>`, to a request of `method`, CRLF line ends.
 pub fn sip_response(status: u16, phrase: &str, method: &str) -> Vec<u8> {
     format!(

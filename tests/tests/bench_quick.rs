@@ -10,7 +10,7 @@ use std::process::Command;
 
 use sip_filter_tests::privileged;
 
-const CLASSES: [&str; 13] = [
+const CLASSES: [&str; 14] = [
     "non-SIP UDP (DNS)",
     "scanner OPTIONS (400 B)",
     "allowed REGISTER",
@@ -18,6 +18,7 @@ const CLASSES: [&str; 13] = [
     "allowed INVITE with SDP",
     "allowed OPTIONS over IPv6",
     "worst case: short To-like lines filling the window",
+    "over the line budget: short To-like lines",
     "banned source",
     "SYN to the TCP SIP port",
     "TLS ClientHello (1.5 KB, post-quantum)",

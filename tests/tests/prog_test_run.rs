@@ -11,6 +11,7 @@ use sip_filter::{
 };
 use sip_filter_common::{
     maps::{BanReason, Transport, BAN_SLOTS, EGRESS_PROGRAM_NAME, PROGRAM_NAME, TAIL_CALLED},
+    sip::MAX_EXAMINED_LINES,
     Counters, Method, Reason, SCAN_LEN,
 };
 use sip_filter_tests::{
@@ -784,7 +785,8 @@ fn adversarial_review_cases(policy: NotSipPolicy) -> Vec<Case> {
         "1".repeat(SCAN_LEN)
     );
     let rows: Vec<(&str, Vec<u8>, Reason, Method)> = vec![
-        // Class 5: no line budget, any whitespace, every User-Agent.
+        // Class 5: no line budget a scanner could spend to pass, any whitespace, every
+        // User-Agent. Lines the parse skips by their first letter cost no budget.
         (
             "scanner after 64 Route-like lines",
             after(lines(64, "Rx-{i}: 1"), scanner),
@@ -792,8 +794,8 @@ fn adversarial_review_cases(policy: NotSipPolicy) -> Vec<Case> {
             Options,
         ),
         (
-            "scanner after 250 short To-like lines",
-            after(lines(250, "t{i}:1"), scanner),
+            "scanner after 250 short Via-like lines",
+            after(lines(250, "v{i}:1"), scanner),
             DropScanner,
             Options,
         ),
@@ -969,9 +971,50 @@ fn adversarial_review_cases(policy: NotSipPolicy) -> Vec<Case> {
             Message,
         ),
     ];
-    rows.into_iter()
+    let mut cases: Vec<Case> = rows
+        .into_iter()
         .flat_map(|(name, payload, reason, method)| both_families(name, &payload, reason, method))
-        .collect()
+        .collect();
+    // The parse's line budget (MAX_EXAMINED_LINES): lines it must examine past it drop the
+    // request (the headers after them unseen), whatever they hide.
+    let budget = MAX_EXAMINED_LINES - SIP_REQUEST_EXAMINED_LINES;
+    for (name, payload, reason) in [
+        (
+            "as many short To lines as the line budget allows",
+            short_lines_request(budget),
+            PassRequest,
+        ),
+        (
+            "one short To line past the line budget",
+            short_lines_request(budget + 1),
+            DropMalformed,
+        ),
+        (
+            "scanner after 250 short To-like lines",
+            after(lines(250, "t{i}:1"), scanner),
+            DropMalformed,
+        ),
+        (
+            "scanner after 130 folded lines",
+            after(
+                ["X-Long: 1".to_string()]
+                    .into_iter()
+                    .chain(lines(130, " {i}"))
+                    .collect(),
+                scanner,
+            ),
+            DropMalformed,
+        ),
+    ] {
+        for case in both_families(name, &payload, reason, Options) {
+            cases.push(if reason == DropMalformed {
+                case.headers_truncated()
+            } else {
+                case
+            });
+        }
+    }
+    cases
 }
 
 #[test]

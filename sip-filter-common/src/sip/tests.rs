@@ -1060,14 +1060,22 @@ fn many_lines(filler: usize) -> String {
 
 #[test]
 fn every_line_in_the_window_is_examined() {
-    // No line budget: a User-Agent after hundreds of short header lines is found, by
-    // the full parse and by the kernel's, as long as it is in the window.
+    // No line budget a scanner could spend to pass: a User-Agent after hundreds of short
+    // header lines is found by the full parse as long as it is in the window, and by the
+    // kernel's unless the lines it must examine exceed MAX_EXAMINED_LINES; then it stops
+    // there, and the policy drops the request.
     let policy = |text: &str, whole: bool| {
         let mut scratch = Scratch::new();
         let len = scratch.fill(text.as_bytes());
         parse_wanted::<POLICY_HEADERS>(&mut scratch, len, whole)
     };
-    for (filler, line) in [(64, "X-{i}: {i}"), (300, "t:{i}"), (400, "u:x"), (600, "a")] {
+    for (filler, line, over_budget) in [
+        (64, "X-{i}: {i}", false),
+        (300, "X:{i}", false),
+        (300, "t:{i}", true),
+        (400, "u:x", true),
+        (600, "a", true),
+    ] {
         let mut text = String::from("INVITE sip:bob@biloxi.example.com SIP/2.0\r\n");
         for i in 0..filler {
             text.push_str(&line.replace("{i}", &(i % 10).to_string()));
@@ -1086,11 +1094,14 @@ fn every_line_in_the_window_is_examined() {
             let Payload::Sip(kernel) = policy(&text, whole) else {
                 panic!("{filler}: not SIP");
             };
-            assert_eq!(
-                kernel.header(Header::UserAgent),
-                m.msg.header(Header::UserAgent)
-            );
-            assert!(kernel.headers_complete, "{filler}");
+            assert_eq!(kernel.over_line_budget, over_budget, "{filler} {line}");
+            assert_eq!(kernel.headers_complete, !over_budget, "{filler} {line}");
+            if !over_budget {
+                assert_eq!(
+                    kernel.header(Header::UserAgent),
+                    m.msg.header(Header::UserAgent)
+                );
+            }
         }
     }
     // The most lines a window holds: one byte and a line feed each.
@@ -1208,6 +1219,72 @@ fn the_policy_parse_examines_only_lines_that_may_hold_the_user_agent() {
         );
         assert_eq!(policy(&text, true), (Some("sipcli".into()), true), "{pad}");
     }
+}
+
+/// The kernel's parses examine at most MAX_EXAMINED_LINES lines, counting only the lines
+/// they examine: a window of short lines they must look at stops them (the policy drops
+/// such a request), lines they skip by their first letter do not count, and the full
+/// parse has no budget.
+#[test]
+fn the_kernel_parses_stop_at_their_line_budget() {
+    let message = |line: &str, lines: usize| {
+        let mut text = String::from("OPTIONS sip:100@pbx.example.test SIP/2.0\r\n");
+        for _ in 0..lines {
+            text.push_str(line);
+            text.push_str("\r\n");
+        }
+        text.push_str("User-Agent: friendly-scanner\r\n\r\n");
+        text
+    };
+    let parsed = |wanted: fn(&mut Scratch, usize) -> Payload, text: &str| {
+        let mut scratch = Scratch::new();
+        let len = scratch.fill(text.as_bytes());
+        assert!(len == text.len(), "the window holds {text:?}");
+        match wanted(&mut scratch, len) {
+            Payload::Sip(m) => m,
+            other => panic!("{other:?} for {text:?}"),
+        }
+    };
+    let policy = |scratch: &mut Scratch, len| parse_wanted::<POLICY_HEADERS>(scratch, len, true);
+    let answer = |scratch: &mut Scratch, len| parse_wanted::<ANSWER_HEADERS>(scratch, len, true);
+    let stream = |scratch: &mut Scratch, len| {
+        parse_wanted::<{ stream::STREAM_HEADERS }>(scratch, len, false)
+    };
+    let full = |scratch: &mut Scratch, len| parse(scratch, len, true);
+    // The start line, the lines, the User-Agent and the empty line: within the budget
+    // up to MAX_EXAMINED_LINES in all.
+    let most = MAX_EXAMINED_LINES - 3;
+    for (line, examined_by_policy) in [("t:1", true), ("c:1", true), (" 1", true), ("v:1", false)] {
+        for lines in [most, most + 1, 300] {
+            let text = message(line, lines);
+            let m = parsed(policy, &text);
+            let over = examined_by_policy && lines > most;
+            assert_eq!(m.over_line_budget, over, "{line:?} x {lines}");
+            assert_eq!(m.headers_complete, !over, "{line:?} x {lines}");
+            // One line over: the User-Agent was examined, the empty line was not.
+            assert_eq!(
+                m.header(Header::UserAgent).is_present(),
+                !over || lines == most + 1,
+                "{line:?} x {lines}"
+            );
+            assert_eq!(
+                parsed(stream, &text).over_line_budget,
+                over,
+                "{line:?} x {lines}"
+            );
+            let f = parsed(full, &text);
+            assert!(
+                !f.over_line_budget && f.headers_complete,
+                "{line:?} x {lines}"
+            );
+        }
+    }
+    // An answer's parse has the same budget: Call-ID's compact `i` lines.
+    let mut text = String::from("SIP/2.0 401 Unauthorized\r\n");
+    text.push_str(&"i:1\r\n".repeat(200));
+    text.push_str("\r\n");
+    let m = parsed(answer, &text);
+    assert!(m.over_line_budget && !m.headers_complete);
 }
 
 /// The policy parse agrees with the full parse wherever its line finding and skipping

@@ -55,7 +55,9 @@ use sip_filter_common::maps::{
     names, Ban, BanReason, ListEntry, SourceKey, SourceState, MAX_BANS, MAX_LIST_ENTRIES,
     MAX_SOURCES,
 };
-use sip_filter_common::{bounded::REF_CALLS, tls::builder::Hello, SCAN_LEN};
+use sip_filter_common::{
+    bounded::REF_CALLS, sip::MAX_EXAMINED_LINES, tls::builder::Hello, SCAN_LEN,
+};
 use sip_filter_tests::{daemonbench, guessbench, packets::*, pathbench};
 
 const XDP_DROP: u32 = 1;
@@ -244,18 +246,21 @@ fn classes(banned: [u8; 4]) -> Vec<Class> {
             target: None,
         },
         Class {
-            // The parser's worst case: no line budget (issue 19), so every line the
-            // window holds that may be a policy header is examined.
+            // The parser's worst case that passes: as many short lines it must examine
+            // as its budget allows, then short lines it skips filling the window.
             name: "worst case: short To-like lines filling the window",
             frame: udp4(
                 SIP_PORT,
-                &sip_request(
-                    "OPTIONS",
-                    "sip:100@pbx.example.test",
-                    &vec!["t:1"; (SCAN_LEN - 300) / "t:1\r\n".len()],
-                ),
+                &short_lines_request(MAX_EXAMINED_LINES - SIP_REQUEST_EXAMINED_LINES),
             ),
             expected: XDP_PASS,
+            target: None,
+        },
+        Class {
+            // One examined line more than the budget allows: dropped as malformed.
+            name: "over the line budget: short To-like lines",
+            frame: udp4(SIP_PORT, &short_lines_request(SCAN_LEN)),
+            expected: XDP_DROP,
             target: None,
         },
         Class {
