@@ -44,8 +44,9 @@ use crate::{
     attack::{request_headers, scenario, send},
     gateway::{self, GatewayLab, Node, OUTSIDE_IFACE},
     lab::{
-        filter_stats_in, kamailio_globals, sipp_counter, sipp_in, spawn_filter_in,
-        start_kamailio_in, stats_json, stop_filter_in, PinRoot, TempDir, DOMAIN, QUICK, SIP_PORT,
+        filter_stats_in, kamailio_globals, kamailio_globals_with_tcp, sipp_counter, sipp_in,
+        spawn_filter_in, start_kamailio_in, stats_json, stop_filter_in, PinRoot, TempDir, DOMAIN,
+        QUICK, SIP_PORT,
     },
     netns::{self, Background, Finished, Host, Lab, Netns, SERVER_IFACE},
 };
@@ -141,6 +142,9 @@ pub struct Registrar {
     /// A nonce's lifetime (Kamailio's default: 300 s); a credential with an older one
     /// is re-challenged with `stale=true`. Whole seconds.
     pub nonce_expire: Option<Duration>,
+    /// Whether it listens on TCP 5060 too, and the lab's clients (phones, attackers)
+    /// speak TCP to it (sipp `-t t1`; issue 14). Else UDP only.
+    pub over_tcp: bool,
 }
 
 impl Registrar {
@@ -152,6 +156,7 @@ impl Registrar {
             wrong_password: WrongPassword::Rechallenge,
             unknown_user: UnknownUser::LikeWrongPassword,
             nonce_expire: None,
+            over_tcp: false,
         }
     }
 
@@ -170,10 +175,20 @@ impl Registrar {
         self
     }
 
-    /// The Kamailio configuration, listening on `addresses`, UDP 5060.
+    pub fn over_tcp(mut self) -> Self {
+        self.over_tcp = true;
+        self
+    }
+
+    /// The Kamailio configuration, listening on `addresses`, UDP 5060 (and TCP 5060
+    /// [`Registrar::over_tcp`]).
     pub fn config(&self, addresses: &[&str]) -> String {
         // Four workers: an office re-registering at once is answered without a queue.
-        let globals = kamailio_globals(2, 4, addresses);
+        let globals = if self.over_tcp {
+            kamailio_globals_with_tcp(2, 4, addresses)
+        } else {
+            kamailio_globals(2, 4, addresses)
+        };
         let nonce_expire = self
             .nonce_expire
             .map(|lifetime| {
@@ -399,6 +414,8 @@ pub struct AuthLab {
     pub dir: TempDir,
     topology: Topology,
     pub deployment: Deployment,
+    /// Whether its clients speak TCP to the registrar ([`Registrar::over_tcp`]).
+    pub over_tcp: bool,
     /// sipp runs so far: each has a directory of its own.
     runs: AtomicU32,
 }
@@ -450,6 +467,7 @@ impl AuthLab {
             dir,
             topology,
             deployment,
+            over_tcp: registrar.over_tcp,
             runs: AtomicU32::new(0),
         })
     }
@@ -604,9 +622,10 @@ impl AuthLab {
         let name = self.numbered(&run.name);
         let run_dir = self.dir.path().join(&name);
         std::fs::create_dir_all(&run_dir).expect("a sipp directory");
-        let options = run
+        let mut options = run
             .options(&run_dir)
             .expect("the injection file is written");
+        options.extend(self.transport_options());
         let options: Vec<&str> = options.iter().map(String::as_str).collect();
         // The process's own bound, past sipp's `-timeout`.
         let deadline = run.time_bound() + Duration::from_secs(15);
@@ -638,8 +657,19 @@ impl AuthLab {
             .args(["-sf", scenario_file.to_str().context("a UTF-8 path")?])
             .args(["-i", &local])
             .args(run.options(&run_dir)?)
+            .args(self.transport_options())
             .args(["-nostdin", "-trace_err", &self.server_target()]);
         Background::spawn(&name, command, &run_dir.join("sipp.log"))
+    }
+
+    /// sipp's transport option: one TCP connection per sipp (`-t t1`) when the lab
+    /// speaks TCP, else sipp's default, UDP.
+    fn transport_options(&self) -> Vec<String> {
+        if self.over_tcp {
+            vec!["-t".into(), "t1".into()]
+        } else {
+            Vec::new()
+        }
     }
 
     /// `name` with the run's number: `03-brute-force`.
@@ -890,8 +920,11 @@ fn recv(response: u16, attributes: &str) -> String {
 /// `contact_port`: the port its Contact names (a callee's), else sipp's own.
 pub fn register_scenario(reregister_after: Option<Duration>, contact_port: Option<u16>) -> String {
     let line = format!("REGISTER sip:{DOMAIN} SIP/2.0");
-    let port = contact_port.map_or("[local_port]".to_string(), |p| p.to_string());
-    let contact = format!("<sip:[field0]@[local_ip]:{port}>");
+    // A callee names its transport: the registrar reaches it over the same one.
+    let contact = match contact_port {
+        Some(port) => format!("<sip:[field0]@[local_ip]:{port};transport=[transport]>"),
+        None => "<sip:[field0]@[local_ip]:[local_port]>".to_string(),
+    };
     let expires = format!("      Expires: {REGISTRATION_EXPIRES}\n");
     let credentials = format!("      [field1]\n{expires}");
     let register = |cseq: u32, extra: &str| {
@@ -962,6 +995,30 @@ pub fn guess_scenario(user_agent: &str) -> String {
             recv(403, " optional=\"true\" next=\"answered\""),
             recv(401, ""),
             "  <label id=\"answered\"/>\n".to_string(),
+        ],
+    )
+}
+
+/// One request without credentials, from an injection line `USER`: `method` to
+/// `request_uri` with `user_agent`, answered by `answer` (a scanner's OPTIONS, a request
+/// for another domain). Not retransmitted: what reached the server is countable.
+pub fn request_scenario(method: &str, request_uri: &str, user_agent: &str, answer: u16) -> String {
+    scenario(
+        &format!("{method} {request_uri} from {user_agent}"),
+        &[
+            send(
+                &format!("{method} {request_uri} SIP/2.0"),
+                &request_headers(
+                    "[field0]",
+                    "[field0]",
+                    &format!("1 {method}"),
+                    "<sip:[field0]@[local_ip]:[local_port]>",
+                    "",
+                    user_agent,
+                ),
+                false,
+            ),
+            recv(answer, ""),
         ],
     )
 }
@@ -1045,7 +1102,7 @@ pub fn call_scenario() -> String {
 pub fn answer_scenario() -> String {
     let reply = |status: &str, with_contact: bool| {
         let contact = if with_contact {
-            "      Contact: <sip:[local_ip]:[local_port]>\n"
+            "      Contact: <sip:[local_ip]:[local_port];transport=[transport]>\n"
         } else {
             ""
         };

@@ -232,15 +232,30 @@ pub fn kamailio_globals(debug: u8, children: u8, addresses: &[&str]) -> String {
         "#!KAMAILIO\ndebug={debug}\nlog_stderror=yes\nfork=yes\nchildren={children}\n\
          dns=no\nrev_dns=no\ndisable_tcp=yes\ndisable_sctp=yes\n"
     );
-    for address in addresses {
-        let address = if address.contains(':') {
-            format!("[{address}]")
-        } else {
-            address.to_string()
-        };
-        text.push_str(&format!("listen=udp:{address}:{SIP_PORT}\n"));
-    }
+    text.push_str(&listen_lines("udp", addresses));
     text
+}
+
+/// [`kamailio_globals`] with TCP on too: Kamailio also listens on TCP 5060 of each of
+/// `addresses` (the TCP labs: `tests/e2e_transports.rs`, `tests/e2e_tcp_lab.rs`).
+pub fn kamailio_globals_with_tcp(debug: u8, children: u8, addresses: &[&str]) -> String {
+    let globals =
+        kamailio_globals(debug, children, addresses).replace("disable_tcp=yes", "disable_tcp=no");
+    format!("{globals}{}", listen_lines("tcp", addresses))
+}
+
+/// Kamailio's `listen=PROTO:ADDRESS:5060` lines, one per address.
+fn listen_lines(proto: &str, addresses: &[&str]) -> String {
+    addresses
+        .iter()
+        .map(|address| {
+            if address.contains(':') {
+                format!("listen={proto}:[{address}]:{SIP_PORT}\n")
+            } else {
+                format!("listen={proto}:{address}:{SIP_PORT}\n")
+            }
+        })
+        .collect()
 }
 
 /// A SIP responder: every request gets a stateless 200 OK.
@@ -600,6 +615,29 @@ pub fn counter(stats: &Value, group: &str, name: &str) -> u64 {
     stats[group][name]
         .as_u64()
         .unwrap_or_else(|| panic!("no {group}.{name} in the stats: {stats}"))
+}
+
+/// One row of `stats --json`'s `transports` (issue 14): the verdicts for `reason`
+/// (`drop_scanner`) over `transport` (`udp`, `tcp`, `tls`, `other`); 0 when none were
+/// counted (the row lists only the reasons counted).
+pub fn transport_counter(stats: &Value, transport: &str, reason: &str) -> u64 {
+    assert!(
+        stats["transports"][transport].is_object(),
+        "no transports.{transport} in the stats: {stats}"
+    );
+    stats["transports"][transport][reason].as_u64().unwrap_or(0)
+}
+
+/// The sum of `transport`'s counters in `stats --json`'s `transports` whose reason
+/// starts with `prefix` (`drop_`: every message the filter dropped over it).
+pub fn transport_sum(stats: &Value, transport: &str, prefix: &str) -> u64 {
+    stats["transports"][transport]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(reason, _)| reason.starts_with(prefix))
+        .filter_map(|(_, count)| count.as_u64())
+        .sum()
 }
 
 /// The sum of the `reasons` counters of `stats --json` whose name starts with `prefix`

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use sip_filter_tests::{
     lab::{
-        counter, kamailio_globals, options_scenario, sip_filter, sipp_in, LabFixture, PinRoot,
-        DOMAIN, QUICK, SIP_PORT,
+        counter, kamailio_globals_with_tcp, options_scenario, sip_filter, sipp_in, LabFixture,
+        PinRoot, DOMAIN, QUICK, SIP_PORT,
     },
     netns::{Finished, Host, Lab, CLIENT_V4, LEGIT_CLIENT_V4, SERVER_V4},
     privileged,
@@ -33,10 +33,9 @@ const HANDSHAKE_TIMEOUT: &str = "15";
 
 /// Kamailio answering every request with a stateless 200, over UDP and TCP.
 fn kamailio_udp_and_tcp() -> String {
-    let globals = kamailio_globals(2, 1, &[SERVER_V4]).replace("disable_tcp=yes", "disable_tcp=no");
+    let globals = kamailio_globals_with_tcp(2, 1, &[SERVER_V4]);
     format!(
-        r#"{globals}listen=tcp:{SERVER_V4}:{SIP_PORT}
-loadmodule "sl.so"
+        r#"{globals}loadmodule "sl.so"
 
 request_route {{
     sl_send_reply("200", "OK");
