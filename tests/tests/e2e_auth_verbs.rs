@@ -16,7 +16,7 @@ use sip_filter::{
     learnt::PinnedLearnt,
 };
 use sip_filter_common::{
-    maps::{AccountKey, Lockout, Registration},
+    maps::{AccountKey, Lockout, Registration, MINUTE_NS},
     sip::pairing::{Account, ACCOUNT_WORDS},
 };
 use sip_filter_tests::{
@@ -31,8 +31,6 @@ use sip_filter_tests::{
     netns::{Lab, CLIENT_V4, LEGIT_CLIENT_V4, SIGKILL},
     privileged,
 };
-
-const MINUTE_NS: u64 = 60_000_000_000;
 
 /// The name words the kernel keeps for `name`.
 fn account(name: &str) -> [u64; ACCOUNT_WORDS] {
