@@ -1527,6 +1527,9 @@ pub const MAX_DESTINATION_RULES: u32 = 16_384;
 pub const MAX_DESTINATION_CALLERS: u32 = 65_536;
 /// Accounts whose call budgets are kept.
 pub const MAX_CALL_BUDGETS: u32 = 65_536;
+/// The meters' windows: a [`CallBudget`]'s minute and hour, a `limit` rule's minute.
+pub const MINUTE_NS: u64 = 60_000_000_000;
+pub const HOUR_NS: u64 = 60 * MINUTE_NS;
 
 /// [`DestinationRule::action`]: the INVITE is dropped.
 pub const DESTINATION_DENY: u32 = 1;

@@ -25,7 +25,8 @@ use sip_filter_common::{
         CallBudget, CallerKey, Calls, DestinationConfig, DestinationCounters, DestinationKey,
         DestinationRule, EventKind, RuleCounters, Transport as TransportKind, CALLER_ACCOUNT,
         CALLER_SOURCE, CALL_BUDGETS_ON, DESTINATION_DENY, DESTINATION_LIMIT, DESTINATION_RULES_ON,
-        FLAG_DRY_RUN, MAX_CALL_BUDGETS, MAX_DESTINATION_CALLERS, MAX_DESTINATION_RULES,
+        FLAG_DRY_RUN, HOUR_NS, MAX_CALL_BUDGETS, MAX_DESTINATION_CALLERS, MAX_DESTINATION_RULES,
+        MINUTE_NS,
     },
     sip::{
         dialled::{dialled, Dialled, DialledKind, Dialling},
@@ -77,9 +78,6 @@ struct Invite {
 
 #[map(name = "SF_INVITE_SCRATCH")]
 static INVITE: PerCpuArray<Invite> = PerCpuArray::with_max_entries(1, 0);
-
-const MINUTE_NS: u64 = 60_000_000_000;
-const HOUR_NS: u64 = 60 * MINUTE_NS;
 
 #[xdp]
 pub fn sip_filter_invite(ctx: XdpContext) -> u32 {

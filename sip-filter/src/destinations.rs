@@ -181,6 +181,12 @@ fn map_error(name: &'static str) -> impl Fn(MapError) -> FilterError {
     move |source| FilterError::Map { name, source }
 }
 
+/// Every account's call budget, blocked or only metering, by account key (batched
+/// reads): the report's and the state file's.
+pub fn all_call_budgets(map: &Map) -> Result<Vec<(u64, CallBudget)>, FilterError> {
+    bpf_sys::hash_entries(map).map_err(map_error(names::BUDGETS))
+}
+
 /// The rules the kernel holds: prefix, and its rule.
 pub fn loaded_rules(filter: &Filter) -> Result<BTreeMap<String, DestinationRule>, FilterError> {
     let trie: LpmTrie<_, DestinationKey, DestinationRule> =
@@ -476,8 +482,7 @@ impl DestinationReport {
         rules.sort_by(|a, b| a.prefix.cmp(&b.prefix));
         let callers = bpf_sys::hash_entries::<CallerKey, Calls>(maps(names::CALLERS)?)
             .map_err(map_error(names::CALLERS))?;
-        let blocked = bpf_sys::hash_entries::<u64, CallBudget>(maps(names::BUDGETS)?)
-            .map_err(map_error(names::BUDGETS))?
+        let blocked = all_call_budgets(maps(names::BUDGETS)?)?
             .into_iter()
             .filter(|(_, budget)| now_ns < budget.blocked_until_ns)
             .map(|(_, budget)| BlockedAccount {

@@ -1,7 +1,7 @@
 //! The state file: what a restart must not lose. The dynamic bans (the filter's own and
 //! the operator's), the allow/deny entries an operator added at run time, and what the
-//! server's answers taught (registered sources, locked accounts) live only in the
-//! kernel's maps; the daemon saves them to `STATE_DIR/state.bin` periodically
+//! server's answers taught (registered sources, locked accounts) and the accounts' call
+//! budgets (blocks after a breach, meters) live only in the kernel's maps; the daemon saves them to `STATE_DIR/state.bin` periodically
 //! and when it stops, and loads them back into the fresh maps when it starts.
 //!
 //! Kernel expiries are `CLOCK_MONOTONIC_COARSE` nanoseconds, which restart from zero at
@@ -9,10 +9,11 @@
 //! one reading of both clocks. The file is written to a temporary name and renamed, so
 //! a crash leaves the old file or the new one, never half of one.
 //!
-//! The format (version 3) is binary, 28 bytes a ban or list entry: a stop with a
+//! The format (version 4) is binary, 28 bytes a ban or list entry: a stop with a
 //! million bans and a million deny entries writes 56 MB, read out of the maps in
-//! batches. Version 2 was the same without the registrations and lockouts (its header
-//! is 24 bytes shorter); it still loads. Version 1 was pretty JSON (`state.json`,
+//! batches. Version 3 was the same without the call budgets (its header is 8 bytes
+//! shorter), version 2 without the registrations and lockouts either (24 bytes
+//! shorter again); both still load. Version 1 was pretty JSON (`state.json`,
 //! about 100 bytes an entry, built one string at a time), which took seconds to write
 //! at that size; it still loads, and is removed once a `state.bin` holds what it held.
 //!
@@ -20,19 +21,25 @@
 //! header  "SIPFSTAT", version u32, record size u32, saved_at_unix_ms u64,
 //!         bans u64, allow u64, deny u64,                     (48 bytes, little-endian)
 //!         registered u64, source lockouts u64, account lockouts u64  (+24: version 3)
+//!         call budgets u64                                           (+8: version 4)
 //! record  address [u8; 16] (IPv4 as ::ffff:a.b.c.d), prefix length u8, family u8 (4|6),
 //!         reason u8, 0 u8, expires_unix_ms u64 (u64::MAX: never)       (28 bytes)
 //! registration  source address [u8; 16] (IPv4 mapped), account [u8; 32] (zero
 //!         padded), expires_unix_ms u64                                   (56 bytes)
 //! lockout source address [u8; 16] (zeros across sources), account [u8; 32],
 //!         locked_until_unix_ms u64, failures u32, drops u32              (64 bytes)
+//! budget  account [u8; 32], blocked_until_unix_ms u64, minute_ends_unix_ms u64,
+//!         hour_ends_unix_ms u64 (0: not blocked, no current window), minute calls,
+//!         hour calls, limited minute calls, limited hour calls, breaches, drops u32
+//!                                                                        (80 bytes)
 //! ```
 //! Records follow in that order: bans, allow entries, deny entries, registrations,
-//! per-source lockouts, lockouts across sources. Only what still applies is saved: live
-//! registrations and locked accounts (failures that locked nothing yet start over).
-//! Accounts are keyed in the kernel by a hash seeded anew at each start: a lockout is
-//! keyed again from its name, and one whose name filled the 32 bytes the kernel keeps
-//! (it may have been cut) cannot be, and is skipped.
+//! per-source lockouts, lockouts across sources, call budgets. Only what still applies
+//! is saved: live registrations, locked accounts (failures that locked nothing yet start
+//! over), and call budgets blocked or metering the current hour.
+//! Accounts are keyed in the kernel by a hash seeded anew at each start: a lockout or a
+//! budget is keyed again from its name, and one whose name filled the 32 bytes the
+//! kernel keeps (it may have been cut) cannot be, and is skipped.
 
 use std::{
     net::{IpAddr, Ipv6Addr},
@@ -45,14 +52,15 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use sip_filter_common::{
     maps::{
-        names, AccountKey, Ban, BanReason, ListEntry, Lockout, Registration, SourceKey,
-        LIST_ORIGIN_CONFIG, LIST_ORIGIN_OPERATOR,
+        destination_names, names, AccountKey, Ban, BanReason, CallBudget, ListEntry, Lockout,
+        Registration, SourceKey, HOUR_NS, LIST_ORIGIN_CONFIG, LIST_ORIGIN_OPERATOR, MINUTE_NS,
     },
     sip::pairing::{Account, ACCOUNT_WORDS},
 };
 
 use crate::{
     bpf_sys,
+    destinations::all_call_budgets,
     filter::{monotonic_now_ns, open_pinned, Filter, FilterError},
     learnt::LearntMaps,
     lists::{v4_key, v6_key},
@@ -63,14 +71,16 @@ pub const FILE_NAME: &str = "state.bin";
 /// Version 1's file (JSON), loaded if present and removed once `FILE_NAME` replaces it.
 pub const LEGACY_FILE_NAME: &str = "state.json";
 /// The layout version written; a file of another version is set aside, not misread.
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 const MAGIC: &[u8; 8] = b"SIPFSTAT";
-/// Version 2's header; version 3 adds three counts.
+/// Version 2's header; version 3 adds three counts, version 4 one more.
 const HEADER_SIZE_2: usize = 48;
-const HEADER_SIZE: usize = HEADER_SIZE_2 + 24;
+const HEADER_SIZE_3: usize = HEADER_SIZE_2 + 24;
+const HEADER_SIZE: usize = HEADER_SIZE_3 + 8;
 const RECORD_SIZE: usize = 28;
 const REGISTRATION_SIZE: usize = 56;
 const LOCKOUT_SIZE: usize = 64;
+const CALL_BUDGET_SIZE: usize = 80;
 /// A saved expiry of "never".
 const NEVER: u64 = u64::MAX;
 
@@ -89,6 +99,8 @@ pub struct State {
     pub registered: Vec<SavedRegistration>,
     /// Accounts locked for one source, or (no source) for every unregistered one.
     pub lockouts: Vec<SavedLockout>,
+    /// Accounts blocked after breaching their call budget, or metering the current hour.
+    pub call_budgets: Vec<SavedCallBudget>,
     /// Entries of a version 1 file that did not parse: left out, counted as skipped.
     pub unreadable: usize,
 }
@@ -113,6 +125,85 @@ pub struct SavedLockout {
     pub locked_until_unix_ms: Option<u64>,
     pub failures: u32,
     pub drops: u32,
+}
+
+/// An account's call budget ([`CallBudget`]) with wall-clock times.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SavedCallBudget {
+    /// The account's name (zero padded).
+    pub account: [u64; ACCOUNT_WORDS],
+    /// Unix ms; None: not blocked.
+    pub blocked_until_unix_ms: Option<u64>,
+    /// When the current minute's and hour's meters end (Unix ms); None: no current
+    /// window (its calls are then 0).
+    pub minute_ends_unix_ms: Option<u64>,
+    pub hour_ends_unix_ms: Option<u64>,
+    pub minute_calls: u32,
+    pub hour_calls: u32,
+    pub limited_minute_calls: u32,
+    pub limited_hour_calls: u32,
+    pub breaches: u32,
+    pub drops: u32,
+}
+
+impl SavedCallBudget {
+    /// What still applies of a kernel budget: None when it is neither blocked nor
+    /// metering the current hour. A meter whose window has ended is left out (the
+    /// kernel would start it afresh on the next call anyway).
+    fn of(budget: &CallBudget, clocks: Clocks) -> Option<Self> {
+        // A block always ends (now + block_ns); one the kernel saturated ends last.
+        let wall = |ns: u64| clocks.to_wall(ns).map(|at| at.unwrap_or(NEVER - 1));
+        let blocked_until_unix_ms = wall(budget.blocked_until_ns);
+        let minute_ends_unix_ms = wall(budget.minute_start_ns.saturating_add(MINUTE_NS));
+        let hour_ends_unix_ms = wall(budget.hour_start_ns.saturating_add(HOUR_NS));
+        if blocked_until_unix_ms.is_none() && hour_ends_unix_ms.is_none() {
+            return None;
+        }
+        let (minute, hour) = (minute_ends_unix_ms.is_some(), hour_ends_unix_ms.is_some());
+        let kept = |current: bool, calls: u32| if current { calls } else { 0 };
+        Some(Self {
+            account: budget.name,
+            blocked_until_unix_ms,
+            minute_ends_unix_ms,
+            hour_ends_unix_ms,
+            minute_calls: kept(minute, budget.minute_calls),
+            hour_calls: kept(hour, budget.hour_calls),
+            limited_minute_calls: kept(minute, budget.limited_minute_calls),
+            limited_hour_calls: kept(hour, budget.limited_hour_calls),
+            breaches: budget.breaches,
+            drops: budget.drops,
+        })
+    }
+
+    /// The kernel budget again, on the clock of `clocks`: the block with the time it had
+    /// left, the meters whose window is still current (one that ended since the save
+    /// starts afresh, as the kernel would start it); None when nothing applies any more.
+    fn to_kernel(self, clocks: Clocks) -> Option<CallBudget> {
+        // `to_kernel` treats None as "never": here it means "not blocked" or "no window".
+        let kernel = |unix_ms: Option<u64>| unix_ms.and_then(|at| clocks.to_kernel(Some(at)));
+        let blocked_until_ns = kernel(self.blocked_until_unix_ms);
+        // A window's start is its end less its length; wrapping as the kernel's
+        // `now - start` does, should the clock have restarted less than that ago.
+        let minute_start_ns =
+            kernel(self.minute_ends_unix_ms).map(|end| end.wrapping_sub(MINUTE_NS));
+        let hour_start_ns = kernel(self.hour_ends_unix_ms).map(|end| end.wrapping_sub(HOUR_NS));
+        if blocked_until_ns.is_none() && hour_start_ns.is_none() {
+            return None;
+        }
+        let kept = |start: Option<u64>, calls: u32| start.map_or(0, |_| calls);
+        Some(CallBudget {
+            minute_start_ns: minute_start_ns.unwrap_or(0),
+            hour_start_ns: hour_start_ns.unwrap_or(0),
+            minute_calls: kept(minute_start_ns, self.minute_calls),
+            hour_calls: kept(hour_start_ns, self.hour_calls),
+            limited_minute_calls: kept(minute_start_ns, self.limited_minute_calls),
+            limited_hour_calls: kept(hour_start_ns, self.limited_hour_calls),
+            blocked_until_ns: blocked_until_ns.unwrap_or(0),
+            breaches: self.breaches,
+            drops: self.drops,
+            name: self.account,
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,8 +232,9 @@ pub struct Restored {
     pub deny: usize,
     pub registered: usize,
     pub lockouts: usize,
-    /// Expired since the file was written, unreadable, or (lockouts) an account whose
-    /// name may have been cut: left out.
+    pub call_budgets: usize,
+    /// Expired since the file was written, unreadable, or (lockouts, call budgets) an
+    /// account whose name may have been cut: left out.
     pub skipped: usize,
 }
 
@@ -259,6 +351,12 @@ impl State {
         if let Some(learnt) = &maps.learnt {
             state.take_learnt(learnt, clocks)?;
         }
+        if let Some(call_budgets) = maps.call_budgets {
+            state.call_budgets = all_call_budgets(call_budgets)?
+                .iter()
+                .filter_map(|(_, budget)| SavedCallBudget::of(budget, clocks))
+                .collect();
+        }
         Ok(state)
     }
 
@@ -339,7 +437,8 @@ impl State {
             HEADER_SIZE
                 + records * RECORD_SIZE
                 + self.registered.len() * REGISTRATION_SIZE
-                + self.lockouts.len() * LOCKOUT_SIZE,
+                + self.lockouts.len() * LOCKOUT_SIZE
+                + self.call_budgets.len() * CALL_BUDGET_SIZE,
         );
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
@@ -352,6 +451,7 @@ impl State {
             self.registered.len() as u64,
             per_source.len() as u64,
             across.len() as u64,
+            self.call_budgets.len() as u64,
         ] {
             out.extend_from_slice(&n.to_le_bytes());
         }
@@ -381,6 +481,26 @@ impl State {
             out.extend_from_slice(&lockout.failures.to_le_bytes());
             out.extend_from_slice(&lockout.drops.to_le_bytes());
         }
+        for budget in &self.call_budgets {
+            push_words(&mut out, &budget.account);
+            for at in [
+                budget.blocked_until_unix_ms,
+                budget.minute_ends_unix_ms,
+                budget.hour_ends_unix_ms,
+            ] {
+                out.extend_from_slice(&at.unwrap_or(0).to_le_bytes());
+            }
+            for n in [
+                budget.minute_calls,
+                budget.hour_calls,
+                budget.limited_minute_calls,
+                budget.limited_hour_calls,
+                budget.breaches,
+                budget.drops,
+            ] {
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+        }
         out
     }
 
@@ -402,6 +522,7 @@ impl State {
         merge(&mut self.lockouts, newer.lockouts, |l| {
             (l.source, l.account)
         });
+        merge(&mut self.call_budgets, newer.call_budgets, |b| b.account);
         self.unreadable += newer.unreadable;
         self.saved_at_unix_ms = self.saved_at_unix_ms.max(newer.saved_at_unix_ms);
     }
@@ -429,6 +550,7 @@ impl State {
             && self.deny.is_empty()
             && self.registered.is_empty()
             && self.lockouts.is_empty()
+            && self.call_budgets.is_empty()
     }
 }
 
@@ -468,7 +590,7 @@ fn push_record(
     out.extend_from_slice(&expires_unix_ms.unwrap_or(NEVER).to_le_bytes());
 }
 
-/// A version 2 file's contents; the reason it is not one.
+/// A version 4, 3 or 2 file's contents; the reason it is not one.
 fn decode(bytes: &[u8]) -> Result<State, String> {
     let u32_at = |at: usize| {
         bytes
@@ -486,8 +608,9 @@ fn decode(bytes: &[u8]) -> Result<State, String> {
     let version = u32_at(8).ok_or_else(too_short)?;
     let header_size = match version {
         2 => HEADER_SIZE_2,
+        3 => HEADER_SIZE_3,
         VERSION => HEADER_SIZE,
-        _ => return Err(format!("version {version}, expected {VERSION}, 2 or 1")),
+        _ => return Err(format!("version {version}, expected {VERSION}, 3, 2 or 1")),
     };
     let record_size = u32_at(12).ok_or_else(too_short)? as usize;
     if record_size != RECORD_SIZE {
@@ -511,6 +634,7 @@ fn decode(bytes: &[u8]) -> Result<State, String> {
     } else {
         (count(48)?, count(56)?, count(64)?)
     };
+    let call_budgets = if version < 4 { 0 } else { count(72)? };
     let records_end = bans
         .checked_add(allow)
         .and_then(|n| n.checked_add(deny))
@@ -519,18 +643,21 @@ fn decode(bytes: &[u8]) -> Result<State, String> {
     let registrations_end = registered
         .checked_mul(REGISTRATION_SIZE)
         .and_then(|n| n.checked_add(records_end?));
-    let expected = per_source
+    let lockouts_end = per_source
         .checked_add(across)
         .and_then(|n| n.checked_mul(LOCKOUT_SIZE))
         .and_then(|n| n.checked_add(registrations_end?));
-    let (Some(records_end), Some(registrations_end), Some(expected)) =
-        (records_end, registrations_end, expected)
+    let expected = call_budgets
+        .checked_mul(CALL_BUDGET_SIZE)
+        .and_then(|n| n.checked_add(lockouts_end?));
+    let (Some(records_end), Some(registrations_end), Some(lockouts_end), Some(expected)) =
+        (records_end, registrations_end, lockouts_end, expected)
     else {
         return Err(format!("{} bytes, but its header counts more", bytes.len()));
     };
     if expected != bytes.len() {
         return Err(format!(
-            "{} bytes, but its header counts {bans} bans, {allow} allow and {deny} deny entries, {registered} registrations and {} lockouts",
+            "{} bytes, but its header counts {bans} bans, {allow} allow and {deny} deny entries, {registered} registrations, {} lockouts and {call_budgets} call budgets",
             bytes.len(),
             per_source + across
         ));
@@ -567,7 +694,7 @@ fn decode(bytes: &[u8]) -> Result<State, String> {
             expires_unix_ms: expiry(bytes_at(record, 48)),
         });
     }
-    for (index, record) in bytes[registrations_end..]
+    for (index, record) in bytes[registrations_end..lockouts_end]
         .chunks_exact(LOCKOUT_SIZE)
         .enumerate()
     {
@@ -577,6 +704,22 @@ fn decode(bytes: &[u8]) -> Result<State, String> {
             locked_until_unix_ms: expiry(bytes_at(record, 48)),
             failures: u32::from_le_bytes(bytes_at(record, 56)),
             drops: u32::from_le_bytes(bytes_at(record, 60)),
+        });
+    }
+    for record in bytes[lockouts_end..].chunks_exact(CALL_BUDGET_SIZE) {
+        let time = |at| Some(u64::from_le_bytes(bytes_at(record, at))).filter(|&t| t != 0);
+        let number = |at| u32::from_le_bytes(bytes_at(record, at));
+        state.call_budgets.push(SavedCallBudget {
+            account: words_at(record, 0),
+            blocked_until_unix_ms: time(32),
+            minute_ends_unix_ms: time(40),
+            hour_ends_unix_ms: time(48),
+            minute_calls: number(56),
+            hour_calls: number(60),
+            limited_minute_calls: number(64),
+            limited_hour_calls: number(68),
+            breaches: number(72),
+            drops: number(76),
         });
     }
     Ok(state)
@@ -766,7 +909,42 @@ pub fn restore(
         restored.skipped += left_v4 + left_v6;
     }
     restore_learnt(filter, state, clocks, &mut restored)?;
+    restore_call_budgets(filter, state, clocks, &mut restored)?;
     Ok(restored)
+}
+
+/// The seed this filter keys accounts with: set once the configuration is written,
+/// which restoring follows.
+fn account_seed(filter: &Filter) -> Result<u64, FilterError> {
+    filter.seed().ok_or(FilterError::Missing {
+        what: "configured hash seed",
+        name: names::CONFIG,
+    })
+}
+
+/// Puts the call budgets back, keyed by this filter's hash seed.
+fn restore_call_budgets(
+    filter: &mut Filter,
+    state: &State,
+    clocks: Clocks,
+    restored: &mut Restored,
+) -> Result<(), FilterError> {
+    let seed = account_seed(filter)?;
+    let (mut keys, mut budgets) = (Vec::new(), Vec::new());
+    for saved in &state.call_budgets {
+        let (Some(budget), Some(account_key)) = (
+            saved.to_kernel(clocks),
+            Account::key_of_name(&saved.account, seed),
+        ) else {
+            restored.skipped += 1;
+            continue;
+        };
+        keys.push(account_key);
+        budgets.push(budget);
+    }
+    let name = destination_names::BUDGETS;
+    restored.call_budgets = put_many(filter.map_mut(name)?, name, &keys, &budgets)?;
+    Ok(())
 }
 
 /// Puts the registrations and lockouts back, keyed for this filter: sources by its IPv6
@@ -791,11 +969,7 @@ fn restore_learnt(
             None => restored.skipped += 1,
         }
     }
-    // The seed is set once the configuration is written, which restoring follows.
-    let seed = filter.seed().ok_or(FilterError::Missing {
-        what: "configured hash seed",
-        name: names::CONFIG,
-    })?;
+    let seed = account_seed(filter)?;
     let (mut per_source, mut across) = (Vec::new(), Vec::new());
     for saved in &state.lockouts {
         let (Some(locked_until_ns), Some(account_key)) = (
@@ -848,6 +1022,8 @@ pub struct StateMaps<'a> {
     pub deny_v6: &'a Map,
     /// Registrations and lockouts; None from the pins of a daemon that predates them.
     pub learnt: Option<LearntMaps<'a>>,
+    /// The accounts' call budgets; None likewise.
+    pub call_budgets: Option<&'a Map>,
 }
 
 impl<'a> StateMaps<'a> {
@@ -860,13 +1036,15 @@ impl<'a> StateMaps<'a> {
             deny_v4: filter.map(names::DENY_V4)?,
             deny_v6: filter.map(names::DENY_V6)?,
             learnt: Some(LearntMaps::of(filter)?),
+            call_budgets: Some(filter.map(destination_names::BUDGETS)?),
         })
     }
 }
 
 /// The state maps pinned in `maps_dir`, in [`StateMaps`] order: what a daemon that did
 /// not stop cleanly left, for its successor to take over (with
-/// [`crate::learnt::PinnedLearnt`], which an older daemon did not pin).
+/// [`crate::learnt::PinnedLearnt`] and [`pinned_call_budgets`], which an older daemon
+/// did not pin).
 pub fn pinned_maps(maps_dir: &Path) -> Result<[Map; 5], FilterError> {
     let open = |name| open_pinned(maps_dir, name);
     Ok([
@@ -878,6 +1056,11 @@ pub fn pinned_maps(maps_dir: &Path) -> Result<[Map; 5], FilterError> {
     ])
 }
 
+/// The call budgets pinned in `maps_dir` (see [`pinned_maps`]).
+pub fn pinned_call_budgets(maps_dir: &Path) -> Result<Map, FilterError> {
+    open_pinned(maps_dir, destination_names::BUDGETS)
+}
+
 impl<'a> From<&'a [Map; 5]> for StateMaps<'a> {
     fn from([bans, allow_v4, allow_v6, deny_v4, deny_v6]: &'a [Map; 5]) -> Self {
         Self {
@@ -887,6 +1070,7 @@ impl<'a> From<&'a [Map; 5]> for StateMaps<'a> {
             deny_v4,
             deny_v6,
             learnt: None,
+            call_budgets: None,
         }
     }
 }
@@ -1073,14 +1257,55 @@ mod tests {
                     drops: 0,
                 },
             ],
+            call_budgets: vec![
+                SavedCallBudget {
+                    account: account("premium-dialler"),
+                    blocked_until_unix_ms: Some(CLOCKS.unix_ms + 3_600_000),
+                    breaches: 1,
+                    drops: 4,
+                    ..SavedCallBudget::default()
+                },
+                SavedCallBudget {
+                    account: account("office-phone-17"),
+                    blocked_until_unix_ms: None,
+                    minute_ends_unix_ms: Some(CLOCKS.unix_ms + 20_000),
+                    hour_ends_unix_ms: Some(CLOCKS.unix_ms + 1_200_000),
+                    minute_calls: 3,
+                    hour_calls: 9,
+                    limited_minute_calls: 1,
+                    limited_hour_calls: 2,
+                    breaches: 0,
+                    drops: 0,
+                },
+            ],
             unreadable: 0,
         };
         state.save(&path).unwrap();
         assert_eq!(State::load(&path).unwrap(), Some(state.clone()));
         assert_eq!(
             std::fs::metadata(&path).unwrap().len() as usize,
-            HEADER_SIZE + 4 * RECORD_SIZE + REGISTRATION_SIZE + 2 * LOCKOUT_SIZE
+            HEADER_SIZE
+                + 4 * RECORD_SIZE
+                + REGISTRATION_SIZE
+                + 2 * LOCKOUT_SIZE
+                + 2 * CALL_BUDGET_SIZE
         );
+
+        // A version 3 file (before call budgets were saved) is this one without the
+        // budgets' count and records: the rest loads, no budgets.
+        let bytes = std::fs::read(&path).unwrap();
+        let mut version_3 = bytes[..bytes.len() - 2 * CALL_BUDGET_SIZE].to_vec();
+        version_3[8..12].copy_from_slice(&3u32.to_le_bytes());
+        version_3.drain(HEADER_SIZE_3..HEADER_SIZE);
+        let old = decode(&version_3).unwrap();
+        assert_eq!(
+            old,
+            State {
+                call_budgets: Vec::new(),
+                ..state.clone()
+            }
+        );
+        assert!(decode(&version_3[..version_3.len() - 1]).is_err());
         assert!(!dir.join("state.bin.tmp").exists());
 
         // Cut short: refused, not half read.
@@ -1100,6 +1325,79 @@ mod tests {
             .to_string()
             .contains("version 99"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A budget is saved while blocked or metering the current hour; a minute that has
+    /// ended loses its calls; restored after a reboot, each keeps the time it had left.
+    #[test]
+    fn call_budgets_survive_the_change_of_clock() {
+        // Up three hours, so that the windows started after boot.
+        const BEFORE: Clocks = Clocks {
+            monotonic_ns: 3 * HOUR_NS,
+            unix_ms: CLOCKS.unix_ms,
+        };
+        let now = BEFORE.monotonic_ns;
+        let blocked = CallBudget {
+            minute_start_ns: now - 2 * MINUTE_NS,
+            hour_start_ns: now - 10 * MINUTE_NS,
+            minute_calls: 6,
+            hour_calls: 6,
+            limited_minute_calls: 6,
+            limited_hour_calls: 6,
+            blocked_until_ns: now + 30 * MINUTE_NS,
+            breaches: 1,
+            drops: 3,
+            name: account("premium-dialler"),
+        };
+        let saved = SavedCallBudget::of(&blocked, BEFORE).unwrap();
+        assert_eq!(
+            saved,
+            SavedCallBudget {
+                account: account("premium-dialler"),
+                blocked_until_unix_ms: Some(BEFORE.unix_ms + 1_800_000),
+                minute_ends_unix_ms: None,
+                hour_ends_unix_ms: Some(BEFORE.unix_ms + 3_000_000),
+                minute_calls: 0,
+                hour_calls: 6,
+                limited_minute_calls: 0,
+                limited_hour_calls: 6,
+                breaches: 1,
+                drops: 3,
+            }
+        );
+        // Neither blocked nor metering the current hour: nothing to keep.
+        let idle = CallBudget {
+            hour_start_ns: now - 2 * HOUR_NS,
+            blocked_until_ns: now - 1,
+            ..blocked
+        };
+        assert_eq!(SavedCallBudget::of(&idle, BEFORE), None);
+
+        // Ten minutes later, after a reboot: the monotonic clock restarted near zero.
+        let after = Clocks {
+            monotonic_ns: 20_000_000_000,
+            unix_ms: BEFORE.unix_ms + 600_000,
+        };
+        let restored = saved.to_kernel(after).unwrap();
+        assert_eq!(
+            restored.blocked_until_ns,
+            after.monotonic_ns + 20 * MINUTE_NS
+        );
+        // The hour has 40 minutes left: it started 20 minutes "before" the clock did,
+        // which the kernel's wrapping `now - start` reads as 20 minutes ago.
+        assert_eq!(
+            after.monotonic_ns.wrapping_sub(restored.hour_start_ns),
+            20 * MINUTE_NS
+        );
+        assert_eq!((restored.hour_calls, restored.minute_calls), (6, 0));
+        assert_eq!((restored.breaches, restored.drops), (1, 3));
+        assert_eq!(restored.name, saved.account);
+        // Past both the block and the hour: left out.
+        let much_later = Clocks {
+            monotonic_ns: after.monotonic_ns,
+            unix_ms: BEFORE.unix_ms + 2 * 3_600_000,
+        };
+        assert_eq!(saved.to_kernel(much_later), None);
     }
 
     /// The name words of `text`, as the kernel keeps an account.

@@ -2,8 +2,8 @@
 //! real XDP program and its INVITE program, fed frames with BPF_PROG_TEST_RUN: the
 //! dialled number normalised (`+`, `00`, `011`, `tel:`, separators, user parameters,
 //! names), rules by longest prefix (deny, limit per source and per account, allow),
-//! budgets per minute and per hour, blocks from every source, dry-run, and a reload
-//! that keeps what it should.
+//! budgets per minute and per hour, blocks from every source, dry-run, a reload that
+//! keeps what it should, and a restart (the state file) that keeps blocks and meters.
 
 use sip_filter::{
     destinations::{
@@ -11,6 +11,7 @@ use sip_filter::{
         Rule,
     },
     filter::monotonic_now_ns,
+    state::{self, Clocks, State, StateMaps},
     Filter, Settings,
 };
 use sip_filter_common::{
@@ -349,6 +350,70 @@ fn destinations_budgets_block_the_account_from_every_source() {
     assert_eq!(filter.test_run(&fourth).expect("run"), XDP_DROP);
     // The reload kept 2000's block.
     assert_eq!(filter.test_run(&later).expect("run"), XDP_DROP);
+}
+
+/// A restart: the budgets are taken out, written, read back and restored into a fresh
+/// filter (another hash seed). The blocked account stays blocked with its counts, the
+/// other's minute meter goes on, and an account whose name filled the 32 bytes kept
+/// (it may have been cut) is skipped.
+#[test]
+fn destinations_budgets_survive_a_restart() {
+    if !privileged("destinations_budgets_survive_a_restart") {
+        return;
+    }
+    let budgets = CallBudgets {
+        per_minute: 5,
+        ..CallBudgets::default()
+    };
+    let settings = settings(Vec::new(), budgets);
+    let mut filter = Filter::load().expect("the programs load");
+    filter.configure(&settings).expect("configured");
+    let national = "sip:030123456@pbx.example.test";
+    let call = |filter: &Filter, account: &str, source: u8| {
+        filter
+            .test_run(&invite(
+                national,
+                [198, 18, 6, source],
+                Some(account),
+                false,
+            ))
+            .expect("run")
+    };
+    let long = "a-very-long-account-name-of-40-bytes-xyz";
+    for source in 0..5 {
+        assert_eq!(call(&filter, "2000", source), XDP_PASS);
+    }
+    assert_eq!(call(&filter, "2000", 5), XDP_DROP, "2000 breaches");
+    for source in 0..4 {
+        assert_eq!(call(&filter, "2001", source), XDP_PASS);
+    }
+    for source in 0..6 {
+        call(&filter, long, source);
+    }
+
+    let dir = std::env::temp_dir().join(format!("sip-filter-budgets-{}", std::process::id()));
+    let path = dir.join(state::FILE_NAME);
+    let taken = State::take(&StateMaps::of(&filter).expect("maps"), Clocks::now()).expect("taken");
+    assert_eq!(taken.call_budgets.len(), 3, "{taken:?}");
+    taken.save(&path).expect("saved");
+    let saved = State::load(&path).expect("read").expect("there");
+    std::fs::remove_dir_all(&dir).expect("removed");
+    drop(filter);
+    let mut after = Filter::load().expect("the programs load");
+    after.configure(&settings).expect("configured");
+    let restored = state::restore(&mut after, &saved, Clocks::now()).expect("restored");
+    assert_eq!(
+        (restored.call_budgets, restored.skipped),
+        (2, 1),
+        "{restored:?}"
+    );
+
+    let blocked = budget_of(&after, "2000").expect("2000's budget");
+    assert_eq!((blocked.breaches, blocked.drops), (1, 1), "{blocked:?}");
+    assert_eq!(call(&after, "2000", 9), XDP_DROP, "2000 is still blocked");
+    // 2001 made 4 calls this minute: the 5th passes, the 6th breaches.
+    assert_eq!(call(&after, "2001", 9), XDP_PASS);
+    assert_eq!(call(&after, "2001", 9), XDP_DROP, "2001's meter went on");
 }
 
 /// Dry-run: every destination verdict is counted as made, and the INVITE passes.

@@ -1,7 +1,8 @@
 //! End to end, in network namespaces, on a running daemon from another process: what
 //! the filter learnt from the server's answers (issue 13) as the operator sees it.
 //! `auth registered`, `auth locked` and `auth unlock`, `status` and `explain`; a restart
-//! and a crash keep the registrations and lockouts (the state file, the pinned maps).
+//! and a crash keep the registrations and lockouts (the state file, the pinned maps), a
+//! crash the call-budget blocks too.
 //! The entries are written into the daemon's pinned maps as the egress program writes
 //! them (its classification and the lockouts it makes are answers_test_run.rs's); and,
 //! from real answers, Kamailio's registrations and re-challenges as the verbs show them.
@@ -12,11 +13,12 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 use sip_filter::{
-    filter::{monotonic_now_ns, pinned_config, source_key},
+    bpf_sys,
+    filter::{monotonic_now_ns, open_pinned, pinned_config, source_key},
     learnt::PinnedLearnt,
 };
 use sip_filter_common::{
-    maps::{AccountKey, Lockout, Registration},
+    maps::{destination_names, AccountKey, CallBudget, Lockout, Registration, MINUTE_NS},
     sip::pairing::{Account, ACCOUNT_WORDS},
 };
 use sip_filter_tests::{
@@ -31,8 +33,6 @@ use sip_filter_tests::{
     netns::{Lab, CLIENT_V4, LEGIT_CLIENT_V4, SIGKILL},
     privileged,
 };
-
-const MINUTE_NS: u64 = 60_000_000_000;
 
 /// The name words the kernel keeps for `name`.
 fn account(name: &str) -> [u64; ACCOUNT_WORDS] {
@@ -207,18 +207,40 @@ fn auth_verbs_status_explain_and_a_restart() {
     let mut daemon = rig.start_filter_with(&config);
     assert_listed(&mut rig.transcript, &rig.lab, &rig.pins, 0);
     // ...and so does a crash: the next daemon takes them over from the pinned maps,
-    // carol's lockout too, which no state file holds (the next save is an hour away).
+    // carol's lockout too, which no state file holds (the next save is an hour away),
+    // and dave's call-budget block (issue 18).
     let carol = account_key(&rig.pins, "carol");
     PinnedLearnt::open(&rig.pins.maps_dir())
         .expect("the maps are pinned")
         .maps()
         .put(&[], &[], &[(carol, lockout("carol", None, 15, 20))])
         .expect("written");
+    let budgets = open_pinned(&rig.pins.maps_dir(), destination_names::BUDGETS).expect("pinned");
+    let dave = CallBudget {
+        blocked_until_ns: monotonic_now_ns() + 10 * MINUTE_NS,
+        breaches: 1,
+        drops: 3,
+        name: account("dave"),
+        ..CallBudget::default()
+    };
+    let written = bpf_sys::hash_or_trie(&budgets)
+        .map(|data| bpf_sys::update_many(data, &[account_key(&rig.pins, "dave")], &[dave]));
+    assert!(matches!(written, Some(Ok(1))), "{written:?}");
     daemon.signal(SIGKILL);
     daemon.wait(QUICK).expect("killed");
     let mut daemon = rig.start_filter_with(&config);
     let (lab, pins) = (&rig.lab, &rig.pins);
     assert_listed(&mut rig.transcript, lab, pins, 1);
+    let top = json_output(
+        &rig.transcript
+            .verb_ok(lab, pins, &["top", "--destinations", "--json"]),
+    );
+    let blocked = &top["blocked_accounts"][0];
+    assert_eq!(
+        (&blocked["account"], &blocked["drops"]),
+        (&Value::from("dave"), &Value::from(3)),
+        "{top}"
+    );
     let carol = rig
         .transcript
         .verb_ok(lab, pins, &["auth", "unlock", "carol"]);

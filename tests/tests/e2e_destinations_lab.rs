@@ -3,7 +3,8 @@
 //! calling through it with digest authentication: a national call completes; a
 //! premium-rate prefix is denied; a burst of international calls from one account is
 //! cut at the account's budget while another account keeps calling; the same burst
-//! spread over 10 sources is still cut, per account.
+//! spread over 10 sources is still cut, per account; a restart keeps the blocks (the
+//! state file).
 //!
 //! Needs root and the test tools (`cargo xtask setup --test-tools`).
 
@@ -50,6 +51,14 @@ fn blocked(report: &Value) -> Vec<(String, u64)> {
             )
         })
         .collect()
+}
+
+/// The INVITEs dropped for `account`'s block, if it is blocked.
+fn drops_of(blocked: &[(String, u64)], account: &str) -> Option<u64> {
+    blocked
+        .iter()
+        .find(|(name, _)| name == account)
+        .map(|(_, drops)| *drops)
 }
 
 /// Calls from `caller` at `client` to each of `numbers`, five a second, each bounded
@@ -144,6 +153,34 @@ fn destination_rules_and_call_budgets_in_the_lab() {
         "1003 made one call: {report}"
     );
     println!("destinations: {report}");
+
+    // A restart (SIGINT, then the same state directory) keeps 1004's block: it is still
+    // listed, and its next INVITE is still dropped.
+    let drops_before = drops_of(&spread, &phones[4].user).unwrap_or_default();
+    lab.stop_filter(&mut daemon)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    drop(daemon);
+    let (mut daemon, _) = lab
+        .start_filter(sip_filter(), &lab.filter_config(&config()))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let report = destinations(&lab);
+    assert_eq!(
+        drops_of(&blocked(&report), &phones[4].user),
+        Some(drops_before),
+        "1004 should still be blocked after the restart, its drops kept: {report}"
+    );
+    calls(
+        &lab,
+        Client::Office,
+        "after-restart",
+        &phones[4],
+        &numbers[..1],
+    );
+    let report = destinations(&lab);
+    assert!(
+        drops_of(&blocked(&report), &phones[4].user).is_some_and(|drops| drops > drops_before),
+        "1004's INVITE after the restart should be dropped: {report}"
+    );
 
     lab.stop_filter(&mut daemon)
         .unwrap_or_else(|e| panic!("{e:#}"));

@@ -107,7 +107,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let stale = anything_pinned(&root).with_context(|| format!("reading {}", root.display()))?;
     if stale {
         log::warn!(pin_root:% = root.display();
-            "pins left by a daemon that did not stop cleanly: taking over its bans, operator entries, registrations and lockouts, then replacing it");
+            "pins left by a daemon that did not stop cleanly: taking over its bans, operator entries, registrations, lockouts and call budgets, then replacing it");
         match take_pinned_state(&root) {
             Ok(left) => saved.extend(left),
             Err(e) => log::warn!(pin_root:% = root.display();
@@ -131,9 +131,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if !saved.is_empty() {
         log::info!(bans = restored.bans, allow = restored.allow, deny = restored.deny,
             registered = restored.registered, lockouts = restored.lockouts,
+            call_budgets = restored.call_budgets,
             skipped = restored.skipped, state_file:% = state_path.display();
-            "restored {} ban(s), {} operator list entr(ies), {} registered source(s) and {} account lockout(s)",
-            restored.bans, restored.allow + restored.deny, restored.registered, restored.lockouts);
+            "restored {} ban(s), {} operator list entr(ies), {} registered source(s), {} account lockout(s) and {} call budget(s)",
+            restored.bans, restored.allow + restored.deny, restored.registered, restored.lockouts,
+            restored.call_budgets);
     }
     let events = filter.take_events()?;
     let program_id = filter.program_id()?;
@@ -346,16 +348,20 @@ fn wait_until_unloaded(ids: &[u32]) {
     }
 }
 
-/// The bans, operator entries, registrations and lockouts in the maps a crashed daemon
-/// left pinned (one that predates registrations pinned none: the rest is taken).
+/// The bans, operator entries, registrations, lockouts and call budgets in the maps a
+/// crashed daemon left pinned (one that predates some pinned none: the rest is taken).
 fn take_pinned_state(root: &Path) -> anyhow::Result<State> {
     let dir = maps_dir(root);
     let maps = state::pinned_maps(&dir)?;
     let learnt = PinnedLearnt::open(&dir)
         .inspect_err(|e| log::warn!("no registrations or lockouts to take over: {e}"))
         .ok();
+    let call_budgets = state::pinned_call_budgets(&dir)
+        .inspect_err(|e| log::warn!("no call budgets to take over: {e}"))
+        .ok();
     let mut state_maps = StateMaps::from(&maps);
     state_maps.learnt = learnt.as_ref().map(PinnedLearnt::maps);
+    state_maps.call_budgets = call_budgets.as_ref();
     Ok(State::take(&state_maps, Clocks::now())?)
 }
 
