@@ -75,30 +75,51 @@ fn one_sources_rate_holds_across_both_cpus() {
             let (filter, frame, stop) = (filter.clone(), frame.clone(), stop.clone());
             thread::spawn(move || {
                 pin_to_cpu(cpu);
-                let mut runs = 0u64;
+                let mut batches = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
-                    filter.run(&frame, 1000).unwrap();
-                    runs += 1000;
+                    let start = Instant::now();
+                    filter.run(&frame, BATCH).unwrap();
+                    batches.push((start, Instant::now()));
                 }
-                runs
+                batches
             })
         })
         .collect();
     thread::sleep(DURATION);
     stop.store(true, Ordering::Relaxed);
-    let offered: Vec<u64> = workers.into_iter().map(|w| w.join().unwrap()).collect();
-    let elapsed = started.elapsed().as_secs_f64();
+    let batches: Vec<Vec<(Instant, Instant)>> =
+        workers.into_iter().map(|w| w.join().unwrap()).collect();
+    let ended = Instant::now();
+    let elapsed = (ended - started).as_secs_f64();
+    let offered: Vec<u64> = batches
+        .iter()
+        .map(|b| b.len() as u64 * u64::from(BATCH))
+        .collect();
     let delta = filter.counters().unwrap().since(&before);
     let admitted = delta.packets[Reason::PassRequest as usize][Method::Register as usize];
     let limited = delta.packets[Reason::DropRateLimited as usize][Method::Register as usize];
-    let expected = f64::from(BURST) + f64::from(RATE) * elapsed;
-    let error = (admitted as f64 - expected) / expected;
-    eprintln!(
-        "offered {offered:?} from two CPUs over {elapsed:.2} s; admitted {admitted}, expected {expected:.0} ({:+.2}%), rate-limited {limited}",
-        error * 100.0
+    // At most the burst and the rate over the whole run (over-admission is what two
+    // CPUs sharing one bucket could cause). At least that, less what the bucket could not
+    // hold while neither CPU offered: on a busy machine both threads may be descheduled
+    // for longer than the bucket takes to fill, and a full bucket earns nothing.
+    let most = f64::from(BURST) + f64::from(RATE) * elapsed;
+    let idle = idle_beyond(
+        batches.concat(),
+        (started, ended),
+        Duration::from_secs_f64(f64::from(BURST) / f64::from(RATE)),
     );
+    let least = most - f64::from(RATE) * idle.as_secs_f64();
+    eprintln!(
+        "offered {offered:?} from two CPUs over {elapsed:.2} s; admitted {admitted} \
+         (at most {most:.0}; at least {least:.0}, both CPUs idle {idle:.2?} past the \
+         bucket's fill time), rate-limited {limited}"
+    );
+    // Each CPU alone offered at least twice the configured rate (the bucket was always
+    // contended), even on a busy machine.
     assert!(
-        offered.iter().all(|n| *n > 100_000),
+        offered
+            .iter()
+            .all(|n| *n as f64 > 2.0 * f64::from(RATE) * elapsed),
         "both CPUs sent: {offered:?}"
     );
     assert_eq!(
@@ -107,8 +128,37 @@ fn one_sources_rate_holds_across_both_cpus() {
         "every request judged once"
     );
     assert!(
-        error.abs() <= 0.10,
-        "admitted {admitted} is {:+.1}% off the configured rate ({expected:.0})",
-        error * 100.0
+        admitted as f64 <= most * 1.10,
+        "admitted {admitted}: over the configured rate ({most:.0})"
     );
+    assert!(
+        admitted as f64 >= least * 0.90,
+        "admitted {admitted}: under the configured rate ({least:.0})"
+    );
+}
+
+/// Test runs a thread asks for at a time: short, so that a thread descheduled between
+/// batches shows as a gap.
+const BATCH: u32 = 100;
+
+/// How long, in all, neither CPU was offering packets beyond `fill` at a stretch (the
+/// bucket full, earning nothing). A batch lasting longer than `fill` may hold such a
+/// stretch (a thread descheduled inside the kernel's loop of test runs), so it counts as
+/// idle.
+fn idle_beyond(
+    mut batches: Vec<(Instant, Instant)>,
+    (started, ended): (Instant, Instant),
+    fill: Duration,
+) -> Duration {
+    batches.retain(|(start, end)| *end - *start <= fill);
+    batches.sort();
+    let mut idle = Duration::ZERO;
+    let mut covered = started;
+    for (start, end) in batches {
+        if start > covered {
+            idle += (start - covered).saturating_sub(fill);
+        }
+        covered = covered.max(end);
+    }
+    idle + (ended.max(covered) - covered).saturating_sub(fill)
 }
