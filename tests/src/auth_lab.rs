@@ -587,6 +587,15 @@ impl AuthLab {
         stop_filter_in(ns, iface, daemon, &self.pins.link_pin(iface))
     }
 
+    /// Stops the filter, removes the lab, and fails if any of its namespaces is left.
+    pub fn tear_down(self, mut daemon: Background) -> anyhow::Result<()> {
+        self.stop_filter(&mut daemon)?;
+        drop(daemon);
+        let namespaces = self.names();
+        drop(self);
+        crate::netns::ensure_namespaces_gone(&namespaces)
+    }
+
     /// Kamailio's log (stdout and stderr): what a log-reading tool would follow.
     pub fn kamailio_log_path(&self) -> std::path::PathBuf {
         self.dir.path().join("kamailio").join("kamailio.log")

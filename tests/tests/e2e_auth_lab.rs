@@ -44,7 +44,7 @@ fn with_lab(
     require_tools(&[KAMAILIO_TOOLS, &["sipp"]].concat()).unwrap_or_else(|e| panic!("{e:#}"));
     let started = Instant::now();
     let lab = AuthLab::start(deployment, registrar, test).unwrap_or_else(|e| panic!("{e:#}"));
-    let (mut daemon, attached) = lab
+    let (daemon, attached) = lab
         .start_filter(
             sip_filter(),
             &lab.filter_config(&format!("{FASTER_REGISTERS}{extra_config}")),
@@ -56,16 +56,7 @@ fn with_lab(
         .filter_stats(sip_filter())
         .unwrap_or_else(|e| panic!("{e:#}"));
     println!("filter stats: {stats}");
-    lab.stop_filter(&mut daemon)
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    drop(daemon);
-    let namespaces = lab.names();
-    drop(lab);
-    let listed = sip_filter_tests::netns::listed_namespaces();
-    assert!(
-        namespaces.iter().all(|ns| !listed.contains(ns)),
-        "namespaces left: {listed:?}"
-    );
+    lab.tear_down(daemon).unwrap_or_else(|e| panic!("{e:#}"));
     println!("{test}: {:.1} s", started.elapsed().as_secs_f64());
 }
 

@@ -19,7 +19,7 @@ use sip_filter_tests::{
         counter, require_tools, sip_filter, stats_json, stop_filter_in, xdp_attached_in, PinRoot,
         TempDir, Transcript, LAB_TOOLS, SIP_PORT,
     },
-    netns::{listed_namespaces, send_signal, Finished},
+    netns::{ensure_namespaces_gone, send_signal, Finished},
     privileged,
 };
 
@@ -153,11 +153,7 @@ fn the_gateway_lab_authenticates_calls_blocks_svmap_and_leaves_nothing_behind() 
     let pin_root = pins.path().to_path_buf();
     drop(pins);
     drop(lab);
-    let listed = listed_namespaces();
-    assert!(
-        namespaces.iter().all(|ns| !listed.contains(ns)),
-        "namespaces left: {listed:?}"
-    );
+    ensure_namespaces_gone(&namespaces).unwrap_or_else(|e| panic!("{e:#}"));
     assert!(!pin_root.exists(), "{} is left", pin_root.display());
     assert!(
         !send_signal(kamailio_pid, 0),

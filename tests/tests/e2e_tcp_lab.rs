@@ -54,7 +54,7 @@ fn sip_over_tcp_registers_calls_and_drops_scanners_and_unknown_domains() {
     // The unknown domain's sender: an address of its own, neither the phones' nor the
     // scanner's (a ban of either would hide its verdict).
     let sources = lab.add_sources(1).unwrap_or_else(|e| panic!("{e:#}"));
-    let (mut daemon, attached) = lab
+    let (daemon, attached) = lab
         .start_filter(sip_filter(), &lab.filter_config(""))
         .unwrap_or_else(|e| panic!("{e:#}"));
     println!("{attached} ({:.1} s)", started.elapsed().as_secs_f64());
@@ -171,16 +171,7 @@ fn sip_over_tcp_registers_calls_and_drops_scanners_and_unknown_domains() {
         stats["bans_added"],
         registered.successful + again.successful
     );
-    lab.stop_filter(&mut daemon)
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    drop(daemon);
-    let namespaces = lab.names();
-    drop(lab);
-    let listed = sip_filter_tests::netns::listed_namespaces();
-    assert!(
-        namespaces.iter().all(|ns| !listed.contains(ns)),
-        "namespaces left: {listed:?}"
-    );
+    lab.tear_down(daemon).unwrap_or_else(|e| panic!("{e:#}"));
     println!("{test}: {:.1} s", started.elapsed().as_secs_f64());
 }
 
