@@ -862,6 +862,11 @@ pub struct SourceState {
     pub last_event_ns: u64,
     pub domain_hits: u32,
     pub overflow_hits: u32,
+    /// The transaction (Call-ID and CSeq, hashed) of the last unknown-domain request
+    /// counted in `domain_hits`: its retransmissions (UDP's timer A: up to 7 copies in
+    /// 32 s; TCP's) count once, so that one request a phone sends for a wrong domain
+    /// does not ban its address, and the office behind it.
+    pub domain_transaction: u64,
     /// Failed passwords (issue 13) in the current window, and its start.
     pub auth_window_ns: u64,
     /// Distinct accounts failed or rejected in the current window, and its start.
@@ -1222,7 +1227,7 @@ mod tests {
     /// besides this (README and the example's `tracked_sources`: about 270 bytes).
     #[test]
     fn source_state_size() {
-        assert_eq!(core::mem::size_of::<SourceState>(), 208); // 52 MiB of values at MAX_SOURCES
+        assert_eq!(core::mem::size_of::<SourceState>(), 216); // 54 MiB of values at MAX_SOURCES
         assert_eq!(CLASS_REGISTERED, CLASS_COUNT - 1);
         assert_eq!(CLASS_CONNECTIONS, CLASS_REGISTERED - 1);
     }

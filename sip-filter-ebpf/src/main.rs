@@ -780,6 +780,23 @@ fn settle(ctx: &XdpContext) {
     act(read_back(|p| &p.pending));
 }
 
+/// Whether the unknown-domain request `judge` left in the scratch is not the one its
+/// source's domain count saw last (see [`SourceState::domain_transaction`]), which it
+/// then becomes. A request without Call-ID or CSeq always counts.
+#[inline(always)]
+fn new_domain_transaction(key: &SourceKey, seed: u64) -> bool {
+    let (Some(scratch), Some(state)) = (SCAN.get_ptr(0), state_of(key)) else {
+        return true;
+    };
+    // SAFETY: per-CPU scratch, written by this run's parse.
+    let id = transaction_of(unsafe { &*scratch }, seed);
+    if id != 0 && state.domain_transaction == id {
+        return false;
+    }
+    state.domain_transaction = id;
+    true
+}
+
 /// The pending action (`PENDING_*`) on a verified packet's source.
 #[inline(always)]
 fn act(pending: u32) {
@@ -804,11 +821,12 @@ fn act(pending: u32) {
     let (reason, duration_ns) = match pending {
         PENDING_SCANNER_BAN => (BanReason::Scanner, rules.scanner_ns),
         PENDING_DOMAIN_HIT
-            if strike(
-                |s| (&mut s.domain_window_ns, &mut s.domain_hits),
-                rules.unknown_domain_window_ns,
-                rules.unknown_domain_hits,
-            ) =>
+            if new_domain_transaction(key, config.domain_seed)
+                && strike(
+                    |s| (&mut s.domain_window_ns, &mut s.domain_hits),
+                    rules.unknown_domain_window_ns,
+                    rules.unknown_domain_hits,
+                ) =>
         {
             (BanReason::Domain, rules.unknown_domain_ns)
         }

@@ -214,6 +214,16 @@ pub fn sip_request(method: &str, uri: &str, extra_headers: &[&str]) -> Vec<u8> {
     text.into_bytes()
 }
 
+/// A request's payload (with a `CSeq:` header, as [`sip_request`] and [`in_dialog`]
+/// write it) as a new transaction: its CSeq number set to `n`. Not a retransmission of
+/// the original, which the domain ban counts once.
+pub fn transaction(payload: &[u8], n: u32) -> Vec<u8> {
+    let text = String::from_utf8_lossy(payload);
+    let at = text.find("\r\nCSeq: ").expect("a CSeq header") + "\r\nCSeq: ".len();
+    let digits = text[at..].find(' ').expect("a CSeq number and method");
+    format!("{}{n}{}", &text[..at], &text[at + digits..]).into_bytes()
+}
+
 /// Lines of [`sip_request`]'s own that the kernel's parse examines: the start line, To,
 /// Call-ID, CSeq, Content-Length and the empty line.
 pub const SIP_REQUEST_EXAMINED_LINES: usize = 6;

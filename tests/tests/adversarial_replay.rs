@@ -17,8 +17,8 @@ use sip_filter_tests::{
             behind_destination_options, fragments, udp_datagram, with_udp_checksum,
             with_wrong_udp_checksum,
         },
-        sip_ok, sip_request, stun_binding_request, udp4_from, udp6_from, SERVER_V4, SERVER_V6,
-        SIP_PORT,
+        sip_ok, sip_request, stun_binding_request, transaction, udp4_from, udp6_from, SERVER_V4,
+        SERVER_V6, SIP_PORT,
     },
     privileged,
     replay::{banned_at_end, Cases, Expect},
@@ -764,13 +764,13 @@ fn class_3_record_routed_requests() {
         for i in 1..=4 {
             cases.add(
                 format!("{f} routed elsewhere, \"tag=1\" only in To's display name ({i} of 5)"),
-                faker.sip(&fake_tag),
+                faker.sip(&transaction(&fake_tag, i)),
                 reason("drop_unknown_domain").method("BYE"),
             );
         }
         cases.add(
             format!("{f} routed elsewhere, \"tag=1\" only in To's display name (5 of 5)"),
-            faker.sip(&fake_tag),
+            faker.sip(&transaction(&fake_tag, 5)),
             reason("drop_unknown_domain")
                 .method("BYE")
                 .bans(&["domain"]),
@@ -813,13 +813,13 @@ fn class_3_record_routed_requests() {
         for i in 1..=4 {
             cases.add(
                 format!("{f} out of a dialog, a foreign URI and Route ({i} of 5)"),
-                guesser.sip(&foreign),
+                guesser.sip(&transaction(&foreign, i)),
                 reason("drop_unknown_domain").method("INVITE"),
             );
         }
         cases.add(
             format!("{f} out of a dialog, a foreign URI and Route (5 of 5): banned"),
-            guesser.sip(&foreign),
+            guesser.sip(&transaction(&foreign, 5)),
             reason("drop_unknown_domain")
                 .method("INVITE")
                 .bans(&["domain"]),

@@ -2176,14 +2176,20 @@ fn unknown_domain_requests_ban_after_the_threshold() {
         },
         ..settings()
     });
-    let probe = udp4_from([198, 51, 100, 7], SIP_PORT, &options(UNKNOWN));
+    let probe = |n: u32| {
+        udp4_from(
+            [198, 51, 100, 7],
+            SIP_PORT,
+            &transaction(&options(UNKNOWN), n),
+        )
+    };
     let good = udp4_from([198, 51, 100, 7], SIP_PORT, &options(ALLOWED));
     assert_table(
         &filter,
         vec![
             case(
                 "first unknown-domain probe",
-                probe.clone(),
+                probe(1),
                 DropUnknownDomain,
                 Options,
             ),
@@ -2193,10 +2199,19 @@ fn unknown_domain_requests_ban_after_the_threshold() {
                 PassRequest,
                 Options,
             ),
-            case("second probe", probe.clone(), DropUnknownDomain, Options),
+            case("second probe", probe(2), DropUnknownDomain, Options),
+            // Its retransmissions (the same Call-ID and CSeq) count once.
+            case("second probe again", probe(2), DropUnknownDomain, Options),
+            case("and again", probe(2), DropUnknownDomain, Options),
+            case(
+                "the source still gets through after them",
+                good.clone(),
+                PassRequest,
+                Options,
+            ),
             case(
                 "third probe: the threshold",
-                probe.clone(),
+                probe(3),
                 DropUnknownDomain,
                 Options,
             ),
@@ -2836,11 +2851,13 @@ fn routed_and_in_dialog_requests() {
         "no domain ban for in-dialog requests"
     );
     // Out of a dialog, a foreign Request-URI and a foreign Route count toward the ban.
-    let scanner = |uri: &str| {
+    let request = |uri: &str| sip_request("INVITE", uri, &["Route: <sip:proxy.evil.test;lr>"]);
+    let scanner = |uri: &str| udp4_from(v4("198.51.100.77"), SIP_PORT, &request(uri));
+    let transaction_of_scanner = |uri: &str| {
         udp4_from(
             v4("198.51.100.77"),
             SIP_PORT,
-            &sip_request("INVITE", uri, &["Route: <sip:proxy.evil.test;lr>"]),
+            &transaction(&request(uri), 2),
         )
     };
     assert_table(
@@ -2853,8 +2870,8 @@ fn routed_and_in_dialog_requests() {
                 Invite,
             ),
             case(
-                "again: the threshold",
-                scanner(UNKNOWN),
+                "another: the threshold",
+                transaction_of_scanner(UNKNOWN),
                 DropUnknownDomain,
                 Invite,
             ),
@@ -3108,13 +3125,13 @@ fn counts_toward_a_ban_need_a_valid_checksum() {
         ("IPv6", poisoned_v6 as Build),
     ] {
         let name = |what: &str| -> &'static str { format!("{family}: {what}").leak() };
-        // Unknown domains, from source 40.
-        let probe = from(40, &options(UNKNOWN));
-        for _ in 0..5 {
+        // Unknown domains, from source 40, each a new transaction.
+        let probe = |n: u32| from(40, &transaction(&options(UNKNOWN), n));
+        for n in 0..5 {
             cases.push(
                 case(
                     name("unknown domain, wrong checksum"),
-                    with_wrong_udp_checksum(probe.clone()),
+                    with_wrong_udp_checksum(probe(n)),
                     DropUnknownDomain,
                     Options,
                 )
@@ -3127,10 +3144,10 @@ fn counts_toward_a_ban_need_a_valid_checksum() {
             PassRequest,
             Options,
         ));
-        for _ in 0..3 {
+        for n in 5..8 {
             cases.push(case(
                 name("unknown domain, right checksum"),
-                probe.clone(),
+                probe(n),
                 DropUnknownDomain,
                 Options,
             ));
