@@ -38,9 +38,9 @@ use sip_filter_common::{
         CLASS_REGISTERED, CLASS_SLOTS, CLASS_TRUSTED, FLAG_ALLOW_HOSTLESS_URI, FLAG_ANSWERS,
         FLAG_DOMAIN_CHECK, FLAG_DROP_FRAGMENTS, FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN,
         LIST_ORIGIN_COUNTRY, MAX_BANS, MAX_DOMAINS, MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES,
-        PROGRAM_SLOTS, PROGRAM_SLOT_INVITE, PROGRAM_SLOT_TCP, SOURCE_DROP_GLOBAL_BUDGET,
-        SOURCE_DROP_RATE_LIMITED, SOURCE_DROP_SCANNER, SOURCE_DROP_UNKNOWN_DOMAIN,
-        TRANSACTION_CREDENTIALED, TRANSPORT_SLOTS,
+        PROGRAM_SLOTS, PROGRAM_SLOT_INVITE, PROGRAM_SLOT_TCP, SOURCE_DROP_CONNECTION_BUDGET,
+        SOURCE_DROP_CONNECTION_RATE, SOURCE_DROP_GLOBAL_BUDGET, SOURCE_DROP_RATE_LIMITED,
+        SOURCE_DROP_SCANNER, SOURCE_DROP_UNKNOWN_DOMAIN, TRANSACTION_CREDENTIALED, TRANSPORT_SLOTS,
     },
     scanner::is_scanner,
     sip::{
@@ -486,6 +486,7 @@ fn connection_verdict() -> Reason {
         if let Some(state) = state_of(&packet.key) {
             let arrival = &mut state.arrival_ns[CLASS_CONNECTIONS & (CLASS_SLOTS - 1)] as *mut u64;
             if !admit(arrival, limit, now) {
+                count_source_drop(state, SOURCE_DROP_CONNECTION_RATE);
                 drop_event(
                     state,
                     &packet.source,
@@ -505,6 +506,9 @@ fn connection_verdict() -> Reason {
     if config.untrusted_connections.is_set() {
         if let Some(arrival) = GLOBAL_CONNECTIONS.get_ptr_mut(0) {
             if !admit(arrival, &config.untrusted_connections, now) {
+                if let Some(state) = state_of(&packet.key) {
+                    count_source_drop(state, SOURCE_DROP_CONNECTION_BUDGET);
+                }
                 return Reason::DropConnectionBudget;
             }
         }
