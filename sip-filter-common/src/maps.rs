@@ -952,7 +952,10 @@ pub struct Event {
     /// A [`Method`] number.
     pub method: u32,
     /// 1 if the filter is in dry-run (nothing was dropped or banned).
-    pub dry_run: u32,
+    pub dry_run: u16,
+    /// The [`Transport`] number of the packet that made the event (for a lockout or a
+    /// registration, the server's answer).
+    pub transport: u16,
     /// For bans and lockouts: when they expire (`CLOCK_MONOTONIC_COARSE` ns).
     pub expires_ns: u64,
     /// The account an answer named (zero padded; see [`crate::sip::pairing::Account`]),

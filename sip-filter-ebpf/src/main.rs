@@ -494,6 +494,7 @@ fn connection_verdict() -> Reason {
                     Method::None as usize,
                     now,
                     config.has(FLAG_DRY_RUN),
+                    packet.transport,
                 );
                 let rules = &config.bans;
                 if rules.connection_overflow_ns != 0 && rules.connection_overflow_hits != 0 {
@@ -554,6 +555,7 @@ fn answer_policy() -> u32 {
         Method::None as usize,
         now,
         config.has(FLAG_DRY_RUN),
+        packet.transport,
     );
     1
 }
@@ -634,8 +636,8 @@ pub(crate) struct Packet {
     /// The method `judge` found, kept here while the policies run (see `sip_filter`).
     method: u32,
     // Issue 14: transports, and the walk over a TCP segment's messages.
-    /// The packet's [`TransportKind`], for [`count_transport`].
-    transport: u32,
+    /// The packet's [`TransportKind`], for [`count_transport`] and events.
+    pub(crate) transport: u32,
     /// The reason [`count`] counted last (the TCP program stops at a drop).
     counted: u32,
     /// Where the message being judged starts in the segment's payload, and how many of
@@ -738,6 +740,7 @@ fn routing_verdict(routing: u32) -> Reason {
             method,
             now,
             dry_run,
+            packet.transport,
         );
         // Pending only when the rule is on (a ban length and a threshold): what is
         // pending costs a checksum.
@@ -854,8 +857,7 @@ fn act(pending: u32) {
         }
         _ => return,
     };
-    let dry_run = config.has(FLAG_DRY_RUN);
-    ban(key, source, reason, dry_run, duration_ns);
+    ban(key, source, reason, packet.transport, duration_ns);
 }
 
 /// Notes a request that passed, for the egress program to pair with its answer
@@ -967,6 +969,7 @@ fn admission(config: &FilterConfig, packet: &Packet, method: usize, now: u64) ->
                         method,
                         now,
                         dry_run,
+                        packet.transport,
                     );
                     let rules = &config.bans;
                     if rules.rate_overflow_ns != 0 && rules.rate_overflow_hits != 0 {

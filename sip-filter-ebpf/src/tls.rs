@@ -182,6 +182,7 @@ fn refuse(config: &FilterConfig, reason: Reason) -> Reason {
         Method::None as usize,
         now,
         dry_run,
+        packet.transport,
     );
     let rules = &config.tls;
     if rules.refused_ns == 0 || rules.refused_hits == 0 {
