@@ -898,18 +898,34 @@ pub struct SourceState {
 }
 
 /// [`SourceState::drops`] slots: a power of two, so the kernel can mask an index.
-pub const SOURCE_DROP_SLOTS: usize = 4;
+pub const SOURCE_DROP_SLOTS: usize = 8;
 pub const SOURCE_DROP_SCANNER: usize = 0;
 pub const SOURCE_DROP_UNKNOWN_DOMAIN: usize = 1;
 pub const SOURCE_DROP_RATE_LIMITED: usize = 2;
 pub const SOURCE_DROP_GLOBAL_BUDGET: usize = 3;
-/// The verdict reason each [`SourceState::drops`] slot counts.
+pub const SOURCE_DROP_CONNECTION_RATE: usize = 4;
+pub const SOURCE_DROP_CONNECTION_BUDGET: usize = 5;
+pub const SOURCE_DROP_TLS_SNI: usize = 6;
+pub const SOURCE_DROP_TLS_NO_SNI: usize = 7;
+/// The verdict reason each [`SourceState::drops`] slot counts. Of the TLS refusals,
+/// the server-name ones (what a scanner connecting by address meets): a wrong version
+/// or a malformed ClientHello is counted in `stats` only, for want of slots.
 pub const SOURCE_DROP_REASONS: [Reason; SOURCE_DROP_SLOTS] = [
     Reason::DropScanner,
     Reason::DropUnknownDomain,
     Reason::DropRateLimited,
     Reason::DropGlobalBudget,
+    Reason::DropConnectionRate,
+    Reason::DropConnectionBudget,
+    Reason::DropTlsSni,
+    Reason::DropTlsNoSni,
 ];
+
+/// The [`SourceState::drops`] slot that counts `reason`, if one does.
+#[inline(always)]
+pub fn source_drop_slot(reason: Reason) -> Option<usize> {
+    SOURCE_DROP_REASONS.iter().position(|r| *r == reason)
+}
 
 /// What happened, in an event.
 #[repr(u32)]
@@ -942,7 +958,10 @@ pub struct Event {
     /// A [`Method`] number.
     pub method: u32,
     /// 1 if the filter is in dry-run (nothing was dropped or banned).
-    pub dry_run: u32,
+    pub dry_run: u16,
+    /// The [`Transport`] number of the packet that made the event (for a lockout or a
+    /// registration, the server's answer).
+    pub transport: u16,
     /// For bans and lockouts: when they expire (`CLOCK_MONOTONIC_COARSE` ns).
     pub expires_ns: u64,
     /// The account an answer named (zero padded; see [`crate::sip::pairing::Account`]),
@@ -1224,10 +1243,10 @@ mod tests {
     }
 
     /// What each tracked source costs in the kernel: the LRU's element is about 64 bytes
-    /// besides this (README and the example's `tracked_sources`: about 270 bytes).
+    /// besides this (README and the example's `tracked_sources`: about 310 bytes).
     #[test]
     fn source_state_size() {
-        assert_eq!(core::mem::size_of::<SourceState>(), 216); // 54 MiB of values at MAX_SOURCES
+        assert_eq!(core::mem::size_of::<SourceState>(), 248); // 62 MiB of values at MAX_SOURCES
         assert_eq!(CLASS_REGISTERED, CLASS_COUNT - 1);
         assert_eq!(CLASS_CONNECTIONS, CLASS_REGISTERED - 1);
     }

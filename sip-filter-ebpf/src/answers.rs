@@ -23,7 +23,7 @@ use aya_ebpf::{
 };
 use sip_filter_common::{
     maps::{
-        AnswerCounters, AnswerKind, FilterConfig, SourceKey, Transaction, ANSWER_SLOTS,
+        AnswerCounters, AnswerKind, FilterConfig, SourceKey, Transaction, Transport, ANSWER_SLOTS,
         FLAG_ANSWERS, TRANSACTION_CREDENTIALED,
     },
     sip::{
@@ -59,6 +59,8 @@ struct Answer {
     registered_for_s: u32,
     /// The answer's status code.
     status: u32,
+    /// The answer's [`Transport`] number, for the events it makes.
+    transport: u32,
 }
 
 #[map(name = "SF_ANSWER")]
@@ -118,6 +120,9 @@ fn load_answer(ctx: &TcContext) -> bool {
     // SAFETY: per-CPU, used only by this CPU during this run.
     let (scratch, answer) = unsafe { (&mut *scratch, &mut *answer) };
     note_peer(config, &transport.source, answer);
+    // Without a branch: the verifier would walk the parse below once for each side.
+    const { assert!(Transport::Tcp as u32 == Transport::Udp as u32 + 1) };
+    answer.transport = Transport::Udp as u32 + u32::from(transport.is_tcp);
     let Some(len) = load_payload(
         ctx,
         transport.payload_offset,
@@ -221,7 +226,7 @@ fn learn(kind: u32) {
             config,
             counters,
             &answer.key,
-            &answer.address,
+            (&answer.address, answer.transport),
             account,
             answer.registered_for_s,
             now,
@@ -232,7 +237,7 @@ fn learn(kind: u32) {
             config,
             counters,
             &answer.key,
-            &answer.address,
+            (&answer.address, answer.transport),
             account,
             failed_password,
             now,

@@ -170,8 +170,8 @@ fn lockout_entry<K>(
 }
 
 /// One more failure in `lockout`: at `threshold` within `window_ns`, the account is locked
-/// for `lock_ns`, reported (an event naming `address`, zeros for every source) and
-/// counted in `locks`.
+/// for `lock_ns`, reported (an event naming `address`, zeros for every source, and the
+/// answer's `transport`) and counted in `locks`.
 #[inline(always)]
 fn strike(
     lockout: &mut Lockout,
@@ -179,7 +179,7 @@ fn strike(
     locks: &mut u64,
     address: &[u8; 16],
     account: &Account,
-    dry_run: bool,
+    (dry_run, transport): (bool, u32),
     now: u64,
 ) {
     if !hit(
@@ -200,20 +200,23 @@ fn strike(
         0,
         0,
         dry_run,
+        transport,
         lockout.locked_until_ns,
         &account.name,
     );
 }
 
 /// One more failure for `source`'s `account`, where `source` is a peer whose address is
-/// `address`. `counts_for_source`: a failed password (not a refused user) counts toward
-/// the source's `auth` ban.
+/// `address`, answered over `transport` (a [`Transport`] number). `counts_for_source`: a
+/// failed password (not a refused user) counts toward the source's `auth` ban.
+///
+/// [`Transport`]: sip_filter_common::maps::Transport
 #[inline(always)]
 pub fn learn_failure(
     config: &FilterConfig,
     counters: &mut AnswerCounters,
     key: &SourceKey,
-    address: &[u8; 16],
+    (address, transport): (&[u8; 16], u32),
     account: &Account,
     counts_for_source: bool,
     now: u64,
@@ -246,7 +249,7 @@ pub fn learn_failure(
                     &mut counters.lockouts,
                     address,
                     account,
-                    dry_run,
+                    (dry_run, transport),
                     now,
                 );
             }
@@ -265,7 +268,8 @@ pub fn learn_failure(
                 );
                 let every_source = [0; 16];
                 let locks = &mut counters.account_lockouts;
-                strike(lockout, rule, locks, &every_source, account, dry_run, now);
+                let event = (dry_run, transport);
+                strike(lockout, rule, locks, &every_source, account, event, now);
             }
         }
     }
@@ -285,7 +289,7 @@ pub fn learn_failure(
             rules.ban_failures,
         )
     {
-        ban(key, address, BanReason::Auth, dry_run, rules.ban_ns);
+        ban(key, address, BanReason::Auth, transport, rules.ban_ns);
         return;
     }
     if new_user
@@ -301,7 +305,7 @@ pub fn learn_failure(
             key,
             address,
             BanReason::Enumeration,
-            dry_run,
+            transport,
             rules.enumeration_ns,
         );
     }
@@ -309,12 +313,13 @@ pub fn learn_failure(
 
 /// A success for `source`'s `account`: its failures start again from 0; a REGISTER's
 /// success (`registered_for_s` > 0) makes the source registered for that long, capped.
+/// `address` and `transport` as for [`learn_failure`].
 #[inline(always)]
 pub fn learn_success(
     config: &FilterConfig,
     counters: &mut AnswerCounters,
     key: &SourceKey,
-    address: &[u8; 16],
+    (address, transport): (&[u8; 16], u32),
     account: &Account,
     registered_for_s: u32,
     now: u64,
@@ -348,6 +353,7 @@ pub fn learn_success(
                 0,
                 0,
                 config.has(FLAG_DRY_RUN),
+                transport,
                 registration.expires_ns,
                 &account.name,
             );

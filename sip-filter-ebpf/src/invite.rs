@@ -181,6 +181,7 @@ fn judge_invite() {
             Reason::DropCallBudget as u32,
             Method::Invite as u32,
             dry_run,
+            packet.transport,
             now.saturating_add(rules_config.block_ns),
             &account.name,
         );

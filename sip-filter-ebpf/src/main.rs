@@ -38,9 +38,9 @@ use sip_filter_common::{
         CLASS_REGISTERED, CLASS_SLOTS, CLASS_TRUSTED, FLAG_ALLOW_HOSTLESS_URI, FLAG_ANSWERS,
         FLAG_DOMAIN_CHECK, FLAG_DROP_FRAGMENTS, FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN,
         LIST_ORIGIN_COUNTRY, MAX_BANS, MAX_DOMAINS, MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES,
-        PROGRAM_SLOTS, PROGRAM_SLOT_INVITE, PROGRAM_SLOT_TCP, SOURCE_DROP_GLOBAL_BUDGET,
-        SOURCE_DROP_RATE_LIMITED, SOURCE_DROP_SCANNER, SOURCE_DROP_UNKNOWN_DOMAIN,
-        TRANSACTION_CREDENTIALED, TRANSPORT_SLOTS,
+        PROGRAM_SLOTS, PROGRAM_SLOT_INVITE, PROGRAM_SLOT_TCP, SOURCE_DROP_CONNECTION_BUDGET,
+        SOURCE_DROP_CONNECTION_RATE, SOURCE_DROP_GLOBAL_BUDGET, SOURCE_DROP_RATE_LIMITED,
+        SOURCE_DROP_SCANNER, SOURCE_DROP_UNKNOWN_DOMAIN, TRANSACTION_CREDENTIALED, TRANSPORT_SLOTS,
     },
     scanner::is_scanner,
     sip::{
@@ -486,6 +486,7 @@ fn connection_verdict() -> Reason {
         if let Some(state) = state_of(&packet.key) {
             let arrival = &mut state.arrival_ns[CLASS_CONNECTIONS & (CLASS_SLOTS - 1)] as *mut u64;
             if !admit(arrival, limit, now) {
+                count_source_drop(state, SOURCE_DROP_CONNECTION_RATE);
                 drop_event(
                     state,
                     &packet.source,
@@ -493,6 +494,7 @@ fn connection_verdict() -> Reason {
                     Method::None as usize,
                     now,
                     config.has(FLAG_DRY_RUN),
+                    packet.transport,
                 );
                 let rules = &config.bans;
                 if rules.connection_overflow_ns != 0 && rules.connection_overflow_hits != 0 {
@@ -505,6 +507,9 @@ fn connection_verdict() -> Reason {
     if config.untrusted_connections.is_set() {
         if let Some(arrival) = GLOBAL_CONNECTIONS.get_ptr_mut(0) {
             if !admit(arrival, &config.untrusted_connections, now) {
+                if let Some(state) = state_of(&packet.key) {
+                    count_source_drop(state, SOURCE_DROP_CONNECTION_BUDGET);
+                }
                 return Reason::DropConnectionBudget;
             }
         }
@@ -550,6 +555,7 @@ fn answer_policy() -> u32 {
         Method::None as usize,
         now,
         config.has(FLAG_DRY_RUN),
+        packet.transport,
     );
     1
 }
@@ -630,8 +636,8 @@ pub(crate) struct Packet {
     /// The method `judge` found, kept here while the policies run (see `sip_filter`).
     method: u32,
     // Issue 14: transports, and the walk over a TCP segment's messages.
-    /// The packet's [`TransportKind`], for [`count_transport`].
-    transport: u32,
+    /// The packet's [`TransportKind`], for [`count_transport`] and events.
+    pub(crate) transport: u32,
     /// The reason [`count`] counted last (the TCP program stops at a drop).
     counted: u32,
     /// Where the message being judged starts in the segment's payload, and how many of
@@ -739,6 +745,7 @@ fn routing_verdict(routing: u32) -> Reason {
             method,
             now,
             dry_run,
+            packet.transport,
         );
         // Pending only when the rule is on (a ban length and a threshold): what is
         // pending costs a checksum.
@@ -873,8 +880,7 @@ fn act(pending: u32) {
         }
         _ => return,
     };
-    let dry_run = config.has(FLAG_DRY_RUN);
-    ban(key, source, reason, dry_run, duration_ns);
+    ban(key, source, reason, packet.transport, duration_ns);
 }
 
 /// Notes a request that passed, for the egress program to pair with its answer
@@ -986,6 +992,7 @@ fn admission(config: &FilterConfig, packet: &Packet, method: usize, now: u64) ->
                         method,
                         now,
                         dry_run,
+                        packet.transport,
                     );
                     let rules = &config.bans;
                     if rules.rate_overflow_ns != 0 && rules.rate_overflow_hits != 0 {

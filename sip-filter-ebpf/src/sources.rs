@@ -7,7 +7,8 @@ use aya_ebpf::{
 };
 use sip_filter_common::maps::{
     Ban, BanReason, Event, EventKind, Limit, Reason, SourceKey, SourceState,
-    DROP_EVENT_INTERVAL_NS, EVENTS_BYTES, MAX_SCANNER_AGENTS, MAX_SOURCES, SOURCE_DROP_SLOTS,
+    DROP_EVENT_INTERVAL_NS, EVENTS_BYTES, FLAG_DRY_RUN, MAX_SCANNER_AGENTS, MAX_SOURCES,
+    SOURCE_DROP_SLOTS,
 };
 use sip_filter_common::sip::pairing::ACCOUNT_WORDS;
 
@@ -128,13 +129,17 @@ pub fn hit(
 }
 
 /// Bans `key` from now for `length_ns`, longer if it is a repeat offender (in dry-run:
-/// counts and reports it only). Not inlined, and its event written in place: the
-/// 512-byte stack is shared along the call chain.
+/// counts and reports it only); `transport` (a [`Transport`] number) is the offending
+/// packet's. Not inlined, and its event written in place: the 512-byte stack is shared
+/// along the call chain.
+///
+/// [`Transport`]: sip_filter_common::maps::Transport
 #[inline(never)]
-pub fn ban(key: &SourceKey, source: &[u8; 16], reason: BanReason, dry_run: bool, length_ns: u64) {
+pub fn ban(key: &SourceKey, source: &[u8; 16], reason: BanReason, transport: u32, length_ns: u64) {
     let (Some(state), Some(config)) = (state_of(key), CONFIG.get(0)) else {
         return;
     };
+    let dry_run = config.has(FLAG_DRY_RUN);
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let length_ns =
@@ -163,6 +168,7 @@ pub fn ban(key: &SourceKey, source: &[u8; 16], reason: BanReason, dry_run: bool,
         reason as u32,
         0,
         dry_run,
+        transport,
         expires_ns,
         &NO_ACCOUNT,
     );
@@ -188,6 +194,7 @@ pub fn drop_event(
     method: usize,
     now: u64,
     dry_run: bool,
+    transport: u32,
 ) {
     if !event_due(state, now) {
         return;
@@ -198,6 +205,7 @@ pub fn drop_event(
         reason as u32,
         method as u32,
         dry_run,
+        transport,
         0,
         &NO_ACCOUNT,
     );
@@ -207,6 +215,9 @@ pub fn drop_event(
 pub const NO_ACCOUNT: [u64; ACCOUNT_WORDS] = [0; ACCOUNT_WORDS];
 
 /// Writes the event straight into the ring buffer (no copy on the small BPF stack).
+/// `transport` is the [`Transport`] number of the packet that made it.
+///
+/// [`Transport`]: sip_filter_common::maps::Transport
 #[inline(always)]
 pub fn emit(
     source: &[u8; 16],
@@ -214,6 +225,7 @@ pub fn emit(
     reason: u32,
     method: u32,
     dry_run: bool,
+    transport: u32,
     expires_ns: u64,
     account: &[u64; ACCOUNT_WORDS],
 ) {
@@ -226,7 +238,8 @@ pub fn emit(
         kind: kind as u32,
         reason,
         method,
-        dry_run: u32::from(dry_run),
+        dry_run: u16::from(dry_run),
+        transport: transport as u16,
         expires_ns,
         account: *account,
     });

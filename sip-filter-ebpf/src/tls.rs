@@ -26,8 +26,8 @@ use aya_ebpf::{
 use sip_filter_common::{
     domain::{DOMAIN_EXACT, DOMAIN_SNI_EXACT, DOMAIN_SNI_WILDCARD, DOMAIN_WILDCARD},
     maps::{
-        Transport as TransportKind, FLAG_DRY_RUN, TLS_ATTEMPT_SLOTS, TLS_DROP_NO_SNI,
-        TLS_SNI_CHECK, TLS_SNI_OWN_LIST,
+        source_drop_slot, Transport as TransportKind, FLAG_DRY_RUN, TLS_ATTEMPT_SLOTS,
+        TLS_DROP_NO_SNI, TLS_SNI_CHECK, TLS_SNI_OWN_LIST,
     },
     sip::MAX_HOST_LEN,
     tls::{self, Field, HelloState, Verdict},
@@ -39,7 +39,7 @@ use crate::{
     headers::{parse_headers, Frame, Headers, INGRESS},
     leave_method, leave_pending, leave_reason, leave_transport, name_listed,
     payload::load_payload,
-    sources::{drop_event, state_of},
+    sources::{count_source_drop, drop_event, state_of},
     CONFIG, PACKET, PENDING_NONE, PENDING_TLS_HIT, SCAN,
 };
 
@@ -168,6 +168,10 @@ fn refuse(config: &FilterConfig, reason: Reason) -> Reason {
     let Some(state) = state_of(&packet.key) else {
         return reason;
     };
+    // Every refused segment, retransmissions too: each is a packet dropped.
+    if let Some(slot) = source_drop_slot(reason) {
+        count_source_drop(state, slot);
+    }
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let dry_run = config.has(FLAG_DRY_RUN);
@@ -178,6 +182,7 @@ fn refuse(config: &FilterConfig, reason: Reason) -> Reason {
         Method::None as usize,
         now,
         dry_run,
+        packet.transport,
     );
     let rules = &config.tls;
     if rules.refused_ns == 0 || rules.refused_hits == 0 {

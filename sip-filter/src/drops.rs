@@ -1,6 +1,7 @@
 //! Drops by source, as the kernel counts them, for `sip-filter top`: per source key in
-//! its LRU state (scanner, unknown domain, rate limit, global budget) and in its ban
-//! (banned), per deny entry (denied).
+//! its LRU state (`SOURCE_DROP_REASONS`: scanner, unknown domain, rate limit, global
+//! budget, connection rate and budget, TLS server name) and in its ban (banned), per
+//! deny entry (denied).
 
 use std::{
     collections::{BTreeMap, HashMap as StdHashMap},

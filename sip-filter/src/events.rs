@@ -1,7 +1,7 @@
 //! The kernel's events (bans, and the first drop per source per second) as log lines an
 //! operator reads, `banned 198.51.100.1 for 3600 s: scanner User-Agent`, with fields a
 //! log pipeline reads: `event=ban src=198.51.100.1 reason=scanner ttl_s=3600
-//! dry_run=false`.
+//! transport=udp dry_run=false`.
 //!
 //! Pure functions: [`parse`] decodes a ring buffer record, [`describe`] words it,
 //! [`fields`] gives its fields, and [`log_event`] logs both under [`TARGET`].
@@ -16,7 +16,9 @@ use std::{
 };
 
 use sip_filter_common::{
-    maps::{ipv6_prefix_key, BanReason, Event, EventKind, Reason, DROP_EVENT_INTERVAL_NS},
+    maps::{
+        ipv6_prefix_key, BanReason, Event, EventKind, Reason, Transport, DROP_EVENT_INTERVAL_NS,
+    },
     sip::{
         pairing::{Account, ACCOUNT_WORDS},
         Method,
@@ -32,6 +34,11 @@ pub fn parse(record: &[u8]) -> Option<Event> {
     if record.len() < size_of::<Event>() {
         return None;
     }
+    let u16_at = |offset: usize| -> Option<u16> {
+        Some(u16::from_ne_bytes(
+            record.get(offset..offset + 2)?.try_into().ok()?,
+        ))
+    };
     let u32_at = |offset: usize| -> Option<u32> {
         Some(u32::from_ne_bytes(
             record.get(offset..offset + 4)?.try_into().ok()?,
@@ -53,7 +60,8 @@ pub fn parse(record: &[u8]) -> Option<Event> {
         kind: u32_at(offset_of!(Event, kind))?,
         reason: u32_at(offset_of!(Event, reason))?,
         method: u32_at(offset_of!(Event, method))?,
-        dry_run: u32_at(offset_of!(Event, dry_run))?,
+        dry_run: u16_at(offset_of!(Event, dry_run))?,
+        transport: u16_at(offset_of!(Event, transport))?,
         expires_ns: u64_at(offset_of!(Event, expires_ns))?,
         account,
     })
@@ -162,7 +170,8 @@ pub fn describe(event: &Event, now_ns: u64, ipv6_prefix: u32) -> String {
 /// registered, call_budget, unknown), `src`, `prefix` (the IPv6 network tracked, when wider than the
 /// address), `reason`, `method` (drops of requests), `account`, `scope` (lockouts:
 /// source, or unregistered for every source neither registered nor allow-listed),
-/// `ttl_s` (seconds left; none for a ban until removed), `dry_run`.
+/// `ttl_s` (seconds left; none for a ban until removed), `transport` (of the packet that
+/// made it: udp, tcp, tls; the answer's for lockouts and registrations), `dry_run`.
 pub fn fields(event: &Event, now_ns: u64, ipv6_prefix: u32) -> Vec<(&'static str, String)> {
     let source = source_address(event.source);
     let ttl = seconds_left(event.expires_ns, now_ns).to_string();
@@ -218,8 +227,16 @@ pub fn fields(event: &Event, now_ns: u64, ipv6_prefix: u32) -> Vec<(&'static str
             fields.push(("reason", event.reason.to_string()));
         }
     }
+    fields.push(("transport", transport_name(event.transport)));
     fields.push(("dry_run", (event.dry_run != 0).to_string()));
     fields
+}
+
+/// A [`Transport`] number's name; a number this version does not know, as is.
+fn transport_name(n: u16) -> String {
+    Transport::ALL
+        .get(usize::from(n))
+        .map_or_else(|| n.to_string(), |transport| transport.name().to_string())
 }
 
 /// A short record's debug line.
@@ -523,6 +540,7 @@ fn aggregated_line(class: Class, tally: &Tally) -> Line {
             reason,
             method: 0,
             dry_run: 0,
+            transport: 0,
             expires_ns: 0,
             account: [0; ACCOUNT_WORDS],
         })
@@ -750,6 +768,7 @@ mod tests {
             reason: reason as u32,
             method: Method::None as u32,
             dry_run: 0,
+            transport: Transport::Udp as u16,
             expires_ns,
             account: [0; 4],
         }
@@ -762,6 +781,7 @@ mod tests {
             reason: reason as u32,
             method: method as u32,
             dry_run: 0,
+            transport: Transport::Udp as u16,
             expires_ns: 0,
             account: [0; 4],
         }
@@ -778,6 +798,7 @@ mod tests {
         put(offset_of!(Event, reason), &event.reason.to_ne_bytes());
         put(offset_of!(Event, method), &event.method.to_ne_bytes());
         put(offset_of!(Event, dry_run), &event.dry_run.to_ne_bytes());
+        put(offset_of!(Event, transport), &event.transport.to_ne_bytes());
         put(
             offset_of!(Event, expires_ns),
             &event.expires_ns.to_ne_bytes(),
@@ -926,33 +947,37 @@ mod tests {
         );
         assert_eq!(
             logfmt(&scanner, 64),
-            "event=ban src=198.51.100.1 reason=scanner ttl_s=3600 dry_run=false"
+            "event=ban src=198.51.100.1 reason=scanner ttl_s=3600 transport=udp dry_run=false"
         );
         let mut forever = ban(v6("2001:db8:5f:1::7"), BanReason::Manual, u64::MAX);
         forever.dry_run = 1;
         assert_eq!(
             logfmt(&forever, 64),
-            "event=ban src=2001:db8:5f:1::7 prefix=2001:db8:5f:1::/64 reason=manual dry_run=true"
+            "event=ban src=2001:db8:5f:1::7 prefix=2001:db8:5f:1::/64 reason=manual transport=udp dry_run=true"
         );
-        let unknown_domain = drop(
-            v4([203, 0, 113, 5]),
-            Reason::DropUnknownDomain,
-            Method::Invite,
-        );
+        let unknown_domain = Event {
+            transport: Transport::Tcp as u16,
+            ..drop(
+                v4([203, 0, 113, 5]),
+                Reason::DropUnknownDomain,
+                Method::Invite,
+            )
+        };
         assert_eq!(
             logfmt(&unknown_domain, 64),
-            "event=drop src=203.0.113.5 reason=drop_unknown_domain method=INVITE dry_run=false"
+            "event=drop src=203.0.113.5 reason=drop_unknown_domain method=INVITE transport=tcp \
+             dry_run=false"
         );
         let mut odd = drop(v4([192, 0, 2, 1]), Reason::DropDenied, Method::None);
-        (odd.reason, odd.method) = (99, 98);
+        (odd.reason, odd.method, odd.transport) = (99, 98, 97);
         assert_eq!(
             logfmt(&odd, 64),
-            "event=drop src=192.0.2.1 reason=99 method=98 dry_run=false"
+            "event=drop src=192.0.2.1 reason=99 method=98 transport=97 dry_run=false"
         );
         odd.kind = 9;
         assert_eq!(
             logfmt(&odd, 128),
-            "event=unknown src=192.0.2.1 kind=9 reason=99 dry_run=false"
+            "event=unknown src=192.0.2.1 kind=9 reason=99 transport=97 dry_run=false"
         );
     }
 
@@ -968,7 +993,8 @@ mod tests {
         };
         assert_eq!(
             logfmt(&lockout, 64),
-            "event=lockout src=192.0.2.7 account=\"alice 2\" scope=source ttl_s=900 dry_run=false"
+            "event=lockout src=192.0.2.7 account=\"alice 2\" scope=source ttl_s=900 transport=udp \
+             dry_run=false"
         );
         let everywhere = Event {
             source: [0; 16],
@@ -976,7 +1002,8 @@ mod tests {
         };
         assert_eq!(
             logfmt(&everywhere, 64),
-            "event=lockout account=\"alice 2\" scope=unregistered ttl_s=900 dry_run=false"
+            "event=lockout account=\"alice 2\" scope=unregistered ttl_s=900 transport=udp \
+             dry_run=false"
         );
         let registered = Event {
             kind: EventKind::Registered as u32,
@@ -985,7 +1012,8 @@ mod tests {
         };
         assert_eq!(
             logfmt(&registered, 64),
-            "event=registered src=192.0.2.7 account=\"alice 2\" ttl_s=3600 dry_run=false"
+            "event=registered src=192.0.2.7 account=\"alice 2\" ttl_s=3600 transport=udp \
+             dry_run=false"
         );
     }
 
@@ -993,6 +1021,7 @@ mod tests {
     fn records_parse_and_short_ones_are_refused() {
         let event = Event {
             dry_run: 1,
+            transport: Transport::Tls as u16,
             ..ban(v6("2001:db8::1"), BanReason::Domain, 0x0102_0304_0506_0708)
         };
         let bytes = record(&event);
@@ -1260,6 +1289,7 @@ mod call_budget_tests {
             reason: Reason::DropCallBudget as u32,
             method: Method::Invite as u32,
             dry_run: 0,
+            transport: 0,
             expires_ns: 3_700_000_000_000,
             account,
         };

@@ -5,7 +5,8 @@
 //! `openssl s_server` answers TLS on 5061; the client side is bash's `/dev/tcp` and
 //! `openssl s_client`, each bounded by `timeout`. And a SYN flood from one source is
 //! held to its connection bucket while another client still connects (issue 14, item
-//! 2): `hping3` floods, sipp connects over TCP.
+//! 2): `hping3` floods, sipp connects over TCP; `top` and the daemon's log show the
+//! flood's drops.
 //!
 //! Needs root and the test tools (`cargo xtask setup --test-tools`: kamailio, openssl,
 //! hping3, sipp).
@@ -14,8 +15,8 @@ use std::time::Duration;
 
 use sip_filter_tests::{
     lab::{
-        counter, kamailio_globals_with_tcp, options_scenario, sip_filter, sipp_in, LabFixture,
-        PinRoot, DOMAIN, QUICK, SIP_PORT,
+        counter, json_array, kamailio_globals_with_tcp, options_scenario, sip_filter, sipp_in,
+        LabFixture, PinRoot, DOMAIN, QUICK, SIP_PORT,
     },
     netns::{Finished, Host, Lab, CLIENT_V4, LEGIT_CLIENT_V4, SERVER_V4},
     privileged,
@@ -357,6 +358,29 @@ fn a_syn_flood_is_held_to_its_bucket() {
         counter(&stats, "reasons", "drop_connection_budget"),
         0,
         "{stats}"
+    );
+
+    // The operator's view (issue 14): `top` names the flooder and its SYNs dropped, and
+    // the daemon logged its first drop as a TCP one.
+    let top = rig
+        .transcript
+        .verb_ok(&rig.lab, &rig.pins, &["top", "--json"]);
+    let rows = json_array(&top);
+    let flooder = rows
+        .iter()
+        .find(|row| row["source"] == CLIENT_V4)
+        .unwrap_or_else(|| panic!("no row for {CLIENT_V4} in top: {top}"));
+    assert_eq!(
+        flooder["reasons"]["drop_connection_rate"].as_u64(),
+        Some(dropped),
+        "{top}"
+    );
+    let line = daemon
+        .wait_for_log(&format!("event=drop src={CLIENT_V4} "), QUICK)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        line.contains(" reason=drop_connection_rate ") && line.contains(" transport=tcp "),
+        "{line}"
     );
 
     rig.stop_filter(&mut daemon);

@@ -2635,10 +2635,15 @@ fn operator_allow_entries_survive_a_reload() {
 }
 
 /// The kernel counts drops by source and reason: in the source's state (scanner,
-/// unknown domain, rate limit), in its ban (banned), in the deny entry (denied).
+/// unknown domain, rate limit, connection rate and budget, TLS server name), in its ban
+/// (banned), in the deny entry (denied).
 #[test]
 fn drops_are_counted_by_source() {
-    use sip_filter::drops::pinned_source_drops;
+    use sip_filter::{
+        drops::pinned_source_drops,
+        settings::{NoSniPolicy, TlsRules},
+    };
+    use sip_filter_common::tls::{builder::Hello, EXTENSION_SERVER_NAME};
     if !privileged("drops_are_counted_by_source") {
         return;
     }
@@ -2649,7 +2654,14 @@ fn drops_are_counted_by_source() {
         },
         rate_limits: RateLimits {
             invite: Some(RateLimit { rate: 1, burst: 1 }),
+            connections: Some(RateLimit { rate: 1, burst: 1 }),
+            untrusted_connections: Some(RateLimit { rate: 1, burst: 2 }),
             ..RateLimits::none()
+        },
+        tls: TlsRules {
+            no_sni: NoSniPolicy::Drop,
+            refused_seconds: 0,
+            ..TlsRules::default()
         },
         deny: vec!["203.0.113.0/24".parse().unwrap()],
         ..settings()
@@ -2667,6 +2679,20 @@ fn drops_are_counted_by_source() {
     frames.extend((0..2).map(|_| from(3, &options(UNKNOWN))));
     // 203.0.113.0/24: 6 denied, from two addresses.
     frames.extend((0..6).map(|i| udp4_from([203, 0, 113, i % 2], SIP_PORT, &options(ALLOWED))));
+    // .4: 3 SYNs, burst 1: 2 over its connection bucket; .5 and .6 a SYN each: .6's
+    // finds the untrusted sources' connection budget (2) spent.
+    let syn = |last: u8| tcp4_from([198, 51, 100, last], 5060, Segment::Syn, b"");
+    frames.extend([syn(4), syn(4), syn(4), syn(5), syn(6)]);
+    // .7: a ClientHello for a name not served; .8: one without a name.
+    let hello = |last: u8, hello: Hello| {
+        let payload = hello.build();
+        tcp4_from([198, 51, 100, last], 5061, Segment::Established, &payload)
+    };
+    frames.push(hello(7, Hello::tls13("evil.example.net")));
+    frames.push(hello(
+        8,
+        Hello::tls13("pbx.example.test").without(EXTENSION_SERVER_NAME),
+    ));
     for frame in &frames {
         filter.test_run(frame).unwrap();
     }
@@ -2690,6 +2716,10 @@ fn drops_are_counted_by_source() {
             "198.51.100.1: drop_banned 3, drop_scanner 1 [scanner]",
             "198.51.100.2: drop_rate_limited 4 []",
             "198.51.100.3: drop_unknown_domain 2 []",
+            "198.51.100.4: drop_connection_rate 2 []",
+            "198.51.100.6: drop_connection_budget 1 []",
+            "198.51.100.7: drop_tls_sni 1 []",
+            "198.51.100.8: drop_tls_no_sni 1 []",
         ],
         "most dropped first"
     );

@@ -9,8 +9,9 @@ use sip_filter_common::maps::{CALLER_ACCOUNT, CALLER_SOURCE, DESTINATION_LIMIT};
 use super::lists::Where;
 
 /// Show the sources dropped most, with the reasons: banned and denied sources, scanners,
-/// unknown-domain probes, sources over their rate limit or the global budget; a denied
-/// country (`[countries]`) is one row, `country XX`, for all its networks. Counted
+/// unknown-domain probes, sources over their rate limit or the global budget, new
+/// connections over the connection rate or budget, TLS refused for its server name; a
+/// denied country (`[countries]`) is one row, `country XX`, for all its networks. Counted
 /// by the kernel per source since the filter started (forgotten sources: the least
 /// recently seen of 262,144 tracked; bans: when they end; deny entries: when rewritten).
 #[derive(clap::Args)]

@@ -281,7 +281,7 @@ fn gather(
 
 #[cfg(test)]
 mod tests {
-    use sip_filter_common::sip::mapped_ipv4;
+    use sip_filter_common::{maps::Transport, sip::mapped_ipv4};
 
     use super::*;
 
@@ -295,6 +295,7 @@ mod tests {
             reason: reason as u32,
             method: 0,
             dry_run: 0,
+            transport: Transport::Udp as u16,
             expires_ns,
             account: [0; 4],
         }
