@@ -224,9 +224,9 @@ pub fn transaction(payload: &[u8], n: u32) -> Vec<u8> {
     format!("{}{n}{}", &text[..at], &text[at + digits..]).into_bytes()
 }
 
-/// Lines of [`sip_request`]'s own that the kernel's parse examines: the start line, To,
-/// Call-ID, CSeq, Content-Length and the empty line.
-pub const SIP_REQUEST_EXAMINED_LINES: usize = 6;
+/// Lines of [`sip_request`]'s own that the kernel's request parse examines: the start
+/// line, To, Call-ID, CSeq and the empty line (Content-Length begins no header it reads).
+pub const SIP_REQUEST_EXAMINED_LINES: usize = 5;
 
 /// An OPTIONS whose extra headers are up to `examined` short To headers (`t:1`, lines the
 /// kernel's parse must examine), then short lines it skips (`v:1`), filling the scanned

@@ -990,9 +990,16 @@ fn adversarial_review_cases(policy: NotSipPolicy) -> Vec<Case> {
             DropMalformed,
         ),
         (
-            "scanner after 250 short To-like lines",
-            after(lines(250, "t{i}:1"), scanner),
+            "scanner after 250 short To lines",
+            after(lines(250, "t:{i}"), scanner),
             DropMalformed,
+        ),
+        // Lines whose first two bytes begin no header the policy reads (`t0:`, not `to`
+        // nor `t:`) are passed over: they cost no budget, and the scanner is seen.
+        (
+            "scanner after 250 short lines beginning no policy header",
+            after(lines(250, "t{i}:1"), scanner),
+            DropScanner,
         ),
         (
             "scanner after 130 folded lines",

@@ -1073,8 +1073,13 @@ fn every_line_in_the_window_is_examined() {
         (64, "X-{i}: {i}", false),
         (300, "X:{i}", false),
         (300, "t:{i}", true),
-        (400, "u:x", true),
-        (600, "a", true),
+        (400, "i:x", true),
+        (600, " ", true),
+        // Lines that begin no header the policy reads (compact Allow-Events, Content-Type,
+        // a bare letter) are skipped: they cost no budget.
+        (400, "u:x", false),
+        (400, "c:x", false),
+        (600, "a", false),
     ] {
         let mut text = String::from("INVITE sip:bob@biloxi.example.com SIP/2.0\r\n");
         for i in 0..filler {
@@ -1223,7 +1228,7 @@ fn the_policy_parse_examines_only_lines_that_may_hold_the_user_agent() {
 
 /// The kernel's parses examine at most MAX_EXAMINED_LINES lines, counting only the lines
 /// they examine: a window of short lines they must look at stops them (the policy drops
-/// such a request), lines they skip by their first letter do not count, and the full
+/// such a request), lines they skip by their first two bytes do not count, and the full
 /// parse has no budget.
 #[test]
 fn the_kernel_parses_stop_at_their_line_budget() {
@@ -1254,7 +1259,15 @@ fn the_kernel_parses_stop_at_their_line_budget() {
     // The start line, the lines, the User-Agent and the empty line: within the budget
     // up to MAX_EXAMINED_LINES in all.
     let most = MAX_EXAMINED_LINES - 3;
-    for (line, examined_by_policy) in [("t:1", true), ("c:1", true), (" 1", true), ("v:1", false)] {
+    // The stream's parse examines Content-Length's `co` besides the policy's lines.
+    for (line, examined_by_policy, examined_by_stream) in [
+        ("t:1", true, true),
+        ("i:1", true, true),
+        (" 1", true, true),
+        ("v:1", false, false),
+        ("c:1", false, false),
+        ("Co:1", false, true),
+    ] {
         for lines in [most, most + 1, 300] {
             let text = message(line, lines);
             let m = parsed(policy, &text);
@@ -1269,7 +1282,7 @@ fn the_kernel_parses_stop_at_their_line_budget() {
             );
             assert_eq!(
                 parsed(stream, &text).over_line_budget,
-                over,
+                examined_by_stream && lines > most,
                 "{line:?} x {lines}"
             );
             let f = parsed(full, &text);
@@ -2042,4 +2055,120 @@ fn routing_reads_lines_after_many_others() {
     ));
     assert_eq!(found, ROUTING_IN_DIALOG | ROUTING_ROUTED);
     assert_eq!(host.as_deref(), Some("pbx.example.test"));
+}
+
+/// Every name `Header::from_name` knows, long and compact, in any case and however its
+/// colon follows, begins a line the kernel's parses examine when they want its header:
+/// the skip by a line's first two bytes never hides a wanted header.
+#[test]
+fn a_wanted_header_is_never_skipped_by_its_first_two_bytes() {
+    let names: &[(&str, Header)] = &[
+        ("User-Agent", Header::UserAgent),
+        ("To", Header::To),
+        ("t", Header::To),
+        ("From", Header::From),
+        ("f", Header::From),
+        ("Call-ID", Header::CallId),
+        ("i", Header::CallId),
+        ("CSeq", Header::CSeq),
+        ("Contact", Header::Contact),
+        ("m", Header::Contact),
+        ("Via", Header::Via),
+        ("v", Header::Via),
+        ("Content-Length", Header::ContentLength),
+        ("l", Header::ContentLength),
+        ("Route", Header::Route),
+        ("Authorization", Header::Credentials),
+        ("Proxy-Authorization", Header::Credentials),
+        ("WWW-Authenticate", Header::Challenge),
+        ("Proxy-Authenticate", Header::Challenge),
+        ("Expires", Header::Expires),
+    ];
+    let sets = [
+        POLICY_HEADERS,
+        ANSWER_HEADERS,
+        stream::STREAM_HEADERS,
+        1 << Header::From as u16,
+        1 << Header::Via as u16,
+    ];
+    for &(name, header) in names {
+        for cased in [name.to_string(), name.to_lowercase(), name.to_uppercase()] {
+            for separator in [":", " :", "\t:"] {
+                let line = format!("{cased}{separator} x");
+                let mut scratch = Scratch::new();
+                let len = scratch.fill(line.as_bytes());
+                assert_eq!(
+                    classify_header(&scratch.buf, 0, len).map(|(h, _)| h),
+                    Some(header),
+                    "{line:?}"
+                );
+                let bytes = line.as_bytes();
+                for wanted in sets {
+                    let beginnings = examined_beginning_bits(wanted).expect("a kernel set");
+                    let examined = beginnings & beginning_bit(bytes[0], bytes[1]) != 0;
+                    if wanted & (1 << header as u16) != 0 {
+                        assert!(examined, "{line:?} in {wanted:#x}");
+                    }
+                }
+            }
+        }
+    }
+    // And the common lines that begin none of a set's headers are not examined.
+    let common = [
+        "Contact",
+        "Content-Type",
+        "Content-Length",
+        "Allow",
+        "Accept",
+        "Record-Route",
+        "Require",
+        "Max-Forwards",
+        "Supported",
+        "Session-Expires",
+        "Min-SE",
+        "Subject",
+        "P-Asserted-Identity",
+        "X-Filler",
+        "Date",
+        "Event",
+        "Expires",
+        "From",
+        "Via",
+        "Organization",
+        "Path",
+        "User-Agent",
+        "To",
+        "Call-ID",
+        "CSeq",
+        "Route",
+        "Authorization",
+        "Proxy-Authorization",
+        "WWW-Authenticate",
+        "m:",
+        "l:",
+        "c:",
+    ];
+    for wanted in [POLICY_HEADERS, ANSWER_HEADERS, stream::STREAM_HEADERS] {
+        let beginnings = examined_beginning_bits(wanted).expect("a kernel set");
+        for line in common {
+            let line = format!("{line}: x");
+            let mut scratch = Scratch::new();
+            let len = scratch.fill(line.as_bytes());
+            let header = classify_header(&scratch.buf, 0, len).map(|(h, _)| h);
+            let wanted_here = header.is_some_and(|h| wanted & (1 << h as u16) != 0);
+            let bytes = line.as_bytes();
+            let examined = beginnings & beginning_bit(bytes[0], bytes[1]) != 0;
+            // Or it shares a wanted header's beginning (Contact's `co` with Content-Type,
+            // Proxy-Authorization's `pr` with Proxy-Authenticate): no hash collision.
+            let lower = bytes[..2].to_ascii_lowercase();
+            let compact = matches!(lower[1], b':' | b' ' | b'\t');
+            let shares = examined_beginnings(wanted).is_some_and(|b| {
+                b.iter().any(|&(first, second)| {
+                    first == lower[0] && (second == lower[1] || second == COMPACT && compact)
+                })
+            });
+            assert_eq!(examined, wanted_here || shares, "{line:?} in {wanted:#x}");
+        }
+    }
+    assert_eq!(examined_beginnings(ALL_HEADERS), None);
 }
