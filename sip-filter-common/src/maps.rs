@@ -899,14 +899,6 @@ pub struct SourceState {
 
 /// [`SourceState::drops`] slots: a power of two, so the kernel can mask an index.
 pub const SOURCE_DROP_SLOTS: usize = 8;
-pub const SOURCE_DROP_SCANNER: usize = 0;
-pub const SOURCE_DROP_UNKNOWN_DOMAIN: usize = 1;
-pub const SOURCE_DROP_RATE_LIMITED: usize = 2;
-pub const SOURCE_DROP_GLOBAL_BUDGET: usize = 3;
-pub const SOURCE_DROP_CONNECTION_RATE: usize = 4;
-pub const SOURCE_DROP_CONNECTION_BUDGET: usize = 5;
-pub const SOURCE_DROP_TLS_SNI: usize = 6;
-pub const SOURCE_DROP_TLS_NO_SNI: usize = 7;
 /// The verdict reason each [`SourceState::drops`] slot counts. Of the TLS refusals,
 /// the server-name ones (what a scanner connecting by address meets): a wrong version
 /// or a malformed ClientHello is counted in `stats` only, for want of slots.
@@ -921,11 +913,34 @@ pub const SOURCE_DROP_REASONS: [Reason; SOURCE_DROP_SLOTS] = [
     Reason::DropTlsNoSni,
 ];
 
-/// The [`SourceState::drops`] slot that counts `reason`, if one does.
+/// The [`SourceState::drops`] slot that counts `reason`, if one does: the one table
+/// above, read at compile time for the `SOURCE_DROP_*` constants below and at run time
+/// where the reason is not known before (a TLS refusal).
 #[inline(always)]
-pub fn source_drop_slot(reason: Reason) -> Option<usize> {
-    SOURCE_DROP_REASONS.iter().position(|r| *r == reason)
+pub const fn source_drop_slot(reason: Reason) -> Option<usize> {
+    let mut slot = 0;
+    while slot < SOURCE_DROP_SLOTS {
+        if SOURCE_DROP_REASONS[slot] as u32 == reason as u32 {
+            return Some(slot);
+        }
+        slot += 1;
+    }
+    None
 }
+
+/// [`source_drop_slot`] of a reason that has one (a compile-time error otherwise).
+const fn slot_of(reason: Reason) -> usize {
+    match source_drop_slot(reason) {
+        Some(slot) => slot,
+        None => panic!("the reason has no SOURCE_DROP_REASONS slot"),
+    }
+}
+pub const SOURCE_DROP_SCANNER: usize = slot_of(Reason::DropScanner);
+pub const SOURCE_DROP_UNKNOWN_DOMAIN: usize = slot_of(Reason::DropUnknownDomain);
+pub const SOURCE_DROP_RATE_LIMITED: usize = slot_of(Reason::DropRateLimited);
+pub const SOURCE_DROP_GLOBAL_BUDGET: usize = slot_of(Reason::DropGlobalBudget);
+pub const SOURCE_DROP_CONNECTION_RATE: usize = slot_of(Reason::DropConnectionRate);
+pub const SOURCE_DROP_CONNECTION_BUDGET: usize = slot_of(Reason::DropConnectionBudget);
 
 /// What happened, in an event.
 #[repr(u32)]

@@ -38,7 +38,7 @@ use aya_ebpf::{
 };
 use sip_filter_common::bounded::repeat;
 
-use crate::headers::{bytes, link_layer, parse_headers, Headers, ETH_P_IPV4, ETH_P_IPV6, INGRESS};
+use crate::headers::{link_layer, parse_headers, Headers, ETH_P_IPV4, ETH_P_IPV6, INGRESS};
 
 /// Bytes summed per step: `bpf_csum_diff` takes at most 512 (its scratch is 128 words).
 const CHUNK: u32 = 512;

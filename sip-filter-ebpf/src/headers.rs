@@ -115,14 +115,6 @@ pub struct Source {
     pub is_ipv4: bool,
 }
 
-impl Source {
-    /// No source: what the headers leave when they do not reach the addresses.
-    pub const NONE: Source = Source {
-        address: [0; 16],
-        is_ipv4: false,
-    };
-}
-
 /// A UDP datagram or a TCP segment.
 pub struct Transport {
     /// Where it comes from: kept whole, so the source checks take it by reference rather

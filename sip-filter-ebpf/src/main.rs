@@ -686,14 +686,11 @@ fn request_verdict(config: &FilterConfig, scratch: &mut Scratch) -> Reason {
         }
         return Reason::DropScanner;
     }
-    // More User-Agents than the two judged: not SIP (RFC 3261 allows one), and a way to
-    // hide a scanner's between two others.
-    if !trusted && scratch.agent_count() > 2 {
-        return Reason::DropMalformed;
-    }
-    // More lines to examine than the parse's budget (sip.rs, MAX_EXAMINED_LINES): a
-    // header section built to cost the parser, or to hide a header past its budget.
-    if !trusted && scratch.over_line_budget() {
+    // Not SIP we pass: more User-Agents than the two judged (RFC 3261 allows one; a way
+    // to hide a scanner's between two others), or more lines to examine than the
+    // parse's budget (sip.rs, MAX_EXAMINED_LINES: a header section built to cost the
+    // parser, or to hide a header past its budget).
+    if !trusted && (scratch.agent_count() > 2 || scratch.over_line_budget()) {
         return Reason::DropMalformed;
     }
     // Trusted sources (trunks, the office) skip the domain check: a carrier addresses
