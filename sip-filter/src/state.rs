@@ -310,25 +310,24 @@ impl State {
     /// Reads the bans and the operator's list entries out of a filter's maps (its own,
     /// or pinned ones: see [`pinned_maps`]), in batches.
     pub fn take(maps: &StateMaps<'_>, clocks: Clocks) -> Result<Self, FilterError> {
-        let bans: Vec<(SourceKey, Ban)> =
-            bpf_sys::hash_entries(maps.bans).map_err(|source| FilterError::Map {
-                name: names::BANS,
-                source,
-            })?;
         let mut state = State {
             saved_at_unix_ms: clocks.unix_ms,
             ..State::default()
         };
-        state.bans = bans
-            .into_iter()
-            .filter_map(|(key, ban)| {
-                Some(SavedBan {
-                    source: key_address(key),
+        // Visited, not collected first: a million bans would take tens of MB twice.
+        bpf_sys::hash_for_each(maps.bans, |key: &SourceKey, ban: &Ban| {
+            if let Some(expires_unix_ms) = clocks.to_wall(ban.expires_ns) {
+                state.bans.push(SavedBan {
+                    source: key_address(*key),
                     reason: BanReason::from_u32(ban.reason),
-                    expires_unix_ms: clocks.to_wall(ban.expires_ns)?,
-                })
-            })
-            .collect();
+                    expires_unix_ms,
+                });
+            }
+        })
+        .map_err(|source| FilterError::Map {
+            name: names::BANS,
+            source,
+        })?;
         for (list, v4, v6, v4_name, v6_name) in [
             (
                 &mut state.allow,
@@ -1085,26 +1084,24 @@ fn operator_entries<K>(
 where
     K: aya::Pod + Into<IpAddrBytes>,
 {
-    let entries: Vec<(Key<K>, ListEntry)> =
-        bpf_sys::trie_entries(map).map_err(|source| FilterError::Map { name, source })?;
-    for (key, entry) in entries {
+    bpf_sys::trie_for_each(map, |key: &Key<K>, entry: &ListEntry| {
         if entry.origin != LIST_ORIGIN_OPERATOR {
-            continue;
+            return;
         }
         let Some(expires_unix_ms) = clocks.to_wall(entry.expires_ns) else {
-            continue;
+            return;
         };
         let address: IpAddr = key.data().into().0;
         let Ok(net) = IpNet::new(address, key.prefix_len() as u8) else {
-            continue;
+            return;
         };
         out.push(SavedEntry {
             net,
             reason: BanReason::from_u32(entry.reason),
             expires_unix_ms,
         });
-    }
-    Ok(())
+    })
+    .map_err(|source| FilterError::Map { name, source })
 }
 
 /// A trie key's address bytes as an address.

@@ -1,6 +1,7 @@
 //! The batch map commands (`sip_filter::bpf_sys`) at the maps' scale: a million entries
 //! written, read back and removed, in the real program's blocklist (hash map) and deny
-//! trie (LPM trie). Loads the real program; needs root.
+//! trie (LPM trie), and the trie's entries counted by the kernel (`bpf_sys::trie_len`)
+//! through all of it. Loads the real program; needs root.
 
 use std::time::Instant;
 
@@ -13,6 +14,24 @@ const ENTRIES: u32 = 1_000_000;
 
 fn map_data<'a>(filter: &'a Filter, name: &'static str) -> &'a MapData {
     bpf_sys::hash_or_trie(filter.map(name).expect("the map")).expect("a hash map or trie")
+}
+
+/// The kernel's count of `trie`'s entries is `expected`: from 6.4, which reports a
+/// map's memory in use; before (6.1), `trie_len` says it cannot tell.
+fn assert_trie_len(trie: &MapData, expected: usize, when: &str) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let mut numbers = release.split(['.', '-']).map(|n| n.trim().parse::<u32>());
+    let version = (
+        numbers.next().and_then(Result::ok).unwrap_or(0),
+        numbers.next().and_then(Result::ok).unwrap_or(0),
+    );
+    match bpf_sys::trie_len(trie).expect("trie_len") {
+        Some(entries) => assert_eq!(entries, expected as u64, "{when}"),
+        None => assert!(
+            version < (6, 4),
+            "kernel {release}: reports memory in use, but trie_len could not tell ({when})"
+        ),
+    }
 }
 
 #[test]
@@ -62,7 +81,12 @@ fn a_million_entries_round_trip_through_the_batch_commands() {
     let started = Instant::now();
     let mut read: Vec<(Key<[u8; 4]>, ListEntry)> = bpf_sys::entries(deny).expect("read");
     let took = started.elapsed();
-    println!("{ENTRIES} deny entries: written in {written:.2?}, read in {took:.2?}");
+    let started = Instant::now();
+    assert_trie_len(deny, nets.len(), "written");
+    println!(
+        "{ENTRIES} deny entries: written in {written:.2?}, read in {took:.2?}, counted in {:.2?}",
+        started.elapsed()
+    );
     assert_eq!(read.len(), nets.len());
     read.sort_unstable_by_key(|(key, _)| (key.data(), key.prefix_len()));
     for (i, (key, entry)) in read.iter().enumerate() {
@@ -72,6 +96,19 @@ fn a_million_entries_round_trip_through_the_batch_commands() {
             "entry {i}"
         );
     }
+
+    // Written again: replaced, not added. A /27 takes the place of the node that joins
+    // two /28s (which the kernel does not count) and counts; removed, it leaves it.
+    assert_eq!(
+        bpf_sys::update_many(deny, &nets, &entries).expect("written"),
+        nets.len()
+    );
+    assert_trie_len(deny, nets.len(), "written again");
+    let joining = [Key::new(27, 0x2000_0000u32.to_be_bytes())];
+    bpf_sys::update_many(deny, &joining, &entries[..1]).expect("written");
+    assert_trie_len(deny, nets.len() + 1, "a /27 over two /28s");
+    assert_eq!(bpf_sys::delete_many(deny, &joining).expect("removed"), 1);
+    assert_trie_len(deny, nets.len(), "the /27 removed");
 
     // Removal: half of each, then the rest with a key already gone in the middle.
     let half = keys.len() / 2;
@@ -83,6 +120,7 @@ fn a_million_entries_round_trip_through_the_batch_commands() {
         bpf_sys::delete_many(deny, &nets[..half]).expect("removed"),
         half
     );
+    assert_trie_len(deny, nets.len() - half, "half removed");
     let rest_and_gone: Vec<SourceKey> = keys[half..]
         .iter()
         .copied()
@@ -103,6 +141,7 @@ fn a_million_entries_round_trip_through_the_batch_commands() {
     assert!(bpf_sys::entries::<Key<[u8; 4]>, ListEntry>(deny)
         .expect("read")
         .is_empty());
+    assert_trie_len(deny, 0, "all removed");
 
     // A map of other sizes is refused, not overrun.
     assert!(bpf_sys::entries::<[u8; 4], Ban>(bans_map).is_err());
