@@ -382,13 +382,13 @@ struct Snapshot {
 
 impl Snapshot {
     /// Reads the maps pinned in `dir`. The hash maps are read in batches
-    /// (`BPF_MAP_LOOKUP_BATCH`), and not kept: a million bans in 0.4 s on a 2-vCPU VM
-    /// (the kernel's cost, about 0.4 µs a bucket that holds an entry). The tries are not read:
-    /// the kernel says how many entries each holds ([`bpf_sys::trie_len`]), and the
-    /// countries' networks and drops are looked up one network at a time from the index
-    /// the daemon keeps in `runtime_dir` ([`CountryIndex`]). Where either is missing (a
-    /// kernel before 6.4, an exporter beside no daemon) the tries are read whole, 0.8 s
-    /// a million entries; which is why a scrape runs on a blocking thread.
+    /// (`BPF_MAP_LOOKUP_BATCH`), and not kept: a million bans in 0.3-0.4 s on a 2-vCPU
+    /// VM (the kernel's cost). The tries are not read: the kernel says how many entries
+    /// each holds ([`bpf_sys::trie_len`]), and the countries' networks and drops are
+    /// looked up one network at a time from the index the daemon keeps in
+    /// `runtime_dir` ([`CountryIndex`]), unless they are over half a trie. Where either
+    /// is missing (a kernel before 6.4, an exporter beside no daemon) the tries are read
+    /// whole, 0.8 s a million entries; which is why a scrape runs on a blocking thread.
     fn read(dir: &Path, runtime_dir: &Path) -> Result<Snapshot, FilterError> {
         let counters = pinned_counters(dir)?;
         let answers = pinned_answer_counters(dir)?;
@@ -409,20 +409,18 @@ impl Snapshot {
             let data = MapData::from_pin(dir.join(name)).map_err(map_error)?;
             let capacity = data.info().map_err(map_error)?.max_entries();
             let map = Map::from_map_data(data).map_err(map_error)?;
-            let entries = match (name, &index) {
-                (names::BANS, _) => count_bans(&map, monotonic_now_ns(), &mut bans_active),
-                (names::DENY_V4, None) => count_deny::<[u8; 4]>(&map, &mut countries),
-                (names::DENY_V6, None) => count_deny::<[u8; 16]>(&map, &mut countries),
-                (names::DENY_V4, Some(index)) => {
-                    count_countries(&map, &index.v4, v4_key, &mut countries)
-                        .and_then(|()| count_trie::<[u8; 4]>(&map))
+            let entries = match name {
+                names::BANS => count_bans(&map, monotonic_now_ns(), &mut bans_active),
+                names::DENY_V4 => {
+                    let indexed = index.as_ref().map(|index| index.v4.as_slice());
+                    count_deny(&map, indexed, v4_key, &mut countries)
                 }
-                (names::DENY_V6, Some(index)) => {
-                    count_countries(&map, &index.v6, v6_key, &mut countries)
-                        .and_then(|()| count_trie::<[u8; 16]>(&map))
+                names::DENY_V6 => {
+                    let indexed = index.as_ref().map(|index| index.v6.as_slice());
+                    count_deny(&map, indexed, v6_key, &mut countries)
                 }
-                (names::ALLOW_V4, _) => count_trie::<[u8; 4]>(&map),
-                (names::ALLOW_V6, _) => count_trie::<[u8; 16]>(&map),
+                names::ALLOW_V4 => count_trie::<[u8; 4]>(&map),
+                names::ALLOW_V6 => count_trie::<[u8; 16]>(&map),
                 _ => count_entries(name, &map),
             }
             .map_err(map_error)?;
@@ -440,30 +438,43 @@ impl Snapshot {
     }
 }
 
-/// Entries of a deny trie, read whole, adding its country entries' networks and drops
-/// to `countries`: the drops by country are the kernel's per-entry counts, summed.
-fn count_deny<K: Pod>(
+/// Entries of a deny trie, adding its country entries' networks and drops to
+/// `countries` (the drops by country are the kernel's per-entry counts, summed). The
+/// networks `indexed` (the daemon's [`CountryIndex`]) are looked up where the kernel
+/// counts the trie's entries and they are at most half of them (a lookup is a system
+/// call: it costs about what reading two entries in a batch does); otherwise the trie
+/// is read whole.
+fn count_deny<K: Pod, N: Copy>(
     map: &Map,
+    indexed: Option<&[(N, Country)]>,
+    key: impl Fn(N) -> Key<K>,
     countries: &mut BTreeMap<Country, (u64, u64)>,
 ) -> Result<u64, MapError> {
+    let trie: LpmTrie<&MapData, K, ListEntry> = LpmTrie::try_from(map)?;
+    let data = IterableMap::map(&trie);
+    if let (Some(indexed), Some(entries)) = (indexed, bpf_sys::trie_len(data)?) {
+        if indexed.len() as u64 <= entries / 2 {
+            count_countries(&trie, indexed, key, countries)?;
+            return Ok(entries);
+        }
+    }
     let mut entries = 0;
-    bpf_sys::trie_for_each(map, |_: &Key<K>, entry: &ListEntry| {
+    bpf_sys::for_each_entry(data, |_: &Key<K>, entry: &ListEntry| {
         entries += 1;
         tally_country(entry, countries);
     })?;
     Ok(entries)
 }
 
-/// Adds the networks of `index` that a deny trie still holds as country entries of
+/// Adds the networks of `indexed` that a deny trie still holds as country entries of
 /// their countries, and their drops, to `countries`: one lookup a network.
 fn count_countries<K: Pod, N: Copy>(
-    map: &Map,
-    index: &[(N, Country)],
+    trie: &LpmTrie<&MapData, K, ListEntry>,
+    indexed: &[(N, Country)],
     key: impl Fn(N) -> Key<K>,
     countries: &mut BTreeMap<Country, (u64, u64)>,
 ) -> Result<(), MapError> {
-    let trie: LpmTrie<&MapData, K, ListEntry> = LpmTrie::try_from(map)?;
-    for (net, country) in index {
+    for (net, country) in indexed {
         // The longest prefix of at most the network's length: the network's own entry
         // if the trie holds it; another one if not, which is not a country entry of
         // this country (country networks do not overlap).

@@ -8,30 +8,12 @@ use std::time::Instant;
 use aya::maps::{lpm_trie::Key, MapData};
 use sip_filter::{bpf_sys, Filter, Settings};
 use sip_filter_common::maps::{names, Ban, BanReason, ListEntry, SourceKey};
-use sip_filter_tests::privileged;
+use sip_filter_tests::{assert_trie_len, privileged};
 
 const ENTRIES: u32 = 1_000_000;
 
 fn map_data<'a>(filter: &'a Filter, name: &'static str) -> &'a MapData {
     bpf_sys::hash_or_trie(filter.map(name).expect("the map")).expect("a hash map or trie")
-}
-
-/// The kernel's count of `trie`'s entries is `expected`: from 6.4, which reports a
-/// map's memory in use; before (6.1), `trie_len` says it cannot tell.
-fn assert_trie_len(trie: &MapData, expected: usize, when: &str) {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
-    let mut numbers = release.split(['.', '-']).map(|n| n.trim().parse::<u32>());
-    let version = (
-        numbers.next().and_then(Result::ok).unwrap_or(0),
-        numbers.next().and_then(Result::ok).unwrap_or(0),
-    );
-    match bpf_sys::trie_len(trie).expect("trie_len") {
-        Some(entries) => assert_eq!(entries, expected as u64, "{when}"),
-        None => assert!(
-            version < (6, 4),
-            "kernel {release}: reports memory in use, but trie_len could not tell ({when})"
-        ),
-    }
 }
 
 #[test]
