@@ -2,7 +2,8 @@
 //!
 //! Everything is read when Prometheus scrapes: the kernel's state from the maps the
 //! daemon pinned once for all its interfaces (`PIN_ROOT/maps`), the interfaces from its
-//! link pins and runtime file, the reloads from the daemon's own counters
+//! link pins and runtime file (and, from there, which networks it wrote for denied
+//! countries: [`CountryIndex`]), the reloads from the daemon's own counters
 //! ([`crate::runtime::RELOADS`]). No polling loop, no second copy of any count, and
 //! every value is as current as the scrape. README.md's "Metrics" section lists the
 //! series; `ops/prometheus/` has alert rules for them.
