@@ -420,9 +420,11 @@ impl Snapshot {
                     let indexed = index.as_ref().map(|index| index.v6.as_slice());
                     count_deny(&map, indexed, v6_key, &mut countries)
                 }
-                names::ALLOW_V4 => count_trie::<[u8; 4]>(&map),
-                names::ALLOW_V6 => count_trie::<[u8; 16]>(&map),
-                _ => count_entries(name, &map),
+                _ => map_entries(name, &map).and_then(|entries| {
+                    entries.ok_or(MapError::InvalidName {
+                        name: name.to_string(),
+                    })
+                }),
             }
             .map_err(map_error)?;
             maps.push((label, entries, capacity));
@@ -516,20 +518,23 @@ fn count_bans(
     Ok(entries)
 }
 
-/// Entries of one of the [`OCCUPANCY`] hash maps other than the blocklist, by its key
-/// type.
-fn count_entries(name: &str, map: &Map) -> Result<u64, MapError> {
-    match name {
-        names::DOMAINS | names::SCANNER_AGENTS => hash_entries::<u64, u8>(map),
-        names::OWN_ADDRESSES => hash_entries::<[u8; 16], u8>(map),
-        names::SOURCES => hash_entries::<SourceKey, SourceState>(map),
-        names::REGISTERED => hash_entries::<SourceKey, Registration>(map),
-        names::LOCKOUTS => hash_entries::<AccountKey, Lockout>(map),
-        names::ACCOUNTS => hash_entries::<u64, Lockout>(map),
-        _ => Err(MapError::InvalidName {
-            name: name.to_string(),
-        }),
-    }
+/// How many entries one of the filter's maps holds (`name`, pinned or not): a hash map
+/// read in batches, a trie as the kernel counts it (read whole where it does not tell);
+/// None for a map whose entries are not counted (arrays, ring buffers, program arrays).
+/// For `sip_filter_map_entries` and `sip-filter status`.
+pub fn map_entries(name: &str, map: &Map) -> Result<Option<u64>, MapError> {
+    Ok(Some(match name {
+        names::BANS => hash_entries::<SourceKey, Ban>(map)?,
+        names::DOMAINS | names::SCANNER_AGENTS => hash_entries::<u64, u8>(map)?,
+        names::OWN_ADDRESSES => hash_entries::<[u8; 16], u8>(map)?,
+        names::SOURCES => hash_entries::<SourceKey, SourceState>(map)?,
+        names::REGISTERED => hash_entries::<SourceKey, Registration>(map)?,
+        names::LOCKOUTS => hash_entries::<AccountKey, Lockout>(map)?,
+        names::ACCOUNTS => hash_entries::<u64, Lockout>(map)?,
+        names::ALLOW_V4 | names::DENY_V4 => count_trie::<[u8; 4]>(map)?,
+        names::ALLOW_V6 | names::DENY_V6 => count_trie::<[u8; 16]>(map)?,
+        _ => return Ok(None),
+    }))
 }
 
 fn hash_entries<K: Pod, V: Pod>(map: &Map) -> Result<u64, MapError> {
