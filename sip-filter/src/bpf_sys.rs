@@ -4,7 +4,8 @@
 //! kernel 5.6+ for hash maps; LPM tries gained the kernel's generic ones later, 6.18
 //! has them): a million entries in a few system calls, where aya's iterators make two
 //! per entry. Where the kernel lacks them for a map, each falls back to one key at a
-//! time. Also what aya's `LinkInfo` does not tell: the interface an XDP link is on.
+//! time. Also what aya's `LinkInfo` does not tell: the interface an XDP link is on, and
+//! how many entries an LPM trie holds without reading them ([`trie_len`]).
 
 use std::{
     ffi::CString,
@@ -14,6 +15,7 @@ use std::{
         unix::ffi::OsStrExt,
     },
     path::Path,
+    sync::{Mutex, PoisonError},
 };
 
 use aya::{
@@ -22,6 +24,7 @@ use aya::{
     Pod,
 };
 
+const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
@@ -83,6 +86,106 @@ pub fn bpf_returning<T>(command: libc::c_long, attr: &mut T) -> io::Result<libc:
         return Err(io::Error::last_os_error());
     }
     Ok(result)
+}
+
+/// `bpf_attr` for `BPF_MAP_CREATE` (the fields before `inner_map_fd`).
+#[repr(C)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+}
+
+const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
+const BPF_F_NO_PREALLOC: u32 = 1;
+
+/// How many entries the LPM trie `map` holds, without reading them: reading a trie
+/// costs about 0.8 µs an entry (the kernel has no batch lookup of its own for tries, and
+/// its generic one walks down from the root for each key), where this costs one read of
+/// the map's `/proc/self/fdinfo`. Since Linux 6.4 the `memlock` the kernel reports there
+/// is the trie's memory in use, its entry count times a node's size (intermediate nodes
+/// are not counted); that size is measured once per key and value size on a scratch
+/// trie, which also tells whether this kernel reports memory in use at all. None where
+/// it does not (Linux 6.1 reports the capacity's footprint): the caller reads the
+/// entries instead.
+pub fn trie_len(map: &MapData) -> Result<Option<u64>, MapError> {
+    let info = map.info()?;
+    let Some(node_size) = trie_node_size(info.key_size(), info.value_size()) else {
+        return Ok(None);
+    };
+    let memlock = fd_memlock(map.fd().as_fd()).map_err(syscall_error("fdinfo memlock"))?;
+    Ok((memlock % node_size == 0).then_some(memlock / node_size))
+}
+
+/// A trie's key and value sizes, and the bytes it reports in use per entry (None: its
+/// kernel does not report use).
+type NodeSize = ((u32, u32), Option<u64>);
+
+/// The bytes a trie with keys of `key_size` and values of `value_size` reports in use
+/// per entry; None if this kernel does not report use. Measured once per process.
+fn trie_node_size(key_size: u32, value_size: u32) -> Option<u64> {
+    // By key and value size: the filter's tries have two shapes.
+    static MEASURED: Mutex<Vec<NodeSize>> = Mutex::new(Vec::new());
+    let mut measured = MEASURED.lock().unwrap_or_else(PoisonError::into_inner);
+    let shape = (key_size, value_size);
+    if let Some((_, node_size)) = measured.iter().find(|(known, _)| *known == shape) {
+        return *node_size;
+    }
+    // A scratch trie that cannot be made (no memory, say) tells nothing: read entries.
+    let node_size = measure_trie_node_size(key_size, value_size).unwrap_or(None);
+    measured.push((shape, node_size));
+    node_size
+}
+
+/// Creates a scratch trie, and reads its `memlock` empty, with one entry and with two:
+/// 0, then n, then 2n where the kernel reports memory in use.
+fn measure_trie_node_size(key_size: u32, value_size: u32) -> io::Result<Option<u64>> {
+    let mut create = MapCreateAttr {
+        map_type: BPF_MAP_TYPE_LPM_TRIE,
+        key_size,
+        value_size,
+        max_entries: 2,
+        map_flags: BPF_F_NO_PREALLOC,
+    };
+    let fd = bpf_returning(BPF_MAP_CREATE, &mut create)?;
+    let fd = i32::try_from(fd).map_err(io::Error::other)?;
+    // SAFETY: BPF_MAP_CREATE returned a new file descriptor, now owned here alone.
+    let trie = unsafe { OwnedFd::from_raw_fd(fd) };
+    let empty = fd_memlock(trie.as_fd())?;
+    // Keys: the prefix length (u32), then the data; 0.0.0.0/0, then 128.0.0.0/1.
+    let value = vec![0u8; value_size as usize];
+    let mut key = vec![0u8; key_size as usize];
+    update_raw(trie.as_fd(), &key, &value)?;
+    let one = fd_memlock(trie.as_fd())?;
+    key[..4].copy_from_slice(&1u32.to_ne_bytes());
+    if let Some(first_byte) = key.get_mut(4) {
+        *first_byte = 0x80;
+    }
+    update_raw(trie.as_fd(), &key, &value)?;
+    let two = fd_memlock(trie.as_fd())?;
+    Ok((empty == 0 && one > 0 && two == 2 * one).then_some(one))
+}
+
+fn update_raw(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
+    let mut attr = ElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: key.as_ptr() as u64,
+        next_key: value.as_ptr() as u64,
+        ..ElemAttr::default()
+    };
+    bpf(BPF_MAP_UPDATE_ELEM, &mut attr)
+}
+
+/// The `memlock` line of a BPF map's `/proc/self/fdinfo`.
+fn fd_memlock(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))?;
+    fdinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("memlock:"))
+        .and_then(|bytes| bytes.trim().parse().ok())
+        .ok_or_else(|| io::Error::other("no memlock in the map's fdinfo"))
 }
 
 /// `bpf_attr` for `BPF_OBJ_GET`.
@@ -210,10 +313,25 @@ fn batch_unsupported(error: &io::Error) -> bool {
 /// removed or added while this reads may be missed. Refuses a map whose key or value
 /// is not the size of `K` or `V` (the kernel would write past the buffers).
 pub fn entries<K: Pod, V: Pod>(map: &MapData) -> Result<Vec<(K, V)>, MapError> {
+    let mut entries = Vec::new();
+    for_each_entry(map, |key: &K, value: &V| entries.push((*key, *value)))?;
+    Ok(entries)
+}
+
+/// Hands every entry of a hash map or LPM trie to `visit`, as [`entries`] reads them,
+/// without keeping them: one batch's room, reused (a million entries would take tens
+/// of MB, and the page faults of filling them a tenth of the time).
+pub fn for_each_entry<K: Pod, V: Pod>(
+    map: &MapData,
+    mut visit: impl FnMut(&K, &V),
+) -> Result<(), MapError> {
     check_sizes::<K, V>(map)?;
     let fd = map.fd().as_fd();
-    match lookup_batch(fd) {
-        Err(e) if batch_unsupported(&e) => walk(fd).map_err(syscall_error("bpf_map_get_next_key")),
+    match lookup_batch(fd, &mut visit) {
+        // Refused at the first batch: nothing was visited yet.
+        Err(e) if batch_unsupported(&e) => {
+            walk(fd, &mut visit).map_err(syscall_error("bpf_map_get_next_key"))
+        }
         read => read.map_err(syscall_error("bpf_map_lookup_batch")),
     }
 }
@@ -230,6 +348,21 @@ pub fn hash_or_trie(map: &Map) -> Option<&MapData> {
 pub fn hash_entries<K: Pod, V: Pod>(map: &Map) -> Result<Vec<(K, V)>, MapError> {
     let hash: HashMap<&MapData, K, V> = HashMap::try_from(map)?;
     entries(IterableMap::map(&hash))
+}
+
+/// Hands every entry of a hash map (or LRU hash map) to `visit`, as [`for_each_entry`].
+pub fn hash_for_each<K: Pod, V: Pod>(map: &Map, visit: impl FnMut(&K, &V)) -> Result<(), MapError> {
+    let hash: HashMap<&MapData, K, V> = HashMap::try_from(map)?;
+    for_each_entry(IterableMap::map(&hash), visit)
+}
+
+/// Hands every entry of an LPM trie to `visit`, as [`for_each_entry`].
+pub fn trie_for_each<K: Pod, V: Pod>(
+    map: &Map,
+    visit: impl FnMut(&Key<K>, &V),
+) -> Result<(), MapError> {
+    let trie: LpmTrie<&MapData, K, V> = LpmTrie::try_from(map)?;
+    for_each_entry(IterableMap::map(&trie), visit)
 }
 
 /// Every entry of an LPM trie, as [`entries`] reads them.
@@ -296,22 +429,23 @@ fn syscall_error(call: &'static str) -> impl Fn(io::Error) -> MapError {
     move |io_error| MapError::SyscallError(SyscallError { call, io_error })
 }
 
-fn lookup_batch<K: Pod, V: Pod>(map: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>> {
-    let mut keys: Vec<K> = Vec::new();
-    let mut values: Vec<V> = Vec::new();
+fn lookup_batch<K: Pod, V: Pod>(
+    map: BorrowedFd<'_>,
+    visit: &mut impl FnMut(&K, &V),
+) -> io::Result<()> {
+    let mut keys: Vec<K> = Vec::with_capacity(BATCH);
+    let mut values: Vec<V> = Vec::with_capacity(BATCH);
     // Where the next batch starts: a bucket number for hash maps, the last key read for
     // the kernel's generic batch (LPM tries): room for either.
     let mut position = vec![0u64; std::mem::size_of::<K>().div_ceil(8).max(1)];
     let mut first = true;
     loop {
-        keys.reserve(BATCH);
-        values.reserve(BATCH);
         let mut attr = BatchAttr {
             in_batch: if first { 0 } else { position.as_ptr() as u64 },
             out_batch: position.as_mut_ptr() as u64,
-            // Room for BATCH more of each was reserved above.
-            keys: keys.as_mut_ptr().wrapping_add(keys.len()) as u64,
-            values: values.as_mut_ptr().wrapping_add(values.len()) as u64,
+            // Room for BATCH of each.
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
             count: BATCH as u32,
             map_fd: map.as_raw_fd() as u32,
             ..BatchAttr::default()
@@ -324,32 +458,34 @@ fn lookup_batch<K: Pod, V: Pod>(map: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>> 
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
             Err(e) => return Err(e),
         };
-        // SAFETY: the kernel wrote `copied` keys and values into the reserved room, and
-        // any bytes are a valid K and V (`Pod`).
+        // SAFETY: the kernel wrote `copied` keys and values into the room reserved
+        // (`set_len` only shortens or keeps within the capacity of BATCH), and any bytes
+        // are a valid K and V (`Pod`).
         unsafe {
-            keys.set_len(keys.len() + copied);
-            values.set_len(values.len() + copied);
+            keys.set_len(copied);
+            values.set_len(copied);
+        }
+        for (key, value) in keys.iter().zip(&values) {
+            visit(key, value);
         }
         if at_end {
-            break;
+            return Ok(());
         }
         first = false;
     }
-    Ok(keys.into_iter().zip(values).collect())
 }
 
 /// Every entry, two system calls each: for kernels without batch lookups.
-fn walk<K: Pod, V: Pod>(map: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>> {
-    let mut entries = Vec::new();
+fn walk<K: Pod, V: Pod>(map: BorrowedFd<'_>, visit: &mut impl FnMut(&K, &V)) -> io::Result<()> {
     let mut key: Option<K> = None;
     while let Some(next) = next_key(map, key.as_ref())? {
         // Removed since its key was read: skip it.
         if let Some(value) = lookup(map, &next)? {
-            entries.push((next, value));
+            visit(&next, &value);
         }
         key = Some(next);
     }
-    Ok(entries)
+    Ok(())
 }
 
 fn delete_batch<K: Pod>(map: BorrowedFd<'_>, keys: &[K]) -> io::Result<usize> {

@@ -116,6 +116,11 @@ pub enum CountryError {
         name: &'static str,
         source: MapError,
     },
+    #[error("recording the country entries in {}: {source}", path.display())]
+    Index {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Filter(#[from] FilterError),
 }
@@ -330,11 +335,119 @@ fn apply<K: aya::Pod>(
     })
 }
 
+/// The networks of the country entries the daemon wrote last, with their countries, in
+/// `RUNTIME_DIR/countries.bin`: what lets a scrape count each country's networks and
+/// drops by looking up these networks alone, where reading the deny tries costs about
+/// 0.8 µs an entry of any origin (0.8 s with a million operator entries). A network
+/// counts only while the trie holds a country entry of its country there: one that an
+/// operator or CrowdSec took over, or removed, does not. Country networks never overlap
+/// (the database's are disjoint, and merging keeps them so), so a lookup that finds a
+/// country entry of the network's country found the network's own entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CountryIndex {
+    pub v4: Vec<(Ipv4Net, Country)>,
+    pub v6: Vec<(Ipv6Net, Country)>,
+}
+
+/// The first line of a country index file, then one 20-byte record a network: the IP
+/// version (4 or 6), the prefix length, the country code, the address (16 bytes, an
+/// IPv4 address in the first 4).
+const INDEX_MAGIC: &[u8] = b"sip-filter country index 1\n";
+const INDEX_RECORD: usize = 20;
+
+impl CountryIndex {
+    pub const FILE_NAME: &'static str = "countries.bin";
+
+    pub fn path(runtime_dir: &Path) -> PathBuf {
+        runtime_dir.join(Self::FILE_NAME)
+    }
+
+    fn of(networks: &CountryNetworks) -> Self {
+        Self {
+            v4: networks.v4.clone(),
+            v6: networks.v6.clone(),
+        }
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes =
+            Vec::with_capacity(INDEX_MAGIC.len() + INDEX_RECORD * (self.v4.len() + self.v6.len()));
+        bytes.extend_from_slice(INDEX_MAGIC);
+        let mut record = |version: u8, prefix_len: u8, country: Country, address: &[u8]| {
+            let mut padded = [0u8; 16];
+            padded[..address.len()].copy_from_slice(address);
+            bytes.extend_from_slice(&[version, prefix_len, country.0[0], country.0[1]]);
+            bytes.extend_from_slice(&padded);
+        };
+        for (net, country) in &self.v4 {
+            record(4, net.prefix_len(), *country, &net.network().octets());
+        }
+        for (net, country) in &self.v6 {
+            record(6, net.prefix_len(), *country, &net.network().octets());
+        }
+        bytes
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let records = bytes.strip_prefix(INDEX_MAGIC)?;
+        if records.len() % INDEX_RECORD != 0 {
+            return None;
+        }
+        let mut index = Self::default();
+        for record in records.chunks_exact(INDEX_RECORD) {
+            let (version, prefix_len, country) =
+                (record[0], record[1], Country([record[2], record[3]]));
+            let address: [u8; 16] = record[4..].try_into().ok()?;
+            match version {
+                4 => {
+                    let v4: [u8; 4] = address[..4].try_into().ok()?;
+                    index
+                        .v4
+                        .push((Ipv4Net::new(v4.into(), prefix_len).ok()?, country));
+                }
+                6 => index
+                    .v6
+                    .push((Ipv6Net::new(address.into(), prefix_len).ok()?, country)),
+                _ => return None,
+            }
+        }
+        Some(index)
+    }
+
+    /// The index in `runtime_dir`; None if there is none (no daemon wrote one, or its
+    /// last write of the country entries failed: read the tries then). A file that is
+    /// not an index is an error.
+    pub fn read(runtime_dir: &Path) -> std::io::Result<Option<Self>> {
+        let bytes = match std::fs::read(Self::path(runtime_dir)) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Self::from_bytes(&bytes).map(Some).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "not a country index")
+        })
+    }
+
+    fn write(&self, runtime_dir: &Path) -> std::io::Result<()> {
+        crate::state::write_atomically(&Self::path(runtime_dir), &self.to_bytes())
+    }
+
+    /// Removes the index in `runtime_dir`, if there is one.
+    pub fn remove(runtime_dir: &Path) -> std::io::Result<()> {
+        match std::fs::remove_file(Self::path(runtime_dir)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The daemon's view of the country lists: which version of the database file they
 /// were compiled from, so that a new one is noticed.
 #[derive(Debug, Default)]
 pub struct CountryLists {
     loaded: Option<FileVersion>,
+    /// The daemon's runtime directory, where each write is recorded ([`CountryIndex`]).
+    index_dir: Option<PathBuf>,
 }
 
 /// A database read, ready for [`CountryLists::apply`].
@@ -344,6 +457,15 @@ pub struct CountryRead {
 }
 
 impl CountryLists {
+    /// The daemon's: each write of the country entries is recorded in `runtime_dir`
+    /// for its exporter ([`CountryIndex`]).
+    pub fn indexed_in(runtime_dir: PathBuf) -> Self {
+        Self {
+            loaded: None,
+            index_dir: Some(runtime_dir),
+        }
+    }
+
     /// Reads the database `settings` name (nothing without a `[countries]` table).
     pub fn read(settings: Option<&CountrySettings>) -> Result<CountryRead, CountryError> {
         let Some(settings) = settings else {
@@ -372,11 +494,22 @@ impl CountryLists {
                 },
             })
         };
-        let written = write(
-            (names, trie(names)?),
-            (v6_name, trie(v6_name)?),
-            &read.networks,
-        )?;
+        let (deny_v4, deny_v6) = (trie(names)?, trie(v6_name)?);
+        // Gone while the tries change, and if writing them fails: scrapes then read the
+        // tries themselves, slower but never wrong.
+        let index_error = |dir: &Path| {
+            let path = CountryIndex::path(dir);
+            move |source| CountryError::Index { path, source }
+        };
+        if let Some(dir) = &self.index_dir {
+            CountryIndex::remove(dir).map_err(index_error(dir))?;
+        }
+        let written = write((names, deny_v4), (v6_name, deny_v6), &read.networks)?;
+        if let Some(dir) = &self.index_dir {
+            CountryIndex::of(&read.networks)
+                .write(dir)
+                .map_err(index_error(dir))?;
+        }
         self.loaded = read.version;
         let networks = &read.networks;
         if read.version.is_some() {
@@ -463,6 +596,33 @@ mod tests {
         }
         assert!(Country::parse("uk").unwrap_err().contains("GB"));
         assert_eq!(ASSIGNED.split(' ').count(), 250);
+    }
+
+    #[test]
+    fn the_index_reads_back_what_was_written() {
+        let index = CountryIndex {
+            v4: vec![
+                ("203.0.113.0/25".parse().unwrap(), Country(*b"FR")),
+                ("0.0.0.0/0".parse().unwrap(), Country(*b"IT")),
+            ],
+            v6: vec![("2001:db8:f0::/48".parse().unwrap(), Country(*b"FR"))],
+        };
+        let bytes = index.to_bytes();
+        assert_eq!(bytes.len(), INDEX_MAGIC.len() + 3 * INDEX_RECORD);
+        assert_eq!(CountryIndex::from_bytes(&bytes), Some(index));
+        assert_eq!(
+            CountryIndex::from_bytes(INDEX_MAGIC),
+            Some(CountryIndex::default())
+        );
+        // Cut short, another file, a family that is neither, a prefix too long.
+        assert_eq!(CountryIndex::from_bytes(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(CountryIndex::from_bytes(b"not an index"), None);
+        let mut bad = bytes.clone();
+        bad[INDEX_MAGIC.len()] = 5;
+        assert_eq!(CountryIndex::from_bytes(&bad), None);
+        let mut bad = bytes;
+        bad[INDEX_MAGIC.len() + 1] = 33;
+        assert_eq!(CountryIndex::from_bytes(&bad), None);
     }
 
     #[test]

@@ -40,3 +40,25 @@ extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
 }
+
+/// The kernel's count of `trie`'s entries (`bpf_sys::trie_len`) is `expected`: from
+/// 6.4, which reports a map's memory in use; before (Debian 12's 6.1, in
+/// `cargo xtask vm-test`), trie_len must say that it cannot tell rather than guess.
+pub fn assert_trie_len(trie: &aya::maps::MapData, expected: usize, when: &str) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let mut numbers = release.split(['.', '-']).map(|n| n.trim().parse::<u32>());
+    let version = (
+        numbers.next().and_then(Result::ok).unwrap_or(0),
+        numbers.next().and_then(Result::ok).unwrap_or(0),
+    );
+    match sip_filter::bpf_sys::trie_len(trie).expect("trie_len") {
+        Some(entries) => {
+            assert!(version >= (6, 4), "kernel {release}: trie_len guessed");
+            assert_eq!(entries, expected as u64, "{when}");
+        }
+        None => assert!(
+            version < (6, 4),
+            "kernel {release} reports memory in use, but trie_len could not tell ({when})"
+        ),
+    }
+}

@@ -1,13 +1,14 @@
 //! The batch map commands (`sip_filter::bpf_sys`) at the maps' scale: a million entries
 //! written, read back and removed, in the real program's blocklist (hash map) and deny
-//! trie (LPM trie). Loads the real program; needs root.
+//! trie (LPM trie), and the trie's entries counted by the kernel (`bpf_sys::trie_len`)
+//! through all of it. Loads the real program; needs root.
 
 use std::time::Instant;
 
 use aya::maps::{lpm_trie::Key, MapData};
 use sip_filter::{bpf_sys, Filter, Settings};
 use sip_filter_common::maps::{names, Ban, BanReason, ListEntry, SourceKey};
-use sip_filter_tests::privileged;
+use sip_filter_tests::{assert_trie_len, privileged};
 
 const ENTRIES: u32 = 1_000_000;
 
@@ -62,7 +63,12 @@ fn a_million_entries_round_trip_through_the_batch_commands() {
     let started = Instant::now();
     let mut read: Vec<(Key<[u8; 4]>, ListEntry)> = bpf_sys::entries(deny).expect("read");
     let took = started.elapsed();
-    println!("{ENTRIES} deny entries: written in {written:.2?}, read in {took:.2?}");
+    let started = Instant::now();
+    assert_trie_len(deny, nets.len(), "written");
+    println!(
+        "{ENTRIES} deny entries: written in {written:.2?}, read in {took:.2?}, counted in {:.2?}",
+        started.elapsed()
+    );
     assert_eq!(read.len(), nets.len());
     read.sort_unstable_by_key(|(key, _)| (key.data(), key.prefix_len()));
     for (i, (key, entry)) in read.iter().enumerate() {
@@ -72,6 +78,19 @@ fn a_million_entries_round_trip_through_the_batch_commands() {
             "entry {i}"
         );
     }
+
+    // Written again: replaced, not added. A /27 takes the place of the node that joins
+    // two /28s (which the kernel does not count) and counts; removed, it leaves it.
+    assert_eq!(
+        bpf_sys::update_many(deny, &nets, &entries).expect("written"),
+        nets.len()
+    );
+    assert_trie_len(deny, nets.len(), "written again");
+    let joining = [Key::new(27, 0x2000_0000u32.to_be_bytes())];
+    bpf_sys::update_many(deny, &joining, &entries[..1]).expect("written");
+    assert_trie_len(deny, nets.len() + 1, "a /27 over two /28s");
+    assert_eq!(bpf_sys::delete_many(deny, &joining).expect("removed"), 1);
+    assert_trie_len(deny, nets.len(), "the /27 removed");
 
     // Removal: half of each, then the rest with a key already gone in the middle.
     let half = keys.len() / 2;
@@ -83,6 +102,7 @@ fn a_million_entries_round_trip_through_the_batch_commands() {
         bpf_sys::delete_many(deny, &nets[..half]).expect("removed"),
         half
     );
+    assert_trie_len(deny, nets.len() - half, "half removed");
     let rest_and_gone: Vec<SourceKey> = keys[half..]
         .iter()
         .copied()
@@ -103,6 +123,7 @@ fn a_million_entries_round_trip_through_the_batch_commands() {
     assert!(bpf_sys::entries::<Key<[u8; 4]>, ListEntry>(deny)
         .expect("read")
         .is_empty());
+    assert_trie_len(deny, 0, "all removed");
 
     // A map of other sizes is refused, not overrun.
     assert!(bpf_sys::entries::<[u8; 4], Ban>(bans_map).is_err());

@@ -1,7 +1,7 @@
 //! A country database the size of a real one (600,000 networks in 250 countries,
 //! 8.4 MB, like GeoLite2 Country's file), with 100 countries denied: how long it takes
-//! to read and write, the entries it makes, and the kernel's cost of an allowed INVITE
-//! before and after. No timing thresholds: the figures are printed. Kept out of the
+//! to read and write, the entries it makes, the kernel's cost of an allowed INVITE
+//! before and after, and what a scrape of the metrics costs. No timing thresholds: the figures are printed. Kept out of the
 //! VM run (`cargo xtask vm-test`), where emulation makes it take minutes.
 
 use std::{net::IpAddr, time::Instant};
@@ -9,7 +9,8 @@ use std::{net::IpAddr, time::Instant};
 use ipnet::IpNet;
 use sip_filter::{
     bpf_sys::hash_or_trie,
-    countries::{all_countries, Country, CountrySettings},
+    countries::{all_countries, Country, CountryLists, CountrySettings},
+    metrics::{Locations, Metrics},
     Filter,
 };
 use sip_filter_common::maps::{names, MAX_LIST_ENTRIES};
@@ -18,7 +19,7 @@ use sip_filter_tests::{
         invite_from, load_countries, realistic_networks, verdict_settings, write_country_database,
         XDP_DROP, XDP_PASS,
     },
-    lab::TempDir,
+    lab::{sample_sum, PinRoot, TempDir},
     privileged,
 };
 
@@ -80,6 +81,29 @@ fn a_database_the_size_of_a_real_one_loads() {
         .count();
     assert_eq!(entries, expected);
     assert!(loaded.v4.len() < MAX_LIST_ENTRIES as usize);
+
+    // The daemon's way: written again (nothing changes) and recorded for the metrics.
+    let pins = PinRoot::new("countries-size");
+    std::fs::create_dir_all(pins.maps_dir()).expect("the pin directory");
+    filter.pin_maps(&pins.maps_dir()).expect("pinned");
+    CountryLists::read(Some(&settings))
+        .and_then(|read| CountryLists::indexed_in(pins.runtime_dir()).apply(&filter, read))
+        .expect("written");
+    let metrics = Metrics::for_pin_root(Locations {
+        pin_root: pins.path().to_path_buf(),
+        runtime_dir: pins.runtime_dir(),
+    })
+    .expect("the metrics");
+    let started = Instant::now();
+    let exposition = metrics.render().expect("rendered");
+    eprintln!(
+        "a scrape with {entries} country networks: {:.1?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        sample_sum(&exposition, "sip_filter_country_networks", &[]),
+        Some(entries as u64)
+    );
 
     let after = median_ns(&filter, &invite);
     eprintln!(

@@ -8,7 +8,10 @@
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use sip_filter::metrics::{Locations, Metrics};
+use sip_filter::{
+    countries::CountryIndex,
+    metrics::{Locations, Metrics},
+};
 use sip_filter_tests::{
     geo::{realistic_networks, write_bytes, write_country_database},
     lab::{json_array, options_probe, sample_sum, verb, write_file, LabFixture, LAB_TOOLS, QUICK},
@@ -175,6 +178,9 @@ fn countries_are_denied_counted_and_reloaded() {
     assert!(countries
         .iter()
         .all(|row| row["origin"] == "country" && row["reason"] == "FR"));
+    // Counted from the daemon's index of its country entries, not by reading the tries.
+    let index = CountryIndex::path(&rig.pins.runtime_dir());
+    assert!(index.exists(), "no {}", index.display());
     let exposition = metrics(&rig);
     rig.transcript.note(exposition.clone());
     let drops = |exposition: &str, country: &str| {
@@ -251,5 +257,6 @@ fn countries_are_denied_counted_and_reloaded() {
     );
 
     rig.stop_filter(&mut daemon);
+    assert!(!index.exists(), "the daemon stopped, its index stays");
     rig.tear_down([daemon]);
 }

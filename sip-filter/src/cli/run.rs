@@ -12,7 +12,7 @@ use aya::{
 };
 use prometheus::IntCounterVec;
 use sip_filter::{
-    countries::CountryLists,
+    countries::{CountryIndex, CountryLists},
     crowdsec::{report::SyncMetrics, signals::SignalQueue, CrowdsecSync},
     events::{self, Aggregator},
     filter::{monotonic_now_ns, FilterError},
@@ -122,7 +122,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     })
     .context("loading the XDP program")?;
     filter.configure(&settings)?;
-    let mut countries = CountryLists::default();
+    let mut countries = CountryLists::indexed_in(runtime_dir.clone());
     CountryLists::read(settings.countries.as_ref())
         .and_then(|read| countries.apply(&filter, read))
         .map_err(|e| UserError(e.to_string()))?;
@@ -241,6 +241,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     daemon.crowdsec.take();
     let interfaces = pinned.interfaces();
     let removed = pinned.remove();
+    if let Err(e) = CountryIndex::remove(&daemon.runtime_dir) {
+        log::warn!("cannot remove the country index: {e}");
+    }
     if let Err(e) = Runtime::remove(&daemon.runtime_dir) {
         log::warn!("cannot remove the runtime file: {e}");
     }

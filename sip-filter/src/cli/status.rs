@@ -2,7 +2,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use aya::{
-    maps::{HashMap, LpmTrie, Map, MapData, MapInfo},
+    maps::{Map, MapData, MapInfo},
     programs::links::{FdLink, PinnedLink},
 };
 use serde_json::json;
@@ -10,13 +10,12 @@ use sip_filter::{
     crowdsec::report::{read_status, Side, Status},
     filter::{monotonic_now_ns, pinned_config},
     learnt::{Learnt, PinnedLearnt},
+    metrics::map_entries,
     pins::{anything_pinned, egress_attachments, link_path, pinned_interfaces},
     runtime::Runtime,
     state::Clocks,
 };
-use sip_filter_common::maps::{
-    names, AccountKey, Ban, ListEntry, Lockout, Registration, SourceKey, SourceState, FLAG_DRY_RUN,
-};
+use sip_filter_common::maps::{names, FLAG_DRY_RUN};
 
 use super::{NoFilter, PinArgs};
 
@@ -267,60 +266,12 @@ pub fn no_filter(root: &Path) -> NoFilter {
 fn occupancy(dir: &Path, name: &'static str) -> anyhow::Result<Occupancy> {
     let path = dir.join(name);
     let info = MapInfo::from_pin(&path).with_context(|| format!("reading {}", path.display()))?;
-    let open = || -> anyhow::Result<Map> {
-        let data =
-            MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
-        Ok(Map::from_map_data(data)?)
-    };
-    let entries = match name {
-        names::DOMAINS | names::SCANNER_AGENTS => {
-            Some(HashMap::<_, u64, u8>::try_from(open()?)?.keys().count())
-        }
-        names::OWN_ADDRESSES => Some(
-            HashMap::<_, [u8; 16], u8>::try_from(open()?)?
-                .keys()
-                .count(),
-        ),
-        names::BANS => Some(
-            HashMap::<_, [u8; 16], Ban>::try_from(open()?)?
-                .keys()
-                .count(),
-        ),
-        names::SOURCES => Some(
-            HashMap::<_, [u8; 16], SourceState>::try_from(open()?)?
-                .keys()
-                .count(),
-        ),
-        names::REGISTERED => Some(
-            HashMap::<_, SourceKey, Registration>::try_from(open()?)?
-                .keys()
-                .count(),
-        ),
-        names::LOCKOUTS => Some(
-            HashMap::<_, AccountKey, Lockout>::try_from(open()?)?
-                .keys()
-                .count(),
-        ),
-        names::ACCOUNTS => Some(
-            HashMap::<_, u64, Lockout>::try_from(open()?)?
-                .keys()
-                .count(),
-        ),
-        names::ALLOW_V4 | names::DENY_V4 => Some(
-            LpmTrie::<_, [u8; 4], ListEntry>::try_from(open()?)?
-                .keys()
-                .count(),
-        ),
-        names::ALLOW_V6 | names::DENY_V6 => Some(
-            LpmTrie::<_, [u8; 16], ListEntry>::try_from(open()?)?
-                .keys()
-                .count(),
-        ),
-        _ => None,
-    };
+    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    let entries = map_entries(name, &Map::from_map_data(data)?)
+        .with_context(|| format!("counting the entries of {}", path.display()))?;
     Ok(Occupancy {
         name,
-        entries: entries.map(|n| n as u64),
+        entries,
         capacity: info.max_entries(),
     })
 }
