@@ -647,12 +647,15 @@ const EXAMINED_LETTERS: usize = 8;
 /// and Proxy-Authorization's `p`; for [`ANSWER_HEADERS`], Call-ID's, CSeq's and
 /// Contact's `c` (and the compact `i` and `m`), WWW-Authenticate's `w`,
 /// Proxy-Authenticate's `p` and Expires' `e`; for [`stream::STREAM_HEADERS`], the
-/// policy's and Content-Length's compact `l`. `None`: every line is examined.
+/// policy's and Content-Length's compact `l`, and for [`stream::ANSWER_STREAM_HEADERS`]
+/// the answer's and `l`. `None`: every line is examined.
 const fn examined_letters(wanted: HeaderSet) -> Option<[u8; EXAMINED_LETTERS]> {
     if wanted == POLICY_HEADERS {
         Some([b'u', b'r', b't', b'c', b'i', b'a', b'p', b'p'])
     } else if wanted == ANSWER_HEADERS {
         Some([b'c', b'i', b'm', b'w', b'p', b'e', b'e', b'e'])
+    } else if wanted == stream::ANSWER_STREAM_HEADERS {
+        Some([b'c', b'i', b'm', b'w', b'p', b'e', b'l', b'l'])
     } else if wanted == stream::STREAM_HEADERS {
         Some([b'u', b'r', b't', b'c', b'i', b'a', b'p', b'l'])
     } else {
