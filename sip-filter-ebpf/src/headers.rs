@@ -14,7 +14,7 @@ pub trait Frame {
     /// The frame's length, counting what direct reads cannot reach but [`Frame::load`]
     /// can: a socket buffer's paged data (a locally written TCP segment's payload is
     /// there, after its headers).
-    fn len(&self) -> usize;
+    fn frame_len(&self) -> usize;
     /// Copies `len` bytes from `offset` to `to` with the program type's helper (which
     /// also reads what direct reads cannot reach: XDP fragments, non-linear socket
     /// buffers). 0 on success.
@@ -33,9 +33,10 @@ impl Frame for XdpContext {
     fn end(&self) -> usize {
         self.data_end()
     }
-    /// The linear part only, as before multi-buffer XDP (the filter's frames fit one).
+    /// The linear part: loaded without XDP frags support, the program only sees frames
+    /// held in one buffer.
     #[inline(always)]
-    fn len(&self) -> usize {
+    fn frame_len(&self) -> usize {
         self.data_end() - self.data()
     }
     #[inline(always)]
@@ -56,7 +57,7 @@ impl Frame for TcContext {
     }
     /// `skb->len`: the linear part and the paged data.
     #[inline(always)]
-    fn len(&self) -> usize {
+    fn frame_len(&self) -> usize {
         TcContext::len(self) as usize
     }
     #[inline(always)]
@@ -375,7 +376,7 @@ fn udp<const WAY: Direction>(
         return Headers::Unwalkable(source);
     }
     // All of it, paged data included: the payload is copied with `Frame::load`.
-    let frame_end = ctx.len();
+    let frame_end = ctx.frame_len();
     let present = ip_end
         .min(frame_end)
         .saturating_sub(payload_offset as usize) as u32;
@@ -411,7 +412,7 @@ fn tcp<const WAY: Direction>(
         return Headers::Unwalkable(source);
     }
     // All of it, paged data included: the payload is copied with `Frame::load`.
-    let frame_end = ctx.len();
+    let frame_end = ctx.frame_len();
     Headers::Transport(Transport {
         source,
         is_tcp: true,
