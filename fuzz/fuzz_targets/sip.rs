@@ -1,7 +1,8 @@
 //! Arbitrary bytes into the SIP parser, requests and answers (as a whole datagram and as
 //! a prefix), and the domain allowlist key; checks the invariants the XDP program relies
 //! on, and that the kernel's parses (the policy's headers alone for a request, the
-//! answer's for an answer, other lines passed over) find the same start line and the
+//! answer's for an answer, each with the Content-Length over TCP, other lines passed
+//! over) find the same start line and the
 //! same values of the headers they record as the full parse.
 #![no_main]
 
@@ -9,7 +10,11 @@ use libfuzzer_sys::fuzz_target;
 use sip_filter_common::{
     domain::allowlist_key,
     parse,
-    sip::{parse_wanted, HeaderSet, ANSWER_HEADERS, MAX_HOST_LEN, POLICY_HEADERS},
+    sip::{
+        parse_wanted,
+        stream::{ANSWER_STREAM_HEADERS, STREAM_HEADERS},
+        HeaderSet, ANSWER_HEADERS, MAX_HOST_LEN, POLICY_HEADERS,
+    },
     Header, HostKind, Payload, Scheme, Scratch, Span, StartLine, SCAN_LEN,
 };
 
@@ -88,6 +93,11 @@ fuzz_target!(|data: &[u8]| {
         }
         let answer = parse_wanted::<ANSWER_HEADERS>(&mut scratch, len, whole);
         same_as_full(&payload, &answer, ANSWER_HEADERS);
+        // Over TCP, with the Content-Length: a request coming in, an answer going out.
+        let stream = parse_wanted::<STREAM_HEADERS>(&mut scratch, len, whole);
+        same_as_full(&payload, &stream, STREAM_HEADERS);
+        let answer_stream = parse_wanted::<ANSWER_STREAM_HEADERS>(&mut scratch, len, whole);
+        same_as_full(&payload, &answer_stream, ANSWER_STREAM_HEADERS);
     }
     if let Ok(text) = core::str::from_utf8(data) {
         let _ = allowlist_key(text, 0x5eed_5eed_5eed_5eed);

@@ -39,6 +39,11 @@ pub mod names {
     /// CLI reads it), because a program array is emptied when no file descriptor or pin
     /// holds it any more.
     pub const PROGRAMS: &str = "SF_PROGRAMS";
+    /// The programs the egress program enters by tail call
+    /// ([`super::ANSWER_STREAM_PROGRAM_NAME`] in [`super::ANSWER_PROGRAM_SLOT_STREAM`]): a
+    /// program array holds programs of one type, and these are TC programs. Pinned like
+    /// [`PROGRAMS`], for the same reason.
+    pub const ANSWER_PROGRAMS: &str = "SF_ANSWER_PROGRAMS";
     /// Every map a running filter pins, for `stats` and cleanup.
     pub const PINNED: [&str; 17] = [
         CONFIG,
@@ -66,6 +71,20 @@ pub mod names {
 pub const PROGRAM_NAME: &str = "sip_filter";
 /// The TC egress program's name in the object file (and of its clsact filters).
 pub const EGRESS_PROGRAM_NAME: &str = "sip_filter_answers";
+/// The TC program that reads the answers of a TCP segment leaving from a SIP port, one
+/// message per run, entered by tail call from [`EGRESS_PROGRAM_NAME`] and then from
+/// itself for the segment's next message (issue 14).
+pub const ANSWER_STREAM_PROGRAM_NAME: &str = "sip_filter_answers_tcp";
+/// The slots of [`names::ANSWER_PROGRAMS`].
+pub const ANSWER_PROGRAM_SLOT_STREAM: u32 = 0;
+pub const ANSWER_PROGRAM_SLOTS: u32 = 1;
+/// The most messages of one TCP segment leaving from a SIP port the egress program reads
+/// (a tail call each, within the kernel's chain of 33); a segment holding more after
+/// them counts `AnswerCounters::stream_unread`. More than the 8 requests a segment
+/// coming in is judged for: the server's answers to a guesser's pipelined requests
+/// leave coalesced, a TSO segment of up to 64 KB at the egress hook.
+pub const MAX_ANSWER_STREAM_MESSAGES: u32 = 32;
+
 /// The XDP program for an untrusted source's segments with payload to a SIP-over-TCP
 /// or TLS port, entered by tail call from [`PROGRAM_NAME`] once the source policy has
 /// passed the segment; it hands a TLS port's on to [`TLS_PROGRAM_NAME`].
@@ -1379,6 +1398,16 @@ pub struct AnswerCounters {
     pub account_lockouts: u64,
     /// Registrations learnt (2xx to a credentialed REGISTER).
     pub registrations: u64,
+    /// Issue 14, over TCP: messages read after the first of a segment (each also counted
+    /// in `kinds`).
+    pub stream_later: u64,
+    /// Messages over TCP whose header section the segment's end cut: not paired nor
+    /// learnt from (a `stale=true` or an `Expires` may be in the part not seen), counted
+    /// `not_answer` in `kinds`.
+    pub stream_cut: u64,
+    /// TCP segments holding more after the [`MAX_ANSWER_STREAM_MESSAGES`] messages read:
+    /// the rest is not read.
+    pub stream_unread: u64,
 }
 
 impl AnswerCounters {
@@ -1406,6 +1435,9 @@ impl AnswerCounters {
             lockouts,
             account_lockouts,
             registrations,
+            stream_later,
+            stream_cut,
+            stream_unread,
         } = self;
         *requests_noted = op(*requests_noted, other.requests_noted);
         *requests_unpairable = op(*requests_unpairable, other.requests_unpairable);
@@ -1413,10 +1445,22 @@ impl AnswerCounters {
         *lockouts = op(*lockouts, other.lockouts);
         *account_lockouts = op(*account_lockouts, other.account_lockouts);
         *registrations = op(*registrations, other.registrations);
+        *stream_later = op(*stream_later, other.stream_later);
+        *stream_cut = op(*stream_cut, other.stream_cut);
+        *stream_unread = op(*stream_unread, other.stream_unread);
     }
 
     pub fn of(&self, kind: AnswerKind) -> u64 {
         self.kinds[kind as usize]
+    }
+
+    /// The counters of the walk through TCP segments, by their names in `stats`.
+    pub fn stream_rows(&self) -> [(&'static str, u64); 3] {
+        [
+            ("later_in_segment", self.stream_later),
+            ("cut", self.stream_cut),
+            ("segments_unread", self.stream_unread),
+        ]
     }
 }
 

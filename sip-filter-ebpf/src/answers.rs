@@ -10,25 +10,36 @@
 //!
 //! In steps from the entry point, each verified once and each leaving its
 //! findings in per-CPU memory (see the XDP program's `judge`): [`load_answer`] walks
-//! the headers, copies the payload and parses it; [`pair_answer`] finds the request it answers
-//! and classifies it ([`AnswerKind`]); [`learn`] applies what it means
+//! the headers, copies the payload and parses it; [`pair_answer`] finds the request it
+//! answers and classifies it ([`AnswerKind`]); [`learn`] applies what it means
 //! ([`crate::auth`]).
+//!
+//! A TCP segment with payload leaving from a SIP port may hold several messages (the
+//! server's coalesced writes; the answers to a guesser's pipelined requests, which TSO
+//! hands this hook as one segment of up to 64 KB): the entry program hands it to
+//! [`sip_filter_answers_tcp`] by tail call, which reads one message per run, each
+//! bounded by its Content-Length and that by the bytes left in the segment
+//! ([`message_end`]), and tail-calls itself for the next, up to
+//! [`MAX_ANSWER_STREAM_MESSAGES`] (issue 14).
 
 use aya_ebpf::{
     bindings::TC_ACT_OK,
     helpers::generated::bpf_ktime_get_coarse_ns,
     macros::{classifier, map},
-    maps::PerCpuArray,
+    maps::{PerCpuArray, ProgramArray},
     programs::TcContext,
 };
 use sip_filter_common::{
     maps::{
-        AnswerCounters, AnswerKind, FilterConfig, SourceKey, Transaction, Transport, ANSWER_SLOTS,
-        FLAG_ANSWERS, TRANSACTION_CREDENTIALED,
+        AnswerCounters, AnswerKind, FilterConfig, SourceKey, Transaction, Transport,
+        ANSWER_PROGRAM_SLOTS, ANSWER_PROGRAM_SLOT_STREAM, ANSWER_SLOTS, FLAG_ANSWERS,
+        MAX_ANSWER_STREAM_MESSAGES, TRANSACTION_CREDENTIALED,
     },
     sip::{
         pairing::{granted_expiry, is_stale, transaction_of},
-        parse_in_place, value_of, Header, Kind, Method, ANSWER_HEADERS,
+        parse_in_place,
+        stream::{header_section_cut, message_end, ANSWER_STREAM_HEADERS},
+        value_of, Header, Kind, Method, ANSWER_HEADERS,
     },
     Scratch, SCAN_LEN,
 };
@@ -61,24 +72,100 @@ struct Answer {
     status: u32,
     /// The answer's [`Transport`] number, for the events it makes.
     transport: u32,
+    /// Over TCP: the segment's payload, where it starts in the frame and its length.
+    payload_offset: u32,
+    payload_len: u32,
+    /// Over TCP: where the message being read starts, from the payload's first byte, and
+    /// how many of the segment's messages were read before it.
+    stream_offset: u32,
+    stream_messages: u32,
+    /// [`STREAM_MESSAGE`] if the parse found a SIP message (request or answer), whose
+    /// end the walk can look for.
+    stream_found: u32,
+    /// Where the message after it starts, from its first byte; 0 for none within the
+    /// segment.
+    stream_next: u32,
 }
 
 #[map(name = "SF_ANSWER")]
 static ANSWER: PerCpuArray<Answer> = PerCpuArray::with_max_entries(1, 0);
 
+/// The programs the egress program enters by tail call (`ANSWER_PROGRAM_SLOT_*`): a
+/// program array of its own, since `SF_PROGRAMS` holds XDP programs.
+#[map(name = "SF_ANSWER_PROGRAMS")]
+static ANSWER_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(ANSWER_PROGRAM_SLOTS, 0);
+
+/// [`load_answer`]'s answers: no answer to read (not from a SIP port, no SIP answer);
+/// an answer, parsed in the scratch; a TCP segment with payload, for
+/// [`sip_filter_answers_tcp`].
+const NO_ANSWER: u32 = 0;
+const ANSWER_PARSED: u32 = 1;
+const TCP_SEGMENT: u32 = 2;
+
+/// [`Answer::stream_found`] for a SIP message.
+const STREAM_MESSAGE: u32 = 1;
+
 #[classifier]
 pub fn sip_filter_answers(ctx: TcContext) -> i32 {
-    const CHALLENGE: u32 = AnswerKind::Challenge as u32;
-    const FAILURE: u32 = AnswerKind::Failure as u32;
-    const REJECTED_USER: u32 = AnswerKind::RejectedUser as u32;
-    const SUCCESS: u32 = AnswerKind::Success as u32;
-    let mut kind = if load_answer(&ctx) {
+    let loaded = load_answer(&ctx);
+    let kind = if loaded == ANSWER_PARSED {
+        pair_answer()
+    } else {
+        if loaded == TCP_SEGMENT {
+            // From here, the program's own frame: a tail call made from a function
+            // returns to that function's caller when the program it entered ends.
+            enter_stream_program(&ctx);
+            // Only if the stream program is missing: the segment counts `not_answer`,
+            // unread.
+        }
+        AnswerKind::NotAnswer as u32
+    };
+    conclude(kind);
+    TC_ACT_OK
+}
+
+/// The messages of a TCP segment leaving from a SIP port, one per run: the one at
+/// [`Answer::stream_offset`] is parsed, paired and learnt from as a datagram's answer
+/// is, except that one whose header section the segment's end cut is not (counted
+/// `stream_cut`). Then, if another SIP message follows within the segment, this
+/// program tail-calls itself for it, up to [`MAX_ANSWER_STREAM_MESSAGES`] messages
+/// (`stream_unread` counts a segment with more). Entered from [`sip_filter_answers`],
+/// which noted the segment in the [`Answer`].
+#[classifier]
+pub fn sip_filter_answers_tcp(ctx: TcContext) -> i32 {
+    let kind = if load_stream_message(&ctx) {
         pair_answer()
     } else {
         AnswerKind::NotAnswer as u32
     };
-    // Each look into the answer's headers is a step of its own: verified once, not
-    // once per way the one before it could end (6.1 counts every path).
+    note_next_message();
+    conclude(kind);
+    if walk_on() {
+        enter_stream_program(&ctx);
+        // Only past the kernel's chain of 33 tail calls, which the bound stays within.
+        bump_answers(|c| &mut c.stream_unread);
+    }
+    TC_ACT_OK
+}
+
+/// Tail-calls [`sip_filter_answers_tcp`] for the message at [`Answer::stream_offset`].
+/// Returns only if it is missing, or past the kernel's chain of tail calls.
+#[inline(always)]
+fn enter_stream_program(ctx: &TcContext) {
+    // SAFETY: the context is this program's own; on success this never returns.
+    let _ = unsafe { ANSWER_PROGRAMS.tail_call(ctx, ANSWER_PROGRAM_SLOT_STREAM) };
+}
+
+/// What an answer of `kind` (from [`pair_answer`]) means, counted and learnt: the
+/// steps both programs end with. Each look into the answer's headers is a step of its
+/// own: verified once, not once per way the one before it could end (6.1 counts every
+/// path).
+#[inline(always)]
+fn conclude(mut kind: u32) {
+    const CHALLENGE: u32 = AnswerKind::Challenge as u32;
+    const FAILURE: u32 = AnswerKind::Failure as u32;
+    const REJECTED_USER: u32 = AnswerKind::RejectedUser as u32;
+    const SUCCESS: u32 = AnswerKind::Success as u32;
     if matches!(kind, CHALLENGE | FAILURE) && challenge_is_stale() {
         kind = AnswerKind::Stale as u32;
     }
@@ -89,22 +176,22 @@ pub fn sip_filter_answers(ctx: TcContext) -> i32 {
     if matches!(kind, FAILURE | REJECTED_USER | SUCCESS) {
         learn(kind);
     }
-    TC_ACT_OK
 }
 
-/// Walks the headers of a packet going out; for one from a SIP port, copies its
-/// payload into the scratch and notes the peer. Not inlined: its stack is gone before
-/// the parse runs (the 512 bytes are shared along the call chain).
+/// Walks the headers of a packet going out; for one from a SIP port, notes the peer,
+/// and copies a datagram's payload into the scratch and parses it. A TCP segment with
+/// payload is noted for [`sip_filter_answers_tcp`] instead. Not inlined: its stack is
+/// gone before the parse runs (the 512 bytes are shared along the call chain).
 #[inline(never)]
-fn load_answer(ctx: &TcContext) -> bool {
+fn load_answer(ctx: &TcContext) -> u32 {
     let Some(config) = CONFIG.get(0) else {
-        return false;
+        return NO_ANSWER;
     };
     if !config.has(FLAG_ANSWERS) {
-        return false;
+        return NO_ANSWER;
     }
     let Headers::Transport(transport) = parse_headers::<EGRESS>(ctx) else {
-        return false;
+        return NO_ANSWER;
     };
     let sip_port = if transport.is_tcp {
         config.is_tcp_port(transport.dst_port)
@@ -112,29 +199,129 @@ fn load_answer(ctx: &TcContext) -> bool {
         config.is_sip_port(transport.dst_port)
     };
     let (Some(scratch), Some(answer)) = (ANSWER_SCAN.get_ptr_mut(0), ANSWER.get_ptr_mut(0)) else {
-        return false;
+        return NO_ANSWER;
     };
     if !sip_port {
-        return false;
+        return NO_ANSWER;
     }
     // SAFETY: per-CPU, used only by this CPU during this run.
     let (scratch, answer) = unsafe { (&mut *scratch, &mut *answer) };
     note_peer(config, &transport.source, answer);
-    // Without a branch: the verifier would walk the parse below once for each side.
-    const { assert!(Transport::Tcp as u32 == Transport::Udp as u32 + 1) };
-    answer.transport = Transport::Udp as u32 + u32::from(transport.is_tcp);
+    if transport.is_tcp {
+        answer.transport = Transport::Tcp as u32;
+        // A segment without payload (an acknowledgement) holds no answer.
+        if transport.payload_len == 0 {
+            return NO_ANSWER;
+        }
+        // The walk starts at the payload's first byte.
+        answer.payload_offset = transport.payload_offset;
+        answer.payload_len = transport.payload_len;
+        answer.stream_offset = 0;
+        answer.stream_messages = 0;
+        return TCP_SEGMENT;
+    }
+    answer.transport = Transport::Udp as u32;
+    start_message(answer);
     let Some(len) = load_payload(
         ctx,
         transport.payload_offset,
         transport.payload_len,
         &mut scratch.buf,
     ) else {
+        return NO_ANSWER;
+    };
+    let whole = !transport.first_fragment && transport.payload_len <= SCAN_LEN as u32;
+    if parse_in_place::<ANSWER_HEADERS>(scratch, len, whole) == Kind::Sip && !scratch.is_request() {
+        ANSWER_PARSED
+    } else {
+        NO_ANSWER
+    }
+}
+
+/// Forgets what the message before this one (of this segment, or of an earlier packet)
+/// left in the [`Answer`]: its request's note, status and expiry.
+#[inline(always)]
+fn start_message(answer: &mut Answer) {
+    answer.transaction = Transaction::default();
+    answer.status = 0;
+    answer.registered_for_s = 0;
+}
+
+/// Copies the segment's payload from [`Answer::stream_offset`] into the scratch and
+/// parses the message there; whether it is an answer whose header section the segment
+/// holds whole (one that was cut is counted, and not read further). Not inlined: its
+/// stack is gone before the pairing runs.
+#[inline(never)]
+fn load_stream_message(ctx: &TcContext) -> bool {
+    let (Some(scratch), Some(answer)) = (ANSWER_SCAN.get_ptr_mut(0), ANSWER.get_ptr_mut(0)) else {
         return false;
     };
-    // A TCP segment may end inside a message: only a datagram is known whole.
-    let whole =
-        !transport.is_tcp && !transport.first_fragment && transport.payload_len <= SCAN_LEN as u32;
-    parse_in_place::<ANSWER_HEADERS>(scratch, len, whole) == Kind::Sip && !scratch.is_request()
+    // SAFETY: per-CPU, used only by this CPU during this run.
+    let (scratch, answer) = unsafe { (&mut *scratch, &mut *answer) };
+    start_message(answer);
+    answer.stream_found = 0;
+    let offset = answer.stream_offset;
+    if offset >= answer.payload_len {
+        return false;
+    }
+    if answer.stream_messages > 0 {
+        bump_answers(|c| &mut c.stream_later);
+    }
+    let left = answer.payload_len - offset;
+    let Some(len) = load_payload(ctx, answer.payload_offset + offset, left, &mut scratch.buf)
+    else {
+        return false;
+    };
+    // Never whole: a line cut by the segment's end is no line (the rest comes later).
+    if parse_in_place::<ANSWER_STREAM_HEADERS>(scratch, len, false) != Kind::Sip {
+        return false;
+    }
+    answer.stream_found = STREAM_MESSAGE;
+    if header_section_cut(scratch, left) {
+        bump_answers(|c| &mut c.stream_cut);
+        return false;
+    }
+    !scratch.is_request()
+}
+
+/// Where the message after the one in the scratch starts, if that one is a SIP message
+/// whose end lies within the segment, into [`Answer::stream_next`] (0 for none). A step
+/// of its own, while the verifier has one state to walk it in (see the TCP program's
+/// `note_next_message`).
+#[inline(never)]
+fn note_next_message() {
+    let (Some(scratch), Some(answer)) = (ANSWER_SCAN.get_ptr(0), ANSWER.get_ptr_mut(0)) else {
+        return;
+    };
+    // SAFETY: per-CPU, used only by this CPU during this run.
+    let (scratch, answer) = unsafe { (&*scratch, &mut *answer) };
+    let left = answer.payload_len.saturating_sub(answer.stream_offset);
+    answer.stream_next = match message_end(scratch, left) {
+        Some(end) if answer.stream_found == STREAM_MESSAGE && end != 0 && end < left => end,
+        _ => 0,
+    };
+}
+
+/// After a message: whether the walk goes on to the segment's next, which it notes in
+/// the [`Answer`] (one that has another past the bound counts `stream_unread`).
+#[inline(never)]
+fn walk_on() -> bool {
+    let Some(answer) = ANSWER.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: per-CPU, used only by this CPU during this run.
+    let answer = unsafe { &mut *answer };
+    if answer.stream_next == 0 {
+        return false;
+    }
+    let read = answer.stream_messages + 1;
+    if read >= MAX_ANSWER_STREAM_MESSAGES {
+        bump_answers(|c| &mut c.stream_unread);
+        return false;
+    }
+    answer.stream_offset += answer.stream_next;
+    answer.stream_messages = read;
+    true
 }
 
 /// Notes the peer the answer goes to. Not inlined: the key's computation stays off

@@ -11,6 +11,10 @@ pub trait Frame {
     /// Where its bytes start and end (for direct reads, checked by the verifier).
     fn start(&self) -> usize;
     fn end(&self) -> usize;
+    /// The frame's length, counting what direct reads cannot reach but [`Frame::load`]
+    /// can: a socket buffer's paged data (a locally written TCP segment's payload is
+    /// there, after its headers).
+    fn frame_len(&self) -> usize;
     /// Copies `len` bytes from `offset` to `to` with the program type's helper (which
     /// also reads what direct reads cannot reach: XDP fragments, non-linear socket
     /// buffers). 0 on success.
@@ -29,6 +33,12 @@ impl Frame for XdpContext {
     fn end(&self) -> usize {
         self.data_end()
     }
+    /// The linear part: loaded without XDP frags support, the program only sees frames
+    /// held in one buffer.
+    #[inline(always)]
+    fn frame_len(&self) -> usize {
+        self.data_end() - self.data()
+    }
     #[inline(always)]
     unsafe fn load(&self, offset: u32, to: *mut core::ffi::c_void, len: u32) -> i64 {
         // SAFETY: the caller's.
@@ -44,6 +54,11 @@ impl Frame for TcContext {
     #[inline(always)]
     fn end(&self) -> usize {
         self.data_end()
+    }
+    /// `skb->len`: the linear part and the paged data.
+    #[inline(always)]
+    fn frame_len(&self) -> usize {
+        TcContext::len(self) as usize
     }
     #[inline(always)]
     unsafe fn load(&self, offset: u32, to: *mut core::ffi::c_void, len: u32) -> i64 {
@@ -352,7 +367,8 @@ fn udp<const WAY: Direction>(
     if udp_len < UDP_HLEN || ip_end < payload_offset as usize {
         return Headers::Unwalkable(source);
     }
-    let frame_end = ctx.end() - ctx.start();
+    // All of it, paged data included: the payload is copied with `Frame::load`.
+    let frame_end = ctx.frame_len();
     let present = ip_end
         .min(frame_end)
         .saturating_sub(payload_offset as usize) as u32;
@@ -387,7 +403,8 @@ fn tcp<const WAY: Direction>(
     if header_len < TCP_HLEN || ip_end < payload_offset {
         return Headers::Unwalkable(source);
     }
-    let frame_end = ctx.end() - ctx.start();
+    // All of it, paged data included: the payload is copied with `Frame::load`.
+    let frame_end = ctx.frame_len();
     Headers::Transport(Transport {
         source,
         is_tcp: true,

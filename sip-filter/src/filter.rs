@@ -15,8 +15,8 @@ use aya::{
     programs::{
         links::{FdLink, PinnedLink},
         tc::{self, NlOptions, TcAttachOptions, TcError},
-        LinkOrder, Program, ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions,
-        TestRunResult, Xdp, XdpMode,
+        LinkOrder, Program, ProgramError, ProgramFd, SchedClassifier, TcAttachType, TestRun,
+        TestRunOptions, TestRunResult, Xdp, XdpMode,
     },
     sys::SyscallError,
     Ebpf, EbpfError, EbpfLoader,
@@ -25,7 +25,8 @@ use ipnet::IpNet;
 use sip_filter_common::{
     maps::{
         ipv6_prefix_key, names, AnswerCounters, Ban, BanReason, ListEntry, SourceKey,
-        EGRESS_PROGRAM_NAME, LIST_ORIGIN_CONFIG, PROGRAM_NAME, TAIL_CALLED,
+        ANSWER_PROGRAM_SLOT_STREAM, ANSWER_STREAM_PROGRAM_NAME, EGRESS_PROGRAM_NAME,
+        LIST_ORIGIN_CONFIG, PROGRAM_NAME, TAIL_CALLED,
     },
     sip::mapped_ipv4,
     Counters, FilterConfig,
@@ -261,8 +262,9 @@ impl Filter {
     }
 
     /// Loads the programs the XDP program tail-calls into (SIP over TCP, TLS
-    /// ClientHellos: [`TAIL_CALLED`]) and puts them in their slots. Each is verified
-    /// apart, with a budget of its own.
+    /// ClientHellos: [`TAIL_CALLED`]) and the one the egress program does (the answers
+    /// of a TCP segment: [`ANSWER_STREAM_PROGRAM_NAME`]), and puts them in their slots.
+    /// Each is verified apart, with a budget of its own.
     fn load_tail_called(ebpf: &mut Ebpf) -> Result<(), FilterError> {
         let mut slots = Vec::new();
         for (name, slot) in TAIL_CALLED {
@@ -278,28 +280,29 @@ impl Filter {
             program
                 .load()
                 .map_err(|source| FilterError::LoadTailCalled { name, source })?;
-            let fd = program
-                .fd()
-                .map_err(|source| FilterError::LoadTailCalled { name, source })?
-                .try_clone()
-                .map_err(|source| FilterError::LoadTailCalled {
-                    name,
-                    source: ProgramError::IOError(source),
-                })?;
-            slots.push((slot, fd));
+            slots.push((slot, tail_called_fd(program.fd(), name)?));
         }
-        let name = names::PROGRAMS;
-        let map = ebpf
-            .map_mut(name)
-            .ok_or(FilterError::Missing { what: "map", name })?;
-        let mut programs =
-            ProgramArray::try_from(map).map_err(|source| FilterError::Map { name, source })?;
-        for (slot, fd) in &slots {
-            programs
-                .set(*slot, fd, 0)
-                .map_err(|source| FilterError::Map { name, source })?;
-        }
-        Ok(())
+        fill_program_array(ebpf, names::PROGRAMS, &slots)?;
+        // A program array holds programs of one type: the egress side's has its own.
+        let name = ANSWER_STREAM_PROGRAM_NAME;
+        let missing = || FilterError::Missing {
+            what: "TC program",
+            name,
+        };
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or_else(missing)?
+            .try_into()
+            .map_err(|_| missing())?;
+        program
+            .load()
+            .map_err(|source| FilterError::LoadTailCalled { name, source })?;
+        let fd = tail_called_fd(program.fd(), name)?;
+        fill_program_array(
+            ebpf,
+            names::ANSWER_PROGRAMS,
+            &[(ANSWER_PROGRAM_SLOT_STREAM, fd)],
+        )
     }
 
     fn program(&mut self) -> Result<&mut Xdp, FilterError> {
@@ -654,15 +657,14 @@ impl Filter {
             map.pin(&path)
                 .map_err(|source| FilterError::Pin { name, path, source })?;
         }
-        // Held by its pin, the program array keeps its programs while the XDP program
-        // stays attached after the daemon's exit.
-        let name = names::PROGRAMS;
-        let path = dir.join(name);
-        self.ebpf
-            .map(name)
-            .ok_or(FilterError::Missing { what: "map", name })?
-            .pin(&path)
-            .map_err(|source| FilterError::Pin { name, path, source })?;
+        // Held by their pins, the program arrays keep their programs while the XDP and
+        // egress programs stay attached after the daemon's exit.
+        for name in [names::PROGRAMS, names::ANSWER_PROGRAMS] {
+            let path = dir.join(name);
+            self.map(name)?
+                .pin(&path)
+                .map_err(|source| FilterError::Pin { name, path, source })?;
+        }
         // The INVITE program's (issue 18), for `top --destinations` and the metrics.
         for name in sip_filter_common::maps::destination_names::PINNED {
             let path = dir.join(name);
@@ -971,6 +973,38 @@ pub fn sum_counters(map: &Map) -> Result<Counters, FilterError> {
 /// Opens the counters a running filter pinned in `dir`.
 pub fn pinned_counters(dir: &Path) -> Result<Counters, FilterError> {
     sum_counters(&open_pinned(dir, names::COUNTERS)?)
+}
+
+/// A loaded tail-called program's file descriptor, for its program array.
+fn tail_called_fd(
+    fd: Result<&ProgramFd, ProgramError>,
+    name: &'static str,
+) -> Result<ProgramFd, FilterError> {
+    fd.map_err(|source| FilterError::LoadTailCalled { name, source })?
+        .try_clone()
+        .map_err(|source| FilterError::LoadTailCalled {
+            name,
+            source: ProgramError::IOError(source),
+        })
+}
+
+/// Puts each program of `slots` in its slot of the program array `name`.
+fn fill_program_array(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    slots: &[(u32, ProgramFd)],
+) -> Result<(), FilterError> {
+    let map = ebpf
+        .map_mut(name)
+        .ok_or(FilterError::Missing { what: "map", name })?;
+    let mut programs =
+        ProgramArray::try_from(map).map_err(|source| FilterError::Map { name, source })?;
+    for (slot, fd) in slots {
+        programs
+            .set(*slot, fd, 0)
+            .map_err(|source| FilterError::Map { name, source })?;
+    }
+    Ok(())
 }
 
 /// Sums the per-CPU counters of a loaded or pinned egress counters map.

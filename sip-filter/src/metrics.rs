@@ -39,7 +39,7 @@ use prometheus::{
 use sip_filter_common::{
     maps::{
         names, AccountKey, AnswerCounters, AnswerKind, Ban, BanReason, ListEntry, Lockout,
-        Registration, SourceKey, SourceState, Transport, FLAG_DRY_RUN,
+        Registration, SourceKey, SourceState, Transport, FLAG_DRY_RUN, MAX_ANSWER_STREAM_MESSAGES,
     },
     Counters, Method, Reason,
 };
@@ -580,6 +580,10 @@ struct KernelSeries {
     requests_noted: IntCounterVec,
     requests_unpairable: IntCounterVec,
     requests_displaced: IntCounterVec,
+    // Issue 14: the egress program's walk through TCP segments.
+    answers_later_in_segment: IntCounterVec,
+    answers_cut: IntCounterVec,
+    answer_segments_unread: IntCounterVec,
     lockouts: IntCounterVec,
     registrations: IntCounterVec,
     registered_sources: IntGaugeVec,
@@ -612,7 +616,7 @@ impl KernelSeries {
             )?,
             answers: counter(
                 "sip_filter_answers_total",
-                "Packets the egress program saw leave through the filtered interfaces, by what it made of them (kind).",
+                "Packets the egress program saw leave through the filtered interfaces, by what it made of them (kind). Over TCP, each message of a segment the program read.",
                 &["kind"],
             )?,
             first_fragments: counter(
@@ -663,6 +667,21 @@ impl KernelSeries {
             requests_displaced: counter(
                 "sip_filter_auth_requests_displaced_total",
                 "Noted requests that took the table slot of another request still awaiting its answer (whose answer then counts as unpaired).",
+                &[],
+            )?,
+            answers_later_in_segment: counter(
+                "sip_filter_answers_later_in_segment_total",
+                "Messages leaving over TCP that the egress program read after the first of their segment (each also in sip_filter_answers_total).",
+                &[],
+            )?,
+            answers_cut: counter(
+                "sip_filter_answers_cut_total",
+                "Messages leaving over TCP whose header section the segment's end cut: not paired nor learnt from (counted not_answer in sip_filter_answers_total).",
+                &[],
+            )?,
+            answer_segments_unread: counter(
+                "sip_filter_answer_segments_unread_total",
+                &format!("TCP segments leaving from a SIP port with more after the {MAX_ANSWER_STREAM_MESSAGES} messages the egress program reads per segment: the rest was not read."),
                 &[],
             )?,
             lockouts: counter(
@@ -728,7 +747,7 @@ impl KernelSeries {
         })
     }
 
-    fn collectors(&self) -> [&dyn Collector; 24] {
+    fn collectors(&self) -> [&dyn Collector; 27] {
         [
             &self.packets,
             &self.answers,
@@ -742,6 +761,9 @@ impl KernelSeries {
             &self.requests_noted,
             &self.requests_unpairable,
             &self.requests_displaced,
+            &self.answers_later_in_segment,
+            &self.answers_cut,
+            &self.answer_segments_unread,
             &self.lockouts,
             &self.registrations,
             &self.registered_sources,
@@ -816,6 +838,13 @@ impl KernelSeries {
         self.requests_displaced
             .with_label_values(&NO_LABELS)
             .inc_by(answers.requests_displaced);
+        for (series, n) in [
+            (&self.answers_later_in_segment, answers.stream_later),
+            (&self.answers_cut, answers.stream_cut),
+            (&self.answer_segments_unread, answers.stream_unread),
+        ] {
+            series.with_label_values(&NO_LABELS).inc_by(n);
+        }
         self.registrations
             .with_label_values(&NO_LABELS)
             .inc_by(answers.registrations);
@@ -885,6 +914,9 @@ impl KernelSeries {
         self.requests_noted.reset();
         self.requests_unpairable.reset();
         self.requests_displaced.reset();
+        self.answers_later_in_segment.reset();
+        self.answers_cut.reset();
+        self.answer_segments_unread.reset();
         self.lockouts.reset();
         self.registrations.reset();
         self.registered_sources.reset();
@@ -1239,6 +1271,9 @@ mod tests {
             lockouts: 3,
             account_lockouts: 1,
             registrations: 12,
+            stream_later: 6,
+            stream_cut: 2,
+            stream_unread: 1,
             ..AnswerCounters::default()
         };
         answers.kinds[AnswerKind::Failure as usize] = 5;
@@ -1314,6 +1349,9 @@ mod tests {
             r#"sip_filter_auth_lockouts_total{scope="source"} 3"#,
             r#"sip_filter_auth_lockouts_total{scope="unregistered"} 1"#,
             "sip_filter_auth_registrations_total 12",
+            "sip_filter_answers_later_in_segment_total 6",
+            "sip_filter_answers_cut_total 2",
+            "sip_filter_answer_segments_unread_total 1",
             "sip_filter_registered_sources 9",
             r#"sip_filter_locked_accounts{scope="source"} 2"#,
             r#"sip_filter_locked_accounts{scope="unregistered"} 1"#,

@@ -552,13 +552,27 @@ pub struct Replayer {
 /// What the egress program made of a packet leaving the server (issue 13).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AnswerVerdict {
-    pub kind: AnswerKind,
+    /// What each message read was taken for: one for a datagram, one per message for a
+    /// TCP segment (issue 14), in [`AnswerKind::ALL`]'s order.
+    pub kinds: Vec<AnswerKind>,
     /// Bans it made (a failed password or a refused user past a threshold).
     pub bans: Vec<BanReason>,
     /// Accounts it locked (for the source, or across sources).
     pub lockouts: u64,
     /// Whether it made its destination `registered`.
     pub registered: bool,
+}
+
+impl AnswerVerdict {
+    /// The kinds' names, joined by `+` (`failure+failure` for a TCP segment holding two
+    /// failed passwords' answers).
+    pub fn kind_names(&self) -> String {
+        self.kinds
+            .iter()
+            .map(|kind| kind.name())
+            .collect::<Vec<_>>()
+            .join("+")
+    }
 }
 
 /// A replayed packet's fate: judged by XDP as it arrived, or read by the egress
@@ -624,16 +638,17 @@ impl Replayer {
         let now = self.filter.counters()?;
         let delta = now.since(&self.counters);
         self.counters = now;
+        // One kind per message read: the first, and each later one of a TCP segment.
         let counted: u64 = answers.kinds.iter().sum();
-        let kind = match AnswerKind::ALL
+        if counted == 0 || counted != 1 + answers.stream_later {
+            return Err(ReplayError::Counting(counted));
+        }
+        let kinds = AnswerKind::ALL
             .into_iter()
-            .find(|kind| answers.of(*kind) != 0)
-        {
-            Some(kind) if counted == 1 => kind,
-            _ => return Err(ReplayError::Counting(counted)),
-        };
+            .flat_map(|kind| std::iter::repeat_n(kind, answers.of(kind) as usize))
+            .collect();
         Ok(AnswerVerdict {
-            kind,
+            kinds,
             bans: bans_made(&delta),
             lockouts: answers.lockouts + answers.account_lockouts,
             registered: answers.registrations != 0,

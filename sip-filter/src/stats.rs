@@ -151,7 +151,18 @@ pub fn answers_json(answers: &AnswerCounters) -> Value {
     Value::Object(kinds)
 }
 
-/// The egress program's counters, as a section of the table.
+/// The egress program's walk through TCP segments (`stats --json`'s `answers_tcp`).
+pub fn answers_tcp_json(answers: &AnswerCounters) -> Value {
+    let rows: Map<String, Value> = answers
+        .stream_rows()
+        .iter()
+        .map(|(name, n)| (name.to_string(), json!(n)))
+        .collect();
+    Value::Object(rows)
+}
+
+/// The egress program's counters, as a section of the table: by kind (over TCP, a
+/// segment's every message read counts), then the walk through TCP segments.
 pub fn answers_text(answers: &AnswerCounters) -> String {
     let mut out = "
 packets leaving, by kind   packets
@@ -164,6 +175,10 @@ packets leaving, by kind   packets
             kind.name(),
             answers.of(kind)
         ));
+    }
+    out.push_str(&format!("\n{:<26}{:>9}\n", "answers over tcp", "count"));
+    for (name, n) in answers.stream_rows() {
+        out.push_str(&format!("  {name:<24}{n:>9}\n"));
     }
     out
 }

@@ -11,7 +11,7 @@ use sip_filter::{
     Filter, NotSipPolicy, Settings,
 };
 use sip_filter_common::{
-    maps::{AnswerCounters, AnswerKind, MAX_TRANSACTIONS},
+    maps::{AnswerCounters, AnswerKind, MAX_ANSWER_STREAM_MESSAGES, MAX_TRANSACTIONS},
     Method, Reason,
 };
 use sip_filter_tests::{packets::*, privileged};
@@ -721,10 +721,11 @@ fn what_was_learnt_is_listed_restored_and_unlocked() {
     assert!(learnt.locked(now).expect("read").is_empty());
 }
 
-/// Issue 14: what the egress program learns over TCP today. A credentialed request over
-/// TCP is noted for its answer, and an answer that starts a segment from the SIP TCP
-/// port is paired and learnt; a second answer in the same segment is not read yet
-/// (the egress side does not walk a segment: see the README's "What it does not do").
+/// Issue 14: what the egress program learns over TCP. A credentialed request over TCP
+/// is noted for its answer, and an answer leaving from the SIP TCP port is paired and
+/// learnt, the one starting a segment and those after it
+/// (`every_answer_in_a_tcp_segment_is_learnt`); a continuation or a forged answer
+/// teaches nothing.
 #[test]
 fn an_answer_starting_a_tcp_segment_is_learnt() {
     if !privileged("an_answer_starting_a_tcp_segment_is_learnt") {
@@ -774,8 +775,8 @@ fn an_answer_starting_a_tcp_segment_is_learnt() {
     });
     assert_eq!(
         kinds(&change),
-        [("failure", 1)],
-        "only the answer starting the segment is read today"
+        [("failure", 2)],
+        "both answers in the segment are read"
     );
 
     // The rest of a message continued from an earlier segment is no answer.
@@ -809,4 +810,229 @@ fn an_answer_starting_a_tcp_segment_is_learnt() {
             .expect("the egress program runs");
     });
     assert_eq!(kinds(&change), [("failure", 1)]);
+}
+
+/// Credentialed REGISTERs of `user` from `client` over TCP, one per Call-ID, each noted
+/// for its answer.
+fn registers_over_tcp(filter: &Filter, client: [u8; 4], user: &str, call_ids: &[String]) {
+    for call_id in call_ids {
+        let verdict = filter
+            .test_run(&tcp4_from(
+                client,
+                SIP_PORT,
+                Segment::Established,
+                &register(user, call_id, 1, true),
+            ))
+            .expect("the XDP program runs");
+        assert_eq!(verdict, XDP_PASS, "{call_id}: the request passes");
+    }
+}
+
+/// The answer counters' change made by one TCP segment leaving for `client`.
+fn segment_to(filter: &Filter, client: [u8; 4], payload: &[u8]) -> AnswerCounters {
+    delta(filter, || {
+        let action = filter
+            .test_run_answer(&answer_tcp4_to(client, payload))
+            .expect("the egress program runs");
+        assert_eq!(action, TC_ACT_OK, "the egress program passes every segment");
+    })
+}
+
+/// What a segment's walk counted besides the kinds: (later, cut, unread).
+fn walk(change: &AnswerCounters) -> (u64, u64, u64) {
+    (change.stream_later, change.stream_cut, change.stream_unread)
+}
+
+/// A 401 to the REGISTER `call_id`, `Content-Length` 0: a failed password when the
+/// REGISTER carried credentials.
+fn unauthorized(call_id: &str) -> Vec<u8> {
+    register_answer(401, "Unauthorized", call_id, 1, &[&challenge(false)])
+}
+
+/// One row: what the segment holds, the REGISTERs noted before it (by Call-ID), the
+/// segment, the kinds it must count, and (later, cut, unread).
+struct SegmentRow {
+    what: &'static str,
+    calls: Vec<String>,
+    segment: Vec<u8>,
+    kinds: Vec<(&'static str, u64)>,
+    walk: (u64, u64, u64),
+}
+
+fn calls(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+fn segment_rows() -> Vec<SegmentRow> {
+    let two = calls("two", 2);
+    let three = calls("three", 3);
+    let cut = calls("cut", 3);
+    let past = calls("past", 2);
+    let body = calls("body", 2);
+    let request_first = calls("request-first", 1);
+    let join = |parts: &[&[u8]]| parts.concat();
+
+    // A 401, a 2xx with its registration's expiry and a 403 to three credentialed
+    // REGISTERs: each read with a state of its own.
+    let three_segment = join(&[
+        &unauthorized(&three[0]),
+        &register_answer(200, "OK", &three[1], 1, &["Expires: 600"]),
+        &register_answer(403, "Forbidden", &three[2], 1, &[]),
+    ]);
+    // The third answer ends before its challenge: the segment's end cut its header
+    // section (a `stale=true` might follow), so it is not paired.
+    let third = unauthorized(&cut[2]);
+    let before_challenge = third
+        .windows(4)
+        .position(|w| w == b"WWW-")
+        .expect("a challenge");
+    let cut_segment = join(&[
+        &unauthorized(&cut[0]),
+        &unauthorized(&cut[1]),
+        &third[..before_challenge],
+    ]);
+    // The second answer's Content-Length runs past the segment (its body goes on in
+    // the next): its headers are whole, it is learnt, and the walk ends there.
+    let mut long_body = String::from_utf8(unauthorized(&past[1])).expect("text");
+    long_body = long_body.replace("Content-Length: 0", "Content-Length: 500") + "v=0\r\no=- 1";
+    let past_segment = join(&[&unauthorized(&past[0]), long_body.as_bytes()]);
+    // A body the walk steps over by its Content-Length, whose bytes look like a 401.
+    let decoy = unauthorized("decoy");
+    let mut with_body = String::from_utf8(unauthorized(&body[0])).expect("text");
+    with_body = with_body.replace(
+        "Content-Length: 0",
+        &format!("Content-Length: {}", decoy.len()),
+    ) + std::str::from_utf8(&decoy).expect("text");
+    let body_segment = join(&[with_body.as_bytes(), &unauthorized(&body[1])]);
+    // The server's own request before an answer: the walk goes past it.
+    let notify = b"NOTIFY sip:alice@198.18.0.1:40000 SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1\r\n\
+        Call-ID: n1\r\nCSeq: 7 NOTIFY\r\nEvent: message-summary\r\nContent-Length: 0\r\n\r\n";
+    let request_segment = join(&[notify, &unauthorized(&request_first[0])]);
+
+    vec![
+        SegmentRow {
+            what: "two 401s to two credentialed REGISTERs",
+            calls: two.clone(),
+            segment: join(&[&unauthorized(&two[0]), &unauthorized(&two[1])]),
+            kinds: vec![("failure", 2)],
+            walk: (1, 0, 0),
+        },
+        SegmentRow {
+            what: "a 401, a 200 and a 403",
+            calls: three,
+            segment: three_segment,
+            kinds: vec![("failure", 2), ("success", 1)],
+            walk: (2, 0, 0),
+        },
+        SegmentRow {
+            what: "two 401s and a third cut in its headers",
+            calls: cut,
+            segment: cut_segment,
+            kinds: vec![("not_answer", 1), ("failure", 2)],
+            walk: (2, 1, 0),
+        },
+        SegmentRow {
+            what: "a 401 and a 401 whose Content-Length runs past the segment",
+            calls: past,
+            segment: past_segment,
+            kinds: vec![("failure", 2)],
+            walk: (1, 0, 0),
+        },
+        SegmentRow {
+            what: "a 401 with a body that looks like a 401, and a 401",
+            calls: body,
+            segment: body_segment,
+            kinds: vec![("failure", 2)],
+            walk: (1, 0, 0),
+        },
+        SegmentRow {
+            what: "the server's NOTIFY, then a 401",
+            calls: request_first,
+            segment: request_segment,
+            kinds: vec![("not_answer", 1), ("failure", 1)],
+            walk: (1, 0, 0),
+        },
+    ]
+}
+
+/// Issue 14: a TCP segment leaving from the SIP port may hold several answers (the
+/// server's coalesced writes; a guesser pipelining REGISTERs over one connection gets
+/// its 401s back together). Each is read, paired and learnt from, bounded by its
+/// Content-Length and that by the segment; one cut in its headers is counted, not
+/// learnt; a segment with more than `MAX_ANSWER_STREAM_MESSAGES` has the rest counted.
+#[test]
+fn every_answer_in_a_tcp_segment_is_learnt() {
+    if !privileged("every_answer_in_a_tcp_segment_is_learnt") {
+        return;
+    }
+    // Counting only: nothing locks or bans.
+    let filter = loaded(&settings(AuthRules {
+        lockout_failures: 0,
+        ban_failures: 0,
+        enumeration_users: 0,
+        account_failures: 0,
+        ..AuthRules::default()
+    }));
+    let mut failures = Vec::new();
+    for (i, row) in segment_rows().into_iter().enumerate() {
+        // A client of its own per row: nothing one row learns reaches another.
+        let client = [198, 18, 2, i as u8 + 1];
+        registers_over_tcp(&filter, client, "alice", &row.calls);
+        let change = segment_to(&filter, client, &row.segment);
+        if kinds(&change) != row.kinds || walk(&change) != row.walk {
+            failures.push(format!(
+                "{}: counted {:?} and (later, cut, unread) {:?}, expected {:?} and {:?}",
+                row.what,
+                kinds(&change),
+                walk(&change),
+                row.kinds,
+                row.walk
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // The answer the segment cut: its transaction is still open, and its whole copy
+    // (the server's retransmission, or an answer read apart) is learnt.
+    let cut_client = [198, 18, 2, 3];
+    let change = segment_to(&filter, cut_client, &unauthorized("cut-2"));
+    assert_eq!(kinds(&change), [("failure", 1)], "the cut answer, whole");
+    // The 401 inside the body was not read as an answer.
+    let change = delta(&filter, || {
+        request(
+            &filter,
+            [198, 18, 2, 5],
+            &register("alice", "decoy", 1, true),
+        );
+        answer(&filter, [198, 18, 2, 5], &unauthorized("decoy"));
+    });
+    assert_eq!(
+        kinds(&change),
+        [("failure", 1)],
+        "the decoy's transaction untouched"
+    );
+
+    // More answers than the walk reads: the first MAX_ANSWER_STREAM_MESSAGES are
+    // learnt, the segment counts once as unread, and the rest stay open. Short
+    // answers: BPF_PROG_TEST_RUN takes a frame of a page at most.
+    let bound = MAX_ANSWER_STREAM_MESSAGES as usize;
+    let many = calls("many", bound + 2);
+    let client = [198, 18, 3, 1];
+    registers_over_tcp(&filter, client, "alice", &many);
+    let short = |call_id: &str| {
+        format!("SIP/2.0 401 U\r\nCall-ID: {call_id}\r\nCSeq: 1 REGISTER\r\nl: 0\r\n\r\n")
+    };
+    let segment: String = many.iter().map(|call_id| short(call_id)).collect();
+    let change = segment_to(&filter, client, segment.as_bytes());
+    assert_eq!(
+        (kinds(&change), walk(&change)),
+        (vec![("failure", bound as u64)], (bound as u64 - 1, 0, 1)),
+        "{} answers in {} bytes",
+        many.len(),
+        segment.len()
+    );
+    for call_id in &many[bound..] {
+        let change = segment_to(&filter, client, short(call_id).as_bytes());
+        assert_eq!(kinds(&change), [("failure", 1)], "{call_id} still open");
+    }
 }

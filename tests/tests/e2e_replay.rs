@@ -452,6 +452,48 @@ fn a_captured_brute_force_replays_to_the_same_lockout_and_ban() {
     );
 }
 
+/// Issue 14: a guesser pipelining REGISTERs over TCP gets the server's 401s back in one
+/// segment; replayed, the egress program reads both, and the packet line names each
+/// message's kind.
+#[test]
+fn pipelined_answers_over_tcp_replay_one_kind_each() {
+    use sip_filter_tests::packets::{
+        answer_tcp4_to, challenge, register, register_answer, tcp4_from, Segment,
+    };
+    if !privileged("pipelined_answers_over_tcp_replay_one_kind_each") {
+        return;
+    }
+    let dir = TempDir::new("replay-tcp-answers");
+    let guesser = [198, 51, 100, 78];
+    let calls = ["pipelined-1", "pipelined-2"];
+    let mut frames: Vec<Vec<u8>> = calls
+        .iter()
+        .map(|call| {
+            let request = register("1001", call, 1, true);
+            tcp4_from(guesser, SIP_PORT, Segment::Established, &request)
+        })
+        .collect();
+    let answers: Vec<u8> = calls
+        .iter()
+        .flat_map(|call| register_answer(401, "Unauthorized", call, 1, &[&challenge(false)]))
+        .collect();
+    frames.push(answer_tcp4_to(guesser, &answers));
+    let path = dir.path().join("pipelined.pcap");
+    write_pcap(&path, &frames);
+    let config = dir.path().join("sip-filter.toml");
+    std::fs::write(&config, "[filter]\nown_addresses = [\"198.18.0.2\"]\n").expect("a config");
+    let config = config.display().to_string();
+    let (finished, packets, summary) = replay(&path, &["--config", &config]);
+    assert_eq!(packets.len(), 3, "{}", finished.stdout);
+    assert_eq!(packets[2]["verdict"], "answer", "{}", finished.stdout);
+    assert_eq!(
+        packets[2]["reason"], "failure+failure",
+        "{}",
+        finished.stdout
+    );
+    assert_eq!(summary["answers"]["failure"], 2, "{summary}");
+}
+
 #[test]
 fn outgoing_and_truncated_packets_are_skipped_and_said_so() {
     if !privileged("outgoing_and_truncated_packets_are_skipped_and_said_so") {

@@ -88,8 +88,21 @@ fn sip_over_tcp_registers_calls_and_drops_scanners_and_unknown_domains() {
         0,
         "nothing of the phones' was to be dropped: {stats}"
     );
+    // Kamailio's answers over TCP are learnt from: its challenges, and the 200s to the
+    // credentialed REGISTERs (each phone's registration). Before the egress program
+    // read a socket buffer's paged data, a TCP answer's payload went unseen.
+    let answers = &stats["answers"];
+    let (challenges, successes) = (
+        answers["challenge"].as_u64().unwrap_or(0),
+        answers["success"].as_u64().unwrap_or(0),
+    );
+    assert!(
+        challenges >= 2 && successes >= 2,
+        "the answers over TCP should be read: {answers}"
+    );
     println!(
-        "registered and called over TCP: {legit_requests} requests passed over tcp ({:.1} s)",
+        "registered and called over TCP: {legit_requests} requests passed over tcp, \
+         answers learnt: {challenges} challenges, {successes} successes ({:.1} s)",
         started.elapsed().as_secs_f64()
     );
 

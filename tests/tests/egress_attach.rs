@@ -3,21 +3,27 @@
 //! so that `cargo xtask vm-test` runs it under Debian 12's 6.1 kernel (clsact; tcx is
 //! refused there with a clear error) as well as on the host (tcx and clsact).
 //!
-//! For each mode: datagrams leaving through the interface raise the egress counters; a
-//! daemon that died (its handles closed, its pins left) leaves the program attached and
+//! For each mode: datagrams leaving through the interface raise the egress counters, and
+//! a TCP segment from the SIP port holding two answers has both read (the egress program
+//! hands it to the stream program by tail call, issue 14); a daemon that died (its handles closed, its pins left) leaves the program attached and
 //! counting; the next start removes the stale pins (and with them that attachment:
 //! the old counters stop) and attaches once; removing the pins leaves nothing counting
 //! and no clsact filter of ours.
 
-use std::{net::UdpSocket, path::Path, time::Duration};
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream, UdpSocket},
+    path::Path,
+    time::Duration,
+};
 
 use aya::programs::{tc, SchedClassifier, TcAttachType};
 use sip_filter::{
     filter::{running_kernel, sum_answer_counters, TCX_KERNEL},
     pins::{clsact_dir, links_dir, maps_dir, remove_all, tcx_dir},
-    EgressMode, Filter, FilterError,
+    EgressMode, Filter, FilterError, Settings,
 };
-use sip_filter_common::maps::{names, EGRESS_PROGRAM_NAME};
+use sip_filter_common::maps::{names, AnswerCounters, AnswerKind, EGRESS_PROGRAM_NAME};
 use sip_filter_tests::{lab::PinRoot, netns::in_private_namespace, privileged};
 
 const LOOPBACK: &str = "lo";
@@ -59,6 +65,7 @@ fn check_mode(root: &Path, mode: EgressMode, expected: &str, has_tcx: bool) {
     // The first daemon: attached, counting.
     let mut first = start(root, mode, expected);
     assert_counts(&first, "first start");
+    assert_reads_a_segment(&first, "first start");
 
     // It dies: its handles close, its pins stay, and so does the attachment.
     first.link.take();
@@ -104,6 +111,10 @@ struct Started {
 fn start(root: &Path, mode: EgressMode, expected: &str) -> Started {
     prepare(root);
     let mut filter = Filter::load().expect("the program loads");
+    // The defaults: answers learnt, SIP over TCP on 5060.
+    filter
+        .configure(&Settings::default())
+        .expect("the settings apply");
     filter.pin_maps(&maps_dir(root)).expect("the maps pinned");
     let (attached, link) = filter
         .attach_egress_pinned(root, LOOPBACK, mode)
@@ -139,15 +150,48 @@ fn assert_counts(started: &Started, step: &str) {
 
 /// The egress program's counters, all kinds summed.
 fn answers(started: &Started) -> u64 {
+    answer_counters(started).kinds.iter().sum()
+}
+
+fn answer_counters(started: &Started) -> AnswerCounters {
     let map = started
         .filter
         .map(names::ANSWER_COUNTERS)
         .expect("the answers' counters");
-    sum_answer_counters(map)
-        .expect("the counters read")
-        .kinds
-        .iter()
-        .sum()
+    sum_answer_counters(map).expect("the counters read")
+}
+
+/// The SIP port over TCP in the default settings.
+const SIP_TCP_PORT: u16 = 5060;
+
+/// Issue 14: a server on 127.0.0.1:5060 writes two answers in one segment; the egress
+/// program and the stream program it tail-calls read both (no request was noted: both
+/// are unpaired), the second as a later message of the segment.
+fn assert_reads_a_segment(started: &Started, step: &str) {
+    let answer = |call_id: &str| {
+        format!(
+            "SIP/2.0 401 Unauthorized\r\nCall-ID: {call_id}\r\nCSeq: 1 REGISTER\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+    };
+    let segment = answer("attach-1") + &answer("attach-2");
+    let listener = TcpListener::bind(("127.0.0.1", SIP_TCP_PORT)).expect("the SIP TCP port");
+    let mut client = TcpStream::connect(("127.0.0.1", SIP_TCP_PORT)).expect("connected");
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a timeout");
+    let (mut server, _) = listener.accept().expect("accepted");
+    let before = answer_counters(started);
+    // One write of a few hundred bytes on an idle connection: one segment.
+    server.write_all(segment.as_bytes()).expect("written");
+    let mut received = vec![0u8; segment.len()];
+    client.read_exact(&mut received).expect("received");
+    let change = answer_counters(started).since(&before);
+    assert_eq!(
+        (change.of(AnswerKind::Unpaired), change.stream_later),
+        (2, 1),
+        "{step}: both answers of the segment read, {change:?}"
+    );
 }
 
 /// [`DATAGRAMS`] UDP datagrams to a socket on 127.0.0.1, each received (so each left

@@ -10,7 +10,10 @@ use sip_filter::{
     Filter, NotSipPolicy, Settings,
 };
 use sip_filter_common::{
-    maps::{BanReason, Transport, BAN_SLOTS, EGRESS_PROGRAM_NAME, PROGRAM_NAME, TAIL_CALLED},
+    maps::{
+        BanReason, Transport, ANSWER_STREAM_PROGRAM_NAME, BAN_SLOTS, EGRESS_PROGRAM_NAME,
+        PROGRAM_NAME, TAIL_CALLED,
+    },
     sip::MAX_EXAMINED_LINES,
     Counters, Method, Reason, SCAN_LEN,
 };
@@ -3487,9 +3490,13 @@ fn verifier_budget() {
     let filter = Filter::load().expect("the programs load");
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let tail_called = TAIL_CALLED.iter().map(|(name, _)| *name);
-    for program in [PROGRAM_NAME, EGRESS_PROGRAM_NAME]
-        .into_iter()
-        .chain(tail_called)
+    for program in [
+        PROGRAM_NAME,
+        EGRESS_PROGRAM_NAME,
+        ANSWER_STREAM_PROGRAM_NAME,
+    ]
+    .into_iter()
+    .chain(tail_called)
     {
         let processed = filter.verified_instructions(program).expect("program info");
         // Straight to stderr, past the test harness's capture: the VM's console shows it.

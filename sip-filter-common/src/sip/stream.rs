@@ -10,12 +10,29 @@
 //!
 //! [`parse_in_place`]: super::parse_in_place
 
-use super::{value_of, Header, HeaderSet, Scratch, Span, POLICY_HEADERS};
-use crate::ScanBuf;
+use super::{value_of, Header, HeaderSet, Scratch, Span, ANSWER_HEADERS, POLICY_HEADERS};
+use crate::{ScanBuf, SCAN_LEN};
 
 /// The headers the kernel records in a message over TCP: the policy's, and the
 /// Content-Length that says where the message ends.
 pub const STREAM_HEADERS: HeaderSet = POLICY_HEADERS | 1 << Header::ContentLength as u16;
+
+/// The headers the egress program records in an answer leaving over TCP: the answer's
+/// ([`ANSWER_HEADERS`]), and the Content-Length that says where the next one starts.
+/// Not in [`ANSWER_HEADERS`]: a datagram needs no end, and only TCP pays for it.
+pub const ANSWER_STREAM_HEADERS: HeaderSet = ANSWER_HEADERS | 1 << Header::ContentLength as u16;
+
+/// Whether the end of the data cut the header section of the SIP message at the start of
+/// the scratch: the parse found a start line but ran out of bytes before the empty
+/// line, with the whole rest of the segment (`available` bytes from the message's
+/// start) in the scanned window. Not cut: a section that ended, one longer than the
+/// window (read as far as it goes, like a long datagram's), one that stopped at the
+/// line budget. Call after a parse that found a message ([`super::Kind::Sip`]).
+#[inline(always)]
+pub fn header_section_cut(scratch: &Scratch, available: u32) -> bool {
+    let lines = &scratch.lines;
+    lines.scan_done.get() == 0 && lines.over_budget.get() == 0 && available as usize <= SCAN_LEN
+}
 
 /// Digits of the longest Content-Length read: more than any segment holds (a longer
 /// value ends the walk like one that runs past the data).
@@ -163,7 +180,70 @@ mod tests {
         assert_eq!(end_of(cut.as_bytes()), None);
     }
 
+    /// How the answer at the start of `segment` parses for the egress program: its end,
+    /// and whether its header section was cut.
+    fn answer_of(segment: &[u8]) -> (Option<u32>, bool) {
+        let mut scratch = Scratch::new();
+        let len = scratch.fill(segment);
+        match parse_in_place::<ANSWER_STREAM_HEADERS>(&mut scratch, len, false) {
+            Kind::Sip => (
+                message_end(&scratch, segment.len() as u32),
+                header_section_cut(&scratch, segment.len() as u32),
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const ANSWER: &str = "SIP/2.0 401 Unauthorized\r\nCall-ID: a\r\nCSeq: 1 REGISTER\r\n\
+                          WWW-Authenticate: Digest realm=\"x\", nonce=\"1\", stale=true\r\n";
+
+    #[test]
+    fn an_answer_ends_after_its_body_and_is_whole() {
+        for header in ["Content-Length: 3\r\n", "l: 3\r\n"] {
+            let one = format!("{ANSWER}{header}\r\nabc");
+            let two = format!("{one}SIP/2.0 200 OK\r\n");
+            assert_eq!(
+                answer_of(two.as_bytes()),
+                (Some(one.len() as u32), false),
+                "{header:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_answer_cut_in_its_headers_is_cut() {
+        // Cut before its challenge, and within its challenge line.
+        let whole = format!("{ANSWER}Content-Length: 0\r\n\r\n");
+        for cut in [ANSWER.find("WWW").unwrap(), ANSWER.find("stale").unwrap()] {
+            assert_eq!(answer_of(&whole.as_bytes()[..cut]), (None, true), "{cut}");
+        }
+        // Its body cut is not its headers.
+        let body = format!("{ANSWER}Content-Length: 10\r\n\r\nabc");
+        assert_eq!(answer_of(body.as_bytes()), (None, false));
+    }
+
+    #[test]
+    fn a_header_section_longer_than_the_window_is_not_cut() {
+        let padding = format!("X-Pad: {}\r\n", "p".repeat(70)).repeat(SCAN_LEN / 70);
+        let long = format!("{ANSWER}{padding}Content-Length: 0\r\n\r\n");
+        assert!(long.len() > SCAN_LEN);
+        assert_eq!(answer_of(long.as_bytes()), (None, false));
+    }
+
     proptest! {
+        /// Any cut of a whole answer: cut exactly when the cut falls before its empty
+        /// line ends (and after its start line).
+        #[test]
+        fn an_answer_is_cut_only_before_its_empty_line(cut in 0usize..200) {
+            let whole = format!("{ANSWER}Content-Length: 0\r\n\r\n");
+            let cut = cut.min(whole.len());
+            let start_line = ANSWER.find('\n').unwrap() + 1;
+            prop_assume!(cut >= start_line);
+            let (end, was_cut) = answer_of(&whole.as_bytes()[..cut]);
+            prop_assert_eq!(was_cut, cut < whole.len());
+            prop_assert_eq!(end, (cut == whole.len()).then_some(whole.len() as u32));
+        }
+
         /// Any segment: the end found is within the data, and after the headers.
         #[test]
         fn the_end_is_within_the_data(

@@ -2088,6 +2088,7 @@ fn a_wanted_header_is_never_skipped_by_its_first_two_bytes() {
         POLICY_HEADERS,
         ANSWER_HEADERS,
         stream::STREAM_HEADERS,
+        stream::ANSWER_STREAM_HEADERS,
         1 << Header::From as u16,
         1 << Header::Via as u16,
     ];
@@ -2148,7 +2149,12 @@ fn a_wanted_header_is_never_skipped_by_its_first_two_bytes() {
         "l:",
         "c:",
     ];
-    for wanted in [POLICY_HEADERS, ANSWER_HEADERS, stream::STREAM_HEADERS] {
+    for wanted in [
+        POLICY_HEADERS,
+        ANSWER_HEADERS,
+        stream::STREAM_HEADERS,
+        stream::ANSWER_STREAM_HEADERS,
+    ] {
         let beginnings = examined_beginning_bits(wanted).expect("a kernel set");
         for line in common {
             let line = format!("{line}: x");

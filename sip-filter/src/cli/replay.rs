@@ -226,7 +226,9 @@ impl Tally {
         match outcome {
             Ok(Outcome::Answer(answer)) => {
                 *self.by_action.entry("answer").or_default() += 1;
-                *self.by_answer.entry(answer.kind.name()).or_default() += 1;
+                for kind in &answer.kinds {
+                    *self.by_answer.entry(kind.name()).or_default() += 1;
+                }
                 for ban in &answer.bans {
                     *self.bans.entry(ban.name()).or_default() += 1;
                 }
@@ -281,11 +283,9 @@ impl PacketLine<'_> {
     fn verdict_words(&self) -> (&'static str, String, String) {
         let would = if self.dry_run { "would " } else { "" };
         match self.outcome {
-            Ok(Outcome::Answer(answer)) => (
-                "answer",
-                answer.kind.name().to_string(),
-                answer_note(answer, would),
-            ),
+            Ok(Outcome::Answer(answer)) => {
+                ("answer", answer.kind_names(), answer_note(answer, would))
+            }
             Ok(Outcome::Request(verdict)) => {
                 let bans = verdict
                     .bans
@@ -347,7 +347,7 @@ impl PacketLine<'_> {
         match self.outcome {
             Ok(Outcome::Answer(answer)) => {
                 value["verdict"] = json!("answer");
-                value["reason"] = json!(answer.kind.name());
+                value["reason"] = json!(answer.kind_names());
                 value["bans"] = json!(answer.bans.iter().map(|b| b.name()).collect::<Vec<_>>());
                 value["lockouts"] = json!(answer.lockouts);
                 value["registered"] = json!(answer.registered);

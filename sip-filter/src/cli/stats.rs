@@ -44,6 +44,7 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<()> {
     if args.json {
         let mut json = stats::to_json(&interfaces, &total, dry_run);
         json["answers"] = stats::answers_json(&answers);
+        json["answers_tcp"] = stats::answers_tcp_json(&answers);
         println!("{json}");
     } else {
         print!("{}", stats::to_text(&interfaces, &total, dry_run));
@@ -92,6 +93,7 @@ fn watch(args: &StatsArgs, interfaces: &[String], interval: Duration) -> anyhow:
                 let mut json = stats::to_json(interfaces, &now, dry_run);
                 json["rates"] = stats::rates_json(&delta, seconds);
                 json["answers"] = stats::answers_json(&answers);
+                json["answers_tcp"] = stats::answers_tcp_json(&answers);
                 println!("{json}");
             } else {
                 print!(
