@@ -456,6 +456,8 @@ impl DestinationReport {
                 sum.unmatched += cpu.unmatched;
                 sum.budget_breaches += cpu.budget_breaches;
                 sum.no_account += cpu.no_account;
+                sum.from_accounts += cpu.from_accounts;
+                sum.repeats += cpu.repeats;
             },
         )?;
         let mut rules = Vec::new();
