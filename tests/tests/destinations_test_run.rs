@@ -695,3 +695,64 @@ fn destinations_a_challenged_call_counts_once() {
     assert_eq!(calls_of(CALLER_ACCOUNT, "2000"), Some(1));
     assert_eq!(calls_of(CALLER_ACCOUNT, "2001"), Some(1));
 }
+
+/// Budgets switched off: a restart restores none of the saved budgets (an account
+/// blocked before it is not blocked by a rule switched off since), and a reload that
+/// switches them off forgets every account's budget and block at once.
+#[test]
+fn destinations_budgets_off_restore_nothing_and_free_the_blocked() {
+    if !privileged("destinations_budgets_off_restore_nothing_and_free_the_blocked") {
+        return;
+    }
+    let on = settings(
+        Vec::new(),
+        CallBudgets {
+            per_minute: 1,
+            ..CallBudgets::default()
+        },
+    );
+    let off = settings(Vec::new(), CallBudgets::default());
+    let national = "sip:030123456@pbx.example.test";
+    let call = |filter: &Filter| {
+        filter
+            .test_run(&invite(national, PHONE, Some("5000"), false))
+            .expect("run")
+    };
+    let mut filter = Filter::load().expect("the programs load");
+    filter.configure(&on).expect("configured");
+    assert_eq!(call(&filter), XDP_PASS);
+    assert_eq!(call(&filter), XDP_DROP, "5000 breaches");
+    let saved = State::take(&StateMaps::of(&filter).expect("maps"), Clocks::now()).expect("taken");
+    assert_eq!(saved.call_budgets.len(), 1, "{saved:?}");
+
+    // A restart with budgets off: nothing restored, and said so.
+    let mut after = Filter::load().expect("the programs load");
+    after.configure(&off).expect("configured");
+    let restored = state::restore(&mut after, &saved, Clocks::now()).expect("restored");
+    assert_eq!(
+        (restored.call_budgets, restored.call_budgets_off),
+        (0, 1),
+        "{restored:?}"
+    );
+    assert!(budget_of(&after, "5000").is_none());
+    // Budgets on again: 5000 starts afresh.
+    after.configure(&on).expect("reloaded");
+    assert_eq!(call(&after), XDP_PASS);
+    drop(after);
+
+    // A reload that turns budgets off frees the blocked account at once.
+    assert!(budget_of(&filter, "5000").is_some_and(|b| b.blocked_until_ns > 0));
+    filter.configure(&off).expect("reloaded");
+    assert!(budget_of(&filter, "5000").is_none());
+    assert_eq!(call(&filter), XDP_PASS);
+    assert!(
+        DestinationReport::read(|name| filter.map(name), monotonic_now_ns())
+            .expect("the report reads")
+            .blocked
+            .is_empty()
+    );
+    // On again: not blocked until it breaches anew.
+    filter.configure(&on).expect("reloaded");
+    assert_eq!(call(&filter), XDP_PASS);
+    assert_eq!(call(&filter), XDP_DROP);
+}
