@@ -1878,8 +1878,9 @@ proptest! {
                 prop_assert!(!policy.headers_complete || full.headers_complete || all_found);
                 // The From the INVITE program looks for is the full parse's, up to its
                 // line's end (the full parse follows a folded value).
+                // (An empty first line's value is not moved to a continuation's start.)
                 let from = find_from_header(&scratch);
-                if from.is_present() {
+                if !from.is_empty() {
                     let recorded = full.header(Header::From);
                     prop_assert_eq!(from.start, recorded.start, "{:?}", recorded);
                     prop_assert!(from.end <= recorded.end, "{:?} {:?}", from, recorded);
