@@ -1,6 +1,7 @@
 //! Arbitrary bytes into what pairs an answer with its request (`sip::pairing`): the
-//! transaction's identity, the account a request names, a challenge's `stale`, the
-//! expiry a registration was granted, a header parameter. Checks that the kernel's
+//! transaction's identity, the account a request names (and an INVITE's From user and
+//! call identity), a challenge's `stale`, the expiry a registration was granted, a
+//! header parameter; and the From header the INVITE program finds unrecorded. Checks that the kernel's
 //! parses (a request's policy headers, an answer's headers) give the same transaction
 //! as the full parse, that an answer copying the request's Call-ID and CSeq pairs with
 //! it, and that every span found lies within the value it was looked for in.
@@ -10,9 +11,11 @@ use libfuzzer_sys::fuzz_target;
 use sip_filter_common::{
     parse,
     sip::{
+        find_from_header,
         pairing::{
-            decimal, digest_username, granted_expiry, is_stale, param_value, transaction_id,
-            transaction_of, uri_user, Account, ACCOUNT_BYTES,
+            call_identity, caller_user, decimal, digest_username, from_tag, granted_expiry,
+            is_stale, param_value, transaction_id, transaction_of, uri_user, Account,
+            ACCOUNT_BYTES,
         },
         parse_in_place, HeaderSet, Kind, ANSWER_HEADERS, POLICY_HEADERS,
     },
@@ -51,7 +54,15 @@ fn check_request_fields(buf: &ScanBuf, msg: &SipMessage) {
     let to = msg.header(Header::To);
     let to_user = uri_user(buf, to);
     check_within(to_user, to);
-    for named in [username, to_user] {
+    // An INVITE's account without credentials, and its call's identity.
+    let from = msg.header(Header::From);
+    let caller = caller_user(buf, from);
+    check_within(caller, from);
+    let tag = from_tag(buf, from);
+    check_within(tag, from);
+    let call = call_identity(buf, msg.header(Header::CallId), tag, SEED);
+    assert_eq!(call == 0, msg.header(Header::CallId).is_empty());
+    for named in [username, to_user, caller] {
         let account = Account::of(buf, named, SEED);
         assert_eq!(account.key == 0, named.is_empty(), "{named:?}");
         if named.is_empty() {
@@ -149,6 +160,17 @@ fuzz_target!(|data: &[u8]| {
         // stopped at its line budget saw the first lines only: the policy drops it).
         let policy = kernel_transaction::<POLICY_HEADERS>(&mut scratch, len, whole);
         assert!(policy == Some(id) || scratch.over_line_budget());
+        // The From the INVITE program finds in the policy parse's scratch is the full
+        // parse's, up to its line's end (the full parse follows a folded value).
+        if policy.is_some() {
+            let found = find_from_header(&scratch);
+            let recorded = msg.header(Header::From);
+            // (An empty first line's value is not moved to a continuation's start.)
+            if !found.is_empty() {
+                assert_eq!(found.start, recorded.start, "{found:?} {recorded:?}");
+                assert!(found.end <= recorded.end, "{found:?} {recorded:?}");
+            }
+        }
         let answer = kernel_transaction::<ANSWER_HEADERS>(&mut scratch, len, whole);
         assert!(answer == Some(id) || scratch.over_line_budget());
         if id != 0 {

@@ -1597,6 +1597,9 @@ pub mod destination_names {
     /// The INVITE program's per-CPU working memory (the normaliser's, the account and
     /// the number it found).
     pub const SCRATCH: &str = "SF_INVITE_SCRATCH";
+    /// The calls counted lately, by source and call ([`super::CallKey`] to
+    /// [`super::SeenCall`]): what makes a call count once.
+    pub const SEEN_CALLS: &str = "SF_SEEN_CALLS";
     /// The maps a running filter pins for the CLI (`top --destinations`, `stats`).
     pub const PINNED: [&str; 6] = [RULES, CONFIG, COUNTERS, RULE_COUNTERS, CALLERS, BUDGETS];
 }
@@ -1610,6 +1613,17 @@ pub const MAX_DESTINATION_RULES: u32 = 16_384;
 pub const MAX_DESTINATION_CALLERS: u32 = 65_536;
 /// Accounts whose call budgets are kept.
 pub const MAX_CALL_BUDGETS: u32 = 65_536;
+/// Calls remembered to count once ([`destination_names::SEEN_CALLS`]): more than the new
+/// calls of [`SEEN_CALL_NS`] at a thousand a second. Pushed out sooner (a flood of new
+/// Call-IDs), a call's resent INVITE counts again: more, never fewer.
+pub const MAX_SEEN_CALLS: u32 = 65_536;
+/// How long a call's INVITEs count as one: 64 x T1, how long a client retransmits an
+/// INVITE (RFC 3261 Timer B); the challenge's round trip is far shorter.
+pub const SEEN_CALL_NS: u64 = 32_000_000_000;
+/// INVITEs a remembered call lets pass uncounted: two transactions' retransmissions
+/// over UDP (7 sends each within Timer B), and two to spare. A sender that makes its
+/// calls look alike gets no more.
+pub const MAX_CALL_REPEATS: u32 = 16;
 /// The meters' windows: a [`CallBudget`]'s minute and hour, a `limit` rule's minute.
 pub const MINUTE_NS: u64 = 60_000_000_000;
 pub const HOUR_NS: u64 = 60 * MINUTE_NS;
@@ -1684,6 +1698,11 @@ pub struct DestinationCounters {
     pub budget_breaches: u64,
     /// INVITEs that named no account (no budget applies).
     pub no_account: u64,
+    /// INVITEs without credentials whose account is their From user.
+    pub from_accounts: u64,
+    /// INVITEs taken for a call counted already ([`SeenCall`]): retransmissions, and the
+    /// INVITE resent with credentials after a challenge. The meters count them once.
+    pub repeats: u64,
 }
 
 /// One rule's counts (per CPU).
@@ -1748,6 +1767,37 @@ pub struct CallBudget {
     pub name: [u64; ACCOUNT_WORDS],
 }
 
+/// A call from a source: the source's key and the call's identity
+/// ([`crate::sip::pairing::call_identity`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CallKey {
+    pub source: SourceKey,
+    pub call: u64,
+}
+
+/// A call counted lately ([`destination_names::SEEN_CALLS`]). A new INVITE with its
+/// identity, within [`SEEN_CALL_NS`] of its first, is the same call if it has the same
+/// CSeq (a retransmission) or, first without credentials, now has some and a higher CSeq
+/// (the request resent after a challenge, RFC 3261 §22.2); any other is a new call. Only
+/// INVITEs that passed are remembered: a dropped one's retransmissions meet the meters
+/// again, and are dropped again.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeenCall {
+    /// When it was first counted.
+    pub first_ns: u64,
+    /// The account charged for it last (0: none): an INVITE naming another is charged to
+    /// that one too (a From user, then the digest username after the challenge).
+    pub account: u64,
+    /// The CSeq number of its last INVITE.
+    pub cseq: u32,
+    /// Its last INVITE carried credentials.
+    pub credentialed: u16,
+    /// INVITEs it let pass uncounted (at most [`MAX_CALL_REPEATS`]).
+    pub repeats: u16,
+}
+
 #[cfg(feature = "user")]
 mod destination_pod {
     // SAFETY: plain `#[repr(C)]` integers and arrays of them, explicit padding fields:
@@ -1765,4 +1815,8 @@ mod destination_pod {
     unsafe impl aya::Pod for super::Calls {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::CallBudget {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CallKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SeenCall {}
 }

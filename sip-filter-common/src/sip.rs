@@ -28,8 +28,8 @@ use crate::{
     domain::HashState,
     ip::{parse_ipv4, parse_ipv6, IpState},
     scan::{
-        bytes_equal, first_flagged_byte, low_bytes_mask, word_of, ScanBuf, Vol, ASCII_LOWER,
-        BUF_WORDS, HIGH, SCAN_LEN, TAIL_WORDS,
+        bytes_equal, first_flagged_byte, low_bytes_mask, word_of, zero_bytes, ScanBuf, Vol,
+        ASCII_LOWER, BUF_WORDS, HIGH, SCAN_LEN, TAIL_WORDS,
     },
     scanner::AgentState,
 };
@@ -914,6 +914,94 @@ impl Scratch {
         self.lines.over_budget.get() != 0
     }
 }
+
+/// The value of the first From header (`From` or `f`, any case) of the message the
+/// parser left in `scratch`, for a parse that does not record it: [`POLICY_HEADERS`]
+/// passes over its lines, and only the INVITE program needs it (adding it there would
+/// cost every request a line examined). Looked for as [`skip_lines`] does, at the bytes
+/// after each line feed, from the start line's end to the empty line or the first zero
+/// byte (the payload's end: the words after it are cleared). [`Span::ABSENT`] if there
+/// is none there, if the first line named From is no header line (no colon), or if its
+/// line is cut by the end of the window. The value ends with its line: a folded
+/// continuation is not followed.
+#[inline(never)]
+pub fn find_from_header(scratch: &Scratch) -> Span {
+    let buf = &scratch.buf;
+    let from = usize::from(scratch.lines.start_line_end.get());
+    let first_word = from >> 3;
+    // Where the header line starts: the first line start, after the start line and
+    // before the header section's end, whose name is `from` or `f`. Flagged a word at a
+    // time, without a branch per line: each byte's flag says what the bytes from it are.
+    // Laundered: knowing the words below it, the compiler would drop the masks of the
+    // reads, which are what proves them in bounds to the verifier.
+    let scan_len = buf.launder(SCAN_LEN);
+    let line = buf.search(
+        (SCAN_LEN / 8 / FROM_SEARCH_WORDS + 1) as u32,
+        SCAN_LEN,
+        |i| {
+            for w in 0..FROM_SEARCH_WORDS {
+                let k = first_word + i * FROM_SEARCH_WORDS + w;
+                if k * 8 >= scan_len {
+                    return Some(SCAN_LEN);
+                }
+                let word = buf.word(k);
+                // The high bit of each byte that follows a line feed, in this word or as
+                // the previous one's last byte; in the first word, from the start line's end.
+                let mut starts = (bytes_equal(word, b'\n') << 8)
+                    | (bytes_equal(buf.word(k.wrapping_sub(1)), b'\n') >> 56);
+                if w == 0 && i == 0 {
+                    starts &= u64::MAX << ((from & 7) * 8);
+                }
+                // The empty line, or a zero byte anywhere: the end of the headers.
+                let ends = (starts & (bytes_equal(word, b'\r') | bytes_equal(word, b'\n')))
+                    | zero_bytes(word);
+                // The byte `n` places on from each byte, lower case (for letters).
+                let ahead = |n: usize| buf.window(k * 8 + n) | ASCII_LOWER;
+                let name_end =
+                    |w: u64| bytes_equal(w, b':') | bytes_equal(w, b' ') | bytes_equal(w, b'\t');
+                let f = bytes_equal(word | ASCII_LOWER, b'f');
+                let rom = bytes_equal(ahead(1), b'r')
+                    & bytes_equal(ahead(2), b'o')
+                    & bytes_equal(ahead(3), b'm')
+                    & name_end(buf.window(k * 8 + 4));
+                let mut named = starts & f & (name_end(buf.window(k * 8 + 1)) | rom);
+                if ends != 0 {
+                    // Only line starts before the first end.
+                    named &= (ends & ends.wrapping_neg()).wrapping_sub(1);
+                }
+                if named != 0 {
+                    return Some(k * 8 + first_flagged_byte(named));
+                }
+                if ends != 0 {
+                    return Some(SCAN_LEN);
+                }
+            }
+            None
+        },
+    );
+    if line >= SCAN_LEN {
+        return Span::ABSENT;
+    }
+    // The line's end: its line feed, before the payload's end.
+    let newline = find_flagged(buf, line, SCAN_LEN, |w| {
+        bytes_equal(w, b'\n') | zero_bytes(w)
+    });
+    if newline >= SCAN_LEN || buf.byte(newline) != b'\n' {
+        return Span::ABSENT;
+    }
+    // Laundered: knowing them below the window's end, the compiler would drop the masks
+    // of the reads near them, and 6.1's verifier learns no bound from comparing two
+    // registers (`newline > start`, `at < end`).
+    let newline = buf.launder(newline);
+    let end = buf.launder(content_end(buf, line, newline as u16));
+    match classify_header(buf, line, end) {
+        Some((Header::From, value_start)) => value_of(buf, Span::new(value_start, end)),
+        _ => Span::ABSENT,
+    }
+}
+
+/// Words [`find_from_header`] looks at per step.
+const FROM_SEARCH_WORDS: usize = 4;
 
 /// [`routing_of`]: the To header has a tag, so the request is inside a dialog.
 pub const ROUTING_IN_DIALOG: u32 = 1;

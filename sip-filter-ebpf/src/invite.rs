@@ -8,8 +8,15 @@
 //!
 //! A new call is an INVITE outside a dialog (no To tag): a re-INVITE is neither metered
 //! nor denied, so a call in progress is never cut. The account is the digest username
-//! of the INVITE's credentials: an INVITE without credentials names none (the server
-//! challenges it) and meets the rules and the per-source meters only.
+//! of the INVITE's credentials, else its From user ([`caller_user`]: a trunk's or an
+//! IP-authenticated PBX's INVITEs carry no credentials, nor does a call's first INVITE
+//! before the server challenges it). An INVITE naming neither meets the rules and the
+//! per-source meters only.
+//!
+//! A call counts once ([`SeenCall`]): its retransmissions, and the INVITE resent with
+//! credentials after a challenge, are not new calls. Only an account the call was not
+//! yet charged to is charged for them (the digest username after a From user that
+//! differs), so a thief cannot have his calls charged to made-up From users.
 //!
 //! [`Packet`]: crate::Packet
 
@@ -22,17 +29,20 @@ use aya_ebpf::{
 };
 use sip_filter_common::{
     maps::{
-        CallBudget, CallerKey, Calls, DestinationConfig, DestinationCounters, DestinationKey,
-        DestinationRule, EventKind, RuleCounters, Transport as TransportKind, CALLER_ACCOUNT,
-        CALLER_SOURCE, CALL_BUDGETS_ON, DESTINATION_DENY, DESTINATION_LIMIT, DESTINATION_RULES_ON,
-        FLAG_DRY_RUN, HOUR_NS, MAX_CALL_BUDGETS, MAX_DESTINATION_CALLERS, MAX_DESTINATION_RULES,
-        MINUTE_NS,
+        CallBudget, CallKey, CallerKey, Calls, DestinationConfig, DestinationCounters,
+        DestinationKey, DestinationRule, EventKind, RuleCounters, SeenCall,
+        Transport as TransportKind, CALLER_ACCOUNT, CALLER_SOURCE, CALL_BUDGETS_ON,
+        DESTINATION_DENY, DESTINATION_LIMIT, DESTINATION_RULES_ON, FLAG_DRY_RUN, HOUR_NS,
+        MAX_CALL_BUDGETS, MAX_CALL_REPEATS, MAX_DESTINATION_CALLERS, MAX_DESTINATION_RULES,
+        MAX_SEEN_CALLS, MINUTE_NS, SEEN_CALL_NS,
     },
     sip::{
         dialled::{dialled, Dialled, DialledKind, Dialling},
-        has_tag,
-        pairing::{digest_username, Account, ACCOUNT_WORDS},
-        value_of, Header, Method, Scratch,
+        find_from_header, has_tag,
+        pairing::{
+            call_identity, caller_user, decimal, digest_username, from_tag, Account, ACCOUNT_WORDS,
+        },
+        value_of, Header, Method, Scratch, Span,
     },
     Reason,
 };
@@ -66,6 +76,10 @@ static CALLERS: LruHashMap<CallerKey, Calls> =
 #[map(name = "SF_CALL_BUDGETS")]
 static BUDGETS: LruHashMap<u64, CallBudget> = LruHashMap::with_max_entries(MAX_CALL_BUDGETS, 0);
 
+/// The calls counted lately, to count each once (see the module).
+#[map(name = "SF_SEEN_CALLS")]
+static SEEN_CALLS: LruHashMap<CallKey, SeenCall> = LruHashMap::with_max_entries(MAX_SEEN_CALLS, 0);
+
 /// The INVITE's findings, in memory rather than on the stack: 6.1 adds up the frames
 /// of a call chain, each rounded to 32 bytes, against 512 bytes.
 #[repr(C)]
@@ -74,6 +88,17 @@ struct Invite {
     dialling: Dialling,
     number: Dialled,
     account: Account,
+    /// The From header's value.
+    from: Span,
+    /// The INVITE carries credentials.
+    credentialed: u32,
+    /// What it is to the meters: a new call, or one counted already and whether its
+    /// account is charged now ([`recall_call`]).
+    new_call: u32,
+    charge_account: u32,
+    /// The call, and the INVITE's CSeq number, to remember it by.
+    call: CallKey,
+    cseq: u32,
 }
 
 #[map(name = "SF_INVITE_SCRATCH")]
@@ -83,7 +108,11 @@ static INVITE: PerCpuArray<Invite> = PerCpuArray::with_max_entries(1, 0);
 pub fn sip_filter_invite(ctx: XdpContext) -> u32 {
     // Read before `conclude`, whose count resets it.
     let over_tcp = read_back(|p| &p.transport) == TransportKind::Tcp as u32;
-    judge_invite();
+    // In turn, not one inside the other: the stack is shared along the call chain.
+    if opens_a_call() {
+        find_account();
+        judge_invite();
+    }
     if read_back(|p| &p.reason) == Reason::PassRequest as u32 {
         answers_bookkeeping();
     }
@@ -95,8 +124,29 @@ pub fn sip_filter_invite(ctx: XdpContext) -> u32 {
     action
 }
 
-/// The account's budget and the destination rules, on an INVITE that passed the request
-/// policy; a drop's reason left in the [`crate::Packet`].
+/// Whether the INVITE meets the rules and budgets: they are on, and it is outside a
+/// dialog (a re-INVITE belongs to a call already made).
+#[inline(never)]
+fn opens_a_call() -> bool {
+    let (Some(rules_config), Some(scratch)) = (DESTINATION_CONFIG.get(0), SCAN.get_ptr(0)) else {
+        return false;
+    };
+    if rules_config.flags == 0 {
+        return false;
+    }
+    // SAFETY: per-CPU, written by `judge` earlier in this run.
+    let scratch = unsafe { &*scratch };
+    let buf = &scratch.buf;
+    let to = value_of(buf, scratch.header(Header::To));
+    if to.is_present() && has_tag(buf, to) {
+        return false;
+    }
+    bump(|c| &mut c.invites);
+    true
+}
+
+/// The account's budget and the destination rules, on an INVITE that opens a call and
+/// whose account was found; a drop's reason left in the [`crate::Packet`].
 #[inline(never)]
 fn judge_invite() {
     let (Some(rules_config), Some(config), Some(scratch), Some(packet), Some(invite)) = (
@@ -108,23 +158,9 @@ fn judge_invite() {
     ) else {
         return;
     };
-    if rules_config.flags == 0 {
-        return;
-    }
     // SAFETY: per-CPU, written by `judge` earlier in this run; `invite` is ours alone.
     let (scratch, packet, invite) = unsafe { (&*scratch, &*packet, &mut *invite) };
-    let buf = &scratch.buf;
-    // A re-INVITE belongs to a call already made.
-    let to = value_of(buf, scratch.header(Header::To));
-    if to.is_present() && has_tag(buf, to) {
-        return;
-    }
-    bump(|c| &mut c.invites);
-    find_account(invite, scratch, config.domain_seed);
     let account = &invite.account;
-    if account.key == 0 {
-        bump(|c| &mut c.no_account);
-    }
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let dry_run = config.has(FLAG_DRY_RUN);
@@ -134,7 +170,12 @@ fn judge_invite() {
         return;
     }
     find_number(invite, scratch, rules_config);
+    recall_call(invite, scratch, &packet.key, config.domain_seed, now);
+    if invite.new_call == 0 {
+        bump(|c| &mut c.repeats);
+    }
     let (invite, account) = (&*invite, &invite.account);
+    let (new_call, charge_account) = (invite.new_call != 0, invite.charge_account != 0);
     let number = &invite.number;
     // Read as a plain number: knowing the enum's range, the compiler would drop the
     // mask the verifier needs to see the index bounded.
@@ -154,9 +195,11 @@ fn judge_invite() {
                 let rule = *rule;
                 let denied = rule.action == DESTINATION_DENY;
                 limited |= rule.action == DESTINATION_LIMIT;
-                // Both callers are noted (the report), and both meters charged.
-                let source_over = note_source(&rule, &packet.key, &packet.source, denied, now);
-                let account_over = account.key != 0 && note_account(&rule, account, denied, now);
+                // Both callers are noted (the report), and both meters charged, for a
+                // new call; a call counted already is charged to a new account only.
+                let source_over =
+                    new_call && note_source(&rule, &packet.key, &packet.source, denied, now);
+                let account_over = charge_account && note_account(&rule, account, denied, now);
                 let dropped = if denied {
                     Some(Reason::DropDestinationDenied)
                 } else if source_over || account_over {
@@ -173,7 +216,7 @@ fn judge_invite() {
             None => bump(|c| &mut c.unmatched),
         }
     }
-    if budgets && breaches_budget(rules_config, account, limited, now) {
+    if budgets && charge_account && breaches_budget(rules_config, account, limited, now) {
         bump(|c| &mut c.budget_breaches);
         emit(
             &packet.source,
@@ -186,19 +229,114 @@ fn judge_invite() {
             &account.name,
         );
         leave_reason(Reason::DropCallBudget);
+        return;
+    }
+    remember_call(invite, now);
+}
+
+/// The account the INVITE names: the digest username of its credentials, else the user
+/// of its From (found here: the request's parse does not record it).
+#[inline(never)]
+fn find_account() {
+    let (Some(config), Some(scratch), Some(invite)) =
+        (CONFIG.get(0), SCAN.get_ptr(0), INVITE.get_ptr_mut(0))
+    else {
+        return;
+    };
+    // SAFETY: per-CPU, written by `judge` earlier in this run; `invite` is ours alone.
+    let (scratch, invite) = unsafe { (&*scratch, &mut *invite) };
+    let buf = &scratch.buf;
+    let credentials = value_of(buf, scratch.header(Header::Credentials));
+    invite.credentialed = u32::from(credentials.is_present());
+    invite.from = find_from_header(scratch);
+    let username = if credentials.is_present() {
+        digest_username(buf, credentials)
+    } else {
+        Span::ABSENT
+    };
+    let named = if username.is_empty() {
+        caller_user(buf, invite.from)
+    } else {
+        username
+    };
+    invite.account = Account::of(buf, named, config.domain_seed);
+    if invite.account.key == 0 {
+        bump(|c| &mut c.no_account);
+    } else if invite.credentialed == 0 {
+        bump(|c| &mut c.from_accounts);
     }
 }
 
-/// The account the INVITE names: the digest username of its credentials, if any.
+/// Whether the INVITE is a new call, or one of a call counted lately from its source
+/// ([`SeenCall`]); and whether its account is charged.
 #[inline(never)]
-fn find_account(invite: &mut Invite, scratch: &Scratch, seed: u64) {
+fn recall_call(invite: &mut Invite, scratch: &Scratch, source: &[u8; 16], seed: u64, now: u64) {
     let buf = &scratch.buf;
-    let credentials = value_of(buf, scratch.header(Header::Credentials));
-    invite.account = if credentials.is_present() {
-        Account::of(buf, digest_username(buf, credentials), seed)
-    } else {
-        Account::default()
+    invite.new_call = 1;
+    invite.charge_account = u32::from(invite.account.key != 0);
+    invite.call = CallKey {
+        source: *source,
+        call: call_identity(
+            buf,
+            value_of(buf, scratch.header(Header::CallId)),
+            from_tag(buf, invite.from),
+            seed,
+        ),
     };
+    match decimal(buf, value_of(buf, scratch.header(Header::CSeq))) {
+        Some(cseq) => invite.cseq = cseq,
+        // Without a CSeq number, not one to remember: every such INVITE is a new call.
+        None => invite.call.call = 0,
+    }
+    if invite.call.call == 0 {
+        return;
+    }
+    let Some(seen) = SEEN_CALLS.get_ptr(&invite.call) else {
+        return;
+    };
+    // SAFETY: a map value, copied; races between CPUs cost accuracy only.
+    let seen = unsafe { *seen };
+    let retransmitted = invite.cseq == seen.cseq;
+    let challenged = seen.credentialed == 0 && invite.credentialed != 0 && invite.cseq > seen.cseq;
+    if now.wrapping_sub(seen.first_ns) < SEEN_CALL_NS
+        && u32::from(seen.repeats) < MAX_CALL_REPEATS
+        && (retransmitted || challenged)
+    {
+        invite.new_call = 0;
+        invite.charge_account =
+            u32::from(invite.account.key != 0 && invite.account.key != seen.account);
+    }
+}
+
+/// Remembers an INVITE that passed: a new call afresh, one counted already with its
+/// latest CSeq and account.
+#[inline(never)]
+fn remember_call(invite: &Invite, now: u64) {
+    if invite.call.call == 0 {
+        return;
+    }
+    if invite.new_call != 0 {
+        let seen = SeenCall {
+            first_ns: now,
+            account: invite.account.key,
+            cseq: invite.cseq,
+            credentialed: invite.credentialed as u16,
+            repeats: 0,
+        };
+        let _ = SEEN_CALLS.insert(&invite.call, &seen, 0);
+        return;
+    }
+    let Some(seen) = SEEN_CALLS.get_ptr_mut(&invite.call) else {
+        return;
+    };
+    // SAFETY: a map value; races between CPUs cost accuracy only.
+    let seen = unsafe { &mut *seen };
+    seen.cseq = invite.cseq;
+    seen.credentialed |= invite.credentialed as u16;
+    seen.repeats = seen.repeats.saturating_add(1);
+    if invite.charge_account != 0 {
+        seen.account = invite.account.key;
+    }
 }
 
 /// The number the INVITE dials, normalised.

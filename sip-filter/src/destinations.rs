@@ -323,7 +323,44 @@ pub fn apply(
     let mut array: Array<_, DestinationConfig> =
         Array::try_from(filter.map_mut(names::CONFIG)?).map_err(map_error(names::CONFIG))?;
     array.set(0, config, 0).map_err(map_error(names::CONFIG))?;
+    if !budgets.any() {
+        // Budgets off: the kernel ignores the blocks already; freed, they no longer show
+        // in `top` and the metrics, nor come back with budgets on again.
+        let freed = forget_call_budgets(filter)?;
+        if freed != 0 {
+            log::info!(accounts = freed;
+                "call budgets are off: {freed} account(s) metered or blocked by them forgotten");
+        }
+    }
     Ok(())
+}
+
+/// Whether the filter's configuration has call budgets on.
+pub fn budgets_on(filter: &Filter) -> Result<bool, FilterError> {
+    let array: Array<_, DestinationConfig> =
+        Array::try_from(filter.map(names::CONFIG)?).map_err(map_error(names::CONFIG))?;
+    let config = array.get(&0, 0).map_err(map_error(names::CONFIG))?;
+    Ok(config.has(CALL_BUDGETS_ON))
+}
+
+/// Removes every account's call budget (its meter, and its block if blocked); returns
+/// how many there were.
+fn forget_call_budgets(filter: &mut Filter) -> Result<usize, FilterError> {
+    let map = filter.map(names::BUDGETS)?;
+    let keys: Vec<u64> = all_call_budgets(map)?
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let data = bpf_sys::hash_or_trie(map).ok_or(FilterError::Map {
+        name: names::BUDGETS,
+        source: MapError::InvalidName {
+            name: names::BUDGETS.to_string(),
+        },
+    })?;
+    bpf_sys::delete_many(data, &keys).map_err(map_error(names::BUDGETS))
 }
 
 /// Whether a key text is an international number's.
@@ -456,6 +493,8 @@ impl DestinationReport {
                 sum.unmatched += cpu.unmatched;
                 sum.budget_breaches += cpu.budget_breaches;
                 sum.no_account += cpu.no_account;
+                sum.from_accounts += cpu.from_accounts;
+                sum.repeats += cpu.repeats;
             },
         )?;
         let mut rules = Vec::new();

@@ -1148,6 +1148,8 @@ struct DestinationSeries {
     rule_drops: IntCounterVec,
     budget_breaches: IntCounterVec,
     blocked_accounts: IntGaugeVec,
+    accounts: IntCounterVec,
+    repeats: IntCounterVec,
 }
 
 impl DestinationSeries {
@@ -1188,10 +1190,20 @@ impl DestinationSeries {
                 ),
                 &["account"],
             )?,
+            accounts: counter(
+                "sip_filter_destination_accounts_total",
+                "New INVITEs by what named their account for the call budgets and limit rules: digest (the credentials' username), from (no credentials: the From user), none (neither: a From without a user, or anonymous).",
+                &["named_by"],
+            )?,
+            repeats: counter(
+                "sip_filter_destination_repeated_invites_total",
+                "New INVITEs of a call counted already (a retransmission, or the INVITE resent with credentials after a challenge): the meters and budgets count a call once.",
+                &[],
+            )?,
         })
     }
 
-    fn collectors(&self) -> [&dyn Collector; 6] {
+    fn collectors(&self) -> [&dyn Collector; 8] {
         [
             &self.invites,
             &self.unmatched,
@@ -1199,6 +1211,8 @@ impl DestinationSeries {
             &self.rule_drops,
             &self.budget_breaches,
             &self.blocked_accounts,
+            &self.accounts,
+            &self.repeats,
         ]
     }
 
@@ -1215,6 +1229,20 @@ impl DestinationSeries {
         self.budget_breaches
             .with_label_values(&NO_LABELS)
             .inc_by(report.counters.budget_breaches);
+        let counters = &report.counters;
+        let by_digest = counters
+            .invites
+            .saturating_sub(counters.no_account + counters.from_accounts);
+        for (named_by, count) in [
+            ("digest", by_digest),
+            ("from", counters.from_accounts),
+            ("none", counters.no_account),
+        ] {
+            self.accounts.with_label_values(&[named_by]).inc_by(count);
+        }
+        self.repeats
+            .with_label_values(&NO_LABELS)
+            .inc_by(counters.repeats);
         for rule in report.rules.iter().filter(|rule| rule.calls != 0) {
             let labels = [rule.prefix.as_str(), rule.action()];
             self.rule_calls
@@ -1238,6 +1266,8 @@ impl DestinationSeries {
         self.rule_drops.reset();
         self.budget_breaches.reset();
         self.blocked_accounts.reset();
+        self.accounts.reset();
+        self.repeats.reset();
     }
 }
 

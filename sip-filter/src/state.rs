@@ -233,6 +233,9 @@ pub struct Restored {
     pub registered: usize,
     pub lockouts: usize,
     pub call_budgets: usize,
+    /// Call budgets left out because the configuration has budgets off: an account
+    /// blocked before the restart is not blocked by a rule switched off since.
+    pub call_budgets_off: usize,
     /// Expired since the file was written, unreadable, or (lockouts, call budgets) an
     /// account whose name may have been cut: left out.
     pub skipped: usize,
@@ -901,13 +904,18 @@ fn account_seed(filter: &Filter) -> Result<u64, FilterError> {
     })
 }
 
-/// Puts the call budgets back, keyed by this filter's hash seed.
+/// Puts the call budgets back, keyed by this filter's hash seed; none if its
+/// configuration has budgets off.
 fn restore_call_budgets(
     filter: &mut Filter,
     state: &State,
     clocks: Clocks,
     restored: &mut Restored,
 ) -> Result<(), FilterError> {
+    if !crate::destinations::budgets_on(filter)? {
+        restored.call_budgets_off = state.call_budgets.len();
+        return Ok(());
+    }
     let seed = account_seed(filter)?;
     let (mut keys, mut budgets) = (Vec::new(), Vec::new());
     for saved in &state.call_budgets {

@@ -21,9 +21,10 @@ use sip_filter_common::{
 };
 use sip_filter_tests::{
     geo::{verdict_settings, XDP_DROP, XDP_PASS},
-    packets::{sip_request, udp4_from, SIP_PORT},
+    packets::{sip_request, transaction, udp4_from, SIP_PORT},
     privileged,
 };
+use std::sync::atomic::{AtomicU32, Ordering};
 
 fn rule(prefix: &str, action: Action) -> Rule {
     Rule {
@@ -47,9 +48,40 @@ fn settings(rules: Vec<Rule>, budgets: CallBudgets) -> Settings {
     }
 }
 
-/// An INVITE to `uri` from `source`, with credentials for `account` if
-/// given, and a To tag if `in_dialog`.
+/// The From of the INVITEs the tests send: [`sip_request`]'s, user `alice`.
+const FROM_ALICE: &str = "<sip:alice@pbx.example.test>;tag=1";
+
+/// An INVITE to `uri` from `source`: a call of its own (a fresh Call-ID), from
+/// [`FROM_ALICE`], with credentials for `account` if given, and a To tag if `in_dialog`.
 fn invite(uri: &str, source: [u8; 4], account: Option<&str>, in_dialog: bool) -> Vec<u8> {
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+    let call_id = format!("call-{}@198.18.0.1", CALLS.fetch_add(1, Ordering::Relaxed));
+    let mut request = invite_text(uri, FROM_ALICE, account, &call_id, 1);
+    if in_dialog {
+        // The builder's To has no tag; a re-INVITE's has one.
+        request = request.replace(
+            "To: <sip:bob@pbx.example.test>",
+            "To: <sip:bob@pbx.example.test>;tag=b1",
+        );
+    }
+    udp4_from(source, SIP_PORT, request.as_bytes())
+}
+
+/// An INVITE of the call `call_id` with CSeq `cseq`, From `from` (the header's value),
+/// and credentials for `account` if given.
+fn call_invite(
+    uri: &str,
+    source: [u8; 4],
+    from: &str,
+    account: Option<&str>,
+    call_id: &str,
+    cseq: u32,
+) -> Vec<u8> {
+    let request = invite_text(uri, from, account, call_id, cseq);
+    udp4_from(source, SIP_PORT, request.as_bytes())
+}
+
+fn invite_text(uri: &str, from: &str, account: Option<&str>, call_id: &str, cseq: u32) -> String {
     let credentials = account.map(|user| {
         format!(
             "Proxy-Authorization: Digest username=\"{user}\", realm=\"pbx.example.test\", \
@@ -57,20 +89,10 @@ fn invite(uri: &str, source: [u8; 4], account: Option<&str>, in_dialog: bool) ->
         )
     });
     let headers: Vec<&str> = credentials.iter().map(String::as_str).collect();
-    // The builder's To has no tag; a re-INVITE's has one.
-    let request = sip_request("INVITE", uri, &headers);
-    let request = if in_dialog {
-        String::from_utf8(request)
-            .expect("text")
-            .replace(
-                "To: <sip:bob@pbx.example.test>",
-                "To: <sip:bob@pbx.example.test>;tag=b1",
-            )
-            .into_bytes()
-    } else {
-        request
-    };
-    udp4_from(source, SIP_PORT, &request)
+    String::from_utf8(transaction(&sip_request("INVITE", uri, &headers), cseq))
+        .expect("text")
+        .replace(&format!("From: {FROM_ALICE}"), &format!("From: {from}"))
+        .replace("Call-ID: 1@198.18.0.1", &format!("Call-ID: {call_id}"))
 }
 
 fn invites(filter: &Filter, reason: Reason) -> u64 {
@@ -92,6 +114,8 @@ fn destination_counters(filter: &Filter) -> DestinationCounters {
         sum.unmatched += value.unmatched;
         sum.budget_breaches += value.budget_breaches;
         sum.no_account += value.no_account;
+        sum.from_accounts += value.from_accounts;
+        sum.repeats += value.repeats;
     }
     sum
 }
@@ -184,7 +208,16 @@ fn destinations_normalised_and_matched_by_longest_prefix() {
     // Nothing, a name, national, international.
     assert_eq!(counters.dialled, [0, 1, 2, 11], "{counters:?}");
     assert_eq!(counters.unmatched, 1, "{counters:?}");
-    assert_eq!(counters.no_account, 14, "{counters:?}");
+    // Without credentials, each named its From user's account.
+    assert_eq!(
+        (
+            counters.no_account,
+            counters.from_accounts,
+            counters.repeats
+        ),
+        (0, 14, 0),
+        "{counters:?}"
+    );
     // Other methods never meet the rules.
     let options = udp4_from(
         PHONE,
@@ -324,11 +357,14 @@ fn destinations_budgets_block_the_account_from_every_source() {
     }
     let third = invite(international, [198, 18, 4, 2], Some("2001"), false);
     assert_eq!(filter.test_run(&third).expect("run"), XDP_DROP);
-    // Another account is unaffected; an INVITE without credentials names no account.
+    // Another account is unaffected; a withheld caller names no account.
     let other = invite(international, [198, 18, 4, 2], Some("2002"), false);
     assert_eq!(filter.test_run(&other).expect("run"), XDP_PASS);
-    let anonymous = invite(international, [198, 18, 4, 2], None, false);
-    assert_eq!(filter.test_run(&anonymous).expect("run"), XDP_PASS);
+    let anonymous = "\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag=1";
+    for call in ["anonymous-1", "anonymous-2", "anonymous-3"] {
+        let withheld = call_invite(international, [198, 18, 4, 2], anonymous, None, call, 1);
+        assert_eq!(filter.test_run(&withheld).expect("run"), XDP_PASS, "{call}");
+    }
     assert_eq!(invites(&filter, Reason::DropCallBudget), 3);
     assert_eq!(destination_counters(&filter).budget_breaches, 2);
 
@@ -464,8 +500,9 @@ fn destinations_reload_keeps_kept_rules_and_removes_the_others() {
             CallBudgets::default(),
         ))
         .expect("configured");
-    let german = invite("sip:+4930123456@pbx.example.test", PHONE, None, false);
-    assert_eq!(filter.test_run(&german).expect("run"), XDP_PASS);
+    // A new call each time (a resent INVITE is no new call).
+    let german = || invite("sip:+4930123456@pbx.example.test", PHONE, None, false);
+    assert_eq!(filter.test_run(&german()).expect("run"), XDP_PASS);
     let uk = invite("sip:+4490123456@pbx.example.test", PHONE, None, false);
     assert_eq!(filter.test_run(&uk).expect("run"), XDP_DROP);
     let before = sip_filter::destinations::loaded_rules(&filter).expect("rules");
@@ -479,7 +516,7 @@ fn destinations_reload_keeps_kept_rules_and_removes_the_others() {
     let after = sip_filter::destinations::loaded_rules(&filter).expect("rules");
     assert_eq!(before["+49"].id, after["+49"].id);
     assert!(!after.contains_key("+4490"));
-    assert_eq!(filter.test_run(&german).expect("run"), XDP_DROP);
+    assert_eq!(filter.test_run(&german()).expect("run"), XDP_DROP);
     assert_eq!(filter.test_run(&uk).expect("run"), XDP_PASS);
     // +33 took the number +4490 left: it inherits neither its counts nor its callers.
     assert_eq!(after["+33"].id, before["+4490"].id);
@@ -505,5 +542,217 @@ fn destinations_reload_keeps_kept_rules_and_removes_the_others() {
     assert!(sip_filter::destinations::loaded_rules(&filter)
         .expect("rules")
         .is_empty());
-    assert_eq!(filter.test_run(&german).expect("run"), XDP_PASS);
+    assert_eq!(filter.test_run(&german()).expect("run"), XDP_PASS);
+}
+
+/// Without credentials, the account is the From user (a trunk's or an IP-authenticated
+/// PBX's INVITEs): its budget applies, and is the same account its digest username
+/// names. With credentials, the digest username wins over the From user. A From
+/// without a user, or a withheld caller's, names no account; a `tel:` From names its
+/// number.
+#[test]
+fn destinations_account_is_the_from_user_without_credentials() {
+    if !privileged("destinations_account_is_the_from_user_without_credentials") {
+        return;
+    }
+    let mut filter = Filter::load().expect("the programs load");
+    let budgets = CallBudgets {
+        per_minute: 2,
+        ..CallBudgets::default()
+    };
+    filter
+        .configure(&settings(Vec::new(), budgets))
+        .expect("configured");
+    let national = "sip:030123456@pbx.example.test";
+    let from = |user: &str| format!("\"Front <desk>\" <sips:{user}@pbx.example.test>;tag=f1");
+    let mut calls = 0;
+    let mut call = |source: u8, from: &str, account: Option<&str>| {
+        calls += 1;
+        let call_id = format!("from-{calls}");
+        let request = call_invite(national, [198, 18, 7, source], from, account, &call_id, 1);
+        filter.test_run(&request).expect("run")
+    };
+    // 3100 without credentials, from three sources: cut at its 3rd call.
+    assert_eq!(call(1, &from("3100"), None), XDP_PASS);
+    assert_eq!(call(2, &from("3100"), None), XDP_PASS);
+    assert_eq!(call(3, &from("3100"), None), XDP_DROP, "3100's budget");
+    // The digest username 3100 is the same account: blocked.
+    assert_eq!(call(4, &from("someone"), Some("3100")), XDP_DROP);
+    // The digest username wins: 3101 calling as From 3100 is 3101.
+    assert_eq!(call(5, &from("3100"), Some("3101")), XDP_PASS);
+    // A tel: From names its number, which has a budget of its own.
+    for source in 6..8 {
+        assert_eq!(call(source, "<tel:+4930555;isub=1>;tag=t", None), XDP_PASS);
+    }
+    assert_eq!(call(8, "<tel:+4930555>;tag=t", None), XDP_DROP, "+4930555");
+    // No user, or a withheld caller: no account, no budget.
+    for source in 9..12 {
+        assert_eq!(call(source, "<sip:pbx.example.test>;tag=h", None), XDP_PASS);
+        let withheld = "\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag=a";
+        assert_eq!(call(source, withheld, None), XDP_PASS);
+    }
+    let blocked = budget_of(&filter, "3100").expect("3100's budget");
+    assert_eq!((blocked.breaches, blocked.drops), (1, 2), "{blocked:?}");
+    assert_eq!(budget_of(&filter, "3101").map(|b| b.minute_calls), Some(1));
+    assert!(budget_of(&filter, "+4930555").is_some_and(|b| b.breaches == 1));
+    assert!(budget_of(&filter, "anonymous").is_none());
+    let counters = destination_counters(&filter);
+    assert_eq!(
+        (counters.from_accounts, counters.no_account),
+        (6, 6),
+        "{counters:?}"
+    );
+}
+
+/// A challenged call (an INVITE without credentials, the server's 407, the INVITE
+/// resent with credentials and a higher CSeq) is one new call to the per-source
+/// `limit` meter and to the account's budget, however often each INVITE is
+/// retransmitted; two Call-IDs are two calls, and a third INVITE of the same call with
+/// credentials again is a new one. When the digest username differs from the From
+/// user, each account is charged the call once.
+#[test]
+fn destinations_a_challenged_call_counts_once() {
+    if !privileged("destinations_a_challenged_call_counts_once") {
+        return;
+    }
+    let mut filter = Filter::load().expect("the programs load");
+    let rules = vec![rule(
+        "+49",
+        Action::Limit {
+            calls_per_minute: 2,
+        },
+    )];
+    let budgets = CallBudgets {
+        per_minute: 3,
+        ..CallBudgets::default()
+    };
+    filter
+        .configure(&settings(rules, budgets))
+        .expect("configured");
+    let german = "sip:+4930123456@pbx.example.test";
+    let from_1000 = "\"Desk\" <sip:1000@pbx.example.test>;tag=d1";
+    let run = |request: &[u8]| filter.test_run(request).expect("run");
+    // Each INVITE twice: the retransmission counts nothing.
+    let challenged_call = |call_id: &str| {
+        let first = call_invite(german, PHONE, from_1000, None, call_id, 1);
+        let resent = call_invite(german, PHONE, from_1000, Some("1000"), call_id, 2);
+        [run(&first), run(&first), run(&resent), run(&resent)]
+    };
+    assert_eq!(challenged_call("call-a"), [XDP_PASS; 4]);
+    assert_eq!(challenged_call("call-b"), [XDP_PASS; 4]);
+    // The source's third call is over the rule's 2 a minute.
+    let third = call_invite(german, PHONE, from_1000, None, "call-c", 1);
+    assert_eq!(run(&third), XDP_DROP);
+    assert_eq!(invites(&filter, Reason::DropDestinationLimited), 1);
+    // The budget counted two calls (the rule cut the third before it).
+    let budget = budget_of(&filter, "1000").expect("1000's budget");
+    assert_eq!((budget.minute_calls, budget.breaches), (2, 0), "{budget:?}");
+    let counters = destination_counters(&filter);
+    assert_eq!(counters.repeats, 6, "{counters:?}");
+
+    // Another source, a national number (no rule): credentials again on the same call
+    // (CSeq 3) is a new call, or a sender could reuse one Call-ID for all its calls.
+    let source = [198, 18, 8, 1];
+    let national = "sip:030123456@pbx.example.test";
+    let first = call_invite(national, source, from_1000, Some("1000"), "call-d", 1);
+    let again = call_invite(national, source, from_1000, Some("1000"), "call-d", 3);
+    assert_eq!(run(&first), XDP_PASS, "1000's 3rd call");
+    assert_eq!(
+        run(&again),
+        XDP_DROP,
+        "1000's 4th call breaches its 3 a minute"
+    );
+    let budget = budget_of(&filter, "1000").expect("1000's budget");
+    assert_eq!(budget.breaches, 1, "{budget:?}");
+
+    // From user 2000, digest username 2001: one call to each.
+    let source = [198, 18, 8, 2];
+    let from_2000 = "<sip:2000@pbx.example.test>;tag=e1";
+    let first = call_invite(german, source, from_2000, None, "call-e", 1);
+    let resent = call_invite(german, source, from_2000, Some("2001"), "call-e", 2);
+    assert_eq!([run(&first), run(&resent), run(&resent)], [XDP_PASS; 3]);
+    for account in ["2000", "2001"] {
+        let budget = budget_of(&filter, account).expect("a budget");
+        assert_eq!(budget.minute_calls, 1, "{account}: {budget:?}");
+    }
+    let report = DestinationReport::read(|name| filter.map(name), monotonic_now_ns())
+        .expect("the report reads");
+    let calls_of = |kind, name: &str| {
+        report
+            .callers
+            .iter()
+            .find(|(key, calls)| {
+                key.kind == kind
+                    && if kind == CALLER_SOURCE {
+                        source_text(&calls.name) == name
+                    } else {
+                        account_text(&calls.name) == name
+                    }
+            })
+            .map(|(_, calls)| calls.calls)
+    };
+    assert_eq!(calls_of(CALLER_SOURCE, "198.18.8.2"), Some(1));
+    assert_eq!(calls_of(CALLER_ACCOUNT, "2000"), Some(1));
+    assert_eq!(calls_of(CALLER_ACCOUNT, "2001"), Some(1));
+}
+
+/// Budgets switched off: a restart restores none of the saved budgets (an account
+/// blocked before it is not blocked by a rule switched off since), and a reload that
+/// switches them off forgets every account's budget and block at once.
+#[test]
+fn destinations_budgets_off_restore_nothing_and_free_the_blocked() {
+    if !privileged("destinations_budgets_off_restore_nothing_and_free_the_blocked") {
+        return;
+    }
+    let on = settings(
+        Vec::new(),
+        CallBudgets {
+            per_minute: 1,
+            ..CallBudgets::default()
+        },
+    );
+    let off = settings(Vec::new(), CallBudgets::default());
+    let national = "sip:030123456@pbx.example.test";
+    let call = |filter: &Filter| {
+        filter
+            .test_run(&invite(national, PHONE, Some("5000"), false))
+            .expect("run")
+    };
+    let mut filter = Filter::load().expect("the programs load");
+    filter.configure(&on).expect("configured");
+    assert_eq!(call(&filter), XDP_PASS);
+    assert_eq!(call(&filter), XDP_DROP, "5000 breaches");
+    let saved = State::take(&StateMaps::of(&filter).expect("maps"), Clocks::now()).expect("taken");
+    assert_eq!(saved.call_budgets.len(), 1, "{saved:?}");
+
+    // A restart with budgets off: nothing restored, and said so.
+    let mut after = Filter::load().expect("the programs load");
+    after.configure(&off).expect("configured");
+    let restored = state::restore(&mut after, &saved, Clocks::now()).expect("restored");
+    assert_eq!(
+        (restored.call_budgets, restored.call_budgets_off),
+        (0, 1),
+        "{restored:?}"
+    );
+    assert!(budget_of(&after, "5000").is_none());
+    // Budgets on again: 5000 starts afresh.
+    after.configure(&on).expect("reloaded");
+    assert_eq!(call(&after), XDP_PASS);
+    drop(after);
+
+    // A reload that turns budgets off frees the blocked account at once.
+    assert!(budget_of(&filter, "5000").is_some_and(|b| b.blocked_until_ns > 0));
+    filter.configure(&off).expect("reloaded");
+    assert!(budget_of(&filter, "5000").is_none());
+    assert_eq!(call(&filter), XDP_PASS);
+    assert!(
+        DestinationReport::read(|name| filter.map(name), monotonic_now_ns())
+            .expect("the report reads")
+            .blocked
+            .is_empty()
+    );
+    // On again: not blocked until it breaches anew.
+    filter.configure(&on).expect("reloaded");
+    assert_eq!(call(&filter), XDP_PASS);
+    assert_eq!(call(&filter), XDP_DROP);
 }

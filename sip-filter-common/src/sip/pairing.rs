@@ -1,8 +1,9 @@
 //! What pairs the server's answer with the request it answers, and what the answer says
 //! about authentication (issue 13): the transaction's identity (Call-ID and CSeq, which
 //! RFC 3261 §8.2.6.2 has the server copy into its answer), the account a request names
-//! (its digest username, else its To user), a challenge's `stale` flag, and how long a
-//! registration was granted.
+//! (its digest username, else its To user; for an INVITE's call budget, else its From
+//! user), a call's identity across a challenge, a challenge's `stale` flag, and how long
+//! a registration was granted.
 //!
 //! Every function reads the parser's [`ScanBuf`] through spans the parse recorded, with
 //! loops bounded for the BPF verifier, and is shared by the kernel programs and host
@@ -220,7 +221,8 @@ pub fn is_stale(buf: &ScanBuf, challenge: Span) -> bool {
 }
 
 /// The user part of the URI in a From or To value (`"Bob" <sip:bob@example.com>;tag=1`
-/// → `bob`); [`Span::ABSENT`] if it has none (`sip:example.com`).
+/// → `bob`); [`Span::ABSENT`] if it has none (`sip:example.com`). A display name is
+/// not told from the URI: one holding a `<` hides it (see [`caller_user`]).
 #[inline(always)]
 pub fn uri_user(buf: &ScanBuf, value: Span) -> Span {
     let (from, to) = (value.start(), value.end());
@@ -230,7 +232,13 @@ pub fn uri_user(buf: &ScanBuf, value: Span) -> Span {
     // After a `<` if there is one (a display name may precede it), else from the start.
     let angle = find_byte(buf, from, to, b'<');
     let uri = if angle < to { angle + 1 } else { from };
-    // The scheme: up to its colon, within `sips:`'s length.
+    user_part(buf, uri, to)
+}
+
+/// The user part of the URI starting at `uri`: after its scheme's colon (within
+/// `sips:`'s length), up to an `@`.
+#[inline(always)]
+fn user_part(buf: &ScanBuf, uri: usize, to: usize) -> Span {
     let colon = find_byte(buf, uri, to.min(uri + 5), b':');
     if colon >= to.min(uri + 5) {
         return Span::ABSENT;
@@ -244,6 +252,89 @@ pub fn uri_user(buf: &ScanBuf, value: Span) -> Span {
         return Span::ABSENT;
     }
     Span::new(start, end)
+}
+
+/// Where the URI of a From value starts, and where its header parameters may (after the
+/// `>` of a name-addr, else anywhere: an addr-spec has no URI parameters, RFC 3261
+/// §20.10). A quoted display name is skipped first, so a `<` or `;tag=` inside it is not
+/// taken for the URI's; an escaped quote (`\"`) ends it early, and the value then reads
+/// as having no URI. `None` for a value with no URI where one must be.
+#[inline(always)]
+fn name_addr(buf: &ScanBuf, value: Span) -> Option<(usize, usize)> {
+    let (from, to) = (value.start(), value.end());
+    if from >= to {
+        return None;
+    }
+    let after_name = if buf.byte(from) == b'"' {
+        find_byte(buf, from + 1, to, b'"') + 1
+    } else {
+        from
+    };
+    if after_name >= to {
+        return None;
+    }
+    let angle = find_byte(buf, after_name, to, b'<');
+    if angle >= to {
+        // An addr-spec: no display name can precede it.
+        return (after_name == from).then_some((from, from));
+    }
+    let close = find_byte(buf, angle + 1, to, b'>');
+    (close < to).then_some((angle + 1, close + 1))
+}
+
+/// The caller a From value names, the account of a request without credentials: its
+/// URI's user part (`"Alice <2>" <sips:alice@pbx>;tag=1` → `alice`), or the number of a
+/// `tel:` URI (`<tel:+4930123;isub=1>` → `+4930123`), the caller's identity there.
+/// [`Span::ABSENT`] for a URI without a user (`<sip:pbx.example.test>`, no one's
+/// account) and for RFC 3323's `anonymous` user (a withheld caller: every such call
+/// would share one account).
+#[inline(always)]
+pub fn caller_user(buf: &ScanBuf, from: Span) -> Span {
+    const TEL: u64 = word_of(b"tel:");
+    const ANONYMOU: u64 = word_of(b"anonymou");
+    let Some((uri, _)) = name_addr(buf, from) else {
+        return Span::ABSENT;
+    };
+    let to = from.end();
+    let user = if ascii_lowercase_word(buf.window(uri)) & low_bytes_mask(4) == TEL {
+        let start = uri + 4;
+        let limit = to.min(start + ACCOUNT_SEARCH_BYTES);
+        let end = find_flagged(buf, start, limit, |w| {
+            bytes_equal(w, b';') | bytes_equal(w, b'>') | !not_blank(w) & HIGH
+        });
+        Span::new(start, end)
+    } else {
+        user_part(buf, uri, to)
+    };
+    let anonymous = user.len() == 9
+        && ascii_lowercase_word(buf.window(user.start())) == ANONYMOU
+        && buf.byte(user.start() + 8) | 0x20 == b's';
+    if user.is_empty() || anonymous {
+        return Span::ABSENT;
+    }
+    user
+}
+
+/// The `tag` parameter of a From value (RFC 3261 §19.3), looked for after its URI only;
+/// [`Span::ABSENT`] if it has none.
+#[inline(always)]
+pub fn from_tag(buf: &ScanBuf, from: Span) -> Span {
+    match name_addr(buf, from) {
+        Some((_, params)) => param_value(buf, Span::new(params, from.end()), b"tag"),
+        None => Span::ABSENT,
+    }
+}
+
+/// A call's identity across the INVITEs that set it up: its Call-ID and its From tag,
+/// hashed with `seed` as [`transaction_id`] hashes its values. The CSeq is left out: a
+/// request resent with credentials after a challenge keeps the Call-ID and the From,
+/// with a higher CSeq (RFC 3261 §8.1.3.5, §22.2). 0 without a Call-ID.
+#[inline(always)]
+pub fn call_identity(buf: &ScanBuf, call_id: Span, from_tag: Span, seed: u64) -> u64 {
+    if call_id.is_empty() {
+        return 0;
+    }
+    ends_hash(buf, from_tag, ends_hash(buf, call_id, seed)) | 1
 }
 
 /// How far [`uri_user`] looks for the `@` that ends a user part.
@@ -437,6 +528,98 @@ mod tests {
             let found = found.is_present().then(|| text(&buf, found));
             assert_eq!(found.as_deref(), user, "{value}");
         }
+    }
+
+    #[test]
+    fn callers_named_by_from() {
+        for (value, user) in [
+            ("<sip:1000@pbx>;tag=x", Some("1000")),
+            ("sip:dave@pbx;tag=1", Some("dave")),
+            ("Alice <sips:alice@pbx>", Some("alice")),
+            // A quoted display name may hold a `<`, a `>` or a `;tag=`.
+            ("\"A <b>\" <sips:carol@pbx>;tag=9", Some("carol")),
+            ("\"x;tag=1>\"<sip:erin@pbx>", Some("erin")),
+            // A tel: URI's number is its caller.
+            ("<tel:+4930123;isub=1>;tag=2", Some("+4930123")),
+            ("tel:+1-212-555-0100;tag=2", Some("+1-212-555-0100")),
+            ("<TEL:0301234>", Some("0301234")),
+            // No user: no one's account.
+            ("<sip:pbx.example.test>;tag=1", None),
+            ("<tel:>", None),
+            // A withheld caller (RFC 3323) is no account.
+            (
+                "\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag=1",
+                None,
+            ),
+            ("<sip:Anonymous@pbx>", None),
+            ("<sip:anonymous1@pbx>", Some("anonymous1")),
+            // Malformed: an unclosed display name or angle bracket, an escaped quote.
+            ("\"Alice <sip:alice@pbx>", None),
+            ("<sip:alice@pbx", None),
+            ("\"A \\\" <b>\" <sip:x@pbx>", None),
+            ("", None),
+        ] {
+            let (buf, len) = ScanBuf::from_payload(value.as_bytes());
+            let found = caller_user(&buf, Span::new(0, len));
+            let found = found.is_present().then(|| text(&buf, found));
+            assert_eq!(found.as_deref(), user, "{value}");
+        }
+    }
+
+    #[test]
+    fn from_tags_after_the_uri() {
+        for (value, tag) in [
+            ("<sip:1000@pbx>;tag=a1", Some("a1")),
+            ("<sip:1000@pbx;tag=uri-param>;tag=a2", Some("a2")),
+            ("\"x;tag=name\" <sip:1000@pbx>;TAG=a3;other=1", Some("a3")),
+            ("sip:1000@pbx ; tag = a4", Some("a4")),
+            ("<sip:1000@pbx;tag=uri-param>", None),
+            ("<sip:1000@pbx>", None),
+        ] {
+            let (buf, len) = ScanBuf::from_payload(value.as_bytes());
+            let found = from_tag(&buf, Span::new(0, len));
+            let found = found.is_present().then(|| text(&buf, found));
+            assert_eq!(found.as_deref(), tag, "{value}");
+        }
+    }
+
+    /// The INVITE resent after a challenge (a higher CSeq, credentials) and a
+    /// retransmission are the same call; another Call-ID or From tag is another call.
+    #[test]
+    fn a_call_keeps_its_identity_through_the_challenge() {
+        let invite = |call_id: &str, tag: &str, cseq: u32, credentials: bool| {
+            let credentials = if credentials {
+                "Proxy-Authorization: Digest username=\"1000\", realm=\"pbx\"\r\n"
+            } else {
+                ""
+            };
+            format!(
+                "INVITE sip:+4930123@pbx SIP/2.0\r\nFrom: \"Alice\" <sip:alice@pbx>;tag={tag}\r\n\
+                 To: <sip:+4930123@pbx>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\n\
+                 {credentials}Content-Length: 0\r\n\r\n"
+            )
+        };
+        let identity = |text: &str| {
+            let (buf, m) = parsed(text);
+            let from = m.header(Header::From);
+            call_identity(&buf, m.header(Header::CallId), from_tag(&buf, from), 7)
+        };
+        let first = identity(&invite("c1@192.0.2.1", "t1", 1, false));
+        assert_ne!(first, 0);
+        assert_eq!(identity(&invite("c1@192.0.2.1", "t1", 2, true)), first);
+        assert_ne!(identity(&invite("c2@192.0.2.1", "t1", 1, false)), first);
+        assert_ne!(identity(&invite("c1@192.0.2.1", "t2", 1, false)), first);
+        // The account: the digest username wins over the From user.
+        let (buf, m) = parsed(&invite("c1@192.0.2.1", "t1", 2, true));
+        let from_user = caller_user(&buf, m.header(Header::From));
+        assert_eq!(text(&buf, from_user), "alice");
+        let username = digest_username(&buf, m.header(Header::Credentials));
+        assert_eq!(text(&buf, username), "1000");
+        let (buf, m) = parsed("INVITE sip:1@pbx SIP/2.0\r\nCSeq: 1 INVITE\r\n\r\n");
+        assert_eq!(
+            call_identity(&buf, m.header(Header::CallId), Span::ABSENT, 7),
+            0
+        );
     }
 
     #[test]

@@ -1889,6 +1889,15 @@ proptest! {
                     .all(|h| full.header(*h).is_present());
                 prop_assert!(!full.headers_complete || policy.headers_complete);
                 prop_assert!(!policy.headers_complete || full.headers_complete || all_found);
+                // The From the INVITE program looks for is the full parse's, up to its
+                // line's end (the full parse follows a folded value).
+                // (An empty first line's value is not moved to a continuation's start.)
+                let from = find_from_header(&scratch);
+                if !from.is_empty() {
+                    let recorded = full.header(Header::From);
+                    prop_assert_eq!(from.start, recorded.start, "{:?}", recorded);
+                    prop_assert!(from.end <= recorded.end, "{:?} {:?}", from, recorded);
+                }
             }
             (full, policy) => prop_assert_eq!(policy, full),
         }
@@ -2177,4 +2186,87 @@ fn a_wanted_header_is_never_skipped_by_its_first_two_bytes() {
         }
     }
     assert_eq!(examined_beginnings(ALL_HEADERS), None);
+}
+
+/// The From header found in a policy parse's scratch, which does not record it.
+fn policy_from(text: &str) -> Option<String> {
+    let mut scratch = Scratch::new();
+    let len = scratch.fill(text.as_bytes());
+    assert_eq!(
+        parse_in_place::<POLICY_HEADERS>(&mut scratch, len, true),
+        Kind::Sip,
+        "{text}"
+    );
+    assert!(!scratch.header(Header::From).is_present(), "not recorded");
+    let from = find_from_header(&scratch);
+    from.is_present()
+        .then(|| text[from.start()..from.end()].to_string())
+}
+
+#[test]
+fn from_header_found_where_the_policy_parse_passed_it_over() {
+    let request =
+        |headers: &str| format!("INVITE sip:+4930123@pbx.example.test SIP/2.0\r\n{headers}\r\n");
+    let cases: [(&str, Option<&str>); 11] = [
+        (
+            "Via: SIP/2.0/UDP 192.0.2.1\r\nFrom: <sip:1000@pbx>;tag=a\r\nTo: <sip:b@pbx>\r\n",
+            Some("<sip:1000@pbx>;tag=a"),
+        ),
+        // Compact, any case, blanks before the colon, CR-less line ends.
+        ("f: sip:1000@pbx;tag=a\r\n", Some("sip:1000@pbx;tag=a")),
+        ("FROM\t :  <sip:x@pbx>\n", Some("<sip:x@pbx>")),
+        ("F:<sip:x@pbx>\r\n", Some("<sip:x@pbx>")),
+        // Lines that start like it are not it; the first From is.
+        (
+            "Foo: 1\r\nFromage: 2\r\nfrom: <sip:y@pbx>\r\nFrom: <sip:z@pbx>\r\n",
+            Some("<sip:y@pbx>"),
+        ),
+        // A folded value ends with its first line.
+        ("From: \"A\"\r\n <sip:x@pbx>\r\n", Some("\"A\"")),
+        // None in the headers: not in the body after the empty line.
+        (
+            "To: <sip:b@pbx>\r\nContent-Length: 20\r\n\r\nFrom: <sip:x@pbx>\r\n",
+            None,
+        ),
+        ("To: <sip:b@pbx>\r\n", None),
+        // `From` then no colon: not a header line.
+        ("From <sip:x@pbx>\r\n", None),
+        // A zero byte ends the headers.
+        ("To: <sip:b@pbx>\r\nX: \0\r\nFrom: <sip:x@pbx>\r\n", None),
+        (
+            "Subject: from: no\r\nFrom: <sip:x@pbx>\r\n",
+            Some("<sip:x@pbx>"),
+        ),
+    ];
+    for (headers, expected) in cases {
+        let text = request(headers);
+        assert_eq!(policy_from(&text).as_deref(), expected, "{text:?}");
+    }
+    // A From line cut by the end of the window is not taken.
+    let mut cut = "INVITE sip:1@pbx SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1\r\n".to_string();
+    while cut.len() < SCAN_LEN - 20 {
+        cut.push_str("X-Pad: 0123456789\r\n");
+    }
+    cut.push_str("From: <sip:a-long-user-name@pbx.example.test>;tag=1\r\n\r\n");
+    let mut scratch = Scratch::new();
+    let len = scratch.fill(cut.as_bytes());
+    assert_eq!(
+        parse_in_place::<POLICY_HEADERS>(&mut scratch, len, false),
+        Kind::Sip
+    );
+    assert_eq!(find_from_header(&scratch), Span::ABSENT);
+    // Stale bytes of a longer earlier packet beyond this one's end are not read.
+    let mut scratch = Scratch::new();
+    let long = format!("{}From: <sip:stale@pbx>\r\n\r\n", "x".repeat(600));
+    scratch.fill(long.as_bytes());
+    let short = request("To: <sip:b@pbx>\r\n");
+    let (buf, len) = ScanBuf::from_payload(short.as_bytes());
+    for k in 0..(len / 8 + TAIL_WORDS) {
+        scratch.buf.words[k] = buf.words[k];
+    }
+    assert_eq!(
+        parse_in_place::<POLICY_HEADERS>(&mut scratch, len, true),
+        Kind::Sip
+    );
+    assert_eq!(find_from_header(&scratch), Span::ABSENT);
 }

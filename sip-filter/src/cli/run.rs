@@ -137,6 +137,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             restored.bans, restored.allow + restored.deny, restored.registered, restored.lockouts,
             restored.call_budgets);
     }
+    if restored.call_budgets_off != 0 {
+        log::info!(call_budgets = restored.call_budgets_off, state_file:% = state_path.display();
+            "{} saved call budget(s) not restored: call budgets are off in the configuration, so no account stays blocked by them",
+            restored.call_budgets_off);
+    }
     let events = filter.take_events()?;
     let program_id = filter.program_id()?;
 

@@ -232,14 +232,16 @@ fn top_destinations(args: &TopArgs) -> anyhow::Result<()> {
     }
     let counters = &report.counters;
     out.push_str(&format!(
-        "new INVITEs: {} ({} national, {} international, {} to names, {} without a user part; {} to numbers no rule covers; {} without an account)\n",
+        "new INVITEs: {} ({} national, {} international, {} to names, {} without a user part; {} to numbers no rule covers; {} without an account, {} named by their From user; {} of a call counted already)\n",
         counters.invites,
         counters.dialled[2],
         counters.dialled[3],
         counters.dialled[1],
         counters.dialled[0],
         counters.unmatched,
-        counters.no_account
+        counters.no_account,
+        counters.from_accounts,
+        counters.repeats
     ));
     for blocked in &report.blocked {
         out.push_str(&format!(
