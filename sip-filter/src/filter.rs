@@ -222,6 +222,23 @@ pub struct Filter {
     seed: Option<u64>,
 }
 
+/// The program `name` of the object, as the kind `P` it must be (`what` names that kind
+/// in the error when it is missing or of another kind).
+fn program_named<'a, P>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+    what: &'static str,
+) -> Result<&'a mut P, FilterError>
+where
+    &'a mut P: TryFrom<&'a mut Program>,
+{
+    let missing = || FilterError::Missing { what, name };
+    ebpf.program_mut(name)
+        .ok_or_else(missing)?
+        .try_into()
+        .map_err(|_| missing())
+}
+
 impl Filter {
     /// Loads the program into the kernel (the verifier runs here).
     pub fn load() -> Result<Self, FilterError> {
@@ -250,15 +267,7 @@ impl Filter {
     }
 
     fn program_in(ebpf: &mut Ebpf) -> Result<&mut Xdp, FilterError> {
-        let missing = FilterError::Missing {
-            what: "XDP program",
-            name: PROGRAM_NAME,
-        };
-        let program = ebpf.program_mut(PROGRAM_NAME).ok_or(missing)?;
-        program.try_into().map_err(|_| FilterError::Missing {
-            what: "XDP program",
-            name: PROGRAM_NAME,
-        })
+        program_named(ebpf, PROGRAM_NAME, "XDP program")
     }
 
     /// Loads the programs the XDP program tail-calls into (SIP over TCP, TLS
@@ -268,15 +277,7 @@ impl Filter {
     fn load_tail_called(ebpf: &mut Ebpf) -> Result<(), FilterError> {
         let mut slots = Vec::new();
         for (name, slot) in TAIL_CALLED {
-            let missing = || FilterError::Missing {
-                what: "XDP program",
-                name,
-            };
-            let program: &mut Xdp = ebpf
-                .program_mut(name)
-                .ok_or_else(missing)?
-                .try_into()
-                .map_err(|_| missing())?;
+            let program: &mut Xdp = program_named(ebpf, name, "XDP program")?;
             program
                 .load()
                 .map_err(|source| FilterError::LoadTailCalled { name, source })?;
@@ -285,15 +286,7 @@ impl Filter {
         fill_program_array(ebpf, names::PROGRAMS, &slots)?;
         // A program array holds programs of one type: the egress side's has its own.
         let name = ANSWER_STREAM_PROGRAM_NAME;
-        let missing = || FilterError::Missing {
-            what: "TC program",
-            name,
-        };
-        let program: &mut SchedClassifier = ebpf
-            .program_mut(name)
-            .ok_or_else(missing)?
-            .try_into()
-            .map_err(|_| missing())?;
+        let program: &mut SchedClassifier = program_named(ebpf, name, "TC program")?;
         program
             .load()
             .map_err(|source| FilterError::LoadTailCalled { name, source })?;
@@ -321,14 +314,7 @@ impl Filter {
     }
 
     fn egress_program_in(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, FilterError> {
-        let missing = || FilterError::Missing {
-            what: "TC program",
-            name: EGRESS_PROGRAM_NAME,
-        };
-        ebpf.program_mut(EGRESS_PROGRAM_NAME)
-            .ok_or_else(missing)?
-            .try_into()
-            .map_err(|_| missing())
+        program_named(ebpf, EGRESS_PROGRAM_NAME, "TC program")
     }
 
     /// Writes the settings into the maps. The first call picks a random domain hash
