@@ -137,8 +137,12 @@ fn auth_verbs_status_explain_and_a_restart() {
         return;
     }
     let mut rig = LabFixture::start("e2e-auth-verbs", KAMAILIO_TOOLS);
-    let config =
-        format!("[filter]\ndomains = [\"{DOMAIN}\"]\n\n[daemon]\nsave_interval = \"1h\"\n");
+    // Call budgets on: a restart or a crash keeps an account's block only while they
+    // are (one with every budget off forgets them: destinations_test_run.rs).
+    let config = format!(
+        "[filter]\ndomains = [\"{DOMAIN}\"]\n\n[daemon]\nsave_interval = \"1h\"\n\n\
+         [destinations]\naccount_calls_per_minute = 10\n"
+    );
     let mut daemon = rig.start_filter_with(&config);
     let (lab, pins) = (&rig.lab, &rig.pins);
 
