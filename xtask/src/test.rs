@@ -102,9 +102,10 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
     // One test binary at a time: the network tests share the host's network stack. The
     // whole workspace, as built above (a narrower selection would unify features
     // differently, and build again).
+    // Every test binary runs even after one fails: one failure must not hide the rest.
     let mut labs = Command::new("cargo");
     labs.current_dir(&workspace)
-        .args(["test", "--workspace", "--lib", "--bins"]);
+        .args(["test", "--no-fail-fast", "--workspace", "--lib", "--bins"]);
     for target in lab_test_targets(&workspace)? {
         labs.args(["--test", &target]);
     }
