@@ -407,6 +407,74 @@ pub fn delete_many<K: Pod>(map: &MapData, keys: &[K]) -> Result<usize, MapError>
     delete_batch(map.fd().as_fd(), keys).map_err(syscall_error("bpf_map_delete_batch"))
 }
 
+/// Removes every entry of a hash map (LRU or per-CPU too) or LPM trie, whatever the size
+/// of its keys: all keys read first, then deleted one at a time (a key gone meanwhile is
+/// skipped). Returns how many were removed. For a map a few thousand entries long: tests
+/// that run many cases through one loaded program.
+pub fn remove_all(map: &MapData) -> Result<usize, MapError> {
+    let key_size = map.info()?.key_size() as usize;
+    let fd = map.fd().as_fd();
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut next = vec![0u8; key_size];
+        let mut attr = ElemAttr {
+            map_fd: fd.as_raw_fd() as u32,
+            key: keys.last().map_or(0, |key| key.as_ptr() as u64),
+            next_key: next.as_mut_ptr() as u64,
+            ..ElemAttr::default()
+        };
+        match bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) {
+            Ok(()) => keys.push(next),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
+            Err(e) => return Err(syscall_error("bpf_map_get_next_key")(e)),
+        }
+    }
+    let mut removed = 0;
+    for key in &keys {
+        let mut attr = ElemAttr {
+            map_fd: fd.as_raw_fd() as u32,
+            key: key.as_ptr() as u64,
+            ..ElemAttr::default()
+        };
+        match bpf(BPF_MAP_DELETE_ELEM, &mut attr) {
+            Ok(()) => removed += 1,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(syscall_error("bpf_map_delete_elem")(e)),
+        }
+    }
+    Ok(removed)
+}
+
+/// Writes zeros to every slot of an array, each CPU's copy of it when `per_cpu`.
+pub fn zero_array(map: &MapData, per_cpu: bool) -> Result<(), MapError> {
+    let info = map.info()?;
+    let value_size = info.value_size() as usize;
+    let size = if per_cpu {
+        let cpus = aya::util::nr_cpus().map_err(|(_, io_error)| {
+            MapError::SyscallError(SyscallError {
+                call: "reading the possible CPUs",
+                io_error,
+            })
+        })?;
+        // The kernel copies each CPU's value 8-byte aligned.
+        value_size.next_multiple_of(8) * cpus
+    } else {
+        value_size
+    };
+    let zeros = vec![0u8; size];
+    let fd = map.fd().as_fd();
+    for index in 0..info.max_entries() {
+        let mut attr = ElemAttr {
+            map_fd: fd.as_raw_fd() as u32,
+            key: &index as *const u32 as u64,
+            next_key: zeros.as_ptr() as u64,
+            ..ElemAttr::default()
+        };
+        bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map_err(syscall_error("bpf_map_update_elem"))?;
+    }
+    Ok(())
+}
+
 fn check_sizes<K: Pod, V: Pod>(map: &MapData) -> Result<(), MapError> {
     let info = map.info()?;
     let (key_size, value_size) = (info.key_size() as usize, info.value_size() as usize);

@@ -3,7 +3,10 @@
 use std::{
     io::Read,
     net::IpAddr,
+    num::NonZeroUsize,
     path::{Path, PathBuf},
+    sync::{Mutex, PoisonError},
+    thread,
     time::Duration,
 };
 
@@ -33,6 +36,7 @@ use sip_filter_common::{
 };
 
 use crate::{
+    bpf_sys,
     lists::{v4_key, v6_key},
     settings::{Settings, SettingsError},
 };
@@ -65,6 +69,12 @@ pub enum FilterError {
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("clearing map {name}: {source}")]
+    Clear {
+        name: String,
         #[source]
         source: MapError,
     },
@@ -239,6 +249,84 @@ where
         .map_err(|_| missing())
 }
 
+/// Every program the filter runs: the XDP entry, the egress program, the tail-called ones.
+fn program_names() -> impl Iterator<Item = &'static str> {
+    [PROGRAM_NAME, EGRESS_PROGRAM_NAME]
+        .into_iter()
+        .chain(TAIL_CALLED.iter().map(|(name, _)| *name))
+        .chain([ANSWER_STREAM_PROGRAM_NAME])
+}
+
+/// The error for the program `name` the kernel refused.
+fn refused(name: &'static str, source: ProgramError) -> FilterError {
+    match name {
+        PROGRAM_NAME => FilterError::Load(source),
+        EGRESS_PROGRAM_NAME => FilterError::LoadEgress(source),
+        _ => FilterError::LoadTailCalled { name, source },
+    }
+}
+
+/// Loads every program the filter runs into the kernel, on as many threads as there are
+/// CPUs, the largest first. The verifier checks each program apart, and its time is most
+/// of a start (seconds: several programs of hundreds of thousands of verified
+/// instructions), so a restart leaves the server unguarded for less time.
+fn verify_in_parallel(ebpf: &mut Ebpf) -> Result<(), FilterError> {
+    let wanted: Vec<&'static str> = program_names().collect();
+    // In the order of `wanted`, reversed: workers pop the XDP entry first.
+    let mut queue: Vec<(&'static str, &mut Program)> = Vec::with_capacity(wanted.len());
+    for (name, program) in ebpf.programs_mut() {
+        if let Some(name) = wanted.iter().find(|wanted| **wanted == name) {
+            queue.push((name, program));
+        }
+    }
+    if let Some(name) = wanted
+        .iter()
+        .find(|wanted| !queue.iter().any(|(name, _)| name == *wanted))
+    {
+        return Err(FilterError::Missing {
+            what: "program",
+            name,
+        });
+    }
+    queue.sort_by_key(|(name, _)| std::cmp::Reverse(wanted.iter().position(|w| w == name)));
+    let queue = Mutex::new(queue);
+    let next = || queue.lock().unwrap_or_else(PoisonError::into_inner).pop();
+    let workers = thread::available_parallelism()
+        .map_or(1, NonZeroUsize::get)
+        .min(wanted.len());
+    thread::scope(|scope| {
+        let workers: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    while let Some((name, program)) = next() {
+                        match program {
+                            Program::Xdp(program) => program.load(),
+                            Program::SchedClassifier(program) => program.load(),
+                            _ => {
+                                return Err(FilterError::Missing {
+                                    what: "XDP or TC program",
+                                    name,
+                                })
+                            }
+                        }
+                        .map_err(|source| refused(name, source))?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect::<Result<Vec<()>, FilterError>>()
+    })?;
+    Ok(())
+}
+
 impl Filter {
     /// Loads the program into the kernel (the verifier runs here).
     pub fn load() -> Result<Self, FilterError> {
@@ -252,13 +340,9 @@ impl Filter {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::SOURCES, capacities.tracked_sources)
             .load(EBPF_OBJECT)?;
-        let filter = Self::program_in(&mut ebpf)?;
-        filter.load().map_err(FilterError::Load)?;
-        // Loaded from the same object, so it shares the XDP program's maps.
-        Self::egress_program_in(&mut ebpf)?
-            .load()
-            .map_err(FilterError::LoadEgress)?;
-        Self::load_tail_called(&mut ebpf)?;
+        // Loaded from one object, so every program shares the XDP program's maps.
+        verify_in_parallel(&mut ebpf)?;
+        Self::fill_tail_call_slots(&mut ebpf)?;
         Ok(Self {
             ebpf,
             ipv6_prefix: sip_filter_common::maps::DEFAULT_IPV6_PREFIX,
@@ -270,26 +354,19 @@ impl Filter {
         program_named(ebpf, PROGRAM_NAME, "XDP program")
     }
 
-    /// Loads the programs the XDP program tail-calls into (SIP over TCP, TLS
-    /// ClientHellos: [`TAIL_CALLED`]) and the one the egress program does (the answers
-    /// of a TCP segment: [`ANSWER_STREAM_PROGRAM_NAME`]), and puts them in their slots.
-    /// Each is verified apart, with a budget of its own.
-    fn load_tail_called(ebpf: &mut Ebpf) -> Result<(), FilterError> {
+    /// Puts the programs the XDP program tail-calls into (SIP over TCP, TLS ClientHellos:
+    /// [`TAIL_CALLED`]) and the one the egress program does (the answers of a TCP
+    /// segment: [`ANSWER_STREAM_PROGRAM_NAME`]) in their slots, once loaded.
+    fn fill_tail_call_slots(ebpf: &mut Ebpf) -> Result<(), FilterError> {
         let mut slots = Vec::new();
         for (name, slot) in TAIL_CALLED {
             let program: &mut Xdp = program_named(ebpf, name, "XDP program")?;
-            program
-                .load()
-                .map_err(|source| FilterError::LoadTailCalled { name, source })?;
             slots.push((slot, tail_called_fd(program.fd(), name)?));
         }
         fill_program_array(ebpf, names::PROGRAMS, &slots)?;
         // A program array holds programs of one type: the egress side's has its own.
         let name = ANSWER_STREAM_PROGRAM_NAME;
         let program: &mut SchedClassifier = program_named(ebpf, name, "TC program")?;
-        program
-            .load()
-            .map_err(|source| FilterError::LoadTailCalled { name, source })?;
         let fd = tail_called_fd(program.fd(), name)?;
         fill_program_array(
             ebpf,
@@ -412,6 +489,38 @@ impl Filter {
             .collect();
         replace_config_entries(self.map_mut(v4_name)?, v4_name, &v4_wanted)?;
         replace_config_entries(self.map_mut(v6_name)?, v6_name, &v6_wanted)
+    }
+
+    /// Puts every map back as a fresh load leaves it, the verified programs kept: hash
+    /// maps, LRU maps and tries emptied, arrays zeroed (read-only constants and program
+    /// arrays untouched), events not yet read dropped, the domain hash seed forgotten.
+    /// For tests and benchmarks that run many cases through one loaded filter, since a
+    /// load spends seconds in the verifier. Configure it again before use.
+    pub fn clear_maps(&mut self) -> Result<(), FilterError> {
+        for (name, map) in self.ebpf.maps_mut() {
+            let cleared = match map {
+                Map::HashMap(data)
+                | Map::LruHashMap(data)
+                | Map::PerCpuHashMap(data)
+                | Map::PerCpuLruHashMap(data)
+                | Map::LpmTrie(data) => bpf_sys::remove_all(data).map(drop),
+                Map::Array(data) if !name.starts_with(".rodata") => {
+                    bpf_sys::zero_array(data, false)
+                }
+                Map::PerCpuArray(data) => bpf_sys::zero_array(data, true),
+                Map::RingBuf(_) => {
+                    RingBuf::try_from(&mut *map).map(|mut events| while events.next().is_some() {})
+                }
+                _ => Ok(()),
+            };
+            cleared.map_err(|source| FilterError::Clear {
+                name: name.to_string(),
+                source,
+            })?;
+        }
+        self.ipv6_prefix = sip_filter_common::maps::DEFAULT_IPV6_PREFIX;
+        self.seed = None;
+        Ok(())
     }
 
     /// The seed of the domain and account hashes, once configured.

@@ -13,6 +13,7 @@ pub mod geo;
 pub mod guessbench;
 pub mod lab;
 pub mod livesend;
+pub mod loaded;
 pub mod netns;
 pub mod packets;
 pub mod pathbench;

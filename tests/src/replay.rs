@@ -8,7 +8,7 @@ use pcap_file::pcap::{PcapPacket, PcapWriter};
 use serde_json::Value;
 
 use crate::{
-    lab::{sip_filter, write_file, TempDir},
+    lab::{sip_filter, write_file, TempDir, DOMAIN},
     netns::{run_bounded, Finished},
 };
 
@@ -26,6 +26,12 @@ pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
             .write_packet(&PcapPacket::new(time, frame.len() as u32, frame))
             .expect("a packet");
     }
+}
+
+/// [`replay_json`] with the lab's domain served (`--domain DOMAIN`), as the labs' filter
+/// runs, then `extra`.
+pub fn replay_lab_json(capture: &Path, extra: &[&str]) -> (Finished, Vec<Value>, Value) {
+    replay_json(capture, &[&["--domain", DOMAIN][..], extra].concat())
 }
 
 /// What `sip-filter replay CAPTURE --json ARGS...` printed: the packet lines and the

@@ -14,7 +14,7 @@ use sip_filter_common::{
     maps::{AnswerCounters, AnswerKind, MAX_ANSWER_STREAM_MESSAGES, MAX_TRANSACTIONS},
     Method, Reason,
 };
-use sip_filter_tests::{packets::*, privileged};
+use sip_filter_tests::{loaded::configured, packets::*, privileged};
 use std::net::IpAddr;
 
 const XDP_DROP: u32 = 1;
@@ -33,12 +33,6 @@ fn settings(auth: AuthRules) -> Settings {
         auth,
         ..Settings::default()
     }
-}
-
-fn loaded(settings: &Settings) -> Filter {
-    let mut filter = Filter::load().expect("the programs load");
-    filter.configure(settings).expect("settings apply");
-    filter
 }
 
 /// A request from `client`, through the XDP program: its verdict.
@@ -84,7 +78,7 @@ fn a_full_transaction_table_displaces_and_counts() {
         return;
     }
     // The rules that lock and ban off: this test counts pairing only.
-    let filter = loaded(&settings(AuthRules {
+    let filter = configured(&settings(AuthRules {
         lockout_failures: 0,
         ban_failures: 0,
         enumeration_users: 0,
@@ -134,7 +128,7 @@ fn a_404_to_a_bye_refuses_no_user() {
     if !privileged("a_404_to_a_bye_refuses_no_user") {
         return;
     }
-    let filter = loaded(&settings(AuthRules::default()));
+    let filter = configured(&settings(AuthRules::default()));
     for (method, expected) in [
         ("BYE", AnswerKind::Other),
         ("NOTIFY", AnswerKind::Other),
@@ -269,7 +263,7 @@ fn answers_are_paired_with_requests_and_classified() {
     if !privileged("answers_are_paired_with_requests_and_classified") {
         return;
     }
-    let filter = loaded(&settings(AuthRules::default()));
+    let filter = configured(&settings(AuthRules::default()));
     let fresh = challenge(false);
     let cases = pairing_cases();
     let mut failures = Vec::new();
@@ -322,7 +316,7 @@ fn failed_passwords_lock_the_account_for_its_source_then_ban_the_source() {
         account_failures: 0,
         ..AuthRules::default()
     };
-    let filter = loaded(&settings(rules));
+    let filter = configured(&settings(rules));
     let fresh = challenge(false);
     let guess = |client: [u8; 4], user: &str, n: u32| -> u32 {
         let call_id = format!("guess-{user}-{n}");
@@ -402,7 +396,7 @@ fn a_registered_source_loses_only_the_failing_account() {
         account_failures: 0,
         ..AuthRules::default()
     };
-    let filter = loaded(&settings(rules));
+    let filter = configured(&settings(rules));
     let office = [198, 18, 2, 1];
     // One phone registers: the office's address is registered.
     let change = delta(&filter, || {
@@ -469,7 +463,7 @@ fn enumeration_bans_an_unregistered_source() {
         enumeration_users: 5,
         ..AuthRules::default()
     };
-    let filter = loaded(&settings(rules));
+    let filter = configured(&settings(rules));
     let scanner = [198, 18, 3, 1];
     let mut refused = 0;
     for n in 0..10 {
@@ -505,7 +499,7 @@ fn an_account_guessed_from_many_sources_is_locked_for_unregistered_ones() {
         account_failures: 4,
         ..AuthRules::default()
     };
-    let filter = loaded(&settings(rules));
+    let filter = configured(&settings(rules));
     // The account's real phone registers first.
     let phone = [198, 18, 4, 1];
     request(&filter, phone, &register("500", "p-1", 1, true));
@@ -553,7 +547,7 @@ fn strict_mode_reserves_methods_for_registered_and_trusted_sources() {
         ..AuthRules::default()
     });
     settings.allow = vec!["198.18.6.1/32".parse().expect("a network")];
-    let filter = loaded(&settings);
+    let filter = configured(&settings);
     let stranger = [198, 18, 6, 2];
     let phone = [198, 18, 6, 3];
     let invite = sip_request("INVITE", "sip:100@pbx.example.test", &[]);
@@ -596,7 +590,7 @@ fn what_was_learnt_is_listed_restored_and_unlocked() {
         ..AuthRules::default()
     };
     let settings = settings(rules);
-    let filter = loaded(&settings);
+    let filter = configured(&settings);
     let fresh = challenge(false);
     let fail = |client: [u8; 4], user: &str, call_id: &str| {
         assert_eq!(
@@ -665,7 +659,7 @@ fn what_was_learnt_is_listed_restored_and_unlocked() {
     std::fs::remove_dir_all(&state_dir).expect("removed");
     assert_eq!(saved, taken);
     drop(filter);
-    let mut after = loaded(&settings);
+    let mut after = configured(&settings);
     let restored = state::restore(&mut after, &saved, Clocks::now()).expect("restored");
     assert_eq!(
         (restored.registered, restored.lockouts),
@@ -731,7 +725,7 @@ fn an_answer_starting_a_tcp_segment_is_learnt() {
     if !privileged("an_answer_starting_a_tcp_segment_is_learnt") {
         return;
     }
-    let filter = loaded(&settings(AuthRules::default()));
+    let filter = configured(&settings(AuthRules::default()));
     let fresh = challenge(false);
     let over_tcp = |call_id: &str| {
         let verdict = filter
@@ -966,7 +960,7 @@ fn every_answer_in_a_tcp_segment_is_learnt() {
         return;
     }
     // Counting only: nothing locks or bans.
-    let filter = loaded(&settings(AuthRules {
+    let filter = configured(&settings(AuthRules {
         lockout_failures: 0,
         ban_failures: 0,
         enumeration_users: 0,

@@ -21,6 +21,7 @@ use sip_filter_common::{
 };
 use sip_filter_tests::{
     geo::{verdict_settings, XDP_DROP, XDP_PASS},
+    loaded::fresh,
     packets::{sip_request, transaction, udp4_from, SIP_PORT},
     privileged,
 };
@@ -143,7 +144,7 @@ fn destinations_normalised_and_matched_by_longest_prefix() {
     if !privileged("destinations_normalised_and_matched_by_longest_prefix") {
         return;
     }
-    let mut filter = Filter::load().expect("the programs load");
+    let mut filter = fresh();
     let rules = vec![
         rule("+4490", Action::Deny),
         rule("+1900", Action::Deny),
@@ -235,7 +236,7 @@ fn destinations_limit_each_source_and_each_account() {
     if !privileged("destinations_limit_each_source_and_each_account") {
         return;
     }
-    let mut filter = Filter::load().expect("the programs load");
+    let mut filter = fresh();
     let rules = vec![rule(
         "+49",
         Action::Limit {
@@ -315,7 +316,7 @@ fn destinations_budgets_block_the_account_from_every_source() {
     if !privileged("destinations_budgets_block_the_account_from_every_source") {
         return;
     }
-    let mut filter = Filter::load().expect("the programs load");
+    let mut filter = fresh();
     let budgets = CallBudgets {
         per_minute: 5,
         per_hour: 0,
@@ -402,7 +403,7 @@ fn destinations_budgets_survive_a_restart() {
         ..CallBudgets::default()
     };
     let settings = settings(Vec::new(), budgets);
-    let mut filter = Filter::load().expect("the programs load");
+    let mut filter = fresh();
     filter.configure(&settings).expect("configured");
     let national = "sip:030123456@pbx.example.test";
     let call = |filter: &Filter, account: &str, source: u8| {
@@ -435,7 +436,7 @@ fn destinations_budgets_survive_a_restart() {
     let saved = State::load(&path).expect("read").expect("there");
     std::fs::remove_dir_all(&dir).expect("removed");
     drop(filter);
-    let mut after = Filter::load().expect("the programs load");
+    let mut after = fresh();
     after.configure(&settings).expect("configured");
     let restored = state::restore(&mut after, &saved, Clocks::now()).expect("restored");
     assert_eq!(
@@ -458,7 +459,7 @@ fn destinations_dry_run_counts_and_passes() {
     if !privileged("destinations_dry_run_counts_and_passes") {
         return;
     }
-    let mut filter = Filter::load().expect("the programs load");
+    let mut filter = fresh();
     let settings = Settings {
         dry_run: true,
         ..settings(
@@ -490,7 +491,7 @@ fn destinations_reload_keeps_kept_rules_and_removes_the_others() {
     if !privileged("destinations_reload_keeps_kept_rules_and_removes_the_others") {
         return;
     }
-    let mut filter = Filter::load().expect("the programs load");
+    let mut filter = fresh();
     let limit = Action::Limit {
         calls_per_minute: 1,
     };
@@ -555,7 +556,7 @@ fn destinations_account_is_the_from_user_without_credentials() {
     if !privileged("destinations_account_is_the_from_user_without_credentials") {
         return;
     }
-    let mut filter = Filter::load().expect("the programs load");
+    let mut filter = fresh();
     let budgets = CallBudgets {
         per_minute: 2,
         ..CallBudgets::default()
@@ -615,7 +616,7 @@ fn destinations_a_challenged_call_counts_once() {
     if !privileged("destinations_a_challenged_call_counts_once") {
         return;
     }
-    let mut filter = Filter::load().expect("the programs load");
+    let mut filter = fresh();
     let rules = vec![rule(
         "+49",
         Action::Limit {
@@ -718,7 +719,7 @@ fn destinations_budgets_off_restore_nothing_and_free_the_blocked() {
             .test_run(&invite(national, PHONE, Some("5000"), false))
             .expect("run")
     };
-    let mut filter = Filter::load().expect("the programs load");
+    let mut filter = fresh();
     filter.configure(&on).expect("configured");
     assert_eq!(call(&filter), XDP_PASS);
     assert_eq!(call(&filter), XDP_DROP, "5000 breaches");
@@ -726,7 +727,7 @@ fn destinations_budgets_off_restore_nothing_and_free_the_blocked() {
     assert_eq!(saved.call_budgets.len(), 1, "{saved:?}");
 
     // A restart with budgets off: nothing restored, and said so.
-    let mut after = Filter::load().expect("the programs load");
+    let mut after = fresh();
     after.configure(&off).expect("configured");
     let restored = state::restore(&mut after, &saved, Clocks::now()).expect("restored");
     assert_eq!(

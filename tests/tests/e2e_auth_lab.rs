@@ -108,8 +108,18 @@ fn office_registers_and_calls(lab: &AuthLab) {
 const LOCKOUT_FAILURES: usize = 5;
 const IN_FLIGHT: usize = 2;
 
-/// The attacker guesses `user`'s password 100 times, wrong, at 10 a second (a guess is
-/// two REGISTERs: under the built-in REGISTER limit, so only the answers can stop it).
+/// Guesses in a brute force: three times the failures that ban a source
+/// (`answers.ban_failures`' default, 10), so that the ban, not the end of the list,
+/// stops it. The run lasts as long at any rate: the guesses after the ban are dropped.
+const BRUTE_FORCE_GUESSES: usize = 30;
+
+/// Users in an enumeration: five times the distinct users that ban a source
+/// (`answers.enumeration_users`' default, 10).
+const ENUMERATED_USERS: u32 = 50;
+
+/// The attacker guesses `user`'s password [`BRUTE_FORCE_GUESSES`] times, wrong, at 10 a
+/// second (a guess is two REGISTERs: under the built-in REGISTER limit, so only the
+/// answers can stop it).
 /// The account is locked after [`LOCKOUT_FAILURES`] failures reached the server; the
 /// attempts the lockout drops count on, and ban the source.
 fn guess_until_banned(lab: &AuthLab, user: &str) -> Guesses {
@@ -117,7 +127,7 @@ fn guess_until_banned(lab: &AuthLab, user: &str) -> Guesses {
         lab,
         Client::Attacker,
         user,
-        &wrong_passwords(100),
+        &wrong_passwords(BRUTE_FORCE_GUESSES),
         Pace::per_second(10),
     );
     println!("brute force: {guesses}");
@@ -169,14 +179,16 @@ fn locked_accounts(lab: &AuthLab) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
-/// Guesser number `n` (an extra address of the attacker's host) enumerates 200 users
-/// from `first` at 10 a second, until banned.
-fn enumerate_200(lab: &AuthLab, n: u8, first: u32) -> Guesses {
-    let users: Vec<String> = (first..first + 200).map(|u| u.to_string()).collect();
+/// Guesser number `n` (an extra address of the attacker's host) enumerates
+/// [`ENUMERATED_USERS`] users from `first` at 10 a second, until banned.
+fn enumerate_users(lab: &AuthLab, n: u8, first: u32) -> Guesses {
+    let users: Vec<String> = (first..first + ENUMERATED_USERS)
+        .map(|u| u.to_string())
+        .collect();
     let enumeration = enumerate(lab, Client::Source(n), &users, Pace::per_second(10));
     println!("enumeration: {enumeration}");
     assert!(
-        enumeration.answered < 200,
+        enumeration.answered < u64::from(ENUMERATED_USERS),
         "the enumeration should be cut short: {enumeration}"
     );
     enumeration
@@ -228,8 +240,8 @@ fn on_the_filtered_host_guessers_are_locked_out_then_banned_and_the_office_goes_
 
             // Issue 13 (d), on a server that hides which users exist (every one is
             // challenged, then re-challenged): the distinct accounts failed ban the
-            // source well before 200.
-            let enumeration = enumerate_200(lab, 0, 1000);
+            // source well before the last.
+            let enumeration = enumerate_users(lab, 0, 1000);
             assert!(enumeration.failures_seen <= 10 + IN_FLIGHT, "{enumeration}");
         },
     );
@@ -281,7 +293,7 @@ fn behind_the_gateway_403_failures_and_404_enumerations_are_banned_stale_nonces_
             // Issue 13 (d): unknown users refused with 404: banned at the tenth
             // distinct user (`answers.enumeration_users`).
             lab.add_sources(1).unwrap_or_else(|e| panic!("{e:#}"));
-            let enumeration = enumerate_200(lab, 0, 1100);
+            let enumeration = enumerate_users(lab, 0, 1100);
             assert!(
                 (10..=10 + IN_FLIGHT as u64).contains(&enumeration.users_refused),
                 "{enumeration}"

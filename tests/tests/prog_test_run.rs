@@ -18,6 +18,7 @@ use sip_filter_common::{
     Counters, Method, Reason, SCAN_LEN,
 };
 use sip_filter_tests::{
+    loaded::{configured, fresh, Loaded},
     packets::{raw, *},
     privileged,
 };
@@ -705,12 +706,6 @@ fn describe(delta: &Counters) -> String {
     out.join(", ")
 }
 
-fn loaded(settings: &Settings) -> Filter {
-    let mut filter = Filter::load().expect("the XDP program loads");
-    filter.configure(settings).expect("settings apply");
-    filter
-}
-
 fn assert_table(filter: &Filter, cases: Vec<Case>) {
     let total = cases.len();
     assert_passed(total, run_cases(filter, cases));
@@ -727,24 +722,50 @@ fn assert_passed(total: usize, failures: Vec<String>) {
     eprintln!("{total} cases passed");
 }
 
+/// The tests here share loaded filters (`sip_filter_tests::loaded`): a filter cleared
+/// after a table judges the same table again alike, from no ban and no count, as a new
+/// load would.
+#[test]
+fn a_cleared_filter_judges_a_table_as_a_fresh_load() {
+    if !privileged("a_cleared_filter_judges_a_table_as_a_fresh_load") {
+        return;
+    }
+    let mut filter = Filter::load().expect("the programs load");
+    filter.configure(&settings()).expect("settings apply");
+    assert_table(&filter, sip_cases());
+    filter
+        .ban(CLIENT_V4.into(), None, BanReason::Manual)
+        .expect("a ban");
+    assert_eq!(filter.bans().expect("bans").len(), 1);
+    filter.clear_maps().expect("maps clear");
+    assert_eq!(filter.bans().expect("bans"), Vec::new());
+    let counters = filter.counters().expect("counters");
+    assert!(
+        counters.packets.iter().flatten().all(|n| *n == 0),
+        "{counters:?}"
+    );
+    filter.configure(&settings()).expect("settings apply");
+    assert_table(&filter, sip_cases());
+}
+
 #[test]
 fn sip_messages() {
     if privileged("sip_messages") {
-        assert_table(&loaded(&settings()), sip_cases());
+        assert_table(&configured(&settings()), sip_cases());
     }
 }
 
 #[test]
 fn network_headers() {
     if privileged("network_headers") {
-        assert_table(&loaded(&settings()), network_cases());
+        assert_table(&configured(&settings()), network_cases());
     }
 }
 
 #[test]
 fn fragments_and_header_chains() {
     if privileged("fragments_and_header_chains") {
-        assert_table(&loaded(&settings()), evasion_cases());
+        assert_table(&configured(&settings()), evasion_cases());
     }
 }
 
@@ -1037,7 +1058,7 @@ fn adversarial_review_payloads() {
             not_sip_payload: policy,
             ..settings()
         };
-        assert_table(&loaded(&settings), adversarial_review_cases(policy));
+        assert_table(&configured(&settings), adversarial_review_cases(policy));
     }
     // A trusted source's first fragment that shows no request line passes as the
     // fragment it is, never as a keep-alive (which the answers' metering would count).
@@ -1061,7 +1082,7 @@ fn adversarial_review_payloads() {
         )
     };
     assert_table(
-        &loaded(&trusted),
+        &configured(&trusted),
         vec![
             case(
                 "trusted first fragment, UDP header only",
@@ -1092,14 +1113,14 @@ fn adversarial_review_payloads() {
 /// The program with a deny list (203.0.113.0/24, 2001:db8:bad::/48), an allow list
 /// (203.0.113.7, 198.51.100.200: inside the denied network, and banned) and hour-long
 /// bans of 198.51.100.1, 198.51.100.200 and 2001:db8:77:1::/64.
-fn with_lists_and_bans() -> Filter {
+fn with_lists_and_bans() -> Loaded {
     with_lists_and_bans_under(settings())
 }
 
 /// [`with_lists_and_bans`] under `settings` (whose lists it replaces).
-fn with_lists_and_bans_under(settings: Settings) -> Filter {
+fn with_lists_and_bans_under(settings: Settings) -> Loaded {
     let net = |text: &str| text.parse().unwrap();
-    let mut filter = loaded(&Settings {
+    let mut filter = configured(&Settings {
         deny: vec![net("203.0.113.0/24"), net("2001:db8:bad::/48")],
         allow: vec![net("203.0.113.7/32"), net("198.51.100.200/32")],
         ..settings
@@ -1321,7 +1342,7 @@ fn tcp_and_tls_ports() {
         ],
     );
     // Transports left uninspected: their packets pass untouched, bans or not.
-    let udp_only = loaded(&Settings {
+    let udp_only = configured(&Settings {
         tcp_ports: vec![],
         tls_ports: vec![],
         deny: vec![net("203.0.113.0/24")],
@@ -1472,7 +1493,7 @@ fn connection_rate() {
     );
 
     // The untrusted sources' budget: its own, not the requests' (`untrusted_total`).
-    let budget = loaded(&Settings {
+    let budget = configured(&Settings {
         rate_limits: RateLimits {
             untrusted_connections: limit(1, 2),
             untrusted_total: limit(1, 2),
@@ -1527,7 +1548,7 @@ fn connection_overflow_bans_when_configured() {
     if !privileged("connection_overflow_bans_when_configured") {
         return;
     }
-    let filter = loaded(&Settings {
+    let filter = configured(&Settings {
         rate_limits: RateLimits {
             connections: Some(RateLimit { rate: 1, burst: 1 }),
             ..RateLimits::none()
@@ -1585,7 +1606,7 @@ fn settings_change_verdicts() {
         ..settings()
     };
     assert_table(
-        &loaded(&no_allowlist),
+        &configured(&no_allowlist),
         vec![
             case(
                 "no allowlist: unknown domain passes",
@@ -1607,7 +1628,7 @@ fn settings_change_verdicts() {
         ..settings()
     };
     assert_table(
-        &loaded(&strict_fragments),
+        &configured(&strict_fragments),
         vec![
             case(
                 "drop_fragments: a first fragment with a whole, allowed request line",
@@ -1645,7 +1666,7 @@ fn settings_change_verdicts() {
         ..settings()
     };
     assert_table(
-        &loaded(&lenient),
+        &configured(&lenient),
         vec![
             case(
                 "non-SIP payload passes by policy",
@@ -1689,7 +1710,7 @@ fn reconfiguring_replaces_the_allowlist() {
     if !privileged("reconfiguring_replaces_the_allowlist") {
         return;
     }
-    let mut filter = loaded(&settings());
+    let mut filter = configured(&settings());
     filter
         .configure(&Settings {
             domains: vec!["other.example.test".into()],
@@ -1919,7 +1940,7 @@ fn a_million_list_entries_load() {
         })
         .collect();
     let started = std::time::Instant::now();
-    let filter = loaded(&Settings { deny, ..settings() });
+    let filter = configured(&Settings { deny, ..settings() });
     eprintln!("loaded 1,000,000 deny entries in {:.1?}", started.elapsed());
     let last = (u32::from_be_bytes([16, 0, 0, 0]) + (999_999 << 4) + 3).to_be_bytes();
     assert_table(
@@ -1981,7 +2002,7 @@ fn repeat_offenders_are_banned_longer_each_time() {
         );
         ban_seconds(filter)
     };
-    let mut growing = loaded(&Settings {
+    let mut growing = configured(&Settings {
         ban: BanRules {
             scanner_seconds: 600,
             repeat_factor: 3,
@@ -2002,7 +2023,7 @@ fn repeat_offenders_are_banned_longer_each_time() {
     let counters = growing.counters().unwrap();
     assert_eq!(counters.bans_added[BanReason::Scanner as usize], 4);
 
-    let mut flat = loaded(&Settings {
+    let mut flat = configured(&Settings {
         ban: BanRules {
             scanner_seconds: 600,
             repeat_factor: 1,
@@ -2025,7 +2046,7 @@ fn scanner_user_agents_are_dropped_and_banned() {
     if !privileged("scanner_user_agents_are_dropped_and_banned") {
         return;
     }
-    let filter = loaded(&Settings {
+    let filter = configured(&Settings {
         ban: BanRules::default(),
         allow: vec!["198.51.100.200/32".parse().unwrap()],
         ..settings()
@@ -2120,7 +2141,7 @@ fn extra_user_agents_add_to_the_built_in_scanners() {
         std::path::Path::new("extra.toml"),
     )
     .unwrap();
-    let filter = loaded(&Settings {
+    let filter = configured(&Settings {
         scanner_user_agents: file.scanner_user_agents,
         ban: BanRules::default(),
         ..settings()
@@ -2179,7 +2200,7 @@ fn unknown_domain_requests_ban_after_the_threshold() {
     if !privileged("unknown_domain_requests_ban_after_the_threshold") {
         return;
     }
-    let filter = loaded(&Settings {
+    let filter = configured(&Settings {
         ban: BanRules {
             unknown_domain_hits: 3,
             ..BanRules::default()
@@ -2244,7 +2265,7 @@ fn rate_limits() {
         return;
     }
     let limit = |rate, burst| Some(RateLimit { rate, burst });
-    let filter = loaded(&Settings {
+    let filter = configured(&Settings {
         rate_limits: RateLimits {
             register: limit(2, 3),
             invite: limit(1, 1),
@@ -2335,7 +2356,7 @@ fn rate_limits() {
         ],
     );
 
-    let budget = loaded(&Settings {
+    let budget = configured(&Settings {
         rate_limits: RateLimits {
             untrusted_total: limit(1, 2),
             ..RateLimits::none()
@@ -2348,7 +2369,7 @@ fn rate_limits() {
         budget_of_two(other, PassRequest, DropGlobalBudget, Options),
     );
 
-    let banning = loaded(&Settings {
+    let banning = configured(&Settings {
         rate_limits: RateLimits {
             register: limit(1, 1),
             ..RateLimits::none()
@@ -2394,7 +2415,7 @@ fn dry_run_counts_would_drops() {
     if !privileged("dry_run_counts_would_drops") {
         return;
     }
-    let mut filter = loaded(&Settings {
+    let mut filter = configured(&Settings {
         dry_run: true,
         ban: BanRules::default(),
         deny: vec!["203.0.113.0/24".parse().unwrap()],
@@ -2513,7 +2534,7 @@ fn operator_deny_entries_expire() {
     if !privileged("operator_deny_entries_expire") {
         return;
     }
-    let filter = loaded(&settings());
+    let filter = configured(&settings());
     let (_root, dir) = pinned(&filter, "deny-expiry");
     let mut deny = PinnedList::open(&dir, ListKind::Deny).unwrap();
     let now = monotonic_now_ns();
@@ -2584,7 +2605,7 @@ fn operator_allow_entries_survive_a_reload() {
         allow: vec![net("198.51.100.1/32")],
         ..settings()
     };
-    let mut filter = loaded(&scanners);
+    let mut filter = configured(&scanners);
     let (_root, dir) = pinned(&filter, "allow-reload");
     let mut allow = PinnedList::open(&dir, ListKind::Allow).unwrap();
     allow
@@ -2657,7 +2678,7 @@ fn drops_are_counted_by_source() {
     if !privileged("drops_are_counted_by_source") {
         return;
     }
-    let filter = loaded(&Settings {
+    let filter = configured(&Settings {
         ban: BanRules {
             scanner_seconds: 3600,
             ..BanRules::off()
@@ -2750,7 +2771,7 @@ fn tracked_sources_size_the_source_map() {
         Map::LruHashMap(data) => data.info().unwrap().max_entries(),
         _ => panic!("{} is not an LRU hash map", names::SOURCES),
     };
-    assert_eq!(capacity(&Filter::load().unwrap()), MAX_SOURCES);
+    assert_eq!(capacity(&fresh()), MAX_SOURCES);
     let small = Filter::load_with(Capacities {
         tracked_sources: 4096,
     })
@@ -2768,7 +2789,7 @@ fn routed_and_in_dialog_requests() {
     if !privileged("routed_and_in_dialog_requests") {
         return;
     }
-    let filter = loaded(&Settings {
+    let filter = configured(&Settings {
         ban: BanRules {
             unknown_domain_hits: 2,
             ..BanRules::default()
@@ -2957,7 +2978,7 @@ fn only_packets_the_kernel_accepts_ban() {
     if !privileged("only_packets_the_kernel_accepts_ban") {
         return;
     }
-    let filter = loaded(&Settings {
+    let filter = configured(&Settings {
         ban: BanRules::default(),
         ..settings()
     });
@@ -3146,7 +3167,7 @@ fn counts_toward_a_ban_need_a_valid_checksum() {
         return;
     }
     let limit = |rate, burst| Some(RateLimit { rate, burst });
-    let filter = loaded(&Settings {
+    let filter = configured(&Settings {
         ban: BanRules {
             unknown_domain_hits: 3,
             rate_overflow_hits: 3,
@@ -3279,7 +3300,7 @@ fn answers_and_keepalives_are_metered() {
         ],
         ..settings()
     };
-    let filter = loaded(&metered);
+    let filter = configured(&metered);
     let (_root, dir) = pinned(&filter, "answers");
     let ok = sip_response(200, "OK", "OPTIONS");
     let from4 = |last: u8, payload: &[u8]| udp4_from([198, 51, 100, last], SIP_PORT, payload);
@@ -3424,7 +3445,7 @@ fn answers_and_keepalives_are_metered() {
     );
 
     // Dry-run: over the bucket is counted as a drop, and passes.
-    let dry = loaded(&Settings {
+    let dry = configured(&Settings {
         dry_run: true,
         rate_limits: RateLimits {
             answers: Some(RateLimit { rate: 1, burst: 1 }),
@@ -3455,7 +3476,7 @@ fn answers_and_keepalives_are_metered() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
     // Configured off (`unlimited = true`): a flood of answers all passes.
-    let off = loaded(&Settings {
+    let off = configured(&Settings {
         rate_limits: RateLimits::none(),
         ..metered
     });
@@ -3487,7 +3508,7 @@ fn verifier_budget() {
     if !privileged("verifier_budget") {
         return;
     }
-    let filter = Filter::load().expect("the programs load");
+    let filter = fresh();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let tail_called = TAIL_CALLED.iter().map(|(name, _)| *name);
     for program in [
@@ -3604,7 +3625,7 @@ fn sip_over_tcp_is_walked_message_by_message() {
     if !privileged("sip_over_tcp_is_walked_message_by_message") {
         return;
     }
-    let filter = loaded(&settings());
+    let filter = configured(&settings());
     let phone = "Linphone/5.2.0";
     let allowed = with_body("OPTIONS", ALLOWED, phone, 0, 0);
     let invite = with_body("INVITE", ALLOWED, phone, 120, 120);
@@ -3755,7 +3776,7 @@ fn sip_over_tcp_in_dry_run() {
     if !privileged("sip_over_tcp_in_dry_run") {
         return;
     }
-    let filter = loaded(&Settings {
+    let filter = configured(&Settings {
         dry_run: true,
         ..settings()
     });
@@ -3792,7 +3813,7 @@ fn sip_over_tcp_bans_need_a_valid_checksum() {
     if !privileged("sip_over_tcp_bans_need_a_valid_checksum") {
         return;
     }
-    let filter = loaded(&Settings {
+    let filter = configured(&Settings {
         ban: BanRules::default(),
         ..settings()
     });
@@ -3865,7 +3886,7 @@ fn verdicts_are_counted_by_transport() {
     if !privileged("verdicts_are_counted_by_transport") {
         return;
     }
-    let filter = loaded(&settings());
+    let filter = configured(&settings());
     assert_table(
         &filter,
         vec![

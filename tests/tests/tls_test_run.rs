@@ -18,6 +18,7 @@ use sip_filter_common::{
     Counters, Method, Reason,
 };
 use sip_filter_tests::{
+    loaded::configured,
     packets::{shaped, *},
     privileged,
 };
@@ -41,12 +42,6 @@ fn settings() -> Settings {
         },
         ..Settings::default()
     }
-}
-
-fn loaded(settings: &Settings) -> Filter {
-    let mut filter = Filter::load().expect("the programs load");
-    filter.configure(settings).expect("settings apply");
-    filter
 }
 
 /// A segment of an established connection to the TLS port, from the client.
@@ -358,7 +353,7 @@ fn client_hello_cases() -> Vec<Case> {
 #[test]
 fn client_hellos() {
     if privileged("client_hellos") {
-        assert_table(&loaded(&settings()), client_hello_cases(), false);
+        assert_table(&configured(&settings()), client_hello_cases(), false);
     }
 }
 
@@ -368,7 +363,7 @@ fn client_hellos_in_dry_run() {
     if !privileged("client_hellos_in_dry_run") {
         return;
     }
-    let filter = loaded(&Settings {
+    let filter = configured(&Settings {
         dry_run: true,
         tls: TlsRules {
             refused_hits: 1,
@@ -391,7 +386,7 @@ fn tls_settings_change_verdicts() {
     if !privileged("tls_settings_change_verdicts") {
         return;
     }
-    let strict = loaded(&Settings {
+    let strict = configured(&Settings {
         tls: TlsRules {
             min_version: Some(TlsVersion::Tls1_3),
             no_sni: NoSniPolicy::Drop,
@@ -439,7 +434,7 @@ fn tls_settings_change_verdicts() {
         ],
         false,
     );
-    let open = loaded(&Settings {
+    let open = configured(&Settings {
         tls: TlsRules {
             min_version: None,
             server_names: Some(vec![]),
@@ -483,7 +478,7 @@ fn refused_handshakes_ban_the_source() {
     if !privileged("refused_handshakes_ban_the_source") {
         return;
     }
-    let filter = loaded(&Settings {
+    let filter = configured(&Settings {
         tls: TlsRules {
             refused_hits: 3,
             refused_window_seconds: 60,

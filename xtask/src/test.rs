@@ -21,11 +21,12 @@ const TEST_PACKAGE_DIR: &str = "tests";
 /// the same): no network namespace, no fixed address, pins of their own. They run one at
 /// a time in a second process beside the network tests, which mostly wait on their labs,
 /// and the 6.1 VM after them: about 20 of CI's minutes, taken off its length.
-const BESIDE_THE_LABS: [&str; 9] = [
+const BESIDE_THE_LABS: [&str; 10] = [
     "prog_test_run",
     "answers_test_run",
     "countries_test_run",
     "adversarial_replay",
+    "replay_captures",
     "default_limits",
     "batch_maps",
     "countries_size",
