@@ -31,11 +31,14 @@ const APPLETS: &[&str] = &["sh", "mount", "mkdir", "uname", "poweroff", "insmod"
 /// Debian system loads them on demand, the initramfs has no modprobe.
 const TC_MODULES: &[&str] = &["sch_ingress", "cls_bpf"];
 /// The kernel-side test binaries run in the VM, in this order: the programs fed frames
-/// (`tests/tests/prog_test_run.rs`), and the egress program attached in each mode the
-/// kernel has (`tests/tests/egress_attach.rs`: clsact on 6.1). Neither needs any tool.
+/// (`tests/tests/prog_test_run.rs`), the egress program attached in each mode the
+/// kernel has (`tests/tests/egress_attach.rs`: clsact on 6.1), the answers read at
+/// egress (datagrams and TCP segments), countries, destinations and TLS. None needs any
+/// tool.
 const TEST_TARGETS: &[&str] = &[
     "prog_test_run",
     "egress_attach",
+    "answers_test_run",
     "countries_test_run",
     "destinations_test_run",
     "tls_test_run",
@@ -696,8 +699,10 @@ fn boot(kernel: &Path, initrd: &Path, timeout: Duration, echo: bool) -> anyhow::
         .args([
             "-accel",
             "tcg",
+            // The tests keep a loaded filter for the next (tests/src/loaded.rs) beside
+            // those they load: two sets of preallocated maps did not fit in 1 GB.
             "-m",
-            "1024",
+            "2048",
             "-serial",
             "stdio",
             "-no-reboot",
