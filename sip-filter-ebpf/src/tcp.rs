@@ -1,7 +1,8 @@
 //! The stream program for SIP over TCP: entered by tail call from the XDP program
-//! (`sip_filter`) for an untrusted source's segment with payload to a SIP-over-TCP or
-//! TLS port, once the source policy (lists, bans) has passed it; the source's findings
-//! wait in the [`Packet`]. A TLS port's segment goes on to the TLS program ([`tls`]).
+//! (`sip_filter`) for an untrusted source's segment with payload to a SIP-over-TCP
+//! port, once the source policy (lists, bans) has passed it; the source's findings
+//! wait in the [`Packet`]. A TLS port's segment goes to the TLS program ([`tls`])
+//! instead, straight from the XDP program.
 //!
 //! A segment to a SIP-over-TCP port is walked message by message (issue 14): the
 //! message at the [`Packet`]'s `stream_offset` is parsed with the parser UDP uses
@@ -29,7 +30,6 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use sip_filter_common::{
     maps::{
         Transport as TransportKind, MAX_STREAM_MESSAGES, PROGRAM_SLOT_TCP, PROGRAM_SLOT_TCP_POLICY,
-        PROGRAM_SLOT_TLS,
     },
     sip::{
         parse_in_place,
@@ -40,21 +40,16 @@ use sip_filter_common::{
 };
 
 use crate::{
-    bump, count, enter_stream_program, finish,
+    bump, count, finish,
     headers::{parse_headers, Headers, INGRESS},
     leave_transport,
     payload::load_payload,
-    read_back, tail_call, verdict, CONFIG, NEEDS_ANSWER_METER, NEEDS_REQUEST_POLICY, PACKET, SCAN,
+    read_back, tail_call, verdict, NEEDS_ANSWER_METER, NEEDS_REQUEST_POLICY, PACKET, SCAN,
 };
 
 #[xdp]
 pub fn sip_filter_tcp(ctx: XdpContext) -> u32 {
     let verdict = judge_message(&ctx);
-    if verdict == TLS_PORT {
-        leave_position(0, 0);
-        enter_stream_program(&ctx, PROGRAM_SLOT_TLS);
-        return xdp_action::XDP_PASS;
-    }
     if verdict == NOTHING {
         return end_walk(Reason::PassSegment);
     }
@@ -147,11 +142,9 @@ fn read_back_verdict() -> u64 {
     }
 }
 
-/// [`judge_message`]'s answer for a TLS port's segment, for the TLS program.
-const TLS_PORT: u64 = u64::MAX;
 /// [`judge_message`]'s answer for nothing to judge: headers that cannot be walked, or
 /// the walk's offset past the payload.
-const NOTHING: u64 = u64::MAX - 1;
+const NOTHING: u64 = u64::MAX;
 
 /// Ends the walk with a verdict of its own (no message judged in this run).
 #[inline(always)]
@@ -195,12 +188,6 @@ fn judge_message(ctx: &XdpContext) -> u64 {
     let Headers::Transport(segment) = parse_headers::<INGRESS>(ctx) else {
         return NOTHING;
     };
-    if CONFIG
-        .get(0)
-        .is_some_and(|config| config.is_tls_port(segment.dst_port))
-    {
-        return TLS_PORT;
-    }
     leave_transport(TransportKind::Tcp);
     let offset = read_back(|p| &p.stream_offset);
     if offset >= segment.payload_len {

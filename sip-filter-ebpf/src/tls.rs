@@ -1,6 +1,5 @@
 //! The stream program for SIP over TLS: entered by tail call from the XDP program
-//! (`sip_filter`), through the TCP program, for an untrusted source's segment with
-//! payload to a TLS port, once the source policy (lists, bans) has passed it; the
+//! (`sip_filter`) for an untrusted source's segment with payload to a TLS port, once the source policy (lists, bans) has passed it; the
 //! source's findings wait in the [`Packet`].
 //!
 //! It judges a connection's ClientHello (issue 14, item 4; README, "TLS"): the
