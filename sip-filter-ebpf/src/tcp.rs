@@ -30,6 +30,7 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use sip_filter_common::{
     maps::{
         Transport as TransportKind, MAX_STREAM_MESSAGES, PROGRAM_SLOT_TCP, PROGRAM_SLOT_TCP_POLICY,
+        PROGRAM_SLOT_TLS,
     },
     sip::{
         parse_in_place,
@@ -40,16 +41,21 @@ use sip_filter_common::{
 };
 
 use crate::{
-    bump, count, finish,
+    bump, count, enter_stream_program, finish,
     headers::{parse_headers, Headers, INGRESS},
     leave_transport,
     payload::load_payload,
-    read_back, tail_call, verdict, NEEDS_ANSWER_METER, NEEDS_REQUEST_POLICY, PACKET, SCAN,
+    read_back, tail_call, verdict, CONFIG, NEEDS_ANSWER_METER, NEEDS_REQUEST_POLICY, PACKET, SCAN,
 };
 
 #[xdp]
 pub fn sip_filter_tcp(ctx: XdpContext) -> u32 {
     let verdict = judge_message(&ctx);
+    if verdict == TLS_PORT {
+        leave_position(0, 0);
+        enter_stream_program(&ctx, PROGRAM_SLOT_TLS);
+        return xdp_action::XDP_PASS;
+    }
     if verdict == NOTHING {
         return end_walk(Reason::PassSegment);
     }
@@ -142,9 +148,14 @@ fn read_back_verdict() -> u64 {
     }
 }
 
+/// [`judge_message`]'s answer for a TLS port's segment: the XDP program sends those to
+/// the TLS program itself, so none comes here; kept as the TCP program's own guard
+/// (never parse a TLS port's bytes as SIP), and as the shape 6.1's verifier walks in a
+/// third of the instructions it needs without it (92,127 against 296,709).
+const TLS_PORT: u64 = u64::MAX;
 /// [`judge_message`]'s answer for nothing to judge: headers that cannot be walked, or
 /// the walk's offset past the payload.
-const NOTHING: u64 = u64::MAX;
+const NOTHING: u64 = u64::MAX - 1;
 
 /// Ends the walk with a verdict of its own (no message judged in this run).
 #[inline(always)]
@@ -188,6 +199,12 @@ fn judge_message(ctx: &XdpContext) -> u64 {
     let Headers::Transport(segment) = parse_headers::<INGRESS>(ctx) else {
         return NOTHING;
     };
+    if CONFIG
+        .get(0)
+        .is_some_and(|config| config.is_tls_port(segment.dst_port))
+    {
+        return TLS_PORT;
+    }
     leave_transport(TransportKind::Tcp);
     let offset = read_back(|p| &p.stream_offset);
     if offset >= segment.payload_len {
