@@ -86,8 +86,8 @@ pub const ANSWER_PROGRAM_SLOTS: u32 = 1;
 pub const MAX_ANSWER_STREAM_MESSAGES: u32 = 32;
 
 /// The XDP program for an untrusted source's segments with payload to a SIP-over-TCP
-/// or TLS port, entered by tail call from [`PROGRAM_NAME`] once the source policy has
-/// passed the segment; it hands a TLS port's on to [`TLS_PROGRAM_NAME`].
+/// port, entered by tail call from [`PROGRAM_NAME`] once the source policy has passed
+/// the segment (a TLS port's goes to [`TLS_PROGRAM_NAME`] instead).
 pub const TCP_PROGRAM_NAME: &str = "sip_filter_tcp";
 /// The XDP program for segments with payload to a TLS port (ClientHellos).
 pub const TLS_PROGRAM_NAME: &str = "sip_filter_tls";

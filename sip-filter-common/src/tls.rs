@@ -461,9 +461,11 @@ fn reach(end: usize, block_end: usize, readable: usize) -> Result<(), Verdict> {
     }
 }
 
+/// The big-endian 16 bits at `at`: one unaligned read (`ScanBuf::window`), not two
+/// byte reads.
 #[inline(always)]
 fn u16_at(buf: &ScanBuf, at: usize) -> u16 {
-    u16::from_be_bytes([buf.byte(at), buf.byte(at + 1)])
+    (buf.window(at) as u16).swap_bytes()
 }
 
 #[inline(always)]
@@ -590,8 +592,10 @@ fn walk_extension(buf: &ScanBuf, state: &mut HelloState) -> bool {
         state.stop(verdict);
         return false;
     }
-    let kind = u16_at(buf, at);
-    let contents_len = u16_at(buf, at + 2);
+    // The extension's header, type and length, in one read.
+    let header = buf.window(at);
+    let kind = (header as u16).swap_bytes();
+    let contents_len = ((header >> 16) as u16).swap_bytes();
     let contents_at = at + 4;
     let next = contents_at + usize::from(contents_len);
     if next > end {

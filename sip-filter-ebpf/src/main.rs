@@ -38,9 +38,10 @@ use sip_filter_common::{
         CLASS_REGISTERED, CLASS_SLOTS, CLASS_TRUSTED, FLAG_ALLOW_HOSTLESS_URI, FLAG_ANSWERS,
         FLAG_DOMAIN_CHECK, FLAG_DROP_FRAGMENTS, FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN,
         LIST_ORIGIN_COUNTRY, MAX_BANS, MAX_DOMAINS, MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES,
-        PROGRAM_SLOTS, PROGRAM_SLOT_INVITE, PROGRAM_SLOT_TCP, SOURCE_DROP_CONNECTION_BUDGET,
-        SOURCE_DROP_CONNECTION_RATE, SOURCE_DROP_GLOBAL_BUDGET, SOURCE_DROP_RATE_LIMITED,
-        SOURCE_DROP_SCANNER, SOURCE_DROP_UNKNOWN_DOMAIN, TRANSACTION_CREDENTIALED, TRANSPORT_SLOTS,
+        PROGRAM_SLOTS, PROGRAM_SLOT_INVITE, PROGRAM_SLOT_TCP, PROGRAM_SLOT_TLS,
+        SOURCE_DROP_CONNECTION_BUDGET, SOURCE_DROP_CONNECTION_RATE, SOURCE_DROP_GLOBAL_BUDGET,
+        SOURCE_DROP_RATE_LIMITED, SOURCE_DROP_SCANNER, SOURCE_DROP_UNKNOWN_DOMAIN,
+        TRANSACTION_CREDENTIALED, TRANSPORT_SLOTS,
     },
     scanner::is_scanner,
     sip::{
@@ -104,9 +105,15 @@ pub(crate) static SCAN: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 
 pub fn sip_filter(ctx: XdpContext) -> u32 {
     let verdict = judge(&ctx);
     if verdict & NEEDS_STREAM_PROGRAM != 0 {
-        // The TCP program hands a TLS port's segment on to the TLS program: which port
-        // it was is not kept here, where every byte of `judge`'s frame counts.
-        enter_stream_program(&ctx, PROGRAM_SLOT_TCP);
+        // A TLS port's segment goes straight to the TLS program, by the transport
+        // `judge` left in memory (not in its answer: every byte of its frame counts),
+        // without a pass through the TCP program. Two calls with a constant slot each:
+        // the JIT makes them direct jumps.
+        if read_back(|p| &p.transport) == TransportKind::Tls as u32 {
+            enter_stream_program(&ctx, PROGRAM_SLOT_TLS);
+        } else {
+            enter_stream_program(&ctx, PROGRAM_SLOT_TCP);
+        }
         return xdp_action::XDP_PASS;
     }
     finish(&ctx, verdict)
@@ -311,8 +318,8 @@ fn judge(ctx: &XdpContext) -> u64 {
     // TCP and TLS: the source policy on every segment (a ban cuts established connections
     // too: there is no conntrack before XDP), then a trusted source's segment passes. An
     // untrusted source's new connection (a SYN without ACK) is metered, by `syn_policy`;
-    // its segments with payload go on to the stream programs ([`tcp`], which hands a TLS
-    // port's on to [`tls`]); anything else passes.
+    // its segments with payload go on to the stream programs ([`tcp`], or [`tls`] for
+    // a TLS port's); anything else passes.
     if udp.is_tcp {
         let passed = verdict(Reason::PassSegment, Method::None as usize);
         if trusted {
@@ -467,18 +474,26 @@ const NEEDS_STREAM_PROGRAM: u64 = 1 << 19;
 /// point after `judge` returned, like [`answer_policy`].
 #[inline(never)]
 fn syn_policy() {
-    leave_pending(PENDING_NONE);
-    leave_reason(connection_verdict());
+    // One lookup of the `Packet` for the source and both results.
+    let Some(packet) = PACKET.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU, written by `judge` earlier in this run, used by this CPU only.
+    let packet = unsafe { &mut *packet };
+    let (reason, pending) = connection_verdict(packet);
+    // SAFETY: as above.
+    unsafe {
+        core::ptr::write_volatile(&mut packet.pending, pending);
+        core::ptr::write_volatile(&mut packet.reason, reason as u32);
+    }
 }
 
-/// [`syn_policy`]'s verdict.
+/// [`syn_policy`]'s verdict, and the ban action it leaves pending (`PENDING_*`).
 #[inline(always)]
-fn connection_verdict() -> Reason {
-    let (Some(config), Some(packet)) = (CONFIG.get(0), PACKET.get_ptr(0)) else {
-        return Reason::PassSegment;
+fn connection_verdict(packet: &Packet) -> (Reason, u32) {
+    let Some(config) = CONFIG.get(0) else {
+        return (Reason::PassSegment, PENDING_NONE);
     };
-    // SAFETY: per-CPU, written by `judge` earlier in this run.
-    let packet = unsafe { &*packet };
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let limit = &config.limits[CLASS_CONNECTIONS & (CLASS_SLOTS - 1)];
@@ -497,10 +512,13 @@ fn connection_verdict() -> Reason {
                     packet.transport,
                 );
                 let rules = &config.bans;
-                if rules.connection_overflow_ns != 0 && rules.connection_overflow_hits != 0 {
-                    leave_pending(PENDING_CONNECTION_HIT);
-                }
-                return Reason::DropConnectionRate;
+                let pending =
+                    if rules.connection_overflow_ns != 0 && rules.connection_overflow_hits != 0 {
+                        PENDING_CONNECTION_HIT
+                    } else {
+                        PENDING_NONE
+                    };
+                return (Reason::DropConnectionRate, pending);
             }
         }
     }
@@ -510,11 +528,11 @@ fn connection_verdict() -> Reason {
                 if let Some(state) = state_of(&packet.key) {
                     count_source_drop(state, SOURCE_DROP_CONNECTION_BUDGET);
                 }
-                return Reason::DropConnectionBudget;
+                return (Reason::DropConnectionBudget, PENDING_NONE);
             }
         }
     }
-    Reason::PassSegment
+    (Reason::PassSegment, PENDING_NONE)
 }
 
 /// Meters a response or keep-alive that `judge` passed, in its source's answers bucket

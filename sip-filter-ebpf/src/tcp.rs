@@ -1,7 +1,8 @@
 //! The stream program for SIP over TCP: entered by tail call from the XDP program
-//! (`sip_filter`) for an untrusted source's segment with payload to a SIP-over-TCP or
-//! TLS port, once the source policy (lists, bans) has passed it; the source's findings
-//! wait in the [`Packet`]. A TLS port's segment goes on to the TLS program ([`tls`]).
+//! (`sip_filter`) for an untrusted source's segment with payload to a SIP-over-TCP
+//! port, once the source policy (lists, bans) has passed it; the source's findings
+//! wait in the [`Packet`]. A TLS port's segment goes to the TLS program ([`tls`])
+//! instead, straight from the XDP program.
 //!
 //! A segment to a SIP-over-TCP port is walked message by message (issue 14): the
 //! message at the [`Packet`]'s `stream_offset` is parsed with the parser UDP uses
@@ -147,7 +148,10 @@ fn read_back_verdict() -> u64 {
     }
 }
 
-/// [`judge_message`]'s answer for a TLS port's segment, for the TLS program.
+/// [`judge_message`]'s answer for a TLS port's segment: the XDP program sends those to
+/// the TLS program itself, so none comes here; kept as the TCP program's own guard
+/// (never parse a TLS port's bytes as SIP), and as the shape 6.1's verifier walks in a
+/// third of the instructions it needs without it (92,127 against 296,709).
 const TLS_PORT: u64 = u64::MAX;
 /// [`judge_message`]'s answer for nothing to judge: headers that cannot be walked, or
 /// the walk's offset past the payload.

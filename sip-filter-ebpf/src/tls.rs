@@ -1,6 +1,5 @@
 //! The stream program for SIP over TLS: entered by tail call from the XDP program
-//! (`sip_filter`), through the TCP program, for an untrusted source's segment with
-//! payload to a TLS port, once the source policy (lists, bans) has passed it; the
+//! (`sip_filter`) for an untrusted source's segment with payload to a TLS port, once the source policy (lists, bans) has passed it; the
 //! source's findings wait in the [`Packet`].
 //!
 //! It judges a connection's ClientHello (issue 14, item 4; README, "TLS"): the
@@ -49,7 +48,10 @@ struct TlsScratch {
     /// The ClientHello parser's working memory and results.
     hello: HelloState,
     /// The segment's TCP ports and sequence number: what its retransmissions share.
+    /// Loaded only for a refused ClientHello, from `tcp_at`.
     attempt: [u8; 8],
+    /// Where the segment's TCP header starts in the packet.
+    tcp_at: u32,
 }
 
 #[map(name = "SF_TLS_HELLO")]
@@ -77,14 +79,9 @@ fn hello_verdict(ctx: &XdpContext) -> Reason {
     };
     // SAFETY: per-CPU scratch and parse state, used only by this CPU during this run.
     let (scratch, tls_scratch) = unsafe { (&mut *scratch, &mut *tls_scratch) };
-    // The TCP header's first 8 bytes (ports, sequence number), kept in memory: read
-    // back only if the ClientHello is refused.
-    let tcp_at = segment.payload_offset - segment.header_len();
-    // SAFETY: `attempt` has room for 8 bytes.
-    let loaded = unsafe { ctx.load(tcp_at, tls_scratch.attempt.as_mut_ptr().cast(), 8) };
-    if loaded != 0 {
-        tls_scratch.attempt = [0; 8];
-    }
+    // Where the TCP header is, kept in memory: its first 8 bytes (ports, sequence
+    // number) are read only if the ClientHello is refused (`attempt_of`).
+    tls_scratch.tcp_at = segment.payload_offset - segment.header_len();
     let Some(len) = load_payload(
         ctx,
         segment.payload_offset,
@@ -97,7 +94,7 @@ fn hello_verdict(ctx: &XdpContext) -> Reason {
     // Never `whole`: a segment's stream goes on in the next one.
     tls::parse_in_place(&scratch.buf, hello, len, false);
     match CONFIG.get(0) {
-        Some(config) => policy(config, scratch, hello),
+        Some(config) => policy(ctx, config, scratch, hello),
         None => Reason::PassSegment,
     }
 }
@@ -105,10 +102,15 @@ fn hello_verdict(ctx: &XdpContext) -> Reason {
 /// The TLS policy on a parsed segment (README, "TLS"); a drop leaves a refusal pending
 /// toward the source's ban.
 #[inline(always)]
-fn policy(config: &FilterConfig, scratch: &mut Scratch, hello: &HelloState) -> Reason {
+fn policy(
+    ctx: &XdpContext,
+    config: &FilterConfig,
+    scratch: &mut Scratch,
+    hello: &HelloState,
+) -> Reason {
     match hello.verdict() {
         Verdict::NotClientHello => return Reason::PassSegment,
-        Verdict::Malformed => return refuse(config, Reason::DropTlsMalformed),
+        Verdict::Malformed => return refuse(ctx, config, Reason::DropTlsMalformed),
         Verdict::Complete | Verdict::Truncated | Verdict::WalkLimit => {}
     }
     let rules = &config.tls;
@@ -117,7 +119,7 @@ fn policy(config: &FilterConfig, scratch: &mut Scratch, hello: &HelloState) -> R
     if rules.min_version != 0 {
         match hello.highest_version() {
             Field::Found(version) if version < rules.min_version => {
-                return refuse(config, Reason::DropTlsVersion)
+                return refuse(ctx, config, Reason::DropTlsVersion)
             }
             Field::Found(_) => {}
             Field::Absent | Field::Unknown => unknown = true,
@@ -137,11 +139,11 @@ fn policy(config: &FilterConfig, scratch: &mut Scratch, hello: &HelloState) -> R
                 if name.len() > MAX_HOST_LEN
                     || !name_listed(scratch, name, config.domain_seed, exact, wildcard)
                 {
-                    return refuse(config, Reason::DropTlsSni);
+                    return refuse(ctx, config, Reason::DropTlsSni);
                 }
             }
             Field::Found(_) => {}
-            Field::Absent if drop_nameless => return refuse(config, Reason::DropTlsNoSni),
+            Field::Absent if drop_nameless => return refuse(ctx, config, Reason::DropTlsNoSni),
             Field::Absent => {}
             Field::Unknown => unknown = true,
         }
@@ -159,12 +161,12 @@ fn policy(config: &FilterConfig, scratch: &mut Scratch, hello: &HelloState) -> R
 /// ClientHello nobody acknowledged several times (a closed connection's, too, while
 /// the client opens the next), and its handshake is refused once.
 #[inline(always)]
-fn refuse(config: &FilterConfig, reason: Reason) -> Reason {
-    let (Some(packet), Some(tls_scratch)) = (PACKET.get_ptr(0), HELLO.get_ptr(0)) else {
+fn refuse(ctx: &XdpContext, config: &FilterConfig, reason: Reason) -> Reason {
+    let Some(packet) = PACKET.get_ptr(0) else {
         return reason;
     };
     // SAFETY: per-CPU, written by `judge` before the tail call, and by this program.
-    let (packet, tls_scratch) = unsafe { (&*packet, &*tls_scratch) };
+    let packet = unsafe { &*packet };
     let Some(state) = state_of(&packet.key) else {
         return reason;
     };
@@ -188,7 +190,7 @@ fn refuse(config: &FilterConfig, reason: Reason) -> Reason {
     if rules.refused_ns == 0 || rules.refused_hits == 0 {
         return reason;
     }
-    let attempt = u64::from_ne_bytes(tls_scratch.attempt);
+    let attempt = attempt_of(ctx);
     let attempt = (attempt >> 32) as u32 ^ attempt as u32;
     let attempt = (attempt >> 16) as u16 ^ attempt as u16;
     if state.tls_attempts.contains(&attempt) {
@@ -198,4 +200,24 @@ fn refuse(config: &FilterConfig, reason: Reason) -> Reason {
     state.tls_attempts[state.tls_refusals as usize & (TLS_ATTEMPT_SLOTS - 1)] = attempt;
     leave_pending(PENDING_TLS_HIT);
     reason
+}
+
+/// The refused segment's TCP ports and sequence number, as one word (0 if the kernel
+/// refused the copy): what its retransmissions share.
+#[inline(always)]
+fn attempt_of(ctx: &XdpContext) -> u64 {
+    let Some(tls_scratch) = HELLO.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: per-CPU, used only by this CPU during this run; through the fields, not a
+    // reference to the whole: the parse state beside them is borrowed by the policy.
+    unsafe {
+        let attempt = core::ptr::addr_of_mut!((*tls_scratch).attempt);
+        let tcp_at = core::ptr::read_volatile(core::ptr::addr_of!((*tls_scratch).tcp_at));
+        // `attempt` has room for the 8 bytes.
+        if ctx.load(tcp_at, attempt.cast(), 8) != 0 {
+            return 0;
+        }
+        u64::from_ne_bytes(*attempt)
+    }
 }
