@@ -712,36 +712,6 @@ const fn examined_beginnings(wanted: HeaderSet) -> Option<[(u8, u8); EXAMINED_BE
     Some(pairs)
 }
 
-/// Letters in [`examined_letters`]' answer (a set with fewer repeats one).
-const EXAMINED_LETTERS: usize = 8;
-
-/// The first letters of [`examined_beginnings`]: what [`skip_lines`] looks for, a word
-/// at a time (the second byte is left to [`must_examine`], whose step then skips on).
-const fn examined_letters(wanted: HeaderSet) -> Option<[u8; EXAMINED_LETTERS]> {
-    let Some(beginnings) = examined_beginnings(wanted) else {
-        return None;
-    };
-    let mut letters = [beginnings[0].0; EXAMINED_LETTERS];
-    let mut count = 0;
-    let mut b = 0;
-    while b < EXAMINED_BEGINNINGS {
-        let letter = beginnings[b].0;
-        let mut known = false;
-        let mut k = 0;
-        while k < count {
-            known |= letters[k] == letter;
-            k += 1;
-        }
-        if !known {
-            assert!(count < EXAMINED_LETTERS, "more first letters than slots");
-            letters[count] = letter;
-            count += 1;
-        }
-        b += 1;
-    }
-    Some(letters)
-}
-
 /// A line's first two bytes (folded to lower case) as one bit of a 64-bit set: a hash
 /// of both, chosen so that the beginnings of common headers the kernel does not read
 /// (Contact, Content-*, Allow, Accept, Record-Route, Max-Forwards, Supported, Session-
@@ -750,8 +720,30 @@ const fn examined_letters(wanted: HeaderSet) -> Option<[u8; EXAMINED_LETTERS]> {
 /// this in every line's step.
 #[inline(always)]
 const fn beginning_bit(first: u8, second: u8) -> u64 {
+    1 << beginning_index(first, second)
+}
+
+/// The bit [`beginning_bit`] sets.
+#[inline(always)]
+const fn beginning_index(first: u8, second: u8) -> u64 {
     let (a, b) = ((first | 0x20) as u64, (second | 0x20) as u64);
-    1 << ((((a * 9) ^ (b * 4)) >> 3) & 63)
+    (((a * 9) ^ (b * 4)) >> 3) & 63
+}
+
+/// The first bytes of the lines a partial parse examines whatever their name: a folded
+/// continuation (space, tab) and the empty line (CR, LF). As bits of a 64-bit set.
+const BLANK_OR_LINE_END: u64 = 1 << b' ' | 1 << b'\t' | 1 << b'\r' | 1 << b'\n';
+
+/// 1 when a header line beginning with `first`, `second` must be examined by a parse
+/// whose [`examined_beginning_bits`] are `beginnings`, else 0: it may begin a wanted
+/// header, continue one (folded) or be the empty line. Arithmetic without a branch, so
+/// that [`skip_lines`] can test a line start in each word it looks at.
+#[inline(always)]
+const fn examined_bit(beginnings: u64, first: u8, second: u8) -> u64 {
+    // 1 when `first` is below 64, where the bytes of BLANK_OR_LINE_END are.
+    let below_64 = ((first as u64 + 0xc0) >> 8) ^ 1;
+    let blank_or_line_end = (BLANK_OR_LINE_END >> (first & 63)) & below_64;
+    ((beginnings >> beginning_index(first, second)) & 1) | blank_or_line_end
 }
 
 /// The set of [`beginning_bit`]s of [`examined_beginnings`]: a line whose bit is not in
@@ -1189,8 +1181,9 @@ fn content_end(buf: &ScanBuf, start: usize, newline: u16) -> usize {
 /// header before a folded one. Lines that cannot matter are not examined: when only some
 /// headers are wanted, header lines whose first two bytes begin none of them
 /// ([`must_examine`]) are passed over by [`skip_lines`], which looks only at line feeds
-/// and the byte after each (a line whose first letter matches but whose second does not
-/// costs a step, without its line end being searched or its name classified). The pass
+/// and the two bytes after the first in each word (a second line start in the same word
+/// is not tested there: it costs a step, without its line end being searched or its
+/// name classified, unless it must be examined). The pass
 /// stops at the empty line ending the header section, or at the end of the data: not
 /// once every wanted header is found, since a second User-Agent may follow.
 fn scan_lines<const WANTED: HeaderSet>(
@@ -1310,20 +1303,17 @@ fn must_examine<const WANTED: HeaderSet>(lines: &LineState, first: u8, second: u
     let Some(beginnings) = (const { examined_beginning_bits(WANTED) }) else {
         return true;
     };
-    lines.count.get() == 0
-        || beginnings & beginning_bit(first, second) != 0
-        || first == b' '
-        || first == b'\t'
-        || first == b'\r'
-        || first == b'\n'
+    lines.count.get() == 0 || examined_bit(beginnings, first, second) != 0
 }
 
-/// Looks for the next line whose first byte [`must_examine`] may accept, eight bytes
-/// at a time: only line feeds and the byte after each are looked at. Sets `next_line`
-/// to it and ends the skip; false when the data ends first.
+/// Looks for the next line [`must_examine`] may accept, eight bytes at a time: only line
+/// feeds are looked at, and the two bytes after the first in each word, which are
+/// tested as [`must_examine`] tests them (a later line start in the same word is taken
+/// untested: lines are mostly longer than a word, and its step tests it). Sets
+/// `next_line` to it and ends the skip; false when the data ends first.
 #[inline(always)]
 fn skip_lines<const WANTED: HeaderSet>(buf: &ScanBuf, lines: &mut LineState, len: usize) -> bool {
-    let letters = const { examined_letters(WANTED) }.unwrap_or([b'\n'; EXAMINED_LETTERS]);
+    let beginnings = const { examined_beginning_bits(WANTED) }.unwrap_or(u64::MAX);
     let from = usize::from(lines.skip_from.get());
     let first_word = from >> 3;
     // Compared with the end once per step: the words after it are zero up to
@@ -1338,24 +1328,18 @@ fn skip_lines<const WANTED: HeaderSet>(buf: &ScanBuf, lines: &mut LineState, len
     let mut keep = u64::MAX << ((from & 7) * 8);
     for w in 0..SKIP_WORDS {
         let k = first_word + w;
-        let word = buf.word(k);
-        let newlines = bytes_equal(word, b'\n');
+        let newlines = bytes_equal(buf.word(k), b'\n');
         // The high bit of each byte that starts a line.
         let starts = ((newlines << 8) | carry) & keep;
         keep = u64::MAX;
         carry = newlines >> 56;
         if starts != 0 {
-            let lower = word | ASCII_LOWER;
-            let mut letter = 0;
-            for candidate in letters {
-                letter |= bytes_equal(lower, candidate);
-            }
-            let examined = starts
-                & (letter
-                    | bytes_equal(word, b' ')
-                    | bytes_equal(word, b'\t')
-                    | bytes_equal(word, b'\r')
-                    | bytes_equal(word, b'\n'));
+            // The first line start's flag, cleared unless its line must be examined.
+            let first = starts & starts.wrapping_neg();
+            let at = k * 8 + first_flagged_byte(starts);
+            let examined_mask =
+                examined_bit(beginnings, buf.byte(at), buf.byte(at + 1)).wrapping_neg();
+            let examined = starts & !(first & !examined_mask);
             if examined != 0 {
                 let at = k * 8 + first_flagged_byte(examined);
                 if at >= len {

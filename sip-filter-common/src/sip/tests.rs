@@ -2188,6 +2188,31 @@ fn a_wanted_header_is_never_skipped_by_its_first_two_bytes() {
     assert_eq!(examined_beginnings(ALL_HEADERS), None);
 }
 
+/// `skip_lines` tests a line's first two bytes with arithmetic (`examined_bit`): it must
+/// agree with the plain test for every pair of bytes, in every kernel set.
+#[test]
+fn the_branchless_line_test_agrees_with_the_plain_one() {
+    for wanted in [
+        POLICY_HEADERS,
+        ANSWER_HEADERS,
+        stream::STREAM_HEADERS,
+        stream::ANSWER_STREAM_HEADERS,
+    ] {
+        let beginnings = examined_beginning_bits(wanted).expect("a kernel set");
+        for first in 0..=u8::MAX {
+            for second in 0..=u8::MAX {
+                let plain = beginnings & beginning_bit(first, second) != 0
+                    || matches!(first, b' ' | b'\t' | b'\r' | b'\n');
+                assert_eq!(
+                    examined_bit(beginnings, first, second),
+                    u64::from(plain),
+                    "{first:#x} {second:#x} in {wanted:#x}"
+                );
+            }
+        }
+    }
+}
+
 /// The From header found in a policy parse's scratch, which does not record it.
 fn policy_from(text: &str) -> Option<String> {
     let mut scratch = Scratch::new();
