@@ -8,6 +8,14 @@ use crate::domain::{allowlist_key, host_hashes};
 use proptest::prelude::*;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+/// The header sets the kernel's parses read, each skipping the lines of the others.
+const KERNEL_HEADER_SETS: [u16; 4] = [
+    POLICY_HEADERS,
+    ANSWER_HEADERS,
+    stream::STREAM_HEADERS,
+    stream::ANSWER_STREAM_HEADERS,
+];
+
 // ---------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------
@@ -2093,14 +2101,10 @@ fn a_wanted_header_is_never_skipped_by_its_first_two_bytes() {
         ("Proxy-Authenticate", Header::Challenge),
         ("Expires", Header::Expires),
     ];
-    let sets = [
-        POLICY_HEADERS,
-        ANSWER_HEADERS,
-        stream::STREAM_HEADERS,
-        stream::ANSWER_STREAM_HEADERS,
-        1 << Header::From as u16,
-        1 << Header::Via as u16,
-    ];
+    let sets: Vec<u16> = KERNEL_HEADER_SETS
+        .into_iter()
+        .chain([1 << Header::From as u16, 1 << Header::Via as u16])
+        .collect();
     for &(name, header) in names {
         for cased in [name.to_string(), name.to_lowercase(), name.to_uppercase()] {
             for separator in [":", " :", "\t:"] {
@@ -2113,7 +2117,7 @@ fn a_wanted_header_is_never_skipped_by_its_first_two_bytes() {
                     "{line:?}"
                 );
                 let bytes = line.as_bytes();
-                for wanted in sets {
+                for &wanted in &sets {
                     let beginnings = examined_beginning_bits(wanted).expect("a kernel set");
                     let examined = beginnings & beginning_bit(bytes[0], bytes[1]) != 0;
                     if wanted & (1 << header as u16) != 0 {
@@ -2158,12 +2162,7 @@ fn a_wanted_header_is_never_skipped_by_its_first_two_bytes() {
         "l:",
         "c:",
     ];
-    for wanted in [
-        POLICY_HEADERS,
-        ANSWER_HEADERS,
-        stream::STREAM_HEADERS,
-        stream::ANSWER_STREAM_HEADERS,
-    ] {
+    for wanted in KERNEL_HEADER_SETS {
         let beginnings = examined_beginning_bits(wanted).expect("a kernel set");
         for line in common {
             let line = format!("{line}: x");
@@ -2192,12 +2191,7 @@ fn a_wanted_header_is_never_skipped_by_its_first_two_bytes() {
 /// agree with the plain test for every pair of bytes, in every kernel set.
 #[test]
 fn the_branchless_line_test_agrees_with_the_plain_one() {
-    for wanted in [
-        POLICY_HEADERS,
-        ANSWER_HEADERS,
-        stream::STREAM_HEADERS,
-        stream::ANSWER_STREAM_HEADERS,
-    ] {
+    for wanted in KERNEL_HEADER_SETS {
         let beginnings = examined_beginning_bits(wanted).expect("a kernel set");
         for first in 0..=u8::MAX {
             for second in 0..=u8::MAX {
