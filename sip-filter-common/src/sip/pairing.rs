@@ -398,6 +398,13 @@ mod tests {
             .collect()
     }
 
+    /// What `find` finds in `value`, a header value alone in the buffer, as text.
+    fn found_in(value: &str, find: impl Fn(&ScanBuf, Span) -> Span) -> Option<String> {
+        let (buf, len) = ScanBuf::from_payload(value.as_bytes());
+        let found = find(&buf, Span::new(0, len));
+        found.is_present().then(|| text(&buf, found))
+    }
+
     const REGISTER: &str = "REGISTER sip:pbx.example.test SIP/2.0\r\n\
         Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK776\r\n\
         From: \"Alice\" <sip:alice@pbx.example.test>;tag=1928\r\n\
@@ -493,9 +500,7 @@ mod tests {
             ("<sip:a@b>", "expires", None),
         ];
         for (value, name, expected) in cases {
-            let (buf, len) = ScanBuf::from_payload(value.as_bytes());
-            let found = param_value(&buf, Span::new(0, len), name.as_bytes());
-            let found = found.is_present().then(|| text(&buf, found));
+            let found = found_in(value, |buf, span| param_value(buf, span, name.as_bytes()));
             assert_eq!(found.as_deref(), expected, "{name} in {value}");
         }
     }
@@ -523,10 +528,7 @@ mod tests {
             ("<sip:pbx.example.test>", None),
             ("<tel:+4930123>", None),
         ] {
-            let (buf, len) = ScanBuf::from_payload(value.as_bytes());
-            let found = uri_user(&buf, Span::new(0, len));
-            let found = found.is_present().then(|| text(&buf, found));
-            assert_eq!(found.as_deref(), user, "{value}");
+            assert_eq!(found_in(value, uri_user).as_deref(), user, "{value}");
         }
     }
 
@@ -559,10 +561,7 @@ mod tests {
             ("\"A \\\" <b>\" <sip:x@pbx>", None),
             ("", None),
         ] {
-            let (buf, len) = ScanBuf::from_payload(value.as_bytes());
-            let found = caller_user(&buf, Span::new(0, len));
-            let found = found.is_present().then(|| text(&buf, found));
-            assert_eq!(found.as_deref(), user, "{value}");
+            assert_eq!(found_in(value, caller_user).as_deref(), user, "{value}");
         }
     }
 
@@ -576,10 +575,7 @@ mod tests {
             ("<sip:1000@pbx;tag=uri-param>", None),
             ("<sip:1000@pbx>", None),
         ] {
-            let (buf, len) = ScanBuf::from_payload(value.as_bytes());
-            let found = from_tag(&buf, Span::new(0, len));
-            let found = found.is_present().then(|| text(&buf, found));
-            assert_eq!(found.as_deref(), tag, "{value}");
+            assert_eq!(found_in(value, from_tag).as_deref(), tag, "{value}");
         }
     }
 
