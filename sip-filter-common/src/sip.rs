@@ -937,32 +937,36 @@ pub fn find_from_header(scratch: &Scratch) -> Span {
                     return Some(SCAN_LEN);
                 }
                 let word = buf.word(k);
-                // The high bit of each byte that follows a line feed, in this word or as
-                // the previous one's last byte; in the first word, from the start line's end.
-                let mut starts = (bytes_equal(word, b'\n') << 8)
-                    | (bytes_equal(buf.word(k.wrapping_sub(1)), b'\n') >> 56);
+                // The high bit of each byte that follows a line feed (the 8 bytes from
+                // the one before the word's first); in the first word, from the start
+                // line's end.
+                let mut starts = bytes_equal(buf.window((k * 8).wrapping_sub(1)), b'\n');
                 if w == 0 && i == 0 {
                     starts &= u64::MAX << ((from & 7) * 8);
                 }
                 // The empty line, or a zero byte anywhere: the end of the headers.
                 let ends = (starts & (bytes_equal(word, b'\r') | bytes_equal(word, b'\n')))
                     | zero_bytes(word);
-                // The byte `n` places on from each byte, lower case (for letters).
-                let ahead = |n: usize| buf.window(k * 8 + n) | ASCII_LOWER;
-                let name_end =
-                    |w: u64| bytes_equal(w, b':') | bytes_equal(w, b' ') | bytes_equal(w, b'\t');
-                let f = bytes_equal(word | ASCII_LOWER, b'f');
-                let rom = bytes_equal(ahead(1), b'r')
-                    & bytes_equal(ahead(2), b'o')
-                    & bytes_equal(ahead(3), b'm')
-                    & name_end(buf.window(k * 8 + 4));
-                let mut named = starts & f & (name_end(buf.window(k * 8 + 1)) | rom);
+                // Lines starting with an `f`, before the first end: rare, so only
+                // words holding one are looked at further.
+                let mut candidates = starts & bytes_equal(word | ASCII_LOWER, b'f');
                 if ends != 0 {
-                    // Only line starts before the first end.
-                    named &= (ends & ends.wrapping_neg()).wrapping_sub(1);
+                    candidates &= (ends & ends.wrapping_neg()).wrapping_sub(1);
                 }
-                if named != 0 {
-                    return Some(k * 8 + first_flagged_byte(named));
+                if candidates != 0 {
+                    // The byte `n` places on from each byte, lower case (for letters).
+                    let ahead = |n: usize| buf.window(k * 8 + n) | ASCII_LOWER;
+                    let name_end = |w: u64| {
+                        bytes_equal(w, b':') | bytes_equal(w, b' ') | bytes_equal(w, b'\t')
+                    };
+                    let rom = bytes_equal(ahead(1), b'r')
+                        & bytes_equal(ahead(2), b'o')
+                        & bytes_equal(ahead(3), b'm')
+                        & name_end(buf.window(k * 8 + 4));
+                    let named = candidates & (name_end(buf.window(k * 8 + 1)) | rom);
+                    if named != 0 {
+                        return Some(k * 8 + first_flagged_byte(named));
+                    }
                 }
                 if ends != 0 {
                     return Some(SCAN_LEN);
@@ -993,7 +997,7 @@ pub fn find_from_header(scratch: &Scratch) -> Span {
 }
 
 /// Words [`find_from_header`] looks at per step.
-const FROM_SEARCH_WORDS: usize = 4;
+const FROM_SEARCH_WORDS: usize = 2;
 
 /// [`routing_of`]: the To header has a tag, so the request is inside a dialog.
 pub const ROUTING_IN_DIALOG: u32 = 1;

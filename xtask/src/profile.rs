@@ -48,6 +48,11 @@ pub struct ProfileArgs {
     /// Seconds to sample.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// Seconds to wait, once the programs are loaded, before sampling: a part that
+    /// loads filters of its own first (`destinations` loads five and a country
+    /// database, about a minute) needs more than the default.
+    #[arg(long, default_value_t = 2)]
+    after: u64,
 }
 
 pub fn profile(args: ProfileArgs) -> anyhow::Result<()> {
@@ -85,7 +90,7 @@ pub fn profile(args: ProfileArgs) -> anyhow::Result<()> {
     let mut waited = 0;
     while PROGRAMS
         .iter()
-        .any(|program| bench_program(bench.0.id(), program).is_err())
+        .any(|program| bench_programs(bench.0.id(), program).is_empty())
     {
         if let Some(status) = bench.0.try_wait()? {
             bail!("the benchmark stopped early ({status}): run `target/release/bench --class {}` to see why", args.class);
@@ -96,13 +101,14 @@ pub fn profile(args: ProfileArgs) -> anyhow::Result<()> {
         sleep(Duration::from_secs(1));
         waited += 1;
     }
-    sleep(Duration::from_secs(2));
-    // The entry program and the programs it tail-calls (stream, TLS, INVITE): a class
-    // that goes through them spends its time there.
+    sleep(Duration::from_secs(args.after));
+    // The entry program and the programs it tail-calls (stream, TLS, INVITE), in every
+    // filter the bench loaded (a part that compares filters runs several): a class that
+    // goes through them spends its time there.
     let mut functions = Vec::new();
     for program in PROGRAMS {
-        if let Ok(found) = jited_functions(bench.0.id(), program) {
-            functions.extend(found);
+        for (fd, info) in bench_programs(bench.0.id(), program) {
+            functions.extend(jited_functions(&fd, &info)?);
         }
     }
     let data = out.join("perf.data");
@@ -156,13 +162,12 @@ struct Function {
     code: Vec<u8>,
 }
 
-/// The functions of the program called `name` that process `pid` loaded, from the
+/// The functions of the program `fd` holds (`info` its [`object_info`]), from the
 /// kernel.
-fn jited_functions(pid: u32, name: &str) -> anyhow::Result<Vec<Function>> {
-    let (fd, info) = bench_program(pid, name)?;
-    let jited_len = read_u32(&info, INFO_JITED_PROG_LEN) as usize;
-    let ksym_count = read_u32(&info, INFO_NR_JITED_KSYMS) as usize;
-    let len_count = read_u32(&info, INFO_NR_JITED_FUNC_LENS) as usize;
+fn jited_functions(fd: &Fd, info: &[u8; INFO_SIZE]) -> anyhow::Result<Vec<Function>> {
+    let jited_len = read_u32(info, INFO_JITED_PROG_LEN) as usize;
+    let ksym_count = read_u32(info, INFO_NR_JITED_KSYMS) as usize;
+    let len_count = read_u32(info, INFO_NR_JITED_FUNC_LENS) as usize;
     let mut code = vec![0u8; jited_len];
     let mut ksyms = vec![0u64; ksym_count];
     let mut lens = vec![0u32; len_count];
@@ -241,12 +246,15 @@ fn object_info(fd: i32, info: &mut [u8; INFO_SIZE]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The program named `name` (the kernel keeps 15 bytes of a name) that process `pid`
-/// holds open, opened: by the ids in its descriptors' fdinfo, not by name alone, as
-/// other tests on the machine load programs of the same names.
-fn bench_program(pid: u32, name: &str) -> anyhow::Result<(Fd, [u8; INFO_SIZE])> {
+/// The programs named `name` (the kernel keeps 15 bytes of a name) that process `pid`
+/// holds open, opened, with their [`object_info`]: by the ids in its descriptors'
+/// fdinfo, not by name alone, as other tests on the machine load programs of the same
+/// names. None while the process has not loaded them (or has ended).
+fn bench_programs(pid: u32, name: &str) -> Vec<(Fd, [u8; INFO_SIZE])> {
     let fdinfo = format!("/proc/{pid}/fdinfo");
-    let entries = fs::read_dir(&fdinfo).with_context(|| format!("reading {fdinfo}"))?;
+    let Ok(entries) = fs::read_dir(&fdinfo) else {
+        return Vec::new();
+    };
     let mut ids: Vec<u32> = entries
         .filter_map(|entry| fs::read_to_string(entry.ok()?.path()).ok())
         .filter_map(|text| {
@@ -257,6 +265,7 @@ fn bench_program(pid: u32, name: &str) -> anyhow::Result<(Fd, [u8; INFO_SIZE])> 
         .collect();
     ids.sort_unstable();
     ids.dedup();
+    let mut found = Vec::new();
     for id in ids {
         let mut attr = [0u8; 12];
         write_u32(&mut attr, 0, id);
@@ -265,14 +274,16 @@ fn bench_program(pid: u32, name: &str) -> anyhow::Result<(Fd, [u8; INFO_SIZE])> 
         };
         let fd = Fd(fd as i32);
         let mut info = [0u8; INFO_SIZE];
-        object_info(fd.0, &mut info)?;
+        if object_info(fd.0, &mut info).is_err() {
+            continue;
+        }
         let raw = &info[INFO_NAME..INFO_NAME + 16];
         let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
         if &raw[..end] == name.as_bytes() {
-            return Ok((fd, info));
+            found.push((fd, info));
         }
     }
-    bail!("process {pid} holds no BPF program named {name}")
+    found
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> u32 {

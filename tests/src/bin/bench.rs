@@ -607,12 +607,13 @@ fn main() -> anyhow::Result<()> {
     } else {
         Value::Null
     };
-    let destinations = if args
-        .only
-        .as_ref()
-        .is_none_or(|part| "destinations".contains(part.as_str()))
-    {
-        destinations_cost(args.runs, args.repeat, args.quick)?
+    let destinations = if args.only.as_ref().is_none_or(|part| {
+        "destinations".contains(part.as_str())
+            || DESTINATION_STEPS
+                .iter()
+                .any(|step| step.contains(part.as_str()))
+    }) {
+        destinations_cost(args.runs, args.repeat, args.quick, args.only.as_deref())?
     } else {
         Value::Null
     };
@@ -1256,23 +1257,31 @@ fn markdown(doc: &Value) -> String {
         md.push('\n');
     }
     let destinations = &doc["destinations"];
-    if destinations.is_object() {
+    if destinations["without_ns"].is_number() {
         let _ = writeln!(
             md,
             "## An allowed INVITE with destination rules and source countries\n\n\
              The same INVITE (1300 bytes, with credentials, dialling a number under an `allow` \
-             rule, from a source among the denied countries' networks) through three filters, \
-             runs alternated: without `[destinations]`; with {} rules and call budgets; with \
-             {} denied countries ({} networks in the deny tries) too.\n\n\
-             | without | with the rules | with the rules and the countries |\n|---|---|---|\n\
-             | {} ns | {} ns | {} ns |\n",
+             rule, from a source among the denied countries' networks) through filters that \
+             each add one thing to the one before, runs alternated: {} rules, call budgets, \
+             {} denied countries ({} networks in the deny tries).\n\n\
+             | filter | ns/INVITE | added |\n|---|---|---|",
             destinations["rules"],
             destinations["denied_countries"],
             destinations["country_entries"],
-            destinations["without_ns"],
-            destinations["with_rules_ns"],
-            destinations["with_rules_and_countries_ns"]
         );
+        for step in destinations["steps"].as_array().into_iter().flatten() {
+            let added = step["added_ns"]
+                .as_i64()
+                .map_or("".to_string(), |ns| format!("{ns:+}"));
+            let _ = writeln!(
+                md,
+                "| {} | {} | {added} |",
+                step["filter"].as_str().unwrap_or("?"),
+                step["ns"]
+            );
+        }
+        md.push('\n');
     }
     if doc["packet_path"].is_object() {
         md.push_str(&pathbench::markdown(&doc["packet_path"]));
@@ -1340,12 +1349,31 @@ fn fuzzing_markdown(doc: &Value) -> String {
 
 // Issue 18: an allowed INVITE's cost with the destination rules and source countries.
 
+/// The filters [`destinations_cost`] compares, each adding one thing to the one before,
+/// so that the differences split the INVITE's cost: the INVITE program itself (the
+/// account, the number, the call's memory, one rule), the trie's size, the budgets, the
+/// countries.
+const DESTINATION_STEPS: [&str; 5] = [
+    "without [destinations]",
+    "one rule",
+    "10,000 rules",
+    "10,000 rules and budgets",
+    "and 100 denied countries",
+];
+
 /// What an allowed INVITE costs with 10,000 destination rules and call budgets loaded,
-/// and with 100 denied countries' networks too, beside the same INVITE without either
-/// (runs alternated): the INVITE dials a number under an `allow` rule, with credentials,
+/// and with 100 denied countries' networks too, beside the same INVITE without either:
+/// through filters that each add one thing to the one before ([`DESTINATION_STEPS`]),
+/// runs alternated. The INVITE dials a number under an `allow` rule, with credentials,
 /// so it takes the rules' lookup and the account's budget; its source sits among the
-/// denied countries' networks (allowed), so the deny trie's walk is a full one.
-fn destinations_cost(runs: usize, repeat: u32, quick: bool) -> anyhow::Result<Value> {
+/// denied countries' networks (allowed), so the deny trie's walk is a full one. `only`:
+/// the `--class` given, which may name one step to run alone (to profile it).
+fn destinations_cost(
+    runs: usize,
+    repeat: u32,
+    quick: bool,
+    only: Option<&str>,
+) -> anyhow::Result<Value> {
     use sip_filter::{
         countries::{self, all_countries, Country, CountrySettings},
         destinations::{Action, CallBudgets, DestinationSettings, Rule},
@@ -1382,57 +1410,82 @@ fn destinations_cost(runs: usize, repeat: u32, quick: bool) -> anyhow::Result<Va
             calls_per_minute: u32::MAX,
         },
     });
-    rules.push(Rule {
+    let allow_dialled = Rule {
         prefix: "+49".into(),
         action: Action::Allow,
-    });
+    };
+    rules.push(allow_dialled.clone());
+    let budgets = CallBudgets {
+        per_minute: u32::MAX,
+        per_hour: u32::MAX,
+        limited_per_minute: u32::MAX,
+        limited_per_hour: u32::MAX,
+        block_seconds: 60,
+    };
     let plain = bench_settings(RateLimits::none());
-    let with_rules = Settings {
+    let with = |rules: Vec<Rule>, budgets: CallBudgets| Settings {
         destinations: Some(DestinationSettings {
             rules,
-            budgets: CallBudgets {
-                per_minute: u32::MAX,
-                per_hour: u32::MAX,
-                limited_per_minute: u32::MAX,
-                limited_per_hour: u32::MAX,
-                block_seconds: 60,
-            },
+            budgets,
             ..DestinationSettings::default()
         }),
         ..plain.clone()
     };
-    let mut bare = Filter::load()?;
-    bare.configure(&plain)?;
-    let mut ruled = Filter::load()?;
-    ruled.configure(&with_rules)?;
-    let mut both = Filter::load()?;
-    both.configure(&with_rules)?;
-    let dir = std::env::temp_dir().join(format!("sip-filter-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let database = dir.join("countries.mmdb");
-    let codes: Vec<String> = all_countries().map(|c| c.to_string()).collect();
-    let (v4, v6) = if quick {
-        (40_000, 20_000)
-    } else {
-        (400_000, 200_000)
+    let no_budgets = CallBudgets {
+        block_seconds: 60,
+        ..CallBudgets::default()
     };
-    let networks = realistic_networks(v4, v6, &codes);
-    let written: Vec<(ipnet::IpNet, &str)> =
-        networks.iter().map(|(n, c)| (*n, c.as_str())).collect();
-    write_country_database(&database, &written);
-    let denied: Vec<Country> = all_countries().step_by(2).take(DENIED_COUNTRIES).collect();
-    let read = countries::read(&CountrySettings {
-        database,
-        deny: denied,
-        allow: Vec::new(),
-    })?;
-    let entries = read.v4.len() + read.v6.len();
-    write_networks(&both, &read);
-    let _ = std::fs::remove_dir_all(&dir);
+    // Each step adds one thing to the one before, so that the differences split the
+    // INVITE's cost: the INVITE program itself (the account, the number, the call's
+    // memory, one rule), the trie's size, the budgets, the countries.
+    let [without, one_rule, many_rules, and_budgets, and_countries] = DESTINATION_STEPS;
+    let steps = [
+        (without, plain.clone()),
+        (one_rule, with(vec![allow_dialled], no_budgets)),
+        (many_rules, with(rules.clone(), no_budgets)),
+        (and_budgets, with(rules.clone(), budgets)),
+        (and_countries, with(rules, budgets)),
+    ];
+    // Without a step named, all of them (`--class destinations`).
+    let named = only.filter(|part| !"destinations".contains(part));
+    let mut filters = Vec::new();
+    for (name, settings) in steps {
+        if named.is_some_and(|part| !name.contains(part)) {
+            continue;
+        }
+        let mut filter = Filter::load()?;
+        filter.configure(&settings)?;
+        filters.push((name, filter));
+    }
+    let mut entries = 0;
+    if let Some((_, filter)) = filters.iter().find(|(name, _)| *name == and_countries) {
+        let dir = std::env::temp_dir().join(format!("sip-filter-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let database = dir.join("countries.mmdb");
+        let codes: Vec<String> = all_countries().map(|c| c.to_string()).collect();
+        let (v4, v6) = if quick {
+            (40_000, 20_000)
+        } else {
+            (400_000, 200_000)
+        };
+        let networks = realistic_networks(v4, v6, &codes);
+        let written: Vec<(ipnet::IpNet, &str)> =
+            networks.iter().map(|(n, c)| (*n, c.as_str())).collect();
+        write_country_database(&database, &written);
+        let denied: Vec<Country> = all_countries().step_by(2).take(DENIED_COUNTRIES).collect();
+        let read = countries::read(&CountrySettings {
+            database,
+            deny: denied,
+            allow: Vec::new(),
+        })?;
+        entries = read.v4.len() + read.v6.len();
+        write_networks(filter, &read);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
-    let mut samples: [Vec<u128>; 3] = Default::default();
+    let mut samples: Vec<Vec<u128>> = vec![Vec::new(); filters.len()];
     for _ in 0..runs {
-        for (filter, out) in [&bare, &ruled, &both].into_iter().zip(samples.iter_mut()) {
+        for ((_, filter), out) in filters.iter().zip(samples.iter_mut()) {
             let (action, per_run) = filter.run(&frame, repeat)?;
             if action != XDP_PASS {
                 bail!("the allowed INVITE was not passed ({action})");
@@ -1440,16 +1493,34 @@ fn destinations_cost(runs: usize, repeat: u32, quick: bool) -> anyhow::Result<Va
             out.push(per_run.as_nanos());
         }
     }
-    let [without, rules_only, with_both] = samples.map(median);
-    println!(
-        "allowed INVITE (+49, credentials): {without} ns without destination rules, {rules_only} ns with {RULES} rules and budgets, {with_both} ns with {DENIED_COUNTRIES} denied countries ({entries} networks) too"
-    );
-    Ok(json!({
-        "rules": RULES,
-        "denied_countries": DENIED_COUNTRIES,
-        "country_entries": entries,
-        "without_ns": without,
-        "with_rules_ns": rules_only,
-        "with_rules_and_countries_ns": with_both,
-    }))
+    let medians: Vec<u128> = samples.iter().cloned().map(median).collect();
+    println!("\nallowed INVITE (+49, credentials), ns/packet, runs alternated");
+    println!("{:<28} {:>9} {:>7}", "filter", "INVITE", "added");
+    let mut split = Vec::new();
+    for (i, ((name, _), ns)) in filters.iter().zip(&medians).enumerate() {
+        // What the step adds to the one before it, when every step ran.
+        let added = match i.checked_sub(1) {
+            Some(before) if named.is_none() => Some(*ns as i128 - medians[before] as i128),
+            _ => None,
+        };
+        match added {
+            Some(added) => println!("{name:<28} {ns:>9} {added:>+7}"),
+            None => println!("{name:<28} {ns:>9}"),
+        }
+        split.push(json!({"filter": name, "ns": ns, "added_ns": added, "samples_ns": samples[i]}));
+    }
+    let summary = match medians[..] {
+        [without, _, _, with_rules, with_both] => json!({
+            "rules": RULES,
+            "denied_countries": DENIED_COUNTRIES,
+            "country_entries": entries,
+            "without_ns": without,
+            "with_rules_ns": with_rules,
+            "with_rules_and_countries_ns": with_both,
+            "steps": split,
+        }),
+        // One step run alone: its figure only.
+        _ => json!({ "steps": split }),
+    };
+    Ok(summary)
 }
