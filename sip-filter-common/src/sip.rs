@@ -1053,34 +1053,34 @@ pub fn routing_of(scratch: &mut Scratch) -> u32 {
     found
 }
 
-/// Whether a To or From value has a `tag` parameter, eight places a step: `tag` (any
-/// case) whose last non-blank byte before is `;` and first after is `=`, with up to 7
-/// spaces or tabs on either side (RFC 3261's SEMI and EQUAL allow them).
+/// Whether a To or From value has a `tag` parameter: `tag` (any case) whose last
+/// non-blank byte before is `;` and first after is `=`, with up to 7 spaces or tabs on
+/// either side (RFC 3261's SEMI and EQUAL allow them). Where `tag` is spelt is found a
+/// word at a time, and only those places are looked at further.
 #[inline(always)]
 pub fn has_tag(buf: &ScanBuf, value: Span) -> bool {
-    const TAG: u64 = word_of(b"tag");
+    const WORDS: usize = 2;
     let (start, end) = (value.start(), value.end());
-    const PLACES: usize = 8;
-    let found = buf.search((SCAN_LEN / PLACES + 1) as u32, 0, |i| {
-        for k in 0..PLACES {
-            let at = start + i * PLACES + k;
-            if at + 4 > end {
+    let found = buf.search((SCAN_LEN / 8 / WORDS + 1) as u32, 0, |i| {
+        for w in 0..WORDS {
+            let base = start + (i * WORDS + w) * 8;
+            if base + 4 > end {
                 return Some(0);
             }
-            if at > start && (buf.window(at) | ASCII_LOWER) & low_bytes_mask(3) == TAG {
-                // Before: the 8 bytes up to `tag`, those before the value masked off.
-                // The last non-blank among them must be a `;`: flags of disjoint sets
-                // compare by their highest bit.
-                let back = if at - start >= 8 { 8 } else { at - start };
-                let keep = !low_bytes_mask(8 - back);
-                let before = buf.window(at.wrapping_sub(8));
-                let semis = bytes_equal(before, b';') & keep;
-                let others = not_blank(before) & keep & !semis;
-                // After: the first non-blank byte must be an `=`.
-                let after = buf.window(at + 3) | !low_bytes_mask(end - (at + 3));
-                let next = not_blank(after);
-                let first = next & next.wrapping_neg();
-                if semis != 0 && others < semis && first & bytes_equal(after, b'=') != 0 {
+            let lower = |n: usize| buf.window(base + n) | ASCII_LOWER;
+            // Where `tag` starts, with a byte after it in the value: at most three places
+            // in a word.
+            let mut tags = bytes_equal(lower(0), b't')
+                & bytes_equal(lower(1), b'a')
+                & bytes_equal(lower(2), b'g')
+                & low_bytes_mask(end - 3 - base);
+            for _ in 0..3 {
+                if tags == 0 {
+                    break;
+                }
+                let at = base + first_flagged_byte(tags);
+                tags &= tags - 1;
+                if at > start && is_tag_parameter(buf, value, at) {
                     return Some(1);
                 }
             }
@@ -1088,6 +1088,26 @@ pub fn has_tag(buf: &ScanBuf, value: Span) -> bool {
         None
     });
     found != 0
+}
+
+/// Whether the `tag` at `at` (after the start of `value`, with a byte after it there)
+/// is a parameter's name: a `;` before it and an `=` after it, blanks aside.
+#[inline(always)]
+fn is_tag_parameter(buf: &ScanBuf, value: Span, at: usize) -> bool {
+    let (start, end) = (value.start(), value.end());
+    // Before: the 8 bytes up to `tag`, those before the value masked off. The last
+    // non-blank among them must be a `;`: flags of disjoint sets compare by their
+    // highest bit.
+    let back = if at - start >= 8 { 8 } else { at - start };
+    let keep = !low_bytes_mask(8 - back);
+    let before = buf.window(at.wrapping_sub(8));
+    let semis = bytes_equal(before, b';') & keep;
+    let others = not_blank(before) & keep & !semis;
+    // After: the first non-blank byte must be an `=`.
+    let after = buf.window(at + 3) | !low_bytes_mask(end - (at + 3));
+    let next = not_blank(after);
+    let first = next & next.wrapping_neg();
+    semis != 0 && others < semis && first & bytes_equal(after, b'=') != 0
 }
 
 /// Longest CR/LF keep-alive (RFC 5626 §3.5.1 sends a double CRLF; some phones send

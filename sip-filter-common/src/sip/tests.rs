@@ -2289,3 +2289,51 @@ fn from_header_found_where_the_policy_parse_passed_it_over() {
     );
     assert_eq!(find_from_header(&scratch), Span::ABSENT);
 }
+
+/// [`has_tag`] spelt out byte by byte: a `tag` (any case, not at the value's start,
+/// with a byte after it) whose last non-blank byte among the 8 before is `;` and whose
+/// first non-blank among the 8 after is `=`.
+fn has_tag_plain(value: &[u8]) -> bool {
+    let blank = |b: &&u8| matches!(**b, b' ' | b'\t');
+    (1..value.len()).any(|at| {
+        at + 4 <= value.len()
+            && value[at..at + 3].eq_ignore_ascii_case(b"tag")
+            && value[at.saturating_sub(8)..at]
+                .iter()
+                .rev()
+                .find(|b| !blank(b))
+                == Some(&b';')
+            && value[at + 3..(at + 11).min(value.len())]
+                .iter()
+                .find(|b| !blank(b))
+                == Some(&b'=')
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// The word-at-a-time search finds a tag exactly where the plain one does, in
+    /// values made of the pieces that matter, at any offset in the buffer.
+    #[test]
+    fn has_tag_agrees_with_a_plain_search(
+        pieces in proptest::collection::vec(
+            prop::sample::select(vec!["tag", "TaG", ";", "=", " ", "\t", "x", "ta", "<", ">"]),
+            0..24,
+        ),
+        offset in 0usize..16,
+    ) {
+        let value = pieces.concat().into_bytes();
+        let mut text = vec![b'x'; offset];
+        text.extend_from_slice(&value);
+        text.extend_from_slice(b"\r\n");
+        let (buf, _) = ScanBuf::from_payload(&text);
+        let span = Span::new(offset, offset + value.len());
+        prop_assert_eq!(
+            has_tag(&buf, span),
+            has_tag_plain(&value),
+            "{:?}",
+            String::from_utf8_lossy(&value)
+        );
+    }
+}
