@@ -224,6 +224,16 @@ pub const fn ascii_lowercase_word(w: u64) -> u64 {
     w | (capitals >> 2)
 }
 
+/// The high bit of each byte of `w` that is an ASCII digit (as [`ascii_lowercase_word`]
+/// tells capitals: no carry leaves a byte).
+#[inline(always)]
+pub const fn digit_bytes(w: u64) -> u64 {
+    let low = w & LOW7;
+    let from_0 = low.wrapping_add(ONES.wrapping_mul(0x80 - b'0' as u64));
+    let past_9 = low.wrapping_add(ONES.wrapping_mul(0x80 - b'9' as u64 - 1));
+    from_0 & !past_9 & !w & HIGH
+}
+
 /// A mask of the low `n` bytes of a word (`n` in 0..=8).
 #[inline(always)]
 pub const fn low_bytes_mask(n: usize) -> u64 {
@@ -291,6 +301,29 @@ mod tests {
         assert_eq!(buf.byte(12), b'y');
         for i in 13..40 {
             assert_eq!(buf.byte(i), 0, "byte {i}");
+        }
+    }
+
+    #[test]
+    fn digit_bytes_flags_digits_only() {
+        // Every byte value at every place, beside neighbours that could carry into it.
+        for b in 0..=255u8 {
+            for at in 0..8 {
+                for neighbour in [0u8, b'0', b'9', b'/', b':', 0x7f, 0x80, 0xff] {
+                    let mut bytes = [neighbour; 8];
+                    bytes[at] = b;
+                    let expected = bytes
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, b)| b.is_ascii_digit())
+                        .fold(0u64, |flags, (i, _)| flags | 0x80 << (8 * i));
+                    assert_eq!(
+                        digit_bytes(u64::from_le_bytes(bytes)),
+                        expected,
+                        "{bytes:?}"
+                    );
+                }
+            }
         }
     }
 
