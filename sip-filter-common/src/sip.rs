@@ -944,9 +944,12 @@ pub fn find_from_header(scratch: &Scratch) -> Span {
                 if w == 0 && i == 0 {
                     starts &= u64::MAX << ((from & 7) * 8);
                 }
+                let zeros = zero_bytes(word);
+                if starts | zeros == 0 {
+                    continue; // most words: inside a line
+                }
                 // The empty line, or a zero byte anywhere: the end of the headers.
-                let ends = (starts & (bytes_equal(word, b'\r') | bytes_equal(word, b'\n')))
-                    | zero_bytes(word);
+                let ends = (starts & (bytes_equal(word, b'\r') | bytes_equal(word, b'\n'))) | zeros;
                 // Lines starting with an `f`, before the first end: rare, so only
                 // words holding one are looked at further.
                 let mut candidates = starts & bytes_equal(word | ASCII_LOWER, b'f');
