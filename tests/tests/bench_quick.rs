@@ -109,6 +109,20 @@ fn bench_runs_in_quick_mode() {
         }
     }
 
+    // The allowed INVITE's cost with destination rules, one step at a time (issue 18).
+    let steps = doc["destinations"]["steps"]
+        .as_array()
+        .expect("the INVITE's cost, step by step");
+    assert_eq!(steps.len(), 5, "{steps:?}");
+    for (i, step) in steps.iter().enumerate() {
+        assert!(step["ns"].is_u64(), "{step}");
+        assert_eq!(step["added_ns"].is_i64(), i > 0, "{step}");
+    }
+    assert!(
+        report.contains("## An allowed INVITE with destination rules"),
+        "{report}"
+    );
+
     let runs = doc["packet_path"]["runs"]
         .as_array()
         .expect("packet path runs");

@@ -212,6 +212,8 @@ pub fn digest_username(buf: &ScanBuf, credentials: Span) -> Span {
     const DIGEST_U: u64 = word_of(b"digest u");
     const SERNAME: u64 = word_of(b"sername=");
     const QUOTED_VALUE: usize = b"Digest username=\"".len();
+    // To the value's end (not capped at `PARAM_SEARCH_BYTES` as the search is: only a
+    // username of some 500 bytes would end differently, and the cap costs the verifier).
     let (from, to) = (credentials.start(), credentials.end());
     if from + QUOTED_VALUE < to
         && ascii_lowercase_word(buf.window(from)) == DIGEST_U
