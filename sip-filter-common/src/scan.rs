@@ -211,27 +211,29 @@ impl<T: Copy> Vol<T> {
     }
 }
 
+/// The high bit of each byte of `w` in `lo..=hi` (both below 0x80), all eight bytes at
+/// once. Per byte, on its low seven bits (no carry leaves a byte): the high bit says
+/// ">= lo" in the first sum and "> hi" in the second; a byte with its own high bit set
+/// is in no such range.
+#[inline(always)]
+pub const fn bytes_in_range(w: u64, lo: u8, hi: u8) -> u64 {
+    let low = w & LOW7;
+    let from_lo = low.wrapping_add(ONES.wrapping_mul(0x80 - lo as u64));
+    let past_hi = low.wrapping_add(ONES.wrapping_mul(0x80 - hi as u64 - 1));
+    from_lo & !past_hi & !w & HIGH
+}
+
 /// `w` with its ASCII capitals turned to small letters, all eight bytes at once; every
 /// other byte is left as it is (so `[` and `{` stay apart).
 #[inline(always)]
 pub const fn ascii_lowercase_word(w: u64) -> u64 {
-    // Per byte, on its low seven bits (no carry leaves a byte): the high bit says
-    // ">= 'A'" in the first sum and "> 'Z'" in the second.
-    let low = w & LOW7;
-    let from_a = low.wrapping_add(ONES.wrapping_mul(0x80 - b'A' as u64));
-    let past_z = low.wrapping_add(ONES.wrapping_mul(0x80 - b'Z' as u64 - 1));
-    let capitals = from_a & !past_z & !w & HIGH;
-    w | (capitals >> 2)
+    w | (bytes_in_range(w, b'A', b'Z') >> 2)
 }
 
-/// The high bit of each byte of `w` that is an ASCII digit (as [`ascii_lowercase_word`]
-/// tells capitals: no carry leaves a byte).
+/// The high bit of each byte of `w` that is an ASCII digit.
 #[inline(always)]
 pub const fn digit_bytes(w: u64) -> u64 {
-    let low = w & LOW7;
-    let from_0 = low.wrapping_add(ONES.wrapping_mul(0x80 - b'0' as u64));
-    let past_9 = low.wrapping_add(ONES.wrapping_mul(0x80 - b'9' as u64 - 1));
-    from_0 & !past_9 & !w & HIGH
+    bytes_in_range(w, b'0', b'9')
 }
 
 /// A mask of the low `n` bytes of a word (`n` in 0..=8).
