@@ -190,20 +190,20 @@ fn load_answer(ctx: &TcContext) -> u32 {
     if !config.has(FLAG_ANSWERS) {
         return NO_ANSWER;
     }
-    let Headers::Transport(transport) = parse_headers::<EGRESS>(ctx) else {
-        return NO_ANSWER;
+    // Answers from the SIP ports, UDP and TCP (over TLS they are encrypted).
+    let sip_port = |is_tcp: bool, port: u16| {
+        if is_tcp {
+            config.is_tcp_port(port)
+        } else {
+            config.is_sip_port(port)
+        }
     };
-    let sip_port = if transport.is_tcp {
-        config.is_tcp_port(transport.dst_port)
-    } else {
-        config.is_sip_port(transport.dst_port)
+    let Headers::Transport(transport) = parse_headers::<EGRESS>(ctx, sip_port) else {
+        return NO_ANSWER;
     };
     let (Some(scratch), Some(answer)) = (ANSWER_SCAN.get_ptr_mut(0), ANSWER.get_ptr_mut(0)) else {
         return NO_ANSWER;
     };
-    if !sip_port {
-        return NO_ANSWER;
-    }
     // SAFETY: per-CPU, used only by this CPU during this run.
     let (scratch, answer) = unsafe { (&mut *scratch, &mut *answer) };
     note_peer(config, &transport.source, answer);

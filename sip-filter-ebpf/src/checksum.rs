@@ -38,7 +38,9 @@ use aya_ebpf::{
 };
 use sip_filter_common::bounded::repeat;
 
-use crate::headers::{link_layer, parse_headers, Headers, ETH_P_IPV4, ETH_P_IPV6, INGRESS};
+use crate::headers::{
+    any_port, link_layer, parse_headers, Headers, ETH_P_IPV4, ETH_P_IPV6, INGRESS,
+};
 
 /// Bytes summed per step: `bpf_csum_diff` takes at most 512 (its scratch is 128 words).
 const CHUNK: u32 = 512;
@@ -239,7 +241,7 @@ pub fn verify(ctx: &XdpContext) {
 /// arithmetic on a `pkt_end` that crossed a call.
 #[inline(always)]
 fn locate(ctx: &XdpContext) {
-    let (offset, is_tcp) = match parse_headers::<INGRESS>(ctx) {
+    let (offset, is_tcp) = match parse_headers::<INGRESS>(ctx, any_port) {
         Headers::Transport(transport) if !transport.first_fragment => (
             transport.payload_offset - transport.header_len(),
             transport.is_tcp,

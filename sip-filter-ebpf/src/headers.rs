@@ -104,9 +104,10 @@ const UDP_HLEN: u32 = 8;
 
 /// What the headers say about a frame.
 pub enum Headers {
-    /// A UDP datagram or a TCP segment.
+    /// A UDP datagram or a TCP segment for a port the caller judges.
     Transport(Transport),
-    /// Not IP, or IP but neither UDP nor TCP.
+    /// Not IP; IP but neither UDP nor TCP; or UDP or TCP for a port the caller does not
+    /// judge.
     Other,
     /// A non-first fragment of a UDP datagram or TCP segment.
     LaterFragment,
@@ -202,23 +203,41 @@ pub fn link_layer(ctx: &impl Frame) -> Option<(usize, u16)> {
     Some((offset, ethertype))
 }
 
-/// The headers of a request coming in ([`INGRESS`]) or an answer going out
-/// ([`EGRESS`]): see [`Direction`].
+/// For [`parse_headers`]: every port, for the walks of a packet whose port was judged
+/// before (the stream programs, the checksum's).
 #[inline(always)]
-pub fn parse_headers<const WAY: Direction>(ctx: &impl Frame) -> Headers {
+pub fn any_port(_is_tcp: bool, _port: u16) -> bool {
+    true
+}
+
+/// The headers of a request coming in ([`INGRESS`]) or an answer going out
+/// ([`EGRESS`]): see [`Direction`]. `serves(is_tcp, port)` says whether the server's
+/// port is one the caller judges: a UDP datagram or TCP segment for another port ends
+/// the walk as [`Headers::Other`] as soon as its header is known to be whole, before
+/// anything else of it is read (most of a server's traffic is not SIP, and each read
+/// costs: BENCHMARKS.md, `non-SIP UDP`).
+#[inline(always)]
+pub fn parse_headers<const WAY: Direction>(
+    ctx: &impl Frame,
+    serves: impl Fn(bool, u16) -> bool,
+) -> Headers {
     let Some((offset, ethertype)) = link_layer(ctx) else {
         return Headers::Unparsed;
     };
     match ethertype {
-        ETH_P_IPV4 => ipv4::<WAY>(ctx, offset),
-        ETH_P_IPV6 => ipv6::<WAY>(ctx, offset),
+        ETH_P_IPV4 => ipv4::<WAY>(ctx, offset, serves),
+        ETH_P_IPV6 => ipv6::<WAY>(ctx, offset, serves),
         ETH_P_8021Q | ETH_P_8021AD => Headers::Unparsed, // a third tag
         _ => Headers::Other,
     }
 }
 
 #[inline(always)]
-fn ipv4<const WAY: Direction>(ctx: &impl Frame, offset: usize) -> Headers {
+fn ipv4<const WAY: Direction>(
+    ctx: &impl Frame,
+    offset: usize,
+    serves: impl Fn(bool, u16) -> bool,
+) -> Headers {
     let Some(ip) = bytes::<20>(ctx, offset) else {
         return Headers::Unparsed;
     };
@@ -246,9 +265,9 @@ fn ipv4<const WAY: Direction>(ctx: &impl Frame, offset: usize) -> Headers {
     // The IP total length bounds the payload: Ethernet pads short frames.
     let (at, ip_end) = (offset + header_len, offset + total_len);
     if protocol == IPPROTO_TCP {
-        tcp::<WAY>(ctx, at, ip_end, more_fragments, source)
+        tcp::<WAY>(ctx, at, ip_end, more_fragments, source, serves)
     } else {
-        udp::<WAY>(ctx, at, ip_end, more_fragments, source)
+        udp::<WAY>(ctx, at, ip_end, more_fragments, source, serves)
     }
 }
 
@@ -276,7 +295,11 @@ fn mapped(ip: &[u8; 20], at: usize) -> [u8; 16] {
 }
 
 #[inline(always)]
-fn ipv6<const WAY: Direction>(ctx: &impl Frame, offset: usize) -> Headers {
+fn ipv6<const WAY: Direction>(
+    ctx: &impl Frame,
+    offset: usize,
+    serves: impl Fn(bool, u16) -> bool,
+) -> Headers {
     let Some(ip) = bytes::<IPV6_HLEN>(ctx, offset) else {
         return Headers::Unparsed;
     };
@@ -299,8 +322,8 @@ fn ipv6<const WAY: Direction>(ctx: &impl Frame, offset: usize) -> Headers {
     // One step per extension header, and one for the UDP header after the last.
     for _ in 0..=MAX_IPV6_EXTENSIONS {
         match next {
-            IPPROTO_UDP => return udp::<WAY>(ctx, at, ip_end, first_fragment, source),
-            IPPROTO_TCP => return tcp::<WAY>(ctx, at, ip_end, first_fragment, source),
+            IPPROTO_UDP => return udp::<WAY>(ctx, at, ip_end, first_fragment, source, serves),
+            IPPROTO_TCP => return tcp::<WAY>(ctx, at, ip_end, first_fragment, source, serves),
             NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => {
                 let Some(ext) = bytes::<2>(ctx, at) else {
                     return Headers::Unwalkable(source);
@@ -356,6 +379,7 @@ fn udp<const WAY: Direction>(
     ip_end: usize,
     first_fragment: bool,
     source: Source,
+    serves: impl Fn(bool, u16) -> bool,
 ) -> Headers {
     // A UDP header cut short, or lengths that lie: the kernel drops such a datagram
     // (or, for a first fragment, could still reassemble it), and its port is unknown.
@@ -367,6 +391,10 @@ fn udp<const WAY: Direction>(
     if udp_len < UDP_HLEN || ip_end < payload_offset as usize {
         return Headers::Unwalkable(source);
     }
+    let port = be16(udp, server_port_at(WAY));
+    if !serves(false, port) {
+        return Headers::Other;
+    }
     // All of it, paged data included: the payload is copied with `Frame::load`.
     let frame_end = ctx.frame_len();
     let present = ip_end
@@ -377,7 +405,7 @@ fn udp<const WAY: Direction>(
         source,
         is_tcp: false,
         tcp_offset_flags: 0,
-        dst_port: be16(udp, server_port_at(WAY)),
+        dst_port: port,
         payload_offset,
         payload_len: claimed.min(present),
         // Also a datagram whose UDP length claims more than the frame holds.
@@ -392,6 +420,7 @@ fn tcp<const WAY: Direction>(
     ip_end: usize,
     first_fragment: bool,
     source: Source,
+    serves: impl Fn(bool, u16) -> bool,
 ) -> Headers {
     // A TCP header cut short, or a data offset that lies: the kernel drops the segment,
     // and its port is unknown.
@@ -403,13 +432,17 @@ fn tcp<const WAY: Direction>(
     if header_len < TCP_HLEN || ip_end < payload_offset {
         return Headers::Unwalkable(source);
     }
+    let port = be16(tcp, server_port_at(WAY));
+    if !serves(true, port) {
+        return Headers::Other;
+    }
     // All of it, paged data included: the payload is copied with `Frame::load`.
     let frame_end = ctx.frame_len();
     Headers::Transport(Transport {
         source,
         is_tcp: true,
         tcp_offset_flags: be16(tcp, 12),
-        dst_port: be16(tcp, server_port_at(WAY)),
+        dst_port: port,
         payload_offset: payload_offset as u32,
         payload_len: ip_end.min(frame_end).saturating_sub(payload_offset) as u32,
         first_fragment,

@@ -188,9 +188,9 @@ pub(crate) fn conclude(ctx: &XdpContext) -> u32 {
 #[inline(always)]
 fn action(reason: Reason, method: usize) -> u32 {
     count(reason, method);
-    // Dry-run: every verdict is counted as made, and everything passes.
-    let dry_run = CONFIG.get(0).is_some_and(|config| config.has(FLAG_DRY_RUN));
-    if reason.is_drop() && !dry_run {
+    // Dry-run: every verdict is counted as made, and everything passes. Asked of a drop
+    // only: a pass needs no configuration.
+    if reason.is_drop() && !CONFIG.get(0).is_some_and(|config| config.has(FLAG_DRY_RUN)) {
         xdp_action::XDP_DROP
     } else {
         xdp_action::XDP_PASS
@@ -279,7 +279,15 @@ fn judge(ctx: &XdpContext) -> u64 {
     let Some(config) = CONFIG.get(0) else {
         return verdict(Reason::PassUnparsed, Method::None as usize);
     };
-    let udp = match parse_headers::<INGRESS>(ctx) {
+    // The SIP ports: any other is not ours to judge.
+    let sip_port = |is_tcp: bool, port: u16| {
+        if is_tcp {
+            config.is_tcp_port(port) || config.is_tls_port(port)
+        } else {
+            config.is_sip_port(port)
+        }
+    };
+    let udp = match parse_headers::<INGRESS>(ctx, sip_port) {
         Headers::Transport(transport) => transport,
         Headers::Other => return verdict(Reason::PassNotSip, Method::None as usize),
         Headers::LaterFragment => return verdict(Reason::PassFragment, Method::None as usize),
@@ -288,14 +296,6 @@ fn judge(ctx: &XdpContext) -> u64 {
             return verdict(unwalkable_verdict(config, &source), Method::None as usize)
         }
     };
-    let sip_port = if udp.is_tcp {
-        config.is_tcp_port(udp.dst_port) || config.is_tls_port(udp.dst_port)
-    } else {
-        config.is_sip_port(udp.dst_port)
-    };
-    if !sip_port {
-        return verdict(Reason::PassNotSip, Method::None as usize);
-    }
     leave_transport(if !udp.is_tcp {
         TransportKind::Udp
     } else if config.is_tls_port(udp.dst_port) {

@@ -50,10 +50,11 @@ pub fn ref_parse_headers(ctx: XdpContext) -> u32 {
 /// bare drop starts, as the real program does.
 #[inline(always)]
 fn sip_datagram(ctx: &XdpContext) -> Option<Transport> {
-    let Headers::Transport(udp) = parse_headers::<INGRESS>(ctx) else {
+    let sip_port = |is_tcp: bool, port: u16| !is_tcp && port == SIP_PORT;
+    let Headers::Transport(udp) = parse_headers::<INGRESS>(ctx, sip_port) else {
         return None;
     };
-    (!udp.is_tcp && udp.dst_port == SIP_PORT).then_some(udp)
+    Some(udp)
 }
 
 /// XDP_DROP when `done`, else XDP_PASS: a verdict that depends on the work measured,

@@ -42,7 +42,7 @@ use sip_filter_common::{
 
 use crate::{
     bump, count, enter_stream_program, finish,
-    headers::{parse_headers, Headers, INGRESS},
+    headers::{any_port, parse_headers, Headers, INGRESS},
     leave_transport,
     payload::load_payload,
     read_back, tail_call, verdict, CONFIG, NEEDS_ANSWER_METER, NEEDS_REQUEST_POLICY, PACKET, SCAN,
@@ -196,7 +196,7 @@ fn leave_position(offset: u32, messages: u32) {
 fn judge_message(ctx: &XdpContext) -> u64 {
     // The headers again, here as in `judge`: the header walk's many ends then leave
     // nothing in the entry's frame for the verifier to tell apart.
-    let Headers::Transport(segment) = parse_headers::<INGRESS>(ctx) else {
+    let Headers::Transport(segment) = parse_headers::<INGRESS>(ctx, any_port) else {
         return NOTHING;
     };
     if CONFIG

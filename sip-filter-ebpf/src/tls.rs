@@ -35,7 +35,7 @@ use sip_filter_common::{
 
 use crate::{
     conclude,
-    headers::{parse_headers, Frame, Headers, INGRESS},
+    headers::{any_port, parse_headers, Frame, Headers, INGRESS},
     leave_method, leave_pending, leave_reason, leave_transport, name_listed,
     payload::load_payload,
     sources::{count_source_drop, drop_event, state_of},
@@ -71,7 +71,7 @@ pub fn sip_filter_tls(ctx: XdpContext) -> u32 {
 /// Copies the segment's first bytes, parses them as a ClientHello and judges it.
 #[inline(never)]
 fn hello_verdict(ctx: &XdpContext) -> Reason {
-    let Headers::Transport(segment) = parse_headers::<INGRESS>(ctx) else {
+    let Headers::Transport(segment) = parse_headers::<INGRESS>(ctx, any_port) else {
         return Reason::PassSegment;
     };
     let (Some(scratch), Some(tls_scratch)) = (SCAN.get_ptr_mut(0), HELLO.get_ptr_mut(0)) else {
