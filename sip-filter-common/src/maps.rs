@@ -916,11 +916,11 @@ pub struct SourceState {
     pub _tls_pad: u32,
 }
 
-/// [`SourceState::drops`] slots: a power of two, so the kernel can mask an index.
-pub const SOURCE_DROP_SLOTS: usize = 8;
-/// The verdict reason each [`SourceState::drops`] slot counts. Of the TLS refusals,
-/// the server-name ones (what a scanner connecting by address meets): a wrong version
-/// or a malformed ClientHello is counted in `stats` only, for want of slots.
+/// [`SourceState::drops`] slots (the kernel checks an index against it).
+pub const SOURCE_DROP_SLOTS: usize = 10;
+/// The verdict reason each [`SourceState::drops`] slot counts: the drops that count
+/// toward a ban of the source, every TLS refusal among them (issue 14: repeated
+/// refusals ban it), so that `sip-filter top` shows what led to the ban.
 pub const SOURCE_DROP_REASONS: [Reason; SOURCE_DROP_SLOTS] = [
     Reason::DropScanner,
     Reason::DropUnknownDomain,
@@ -930,6 +930,8 @@ pub const SOURCE_DROP_REASONS: [Reason; SOURCE_DROP_SLOTS] = [
     Reason::DropConnectionBudget,
     Reason::DropTlsSni,
     Reason::DropTlsNoSni,
+    Reason::DropTlsVersion,
+    Reason::DropTlsMalformed,
 ];
 
 /// The [`SourceState::drops`] slot that counts `reason`, if one does: the one table
@@ -1277,10 +1279,10 @@ mod tests {
     }
 
     /// What each tracked source costs in the kernel: the LRU's element is about 64 bytes
-    /// besides this (README and the example's `tracked_sources`: about 310 bytes).
+    /// besides this (README and the example's `tracked_sources`: about 330 bytes).
     #[test]
     fn source_state_size() {
-        assert_eq!(core::mem::size_of::<SourceState>(), 248); // 62 MiB of values at MAX_SOURCES
+        assert_eq!(core::mem::size_of::<SourceState>(), 264); // 66 MiB of values at MAX_SOURCES
         assert_eq!(CLASS_REGISTERED, CLASS_COUNT - 1);
         assert_eq!(CLASS_CONNECTIONS, CLASS_REGISTERED - 1);
     }

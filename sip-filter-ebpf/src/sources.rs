@@ -8,7 +8,6 @@ use aya_ebpf::{
 use sip_filter_common::maps::{
     Ban, BanReason, Event, EventKind, Limit, Reason, SourceKey, SourceState,
     DROP_EVENT_INTERVAL_NS, EVENTS_BYTES, FLAG_DRY_RUN, MAX_SCANNER_AGENTS, MAX_SOURCES,
-    SOURCE_DROP_SLOTS,
 };
 use sip_filter_common::sip::pairing::ACCOUNT_WORDS;
 
@@ -101,7 +100,9 @@ pub fn count_atomically(counter: *mut u64) {
 /// Counts a drop against the source, in its `SOURCE_DROP_*` slot (for `sip-filter top`).
 #[inline(always)]
 pub fn count_source_drop(state: &mut SourceState, slot: usize) {
-    count_atomically(&mut state.drops[slot & (SOURCE_DROP_SLOTS - 1)] as *mut u64);
+    if let Some(cell) = state.drops.get_mut(slot) {
+        count_atomically(cell as *mut u64);
+    }
 }
 
 /// Counts one hit in a window; true when the hits reach `threshold` (then restarts).

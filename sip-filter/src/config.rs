@@ -848,7 +848,7 @@ impl RawFile {
                         count.span(),
                         "filter.tracked_sources",
                         format!(
-                            "{} sources: give {} to {} (the default is {}; each costs about 310 bytes of kernel memory)",
+                            "{} sources: give {} to {} (the default is {}; each costs about 330 bytes of kernel memory)",
                             count.get_ref(),
                             TRACKED_SOURCES.start(),
                             TRACKED_SOURCES.end(),

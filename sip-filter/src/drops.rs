@@ -1,6 +1,6 @@
 //! Drops by source, as the kernel counts them, for `sip-filter top`: per source key in
 //! its LRU state (`SOURCE_DROP_REASONS`: scanner, unknown domain, rate limit, global
-//! budget, connection rate and budget, TLS server name) and in its ban (banned), per
+//! budget, connection rate and budget, TLS refusals) and in its ban (banned), per
 //! deny entry (denied).
 
 use std::{

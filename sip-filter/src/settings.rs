@@ -450,7 +450,7 @@ pub enum SettingsError {
     BadServerName { entry: String },
     #[error("{count} domains and TLS server names given, at most {MAX_DOMAINS} are supported")]
     TooManyServerNames { count: usize },
-    #[error("{count} tracked sources: give {} to {} (the default is {MAX_SOURCES}; each costs about 310 bytes of kernel memory)", TRACKED_SOURCES.start(), TRACKED_SOURCES.end())]
+    #[error("{count} tracked sources: give {} to {} (the default is {MAX_SOURCES}; each costs about 330 bytes of kernel memory)", TRACKED_SOURCES.start(), TRACKED_SOURCES.end())]
     BadTrackedSources { count: u32 },
 }
 

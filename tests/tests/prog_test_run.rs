@@ -2674,7 +2674,7 @@ fn drops_are_counted_by_source() {
         drops::pinned_source_drops,
         settings::{NoSniPolicy, TlsRules},
     };
-    use sip_filter_common::tls::{builder::Hello, EXTENSION_SERVER_NAME};
+    use sip_filter_common::tls::{builder::Hello, EXTENSION_SERVER_NAME, TLS1_0};
     if !privileged("drops_are_counted_by_source") {
         return;
     }
@@ -2724,6 +2724,19 @@ fn drops_are_counted_by_source() {
         8,
         Hello::tls13("pbx.example.test").without(EXTENSION_SERVER_NAME),
     ));
+    // .9: two ClientHellos offering TLS 1.0 at most (below the default minimum, 1.2);
+    // .10: one whose session id claims 33 bytes (at most 32): malformed.
+    let mut old_version = Hello::tls12("pbx.example.test");
+    old_version.client_version = TLS1_0;
+    frames.extend([hello(9, old_version.clone()), hello(9, old_version)]);
+    let mut malformed = Hello::tls13("pbx.example.test").build();
+    malformed[43] = 33;
+    frames.push(tcp4_from(
+        [198, 51, 100, 10],
+        5061,
+        Segment::Established,
+        &malformed,
+    ));
     for frame in &frames {
         filter.test_run(frame).unwrap();
     }
@@ -2748,6 +2761,8 @@ fn drops_are_counted_by_source() {
             "198.51.100.2: drop_rate_limited 4 []",
             "198.51.100.3: drop_unknown_domain 2 []",
             "198.51.100.4: drop_connection_rate 2 []",
+            "198.51.100.9: drop_tls_version 2 []",
+            "198.51.100.10: drop_tls_malformed 1 []",
             "198.51.100.6: drop_connection_budget 1 []",
             "198.51.100.7: drop_tls_sni 1 []",
             "198.51.100.8: drop_tls_no_sni 1 []",
