@@ -918,9 +918,9 @@ pub struct SourceState {
 
 /// [`SourceState::drops`] slots (the kernel checks an index against it).
 pub const SOURCE_DROP_SLOTS: usize = 10;
-/// The verdict reason each [`SourceState::drops`] slot counts: the drops that count
-/// toward a ban of the source, every TLS refusal among them (issue 14: repeated
-/// refusals ban it), so that `sip-filter top` shows what led to the ban.
+/// The verdict reason each [`SourceState::drops`] slot counts (for `sip-filter top` and
+/// `explain`): what the request, connection and TLS policies drop, every TLS refusal
+/// among them, since repeated refusals of any kind ban the source (issue 14).
 pub const SOURCE_DROP_REASONS: [Reason; SOURCE_DROP_SLOTS] = [
     Reason::DropScanner,
     Reason::DropUnknownDomain,
