@@ -2715,28 +2715,25 @@ fn drops_are_counted_by_source() {
     let syn = |last: u8| tcp4_from([198, 51, 100, last], 5060, Segment::Syn, b"");
     frames.extend([syn(4), syn(4), syn(4), syn(5), syn(6)]);
     // .7: a ClientHello for a name not served; .8: one without a name.
-    let hello = |last: u8, hello: Hello| {
-        let payload = hello.build();
-        tcp4_from([198, 51, 100, last], 5061, Segment::Established, &payload)
+    let hello = |last: u8, payload: &[u8]| {
+        tcp4_from([198, 51, 100, last], 5061, Segment::Established, payload)
     };
-    frames.push(hello(7, Hello::tls13("evil.example.net")));
+    frames.push(hello(7, &Hello::tls13("evil.example.net").build()));
     frames.push(hello(
         8,
-        Hello::tls13("pbx.example.test").without(EXTENSION_SERVER_NAME),
+        &Hello::tls13("pbx.example.test")
+            .without(EXTENSION_SERVER_NAME)
+            .build(),
     ));
     // .9: two ClientHellos offering TLS 1.0 at most (below the default minimum, 1.2);
     // .10: one whose session id claims 33 bytes (at most 32): malformed.
     let mut old_version = Hello::tls12("pbx.example.test");
     old_version.client_version = TLS1_0;
-    frames.extend([hello(9, old_version.clone()), hello(9, old_version)]);
+    let old_version = old_version.build();
+    frames.extend([hello(9, &old_version), hello(9, &old_version)]);
     let mut malformed = Hello::tls13("pbx.example.test").build();
     malformed[43] = 33;
-    frames.push(tcp4_from(
-        [198, 51, 100, 10],
-        5061,
-        Segment::Established,
-        &malformed,
-    ));
+    frames.push(hello(10, &malformed));
     for frame in &frames {
         filter.test_run(frame).unwrap();
     }
