@@ -11,6 +11,11 @@
 //! (the filter's, or [`ConstantXdp`]'s `XDP_PASS` for the set-ups that filter later in
 //! the stack).
 //!
+//! Some kernels refuse live-frames mode outright (6.18.44-fc-v1300 answers EPERM even
+//! for a bare `XDP_DROP` program, as root with CAP_BPF and CAP_NET_ADMIN). The flood then
+//! goes through a launcher veth pair instead ([`SendMethod::Redirected`]): the receiving
+//! side is the same, the sender's CPU is not.
+//!
 //! Live frames are not rewritten per packet, so the sender's program varies the source
 //! itself: source address = first + (counter % count), from a per-CPU counter, with
 //! the IPv4 header checksum and the UDP checksum updated incrementally (RFC 1624).
@@ -140,6 +145,8 @@ const EXIT: u8 = 0x90;
 /// `ld_imm64`'s source register when its immediate is a map's file descriptor.
 const PSEUDO_MAP_FD: u8 = 1;
 const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
+const HELPER_REDIRECT: i32 = 23;
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 
 // Registers.
 const R0: u8 = 0;
@@ -258,7 +265,11 @@ impl Assembler {
 /// the words are used as loaded; the new word is stored in network order. Recycled
 /// live frames keep what the program wrote last time, so the old word is read from the
 /// frame, never assumed.
-fn sender_program(counter: &OwnedFd, sources: Sources) -> anyhow::Result<Vec<Insn>> {
+fn sender_program(
+    counter: &OwnedFd,
+    sources: Sources,
+    redirect_to: Option<u32>,
+) -> anyhow::Result<Vec<Insn>> {
     let first_low = (u32::from(sources.first) & 0xffff) as i32;
     let count = i32::try_from(sources.count)?;
     let mut a = Assembler::default();
@@ -309,7 +320,15 @@ fn sender_program(counter: &OwnedFd, sources: Sources) -> anyhow::Result<Vec<Ins
     a.label("store_udp");
     a.store_reg(H, R2, UDP_CHECKSUM_AT, R0);
     a.label("send");
-    a.mov32_imm(R0, XDP_TX);
+    match redirect_to {
+        // Out of that interface (`bpf_redirect(ifindex, 0)` answers XDP_REDIRECT).
+        Some(ifindex) => {
+            a.mov32_imm(R1, i32::try_from(ifindex)?);
+            a.mov32_imm(R2, 0);
+            a.call(HELPER_REDIRECT);
+        }
+        None => a.mov32_imm(R0, XDP_TX),
+    }
     a.exit();
     a.finish()
 }
@@ -386,6 +405,28 @@ struct LinkCreateAttr {
     flags: u32,
 }
 
+#[repr(C)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// The kernel's possible CPUs (a per-CPU map's value has a slot for each).
+fn possible_cpus() -> anyhow::Result<usize> {
+    let list = std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .context("reading /sys/devices/system/cpu/possible")?;
+    let last = list
+        .trim()
+        .rsplit(['-', ','])
+        .next()
+        .and_then(|n| n.parse::<usize>().ok())
+        .with_context(|| format!("possible CPUs {list:?}"))?;
+    Ok(last + 1)
+}
+
 /// `struct xdp_md`, the test run's context.
 #[repr(C)]
 #[derive(Default)]
@@ -438,13 +479,22 @@ fn ifindex(iface: &str) -> anyhow::Result<u32> {
 /// The sender: its program and its per-CPU counter of frames sent.
 pub struct LiveSender {
     program: OwnedFd,
-    // Held for the program's lifetime (the program holds it too; this makes it plain).
-    _counter: OwnedFd,
+    counter: OwnedFd,
 }
 
 impl LiveSender {
     /// Loads the sender's program for `sources`.
     pub fn new(sources: Sources) -> anyhow::Result<Self> {
+        Self::loaded(sources, None)
+    }
+
+    /// Loads the sender's program for `sources`, redirecting each frame out of the
+    /// interface `ifindex` instead of `XDP_TX` (see [`SendMethod::Redirected`]).
+    fn redirecting(sources: Sources, ifindex: u32) -> anyhow::Result<Self> {
+        Self::loaded(sources, Some(ifindex))
+    }
+
+    fn loaded(sources: Sources, redirect_to: Option<u32>) -> anyhow::Result<Self> {
         sources.check()?;
         let mut attr = MapCreateAttr {
             map_type: BPF_MAP_TYPE_PERCPU_ARRAY,
@@ -454,11 +504,28 @@ impl LiveSender {
             ..Default::default()
         };
         let counter = bpf_fd(BPF_MAP_CREATE, &mut attr).context("creating the sender's counter")?;
-        let program = load_xdp("sf_livesend", &sender_program(&counter, sources)?)?;
-        Ok(LiveSender {
-            program,
-            _counter: counter,
-        })
+        let program = load_xdp(
+            "sf_livesend",
+            &sender_program(&counter, sources, redirect_to)?,
+        )?;
+        Ok(LiveSender { program, counter })
+    }
+
+    /// Frames the program has run on, on every CPU.
+    fn frames(&self) -> anyhow::Result<u64> {
+        let cpus = possible_cpus()?;
+        let mut values = vec![0u64; cpus];
+        let key = 0u32;
+        let mut attr = MapElemAttr {
+            map_fd: self.counter.as_raw_fd() as u32,
+            _pad: 0,
+            key: &key as *const u32 as u64,
+            value: values.as_mut_ptr() as u64,
+            flags: 0,
+        };
+        bpf(BPF_MAP_LOOKUP_ELEM, &mut attr).context("reading the sender's counter")?;
+        // Each CPU's 4-byte count, in an 8-byte slot.
+        Ok(values.iter().map(|slot| *slot & 0xffff_ffff).sum())
     }
 
     /// Runs the program once on `frame` without sending (an ordinary test run): the
@@ -536,6 +603,31 @@ pub struct LiveSent {
     pub elapsed: Duration,
     /// The sending thread's user and system time (`getrusage(RUSAGE_THREAD)`).
     pub thread_cpu: Duration,
+    pub method: SendMethod,
+}
+
+/// How a flood's frames were put on the sending veth. Either way the receiving veth
+/// gets `xdp_frame`s and runs its XDP program on them with no socket buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendMethod {
+    /// `BPF_PROG_TEST_RUN` in live-frames mode: no socket buffer on either side.
+    LiveFrames,
+    /// The kernel refused live frames (EPERM even for a bare `XDP_DROP` program: some
+    /// 6.18 builds do): AF_PACKET frames into a launcher veth pair in the sending
+    /// namespace, whose far end's native XDP program rewrites each frame as the live
+    /// sender's does and redirects it out of the sending veth (`ndo_xdp_xmit`). The
+    /// sender then pays a socket buffer per frame, so its CPU figures are not the live
+    /// sender's; the receiving side is the same.
+    Redirected,
+}
+
+impl SendMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            SendMethod::LiveFrames => "live frames",
+            SendMethod::Redirected => "redirected from a launcher veth (live frames refused)",
+        }
+    }
 }
 
 impl LiveFlood<'_> {
@@ -548,32 +640,143 @@ impl LiveFlood<'_> {
             "a {}-byte frame is too short",
             self.frame.len()
         );
+        let live = self
+            .ns
+            .in_namespace(|| -> anyhow::Result<Option<LiveSent>> {
+                let index = ifindex(self.iface)?;
+                pin_to_cpu(self.cpu)?;
+                // SAFETY: plain system call; on Linux PRIO_PROCESS with 0 is this thread.
+                if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, self.nice) } != 0 {
+                    return Err(io::Error::last_os_error())
+                        .context("setting the sender's nice value");
+                }
+                let cpu_before = thread_cpu();
+                let (mut frames, start) = (0u64, Instant::now());
+                let mut per_call = FIRST_REPEATS;
+                while frames < self.max_frames && start.elapsed() < self.max_time {
+                    let repeat = (self.max_frames - frames).min(per_call) as u32;
+                    match sender.send(self.frame, index, repeat) {
+                        Ok(()) => {}
+                        Err(e) if frames == 0 && e.raw_os_error() == Some(libc::EPERM) => {
+                            return Ok(None);
+                        }
+                        Err(e) => return Err(e).context("BPF_PROG_TEST_RUN in live-frames mode"),
+                    }
+                    frames += u64::from(repeat);
+                    let rate = frames as f64 / start.elapsed().as_secs_f64().max(1e-6);
+                    per_call =
+                        ((rate * CALL_TIME.as_secs_f64()) as u64).clamp(MIN_REPEATS, MAX_REPEATS);
+                }
+                Ok(Some(LiveSent {
+                    frames,
+                    elapsed: start.elapsed(),
+                    thread_cpu: thread_cpu().saturating_sub(cpu_before),
+                    method: SendMethod::LiveFrames,
+                }))
+            })??;
+        match live {
+            Some(sent) => Ok(sent),
+            None => self.run_redirected(),
+        }
+    }
+
+    /// [`SendMethod::Redirected`].
+    fn run_redirected(&self) -> anyhow::Result<LiveSent> {
+        let launcher = Launcher::new(self.ns)?;
+        let sender = self.ns.in_namespace(|| -> anyhow::Result<LiveSender> {
+            let sender = LiveSender::redirecting(self.sources, ifindex(self.iface)?)?;
+            Ok(sender)
+        })??;
+        let _attached = launcher.attach(&sender)?;
+        let counted_before = sender.frames()?;
         self.ns.in_namespace(|| -> anyhow::Result<LiveSent> {
-            let index = ifindex(self.iface)?;
             pin_to_cpu(self.cpu)?;
             // SAFETY: plain system call; on Linux PRIO_PROCESS with 0 is this thread.
             if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, self.nice) } != 0 {
                 return Err(io::Error::last_os_error()).context("setting the sender's nice value");
             }
+            let socket = crate::pathbench::PacketSocket::open(LAUNCHER_IN)?;
             let cpu_before = thread_cpu();
-            let (mut frames, start) = (0u64, Instant::now());
-            let mut per_call = FIRST_REPEATS;
-            while frames < self.max_frames && start.elapsed() < self.max_time {
-                let repeat = (self.max_frames - frames).min(per_call) as u32;
-                sender
-                    .send(self.frame, index, repeat)
-                    .context("BPF_PROG_TEST_RUN in live-frames mode")?;
-                frames += u64::from(repeat);
-                let rate = frames as f64 / start.elapsed().as_secs_f64().max(1e-6);
-                per_call =
-                    ((rate * CALL_TIME.as_secs_f64()) as u64).clamp(MIN_REPEATS, MAX_REPEATS);
+            let start = Instant::now();
+            let mut written = 0u64;
+            while written < self.max_frames && start.elapsed() < self.max_time {
+                let batch = (self.max_frames - written).min(64) as usize;
+                written += socket.send_copies(self.frame, batch)?;
             }
+            // The launcher's poll runs on this CPU before the system call returns; a
+            // moment for any straggler before counting.
+            std::thread::sleep(Duration::from_millis(50));
             Ok(LiveSent {
-                frames,
+                frames: sender.frames()?.saturating_sub(counted_before),
                 elapsed: start.elapsed(),
                 thread_cpu: thread_cpu().saturating_sub(cpu_before),
+                method: SendMethod::Redirected,
             })
         })?
+    }
+}
+
+/// The launcher veth pair of [`SendMethod::Redirected`]: frames written into
+/// [`LAUNCHER_IN`] arrive at [`LAUNCHER_OUT`], where the sender's program runs. Removed
+/// when dropped.
+struct Launcher<'a> {
+    ns: Netns<'a>,
+}
+
+const LAUNCHER_IN: &str = "sf-launch-in";
+const LAUNCHER_OUT: &str = "sf-launch-out";
+
+impl<'a> Launcher<'a> {
+    fn new(ns: Netns<'a>) -> anyhow::Result<Self> {
+        let ip = |args: &[&str]| -> anyhow::Result<()> {
+            let status = ns
+                .command("ip")
+                .args(args)
+                .status()
+                .with_context(|| format!("running ip {}", args.join(" ")))?;
+            ensure!(status.success(), "ip {} failed ({status})", args.join(" "));
+            Ok(())
+        };
+        // A pair left by an interrupted run goes first.
+        let _ = ns.command("ip").args(["link", "del", LAUNCHER_IN]).output();
+        ip(&[
+            "link",
+            "add",
+            LAUNCHER_IN,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            LAUNCHER_OUT,
+        ])?;
+        let launcher = Launcher { ns };
+        ip(&["link", "set", LAUNCHER_IN, "up"])?;
+        ip(&["link", "set", LAUNCHER_OUT, "up"])?;
+        Ok(launcher)
+    }
+
+    /// The sender's program on [`LAUNCHER_OUT`], native mode, until the link is dropped.
+    fn attach(&self, sender: &LiveSender) -> anyhow::Result<OwnedFd> {
+        self.ns.in_namespace(|| -> anyhow::Result<OwnedFd> {
+            let mut attr = LinkCreateAttr {
+                prog_fd: sender.program.as_raw_fd() as u32,
+                target_ifindex: ifindex(LAUNCHER_OUT)?,
+                attach_type: BPF_XDP,
+                flags: XDP_FLAGS_DRV_MODE,
+            };
+            bpf_fd(BPF_LINK_CREATE, &mut attr)
+                .with_context(|| format!("attaching the sender to {LAUNCHER_OUT}, native mode"))
+        })?
+    }
+}
+
+impl Drop for Launcher<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .ns
+            .command("ip")
+            .args(["link", "del", LAUNCHER_IN])
+            .output();
     }
 }
 

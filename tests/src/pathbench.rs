@@ -1016,15 +1016,16 @@ fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
 }
 
 /// An AF_PACKET socket bound to one interface, sending whole frames past the qdisc.
-struct PacketSocket(libc::c_int);
+pub(crate) struct PacketSocket(libc::c_int);
 
 impl PacketSocket {
-    fn open(iface: &str) -> anyhow::Result<Self> {
+    /// Bound to `iface` of the calling thread's namespace.
+    pub(crate) fn open(iface: &str) -> anyhow::Result<Self> {
         let name = std::ffi::CString::new(iface)?;
         // SAFETY: plain system calls on a descriptor we own; the structures are ours.
         unsafe {
             let index = libc::if_nametoindex(name.as_ptr());
-            ensure!(index != 0, "no interface {iface} in the client namespace");
+            ensure!(index != 0, "no interface {iface} in the sending namespace");
             // Protocol 0: this socket only sends.
             let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
             if fd < 0 {
@@ -1054,6 +1055,34 @@ impl PacketSocket {
             }
             Ok(socket)
         }
+    }
+}
+
+impl PacketSocket {
+    /// Writes `count` copies of `frame` in one `sendmmsg`; how many went (none when
+    /// the interface's queue is full).
+    pub(crate) fn send_copies(&self, frame: &[u8], count: usize) -> anyhow::Result<u64> {
+        let mut iovec = libc::iovec {
+            iov_base: frame.as_ptr() as *mut libc::c_void,
+            iov_len: frame.len(),
+        };
+        // SAFETY: mmsghdr is plain data; all-zero is a valid (empty) header.
+        let mut batch: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        let count = count.min(BATCH);
+        for message in batch.iter_mut().take(count) {
+            message.msg_hdr.msg_iov = &mut iovec;
+            message.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: the headers point at an iovec and a frame that outlive the call.
+        let sent = unsafe { libc::sendmmsg(self.0, batch.as_mut_ptr(), count as libc::c_uint, 0) };
+        if sent < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.raw_os_error() == Some(libc::ENOBUFS) {
+                return Ok(0);
+            }
+            return Err(error).context("sendmmsg on the AF_PACKET socket");
+        }
+        Ok(sent as u64)
     }
 }
 

@@ -5,7 +5,10 @@
 //! The flood is sent with `BPF_PROG_TEST_RUN` in live-frames mode from the client
 //! namespace ([`sip_filter_tests::livesend`]): its program gives each frame the next of
 //! 4096 source addresses (fixing both checksums) and transmits it out of the client's
-//! veth end; the server's end receives it in its NAPI poll, where the filter runs. The
+//! veth end; the server's end receives it in its NAPI poll, where the filter runs. (On
+//! a kernel that refuses live frames, the sender's program runs on a launcher veth
+//! instead and redirects each frame out of the client's end: the server's end receives
+//! the same `xdp_frame`s; see `livesend::SendMethod`.) The
 //! evidence that no socket buffer was built: the client's veth handed the frames over
 //! as `xdp_frame`s (`tx_queue_0_xdp_xmit`), the server's veth dropped as many in XDP
 //! (`rx_queue_0_xdp_drops`), the filter's own drop counters rose by as many, and the
@@ -142,11 +145,12 @@ fn scanner_flood_is_dropped_on_xdp_frames_before_any_socket_buffer() {
         .since(&receiving_before);
     let ip_received = ip_counter(server, "InReceives").expect("Ip InReceives") - ip_before;
     let summary = format!(
-        "sent {} frames in {:.2} s ({:.0}/s, sender thread {:.2} CPU s); sending veth: \
+        "sent {} frames ({}) in {:.2} s ({:.0}/s, sender thread {:.2} CPU s); sending veth: \
          {} xdp_frames handed over, {} refused (ring full); receiving veth: {} received in \
          its NAPI poll, {} dropped by XDP; the filter's drops: {drops}; Ip InReceives in \
          the server namespace: {ip_received}; reasons: {}",
         sent.frames,
+        sent.method.name(),
         sent.elapsed.as_secs_f64(),
         sent.frames as f64 / sent.elapsed.as_secs_f64(),
         sent.thread_cpu.as_secs_f64(),

@@ -35,7 +35,7 @@ use super::{
 };
 use crate::{
     lab::{filter_stats, reason_sum, stats_json, PinRoot},
-    livesend::{ConstantXdp, LiveFlood, Sources, VethCounters, XDP_DROP, XDP_PASS},
+    livesend::{ConstantXdp, LiveFlood, SendMethod, Sources, VethCounters, XDP_DROP, XDP_PASS},
     netns::{Host, Lab, CLIENT_IFACE, SERVER_IFACE},
 };
 
@@ -190,6 +190,9 @@ fn measure_run(
         + server_processes;
     let per = |cpu: f64| if cpu > 0.0 { dropped as f64 / cpu } else { 0.0 };
     let offered = sent.frames as f64 / sent.elapsed.as_secs_f64();
+    if sent.method != SendMethod::LiveFrames {
+        println!("(sender: {})", sent.method.name());
+    }
     println!(
         "{:<11} {:<16} {:>9.0} {:>10} {:>9} {:>8.2} {:>12.0} {:>8.2} {:>12.0} {:>8.2} {:>12.0} {:>5}/{}",
         arm.name,
@@ -211,6 +214,7 @@ fn measure_run(
         "flood": flood.name,
         "run": run,
         "sent": sent.frames,
+        "sender": sent.method.name(),
         "seconds": sent.elapsed.as_secs_f64(),
         "offered_per_second": offered,
         "arrived_as_xdp_frames": arrived,
@@ -448,6 +452,21 @@ pub(super) fn markdown(nic: &Value) -> String {
         nic["runs_per_setup_and_flood"],
         nic["flood_seconds"],
     );
+    let redirected = nic["runs"].as_array().into_iter().flatten().any(|run| {
+        run["sender"]
+            .as_str()
+            .is_some_and(|sender| sender != SendMethod::LiveFrames.name())
+    });
+    if redirected {
+        md.push_str(
+            "\n**This run's sender was not the live one**: the kernel refused live-frames mode \
+             (EPERM), so the flood went through a launcher veth pair in the client's namespace: \
+             AF_PACKET frames into one end, the same rewriting program on the other end in \
+             native mode, redirecting each frame out of the client's veth end. The server's \
+             end receives the same `xdp_frame`s; the flood figures include a socket buffer per \
+             frame on the sender's side, so they are not comparable with a live run's.\n",
+        );
+    }
     md.push_str(
         "| set-up | flood | offered pkt/s | dropped | ring full | CPU s: all CPUs / flood / receiving | dropped per CPU-second: all CPUs | flood | receiving | flood CPU ns per frame (above a bare drop) | load average | legitimate success |\n\
          |---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
