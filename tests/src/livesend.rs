@@ -750,6 +750,19 @@ impl<'a> Launcher<'a> {
             LAUNCHER_OUT,
         ])?;
         let launcher = Launcher { ns };
+        // Nothing but the flood may cross the pair: the program counts, rewrites and
+        // redirects every frame, and the test compares its count with the veth's.
+        for iface in [LAUNCHER_IN, LAUNCHER_OUT] {
+            let status = ns
+                .command("sysctl")
+                .args(["-qw", &format!("net.ipv6.conf.{iface}.disable_ipv6=1")])
+                .status()
+                .context("running sysctl")?;
+            ensure!(
+                status.success(),
+                "disabling IPv6 on {iface} failed ({status})"
+            );
+        }
         ip(&["link", "set", LAUNCHER_IN, "up"])?;
         ip(&["link", "set", LAUNCHER_OUT, "up"])?;
         Ok(launcher)
