@@ -644,12 +644,7 @@ impl LiveFlood<'_> {
             .ns
             .in_namespace(|| -> anyhow::Result<Option<LiveSent>> {
                 let index = ifindex(self.iface)?;
-                pin_to_cpu(self.cpu)?;
-                // SAFETY: plain system call; on Linux PRIO_PROCESS with 0 is this thread.
-                if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, self.nice) } != 0 {
-                    return Err(io::Error::last_os_error())
-                        .context("setting the sender's nice value");
-                }
+                self.settle_sending_thread()?;
                 let cpu_before = thread_cpu();
                 let (mut frames, start) = (0u64, Instant::now());
                 let mut per_call = FIRST_REPEATS;
@@ -680,28 +675,32 @@ impl LiveFlood<'_> {
         }
     }
 
+    /// Pins the calling (sending) thread to the flood's CPU, at the flood's nice value.
+    fn settle_sending_thread(&self) -> anyhow::Result<()> {
+        pin_to_cpu(self.cpu)?;
+        // SAFETY: plain system call; on Linux PRIO_PROCESS with 0 is this thread.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, self.nice) } != 0 {
+            return Err(io::Error::last_os_error()).context("setting the sender's nice value");
+        }
+        Ok(())
+    }
+
     /// [`SendMethod::Redirected`].
     fn run_redirected(&self) -> anyhow::Result<LiveSent> {
         let launcher = Launcher::new(self.ns)?;
-        let sender = self.ns.in_namespace(|| -> anyhow::Result<LiveSender> {
-            let sender = LiveSender::redirecting(self.sources, ifindex(self.iface)?)?;
-            Ok(sender)
-        })??;
+        let out = self.ns.in_namespace(|| ifindex(self.iface))??;
+        let sender = LiveSender::redirecting(self.sources, out)?;
         let _attached = launcher.attach(&sender)?;
         let counted_before = sender.frames()?;
         self.ns.in_namespace(|| -> anyhow::Result<LiveSent> {
-            pin_to_cpu(self.cpu)?;
-            // SAFETY: plain system call; on Linux PRIO_PROCESS with 0 is this thread.
-            if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, self.nice) } != 0 {
-                return Err(io::Error::last_os_error()).context("setting the sender's nice value");
-            }
+            self.settle_sending_thread()?;
             let socket = crate::pathbench::PacketSocket::open(LAUNCHER_IN)?;
             let cpu_before = thread_cpu();
             let start = Instant::now();
             let mut written = 0u64;
             while written < self.max_frames && start.elapsed() < self.max_time {
-                let batch = (self.max_frames - written).min(64) as usize;
-                written += socket.send_copies(self.frame, batch)?;
+                let left = usize::try_from(self.max_frames - written).unwrap_or(usize::MAX);
+                written += socket.send_copies(self.frame, left)?;
             }
             // The launcher's poll runs on this CPU before the system call returns; a
             // moment for any straggler before counting.
@@ -770,16 +769,7 @@ impl<'a> Launcher<'a> {
 
     /// The sender's program on [`LAUNCHER_OUT`], native mode, until the link is dropped.
     fn attach(&self, sender: &LiveSender) -> anyhow::Result<OwnedFd> {
-        self.ns.in_namespace(|| -> anyhow::Result<OwnedFd> {
-            let mut attr = LinkCreateAttr {
-                prog_fd: sender.program.as_raw_fd() as u32,
-                target_ifindex: ifindex(LAUNCHER_OUT)?,
-                attach_type: BPF_XDP,
-                flags: XDP_FLAGS_DRV_MODE,
-            };
-            bpf_fd(BPF_LINK_CREATE, &mut attr)
-                .with_context(|| format!("attaching the sender to {LAUNCHER_OUT}, native mode"))
-        })?
+        attach_native(self.ns, LAUNCHER_OUT, &sender.program, "the sender")
     }
 }
 
@@ -836,18 +826,24 @@ impl ConstantXdp {
             "sf_pass"
         };
         let program = load_xdp(name, &constant_program(verdict))?;
-        let link = ns.in_namespace(|| -> anyhow::Result<OwnedFd> {
-            let mut attr = LinkCreateAttr {
-                prog_fd: program.as_raw_fd() as u32,
-                target_ifindex: ifindex(iface)?,
-                attach_type: BPF_XDP,
-                flags: XDP_FLAGS_DRV_MODE,
-            };
-            bpf_fd(BPF_LINK_CREATE, &mut attr)
-                .with_context(|| format!("attaching {name} to {iface}, native mode"))
-        })??;
+        let link = attach_native(ns, iface, &program, name)?;
         Ok(ConstantXdp { _link: link })
     }
+}
+
+/// Attaches `program` (called `name` in errors) to `iface` of `ns` in native mode, until
+/// the returned link is dropped.
+fn attach_native(ns: Netns, iface: &str, program: &OwnedFd, name: &str) -> anyhow::Result<OwnedFd> {
+    ns.in_namespace(|| -> anyhow::Result<OwnedFd> {
+        let mut attr = LinkCreateAttr {
+            prog_fd: program.as_raw_fd() as u32,
+            target_ifindex: ifindex(iface)?,
+            attach_type: BPF_XDP,
+            flags: XDP_FLAGS_DRV_MODE,
+        };
+        bpf_fd(BPF_LINK_CREATE, &mut attr)
+            .with_context(|| format!("attaching {name} to {iface}, native mode"))
+    })?
 }
 
 /// The veth counters `ethtool -S` shows, summed over queues: what a flood's frames met.

@@ -1059,8 +1059,8 @@ impl PacketSocket {
 }
 
 impl PacketSocket {
-    /// Writes `count` copies of `frame` in one `sendmmsg`; how many went (none when
-    /// the interface's queue is full).
+    /// Writes `count` copies of `frame` (at most a batch) in one `sendmmsg`; how many
+    /// went (none when the interface's queue is full).
     pub(crate) fn send_copies(&self, frame: &[u8], count: usize) -> anyhow::Result<u64> {
         let mut iovec = libc::iovec {
             iov_base: frame.as_ptr() as *mut libc::c_void,
