@@ -34,6 +34,8 @@ pub mod names {
     pub const REGISTERED: &str = "SF_REGISTERED";
     /// When the last lockout made so far ends (one entry).
     pub const LOCKS_UNTIL: &str = "SF_LOCKS_UNTIL";
+    /// Which sources may hold a registration ([`super::registered_hint`]).
+    pub const REGISTERED_HINTS: &str = "SF_REGISTERED_HINTS";
     /// The programs the XDP program enters by tail call, by slot
     /// ([`super::TAIL_CALLED`]). Pinned beside the maps of [`PINNED`] (not among them: no
     /// CLI reads it), because a program array is emptied when no file descriptor or pin
@@ -1178,6 +1180,38 @@ mod tests {
     use super::*;
     use std::net::Ipv6Addr;
 
+    /// The hints spread a network's sources over the whole map: IPv4 keys that differ
+    /// only in their last bytes, and IPv6 /64 prefixes that differ only in their
+    /// fourth group. Keys thrown at random would share a byte 3% of the time here.
+    #[test]
+    fn registered_hints_spread_neighbouring_sources() {
+        let spread = |keys: &mut dyn Iterator<Item = SourceKey>| {
+            let mut seen = std::collections::HashSet::new();
+            for key in keys {
+                let (word, byte) = registered_hint(&key);
+                assert!(word < REGISTERED_HINT_WORDS && byte < 8, "{key:?}");
+                seen.insert((word, byte));
+            }
+            seen.len()
+        };
+        let ipv4 = spread(&mut (0..=u16::MAX).map(|n| {
+            let [c, d] = n.to_be_bytes();
+            crate::sip::mapped_ipv4([198, 18, c, d])
+        }));
+        assert!(
+            ipv4 > 62_000,
+            "{ipv4} of 65,536 IPv4 sources have hints of their own"
+        );
+        let ipv6 =
+            spread(&mut (0..=u16::MAX).map(|n| {
+                ipv6_prefix_key(Ipv6Addr::new(0x2001, 0xdb8, 0, n, 0, 0, 0, 1).octets(), 64)
+            }));
+        assert!(
+            ipv6 > 62_000,
+            "{ipv6} of 65,536 /64 prefixes have hints of their own"
+        );
+    }
+
     #[test]
     fn repeat_offenders_bans_grow_within_the_window_and_the_cap() {
         const S: u64 = 1_000_000_000;
@@ -1480,12 +1514,36 @@ pub struct TransactionKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Transaction {
-    /// The account the request named: its digest username, else its To user.
-    pub account: Account,
+    /// The account the request named (its digest username, else its To user): the
+    /// first [`crate::sip::pairing::ACCOUNT_BYTES`] of its name, zero padded
+    /// ([`Account::name_of`]). Its key is made when its answer is learnt from
+    /// ([`Account::from_name`]): not on the request's path.
+    pub account: [u64; ACCOUNT_WORDS],
+    /// The name's whole length; 0 when the request named no account.
+    pub account_len: u32,
     /// `TRANSACTION_*` bits.
     pub flags: u32,
     /// The request's [`Method`] number.
     pub method: u32,
+    _pad: u32,
+}
+
+impl Transaction {
+    pub fn new(name: [u64; ACCOUNT_WORDS], len: usize, flags: u32, method: u32) -> Self {
+        Self {
+            account: name,
+            account_len: len as u32,
+            flags,
+            method,
+            _pad: 0,
+        }
+    }
+
+    /// The account the request named, keyed with `seed`.
+    #[inline(always)]
+    pub fn account(&self, seed: u64) -> Account {
+        Account::from_name(self.account, self.account_len as usize, seed)
+    }
 }
 
 /// The request carried Authorization or Proxy-Authorization, or the filter could not see
@@ -1532,6 +1590,40 @@ impl TransactionKey {
 pub const MAX_ACCOUNTS: u32 = 1 << 16;
 /// Registered sources remembered at once.
 pub const MAX_REGISTERED: u32 = 1 << 16;
+
+/// Words of `SF_REGISTERED_HINTS`: a byte per hint, eight to a word (2^20 hints, 1 MiB).
+/// With [`MAX_REGISTERED`] sources registered, 6% of the others share a hint with one.
+pub const REGISTERED_HINT_WORDS: u32 = 1 << 17;
+const _: () = assert!(REGISTERED_HINT_WORDS.is_power_of_two());
+
+/// Where the hint that `key` may hold a registration is kept in `SF_REGISTERED_HINTS`:
+/// its word and the byte in it. A byte is set before its source's registration is
+/// written (by the egress program, or by the daemon before it attaches) and never
+/// cleared, so a byte at 0 means "not registered" for certain, and the ingress program
+/// looks `SF_REGISTERED` up only for sources whose byte is set: an array read instead of
+/// a hash lookup for every request of a source that never registered (issue 13's
+/// bookkeeping cost). A byte, not a bit: two CPUs setting hints in one word at once
+/// cannot undo each other's. Unseeded: a sender that picks an address sharing a
+/// registered source's byte gains nothing but the lookup it then pays for.
+#[inline(always)]
+pub fn registered_hint(key: &SourceKey) -> (u32, u32) {
+    let mut halves = [0u64; 2];
+    for (half, bytes) in halves.iter_mut().zip(key.chunks_exact(8)) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(bytes);
+        *half = u64::from_ne_bytes(word);
+    }
+    // Two rounds of fold and multiply, then the top bits: with one, the addresses of
+    // an IPv4 /16 fell on a quarter as many bytes (the test below).
+    const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut mixed = halves[0] ^ halves[1].rotate_left(32);
+    mixed ^= mixed >> 32;
+    mixed = mixed.wrapping_mul(GOLDEN);
+    mixed ^= mixed >> 29;
+    mixed = mixed.wrapping_mul(GOLDEN);
+    let hint = (mixed >> (64 - (REGISTERED_HINT_WORDS.trailing_zeros() + 3))) as u32;
+    (hint >> 3, hint & 7)
+}
 
 /// An account's failed passwords: per source (key [`AccountKey`] in `SF_LOCKOUTS`) or
 /// across sources (key the account's hash in `SF_ACCOUNTS`).

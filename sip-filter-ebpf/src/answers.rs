@@ -407,7 +407,7 @@ fn learn(kind: u32) {
     let (counters, answer) = unsafe { (&mut *counters, &*answer) };
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let account = &answer.transaction.account;
+    let account = &answer.transaction.account(config.domain_seed);
     if kind == AnswerKind::Success as u32 {
         auth::learn_success(
             config,

@@ -16,9 +16,9 @@ use aya_ebpf::{
 };
 use sip_filter_common::{
     maps::{
-        AccountKey, AnswerCounters, BanReason, EventKind, FilterConfig, Lockout, Registration,
-        SourceKey, Transaction, TransactionKey, TransactionSlot, FLAG_DRY_RUN, MAX_ACCOUNTS,
-        MAX_REGISTERED, MAX_TRANSACTIONS,
+        registered_hint, AccountKey, AnswerCounters, BanReason, EventKind, FilterConfig, Lockout,
+        Registration, SourceKey, Transaction, TransactionKey, TransactionSlot, FLAG_DRY_RUN,
+        MAX_ACCOUNTS, MAX_REGISTERED, MAX_TRANSACTIONS, REGISTERED_HINT_WORDS,
     },
     sip::pairing::Account,
 };
@@ -68,9 +68,21 @@ fn note_lock_until(until: u64) {
 static REGISTERED: LruHashMap<SourceKey, Registration> =
     LruHashMap::with_max_entries(MAX_REGISTERED, 0);
 
-/// Whether `key` holds a registration that has not expired.
+/// A byte per hint that a source may hold a registration (see [`registered_hint`]).
+#[map(name = "SF_REGISTERED_HINTS")]
+static REGISTERED_HINTS: Array<u64> = Array::with_max_entries(REGISTERED_HINT_WORDS, 0);
+
+/// Whether `key` holds a registration that has not expired. Most sources never
+/// register: their hint answers with one array read.
 #[inline(always)]
 pub fn is_registered(key: &SourceKey, now: u64) -> bool {
+    let (word, byte) = registered_hint(key);
+    if REGISTERED_HINTS
+        .get(word)
+        .is_some_and(|hints| (hints >> ((byte & 7) * 8)) & 0xff == 0)
+    {
+        return false;
+    }
     match REGISTERED.get_ptr(key) {
         // SAFETY: a map value; a concurrent update at worst gives a stale answer.
         Some(registration) => now < unsafe { (*registration).expires_ns },
@@ -114,7 +126,7 @@ pub fn is_locked_out(key: &SourceKey, account: u64, registered: bool, now: u64) 
 /// Notes a request for its answer, in its slot. Returns false if there is no slot, and
 /// whether it displaced another transaction awaiting its answer.
 #[inline(always)]
-pub fn note(key: &SourceKey, id: u64, account: &Account, flags: u32, method: u32) -> Option<bool> {
+pub fn note(key: &SourceKey, id: u64, transaction: &Transaction) -> Option<bool> {
     let key = TransactionKey { source: *key, id };
     let slot = TRANSACTIONS.get_ptr_mut(key.slot())?;
     // SAFETY: a map value. Two CPUs noting into one slot at once may mix their writes;
@@ -124,11 +136,7 @@ pub fn note(key: &SourceKey, id: u64, account: &Account, flags: u32, method: u32
     let displaced = slot.live != 0 && slot.key != key;
     *slot = TransactionSlot {
         key,
-        transaction: Transaction {
-            account: *account,
-            flags,
-            method,
-        },
+        transaction: *transaction,
         live: 1,
     };
     Some(displaced)
@@ -344,6 +352,12 @@ pub fn learn_success(
         source: *address,
     };
     let fresh = !is_registered(key, now);
+    // The hint first: a CPU that finds the registration finds its hint set too.
+    let (word, byte) = registered_hint(key);
+    if let Some(hints) = REGISTERED_HINTS.get_ptr_mut(word) {
+        // SAFETY: a map value; one byte of it, which only ever goes from 0 to 1.
+        unsafe { *hints.cast::<u8>().add((byte & 7) as usize) = 1 };
+    }
     if REGISTERED.insert(key, &registration, 0).is_ok() {
         counters.registrations += 1;
         if fresh {

@@ -33,8 +33,8 @@ use payload::load_payload;
 use sip_filter_common::{
     domain::{host_hashes, DOMAIN_EXACT, DOMAIN_WILDCARD, MAX_SUFFIXES},
     maps::{
-        Ban, BanReason, ListEntry, SourceKey, SourceState, Transport as TransportKind, BAN_SLOTS,
-        CLASS_ANSWERS, CLASS_CONNECTIONS, CLASS_INVITE, CLASS_OTHER, CLASS_REGISTER,
+        Ban, BanReason, ListEntry, SourceKey, SourceState, Transaction, Transport as TransportKind,
+        BAN_SLOTS, CLASS_ANSWERS, CLASS_CONNECTIONS, CLASS_INVITE, CLASS_OTHER, CLASS_REGISTER,
         CLASS_REGISTERED, CLASS_SLOTS, CLASS_TRUSTED, FLAG_ALLOW_HOSTLESS_URI, FLAG_ANSWERS,
         FLAG_DOMAIN_CHECK, FLAG_DROP_FRAGMENTS, FLAG_DROP_NOT_SIP_PAYLOAD, FLAG_DRY_RUN,
         LIST_ORIGIN_COUNTRY, MAX_BANS, MAX_DOMAINS, MAX_LIST_ENTRIES, MAX_OWN_ADDRESSES,
@@ -673,6 +673,9 @@ pub(crate) struct Packet {
     stream_action: u32,
     /// What the TCP program's parse found (`judge`'s answer), for the policy program.
     stream_verdict: u64,
+    /// The request policy's clock reading, for the policies after it in the same run
+    /// ([`routing_verdict`], [`answers_bookkeeping`]): a helper call each saved.
+    pub(crate) now: u64,
 }
 
 /// Per-CPU: hands `judge`'s findings to the request policy through memory, not the
@@ -694,6 +697,7 @@ fn request_verdict(config: &FilterConfig, scratch: &mut Scratch) -> Reason {
     let trusted = packet.trusted != 0;
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
+    packet.now = now;
 
     if !trusted && is_scanner_request(config, scratch) {
         if let Some(state) = state_of(&packet.key) {
@@ -743,8 +747,7 @@ fn routing_verdict(routing: u32) -> Reason {
     };
     // SAFETY: per-CPU scratch and packet, used only by this CPU during this run.
     let (scratch, packet) = unsafe { (&mut *scratch, &*packet) };
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = packet.now;
     let method = scratch.method_number();
     if routing & ROUTING_ROUTED != 0 && host_allowed(config, scratch) {
         return admission(config, packet, method, now);
@@ -933,10 +936,11 @@ pub(crate) fn answers_bookkeeping() {
     } else {
         uri_user(buf, value_of(buf, scratch.header(Header::To)))
     };
-    let account = Account::of(buf, named, config.domain_seed);
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    if credentialed && account.key != 0 && auth::locks_live(now) {
+    let (name, name_len) = Account::name_of(buf, named);
+    let now = packet.now;
+    // The account's key (a hash) is made only while some lockout may hold.
+    if credentialed && name_len != 0 && auth::locks_live(now) {
+        let account = Account::from_name(name, name_len, config.domain_seed);
         let registered = auth::is_registered(&packet.key, now);
         if auth::is_locked_out(&packet.key, account.key, registered, now) {
             leave_reason(Reason::DropAuthLockout);
@@ -952,7 +956,8 @@ pub(crate) fn answers_bookkeeping() {
     } else {
         0
     };
-    if let Some(displaced) = auth::note(&packet.key, id, &account, flags, method as u32) {
+    let noted = Transaction::new(name, name_len, flags, method as u32);
+    if let Some(displaced) = auth::note(&packet.key, id, &noted) {
         answers::bump_answers(|c| &mut c.requests_noted);
         if displaced {
             answers::bump_answers(|c| &mut c.requests_displaced);

@@ -27,8 +27,8 @@ use aya::{
 use ipnet::IpNet;
 use sip_filter_common::{
     maps::{
-        ipv6_prefix_key, names, AnswerCounters, Ban, BanReason, ListEntry, SourceKey,
-        ANSWER_PROGRAM_SLOT_STREAM, ANSWER_STREAM_PROGRAM_NAME, EGRESS_PROGRAM_NAME,
+        ipv6_prefix_key, names, registered_hint, AnswerCounters, Ban, BanReason, ListEntry,
+        SourceKey, ANSWER_PROGRAM_SLOT_STREAM, ANSWER_STREAM_PROGRAM_NAME, EGRESS_PROGRAM_NAME,
         LIST_ORIGIN_CONFIG, PROGRAM_NAME, TAIL_CALLED,
     },
     sip::mapped_ipv4,
@@ -574,6 +574,24 @@ impl Filter {
         let mut latest: Array<_, u64> = Array::try_from(self.map_mut(name)?).map_err(map_error)?;
         if latest.get(&0, 0).map_err(map_error)? < until_ns {
             latest.set(0, until_ns, 0).map_err(map_error)?;
+        }
+        Ok(())
+    }
+
+    /// Sets the hints (see [`registered_hint`]) of sources whose registrations are
+    /// written from here, before the program is attached: the kernel sets them for its
+    /// own, without a read-modify-write of their words that this could race with.
+    pub fn hint_registered(&mut self, keys: &[SourceKey]) -> Result<(), FilterError> {
+        let name = names::REGISTERED_HINTS;
+        let map_error = |source| FilterError::Map { name, source };
+        let mut hints: Array<_, u64> = Array::try_from(self.map_mut(name)?).map_err(map_error)?;
+        for key in keys {
+            let (word, byte) = registered_hint(key);
+            let hint = 1u64 << (byte * 8);
+            let held = hints.get(&word, 0).map_err(map_error)?;
+            if held & hint == 0 {
+                hints.set(word, held | hint, 0).map_err(map_error)?;
+            }
         }
         Ok(())
     }

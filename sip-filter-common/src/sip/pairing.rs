@@ -42,19 +42,41 @@ impl Account {
     /// The account `span` holds (a digest username or a URI's user part).
     #[inline(always)]
     pub fn of(buf: &ScanBuf, span: Span, seed: u64) -> Account {
+        let (name, len) = Self::name_of(buf, span);
+        Self::from_name(name, len, seed)
+    }
+
+    /// The first [`ACCOUNT_BYTES`] of the name `span` holds, zero padded, and its whole
+    /// length: what the ingress program notes for a request's answer, leaving the key
+    /// to be made ([`Account::from_name`]) only where it is needed.
+    #[inline(always)]
+    pub fn name_of(buf: &ScanBuf, span: Span) -> ([u64; ACCOUNT_WORDS], usize) {
         let len = span.len();
+        let mut name = [0u64; ACCOUNT_WORDS];
+        if len != 0 {
+            for (i, word) in name.iter_mut().enumerate() {
+                let left = len.saturating_sub(i * 8);
+                *word = buf.window(span.start() + i * 8) & low_bytes_mask(left);
+            }
+        }
+        (name, len)
+    }
+
+    /// The account of a name [`Account::name_of`] took, keyed with `seed`: a hash of its
+    /// length and its words in two chains the CPU runs side by side. No account (key 0)
+    /// for an empty name.
+    #[inline(always)]
+    pub fn from_name(name: [u64; ACCOUNT_WORDS], len: usize, seed: u64) -> Account {
         if len == 0 {
             return Account::default();
         }
-        let mut name = [0u64; ACCOUNT_WORDS];
-        let mut key = mix(seed, len as u64);
-        for (i, word) in name.iter_mut().enumerate() {
-            let left = len.saturating_sub(i * 8);
-            *word = buf.window(span.start() + i * 8) & low_bytes_mask(left);
-            key = mix(key, *word);
-        }
+        let front = mix(mix(mix(seed, len as u64), name[0]), name[1]);
+        let back = mix(mix(seed ^ NAME_BACK, name[2]), name[3]);
         // 0 means "no account".
-        Account { key: key | 1, name }
+        Account {
+            key: mix(front ^ back.rotate_left(32), seed) | 1,
+            name,
+        }
     }
 
     /// The name as bytes, without the padding (host code).
@@ -75,32 +97,57 @@ impl Account {
         if len == 0 || len >= ACCOUNT_BYTES {
             return None;
         }
-        let mut key = mix(seed, len as u64);
-        for word in name {
-            key = mix(key, *word);
-        }
-        Some(key | 1)
+        Some(Self::from_name(*name, len, seed).key)
     }
 }
 
-/// A seeded hash of `span`'s length and of its first and last [`ID_END_BYTES`] bytes
-/// (all of it when it is no longer than both): four reads, no loop.
+/// Sets the back half of a name's hash apart from its front.
+const NAME_BACK: u64 = 0xc2b2_ae3d_27d4_eb4f;
+
+/// What [`pair_hash`] takes from `span`: its length and its first and last
+/// [`ID_END_BYTES`] bytes (all of it when it is no longer than both), in two seeded
+/// chains, the head's and the tail's. Four reads, no loop, and no chain longer than
+/// three [`mix`]es: the CPU runs the chains side by side (one chain through all eight
+/// words of a transaction made each request wait on eight multiplications in a row:
+/// issue 13's bookkeeping is on every request's path).
 #[inline(always)]
-fn ends_hash(buf: &ScanBuf, span: Span, seed: u64) -> u64 {
+fn ends_lanes(buf: &ScanBuf, span: Span, seed: u64) -> (u64, u64) {
     let len = span.len();
-    let mut hash = mix(seed, len as u64);
-    hash = mix(hash, buf.window(span.start()) & low_bytes_mask(len));
-    hash = mix(
-        hash,
+    let head = mix(
+        mix(
+            mix(seed, len as u64),
+            buf.window(span.start()) & low_bytes_mask(len),
+        ),
         buf.window(span.start() + 8) & low_bytes_mask(len.saturating_sub(8)),
     );
-    if len > ID_END_BYTES {
-        // The last 16 bytes, overlapping the first 16 in a value under 32 bytes long.
-        let tail = span.end() - ID_END_BYTES;
-        hash = mix(hash, buf.window(tail));
-        hash = mix(hash, buf.window(tail + 8));
+    if len <= ID_END_BYTES {
+        return (head, 0);
     }
-    hash
+    // The last 16 bytes, overlapping the first 16 in a value under 32 bytes long.
+    let tail = span.end() - ID_END_BYTES;
+    let tail = mix(
+        mix(seed ^ TAIL_LANE, buf.window(tail)),
+        buf.window(tail + 8),
+    );
+    (head, tail)
+}
+
+/// Sets a tail's chain apart from a head's.
+const TAIL_LANE: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// A seeded hash of two values, each by [`ends_lanes`]: the four chains, each turned by
+/// its own amount so that no two cancel, mixed once more. Never 0.
+#[inline(always)]
+fn pair_hash(buf: &ScanBuf, first: Span, second: Span, seed: u64) -> u64 {
+    let (first_head, first_tail) = ends_lanes(buf, first, seed);
+    let (second_head, second_tail) = ends_lanes(buf, second, seed.rotate_left(32));
+    mix(
+        first_head
+            ^ first_tail.rotate_left(16)
+            ^ second_head.rotate_left(32)
+            ^ second_tail.rotate_left(48),
+        seed,
+    ) | 1
 }
 
 /// A transaction's identity: its Call-ID and CSeq values (the length and the first and
@@ -116,7 +163,7 @@ pub fn transaction_id(buf: &ScanBuf, call_id: Span, cseq: Span, seed: u64) -> u6
     if call_id.is_empty() || cseq.is_empty() {
         return 0;
     }
-    ends_hash(buf, cseq, ends_hash(buf, call_id, seed)) | 1
+    pair_hash(buf, call_id, cseq, seed)
 }
 
 /// [`transaction_id`] of the message the parser left in `scratch` (recorded with its
@@ -349,7 +396,7 @@ pub fn call_identity(buf: &ScanBuf, call_id: Span, from_tag: Span, seed: u64) ->
     if call_id.is_empty() {
         return 0;
     }
-    ends_hash(buf, from_tag, ends_hash(buf, call_id, seed)) | 1
+    pair_hash(buf, call_id, from_tag, seed)
 }
 
 /// How far [`uri_user`] looks for the `@` that ends a user part.
