@@ -27,9 +27,10 @@ use aya::{
 use ipnet::IpNet;
 use sip_filter_common::{
     maps::{
-        ipv6_prefix_key, names, registered_hint, AnswerCounters, Ban, BanReason, ListEntry,
-        SourceKey, ANSWER_PROGRAM_SLOT_STREAM, ANSWER_STREAM_PROGRAM_NAME, EGRESS_PROGRAM_NAME,
-        LIST_ORIGIN_CONFIG, PROGRAM_NAME, TAIL_CALLED,
+        ipv6_prefix_key, names, registered_hint, AccountKey, AnswerCounters, Ban, BanReason,
+        ListEntry, Lockout, Registration, SourceKey, ANSWER_PROGRAM_SLOT_STREAM,
+        ANSWER_STREAM_PROGRAM_NAME, EGRESS_PROGRAM_NAME, LIST_ORIGIN_CONFIG, PROGRAM_NAME,
+        TAIL_CALLED,
     },
     sip::mapped_ipv4,
     Counters, FilterConfig,
@@ -37,6 +38,7 @@ use sip_filter_common::{
 
 use crate::{
     bpf_sys,
+    learnt::LearntMaps,
     lists::{v4_key, v6_key},
     settings::{Settings, SettingsError},
 };
@@ -578,10 +580,25 @@ impl Filter {
         Ok(())
     }
 
-    /// Sets the hints (see [`registered_hint`]) of sources whose registrations are
-    /// written from here, before the program is attached: the kernel sets them for its
-    /// own, without a read-modify-write of their words that this could race with.
-    pub fn hint_registered(&mut self, keys: &[SourceKey]) -> Result<(), FilterError> {
+    /// Writes saved registrations, per-source and across-sources lockouts (restoring the
+    /// state file, before the program is attached); returns how many of each were
+    /// written. Each registration's hint (see [`registered_hint`]) is set first, or the
+    /// ingress program would never look the registration up.
+    pub fn restore_learnt(
+        &mut self,
+        registrations: &[(SourceKey, Registration)],
+        per_source: &[(AccountKey, Lockout)],
+        across: &[(u64, Lockout)],
+    ) -> Result<(usize, usize, usize), FilterError> {
+        let keys: Vec<SourceKey> = registrations.iter().map(|(key, _)| *key).collect();
+        self.hint_registered(&keys)?;
+        LearntMaps::of(self)?.put(registrations, per_source, across)
+    }
+
+    /// Sets the hints of sources whose registrations are written from here. Only
+    /// before the program is attached: the kernel sets hints for its own, and this
+    /// read-modify-write of their words could undo one.
+    fn hint_registered(&mut self, keys: &[SourceKey]) -> Result<(), FilterError> {
         let name = names::REGISTERED_HINTS;
         let map_error = |source| FilterError::Map { name, source };
         let mut hints: Array<_, u64> = Array::try_from(self.map_mut(name)?).map_err(map_error)?;

@@ -230,8 +230,10 @@ impl<'a> LearntMaps<'a> {
         Ok(lifted)
     }
 
-    /// Writes registrations, per-source and across-sources lockouts (restoring the state
-    /// file); returns how many of each were written.
+    /// Writes registrations, per-source and across-sources lockouts; returns how many
+    /// of each were written. The ingress program looks a registration up only where its
+    /// hint is set ([`sip_filter_common::maps::registered_hint`]): the daemon's restore
+    /// goes through [`Filter::restore_learnt`], which sets them.
     pub fn put(
         &self,
         registrations: &[(SourceKey, Registration)],

@@ -985,10 +985,8 @@ fn restore_learnt(
             None => across.push((account_key, lockout)),
         }
     }
-    let keys: Vec<SourceKey> = registrations.iter().map(|(key, _)| *key).collect();
-    filter.hint_registered(&keys)?;
     let (registered, for_source, everywhere) =
-        LearntMaps::of(filter)?.put(&registrations, &per_source, &across)?;
+        filter.restore_learnt(&registrations, &per_source, &across)?;
     let last_lock_ends = per_source
         .iter()
         .map(|(_, lockout)| lockout.locked_until_ns)

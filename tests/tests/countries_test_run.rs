@@ -11,7 +11,6 @@ use sip_filter::{
     bpf_sys::{hash_or_trie, trie_entries},
     countries::{self, Country, CountryNetworks, CountrySettings, Written},
     filter::{monotonic_now_ns, source_key},
-    learnt::LearntMaps,
     Filter, Settings,
 };
 use sip_filter_common::maps::{names, ListEntry, Registration};
@@ -138,9 +137,8 @@ fn countries_deny_but_yield_to_allowed_and_registered_sources() {
     assert_eq!(networks.database_networks, 5);
 
     // The phone registered (the egress program learnt it from a 200 to its REGISTER).
-    let registered = LearntMaps::of(&filter)
-        .expect("maps")
-        .put(
+    let registered = filter
+        .restore_learnt(
             &[(
                 source_key(french_phone, 64),
                 Registration {

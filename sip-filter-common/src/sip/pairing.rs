@@ -42,8 +42,21 @@ impl Account {
     /// The account `span` holds (a digest username or a URI's user part).
     #[inline(always)]
     pub fn of(buf: &ScanBuf, span: Span, seed: u64) -> Account {
-        let (name, len) = Self::name_of(buf, span);
-        Self::from_name(name, len, seed)
+        // Word by word into the key, as [`Account::from_name`] does from the words: a
+        // name read whole first and then hashed gave wrong keys on 6.1 (its verifier cut
+        // a path it had not walked; 6.18 runs the same code right).
+        let len = span.len();
+        if len == 0 {
+            return Account::default();
+        }
+        let mut name = [0u64; ACCOUNT_WORDS];
+        let mut key = mix(seed, len as u64);
+        for (i, word) in name.iter_mut().enumerate() {
+            let left = len.saturating_sub(i * 8);
+            *word = buf.window(span.start() + i * 8) & low_bytes_mask(left);
+            key = mix(key, *word);
+        }
+        Account { key: key | 1, name }
     }
 
     /// The first [`ACCOUNT_BYTES`] of the name `span` holds, zero padded, and its whole
@@ -53,30 +66,26 @@ impl Account {
     pub fn name_of(buf: &ScanBuf, span: Span) -> ([u64; ACCOUNT_WORDS], usize) {
         let len = span.len();
         let mut name = [0u64; ACCOUNT_WORDS];
-        if len != 0 {
-            for (i, word) in name.iter_mut().enumerate() {
-                let left = len.saturating_sub(i * 8);
-                *word = buf.window(span.start() + i * 8) & low_bytes_mask(left);
-            }
+        for (i, word) in name.iter_mut().enumerate() {
+            let left = len.saturating_sub(i * 8);
+            *word = buf.window(span.start() + i * 8) & low_bytes_mask(left);
         }
         (name, len)
     }
 
     /// The account of a name [`Account::name_of`] took, keyed with `seed`: a hash of its
-    /// length and its words in two chains the CPU runs side by side. No account (key 0)
-    /// for an empty name.
+    /// length and its words. No account (key 0) for an empty name.
     #[inline(always)]
     pub fn from_name(name: [u64; ACCOUNT_WORDS], len: usize, seed: u64) -> Account {
         if len == 0 {
             return Account::default();
         }
-        let front = mix(mix(mix(seed, len as u64), name[0]), name[1]);
-        let back = mix(mix(seed ^ NAME_BACK, name[2]), name[3]);
-        // 0 means "no account".
-        Account {
-            key: mix(front ^ back.rotate_left(32), seed) | 1,
-            name,
+        let mut key = mix(seed, len as u64);
+        for word in name {
+            key = mix(key, word);
         }
+        // 0 means "no account".
+        Account { key: key | 1, name }
     }
 
     /// The name as bytes, without the padding (host code).
@@ -100,9 +109,6 @@ impl Account {
         Some(Self::from_name(*name, len, seed).key)
     }
 }
-
-/// Sets the back half of a name's hash apart from its front.
-const NAME_BACK: u64 = 0xc2b2_ae3d_27d4_eb4f;
 
 /// What [`pair_hash`] takes from `span`: its length and its first and last
 /// [`ID_END_BYTES`] bytes (all of it when it is no longer than both), in two seeded
