@@ -960,37 +960,14 @@ fn send_flood(lab: &Lab, frames: &[Vec<u8>], options: &Options) -> anyhow::Resul
     lab.in_namespace(Host::Client, || -> anyhow::Result<Sent> {
         pin_to_cpu(FLOOD_CPU)?;
         let socket = PacketSocket::open(Host::Client.iface())?;
-        let mut iovecs: Vec<libc::iovec> = frames
-            .iter()
-            .map(|frame| libc::iovec {
-                iov_base: frame.as_ptr() as *mut libc::c_void,
-                iov_len: frame.len(),
-            })
-            .collect();
         let (mut packets, mut refused, mut next) = (0u64, 0u64, 0usize);
         let start = Instant::now();
         while start.elapsed() < limit && packets < max_packets {
-            // SAFETY: mmsghdr is plain data; all-zero is a valid (empty) header.
-            let mut batch: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-            for message in batch.iter_mut() {
-                message.msg_hdr.msg_iov = &mut iovecs[next % frames.len()];
-                message.msg_hdr.msg_iovlen = 1;
-                next += 1;
-            }
-            // SAFETY: the headers point at iovecs and frames that outlive the call.
-            let sent =
-                unsafe { libc::sendmmsg(socket.0, batch.as_mut_ptr(), BATCH as libc::c_uint, 0) };
-            if sent < 0 {
-                let error = std::io::Error::last_os_error();
-                if error.raw_os_error() == Some(libc::ENOBUFS) {
-                    refused += 1;
-                    continue;
-                }
-                return Err(error).context("sendmmsg on the AF_PACKET socket");
-            }
-            packets += sent as u64;
+            let sent = socket.send_batch(frames, next, BATCH)?;
+            next += BATCH;
+            packets += sent;
             if (sent as usize) < BATCH {
-                // The next frame was refused; its error is lost (sendmmsg(2)).
+                // The veth's queue was full: the next frame was refused.
                 refused += 1;
             }
         }
@@ -1062,18 +1039,37 @@ impl PacketSocket {
     /// Writes `count` copies of `frame` (at most a batch) in one `sendmmsg`; how many
     /// went (none when the interface's queue is full).
     pub(crate) fn send_copies(&self, frame: &[u8], count: usize) -> anyhow::Result<u64> {
-        let mut iovec = libc::iovec {
-            iov_base: frame.as_ptr() as *mut libc::c_void,
-            iov_len: frame.len(),
-        };
+        self.send_batch(&[frame], 0, count)
+    }
+
+    /// Writes `count` frames (at most a batch) in one `sendmmsg`, taking `frames` in
+    /// turn from index `first`; how many went (none when the interface's queue is full;
+    /// fewer than `count` when it filled up during the call: sendmmsg(2) drops the
+    /// error of the first frame refused).
+    fn send_batch<F: AsRef<[u8]>>(
+        &self,
+        frames: &[F],
+        first: usize,
+        count: usize,
+    ) -> anyhow::Result<u64> {
+        let count = count.min(BATCH);
+        if frames.is_empty() || count == 0 {
+            return Ok(0);
+        }
+        let mut iovecs: [libc::iovec; BATCH] = std::array::from_fn(|i| {
+            let frame = frames[(first + i) % frames.len()].as_ref();
+            libc::iovec {
+                iov_base: frame.as_ptr() as *mut libc::c_void,
+                iov_len: frame.len(),
+            }
+        });
         // SAFETY: mmsghdr is plain data; all-zero is a valid (empty) header.
         let mut batch: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        let count = count.min(BATCH);
-        for message in batch.iter_mut().take(count) {
-            message.msg_hdr.msg_iov = &mut iovec;
+        for (message, iovec) in batch.iter_mut().zip(iovecs.iter_mut()).take(count) {
+            message.msg_hdr.msg_iov = iovec;
             message.msg_hdr.msg_iovlen = 1;
         }
-        // SAFETY: the headers point at an iovec and a frame that outlive the call.
+        // SAFETY: the headers point at iovecs and frames that outlive the call.
         let sent = unsafe { libc::sendmmsg(self.0, batch.as_mut_ptr(), count as libc::c_uint, 0) };
         if sent < 0 {
             let error = std::io::Error::last_os_error();
