@@ -279,16 +279,20 @@ fn judge(ctx: &XdpContext) -> u64 {
     let Some(config) = CONFIG.get(0) else {
         return verdict(Reason::PassUnparsed, Method::None as usize);
     };
-    // The SIP ports: any other is not ours to judge.
-    let sip_port = |is_tcp: bool, port: u16| {
-        if is_tcp {
-            config.is_tcp_port(port) || config.is_tls_port(port)
-        } else {
-            config.is_sip_port(port)
+    // The SIP ports: any other is not ours to judge. A datagram's port is asked during
+    // the walk, as soon as its header is whole (most of a server's traffic is not SIP);
+    // a segment's after it, once: the two lists' check, asked inside the walk, became a
+    // BPF function of its own, whose call and return cost every segment ~8 ns on a
+    // machine with return-thunk mitigations.
+    let udp_port = |is_tcp: bool, port: u16| is_tcp || config.is_sip_port(port);
+    let udp = match parse_headers::<INGRESS>(ctx, udp_port) {
+        Headers::Transport(transport) => {
+            let port = transport.dst_port;
+            if transport.is_tcp && !(config.is_tcp_port(port) || config.is_tls_port(port)) {
+                return verdict(Reason::PassNotSip, Method::None as usize);
+            }
+            transport
         }
-    };
-    let udp = match parse_headers::<INGRESS>(ctx, sip_port) {
-        Headers::Transport(transport) => transport,
         Headers::Other => return verdict(Reason::PassNotSip, Method::None as usize),
         Headers::LaterFragment => return verdict(Reason::PassFragment, Method::None as usize),
         Headers::Unparsed => return verdict(Reason::PassUnparsed, Method::None as usize),
