@@ -42,9 +42,10 @@ impl Account {
     /// The account `span` holds (a digest username or a URI's user part).
     #[inline(always)]
     pub fn of(buf: &ScanBuf, span: Span, seed: u64) -> Account {
-        // Word by word into the key, as [`Account::from_name`] does from the words: a
-        // name read whole first and then hashed gave wrong keys on 6.1 (its verifier cut
-        // a path it had not walked; 6.18 runs the same code right).
+        // The same key as [`Account::from_name`] of [`Account::name_of`], made word by
+        // word as the name is read: written as those two calls, the INVITE program gave
+        // wrong keys on 6.1 (call budgets not found; 6.18 ran the same code right: a
+        // fault of 6.1's verifier, by all signs).
         let len = span.len();
         if len == 0 {
             return Account::default();
@@ -549,6 +550,23 @@ mod tests {
                 "{:?}",
                 value
             );
+        }
+    }
+
+    proptest::proptest! {
+        /// The key made as the name is read is the one made from the name noted (the
+        /// INVITE program's and the egress program's ways to an account's key).
+        #[test]
+        fn an_accounts_key_is_the_same_either_way(
+            name in "[a-z0-9+.@_-]{0,40}",
+            offset in 0usize..12,
+            seed in proptest::prelude::any::<u64>(),
+        ) {
+            let text = format!("{}{name}\r\n", "x".repeat(offset));
+            let (buf, _) = ScanBuf::from_payload(text.as_bytes());
+            let span = Span::new(offset, offset + name.len());
+            let (words, len) = Account::name_of(&buf, span);
+            proptest::prop_assert_eq!(Account::of(&buf, span, seed), Account::from_name(words, len, seed));
         }
     }
 
