@@ -414,19 +414,6 @@ struct MapElemAttr {
     flags: u64,
 }
 
-/// The kernel's possible CPUs (a per-CPU map's value has a slot for each).
-fn possible_cpus() -> anyhow::Result<usize> {
-    let list = std::fs::read_to_string("/sys/devices/system/cpu/possible")
-        .context("reading /sys/devices/system/cpu/possible")?;
-    let last = list
-        .trim()
-        .rsplit(['-', ','])
-        .next()
-        .and_then(|n| n.parse::<usize>().ok())
-        .with_context(|| format!("possible CPUs {list:?}"))?;
-    Ok(last + 1)
-}
-
 /// `struct xdp_md`, the test run's context.
 #[repr(C)]
 #[derive(Default)]
@@ -513,7 +500,10 @@ impl LiveSender {
 
     /// Frames the program has run on, on every CPU.
     fn frames(&self) -> anyhow::Result<u64> {
-        let cpus = possible_cpus()?;
+        // A per-CPU map's value has a slot for each possible CPU.
+        let cpus = aya::util::nr_cpus().map_err(|(path, error)| {
+            anyhow::Error::new(error).context(format!("reading {path}"))
+        })?;
         let mut values = vec![0u64; cpus];
         let key = 0u32;
         let mut attr = MapElemAttr {
@@ -727,18 +717,9 @@ const LAUNCHER_OUT: &str = "sf-launch-out";
 
 impl<'a> Launcher<'a> {
     fn new(ns: Netns<'a>) -> anyhow::Result<Self> {
-        let ip = |args: &[&str]| -> anyhow::Result<()> {
-            let status = ns
-                .command("ip")
-                .args(args)
-                .status()
-                .with_context(|| format!("running ip {}", args.join(" ")))?;
-            ensure!(status.success(), "ip {} failed ({status})", args.join(" "));
-            Ok(())
-        };
         // A pair left by an interrupted run goes first.
-        let _ = ns.command("ip").args(["link", "del", LAUNCHER_IN]).output();
-        ip(&[
+        let _ = ns.ip(&["link", "del", LAUNCHER_IN]);
+        ns.ip(&[
             "link",
             "add",
             LAUNCHER_IN,
@@ -762,8 +743,8 @@ impl<'a> Launcher<'a> {
                 "disabling IPv6 on {iface} failed ({status})"
             );
         }
-        ip(&["link", "set", LAUNCHER_IN, "up"])?;
-        ip(&["link", "set", LAUNCHER_OUT, "up"])?;
+        ns.ip(&["link", "set", LAUNCHER_IN, "up"])?;
+        ns.ip(&["link", "set", LAUNCHER_OUT, "up"])?;
         Ok(launcher)
     }
 
@@ -775,11 +756,7 @@ impl<'a> Launcher<'a> {
 
 impl Drop for Launcher<'_> {
     fn drop(&mut self) {
-        let _ = self
-            .ns
-            .command("ip")
-            .args(["link", "del", LAUNCHER_IN])
-            .output();
+        let _ = self.ns.ip(&["link", "del", LAUNCHER_IN]);
     }
 }
 

@@ -1033,9 +1033,7 @@ impl PacketSocket {
             Ok(socket)
         }
     }
-}
 
-impl PacketSocket {
     /// Writes `count` copies of `frame` (at most a batch) in one `sendmmsg`; how many
     /// went (none when the interface's queue is full).
     pub(crate) fn send_copies(&self, frame: &[u8], count: usize) -> anyhow::Result<u64> {
